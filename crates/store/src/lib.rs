@@ -1,0 +1,175 @@
+//! The state store: everything the control plane knows lives here.
+//!
+//! The interface is deliberately the subset of etcd's that Flotilla needs — get, list by
+//! prefix, an atomic compare-and-write transaction, and watch — so that the embedded backend
+//! (one machine) and an etcd backend (many machines) are interchangeable.
+//!
+//! **Architecture Invariant:** a transaction the store acknowledges is durable: it has been
+//! fsynced and survives `kill -9` of the process. Every key carries the global revision of the
+//! transaction that last wrote it, which is what compare-and-write compares against.
+
+mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use embedded::EmbeddedStore;
+
+/// The store's global revision; every committed write transaction increases it by one.
+pub type Revision = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the transaction that created this key.
+    pub create_revision: Revision,
+    /// Revision of the transaction that last wrote this key.
+    pub mod_revision: Revision,
+}
+
+/// A condition a transaction checks before it writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's `mod_revision` equals this; `0` means the key must not exist.
+    ModRevision { key: String, revision: Revision },
+}
+
+impl Compare {
+    pub fn absent(key: impl Into<String>) -> Compare {
+        Compare::ModRevision { key: key.into(), revision: 0 }
+    }
+
+    pub fn revision(key: impl Into<String>, revision: Revision) -> Compare {
+        Compare::ModRevision { key: key.into(), revision }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+impl Op {
+    pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Op {
+        Op::Put { key: key.into(), value: value.into() }
+    }
+
+    pub fn delete(key: impl Into<String>) -> Op {
+        Op::Delete { key: key.into() }
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// All-or-nothing: if every compare holds, every op is applied in one revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn new() -> Txn {
+        Txn::default()
+    }
+
+    pub fn when(mut self, compare: Compare) -> Txn {
+        self.compares.push(compare);
+        self
+    }
+
+    pub fn then(mut self, op: Op) -> Txn {
+        self.ops.push(op);
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Applied and durable at this revision.
+    Committed(Revision),
+    /// A compare failed; nothing was written.
+    Conflict,
+}
+
+/// A change seen by a watcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Put(KeyValue),
+    Delete { key: String, revision: Revision },
+}
+
+impl Event {
+    pub fn key(&self) -> &str {
+        match self {
+            Event::Put(kv) => &kv.key,
+            Event::Delete { key, .. } => key,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}")]
+    Open { path: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("store backend failed during {operation}")]
+    Backend { operation: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("store record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: &'static str },
+    #[error("the store is shut down")]
+    Closed,
+    #[error("watcher fell behind by {missed} events; re-list and watch again")]
+    WatchLagged { missed: u64 },
+}
+
+/// A stream of changes under one prefix, in revision order.
+pub struct Watch {
+    prefix: String,
+    rx: tokio::sync::broadcast::Receiver<Arc<Vec<Event>>>,
+    pending: std::collections::VecDeque<Event>,
+}
+
+impl Watch {
+    pub(crate) fn new(prefix: String, rx: tokio::sync::broadcast::Receiver<Arc<Vec<Event>>>) -> Watch {
+        Watch { prefix, rx, pending: Default::default() }
+    }
+
+    /// The next change under the prefix. `Err(WatchLagged)` means events were dropped
+    /// because this watcher was too slow: re-list, then watch again.
+    pub async fn next(&mut self) -> Result<Event, StoreError> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(event);
+            }
+            match self.rx.recv().await {
+                Ok(batch) => {
+                    let prefix = &self.prefix;
+                    self.pending.extend(batch.iter().filter(|e| e.key().starts_with(prefix.as_str())).cloned());
+                }
+                Err(RecvError::Lagged(missed)) => return Err(StoreError::WatchLagged { missed }),
+                Err(RecvError::Closed) => return Err(StoreError::Closed),
+            }
+        }
+    }
+}
+
+/// The store interface. Implementations: [`EmbeddedStore`]; etcd later.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Every key starting with `prefix`, in key order.
+    async fn list_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError>;
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
+    /// Changes under `prefix` committed after this call.
+    fn watch(&self, prefix: &str) -> Watch;
+    /// The revision of the latest committed transaction.
+    async fn revision(&self) -> Result<Revision, StoreError>;
+}
