@@ -7,8 +7,10 @@
 pub mod arn;
 pub mod size;
 pub mod task_definition;
+pub mod time;
 pub mod validate;
 
 pub use arn::{Arn, ResourceKind};
+pub use time::Timestamp;
 pub use size::{TaskSize, parse_cpu, parse_memory};
 pub use validate::{FieldError, validate_for_fargate};

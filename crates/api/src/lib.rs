@@ -1,0 +1,15 @@
+//! The AWS wire layer.
+//!
+//! **Architecture Invariant:** this is the only crate that knows HTTP, AWS JSON, SigV4 and AWS
+//! error codes. It parses a request into a call on the control plane and turns the one
+//! `Result` back into a response; it holds no state of its own beyond credentials.
+
+pub mod ecs;
+pub mod error;
+pub mod model;
+pub mod server;
+pub mod sigv4;
+
+pub use error::ApiError;
+pub use server::{ApiState, router};
+pub use sigv4::Credentials;

@@ -1,0 +1,140 @@
+//! The HTTP front door: one `POST /` route for every AWS JSON 1.1 service, dispatched on the
+//! `X-Amz-Target` prefix, with SigV4 checked before anything else is looked at.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use flotilla_control::Control;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::model::ServiceModel;
+use crate::sigv4::{Credentials, SignedRequest, Verifier};
+
+/// Largest request body accepted; ECS's largest requests (task definitions) are far smaller.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// A JSON 1.1 service Flotilla serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Ecs,
+}
+
+impl Service {
+    fn by_target_prefix(prefix: &str) -> Option<Service> {
+        match prefix {
+            "AmazonEC2ContainerServiceV20141113" => Some(Service::Ecs),
+            _ => None,
+        }
+    }
+}
+
+pub struct ApiState {
+    pub control: Arc<Control>,
+    verifier: Verifier,
+    ecs_model: ServiceModel,
+    request_ids: AtomicU64,
+}
+
+impl ApiState {
+    pub fn new(control: Arc<Control>, credentials: &[Credentials]) -> ApiState {
+        let verifier = Verifier::new(&control.identity().region, credentials);
+        ApiState {
+            control,
+            verifier,
+            ecs_model: ServiceModel::parse(include_str!("../model/ecs.json")),
+            request_ids: AtomicU64::new(0),
+        }
+    }
+
+    fn model(&self, service: Service) -> &ServiceModel {
+        match service {
+            Service::Ecs => &self.ecs_model,
+        }
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let h = crate::sigv4::sha256_hex(format!("{t}-{n}").as_bytes());
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    }
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", post(handle))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::new("UnknownOperationException", format!("No operation at {method} {uri}; AWS JSON APIs are served at POST /."))
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let request_id = state.next_request_id();
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let result = dispatch(&state, &uri, &headers, &body, &target).await;
+    let mut response = match result {
+        Ok(value) => {
+            let mut r = value.to_string().into_response();
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+            r
+        }
+        Err(e) => {
+            tracing::debug!(target = %target, code = e.code, message = %e.message, "request refused");
+            e.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-requestid", v);
+    }
+    response
+}
+
+async fn dispatch(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: &[u8], target: &str) -> Result<Value, ApiError> {
+    let (prefix, operation) = target.split_once('.').ok_or_else(|| {
+        ApiError::new("UnknownOperationException", "Missing or malformed X-Amz-Target header; expected <Service>.<Operation>.")
+    })?;
+    let service = Service::by_target_prefix(prefix)
+        .ok_or_else(|| ApiError::new("UnknownOperationException", format!("Flotilla does not serve '{prefix}'.")))?;
+    let model = state.model(service);
+
+    let mut signed_headers = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let value = value.to_str().map_err(|_| {
+            ApiError::new("IncompleteSignatureException", format!("Header {name} is not valid text."))
+        })?;
+        signed_headers.push((name.as_str().to_owned(), value.to_owned()));
+    }
+    let request = SignedRequest { method: "POST", path: uri.path(), query: uri.query().unwrap_or(""), headers: signed_headers, body };
+    let caller = state.verifier.verify(&request, model.signing_name(), now_secs())?;
+
+    let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::serialization(format!("The request body is not valid JSON: {e}")))?
+    };
+    let input = match model.check_input(operation, input) {
+        Some(checked) => checked?,
+        None => {
+            return Err(ApiError::new("UnknownOperationException", format!("'{operation}' is not an operation of {prefix}.")));
+        }
+    };
+    tracing::debug!(operation, caller = %caller.access_key_id, "request");
+    match service {
+        Service::Ecs => crate::ecs::handle(&state.control, operation, input).await,
+    }
+}

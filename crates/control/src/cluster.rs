@@ -1,0 +1,309 @@
+//! Clusters: CreateCluster, DescribeClusters, ListClusters, DeleteCluster,
+//! UpdateClusterSettings, PutClusterCapacityProviders.
+
+use flotilla_store::{Compare, Op, Txn, TxnOutcome};
+use flotilla_types::ResourceKind;
+use flotilla_types::task_definition::Tag;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::capacity::{CapacityProviderStrategyItem, validate_strategy};
+use crate::page::{Page, paginate};
+use crate::record::{CLUSTERS, cluster_key, decode, encode, load};
+use crate::tags::validate_tags;
+use crate::{Control, ControlError};
+
+pub const DEFAULT_CLUSTER: &str = "default";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSetting {
+    pub name: String,
+    pub value: String,
+}
+
+/// A cluster as stored; serialises to the ECS `Cluster` shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    pub cluster_arn: String,
+    pub cluster_name: String,
+    pub status: String,
+    pub registered_container_instances_count: i32,
+    pub running_tasks_count: i32,
+    pub pending_tasks_count: i32,
+    pub active_services_count: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Vec<ClusterSetting>>,
+    pub capacity_providers: Vec<String>,
+    pub default_capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_connect_defaults: Option<Value>,
+}
+
+/// What CreateCluster accepts (the ECS request members Flotilla uses).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateClusterInput {
+    pub cluster_name: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(default)]
+    pub settings: Option<Vec<ClusterSetting>>,
+    #[serde(default)]
+    pub configuration: Option<Value>,
+    #[serde(default)]
+    pub capacity_providers: Option<Vec<String>>,
+    #[serde(default)]
+    pub default_capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+    #[serde(default)]
+    pub service_connect_defaults: Option<Value>,
+}
+
+/// Optional parts of DescribeClusters' answer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterInclude {
+    pub settings: bool,
+    pub tags: bool,
+    pub statistics: bool,
+    pub configurations: bool,
+}
+
+impl ClusterInclude {
+    pub fn parse(values: &[String]) -> Result<ClusterInclude, ControlError> {
+        let mut include = ClusterInclude::default();
+        for v in values {
+            match v.as_str() {
+                "SETTINGS" => include.settings = true,
+                "TAGS" => include.tags = true,
+                "STATISTICS" => include.statistics = true,
+                "CONFIGURATIONS" => include.configurations = true,
+                "ATTACHMENTS" => {}
+                other => {
+                    return Err(ControlError::invalid(format!(
+                        "include: '{other}' is not one of ATTACHMENTS, CONFIGURATIONS, SETTINGS, STATISTICS, TAGS."
+                    )));
+                }
+            }
+        }
+        Ok(include)
+    }
+
+    fn apply(self, mut cluster: Cluster) -> Cluster {
+        if !self.settings {
+            cluster.settings = None;
+        }
+        if !self.tags {
+            cluster.tags = None;
+        }
+        cluster.statistics = self.statistics.then(Vec::new);
+        if !self.configurations {
+            cluster.configuration = None;
+        }
+        cluster
+    }
+}
+
+fn validate_cluster_name(name: &str) -> Result<(), ControlError> {
+    let ok = (1..=255).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::invalid(format!(
+            "clusterName: '{name}' is invalid. Up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed."
+        )))
+    }
+}
+
+fn validate_settings(settings: &[ClusterSetting]) -> Result<(), ControlError> {
+    for s in settings {
+        if s.name != "containerInsights" {
+            return Err(ControlError::invalid(format!("settings.name: '{}' is not a cluster setting; use containerInsights.", s.name)));
+        }
+        if !matches!(s.value.as_str(), "enabled" | "disabled" | "enhanced") {
+            return Err(ControlError::invalid(format!(
+                "settings.value: containerInsights must be enabled, disabled or enhanced, got '{}'.",
+                s.value
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Control {
+    /// Resolves a `cluster` request member (name, ARN, or absent for `default`) to a name.
+    pub fn cluster_name(&self, cluster: Option<&str>) -> Result<String, ControlError> {
+        let raw = cluster.unwrap_or(DEFAULT_CLUSTER);
+        if raw.starts_with("arn:") {
+            return match flotilla_types::Arn::parse(raw) {
+                Some(arn) if arn.kind == ResourceKind::Cluster => Ok(arn.resource),
+                _ => Err(ControlError::invalid(format!("cluster: '{raw}' is not a cluster ARN."))),
+            };
+        }
+        Ok(raw.to_owned())
+    }
+
+    pub async fn create_cluster(&self, input: CreateClusterInput) -> Result<Cluster, ControlError> {
+        let name = input.cluster_name.unwrap_or_else(|| DEFAULT_CLUSTER.to_owned());
+        validate_cluster_name(&name)?;
+        let tags = input.tags.unwrap_or_default();
+        validate_tags(&tags)?;
+        let mut settings = input.settings.unwrap_or_default();
+        validate_settings(&settings)?;
+        if !settings.iter().any(|s| s.name == "containerInsights") {
+            settings.push(ClusterSetting { name: "containerInsights".into(), value: "disabled".into() });
+        }
+        let providers = input.capacity_providers.unwrap_or_default();
+        let strategy = input.default_capacity_provider_strategy.unwrap_or_default();
+        validate_strategy(&providers, &strategy)?;
+
+        let key = cluster_key(&name);
+        loop {
+            let existing = load::<Cluster>(self.store.as_ref(), &key).await?;
+            let revision = match existing {
+                // CreateCluster is idempotent for an active cluster, as on AWS.
+                Some((cluster, _)) if cluster.status == "ACTIVE" => return Ok(cluster),
+                Some((_, rev)) => rev,
+                None => 0,
+            };
+            let cluster = Cluster {
+                cluster_arn: self.arn(ResourceKind::Cluster, &name).to_string(),
+                cluster_name: name.clone(),
+                status: "ACTIVE".into(),
+                registered_container_instances_count: 0,
+                running_tasks_count: 0,
+                pending_tasks_count: 0,
+                active_services_count: 0,
+                statistics: None,
+                tags: Some(tags.clone()),
+                settings: Some(settings.clone()),
+                capacity_providers: providers.clone(),
+                default_capacity_provider_strategy: strategy.clone(),
+                configuration: input.configuration.clone(),
+                service_connect_defaults: input.service_connect_defaults.clone(),
+            };
+            let txn = Txn::new().when(Compare::revision(&key, revision)).then(Op::put(&key, encode(&cluster)));
+            if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                return Ok(cluster);
+            }
+        }
+    }
+
+    /// Clusters by name or ARN; the second list holds the ones not found (as `MISSING` failures).
+    pub async fn describe_clusters(
+        &self,
+        clusters: &[String],
+        include: ClusterInclude,
+    ) -> Result<(Vec<Cluster>, Vec<String>), ControlError> {
+        let wanted: Vec<String> = if clusters.is_empty() { vec![DEFAULT_CLUSTER.to_owned()] } else { clusters.to_vec() };
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for raw in &wanted {
+            let name = match self.cluster_name(Some(raw)) {
+                Ok(name) => name,
+                Err(_) => {
+                    missing.push(raw.clone());
+                    continue;
+                }
+            };
+            match load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await? {
+                Some((cluster, _)) => found.push(include.apply(cluster)),
+                None => missing.push(if raw.starts_with("arn:") {
+                    raw.clone()
+                } else {
+                    self.arn(ResourceKind::Cluster, &name).to_string()
+                }),
+            }
+        }
+        Ok((found, missing))
+    }
+
+    /// Loads an ACTIVE cluster or fails with ClusterNotFound.
+    pub async fn active_cluster(&self, cluster: Option<&str>) -> Result<(Cluster, u64), ControlError> {
+        let name = self.cluster_name(cluster)?;
+        match load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await? {
+            Some((c, rev)) if c.status == "ACTIVE" => Ok((c, rev)),
+            _ => Err(ControlError::ClusterNotFound { cluster: name }),
+        }
+    }
+
+    pub async fn list_clusters(&self, max_results: Option<i32>, next_token: Option<&str>) -> Result<Page<String>, ControlError> {
+        let mut items = Vec::new();
+        for kv in self.store.list_prefix(CLUSTERS).await? {
+            let cluster: Cluster = decode(&kv)?;
+            if cluster.status == "ACTIVE" {
+                items.push((kv.key, cluster.cluster_arn));
+            }
+        }
+        paginate(items, max_results, next_token, 100)
+    }
+
+    pub async fn delete_cluster(&self, cluster: &str) -> Result<Cluster, ControlError> {
+        let (mut current, rev) = self.active_cluster(Some(cluster)).await?;
+        if current.active_services_count > 0 {
+            return Err(ControlError::ClusterContainsServices { cluster: current.cluster_name });
+        }
+        if current.running_tasks_count + current.pending_tasks_count > 0 {
+            return Err(ControlError::ClusterContainsTasks { cluster: current.cluster_name });
+        }
+        current.status = "INACTIVE".into();
+        let key = cluster_key(&current.cluster_name);
+        match self.store.txn(Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&current)))).await? {
+            TxnOutcome::Committed(_) => Ok(current),
+            TxnOutcome::Conflict => Err(ControlError::client("The cluster changed while it was being deleted; retry.")),
+        }
+    }
+
+    /// Applies `change` to an ACTIVE cluster with compare-and-write, retrying on conflicts.
+    pub(crate) async fn update_cluster(
+        &self,
+        cluster: &str,
+        change: impl Fn(&mut Cluster) -> Result<(), ControlError>,
+    ) -> Result<Cluster, ControlError> {
+        loop {
+            let (mut current, rev) = self.active_cluster(Some(cluster)).await?;
+            change(&mut current)?;
+            let key = cluster_key(&current.cluster_name);
+            let txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&current)));
+            if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                return Ok(current);
+            }
+        }
+    }
+
+    pub async fn update_cluster_settings(&self, cluster: &str, settings: Vec<ClusterSetting>) -> Result<Cluster, ControlError> {
+        validate_settings(&settings)?;
+        self.update_cluster(cluster, |c| {
+            let current = c.settings.get_or_insert_with(Vec::new);
+            for s in &settings {
+                match current.iter_mut().find(|x| x.name == s.name) {
+                    Some(existing) => existing.value = s.value.clone(),
+                    None => current.push(s.clone()),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn put_cluster_capacity_providers(
+        &self,
+        cluster: &str,
+        providers: Vec<String>,
+        strategy: Vec<CapacityProviderStrategyItem>,
+    ) -> Result<Cluster, ControlError> {
+        validate_strategy(&providers, &strategy)?;
+        self.update_cluster(cluster, |c| {
+            c.capacity_providers = providers.clone();
+            c.default_capacity_provider_strategy = strategy.clone();
+            Ok(())
+        })
+        .await
+    }
+}

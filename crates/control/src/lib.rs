@@ -1,0 +1,67 @@
+//! The control plane: what users have asked for (clusters, task definitions, tasks, services)
+//! and the rules for changing it.
+//!
+//! Every public method is one API request's worth of work: it reads the store, decides, and
+//! commits with compare-and-write, retrying only its own optimistic-concurrency conflicts.
+//!
+//! **Architecture Invariant:** this crate never touches the kernel, the network or the wire
+//! protocol. It speaks domain types in and out; the `api` crate maps them to AWS shapes and
+//! maps [`ControlError`] to AWS error codes.
+
+mod capacity;
+mod cluster;
+mod error;
+mod page;
+mod record;
+mod tags;
+mod task_definition;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use flotilla_store::Store;
+use flotilla_types::{Arn, ResourceKind};
+
+pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
+pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
+pub use error::ControlError;
+pub use page::Page;
+pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrder};
+
+/// Identity of this Flotilla installation, used to build ARNs.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub region: String,
+    pub account: String,
+}
+
+pub struct Control {
+    store: Arc<dyn Store>,
+    identity: Identity,
+    /// Serialises revision allocation per family inside this process; compare-and-write keeps
+    /// it correct across processes.
+    family_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Control {
+    pub fn new(store: Arc<dyn Store>, identity: Identity) -> Control {
+        Control { store, identity, family_locks: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn arn(&self, kind: ResourceKind, resource: impl Into<String>) -> Arn {
+        Arn::new(&self.identity.region, &self.identity.account, kind, resource)
+    }
+
+    fn family_lock(&self, family: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.family_locks.lock().expect("family lock table poisoned");
+        locks.entry(family.to_owned()).or_default().clone()
+    }
+}
