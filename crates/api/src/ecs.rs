@@ -126,7 +126,7 @@ fn registered_by(control: &Control) -> String {
 
 /// Runs one ECS operation on already model-checked input.
 pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<Value, ApiError> {
-    Ok(match operation {
+    let answer = match operation {
         "CreateCluster" => {
             let cluster = control.create_cluster(parse::<CreateClusterInput>(input)?).await?;
             json!({ "cluster": cluster })
@@ -154,7 +154,11 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
         "PutClusterCapacityProviders" => {
             let req: PutClusterCapacityProviders = parse(input)?;
             let cluster = control
-                .put_cluster_capacity_providers(&req.cluster, req.capacity_providers, req.default_capacity_provider_strategy)
+                .put_cluster_capacity_providers(
+                    &req.cluster,
+                    req.capacity_providers,
+                    req.default_capacity_provider_strategy,
+                )
                 .await?;
             json!({ "cluster": cluster })
         }
@@ -162,7 +166,12 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
             let req: DescribeCapacityProviders = parse(input)?;
             let with_tags = req.include.iter().any(|i| i == "TAGS");
             let (page, missing) = control
-                .describe_capacity_providers(&req.capacity_providers, with_tags, req.max_results, req.next_token.as_deref())
+                .describe_capacity_providers(
+                    &req.capacity_providers,
+                    with_tags,
+                    req.max_results,
+                    req.next_token.as_deref(),
+                )
                 .await?;
             json!({
                 "capacityProviders": page.items,
@@ -209,7 +218,12 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
                 _ => FamilyStatusFilter::Active,
             };
             let page = control
-                .list_task_definition_families(req.family_prefix.as_deref(), status, req.max_results, req.next_token.as_deref())
+                .list_task_definition_families(
+                    req.family_prefix.as_deref(),
+                    status,
+                    req.max_results,
+                    req.next_token.as_deref(),
+                )
                 .await?;
             json!({ "families": page.items, "nextToken": page.next_token })
         }
@@ -242,14 +256,16 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
                 format!("Flotilla does not implement {other} yet. See `flotilla --help` for what it serves."),
             ));
         }
-    })
-    .map(strip_nulls)
+    };
+    Ok(strip_nulls(answer))
 }
 
 /// AWS omits absent members rather than sending null; clients validating shapes expect that.
 fn strip_nulls(v: Value) -> Value {
     match v {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect())
+        }
         Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
         other => other,
     }

@@ -51,7 +51,10 @@ impl From<ControlError> for ApiError {
             ControlError::Store(_) | ControlError::CorruptRecord { .. } => {
                 // Logged once here, with its cause; the client gets no internals.
                 tracing::error!(error = ?e, "request failed inside the control plane");
-                ApiError::new("ServerException", "The server failed to handle the request; it has been logged. Retry it.")
+                ApiError::new(
+                    "ServerException",
+                    "The server failed to handle the request; it has been logged. Retry it.",
+                )
             }
         }
     }

@@ -147,15 +147,15 @@ impl ServiceModel {
                     errors.push(wrong_type("a string"));
                     return None;
                 };
-                if let Some(allowed) = &shape.enumeration {
-                    if !allowed.iter().any(|a| a == s) {
-                        errors.push(ApiError::invalid_parameter(format!(
-                            "{}: '{s}' is not one of {}",
-                            display(path),
-                            allowed.join(", ")
-                        )));
-                        return None;
-                    }
+                if let Some(allowed) = &shape.enumeration
+                    && !allowed.iter().any(|a| a == s)
+                {
+                    errors.push(ApiError::invalid_parameter(format!(
+                        "{}: '{s}' is not one of {}",
+                        display(path),
+                        allowed.join(", ")
+                    )));
+                    return None;
                 }
                 self.bounds(shape, s.chars().count() as f64, path, "length", errors);
                 Some(value)
@@ -169,9 +169,7 @@ impl ServiceModel {
             },
             "integer" | "long" => {
                 let ok = match &value {
-                    Value::Number(n) => {
-                        n.as_i64().is_some_and(|v| shape.kind == "long" || i32::try_from(v).is_ok())
-                    }
+                    Value::Number(n) => n.as_i64().is_some_and(|v| shape.kind == "long" || i32::try_from(v).is_ok()),
                     _ => false,
                 };
                 if !ok {

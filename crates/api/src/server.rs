@@ -72,7 +72,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/", post(handle))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|method: Method, uri: Uri| async move {
-            ApiError::new("UnknownOperationException", format!("No operation at {method} {uri}; AWS JSON APIs are served at POST /."))
+            ApiError::new(
+                "UnknownOperationException",
+                format!("No operation at {method} {uri}; AWS JSON APIs are served at POST /."),
+            )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -103,9 +106,18 @@ async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap
     response
 }
 
-async fn dispatch(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: &[u8], target: &str) -> Result<Value, ApiError> {
+async fn dispatch(
+    state: &ApiState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    target: &str,
+) -> Result<Value, ApiError> {
     let (prefix, operation) = target.split_once('.').ok_or_else(|| {
-        ApiError::new("UnknownOperationException", "Missing or malformed X-Amz-Target header; expected <Service>.<Operation>.")
+        ApiError::new(
+            "UnknownOperationException",
+            "Missing or malformed X-Amz-Target header; expected <Service>.<Operation>.",
+        )
     })?;
     let service = Service::by_target_prefix(prefix)
         .ok_or_else(|| ApiError::new("UnknownOperationException", format!("Flotilla does not serve '{prefix}'.")))?;
@@ -113,12 +125,18 @@ async fn dispatch(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: &[u8],
 
     let mut signed_headers = Vec::with_capacity(headers.len());
     for (name, value) in headers {
-        let value = value.to_str().map_err(|_| {
-            ApiError::new("IncompleteSignatureException", format!("Header {name} is not valid text."))
-        })?;
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::new("IncompleteSignatureException", format!("Header {name} is not valid text.")))?;
         signed_headers.push((name.as_str().to_owned(), value.to_owned()));
     }
-    let request = SignedRequest { method: "POST", path: uri.path(), query: uri.query().unwrap_or(""), headers: signed_headers, body };
+    let request = SignedRequest {
+        method: "POST",
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: signed_headers,
+        body,
+    };
     let caller = state.verifier.verify(&request, model.signing_name(), now_secs())?;
 
     let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
@@ -130,7 +148,10 @@ async fn dispatch(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: &[u8],
     let input = match model.check_input(operation, input) {
         Some(checked) => checked?,
         None => {
-            return Err(ApiError::new("UnknownOperationException", format!("'{operation}' is not an operation of {prefix}.")));
+            return Err(ApiError::new(
+                "UnknownOperationException",
+                format!("'{operation}' is not an operation of {prefix}."),
+            ));
         }
     };
     tracing::debug!(operation, caller = %caller.access_key_id, "request");

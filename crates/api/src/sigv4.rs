@@ -111,12 +111,8 @@ fn canonical_header_value(v: &str) -> String {
 fn canonical_request(req: &SignedRequest<'_>, signed_headers: &[&str], payload_hash: &str) -> String {
     let mut canonical_headers = String::new();
     for name in signed_headers {
-        let values: Vec<String> = req
-            .headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| canonical_header_value(v))
-            .collect();
+        let values: Vec<String> =
+            req.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| canonical_header_value(v)).collect();
         canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
     let path = if req.path.is_empty() { "/".to_owned() } else { uri_encode(&percent_decode(req.path), true) };
@@ -215,9 +211,8 @@ fn parse_auth_header(value: &str) -> Result<AuthHeader<'_>, ApiError> {
             signature = Some(v);
         }
     }
-    let missing = |what: &str| {
-        incomplete(format!("Authorization header requires '{what}' parameter. Authorization={value}"))
-    };
+    let missing =
+        |what: &str| incomplete(format!("Authorization header requires '{what}' parameter. Authorization={value}"));
     let credential = credential.ok_or_else(|| missing("Credential"))?;
     let signed = signed.ok_or_else(|| missing("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| missing("Signature"))?;
@@ -271,10 +266,14 @@ impl Verifier {
         };
         let auth = parse_auth_header(auth_value)?;
         let Some(amz_date) = header("x-amz-date") else {
-            return Err(incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."));
+            return Err(incomplete(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+            ));
         };
         let Some(request_time) = parse_amz_date(amz_date) else {
-            return Err(incomplete(format!("X-Amz-Date must be in ISO8601 basic format (YYYYMMDDTHHMMSSZ), got '{amz_date}'.")));
+            return Err(incomplete(format!(
+                "X-Amz-Date must be in ISO8601 basic format (YYYYMMDDTHHMMSSZ), got '{amz_date}'."
+            )));
         };
         if !auth.signed_headers.contains(&"host") {
             return Err(incomplete("SignedHeaders must include 'host'."));
@@ -290,18 +289,28 @@ impl Verifier {
             ));
         }
         let Some(secret) = self.secrets.get(auth.access_key) else {
-            return Err(ApiError::new("UnrecognizedClientException", "The security token included in the request is invalid."));
+            return Err(ApiError::new(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
         };
         if auth.date != &amz_date[..8] {
             return Err(ApiError::new(
                 "InvalidSignatureException",
-                format!("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'", auth.date, &amz_date[..8]),
+                format!(
+                    "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'",
+                    auth.date,
+                    &amz_date[..8]
+                ),
             ));
         }
         if auth.region != self.region {
             return Err(ApiError::new(
                 "InvalidSignatureException",
-                format!("Credential should be scoped to a valid region. This endpoint serves '{}', not '{}'.", self.region, auth.region),
+                format!(
+                    "Credential should be scoped to a valid region. This endpoint serves '{}', not '{}'.",
+                    self.region, auth.region
+                ),
             ));
         }
         if auth.service != service {
@@ -311,10 +320,14 @@ impl Verifier {
             ));
         }
         let body_hash = sha256_hex(req.body);
-        if let Some(claimed) = header("x-amz-content-sha256") {
-            if claimed != "UNSIGNED-PAYLOAD" && claimed != body_hash {
-                return Err(ApiError::new("InvalidSignatureException", "The provided x-amz-content-sha256 header does not match what was computed."));
-            }
+        if let Some(claimed) = header("x-amz-content-sha256")
+            && claimed != "UNSIGNED-PAYLOAD"
+            && claimed != body_hash
+        {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                "The provided x-amz-content-sha256 header does not match what was computed.",
+            ));
         }
         let scope = format!("{}/{}/{}/aws4_request", auth.date, auth.region, auth.service);
         let canonical = canonical_request(req, &auth.signed_headers, &body_hash);
@@ -349,7 +362,13 @@ pub fn sign(
     names.dedup();
     let date = &amz_date[..8];
     let scope = format!("{date}/{region}/{service}/aws4_request");
-    let full = SignedRequest { method: req.method, path: req.path, query: req.query, headers: headers.clone(), body: req.body };
+    let full = SignedRequest {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        headers: headers.clone(),
+        body: req.body,
+    };
     let canonical = canonical_request(&full, &names, &sha256_hex(req.body));
     let key = signing_key(&credentials.secret_access_key, date, region, service);
     let signature = hex::encode(hmac(&key, string_to_sign(&amz_date, &scope, &canonical).as_bytes()));
@@ -371,7 +390,10 @@ mod tests {
     use super::*;
 
     fn creds() -> Credentials {
-        Credentials { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into() }
+        Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        }
     }
 
     /// The `get-vanilla` case of AWS's published SigV4 test suite.
@@ -381,7 +403,10 @@ mod tests {
             method: "GET",
             path: "/",
             query: "",
-            headers: vec![("host".into(), "example.amazonaws.com".into()), ("x-amz-date".into(), "20150830T123600Z".into())],
+            headers: vec![
+                ("host".into(), "example.amazonaws.com".into()),
+                ("x-amz-date".into(), "20150830T123600Z".into()),
+            ],
             body: b"",
         };
         let canonical = canonical_request(&req, &["host", "x-amz-date"], &sha256_hex(b""));
@@ -432,8 +457,13 @@ mod tests {
     #[test]
     fn unknown_key_and_missing_header() {
         let mut headers = signed(b"{}", NOW);
-        let v = Verifier::new("us-east-1", &[Credentials { access_key_id: "OTHER".into(), secret_access_key: "x".into() }]);
-        let err = v.verify(&SignedRequest { method: "POST", path: "/", query: "", headers: headers.clone(), body: b"{}" }, "ecs", NOW);
+        let v =
+            Verifier::new("us-east-1", &[Credentials { access_key_id: "OTHER".into(), secret_access_key: "x".into() }]);
+        let err = v.verify(
+            &SignedRequest { method: "POST", path: "/", query: "", headers: headers.clone(), body: b"{}" },
+            "ecs",
+            NOW,
+        );
         assert_eq!(err.unwrap_err().code, "UnrecognizedClientException");
         headers.retain(|(n, _)| n != "authorization");
         assert_eq!(verify(headers, b"{}", NOW).unwrap_err().code, "MissingAuthenticationTokenException");

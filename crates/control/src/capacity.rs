@@ -35,7 +35,10 @@ pub struct CapacityProvider {
 }
 
 /// Checks a cluster's provider list and default strategy against each other.
-pub(crate) fn validate_strategy(providers: &[String], strategy: &[CapacityProviderStrategyItem]) -> Result<(), ControlError> {
+pub(crate) fn validate_strategy(
+    providers: &[String],
+    strategy: &[CapacityProviderStrategyItem],
+) -> Result<(), ControlError> {
     for p in providers {
         if !BUILT_IN.contains(&p.as_str()) {
             return Err(ControlError::invalid(format!(
@@ -75,17 +78,27 @@ pub fn validate_strategy_items(strategy: &[CapacityProviderStrategyItem]) -> Res
             )));
         }
         if !(0..=1000).contains(&item.weight) {
-            return Err(ControlError::invalid(format!("capacityProviderStrategy.weight: must be 0 to 1000, got {}.", item.weight)));
+            return Err(ControlError::invalid(format!(
+                "capacityProviderStrategy.weight: must be 0 to 1000, got {}.",
+                item.weight
+            )));
         }
         if !(0..=100_000).contains(&item.base) {
-            return Err(ControlError::invalid(format!("capacityProviderStrategy.base: must be 0 to 100000, got {}.", item.base)));
+            return Err(ControlError::invalid(format!(
+                "capacityProviderStrategy.base: must be 0 to 100000, got {}.",
+                item.base
+            )));
         }
     }
     if strategy.iter().filter(|i| i.base > 0).count() > 1 {
-        return Err(ControlError::invalid("capacityProviderStrategy.base: only one capacity provider in a strategy can have a base."));
+        return Err(ControlError::invalid(
+            "capacityProviderStrategy.base: only one capacity provider in a strategy can have a base.",
+        ));
     }
     if !strategy.is_empty() && strategy.iter().all(|i| i.weight == 0) {
-        return Err(ControlError::invalid("capacityProviderStrategy.weight: at least one capacity provider must have a weight greater than zero."));
+        return Err(ControlError::invalid(
+            "capacityProviderStrategy.weight: at least one capacity provider must have a weight greater than zero.",
+        ));
     }
     Ok(())
 }

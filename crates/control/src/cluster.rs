@@ -124,7 +124,10 @@ fn validate_cluster_name(name: &str) -> Result<(), ControlError> {
 fn validate_settings(settings: &[ClusterSetting]) -> Result<(), ControlError> {
     for s in settings {
         if s.name != "containerInsights" {
-            return Err(ControlError::invalid(format!("settings.name: '{}' is not a cluster setting; use containerInsights.", s.name)));
+            return Err(ControlError::invalid(format!(
+                "settings.name: '{}' is not a cluster setting; use containerInsights.",
+                s.name
+            )));
         }
         if !matches!(s.value.as_str(), "enabled" | "disabled" | "enhanced") {
             return Err(ControlError::invalid(format!(
@@ -201,7 +204,8 @@ impl Control {
         clusters: &[String],
         include: ClusterInclude,
     ) -> Result<(Vec<Cluster>, Vec<String>), ControlError> {
-        let wanted: Vec<String> = if clusters.is_empty() { vec![DEFAULT_CLUSTER.to_owned()] } else { clusters.to_vec() };
+        let wanted: Vec<String> =
+            if clusters.is_empty() { vec![DEFAULT_CLUSTER.to_owned()] } else { clusters.to_vec() };
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for raw in &wanted {
@@ -233,7 +237,11 @@ impl Control {
         }
     }
 
-    pub async fn list_clusters(&self, max_results: Option<i32>, next_token: Option<&str>) -> Result<Page<String>, ControlError> {
+    pub async fn list_clusters(
+        &self,
+        max_results: Option<i32>,
+        next_token: Option<&str>,
+    ) -> Result<Page<String>, ControlError> {
         let mut items = Vec::new();
         for kv in self.store.list_prefix(CLUSTERS).await? {
             let cluster: Cluster = decode(&kv)?;
@@ -254,7 +262,11 @@ impl Control {
         }
         current.status = "INACTIVE".into();
         let key = cluster_key(&current.cluster_name);
-        match self.store.txn(Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&current)))).await? {
+        match self
+            .store
+            .txn(Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&current))))
+            .await?
+        {
             TxnOutcome::Committed(_) => Ok(current),
             TxnOutcome::Conflict => Err(ControlError::client("The cluster changed while it was being deleted; retry.")),
         }
@@ -277,7 +289,11 @@ impl Control {
         }
     }
 
-    pub async fn update_cluster_settings(&self, cluster: &str, settings: Vec<ClusterSetting>) -> Result<Cluster, ControlError> {
+    pub async fn update_cluster_settings(
+        &self,
+        cluster: &str,
+        settings: Vec<ClusterSetting>,
+    ) -> Result<Cluster, ControlError> {
         validate_settings(&settings)?;
         self.update_cluster(cluster, |c| {
             let current = c.settings.get_or_insert_with(Vec::new);

@@ -54,7 +54,8 @@ pub(crate) fn paginate_desc<T>(
     limit: i32,
 ) -> Result<Page<T>, ControlError> {
     // Invert each key byte so that descending order becomes ascending for the token compare.
-    let inverted = items.into_iter().map(|(k, v)| (k.bytes().map(|b| format!("{:02x}", 255 - b)).collect(), v)).collect();
+    let inverted =
+        items.into_iter().map(|(k, v)| (k.bytes().map(|b| format!("{:02x}", 255 - b)).collect(), v)).collect();
     paginate(inverted, max_results, next_token, limit)
 }
 
@@ -64,7 +65,7 @@ fn encode_token(key: &str) -> String {
 
 fn decode_token(token: &str) -> Result<String, ControlError> {
     let bad = || ControlError::invalid("Invalid nextToken: pass the nextToken from the previous response unchanged.");
-    if token.is_empty() || token.len() % 2 != 0 || token.len() > 4096 {
+    if token.is_empty() || !token.len().is_multiple_of(2) || token.len() > 4096 {
         return Err(bad());
     }
     let bytes: Result<Vec<u8>, _> =

@@ -21,7 +21,9 @@ pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), ControlError> {
             return Err(ControlError::invalid("tags.key: a tag key must be 1 to 128 characters."));
         }
         if tag.value.as_deref().unwrap_or("").chars().count() > 256 {
-            return Err(ControlError::invalid(format!("tags.value: the value of tag '{key}' is longer than 256 characters.")));
+            return Err(ControlError::invalid(format!(
+                "tags.value: the value of tag '{key}' is longer than 256 characters."
+            )));
         }
         if key.to_ascii_lowercase().starts_with("aws:") {
             return Err(ControlError::invalid(format!("tags.key: '{key}' uses the reserved prefix aws:.")));
@@ -68,13 +70,15 @@ impl Control {
         let not_found = || ControlError::ResourceNotFound { arn: resource_arn.to_owned() };
         match self.tagged(resource_arn)? {
             Tagged::Cluster(name) => {
-                let (cluster, _) = load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await?.ok_or_else(not_found)?;
+                let (cluster, _) =
+                    load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await?.ok_or_else(not_found)?;
                 Ok(cluster.tags.unwrap_or_default())
             }
             Tagged::TaskDefinition { family, revision } => {
-                let (record, _) = load::<TaskDefinitionRecord>(self.store.as_ref(), &task_definition_key(&family, revision))
-                    .await?
-                    .ok_or_else(not_found)?;
+                let (record, _) =
+                    load::<TaskDefinitionRecord>(self.store.as_ref(), &task_definition_key(&family, revision))
+                        .await?
+                        .ok_or_else(not_found)?;
                 Ok(record.tags)
             }
         }
@@ -127,4 +131,3 @@ impl Control {
         }
     }
 }
-

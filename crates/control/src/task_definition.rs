@@ -186,7 +186,11 @@ impl Control {
         }
     }
 
-    async fn load_revision(&self, family: &str, revision: u32) -> Result<Option<(TaskDefinitionRecord, u64)>, ControlError> {
+    async fn load_revision(
+        &self,
+        family: &str,
+        revision: u32,
+    ) -> Result<Option<(TaskDefinitionRecord, u64)>, ControlError> {
         load(self.store.as_ref(), &task_definition_key(family, revision)).await
     }
 
@@ -196,10 +200,10 @@ impl Control {
             return Ok(None);
         };
         for revision in (1..=fam.latest).rev() {
-            if let Some((record, rev)) = self.load_revision(family, revision).await? {
-                if record.definition.status == TaskDefinitionStatus::Active {
-                    return Ok(Some((record, rev)));
-                }
+            if let Some((record, rev)) = self.load_revision(family, revision).await?
+                && record.definition.status == TaskDefinitionStatus::Active
+            {
+                return Ok(Some((record, rev)));
             }
         }
         Ok(None)
@@ -299,7 +303,9 @@ impl Control {
             record.definition.status = next;
             match next {
                 TaskDefinitionStatus::Inactive => record.definition.deregistered_at = Some(Timestamp::now()),
-                TaskDefinitionStatus::DeleteInProgress => record.definition.delete_requested_at = Some(Timestamp::now()),
+                TaskDefinitionStatus::DeleteInProgress => {
+                    record.definition.delete_requested_at = Some(Timestamp::now())
+                }
                 TaskDefinitionStatus::Active => {}
             }
             let key = task_definition_key(&family, revision);

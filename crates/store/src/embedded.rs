@@ -172,10 +172,7 @@ fn write_loop(db: &Database, queue: &std_mpsc::Receiver<(Txn, Reply)>, events: &
                 tracing::error!(error = %e, "store batch failed; none of it was acknowledged");
                 let text = e.to_string();
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Backend {
-                        operation: "commit",
-                        source: text.clone().into(),
-                    }));
+                    let _ = reply.send(Err(StoreError::Backend { operation: "commit", source: text.clone().into() }));
                 }
             }
         }
@@ -218,7 +215,9 @@ fn apply_batch<'a>(
                             Some(raw) => decode(key, raw.value())?.create_revision,
                             None => revision,
                         };
-                        table.insert(key.as_str(), encode(create, revision, value).as_slice()).map_err(|e| err(e.into()))?;
+                        table
+                            .insert(key.as_str(), encode(create, revision, value).as_slice())
+                            .map_err(|e| err(e.into()))?;
                         changes.push(Event::Put(KeyValue {
                             key: key.clone(),
                             value: value.clone(),

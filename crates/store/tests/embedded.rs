@@ -37,10 +37,8 @@ async fn failed_compare_writes_nothing_of_the_txn() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     store.txn(Txn::new().then(Op::put("x", "1"))).await.unwrap();
-    let out = store
-        .txn(Txn::new().when(Compare::absent("x")).then(Op::put("y", "1")).then(Op::delete("x")))
-        .await
-        .unwrap();
+    let out =
+        store.txn(Txn::new().when(Compare::absent("x")).then(Op::put("y", "1")).then(Op::delete("x"))).await.unwrap();
     assert_eq!(out, TxnOutcome::Conflict);
     assert!(store.get("y").await.unwrap().is_none());
     assert!(store.get("x").await.unwrap().is_some());
@@ -86,7 +84,9 @@ async fn concurrent_compare_and_swap_loses_no_increment() {
                     Some(kv) => (String::from_utf8(kv.value.clone()).unwrap().parse::<u32>().unwrap(), kv.mod_revision),
                     None => (0, 0),
                 };
-                let txn = Txn::new().when(Compare::revision("counter", rev)).then(Op::put("counter", (value + 1).to_string()));
+                let txn = Txn::new()
+                    .when(Compare::revision("counter", rev))
+                    .then(Op::put("counter", (value + 1).to_string()));
                 if let TxnOutcome::Committed(_) = store.txn(txn).await.unwrap() {
                     return;
                 }

@@ -11,6 +11,6 @@ pub mod time;
 pub mod validate;
 
 pub use arn::{Arn, ResourceKind};
-pub use time::Timestamp;
 pub use size::{TaskSize, parse_cpu, parse_memory};
+pub use time::Timestamp;
 pub use validate::{FieldError, validate_for_fargate};

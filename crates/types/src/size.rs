@@ -39,7 +39,10 @@ impl TaskSize {
     pub fn new(cpu: u32, memory: u32) -> Result<TaskSize, String> {
         let Some(choices) = TaskSize::memory_choices(cpu) else {
             let cpus: Vec<String> = TaskSize::cpu_choices().map(|c| c.to_string()).collect();
-            return Err(format!("No Fargate configuration exists for cpu {cpu}. Valid cpu values are {}.", cpus.join(", ")));
+            return Err(format!(
+                "No Fargate configuration exists for cpu {cpu}. Valid cpu values are {}.",
+                cpus.join(", ")
+            ));
         };
         if choices.contains(&memory) {
             Ok(TaskSize { cpu, memory })

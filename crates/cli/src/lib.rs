@@ -1,0 +1,6 @@
+//! The `flotilla` binary's pieces, exposed as a library for tests and benchmarks.
+
+pub mod client;
+pub mod home;
+pub mod output;
+pub mod up;
