@@ -39,7 +39,6 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         tracing::warn!(%addr, "listening beyond loopback: anyone who can reach this address can try credentials");
     }
     let endpoint = format!("http://{addr}");
-    home.record_endpoint(&endpoint)?;
 
     println!("Flotilla is up at {endpoint} (region {}, account {})", identity.region, identity.account_id);
     println!("  data dir: {}", home.dir.display());
@@ -52,6 +51,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     println!("  aws configure set region {} --profile flotilla", identity.region);
     println!("  aws --profile flotilla --endpoint-url {endpoint} ecs list-clusters");
     println!("or with this CLI: flotilla clusters");
+    // Recorded last: once the file exists, the banner above is complete.
+    home.record_endpoint(&endpoint)?;
 
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     // In-flight requests have finished; dropping the store flushes and closes it.

@@ -1,0 +1,179 @@
+//! Runs the real `flotilla` binary for integration tests.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ACCESS_KEY: &str = "AKIATESTFLOTILLA0001";
+pub const SECRET_KEY: &str = "test-secret-key-for-flotilla-integration";
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns true or `deadline` passes.
+pub fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Server {
+    /// Starts a server on a fresh data dir.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let mut s = Server::start_in(&path);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on `data_dir` (kept by the caller, e.g. across a restart).
+    pub fn start_in(data_dir: &Path) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("FLOTILLA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flotilla binary starts");
+        let server = Server { child, port, data_dir: data_dir.to_owned(), _dir: None };
+        wait_for("flotilla to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Runs the AWS CLI (awscli v1 from PyPI) against this server.
+    pub fn aws(&self, args: &[&str]) -> Output {
+        Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(self.endpoint())
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("the aws CLI is installed (pip install awscli)")
+    }
+
+    /// Runs the AWS CLI and parses its JSON answer; panics with stderr on failure.
+    pub fn aws_json(&self, args: &[&str]) -> Value {
+        let out = self.aws(args);
+        assert!(out.status.success(), "aws {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).expect("aws prints JSON")
+    }
+
+    /// Runs the AWS CLI expecting failure; returns stderr.
+    pub fn aws_err(&self, args: &[&str]) -> String {
+        let out = self.aws(args);
+        assert!(!out.status.success(), "aws {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs this project's CLI against the server.
+    pub fn flotilla(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(args)
+            .env("FLOTILLA_ENDPOINT", self.endpoint())
+            .env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("FLOTILLA_DATA_DIR", &self.data_dir)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
+    pub fn client(&self) -> flotilla_cli::client::Client {
+        let creds =
+            flotilla_api::Credentials { access_key_id: ACCESS_KEY.into(), secret_access_key: SECRET_KEY.into() };
+        flotilla_cli::client::Client::new(&self.endpoint(), creds, "us-east-1").unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The seed's task definition (shared/seeds, "注册任务定义"), written to a file for
+/// `--cli-input-json file://...`.
+pub const SEED_TASK_DEFINITION: &str = r#"{
+  "family": "fargate-task",
+  "networkMode": "awsvpc",
+  "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+  "containerDefinitions": [
+    {
+      "name": "web-app",
+      "image": "nginx:latest",
+      "essential": true,
+      "portMappings": [
+        {
+          "containerPort": 80,
+          "hostPort": 80,
+          "protocol": "tcp"
+        }
+      ],
+      "logConfiguration": {
+        "logDriver": "awslogs",
+        "options": {
+          "awslogs-group": "/ecs/fargate-task",
+          "awslogs-region": "ap-northeast-1",
+          "awslogs-stream-prefix": "ecs"
+        }
+      }
+    }
+  ],
+  "requiresCompatibilities": [
+    "FARGATE"
+  ],
+  "cpu": "256",
+  "memory": "512"
+}"#;
+
+/// A minimal valid Fargate task definition body for `family`.
+pub fn task_definition(family: &str) -> Value {
+    serde_json::json!({
+        "family": family,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "256",
+        "memory": "512",
+        "containerDefinitions": [{"name": "app", "image": "busybox:latest", "essential": true}]
+    })
+}
