@@ -1,0 +1,76 @@
+"""Starts the real flotilla binary for the Python tests (boto3 and response-shape checks)."""
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+import boto3
+import pytest
+
+ACCESS_KEY = "AKIAPYTESTFLOTILLA01"
+SECRET_KEY = "python-test-secret-for-flotilla"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def flotilla_binary():
+    explicit = os.environ.get("FLOTILLA_BIN")
+    if explicit:
+        return explicit
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    path = os.path.join(target, "debug", "flotilla")
+    if not os.path.exists(path):
+        pytest.fail(f"{path} does not exist: run `cargo build -p flotilla-cli` first (the README's test command does)")
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        env = dict(os.environ, FLOTILLA_ACCESS_KEY_ID=ACCESS_KEY, FLOTILLA_SECRET_ACCESS_KEY=SECRET_KEY, FLOTILLA_LOG="warn")
+        self.proc = subprocess.Popen(
+            [flotilla_binary(), "up", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir.name],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("flotilla did not start listening")
+                time.sleep(0.02)
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, service="ecs"):
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.dir.cleanup()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.stop()
