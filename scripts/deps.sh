@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Flotilla's build, tests and benchmarks need on a fresh Debian 12 machine (as
+# root). Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v busybox >/dev/null || need_apt+=(busybox-static)
+command -v curl >/dev/null || need_apt+=(curl)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages: ${need_apt[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: Flotilla needs Rust 1.95 (install it with rustup, then rerun)" >&2
+  exit 1
+fi
+
+if ! python3 -c 'import awscli, boto3, moto, pytest' 2>/dev/null || ! command -v aws >/dev/null; then
+  echo "installing Python test clients (awscli, boto3, moto, pytest)"
+  python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+fi
