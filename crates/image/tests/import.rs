@@ -1,0 +1,210 @@
+//! Offline import of OCI image layouts and `docker save` archives built here.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::build::{LayerTar, TestImage, gzip, index, sample_image, sha256};
+use common::{StoreDir, read};
+use flotilla_image::manifest::Compression;
+use flotilla_image::{ImageStore, ImportError, IngestError};
+use serde_json::json;
+
+fn tar_of(files: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    for (name, target) in symlinks {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, name, target).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn blob_path(digest: &str) -> String {
+    format!("blobs/sha256/{}", &digest[7..])
+}
+
+/// An OCI image layout holding `images` plus `extra` blobs, with `index.json`'s
+/// manifests given verbatim.
+fn oci_layout(images: &[&TestImage], extra: &[&[u8]], manifests: serde_json::Value) -> Vec<u8> {
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap();
+    let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+    for image in images {
+        for layer in &image.layers {
+            blobs.push((blob_path(&layer.digest), layer.blob.clone()));
+        }
+        blobs.push((blob_path(&image.config_digest()), image.config.clone()));
+        blobs.push((blob_path(&image.manifest_digest()), image.manifest.clone()));
+    }
+    for bytes in extra {
+        blobs.push((blob_path(&sha256(bytes)), bytes.to_vec()));
+    }
+    let mut files: Vec<(&str, &[u8])> =
+        vec![("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#), ("index.json", &index)];
+    files.extend(blobs.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    tar_of(&files, &[])
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn imports_an_oci_layout_named_by_tag() {
+    let image = sample_image(Compression::Gzip, Compression::Zstd);
+    let mut desc = image.descriptor();
+    desc["annotations"] = json!({"org.opencontainers.image.ref.name": "v1"});
+    let layout = oci_layout(&[&image], &[], json!([desc]));
+    let dir = StoreDir::new();
+    let path = write(dir.dir.path(), "layout.tar", &layout);
+    let store = ImageStore::open(dir.root()).await.unwrap();
+
+    // A bare tag needs a repository from the caller.
+    let err = store.import(&path).await.unwrap_err();
+    assert!(matches!(err, ImportError::Unnamed { .. }), "{err:?}");
+
+    let images = store.import_named(&path, Some("example.com/team/app")).await.unwrap();
+    assert_eq!(images.len(), 1);
+    let imported = &images[0];
+    assert_eq!(imported.reference.to_string(), "example.com/team/app:v1");
+    assert_eq!(imported.manifest_digest.to_string(), image.manifest_digest());
+    assert_eq!(read(&imported.layer_dirs()[0].join("bin/app")), "#!/bin/sh\necho app\n");
+    assert_eq!(read(&imported.layer_dirs()[1].join("var/cache/fresh")), "fresh\n");
+    assert_eq!(imported.container_config().working_dir.as_deref(), Some("/srv"));
+    assert_eq!(store.get("example.com/team/app:v1").await.unwrap().as_ref(), Some(imported));
+
+    // Importing again changes nothing and reuses the unpacked layers.
+    let marker = imported.layers[0].path.parent().unwrap().join("complete.json");
+    let before = fs::metadata(&marker).unwrap().modified().unwrap();
+    let again = store.import_named(&path, Some("example.com/team/app")).await.unwrap();
+    assert_eq!(&again[0], imported);
+    assert_eq!(fs::metadata(&marker).unwrap().modified().unwrap(), before);
+}
+
+#[tokio::test]
+async fn imports_a_gzipped_multi_platform_oci_layout() {
+    let amd = TestImage::new(vec![(LayerTar::new().file("arch", b"amd64").into_tar(), Compression::Gzip)]);
+    let arm = TestImage::with_spec(
+        vec![(LayerTar::new().file("arch", b"arm64").into_tar(), Compression::Gzip)],
+        common::build::ImageSpec { architecture: "arm64".into(), ..Default::default() },
+    );
+    let idx = index(&[&arm, &amd]);
+    let layout = oci_layout(
+        &[&amd, &arm],
+        &[&idx],
+        json!([{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": sha256(&idx),
+            "size": idx.len(),
+            "annotations": {
+                "io.containerd.image.name": "registry.local/multi:2",
+                "org.opencontainers.image.ref.name": "2"
+            }
+        }]),
+    );
+    let dir = StoreDir::new();
+    let path = write(dir.dir.path(), "layout.tar.gz", &gzip(&layout));
+    let store = ImageStore::open(dir.root()).await.unwrap();
+    let images = store.import(&path).await.unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].reference.to_string(), "registry.local/multi:2");
+    assert_eq!(images[0].manifest_digest.to_string(), amd.manifest_digest());
+    assert_eq!(images[0].index_digest.as_ref().unwrap().to_string(), sha256(&idx));
+    assert_eq!(read(&images[0].layer_dirs()[0].join("arch")), "amd64");
+}
+
+#[tokio::test]
+async fn imports_a_docker_archive() {
+    let base = LayerTar::new().dir("etc").file("etc/os-release", b"ID=test\n").into_tar();
+    let top = LayerTar::new().dir("etc").whiteout("etc/os-release").file("etc/motd", b"hi\n").into_tar();
+    // docker save writes uncompressed layers under the Docker config media type.
+    let image = TestImage::with_spec(
+        vec![(base.clone(), Compression::None), (top.clone(), Compression::None)],
+        common::build::ImageSpec { oci: false, ..Default::default() },
+    );
+    let config_name = format!("{}.json", &image.config_digest()[7..]);
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": config_name,
+        "RepoTags": ["busybox:latest", "example.com/tools/box:1"],
+        "Layers": ["aaa/layer.tar", "bbb/layer.tar"],
+    }]))
+    .unwrap();
+    // The second layer is stored once elsewhere and linked, as docker save does to
+    // deduplicate.
+    let archive = tar_of(
+        &[
+            ("manifest.json", &manifest),
+            ("repositories", br#"{"busybox":{"latest":"bbb"}}"#),
+            (&config_name, &image.config),
+            ("aaa/layer.tar", &base),
+            ("ccc/layer.tar", &top),
+        ],
+        &[("bbb/layer.tar", "../ccc/layer.tar")],
+    );
+    let dir = StoreDir::new();
+    let path = write(dir.dir.path(), "save.tar", &archive);
+    let store = ImageStore::open(dir.root()).await.unwrap();
+    let images = store.import(&path).await.unwrap();
+    let names: Vec<String> = images.iter().map(|i| i.reference.to_string()).collect();
+    assert_eq!(names, ["docker.io/library/busybox:latest", "example.com/tools/box:1"]);
+    let image_a = &images[0];
+    assert_eq!(image_a.config_digest.to_string(), image.config_digest());
+    assert_eq!(image_a.layers[0].diff_id.to_string(), sha256(&base));
+    assert_eq!(image_a.layers[1].digest.to_string(), sha256(&top));
+    assert_eq!(image_a.layers[1].media_type, "application/vnd.docker.image.rootfs.diff.tar");
+    assert_eq!(read(&image_a.layer_dirs()[0].join("etc/os-release")), "ID=test\n");
+    assert_eq!(read(&image_a.layer_dirs()[1].join("etc/motd")), "hi\n");
+    assert_eq!(images[1].layer_dirs(), image_a.layer_dirs());
+    assert_eq!(store.list().await.unwrap().len(), 2);
+    // The synthesised manifest is stored like a pulled one.
+    assert!(dir.root().join("blobs/sha256").join(image_a.manifest_digest.hex()).is_file());
+}
+
+#[tokio::test]
+async fn corrupt_or_incomplete_archives_are_refused() {
+    let image = sample_image(Compression::Gzip, Compression::Gzip);
+    let mut desc = image.descriptor();
+    desc["annotations"] = json!({"io.containerd.image.name": "example.com/app:v1"});
+    let dir = StoreDir::new();
+    let store = ImageStore::open(dir.root()).await.unwrap();
+
+    // A blob whose content does not hash to its file name.
+    let mut layout = oci_layout(&[&image], &[], json!([desc.clone()]));
+    let needle = &image.layers[1].blob[..32];
+    let at = layout.windows(needle.len()).position(|w| w == needle).unwrap();
+    layout[at + 20] ^= 0xff;
+    let path = write(dir.dir.path(), "corrupt.tar", &layout);
+    let err = store.import(&path).await.unwrap_err();
+    assert!(
+        matches!(err, ImportError::Corrupt { source: IngestError::DigestMismatch { .. }, ref file, .. } if file.contains(&image.layers[1].digest[7..])),
+        "{err:?}"
+    );
+
+    // A layer the manifest names but the archive lacks.
+    let manifest_only = tar_of(
+        &[
+            ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("index.json", &serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).unwrap()),
+            (&blob_path(&image.manifest_digest()), &image.manifest),
+            (&blob_path(&image.config_digest()), &image.config),
+        ],
+        &[],
+    );
+    let path = write(dir.dir.path(), "incomplete.tar", &manifest_only);
+    let err = store.import(&path).await.unwrap_err();
+    assert!(matches!(err, ImportError::Missing { .. }), "{err:?}");
+
+    let path = write(dir.dir.path(), "random.tar", &tar_of(&[("hello.txt", b"hi")], &[]));
+    assert!(matches!(store.import(&path).await, Err(ImportError::UnknownFormat { .. })));
+    assert!(store.list().await.unwrap().is_empty());
+}
