@@ -32,6 +32,7 @@ impl ApiError {
         match self.code {
             "ServerException" | "InternalFailure" => StatusCode::INTERNAL_SERVER_ERROR,
             "MissingAuthenticationTokenException" | "AccessDeniedException" => StatusCode::FORBIDDEN,
+            "RequestEntityTooLargeException" => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -77,7 +77,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 format!("No operation at {method} {uri}; AWS JSON APIs are served at POST /."),
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // The body is read in `handle`, with its own limit, so that an oversized request gets
+        // an AWS-shaped error rather than axum's plain-text one.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -85,10 +87,35 @@ fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }
 
-async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let request_id = state.next_request_id();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let result = dispatch(&state, &uri, &headers, &body, &target).await;
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    // Refuse on the declared length too, so an oversized body is never waited for.
+    let body = match declared {
+        Some(n) if n > MAX_BODY => Err(()),
+        _ => axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ()),
+    };
+    let result = match body {
+        Err(()) => Err(ApiError::new(
+            "RequestEntityTooLargeException",
+            format!("The request body is larger than {} MiB or was cut off.", MAX_BODY / (1024 * 1024)),
+        )),
+        Ok(body) => {
+            // A bug in one handler must cost one request a ServerException, not the connection.
+            let work = std::panic::AssertUnwindSafe(dispatch(&state, &uri, &headers, &body, &target));
+            match futures_util::FutureExt::catch_unwind(work).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::error!(target = %target, "handler panicked");
+                    Err(ApiError::new(
+                        "ServerException",
+                        "The server failed to handle the request; it has been logged.",
+                    ))
+                }
+            }
+        }
+    };
     let mut response = match result {
         Ok(value) => {
             let mut r = value.to_string().into_response();

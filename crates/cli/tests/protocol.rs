@@ -136,6 +136,32 @@ fn malformed_requests_get_errors_naming_the_problem() {
 }
 
 #[test]
+fn oversized_body_gets_an_aws_error_without_being_read() {
+    let server = Server::start();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    // Announce 64 MiB and send none of it: the limit is enforced on the declared length.
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: 127.0.0.1\r\nx-amz-target: {ECS}.ListClusters\r\ncontent-length: {}\r\n\r\n",
+        64 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read until the error body is in (or the server closes); a timeout fails the test.
+    while !String::from_utf8_lossy(&response).contains("Exception\"") {
+        let n = stream.read(&mut chunk).expect("server answers before the 10 s timeout");
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("RequestEntityTooLargeException"), "{text}");
+}
+
+#[test]
 fn listens_on_loopback_by_default() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla")).args(["up", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
