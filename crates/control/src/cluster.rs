@@ -217,7 +217,10 @@ impl Control {
                 }
             };
             match load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await? {
-                Some((cluster, _)) => found.push(include.apply(cluster)),
+                Some((mut cluster, _)) => {
+                    (cluster.running_tasks_count, cluster.pending_tasks_count) = self.task_counts(&name).await?;
+                    found.push(include.apply(cluster))
+                }
                 None => missing.push(if raw.starts_with("arn:") {
                     raw.clone()
                 } else {
@@ -254,6 +257,7 @@ impl Control {
 
     pub async fn delete_cluster(&self, cluster: &str) -> Result<Cluster, ControlError> {
         let (mut current, rev) = self.active_cluster(Some(cluster)).await?;
+        (current.running_tasks_count, current.pending_tasks_count) = self.task_counts(&current.cluster_name).await?;
         if current.active_services_count > 0 {
             return Err(ControlError::ClusterContainsServices { cluster: current.cluster_name });
         }

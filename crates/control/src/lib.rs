@@ -14,6 +14,7 @@ mod error;
 mod page;
 mod record;
 mod tags;
+mod task;
 mod task_definition;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
 pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
 pub use error::ControlError;
 pub use page::Page;
+pub use task::{ListTasksInput, RunTaskInput, TaskRecord};
 pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrder};
 
 /// Identity of this Flotilla installation, used to build ARNs.

@@ -27,6 +27,20 @@ pub(crate) fn task_definitions_prefix(family_prefix: &str) -> String {
     format!("ecs/taskdefs/{family_prefix}")
 }
 
+pub(crate) const TASKS: &str = "ecs/tasks/";
+
+pub(crate) fn tasks_prefix(cluster: &str) -> String {
+    format!("{TASKS}{cluster}/")
+}
+
+pub(crate) fn task_key(cluster: &str, task_id: &str) -> String {
+    format!("{TASKS}{cluster}/{task_id}")
+}
+
+pub(crate) fn token_key(cluster: &str, token: &str) -> String {
+    format!("ecs/tokens/{cluster}/{token}")
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, ControlError> {
     serde_json::from_slice(&kv.value).map_err(|source| ControlError::CorruptRecord { key: kv.key.clone(), source })
 }

@@ -11,6 +11,7 @@ pub enum ResourceKind {
     Service,
     CapacityProvider,
     ContainerInstance,
+    Container,
 }
 
 impl ResourceKind {
@@ -22,6 +23,7 @@ impl ResourceKind {
             ResourceKind::Service => "service",
             ResourceKind::CapacityProvider => "capacity-provider",
             ResourceKind::ContainerInstance => "container-instance",
+            ResourceKind::Container => "container",
         }
     }
 
@@ -33,6 +35,7 @@ impl ResourceKind {
             "service" => ResourceKind::Service,
             "capacity-provider" => ResourceKind::CapacityProvider,
             "container-instance" => ResourceKind::ContainerInstance,
+            "container" => ResourceKind::Container,
             _ => return None,
         })
     }

@@ -6,6 +6,7 @@
 
 pub mod arn;
 pub mod size;
+pub mod task;
 pub mod task_definition;
 pub mod time;
 pub mod validate;

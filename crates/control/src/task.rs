@@ -1,0 +1,532 @@
+//! Tasks: RunTask, StopTask, DescribeTasks, ListTasks, and the updates the agent reports.
+
+use flotilla_store::{Compare, Op, Txn, TxnOutcome};
+use flotilla_types::task::{Container, DesiredStatus, StopCode, Task, TaskOverride, TaskStatus};
+use flotilla_types::task_definition::{Tag, TaskDefinition, TaskDefinitionStatus};
+use flotilla_types::{Arn, ResourceKind, TaskSize, Timestamp, parse_cpu, parse_memory};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::capacity::{CapacityProviderStrategyItem, FARGATE, validate_strategy_items};
+use crate::page::{Page, paginate};
+use crate::record::{decode, encode, load, task_key, tasks_prefix, token_key};
+use crate::tags::validate_tags;
+use crate::{Control, ControlError};
+
+/// Most tasks one RunTask may start, as on AWS.
+const MAX_COUNT: i32 = 10;
+
+/// What the store keeps per task: the task and what it was launched with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRecord {
+    pub task: Task,
+    #[serde(default)]
+    pub network_configuration: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTaskInput {
+    pub cluster: Option<String>,
+    pub task_definition: String,
+    pub count: Option<i32>,
+    pub launch_type: Option<String>,
+    pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+    pub network_configuration: Option<Value>,
+    pub overrides: Option<TaskOverride>,
+    pub started_by: Option<String>,
+    pub group: Option<String>,
+    pub tags: Option<Vec<Tag>>,
+    pub client_token: Option<String>,
+    pub enable_execute_command: Option<bool>,
+    pub platform_version: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListTasksInput {
+    pub cluster: Option<String>,
+    pub family: Option<String>,
+    pub desired_status: Option<DesiredStatus>,
+    pub started_by: Option<String>,
+    pub launch_type: Option<String>,
+    pub service_name: Option<String>,
+    pub max_results: Option<i32>,
+    pub next_token: Option<String>,
+}
+
+/// What a RunTask with a clientToken produced, so a retry returns the same tasks.
+#[derive(Serialize, Deserialize)]
+struct TokenRecord {
+    request: String,
+    task_arns: Vec<String>,
+}
+
+fn new_task_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Assigns each of `count` tasks a capacity provider: `base` first, then by weight.
+fn place(strategy: &[CapacityProviderStrategyItem], count: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(count);
+    if let Some(based) = strategy.iter().find(|i| i.base > 0) {
+        out.extend(std::iter::repeat_n(based.capacity_provider.clone(), (based.base as usize).min(count)));
+    }
+    let total: i32 = strategy.iter().map(|i| i.weight).sum();
+    let mut placed = vec![0i64; strategy.len()];
+    while out.len() < count && total > 0 {
+        // The provider furthest below its weighted share gets the next task.
+        let n = out.len() as i64 + 1;
+        let (best, _) = strategy
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| item.weight > 0)
+            .map(|(i, item)| (i, n * i64::from(item.weight) - placed[i] * i64::from(total)))
+            .max_by_key(|&(i, deficit)| (deficit, std::cmp::Reverse(i)))
+            .expect("some provider has weight");
+        placed[best] += 1;
+        out.push(strategy[best].capacity_provider.clone());
+    }
+    out
+}
+
+/// The task size after overrides, checked against the Fargate table and the containers.
+fn task_size(definition: &TaskDefinition, overrides: &TaskOverride) -> Result<TaskSize, ControlError> {
+    let cpu_text = overrides.cpu.as_deref().or(definition.cpu.as_deref()).unwrap_or("256");
+    let memory_text = overrides.memory.as_deref().or(definition.memory.as_deref()).unwrap_or("512");
+    let cpu = parse_cpu(cpu_text)
+        .ok_or_else(|| ControlError::invalid(format!("overrides.cpu: '{cpu_text}' is not a CPU value.")))?;
+    let memory = parse_memory(memory_text)
+        .ok_or_else(|| ControlError::invalid(format!("overrides.memory: '{memory_text}' is not a memory value.")))?;
+    let size = TaskSize::new(cpu, memory).map_err(|e| ControlError::invalid(format!("overrides: {e}")))?;
+    let mut cpu_sum = 0i64;
+    let mut memory_sum = 0i64;
+    for c in &definition.container_definitions {
+        let name = c.name.as_deref().unwrap_or_default();
+        let o = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(name));
+        cpu_sum += i64::from(o.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0));
+        let reservation = o.and_then(|o| o.memory_reservation).or(c.memory_reservation);
+        let limit = o.and_then(|o| o.memory).or(c.memory);
+        memory_sum += i64::from(reservation.or(limit).unwrap_or(0));
+        if let Some(limit) = limit
+            && i64::from(limit) > i64::from(size.memory)
+        {
+            return Err(ControlError::invalid(format!(
+                "overrides: container {name} memory {limit} MiB exceeds the task memory {} MiB.",
+                size.memory
+            )));
+        }
+    }
+    if cpu_sum > i64::from(size.cpu) {
+        return Err(ControlError::invalid(format!(
+            "overrides: the containers' cpu ({cpu_sum}) exceeds the task cpu ({}).",
+            size.cpu
+        )));
+    }
+    if memory_sum > i64::from(size.memory) {
+        return Err(ControlError::invalid(format!(
+            "overrides: the containers' memory ({memory_sum} MiB) exceeds the task memory ({} MiB).",
+            size.memory
+        )));
+    }
+    Ok(size)
+}
+
+impl Control {
+    pub async fn run_task(&self, input: RunTaskInput) -> Result<(Vec<Task>, Vec<(String, String)>), ControlError> {
+        let count = input.count.unwrap_or(1);
+        if !(1..=MAX_COUNT).contains(&count) {
+            return Err(ControlError::invalid(format!("count: must be between 1 and {MAX_COUNT}, got {count}.")));
+        }
+        let tags = input.tags.clone().unwrap_or_default();
+        validate_tags(&tags)?;
+        if let Some(token) = &input.client_token
+            && (token.is_empty() || token.len() > 64)
+        {
+            return Err(ControlError::invalid("clientToken: must be 1 to 64 characters."));
+        }
+        let (cluster, _) = self.active_cluster(input.cluster.as_deref()).await?;
+
+        // Launch type or capacity provider strategy, never both; the cluster default otherwise.
+        let strategy = match (&input.launch_type, &input.capacity_provider_strategy) {
+            (Some(_), Some(s)) if !s.is_empty() => {
+                return Err(ControlError::invalid(
+                    "Specifying both a launchType and capacityProviderStrategy is not supported.",
+                ));
+            }
+            (Some(lt), _) if lt != FARGATE => {
+                return Err(ControlError::invalid(format!(
+                    "launchType: Flotilla runs Fargate tasks only; use FARGATE instead of {lt}."
+                )));
+            }
+            (Some(_), _) => Vec::new(),
+            (None, Some(s)) if !s.is_empty() => s.clone(),
+            _ => cluster.default_capacity_provider_strategy.clone(),
+        };
+        validate_strategy_items(&strategy)?;
+        for item in &strategy {
+            if !cluster.capacity_providers.contains(&item.capacity_provider) {
+                return Err(ControlError::invalid(format!(
+                    "capacityProviderStrategy: capacity provider {} is not associated with cluster {}; add it with PutClusterCapacityProviders.",
+                    item.capacity_provider, cluster.cluster_name
+                )));
+            }
+        }
+
+        let (definition, _) = self.describe_task_definition(&input.task_definition).await.map_err(|e| match e {
+            ControlError::Client(_) => ControlError::invalid(format!(
+                "taskDefinition: {} does not exist or has no ACTIVE revision.",
+                input.task_definition
+            )),
+            other => other,
+        })?;
+        if definition.status != TaskDefinitionStatus::Active {
+            return Err(ControlError::client(format!(
+                "TaskDefinition is inactive: {} cannot run new tasks.",
+                definition.task_definition_arn
+            )));
+        }
+        if definition.network_mode.as_deref() == Some("awsvpc") {
+            let subnets = input
+                .network_configuration
+                .as_ref()
+                .and_then(|n| n["awsvpcConfiguration"]["subnets"].as_array())
+                .map(Vec::len)
+                .unwrap_or(0);
+            if subnets == 0 {
+                return Err(ControlError::invalid(
+                    "Network Configuration must be provided when networkMode 'awsvpc' is specified: pass networkConfiguration.awsvpcConfiguration with at least one subnet.",
+                ));
+            }
+        }
+        let overrides = input.overrides.clone().unwrap_or_default();
+        for o in &overrides.container_overrides {
+            let name = o.name.as_deref().unwrap_or_default();
+            if !definition.container_definitions.iter().any(|c| c.name.as_deref() == Some(name)) {
+                return Err(ControlError::invalid(format!(
+                    "overrides.containerOverrides: Override for container named {name} is not a container in the TaskDefinition."
+                )));
+            }
+        }
+        let size = task_size(&definition, &overrides)?;
+
+        // Idempotency: the same token and request returns the tasks it made the first time.
+        let request_fingerprint = serde_json::to_string(&(
+            &input.task_definition,
+            count,
+            &input.launch_type,
+            &input.overrides,
+            &input.started_by,
+            &input.group,
+            &input.network_configuration,
+        ))
+        .expect("serialisable");
+        let token = input.client_token.as_ref().map(|t| token_key(&cluster.cluster_name, t));
+        if let Some(key) = &token
+            && let Some((existing, _)) = load::<TokenRecord>(self.store.as_ref(), key).await?
+        {
+            if existing.request != request_fingerprint {
+                return Err(ControlError::invalid(
+                    "clientToken: this token was already used for a different RunTask request; use a new token.",
+                ));
+            }
+            let (tasks, _) = self.describe_tasks(Some(&cluster.cluster_name), &existing.task_arns, true).await?;
+            return Ok((tasks, Vec::new()));
+        }
+
+        let providers = if strategy.is_empty() {
+            vec![None; count as usize]
+        } else {
+            place(&strategy, count as usize).into_iter().map(Some).collect()
+        };
+        let now = Timestamp::now();
+        let mut records = Vec::new();
+        for provider in providers {
+            let id = new_task_id();
+            let task_arn = self.arn(ResourceKind::Task, format!("{}/{id}", cluster.cluster_name)).to_string();
+            let containers = definition
+                .container_definitions
+                .iter()
+                .map(|c| {
+                    let name = c.name.clone().unwrap_or_default();
+                    let o = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(name.as_str()));
+                    Container {
+                        container_arn: self
+                            .arn(
+                                ResourceKind::Container,
+                                format!("{}/{id}/{}", cluster.cluster_name, uuid::Uuid::new_v4()),
+                            )
+                            .to_string(),
+                        task_arn: task_arn.clone(),
+                        name,
+                        image: c.image.clone().unwrap_or_default(),
+                        image_digest: None,
+                        runtime_id: None,
+                        last_status: TaskStatus::Pending.as_str().to_owned(),
+                        exit_code: None,
+                        reason: None,
+                        network_bindings: Vec::new(),
+                        network_interfaces: Vec::new(),
+                        health_status: c.health_check.as_ref().map(|_| flotilla_types::task::HealthStatus::Unknown),
+                        cpu: Some(o.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0).to_string()),
+                        memory: o.and_then(|o| o.memory).or(c.memory).map(|m| m.to_string()),
+                        memory_reservation: o
+                            .and_then(|o| o.memory_reservation)
+                            .or(c.memory_reservation)
+                            .map(|m| m.to_string()),
+                    }
+                })
+                .collect();
+            let task = Task {
+                task_arn,
+                cluster_arn: cluster.cluster_arn.clone(),
+                task_definition_arn: definition.task_definition_arn.clone(),
+                last_status: TaskStatus::Provisioning,
+                desired_status: DesiredStatus::Running,
+                cpu: size.cpu.to_string(),
+                memory: size.memory.to_string(),
+                containers,
+                overrides: overrides.clone(),
+                launch_type: FARGATE.to_owned(),
+                capacity_provider_name: provider,
+                platform_version: input
+                    .platform_version
+                    .clone()
+                    .filter(|v| v != "LATEST")
+                    .unwrap_or_else(|| "1.4.0".into()),
+                platform_family: "Linux".into(),
+                availability_zone: format!("{}a", self.identity.region),
+                attachments: Vec::new(),
+                attributes: vec![serde_json::json!({"name": "ecs.cpu-architecture", "value": "x86_64"})],
+                group: Some(input.group.clone().unwrap_or_else(|| format!("family:{}", definition.family))),
+                started_by: input.started_by.clone(),
+                health_status: Some(flotilla_types::task::HealthStatus::Unknown),
+                connectivity: None,
+                connectivity_at: None,
+                created_at: now,
+                pull_started_at: None,
+                pull_stopped_at: None,
+                started_at: None,
+                stopping_at: None,
+                execution_stopped_at: None,
+                stopped_at: None,
+                stop_code: None,
+                stopped_reason: None,
+                enable_execute_command: input.enable_execute_command.unwrap_or(false),
+                ephemeral_storage: overrides.ephemeral_storage.clone().or_else(|| definition.ephemeral_storage.clone()),
+                version: 1,
+                tags: Some(tags.clone()),
+            };
+            records.push(TaskRecord { task, network_configuration: input.network_configuration.clone() });
+        }
+
+        let mut txn = Txn::new();
+        if let Some(key) = &token {
+            let token_record = TokenRecord {
+                request: request_fingerprint,
+                task_arns: records.iter().map(|r| r.task.task_arn.clone()).collect(),
+            };
+            txn = txn.when(Compare::absent(key)).then(Op::put(key, encode(&token_record)));
+        }
+        for record in &records {
+            txn = txn.then(Op::put(task_key(&cluster.cluster_name, record.task.id()), encode(record)));
+        }
+        match self.store.txn(txn).await? {
+            TxnOutcome::Committed(_) => Ok((records.into_iter().map(|r| r.task).collect(), Vec::new())),
+            // A concurrent retry with the same token won the race: answer with its tasks.
+            TxnOutcome::Conflict => Box::pin(self.run_task(input)).await,
+        }
+    }
+
+    /// Resolves a `task` member (id or ARN) within a cluster to the store key's parts.
+    fn task_ref(&self, cluster: &str, task: &str) -> Result<(String, String), ControlError> {
+        if task.starts_with("arn:") {
+            let arn = Arn::parse(task)
+                .filter(|a| a.kind == ResourceKind::Task)
+                .ok_or_else(|| ControlError::invalid(format!("task: '{task}' is not a task ARN.")))?;
+            let (c, id) = arn.resource.split_once('/').unwrap_or((cluster, arn.resource.as_str()));
+            return Ok((c.to_owned(), id.to_owned()));
+        }
+        Ok((cluster.to_owned(), task.to_owned()))
+    }
+
+    pub async fn describe_tasks(
+        &self,
+        cluster: Option<&str>,
+        tasks: &[String],
+        include_tags: bool,
+    ) -> Result<(Vec<Task>, Vec<(String, String)>), ControlError> {
+        if tasks.is_empty() || tasks.len() > 100 {
+            return Err(ControlError::invalid("tasks: give 1 to 100 task ids or ARNs."));
+        }
+        let cluster = self.cluster_name(cluster)?;
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for raw in tasks {
+            let (c, id) = self.task_ref(&cluster, raw)?;
+            match load::<TaskRecord>(self.store.as_ref(), &task_key(&c, &id)).await? {
+                Some((record, _)) => {
+                    let mut task = record.task;
+                    if !include_tags {
+                        task.tags = None;
+                    }
+                    found.push(task);
+                }
+                None => missing.push((
+                    if raw.starts_with("arn:") {
+                        raw.clone()
+                    } else {
+                        self.arn(ResourceKind::Task, format!("{c}/{id}")).to_string()
+                    },
+                    "MISSING".to_owned(),
+                )),
+            }
+        }
+        Ok((found, missing))
+    }
+
+    pub async fn list_tasks(&self, input: ListTasksInput) -> Result<Page<String>, ControlError> {
+        let (cluster, _) = self.active_cluster(input.cluster.as_deref()).await?;
+        let desired = input.desired_status.unwrap_or(DesiredStatus::Running);
+        let family_arn_part = input.family.as_ref().map(|f| format!("task-definition/{f}:"));
+        let service_group = input.service_name.as_ref().map(|s| format!("service:{s}"));
+        let mut items = Vec::new();
+        for kv in self.store.list_prefix(&tasks_prefix(&cluster.cluster_name)).await? {
+            let record: TaskRecord = decode(&kv)?;
+            let t = &record.task;
+            let keep = t.desired_status == desired
+                && family_arn_part.as_ref().is_none_or(|f| t.task_definition_arn.contains(f.as_str()))
+                && input.started_by.as_ref().is_none_or(|s| t.started_by.as_ref() == Some(s))
+                && input.launch_type.as_ref().is_none_or(|l| &t.launch_type == l)
+                && service_group.as_ref().is_none_or(|g| t.group.as_ref() == Some(g));
+            if keep {
+                items.push((kv.key, record.task.task_arn));
+            }
+        }
+        paginate(items, input.max_results, input.next_token.as_deref(), 100)
+    }
+
+    pub async fn stop_task(
+        &self,
+        cluster: Option<&str>,
+        task: &str,
+        reason: Option<String>,
+    ) -> Result<Task, ControlError> {
+        let cluster = self.cluster_name(cluster)?;
+        let (c, id) = self.task_ref(&cluster, task)?;
+        let reason = reason.unwrap_or_else(|| "Task stopped by user".to_owned());
+        if reason.len() > 255 {
+            return Err(ControlError::invalid("reason: at most 255 characters."));
+        }
+        self.update_task(&c, &id, |t| {
+            if t.desired_status == DesiredStatus::Stopped {
+                return Ok(());
+            }
+            t.desired_status = DesiredStatus::Stopped;
+            t.stop_code.get_or_insert(StopCode::UserInitiated);
+            t.stopped_reason.get_or_insert_with(|| reason.clone());
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            ControlError::ResourceNotFound { .. } => {
+                ControlError::invalid(format!("task: The referenced task was not found: {task}"))
+            }
+            other => other,
+        })
+    }
+
+    /// Applies `change` to one task with compare-and-write, bumping its `version`. The agent
+    /// reports progress through this; `change` sees the latest record on every retry.
+    pub async fn update_task(
+        &self,
+        cluster: &str,
+        task_id: &str,
+        change: impl Fn(&mut Task) -> Result<(), ControlError>,
+    ) -> Result<Task, ControlError> {
+        let key = task_key(cluster, task_id);
+        loop {
+            let Some((mut record, rev)) = load::<TaskRecord>(self.store.as_ref(), &key).await? else {
+                return Err(ControlError::ResourceNotFound { arn: format!("{cluster}/{task_id}") });
+            };
+            let before = record.task.clone();
+            change(&mut record.task)?;
+            if record.task == before {
+                return Ok(record.task);
+            }
+            if record.task.last_status != before.last_status
+                && !before.last_status.can_transition_to(record.task.last_status)
+            {
+                return Err(ControlError::client(format!(
+                    "task {task_id} cannot go from {} back to {}",
+                    before.last_status.as_str(),
+                    record.task.last_status.as_str()
+                )));
+            }
+            record.task.version = before.version + 1;
+            let txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&record)));
+            if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                return Ok(record.task);
+            }
+        }
+    }
+
+    /// Every task record (all clusters), for the agent's reconcile passes.
+    pub async fn all_tasks(&self) -> Result<Vec<TaskRecord>, ControlError> {
+        self.store.list_prefix(crate::record::TASKS).await?.iter().map(decode).collect()
+    }
+
+    /// Forgets STOPPED tasks that stopped before `cutoff` (Fargate keeps them at least an hour).
+    pub async fn reap_stopped_tasks(&self, cutoff: Timestamp) -> Result<usize, ControlError> {
+        let mut reaped = 0;
+        for kv in self.store.list_prefix(crate::record::TASKS).await? {
+            let record: TaskRecord = decode(&kv)?;
+            let t = &record.task;
+            if t.last_status == TaskStatus::Stopped && t.stopped_at.is_some_and(|s| s < cutoff) {
+                let txn = Txn::new().when(Compare::revision(&kv.key, kv.mod_revision)).then(Op::delete(&kv.key));
+                if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                    reaped += 1;
+                }
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Running and pending task counts of one cluster.
+    pub(crate) async fn task_counts(&self, cluster: &str) -> Result<(i32, i32), ControlError> {
+        let (mut running, mut pending) = (0, 0);
+        for kv in self.store.list_prefix(&tasks_prefix(cluster)).await? {
+            let record: TaskRecord = decode(&kv)?;
+            match record.task.last_status {
+                TaskStatus::Running => running += 1,
+                s if s.is_pending() => pending += 1,
+                _ => {}
+            }
+        }
+        Ok((running, pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(p: &str, base: i32, weight: i32) -> CapacityProviderStrategyItem {
+        CapacityProviderStrategyItem { capacity_provider: p.into(), base, weight }
+    }
+
+    #[test]
+    fn placement_honours_base_then_weight() {
+        let s = [item("FARGATE", 2, 1), item("FARGATE_SPOT", 0, 3)];
+        let placed = place(&s, 10);
+        assert_eq!(&placed[..2], ["FARGATE", "FARGATE"]);
+        let spot = placed[2..].iter().filter(|p| *p == "FARGATE_SPOT").count();
+        assert_eq!(spot, 6, "{placed:?}");
+    }
+
+    #[test]
+    fn placement_with_zero_weight_provider_uses_base_only() {
+        let s = [item("FARGATE", 1, 0), item("FARGATE_SPOT", 0, 1)];
+        assert_eq!(place(&s, 3), ["FARGATE", "FARGATE_SPOT", "FARGATE_SPOT"]);
+    }
+}
