@@ -10,6 +10,10 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v runc >/dev/null || need_apt+=(runc)
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need_apt[*]}; run as root or install them" >&2
