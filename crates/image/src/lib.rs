@@ -8,6 +8,8 @@
 //!   and prune, over a content-addressed store on local disk.
 //! - [`unpack_layer`]: safe layer extraction with overlayfs whiteouts and a
 //!   decompression budget.
+//! - `testing` (feature `testing`): a real registry on loopback and image builders
+//!   for tests, this crate's and others'.
 //!
 //! **Architecture Invariant:** this crate knows nothing of tasks, sandboxes or
 //! mounts. It hands out directories and a parsed config; mounting them is the
@@ -23,6 +25,8 @@ mod pull;
 pub mod reference;
 mod registry;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod unpack;
 
 pub use auth::Credentials;

@@ -5,9 +5,9 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::build::{LayerTar, TestImage, gzip, index, sample_image, sha256};
-use common::{StoreDir, read};
+use common::{StoreDir, read, sample_image};
 use flotilla_image::manifest::Compression;
+use flotilla_image::testing::{ImageSpec, LayerTar, TestImage, gzip, index, sha256};
 use flotilla_image::{ImageStore, ImportError, IngestError};
 use serde_json::json;
 
@@ -96,7 +96,7 @@ async fn imports_a_gzipped_multi_platform_oci_layout() {
     let amd = TestImage::new(vec![(LayerTar::new().file("arch", b"amd64").into_tar(), Compression::Gzip)]);
     let arm = TestImage::with_spec(
         vec![(LayerTar::new().file("arch", b"arm64").into_tar(), Compression::Gzip)],
-        common::build::ImageSpec { architecture: "arm64".into(), ..Default::default() },
+        ImageSpec { architecture: "arm64".into(), ..Default::default() },
     );
     let idx = index(&[&arm, &amd]);
     let layout = oci_layout(
@@ -130,7 +130,7 @@ async fn imports_a_docker_archive() {
     // docker save writes uncompressed layers under the Docker config media type.
     let image = TestImage::with_spec(
         vec![(base.clone(), Compression::None), (top.clone(), Compression::None)],
-        common::build::ImageSpec { oci: false, ..Default::default() },
+        ImageSpec { oci: false, ..Default::default() },
     );
     let config_name = format!("{}.json", &image.config_digest()[7..]);
     let manifest = serde_json::to_vec(&json!([{

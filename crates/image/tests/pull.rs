@@ -6,10 +6,10 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::sync::{Arc, Mutex};
 
-use common::build::{LayerTar, TestImage, index, sample_image, sha256};
 use common::token::TokenServer;
-use common::{Registry, RegistryAuth, StoreDir, read};
+use common::{StoreDir, read, sample_image};
 use flotilla_image::manifest::Compression;
+use flotilla_image::testing::{Htpasswd, ImageSpec, LayerTar, MTIME, Registry, TestImage, index, sha256};
 use flotilla_image::{
     Credentials, ImageStore, IngestError, Progress, PullError, PullEvent, RegistryError, StoreOptions, UnpackError,
     UnpackLimits,
@@ -58,7 +58,7 @@ async fn pulls_and_unpacks_a_two_layer_image() {
     assert_eq!(fs::metadata(base.join("bin/app")).unwrap().mode() & 0o7777, 0o755);
     assert_eq!(fs::read_link(base.join("bin/sh")).unwrap().to_str(), Some("app"));
     assert_eq!(fs::metadata(base.join("srv")).unwrap().mode() & 0o7777, 0o750);
-    assert_eq!(fs::metadata(base.join("etc/hostname")).unwrap().mtime(), common::build::MTIME as i64);
+    assert_eq!(fs::metadata(base.join("etc/hostname")).unwrap().mtime(), MTIME as i64);
     assert_eq!(read(&top.join("etc/hostname")), "top\n");
     let whiteout = fs::symlink_metadata(top.join("etc/obsolete.conf")).unwrap();
     assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
@@ -133,7 +133,7 @@ async fn image_index_resolves_to_linux_amd64() {
     let registry = Registry::start().await;
     let arm = TestImage::with_spec(
         vec![(LayerTar::new().file("arch", b"arm64").into_tar(), Compression::Gzip)],
-        common::build::ImageSpec { architecture: "arm64".into(), ..Default::default() },
+        ImageSpec { architecture: "arm64".into(), ..Default::default() },
     );
     let amd = TestImage::new(vec![(LayerTar::new().file("arch", b"amd64").into_tar(), Compression::Gzip)]);
     registry.push_image("multi", None, &arm).await;
@@ -206,8 +206,7 @@ async fn corrupted_blob_is_rejected() {
 
 #[tokio::test]
 async fn basic_auth_registry() {
-    let registry =
-        Registry::start_with(RegistryAuth::Htpasswd { user: "alice".into(), password: "s3cret".into() }).await;
+    let registry = Registry::start_with(Htpasswd::new("alice", "s3cret")).await;
     let image = sample_image(Compression::Gzip, Compression::None);
     registry.push_image("private/app", Some("v1"), &image).await;
     let dir = StoreDir::new();
@@ -233,7 +232,7 @@ async fn basic_auth_registry() {
 async fn bearer_token_registry() {
     let tokens = TokenServer::start("bob", "hunter2").await;
     let requests = tokens.requests.clone();
-    let registry = Registry::start_with(RegistryAuth::Token(tokens)).await;
+    let registry = Registry::start_with(tokens).await;
     let image = sample_image(Compression::Zstd, Compression::Gzip);
     registry.push_image("secure/app", Some("v1"), &image).await;
     let dir = StoreDir::new();
@@ -340,7 +339,7 @@ async fn docker_schema2_media_types_and_progress_channel() {
     let registry = Registry::start().await;
     let image = TestImage::with_spec(
         vec![(LayerTar::new().file("hello", b"world").into_tar(), Compression::Gzip)],
-        common::build::ImageSpec { oci: false, ..Default::default() },
+        ImageSpec { oci: false, ..Default::default() },
     );
     registry.push_image("docker/style", Some("1.0"), &image).await;
     let dir = StoreDir::new();

@@ -2,14 +2,12 @@
 //! the layer root. The root sits next to a sentinel file in a private temp dir, so
 //! any escape shows up as a changed sentinel or a new entry beside it.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::build::{LayerTar, gzip, zstd};
+use flotilla_image::testing::{LayerTar, gzip, zstd};
 use flotilla_image::{UnpackError, UnpackLimits, UnpackOptions, unpack_layer};
 
 const SENTINEL: &[u8] = b"do not touch\n";

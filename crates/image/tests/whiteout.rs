@@ -1,14 +1,12 @@
 //! OCI whiteouts become overlayfs whiteouts, and a real overlay mount of the
 //! unpacked layers shows what the OCI layer semantics say it should.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::build::{LayerTar, MTIME};
+use flotilla_image::testing::{LayerTar, MTIME};
 use flotilla_image::{UnpackOptions, unpack_layer};
 
 fn unpack(tar: &[u8], dest: &Path) {

@@ -1,6 +1,7 @@
 //! A minimal Docker token server (the `realm` of a Bearer challenge) for the
 //! registry's `auth: token` mode: it checks Basic credentials and issues ES256 JWTs
-//! that `docker-registry` verifies against our self-signed certificate.
+//! that `docker-registry` verifies against our self-signed certificate. Pass it to
+//! `Registry::start_with`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use flotilla_image::testing::{Authorization, RegistryAuth};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::json;
@@ -110,8 +112,14 @@ impl TokenServer {
         TokenServer { addr, cert_pem: cert.pem(), signer, requests, task }
     }
 
+    pub fn mint(&self, repo: &str, actions: &[&str]) -> String {
+        self.signer.mint(repo, actions)
+    }
+}
+
+impl RegistryAuth for TokenServer {
     /// The registry's `auth:` section; writes the certificate bundle into `dir`.
-    pub fn registry_yaml(&self, dir: &Path) -> String {
+    fn config_yaml(&self, dir: &Path) -> String {
         let bundle = dir.join("token.pem");
         std::fs::write(&bundle, &self.cert_pem).unwrap();
         format!(
@@ -121,8 +129,9 @@ impl TokenServer {
         )
     }
 
-    pub fn mint(&self, repo: &str, actions: &[&str]) -> String {
-        self.signer.mint(repo, actions)
+    /// A token minted directly, for the push helpers.
+    fn authorization(&self, repo: &str) -> Authorization {
+        Authorization::Bearer(self.mint(repo, &["pull", "push"]))
     }
 }
 
