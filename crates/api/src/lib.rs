@@ -6,6 +6,7 @@
 
 pub mod ecs;
 pub mod error;
+pub mod logs;
 pub mod model;
 pub mod server;
 pub mod sigv4;

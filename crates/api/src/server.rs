@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use flotilla_control::Control;
+use flotilla_logs::LogStore;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -24,12 +25,14 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {
     Ecs,
+    Logs,
 }
 
 impl Service {
     fn by_target_prefix(prefix: &str) -> Option<Service> {
         match prefix {
             "AmazonEC2ContainerServiceV20141113" => Some(Service::Ecs),
+            "Logs_20140328" => Some(Service::Logs),
             _ => None,
         }
     }
@@ -39,6 +42,9 @@ pub struct ApiState {
     pub control: Arc<Control>,
     verifier: Verifier,
     ecs_model: ServiceModel,
+    logs_model: ServiceModel,
+    /// CloudWatch Logs is served only when a log store is attached ([`ApiState::with_logs`]).
+    logs: Option<Arc<LogStore>>,
     request_ids: AtomicU64,
 }
 
@@ -49,13 +55,22 @@ impl ApiState {
             control,
             verifier,
             ecs_model: ServiceModel::parse(include_str!("../model/ecs.json")),
+            logs_model: ServiceModel::parse(include_str!("../model/logs.json")),
+            logs: None,
             request_ids: AtomicU64::new(0),
         }
+    }
+
+    /// Serves CloudWatch Logs from `logs`.
+    pub fn with_logs(mut self, logs: Arc<LogStore>) -> ApiState {
+        self.logs = Some(logs);
+        self
     }
 
     fn model(&self, service: Service) -> &ServiceModel {
         match service {
             Service::Ecs => &self.ecs_model,
+            Service::Logs => &self.logs_model,
         }
     }
 
@@ -184,5 +199,14 @@ async fn dispatch(
     tracing::debug!(operation, caller = %caller.access_key_id, "request");
     match service {
         Service::Ecs => crate::ecs::handle(&state.control, operation, input).await,
+        Service::Logs => {
+            let logs = state.logs.as_deref().ok_or_else(|| {
+                ApiError::new(
+                    "ServiceUnavailableException",
+                    "This server has no log store; CloudWatch Logs is not served.",
+                )
+            })?;
+            crate::logs::handle(logs, state.control.identity(), operation, input).await
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use flotilla_api::logs::LogStore;
 use flotilla_api::{ApiState, router};
 use flotilla_control::{Control, Identity};
 use flotilla_store::EmbeddedStore;
@@ -29,7 +30,13 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         store.clone(),
         Identity { region: identity.region.clone(), account: identity.account_id.clone() },
     ));
-    let state = Arc::new(ApiState::new(control, std::slice::from_ref(&credentials)));
+    // Logs live in their own file so that their volume never bloats the control-plane store.
+    let logs_dir = home.dir.join("logs");
+    let logs = Arc::new(
+        LogStore::open(&logs_dir).with_context(|| format!("cannot open the log store in {}", logs_dir.display()))?,
+    );
+    let expiry = tokio::spawn(expire_logs(logs.clone()));
+    let state = Arc::new(ApiState::new(control, std::slice::from_ref(&credentials)).with_logs(logs));
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -57,8 +64,20 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     // In-flight requests have finished; dropping the store flushes and closes it.
     drop(store);
+    expiry.abort();
     println!("Flotilla stopped.");
     Ok(())
+}
+
+/// Applies the log groups' retention policies every few minutes.
+async fn expire_logs(logs: Arc<LogStore>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        if let Err(e) = logs.expire(flotilla_api::logs::now_millis()).await {
+            tracing::warn!(error = %e, "log retention pass failed; retrying at the next one");
+        }
+    }
 }
 
 async fn shutdown_signal() {
