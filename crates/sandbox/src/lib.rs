@@ -1,0 +1,44 @@
+//! Task sandboxes for Flotilla.
+//!
+//! The agent talks to a [`Sandbox`]: create a task (its isolation and filesystems), start,
+//! signal, inspect, exec into and destroy its containers. [`LinuxSandbox`] implements it with
+//! one `flotilla-shim` process per task, which drives runc and outlives the agent.
+//!
+//! The other modules are the kernel plumbing the shim uses: cgroups v1/v2 ([`cgroup`]), the
+//! task's shared namespaces ([`namespaces`]), overlay root filesystems ([`rootfs`]), the
+//! size-limited scratch filesystem ([`ephemeral`]), and the OCI runtime config ([`spec`],
+//! [`oci`], [`seccomp`]).
+//!
+//! Layout of a task directory (`<root>/<task-id>/`):
+//! ```text
+//! shim.sock shim.lock shim.log state.json
+//! ns/{net,uts,ipc[,pid]}          pinned namespaces
+//! etc/{hosts,resolv.conf,hostname}
+//! ephemeral.img  data/            scratch filesystem: upper/<c>, work/<c>, volumes/<v>
+//! runc/                           runc's state root for this task
+//! containers/<c>/config.json rootfs/ log.jsonl stdout.fifo stderr.fifo runc.log
+//! ```
+
+pub mod cgroup;
+pub mod ephemeral;
+pub mod error;
+pub mod linux;
+pub mod mount;
+pub mod namespaces;
+pub mod oci;
+pub mod protocol;
+pub mod rootfs;
+pub mod sandbox;
+pub mod seccomp;
+pub mod spec;
+pub mod status;
+pub mod task;
+
+pub use error::SandboxError;
+pub use linux::{LinuxSandbox, LinuxSandboxConfig};
+pub use sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
+pub use status::{
+    ContainerState, ContainerStatus, ExecResult, ExecSpec, ResourceStats, StorageStats, TaskPhase, TaskStats,
+    TaskStatus,
+};
+pub use task::{ContainerSpec, EnvVar, ImageConfig, MountPoint, SpecError, TaskSpec, Ulimit, VolumeFrom};

@@ -1,0 +1,314 @@
+//! The Linux backend: one `flotilla-shim` process per task, reached over the task's socket.
+//! This side only spawns shims and forwards requests; all kernel work happens in the shim,
+//! so the agent can crash or restart without touching a running task.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+
+use crate::error::SandboxError;
+use crate::protocol::{
+    CONTAINER_LOG_FILE, CONTAINERS_DIR, LOCK_FILE, MAX_MESSAGE_BYTES, Reply, Request, SOCKET_FILE, STATE_FILE,
+};
+use crate::sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
+use crate::status::{ExecResult, ExecSpec, TaskStats, TaskStatus};
+use crate::task::{TaskSpec, valid_task_id};
+
+#[derive(Debug, Clone)]
+pub struct LinuxSandboxConfig {
+    /// Task directories live here, one per task id. Keep it on a real disk: each task's
+    /// scratch filesystem image is a (sparse) file inside its directory.
+    pub root: PathBuf,
+    pub shim_binary: PathBuf,
+    pub runc_binary: PathBuf,
+    /// Cgroup parent of all tasks (`/sys/fs/cgroup/<ctrl>/<parent>/<task>` on v1).
+    pub cgroup_parent: String,
+    /// Static init for `initProcessEnabled`; `None` lets the shim look for tini-static.
+    pub init_binary: Option<PathBuf>,
+    /// Upper bound for one request other than exec (creating a task with many containers,
+    /// destroying one that resists).
+    pub request_timeout: Duration,
+}
+
+impl Default for LinuxSandboxConfig {
+    fn default() -> Self {
+        let shim_binary = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("flotilla-shim")))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("flotilla-shim"));
+        LinuxSandboxConfig {
+            root: PathBuf::from("/var/lib/flotilla/tasks"),
+            shim_binary,
+            runc_binary: PathBuf::from("runc"),
+            cgroup_parent: "flotilla".to_string(),
+            init_binary: None,
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+pub struct LinuxSandbox {
+    config: LinuxSandboxConfig,
+    /// Serialises shim launches so two requests for a dead shim do not race to restart it.
+    launching: Mutex<()>,
+}
+
+impl LinuxSandbox {
+    pub fn new(config: LinuxSandboxConfig) -> Self {
+        LinuxSandbox { config, launching: Mutex::new(()) }
+    }
+
+    pub fn config(&self) -> &LinuxSandboxConfig {
+        &self.config
+    }
+
+    pub fn task_dir(&self, task_id: &str) -> PathBuf {
+        self.config.root.join(task_id)
+    }
+
+    fn check_id(&self, task_id: &str) -> Result<PathBuf, SandboxError> {
+        if !valid_task_id(task_id) {
+            return Err(SandboxError::TaskNotFound { task_id: task_id.to_string() });
+        }
+        Ok(self.task_dir(task_id))
+    }
+
+    /// Starts a shim for `dir` unless one answers already. A shim started on a directory
+    /// that has a state file adopts the task recorded there.
+    async fn ensure_shim(&self, task_id: &str, dir: &Path) -> Result<(), SandboxError> {
+        let _guard = self.launching.lock().await;
+        if UnixStream::connect(dir.join(SOCKET_FILE)).await.is_ok() {
+            return Ok(());
+        }
+        let mut cmd = tokio::process::Command::new(&self.config.shim_binary);
+        cmd.arg("--task-dir")
+            .arg(dir)
+            .arg("--runc")
+            .arg(&self.config.runc_binary)
+            .arg("--cgroup-parent")
+            .arg(&self.config.cgroup_parent);
+        if let Some(init) = &self.config.init_binary {
+            cmd.arg("--init").arg(init);
+        }
+        // The launcher exits once the daemonised shim listens (or has failed); its stderr
+        // carries the failure.
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(false);
+        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .map_err(|_| SandboxError::ShimStart { task_id: task_id.to_string(), message: "timed out".into() })?
+            .map_err(|e| SandboxError::ShimStart {
+                task_id: task_id.to_string(),
+                message: format!("{}: {e}", self.config.shim_binary.display()),
+            })?;
+        if !out.status.success() {
+            return Err(SandboxError::ShimStart {
+                task_id: task_id.to_string(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One exchange with the task's shim, restarting a dead shim once.
+    async fn call(&self, task_id: &str, req: &Request, timeout: Duration) -> Result<Reply, SandboxError> {
+        let dir = self.check_id(task_id)?;
+        if !dir.exists() {
+            return Err(SandboxError::TaskNotFound { task_id: task_id.to_string() });
+        }
+        let stream = match UnixStream::connect(dir.join(SOCKET_FILE)).await {
+            Ok(s) => s,
+            Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => {
+                self.ensure_shim(task_id, &dir).await?;
+                UnixStream::connect(dir.join(SOCKET_FILE))
+                    .await
+                    .map_err(|source| SandboxError::ShimIo { task_id: task_id.to_string(), source })?
+            }
+            Err(source) => return Err(SandboxError::ShimIo { task_id: task_id.to_string(), source }),
+        };
+        let exchange = exchange(stream, req);
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(SandboxError::ShimTimeout { task_id: task_id.to_string(), seconds: timeout.as_secs() }),
+            Ok(Err(source)) => Err(SandboxError::ShimIo { task_id: task_id.to_string(), source }),
+            Ok(Ok(Reply::Error(e))) => Err(SandboxError::from_shim(task_id, e)),
+            Ok(Ok(reply)) => Ok(reply),
+        }
+    }
+
+    async fn create(&self, spec: TaskSpec) -> Result<TaskHandle, SandboxError> {
+        spec.validate()?;
+        let task_id = spec.task_id.clone();
+        let dir = self.task_dir(&task_id);
+        create_private_dir(&self.config.root)?;
+        create_private_dir(&dir)?;
+        self.ensure_shim(&task_id, &dir).await?;
+        let req = Request::Create { spec: Box::new(spec) };
+        match self.call(&task_id, &req, self.config.request_timeout).await {
+            Ok(Reply::Created(report)) => Ok(TaskHandle {
+                task_id,
+                network: NetworkAttachment::NetNs { path: report.netns },
+                ephemeral_storage_limited: report.ephemeral_storage_limited,
+                timings: report.timings,
+            }),
+            Ok(other) => Err(unexpected(&task_id, &other)),
+            Err(SandboxError::AlreadyExists { task_id }) => Err(SandboxError::AlreadyExists { task_id }),
+            Err(e) => {
+                // A half-built sandbox is worth nothing; leave no trace, report the cause.
+                if let Err(cleanup) = self.remove(&task_id).await {
+                    tracing::warn!(task_id, error = %cleanup, "cleaning up after a failed create");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove(&self, task_id: &str) -> Result<(), SandboxError> {
+        let dir = self.check_id(task_id)?;
+        if !dir.exists() {
+            return Ok(());
+        }
+        match self.call(task_id, &Request::Destroy, self.config.request_timeout).await {
+            Ok(Reply::Destroyed) | Err(SandboxError::TaskNotFound { .. }) => Ok(()),
+            Ok(other) => Err(unexpected(task_id, &other)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn adopt(&self) -> Result<Vec<String>, SandboxError> {
+        let root = &self.config.root;
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(crate::error::PathError::new("read dir", root, e).into()),
+        };
+        let mut adopted = Vec::new();
+        for entry in entries.flatten() {
+            let Some(task_id) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let dir = entry.path();
+            if !valid_task_id(&task_id) || !(dir.join(STATE_FILE).exists() || dir.join(LOCK_FILE).exists()) {
+                continue;
+            }
+            match self.call(&task_id, &Request::State, self.config.request_timeout).await {
+                Ok(Reply::State(_)) => adopted.push(task_id),
+                Ok(other) => tracing::warn!(task_id, reply = ?other, "unexpected reply while adopting"),
+                Err(e) => tracing::warn!(task_id, error = %e, "could not adopt task"),
+            }
+        }
+        adopted.sort();
+        Ok(adopted)
+    }
+}
+
+async fn exchange(stream: UnixStream, req: &Request) -> io::Result<Reply> {
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    write.flush().await?;
+    let mut reader = BufReader::new(read).take(MAX_MESSAGE_BYTES as u64 + 1);
+    let mut buf = Vec::new();
+    reader.read_until(b'\n', &mut buf).await?;
+    if buf.last() != Some(&b'\n') {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the shim closed the connection without a reply"));
+    }
+    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(crate::error::PathError::new("mkdir", dir, e).into()),
+    }
+}
+
+fn unexpected(task_id: &str, reply: &Reply) -> SandboxError {
+    SandboxError::Protocol { task_id: task_id.to_string(), reply: format!("{reply:?}") }
+}
+
+impl Sandbox for LinuxSandbox {
+    fn create_task(&self, spec: TaskSpec) -> BoxFuture<'_, Result<TaskHandle, SandboxError>> {
+        Box::pin(self.create(spec))
+    }
+
+    fn start_container<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<ContainerStarted, SandboxError>> {
+        Box::pin(async move {
+            let req = Request::Start { container: container.to_string() };
+            match self.call(task_id, &req, self.config.request_timeout).await? {
+                Reply::Started(r) => Ok(ContainerStarted { pid: r.pid, timings: r.timings }),
+                other => Err(unexpected(task_id, &other)),
+            }
+        })
+    }
+
+    fn signal<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+        signal: i32,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let req = Request::Kill { container: container.to_string(), signal };
+            match self.call(task_id, &req, self.config.request_timeout).await? {
+                Reply::Signalled => Ok(()),
+                other => Err(unexpected(task_id, &other)),
+            }
+        })
+    }
+
+    fn state<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskStatus, SandboxError>> {
+        Box::pin(async move {
+            match self.call(task_id, &Request::State, self.config.request_timeout).await? {
+                Reply::State(s) => Ok(s),
+                other => Err(unexpected(task_id, &other)),
+            }
+        })
+    }
+
+    fn stats<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskStats, SandboxError>> {
+        Box::pin(async move {
+            match self.call(task_id, &Request::Stats, self.config.request_timeout).await? {
+                Reply::Stats(s) => Ok(s),
+                other => Err(unexpected(task_id, &other)),
+            }
+        })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+        exec: ExecSpec,
+    ) -> BoxFuture<'a, Result<ExecResult, SandboxError>> {
+        Box::pin(async move {
+            // The shim enforces the command's timeout; allow for runc's own start-up on top.
+            let timeout = Duration::from_millis(exec.timeout_ms) + Duration::from_secs(30);
+            let req = Request::Exec { container: container.to_string(), exec };
+            match self.call(task_id, &req, timeout).await? {
+                Reply::Exec(r) => Ok(r),
+                other => Err(unexpected(task_id, &other)),
+            }
+        })
+    }
+
+    fn destroy<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(self.remove(task_id))
+    }
+
+    fn adopt_existing(&self) -> BoxFuture<'_, Result<Vec<String>, SandboxError>> {
+        Box::pin(self.adopt())
+    }
+
+    fn container_log(&self, task_id: &str, container: &str) -> PathBuf {
+        self.task_dir(task_id).join(CONTAINERS_DIR).join(container).join(CONTAINER_LOG_FILE)
+    }
+}

@@ -1,0 +1,219 @@
+//! Thin wrappers over mount(2)/umount2(2), `/proc/self/mountinfo`, and reading files inside
+//! an untrusted root filesystem without following its symlinks out of it.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::PathError;
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mount_point: PathBuf,
+    /// The path inside the mounted filesystem that appears at `mount_point`.
+    pub root: String,
+    pub fs_type: String,
+    pub source: String,
+    pub super_options: String,
+}
+
+pub fn mountinfo() -> Result<Vec<MountInfo>, PathError> {
+    let path = "/proc/self/mountinfo";
+    let text = std::fs::read_to_string(path).map_err(|e| PathError::new("read", path, e))?;
+    Ok(parse_mountinfo(&text))
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|line| {
+            // id parent maj:min root mount-point options [optional...] - fstype source super-options
+            let (left, right) = line.split_once(" - ")?;
+            let l: Vec<&str> = left.split(' ').collect();
+            let r: Vec<&str> = right.split(' ').collect();
+            if l.len() < 6 || r.len() < 3 {
+                return None;
+            }
+            Some(MountInfo {
+                root: unescape(l[3]),
+                mount_point: PathBuf::from(unescape(l[4])),
+                fs_type: r[0].to_string(),
+                source: unescape(r[1]),
+                super_options: r[2].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+/// mount(2). `data` is the filesystem-specific option string.
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fs_type: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), PathError> {
+    let err = |e| PathError::new("mount", target, e);
+    let src = CString::new(source).map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
+    let tgt = cstr(target).map_err(err)?;
+    let fst = fs_type.map(CString::new).transpose().map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
+    let dat = data.map(CString::new).transpose().map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
+    // SAFETY: every pointer is either null or a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fst.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            dat.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+pub fn bind_mount(source: &Path, target: &Path) -> Result<(), PathError> {
+    let src = source.to_str().ok_or_else(|| PathError::new("mount", source, io::ErrorKind::InvalidInput.into()))?;
+    mount(src, target, None, libc::MS_BIND, None)
+}
+
+/// umount2(2); `EINVAL` (not a mount point) and `ENOENT` count as already unmounted.
+pub fn unmount(target: &Path, detach: bool) -> Result<(), PathError> {
+    let tgt = cstr(target).map_err(|e| PathError::new("umount", target, e))?;
+    let flags = if detach { libc::MNT_DETACH } else { 0 };
+    // SAFETY: `tgt` is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::umount2(tgt.as_ptr(), flags) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) {
+            return Ok(());
+        }
+        return Err(PathError::new("umount", target, e));
+    }
+    Ok(())
+}
+
+/// Mount points at or below `dir`, deepest first (the order they must be unmounted in).
+pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, PathError> {
+    let mut found: Vec<PathBuf> =
+        mountinfo()?.into_iter().map(|m| m.mount_point).filter(|p| p.starts_with(dir)).collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    Ok(found)
+}
+
+/// Unmounts everything at or below `dir`: a clean unmount first, a lazy one if that is busy.
+pub fn unmount_all_under(dir: &Path) -> Result<(), PathError> {
+    // Stacked mounts on one point need one unmount each, so loop until none remain.
+    for _ in 0..16 {
+        let mounts = mounts_under(dir)?;
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        for m in mounts {
+            if unmount(&m, false).is_err() {
+                unmount(&m, true)?;
+            }
+        }
+    }
+    let left = mounts_under(dir)?;
+    match left.first() {
+        None => Ok(()),
+        Some(p) => Err(PathError::new("umount", p, io::Error::from_raw_os_error(libc::EBUSY))),
+    }
+}
+
+/// Opens `path` inside `root` for reading, resolving every symlink and `..` as if `root`
+/// were `/` (openat2 `RESOLVE_IN_ROOT`). Image content is untrusted: `/etc/passwd` in a
+/// layer may be a symlink to a host file.
+pub fn open_in_root(root: &Path, path: &str) -> Result<File, PathError> {
+    let err = |e| PathError::new("open", root.join(path.trim_start_matches('/')), e);
+    let root_dir = File::open(root).map_err(|e| PathError::new("open", root, e))?;
+    let rel = CString::new(path.trim_start_matches('/')).map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 reads `how` (size passed explicitly) and the NUL-terminated `rel`; both
+    // outlive the call. The returned fd, if any, is owned by nobody else.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root_dir.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor returned by openat2 and owned only here.
+    Ok(unsafe { File::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo_lines() {
+        let text = "36 25 0:31 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory\n\
+                    37 25 0:32 /a\\040b /mnt/x\\040y rw - overlay overlay rw,lowerdir=/l\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].mount_point, PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(m[0].fs_type, "cgroup");
+        assert_eq!(m[0].super_options, "rw,memory");
+        assert_eq!(m[1].mount_point, PathBuf::from("/mnt/x y"));
+        assert_eq!(m[1].root, "/a b");
+    }
+
+    #[test]
+    fn open_in_root_does_not_escape_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(dir.path().join("secret"), "host").unwrap();
+        std::fs::write(root.join("secret"), "inside").unwrap();
+        std::os::unix::fs::symlink("../../secret", root.join("etc/passwd")).unwrap();
+        let mut s = String::new();
+        io::Read::read_to_string(&mut open_in_root(&root, "/etc/passwd").unwrap(), &mut s).unwrap();
+        assert_eq!(s, "inside");
+    }
+}

@@ -1,0 +1,117 @@
+//! The default seccomp policy. The policy itself is data (`default.json`, our own format,
+//! modelled on Docker's default profile); this module selects the rules that apply to a
+//! container's architecture and capabilities and renders them as the OCI seccomp object.
+
+use serde::Deserialize;
+
+use crate::oci::{Seccomp, SeccompArg, Syscall};
+
+const DEFAULT_POLICY: &str = include_str!("default.json");
+
+#[derive(Debug, Deserialize)]
+struct Policy {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    action: Action,
+    names: Vec<String>,
+    #[serde(default)]
+    errno: Option<u32>,
+    #[serde(default)]
+    args: Vec<SeccompArg>,
+    #[serde(default)]
+    arches: Vec<String>,
+    #[serde(default)]
+    caps: Vec<String>,
+    #[serde(default)]
+    not_caps: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Action {
+    Allow,
+    Errno,
+}
+
+/// Host architecture as the policy names it, plus the seccomp arches its processes can use
+/// (32-bit compat modes included, so that their syscall numbers are filtered too).
+fn arch() -> (&'static str, Vec<&'static str>) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("x86_64", vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
+        "aarch64" => ("aarch64", vec!["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
+        "riscv64" => ("riscv64", vec!["SCMP_ARCH_RISCV64"]),
+        other => (other, vec![]),
+    }
+}
+
+/// The seccomp filter for a container whose effective capabilities are `caps` (`CAP_*`).
+pub fn default_profile(caps: &[String]) -> Seccomp {
+    // The policy is compiled in and covered by a unit test; failing to parse it is a build bug.
+    let policy: Policy = serde_json::from_str(DEFAULT_POLICY).expect("seccomp/default.json is valid");
+    let (host_arch, architectures) = arch();
+    let has = |c: &String| caps.contains(c);
+    let syscalls = policy
+        .rules
+        .into_iter()
+        .filter(|r| r.arches.is_empty() || r.arches.iter().any(|a| a == host_arch))
+        .filter(|r| r.caps.iter().all(has))
+        .filter(|r| !r.not_caps.iter().any(has))
+        .map(|r| Syscall {
+            names: r.names,
+            action: match r.action {
+                Action::Allow => "SCMP_ACT_ALLOW".to_string(),
+                Action::Errno => "SCMP_ACT_ERRNO".to_string(),
+            },
+            errno_ret: r.errno,
+            args: r.args,
+        })
+        .collect();
+    Seccomp {
+        default_action: "SCMP_ACT_ERRNO".to_string(),
+        architectures: architectures.into_iter().map(str::to_string).collect(),
+        syscalls,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::caps::resolve_caps;
+
+    fn allowed(p: &Seccomp, name: &str) -> bool {
+        p.syscalls
+            .iter()
+            .any(|s| s.action == "SCMP_ACT_ALLOW" && s.args.is_empty() && s.names.iter().any(|n| n == name))
+    }
+
+    #[test]
+    fn default_caps_get_the_usual_allow_list_and_no_admin_syscalls() {
+        let p = default_profile(&resolve_caps(&[], &[]).unwrap());
+        assert_eq!(p.default_action, "SCMP_ACT_ERRNO");
+        for ok in ["read", "write", "execve", "openat", "clone3", "chroot", "socket"] {
+            let present = p.syscalls.iter().any(|s| s.names.iter().any(|n| n == ok));
+            assert!(present, "{ok} has no rule");
+        }
+        for denied in ["mount", "unshare", "setns", "kexec_load", "init_module", "keyctl", "add_key", "reboot", "bpf"] {
+            assert!(!allowed(&p, denied), "{denied} must not be allowed");
+        }
+        // clone is allowed only without namespace flags; clone3 fails with ENOSYS.
+        let clone = p.syscalls.iter().find(|s| s.names == ["clone"]).unwrap();
+        assert_eq!(clone.args[0].op, "SCMP_CMP_MASKED_EQ");
+        let clone3 = p.syscalls.iter().find(|s| s.names == ["clone3"]).unwrap();
+        assert_eq!(clone3.errno_ret, Some(38));
+        assert!(!allowed(&p, "kcmp"));
+    }
+
+    #[test]
+    fn capabilities_unlock_their_syscalls() {
+        let p = default_profile(&resolve_caps(&["SYS_PTRACE".into()], &[]).unwrap());
+        assert!(allowed(&p, "kcmp"));
+        let p = default_profile(&resolve_caps(&[], &["SYS_CHROOT".into()]).unwrap());
+        assert!(!allowed(&p, "chroot"));
+    }
+}

@@ -1,0 +1,140 @@
+//! `flotilla-shim`: the per-task supervisor.
+//!
+//! ```text
+//! flotilla-shim --task-dir DIR [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--foreground]
+//! flotilla-shim pause        (internal: PID 1 of a task-wide PID namespace)
+//! ```
+//!
+//! Started by the agent once per task. It detaches (double fork, setsid), becomes a child
+//! subreaper so container processes end up as its children, listens on `DIR/shim.sock`, and
+//! keeps `DIR/state.json` current. Started on a directory that already has a state file, it
+//! adopts the task a previous shim left (see `runtime/container.rs`).
+//!
+//! Architecture Invariant: the shim is the only process that changes a task on the host
+//! once it exists; the agent only sends it requests.
+
+mod daemon;
+mod logs;
+mod pause;
+mod reaper;
+mod runc;
+mod runtime;
+mod server;
+mod state;
+
+use std::path::PathBuf;
+
+use flotilla_sandbox::protocol::SHIM_LOG_FILE;
+
+use crate::daemon::Ready;
+use crate::runtime::{Runtime, ShimConfig};
+
+const USAGE: &str =
+    "usage: flotilla-shim --task-dir DIR [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--foreground]";
+
+struct Options {
+    task_dir: PathBuf,
+    runc: PathBuf,
+    cgroup_parent: String,
+    init: Option<PathBuf>,
+    foreground: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut task_dir = None;
+    let mut runc = PathBuf::from("runc");
+    let mut cgroup_parent = "flotilla".to_string();
+    let mut init = None;
+    let mut foreground = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--task-dir" => task_dir = Some(PathBuf::from(value()?)),
+            "--runc" => runc = PathBuf::from(value()?),
+            "--cgroup-parent" => cgroup_parent = value()?,
+            "--init" => init = Some(PathBuf::from(value()?)),
+            "--foreground" => foreground = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let task_dir = task_dir.ok_or("--task-dir is required")?;
+    let task_dir = std::path::absolute(&task_dir).map_err(|e| format!("{}: {e}", task_dir.display()))?;
+    if !task_dir.is_dir() {
+        return Err(format!("task dir {} does not exist", task_dir.display()));
+    }
+    Ok(Options { task_dir, runc, cgroup_parent, init, foreground })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("pause") {
+        pause::run();
+    }
+    let opts = match parse(&args) {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("flotilla-shim: {msg}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    // Everything up to here ran single-threaded, as fork requires.
+    let ready = if opts.foreground {
+        Ready::none()
+    } else {
+        match daemon::daemonize(&opts.task_dir.join(SHIM_LOG_FILE)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("flotilla-shim: detaching: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
+    reaper::block_sigchld();
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_SHIM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    if let Err(msg) = run(opts, ready) {
+        tracing::error!("{msg}");
+        std::process::exit(1);
+    }
+}
+
+fn run(opts: Options, ready: Ready) -> Result<(), String> {
+    let setup = || -> Result<_, String> {
+        let lock = server::lock_task_dir(&opts.task_dir)?;
+        let listener = server::bind(&opts.task_dir)?;
+        let reaper = reaper::Reaper::start();
+        let self_exe = std::env::current_exe().map_err(|e| format!("locating own binary: {e}"))?;
+        let cfg = ShimConfig {
+            task_dir: opts.task_dir.clone(),
+            runc: opts.runc.clone(),
+            cgroup_parent: opts.cgroup_parent.clone(),
+            init: opts.init.clone(),
+            self_exe,
+            log_limits: logs::LogLimits::default(),
+        };
+        let runtime = Runtime::open(cfg, reaper)?;
+        Ok((lock, listener, runtime))
+    };
+    match setup() {
+        Ok((_lock, listener, runtime)) => {
+            tracing::info!(task_dir = %opts.task_dir.display(), pid = std::process::id(), "shim ready");
+            ready.ok();
+            server::serve(listener, runtime);
+            Ok(())
+        }
+        Err(msg) => {
+            ready.fail(&msg);
+            Err(msg)
+        }
+    }
+}

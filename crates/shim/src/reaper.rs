@@ -1,0 +1,229 @@
+//! The shim is a child subreaper: container processes become its children once `runc create`
+//! exits, and it must collect their exit statuses. One thread waits for SIGCHLD and reaps
+//! every child with `waitpid(-1)`; whoever cares about a pid registers for it.
+//!
+//! Every child must therefore be spawned through [`Reaper::spawn`]: spawning holds the same
+//! lock the reaper holds while reaping, so a fast-exiting child is never reaped before its
+//! waiter is registered, and std's own internal waitpid on a failed exec cannot race us.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// How a process ended, as a shell would report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// The exit code, or 128 + the signal number.
+    pub code: i32,
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    fn from_wait_status(status: i32) -> Self {
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            ExitInfo { code: 128 + sig, signal: Some(sig) }
+        } else {
+            ExitInfo { code: libc::WEXITSTATUS(status), signal: None }
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Result of asking to watch a pid that is not a freshly spawned child.
+pub enum Watch {
+    /// The exit will arrive here.
+    Pending(Receiver<ExitInfo>),
+    /// The process is gone and its status was not ours to collect.
+    Lost,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Incremented on every reap; lets a late registration tell a stale status from its own.
+    seq: u64,
+    waiters: HashMap<i32, Sender<ExitInfo>>,
+    unclaimed: HashMap<i32, (u64, ExitInfo)>,
+}
+
+pub struct Reaper {
+    inner: Mutex<Inner>,
+}
+
+/// Blocks SIGCHLD in the calling thread. Call before any thread exists, so that every later
+/// thread inherits the mask and only the reaper thread's sigwait sees the signal.
+pub fn block_sigchld() {
+    // SAFETY: the sigset is initialised by sigemptyset before use; pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+impl Reaper {
+    pub fn start() -> Arc<Reaper> {
+        let reaper = Arc::new(Reaper { inner: Mutex::new(Inner::default()) });
+        let r = reaper.clone();
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || {
+                // SAFETY: as in block_sigchld; sigwait writes the signal number into `sig`.
+                let set = unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGCHLD);
+                    set
+                };
+                loop {
+                    let mut sig = 0;
+                    // SAFETY: `set` and `sig` are valid for the call.
+                    unsafe { libc::sigwait(&set, &mut sig) };
+                    r.reap_all();
+                }
+            })
+            .expect("spawning the reaper thread");
+        // Children may have exited before the thread started waiting.
+        reaper.reap_all();
+        reaper
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reap_all(&self) {
+        let mut inner = self.lock();
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into a valid i32.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            let info = ExitInfo::from_wait_status(status);
+            inner.seq += 1;
+            match inner.waiters.remove(&pid) {
+                Some(tx) => {
+                    let _ = tx.send(info);
+                }
+                None => {
+                    let seq = inner.seq;
+                    inner.unclaimed.insert(pid, (seq, info));
+                    // Orphans re-parented to us that nobody watches would otherwise pile up.
+                    if inner.unclaimed.len() > 4096 {
+                        let cutoff = seq.saturating_sub(2048);
+                        inner.unclaimed.retain(|_, (s, _)| *s > cutoff);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The current reap sequence number: take it before starting something whose process
+    /// you will only learn about later (runc create's container init).
+    pub fn mark(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// Spawns `cmd` and returns a receiver for its exit. Never use `Child::wait` on the result.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, Receiver<ExitInfo>)> {
+        let mut inner = self.lock();
+        let child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        inner.unclaimed.remove(&pid);
+        let (tx, rx) = mpsc::channel();
+        inner.waiters.insert(pid, tx);
+        Ok((child, rx))
+    }
+
+    /// Like `Command::output`, through the reaper.
+    pub fn output(&self, cmd: &mut Command) -> io::Result<Output> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let (mut child, rx) = self.spawn(cmd)?;
+        let mut stderr = child.stderr.take();
+        let err_thread = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.read_to_end(&mut buf);
+            }
+            buf
+        });
+        let mut stdout = Vec::new();
+        if let Some(mut s) = child.stdout.take() {
+            s.read_to_end(&mut stdout)?;
+        }
+        let stderr = err_thread.join().unwrap_or_default();
+        let exit = rx.recv().map_err(|_| io::Error::other("reaper dropped a waiter"))?;
+        Ok(Output { status: exit_status(exit), stdout, stderr })
+    }
+
+    /// Watches a process that became our child without us spawning it (a container's init
+    /// after runc create exits). `since` is a [`Reaper::mark`] taken before it was created.
+    pub fn watch(&self, pid: i32, since: u64) -> Watch {
+        let mut inner = self.lock();
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // Alive (or our unreaped zombie): any recorded status for this pid is a
+            // predecessor's.
+            inner.unclaimed.remove(&pid);
+            let (tx, rx) = mpsc::channel();
+            inner.waiters.insert(pid, tx);
+            return Watch::Pending(rx);
+        }
+        match inner.unclaimed.remove(&pid) {
+            Some((seq, info)) if seq > since => {
+                let (tx, rx) = mpsc::channel();
+                let _ = tx.send(info);
+                Watch::Pending(rx)
+            }
+            _ => Watch::Lost,
+        }
+    }
+}
+
+fn exit_status(exit: ExitInfo) -> std::process::ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match exit.signal {
+        Some(sig) => std::process::ExitStatus::from_raw(sig),
+        None => std::process::ExitStatus::from_raw(exit.code << 8),
+    }
+}
+
+/// Waits for a process that is not our child to exit, via a pidfd (for containers adopted
+/// from a previous shim: their exit status is not ours to collect).
+pub fn wait_non_child(pid: i32) {
+    // SAFETY: pidfd_open takes a pid and flags; the returned fd is owned and closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return; // ESRCH: already gone.
+    }
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd, infinite timeout.
+        let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if rc > 0 || (rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
+            break;
+        }
+    }
+    // SAFETY: `fd` is ours and unused after this.
+    unsafe { libc::close(fd) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_and_signals() {
+        // 3 << 8: exited with 3.
+        assert_eq!(ExitInfo::from_wait_status(3 << 8), ExitInfo { code: 3, signal: None });
+        // Killed by SIGKILL.
+        assert_eq!(ExitInfo::from_wait_status(9), ExitInfo { code: 137, signal: Some(9) });
+    }
+}

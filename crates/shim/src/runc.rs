@@ -1,0 +1,176 @@
+//! Driving runc 1.1 as containerd's runc shim does: `create` with the shim's fds as the
+//! container's stdio, `start`, `kill`, `delete`, `state`, `exec -d`. One runc state root per
+//! task, inside the task directory.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::reaper::{ExitInfo, Reaper};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    #[error("running {binary} (apt-get install -y runc)")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("runc {op} {id}: {message}")]
+    Failed { op: &'static str, id: String, message: String },
+    #[error("runc state {id}: unreadable output")]
+    BadState {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuncState {
+    pub pid: i32,
+    /// `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+}
+
+pub struct Runc {
+    binary: PathBuf,
+    root: PathBuf,
+    reaper: Arc<Reaper>,
+}
+
+impl Runc {
+    pub fn new(binary: PathBuf, root: PathBuf, reaper: Arc<Reaper>) -> Self {
+        Runc { binary, root, reaper }
+    }
+
+    fn command(&self, log: Option<&Path>) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root);
+        if let Some(log) = log {
+            cmd.arg("--log").arg(log).arg("--log-format").arg("json");
+        }
+        cmd
+    }
+
+    fn spawn_err(&self, source: io::Error) -> RuncError {
+        RuncError::Spawn { binary: self.binary.display().to_string(), source }
+    }
+
+    /// Runs a runc command whose stdout/stderr we capture.
+    fn run(&self, op: &'static str, id: &str, cmd: &mut Command) -> Result<Vec<u8>, RuncError> {
+        let out = self.reaper.output(cmd).map_err(|e| self.spawn_err(e))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let message = stderr.trim().lines().last().unwrap_or("failed without a message").to_string();
+            return Err(RuncError::Failed { op, id: id.to_string(), message });
+        }
+        Ok(out.stdout)
+    }
+
+    /// `runc create`: sets the container up and leaves its init waiting for `start`. The
+    /// init inherits `stdout`/`stderr`; when runc exits it becomes our child.
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log: &Path,
+        stdout: File,
+        stderr: File,
+    ) -> Result<(), RuncError> {
+        let mut cmd = self.command(Some(log));
+        cmd.arg("create").arg("--bundle").arg(bundle).arg("--pid-file").arg(pid_file).arg(id);
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        let (_child, rx) = self.reaper.spawn(&mut cmd).map_err(|e| self.spawn_err(e))?;
+        let exit = rx.recv().unwrap_or(ExitInfo { code: -1, signal: None });
+        if !exit.success() {
+            // runc's stderr is the container's; its structured log has the reason.
+            return Err(RuncError::Failed { op: "create", id: id.to_string(), message: last_error(log, exit) });
+        }
+        Ok(())
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), RuncError> {
+        self.run("start", id, self.command(None).arg("start").arg(id)).map(drop)
+    }
+
+    /// Signals the container's init, or with `all` every process in its cgroup.
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuncError> {
+        let mut cmd = self.command(None);
+        cmd.arg("kill");
+        if all {
+            cmd.arg("--all");
+        }
+        cmd.arg(id).arg(signal.to_string());
+        self.run("kill", id, &mut cmd).map(drop)
+    }
+
+    /// Removes runc's record and the container's cgroup. Missing containers are fine.
+    pub fn delete(&self, id: &str) -> Result<(), RuncError> {
+        match self.run("delete", id, self.command(None).arg("delete").arg("--force").arg(id)) {
+            Ok(_) => Ok(()),
+            Err(RuncError::Failed { message, .. }) if message.contains("does not exist") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `None` when runc has no such container.
+    pub fn state(&self, id: &str) -> Result<Option<RuncState>, RuncError> {
+        match self.run("state", id, self.command(None).arg("state").arg(id)) {
+            Ok(out) => serde_json::from_slice(&out)
+                .map(Some)
+                .map_err(|source| RuncError::BadState { id: id.to_string(), source }),
+            Err(RuncError::Failed { message, .. }) if message.contains("does not exist") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `runc exec -d`: starts `argv` in the container and returns once it runs; the process
+    /// then becomes our child. Its stdout and stderr go to `output`.
+    pub fn exec_detached(&self, id: &str, argv: &[String], pid_file: &Path, output: File) -> Result<(), RuncError> {
+        let err = output.try_clone().map_err(|e| self.spawn_err(e))?;
+        let mut cmd = self.command(None);
+        cmd.arg("exec").arg("--detach").arg("--pid-file").arg(pid_file).arg(id).args(argv);
+        cmd.stdin(Stdio::null()).stdout(output).stderr(err);
+        let (_child, rx) = self.reaper.spawn(&mut cmd).map_err(|e| self.spawn_err(e))?;
+        let exit = rx.recv().unwrap_or(ExitInfo { code: -1, signal: None });
+        if !exit.success() {
+            return Err(RuncError::Failed {
+                op: "exec",
+                id: id.to_string(),
+                message: format!("exit status {}", exit.code),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The last `"level":"error"` message of a runc JSON log.
+fn last_error(log: &Path, exit: ExitInfo) -> String {
+    #[derive(Deserialize)]
+    struct Line {
+        level: String,
+        msg: String,
+    }
+    std::fs::read_to_string(log)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+                .find(|l| l.level == "error")
+                .map(|l| l.msg)
+        })
+        .unwrap_or_else(|| format!("exit status {}", exit.code))
+}
+
+/// Reads a pid file written by runc.
+pub fn read_pid(path: &Path) -> io::Result<i32> {
+    let text = std::fs::read_to_string(path)?;
+    text.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("pid file holds {text:?}")))
+}

@@ -1,0 +1,186 @@
+//! The task as the shim owns it: setup (`create.rs`), container processes (`container.rs`),
+//! teardown (`destroy.rs`), and the cheap queries here.
+//!
+//! Concurrency: `ops` serialises the operations that change the host (create, start,
+//! destroy); `state` is held only for short reads and updates, so `state`, `stats`, `kill`
+//! and `exec` answer while a start is in progress.
+
+mod container;
+mod create;
+mod destroy;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use flotilla_sandbox::cgroup::{CgroupManager, Cgroups};
+use flotilla_sandbox::error::chain;
+use flotilla_sandbox::protocol::{CONTAINERS_DIR, Reply, Request, ShimError, ShimErrorKind};
+use flotilla_sandbox::spec::HostLimits;
+use flotilla_sandbox::{ContainerState, TaskPhase, TaskStats};
+
+use crate::logs::{LogLimits, SharedLog, Syncer};
+use crate::reaper::Reaper;
+use crate::runc::Runc;
+use crate::state::Persisted;
+
+pub struct ShimConfig {
+    pub task_dir: PathBuf,
+    pub runc: PathBuf,
+    pub cgroup_parent: String,
+    pub init: Option<PathBuf>,
+    /// This binary, re-executed as `pause` for shared PID namespaces.
+    pub self_exe: PathBuf,
+    pub log_limits: LogLimits,
+}
+
+pub struct Runtime {
+    cfg: ShimConfig,
+    task_id: String,
+    reaper: Arc<Reaper>,
+    runc: Runc,
+    cgroups: Cgroups,
+    host_limits: HostLimits,
+    state: Mutex<Persisted>,
+    ops: Mutex<()>,
+    syncer: Arc<Syncer>,
+    logs: Mutex<HashMap<String, SharedLog>>,
+    exec_seq: AtomicU64,
+}
+
+pub type ShimResult<T> = Result<T, ShimError>;
+
+pub(crate) fn runtime_err(e: &dyn std::error::Error) -> ShimError {
+    ShimError::new(ShimErrorKind::Runtime, chain(e))
+}
+
+pub(crate) fn io_err(what: &str, path: &Path, e: std::io::Error) -> ShimError {
+    ShimError::new(ShimErrorKind::Runtime, format!("{what} {}: {e}", path.display()))
+}
+
+impl Runtime {
+    /// Opens the task directory. If a previous shim left a state file, the task is adopted:
+    /// its containers are re-attached (see `container.rs`).
+    pub fn open(cfg: ShimConfig, reaper: Arc<Reaper>) -> Result<Arc<Runtime>, String> {
+        let task_id = cfg
+            .task_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("task dir {} has no usable name", cfg.task_dir.display()))?
+            .to_string();
+        let existing = Persisted::load(&cfg.task_dir).map_err(|e| format!("reading state.json: {e}"))?;
+        let cgroup_parent = existing.as_ref().map_or(cfg.cgroup_parent.clone(), |p| p.cgroup_parent.clone());
+        let cgroups = Cgroups::detect(&cgroup_parent).map_err(|e| chain(&e))?;
+        let runc = Runc::new(cfg.runc.clone(), cfg.task_dir.join("runc"), reaper.clone());
+        let adopting = existing.is_some();
+        let state = existing.unwrap_or_else(|| Persisted::new(task_id.clone(), cgroup_parent));
+        let rt = Arc::new(Runtime {
+            cfg,
+            task_id,
+            reaper,
+            runc,
+            cgroups,
+            host_limits: HostLimits::current(),
+            state: Mutex::new(state),
+            ops: Mutex::new(()),
+            syncer: Syncer::start(),
+            logs: Mutex::new(HashMap::new()),
+            exec_seq: AtomicU64::new(0),
+        });
+        if adopting {
+            rt.adopt();
+        }
+        Ok(rt)
+    }
+
+    pub fn handle(self: &Arc<Self>, req: Request) -> Reply {
+        let result = match req {
+            Request::Create { spec } => self.create(*spec).map(Reply::Created),
+            Request::Start { container } => self.start(&container).map(Reply::Started),
+            Request::Kill { container, signal } => self.kill(&container, signal).map(|()| Reply::Signalled),
+            Request::State => Ok(Reply::State(self.lock_state().status())),
+            Request::Stats => self.stats().map(Reply::Stats),
+            Request::Exec { container, exec } => self.exec(&container, &exec).map(Reply::Exec),
+            Request::Destroy => self.destroy().map(|()| Reply::Destroyed),
+        };
+        result.unwrap_or_else(Reply::Error)
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, Persisted> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_ops(&self) -> MutexGuard<'_, ()> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `f` to the state and persists the result.
+    fn update(&self, f: impl FnOnce(&mut Persisted)) -> ShimResult<()> {
+        let mut st = self.lock_state();
+        f(&mut st);
+        st.save(&self.cfg.task_dir).map_err(|e| io_err("writing", &Persisted::path(&self.cfg.task_dir), e))
+    }
+
+    fn container_dir(&self, name: &str) -> PathBuf {
+        self.cfg.task_dir.join(CONTAINERS_DIR).join(name)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.cfg.task_dir.join("data")
+    }
+
+    fn require_phase(&self, phase: TaskPhase) -> ShimResult<()> {
+        let current = self.lock_state().phase;
+        if current != phase {
+            return Err(ShimError::new(
+                ShimErrorKind::InvalidState,
+                format!("task is {current:?}, the request needs {phase:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn container_state(&self, name: &str) -> ShimResult<ContainerState> {
+        let st = self.lock_state();
+        st.containers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.state)
+            .ok_or_else(|| ShimError::new(ShimErrorKind::NotFound, format!("no container {name:?} in this task")))
+    }
+
+    fn kill(&self, name: &str, signal: i32) -> ShimResult<()> {
+        if !self.container_state(name)?.can_signal() {
+            return Err(ShimError::new(ShimErrorKind::InvalidState, format!("container {name:?} is not running")));
+        }
+        // With a shared PID namespace, killing the container's init would leave its children
+        // running (they re-parent to the task's pause process): SIGKILL takes the whole cgroup.
+        let pid_shared = self.lock_state().spec.as_ref().is_some_and(|s| s.pid_mode_task);
+        let all = pid_shared && signal == libc::SIGKILL;
+        match self.runc.kill(name, signal, all) {
+            Ok(()) => Ok(()),
+            // It exited between our check and runc's.
+            Err(_) if self.container_state(name)? == ContainerState::Exited => Ok(()),
+            Err(e) => Err(runtime_err(&e)),
+        }
+    }
+
+    fn stats(&self) -> ShimResult<TaskStats> {
+        let names: Vec<String> = self.lock_state().containers.iter().map(|c| c.name.clone()).collect();
+        let task = self.cgroups.stats(&self.task_id, None).map_err(|e| runtime_err(&e))?.unwrap_or_default();
+        let mut containers = std::collections::BTreeMap::new();
+        for name in names {
+            if let Some(s) = self.cgroups.stats(&self.task_id, Some(&name)).map_err(|e| runtime_err(&e))? {
+                containers.insert(name, s);
+            }
+        }
+        let data = self.data_dir();
+        let ephemeral_storage = if data.exists() {
+            flotilla_sandbox::ephemeral::usage(&data).map_err(|e| runtime_err(&e))?
+        } else {
+            Default::default()
+        };
+        Ok(TaskStats { task, containers, ephemeral_storage })
+    }
+}

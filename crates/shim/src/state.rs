@@ -1,0 +1,104 @@
+//! `state.json`: everything a later shim (or agent) needs to know about the task, written
+//! atomically (temp file, fsync, rename, fsync dir) on every change, so an exit recorded by
+//! this shim survives its death.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use flotilla_sandbox::protocol::{CreateReport, STATE_FILE};
+use flotilla_sandbox::{ContainerState, ContainerStatus, TaskPhase, TaskSpec, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Persisted {
+    pub version: u32,
+    pub task_id: String,
+    pub phase: TaskPhase,
+    pub spec: Option<TaskSpec>,
+    /// The cgroup parent the task was created under; adoption must use the same one.
+    pub cgroup_parent: String,
+    pub pause_pid: Option<u32>,
+    pub report: Option<CreateReport>,
+    pub containers: Vec<ContainerStatus>,
+}
+
+impl Persisted {
+    pub fn new(task_id: String, cgroup_parent: String) -> Self {
+        Persisted {
+            version: 1,
+            task_id,
+            phase: TaskPhase::Creating,
+            spec: None,
+            cgroup_parent,
+            pause_pid: None,
+            report: None,
+            containers: Vec::new(),
+        }
+    }
+
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
+    }
+
+    pub fn load(dir: &Path) -> io::Result<Option<Self>> {
+        match std::fs::read(Self::path(dir)) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> io::Result<()> {
+        let path = Self::path(dir);
+        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    pub fn container_mut(&mut self, name: &str) -> Option<&mut ContainerStatus> {
+        self.containers.iter_mut().find(|c| c.name == name)
+    }
+
+    pub fn status(&self) -> TaskStatus {
+        TaskStatus { task_id: self.task_id.clone(), phase: self.phase, containers: self.containers.clone() }
+    }
+}
+
+/// A fresh record for a prepared container.
+pub fn created(name: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: name.to_string(),
+        state: ContainerState::Created,
+        pid: None,
+        exit_code: None,
+        oom_killed: false,
+        started_at: None,
+        exited_at: None,
+        reason: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Persisted::load(dir.path()).unwrap().is_none());
+        let mut p = Persisted::new("t1".into(), "flotilla".into());
+        p.containers.push(created("web"));
+        p.container_mut("web").unwrap().exit_code = Some(3);
+        p.save(dir.path()).unwrap();
+        let back = Persisted::load(dir.path()).unwrap().unwrap();
+        assert_eq!(back.containers[0].exit_code, Some(3));
+        assert_eq!(back.status().task_id, "t1");
+        assert!(!dir.path().join("state.json.tmp").exists());
+    }
+}

@@ -1,0 +1,88 @@
+//! What a task sandbox costs to create, against the floor: `runc run` of the same container
+//! config (same rootfs, mounts, seccomp, capabilities) without the task around it.
+//! Run with `--nocapture` to see the table; the test itself only checks that both paths work.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use flotilla_sandbox::Sandbox;
+
+const ROUNDS: usize = 5;
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[tokio::test]
+async fn task_sandbox_cost_against_plain_runc_run() {
+    let env = env();
+    let mut rows: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut push = |k: &str, v: u64| rows.entry(k.to_string()).or_default().push(v);
+    let bench_root = tempfile::tempdir_in("/var/tmp").unwrap();
+
+    for round in 0..ROUNDS {
+        let id = task_id("bench");
+        let _guard = env.guard(&id);
+        let t = Instant::now();
+        let handle = env.sandbox.create_task(task(&id, vec![container("app", &["true"])])).await.unwrap();
+        let create_total = t.elapsed().as_micros() as u64;
+        let phases: u64 = handle.timings.values().sum();
+        push("A  create_task total (agent side)", create_total);
+        push("A1   shim launch + socket round trips", create_total.saturating_sub(phases));
+        for (k, v) in &handle.timings {
+            push(&format!("A2   {k}"), *v);
+        }
+        let t = Instant::now();
+        let started = env.sandbox.start_container(&id, "app").await.unwrap();
+        push("B  start_container total", t.elapsed().as_micros() as u64);
+        for (k, v) in &started.timings {
+            push(&format!("B1   {k}"), *v);
+        }
+        let st = wait_exited(&env.sandbox, &id, "app", Duration::from_secs(20)).await;
+        assert_eq!(st.exit_code, Some(0), "{st:?}");
+
+        // The peer: runc run of this container's own config, minus the task (new namespaces
+        // instead of the task's, its own cgroup).
+        let dir = env.sandbox.task_dir(&id);
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("containers/app/config.json")).unwrap()).unwrap();
+        for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+            ns.as_object_mut().unwrap().remove("path");
+        }
+        config["linux"]["cgroupsPath"] = format!("/flotilla-bench/{id}").into();
+        let bundle = bench_root.path().join(format!("bundle-{round}"));
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+        let t = Instant::now();
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(bench_root.path().join("runc"))
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(format!("bench-{round}"))
+            .output()
+            .unwrap();
+        push("R  runc run (create+start+wait+delete)", t.elapsed().as_micros() as u64);
+        assert!(out.status.success(), "runc run failed: {}", String::from_utf8_lossy(&out.stderr));
+
+        let t = Instant::now();
+        env.sandbox.destroy(&id).await.unwrap();
+        push("D  destroy", t.elapsed().as_micros() as u64);
+    }
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join("flotilla-bench"));
+    }
+
+    eprintln!("\nmedian of {ROUNDS} rounds, milliseconds (one busybox container running `true`):");
+    for (k, v) in rows {
+        eprintln!("  {k:<45} {:>8.1}", ms(median(v)));
+    }
+}

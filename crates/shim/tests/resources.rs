@@ -1,0 +1,153 @@
+//! Limits and storage: OOM kills, rlimits, read-only roots, task volumes, the size-limited
+//! scratch filesystem, and the optional init process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use flotilla_sandbox::{MountPoint, Sandbox, Ulimit, VolumeFrom};
+
+#[tokio::test]
+async fn exceeding_the_memory_limit_is_an_oom_kill() {
+    let env = env();
+    // The shell keeps the whole command substitution in memory: 200 MiB against a 32 MiB limit.
+    let mut c = container("hog", &["sh", "-c", "x=$(head -c 200m /dev/zero | tr '\\0' a); echo survived"]);
+    c.memory_mib = Some(32);
+    let (status, out) = run_once(&env, "oom", c).await;
+    assert!(status.oom_killed, "{status:?} / {out}");
+    assert_eq!(status.exit_code, Some(137), "{status:?}");
+    assert!(status.reason.as_deref().unwrap_or("").starts_with("OutOfMemoryError"), "{status:?}");
+    assert!(!out.contains("survived"));
+}
+
+#[tokio::test]
+async fn a_normal_exit_is_not_an_oom_kill() {
+    let env = env();
+    let mut c = container("fine", &["sh", "-c", "x=$(head -c 1m /dev/zero | tr '\\0' a); echo ${#x}"]);
+    c.memory_mib = Some(32);
+    let (status, out) = run_once(&env, "nooom", c).await;
+    assert_eq!((status.exit_code, status.oom_killed), (Some(0), false), "{status:?}");
+    assert_eq!(out.trim(), "1048576");
+}
+
+fn host_hard_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the exclusively borrowed struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_max
+}
+
+#[tokio::test]
+async fn ulimits_are_applied_and_clamped() {
+    let env = env();
+    let mut c = container("limits", &["sh", "-c", "echo soft=$(ulimit -n) hard=$(ulimit -Hn) core=$(ulimit -c)"]);
+    c.ulimits = vec![
+        Ulimit { name: "nofile".into(), soft_limit: 1234, hard_limit: 4321 },
+        Ulimit { name: "core".into(), soft_limit: 0, hard_limit: 0 },
+    ];
+    let (status, out) = run_once(&env, "ulimit", c).await;
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    assert_eq!(out.trim(), "soft=1234 hard=4321 core=0");
+
+    // Fargate's default nofile (65535), cut down to what this host allows.
+    let c = container("defaults", &["sh", "-c", "echo soft=$(ulimit -n) hard=$(ulimit -Hn)"]);
+    let (status, out) = run_once(&env, "ulimitdef", c).await;
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    let want = 65535.min(host_hard_nofile());
+    assert_eq!(out.trim(), format!("soft={want} hard={want}"));
+
+    // Asking for more than the host allows is clamped rather than failing the start.
+    let mut c = container("greedy", &["sh", "-c", "echo hard=$(ulimit -Hn)"]);
+    c.ulimits = vec![Ulimit { name: "nofile".into(), soft_limit: 1 << 30, hard_limit: 1 << 30 }];
+    let (status, out) = run_once(&env, "ulimitbig", c).await;
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    assert_eq!(out.trim(), format!("hard={}", host_hard_nofile().min(1 << 30)));
+}
+
+#[tokio::test]
+async fn read_only_root_and_shared_volumes() {
+    let env = env();
+    let id = task_id("volumes");
+    let _guard = env.guard(&id);
+    let mp =
+        |v: &str, path: &str, ro| MountPoint { source_volume: v.into(), container_path: path.into(), read_only: ro };
+
+    let mut writer = container(
+        "writer",
+        &["sh", "-c", "echo from-writer > /out/message && touch /rootfile 2>/dev/null && echo root=rw || echo root=ro"],
+    );
+    writer.readonly_root_filesystem = true;
+    writer.mount_points = vec![mp("shared", "/out", false)];
+
+    let mut reader = container(
+        "reader",
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 1 100); do [ -f /in/message ] && break; sleep 0.1; done; \
+         echo got=$(cat /in/message); (echo x > /in/other) 2>/dev/null && echo vol=rw || echo vol=ro; \
+         touch /rootfile && echo root=rw",
+        ],
+    );
+    reader.mount_points = vec![mp("shared", "/in", true)];
+
+    let mut inheritor = container("inheritor", &["sh", "-c", "cat /out/message"]);
+    inheritor.volumes_from = vec![VolumeFrom { source_container: "writer".into(), read_only: false }];
+
+    let mut spec = task(&id, vec![writer, reader, inheritor]);
+    spec.volumes = vec!["shared".into()];
+    env.sandbox.create_task(spec).await.unwrap();
+
+    env.sandbox.start_container(&id, "writer").await.unwrap();
+    let w = wait_exited(&env.sandbox, &id, "writer", Duration::from_secs(20)).await;
+    assert_eq!(w.exit_code, Some(0), "{w:?}");
+    assert!(stdout_of(&env, &id, "writer").contains("root=ro"), "read-only root was writable");
+
+    env.sandbox.start_container(&id, "reader").await.unwrap();
+    let r = wait_exited(&env.sandbox, &id, "reader", Duration::from_secs(20)).await;
+    let out = stdout_of(&env, &id, "reader");
+    assert_eq!(r.exit_code, Some(0), "{out}");
+    assert!(out.contains("got=from-writer"), "{out}");
+    assert!(out.contains("vol=ro"), "read-only mount point was writable: {out}");
+    assert!(out.contains("root=rw"), "{out}");
+
+    env.sandbox.start_container(&id, "inheritor").await.unwrap();
+    let i = wait_exited(&env.sandbox, &id, "inheritor", Duration::from_secs(20)).await;
+    assert_eq!(i.exit_code, Some(0));
+    assert_eq!(stdout_of(&env, &id, "inheritor").trim(), "from-writer");
+    env.sandbox.destroy(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn ephemeral_storage_is_size_limited() {
+    let env = env();
+    // 1 GiB of scratch space; writing 1.2 GiB must hit ENOSPC, and df sees the limit.
+    let c = container(
+        "filler",
+        &[
+            "sh",
+            "-c",
+            "df -k / | tail -1; if dd if=/dev/zero of=/big bs=1M count=1200 2>/dev/null; then echo wrote-all; else echo nospace; fi; rm -f /big",
+        ],
+    );
+    let started = std::time::Instant::now();
+    let (status, out) = run_once(&env, "ephemeral", c).await;
+    assert_eq!(status.exit_code, Some(0), "{out}");
+    assert!(out.contains("nospace") && !out.contains("wrote-all"), "{out}");
+    eprintln!("filling 1 GiB took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn init_process_runs_tini_as_pid_1() {
+    if !std::path::Path::new("/usr/bin/tini-static").exists() {
+        panic!("initProcessEnabled needs a static tini: apt-get install -y tini");
+    }
+    let env = env();
+    let mut c = container("inited", &["sh", "-c", "echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline); exit 5"]);
+    c.init_process_enabled = true;
+    let (status, out) = run_once(&env, "init", c).await;
+    assert!(out.contains("pid1=/sbin/docker-init -- sh -c"), "{out}");
+    // tini passes the child's exit code through.
+    assert_eq!(status.exit_code, Some(5), "{status:?}");
+}
