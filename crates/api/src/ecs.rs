@@ -2,8 +2,9 @@
 
 use flotilla_control::{
     CapacityProviderStrategyItem, ClusterInclude, ClusterSetting, Control, CreateClusterInput, FamilyStatusFilter,
-    ListTaskDefinitionsInput, SortOrder,
+    ListTaskDefinitionsInput, ListTasksInput, RunTaskInput, SortOrder,
 };
+use flotilla_types::task::DesiredStatus;
 use flotilla_types::task_definition::{Tag, TaskDefinitionSpec, TaskDefinitionStatus};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -118,6 +119,36 @@ struct UntagResource {
 #[serde(rename_all = "camelCase")]
 struct ResourceArn {
     resource_arn: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeTasks {
+    cluster: Option<String>,
+    tasks: Vec<String>,
+    #[serde(default)]
+    include: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StopTask {
+    cluster: Option<String>,
+    task: String,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListTasks {
+    cluster: Option<String>,
+    family: Option<String>,
+    desired_status: Option<String>,
+    started_by: Option<String>,
+    launch_type: Option<String>,
+    service_name: Option<String>,
+    max_results: Option<i32>,
+    next_token: Option<String>,
 }
 
 fn registered_by(control: &Control) -> String {
@@ -235,6 +266,41 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
             let req: DeleteTaskDefinitions = parse(input)?;
             let (done, failed) = control.delete_task_definitions(&req.task_definitions).await?;
             json!({ "taskDefinitions": done, "failures": failures(failed) })
+        }
+        "RunTask" => {
+            let (tasks, failed) = control.run_task(parse::<RunTaskInput>(input)?).await?;
+            json!({ "tasks": tasks, "failures": failures(failed) })
+        }
+        "DescribeTasks" => {
+            let req: DescribeTasks = parse(input)?;
+            let with_tags = req.include.iter().any(|i| i == "TAGS");
+            let (tasks, missing) = control.describe_tasks(req.cluster.as_deref(), &req.tasks, with_tags).await?;
+            json!({ "tasks": tasks, "failures": failures(missing) })
+        }
+        "StopTask" => {
+            let req: StopTask = parse(input)?;
+            json!({ "task": control.stop_task(req.cluster.as_deref(), &req.task, req.reason).await? })
+        }
+        "ListTasks" => {
+            let req: ListTasks = parse(input)?;
+            let desired_status = match req.desired_status.as_deref() {
+                Some("STOPPED") => Some(DesiredStatus::Stopped),
+                // PENDING is accepted by the model; Fargate tasks want RUNNING until they stop.
+                _ => Some(DesiredStatus::Running),
+            };
+            let page = control
+                .list_tasks(ListTasksInput {
+                    cluster: req.cluster,
+                    family: req.family,
+                    desired_status,
+                    started_by: req.started_by,
+                    launch_type: req.launch_type,
+                    service_name: req.service_name,
+                    max_results: req.max_results,
+                    next_token: req.next_token,
+                })
+                .await?;
+            json!({ "taskArns": page.items, "nextToken": page.next_token })
         }
         "TagResource" => {
             let req: TagResource = parse(input)?;

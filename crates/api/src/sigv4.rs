@@ -430,5 +430,4 @@ mod tests {
         let v = Verifier::new("us-east-1", &[creds()]);
         assert_eq!(v.verify(&req, "logs", NOW).unwrap_err().code, "InvalidSignatureException");
     }
-
 }

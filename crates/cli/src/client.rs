@@ -82,6 +82,19 @@ impl Client {
         Ok(value)
     }
 
+    /// Calls a paginated ECS list operation until `nextToken` runs out; returns every `field` item.
+    pub async fn ecs_list_all(&self, operation: &str, mut body: Value, field: &str) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        loop {
+            let page = self.ecs(operation, body.clone()).await?;
+            items.extend(page[field].as_array().cloned().unwrap_or_default());
+            match page["nextToken"].as_str() {
+                Some(token) => body["nextToken"] = Value::String(token.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+
     pub async fn ecs(&self, operation: &str, body: Value) -> anyhow::Result<Value> {
         self.call("ecs", &format!("AmazonEC2ContainerServiceV20141113.{operation}"), &body).await
     }

@@ -26,6 +26,11 @@ pub fn default_data_dir() -> PathBuf {
     base.join("flotilla")
 }
 
+/// Where this host's image store lives; the agent and `flotilla image` share it.
+pub fn images_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("images")
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstallIdentity {

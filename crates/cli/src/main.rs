@@ -1,14 +1,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod commands;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use flotilla_api::Credentials;
 use flotilla_cli::client::{AwsError, Client};
 use flotilla_cli::home::{Home, default_data_dir};
-use flotilla_cli::output::{Format, Output, text};
+use flotilla_cli::output::{Format, Output};
 use flotilla_cli::up::{self, UpOptions};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Flotilla: AWS Fargate on your own machines.
 #[derive(Parser)]
@@ -40,6 +42,9 @@ enum Command {
         /// 12-digit account id for ARNs (fixed when the data dir is first used).
         #[arg(long)]
         account_id: Option<String>,
+        /// Serve the API only, without running tasks on this host (no root needed).
+        #[arg(long)]
+        no_agent: bool,
     },
     /// List clusters, or create / delete one.
     Clusters {
@@ -57,16 +62,72 @@ enum Command {
         #[arg(long)]
         status: Option<String>,
     },
+    /// This host's image store: pull, import, ls, rm, prune.
+    Image {
+        #[command(subcommand)]
+        action: ImageAction,
+    },
+    /// List running tasks (or --stopped ones), or run / show / stop one.
+    Tasks {
+        #[command(subcommand)]
+        action: Option<TaskAction>,
+        /// Cluster name or ARN (default: `default`).
+        #[arg(long, global = true)]
+        cluster: Option<String>,
+        /// List tasks whose desired status is STOPPED instead of RUNNING.
+        #[arg(long)]
+        stopped: bool,
+    },
 }
 
 #[derive(Subcommand)]
-enum ClusterAction {
+pub(crate) enum ImageAction {
+    /// Pull an image into this host's store, showing progress.
+    Pull { reference: String },
+    /// Load an OCI-layout or `docker save` tarball, for hosts without registry access.
+    Import {
+        file: PathBuf,
+        /// Name for images the archive leaves unnamed.
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// List stored images.
+    Ls,
+    /// Forget an image (its layers go at the next prune).
+    Rm { reference: String },
+    /// Delete blobs and layers no image uses.
+    Prune,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TaskAction {
+    /// Run a task definition on Fargate.
+    Run {
+        task_definition: String,
+        #[arg(long, default_value_t = 1)]
+        count: i32,
+        /// Subnet for the task's network interface.
+        #[arg(long, default_value = "subnet-default")]
+        subnet: String,
+    },
+    /// Show one task by id or ARN.
+    Show { task: String },
+    /// Stop a task: SIGTERM, then SIGKILL after its stopTimeout.
+    Stop {
+        task: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterAction {
     Create { name: String },
     Delete { name: String },
 }
 
 #[derive(Subcommand)]
-enum TaskDefinitionAction {
+pub(crate) enum TaskDefinitionAction {
     /// Show one: FAMILY, FAMILY:REVISION or an ARN.
     Show { task_definition: String },
     /// Register from a JSON file (the `--cli-input-json` format of the AWS CLI).
@@ -98,10 +159,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let out = Output::new(cli.output);
     match cli.command {
-        Command::Up { listen, region, account_id } => up::run(UpOptions { listen, data_dir, region, account_id }).await,
-        Command::Clusters { action } => clusters(&connect(&data_dir, cli.endpoint)?, &out, action).await,
+        Command::Up { listen, region, account_id, no_agent } => {
+            up::run(UpOptions { listen, data_dir, region, account_id, no_agent }).await
+        }
+        Command::Clusters { action } => commands::clusters::run(&connect(&data_dir, cli.endpoint)?, &out, action).await,
         Command::TaskDefinitions { action, family_prefix, status } => {
-            task_definitions(&connect(&data_dir, cli.endpoint)?, &out, action, family_prefix, status).await
+            commands::task_definitions::run(&connect(&data_dir, cli.endpoint)?, &out, action, family_prefix, status)
+                .await
+        }
+        Command::Image { action } => commands::images::run(&data_dir, &out, action).await,
+        Command::Tasks { action, cluster, stopped } => {
+            commands::tasks::run(&connect(&data_dir, cli.endpoint)?, &out, cluster, action, stopped).await
         }
     }
 }
@@ -135,130 +203,4 @@ fn connect(data_dir: &std::path::Path, endpoint: Option<String>) -> anyhow::Resu
         }
     };
     Client::new(&endpoint, credentials, region.as_deref().unwrap_or("us-east-1"))
-}
-
-fn cluster_rows(clusters: &[Value]) -> Vec<Vec<String>> {
-    clusters
-        .iter()
-        .map(|c| {
-            let providers: Vec<&str> = c["capacityProviders"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            vec![
-                text(c, "clusterName"),
-                text(c, "status"),
-                text(c, "runningTasksCount"),
-                text(c, "pendingTasksCount"),
-                text(c, "activeServicesCount"),
-                if providers.is_empty() { "-".into() } else { providers.join(",") },
-            ]
-        })
-        .collect()
-}
-
-const CLUSTER_HEADERS: &[&str] = &["NAME", "STATUS", "RUNNING", "PENDING", "SERVICES", "CAPACITY PROVIDERS"];
-
-async fn clusters(client: &Client, out: &Output, action: Option<ClusterAction>) -> anyhow::Result<()> {
-    match action {
-        None => {
-            let mut arns = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let page = client.ecs("ListClusters", json!({ "nextToken": token })).await?;
-                arns.extend(page["clusterArns"].as_array().cloned().unwrap_or_default());
-                token = page["nextToken"].as_str().map(str::to_owned);
-                if token.is_none() {
-                    break;
-                }
-            }
-            let mut described = Vec::new();
-            for chunk in arns.chunks(100) {
-                let answer = client
-                    .ecs("DescribeClusters", json!({ "clusters": chunk, "include": ["SETTINGS", "TAGS"] }))
-                    .await?;
-                described.extend(answer["clusters"].as_array().cloned().unwrap_or_default());
-            }
-            out.print(&json!({ "clusters": described }), CLUSTER_HEADERS, cluster_rows(&described));
-        }
-        Some(ClusterAction::Create { name }) => {
-            let answer = client.ecs("CreateCluster", json!({ "clusterName": name })).await?;
-            out.print(&answer, CLUSTER_HEADERS, cluster_rows(std::slice::from_ref(&answer["cluster"])));
-        }
-        Some(ClusterAction::Delete { name }) => {
-            let answer = client.ecs("DeleteCluster", json!({ "cluster": name })).await?;
-            out.print(&answer, CLUSTER_HEADERS, cluster_rows(std::slice::from_ref(&answer["cluster"])));
-        }
-    }
-    Ok(())
-}
-
-const TASK_DEFINITION_HEADERS: &[&str] = &["FAMILY", "REVISION", "STATUS", "CPU", "MEMORY", "CONTAINERS"];
-
-fn task_definition_row(td: &Value) -> Vec<String> {
-    let containers: Vec<String> = td["containerDefinitions"]
-        .as_array()
-        .map(|a| a.iter().map(|c| format!("{} ({})", text(c, "name"), text(c, "image"))).collect())
-        .unwrap_or_default();
-    vec![
-        text(td, "family"),
-        text(td, "revision"),
-        text(td, "status"),
-        text(td, "cpu"),
-        text(td, "memory"),
-        containers.join(", "),
-    ]
-}
-
-async fn task_definitions(
-    client: &Client,
-    out: &Output,
-    action: Option<TaskDefinitionAction>,
-    family_prefix: Option<String>,
-    status: Option<String>,
-) -> anyhow::Result<()> {
-    match action {
-        None => {
-            let mut arns = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let page = client
-                    .ecs(
-                        "ListTaskDefinitions",
-                        json!({ "familyPrefix": family_prefix, "status": status, "nextToken": token }),
-                    )
-                    .await?;
-                arns.extend(page["taskDefinitionArns"].as_array().cloned().unwrap_or_default());
-                token = page["nextToken"].as_str().map(str::to_owned);
-                if token.is_none() {
-                    break;
-                }
-            }
-            let mut described = Vec::new();
-            for arn in &arns {
-                let answer = client.ecs("DescribeTaskDefinition", json!({ "taskDefinition": arn })).await?;
-                described.push(answer["taskDefinition"].clone());
-            }
-            let rows = described.iter().map(task_definition_row).collect();
-            out.print(&json!({ "taskDefinitions": described }), TASK_DEFINITION_HEADERS, rows);
-        }
-        Some(TaskDefinitionAction::Show { task_definition }) => {
-            let answer = client
-                .ecs("DescribeTaskDefinition", json!({ "taskDefinition": task_definition, "include": ["TAGS"] }))
-                .await?;
-            out.print(&answer, TASK_DEFINITION_HEADERS, vec![task_definition_row(&answer["taskDefinition"])]);
-        }
-        Some(TaskDefinitionAction::Register { file }) => {
-            let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let body: Value =
-                serde_json::from_slice(&raw).with_context(|| format!("{} is not JSON", file.display()))?;
-            let answer = client.ecs("RegisterTaskDefinition", body).await?;
-            out.print(&answer, TASK_DEFINITION_HEADERS, vec![task_definition_row(&answer["taskDefinition"])]);
-        }
-        Some(TaskDefinitionAction::Deregister { task_definition }) => {
-            let answer = client.ecs("DeregisterTaskDefinition", json!({ "taskDefinition": task_definition })).await?;
-            out.print(&answer, TASK_DEFINITION_HEADERS, vec![task_definition_row(&answer["taskDefinition"])]);
-        }
-    }
-    Ok(())
 }

@@ -16,6 +16,8 @@ pub struct UpOptions {
     pub data_dir: std::path::PathBuf,
     pub region: Option<String>,
     pub account_id: Option<String>,
+    /// Serve the control plane only; tasks are left for agents elsewhere.
+    pub no_agent: bool,
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -36,6 +38,18 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         LogStore::open(&logs_dir).with_context(|| format!("cannot open the log store in {}", logs_dir.display()))?,
     );
     let expiry = tokio::spawn(expire_logs(logs.clone()));
+    let (stop_agent, agent) = if opts.no_agent {
+        (None, None)
+    } else {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = start_agent(&home, control.clone(), logs.clone()).await?;
+        (
+            Some(tx),
+            Some(tokio::spawn(agent.run(async move {
+                let _ = rx.await;
+            }))),
+        )
+    };
     let state = Arc::new(ApiState::new(control, std::slice::from_ref(&credentials)).with_logs(logs));
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -62,11 +76,56 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     home.record_endpoint(&endpoint)?;
 
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
+    // Tasks keep running under their shims; the next `flotilla up` adopts them.
+    if let (Some(tx), Some(agent)) = (stop_agent, agent) {
+        let _ = tx.send(());
+        let _ = agent.await;
+    }
     // In-flight requests have finished; dropping the store flushes and closes it.
     drop(store);
     expiry.abort();
     println!("Flotilla stopped.");
     Ok(())
+}
+
+/// The host agent: image store, task sandboxes and log shipping under the data dir.
+async fn start_agent(
+    home: &Home,
+    control: Arc<Control>,
+    logs: Arc<LogStore>,
+) -> anyhow::Result<Arc<flotilla_agent::Agent>> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!(
+            "running tasks needs root (namespaces, cgroups, mounts): run flotilla up as root, or pass --no-agent to serve the API only"
+        );
+    }
+    let images_dir = crate::home::images_dir(&home.dir);
+    let images = flotilla_image::ImageStore::open(&images_dir)
+        .await
+        .with_context(|| format!("cannot open the image store in {}", images_dir.display()))?;
+    let config = flotilla_sandbox::LinuxSandboxConfig { root: home.dir.join("tasks"), ..Default::default() };
+    if !config.shim_binary.exists() && which("flotilla-shim").is_none() {
+        anyhow::bail!(
+            "flotilla-shim is not next to {} nor on PATH: build it with `cargo build -p flotilla-shim` (scripts/up.sh does)",
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    if which("runc").is_none() {
+        anyhow::bail!("runc is not installed: `apt-get install -y runc` (scripts/deps.sh does)");
+    }
+    let sandbox = Arc::new(flotilla_sandbox::LinuxSandbox::new(config));
+    match flotilla_sandbox::Sandbox::adopt_existing(sandbox.as_ref()).await {
+        Ok(adopted) if !adopted.is_empty() => println!("  adopted {} running task(s)", adopted.len()),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not adopt existing tasks; their supervisors will retry"),
+    }
+    Ok(flotilla_agent::Agent::new(control, Arc::new(images), sandbox, Some(logs), home.dir.join("agent")))
+}
+
+fn which(binary: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(binary)).find(|p| p.is_file())
 }
 
 /// Applies the log groups' retention policies every few minutes.

@@ -217,8 +217,11 @@ impl ImageStore {
 
         // Downloads run ahead (in order, a few at once) while layers unpack one by
         // one: each unpack needs the layers below it finished.
-        let downloads = futures_util::stream::iter(manifest.layers.iter())
-            .map(|layer| self.ensure_blob(&reference, layer, creds, Some(&progress)))
+        // Owned descriptors: a closure over `&Descriptor` makes the future's lifetime
+        // higher-ranked, and then callers cannot spawn `pull` on a multi-threaded runtime.
+        let (reference_ref, progress_ref) = (&reference, &progress);
+        let downloads = futures_util::stream::iter(manifest.layers.clone())
+            .map(move |layer| async move { self.ensure_blob(reference_ref, &layer, creds, Some(progress_ref)).await })
             .buffered(self.options.concurrent_downloads.max(1));
         futures_util::pin_mut!(downloads);
         let mut dirs: Vec<PathBuf> = Vec::new();

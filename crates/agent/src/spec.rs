@@ -1,0 +1,163 @@
+//! From an ECS task (definition + overrides) and its pulled images to a sandbox `TaskSpec`.
+
+use std::collections::HashMap;
+
+use flotilla_image::Image;
+use flotilla_sandbox::{ContainerSpec, EnvVar, ImageConfig, MountPoint, TaskSpec, Ulimit, VolumeFrom};
+use flotilla_types::task::Task;
+use flotilla_types::task_definition::{ContainerDefinition, TaskDefinition};
+use flotilla_types::{parse_cpu, parse_memory};
+
+/// Why a task cannot be turned into a sandbox spec; becomes the task's stoppedReason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "ResourceInitializationError: unable to pull secrets or registry auth: container {container} asks for secret {name} from {value_from}, and this Flotilla has no secrets service yet"
+    )]
+    Secrets { container: String, name: String, value_from: String },
+    #[error("ResourceInitializationError: volume {volume} uses {kind}, which Flotilla cannot provide yet")]
+    Volume { volume: String, kind: &'static str },
+}
+
+/// What Fargate injects into every container's environment.
+pub struct Injected<'a> {
+    pub region: &'a str,
+    /// Base of the task metadata endpoint, e.g. `http://169.254.170.2/v4`.
+    pub metadata_base: &'a str,
+}
+
+fn env_for(def: &ContainerDefinition, task: &Task, injected: &Injected<'_>) -> Vec<EnvVar> {
+    let name = def.name.as_deref().unwrap_or_default();
+    let mut env: Vec<EnvVar> = Vec::new();
+    let mut set = |k: &str, v: &str| match env.iter_mut().find(|e| e.name == k) {
+        Some(e) => e.value = v.to_owned(),
+        None => env.push(EnvVar { name: k.to_owned(), value: v.to_owned() }),
+    };
+    let metadata = format!("{}/{}-{name}", injected.metadata_base, task.id());
+    set("AWS_EXECUTION_ENV", "AWS_ECS_FARGATE");
+    set("AWS_REGION", injected.region);
+    set("AWS_DEFAULT_REGION", injected.region);
+    set("ECS_CONTAINER_METADATA_URI_V4", &metadata);
+    set("ECS_CONTAINER_METADATA_URI", &metadata.replace("/v4/", "/v3/"));
+    for kv in def.environment.iter().flatten() {
+        if let (Some(k), Some(v)) = (&kv.name, &kv.value) {
+            set(k, v);
+        }
+    }
+    let overrides = task.overrides.container_overrides.iter().filter(|o| o.name.as_deref() == Some(name));
+    for kv in overrides.flat_map(|o| o.environment.iter().flatten()) {
+        if let (Some(k), Some(v)) = (&kv.name, &kv.value) {
+            set(k, v);
+        }
+    }
+    env
+}
+
+fn container_spec(
+    def: &ContainerDefinition,
+    task: &Task,
+    image: &Image,
+    injected: &Injected<'_>,
+) -> Result<ContainerSpec, SpecError> {
+    let name = def.name.clone().unwrap_or_default();
+    if let Some(secret) = def.secrets.iter().flatten().next() {
+        return Err(SpecError::Secrets {
+            container: name,
+            name: secret.name.clone(),
+            value_from: secret.value_from.clone(),
+        });
+    }
+    let o = task.overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(name.as_str()));
+    let config = image.container_config();
+    let mut spec = ContainerSpec::new(name, image.layer_dirs().into_iter().map(|p| p.to_path_buf()).collect());
+    spec.image_config = ImageConfig {
+        env: config.env.clone(),
+        entrypoint: config.entrypoint.clone(),
+        cmd: config.cmd.clone(),
+        working_dir: config.working_dir.clone(),
+        user: config.user.clone(),
+    };
+    spec.entry_point = def.entry_point.clone();
+    spec.command = o.and_then(|o| o.command.clone()).or_else(|| def.command.clone());
+    spec.environment = env_for(def, task, injected);
+    spec.working_directory = def.working_directory.clone();
+    spec.user = def.user.clone();
+    spec.cpu_units = o.and_then(|o| o.cpu).or(def.cpu).unwrap_or(0).max(0) as u32;
+    // Without a container limit the task's applies; putting it on the container's own cgroup
+    // too lets runtimes that size themselves from their cgroup (JVM, Go) see the real limit.
+    let task_memory = flotilla_types::parse_memory(&task.memory).map(u64::from);
+    spec.memory_mib = o.and_then(|o| o.memory).or(def.memory).map(|m| m.max(0) as u64).or(task_memory);
+    spec.memory_reservation_mib =
+        o.and_then(|o| o.memory_reservation).or(def.memory_reservation).map(|m| m.max(0) as u64);
+    spec.ulimits = def
+        .ulimits
+        .iter()
+        .flatten()
+        .map(|u| Ulimit {
+            name: u.name.clone(),
+            soft_limit: u.soft_limit.max(0) as u64,
+            hard_limit: u.hard_limit.max(0) as u64,
+        })
+        .collect();
+    spec.readonly_root_filesystem = def.readonly_root_filesystem.unwrap_or(false);
+    if let Some(caps) = def.linux_parameters.as_ref().and_then(|l| l.capabilities.as_ref()) {
+        spec.cap_add = caps.add.clone().unwrap_or_default();
+        spec.cap_drop = caps.drop.clone().unwrap_or_default();
+    }
+    spec.init_process_enabled = def.linux_parameters.as_ref().and_then(|l| l.init_process_enabled).unwrap_or(false);
+    spec.mount_points = def
+        .mount_points
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(MountPoint {
+                source_volume: m.source_volume.clone()?,
+                container_path: m.container_path.clone()?,
+                read_only: m.read_only.unwrap_or(false),
+            })
+        })
+        .collect();
+    spec.volumes_from = def
+        .volumes_from
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            Some(VolumeFrom { source_container: v.source_container.clone()?, read_only: v.read_only.unwrap_or(false) })
+        })
+        .collect();
+    Ok(spec)
+}
+
+/// Builds the sandbox spec; `images` maps container name to its pulled image.
+pub fn task_spec(
+    task: &Task,
+    definition: &TaskDefinition,
+    images: &HashMap<String, Image>,
+    injected: &Injected<'_>,
+) -> Result<TaskSpec, SpecError> {
+    let mut volumes = Vec::new();
+    for v in &definition.volumes {
+        let name = v.name.clone().unwrap_or_default();
+        if v.efs_volume_configuration.is_some() {
+            return Err(SpecError::Volume { volume: name, kind: "efsVolumeConfiguration" });
+        }
+        volumes.push(name);
+    }
+    let mut containers = Vec::new();
+    for def in &definition.container_definitions {
+        let name = def.name.clone().unwrap_or_default();
+        let image = images.get(&name).expect("every container's image was pulled before building the spec");
+        containers.push(container_spec(def, task, image, injected)?);
+    }
+    Ok(TaskSpec {
+        task_id: task.id().to_owned(),
+        cpu_units: parse_cpu(&task.cpu).unwrap_or(256),
+        memory_mib: u64::from(parse_memory(&task.memory).unwrap_or(512)),
+        pids_limit: None,
+        pid_mode_task: definition.pid_mode.as_deref() == Some("task"),
+        ephemeral_storage_gib: task.ephemeral_storage.as_ref().map(|e| e.size_in_gi_b.max(20) as u64),
+        hostname: None,
+        volumes,
+        containers,
+    })
+}

@@ -1,0 +1,6 @@
+//! One module per noun of the `flotilla` CLI.
+
+pub mod clusters;
+pub mod images;
+pub mod task_definitions;
+pub mod tasks;

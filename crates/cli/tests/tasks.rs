@@ -1,0 +1,357 @@
+//! Fargate tasks for real: images from a real registry, real sandboxes (namespaces, cgroups,
+//! runc), the lifecycle through the AWS CLI and the SDK, logs through CloudWatch Logs.
+//! Privileged: CI runs these as root, like the server itself.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, wait_for};
+use serde_json::{Value, json};
+
+struct Fixture {
+    server: Server,
+    _registry: flotilla_image::testing::Registry,
+    image: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let registry = rt.block_on(flotilla_image::testing::Registry::start());
+        rt.block_on(registry.push_image("busybox", Some("latest"), &flotilla_image::testing::busybox_image()));
+        let image = registry.reference("busybox:latest");
+        let server = Server::start();
+        server.aws_json(&["ecs", "create-cluster", "--cluster-name", "default"]);
+        Fixture { server, _registry: registry, image, rt }
+    }
+
+    fn register(&self, family: &str, containers: Value, extra: Value) -> String {
+        let mut body = json!({
+            "family": family,
+            "networkMode": "awsvpc",
+            "requiresCompatibilities": ["FARGATE"],
+            "cpu": "256",
+            "memory": "512",
+            "containerDefinitions": containers,
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let out = self.server.aws_json(&["ecs", "register-task-definition", "--cli-input-json", &body.to_string()]);
+        out["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().to_owned()
+    }
+
+    fn container(&self, name: &str, command: &[&str]) -> Value {
+        json!({
+            "name": name,
+            "image": self.image,
+            "essential": true,
+            "command": command,
+            // sh as PID 1 ignores SIGTERM, as on Fargate; keep StopTask quick in tests.
+            "stopTimeout": 2,
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": "/ecs/test", "awslogs-region": "us-east-1",
+                "awslogs-stream-prefix": "ecs", "awslogs-create-group": "true"}},
+        })
+    }
+
+    fn run(&self, task_definition: &str) -> String {
+        let out = self.server.aws_json(&[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            task_definition,
+            "--launch-type",
+            "FARGATE",
+            "--network-configuration",
+            "awsvpcConfiguration={subnets=[subnet-12345678],assignPublicIp=DISABLED}",
+        ]);
+        assert_eq!(out["failures"], json!([]), "{out}");
+        out["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
+    }
+
+    fn describe(&self, task: &str) -> Value {
+        let out = self.server.aws_json(&["ecs", "describe-tasks", "--tasks", task]);
+        out["tasks"][0].clone()
+    }
+
+    fn wait_status(&self, task: &str, status: &str, deadline: Duration) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let last = self.describe(task);
+            if last["lastStatus"] == status {
+                return last;
+            }
+            if start.elapsed() >= deadline {
+                let logs: Vec<(String, Vec<String>)> = last["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["name"].as_str())
+                    .map(|n| (n.to_owned(), self.logs(task, n)))
+                    .collect();
+                panic!("task never became {status} within {deadline:?}; last seen: {last:#}; logs: {logs:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every message of one container's log stream, oldest first.
+    fn logs(&self, task: &str, container: &str) -> Vec<String> {
+        let id = task.rsplit('/').next().unwrap();
+        let stream = format!("ecs/{container}/{id}");
+        let out = self.server.aws(&[
+            "logs",
+            "get-log-events",
+            "--log-group-name",
+            "/ecs/test",
+            "--log-stream-name",
+            &stream,
+            "--start-from-head",
+        ]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_owned()).collect()
+    }
+
+    fn wait_log(&self, task: &str, container: &str, needle: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        wait_for(&format!("log line containing {needle:?}"), Duration::from_secs(60), || {
+            lines = self.logs(task, container);
+            lines.iter().any(|l| l.contains(needle))
+        });
+        lines
+    }
+}
+
+#[test]
+fn exit_code_and_essential_container_exit() {
+    let f = Fixture::new();
+    let td = f.register(
+        "exit3",
+        json!([f.container("main", &["sh", "-c", "echo hello from fargate; echo oops >&2; exit 3"])]),
+        json!({}),
+    );
+    let task = f.run(&td);
+    let stopped = f.wait_status(&task, "STOPPED", Duration::from_secs(120));
+    assert_eq!(stopped["containers"][0]["exitCode"], 3, "{stopped}");
+    assert_eq!(stopped["stopCode"], "EssentialContainerExited");
+    assert_eq!(stopped["stoppedReason"], "Essential container in task exited");
+    for ts in ["pullStartedAt", "pullStoppedAt", "startedAt", "stoppingAt", "executionStoppedAt", "stoppedAt"] {
+        assert!(stopped[ts].is_number(), "{ts} missing: {stopped}");
+    }
+    assert!(stopped["containers"][0]["imageDigest"].as_str().unwrap().starts_with("sha256:"));
+    let lines = f.wait_log(&task, "main", "hello from fargate");
+    assert!(lines.iter().any(|l| l == "oops"), "stderr is shipped too: {lines:?}");
+}
+
+#[test]
+fn web_app_is_reachable_from_a_sibling_container_over_localhost() {
+    let f = Fixture::new();
+    let mut web = f.container(
+        "web",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo '<h1>Amazon ECS Sample App</h1>' > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    );
+    web["portMappings"] = json!([{"containerPort": 80, "protocol": "tcp"}]);
+    let mut probe = f.container(
+        "probe",
+        &["sh", "-c", "for i in $(seq 50); do wget -q -O- http://127.0.0.1:80/ && exit 0; sleep 0.2; done; exit 1"],
+    );
+    probe["essential"] = json!(false);
+    probe["dependsOn"] = json!([{"containerName": "web", "condition": "START"}]);
+    let td = f.register("web", json!([web, probe]), json!({}));
+    let task = f.run(&td);
+    f.wait_status(&task, "RUNNING", Duration::from_secs(120));
+    f.wait_log(&task, "probe", "Amazon ECS Sample App");
+    wait_for("probe to exit 0", Duration::from_secs(60), || {
+        let t = f.describe(&task);
+        t["containers"].as_array().unwrap().iter().any(|c| c["name"] == "probe" && c["exitCode"] == 0)
+    });
+    // The essential web server keeps the task running after the probe exits.
+    assert_eq!(f.describe(&task)["lastStatus"], "RUNNING");
+    f.server.aws_json(&["ecs", "stop-task", "--task", &task, "--reason", "done testing"]);
+    let stopped = f.wait_status(&task, "STOPPED", Duration::from_secs(60));
+    assert_eq!(stopped["stopCode"], "UserInitiated");
+    assert_eq!(stopped["stoppedReason"], "done testing");
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    let f = Fixture::new();
+    let mut hog = f.container("hog", &["sh", "-c", "echo start; x=a; while true; do x=$x$x; done"]);
+    hog["memory"] = json!(64);
+    let td = f.register("oom", json!([hog]), json!({}));
+    let task = f.run(&td);
+    let stopped = f.wait_status(&task, "STOPPED", Duration::from_secs(120));
+    let c = &stopped["containers"][0];
+    assert_eq!(c["exitCode"], 137, "{stopped}");
+    assert_eq!(c["reason"], "OutOfMemoryError: Container killed due to memory usage");
+}
+
+#[test]
+fn sigterm_ignoring_task_is_killed_after_stop_timeout() {
+    let f = Fixture::new();
+    let mut stubborn =
+        f.container("stubborn", &["sh", "-c", "trap 'echo got TERM' TERM; echo ready; while true; do sleep 0.1; done"]);
+    stubborn["stopTimeout"] = json!(3);
+    let td = f.register("stubborn", json!([stubborn]), json!({}));
+    let task = f.run(&td);
+    f.wait_status(&task, "RUNNING", Duration::from_secs(120));
+    f.wait_log(&task, "stubborn", "ready");
+    let asked = std::time::Instant::now();
+    f.server.aws_json(&["ecs", "stop-task", "--task", &task]);
+    let stopped = f.wait_status(&task, "STOPPED", Duration::from_secs(60));
+    let took = asked.elapsed();
+    assert!(took >= Duration::from_secs(3), "SIGKILL must wait for stopTimeout, stopped after {took:?}");
+    assert_eq!(stopped["containers"][0]["exitCode"], 137, "{stopped}");
+    f.wait_log(&task, "stubborn", "got TERM");
+}
+
+#[test]
+fn depends_on_orders_start_and_shares_volumes() {
+    let f = Fixture::new();
+    let mut init = f.container("init", &["sh", "-c", "sleep 1; echo prepared > /data/marker; exit 0"]);
+    init["essential"] = json!(false);
+    init["mountPoints"] = json!([{"sourceVolume": "shared", "containerPath": "/data"}]);
+    let mut app = f.container("app", &["sh", "-c", "cat /data/marker; sleep 1000"]);
+    app["dependsOn"] = json!([{"containerName": "init", "condition": "SUCCESS"}]);
+    app["mountPoints"] = json!([{"sourceVolume": "shared", "containerPath": "/data", "readOnly": true}]);
+    let td = f.register("ordered", json!([init, app]), json!({"volumes": [{"name": "shared"}]}));
+    let task = f.run(&td);
+    f.wait_log(&task, "app", "prepared");
+    f.server.aws_json(&["ecs", "stop-task", "--task", &task]);
+    f.wait_status(&task, "STOPPED", Duration::from_secs(60));
+}
+
+#[test]
+fn isolation_and_limits_from_inside() {
+    let f = Fixture::new();
+    let script = "echo pid1=$(cat /proc/1/cmdline | tr '\\0' ' '); echo procs=$(ls /proc | grep -c '^[0-9]'); \
+                  echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max); \
+                  echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max); \
+                  echo meta=$(wget -q -O- $ECS_CONTAINER_METADATA_URI_V4/task); sleep 1000";
+    let td = f.register(
+        "inside",
+        json!([f.container("probe", &["sh", "-c", script])]),
+        json!({"cpu": "512", "memory": "1024"}),
+    );
+    let task = f.run(&td);
+    let lines = f.wait_log(&task, "probe", "meta=");
+    let value = |k: &str| lines.iter().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_default().to_owned();
+    assert!(value("pid1").starts_with("sh -c"), "PID 1 is the task's own process: {lines:?}");
+    let procs: u32 = value("procs").trim().parse().unwrap();
+    assert!(procs < 10, "host processes are invisible: {procs} pids in /proc");
+    assert!(value("mem").contains(&(1024u64 * 1024 * 1024).to_string()), "memory limit: {lines:?}");
+    assert!(value("quota").contains("50000"), "0.5 vCPU is half of a 100000 us period: {lines:?}");
+    let meta: Value = serde_json::from_str(&value("meta")).unwrap_or(Value::Null);
+    assert_eq!(meta["TaskARN"], task.as_str(), "task metadata endpoint: {lines:?}");
+    assert_eq!(meta["Limits"]["CPU"], 0.5);
+    f.server.aws_json(&["ecs", "stop-task", "--task", &task]);
+    f.wait_status(&task, "STOPPED", Duration::from_secs(60));
+}
+
+#[test]
+fn health_check_turns_unhealthy() {
+    let f = Fixture::new();
+    let mut c = f.container("svc", &["sh", "-c", "touch /tmp/ok; sleep 8; rm /tmp/ok; sleep 1000"]);
+    c["healthCheck"] = json!({"command": ["CMD-SHELL", "test -f /tmp/ok"], "interval": 5, "timeout": 2, "retries": 1});
+    let td = f.register("health", json!([c]), json!({}));
+    let task = f.run(&td);
+    wait_for("HEALTHY", Duration::from_secs(60), || f.describe(&task)["healthStatus"] == "HEALTHY");
+    wait_for("UNHEALTHY", Duration::from_secs(60), || {
+        let t = f.describe(&task);
+        t["healthStatus"] == "UNHEALTHY" && t["containers"][0]["healthStatus"] == "UNHEALTHY"
+    });
+    f.server.aws_json(&["ecs", "stop-task", "--task", &task]);
+    f.wait_status(&task, "STOPPED", Duration::from_secs(60));
+}
+
+#[test]
+fn pull_failure_stops_the_task_with_cannot_pull() {
+    let f = Fixture::new();
+    let mut c = f.container("ghost", &["true"]);
+    c["image"] = json!(f.image.replace("busybox:latest", "nothing-here:latest"));
+    let td = f.register("ghost", json!([c]), json!({}));
+    let task = f.run(&td);
+    let stopped = f.wait_status(&task, "STOPPED", Duration::from_secs(60));
+    assert_eq!(stopped["stopCode"], "TaskFailedToStart");
+    let reason = stopped["stoppedReason"].as_str().unwrap();
+    assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+}
+
+#[test]
+fn twenty_concurrent_run_tasks_all_start() {
+    let f = Fixture::new();
+    let td = f.register("many", json!([f.container("idle", &["sleep", "1000"])]), json!({}));
+    let client = f.server.client();
+    let arns: Vec<String> = f.rt.block_on(async {
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let client = client.clone();
+                let td = td.clone();
+                tokio::spawn(async move {
+                    let body = json!({"taskDefinition": td, "launchType": "FARGATE",
+                        "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-1"]}}});
+                    client.ecs("RunTask", body).await.unwrap()["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.unwrap());
+        }
+        out
+    });
+    wait_for("20 tasks RUNNING", Duration::from_secs(180), || {
+        let out = f.rt.block_on(client.ecs("DescribeTasks", json!({"tasks": arns}))).unwrap();
+        out["tasks"].as_array().unwrap().iter().filter(|t| t["lastStatus"] == "RUNNING").count() == 20
+    });
+    for arn in &arns {
+        f.rt.block_on(client.ecs("StopTask", json!({"task": arn}))).unwrap();
+    }
+    wait_for("20 tasks STOPPED", Duration::from_secs(180), || {
+        let out = f.rt.block_on(client.ecs("DescribeTasks", json!({"tasks": arns}))).unwrap();
+        out["tasks"].as_array().unwrap().iter().all(|t| t["lastStatus"] == "STOPPED")
+    });
+}
+
+#[test]
+fn tasks_survive_server_kill_9_and_are_adopted() {
+    let f = Fixture::new();
+    let long = f.register("long", json!([f.container("long", &["sh", "-c", "echo up; sleep 1000"])]), json!({}));
+    let short = f.register("short", json!([f.container("short", &["sh", "-c", "sleep 4; exit 7"])]), json!({}));
+    let long_task = f.run(&long);
+    let short_task = f.run(&short);
+    f.wait_status(&long_task, "RUNNING", Duration::from_secs(120));
+    f.wait_status(&short_task, "RUNNING", Duration::from_secs(120));
+    let data_dir = f.server.data_dir.clone();
+    let Fixture { mut server, _registry, image: _, rt: _rt } = f;
+    server.kill9();
+    // The short task exits while no server watches; its shim records the exit code.
+    let short_id = short_task.rsplit('/').next().unwrap().to_owned();
+    let state = data_dir.join("tasks").join(&short_id).join("state.json");
+    wait_for("the short task to exit under its shim", Duration::from_secs(60), || {
+        let raw = std::fs::read_to_string(&state).unwrap_or_default();
+        serde_json::from_str::<Value>(&raw)
+            .ok()
+            .and_then(|v| v["containers"].as_array().cloned())
+            .is_some_and(|cs| cs.iter().any(|c| c["exitCode"] == 7))
+    });
+    let server = Server::start_in(&data_dir);
+    let describe = |t: &str| server.aws_json(&["ecs", "describe-tasks", "--tasks", t])["tasks"][0].clone();
+    wait_for("short task reported with its real exit code", Duration::from_secs(60), || {
+        let t = describe(&short_task);
+        t["lastStatus"] == "STOPPED" && t["containers"][0]["exitCode"] == 7
+    });
+    assert_eq!(describe(&long_task)["lastStatus"], "RUNNING");
+    server.aws_json(&["ecs", "stop-task", "--task", &long_task]);
+    wait_for("adopted task stops", Duration::from_secs(60), || describe(&long_task)["lastStatus"] == "STOPPED");
+}
