@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-cargo build --release -p flotilla-cli
+cargo build --release -p flotilla-cli -p flotilla-shim
 exec "${CARGO_TARGET_DIR:-target}/release/flotilla" up "$@"

@@ -62,6 +62,18 @@ enum Command {
         #[arg(long)]
         status: Option<String>,
     },
+    /// Print a task's container output (awslogs driver); --follow keeps printing until it stops.
+    Logs {
+        /// Task id or ARN.
+        task: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only this container.
+        #[arg(long)]
+        container: Option<String>,
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// This host's image store: pull, import, ls, rm, prune.
     Image {
         #[command(subcommand)]
@@ -166,6 +178,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::TaskDefinitions { action, family_prefix, status } => {
             commands::task_definitions::run(&connect(&data_dir, cli.endpoint)?, &out, action, family_prefix, status)
                 .await
+        }
+        Command::Logs { task, cluster, container, follow } => {
+            let json_output = out.format == Format::Json;
+            commands::logs::run(&connect(&data_dir, cli.endpoint)?, cluster, task, container, follow, json_output).await
         }
         Command::Image { action } => commands::images::run(&data_dir, &out, action).await,
         Command::Tasks { action, cluster, stopped } => {

@@ -355,3 +355,130 @@ fn tasks_survive_server_kill_9_and_are_adopted() {
     server.aws_json(&["ecs", "stop-task", "--task", &long_task]);
     wait_for("adopted task stops", Duration::from_secs(60), || describe(&long_task)["lastStatus"] == "STOPPED");
 }
+
+#[test]
+fn overrides_client_token_and_list_filters() {
+    let f = Fixture::new();
+    let td = f.register("over", json!([f.container("main", &["sh", "-c", "echo default"])]), json!({}));
+    let overrides = json!({"containerOverrides": [{"name": "main", "command": ["sh", "-c", "echo value=$GREETING; sleep 1000"],
+        "environment": [{"name": "GREETING", "value": "overridden"}]}]});
+    let run = |token: &str| {
+        f.server.aws_json(&[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            &td,
+            "--launch-type",
+            "FARGATE",
+            "--started-by",
+            "ci-job-7",
+            "--client-token",
+            token,
+            "--overrides",
+            &overrides.to_string(),
+            "--network-configuration",
+            "awsvpcConfiguration={subnets=[subnet-1]}",
+        ])
+    };
+    let first = run("token-one");
+    let again = run("token-one");
+    let task = first["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+    assert_eq!(again["tasks"][0]["taskArn"], task.as_str(), "same clientToken, same task");
+    f.wait_log(&task, "main", "value=overridden");
+
+    let listed = f.server.aws_json(&["ecs", "list-tasks", "--started-by", "ci-job-7"]);
+    assert_eq!(listed["taskArns"], json!([task]));
+    let listed = f.server.aws_json(&["ecs", "list-tasks", "--family", "over"]);
+    assert_eq!(listed["taskArns"], json!([task]));
+    let none = f.server.aws_json(&["ecs", "list-tasks", "--family", "other"]);
+    assert_eq!(none["taskArns"], json!([]));
+    let err = f.server.aws_err(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        &td,
+        "--launch-type",
+        "FARGATE",
+        "--overrides",
+        r#"{"containerOverrides":[{"name":"nope"}]}"#,
+        "--network-configuration",
+        "awsvpcConfiguration={subnets=[subnet-1]}",
+    ]);
+    assert!(err.contains("InvalidParameterException") && err.contains("nope"), "{err}");
+    let err = f.server.aws_err(&["ecs", "run-task", "--task-definition", &td, "--launch-type", "FARGATE"]);
+    assert!(err.contains("InvalidParameterException") && err.contains("Network Configuration"), "{err}");
+
+    f.server.aws_json(&["ecs", "stop-task", "--task", &task]);
+    f.wait_status(&task, "STOPPED", Duration::from_secs(60));
+    let stopped = f.server.aws_json(&["ecs", "list-tasks", "--desired-status", "STOPPED"]);
+    assert!(stopped["taskArns"].as_array().unwrap().contains(&json!(task)));
+}
+
+#[test]
+fn human_cli_shows_tasks_logs_and_images() {
+    let f = Fixture::new();
+    let td = f.register(
+        "human",
+        json!([f.container("app", &["sh", "-c", "echo line one; echo line two; sleep 1000"])]),
+        json!({}),
+    );
+    let task = f.run(&td);
+    f.wait_status(&task, "RUNNING", Duration::from_secs(120));
+    f.wait_log(&task, "app", "line two");
+    let id = task.rsplit('/').next().unwrap();
+    let out = f.server.flotilla(&["tasks"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(id) && table.contains("RUNNING") && table.contains("human:1"), "{table}");
+    let out = f.server.flotilla(&["logs", id]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line one\nline two\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = f.server.flotilla(&["image", "ls"]);
+    let images = String::from_utf8_lossy(&out.stdout);
+    assert!(images.contains("busybox:latest"), "the agent's pulls land in the host's image store: {images}");
+
+    // --follow ends by itself once the task has stopped and its output is drained.
+    f.server.aws_json(&["ecs", "stop-task", "--task", &task]);
+    let out = f.server.flotilla(&["logs", id, "--follow"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("line two"));
+}
+
+#[test]
+fn sdk_runs_a_task_to_completion() {
+    use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration};
+    let f = Fixture::new();
+    let td = f.register("sdk-task", json!([f.container("main", &["sh", "-c", "exit 5"])]), json!({}));
+    let config = aws_sdk_ecs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(common::ACCESS_KEY, common::SECRET_KEY, None, None, "test"))
+        .endpoint_url(f.server.endpoint())
+        .build();
+    let ecs = aws_sdk_ecs::Client::from_conf(config);
+    let task = f.rt.block_on(async {
+        let network = NetworkConfiguration::builder()
+            .awsvpc_configuration(AwsVpcConfiguration::builder().subnets("subnet-1").build().unwrap())
+            .build();
+        let out = ecs
+            .run_task()
+            .task_definition(&td)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(network)
+            .send()
+            .await
+            .unwrap();
+        out.tasks()[0].task_arn().unwrap().to_owned()
+    });
+    wait_for("the SDK sees the task STOPPED", Duration::from_secs(120), || {
+        f.rt.block_on(async {
+            let out = ecs.describe_tasks().tasks(&task).send().await.unwrap();
+            let t = &out.tasks()[0];
+            t.last_status() == Some("STOPPED") && t.containers()[0].exit_code() == Some(5)
+        })
+    });
+}

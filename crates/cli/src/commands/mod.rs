@@ -2,5 +2,6 @@
 
 pub mod clusters;
 pub mod images;
+pub mod logs;
 pub mod task_definitions;
 pub mod tasks;
