@@ -107,13 +107,16 @@ pub async fn run(
         );
     }
     drain(client, &mut streams, json_output).await?;
-    while follow {
+    if !follow {
+        return Ok(());
+    }
+    loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let stopped = describe(client).await?["tasks"][0]["lastStatus"] == "STOPPED";
         let printed = drain(client, &mut streams, json_output).await?;
         // A stopped task's output is complete once a pass after the stop finds nothing new.
         if stopped && printed == 0 {
-            break;
+            return Ok(());
         }
     }
     Ok(())
