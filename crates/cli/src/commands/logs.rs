@@ -119,5 +119,4 @@ pub async fn run(
             return Ok(());
         }
     }
-    Ok(())
 }
