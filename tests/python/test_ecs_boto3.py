@@ -159,3 +159,35 @@ def test_wrong_credentials_are_refused(server):
     with pytest.raises(ClientError) as err:
         ecs.list_clusters()
     assert err.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_task_operations_answer_in_the_model_shape(server):
+    """RunTask through StopTask, with a task that cannot pull its image: every answer,
+    including a STOPPED task with its reason, must fit botocore's shapes."""
+    import time
+
+    ecs = server.client()
+    seen = strict(ecs)
+    ecs.create_cluster(clusterName="default")
+    td = ecs.register_task_definition(**dict(TASK_DEFINITION, family="shape-task", containerDefinitions=[
+        {"name": "app", "image": "127.0.0.1:9/nothing-here:latest", "essential": True}]))
+    arn = td["taskDefinition"]["taskDefinitionArn"]
+    network = {"awsvpcConfiguration": {"subnets": ["subnet-1"], "assignPublicIp": "DISABLED"}}
+    run = ecs.run_task(taskDefinition=arn, launchType="FARGATE", networkConfiguration=network,
+                       startedBy="pytest", tags=[{"key": "k", "value": "v"}])
+    task = run["tasks"][0]["taskArn"]
+    assert run["tasks"][0]["lastStatus"] == "PROVISIONING"
+    ecs.list_tasks(startedBy="pytest")
+    deadline = time.monotonic() + 60
+    while True:
+        described = ecs.describe_tasks(tasks=[task, "missing"], include=["TAGS"])
+        if described["tasks"][0]["lastStatus"] == "STOPPED":
+            break
+        assert time.monotonic() < deadline, described
+        time.sleep(0.1)
+    stopped = described["tasks"][0]
+    assert stopped["stopCode"] == "TaskFailedToStart"
+    assert stopped["stoppedReason"].startswith("CannotPullContainerError")
+    assert described["failures"][0]["reason"] == "MISSING"
+    ecs.stop_task(task=task, reason="already stopped")
+    assert {"RunTask", "DescribeTasks", "ListTasks", "StopTask"} <= seen
