@@ -6,6 +6,27 @@ in the shape, of the shape's type, within its enum, with required members presen
 """
 
 
+import json
+
+
+def strict(client, service):
+    """Checks each successful raw response of `client` against its output shape, failing the
+    call on any mismatch; returns the set of operation names checked so far."""
+    seen = set()
+
+    def check(operation_model, response_dict, **_):
+        if response_dict["status_code"] >= 300:
+            return
+        body = json.loads(response_dict["body"] or b"{}")
+        shape = operation_model.output_shape
+        found = problems(shape, body) if shape is not None else ([] if body == {} else ["unexpected body"])
+        assert not found, f"{operation_model.name}: " + "; ".join(found)
+        seen.add(operation_model.name)
+
+    client.meta.events.register(f"before-parse.{service}.*", check)
+    return seen
+
+
 def problems(shape, value, path="response"):
     out = []
     kind = shape.type_name
