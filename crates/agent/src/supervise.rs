@@ -161,6 +161,13 @@ impl Supervisor {
                 Ok(image) => {
                     images.insert(name, image);
                 }
+                // As the ECS agent's default pull behaviour: when the registry cannot be
+                // reached, a copy already on the host (pulled before, or imported on an
+                // offline host with `flotilla image import`) is used instead.
+                Err(e) if let Ok(Some(cached)) = self.agent.images.get(&reference).await => {
+                    tracing::warn!(task = %self.task_id, image = %reference, error = %e, "pull failed; using the image already on this host");
+                    images.insert(name, cached);
+                }
                 Err(e) => {
                     let reason = format!("CannotPullContainerError: {}", e.aws_reason());
                     self.fail_to_start(reason, Some(&name)).await?;

@@ -482,3 +482,27 @@ fn sdk_runs_a_task_to_completion() {
         })
     });
 }
+
+#[test]
+fn imported_image_runs_on_a_host_without_registry_access() {
+    use flotilla_image::testing::{busybox_image, oci_layout};
+    let f = Fixture::new();
+    let image = busybox_image();
+    let mut descriptor = image.descriptor();
+    descriptor["annotations"] = json!({"io.containerd.image.name": "offline.invalid/tools/busybox:1.0"});
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("busybox.oci.tar");
+    std::fs::write(&archive, oci_layout(&[&image], &[], json!([descriptor]))).unwrap();
+    let out = f.server.flotilla(&["image", "import", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("offline.invalid/tools/busybox:1.0"));
+
+    // offline.invalid cannot be resolved, so the pull fails and the imported copy is used.
+    let mut c = f.container("offline", &["sh", "-c", "echo offline ok"]);
+    c["image"] = json!("offline.invalid/tools/busybox:1.0");
+    let td = f.register("offline", json!([c]), json!({}));
+    let task = f.run(&td);
+    let stopped = f.wait_status(&task, "STOPPED", Duration::from_secs(120));
+    assert_eq!(stopped["containers"][0]["exitCode"], 0, "{stopped}");
+    f.wait_log(&task, "offline", "offline ok");
+}

@@ -549,6 +549,50 @@ pub fn big_image(layers: usize, bytes_per_layer: u64) -> TestImage {
     TestImage::from_layers(layers, spec)
 }
 
+/// A plain tar of `files` (mode 0644) and `symlinks`, as archives carry them.
+pub fn tar_of(files: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    for (name, target) in symlinks {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, name, target).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Where an OCI layout keeps the blob with this digest.
+pub fn blob_path(digest: &str) -> String {
+    format!("blobs/sha256/{}", &digest[7..])
+}
+
+/// An OCI image layout tarball holding `images` plus `extra` blobs, with `index.json`'s
+/// manifests given verbatim (what `flotilla image import` reads on offline hosts).
+pub fn oci_layout(images: &[&TestImage], extra: &[&[u8]], manifests: serde_json::Value) -> Vec<u8> {
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap();
+    let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+    for image in images {
+        for layer in &image.layers {
+            blobs.push((blob_path(&layer.digest), layer.blob.clone()));
+        }
+        blobs.push((blob_path(&image.config_digest()), image.config.clone()));
+        blobs.push((blob_path(&image.manifest_digest()), image.manifest.clone()));
+    }
+    for bytes in extra {
+        blobs.push((blob_path(&sha256(bytes)), bytes.to_vec()));
+    }
+    let mut files: Vec<(&str, &[u8])> =
+        vec![("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#), ("index.json", &index)];
+    files.extend(blobs.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    tar_of(&files, &[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ mod build;
 mod registry;
 
 pub use build::{
-    BUSYBOX_APPLETS, ImageSpec, LayerTar, MTIME, TestImage, TestLayer, big_image, busybox_image, busybox_layer,
-    busybox_spec, compress, gzip, host_architecture, index, sha256, zstd,
+    BUSYBOX_APPLETS, ImageSpec, LayerTar, MTIME, TestImage, TestLayer, big_image, blob_path, busybox_image,
+    busybox_layer, busybox_spec, compress, gzip, host_architecture, index, oci_layout, sha256, tar_of, zstd,
 };
 pub use registry::{Anonymous, Authorization, Htpasswd, Registry, RegistryAuth};
