@@ -19,8 +19,11 @@ use crate::Agent;
 use crate::health::{Probe, Tracker};
 use crate::order::{Observed, Readiness, readiness, stop_waves};
 
-/// How often a supervisor looks at its task when nothing wakes it.
+/// How often a supervisor looks at its task right after something changed; while nothing
+/// does, the interval doubles up to `IDLE_TICK`, so idle tasks cost the host next to nothing.
+/// Store changes (StopTask) wake it at once either way.
 const TICK: Duration = Duration::from_millis(100);
+const IDLE_TICK: Duration = Duration::from_secs(1);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
@@ -216,6 +219,8 @@ impl Supervisor {
             }
         }
         let mut wake = self.agent.control.store().watch(&format!("ecs/tasks/{}/{}", self.cluster, self.task_id));
+        let mut tick = TICK;
+        let mut last_seen: Option<SandboxStatus> = None;
         loop {
             let Some(task) = self.agent.task(&self.cluster, &self.task_id).await? else { return Ok(()) };
             if task.desired_status == DesiredStatus::Stopped {
@@ -232,9 +237,15 @@ impl Supervisor {
             self.record_exits(&task, definition, &status).await?;
             self.start_ready(&task, definition, &status, &health).await?;
             self.check_health(&task, definition, &status, &mut health).await?;
+            let waiting_to_start = status.containers.iter().any(|c| c.state == ContainerState::Created);
+            tick = if last_seen.as_ref() != Some(&status) || waiting_to_start { TICK } else { (tick * 2).min(IDLE_TICK) };
+            last_seen = Some(status);
+            // Wake in time for the next health probe too.
+            let next_probe = health.values().map(|h| h.next_at.saturating_duration_since(Instant::now())).min();
+            let sleep = next_probe.map_or(tick, |p| p.min(tick));
             tokio::select! {
                 _ = wake.next() => {}
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(sleep) => {}
             }
         }
     }
