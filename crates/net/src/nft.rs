@@ -1,0 +1,363 @@
+//! The nftables side: running `nft` (one `nft -f -` transaction per change, all or nothing) and
+//! the text of every rule, set and chain this crate owns. See README.md for the ruleset.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use ipnet::Ipv4Net;
+
+use crate::error::{NetError, Object};
+use crate::spec::{Peer, Protocol, Rule, VpcStatus, nft_name};
+
+/// Runs `nft`, in the host namespace when that is not ours.
+pub(crate) struct Nft {
+    netns: Option<File>,
+}
+
+impl Nft {
+    pub fn new(netns: Option<File>) -> Self {
+        Nft { netns }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("nft");
+        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(netns) = &self.netns {
+            let fd = netns.as_raw_fd();
+            // SAFETY: the closure only calls setns(2), which is async-signal-safe, on a
+            // descriptor that `self` keeps open for the whole spawn.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        command
+    }
+
+    fn run(&self, object: &Object, args: &[&str], stdin: &str) -> Result<String, NetError> {
+        let spawn_error = |source| NetError::Spawn { object: object.clone(), command: "nft", source };
+        let mut child = self.command(args).spawn().map_err(spawn_error)?;
+        let mut input = child.stdin.take().expect("stdin is piped");
+        let written = input.write_all(stdin.as_bytes());
+        drop(input);
+        let output = child.wait_with_output().map_err(spawn_error)?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            return Err(NetError::Nft { object: object.clone(), stderr });
+        }
+        written.map_err(spawn_error)?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Applies `script` as one transaction.
+    pub fn apply(&self, object: &Object, script: &Script) -> Result<(), NetError> {
+        if script.text.is_empty() {
+            return Ok(());
+        }
+        self.run(object, &["-f", "-"], &script.text).map(drop)
+    }
+
+    /// The table as `nft -j` lists it.
+    pub fn list_table(&self, object: &Object, table: &str) -> Result<serde_json::Value, NetError> {
+        let out = self.run(object, &["-j", "list", "table", "inet", table], "")?;
+        serde_json::from_str(&out).map_err(|source| NetError::NftListing { object: object.clone(), source })
+    }
+}
+
+/// One transaction's worth of commands against one table.
+pub(crate) struct Script {
+    table: String,
+    text: String,
+}
+
+impl Script {
+    pub fn new(table: &str) -> Self {
+        Script { table: table.to_string(), text: String::new() }
+    }
+
+    /// Appends `<verb> inet <table> <rest>`.
+    pub fn cmd(&mut self, verb: &str, rest: std::fmt::Arguments<'_>) -> &mut Self {
+        writeln!(self.text, "{verb} inet {} {rest}", self.table).expect("write to String");
+        self
+    }
+
+    /// Creates `chain` if needed and replaces its rules, atomically with the rest of the script.
+    pub fn replace_chain(&mut self, chain: &str, rules: &[String]) -> &mut Self {
+        self.cmd("add chain", format_args!("{chain}"));
+        self.cmd("flush chain", format_args!("{chain}"));
+        for rule in rules {
+            self.cmd("add rule", format_args!("{chain} {rule}"));
+        }
+        self
+    }
+
+    /// Deletes `chain` whether or not it exists.
+    pub fn delete_chain(&mut self, chain: &str) -> &mut Self {
+        self.cmd("add chain", format_args!("{chain}"));
+        self.cmd("flush chain", format_args!("{chain}"));
+        self.cmd("delete chain", format_args!("{chain}"))
+    }
+
+    /// Deletes an element whether or not it exists: `element` as `add element` takes it
+    /// (`key : data` for maps), `key` as `delete element` does.
+    pub fn delete_element(&mut self, set: &str, element: &str, key: &str) -> &mut Self {
+        self.cmd("add element", format_args!("{set} {{ {element} }}"));
+        self.cmd("delete element", format_args!("{set} {{ {key} }}"))
+    }
+
+    pub fn member_set(&mut self, group: &str) -> &mut Self {
+        self.cmd("add set", format_args!("{} {{ type ipv4_addr; }}", member_set(group)))
+    }
+
+    pub fn delete_member_set(&mut self, group: &str) -> &mut Self {
+        self.member_set(group);
+        self.cmd("delete set", format_args!("{}", member_set(group)))
+    }
+}
+
+pub(crate) fn member_set(group: &str) -> String {
+    format!("sgm_{}", nft_name(group))
+}
+
+pub(crate) fn ingress_chain(group: &str) -> String {
+    format!("sgi_{}", nft_name(group))
+}
+
+pub(crate) fn egress_chain(group: &str) -> String {
+    format!("sge_{}", nft_name(group))
+}
+
+pub(crate) fn interface_in_chain(link: &str) -> String {
+    format!("in_{link}")
+}
+
+pub(crate) fn interface_out_chain(link: &str) -> String {
+    format!("out_{link}")
+}
+
+/// The table, its sets and maps, and its base chains. Base chains are flushed and refilled in
+/// the same transaction, so re-running this (every start) is harmless and upgrades the rules.
+pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
+    script.cmd("add table", format_args!(""));
+    for (name, def) in [
+        // Host ends of this table's task veths.
+        ("ifaces", "set ifaces { type ifname; }"),
+        // Every VPC CIDR (comment: VPC id).
+        ("vpc_cidrs", "set vpc_cidrs { type ipv4_addr; flags interval; }"),
+        // VPC base+2 addresses (tasks may reach DNS there) and base+1/+2 (host-only otherwise).
+        ("resolvers", "set resolvers { type ipv4_addr; }"),
+        ("host_addrs", "set host_addrs { type ipv4_addr; }"),
+        // Host link -> private IP (comment: ENI id); read back after a restart.
+        ("if_ip", "map if_ip { type ifname : ipv4_addr; }"),
+        // Host link -> jump to its interface's chain: traffic to the task / from the task.
+        ("ingress", "map ingress { type ifname : verdict; }"),
+        ("egress", "map egress { type ifname : verdict; }"),
+        ("dnat_pub", "map dnat_pub { type ipv4_addr : ipv4_addr; }"),
+        ("snat_pub", "map snat_pub { type ipv4_addr : ipv4_addr; }"),
+    ] {
+        let (kind, rest) = def.split_once(' ').expect("definition");
+        debug_assert!(rest.starts_with(name));
+        script.cmd(&format!("add {kind}"), format_args!("{rest}"));
+    }
+    let base = |script: &mut Script, name: &str, hook: &str, rules: &[&str]| {
+        script.cmd("add chain", format_args!("{name} {{ {hook}; policy accept; }}"));
+        let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+        script.replace_chain(name, &rules);
+    };
+    // Egress is judged before DNAT, against the address the task asked for; after conntrack
+    // (-200), so replies are recognised.
+    base(
+        script,
+        "prerouting",
+        "type filter hook prerouting priority -150",
+        &["iifname vmap @egress", "iifname @ifaces drop"],
+    );
+    base(script, "dstnat", "type nat hook prerouting priority dstnat", &["dnat ip to ip daddr map @dnat_pub"]);
+    base(script, "outnat", "type nat hook output priority -100", &["dnat ip to ip daddr map @dnat_pub"]);
+    base(
+        script,
+        "forward",
+        "type filter hook forward priority filter",
+        &[
+            // Nothing outside starts a connection to a task except through its public address.
+            "oifname @ifaces iifname != @ifaces ct state & (established | related) == 0 ct status & dnat == 0 drop",
+            "oifname vmap @ingress",
+            "oifname @ifaces drop",
+            // VPC addresses with no live interface never leak onto the host's networks.
+            "iifname @ifaces ip daddr @vpc_cidrs drop",
+        ],
+    );
+    // Host-originated traffic to tasks meets the same ingress rules (source: VPC base+1).
+    base(
+        script,
+        "output",
+        "type filter hook output priority filter",
+        &["oifname vmap @ingress", "oifname @ifaces drop"],
+    );
+    base(
+        script,
+        "input",
+        "type filter hook input priority filter",
+        &[
+            "iifname @ifaces ct state established,related accept",
+            "iifname @ifaces ip daddr @resolvers meta l4proto { tcp, udp } th dport 53 accept",
+            "iifname @ifaces ip daddr @resolvers icmp type echo-request accept",
+            "iifname @ifaces drop",
+            "ip daddr @host_addrs iifname != \"lo\" drop",
+        ],
+    );
+    let masquerade = match uplink {
+        Some(uplink) => format!("ip saddr @vpc_cidrs oifname {} masquerade", quote(uplink)),
+        None => "ip saddr @vpc_cidrs masquerade".to_string(),
+    };
+    base(
+        script,
+        "srcnat",
+        "type nat hook postrouting priority srcnat",
+        &["oifname @ifaces return", "snat ip to ip saddr map @snat_pub", masquerade.as_str()],
+    );
+}
+
+/// The chain judging traffic from one interface (before DNAT): anti-spoofing, replies, the
+/// VPC resolver (not subject to groups, as on AWS), other VPCs' addresses, then its groups.
+pub(crate) fn interface_out_rules(ip: Ipv4Addr, vpc: &VpcStatus, groups: &[String]) -> Vec<String> {
+    let mut rules = vec![
+        "meta nfproto != ipv4 drop".to_string(),
+        format!("ip saddr != {ip} drop"),
+        "ct state established,related accept".to_string(),
+        format!("ip daddr {} accept", vpc.resolver),
+        format!("ip daddr @vpc_cidrs ip daddr != {} drop", vpc.cidr),
+    ];
+    rules.extend(groups.iter().map(|g| format!("jump {}", egress_chain(g))));
+    rules.push("drop".into());
+    rules
+}
+
+/// The chain judging traffic to one interface (forwarded or from the host).
+pub(crate) fn interface_in_rules(vpc: &VpcStatus, groups: &[String]) -> Vec<String> {
+    let mut rules = vec![
+        "meta nfproto != ipv4 drop".to_string(),
+        "ct state established,related accept".to_string(),
+        format!("ip saddr @vpc_cidrs ip saddr != {} ct status & dnat == 0 drop", vpc.cidr),
+    ];
+    rules.extend(groups.iter().map(|g| format!("jump {}", ingress_chain(g))));
+    rules.push("drop".into());
+    rules
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// One security-group rule as an nft rule that accepts what it allows.
+pub(crate) fn group_rule(rule: &Rule, direction: Direction) -> String {
+    let addr = match direction {
+        Direction::Ingress => "ip saddr",
+        Direction::Egress => "ip daddr",
+    };
+    let mut text = String::new();
+    match &rule.peer {
+        Peer::Cidr(net) if net.prefix_len() == 0 => text.push_str("meta nfproto ipv4 "),
+        Peer::Cidr(net) => write!(text, "{addr} {} ", net.trunc()).unwrap(),
+        Peer::SecurityGroup(group) => write!(text, "{addr} @{} ", member_set(group)).unwrap(),
+    }
+    match rule.protocol {
+        Protocol::Tcp | Protocol::Udp => {
+            let proto = if rule.protocol == Protocol::Tcp { "tcp" } else { "udp" };
+            write!(text, "meta l4proto {proto} ").unwrap();
+            match (rule.from_port, rule.to_port) {
+                (None, None) | (Some(0), Some(65535)) => {}
+                (Some(from), Some(to)) if from != to => write!(text, "th dport {from}-{to} ").unwrap(),
+                (Some(port), _) | (None, Some(port)) => write!(text, "th dport {port} ").unwrap(),
+            }
+        }
+        Protocol::Icmp => {
+            text.push_str("meta l4proto icmp ");
+            if let Some(ty) = rule.from_port {
+                write!(text, "icmp type {ty} ").unwrap();
+            }
+            if let Some(code) = rule.to_port {
+                write!(text, "icmp code {code} ").unwrap();
+            }
+        }
+        Protocol::All => {}
+    }
+    text.push_str("accept");
+    text
+}
+
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace(['"', '\\'], ""))
+}
+
+/// Adds a VPC's elements (`remove: false`) or deletes them whether present or not.
+pub(crate) fn vpc_elements(script: &mut Script, vpc: &VpcStatus, remove: bool) {
+    let cidr: Ipv4Net = vpc.cidr;
+    let elements = [
+        ("vpc_cidrs", format!("{cidr} comment {}", quote(&vpc.id)), cidr.to_string()),
+        ("resolvers", vpc.resolver.to_string(), vpc.resolver.to_string()),
+        ("host_addrs", vpc.router.to_string(), vpc.router.to_string()),
+        ("host_addrs", vpc.resolver.to_string(), vpc.resolver.to_string()),
+    ];
+    for (set, element, key) in elements {
+        if remove {
+            script.delete_element(set, &element, &key);
+        } else {
+            script.cmd("add element", format_args!("{set} {{ {element} }}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(protocol: Protocol, ports: Option<(u16, u16)>, peer: Peer) -> Rule {
+        Rule::new(protocol, ports, peer)
+    }
+
+    #[test]
+    fn group_rules() {
+        let any = Peer::Cidr("0.0.0.0/0".parse().unwrap());
+        let vpc = Peer::Cidr("10.1.0.0/16".parse().unwrap());
+        assert_eq!(
+            group_rule(&rule(Protocol::Tcp, Some((80, 80)), vpc.clone()), Direction::Ingress),
+            "ip saddr 10.1.0.0/16 meta l4proto tcp th dport 80 accept"
+        );
+        assert_eq!(
+            group_rule(&rule(Protocol::Udp, Some((1000, 2000)), any.clone()), Direction::Egress),
+            "meta nfproto ipv4 meta l4proto udp th dport 1000-2000 accept"
+        );
+        assert_eq!(group_rule(&rule(Protocol::All, Some((1, 2)), any), Direction::Egress), "meta nfproto ipv4 accept");
+        assert_eq!(
+            group_rule(&rule(Protocol::Icmp, Some((8, 0)), Peer::SecurityGroup("sg-1".into())), Direction::Ingress),
+            "ip saddr @sgm_sg_1 meta l4proto icmp icmp type 8 icmp code 0 accept"
+        );
+        assert_eq!(
+            group_rule(&rule(Protocol::Tcp, Some((0, 65535)), vpc), Direction::Egress),
+            "ip daddr 10.1.0.0/16 meta l4proto tcp accept"
+        );
+    }
+
+    #[test]
+    fn deletes_are_idempotent() {
+        let mut script = Script::new("t");
+        script.delete_element("if_ip", "\"fl1\" : 10.0.0.5", "\"fl1\"").delete_chain("in_fl1");
+        assert_eq!(
+            script.text,
+            "add element inet t if_ip { \"fl1\" : 10.0.0.5 }\ndelete element inet t if_ip { \"fl1\" }\n\
+             add chain inet t in_fl1\nflush chain inet t in_fl1\ndelete chain inet t in_fl1\n"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! What one `Network` has made, mirrored in memory so that each change can be computed as a
+//! delta. The nft table is the record: every change lands there in one transaction, and
+//! `State::recover` rebuilds this mirror from `nft -j list table` when a `Network` starts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+
+use crate::spec::{VpcStatus, id_from_nft_name};
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub vpcs: BTreeMap<String, VpcStatus>,
+    pub groups: BTreeMap<String, Group>,
+    /// Groups that have a member set: every ensured group, plus groups named as a peer before
+    /// they were ensured.
+    pub member_sets: BTreeSet<String>,
+    pub interfaces: BTreeMap<String, Iface>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Group {
+    /// Unknown for groups recovered after a restart.
+    pub vpc_id: Option<String>,
+    /// Groups whose member sets this group's rules use.
+    pub peers: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Iface {
+    pub link: String,
+    pub vpc_id: Option<String>,
+    pub ip: Ipv4Addr,
+    pub groups: BTreeSet<String>,
+    pub public_ip: Option<Ipv4Addr>,
+}
+
+impl State {
+    /// Rebuilds the mirror from the table's JSON listing.
+    pub fn recover(table: &str, listing: &Value) -> State {
+        let mut state = State::default();
+        let mut members: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        let mut if_ip = Vec::new();
+        let mut snat = BTreeMap::new();
+        let items = listing.get("nftables").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        for item in items {
+            if let Some(set) = item.get("set") {
+                let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
+                let elems = set.get("elem").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                if name == "vpc_cidrs" {
+                    for elem in elems {
+                        let (val, comment) = elem_parts(elem);
+                        if let (Some(cidr), Some(id)) = (as_net(val), comment) {
+                            state.vpcs.insert(id.to_string(), VpcStatus::new(table, id, cidr));
+                        }
+                    }
+                } else if let Some(group) = name.strip_prefix("sgm_") {
+                    let group = id_from_nft_name(group);
+                    state.member_sets.insert(group.clone());
+                    let ips = elems.iter().filter_map(|e| as_ip(elem_parts(e).0));
+                    members.entry(group).or_default().extend(ips);
+                }
+            } else if let Some(map) = item.get("map") {
+                let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
+                let elems = map.get("elem").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                for pair in elems.iter().filter_map(Value::as_array) {
+                    let [key, data] = pair.as_slice() else { continue };
+                    let (key, comment) = elem_parts(key);
+                    match name {
+                        "if_ip" => {
+                            if let (Some(link), Some(id), Some(ip)) = (key.as_str(), comment, as_ip(data)) {
+                                if_ip.push((link.to_string(), id.to_string(), ip));
+                            }
+                        }
+                        "snat_pub" => {
+                            if let (Some(private), Some(public)) = (as_ip(key), as_ip(data)) {
+                                snat.insert(private, public);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            } else if let Some(chain) = item.get("chain") {
+                let name = chain.get("name").and_then(Value::as_str).unwrap_or_default();
+                if let Some(group) = name.strip_prefix("sgi_") {
+                    state.groups.entry(id_from_nft_name(group)).or_default();
+                }
+            } else if let Some(rule) = item.get("rule") {
+                let chain = rule.get("chain").and_then(Value::as_str).unwrap_or_default();
+                if let Some(group) = chain.strip_prefix("sgi_").or_else(|| chain.strip_prefix("sge_")) {
+                    let mut peers = BTreeSet::new();
+                    collect_member_refs(rule.get("expr").unwrap_or(&Value::Null), &mut peers);
+                    state.groups.entry(id_from_nft_name(group)).or_default().peers.extend(peers);
+                }
+            }
+        }
+        for (link, id, ip) in if_ip {
+            let vpc_id = state.vpcs.values().find(|v| v.cidr.contains(&ip)).map(|v| v.id.clone());
+            let groups = members.iter().filter(|(_, ips)| ips.contains(&ip)).map(|(g, _)| g.clone()).collect();
+            let public_ip = snat.get(&ip).copied();
+            state.interfaces.insert(id, Iface { link, vpc_id, ip, groups, public_ip });
+        }
+        state
+    }
+
+    pub fn interface_using_group(&self, group: &str) -> Option<&str> {
+        self.interfaces.iter().find(|(_, i)| i.groups.contains(group)).map(|(id, _)| id.as_str())
+    }
+
+    pub fn interface_in_vpc(&self, vpc: &str) -> Option<&str> {
+        self.interfaces.iter().find(|(_, i)| i.vpc_id.as_deref() == Some(vpc)).map(|(id, _)| id.as_str())
+    }
+
+    /// A group other than `group` whose rules name `group` as a peer.
+    pub fn group_referencing(&self, group: &str) -> Option<&str> {
+        self.groups.iter().find(|(id, g)| id.as_str() != group && g.peers.contains(group)).map(|(id, _)| id.as_str())
+    }
+
+    /// Member sets that no ensured group owns and no rule uses.
+    pub fn orphan_member_sets(&self) -> Vec<String> {
+        self.member_sets
+            .iter()
+            .filter(|g| !self.groups.contains_key(*g) && self.group_referencing(g).is_none())
+            .cloned()
+            .collect()
+    }
+}
+
+/// An element, with its comment when it has one (`{"elem": {"val": .., "comment": ..}}`).
+fn elem_parts(value: &Value) -> (&Value, Option<&str>) {
+    match value.get("elem") {
+        Some(elem) => (elem.get("val").unwrap_or(&Value::Null), elem.get("comment").and_then(Value::as_str)),
+        None => (value, None),
+    }
+}
+
+fn as_ip(value: &Value) -> Option<Ipv4Addr> {
+    value.as_str()?.parse().ok()
+}
+
+fn as_net(value: &Value) -> Option<Ipv4Net> {
+    if let Some(prefix) = value.get("prefix") {
+        let addr = as_ip(prefix.get("addr")?)?;
+        let len = u8::try_from(prefix.get("len")?.as_u64()?).ok()?;
+        return Ipv4Net::new(addr, len).ok();
+    }
+    as_ip(value).map(Ipv4Net::from)
+}
+
+fn collect_member_refs(value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::String(s) => {
+            if let Some(group) = s.strip_prefix("@sgm_") {
+                out.insert(id_from_nft_name(group));
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_member_refs(v, out)),
+        Value::Object(fields) => fields.values().for_each(|v| collect_member_refs(v, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovers_from_listing() {
+        // Shaped as nft 1.0.6 prints it.
+        let listing: Value = serde_json::from_str(
+            r#"{"nftables": [
+            {"set": {"name": "vpc_cidrs", "elem": [{"elem": {"val": {"prefix": {"addr": "10.1.0.0", "len": 16}}, "comment": "vpc-1"}}]}},
+            {"set": {"name": "sgm_sg_a", "elem": ["10.1.0.5"]}},
+            {"set": {"name": "sgm_sg_b"}},
+            {"map": {"name": "if_ip", "elem": [[{"elem": {"val": "fl00000001", "comment": "eni-1"}}, "10.1.0.5"]]}},
+            {"map": {"name": "snat_pub", "elem": [["10.1.0.5", "198.18.0.7"]]}},
+            {"chain": {"name": "sgi_sg_a"}},
+            {"chain": {"name": "sge_sg_a"}},
+            {"rule": {"chain": "sgi_sg_a", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@sgm_sg_b"}}, {"accept": null}]}}
+        ]}"#,
+        )
+        .unwrap();
+        let state = State::recover("t", &listing);
+        assert_eq!(state.vpcs["vpc-1"].cidr.to_string(), "10.1.0.0/16");
+        let iface = &state.interfaces["eni-1"];
+        assert_eq!(iface.link, "fl00000001");
+        assert_eq!(iface.vpc_id.as_deref(), Some("vpc-1"));
+        assert_eq!(iface.groups.iter().collect::<Vec<_>>(), vec!["sg-a"]);
+        assert_eq!(iface.public_ip, Some("198.18.0.7".parse().unwrap()));
+        assert!(state.groups["sg-a"].peers.contains("sg-b"));
+        assert_eq!(state.group_referencing("sg-b"), Some("sg-a"));
+        assert!(state.orphan_member_sets().is_empty());
+    }
+}
