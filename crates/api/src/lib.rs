@@ -4,11 +4,13 @@
 //! error codes. It parses a request into a call on the control plane and turns the one
 //! `Result` back into a response; it holds no state of its own beyond credentials.
 
+pub mod ec2;
 pub mod ecs;
 pub mod error;
 pub mod logs;
 pub mod model;
 pub mod server;
+pub mod servicediscovery;
 pub mod sigv4;
 
 pub use error::ApiError;

@@ -1,5 +1,6 @@
 //! The HTTP front door: one `POST /` route for every AWS JSON 1.1 service, dispatched on the
-//! `X-Amz-Target` prefix, with SigV4 checked before anything else is looked at.
+//! `X-Amz-Target` prefix, with SigV4 checked before anything else is looked at. Query-protocol
+//! requests (a form body, no `X-Amz-Target`: EC2) go to `crate::ec2`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use flotilla_control::Control;
+use flotilla_discovery::Discovery;
 use flotilla_logs::LogStore;
 use serde_json::Value;
 
@@ -19,13 +21,14 @@ use crate::model::ServiceModel;
 use crate::sigv4::{Credentials, SignedRequest, Verifier};
 
 /// Largest request body accepted; ECS's largest requests (task definitions) are far smaller.
-const MAX_BODY: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// A JSON 1.1 service Flotilla serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {
     Ecs,
     Logs,
+    ServiceDiscovery,
 }
 
 impl Service {
@@ -33,6 +36,7 @@ impl Service {
         match prefix {
             "AmazonEC2ContainerServiceV20141113" => Some(Service::Ecs),
             "Logs_20140328" => Some(Service::Logs),
+            "Route53AutoNaming_v20170314" => Some(Service::ServiceDiscovery),
             _ => None,
         }
     }
@@ -40,11 +44,14 @@ impl Service {
 
 pub struct ApiState {
     pub control: Arc<Control>,
-    verifier: Verifier,
+    pub(crate) verifier: Verifier,
     ecs_model: ServiceModel,
     logs_model: ServiceModel,
+    servicediscovery_model: ServiceModel,
     /// CloudWatch Logs is served only when a log store is attached ([`ApiState::with_logs`]).
     logs: Option<Arc<LogStore>>,
+    /// Cloud Map is served only when discovery is attached ([`ApiState::with_discovery`]).
+    discovery: Option<Arc<Discovery>>,
     request_ids: AtomicU64,
 }
 
@@ -56,7 +63,9 @@ impl ApiState {
             verifier,
             ecs_model: ServiceModel::parse(include_str!("../model/ecs.json")),
             logs_model: ServiceModel::parse(include_str!("../model/logs.json")),
+            servicediscovery_model: ServiceModel::parse(include_str!("../model/servicediscovery.json")),
             logs: None,
+            discovery: None,
             request_ids: AtomicU64::new(0),
         }
     }
@@ -67,14 +76,21 @@ impl ApiState {
         self
     }
 
+    /// Serves Cloud Map (service discovery) from `discovery`.
+    pub fn with_discovery(mut self, discovery: Arc<Discovery>) -> ApiState {
+        self.discovery = Some(discovery);
+        self
+    }
+
     fn model(&self, service: Service) -> &ServiceModel {
         match service {
             Service::Ecs => &self.ecs_model,
             Service::Logs => &self.logs_model,
+            Service::ServiceDiscovery => &self.servicediscovery_model,
         }
     }
 
-    fn next_request_id(&self) -> String {
+    pub(crate) fn next_request_id(&self) -> String {
         let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let h = crate::sigv4::sha256_hex(format!("{t}-{n}").as_bytes());
@@ -98,11 +114,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }
 
 async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    if crate::ec2::is_query_request(&headers) {
+        return crate::ec2::serve(&state, &uri, &headers, body).await;
+    }
     let request_id = state.next_request_id();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -207,6 +226,15 @@ async fn dispatch(
                 )
             })?;
             crate::logs::handle(logs, state.control.identity(), operation, input).await
+        }
+        Service::ServiceDiscovery => {
+            let discovery = state.discovery.as_deref().ok_or_else(|| {
+                ApiError::new(
+                    "ServiceUnavailableException",
+                    "This server does not serve Cloud Map (service discovery).",
+                )
+            })?;
+            crate::servicediscovery::handle(discovery, operation, input).await
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use flotilla_api::logs::LogStore;
+use flotilla_api::servicediscovery::Discovery;
 use flotilla_api::{ApiState, router};
 use flotilla_control::{Control, Identity};
 use flotilla_store::EmbeddedStore;
@@ -32,6 +33,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         store.clone(),
         Identity { region: identity.region.clone(), account: identity.account_id.clone() },
     ));
+    control.ensure_default_network().await.context("cannot create the default VPC")?;
     // Logs live in their own file so that their volume never bloats the control-plane store.
     let logs_dir = home.dir.join("logs");
     let logs = Arc::new(
@@ -50,7 +52,10 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             }))),
         )
     };
-    let state = Arc::new(ApiState::new(control, std::slice::from_ref(&credentials)).with_logs(logs));
+    // Cloud Map over the same store; its worker completes namespace and instance operations.
+    let discovery = Discovery::start(store.clone(), identity.region.clone(), identity.account_id.clone());
+    let state =
+        Arc::new(ApiState::new(control, std::slice::from_ref(&credentials)).with_logs(logs).with_discovery(discovery));
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

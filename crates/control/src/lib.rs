@@ -16,6 +16,7 @@ mod record;
 mod tags;
 mod task;
 mod task_definition;
+mod vpc;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,12 @@ pub use error::ControlError;
 pub use page::Page;
 pub use task::{ListTasksInput, RunTaskInput, TaskRecord};
 pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrder};
+pub use vpc::{
+    AddressLease, AwsvpcPlacement, CidrError, CreateSubnetInput, CreateVpcInput, DEFAULT_PUBLIC_IP_POOL,
+    DEFAULT_VPC_CIDR, GroupRef, GroupSelector, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface,
+    NetworkInterfaceSpec, NetworkResource, NetworkTag, RESERVED_ADDRESSES, ResourceFilter, RuleChange, RuleDirection,
+    RulePeer, RulePeerSpec, RuleSpec, SecurityGroup, SecurityGroupRule, Subnet, TagRemoval, Vpc, keys as network_keys,
+};
 
 /// Identity of this Flotilla installation, used to build ARNs.
 #[derive(Clone, Debug)]
@@ -43,11 +50,13 @@ pub struct Control {
     /// Serialises revision allocation per family inside this process; compare-and-write keeps
     /// it correct across processes.
     family_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// VPC networking settings (the public IP pool) and allocation queues.
+    network: vpc::NetworkState,
 }
 
 impl Control {
     pub fn new(store: Arc<dyn Store>, identity: Identity) -> Control {
-        Control { store, identity, family_locks: Mutex::new(HashMap::new()) }
+        Control { store, identity, family_locks: Mutex::new(HashMap::new()), network: Default::default() }
     }
 
     pub fn identity(&self) -> &Identity {

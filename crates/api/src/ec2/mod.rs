@@ -1,0 +1,230 @@
+//! EC2's VPC networking subset over the Query protocol: `POST /` with a form body
+//! (`Action=CreateVpc&Version=2016-11-15&...`, no `X-Amz-Target`), SigV4 with signing name
+//! `ec2`, XML responses and EC2's error envelope.
+//!
+//! Requests are read (`query.rs`) and responses written (`xml.rs`) by walking the vendored
+//! model (`model/ec2.json`), so member names, list encodings and element names are botocore's.
+//! Handlers see the input as JSON keyed by the model's member names and answer JSON of the
+//! output shape; `xml.rs` refuses anything the shape does not allow.
+//!
+//! Served: CreateVpc, DescribeVpcs, DeleteVpc, CreateSubnet, DescribeSubnets, DeleteSubnet,
+//! CreateSecurityGroup, DescribeSecurityGroups, DeleteSecurityGroup,
+//! Authorize/RevokeSecurityGroupIngress/Egress, DescribeNetworkInterfaces, CreateTags,
+//! DeleteTags, DescribeAvailabilityZones.
+
+mod error;
+mod model;
+mod network_interfaces;
+mod query;
+mod security_groups;
+#[cfg(test)]
+mod tests;
+mod vpcs;
+mod xml;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use flotilla_control::{Control, NetworkTag, ResourceFilter};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use self::error::{INTERNAL_ERROR, ec2_code, status};
+use self::model::MODEL;
+use crate::error::ApiError;
+use crate::server::{ApiState, MAX_BODY};
+use crate::sigv4::SignedRequest;
+
+/// Whether a request speaks the Query protocol (a form body and no `X-Amz-Target`).
+pub fn is_query_request(headers: &HeaderMap) -> bool {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    form && !headers.contains_key("x-amz-target")
+}
+
+/// Serves one Query-protocol request.
+pub async fn serve(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
+    let request_id = state.next_request_id();
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    // Refuse on the declared length too, so an oversized body is never waited for.
+    let body = match declared {
+        Some(n) if n > MAX_BODY => Err(()),
+        _ => axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ()),
+    };
+    let result = match body {
+        Err(()) => Err(ApiError::new(
+            "RequestEntityTooLarge",
+            format!("The request body is larger than {} MiB or was cut off.", MAX_BODY / (1024 * 1024)),
+        )),
+        Ok(body) => {
+            // A bug in one handler must cost one request an InternalError, not the connection.
+            let work = std::panic::AssertUnwindSafe(handle(state, uri, headers, &body, &request_id));
+            match futures_util::FutureExt::catch_unwind(work).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::error!("EC2 handler panicked");
+                    Err(ApiError::new(INTERNAL_ERROR, "The server failed to handle the request; it has been logged."))
+                }
+            }
+        }
+    };
+    let mut response = match result {
+        Ok(xml) => xml.into_response(),
+        Err(e) => {
+            let e = ec2_code(e);
+            tracing::debug!(code = e.code, message = %e.message, "EC2 request refused");
+            (status(&e), xml::error(e.code, &e.message, &request_id)).into_response()
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("text/xml;charset=UTF-8"));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-amzn-requestid", v);
+    }
+    response
+}
+
+async fn handle(
+    state: &ApiState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let mut signed_headers = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::new("IncompleteSignature", format!("Header {name} is not valid text.")))?;
+        signed_headers.push((name.as_str().to_owned(), value.to_owned()));
+    }
+    let request = SignedRequest {
+        method: "POST",
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: signed_headers,
+        body,
+    };
+    let caller = state.verifier.verify(&request, "ec2", crate::server::now_secs())?;
+
+    let params = query::parse_form(body)?;
+    let action = params
+        .get("Action")
+        .ok_or_else(|| ApiError::new("MissingAction", "The request must contain the parameter Action"))?
+        .clone();
+    let input = query::read_input(&MODEL, &action, &params).ok_or_else(|| {
+        ApiError::new("InvalidAction", format!("The action {action} is not valid for this web service."))
+    })??;
+    tracing::debug!(operation = %action, caller = %caller.access_key_id, "request");
+    if input.get("DryRun") == Some(&Value::Bool(true)) {
+        return Err(ApiError::new("DryRunOperation", "Request would have succeeded, but DryRun flag is set."));
+    }
+    let answer = dispatch(&state.control, &action, input).await?;
+    xml::response(&MODEL, &action, request_id, &answer).map_err(|problem| {
+        tracing::error!(operation = %action, problem, "EC2 answer does not fit the model");
+        ApiError::new(INTERNAL_ERROR, "The server failed to write its answer; it has been logged.")
+    })
+}
+
+async fn dispatch(control: &Control, action: &str, input: Value) -> Result<Value, ApiError> {
+    match action {
+        "CreateVpc" => vpcs::create_vpc(control, input).await,
+        "DescribeVpcs" => vpcs::describe_vpcs(control, input).await,
+        "DeleteVpc" => vpcs::delete_vpc(control, input).await,
+        "CreateSubnet" => vpcs::create_subnet(control, input).await,
+        "DescribeSubnets" => vpcs::describe_subnets(control, input).await,
+        "DeleteSubnet" => vpcs::delete_subnet(control, input).await,
+        "DescribeAvailabilityZones" => vpcs::describe_availability_zones(control, input),
+        "CreateTags" => vpcs::create_tags(control, input).await,
+        "DeleteTags" => vpcs::delete_tags(control, input).await,
+        "CreateSecurityGroup" => security_groups::create(control, input).await,
+        "DescribeSecurityGroups" => security_groups::describe(control, input).await,
+        "DeleteSecurityGroup" => security_groups::delete(control, input).await,
+        "AuthorizeSecurityGroupIngress" => security_groups::authorize(control, input, false).await,
+        "AuthorizeSecurityGroupEgress" => security_groups::authorize(control, input, true).await,
+        "RevokeSecurityGroupIngress" => security_groups::revoke(control, input, false).await,
+        "RevokeSecurityGroupEgress" => security_groups::revoke(control, input, true).await,
+        "DescribeNetworkInterfaces" => network_interfaces::describe(control, input).await,
+        other => Err(ApiError::new(
+            "InvalidAction",
+            format!("The action {other} is not valid for this web service: Flotilla does not implement it."),
+        )),
+    }
+}
+
+fn parse<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
+    serde_json::from_value(input)
+        .map_err(|e| ApiError::new("InvalidParameterValue", format!("Cannot read the request: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireFilter {
+    name: Option<String>,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+fn filters(wire: Vec<WireFilter>) -> Result<Vec<ResourceFilter>, ApiError> {
+    wire.into_iter()
+        .map(|f| match f.name {
+            Some(name) => Ok(ResourceFilter { name, values: f.values }),
+            None => Err(ApiError::new("InvalidParameterValue", "The filter 'null' is invalid")),
+        })
+        .collect()
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireTag {
+    key: Option<String>,
+    value: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagSpecification {
+    resource_type: Option<String>,
+    #[serde(default)]
+    tags: Vec<WireTag>,
+}
+
+fn tags(wire: Vec<WireTag>) -> Result<Vec<NetworkTag>, ApiError> {
+    wire.into_iter()
+        .map(|t| match t.key {
+            Some(key) => Ok(NetworkTag { key, value: t.value.unwrap_or_default() }),
+            None => Err(ApiError::new("InvalidParameterValue", "Tag keys must not be empty.")),
+        })
+        .collect()
+}
+
+/// The tags of the specifications for `resource_type`; a specification for another type of
+/// resource is refused, as EC2 does.
+fn specified_tags(specs: Vec<TagSpecification>, resource_type: &str) -> Result<Vec<NetworkTag>, ApiError> {
+    let mut out = Vec::new();
+    for spec in specs {
+        match spec.resource_type.as_deref() {
+            Some(t) if t == resource_type => out.extend(tags(spec.tags)?),
+            Some(other) => {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    format!("'{other}' is not a valid taggable resource type for this operation."),
+                ));
+            }
+            None => {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    "TagSpecification: ResourceType must be given with the tags.",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn tag_list(tags: &[NetworkTag]) -> Value {
+    Value::Array(tags.iter().map(|t| serde_json::json!({"Key": t.key, "Value": t.value})).collect())
+}
