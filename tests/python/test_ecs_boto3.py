@@ -154,7 +154,9 @@ def test_task_operations_answer_in_the_model_shape(server):
     td = ecs.register_task_definition(**dict(TASK_DEFINITION, family="shape-task", containerDefinitions=[
         {"name": "app", "image": "127.0.0.1:9/nothing-here:latest", "essential": True}]))
     arn = td["taskDefinition"]["taskDefinitionArn"]
-    network = {"awsvpcConfiguration": {"subnets": ["subnet-1"], "assignPublicIp": "DISABLED"}}
+    subnet = server.client("ec2").describe_subnets(
+        Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"][0]["SubnetId"]
+    network = {"awsvpcConfiguration": {"subnets": [subnet], "assignPublicIp": "DISABLED"}}
     run = ecs.run_task(taskDefinition=arn, launchType="FARGATE", networkConfiguration=network,
                        startedBy="pytest", tags=[{"key": "k", "value": "v"}])
     task = run["tasks"][0]["taskArn"]

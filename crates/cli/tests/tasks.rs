@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 struct Fixture {
     server: Server,
+    /// A default subnet of the default VPC, which exists from the server's first start.
+    subnet: String,
     _registry: flotilla_image::testing::Registry,
     image: String,
     rt: tokio::runtime::Runtime,
@@ -24,7 +26,9 @@ impl Fixture {
         let image = registry.reference("busybox:latest");
         let server = Server::start();
         server.aws_json(&["ecs", "create-cluster", "--cluster-name", "default"]);
-        Fixture { server, _registry: registry, image, rt }
+        let subnets = server.aws_json(&["ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true"]);
+        let subnet = subnets["Subnets"][0]["SubnetId"].as_str().expect("a default subnet").to_owned();
+        Fixture { server, subnet, _registry: registry, image, rt }
     }
 
     fn register(&self, family: &str, containers: Value, extra: Value) -> String {
@@ -57,7 +61,13 @@ impl Fixture {
         })
     }
 
+    /// The `--network-configuration` value for this fixture's subnet.
+    fn network(&self) -> String {
+        format!("awsvpcConfiguration={{subnets=[{}],assignPublicIp=DISABLED}}", self.subnet)
+    }
+
     fn run(&self, task_definition: &str) -> String {
+        let network = self.network();
         let out = self.server.aws_json(&[
             "ecs",
             "run-task",
@@ -66,7 +76,7 @@ impl Fixture {
             "--launch-type",
             "FARGATE",
             "--network-configuration",
-            "awsvpcConfiguration={subnets=[subnet-12345678],assignPublicIp=DISABLED}",
+            &network,
         ]);
         assert_eq!(out["failures"], json!([]), "{out}");
         out["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
@@ -297,9 +307,10 @@ fn twenty_concurrent_run_tasks_all_start() {
             .map(|_| {
                 let client = client.clone();
                 let td = td.clone();
+                let subnet = f.subnet.clone();
                 tokio::spawn(async move {
                     let body = json!({"taskDefinition": td, "launchType": "FARGATE",
-                        "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-1"]}}});
+                        "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet]}}});
                     client.ecs("RunTask", body).await.unwrap()["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
                 })
             })
@@ -333,7 +344,7 @@ fn tasks_survive_server_kill_9_and_are_adopted() {
     f.wait_status(&long_task, "RUNNING", Duration::from_secs(120));
     f.wait_status(&short_task, "RUNNING", Duration::from_secs(120));
     let data_dir = f.server.data_dir.clone();
-    let Fixture { mut server, _registry, image: _, rt: _rt } = f;
+    let Fixture { mut server, _registry, rt: _rt, .. } = f;
     server.kill9();
     // The short task exits while no server watches; its shim records the exit code.
     let short_id = short_task.rsplit('/').next().unwrap().to_owned();
@@ -362,6 +373,7 @@ fn overrides_client_token_and_list_filters() {
     let td = f.register("over", json!([f.container("main", &["sh", "-c", "echo default"])]), json!({}));
     let overrides = json!({"containerOverrides": [{"name": "main", "command": ["sh", "-c", "echo value=$GREETING; sleep 1000"],
         "environment": [{"name": "GREETING", "value": "overridden"}]}]});
+    let network = f.network();
     let run = |token: &str| {
         f.server.aws_json(&[
             "ecs",
@@ -377,7 +389,7 @@ fn overrides_client_token_and_list_filters() {
             "--overrides",
             &overrides.to_string(),
             "--network-configuration",
-            "awsvpcConfiguration={subnets=[subnet-1]}",
+            &network,
         ])
     };
     let first = run("token-one");
@@ -402,9 +414,34 @@ fn overrides_client_token_and_list_filters() {
         "--overrides",
         r#"{"containerOverrides":[{"name":"nope"}]}"#,
         "--network-configuration",
-        "awsvpcConfiguration={subnets=[subnet-1]}",
+        &network,
     ]);
     assert!(err.contains("InvalidParameterException") && err.contains("nope"), "{err}");
+    // Subnets and security groups must exist, as on Fargate.
+    let missing_subnet = "awsvpcConfiguration={subnets=[subnet-0123456789abcdef0]}";
+    let err = f.server.aws_err(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        &td,
+        "--launch-type",
+        "FARGATE",
+        "--network-configuration",
+        missing_subnet,
+    ]);
+    assert!(err.contains("InvalidParameterException") && err.contains("subnet-0123456789abcdef0"), "{err}");
+    let missing_group = format!("awsvpcConfiguration={{subnets=[{}],securityGroups=[sg-0123456789abcdef0]}}", f.subnet);
+    let err = f.server.aws_err(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        &td,
+        "--launch-type",
+        "FARGATE",
+        "--network-configuration",
+        &missing_group,
+    ]);
+    assert!(err.contains("InvalidParameterException") && err.contains("sg-0123456789abcdef0"), "{err}");
     let err = f.server.aws_err(&["ecs", "run-task", "--task-definition", &td, "--launch-type", "FARGATE"]);
     assert!(err.contains("InvalidParameterException") && err.contains("Network Configuration"), "{err}");
 
@@ -462,7 +499,7 @@ fn sdk_runs_a_task_to_completion() {
     let ecs = aws_sdk_ecs::Client::from_conf(config);
     let task = f.rt.block_on(async {
         let network = NetworkConfiguration::builder()
-            .awsvpc_configuration(AwsVpcConfiguration::builder().subnets("subnet-1").build().unwrap())
+            .awsvpc_configuration(AwsVpcConfiguration::builder().subnets(&f.subnet).build().unwrap())
             .build();
         let out = ecs
             .run_task()

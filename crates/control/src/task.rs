@@ -187,17 +187,17 @@ impl Control {
             )));
         }
         if definition.network_mode.as_deref() == Some("awsvpc") {
-            let subnets = input
-                .network_configuration
-                .as_ref()
-                .and_then(|n| n["awsvpcConfiguration"]["subnets"].as_array())
-                .map(Vec::len)
-                .unwrap_or(0);
-            if subnets == 0 {
+            let awsvpc = input.network_configuration.as_ref().map(|n| &n["awsvpcConfiguration"]);
+            let Some(awsvpc) = awsvpc.filter(|a| a.is_object()) else {
                 return Err(ControlError::invalid(
                     "Network Configuration must be provided when networkMode 'awsvpc' is specified: pass networkConfiguration.awsvpcConfiguration with at least one subnet.",
                 ));
-            }
+            };
+            let strings = |key: &str| -> Vec<String> {
+                awsvpc[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+            };
+            // The subnets and groups must exist and share one VPC, as on Fargate.
+            self.validate_awsvpc(&strings("subnets"), &strings("securityGroups")).await?;
         }
         let overrides = input.overrides.clone().unwrap_or_default();
         for o in &overrides.container_overrides {
