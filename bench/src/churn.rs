@@ -1,0 +1,228 @@
+//! Task churn: 100 tasks started and stopped back to back, in batches of 10, on Flotilla and as
+//! plain runc containers; then a check that Flotilla left nothing behind on the host.
+//!
+//! `churn ENDPOINT DATA_DIR IMAGE BATCHES`
+//!
+//! Flotilla: per batch, RunTask count=10, wait until all 10 are RUNNING, StopTask all 10, wait
+//! until all are STOPPED. The command exits on SIGTERM; stopTimeout is 2 s.
+//! runc: per batch, 10 concurrent `runc run -d` of the same busybox rootfs and command, 10
+//! `runc kill TERM`, wait until `runc state` says stopped, 10 `runc delete`.
+//! Leak check (Flotilla's 100 task ids and data dir only; other runs on the host are ignored):
+//! cgroups under /sys/fs/cgroup/*/flotilla/<task>, mounts under the data dir, loop devices
+//! backed by files under it, flotilla-shim and container processes, task directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use flotilla_bench::{client, processes, register, run, run_task, runc_bundle, stop_all, task_id, wait_all};
+
+const COMMAND: [&str; 3] = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"];
+const BATCH: usize = 10;
+
+struct Phases {
+    total: f64,
+    start: Vec<f64>,
+    stop: Vec<f64>,
+}
+
+async fn flotilla(
+    c: &flotilla_cli::client::Client,
+    td: &str,
+    batches: usize,
+    ids: &mut Vec<String>,
+) -> anyhow::Result<Phases> {
+    let t0 = Instant::now();
+    let (mut start, mut stop) = (Vec::new(), Vec::new());
+    for b in 0..batches {
+        let t = Instant::now();
+        let arns = run_task(c, td, BATCH as i32).await?;
+        ids.extend(arns.iter().map(|a| task_id(a).to_owned()));
+        wait_all(c, &arns, "RUNNING", Duration::from_secs(120), Duration::from_millis(20))
+            .await
+            .with_context(|| format!("batch {b} to RUNNING"))?;
+        start.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        stop_all(c, &arns).await?;
+        let stopped = wait_all(c, &arns, "STOPPED", Duration::from_secs(120), Duration::from_millis(20))
+            .await
+            .with_context(|| format!("batch {b} to STOPPED"))?;
+        stop.push(t.elapsed().as_secs_f64());
+        for s in &stopped {
+            if s["containers"][0]["exitCode"] != 0 {
+                bail!("a task did not exit 0 on SIGTERM: {s}");
+            }
+        }
+    }
+    Ok(Phases { total: t0.elapsed().as_secs_f64(), start, stop })
+}
+
+fn runc_state(id: &str) -> String {
+    Command::new("runc")
+        .args(["state", id])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["status"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn wait_children(children: Vec<Child>, what: &str) -> anyhow::Result<()> {
+    for mut c in children {
+        let status = c.wait()?;
+        if !status.success() {
+            bail!("{what} failed: {status}");
+        }
+    }
+    Ok(())
+}
+
+fn runc(bundle: &Path, batches: usize, prefix: &str) -> anyhow::Result<Phases> {
+    let t0 = Instant::now();
+    let (mut start, mut stop) = (Vec::new(), Vec::new());
+    let spawn = |args: &[&str]| Command::new("runc").args(args).stdin(Stdio::null()).stdout(Stdio::null()).spawn();
+    for b in 0..batches {
+        let ids: Vec<String> = (0..BATCH).map(|i| format!("{prefix}-{b}-{i}")).collect();
+        let t = Instant::now();
+        let bundle = bundle.to_str().context("bundle path")?;
+        let children =
+            ids.iter().map(|id| spawn(&["run", "-d", "--bundle", bundle, id])).collect::<Result<Vec<_>, _>>()?;
+        wait_children(children, "runc run -d")?;
+        for id in &ids {
+            if runc_state(id) != "running" {
+                bail!("{id} is not running after runc run -d");
+            }
+        }
+        start.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let children = ids.iter().map(|id| spawn(&["kill", id, "TERM"])).collect::<Result<Vec<_>, _>>()?;
+        wait_children(children, "runc kill")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for id in &ids {
+            while runc_state(id) != "stopped" {
+                if Instant::now() > deadline {
+                    bail!("{id} did not stop on SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let children = ids.iter().map(|id| spawn(&["delete", id])).collect::<Result<Vec<_>, _>>()?;
+        wait_children(children, "runc delete")?;
+        stop.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Phases { total: t0.elapsed().as_secs_f64(), start, stop })
+}
+
+/// Everything of these tasks still on the host, one line per leak.
+fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let parent = entry.path().join("flotilla");
+        for id in ids {
+            let dir = parent.join(id);
+            if dir.exists() {
+                found.push(format!("cgroup {}", dir.display()));
+            }
+        }
+    }
+    let data_str = data.to_string_lossy().into_owned();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mountinfo.lines() {
+        if let Some(point) = line.split(' ').nth(4)
+            && point.starts_with(&data_str)
+        {
+            found.push(format!("mount {point}"));
+        }
+    }
+    if let Ok(out) = run(Command::new("losetup").arg("-a")) {
+        for line in out.lines().filter(|l| l.contains(&data_str)) {
+            found.push(format!("loop device {line}"));
+        }
+    }
+    let procs = processes();
+    let shims: Vec<_> = procs
+        .iter()
+        .filter(|p| p.comm == "flotilla-shim" && p.cmdline.iter().any(|a| a.starts_with(&data_str)))
+        .collect();
+    for p in &shims {
+        found.push(format!("process {} {}", p.pid, p.cmdline.join(" ")));
+    }
+    for p in procs.iter().filter(|p| ids.iter().any(|id| p.cgroup.contains(&format!("/flotilla/{id}")))) {
+        found.push(format!("container process {} {}", p.pid, p.cmdline.join(" ")));
+    }
+    let mine = |a: &String| a.starts_with(&data_str) || ids.iter().any(|id| a.contains(id.as_str()));
+    for p in procs.iter().filter(|p| p.comm.starts_with("runc") && p.cmdline.iter().any(mine)) {
+        found.push(format!("runc process {} {}", p.pid, p.cmdline.join(" ")));
+    }
+    for id in ids {
+        let dir = data.join("tasks").join(id);
+        if dir.exists() {
+            found.push(format!("task dir {}", dir.display()));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(data.join("tasks")) {
+        for e in entries.flatten() {
+            found.push(format!("task dir entry {}", e.path().display()));
+        }
+    }
+    found
+}
+
+fn sum(v: &[f64]) -> f64 {
+    v.iter().sum()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 5 {
+        bail!("usage: churn ENDPOINT DATA_DIR IMAGE BATCHES");
+    }
+    let (endpoint, data, image) = (&args[1], PathBuf::from(&args[2]), &args[3]);
+    let batches: usize = args[4].parse().context("BATCHES")?;
+    let c = client(endpoint)?;
+    let td = register(&c, "bench-churn", image, &COMMAND, 2).await?;
+    let scratch = tempfile::tempdir()?;
+    let bundle = runc_bundle(scratch.path(), &COMMAND)?;
+    let prefix = flotilla_bench::runc_prefix("churn");
+
+    // Warm-up: one task (image cache) and one runc container, not counted.
+    let arns = run_task(&c, &td, 1).await?;
+    wait_all(&c, &arns, "RUNNING", Duration::from_secs(120), Duration::from_millis(20)).await?;
+    stop_all(&c, &arns).await?;
+    wait_all(&c, &arns, "STOPPED", Duration::from_secs(120), Duration::from_millis(20)).await?;
+    runc(&bundle, 1, &format!("{prefix}-warm"))?;
+
+    let mut ids = Vec::new();
+    let fl = flotilla(&c, &td, batches, &mut ids).await?;
+    let rc = runc(&bundle, batches, &prefix)?;
+    let n = (batches * BATCH) as f64;
+    println!("churn: {} tasks, batches of {BATCH} (start all, wait RUNNING, stop all, wait STOPPED)", n);
+    println!("{:<9} {:>8} {:>9} {:>14} {:>14}", "runtime", "total_s", "tasks/s", "start_s/batch", "stop_s/batch");
+    for (name, p) in [("flotilla", &fl), ("runc", &rc)] {
+        println!(
+            "{name:<9} {:>8.2} {:>9.1} {:>14.2} {:>14.2}",
+            p.total,
+            n / p.total,
+            sum(&p.start) / p.start.len() as f64,
+            sum(&p.stop) / p.stop.len() as f64
+        );
+    }
+    println!("ratio flotilla/runc throughput: {:.2}x", (n / fl.total) / (n / rc.total));
+    // The last STOPPED is reported after teardown; give stragglers a moment anyway.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let found = leaks(&data, &ids);
+    if found.is_empty() {
+        println!(
+            "leak check after {} Flotilla tasks: nothing left (cgroups, mounts, loop devices, shims, container processes, runc, task dirs)",
+            ids.len()
+        );
+    } else {
+        println!("leak check after {} Flotilla tasks: {} leftovers", ids.len(), found.len());
+        for f in found.iter().take(40) {
+            println!("  {f}");
+        }
+    }
+    Ok(())
+}
