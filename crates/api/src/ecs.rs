@@ -7,14 +7,10 @@ use flotilla_control::{
 use flotilla_types::task::DesiredStatus;
 use flotilla_types::task_definition::{Tag, TaskDefinitionSpec, TaskDefinitionStatus};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-
-fn parse<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
-    serde_json::from_value(input).map_err(|e| ApiError::serialization(format!("Cannot read the request: {e}")))
-}
+use crate::json::{parse, strip_nulls};
 
 fn failures(items: impl IntoIterator<Item = (String, String)>) -> Value {
     Value::Array(items.into_iter().map(|(arn, reason)| json!({"arn": arn, "reason": reason})).collect())
@@ -324,15 +320,4 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
         }
     };
     Ok(strip_nulls(answer))
-}
-
-/// AWS omits absent members rather than sending null; clients validating shapes expect that.
-fn strip_nulls(v: Value) -> Value {
-    match v {
-        Value::Object(map) => {
-            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
-        other => other,
-    }
 }

@@ -7,6 +7,7 @@
 pub mod ec2;
 pub mod ecs;
 pub mod error;
+mod json;
 pub mod logs;
 pub mod model;
 pub mod server;

@@ -12,10 +12,10 @@ use flotilla_logs::{
     StreamQuery,
 };
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::json::{parse, strip_nulls};
 
 /// What `flotilla up` needs to open and maintain the log store, without depending on it itself.
 pub use flotilla_logs::{LogStore, LogStoreOptions, now_millis};
@@ -38,10 +38,6 @@ impl From<LogError> for ApiError {
         };
         ApiError::new(code, e.to_string())
     }
-}
-
-fn parse<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
-    serde_json::from_value(input).map_err(|e| ApiError::serialization(format!("Cannot read the request: {e}")))
 }
 
 fn group_arn(identity: &Identity, group: &str) -> String {
@@ -459,17 +455,6 @@ pub async fn handle(logs: &LogStore, identity: &Identity, operation: &str, input
         }
     };
     Ok(strip_nulls(answer))
-}
-
-/// AWS omits absent members rather than sending null; clients validating shapes expect that.
-fn strip_nulls(v: Value) -> Value {
-    match v {
-        Value::Object(map) => Value::Object(
-            map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect::<Map<_, _>>(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

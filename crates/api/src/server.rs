@@ -167,6 +167,29 @@ async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap
     response
 }
 
+/// The parts of a POST that its signature covers; a header that is not text is refused with
+/// `unreadable` (each protocol names that error its own way).
+pub(crate) fn signed_request<'a>(
+    uri: &'a Uri,
+    headers: &HeaderMap,
+    body: &'a [u8],
+    unreadable: &'static str,
+) -> Result<SignedRequest<'a>, ApiError> {
+    let mut signed_headers = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let value =
+            value.to_str().map_err(|_| ApiError::new(unreadable, format!("Header {name} is not valid text.")))?;
+        signed_headers.push((name.as_str().to_owned(), value.to_owned()));
+    }
+    Ok(SignedRequest {
+        method: "POST",
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: signed_headers,
+        body,
+    })
+}
+
 async fn dispatch(
     state: &ApiState,
     uri: &Uri,
@@ -184,20 +207,7 @@ async fn dispatch(
         .ok_or_else(|| ApiError::new("UnknownOperationException", format!("Flotilla does not serve '{prefix}'.")))?;
     let model = state.model(service);
 
-    let mut signed_headers = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::new("IncompleteSignatureException", format!("Header {name} is not valid text.")))?;
-        signed_headers.push((name.as_str().to_owned(), value.to_owned()));
-    }
-    let request = SignedRequest {
-        method: "POST",
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers: signed_headers,
-        body,
-    };
+    let request = signed_request(uri, headers, body, "IncompleteSignatureException")?;
     let caller = state.verifier.verify(&request, model.signing_name(), now_secs())?;
 
     let input: Value = if body.iter().all(u8::is_ascii_whitespace) {

@@ -13,10 +13,10 @@ use flotilla_discovery::{
     RecordType, RoutingPolicy, Service, Tag,
 };
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
+use crate::json::{parse, strip_nulls};
 
 /// What `flotilla up` needs to run service discovery, without depending on the crate itself.
 pub use flotilla_discovery::Discovery;
@@ -47,10 +47,6 @@ impl From<DiscoveryError> for ApiError {
         };
         ApiError::new(code, e.to_string())
     }
-}
-
-fn parse<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
-    serde_json::from_value(input).map_err(|e| ApiError::serialization(format!("Cannot read the request: {e}")))
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -632,17 +628,6 @@ pub async fn handle(sd: &Discovery, operation: &str, input: Value) -> Result<Val
         }
     };
     Ok(strip_nulls(answer))
-}
-
-/// AWS omits absent members rather than sending null; clients validating shapes expect that.
-fn strip_nulls(v: Value) -> Value {
-    match v {
-        Value::Object(map) => Value::Object(
-            map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect::<Map<_, _>>(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,6 @@ use self::error::{INTERNAL_ERROR, ec2_code, status};
 use self::model::MODEL;
 use crate::error::ApiError;
 use crate::server::{ApiState, MAX_BODY};
-use crate::sigv4::SignedRequest;
 
 /// Whether a request speaks the Query protocol (a form body and no `X-Amz-Target`).
 pub fn is_query_request(headers: &HeaderMap) -> bool {
@@ -94,20 +93,7 @@ async fn handle(
     body: &[u8],
     request_id: &str,
 ) -> Result<String, ApiError> {
-    let mut signed_headers = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::new("IncompleteSignature", format!("Header {name} is not valid text.")))?;
-        signed_headers.push((name.as_str().to_owned(), value.to_owned()));
-    }
-    let request = SignedRequest {
-        method: "POST",
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers: signed_headers,
-        body,
-    };
+    let request = crate::server::signed_request(uri, headers, body, "IncompleteSignature")?;
     let caller = state.verifier.verify(&request, "ec2", crate::server::now_secs())?;
 
     let params = query::parse_form(body)?;
