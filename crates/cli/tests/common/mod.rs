@@ -124,8 +124,35 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Tasks outlive their server by design, so a test that ends with tasks running would
+    /// leave shims, mounts, loop devices and cgroups on the machine. Stop them through the
+    /// API and wait until their sandboxes are gone.
+    fn stop_leftover_tasks(&mut self) {
+        let tasks_dir = self.data_dir.join("tasks");
+        let has_sandboxes = || std::fs::read_dir(&tasks_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+        if !has_sandboxes() || !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let clusters = self.aws(&["ecs", "list-clusters"]);
+        let clusters: Value = serde_json::from_slice(&clusters.stdout).unwrap_or(Value::Null);
+        for cluster in clusters["clusterArns"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            let listed = self.aws(&["ecs", "list-tasks", "--cluster", cluster]);
+            let listed: Value = serde_json::from_slice(&listed.stdout).unwrap_or(Value::Null);
+            for task in listed["taskArns"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                let _ = self.aws(&["ecs", "stop-task", "--cluster", cluster, "--task", task]);
+            }
+        }
+        let start = Instant::now();
+        while has_sandboxes() && start.elapsed() < Duration::from_secs(90) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        self.stop_leftover_tasks();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
