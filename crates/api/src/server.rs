@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -124,32 +124,11 @@ async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap
     }
     let request_id = state.next_request_id();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    // Refuse on the declared length too, so an oversized body is never waited for.
-    let body = match declared {
-        Some(n) if n > MAX_BODY => Err(()),
-        _ => axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ()),
+    let work = async {
+        let body = read_body(&headers, body, "RequestEntityTooLargeException").await?;
+        dispatch(&state, &uri, &headers, &body, &target).await
     };
-    let result = match body {
-        Err(()) => Err(ApiError::new(
-            "RequestEntityTooLargeException",
-            format!("The request body is larger than {} MiB or was cut off.", MAX_BODY / (1024 * 1024)),
-        )),
-        Ok(body) => {
-            // A bug in one handler must cost one request a ServerException, not the connection.
-            let work = std::panic::AssertUnwindSafe(dispatch(&state, &uri, &headers, &body, &target));
-            match futures_util::FutureExt::catch_unwind(work).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::error!(target = %target, "handler panicked");
-                    Err(ApiError::new(
-                        "ServerException",
-                        "The server failed to handle the request; it has been logged.",
-                    ))
-                }
-            }
-        }
-    };
+    let result = guarded(work, "ServerException", &target).await;
     let mut response = match result {
         Ok(value) => {
             let mut r = value.to_string().into_response();
@@ -165,6 +144,38 @@ async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap
         response.headers_mut().insert("x-amzn-requestid", v);
     }
     response
+}
+
+/// Reads a request body up to `MAX_BODY`, refusing on the declared length too so an oversized
+/// body is never waited for; `too_large` is the protocol's name for that error.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, too_large: &'static str) -> Result<Bytes, ApiError> {
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let read = match declared {
+        Some(n) if n > MAX_BODY => Err(()),
+        _ => axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ()),
+    };
+    read.map_err(|()| {
+        ApiError::new(
+            too_large,
+            format!("The request body is larger than {} MiB or was cut off.", MAX_BODY / (1024 * 1024)),
+        )
+    })
+}
+
+/// Runs one request's work so that a bug in a handler costs that request an `internal` error,
+/// not the connection.
+pub(crate) async fn guarded<T>(
+    work: impl Future<Output = Result<T, ApiError>>,
+    internal: &'static str,
+    what: &str,
+) -> Result<T, ApiError> {
+    match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!(request = %what, "handler panicked");
+            Err(ApiError::new(internal, "The server failed to handle the request; it has been logged."))
+        }
+    }
 }
 
 /// The parts of a POST that its signature covers; a header that is not text is refused with

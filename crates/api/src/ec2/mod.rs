@@ -33,7 +33,7 @@ use serde_json::Value;
 use self::error::{INTERNAL_ERROR, ec2_code, status};
 use self::model::MODEL;
 use crate::error::ApiError;
-use crate::server::{ApiState, MAX_BODY};
+use crate::server::ApiState;
 
 /// Whether a request speaks the Query protocol (a form body and no `X-Amz-Target`).
 pub fn is_query_request(headers: &HeaderMap) -> bool {
@@ -47,29 +47,11 @@ pub fn is_query_request(headers: &HeaderMap) -> bool {
 /// Serves one Query-protocol request.
 pub async fn serve(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
     let request_id = state.next_request_id();
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    // Refuse on the declared length too, so an oversized body is never waited for.
-    let body = match declared {
-        Some(n) if n > MAX_BODY => Err(()),
-        _ => axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ()),
+    let work = async {
+        let body = crate::server::read_body(headers, body, "RequestEntityTooLarge").await?;
+        handle(state, uri, headers, &body, &request_id).await
     };
-    let result = match body {
-        Err(()) => Err(ApiError::new(
-            "RequestEntityTooLarge",
-            format!("The request body is larger than {} MiB or was cut off.", MAX_BODY / (1024 * 1024)),
-        )),
-        Ok(body) => {
-            // A bug in one handler must cost one request an InternalError, not the connection.
-            let work = std::panic::AssertUnwindSafe(handle(state, uri, headers, &body, &request_id));
-            match futures_util::FutureExt::catch_unwind(work).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::error!("EC2 handler panicked");
-                    Err(ApiError::new(INTERNAL_ERROR, "The server failed to handle the request; it has been logged."))
-                }
-            }
-        }
-    };
+    let result = crate::server::guarded(work, INTERNAL_ERROR, "EC2").await;
     let mut response = match result {
         Ok(xml) => xml.into_response(),
         Err(e) => {
