@@ -18,8 +18,8 @@ pub use error::{NetError, NetlinkError, Object};
 pub use ipnet::Ipv4Net;
 pub use network::Network;
 pub use spec::{
-    CleanupReport, GATEWAY, HOST_MAC, InterfaceSpec, InterfaceStatus, NetConfig, Peer, Protocol, Rule,
-    SecurityGroupSpec, TASK_LINK, VpcSpec, VpcStatus,
+    CleanupReport, GATEWAY, HOST_MAC, INTERNET_MTU, InterfaceSpec, InterfaceStatus, NetConfig, Peer, Protocol, Rule,
+    SecurityGroupSpec, TASK_LINK, VPC_MTU, VpcSpec, VpcStatus,
 };
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ const RTM_NEWNEIGH: u16 = 28;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -54,6 +55,8 @@ const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_PREFSRC: u16 = 7;
+const RTA_METRICS: u16 = 8;
+const RTAX_MTU: u16 = 2;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_UNIVERSE: u8 = 0;
@@ -162,6 +165,7 @@ pub(crate) struct Link {
     pub up: bool,
     pub mac: Option<[u8; 6]>,
     pub alias: Option<String>,
+    pub mtu: Option<u32>,
 }
 
 impl Link {
@@ -171,11 +175,12 @@ impl Link {
         }
         let index = i32::from_ne_bytes(payload[4..8].try_into().ok()?);
         let flags = u32::from_ne_bytes(payload[8..12].try_into().ok()?);
-        let mut link = Link { index, name: String::new(), up: flags & IFF_UP != 0, mac: None, alias: None };
+        let mut link = Link { index, name: String::new(), up: flags & IFF_UP != 0, mac: None, alias: None, mtu: None };
         for (ty, data) in attrs(&payload[16..]) {
             match ty {
                 IFLA_IFNAME => link.name = c_string(data),
                 IFLA_ADDRESS => link.mac = data.try_into().ok(),
+                IFLA_MTU => link.mtu = data.try_into().ok().map(u32::from_ne_bytes),
                 IFLA_IFALIAS => link.alias = Some(c_string(data)).filter(|a| !a.is_empty()),
                 _ => {}
             }
@@ -191,6 +196,8 @@ pub(crate) struct Route {
     pub oif: i32,
     pub gateway: Option<Ipv4Addr>,
     pub prefsrc: Option<Ipv4Addr>,
+    /// A path MTU lower than the device's, for traffic this route carries.
+    pub mtu: Option<u32>,
 }
 
 pub(crate) struct Socket {
@@ -324,8 +331,9 @@ impl Socket {
         Ok(links)
     }
 
-    /// Creates a veth pair: `host` here and up, `peer` in the namespace open at `peer_netns`
-    /// and down (veth cannot open a peer before the pair is linked: `ENOTCONN`).
+    /// Creates a veth pair with `mtu` on both ends: `host` here and up, `peer` in the namespace
+    /// open at `peer_netns` and down (veth cannot open a peer before the pair is linked:
+    /// `ENOTCONN`).
     pub fn create_veth(
         &mut self,
         host: &str,
@@ -333,13 +341,18 @@ impl Socket {
         peer: &str,
         peer_mac: [u8; 6],
         peer_netns: RawFd,
+        mtu: u32,
     ) -> Result<()> {
         let mut msg = Message::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
-        msg.raw(&ifinfomsg(0, IFF_UP, IFF_UP)).attr_str(IFLA_IFNAME, host).attr(IFLA_ADDRESS, &host_mac);
+        msg.raw(&ifinfomsg(0, IFF_UP, IFF_UP))
+            .attr_str(IFLA_IFNAME, host)
+            .attr(IFLA_ADDRESS, &host_mac)
+            .attr(IFLA_MTU, &mtu.to_ne_bytes());
         msg.begin(IFLA_LINKINFO).attr(IFLA_INFO_KIND, b"veth").begin(IFLA_INFO_DATA).begin(VETH_INFO_PEER);
         msg.raw(&ifinfomsg(0, 0, 0))
             .attr_str(IFLA_IFNAME, peer)
             .attr(IFLA_ADDRESS, &peer_mac)
+            .attr(IFLA_MTU, &mtu.to_ne_bytes())
             .attr(IFLA_NET_NS_FD, &(peer_netns as u32).to_ne_bytes());
         msg.end().end().end();
         self.request(msg)
@@ -361,12 +374,15 @@ impl Socket {
         }
     }
 
-    /// Brings a link up and sets its MAC and alias where given.
-    pub fn set_link(&mut self, index: i32, mac: Option<[u8; 6]>, alias: Option<&str>) -> Result<()> {
+    /// Brings a link up and sets its MAC, alias and MTU where given.
+    pub fn set_link(&mut self, index: i32, mac: Option<[u8; 6]>, alias: Option<&str>, mtu: Option<u32>) -> Result<()> {
         let mut msg = Message::new(RTM_SETLINK, NLM_F_ACK);
         msg.raw(&ifinfomsg(index, IFF_UP, IFF_UP));
         if let Some(mac) = mac {
             msg.attr(IFLA_ADDRESS, &mac);
+        }
+        if let Some(mtu) = mtu {
+            msg.attr(IFLA_MTU, &mtu.to_ne_bytes());
         }
         if let Some(alias) = alias {
             msg.attr(IFLA_IFALIAS, alias.as_bytes());
@@ -415,6 +431,9 @@ impl Socket {
         }
         if let Some(src) = route.prefsrc {
             msg.attr(RTA_PREFSRC, &src.octets());
+        }
+        if let Some(mtu) = route.mtu {
+            msg.begin(RTA_METRICS).attr(RTAX_MTU, &mtu.to_ne_bytes()).end();
         }
         msg.attr(RTA_OIF, &(route.oif as u32).to_ne_bytes());
         self.request(msg)

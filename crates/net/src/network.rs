@@ -159,7 +159,7 @@ impl Network {
         };
         claim(&spec.id, &link, &alias)?;
         if !link.up || link.alias.as_deref() != Some(alias.as_str()) {
-            host.set_link(link.index, None, Some(&alias)).map_err(nl(&object, format!("set up {name}")))?;
+            host.set_link(link.index, None, Some(&alias), None).map_err(nl(&object, format!("set up {name}")))?;
         }
         for addr in [status.router, status.resolver] {
             host.replace_address(link.index, addr, 32, true)
@@ -394,19 +394,22 @@ impl Network {
         let host_link = match host.link(&link).map_err(nl(&object, format!("get link {link}")))? {
             Some(l) => l,
             None => {
-                host.create_veth(&link, HOST_MAC, TASK_LINK, spec.mac, task_netns.as_raw_fd())
+                host.create_veth(&link, HOST_MAC, TASK_LINK, spec.mac, task_netns.as_raw_fd(), VPC_MTU)
                     .map_err(nl(&object, format!("create veth {link} / {TASK_LINK} in {}", spec.netns.display())))?;
                 let l = host.link(&link).map_err(nl(&object, format!("get link {link}")))?;
                 l.ok_or_else(|| NetError::netlink(&object, format!("find new link {link}"), enodev()))?
             }
         };
         claim(&spec.id, &host_link, &alias)?;
-        if !host_link.up || host_link.alias.as_deref() != Some(alias.as_str()) {
-            host.set_link(host_link.index, None, Some(&alias)).map_err(nl(&object, format!("set up {link}")))?;
+        // A link made by an older version has the default MTU: it is raised in place.
+        let mtu = (host_link.mtu != Some(VPC_MTU)).then_some(VPC_MTU);
+        if !host_link.up || host_link.alias.as_deref() != Some(alias.as_str()) || mtu.is_some() {
+            host.set_link(host_link.index, None, Some(&alias), mtu).map_err(nl(&object, format!("set up {link}")))?;
         }
-        let route = Route { dst: ip, dst_len: 32, oif: host_link.index, gateway: None, prefsrc: Some(vpc.router) };
+        let route =
+            Route { dst: ip, dst_len: 32, oif: host_link.index, gateway: None, prefsrc: Some(vpc.router), mtu: None };
         host.replace_route(&route).map_err(nl(&object, format!("route {ip}/32 dev {link}")))?;
-        self.configure_task_side(&object, spec, &task_netns)?;
+        self.configure_task_side(&object, spec, &vpc, &task_netns)?;
         Ok(InterfaceStatus {
             id: spec.id.clone(),
             host_link: link,
@@ -419,10 +422,18 @@ impl Network {
         })
     }
 
-    /// Inside the task: `eth0` up with its MAC and `ip/prefix`, the gateway's permanent
-    /// neighbour entry, and the subnet and default routes through the gateway. The address has
-    /// no prefix route, so even same-subnet traffic goes through the host (and its rules).
-    fn configure_task_side(&self, object: &Object, spec: &InterfaceSpec, netns: &File) -> Result<(), NetError> {
+    /// Inside the task: `eth0` up with its MAC, MTU and `ip/prefix`, the gateway's permanent
+    /// neighbour entry, and the subnet, VPC and default routes through the gateway. The address
+    /// has no prefix route, so even same-subnet traffic goes through the host (and its rules).
+    /// The VPC is reached at [`VPC_MTU`], everything else at [`INTERNET_MTU`] (the default
+    /// route's MTU).
+    fn configure_task_side(
+        &self,
+        object: &Object,
+        spec: &InterfaceSpec,
+        vpc: &VpcStatus,
+        netns: &File,
+    ) -> Result<(), NetError> {
         let mut task = netns::run_in_file(netns, Socket::open).and_then(|r| r).map_err(|e| {
             NetError::netlink(
                 object,
@@ -434,16 +445,22 @@ impl Network {
         let eth0 = eth0.ok_or_else(|| {
             NetError::netlink(object, format!("find {TASK_LINK} in {}", spec.netns.display()), enodev())
         })?;
-        if !eth0.up || eth0.mac != Some(spec.mac) {
+        if !eth0.up || eth0.mac != Some(spec.mac) || eth0.mtu != Some(VPC_MTU) {
             let mac = (eth0.mac != Some(spec.mac)).then_some(spec.mac);
-            task.set_link(eth0.index, mac, None).map_err(nl(object, format!("set up {TASK_LINK}")))?;
+            let mtu = (eth0.mtu != Some(VPC_MTU)).then_some(VPC_MTU);
+            task.set_link(eth0.index, mac, None, mtu).map_err(nl(object, format!("set up {TASK_LINK}")))?;
         }
         task.replace_address(eth0.index, spec.ip, spec.prefix_len, false)
             .map_err(nl(object, format!("add address {}/{} to {TASK_LINK}", spec.ip, spec.prefix_len)))?;
         task.replace_neighbour(eth0.index, GATEWAY, HOST_MAC).map_err(nl(object, format!("neighbour {GATEWAY}")))?;
         let subnet = ipnet::Ipv4Net::new(spec.ip, spec.prefix_len).expect("checked").trunc();
-        for (dst, dst_len) in [(subnet.network(), spec.prefix_len), (std::net::Ipv4Addr::UNSPECIFIED, 0)] {
-            let route = Route { dst, dst_len, oif: eth0.index, gateway: Some(GATEWAY), prefsrc: None };
+        let mut routes = vec![(subnet.network(), spec.prefix_len, None)];
+        if vpc.cidr != subnet {
+            routes.push((vpc.cidr.network(), vpc.cidr.prefix_len(), None));
+        }
+        routes.push((std::net::Ipv4Addr::UNSPECIFIED, 0, Some(INTERNET_MTU)));
+        for (dst, dst_len, mtu) in routes {
+            let route = Route { dst, dst_len, oif: eth0.index, gateway: Some(GATEWAY), prefsrc: None, mtu };
             task.replace_route(&route).map_err(nl(object, format!("route {dst}/{dst_len} via {GATEWAY}")))?;
         }
         Ok(())

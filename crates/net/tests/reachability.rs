@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
+use flotilla_net::VPC_MTU;
 
 #[test]
 fn host_reaches_task_when_its_group_allows() -> Result<()> {
@@ -103,5 +104,31 @@ fn resolver_address_serves_its_own_vpc_only() -> Result<()> {
     assert_eq!(dns.next_peer(Duration::from_secs(1))?.ip().to_string(), "10.40.1.10");
     assert!(lab.tasks[ta].blocked(addr("10.40.0.2", 2222)), "only DNS is served to tasks");
     assert!(lab.tasks[tb].blocked(addr("10.40.0.2", 53)), "another VPC's resolver");
+    Ok(())
+}
+
+#[test]
+fn vpc_traffic_gets_large_packets_and_the_internet_1500() -> Result<()> {
+    let mut lab = Lab::new("mtu")?;
+    lab.vpc("vpc-mtu", "10.60.0.0/16")?;
+    lab.group("sg-mtu", "vpc-mtu", vec![tcp(80, "10.60.0.0/16")], vec![all_to("0.0.0.0/0")])?;
+    let t = lab.task("eni-mtu", "vpc-mtu", "10.60.1.10", &["sg-mtu"], None)?;
+    let mtu = |out: &str| out.split("mtu ").nth(1).and_then(|s| s.split_whitespace().next()).map(str::to_string);
+    let task = &lab.tasks[t];
+    assert_eq!(mtu(&task.ip(&["link", "show", "eth0"])?).as_deref(), Some(VPC_MTU.to_string().as_str()));
+    let host_link = lab.net.list_interfaces()?.remove(0).host_link;
+    assert_eq!(mtu(&lab.host.ip(&["link", "show", &host_link])?).as_deref(), Some(VPC_MTU.to_string().as_str()));
+    // The subnet and the rest of the VPC at the device's MTU; the internet at 1500.
+    assert_eq!(mtu(&task.ip(&["route", "get", "10.60.1.11"])?), None);
+    assert_eq!(mtu(&task.ip(&["route", "get", "10.60.9.9"])?), None);
+    assert_eq!(mtu(&task.ip(&["route", "get", "192.0.2.2"])?).as_deref(), Some("1500"));
+
+    // An interface made with the default MTU is raised in place.
+    task.ip(&["link", "set", "eth0", "mtu", "1500"])?;
+    lab.host.ip(&["link", "set", &host_link, "mtu", "1500"])?;
+    let spec = interface("eni-mtu", "vpc-mtu", task, "10.60.1.10", &["sg-mtu"], None)?;
+    lab.net.ensure_interface(&spec)?;
+    assert_eq!(mtu(&task.ip(&["link", "show", "eth0"])?).as_deref(), Some(VPC_MTU.to_string().as_str()));
+    assert_eq!(mtu(&lab.host.ip(&["link", "show", &host_link])?).as_deref(), Some(VPC_MTU.to_string().as_str()));
     Ok(())
 }
