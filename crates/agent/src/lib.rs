@@ -12,6 +12,7 @@
 pub mod health;
 mod logs;
 pub mod metadata;
+pub mod network;
 pub mod order;
 pub mod spec;
 mod supervise;
@@ -37,6 +38,7 @@ pub struct Agent {
     images: Arc<ImageStore>,
     sandbox: Arc<LinuxSandbox>,
     logs: logs::Shipper,
+    networking: Arc<network::Networking>,
     region: String,
     supervisors: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
@@ -46,6 +48,7 @@ impl Agent {
         control: Arc<Control>,
         images: Arc<ImageStore>,
         sandbox: Arc<LinuxSandbox>,
+        networking: Arc<network::Networking>,
         log_store: Option<Arc<flotilla_logs::LogStore>>,
         state_dir: std::path::PathBuf,
     ) -> Arc<Agent> {
@@ -55,6 +58,7 @@ impl Agent {
             images,
             sandbox,
             logs: logs::Shipper::new(log_store, state_dir),
+            networking,
             region,
             supervisors: Mutex::new(HashMap::new()),
         })
@@ -70,6 +74,8 @@ impl Agent {
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let mut changes = self.control.store().watch("ecs/tasks/");
         let mut last_reap = std::time::Instant::now();
+        self.release_leftover_interfaces().await;
+        let groups = tokio::spawn(self.clone().follow_security_groups());
         tokio::pin!(shutdown);
         loop {
             if let Err(e) = self.reconcile().await {
@@ -86,8 +92,47 @@ impl Agent {
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         }
+        groups.abort();
         for (_, handle) in self.supervisors.lock().expect("supervisor table poisoned").drain() {
             handle.abort();
+        }
+    }
+
+    /// After a restart: interfaces (records and kernel plumbing) of tasks that are no longer
+    /// live are released; live tasks' supervisors re-attach theirs.
+    async fn release_leftover_interfaces(&self) {
+        let live: std::collections::HashSet<String> = match self.control.all_tasks().await {
+            Ok(records) => records
+                .into_iter()
+                .filter(|r| r.task.last_status != TaskStatus::Stopped)
+                .map(|r| r.task.task_arn)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list tasks; leftover interfaces stay until the next start");
+                return;
+            }
+        };
+        if let Err(e) = self.networking.cleanup(&live).await {
+            tracing::warn!(error = %e, "network cleanup failed; leftover interfaces stay until the next start");
+        }
+    }
+
+    /// Security group changes reach running tasks: every change under `ec2/sgs/` re-applies
+    /// the groups of the VPCs this host has interfaces in.
+    async fn follow_security_groups(self: Arc<Self>) {
+        let prefix = flotilla_control::network_keys::SECURITY_GROUPS;
+        let mut changes = self.control.store().watch(prefix);
+        loop {
+            match changes.next().await {
+                Ok(_) => {}
+                Err(flotilla_store::StoreError::WatchLagged { .. }) => changes = self.control.store().watch(prefix),
+                Err(_) => return,
+            }
+            // Take every change already queued, then apply once.
+            while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, changes.next()).await {}
+            if let Err(e) = self.networking.resync_groups().await {
+                tracing::warn!(error = %e, "cannot apply security group changes; retrying at the next change");
+            }
         }
     }
 
@@ -102,7 +147,13 @@ impl Agent {
                 continue;
             }
             let cluster = task.cluster_arn.rsplit('/').next().unwrap_or_default().to_owned();
-            let supervisor = supervise::Supervisor { agent: self.clone(), cluster, task_id: task.id().to_owned() };
+            let supervisor = supervise::Supervisor {
+                agent: self.clone(),
+                cluster,
+                task_id: task.id().to_owned(),
+                task_arn: task.task_arn.clone(),
+                awsvpc: network::AwsvpcRequest::from_network_configuration(record.network_configuration.as_ref()),
+            };
             supervisors.insert(task.id().to_owned(), tokio::spawn(supervisor.run()));
         }
         Ok(())

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_control::ControlError;
+use flotilla_control::{ControlError, NetworkInterface};
 use flotilla_sandbox::{ContainerState, ExecSpec, Sandbox, TaskStatus as SandboxStatus};
 use flotilla_types::Timestamp;
 use flotilla_types::task::{DesiredStatus, HealthStatus, StopCode, Task, TaskStatus};
@@ -17,6 +17,7 @@ use flotilla_types::task_definition::TaskDefinition;
 
 use crate::Agent;
 use crate::health::{Probe, Tracker};
+use crate::network::{AwsvpcRequest, eni_attachment};
 use crate::order::{Observed, Readiness, readiness, stop_waves};
 
 /// How often a supervisor looks at its task right after something changed; while nothing
@@ -38,6 +39,31 @@ pub(crate) struct Supervisor {
     pub agent: Arc<Agent>,
     pub cluster: String,
     pub task_id: String,
+    pub task_arn: String,
+    /// What RunTask asked for the task's interface.
+    pub awsvpc: Option<AwsvpcRequest>,
+}
+
+/// The id of the task's `ElasticNetworkInterface` attachment, once it has one.
+fn attachment_id(task: &Task) -> Option<String> {
+    task.attachments
+        .iter()
+        .find(|a| a["type"] == "ElasticNetworkInterface")
+        .and_then(|a| a["id"].as_str())
+        .map(str::to_owned)
+}
+
+/// Sets the attachment's status (and details, when the interface is known).
+fn set_attachment(task: &mut Task, status: &str, eni: Option<&NetworkInterface>) {
+    let Some(id) = attachment_id(task) else { return };
+    let keep_details = eni.is_none();
+    for a in task.attachments.iter_mut().filter(|a| a["id"].as_str() == Some(id.as_str())) {
+        let details = a["details"].take();
+        *a = eni_attachment(&id, status, eni);
+        if keep_details {
+            a["details"] = details;
+        }
+    }
 }
 
 impl Supervisor {
@@ -99,6 +125,7 @@ impl Supervisor {
     /// and (when one container is to blame) on that container.
     async fn fail_to_start(&self, reason: String, container: Option<&str>) -> Result<(), ControlError> {
         self.request_stop(StopCode::TaskFailedToStart, &reason).await?;
+        self.release_interface().await?;
         self.advance(TaskStatus::Stopped, |t| {
             if let Some(name) = container
                 && let Some(c) = t.containers.iter_mut().find(|c| c.name == name)
@@ -127,6 +154,7 @@ impl Supervisor {
         if existing.is_none() {
             if task.desired_status == DesiredStatus::Stopped {
                 // Stopped before it ever ran here.
+                self.release_interface().await?;
                 self.advance(TaskStatus::Stopped, |_| {}).await?;
                 return Ok(());
             }
@@ -137,10 +165,17 @@ impl Supervisor {
                     "Task stopped: its sandbox was lost while the agent was away",
                 )
                 .await?;
+                self.release_interface().await?;
                 self.advance(TaskStatus::Stopped, |_| {}).await?;
                 return Ok(());
             }
             if !self.provision(&task, &definition).await? {
+                return Ok(());
+            }
+        } else if task.desired_status != DesiredStatus::Stopped {
+            // Adopted after a restart: make sure its interface is still wired (idempotent).
+            let Some(eni) = self.create_interface(&task).await? else { return Ok(()) };
+            if !self.attach_interface(&eni).await? {
                 return Ok(());
             }
         }
@@ -155,6 +190,8 @@ impl Supervisor {
 
     /// PENDING (pull) and ACTIVATING (sandbox); false when the task failed to start.
     async fn provision(&self, task: &Task, definition: &TaskDefinition) -> Result<bool, ControlError> {
+        // PROVISIONING: the interface record (address, MAC) exists before anything is pulled.
+        let Some(eni) = self.create_interface(task).await? else { return Ok(false) };
         self.advance(TaskStatus::Pending, |_| {}).await?;
         let mut images = HashMap::new();
         for c in &definition.container_definitions {
@@ -205,7 +242,80 @@ impl Supervisor {
             let _ = self.agent.sandbox.destroy(&self.task_id).await;
             return Ok(false);
         }
+        self.attach_interface(&eni).await
+    }
+
+    /// The task's interface record, made on first call (the attachment shows PRECREATED);
+    /// `None` when the task failed to start for want of one.
+    async fn create_interface(&self, task: &Task) -> Result<Option<NetworkInterface>, ControlError> {
+        let Some(request) = &self.awsvpc else {
+            let reason = "ResourceInitializationError: the task has no awsvpcConfiguration; run it with networkConfiguration.awsvpcConfiguration";
+            self.fail_to_start(reason.into(), None).await?;
+            return Ok(None);
+        };
+        let attachment = match attachment_id(task) {
+            Some(id) => id,
+            None => {
+                let fresh = uuid::Uuid::new_v4().to_string();
+                let task = self
+                    .update(|t| {
+                        if attachment_id(t).is_none() {
+                            t.attachments.push(eni_attachment(&fresh, "PRECREATED", None));
+                        }
+                    })
+                    .await?;
+                attachment_id(&task).unwrap_or(fresh)
+            }
+        };
+        match self.agent.networking.create_interface(&self.task_arn, &attachment, request).await {
+            Ok(eni) => {
+                self.update(|t| set_attachment(t, "PRECREATED", Some(&eni))).await?;
+                Ok(Some(eni))
+            }
+            Err(reason) => {
+                self.fail_to_start(reason, None).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Wires the interface into the sandbox's namespace: the attachment becomes ATTACHED and
+    /// every container shows the address. False when the task failed to start instead.
+    async fn attach_interface(&self, eni: &NetworkInterface) -> Result<bool, ControlError> {
+        let dir = self.agent.sandbox.task_dir(&self.task_id);
+        if let Err(e) = self.agent.networking.attach(eni, &dir.join("ns/net"), &dir.join("etc/resolv.conf")).await {
+            self.fail_to_start(
+                format!("ResourceInitializationError: failed to attach the network interface: {e}"),
+                None,
+            )
+            .await?;
+            let _ = self.agent.sandbox.destroy(&self.task_id).await;
+            return Ok(false);
+        }
+        let ip = eni.private_ip.to_string();
+        self.update(|t| {
+            set_attachment(t, "ATTACHED", Some(eni));
+            let attachment = attachment_id(t);
+            for c in &mut t.containers {
+                c.network_interfaces = vec![flotilla_types::task::NetworkInterface {
+                    attachment_id: attachment.clone(),
+                    private_ipv4_address: Some(ip.clone()),
+                }];
+            }
+        })
+        .await?;
         Ok(true)
+    }
+
+    /// Removes the interface from the host and releases its addresses (idempotent); the
+    /// attachment shows DELETED.
+    async fn release_interface(&self) -> Result<(), ControlError> {
+        if let Err(e) = self.agent.networking.detach(&self.task_arn).await {
+            tracing::error!(task = %self.task_id, error = %e, "cannot release the task's interface; it will be retried");
+            return Err(ControlError::client(format!("network teardown failed: {e}")));
+        }
+        self.update(|t| set_attachment(t, "DELETED", None)).await?;
+        Ok(())
     }
 
     /// Runs the task until it should stop: starts containers as their dependencies allow,
@@ -238,7 +348,8 @@ impl Supervisor {
             self.start_ready(&task, definition, &status, &health).await?;
             self.check_health(&task, definition, &status, &mut health).await?;
             let waiting_to_start = status.containers.iter().any(|c| c.state == ContainerState::Created);
-            tick = if last_seen.as_ref() != Some(&status) || waiting_to_start { TICK } else { (tick * 2).min(IDLE_TICK) };
+            tick =
+                if last_seen.as_ref() != Some(&status) || waiting_to_start { TICK } else { (tick * 2).min(IDLE_TICK) };
             last_seen = Some(status);
             // Wake in time for the next health probe too.
             let next_probe = health.values().map(|h| h.next_at.saturating_duration_since(Instant::now())).min();
@@ -441,6 +552,7 @@ impl Supervisor {
             self.agent.ship_logs(&task, definition).await;
         }
         self.advance(TaskStatus::Deprovisioning, |_| {}).await?;
+        self.release_interface().await?;
         if let Err(e) = self.agent.sandbox.destroy(&self.task_id).await {
             tracing::error!(task = %self.task_id, error = %e, "sandbox teardown failed; it will be retried");
             return Err(ControlError::client(format!("sandbox teardown failed: {e}")));

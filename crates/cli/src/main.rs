@@ -45,6 +45,15 @@ enum Command {
         /// Serve the API only, without running tasks on this host (no root needed).
         #[arg(long)]
         no_agent: bool,
+        /// Public addresses for tasks run with assignPublicIp=ENABLED; the network must route
+        /// this block to this host.
+        #[arg(long, default_value = flotilla_control::DEFAULT_PUBLIC_IP_POOL)]
+        public_ip_pool: flotilla_control::Ipv4Cidr,
+        /// Network namespace (a path such as /run/netns/NAME) that holds the task network's
+        /// host side (routes, firewall, VPC resolvers) instead of this process's own. Keeps
+        /// tasks off the host's main namespace; the tests give every server its own.
+        #[arg(long, value_name = "PATH")]
+        net_namespace: Option<std::path::PathBuf>,
     },
     /// List clusters, or create / delete one.
     Clusters {
@@ -171,8 +180,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let out = Output::new(cli.output);
     match cli.command {
-        Command::Up { listen, region, account_id, no_agent } => {
-            up::run(UpOptions { listen, data_dir, region, account_id, no_agent }).await
+        Command::Up { listen, region, account_id, no_agent, public_ip_pool, net_namespace } => {
+            up::run(UpOptions { listen, data_dir, region, account_id, no_agent, public_ip_pool, net_namespace }).await
         }
         Command::Clusters { action } => commands::clusters::run(&connect(&data_dir, cli.endpoint)?, &out, action).await,
         Command::TaskDefinitions { action, family_prefix, status } => {

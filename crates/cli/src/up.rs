@@ -19,6 +19,9 @@ pub struct UpOptions {
     pub account_id: Option<String>,
     /// Serve the control plane only; tasks are left for agents elsewhere.
     pub no_agent: bool,
+    pub public_ip_pool: flotilla_control::Ipv4Cidr,
+    /// Where the task network's host side lives; `None`: this process's namespace.
+    pub net_namespace: Option<std::path::PathBuf>,
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -29,10 +32,10 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         format!("cannot open the store in {}; is another flotilla using this --data-dir?", home.dir.display())
     })?;
     let store = Arc::new(store);
-    let control = Arc::new(Control::new(
-        store.clone(),
-        Identity { region: identity.region.clone(), account: identity.account_id.clone() },
-    ));
+    let control = Arc::new(
+        Control::new(store.clone(), Identity { region: identity.region.clone(), account: identity.account_id.clone() })
+            .with_public_ip_pool(opts.public_ip_pool),
+    );
     control.ensure_default_network().await.context("cannot create the default VPC")?;
     // Logs live in their own file so that their volume never bloats the control-plane store.
     let logs_dir = home.dir.join("logs");
@@ -44,7 +47,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         (None, None)
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = start_agent(&home, control.clone(), logs.clone()).await?;
+        let agent = start_agent(&home, control.clone(), logs.clone(), opts.net_namespace.clone()).await?;
         (
             Some(tx),
             Some(tokio::spawn(agent.run(async move {
@@ -98,6 +101,7 @@ async fn start_agent(
     home: &Home,
     control: Arc<Control>,
     logs: Arc<LogStore>,
+    net_namespace: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Arc<flotilla_agent::Agent>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -125,7 +129,52 @@ async fn start_agent(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not adopt existing tasks; their supervisors will retry"),
     }
-    Ok(flotilla_agent::Agent::new(control, Arc::new(images), sandbox, Some(logs), home.dir.join("agent")))
+    let networking = start_networking(home, control.clone(), net_namespace).await?;
+    Ok(flotilla_agent::Agent::new(control, Arc::new(images), sandbox, networking, Some(logs), home.dir.join("agent")))
+}
+
+/// The awsvpc data plane (one nftables table per data dir, so two servers on one host never
+/// touch each other's rules) and the VPC resolvers.
+async fn start_networking(
+    home: &Home,
+    control: Arc<Control>,
+    net_namespace: Option<std::path::PathBuf>,
+) -> anyhow::Result<Arc<flotilla_agent::network::Networking>> {
+    if which("nft").is_none() {
+        anyhow::bail!("nft is not installed: `apt-get install -y nftables` (scripts/deps.sh does)");
+    }
+    let config = flotilla_net::NetConfig {
+        nft_table: nft_table_for(&home.dir),
+        uplink: None,
+        host_netns: net_namespace.clone(),
+    };
+    let table = config.nft_table.clone();
+    let net = tokio::task::spawn_blocking(move || flotilla_net::Network::new(config)).await?.with_context(|| {
+        match &net_namespace {
+            Some(ns) => format!("cannot set up task networking in {}", ns.display()),
+            None => "cannot set up task networking (nftables table, forwarding)".to_owned(),
+        }
+    })?;
+    tracing::debug!(table, "task network ready");
+    let dns = flotilla_api::servicediscovery::DnsServer::start(
+        control.store().clone(),
+        flotilla_api::servicediscovery::Upstreams::system(),
+    )
+    .await
+    .context("cannot start the VPC DNS server")?;
+    Ok(Arc::new(flotilla_agent::network::Networking::new(control, Arc::new(net), Arc::new(dns))))
+}
+
+/// `flotilla_<fnv32 of the data dir>`: stable across restarts of one data dir, distinct
+/// between data dirs.
+fn nft_table_for(dir: &std::path::Path) -> String {
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let hash = canonical
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+    format!("flotilla_{hash:08x}")
 }
 
 fn which(binary: &str) -> Option<std::path::PathBuf> {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod fixture;
+
 pub const ACCESS_KEY: &str = "AKIATESTFLOTILLA0001";
 pub const SECRET_KEY: &str = "test-secret-key-for-flotilla-integration";
 
@@ -15,7 +17,52 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// The network namespace playing this server's host for task networking.
+    pub netns: HostNetns,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// The namespace a test server's task network lives in (`--net-namespace`): one per data
+/// dir, so servers running in parallel never share routes, addresses or firewall tables,
+/// every one can have the default VPC 172.31.0.0/16, and nothing reaches the machine's real
+/// network. A restarted server on the same data dir finds the same one.
+pub struct HostNetns {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl HostNetns {
+    fn for_data_dir(data_dir: &Path) -> HostNetns {
+        let hash = data_dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+        let name = format!("flt-test-{hash:08x}");
+        let path = PathBuf::from(format!("/run/netns/{name}"));
+        if !path.exists() {
+            let added = Command::new("ip").args(["netns", "add", &name]).status().expect("ip runs");
+            assert!(added.success() || path.exists(), "ip netns add {name} failed (tests need root)");
+            let _ = Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]).status();
+        }
+        HostNetns { name, path }
+    }
+
+    /// A command run inside the namespace, i.e. from the server's "host" (`ip netns exec`).
+    pub fn exec(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).args(args);
+        command
+    }
+
+    /// Connects from the host side to a task address; `Err` if nothing answers in `timeout`.
+    pub fn connect(&self, to: std::net::SocketAddr, timeout: Duration) -> std::io::Result<std::net::TcpStream> {
+        flotilla_net::netns::run_in(&self.path, || std::net::TcpStream::connect_timeout(&to, timeout))?
+    }
+
+    fn delete(&self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+    }
 }
 
 fn free_port() -> u16 {
@@ -44,9 +91,12 @@ impl Server {
     /// Starts a server on `data_dir` (kept by the caller, e.g. across a restart).
     pub fn start_in(data_dir: &Path) -> Server {
         let port = free_port();
+        let netns = HostNetns::for_data_dir(data_dir);
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
+            .arg("--net-namespace")
+            .arg(&netns.path)
             .env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
             .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("FLOTILLA_LOG", "warn")
@@ -54,7 +104,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("flotilla binary starts");
-        let server = Server { child, port, data_dir: data_dir.to_owned(), _dir: None };
+        let server = Server { child, port, data_dir: data_dir.to_owned(), netns, _dir: None };
         wait_for("flotilla to listen", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -155,6 +205,9 @@ impl Drop for Server {
         self.stop_leftover_tasks();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A server started again on this data dir makes a fresh one and re-attaches its
+        // tasks' interfaces (attaching is idempotent).
+        self.netns.delete();
     }
 }
 

@@ -87,6 +87,31 @@ impl DnsServer {
             return Err(DnsError::AlreadyBound { addr, vpc: l.vpc.clone() });
         }
         let (udp, tcp) = bind_pair(addr).await?;
+        self.serve(vpc_id, addr, udp, tcp)
+    }
+
+    /// Like [`DnsServer::bind_vpc`], on sockets the caller bound: the host's data plane may
+    /// live in another network namespace, where only the caller can open them. Both must be
+    /// non-blocking (tokio's requirement) and bound to the same address.
+    pub fn serve_vpc(
+        &self,
+        vpc_id: &str,
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+    ) -> Result<SocketAddr, DnsError> {
+        let addr = udp.local_addr().map_err(|source| DnsError::Bind { addr: ([0, 0, 0, 0], 0).into(), source })?;
+        if let Some(l) = self.listeners.lock().expect("listeners lock").get(&addr) {
+            return Err(DnsError::AlreadyBound { addr, vpc: l.vpc.clone() });
+        }
+        let bind = |source| DnsError::Bind { addr, source };
+        udp.set_nonblocking(true).map_err(bind)?;
+        tcp.set_nonblocking(true).map_err(bind)?;
+        let udp = UdpSocket::from_std(udp).map_err(bind)?;
+        let tcp = TcpListener::from_std(tcp).map_err(bind)?;
+        self.serve(vpc_id, addr, udp, tcp)
+    }
+
+    fn serve(&self, vpc_id: &str, addr: SocketAddr, udp: UdpSocket, tcp: TcpListener) -> Result<SocketAddr, DnsError> {
         let local = udp.local_addr().map_err(|source| DnsError::Bind { addr, source })?;
         let vpc: Arc<str> = vpc_id.into();
         let tasks = [

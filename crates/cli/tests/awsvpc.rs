@@ -1,0 +1,354 @@
+//! awsvpc end to end: every task gets an interface and address in its subnet, security groups
+//! decide who reaches it (and changes reach running tasks), VPCs are isolated, Cloud Map names
+//! resolve inside tasks, and nothing is left behind. Real tasks, the AWS CLI, and each test
+//! server's task network in a namespace of its own (see `common::HostNetns`). Privileged.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::fixture::Fixture;
+use common::{Server, wait_for};
+use serde_json::{Value, json};
+
+const PORT: u16 = 8080;
+
+fn group(server: &Server, vpc: &str, name: &str) -> String {
+    let out = server.aws_json(&[
+        "ec2",
+        "create-security-group",
+        "--group-name",
+        name,
+        "--description",
+        name,
+        "--vpc-id",
+        vpc,
+    ]);
+    out["GroupId"].as_str().unwrap().to_owned()
+}
+
+fn allow(server: &Server, group_id: &str, source: &[&str]) {
+    let mut args =
+        vec!["ec2", "authorize-security-group-ingress", "--group-id", group_id, "--protocol", "tcp", "--port", "8080"];
+    args.extend_from_slice(source);
+    server.aws_json(&args);
+}
+
+fn default_vpc(server: &Server) -> String {
+    let vpcs = server.aws_json(&["ec2", "describe-vpcs", "--filters", "Name=is-default,Values=true"]);
+    vpcs["Vpcs"][0]["VpcId"].as_str().unwrap().to_owned()
+}
+
+fn network(subnet: &str, groups: &[&str]) -> String {
+    format!("awsvpcConfiguration={{subnets=[{subnet}],securityGroups=[{}],assignPublicIp=DISABLED}}", groups.join(","))
+}
+
+/// The task's private address, from the attachment DescribeTasks shows.
+fn private_ip(task: &Value) -> Ipv4Addr {
+    let attachment = &task["attachments"][0];
+    let detail = attachment["details"].as_array().unwrap().iter().find(|d| d["name"] == "privateIPv4Address");
+    detail.and_then(|d| d["value"].as_str()).expect("privateIPv4Address").parse().unwrap()
+}
+
+/// An HTTP GET from the server's host side; `None` if the connection does not get through.
+fn get_from_host(server: &Server, ip: Ipv4Addr) -> Option<String> {
+    let mut stream = server.netns.connect(SocketAddr::from((ip, PORT)), Duration::from_millis(700)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// A web server task answering `hello from <name>` on 8080.
+fn web(f: &Fixture, name: &str) -> Value {
+    let script =
+        format!("mkdir -p /www && echo 'hello from {name}' > /www/index.html && exec httpd -f -p {PORT} -h /www");
+    f.container(name, &["sh", "-c", &script])
+}
+
+/// A task that tries `url` every 300 ms and logs `<label>:reached` or `<label>:refused`.
+fn prober(f: &Fixture, name: &str, urls: &[(&str, String)]) -> Value {
+    let mut body = String::from("cat /etc/resolv.conf; while true; do ");
+    for (label, url) in urls {
+        body.push_str(&format!(
+            // (Debian's busybox wget crashes with -T; `timeout` bounds it instead.)
+            "if timeout 2 wget -q -O - {url} >/dev/null 2>&1; then echo {label}:reached; else echo {label}:refused; fi; "
+        ));
+    }
+    body.push_str("sleep 0.3; done");
+    f.container(name, &["sh", "-c", &body])
+}
+
+/// Links and rules the server's task network holds beyond loopback and its base chains.
+fn plumbing(server: &Server) -> (Vec<String>, Vec<String>) {
+    let links = server.netns.exec(&["ip", "-o", "link"]).output().unwrap();
+    let links: Vec<String> = String::from_utf8_lossy(&links.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_owned()))
+        .filter(|n| n != "lo")
+        .collect();
+    let rules = server.netns.exec(&["nft", "list", "ruleset"]).output().unwrap();
+    let chains: Vec<String> = String::from_utf8_lossy(&rules.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("chain in_") || l.starts_with("chain out_") || l.starts_with("chain sg"))
+        .map(str::to_owned)
+        .collect();
+    (links, chains)
+}
+
+fn assert_no_task_plumbing(f: &Fixture) {
+    wait_for("task network plumbing removed", Duration::from_secs(30), || {
+        let (links, chains) = plumbing(&f.server);
+        links.is_empty() && chains.is_empty()
+    });
+    let enis = f.server.aws_json(&["ec2", "describe-network-interfaces"]);
+    assert_eq!(enis["NetworkInterfaces"], json!([]), "every task interface is deleted");
+}
+
+#[test]
+fn tasks_talk_by_ip_and_name_as_their_security_groups_allow() {
+    let f = Fixture::new();
+    let s = &f.server;
+    let vpc = default_vpc(s);
+    let web_sg = group(s, &vpc, "web");
+    let client_sg = group(s, &vpc, "client");
+
+    let web_td = f.register("web", json!([web(&f, "web")]), json!({}));
+    let web_task = f.run_in(&web_td, &network(&f.subnet, &[&web_sg]), &[]);
+    let running = f.wait_status(&web_task, "RUNNING", Duration::from_secs(120));
+    let ip = private_ip(&running);
+
+    // The attachment and the containers show the interface, as on Fargate.
+    let attachment = &running["attachments"][0];
+    assert_eq!(attachment["type"], "ElasticNetworkInterface");
+    assert_eq!(attachment["status"], "ATTACHED");
+    let detail = |name: &str| {
+        attachment["details"].as_array().unwrap().iter().find(|d| d["name"] == name).unwrap()["value"].clone()
+    };
+    assert_eq!(detail("subnetId"), f.subnet.as_str());
+    assert!(detail("macAddress").as_str().unwrap().starts_with("02:"), "{attachment}");
+    let dns_name = format!("ip-{}.ec2.internal", ip.to_string().replace('.', "-"));
+    assert_eq!(detail("privateDnsName"), dns_name.as_str());
+    assert_eq!(running["containers"][0]["networkInterfaces"][0]["privateIpv4Address"], ip.to_string().as_str());
+    assert_eq!(running["containers"][0]["networkInterfaces"][0]["attachmentId"], attachment["id"]);
+    let eni_id = detail("networkInterfaceId").as_str().unwrap().to_owned();
+    let enis = s.aws_json(&["ec2", "describe-network-interfaces", "--network-interface-ids", &eni_id]);
+    let eni = &enis["NetworkInterfaces"][0];
+    assert_eq!(eni["PrivateIpAddress"], ip.to_string().as_str());
+    assert_eq!(eni["Groups"][0]["GroupId"], web_sg.as_str());
+    assert_eq!(eni["Status"], "in-use");
+
+    // A Cloud Map name for the web task, answered by the VPC's resolver.
+    let op = s.aws_json(&["servicediscovery", "create-private-dns-namespace", "--name", "corp.local", "--vpc", &vpc]);
+    let op_id = op["OperationId"].as_str().unwrap().to_owned();
+    let mut namespace = String::new();
+    wait_for("namespace created", Duration::from_secs(10), || {
+        let op = s.aws_json(&["servicediscovery", "get-operation", "--operation-id", &op_id]);
+        namespace = op["Operation"]["Targets"]["NAMESPACE"].as_str().unwrap_or_default().to_owned();
+        op["Operation"]["Status"] == "SUCCESS"
+    });
+    let dns_config = format!("NamespaceId={namespace},DnsRecords=[{{Type=A,TTL=5}}]");
+    let service = s.aws_json(&["servicediscovery", "create-service", "--name", "web", "--dns-config", &dns_config]);
+    let service_id = service["Service"]["Id"].as_str().unwrap().to_owned();
+    let ipv4 = format!("AWS_INSTANCE_IPV4={ip}");
+    let instance_id = web_task.rsplit('/').next().unwrap();
+    s.aws_json(&[
+        "servicediscovery",
+        "register-instance",
+        "--service-id",
+        &service_id,
+        "--instance-id",
+        instance_id,
+        "--attributes",
+        &ipv4,
+    ]);
+
+    // The web group admits nobody yet: neither the client task nor the host gets through.
+    let urls = [("ip", format!("http://{ip}:{PORT}/")), ("dns", format!("http://web.corp.local:{PORT}/"))];
+    let client_td = f.register("client", json!([prober(&f, "client", &urls)]), json!({}));
+    let client_task = f.run_in(&client_td, &network(&f.subnet, &[&client_sg]), &[]);
+    let lines = f.wait_log(&client_task, "client", "ip:refused");
+    assert!(lines.iter().any(|l| l == "nameserver 172.31.0.2"), "resolv.conf names the VPC resolver: {lines:?}");
+    assert!(!lines.iter().any(|l| l.ends_with(":reached")), "{lines:?}");
+    assert!(get_from_host(s, ip).is_none(), "the host is not in any allowed source yet");
+
+    // Opening the port to the client's group reaches the running tasks: by IP and by name.
+    allow(s, &web_sg, &["--source-group", &client_sg]);
+    f.wait_log(&client_task, "client", "ip:reached");
+    f.wait_log(&client_task, "client", "dns:reached");
+    assert!(get_from_host(s, ip).is_none(), "a source-group rule does not admit the host");
+
+    // Allowing the VPC's CIDR admits the host (it speaks from the VPC's router address).
+    allow(s, &web_sg, &["--cidr", "172.31.0.0/16"]);
+    let mut page = None;
+    wait_for("the host reaches the web task", Duration::from_secs(5), || {
+        page = get_from_host(s, ip);
+        page.is_some()
+    });
+    assert!(page.unwrap().contains("hello from web"));
+
+    // Closing it again applies too (new connections refused).
+    s.aws_json(&[
+        "ec2",
+        "revoke-security-group-ingress",
+        "--group-id",
+        &web_sg,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+        "--cidr",
+        "172.31.0.0/16",
+    ]);
+    wait_for("the host is refused again", Duration::from_secs(5), || get_from_host(s, ip).is_none());
+
+    for task in [&web_task, &client_task] {
+        s.aws_json(&["ecs", "stop-task", "--task", task]);
+    }
+    for task in [&web_task, &client_task] {
+        let stopped = f.wait_status(task, "STOPPED", Duration::from_secs(60));
+        assert_eq!(stopped["attachments"][0]["status"], "DELETED", "{stopped}");
+    }
+    assert_no_task_plumbing(&f);
+}
+
+#[test]
+fn vpcs_are_isolated_from_each_other() {
+    let f = Fixture::new();
+    let s = &f.server;
+    let vpc = default_vpc(s);
+    let open = group(s, &vpc, "open");
+    allow(s, &open, &["--cidr", "0.0.0.0/0"]);
+    let web_td = f.register("web", json!([web(&f, "web")]), json!({}));
+    let web_task = f.run_in(&web_td, &network(&f.subnet, &[&open]), &[]);
+    let ip = private_ip(&f.wait_status(&web_task, "RUNNING", Duration::from_secs(120)));
+
+    let other = s.aws_json(&["ec2", "create-vpc", "--cidr-block", "10.20.0.0/16"]);
+    let other_vpc = other["Vpc"]["VpcId"].as_str().unwrap().to_owned();
+    let subnet = s.aws_json(&["ec2", "create-subnet", "--vpc-id", &other_vpc, "--cidr-block", "10.20.1.0/24"]);
+    let other_subnet = subnet["Subnet"]["SubnetId"].as_str().unwrap().to_owned();
+    let other_sg = group(s, &other_vpc, "anything");
+
+    let urls = [("web", format!("http://{ip}:{PORT}/"))];
+    let prober_td = f.register("prober", json!([prober(&f, "prober", &urls)]), json!({}));
+    let inside = f.run_in(&prober_td, &network(&f.subnet, &[&open]), &[]);
+    let outside = f.run_in(&prober_td, &network(&other_subnet, &[&other_sg]), &[]);
+    let outside_ip = private_ip(&f.wait_status(&outside, "RUNNING", Duration::from_secs(60)));
+    assert!("10.20.1.0/24".parse::<ipnet::Ipv4Net>().unwrap().contains(&outside_ip), "{outside_ip}");
+
+    // The same group admits everyone; only the VPC boundary keeps the other task out.
+    f.wait_log(&inside, "prober", "web:reached");
+    wait_for("several attempts from the other VPC", Duration::from_secs(30), || {
+        f.logs(&outside, "prober").iter().filter(|l| l.starts_with("web:")).count() >= 4
+    });
+    let attempts = f.logs(&outside, "prober");
+    assert!(!attempts.iter().any(|l| l == "web:reached"), "{attempts:?}");
+    // The other VPC has its own resolver.
+    assert!(attempts.iter().any(|l| l == "nameserver 10.20.0.2"), "{attempts:?}");
+
+    for task in [&web_task, &inside, &outside] {
+        s.aws_json(&["ecs", "stop-task", "--task", task]);
+    }
+    for task in [&web_task, &inside, &outside] {
+        f.wait_status(task, "STOPPED", Duration::from_secs(60));
+    }
+    assert_no_task_plumbing(&f);
+}
+
+#[test]
+fn fifty_concurrent_run_tasks_get_distinct_addresses() {
+    let f = Fixture::new();
+    let s = &f.server;
+    let vpc = default_vpc(s);
+    // 59 usable addresses (64 minus AWS's five reserved): 50 tasks leave 9.
+    let subnet = s.aws_json(&["ec2", "create-subnet", "--vpc-id", &vpc, "--cidr-block", "172.31.240.0/26"]);
+    let subnet_id = subnet["Subnet"]["SubnetId"].as_str().unwrap().to_owned();
+    let available = || {
+        let out = s.aws_json(&["ec2", "describe-subnets", "--subnet-ids", &subnet_id]);
+        out["Subnets"][0]["AvailableIpAddressCount"].as_i64().unwrap()
+    };
+    assert_eq!(available(), 59);
+    let td = f.register("idle", json!([f.container("idle", &["sleep", "1000"])]), json!({}));
+    let client = s.client();
+    let arns: Vec<String> = f.rt.block_on(async {
+        let calls: Vec<_> = (0..50)
+            .map(|_| {
+                let (client, td, subnet) = (client.clone(), td.clone(), subnet_id.clone());
+                tokio::spawn(async move {
+                    let body = json!({"taskDefinition": td, "launchType": "FARGATE",
+                        "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet]}}});
+                    client.ecs("RunTask", body).await.unwrap()["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.unwrap());
+        }
+        out
+    });
+    let describe = || f.rt.block_on(client.ecs("DescribeTasks", json!({"tasks": arns}))).unwrap();
+    wait_for("50 tasks RUNNING", Duration::from_secs(300), || {
+        describe()["tasks"].as_array().unwrap().iter().filter(|t| t["lastStatus"] == "RUNNING").count() == 50
+    });
+    let ips: Vec<Ipv4Addr> = describe()["tasks"].as_array().unwrap().iter().map(private_ip).collect();
+    let distinct: HashSet<Ipv4Addr> = ips.iter().copied().collect();
+    assert_eq!(distinct.len(), 50, "no address handed to two live tasks: {ips:?}");
+    let block: ipnet::Ipv4Net = "172.31.240.0/26".parse().unwrap();
+    for ip in &ips {
+        let offset = u32::from(*ip) - u32::from(block.network());
+        assert!(block.contains(ip) && (4..63).contains(&offset), "{ip} is a usable address of the subnet");
+    }
+    assert_eq!(available(), 9);
+    for arn in &arns {
+        f.rt.block_on(client.ecs("StopTask", json!({"task": arn}))).unwrap();
+    }
+    wait_for("50 tasks STOPPED", Duration::from_secs(300), || {
+        describe()["tasks"].as_array().unwrap().iter().all(|t| t["lastStatus"] == "STOPPED")
+    });
+    assert_eq!(available(), 59, "every address released");
+    assert_no_task_plumbing(&f);
+}
+
+#[test]
+fn interfaces_survive_a_server_kill_9_and_nothing_leaks_after() {
+    let f = Fixture::new();
+    let vpc = default_vpc(&f.server);
+    let open = group(&f.server, &vpc, "open");
+    allow(&f.server, &open, &["--cidr", "172.31.0.0/16"]);
+    let web_td = f.register("web", json!([web(&f, "web")]), json!({}));
+    let web_task = f.run_in(&web_td, &network(&f.subnet, &[&open]), &[]);
+    let ip = private_ip(&f.wait_status(&web_task, "RUNNING", Duration::from_secs(120)));
+    wait_for("the host reaches the web task", Duration::from_secs(10), || get_from_host(&f.server, ip).is_some());
+
+    let data_dir = f.server.data_dir.clone();
+    let Fixture { mut server, subnet, _registry, image, rt } = f;
+    server.kill9();
+    // The task keeps serving while no server runs: its interface is in the kernel.
+    assert!(get_from_host(&server, ip).unwrap().contains("hello from web"));
+    let f = Fixture { server: Server::start_in(&data_dir), subnet, _registry, image, rt };
+    wait_for("the adopted task still reachable", Duration::from_secs(30), || get_from_host(&f.server, ip).is_some());
+    // Rule changes still reach it after the restart.
+    f.server.aws_json(&[
+        "ec2",
+        "revoke-security-group-ingress",
+        "--group-id",
+        &open,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+        "--cidr",
+        "172.31.0.0/16",
+    ]);
+    wait_for("the host is refused after the revoke", Duration::from_secs(5), || get_from_host(&f.server, ip).is_none());
+    f.server.aws_json(&["ecs", "stop-task", "--task", &web_task]);
+    f.wait_status(&web_task, "STOPPED", Duration::from_secs(60));
+    assert_no_task_plumbing(&f);
+    drop(server);
+}
