@@ -352,3 +352,42 @@ fn interfaces_survive_a_server_kill_9_and_nothing_leaks_after() {
     assert_no_task_plumbing(&f);
     drop(server);
 }
+
+#[test]
+fn two_hundred_tasks_come_and_go_without_leaking_addresses_or_plumbing() {
+    let f = Fixture::new();
+    let s = &f.server;
+    let available = || {
+        let out = s.aws_json(&["ec2", "describe-subnets", "--subnet-ids", &f.subnet]);
+        out["Subnets"][0]["AvailableIpAddressCount"].as_i64().unwrap()
+    };
+    let before = available();
+    let td = f.register("blip", json!([f.container("blip", &["true"])]), json!({}));
+    let client = s.client();
+    let mut arns = Vec::new();
+    for _ in 0..20 {
+        let body = json!({"taskDefinition": td, "launchType": "FARGATE", "count": 10,
+            "networkConfiguration": {"awsvpcConfiguration": {"subnets": [f.subnet]}}});
+        let out = f.rt.block_on(client.ecs("RunTask", body)).unwrap();
+        assert_eq!(out["failures"], json!([]), "{out}");
+        arns.extend(out["tasks"].as_array().unwrap().iter().map(|t| t["taskArn"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(arns.len(), 200);
+    wait_for("200 tasks STOPPED", Duration::from_secs(600), || {
+        arns.chunks(100).all(|chunk| {
+            let out = f.rt.block_on(client.ecs("DescribeTasks", json!({"tasks": chunk}))).unwrap();
+            out["tasks"].as_array().unwrap().iter().all(|t| t["lastStatus"] == "STOPPED")
+        })
+    });
+    // Each one had its own interface and exited 0 (so it really ran with its network).
+    let out = f.rt.block_on(client.ecs("DescribeTasks", json!({"tasks": arns[..100]}))).unwrap();
+    for t in out["tasks"].as_array().unwrap() {
+        assert_eq!(t["containers"][0]["exitCode"], 0, "{t}");
+        assert_eq!(t["attachments"][0]["status"], "DELETED", "{t}");
+    }
+    assert_eq!(available(), before, "no address leaked");
+    assert_no_task_plumbing(&f);
+    let leases = s.netns.exec(&["ip", "-o", "addr"]).output().unwrap();
+    let leftover = String::from_utf8_lossy(&leases.stdout).lines().filter(|l| !l.contains(" lo ")).count();
+    assert_eq!(leftover, 0, "no address left on the host side");
+}
