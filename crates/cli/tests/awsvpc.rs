@@ -391,3 +391,107 @@ fn two_hundred_tasks_come_and_go_without_leaking_addresses_or_plumbing() {
     let leftover = String::from_utf8_lossy(&leases.stdout).lines().filter(|l| !l.contains(" lo ")).count();
     assert_eq!(leftover, 0, "no address left on the host side");
 }
+
+/// A namespace outside the VPC, linked to the server's host side the way the internet would
+/// be: it routes the public pool (and, to prove the point, the VPC's private block) to the host.
+struct Outside {
+    name: String,
+    path: std::path::PathBuf,
+}
+
+impl Outside {
+    fn new(server: &Server) -> Outside {
+        let name = format!("{}-out", server.netns.name);
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {}", args.join(" "));
+        };
+        run(&["netns", "add", &name]);
+        let host = server.netns.name.as_str();
+        run(&["-n", host, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", &name]);
+        run(&["-n", host, "addr", "add", "192.0.2.1/30", "dev", "uplink0"]);
+        run(&["-n", host, "link", "set", "uplink0", "up"]);
+        run(&["-n", &name, "addr", "add", "192.0.2.2/30", "dev", "eth0"]);
+        run(&["-n", &name, "link", "set", "eth0", "up"]);
+        run(&["-n", &name, "link", "set", "lo", "up"]);
+        run(&["-n", &name, "route", "add", "198.18.0.0/24", "via", "192.0.2.1"]);
+        run(&["-n", &name, "route", "add", "172.31.0.0/16", "via", "192.0.2.1"]);
+        let path = std::path::PathBuf::from(format!("/run/netns/{name}"));
+        Outside { name, path }
+    }
+
+    fn get(&self, ip: Ipv4Addr) -> Option<String> {
+        let to = SocketAddr::from((ip, PORT));
+        let connect = || std::net::TcpStream::connect_timeout(&to, Duration::from_millis(700));
+        let mut stream = flotilla_net::netns::run_in(&self.path, connect).ok()?.ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        Some(body)
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[test]
+fn a_public_ip_is_reachable_from_outside_and_a_private_one_is_not() {
+    let f = Fixture::new();
+    let s = &f.server;
+    let vpc = default_vpc(s);
+    let open = group(s, &vpc, "open");
+    allow(s, &open, &["--cidr", "0.0.0.0/0"]);
+    let web_td = f.register("web", json!([web(&f, "web")]), json!({}));
+    let public_net = network(&f.subnet, &[&open]).replace("DISABLED", "ENABLED");
+    let public = f.run_in(&web_td, &public_net, &[]);
+    let private = f.run_in(&web_td, &network(&f.subnet, &[&open]), &[]);
+    let public_task = f.wait_status(&public, "RUNNING", Duration::from_secs(120));
+    let private_ip_of_private = private_ip(&f.wait_status(&private, "RUNNING", Duration::from_secs(120)));
+
+    let eni_id = public_task["attachments"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "networkInterfaceId")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let enis = s.aws_json(&["ec2", "describe-network-interfaces", "--network-interface-ids", &eni_id]);
+    let public_ip: Ipv4Addr =
+        enis["NetworkInterfaces"][0]["Association"]["PublicIp"].as_str().unwrap().parse().unwrap();
+    assert!("198.18.0.0/24".parse::<ipnet::Ipv4Net>().unwrap().contains(&public_ip), "{public_ip}");
+
+    let outside = Outside::new(s);
+    let mut page = None;
+    wait_for("the public address answers from outside", Duration::from_secs(10), || {
+        page = outside.get(public_ip);
+        page.is_some()
+    });
+    assert!(page.unwrap().contains("hello from web"));
+    // Even with a route to the VPC, nothing outside reaches a private address.
+    assert!(outside.get(private_ip_of_private).is_none(), "private addresses are not reachable from outside");
+    assert!(outside.get(private_ip(&public_task)).is_none(), "nor the public task's private address");
+    // Inside the VPC (the host), the private address works.
+    assert!(get_from_host(s, private_ip_of_private).is_some());
+
+    for task in [&public, &private] {
+        s.aws_json(&["ecs", "stop-task", "--task", task]);
+    }
+    for task in [&public, &private] {
+        f.wait_status(task, "STOPPED", Duration::from_secs(60));
+    }
+    let leased = s.aws_json(&[
+        "ec2",
+        "describe-network-interfaces",
+        "--filters",
+        &format!("Name=association.public-ip,Values={public_ip}"),
+    ]);
+    assert_eq!(leased["NetworkInterfaces"], json!([]), "the public address is released");
+    drop(outside);
+    assert_no_task_plumbing(&f);
+}
