@@ -34,9 +34,14 @@ class Server:
     def __init__(self):
         self.dir = tempfile.TemporaryDirectory()
         self.port = free_port()
+        # Task networking lives in a namespace of this server's own (as in the Rust tests), so
+        # nothing it does reaches the machine's real network.
+        self.netns = f"flt-py-{os.getpid()}-{self.port}"
+        subprocess.run(["ip", "netns", "add", self.netns], check=True)
         env = dict(os.environ, FLOTILLA_ACCESS_KEY_ID=ACCESS_KEY, FLOTILLA_SECRET_ACCESS_KEY=SECRET_KEY, FLOTILLA_LOG="warn")
         self.proc = subprocess.Popen(
-            [flotilla_binary(), "up", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir.name],
+            [flotilla_binary(), "up", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir.name,
+             "--net-namespace", f"/run/netns/{self.netns}"],
             env=env,
             stdout=subprocess.DEVNULL,
         )
@@ -67,6 +72,7 @@ class Server:
         self.proc.kill()
         self.proc.wait()
         self.dir.cleanup()
+        subprocess.run(["ip", "netns", "del", self.netns], check=False)
 
 
 @pytest.fixture
