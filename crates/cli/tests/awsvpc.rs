@@ -89,7 +89,8 @@ fn plumbing(server: &Server) -> (Vec<String>, Vec<String>) {
     let links: Vec<String> = String::from_utf8_lossy(&links.stdout)
         .lines()
         .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_owned()))
-        .filter(|n| n != "lo")
+        // `uplink0` is the test's own link to the `Outside` namespace.
+        .filter(|n| n != "lo" && n != "uplink0")
         .collect();
     let rules = server.netns.exec(&["nft", "list", "ruleset"]).output().unwrap();
     let chains: Vec<String> = String::from_utf8_lossy(&rules.stdout)
@@ -432,6 +433,26 @@ impl Outside {
     }
 }
 
+impl Outside {
+    /// An HTTP server on 192.0.2.2:8080 out there; returns the peer addresses it has seen.
+    fn serve(&self) -> std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>> {
+        let listener = flotilla_net::netns::run_in(&self.path, || std::net::TcpListener::bind(("192.0.2.2", PORT)))
+            .unwrap()
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for (mut stream, peer) in listener.incoming().flatten().filter_map(|s| s.peer_addr().map(|p| (s, p)).ok()) {
+                record.lock().unwrap().push(peer);
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 18\r\n\r\nhello from outside");
+            }
+        });
+        seen
+    }
+}
+
 impl Drop for Outside {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
@@ -479,6 +500,17 @@ fn a_public_ip_is_reachable_from_outside_and_a_private_one_is_not() {
     // Inside the VPC (the host), the private address works.
     assert!(get_from_host(s, private_ip_of_private).is_some());
 
+    // A task without a public address still reaches out, through NAT.
+    let seen = outside.serve();
+    let urls = [("out", format!("http://192.0.2.2:{PORT}/"))];
+    let prober_td = f.register("prober", json!([prober(&f, "prober", &urls)]), json!({}));
+    let prober_task = f.run_in(&prober_td, &network(&f.subnet, &[&open]), &[]);
+    f.wait_log(&prober_task, "prober", "out:reached");
+    let peers = seen.lock().unwrap().clone();
+    assert!(peers.iter().all(|p| p.ip() == Ipv4Addr::new(192, 0, 2, 1)), "masqueraded behind the host: {peers:?}");
+    s.aws_json(&["ecs", "stop-task", "--task", &prober_task]);
+    f.wait_status(&prober_task, "STOPPED", Duration::from_secs(60));
+
     for task in [&public, &private] {
         s.aws_json(&["ecs", "stop-task", "--task", task]);
     }
@@ -492,6 +524,5 @@ fn a_public_ip_is_reachable_from_outside_and_a_private_one_is_not() {
         &format!("Name=association.public-ip,Values={public_ip}"),
     ]);
     assert_eq!(leased["NetworkInterfaces"], json!([]), "the public address is released");
-    drop(outside);
     assert_no_task_plumbing(&f);
 }
