@@ -76,6 +76,9 @@ pub struct Networking {
     vpc_turn: tokio::sync::Mutex<()>,
     /// VPCs whose resolver this process serves.
     served: std::sync::Mutex<HashSet<String>>,
+    /// VPCs whose groups the data plane holds as of the last change (each change to a group
+    /// re-applies them), and those groups: an attach applies groups only when these miss one.
+    synced: std::sync::Mutex<(HashSet<String>, HashSet<String>)>,
 }
 
 fn parse_mac(mac: &str) -> Result<[u8; 6], String> {
@@ -127,6 +130,7 @@ impl Networking {
             dns,
             vpc_turn: tokio::sync::Mutex::new(()),
             served: std::sync::Mutex::new(HashSet::new()),
+            synced: std::sync::Mutex::new((HashSet::new(), HashSet::new())),
         }
     }
 
@@ -197,7 +201,13 @@ impl Networking {
             cidr: ipnet::Ipv4Net::new(vpc.cidr.network(), vpc.cidr.prefix()).map_err(|e| e.to_string())?,
         };
         let status = self.blocking(move |net| net.ensure_vpc(&vpc_spec)).await?;
-        self.sync_groups(&vpc.id).await?;
+        let current = {
+            let synced = self.synced.lock().expect("synced lock");
+            synced.0.contains(&vpc.id) && eni.groups.iter().all(|g| synced.1.contains(&g.id))
+        };
+        if !current {
+            self.sync_groups(&vpc.id).await?;
+        }
         self.serve_dns(&vpc.id, status.resolver).await?;
         let spec = InterfaceSpec {
             id: eni.id.clone(),
@@ -234,6 +244,7 @@ impl Networking {
         if interfaces.iter().any(|i| i.vpc_id.as_deref() == Some(vpc_id)) {
             return Ok(());
         }
+        self.synced.lock().expect("synced lock").0.remove(vpc_id);
         let removed = self.served.lock().expect("served lock").remove(vpc_id);
         if removed {
             for (addr, vpc) in self.dns.bindings() {
@@ -284,14 +295,22 @@ impl Networking {
         let filter = ResourceFilter { name: "vpc-id".into(), values: vec![vpc_id.to_owned()] };
         let groups = self.control.describe_security_groups(&[], &[], &[filter]).await.map_err(|e| e.to_string())?;
         let specs: Vec<SecurityGroupSpec> = groups.iter().map(group_spec).collect();
-        self.blocking(move |net| specs.iter().try_for_each(|s| net.ensure_security_group(s))).await
+        self.blocking(move |net| specs.iter().try_for_each(|s| net.ensure_security_group(s))).await?;
+        let mut synced = self.synced.lock().expect("synced lock");
+        synced.0.insert(vpc_id.to_owned());
+        synced.1.extend(groups.into_iter().map(|g| g.id));
+        Ok(())
     }
 
     /// Re-applies the groups of every VPC this host has interfaces in (after a group
-    /// changed). Groups deleted from the control plane are removed when no interface uses them.
+    /// changed). A group deleted from the control plane (which refuses while an interface
+    /// uses it) stays in the data plane, unused, until its VPC's host side goes.
     pub async fn resync_groups(&self) -> Result<(), String> {
+        // In turn with attaches, so none can read the set below before a change lands.
+        let _turn = self.vpc_turn.lock().await;
         let interfaces = self.blocking(|net| net.list_interfaces()).await?;
-        let vpcs: HashSet<String> = interfaces.iter().filter_map(|i| i.vpc_id.clone()).collect();
+        let mut vpcs: HashSet<String> = interfaces.iter().filter_map(|i| i.vpc_id.clone()).collect();
+        vpcs.extend(self.synced.lock().expect("synced lock").0.iter().cloned());
         for vpc in vpcs {
             self.sync_groups(&vpc).await?;
         }
