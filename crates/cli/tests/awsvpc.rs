@@ -30,11 +30,16 @@ fn group(server: &Server, vpc: &str, name: &str) -> String {
     out["GroupId"].as_str().unwrap().to_owned()
 }
 
-fn allow(server: &Server, group_id: &str, source: &[&str]) {
-    let mut args =
-        vec!["ec2", "authorize-security-group-ingress", "--group-id", group_id, "--protocol", "tcp", "--port", "8080"];
+/// `aws ec2 <verb>-security-group-ingress` for TCP 8080 from `source`.
+fn ingress(server: &Server, verb: &str, group_id: &str, source: &[&str]) {
+    let operation = format!("{verb}-security-group-ingress");
+    let mut args = vec!["ec2", &operation, "--group-id", group_id, "--protocol", "tcp", "--port", "8080"];
     args.extend_from_slice(source);
     server.aws_json(&args);
+}
+
+fn allow(server: &Server, group_id: &str, source: &[&str]) {
+    ingress(server, "authorize", group_id, source);
 }
 
 fn default_vpc(server: &Server) -> String {
@@ -68,6 +73,31 @@ fn web(f: &Fixture, name: &str) -> Value {
     let script =
         format!("mkdir -p /www && echo 'hello from {name}' > /www/index.html && exec httpd -f -p {PORT} -h /www");
     f.container(name, &["sh", "-c", &script])
+}
+
+/// A group in the default VPC admitting TCP 8080 from `cidr`, and the web task definition.
+struct Open {
+    group: String,
+    web_td: String,
+}
+
+fn open_web(f: &Fixture, cidr: &str) -> Open {
+    let vpc = default_vpc(&f.server);
+    let group = group(&f.server, &vpc, "open");
+    allow(&f.server, &group, &["--cidr", cidr]);
+    let web_td = f.register("web", json!([web(f, "web")]), json!({}));
+    Open { group, web_td }
+}
+
+/// Runs the web task in `open`'s group; its ARN and, once RUNNING, its description.
+fn run_web(f: &Fixture, open: &Open, public: bool) -> (String, Value) {
+    let mut config = network(&f.subnet, &[&open.group]);
+    if public {
+        config = config.replace("DISABLED", "ENABLED");
+    }
+    let task = f.run_in(&open.web_td, &config, &[]);
+    let running = f.wait_status(&task, "RUNNING", Duration::from_secs(120));
+    (task, running)
 }
 
 /// A task that tries `url` every 300 ms and logs `<label>:reached` or `<label>:refused`.
@@ -194,25 +224,10 @@ fn tasks_talk_by_ip_and_name_as_their_security_groups_allow() {
     assert!(page.unwrap().contains("hello from web"));
 
     // Closing it again applies too (new connections refused).
-    s.aws_json(&[
-        "ec2",
-        "revoke-security-group-ingress",
-        "--group-id",
-        &web_sg,
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-        "--cidr",
-        "172.31.0.0/16",
-    ]);
+    ingress(s, "revoke", &web_sg, &["--cidr", "172.31.0.0/16"]);
     wait_for("the host is refused again", Duration::from_secs(5), || get_from_host(s, ip).is_none());
 
-    for task in [&web_task, &client_task] {
-        s.aws_json(&["ecs", "stop-task", "--task", task]);
-    }
-    for task in [&web_task, &client_task] {
-        let stopped = f.wait_status(task, "STOPPED", Duration::from_secs(60));
+    for stopped in f.stop_all(&[&web_task, &client_task]) {
         assert_eq!(stopped["attachments"][0]["status"], "DELETED", "{stopped}");
     }
     assert_no_task_plumbing(&f);
@@ -222,12 +237,9 @@ fn tasks_talk_by_ip_and_name_as_their_security_groups_allow() {
 fn vpcs_are_isolated_from_each_other() {
     let f = Fixture::new();
     let s = &f.server;
-    let vpc = default_vpc(s);
-    let open = group(s, &vpc, "open");
-    allow(s, &open, &["--cidr", "0.0.0.0/0"]);
-    let web_td = f.register("web", json!([web(&f, "web")]), json!({}));
-    let web_task = f.run_in(&web_td, &network(&f.subnet, &[&open]), &[]);
-    let ip = private_ip(&f.wait_status(&web_task, "RUNNING", Duration::from_secs(120)));
+    let open = open_web(&f, "0.0.0.0/0");
+    let (web_task, running) = run_web(&f, &open, false);
+    let ip = private_ip(&running);
 
     let other = s.aws_json(&["ec2", "create-vpc", "--cidr-block", "10.20.0.0/16"]);
     let other_vpc = other["Vpc"]["VpcId"].as_str().unwrap().to_owned();
@@ -237,7 +249,7 @@ fn vpcs_are_isolated_from_each_other() {
 
     let urls = [("web", format!("http://{ip}:{PORT}/"))];
     let prober_td = f.register("prober", json!([prober(&f, "prober", &urls)]), json!({}));
-    let inside = f.run_in(&prober_td, &network(&f.subnet, &[&open]), &[]);
+    let inside = f.run_in(&prober_td, &network(&f.subnet, &[&open.group]), &[]);
     let outside = f.run_in(&prober_td, &network(&other_subnet, &[&other_sg]), &[]);
     let outside_ip = private_ip(&f.wait_status(&outside, "RUNNING", Duration::from_secs(60)));
     assert!("10.20.1.0/24".parse::<ipnet::Ipv4Net>().unwrap().contains(&outside_ip), "{outside_ip}");
@@ -252,12 +264,7 @@ fn vpcs_are_isolated_from_each_other() {
     // The other VPC has its own resolver.
     assert!(attempts.iter().any(|l| l == "nameserver 10.20.0.2"), "{attempts:?}");
 
-    for task in [&web_task, &inside, &outside] {
-        s.aws_json(&["ecs", "stop-task", "--task", task]);
-    }
-    for task in [&web_task, &inside, &outside] {
-        f.wait_status(task, "STOPPED", Duration::from_secs(60));
-    }
+    f.stop_all(&[&web_task, &inside, &outside]);
     assert_no_task_plumbing(&f);
 }
 
@@ -276,23 +283,7 @@ fn fifty_concurrent_run_tasks_get_distinct_addresses() {
     assert_eq!(available(), 59);
     let td = f.register("idle", json!([f.container("idle", &["sleep", "1000"])]), json!({}));
     let client = s.client();
-    let arns: Vec<String> = f.rt.block_on(async {
-        let calls: Vec<_> = (0..50)
-            .map(|_| {
-                let (client, td, subnet) = (client.clone(), td.clone(), subnet_id.clone());
-                tokio::spawn(async move {
-                    let body = json!({"taskDefinition": td, "launchType": "FARGATE",
-                        "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet]}}});
-                    client.ecs("RunTask", body).await.unwrap()["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for c in calls {
-            out.push(c.await.unwrap());
-        }
-        out
-    });
+    let arns = f.run_concurrently(&td, 50, &subnet_id);
     let describe = || f.rt.block_on(client.ecs("DescribeTasks", json!({"tasks": arns}))).unwrap();
     wait_for("50 tasks RUNNING", Duration::from_secs(300), || {
         describe()["tasks"].as_array().unwrap().iter().filter(|t| t["lastStatus"] == "RUNNING").count() == 50
@@ -319,12 +310,9 @@ fn fifty_concurrent_run_tasks_get_distinct_addresses() {
 #[test]
 fn interfaces_survive_a_server_kill_9_and_nothing_leaks_after() {
     let f = Fixture::new();
-    let vpc = default_vpc(&f.server);
-    let open = group(&f.server, &vpc, "open");
-    allow(&f.server, &open, &["--cidr", "172.31.0.0/16"]);
-    let web_td = f.register("web", json!([web(&f, "web")]), json!({}));
-    let web_task = f.run_in(&web_td, &network(&f.subnet, &[&open]), &[]);
-    let ip = private_ip(&f.wait_status(&web_task, "RUNNING", Duration::from_secs(120)));
+    let open = open_web(&f, "172.31.0.0/16");
+    let (web_task, running) = run_web(&f, &open, false);
+    let ip = private_ip(&running);
     wait_for("the host reaches the web task", Duration::from_secs(10), || get_from_host(&f.server, ip).is_some());
 
     let data_dir = f.server.data_dir.clone();
@@ -335,21 +323,9 @@ fn interfaces_survive_a_server_kill_9_and_nothing_leaks_after() {
     let f = Fixture { server: Server::start_in(&data_dir), subnet, _registry, image, rt };
     wait_for("the adopted task still reachable", Duration::from_secs(30), || get_from_host(&f.server, ip).is_some());
     // Rule changes still reach it after the restart.
-    f.server.aws_json(&[
-        "ec2",
-        "revoke-security-group-ingress",
-        "--group-id",
-        &open,
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-        "--cidr",
-        "172.31.0.0/16",
-    ]);
+    ingress(&f.server, "revoke", &open.group, &["--cidr", "172.31.0.0/16"]);
     wait_for("the host is refused after the revoke", Duration::from_secs(5), || get_from_host(&f.server, ip).is_none());
-    f.server.aws_json(&["ecs", "stop-task", "--task", &web_task]);
-    f.wait_status(&web_task, "STOPPED", Duration::from_secs(60));
+    f.stop_all(&[&web_task]);
     assert_no_task_plumbing(&f);
     drop(server);
 }
@@ -463,15 +439,10 @@ impl Drop for Outside {
 fn a_public_ip_is_reachable_from_outside_and_a_private_one_is_not() {
     let f = Fixture::new();
     let s = &f.server;
-    let vpc = default_vpc(s);
-    let open = group(s, &vpc, "open");
-    allow(s, &open, &["--cidr", "0.0.0.0/0"]);
-    let web_td = f.register("web", json!([web(&f, "web")]), json!({}));
-    let public_net = network(&f.subnet, &[&open]).replace("DISABLED", "ENABLED");
-    let public = f.run_in(&web_td, &public_net, &[]);
-    let private = f.run_in(&web_td, &network(&f.subnet, &[&open]), &[]);
-    let public_task = f.wait_status(&public, "RUNNING", Duration::from_secs(120));
-    let private_ip_of_private = private_ip(&f.wait_status(&private, "RUNNING", Duration::from_secs(120)));
+    let open = open_web(&f, "0.0.0.0/0");
+    let (public, public_task) = run_web(&f, &open, true);
+    let (private, private_task) = run_web(&f, &open, false);
+    let private_ip_of_private = private_ip(&private_task);
 
     let eni_id = public_task["attachments"][0]["details"]
         .as_array()
@@ -504,19 +475,13 @@ fn a_public_ip_is_reachable_from_outside_and_a_private_one_is_not() {
     let seen = outside.serve();
     let urls = [("out", format!("http://192.0.2.2:{PORT}/"))];
     let prober_td = f.register("prober", json!([prober(&f, "prober", &urls)]), json!({}));
-    let prober_task = f.run_in(&prober_td, &network(&f.subnet, &[&open]), &[]);
+    let prober_task = f.run_in(&prober_td, &network(&f.subnet, &[&open.group]), &[]);
     f.wait_log(&prober_task, "prober", "out:reached");
     let peers = seen.lock().unwrap().clone();
     assert!(peers.iter().all(|p| p.ip() == Ipv4Addr::new(192, 0, 2, 1)), "masqueraded behind the host: {peers:?}");
-    s.aws_json(&["ecs", "stop-task", "--task", &prober_task]);
-    f.wait_status(&prober_task, "STOPPED", Duration::from_secs(60));
+    f.stop_all(&[&prober_task]);
 
-    for task in [&public, &private] {
-        s.aws_json(&["ecs", "stop-task", "--task", task]);
-    }
-    for task in [&public, &private] {
-        f.wait_status(task, "STOPPED", Duration::from_secs(60));
-    }
+    f.stop_all(&[&public, &private]);
     let leased = s.aws_json(&[
         "ec2",
         "describe-network-interfaces",

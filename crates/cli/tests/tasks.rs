@@ -174,25 +174,7 @@ fn twenty_concurrent_run_tasks_all_start() {
     let f = Fixture::new();
     let td = f.register("many", json!([f.container("idle", &["sleep", "1000"])]), json!({}));
     let client = f.server.client();
-    let arns: Vec<String> = f.rt.block_on(async {
-        let calls: Vec<_> = (0..20)
-            .map(|_| {
-                let client = client.clone();
-                let td = td.clone();
-                let subnet = f.subnet.clone();
-                tokio::spawn(async move {
-                    let body = json!({"taskDefinition": td, "launchType": "FARGATE",
-                        "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet]}}});
-                    client.ecs("RunTask", body).await.unwrap()["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for c in calls {
-            out.push(c.await.unwrap());
-        }
-        out
-    });
+    let arns = f.run_concurrently(&td, 20, &f.subnet);
     wait_for("20 tasks RUNNING", Duration::from_secs(180), || {
         let out = f.rt.block_on(client.ecs("DescribeTasks", json!({"tasks": arns}))).unwrap();
         out["tasks"].as_array().unwrap().iter().filter(|t| t["lastStatus"] == "RUNNING").count() == 20

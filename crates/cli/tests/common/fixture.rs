@@ -140,4 +140,35 @@ impl Fixture {
         });
         lines
     }
+
+    /// StopTask for each, then waits until all are STOPPED; their final descriptions.
+    pub fn stop_all(&self, tasks: &[&str]) -> Vec<Value> {
+        for task in tasks {
+            self.server.aws_json(&["ecs", "stop-task", "--task", task]);
+        }
+        tasks.iter().map(|t| self.wait_status(t, "STOPPED", Duration::from_secs(60))).collect()
+    }
+
+    /// `n` RunTask calls at once through the Rust client, one task each in `subnet`.
+    pub fn run_concurrently(&self, task_definition: &str, n: usize, subnet: &str) -> Vec<String> {
+        let client = self.server.client();
+        self.rt.block_on(async {
+            let calls: Vec<_> = (0..n)
+                .map(|_| {
+                    let (client, td, subnet) = (client.clone(), task_definition.to_owned(), subnet.to_owned());
+                    tokio::spawn(async move {
+                        let body = json!({"taskDefinition": td, "launchType": "FARGATE",
+                            "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet]}}});
+                        let out = client.ecs("RunTask", body).await.unwrap();
+                        out["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for c in calls {
+                out.push(c.await.unwrap());
+            }
+            out
+        })
+    }
 }

@@ -180,7 +180,13 @@ impl Server {
     /// API and wait until their sandboxes are gone.
     fn stop_leftover_tasks(&mut self) {
         let tasks_dir = self.data_dir.join("tasks");
-        let has_sandboxes = || std::fs::read_dir(&tasks_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+        // Task directories are named by task id; dot-entries (the scratch filesystem pool)
+        // are the server's own.
+        let has_sandboxes = || {
+            std::fs::read_dir(&tasks_dir)
+                .map(|d| d.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.')))
+                .unwrap_or(false)
+        };
         if !has_sandboxes() || !matches!(self.child.try_wait(), Ok(None)) {
             return;
         }
