@@ -22,6 +22,7 @@ mod import;
 pub mod manifest;
 mod progress;
 mod pull;
+mod recent;
 pub mod reference;
 mod registry;
 mod store;

@@ -147,6 +147,27 @@ impl ImageStore {
         let store_err = |source| PullError::Store { reference: name.clone(), source };
         let _lock = self.lock(false).await.map_err(store_err)?;
         let creds = credentials.as_ref();
+        if reference.digest().is_none()
+            && let Some(digest) = self.recent.get(&name, creds)
+            && let Ok(Some(record)) = self.read_record(&name).await
+            && record.manifest_digest == digest
+        {
+            // What a pull that found everything present would have reported.
+            progress.emit(PullEvent::Resolved {
+                reference: name.clone(),
+                manifest: digest,
+                layers: record.layers.iter().map(|l| (l.digest.clone(), l.size)).collect(),
+            });
+            for l in &record.layers {
+                progress.emit(PullEvent::LayerCached { digest: l.digest.clone(), size: l.size });
+                progress.emit(PullEvent::LayerUnpacked {
+                    digest: l.digest.clone(),
+                    diff_id: l.diff_id.clone(),
+                    cached: true,
+                });
+            }
+            return self.image_from_record(record).map_err(store_err);
+        }
 
         let (top_digest, top) = self.resolve(&reference, creds).await?;
         let (index_digest, manifest_digest, manifest) = match top {
@@ -251,7 +272,10 @@ impl ImageStore {
             layers,
         };
         self.write_record(&record).await.map_err(store_err)?;
-        self.image_from_record(record).map_err(store_err)
+        let digest = record.manifest_digest.clone();
+        let image = self.image_from_record(record).map_err(store_err)?;
+        self.recent.insert(&name, creds, digest);
+        Ok(image)
     }
 
     /// The manifest or index `reference` names. A digest already in the store is

@@ -18,12 +18,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cas::{BlobStore, IngestError, KeyedLocks, sync_dir};
 use crate::digest::Digest;
 use crate::manifest::{ContainerConfig, ImageConfig, Platform};
+use crate::recent::RecentPulls;
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::{RegistryClient, RegistryConfig, RegistryError};
 use crate::unpack::{UnpackError, UnpackLimits, UnpackOptions, UnpackStats, unpack_layer};
@@ -36,6 +38,9 @@ pub struct StoreOptions {
     pub platform: Platform,
     /// Layers downloaded at once within one pull.
     pub concurrent_downloads: usize,
+    /// A tag pulled this recently (same credentials) is not resolved again (`recent.rs`).
+    /// Zero asks the registry on every pull.
+    pub recent_pull_ttl: Duration,
 }
 
 impl Default for StoreOptions {
@@ -45,6 +50,7 @@ impl Default for StoreOptions {
             unpack_limits: UnpackLimits::default(),
             platform: Platform::linux_amd64(),
             concurrent_downloads: 3,
+            recent_pull_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -158,6 +164,7 @@ pub struct ImageStore {
     pub(crate) registry: RegistryClient,
     pub(crate) locks: KeyedLocks,
     pub(crate) options: StoreOptions,
+    pub(crate) recent: RecentPulls,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -196,7 +203,8 @@ impl ImageStore {
         })
         .await?;
         let registry = RegistryClient::new(options.registry.clone()).map_err(StoreError::Client)?;
-        Ok(ImageStore { root, blobs, registry, locks: KeyedLocks::default(), options })
+        let recent = RecentPulls::new(options.recent_pull_ttl);
+        Ok(ImageStore { root, blobs, registry, locks: KeyedLocks::default(), options, recent })
     }
 
     pub fn root(&self) -> &Path {
@@ -232,6 +240,7 @@ impl ImageStore {
     /// whether there was such an image.
     pub async fn remove(&self, reference: &str) -> Result<bool, StoreError> {
         let reference = Reference::parse(reference)?;
+        self.recent.forget(&reference.to_string());
         let path = self.record_path(&reference.to_string());
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -308,7 +317,7 @@ impl ImageStore {
         self.root.join("images").join(format!("{}.json", Digest::of(reference.as_bytes()).hex()))
     }
 
-    async fn read_record(&self, reference: &str) -> Result<Option<ImageRecord>, StoreError> {
+    pub(crate) async fn read_record(&self, reference: &str) -> Result<Option<ImageRecord>, StoreError> {
         let path = self.record_path(reference);
         blocking(move || read_record_file(&path)).await
     }
@@ -328,11 +337,17 @@ impl ImageStore {
         .await
     }
 
+    /// Writes `record` durably. A record already on disk with the same content is left
+    /// alone (a cached pull then costs no fsync).
     pub(crate) async fn write_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
+        self.recent.forget(&record.reference);
         let path = self.record_path(&record.reference);
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         let dir = self.root.join("images");
         blocking(move || {
+            if fs::read(&path).is_ok_and(|existing| existing == bytes) {
+                return Ok(());
+            }
             let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_at(&dir))?;
             io::Write::write_all(&mut tmp, &bytes).map_err(io_at(tmp.path()))?;
             tmp.as_file().sync_all().map_err(io_at(&path))?;
