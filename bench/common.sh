@@ -27,6 +27,11 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  # The server's scratch filesystem pool holds loop devices only while it runs.
+  for _ in $(seq 50); do losetup -a | grep -q "$WORK" || break; sleep 0.1; done
+  if losetup -a | grep -q "$WORK"; then
+    echo "warning: loop devices left on files under $WORK:" >&2; losetup -a | grep "$WORK" >&2
+  fi
   # Anything a task left mounted under the work dir would make rm fail; say so rather than hide it.
   if grep -q " $WORK" /proc/self/mountinfo; then
     echo "warning: mounts left under $WORK:" >&2; grep " $WORK" /proc/self/mountinfo | awk '{print $5}' >&2

@@ -9,7 +9,9 @@
 //! `runc kill TERM`, wait until `runc state` says stopped, 10 `runc delete`.
 //! Leak check (Flotilla's 100 task ids and data dir only; other runs on the host are ignored):
 //! cgroups under /sys/fs/cgroup/*/flotilla/<task>, mounts under the data dir, loop devices
-//! backed by files under it, flotilla-shim and container processes, task directories.
+//! backed by files under it, flotilla-shim and container processes, task directories. The
+//! server's scratch filesystem pool is reported apart; bench/common.sh checks that nothing of
+//! it survives the server.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +22,8 @@ use flotilla_bench::{client, processes, register, run, run_task, runc_bundle, st
 
 const COMMAND: [&str; 3] = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"];
 const BATCH: usize = 10;
+/// `flotilla_sandbox::scratch_pool::POOL_DIR`, under `<data>/tasks`.
+const POOL_DIR: &str = ".scratch-pool";
 
 struct Phases {
     total: f64,
@@ -135,8 +139,12 @@ fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
             found.push(format!("mount {point}"));
         }
     }
+    // The scratch filesystem pool's ready filesystems (`<data>/tasks/.scratch-pool`) are not
+    // leaks: they belong to the running server and go with it (checked after it exits by
+    // bench/common.sh). Anything else backed by a file under the data dir is.
+    let pool = data.join("tasks").join(POOL_DIR).to_string_lossy().into_owned();
     if let Ok(out) = run(Command::new("losetup").arg("-a")) {
-        for line in out.lines().filter(|l| l.contains(&data_str)) {
+        for line in out.lines().filter(|l| l.contains(&data_str) && !l.contains(&pool)) {
             found.push(format!("loop device {line}"));
         }
     }
@@ -162,7 +170,7 @@ fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
         }
     }
     if let Ok(entries) = std::fs::read_dir(data.join("tasks")) {
-        for e in entries.flatten() {
+        for e in entries.flatten().filter(|e| e.file_name() != POOL_DIR) {
             found.push(format!("task dir entry {}", e.path().display()));
         }
     }
@@ -213,6 +221,9 @@ async fn main() -> anyhow::Result<()> {
     // The last STOPPED is reported after teardown; give stragglers a moment anyway.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let found = leaks(&data, &ids);
+    let pool = data.join("tasks").join(POOL_DIR);
+    let pooled = std::fs::read_dir(&pool).map(|d| d.count()).unwrap_or(0);
+    println!("scratch filesystem pool: {pooled} ready in {} (the server's; gone when it exits)", pool.display());
     if found.is_empty() {
         println!(
             "leak check after {} Flotilla tasks: nothing left (cgroups, mounts, loop devices, shims, container processes, runc, task dirs)",

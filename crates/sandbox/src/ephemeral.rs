@@ -10,6 +10,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::PathError;
 use crate::mount::{mount, unmount};
 use crate::status::StorageStats;
@@ -55,6 +57,7 @@ pub enum Scratch {
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 
 #[repr(C)]
@@ -82,6 +85,33 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
+/// A fresh scratch filesystem made ahead of time (see [`crate::scratch_pool`]): `image`,
+/// formatted and attached to `device`, which the pool keeps open so that it stays attached.
+/// This is what a shim is told when it is handed one; it checks it before use ([`adopt`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PooledScratch {
+    pub image: PathBuf,
+    pub device: PathBuf,
+    pub size_gib: u64,
+    /// The filesystem already mounted, detached, and held by descriptor `fd` of process `pid`
+    /// (the pool), so that taking it over costs no mount; `None` when the kernel lacks the
+    /// new mount API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<HeldMount>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldMount {
+    pub pid: u32,
+    pub fd: i32,
+}
+
+/// True when the host can enforce a size limit (it has loop devices).
+pub fn limited_available() -> bool {
+    Path::new("/dev/loop-control").exists()
+}
+
 /// Creates `image` (sparse, `size_gib`), formats it and mounts it at `mount_point`.
 /// Falls back to a plain directory only when the host has no loop devices.
 pub fn create(
@@ -91,12 +121,33 @@ pub fn create(
     runner: &dyn CommandRunner,
 ) -> Result<Scratch, EphemeralError> {
     std::fs::create_dir_all(mount_point).map_err(|e| PathError::new("mkdir", mount_point, e))?;
-    if !Path::new("/dev/loop-control").exists() {
+    if !limited_available() {
         tracing::warn!("no /dev/loop-control: task scratch space at {} has no size limit", mount_point.display());
         return Ok(Scratch::Unlimited);
     }
+    make_image(image, size_gib, runner)?;
+    let device = attach_loop(image).map_err(|source| EphemeralError::Loop { image: image.to_path_buf(), source })?;
+    let result = mount_device(&device.path, mount_point);
+    // The mount now holds the loop device; with AUTOCLEAR it detaches when unmounted.
+    drop(device);
+    result?;
+    Ok(Scratch::Limited)
+}
+
+/// Writes a new sparse file of `size_gib` at `image` and formats it as ext4. Whatever was at
+/// `image` is unlinked first, never rewritten in place: a loop device may still hold it.
+pub fn make_image(image: &Path, size_gib: u64, runner: &dyn CommandRunner) -> Result<(), EphemeralError> {
+    match std::fs::remove_file(image) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(PathError::new("remove", image, e).into()),
+    }
     {
-        let f = File::create(image).map_err(|e| PathError::new("create", image, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(image)
+            .map_err(|e| PathError::new("create", image, e))?;
         f.set_len(size_gib << 30).map_err(|e| PathError::new("truncate", image, e))?;
     }
     let out = runner
@@ -113,23 +164,134 @@ pub fn create(
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    let device = attach_loop(image).map_err(|source| EphemeralError::Loop { image: image.to_path_buf(), source })?;
-    // noinit_itable: never zero the inode tables in the background, which would slowly
-    // allocate hundreds of MiB of the sparse file for nothing.
-    let result =
-        mount(&device.path.display().to_string(), mount_point, Some("ext4"), libc::MS_NODEV, Some("noinit_itable"));
-    // The mount now holds the loop device; with AUTOCLEAR it detaches when unmounted.
-    drop(device);
-    result?;
-    Ok(Scratch::Limited)
+    Ok(())
 }
 
-struct LoopDevice {
+fn mount_device(device: &Path, mount_point: &Path) -> Result<(), PathError> {
+    // noinit_itable: never zero the inode tables in the background, which would slowly
+    // allocate hundreds of MiB of the sparse file for nothing.
+    mount(&device.display().to_string(), mount_point, Some("ext4"), libc::MS_NODEV, Some("noinit_itable"))
+}
+
+/// Takes over a pooled filesystem for a task: moves `pooled.image` to `image` (from then on
+/// the task directory owns it and it goes with the task), checks that `pooled.device` is
+/// attached to exactly that file, at the task's size, and mounts it at `mount_point`.
+///
+/// The check matters: had the pool's owner died after sending the hand-off, the device would
+/// have detached and could since be attached to another task's image. It is made while this
+/// process holds the device open, so the device cannot change before the mount holds it too.
+/// On an error the caller makes a fresh filesystem instead ([`create`] replaces the image).
+pub fn adopt(
+    pooled: &PooledScratch,
+    image: &Path,
+    mount_point: &Path,
+    size_gib: u64,
+) -> Result<Adopted, EphemeralError> {
+    let loop_err = |source: io::Error| EphemeralError::Loop { image: image.to_path_buf(), source };
+    let invalid = |what: String| loop_err(io::Error::new(io::ErrorKind::InvalidData, what));
+    if pooled.size_gib != size_gib {
+        return Err(invalid(format!("the pooled filesystem has {} GiB, the task {size_gib}", pooled.size_gib)));
+    }
+    let numbered = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    let is_loop = pooled.device.to_str().and_then(|d| d.strip_prefix("/dev/loop")).is_some_and(numbered);
+    if !is_loop || !pooled.image.is_absolute() {
+        return Err(invalid(format!("not a pooled filesystem: {pooled:?}")));
+    }
+    std::fs::create_dir_all(mount_point).map_err(|e| PathError::new("mkdir", mount_point, e))?;
+    std::fs::rename(&pooled.image, image).map_err(|e| PathError::new("rename", &pooled.image, e))?;
+    let meta = std::fs::symlink_metadata(image).map_err(|e| PathError::new("stat", image, e))?;
+    if !meta.file_type().is_file() || meta.len() != size_gib << 30 {
+        return Err(invalid(format!("{} is not a {size_gib} GiB file", image.display())));
+    }
+    // Read-only: the pool has the filesystem mounted, and status needs no more.
+    let dev = File::open(&pooled.device).map_err(loop_err)?;
+    // SAFETY: LoopInfo64 is plain old data; all-zero is a valid value for the kernel to fill.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one struct loop_info64 through a valid pointer.
+    if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64, &mut info as *mut LoopInfo64) } != 0 {
+        return Err(loop_err(io::Error::last_os_error()));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let same_file = info.lo_device == meta.dev() && info.lo_inode == meta.ino();
+    if !same_file || info.lo_offset != 0 || info.lo_sizelimit != 0 || info.lo_flags & LO_FLAGS_AUTOCLEAR == 0 {
+        return Err(invalid(format!("{} is not (only) {}", pooled.device.display(), image.display())));
+    }
+    let held = pooled.mount.map(|h| attach_held(h, &pooled.device, mount_point));
+    let adopted = match held {
+        Some(Ok(())) => Adopted::Attached,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "pooled mount not taken over; mounting the device");
+            mount_device(&pooled.device, mount_point)?;
+            Adopted::Mounted
+        }
+        None => {
+            mount_device(&pooled.device, mount_point)?;
+            Adopted::Mounted
+        }
+    };
+    drop(dev);
+    Ok(adopted)
+}
+
+/// How a pooled filesystem was taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// The pool's mount, attached in place: no mount at all on the start path.
+    Attached,
+    /// The pooled device, mounted here.
+    Mounted,
+}
+
+/// Attaches the pool's detached mount at `mount_point`, once it is proven to be the root of
+/// the filesystem on `device` (which the caller has checked), writable and `nodev`.
+fn attach_held(held: HeldMount, device: &Path, mount_point: &Path) -> Result<(), PathError> {
+    use std::os::unix::fs::MetadataExt;
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    const EXT4_ROOT_INO: u64 = 2;
+    let fd = crate::mount::fd_of_process(held.pid, held.fd).map_err(|e| PathError::new("pidfd_getfd", device, e))?;
+    let root = File::from(fd);
+    let dev = std::fs::metadata(device).map_err(|e| PathError::new("stat", device, e))?;
+    let meta = root.metadata().map_err(|e| PathError::new("fstat mount of", device, e))?;
+    // SAFETY: statfs is plain old data; fstatfs fills it from a valid descriptor.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `root` stays open for the call.
+    if unsafe { libc::fstatfs(root.as_raw_fd(), &mut st) } != 0 {
+        return Err(PathError::new("fstatfs mount of", device, io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs is plain old data; fstatvfs fills it from a valid descriptor.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `root` stays open for the call.
+    if unsafe { libc::fstatvfs(root.as_raw_fd(), &mut vfs) } != 0 {
+        return Err(PathError::new("fstatvfs mount of", device, io::Error::last_os_error()));
+    }
+    let flags = vfs.f_flag;
+    let ok = meta.dev() == dev.rdev()
+        && meta.ino() == EXT4_ROOT_INO
+        && st.f_type as i64 == EXT4_SUPER_MAGIC
+        && flags & libc::ST_NODEV != 0
+        && flags & libc::ST_RDONLY == 0;
+    if !ok {
+        let e = io::Error::new(io::ErrorKind::InvalidData, "descriptor is not that filesystem's root mount");
+        return Err(PathError::new("checking mount of", device, e));
+    }
+    crate::mount::attach_mount(&root.into(), mount_point)
+}
+
+/// An attached loop device, held open: with AUTOCLEAR it detaches as soon as the last holder
+/// (this descriptor, or a mount) lets go, even if the holding process is killed.
+pub struct LoopDevice {
     path: PathBuf,
     _file: File,
 }
 
-fn attach_loop(image: &Path) -> io::Result<LoopDevice> {
+impl LoopDevice {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Attaches `image` to a free loop device with AUTOCLEAR.
+pub fn attach_loop(image: &Path) -> io::Result<LoopDevice> {
     let backing = OpenOptions::new().read(true).write(true).open(image)?;
     let control = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
     // Another process can grab the device between GET_FREE and CONFIGURE; retry then.

@@ -15,6 +15,7 @@
 //! ns/{net,uts,ipc[,pid]}          pinned namespaces
 //! etc/{hosts,resolv.conf,hostname}
 //! ephemeral.img  data/            scratch filesystem: upper/<c>, work/<c>, volumes/<v>
+//!                                 (often a pooled one, see [`scratch_pool`])
 //! runc/                           runc's state root for this task
 //! containers/<c>/config.json rootfs/ log.jsonl stdout.fifo stderr.fifo runc.log
 //! ```
@@ -29,6 +30,7 @@ pub mod oci;
 pub mod protocol;
 pub mod rootfs;
 pub mod sandbox;
+pub mod scratch_pool;
 pub mod seccomp;
 pub mod spec;
 pub mod status;

@@ -16,8 +16,9 @@ use crate::protocol::{
     CONTAINER_LOG_FILE, CONTAINERS_DIR, LOCK_FILE, MAX_MESSAGE_BYTES, Reply, Request, SOCKET_FILE, STATE_FILE,
 };
 use crate::sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
+use crate::scratch_pool::{ScratchPool, ScratchPoolConfig};
 use crate::status::{ExecResult, ExecSpec, TaskStats, TaskStatus};
-use crate::task::{TaskSpec, valid_task_id};
+use crate::task::{DEFAULT_EPHEMERAL_STORAGE_GIB, TaskSpec, valid_task_id};
 
 #[derive(Debug, Clone)]
 pub struct LinuxSandboxConfig {
@@ -33,6 +34,8 @@ pub struct LinuxSandboxConfig {
     /// Upper bound for one request other than exec (creating a task with many containers,
     /// destroying one that resists).
     pub request_timeout: Duration,
+    /// Scratch filesystems made ahead of time (`scratch_pool.rs`).
+    pub scratch_pool: ScratchPoolConfig,
 }
 
 impl Default for LinuxSandboxConfig {
@@ -49,6 +52,7 @@ impl Default for LinuxSandboxConfig {
             cgroup_parent: "flotilla".to_string(),
             init_binary: None,
             request_timeout: Duration::from_secs(120),
+            scratch_pool: ScratchPoolConfig::default(),
         }
     }
 }
@@ -57,11 +61,19 @@ pub struct LinuxSandbox {
     config: LinuxSandboxConfig,
     /// Serialises shim launches so two requests for a dead shim do not race to restart it.
     launching: Mutex<()>,
+    pool: Option<ScratchPool>,
 }
 
 impl LinuxSandbox {
+    /// Also starts filling the scratch filesystem pool in the background.
     pub fn new(config: LinuxSandboxConfig) -> Self {
-        LinuxSandbox { config, launching: Mutex::new(()) }
+        let pool = ScratchPool::start(&config.root, DEFAULT_EPHEMERAL_STORAGE_GIB, config.scratch_pool.clone());
+        LinuxSandbox { config, launching: Mutex::new(()), pool }
+    }
+
+    /// The scratch filesystem pool, if pooling is on and the host has loop devices.
+    pub fn scratch_pool(&self) -> Option<&ScratchPool> {
+        self.pool.as_ref()
     }
 
     pub fn config(&self) -> &LinuxSandboxConfig {
@@ -147,8 +159,13 @@ impl LinuxSandbox {
         create_private_dir(&self.config.root)?;
         create_private_dir(&dir)?;
         self.ensure_shim(&task_id, &dir).await?;
-        let req = Request::Create { spec: Box::new(spec) };
-        match self.call(&task_id, &req, self.config.request_timeout).await {
+        // Held until the shim has answered: it keeps the device attached while the shim takes
+        // it over, and deletes the image if the shim did not (see `scratch_pool.rs`).
+        let pooled = self.pool.as_ref().and_then(|p| p.take(spec.ephemeral_storage_gib()));
+        let req = Request::Create { spec: Box::new(spec), scratch: pooled.as_ref().map(|p| p.scratch().clone()) };
+        let result = self.call(&task_id, &req, self.config.request_timeout).await;
+        drop(pooled);
+        match result {
             Ok(Reply::Created(report)) => Ok(TaskHandle {
                 task_id,
                 network: NetworkAttachment::NetNs { path: report.netns },

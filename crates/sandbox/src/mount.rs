@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -101,6 +101,89 @@ pub fn mount(
 pub fn bind_mount(source: &Path, target: &Path) -> Result<(), PathError> {
     let src = source.to_str().ok_or_else(|| PathError::new("mount", source, io::ErrorKind::InvalidInput.into()))?;
     mount(src, target, None, libc::MS_BIND, None)
+}
+
+// The new mount API (Linux 5.2) and pidfd_getfd (5.6); libc has the syscall numbers only.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+fn syscall_fd(rc: libc::c_long) -> io::Result<OwnedFd> {
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+}
+
+/// Mounts `source` (a block device) as `fs_type` without attaching it anywhere: the mount
+/// lives as long as the returned descriptor (or until [`attach_mount`] puts it in place).
+/// `flags` are filesystem flags such as `noinit_itable`; the mount is always `nodev`.
+pub fn detached_mount(source: &Path, fs_type: &str, flags: &[&str]) -> io::Result<OwnedFd> {
+    let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
+    let fs_type = CString::new(fs_type).map_err(|_| invalid())?;
+    // SAFETY: fsopen reads a NUL-terminated name.
+    let fs = syscall_fd(unsafe { libc::syscall(libc::SYS_fsopen, fs_type.as_ptr(), FSOPEN_CLOEXEC) })?;
+    let set = |cmd: libc::c_uint, key: &str, value: Option<&CString>| -> io::Result<()> {
+        let key = CString::new(key).map_err(|_| invalid())?;
+        let value = value.map_or(std::ptr::null(), |v| v.as_ptr());
+        // SAFETY: fsconfig on our fs context with NUL-terminated key/value (or null) pointers.
+        let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key.as_ptr(), value, 0) };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    };
+    set(FSCONFIG_SET_STRING, "source", Some(&cstr(source)?))?;
+    for flag in flags {
+        set(FSCONFIG_SET_FLAG, flag, None)?;
+    }
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fsmount on a created fs context; returns a new descriptor.
+    syscall_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV) })
+}
+
+/// Attaches a detached mount (from [`detached_mount`]) at `target`.
+pub fn attach_mount(mount: &OwnedFd, target: &Path) -> Result<(), PathError> {
+    let tgt = cstr(target).map_err(|e| PathError::new("move_mount", target, e))?;
+    let empty = c"";
+    // SAFETY: move_mount with a valid descriptor, an empty path (F_EMPTY_PATH) and a valid target.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            tgt.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(PathError::new("move_mount", target, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A duplicate of descriptor `fd` of process `pid` (pidfd_getfd; root over root).
+pub fn fd_of_process(pid: u32, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let pidfd = syscall_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })?;
+    // SAFETY: pidfd_getfd takes our pidfd, the target's descriptor number and flags.
+    syscall_fd(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
 }
 
 /// umount2(2); `EINVAL` (not a mount point) and `ENOENT` count as already unmounted.

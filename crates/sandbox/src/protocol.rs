@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::ephemeral::PooledScratch;
 use crate::status::{ExecResult, ExecSpec, TaskStats, TaskStatus};
 use crate::task::TaskSpec;
 
@@ -31,6 +32,9 @@ pub enum Request {
     /// Set the sandbox up. Idempotent: repeating it with the same spec succeeds.
     Create {
         spec: Box<TaskSpec>,
+        /// A ready scratch filesystem of the spec's size to use instead of making one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scratch: Option<PooledScratch>,
     },
     /// Start a created container.
     Start {

@@ -247,3 +247,59 @@ async fn create_is_idempotent_and_failures_are_clean() {
         }
     }
 }
+
+/// `runc state` of a container of the task, as runc sees it.
+fn runc_status(env: &Env, id: &str, name: &str) -> Option<String> {
+    let root = env.sandbox.task_dir(id).join("runc");
+    let out = std::process::Command::new("runc").arg("--root").arg(root).args(["state", name]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["status"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn containers_are_created_ahead_but_run_nothing_before_their_start() {
+    let env = env();
+    let id = task_id("ahead");
+    let _guard = env.guard(&id);
+    let mut spec = task(
+        &id,
+        vec![
+            container("first", &["sh", "-c", "touch /v/first-ran; echo first"]),
+            container("second", &["sh", "-c", "touch /v/second-ran; echo second"]),
+        ],
+    );
+    spec.volumes = vec!["shared".into()];
+    for c in &mut spec.containers {
+        c.mount_points = vec![flotilla_sandbox::MountPoint {
+            source_volume: "shared".into(),
+            container_path: "/v".into(),
+            read_only: false,
+        }];
+    }
+    env.sandbox.create_task(spec).await.unwrap();
+    // Both are created by runc in the background: their inits exist, their commands do not.
+    for name in ["first", "second"] {
+        wait_for(&format!("{name} created ahead"), Duration::from_secs(30), || async {
+            (runc_status(&env, &id, name).as_deref() == Some("created")).then_some(())
+        })
+        .await;
+    }
+    let volume = env.sandbox.task_dir(&id).join("data/volumes/shared");
+    assert!(!volume.join("first-ran").exists() && !volume.join("second-ran").exists());
+    assert_eq!(env.sandbox.state(&id).await.unwrap().container("first").unwrap().state, ContainerState::Created);
+
+    let started = env.sandbox.start_container(&id, "first").await.unwrap();
+    assert_eq!(started.timings.get("precreated"), Some(&1), "{:?}", started.timings);
+    let status = wait_exited(&env.sandbox, &id, "first", Duration::from_secs(20)).await;
+    assert_eq!(status.exit_code, Some(0));
+    assert_eq!(stdout_of(&env, &id, "first"), "first\n");
+    assert!(volume.join("first-ran").exists());
+    // The other one still waits, untouched, until it is started in turn.
+    assert!(!volume.join("second-ran").exists());
+    assert_eq!(runc_status(&env, &id, "second").as_deref(), Some("created"));
+    env.sandbox.start_container(&id, "second").await.unwrap();
+    let status = wait_exited(&env.sandbox, &id, "second", Duration::from_secs(20)).await;
+    assert_eq!(status.exit_code, Some(0));
+    assert!(volume.join("second-ran").exists());
+    env.sandbox.destroy(&id).await.unwrap();
+}

@@ -41,11 +41,59 @@ enum Action {
 /// (32-bit compat modes included, so that their syscall numbers are filtered too).
 fn arch() -> (&'static str, Vec<&'static str>) {
     match std::env::consts::ARCH {
-        "x86_64" => ("x86_64", vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
+        "x86_64" if x32_syscalls_work() => ("x86_64", vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
+        // Without the x32 ABI in the kernel (the default almost everywhere) an x32 syscall
+        // fails whatever the filter says; leaving the arch out of the filter only changes how
+        // it fails (the filter's verdict instead of ENOSYS) and saves runc ~6 ms per start,
+        // a third of the profile's cost.
+        "x86_64" => ("x86_64", vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]),
         "aarch64" => ("aarch64", vec!["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
         "riscv64" => ("riscv64", vec!["SCMP_ARCH_RISCV64"]),
         other => (other, vec![]),
     }
+}
+
+/// Whether this kernel runs x32-ABI syscalls: a child makes one (`getpid` with the x32 bit)
+/// and reports. Asked once per process; when in doubt, yes.
+#[cfg(target_arch = "x86_64")]
+fn x32_syscalls_work() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+        // A fork whose exit signal is 0 rather than SIGCHLD: a `waitpid(-1)` reaper in this
+        // process (the shim has one) does not collect such a child; only `__WCLONE` does.
+        // SAFETY: clone without CLONE_VM or a new stack behaves as fork. The child only makes
+        // raw syscalls and exits, which is allowed after fork in a multi-threaded process; an
+        // outer seccomp filter may kill it, which reads as "no".
+        let pid = unsafe { libc::syscall(libc::SYS_clone, 0 as libc::c_ulong, 0 as libc::c_ulong, 0, 0, 0) };
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                let r = libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid);
+                libc::syscall(libc::SYS_exit_group, if r > 0 { 0 } else { 1 });
+            }
+        }
+        if pid < 0 {
+            return true;
+        }
+        let mut status = 0;
+        let waited = loop {
+            // SAFETY: waits for the child just created, writing into a valid i32.
+            let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::__WCLONE) };
+            if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break r;
+            }
+        };
+        if waited != pid as libc::pid_t {
+            return true;
+        }
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn x32_syscalls_work() -> bool {
+    false
 }
 
 /// The seccomp filter for a container whose effective capabilities are `caps` (`CAP_*`).
@@ -105,6 +153,21 @@ mod tests {
         let clone3 = p.syscalls.iter().find(|s| s.names == ["clone3"]).unwrap();
         assert_eq!(clone3.errno_ret, Some(38));
         assert!(!allowed(&p, "kcmp"));
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn x32_is_filtered_exactly_when_the_kernel_runs_it() {
+        // The probe agrees with the kernel's own configuration where that is readable.
+        let p = default_profile(&resolve_caps(&[], &[]).unwrap());
+        assert!(p.architectures.iter().any(|a| a == "SCMP_ARCH_X86"));
+        let has_x32 = p.architectures.iter().any(|a| a == "SCMP_ARCH_X32");
+        assert_eq!(has_x32, x32_syscalls_work());
+        if let Ok(out) = std::process::Command::new("sh").args(["-c", "zcat /proc/config.gz"]).output()
+            && String::from_utf8_lossy(&out.stdout).contains("# CONFIG_X86_X32_ABI is not set")
+        {
+            assert!(!has_x32);
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Container processes: start (runc create + start with our FIFOs as stdio), exit tracking,
+//! Container processes: start (`runc start` of a container created ahead, see
+//! `precreate.rs`, or else `runc run -d`, with our FIFOs as stdio), exit tracking,
 //! re-attaching to containers a previous shim started, and exec for health checks.
 
 use std::fs::File;
@@ -24,7 +25,7 @@ pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory u
 const EXEC_OUTPUT_LIMIT: usize = 64 << 10;
 
 /// How the end of a container's process will be learned.
-enum ExitSource {
+pub(super) enum ExitSource {
     /// Our child: the exact status arrives through the reaper.
     Child(Watch),
     /// Started by a previous shim: we can see that it ends, not how.
@@ -33,11 +34,19 @@ enum ExitSource {
 
 impl Runtime {
     pub(super) fn start(self: &Arc<Self>, name: &str) -> ShimResult<StartReport> {
+        let mut timings = Timings::new();
+        let t = Instant::now();
+        // Waits for a `runc create` of this container in flight (`precreate.rs`).
         let _ops = self.lock_ops();
+        timings.insert("ops_wait".into(), t.elapsed().as_micros() as u64);
         self.require_phase(TaskPhase::Ready)?;
         let state = self.container_state(name)?;
         if !state.can_start() {
             return Err(ShimError::new(ShimErrorKind::InvalidState, format!("container {name:?} is {state:?}")));
+        }
+        let pre = self.lock_precreated().remove(name);
+        if let Some(pre) = pre {
+            return self.start_precreated(name, pre, timings);
         }
         let cdir = self.container_dir(name);
         let (out_fifo, err_fifo) = make_fifos(&cdir).map_err(|e| io_err("mkfifo in", &cdir, e))?;
@@ -46,38 +55,31 @@ impl Runtime {
         let pumps_done = self.attach_logs(name, &cdir)?;
         let pid_file = cdir.join("init.pid");
         let _ = std::fs::remove_file(&pid_file);
-        let mut timings = Timings::new();
 
         let mark = self.reaper.mark();
         let t = Instant::now();
         // Both writers move into runc's stdio and are closed once runc exits: from then on
         // only the container holds them, and the pumps see EOF when it is gone.
-        let created = self.runc.create(name, &cdir, &pid_file, &cdir.join("runc.log"), out_w, err_w);
-        timings.insert("runc_create".into(), t.elapsed().as_micros() as u64);
-        if let Err(e) = created {
+        let ran = self.runc.run_detached(name, &cdir, &pid_file, &cdir.join("runc.log"), out_w, err_w);
+        timings.insert("runc_run".into(), t.elapsed().as_micros() as u64);
+        if let Err(e) = ran {
             let msg = flotilla_sandbox::error::chain(&e);
+            let _ = self.runc.delete(name);
             self.record_exit(name, None, Some(format!("CannotStartContainerError: {msg}")))?;
             return Err(runtime_err(&e));
         }
+        // The process may already have ended: the reaper keeps statuses reaped since `mark`.
         let pid = match read_pid(&pid_file) {
             Ok(pid) => pid,
             Err(e) => {
                 let err = io_err("reading", &pid_file, e);
+                let _ = self.runc.kill(name, libc::SIGKILL, true);
                 let _ = self.runc.delete(name);
                 self.record_exit(name, None, Some(format!("CannotStartContainerError: {}", err.message)))?;
                 return Err(err);
             }
         };
         let watch = self.reaper.watch(pid, mark);
-
-        let t = Instant::now();
-        if let Err(e) = self.runc.start(name) {
-            let msg = flotilla_sandbox::error::chain(&e);
-            let _ = self.runc.delete(name);
-            self.record_exit(name, None, Some(format!("CannotStartContainerError: {msg}")))?;
-            return Err(runtime_err(&e));
-        }
-        timings.insert("runc_start".into(), t.elapsed().as_micros() as u64);
 
         self.update(|st| {
             if let Some(c) = st.container_mut(name) {
@@ -93,7 +95,7 @@ impl Runtime {
 
     /// Opens the container's log and starts one pump per stream. The receiver yields once
     /// per stream at EOF.
-    fn attach_logs(&self, name: &str, cdir: &Path) -> ShimResult<Receiver<()>> {
+    pub(super) fn attach_logs(&self, name: &str, cdir: &Path) -> ShimResult<Receiver<()>> {
         let log_path = cdir.join(flotilla_sandbox::protocol::CONTAINER_LOG_FILE);
         let log = LogFile::open(&log_path, self.cfg.log_limits).map_err(|e| io_err("opening", &log_path, e))?;
         let log = Arc::new(Mutex::new(log));
@@ -108,7 +110,7 @@ impl Runtime {
         Ok(rx)
     }
 
-    fn spawn_exit_watcher(self: &Arc<Self>, name: &str, source: ExitSource, pumps_done: Receiver<()>) {
+    pub(super) fn spawn_exit_watcher(self: &Arc<Self>, name: &str, source: ExitSource, pumps_done: Receiver<()>) {
         let rt = self.clone();
         let name = name.to_string();
         std::thread::Builder::new()
@@ -145,7 +147,7 @@ impl Runtime {
     }
 
     /// Records that a container has ended; checks the OOM counter of its cgroup first.
-    fn record_exit(&self, name: &str, exit: Option<ExitInfo>, reason: Option<String>) -> ShimResult<()> {
+    pub(super) fn record_exit(&self, name: &str, exit: Option<ExitInfo>, reason: Option<String>) -> ShimResult<()> {
         let oom = self.cgroups.oom_kills(&self.task_id, Some(name)).unwrap_or(0) > 0;
         let killed = exit.is_none_or(|e| e.signal == Some(libc::SIGKILL));
         let oom_killed = oom && killed;
@@ -195,7 +197,8 @@ impl Runtime {
                     }
                 }
                 (ContainerState::Created, Some(_)) => {
-                    // The previous shim died between runc create and start.
+                    // Created ahead of its start by the previous shim (or it died during a
+                    // `runc run`): the start will run it from a clean slate.
                     let _ = self.runc.delete(&name);
                 }
                 _ => {}

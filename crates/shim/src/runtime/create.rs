@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flotilla_sandbox::cgroup::{CgroupManager, TaskBudget};
-use flotilla_sandbox::ephemeral::{self, CommandRunner, Scratch};
+use flotilla_sandbox::ephemeral::{self, CommandRunner, PooledScratch, Scratch};
 use flotilla_sandbox::protocol::{CreateReport, ShimError, ShimErrorKind, Timings};
 use flotilla_sandbox::spec::{self, EtcFiles, SpecInput, TaskNamespaces, UserDb, VolumeMount};
 use flotilla_sandbox::{ContainerSpec, SpecError, TaskPhase, TaskSpec, namespaces, rootfs};
@@ -37,7 +37,7 @@ fn micros(start: Instant) -> u64 {
 }
 
 impl Runtime {
-    pub(super) fn create(self: &Arc<Self>, spec: TaskSpec) -> ShimResult<CreateReport> {
+    pub(super) fn create(self: &Arc<Self>, spec: TaskSpec, pooled: Option<PooledScratch>) -> ShimResult<CreateReport> {
         let _ops = self.lock_ops();
         let leftovers = {
             let st = self.lock_state();
@@ -93,14 +93,23 @@ impl Runtime {
 
         let t = Instant::now();
         let data = self.data_dir();
-        let scratch = ephemeral::create(
-            &dir.join("ephemeral.img"),
-            &data,
-            spec.ephemeral_storage_gib(),
-            &ReaperRunner(&self.reaper),
-        )
-        .map_err(|e| runtime_err(&e))?;
+        let (image, size) = (dir.join("ephemeral.img"), spec.ephemeral_storage_gib());
+        let adopted = pooled.map(|p| ephemeral::adopt(&p, &image, &data, size));
+        if let Some(Err(e)) = &adopted {
+            tracing::warn!(error = %flotilla_sandbox::error::chain(e), "pooled scratch filesystem unusable; making one");
+        }
+        let scratch = match adopted {
+            Some(Ok(_)) => Scratch::Limited,
+            _ => ephemeral::create(&image, &data, size, &ReaperRunner(&self.reaper)).map_err(|e| runtime_err(&e))?,
+        };
         timings.insert("ephemeral_fs".into(), micros(t));
+        // Not a duration: 0 = made here, 1 = pooled device mounted here, 2 = pooled mount attached.
+        let pooled = match adopted {
+            Some(Ok(ephemeral::Adopted::Attached)) => 2,
+            Some(Ok(ephemeral::Adopted::Mounted)) => 1,
+            _ => 0,
+        };
+        timings.insert("ephemeral_fs_pooled".into(), pooled);
 
         let t = Instant::now();
         let etc = rootfs::write_etc_files(&dir.join("etc"), &spec.hostname()).map_err(|e| runtime_err(&e))?;
@@ -129,6 +138,7 @@ impl Runtime {
             st.report = Some(report.clone());
         })?;
         tracing::info!(task_id = %spec.task_id, timings = ?report.timings, "task created");
+        self.spawn_precreate(spec.containers.iter().map(|c| c.name.clone()).collect());
         Ok(report)
     }
 

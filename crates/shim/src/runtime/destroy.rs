@@ -87,6 +87,7 @@ impl Runtime {
             errors.push(chain(&e));
         }
         self.logs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.lock_precreated().clear();
         if errors.is_empty() { Ok(()) } else { Err(ShimError::new(ShimErrorKind::Runtime, errors.join("; "))) }
     }
 }

@@ -1,5 +1,6 @@
-//! The task as the shim owns it: setup (`create.rs`), container processes (`container.rs`),
-//! teardown (`destroy.rs`), and the cheap queries here.
+//! The task as the shim owns it: setup (`create.rs`), container processes (`container.rs`,
+//! created ahead of their start by `precreate.rs`), teardown (`destroy.rs`), and the cheap
+//! queries here.
 //!
 //! Concurrency: `ops` serialises the operations that change the host (create, start,
 //! destroy); `state` is held only for short reads and updates, so `state`, `stats`, `kill`
@@ -8,6 +9,7 @@
 mod container;
 mod create;
 mod destroy;
+mod precreate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,8 @@ pub struct Runtime {
     ops: Mutex<()>,
     syncer: Arc<Syncer>,
     logs: Mutex<HashMap<String, SharedLog>>,
+    /// Containers whose `runc create` already ran (`precreate.rs`).
+    precreated: Mutex<precreate::PrecreatedMap>,
     exec_seq: AtomicU64,
 }
 
@@ -86,6 +90,7 @@ impl Runtime {
             ops: Mutex::new(()),
             syncer: Syncer::start(),
             logs: Mutex::new(HashMap::new()),
+            precreated: Mutex::new(HashMap::new()),
             exec_seq: AtomicU64::new(0),
         });
         if adopting {
@@ -96,7 +101,7 @@ impl Runtime {
 
     pub fn handle(self: &Arc<Self>, req: Request) -> Reply {
         let result = match req {
-            Request::Create { spec } => self.create(*spec).map(Reply::Created),
+            Request::Create { spec, scratch } => self.create(*spec, scratch).map(Reply::Created),
             Request::Start { container } => self.start(&container).map(Reply::Started),
             Request::Kill { container, signal } => self.kill(&container, signal).map(|()| Reply::Signalled),
             Request::State => Ok(Reply::State(self.lock_state().status())),
@@ -113,6 +118,10 @@ impl Runtime {
 
     fn lock_ops(&self) -> MutexGuard<'_, ()> {
         self.ops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_precreated(&self) -> MutexGuard<'_, precreate::PrecreatedMap> {
+        self.precreated.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Applies `f` to the state and persists the result.

@@ -115,6 +115,7 @@ pub fn config(root: &Path) -> LinuxSandboxConfig {
         cgroup_parent: "flotilla".into(),
         init_binary: None,
         request_timeout: Duration::from_secs(60),
+        scratch_pool: Default::default(),
     }
 }
 
