@@ -117,20 +117,29 @@ impl Agent {
         }
     }
 
-    /// Security group changes reach running tasks: every change under `ec2/sgs/` re-applies
-    /// the groups of the VPCs this host has interfaces in.
+    /// Security group changes reach running tasks, and deleted VPCs leave the host: every
+    /// change to a group or a VPC re-applies the groups of the VPCs this host serves.
     async fn follow_security_groups(self: Arc<Self>) {
-        let prefix = flotilla_control::network_keys::SECURITY_GROUPS;
-        let mut changes = self.control.store().watch(prefix);
+        use flotilla_control::network_keys::{PREFIX, SECURITY_GROUPS, VPCS};
+        let relevant = |key: &str| key.starts_with(SECURITY_GROUPS) || key.starts_with(VPCS);
+        let mut changes = self.control.store().watch(PREFIX);
         loop {
-            match changes.next().await {
-                Ok(_) => {}
-                Err(flotilla_store::StoreError::WatchLagged { .. }) => changes = self.control.store().watch(prefix),
+            let mut dirty = match changes.next().await {
+                Ok(event) => relevant(event.key()),
+                Err(flotilla_store::StoreError::WatchLagged { .. }) => {
+                    changes = self.control.store().watch(PREFIX);
+                    true
+                }
                 Err(_) => return,
-            }
+            };
             // Take every change already queued, then apply once.
-            while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, changes.next()).await {}
-            if let Err(e) = self.networking.resync_groups().await {
+            while let Ok(Ok(event)) = tokio::time::timeout(Duration::ZERO, changes.next()).await {
+                dirty |= relevant(event.key());
+            }
+            if !dirty {
+                continue;
+            }
+            if let Err(e) = self.networking.resync().await {
                 tracing::warn!(error = %e, "cannot apply security group changes; retrying at the next change");
             }
         }

@@ -11,7 +11,7 @@
 //! every interface whose task is not live and `attach` (idempotent) restores the rest; a
 //! security group change re-applies every group of the VPCs this host serves.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -78,7 +78,7 @@ pub struct Networking {
     served: std::sync::Mutex<HashSet<String>>,
     /// VPCs whose groups the data plane holds as of the last change (each change to a group
     /// re-applies them), and those groups: an attach applies groups only when these miss one.
-    synced: std::sync::Mutex<(HashSet<String>, HashSet<String>)>,
+    synced: std::sync::Mutex<(HashSet<String>, HashMap<String, String>)>,
 }
 
 fn parse_mac(mac: &str) -> Result<[u8; 6], String> {
@@ -130,7 +130,7 @@ impl Networking {
             dns,
             vpc_turn: tokio::sync::Mutex::new(()),
             served: std::sync::Mutex::new(HashSet::new()),
-            synced: std::sync::Mutex::new((HashSet::new(), HashSet::new())),
+            synced: std::sync::Mutex::new((HashSet::new(), HashMap::new())),
         }
     }
 
@@ -203,7 +203,7 @@ impl Networking {
         let status = self.blocking(move |net| net.ensure_vpc(&vpc_spec)).await?;
         let current = {
             let synced = self.synced.lock().expect("synced lock");
-            synced.0.contains(&vpc.id) && eni.groups.iter().all(|g| synced.1.contains(&g.id))
+            synced.0.contains(&vpc.id) && eni.groups.iter().all(|g| synced.1.contains_key(&g.id))
         };
         if !current {
             self.sync_groups(&vpc.id).await?;
@@ -226,8 +226,9 @@ impl Networking {
         Ok(())
     }
 
-    /// Removes the task's interface from the data plane and releases its addresses; the
-    /// VPC's host side goes with its last interface. Idempotent.
+    /// Removes the task's interface from the data plane and releases its addresses.
+    /// Idempotent. The VPC's host side (router and resolver addresses, its groups) stays
+    /// while the VPC exists, so the next task in it starts without rebuilding it.
     pub async fn detach(&self, task_arn: &str) -> Result<(), String> {
         let Some(eni) = self.control.network_interface_for(task_arn).await.map_err(|e| e.to_string())? else {
             return Ok(());
@@ -236,7 +237,7 @@ impl Networking {
         let id = eni.id.clone();
         self.blocking(move |net| net.remove_interface(&id)).await?;
         self.control.delete_network_interface(&eni.id).await.map_err(|e| e.to_string())?;
-        self.release_vpc_if_unused(&eni.vpc_id).await
+        Ok(())
     }
 
     async fn release_vpc_if_unused(&self, vpc_id: &str) -> Result<(), String> {
@@ -244,7 +245,14 @@ impl Networking {
         if interfaces.iter().any(|i| i.vpc_id.as_deref() == Some(vpc_id)) {
             return Ok(());
         }
-        self.synced.lock().expect("synced lock").0.remove(vpc_id);
+        let mut groups = self.groups_in(vpc_id).await;
+        {
+            let mut synced = self.synced.lock().expect("synced lock");
+            synced.0.remove(vpc_id);
+            groups.extend(synced.1.iter().filter(|(_, v)| *v == vpc_id).map(|(g, _)| g.clone()));
+            groups.sort();
+            groups.dedup();
+        }
         let removed = self.served.lock().expect("served lock").remove(vpc_id);
         if removed {
             for (addr, vpc) in self.dns.bindings() {
@@ -253,32 +261,49 @@ impl Networking {
                 }
             }
         }
-        let (vpc, groups) = (vpc_id.to_owned(), self.groups_in(vpc_id).await);
-        self.blocking(move |net| {
-            // Groups naming each other go in turns; one still named by another VPC's rules
-            // stays until that one goes.
-            let mut left = groups;
-            loop {
-                let before = left.len();
-                let mut failure = None;
-                left.retain(|g| match net.remove_security_group(g) {
-                    Ok(()) => false,
-                    Err(flotilla_net::NetError::SecurityGroupReferenced { .. }) => true,
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                        true
+        self.remove_groups(groups).await?;
+        let vpc = vpc_id.to_owned();
+        self.blocking(move |net| net.remove_vpc(&vpc)).await
+    }
+
+    /// Removes groups from the data plane, in turns (groups may name each other); a group
+    /// still used or named elsewhere stays. Forgets the ones removed.
+    async fn remove_groups(&self, groups: Vec<String>) -> Result<(), String> {
+        let removed = self
+            .blocking(move |net| {
+                let mut left = groups;
+                let mut removed = Vec::new();
+                loop {
+                    let before = left.len();
+                    let mut failure = None;
+                    left.retain(|g| match net.remove_security_group(g) {
+                        Ok(()) => {
+                            removed.push(g.clone());
+                            false
+                        }
+                        Err(
+                            flotilla_net::NetError::SecurityGroupReferenced { .. }
+                            | flotilla_net::NetError::SecurityGroupInUse { .. },
+                        ) => true,
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            true
+                        }
+                    });
+                    if let Some(e) = failure {
+                        return Err(e);
                     }
-                });
-                if let Some(e) = failure {
-                    return Err(e);
+                    if left.is_empty() || left.len() == before {
+                        return Ok(removed);
+                    }
                 }
-                if left.is_empty() || left.len() == before {
-                    break;
-                }
-            }
-            net.remove_vpc(&vpc)
-        })
-        .await
+            })
+            .await?;
+        let mut synced = self.synced.lock().expect("synced lock");
+        for g in removed {
+            synced.1.remove(&g);
+        }
+        Ok(())
     }
 
     /// Ids of the groups the data plane holds for `vpc_id`, as the control plane knows them.
@@ -296,23 +321,39 @@ impl Networking {
         let groups = self.control.describe_security_groups(&[], &[], &[filter]).await.map_err(|e| e.to_string())?;
         let specs: Vec<SecurityGroupSpec> = groups.iter().map(group_spec).collect();
         self.blocking(move |net| specs.iter().try_for_each(|s| net.ensure_security_group(s))).await?;
-        let mut synced = self.synced.lock().expect("synced lock");
-        synced.0.insert(vpc_id.to_owned());
-        synced.1.extend(groups.into_iter().map(|g| g.id));
-        Ok(())
+        // Groups deleted from the control plane (never while an interface uses them) go.
+        let stale: Vec<String> = {
+            let mut synced = self.synced.lock().expect("synced lock");
+            synced.0.insert(vpc_id.to_owned());
+            let stale = synced
+                .1
+                .iter()
+                .filter(|(g, v)| *v == vpc_id && !groups.iter().any(|x| &x.id == *g))
+                .map(|(g, _)| g.clone())
+                .collect();
+            synced.1.extend(groups.into_iter().map(|g| (g.id, vpc_id.to_owned())));
+            stale
+        };
+        self.remove_groups(stale).await
     }
 
-    /// Re-applies the groups of every VPC this host has interfaces in (after a group
-    /// changed). A group deleted from the control plane (which refuses while an interface
+    /// Re-applies the groups of every VPC this host serves (after a group changed), and
+    /// removes the host side of VPCs that were deleted. A group deleted from the control plane (which refuses while an interface
     /// uses it) stays in the data plane, unused, until its VPC's host side goes.
-    pub async fn resync_groups(&self) -> Result<(), String> {
+    pub async fn resync(&self) -> Result<(), String> {
         // In turn with attaches, so none can read the set below before a change lands.
         let _turn = self.vpc_turn.lock().await;
         let interfaces = self.blocking(|net| net.list_interfaces()).await?;
         let mut vpcs: HashSet<String> = interfaces.iter().filter_map(|i| i.vpc_id.clone()).collect();
         vpcs.extend(self.synced.lock().expect("synced lock").0.iter().cloned());
         for vpc in vpcs {
-            self.sync_groups(&vpc).await?;
+            match self.control.vpc(&vpc).await {
+                // Deleted (which the control plane allows only once its subnets, and so its
+                // interfaces, are gone): its host side goes too.
+                Err(flotilla_control::NetworkError::NotFound { .. }) => self.release_vpc_if_unused(&vpc).await?,
+                Err(e) => return Err(e.to_string()),
+                Ok(_) => self.sync_groups(&vpc).await?,
+            }
         }
         Ok(())
     }

@@ -113,20 +113,27 @@ fn prober(f: &Fixture, name: &str, urls: &[(&str, String)]) -> Value {
     f.container(name, &["sh", "-c", &body])
 }
 
-/// Links and rules the server's task network holds beyond loopback and its base chains.
+/// Links and rules the server's task network holds for tasks: veths (`fl<hash>`) and their
+/// `in_`/`out_` chains. A VPC's own host side (`flvpc<hash>` with its router and resolver
+/// addresses, its groups' chains) lives as long as the VPC; `vpc_links` counts those.
+fn vpc_links(server: &Server) -> usize {
+    let links = server.netns.exec(&["ip", "-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&links.stdout).lines().filter(|l| l.contains(": flvpc")).count()
+}
+
 fn plumbing(server: &Server) -> (Vec<String>, Vec<String>) {
     let links = server.netns.exec(&["ip", "-o", "link"]).output().unwrap();
     let links: Vec<String> = String::from_utf8_lossy(&links.stdout)
         .lines()
         .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_owned()))
         // `uplink0` is the test's own link to the `Outside` namespace.
-        .filter(|n| n != "lo" && n != "uplink0")
+        .filter(|n| n != "lo" && n != "uplink0" && !n.starts_with("flvpc"))
         .collect();
     let rules = server.netns.exec(&["nft", "list", "ruleset"]).output().unwrap();
     let chains: Vec<String> = String::from_utf8_lossy(&rules.stdout)
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("chain in_") || l.starts_with("chain out_") || l.starts_with("chain sg"))
+        .filter(|l| l.starts_with("chain in_") || l.starts_with("chain out_"))
         .map(str::to_owned)
         .collect();
     (links, chains)
@@ -266,6 +273,16 @@ fn vpcs_are_isolated_from_each_other() {
 
     f.stop_all(&[&web_task, &inside, &outside]);
     assert_no_task_plumbing(&f);
+
+    // Both VPCs keep their host side while they exist; deleting one removes its own.
+    assert_eq!(vpc_links(s), 2);
+    s.aws_json(&["ec2", "delete-security-group", "--group-id", &other_sg]);
+    s.aws_json(&["ec2", "delete-subnet", "--subnet-id", &other_subnet]);
+    s.aws_json(&["ec2", "delete-vpc", "--vpc-id", &other_vpc]);
+    wait_for("the deleted VPC's host side removed", Duration::from_secs(10), || vpc_links(s) == 1);
+    let rules = s.netns.exec(&["nft", "list", "ruleset"]).output().unwrap();
+    let other_chain = format!("sgi_{}", other_sg.replace('-', "_"));
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains(&other_chain), "its groups' rules go too");
 }
 
 #[test]
@@ -365,8 +382,12 @@ fn two_hundred_tasks_come_and_go_without_leaking_addresses_or_plumbing() {
     assert_eq!(available(), before, "no address leaked");
     assert_no_task_plumbing(&f);
     let leases = s.netns.exec(&["ip", "-o", "addr"]).output().unwrap();
-    let leftover = String::from_utf8_lossy(&leases.stdout).lines().filter(|l| !l.contains(" lo ")).count();
-    assert_eq!(leftover, 0, "no address left on the host side");
+    let leftover: Vec<String> = String::from_utf8_lossy(&leases.stdout)
+        .lines()
+        .filter(|l| !l.contains(" lo ") && !l.contains(": flvpc"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(leftover, Vec::<String>::new(), "no task address left on the host side");
 }
 
 /// A namespace outside the VPC, linked to the server's host side the way the internet would
