@@ -93,9 +93,12 @@ impl Agent {
             }
         }
         groups.abort();
-        for (_, handle) in self.supervisors.lock().expect("supervisor table poisoned").drain() {
+        let supervisors: Vec<_> = self.supervisors.lock().expect("supervisor table poisoned").drain().collect();
+        for (_, handle) in supervisors {
             handle.abort();
+            let _ = handle.await;
         }
+        self.networking.shutdown().await;
     }
 
     /// After a restart: interfaces (records and kernel plumbing) of tasks that are no longer

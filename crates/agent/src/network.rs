@@ -376,6 +376,17 @@ impl Networking {
         Ok(())
     }
 
+    /// On a clean shutdown with no task interface left, removes the host side entirely (VPC
+    /// devices, groups, the nft table), so a host that runs no tasks keeps nothing of ours.
+    pub async fn shutdown(&self) {
+        let _turn = self.vpc_turn.lock().await;
+        match self.blocking(|net| net.dismantle()).await {
+            Ok(true) => tracing::debug!("task network removed"),
+            Ok(false) => tracing::debug!("tasks still have interfaces; the task network stays for them"),
+            Err(e) => tracing::warn!(error = %e, "could not remove the task network; the next start cleans it"),
+        }
+    }
+
     /// After a restart: removes every interface (and VPC, group) of the data plane that no
     /// live task holds, and deletes interface records whose task is gone or stopped.
     pub async fn cleanup(&self, live_task_arns: &HashSet<String>) -> Result<(), String> {

@@ -580,6 +580,22 @@ impl Network {
         Ok(report)
     }
 
+    /// Removes everything this `Network` made (VPC devices, groups, the nft table), when no
+    /// interface is left; `Ok(false)` (and nothing removed) while one is. For a clean
+    /// shutdown with no tasks running: the host is left as it was. The `Network` must not be
+    /// used afterwards (its base chains are gone); a new one rebuilds them.
+    pub fn dismantle(&self) -> Result<bool, NetError> {
+        if !self.list_interfaces()?.is_empty() {
+            return Ok(false);
+        }
+        self.cleanup(&[], &[], &[])?;
+        let object = Object::Network(self.table.clone());
+        let mut inner = self.lock();
+        self.nft.delete_table(&object, &self.table)?;
+        inner.state = State::default();
+        Ok(true)
+    }
+
     /// The host namespace this `Network` works in, when it is not the caller's.
     pub fn host_netns(&self) -> Option<&File> {
         self.host_netns.as_ref()

@@ -66,6 +66,11 @@ impl Nft {
         self.run(object, &["-f", "-"], &script.text).map(drop)
     }
 
+    /// Deletes the whole table (every chain, set and map in it).
+    pub fn delete_table(&self, object: &Object, table: &str) -> Result<(), NetError> {
+        self.run(object, &["delete", "table", "inet", table], "").map(drop)
+    }
+
     /// The table as `nft -j` lists it.
     pub fn list_table(&self, object: &Object, table: &str) -> Result<serde_json::Value, NetError> {
         let out = self.run(object, &["-j", "list", "table", "inet", table], "")?;

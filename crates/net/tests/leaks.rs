@@ -132,3 +132,19 @@ fn cleanup_after_a_crash_removes_what_is_not_kept() -> Result<()> {
     assert!(!task_has_eth0(&other_ns) && !task_has_eth0(&lab.tasks[0]));
     Ok(())
 }
+
+#[test]
+fn dismantle_waits_for_interfaces_then_leaves_the_host_as_it_was() -> Result<()> {
+    let mut lab = Lab::new("dm")?;
+    let links_before = lab.host.ip(&["-br", "link"])?;
+    populate(&mut lab)?;
+    assert!(!lab.net.dismantle()?, "refused while interfaces exist");
+    assert!(lab.nft(&["list", "table", "inet", &format!("t_{}", lab.tag)]).is_ok(), "nothing removed");
+    for eni in ["eni-lk-1", "eni-lk-2", "eni-lk-3"] {
+        lab.net.remove_interface(eni)?;
+    }
+    assert!(lab.net.dismantle()?);
+    assert!(lab.nft(&["list", "table", "inet", &format!("t_{}", lab.tag)]).is_err(), "the table is gone");
+    assert_eq!(lab.host.ip(&["-br", "link"])?, links_before, "VPC devices are gone");
+    Ok(())
+}
