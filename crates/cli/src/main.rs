@@ -54,6 +54,10 @@ enum Command {
         /// tasks off the host's main namespace; the tests give every server its own.
         #[arg(long, value_name = "PATH")]
         net_namespace: Option<std::path::PathBuf>,
+        /// PEM bundle of extra CAs (one or more certificates) to trust for registries served
+        /// over HTTPS with a private CA, on top of the built-in roots.
+        #[arg(long, value_name = "FILE", env = "FLOTILLA_REGISTRY_CA")]
+        registry_ca: Option<PathBuf>,
     },
     /// List clusters, or create / delete one.
     Clusters {
@@ -104,7 +108,13 @@ enum Command {
 #[derive(Subcommand)]
 pub(crate) enum ImageAction {
     /// Pull an image into this host's store, showing progress.
-    Pull { reference: String },
+    Pull {
+        reference: String,
+        /// PEM bundle of extra CAs (one or more certificates) to trust for registries served
+        /// over HTTPS with a private CA, on top of the built-in roots.
+        #[arg(long, value_name = "FILE", env = "FLOTILLA_REGISTRY_CA")]
+        registry_ca: Option<PathBuf>,
+    },
     /// Load an OCI-layout or `docker save` tarball, for hosts without registry access.
     Import {
         file: PathBuf,
@@ -180,8 +190,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let out = Output::new(cli.output);
     match cli.command {
-        Command::Up { listen, region, account_id, no_agent, public_ip_pool, net_namespace } => {
-            up::run(UpOptions { listen, data_dir, region, account_id, no_agent, public_ip_pool, net_namespace }).await
+        Command::Up { listen, region, account_id, no_agent, public_ip_pool, net_namespace, registry_ca } => {
+            up::run(UpOptions {
+                listen,
+                data_dir,
+                region,
+                account_id,
+                no_agent,
+                public_ip_pool,
+                net_namespace,
+                registry_ca,
+            })
+            .await
         }
         Command::Clusters { action } => commands::clusters::run(&connect(&data_dir, cli.endpoint)?, &out, action).await,
         Command::TaskDefinitions { action, family_prefix, status } => {

@@ -22,9 +22,33 @@ pub struct UpOptions {
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// Where the task network's host side lives; `None`: this process's namespace.
     pub net_namespace: Option<std::path::PathBuf>,
+    /// A PEM bundle of extra CAs trusted for registries (`--registry-ca`,
+    /// `FLOTILLA_REGISTRY_CA`).
+    pub registry_ca: Option<std::path::PathBuf>,
+}
+
+/// Image store options with the CAs of the PEM bundle `registry_ca` (one or more
+/// certificates) trusted for registries on top of the built-in roots. Errors name the file.
+pub fn image_store_options(registry_ca: Option<&std::path::Path>) -> anyhow::Result<flotilla_image::StoreOptions> {
+    let mut options = flotilla_image::StoreOptions::default();
+    if let Some(path) = registry_ca {
+        let pem = std::fs::read(path).with_context(|| {
+            format!("cannot read the registry CA bundle {} (--registry-ca / FLOTILLA_REGISTRY_CA)", path.display())
+        })?;
+        let count = options.registry.add_root_certificates_pem(pem).with_context(|| {
+            format!(
+                "invalid registry CA bundle {}: expected PEM certificates (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            )
+        })?;
+        tracing::debug!(path = %path.display(), count, "trusting extra registry CAs");
+    }
+    Ok(options)
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
+    // Checked first, even with --no-agent: a bad CA bundle is a mistake worth reporting.
+    let image_options = image_store_options(opts.registry_ca.as_deref())?;
     let home = Home::open(&opts.data_dir)?;
     let identity = home.identity(opts.region.as_deref(), opts.account_id.as_deref())?;
     let (credentials, generated) = home.credentials()?;
@@ -47,7 +71,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         (None, None)
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = start_agent(&home, control.clone(), logs.clone(), opts.net_namespace.clone()).await?;
+        let agent =
+            start_agent(&home, control.clone(), logs.clone(), opts.net_namespace.clone(), image_options).await?;
         (
             Some(tx),
             Some(tokio::spawn(agent.run(async move {
@@ -102,6 +127,7 @@ async fn start_agent(
     control: Arc<Control>,
     logs: Arc<LogStore>,
     net_namespace: Option<std::path::PathBuf>,
+    image_options: flotilla_image::StoreOptions,
 ) -> anyhow::Result<Arc<flotilla_agent::Agent>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -110,7 +136,7 @@ async fn start_agent(
         );
     }
     let images_dir = crate::home::images_dir(&home.dir);
-    let images = flotilla_image::ImageStore::open(&images_dir)
+    let images = flotilla_image::ImageStore::open_with(&images_dir, image_options)
         .await
         .with_context(|| format!("cannot open the image store in {}", images_dir.display()))?;
     let config = flotilla_sandbox::LinuxSandboxConfig { root: home.dir.join("tasks"), ..Default::default() };

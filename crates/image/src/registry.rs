@@ -28,6 +28,11 @@ pub struct RegistryConfig {
     /// Manifests are buffered in memory; anything larger is refused.
     pub max_manifest_bytes: usize,
     pub user_agent: String,
+    /// Extra trusted root certificates (PEM documents, each possibly a bundle of
+    /// several), for registries whose certificates a private CA signed. Trusted on
+    /// top of the built-in web roots. [`RegistryConfig::add_root_certificates_pem`]
+    /// checks a bundle before adding it.
+    pub root_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for RegistryConfig {
@@ -40,14 +45,47 @@ impl Default for RegistryConfig {
             read_timeout: Duration::from_secs(60),
             max_manifest_bytes: 4 << 20,
             user_agent: concat!("flotilla/", env!("CARGO_PKG_VERSION")).to_owned(),
+            root_certificates: Vec::new(),
         }
     }
+}
+
+impl RegistryConfig {
+    /// Trusts the certificates of the PEM bundle `pem` (one or more `CERTIFICATE`
+    /// blocks) as extra roots; returns how many it holds. Refuses a bundle that is
+    /// not PEM, holds no certificate or holds one that does not parse.
+    pub fn add_root_certificates_pem(&mut self, pem: impl Into<Vec<u8>>) -> Result<usize, RegistryError> {
+        let pem = pem.into();
+        let certs = parse_root_certificates(&pem)?;
+        let count = certs.len();
+        // Parsing PEM does not look inside the certificates; loading them into a
+        // root store does.
+        let mut builder = Client::builder();
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        builder.build().map_err(RegistryError::RootCertificates)?;
+        self.root_certificates.push(pem);
+        Ok(count)
+    }
+}
+
+fn parse_root_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, RegistryError> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(RegistryError::RootCertificates)?;
+    if certs.is_empty() {
+        return Err(RegistryError::NoRootCertificates);
+    }
+    Ok(certs)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("could not build the HTTP client")]
     Client(#[source] reqwest::Error),
+    #[error("invalid root certificate bundle")]
+    RootCertificates(#[source] reqwest::Error),
+    #[error("the root certificate bundle holds no PEM certificate")]
+    NoRootCertificates,
     #[error("request to {url} failed")]
     Http {
         url: String,
@@ -117,11 +155,19 @@ pub(crate) struct RegistryClient {
 
 impl RegistryClient {
     pub(crate) fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
+        let mut roots = Vec::new();
+        for pem in &config.root_certificates {
+            roots.extend(parse_root_certificates(pem)?);
+        }
         let builder = || {
-            Client::builder()
+            let mut builder = Client::builder()
                 .user_agent(config.user_agent.clone())
                 .connect_timeout(config.connect_timeout)
-                .read_timeout(config.read_timeout)
+                .read_timeout(config.read_timeout);
+            for cert in &roots {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            builder
         };
         Ok(RegistryClient {
             http: builder().build().map_err(RegistryError::Client)?,

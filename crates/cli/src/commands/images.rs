@@ -70,10 +70,16 @@ async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PullEven
 
 pub async fn run(data_dir: &Path, out: &Output, action: ImageAction) -> anyhow::Result<()> {
     let dir = flotilla_cli::home::images_dir(data_dir);
-    let store =
-        ImageStore::open(&dir).await.with_context(|| format!("cannot open the image store in {}", dir.display()))?;
+    // Only pulls talk to registries; a bad CA bundle must not break `ls` or `rm`.
+    let options = match &action {
+        ImageAction::Pull { registry_ca, .. } => flotilla_cli::up::image_store_options(registry_ca.as_deref())?,
+        _ => flotilla_image::StoreOptions::default(),
+    };
+    let store = ImageStore::open_with(&dir, options)
+        .await
+        .with_context(|| format!("cannot open the image store in {}", dir.display()))?;
     match action {
-        ImageAction::Pull { reference } => {
+        ImageAction::Pull { reference, .. } => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let quiet = out.format == flotilla_cli::output::Format::Json;
             let drawing = tokio::spawn(show_progress(rx, quiet));

@@ -1,5 +1,5 @@
 //! Test support for this crate's tests and for other crates' integration tests:
-//! a real `docker-registry` on 127.0.0.1 ([`Registry`]), helpers that push images
+//! a real `docker-registry` on 127.0.0.1, or over TLS with a private CA ([`Registry`]), helpers that push images
 //! to it, and builders for layers and images ([`LayerTar`], [`TestImage`]),
 //! including a runnable [`busybox_image`].
 //!
@@ -19,4 +19,4 @@ pub use build::{
     BUSYBOX_APPLETS, ImageSpec, LayerTar, MTIME, TestImage, TestLayer, big_image, blob_path, busybox_image,
     busybox_layer, busybox_spec, compress, gzip, host_architecture, index, oci_layout, sha256, tar_of, zstd,
 };
-pub use registry::{Anonymous, Authorization, Htpasswd, Registry, RegistryAuth};
+pub use registry::{Anonymous, Authorization, Htpasswd, Registry, RegistryAuth, non_loopback_ipv4};

@@ -1,8 +1,8 @@
-//! A real `docker-registry` on loopback, and helpers to push images to it over the
-//! registry HTTP API.
+//! A real `docker-registry` on loopback (or, over TLS, on a non-loopback address of
+//! this machine), and helpers to push images to it over the registry HTTP API.
 
 use std::fs;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,14 +75,80 @@ impl RegistryAuth for Htpasswd {
     }
 }
 
-/// A `docker-registry serve` child process on `127.0.0.1`, killed on drop. Its
-/// storage, config and log live in a temporary directory removed on drop.
+/// A `docker-registry serve` child process on `127.0.0.1` (plain HTTP), or over TLS
+/// on a non-loopback address ([`Registry::start_tls`]), killed on drop. Its storage,
+/// config, certificates and log live in a temporary directory removed on drop.
 pub struct Registry {
     child: Child,
     host: String,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// The PEM certificate of the CA that signed the registry's certificate (TLS only).
+    ca_pem: Option<String>,
     dir: tempfile::TempDir,
     http: reqwest::Client,
     auth: Box<dyn RegistryAuth>,
+}
+
+/// A CA and the certificate it signed for one IP address, all PEM.
+struct TlsFiles {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn tls_files(ip: IpAddr) -> TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(DnType::CommonName, "flotilla test registry CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, ip.to_string());
+    params.subject_alt_names = vec![SanType::IpAddress(ip)];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    TlsFiles { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+}
+
+/// An IPv4 address of this machine that is not loopback, for a registry that clients
+/// must reach over TLS (they dial loopback registries over plain HTTP): the source
+/// address of the default route, else the first such address of an interface.
+/// `Err` says why there is none.
+pub fn non_loopback_ipv4() -> Result<Ipv4Addr, String> {
+    let usable = |ip: Ipv4Addr| !ip.is_loopback() && !ip.is_unspecified() && TcpListener::bind((ip, 0)).is_ok();
+    // Connecting a UDP socket sends nothing; it only picks the route's source address.
+    let routed = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("1.1.1.1:53").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .and_then(|a| match a.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        });
+    if let Some(ip) = routed.filter(|ip| usable(*ip)) {
+        return Ok(ip);
+    }
+    let listed = Command::new("ip").args(["-4", "-o", "addr", "show"]).output();
+    let listed = match listed {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => return Err(format!("no default route, and `ip -4 -o addr show` failed: {}", out.status)),
+        Err(e) => return Err(format!("no default route, and `ip -4 -o addr show` could not run: {e}")),
+    };
+    // `2: eth0    inet 192.0.2.2/24 brd ... scope global eth0`
+    listed
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next()?.split('/').next()?.parse::<Ipv4Addr>().ok()
+        })
+        .find(|ip| usable(*ip))
+        .ok_or_else(|| "this machine has no non-loopback IPv4 address (no default route, none on any interface)".into())
 }
 
 impl Drop for Registry {
@@ -112,8 +178,8 @@ fn registry_binary() -> PathBuf {
         })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 fn read_log(dir: &Path) -> String {
@@ -121,14 +187,13 @@ fn read_log(dir: &Path) -> String {
 }
 
 /// Polls `/v2/` until the registry answers; `Err` carries its log.
-async fn wait_ready(child: &mut Child, host: &str, http: &reqwest::Client, dir: &Path) -> Result<(), String> {
+async fn wait_ready(child: &mut Child, url: &str, http: &reqwest::Client, dir: &Path) -> Result<(), String> {
     let deadline = Instant::now() + READY_DEADLINE;
-    let url = format!("http://{host}/v2/");
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("exited with {status}\n{}", read_log(dir)));
         }
-        if let Ok(resp) = http.get(&url).send().await {
+        if let Ok(resp) = http.get(url).send().await {
             // 401 counts: the registry is up and asking for credentials.
             if resp.status().is_success() || resp.status() == 401 {
                 return Ok(());
@@ -147,20 +212,49 @@ impl Registry {
 
     /// A registry authenticating clients with `auth`.
     pub async fn start_with(auth: impl RegistryAuth) -> Registry {
-        let auth: Box<dyn RegistryAuth> = Box::new(auth);
+        Self::spawn(Box::new(auth), IpAddr::V4(Ipv4Addr::LOCALHOST), None).await
+    }
+
+    /// A registry serving HTTPS on a non-loopback address of this machine
+    /// ([`non_loopback_ipv4`]; clients dial loopback registries over plain HTTP),
+    /// authenticating clients with `auth`. Its certificate, for that IP address, is
+    /// signed by a fresh CA: [`Registry::ca_pem`]. `Err` says why it cannot run
+    /// here (no such address), for the test to print and skip.
+    pub async fn start_tls(auth: impl RegistryAuth) -> Result<Registry, String> {
+        let ip = non_loopback_ipv4()?;
+        let tls = tls_files(IpAddr::V4(ip));
+        Ok(Self::spawn(Box::new(auth), IpAddr::V4(ip), Some(tls)).await)
+    }
+
+    async fn spawn(auth: Box<dyn RegistryAuth>, ip: IpAddr, tls: Option<TlsFiles>) -> Registry {
         let binary = registry_binary();
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut http = reqwest::Client::builder().no_proxy();
+        if let Some(tls) = &tls {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).unwrap());
+        }
+        let http = http.build().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // The port is free when picked but another process could take it before the
         // registry binds; a registry that exits early is retried on a new port.
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::tempdir().unwrap();
-            let host = format!("127.0.0.1:{}", free_port());
+            let host = format!("{ip}:{}", free_port(ip));
+            let tls_yaml = match &tls {
+                Some(tls) => {
+                    let (cert, key) = (dir.path().join("registry.crt"), dir.path().join("registry.key"));
+                    fs::write(&cert, &tls.cert_pem).unwrap();
+                    fs::write(&key, &tls.key_pem).unwrap();
+                    format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display())
+                }
+                None => String::new(),
+            };
             let config = format!(
                 "version: 0.1\n\
                  log:\n  level: warn\n  accesslog:\n    disabled: false\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                  http:\n  addr: {host}\n  secret: flotilla-test-secret\n\
+                 {tls_yaml}\
                  {}",
                 dir.path().join("data").display(),
                 auth.config_yaml(dir.path()),
@@ -176,8 +270,11 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| panic!("could not start {}: {e}", binary.display()));
-            match wait_ready(&mut child, &host, &http, dir.path()).await {
-                Ok(()) => return Registry { child, host, dir, http, auth },
+            match wait_ready(&mut child, &format!("{scheme}://{host}/v2/"), &http, dir.path()).await {
+                Ok(()) => {
+                    let ca_pem = tls.map(|t| t.ca_pem);
+                    return Registry { child, host, scheme, ca_pem, dir, http, auth };
+                }
                 Err(log) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -188,12 +285,23 @@ impl Registry {
         panic!("docker-registry did not become ready; its log:\n{last_log}");
     }
 
-    /// `127.0.0.1:<port>`
+    /// `127.0.0.1:<port>`, or `<ip>:<port>` over TLS.
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// An image reference on this registry: `127.0.0.1:<port>/<repo_and_tag>`.
+    /// The PEM certificate of the CA that signed the registry's certificate, for
+    /// clients to trust; `None` over plain HTTP.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// `https://<host>` over TLS, else `http://<host>`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.host)
+    }
+
+    /// An image reference on this registry: `<host>/<repo_and_tag>`.
     pub fn reference(&self, repo_and_tag: &str) -> String {
         format!("{}/{repo_and_tag}", self.host)
     }
@@ -236,13 +344,13 @@ impl Registry {
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
         let start = self
-            .authorize(self.http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host)), repo)
+            .authorize(self.http.post(format!("{}/v2/{repo}/blobs/uploads/", self.base_url())), repo)
             .send()
             .await
             .unwrap();
         assert_eq!(start.status(), 202, "starting upload: {}", start.text().await.unwrap());
         let location = start.headers()["location"].to_str().unwrap().to_owned();
-        let mut url = if location.starts_with("http") { location } else { format!("http://{}{location}", self.host) };
+        let mut url = if location.starts_with("http") { location } else { format!("{}{location}", self.base_url()) };
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("digest={digest}"));
         // Monolithic upload: the whole blob in the closing PUT.
@@ -260,7 +368,7 @@ impl Registry {
     /// Puts a manifest (or index) under `reference`, a tag or a digest.
     pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
         let resp = self
-            .authorize(self.http.put(format!("http://{}/v2/{repo}/manifests/{reference}", self.host)), repo)
+            .authorize(self.http.put(format!("{}/v2/{repo}/manifests/{reference}", self.base_url())), repo)
             .header("content-type", media_type)
             .body(bytes.to_vec())
             .send()
