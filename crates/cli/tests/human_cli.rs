@@ -54,7 +54,9 @@ fn up_generates_credentials_once_and_refuses_identity_change() {
     let dir = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            // The API alone: this test is about identity, and an agent would set up task
+            // networking in the machine's own namespace before being killed.
+            .args(["up", "--no-agent", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(extra)
             .env_remove("FLOTILLA_ACCESS_KEY_ID")
