@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,15 @@ pub(super) enum ExitSource {
     Adopted(i32),
 }
 
+/// See [`Runtime::container_stdio`].
+pub(super) struct Stdio {
+    pub cdir: PathBuf,
+    pub out_w: File,
+    pub err_w: File,
+    pub pumps_done: Receiver<()>,
+    pub pid_file: PathBuf,
+}
+
 impl Runtime {
     pub(super) fn start(self: &Arc<Self>, name: &str) -> ShimResult<StartReport> {
         let mut timings = Timings::new();
@@ -48,13 +57,7 @@ impl Runtime {
         if let Some(pre) = pre {
             return self.start_precreated(name, pre, timings);
         }
-        let cdir = self.container_dir(name);
-        let (out_fifo, err_fifo) = make_fifos(&cdir).map_err(|e| io_err("mkfifo in", &cdir, e))?;
-        let out_w = open_writer(&out_fifo).map_err(|e| io_err("opening", &out_fifo, e))?;
-        let err_w = open_writer(&err_fifo).map_err(|e| io_err("opening", &err_fifo, e))?;
-        let pumps_done = self.attach_logs(name, &cdir)?;
-        let pid_file = cdir.join("init.pid");
-        let _ = std::fs::remove_file(&pid_file);
+        let Stdio { cdir, out_w, err_w, pumps_done, pid_file } = self.container_stdio(name)?;
 
         let mark = self.reaper.mark();
         let t = Instant::now();
@@ -91,6 +94,19 @@ impl Runtime {
         self.spawn_exit_watcher(name, ExitSource::Child(watch), pumps_done);
         tracing::info!(container = name, pid, ?timings, "container started");
         Ok(StartReport { pid: pid as u32, timings })
+    }
+
+    /// The container's output FIFOs (writers for runc's stdio, readers pumping into its log)
+    /// and a fresh pid file path: what `runc create` and `runc run` both need.
+    pub(super) fn container_stdio(&self, name: &str) -> ShimResult<Stdio> {
+        let cdir = self.container_dir(name);
+        let (out_fifo, err_fifo) = make_fifos(&cdir).map_err(|e| io_err("mkfifo in", &cdir, e))?;
+        let out_w = open_writer(&out_fifo).map_err(|e| io_err("opening", &out_fifo, e))?;
+        let err_w = open_writer(&err_fifo).map_err(|e| io_err("opening", &err_fifo, e))?;
+        let pumps_done = self.attach_logs(name, &cdir)?;
+        let pid_file = cdir.join("init.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        Ok(Stdio { cdir, out_w, err_w, pumps_done, pid_file })
     }
 
     /// Opens the container's log and starts one pump per stream. The receiver yields once

@@ -21,7 +21,7 @@ use flotilla_sandbox::protocol::{ShimError, ShimErrorKind, StartReport, Timings}
 use flotilla_sandbox::{ContainerState, TaskPhase};
 
 use super::{Runtime, ShimResult, io_err, runtime_err};
-use crate::logs::{make_fifos, now_millis, open_writer};
+use crate::logs::now_millis;
 use crate::reaper::Watch;
 use crate::runc::read_pid;
 
@@ -73,13 +73,7 @@ impl Runtime {
 
     /// `runc create` with the container's FIFOs as stdio and its log pumps attached.
     fn runc_create(&self, name: &str) -> ShimResult<(i32, Watch, Receiver<()>)> {
-        let cdir = self.container_dir(name);
-        let (out_fifo, err_fifo) = make_fifos(&cdir).map_err(|e| io_err("mkfifo in", &cdir, e))?;
-        let out_w = open_writer(&out_fifo).map_err(|e| io_err("opening", &out_fifo, e))?;
-        let err_w = open_writer(&err_fifo).map_err(|e| io_err("opening", &err_fifo, e))?;
-        let pumps_done = self.attach_logs(name, &cdir)?;
-        let pid_file = cdir.join("init.pid");
-        let _ = std::fs::remove_file(&pid_file);
+        let super::container::Stdio { cdir, out_w, err_w, pumps_done, pid_file } = self.container_stdio(name)?;
         let mark = self.reaper.mark();
         // Both writers move into runc's stdio: once runc exits only the init holds them.
         if let Err(e) = self.runc.create(name, &cdir, &pid_file, &cdir.join("runc.log"), out_w, err_w) {
