@@ -306,19 +306,20 @@ impl Networking {
         Ok(())
     }
 
+    /// The security groups of `vpc_id`, as the control plane has them now.
+    async fn groups_of(&self, vpc_id: &str) -> Result<Vec<SecurityGroup>, String> {
+        let filter = ResourceFilter { name: "vpc-id".into(), values: vec![vpc_id.to_owned()] };
+        self.control.describe_security_groups(&[], &[], &[filter]).await.map_err(|e| e.to_string())
+    }
+
     /// Ids of the groups the data plane holds for `vpc_id`, as the control plane knows them.
     async fn groups_in(&self, vpc_id: &str) -> Vec<String> {
-        let filter = ResourceFilter { name: "vpc-id".into(), values: vec![vpc_id.to_owned()] };
-        match self.control.describe_security_groups(&[], &[], &[filter]).await {
-            Ok(groups) => groups.into_iter().map(|g| g.id).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.groups_of(vpc_id).await.map(|gs| gs.into_iter().map(|g| g.id).collect()).unwrap_or_default()
     }
 
     /// Applies every security group of `vpc_id` as the control plane has it now.
     async fn sync_groups(&self, vpc_id: &str) -> Result<(), String> {
-        let filter = ResourceFilter { name: "vpc-id".into(), values: vec![vpc_id.to_owned()] };
-        let groups = self.control.describe_security_groups(&[], &[], &[filter]).await.map_err(|e| e.to_string())?;
+        let groups = self.groups_of(vpc_id).await?;
         let specs: Vec<SecurityGroupSpec> = groups.iter().map(group_spec).collect();
         self.blocking(move |net| specs.iter().try_for_each(|s| net.ensure_security_group(s))).await?;
         // Groups deleted from the control plane (never while an interface uses them) go.

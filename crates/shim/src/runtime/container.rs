@@ -66,10 +66,7 @@ impl Runtime {
         let ran = self.runc.run_detached(name, &cdir, &pid_file, &cdir.join("runc.log"), out_w, err_w);
         timings.insert("runc_run".into(), t.elapsed().as_micros() as u64);
         if let Err(e) = ran {
-            let msg = flotilla_sandbox::error::chain(&e);
-            let _ = self.runc.delete(name);
-            self.record_exit(name, None, Some(format!("CannotStartContainerError: {msg}")))?;
-            return Err(runtime_err(&e));
+            return Err(self.start_failed(name, &e)?);
         }
         // The process may already have ended: the reaper keeps statuses reaped since `mark`.
         let pid = match read_pid(&pid_file) {
@@ -83,7 +80,28 @@ impl Runtime {
             }
         };
         let watch = self.reaper.watch(pid, mark);
+        self.started(name, pid, watch, pumps_done, timings)
+    }
 
+    /// A runc step that should have started the container failed: runc forgets it, and the
+    /// container is recorded as exited with `CannotStartContainerError`. Returns the error
+    /// to send back.
+    pub(super) fn start_failed(&self, name: &str, e: &crate::runc::RuncError) -> ShimResult<ShimError> {
+        let msg = flotilla_sandbox::error::chain(e);
+        let _ = self.runc.delete(name);
+        self.record_exit(name, None, Some(format!("CannotStartContainerError: {msg}")))?;
+        Ok(runtime_err(e))
+    }
+
+    /// The container's init `pid` runs the user's command: record it RUNNING and watch it.
+    pub(super) fn started(
+        self: &Arc<Self>,
+        name: &str,
+        pid: i32,
+        watch: Watch,
+        pumps_done: Receiver<()>,
+        timings: Timings,
+    ) -> ShimResult<StartReport> {
         self.update(|st| {
             if let Some(c) = st.container_mut(name) {
                 c.state = ContainerState::Running;

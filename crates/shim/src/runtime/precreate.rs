@@ -21,7 +21,6 @@ use flotilla_sandbox::protocol::{ShimError, ShimErrorKind, StartReport, Timings}
 use flotilla_sandbox::{ContainerState, TaskPhase};
 
 use super::{Runtime, ShimResult, io_err, runtime_err};
-use crate::logs::now_millis;
 use crate::reaper::Watch;
 use crate::runc::read_pid;
 
@@ -108,21 +107,9 @@ impl Runtime {
         timings.insert("runc_create".into(), create_us);
         let t = Instant::now();
         if let Err(e) = self.runc.start(name, pid) {
-            let msg = flotilla_sandbox::error::chain(&e);
-            let _ = self.runc.delete(name);
-            self.record_exit(name, None, Some(format!("CannotStartContainerError: {msg}")))?;
-            return Err(runtime_err(&e));
+            return Err(self.start_failed(name, &e)?);
         }
         timings.insert("runc_start".into(), t.elapsed().as_micros() as u64);
-        self.update(|st| {
-            if let Some(c) = st.container_mut(name) {
-                c.state = ContainerState::Running;
-                c.pid = Some(pid as u32);
-                c.started_at = Some(now_millis());
-            }
-        })?;
-        self.spawn_exit_watcher(name, super::container::ExitSource::Child(watch), pumps_done);
-        tracing::info!(container = name, pid, ?timings, "container started");
-        Ok(StartReport { pid: pid as u32, timings })
+        self.started(name, pid, watch, pumps_done, timings)
     }
 }
