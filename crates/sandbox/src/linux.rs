@@ -27,6 +27,10 @@ pub struct LinuxSandboxConfig {
     pub root: PathBuf,
     pub shim_binary: PathBuf,
     pub runc_binary: PathBuf,
+    /// The OCI runtime the shim drives: `builtin` (Flotilla's own, `flotilla-shim oci`) or
+    /// `runc`. Default: `$FLOTILLA_RUNTIME`, else `builtin`. On cgroup v2 hosts the shim uses
+    /// runc either way (the builtin runtime has no eBPF device filter yet).
+    pub runtime: String,
     /// Cgroup parent of all tasks (`/sys/fs/cgroup/<ctrl>/<parent>/<task>` on v1).
     pub cgroup_parent: String,
     /// Static init for `initProcessEnabled`; `None` lets the shim look for tini-static.
@@ -49,6 +53,7 @@ impl Default for LinuxSandboxConfig {
             root: PathBuf::from("/var/lib/flotilla/tasks"),
             shim_binary,
             runc_binary: PathBuf::from("runc"),
+            runtime: std::env::var("FLOTILLA_RUNTIME").unwrap_or_else(|_| "builtin".to_string()),
             cgroup_parent: "flotilla".to_string(),
             init_binary: None,
             request_timeout: Duration::from_secs(120),
@@ -103,6 +108,8 @@ impl LinuxSandbox {
             .arg(dir)
             .arg("--runc")
             .arg(&self.config.runc_binary)
+            .arg("--runtime")
+            .arg(&self.config.runtime)
             .arg("--cgroup-parent")
             .arg(&self.config.cgroup_parent);
         if let Some(init) = &self.config.init_binary {

@@ -1,8 +1,10 @@
 //! `flotilla-shim`: the per-task supervisor.
 //!
 //! ```text
-//! flotilla-shim --task-dir DIR [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--foreground]
+//! flotilla-shim --task-dir DIR [--runtime builtin|runc] [--runc PATH] [--cgroup-parent NAME]
+//!               [--init PATH] [--foreground]
 //! flotilla-shim pause        (internal: PID 1 of a task-wide PID namespace)
+//! flotilla-shim oci ...      (internal: the builtin OCI runtime, `flotilla_runtime`)
 //! ```
 //!
 //! Started by the agent once per task. It detaches (double fork, setsid), becomes a child
@@ -27,14 +29,14 @@ use std::path::PathBuf;
 use flotilla_sandbox::protocol::SHIM_LOG_FILE;
 
 use crate::daemon::Ready;
-use crate::runtime::{Runtime, ShimConfig};
+use crate::runtime::{Runtime, RuntimeKind, ShimConfig};
 
-const USAGE: &str =
-    "usage: flotilla-shim --task-dir DIR [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--foreground]";
+const USAGE: &str = "usage: flotilla-shim --task-dir DIR [--runtime builtin|runc] [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--foreground]";
 
 struct Options {
     task_dir: PathBuf,
     runc: PathBuf,
+    runtime: RuntimeKind,
     cgroup_parent: String,
     init: Option<PathBuf>,
     foreground: bool,
@@ -43,6 +45,7 @@ struct Options {
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut task_dir = None;
     let mut runc = PathBuf::from("runc");
+    let mut runtime = RuntimeKind::Builtin;
     let mut cgroup_parent = "flotilla".to_string();
     let mut init = None;
     let mut foreground = false;
@@ -52,6 +55,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         match a.as_str() {
             "--task-dir" => task_dir = Some(PathBuf::from(value()?)),
             "--runc" => runc = PathBuf::from(value()?),
+            "--runtime" => runtime = RuntimeKind::parse(&value()?)?,
             "--cgroup-parent" => cgroup_parent = value()?,
             "--init" => init = Some(PathBuf::from(value()?)),
             "--foreground" => foreground = true,
@@ -63,13 +67,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if !task_dir.is_dir() {
         return Err(format!("task dir {} does not exist", task_dir.display()));
     }
-    Ok(Options { task_dir, runc, cgroup_parent, init, foreground })
+    Ok(Options { task_dir, runc, runtime, cgroup_parent, init, foreground })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("pause") {
         pause::run();
+    }
+    if args.first().map(String::as_str) == Some("oci") {
+        std::process::exit(flotilla_runtime::main(&args[1..]));
     }
     let opts = match parse(&args) {
         Ok(o) => o,
@@ -117,6 +124,7 @@ fn run(opts: Options, ready: Ready) -> Result<(), String> {
         let cfg = ShimConfig {
             task_dir: opts.task_dir.clone(),
             runc: opts.runc.clone(),
+            runtime: opts.runtime,
             cgroup_parent: opts.cgroup_parent.clone(),
             init: opts.init.clone(),
             self_exe,

@@ -41,18 +41,20 @@ pub struct RuncState {
 
 pub struct Runc {
     binary: PathBuf,
+    /// Arguments before runc's own (`oci` for the builtin runtime).
+    prefix: Vec<String>,
     root: PathBuf,
     reaper: Arc<Reaper>,
 }
 
 impl Runc {
-    pub fn new(binary: PathBuf, root: PathBuf, reaper: Arc<Reaper>) -> Self {
-        Runc { binary, root, reaper }
+    pub fn new(binary: PathBuf, prefix: Vec<String>, root: PathBuf, reaper: Arc<Reaper>) -> Self {
+        Runc { binary, prefix, root, reaper }
     }
 
     fn command(&self, log: Option<&Path>) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root").arg(&self.root);
+        cmd.args(&self.prefix).arg("--root").arg(&self.root);
         if let Some(log) = log {
             cmd.arg("--log").arg(log).arg("--log-format").arg("json");
         }

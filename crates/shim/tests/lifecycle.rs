@@ -248,10 +248,19 @@ async fn create_is_idempotent_and_failures_are_clean() {
     }
 }
 
-/// `runc state` of a container of the task, as runc sees it.
+/// The OCI runtime's `state` of a container of the task (builtin or runc, whichever made it).
 fn runc_status(env: &Env, id: &str, name: &str) -> Option<String> {
-    let root = env.sandbox.task_dir(id).join("runc");
-    let out = std::process::Command::new("runc").arg("--root").arg(root).args(["state", name]).output().ok()?;
+    let dir = env.sandbox.task_dir(id);
+    let mut cmd = if dir.join("oci").exists() {
+        let mut c = std::process::Command::new(SHIM);
+        c.arg("oci").arg("--root").arg(dir.join("oci"));
+        c
+    } else {
+        let mut c = std::process::Command::new("runc");
+        c.arg("--root").arg(dir.join("runc"));
+        c
+    };
+    let out = cmd.args(["state", name]).output().ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v["status"].as_str().map(str::to_owned)
 }

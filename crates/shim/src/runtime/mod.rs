@@ -30,6 +30,7 @@ use crate::state::Persisted;
 pub struct ShimConfig {
     pub task_dir: PathBuf,
     pub runc: PathBuf,
+    pub runtime: RuntimeKind,
     pub cgroup_parent: String,
     pub init: Option<PathBuf>,
     /// This binary, re-executed as `pause` for shared PID namespaces.
@@ -51,6 +52,49 @@ pub struct Runtime {
     /// Containers whose `runc create` already ran (`precreate.rs`).
     precreated: Mutex<precreate::PrecreatedMap>,
     exec_seq: AtomicU64,
+}
+
+/// Which OCI runtime creates the task's containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// `flotilla-shim oci` (crates/runtime), state under `<task>/oci`.
+    Builtin,
+    /// runc, state under `<task>/runc`.
+    Runc,
+}
+
+impl RuntimeKind {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "builtin" => Ok(RuntimeKind::Builtin),
+            "runc" => Ok(RuntimeKind::Runc),
+            other => Err(format!("unknown runtime {other:?} (builtin or runc)")),
+        }
+    }
+
+    /// The runtime a task uses: the one whose state directory it already has (a task keeps
+    /// its runtime across shim restarts), else the configured one, except that cgroup v2
+    /// hosts get runc until the builtin runtime has an eBPF device filter.
+    fn choose(configured: RuntimeKind, task_dir: &Path, cgroups: &Cgroups) -> RuntimeKind {
+        if task_dir.join("runc").exists() {
+            RuntimeKind::Runc
+        } else if task_dir.join("oci").exists() {
+            RuntimeKind::Builtin
+        } else if configured == RuntimeKind::Builtin && cgroups.version() == 2 {
+            RuntimeKind::Runc
+        } else {
+            configured
+        }
+    }
+
+    fn driver(self, cfg: &ShimConfig, reaper: Arc<Reaper>) -> Runc {
+        match self {
+            RuntimeKind::Builtin => {
+                Runc::new(cfg.self_exe.clone(), vec!["oci".to_string()], cfg.task_dir.join("oci"), reaper)
+            }
+            RuntimeKind::Runc => Runc::new(cfg.runc.clone(), vec![], cfg.task_dir.join("runc"), reaper),
+        }
+    }
 }
 
 pub type ShimResult<T> = Result<T, ShimError>;
@@ -76,7 +120,8 @@ impl Runtime {
         let existing = Persisted::load(&cfg.task_dir).map_err(|e| format!("reading state.json: {e}"))?;
         let cgroup_parent = existing.as_ref().map_or(cfg.cgroup_parent.clone(), |p| p.cgroup_parent.clone());
         let cgroups = Cgroups::detect(&cgroup_parent).map_err(|e| chain(&e))?;
-        let runc = Runc::new(cfg.runc.clone(), cfg.task_dir.join("runc"), reaper.clone());
+        let kind = RuntimeKind::choose(cfg.runtime, &cfg.task_dir, &cgroups);
+        let runc = kind.driver(&cfg, reaper.clone());
         let adopting = existing.is_some();
         let state = existing.unwrap_or_else(|| Persisted::new(task_id.clone(), cgroup_parent));
         let rt = Arc::new(Runtime {

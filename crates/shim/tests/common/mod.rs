@@ -112,6 +112,8 @@ pub fn config(root: &Path) -> LinuxSandboxConfig {
         root: root.to_path_buf(),
         shim_binary: PathBuf::from(SHIM),
         runc_binary: PathBuf::from("runc"),
+        // `FLOTILLA_RUNTIME=runc` runs the same tests against runc.
+        runtime: std::env::var("FLOTILLA_RUNTIME").unwrap_or_else(|_| "builtin".into()),
         cgroup_parent: "flotilla".into(),
         init_binary: None,
         request_timeout: Duration::from_secs(60),

@@ -1,0 +1,325 @@
+//! The runtime's commands, each run by a fresh single-threaded `flotilla-shim oci` process:
+//! create (and run), start, kill, delete, state, exec.
+
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flotilla_sandbox::oci::Spec;
+
+use crate::state::{self, EXEC_FIFO, State, Status};
+use crate::sys::{self, Fork, err_at};
+use crate::{cgroups, init};
+
+fn not_found(id: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("container {id} does not exist"))
+}
+
+fn load(root: &Path, id: &str) -> io::Result<State> {
+    State::load(root, id)?.ok_or_else(|| not_found(id))
+}
+
+fn read_spec(bundle: &Path) -> io::Result<Spec> {
+    let path = bundle.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| err_at("read", &path, e))?;
+    let mut spec: Spec = serde_json::from_slice(&bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+    if spec.root.path.is_relative() {
+        spec.root.path = bundle.join(&spec.root.path);
+    }
+    Ok(spec)
+}
+
+/// `/proc/<pid>/ns/<kind>` or a configured path, opened before any namespace is entered.
+struct Join {
+    fd: OwnedFd,
+    flag: libc::c_int,
+    kind: &'static str,
+}
+
+fn ns_flag(kind: &str) -> Option<(libc::c_int, &'static str)> {
+    Some(match kind {
+        "pid" => (libc::CLONE_NEWPID, "pid"),
+        "network" => (libc::CLONE_NEWNET, "network"),
+        "ipc" => (libc::CLONE_NEWIPC, "ipc"),
+        "uts" => (libc::CLONE_NEWUTS, "uts"),
+        "mount" => (libc::CLONE_NEWNS, "mount"),
+        "cgroup" => (libc::CLONE_NEWCGROUP, "cgroup"),
+        _ => return None,
+    })
+}
+
+/// Reads what the child wrote before exec'ing or dying: empty means it exec'd (the pipe was
+/// close-on-exec); "ok" that the init is waiting for start; anything else is its error.
+fn read_report(r: OwnedFd) -> String {
+    let mut text = String::new();
+    let _ = std::fs::File::from(r).read_to_string(&mut text);
+    text
+}
+
+fn report_error(w: OwnedFd, e: &io::Error) -> ! {
+    use std::io::Write;
+    let _ = std::fs::File::from(w).write_all(format!("{e}").as_bytes());
+    // SAFETY: leaving the forked child without running the parent's destructors.
+    unsafe { libc::_exit(1) }
+}
+
+/// `create`: sets the container up and leaves its init waiting on the exec FIFO; `start`
+/// also starts it (`run --detach`). Writes the init's pid to `pid_file`.
+pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>, start_now: bool) -> io::Result<()> {
+    if !state::valid_id(id) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid container id {id:?}")));
+    }
+    let spec = read_spec(bundle)?;
+    std::fs::create_dir_all(root).map_err(|e| err_at("mkdir", root, e))?;
+    let dir = state::dir(root, id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(io::Error::new(e.kind(), format!("container with id {id} exists already")));
+        }
+        Err(e) => return Err(err_at("mkdir", &dir, e)),
+    }
+    let mut cgroup_dirs = Vec::new();
+    let result = create_in(root, id, bundle, &spec, &dir, &mut cgroup_dirs, pid_file, start_now);
+    if result.is_err() {
+        let _ = cgroups::remove(&cgroup_dirs, Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create_in(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    spec: &Spec,
+    dir: &Path,
+    cgroup_dirs: &mut Vec<PathBuf>,
+    pid_file: Option<&Path>,
+    start_now: bool,
+) -> io::Result<()> {
+    let fifo = dir.join(EXEC_FIFO);
+    let c = sys::cstr(&fifo)?;
+    // SAFETY: a valid path string.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } < 0 {
+        return Err(err_at("mkfifo", &fifo, io::Error::last_os_error()));
+    }
+    // Writable by the container's user whatever the umask; only the init reaches it, through
+    // the descriptor it opened before the pivot (the directory is root's alone).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622)).map_err(|e| err_at("chmod", &fifo, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| err_at("chmod", dir, e))?;
+    let hierarchies = cgroups::hierarchies()?;
+    *cgroup_dirs = cgroups::create(&hierarchies, &spec.linux.cgroups_path, &spec.linux.resources)?;
+    sys::cloexec_from_3();
+
+    // Namespaces with a path are joined; the others are new. Open every path first.
+    let mut joins = Vec::new();
+    let mut fresh = 0;
+    for ns in &spec.linux.namespaces {
+        let (flag, kind) = ns_flag(&ns.kind)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("unknown namespace {:?}", ns.kind)))?;
+        match &ns.path {
+            Some(p) => joins.push(Join { fd: sys::open(p, libc::O_RDONLY)?, flag, kind }),
+            None => fresh |= flag,
+        }
+    }
+    // The cgroup first: a new cgroup namespace is rooted where its creator stands.
+    cgroups::join(cgroup_dirs)?;
+    for j in &joins {
+        sys::setns(&j.fd, j.flag, j.kind)?;
+    }
+    // Mount and cgroup namespaces are the child's alone: a pivot_root in a namespace the
+    // parent shared would move the parent's root too.
+    let child_fresh = fresh & (libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP);
+    sys::unshare(fresh & !child_fresh)?;
+    if fresh & libc::CLONE_NEWUTS != 0
+        && let Some(h) = &spec.hostname
+    {
+        // SAFETY: a valid buffer and its length.
+        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } < 0 {
+            return Err(io::Error::other(format!("sethostname: {}", io::Error::last_os_error())));
+        }
+    }
+
+    let (r, w) = sys::pipe()?;
+    let pid = match sys::fork()? {
+        Fork::Child => {
+            drop(r);
+            init::container_init(spec, &hierarchies, child_fresh, &fifo, w)
+        }
+        Fork::Parent(pid) => pid,
+    };
+    drop(w);
+    let report = read_report(r);
+    if report != "ok" {
+        let _ = sys::kill(pid, libc::SIGKILL);
+        sys::waitpid(pid);
+        let why = if report.is_empty() { "the container's init died during set-up".to_string() } else { report };
+        return Err(io::Error::other(why));
+    }
+    let start_time = sys::start_time(pid).ok_or_else(|| io::Error::other("the container's init vanished"))?;
+    let st = State {
+        id: id.to_string(),
+        pid,
+        start_time,
+        bundle: std::path::absolute(bundle)?,
+        cgroups: cgroup_dirs.clone(),
+    };
+    st.save(root)?;
+    if let Some(pf) = pid_file {
+        std::fs::write(pf, pid.to_string()).map_err(|e| err_at("write", pf, e))?;
+    }
+    if start_now {
+        start(root, id)?;
+    }
+    Ok(())
+}
+
+/// Completes the exec-FIFO hand-shake: the init's byte is read, the FIFO removed, and the
+/// init execs the command.
+pub fn start(root: &Path, id: &str) -> io::Result<()> {
+    let st = load(root, id)?;
+    let fifo = state::dir(root, id).join(EXEC_FIFO);
+    if !fifo.exists() {
+        return Err(io::Error::other(format!("container {id} is not in the created state")));
+    }
+    if st.status(root) == Status::Stopped {
+        return Err(io::Error::other(format!("container {id} has stopped")));
+    }
+    let mut f = std::fs::File::open(&fifo).map_err(|e| err_at("open", &fifo, e))?;
+    let mut byte = Vec::new();
+    f.read_to_end(&mut byte).map_err(|e| err_at("read", &fifo, e))?;
+    std::fs::remove_file(&fifo).map_err(|e| err_at("remove", &fifo, e))?;
+    if byte.is_empty() {
+        return Err(io::Error::other(format!("container {id}: the init died before it could start")));
+    }
+    Ok(())
+}
+
+/// Signals the init, or with `all` every process in the container's cgroup.
+pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> io::Result<()> {
+    let st = load(root, id)?;
+    if all {
+        for pid in st.pids() {
+            let _ = sys::kill(pid, signal);
+        }
+        return Ok(());
+    }
+    if st.status(root) == Status::Stopped {
+        return Err(io::Error::other(format!("container {id} is not running")));
+    }
+    sys::kill(st.pid, signal).map_err(|e| io::Error::new(e.kind(), format!("signalling {id}: {e}")))
+}
+
+/// Removes the container: with `force` its processes are killed first; without it a live
+/// container is refused.
+pub fn delete(root: &Path, id: &str, force: bool) -> io::Result<()> {
+    let dir = state::dir(root, id);
+    let Some(st) = State::load(root, id)? else {
+        if dir.exists() {
+            // A create that died half-way: nothing ran, only the directory is left.
+            return std::fs::remove_dir_all(&dir).map_err(|e| err_at("remove", &dir, e));
+        }
+        return Err(not_found(id));
+    };
+    if st.status(root) != Status::Stopped && !force {
+        return Err(io::Error::other(format!("container {id} is still running; stop it or use --force")));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = st.pids();
+        let init_alive = sys::alive(st.pid, st.start_time);
+        if pids.is_empty() && !init_alive {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!("container {id}: processes {pids:?} survive SIGKILL")));
+        }
+        for pid in pids {
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+        if init_alive {
+            let _ = sys::kill(st.pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    cgroups::remove(&st.cgroups, Duration::from_secs(5))?;
+    std::fs::remove_dir_all(&dir).map_err(|e| err_at("remove", &dir, e))
+}
+
+/// The container's state as runc prints it.
+pub fn state_json(root: &Path, id: &str) -> io::Result<String> {
+    let st = load(root, id)?;
+    let status = st.status(root);
+    let pid = if status == Status::Stopped { 0 } else { st.pid };
+    Ok(serde_json::json!({
+        "ociVersion": flotilla_sandbox::oci::OCI_VERSION,
+        "id": st.id,
+        "pid": pid,
+        "status": status.as_str(),
+        "bundle": st.bundle,
+    })
+    .to_string())
+}
+
+/// Runs `args` inside the running container with its process settings (user, capabilities,
+/// seccomp, environment, working directory); returns once it has exec'd, writing its pid.
+pub fn exec(root: &Path, id: &str, pid_file: Option<&Path>, args: Vec<String>) -> io::Result<()> {
+    let st = load(root, id)?;
+    if st.status(root) == Status::Stopped {
+        return Err(io::Error::other(format!("container {id} is not running")));
+    }
+    let spec = read_spec(&st.bundle)?;
+    // Opened now: once in the container's mount namespace, host paths mean nothing.
+    let pid_out = pid_file
+        .map(|pf| std::fs::File::create(pf).map_err(|e| err_at("create", pf, e)).map(|f| (pf.to_path_buf(), f)))
+        .transpose()?;
+    sys::cloexec_from_3();
+    // The mount namespace last: entering it moves our root.
+    let order = [
+        ("cgroup", libc::CLONE_NEWCGROUP),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("uts", libc::CLONE_NEWUTS),
+        ("net", libc::CLONE_NEWNET),
+        ("pid", libc::CLONE_NEWPID),
+        ("mnt", libc::CLONE_NEWNS),
+    ];
+    let mut joins = Vec::new();
+    for (kind, flag) in order {
+        let path = PathBuf::from(format!("/proc/{}/ns/{kind}", st.pid));
+        joins.push(Join { fd: sys::open(&path, libc::O_RDONLY)?, flag, kind });
+    }
+    if !sys::alive(st.pid, st.start_time) {
+        return Err(io::Error::other(format!("container {id} is not running")));
+    }
+    cgroups::join(&st.cgroups)?;
+    for j in &joins {
+        sys::setns(&j.fd, j.flag, j.kind)?;
+    }
+    let mut process = spec.process.clone();
+    process.args = args;
+    let (r, w) = sys::pipe()?;
+    let pid = match sys::fork()? {
+        Fork::Child => {
+            drop(r);
+            let e = init::exec_process(&process, &spec.linux.seccomp);
+            report_error(w, &e)
+        }
+        Fork::Parent(pid) => pid,
+    };
+    drop(w);
+    let report = read_report(r);
+    if !report.is_empty() {
+        sys::waitpid(pid);
+        return Err(io::Error::other(report));
+    }
+    if let Some((pf, mut f)) = pid_out {
+        use std::io::Write;
+        f.write_all(pid.to_string().as_bytes()).map_err(|e| err_at("write", &pf, e))?;
+    }
+    Ok(())
+}

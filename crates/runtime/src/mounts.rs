@@ -1,0 +1,318 @@
+//! The container's filesystem view, built inside its new mount namespace: the config's mounts
+//! (resolved inside the root, so an image's symlinks cannot point them at the host), /dev's
+//! nodes, the pivot into the root, masked and read-only paths, and a read-only root.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use flotilla_sandbox::oci::{Mount, Spec};
+
+use crate::cgroups::Hierarchy;
+use crate::sys::{self, err_at};
+
+/// Flags and data of a mount's option list; propagation options apart, as they need a
+/// mount(2) call of their own.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub flags: libc::c_ulong,
+    pub propagation: libc::c_ulong,
+    pub data: Vec<String>,
+}
+
+pub fn parse_options(options: &[String]) -> Options {
+    let mut o = Options::default();
+    for opt in options {
+        let (set, clear): (libc::c_ulong, libc::c_ulong) = match opt.as_str() {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "strictatime" => (libc::MS_STRICTATIME, 0),
+            "bind" => (libc::MS_BIND, 0),
+            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+            "private" => {
+                o.propagation = libc::MS_PRIVATE;
+                continue;
+            }
+            "rprivate" => {
+                o.propagation = libc::MS_PRIVATE | libc::MS_REC;
+                continue;
+            }
+            "slave" => {
+                o.propagation = libc::MS_SLAVE;
+                continue;
+            }
+            "rslave" => {
+                o.propagation = libc::MS_SLAVE | libc::MS_REC;
+                continue;
+            }
+            _ => {
+                o.data.push(opt.clone());
+                continue;
+            }
+        };
+        o.flags = (o.flags | set) & !clear;
+    }
+    o
+}
+
+/// `unsafe_path` resolved inside `root` the way the container will see it: `..` stops at the
+/// root and symlinks are followed as if `root` were `/`. The result is always under `root`.
+pub fn resolve_in_root(root: &Path, unsafe_path: &str) -> io::Result<PathBuf> {
+    let mut done: Vec<OsString> = Vec::new();
+    let mut todo: Vec<OsString> =
+        Path::new(unsafe_path).components().rev().filter_map(normal_or_parent).collect::<Vec<_>>();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        if part == ".." {
+            done.pop();
+            continue;
+        }
+        let candidate: PathBuf = root.join(done.iter().collect::<PathBuf>()).join(&part);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > 255 {
+                    return Err(io::Error::other(format!("{unsafe_path}: too many levels of symbolic links")));
+                }
+                let target = std::fs::read_link(&candidate).map_err(|e| err_at("readlink", &candidate, e))?;
+                if target.is_absolute() {
+                    done.clear();
+                }
+                todo.extend(target.components().rev().filter_map(normal_or_parent));
+            }
+            _ => done.push(part),
+        }
+    }
+    Ok(root.join(done.iter().collect::<PathBuf>()))
+}
+
+fn normal_or_parent(c: Component<'_>) -> Option<OsString> {
+    match c {
+        Component::Normal(p) => Some(p.to_os_string()),
+        Component::ParentDir => Some("..".into()),
+        _ => None,
+    }
+}
+
+fn mkdir_all(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| err_at("mkdir", path, e))
+}
+
+/// Everything up to the pivot: the root made a mount point and every configured mount.
+pub fn prepare_root(spec: &Spec, hierarchies: &[Hierarchy]) -> io::Result<()> {
+    let root = &spec.root.path;
+    // Nothing mounted from here on propagates back to the host.
+    sys::mount(None, Path::new("/"), None, libc::MS_SLAVE | libc::MS_REC, None)?;
+    sys::mount(Some(&root.display().to_string()), root, None, libc::MS_BIND | libc::MS_REC, None)?;
+    for m in &spec.mounts {
+        mount_one(root, m, hierarchies)?;
+    }
+    make_devices(root)
+}
+
+fn mount_one(root: &Path, m: &Mount, hierarchies: &[Hierarchy]) -> io::Result<()> {
+    let dest = resolve_in_root(root, &m.destination)?;
+    let o = parse_options(&m.options);
+    if m.kind == "cgroup" {
+        return mount_cgroups(&dest, o.flags, hierarchies);
+    }
+    if m.kind == "bind" || o.flags & libc::MS_BIND != 0 {
+        let source = Path::new(&m.source);
+        let meta = std::fs::metadata(source).map_err(|e| err_at("bind source", source, e))?;
+        if meta.is_dir() {
+            mkdir_all(&dest)?;
+        } else {
+            if let Some(parent) = dest.parent() {
+                mkdir_all(parent)?;
+            }
+            if !dest.exists() {
+                std::fs::File::create(&dest).map_err(|e| err_at("create", &dest, e))?;
+            }
+        }
+        sys::mount(Some(&m.source), &dest, None, libc::MS_BIND | (o.flags & libc::MS_REC), None)?;
+        let extra = o.flags & !(libc::MS_BIND | libc::MS_REC);
+        if extra != 0 {
+            sys::mount(None, &dest, None, extra | libc::MS_BIND | libc::MS_REMOUNT | (o.flags & libc::MS_REC), None)?;
+        }
+    } else {
+        mkdir_all(&dest)?;
+        sys::mount(Some(&m.source), &dest, Some(&m.kind), o.flags, Some(&o.data.join(",")))?;
+    }
+    if o.propagation != 0 {
+        sys::mount(None, &dest, None, o.propagation, None)?;
+    }
+    Ok(())
+}
+
+/// `/sys/fs/cgroup` as runc gives it: on v2 the cgroup2 filesystem; on v1 a tmpfs holding
+/// each hierarchy, mounted inside the container's cgroup namespace so that each shows the
+/// container's own cgroup as its root.
+fn mount_cgroups(dest: &Path, flags: libc::c_ulong, hierarchies: &[Hierarchy]) -> io::Result<()> {
+    mkdir_all(dest)?;
+    if hierarchies.iter().any(|h| h.v2) {
+        return sys::mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None);
+    }
+    let base = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    sys::mount(Some("tmpfs"), dest, Some("tmpfs"), base, Some("mode=755"))?;
+    for h in hierarchies {
+        let Some(name) = h.mount.file_name() else { continue };
+        let sub = dest.join(name);
+        mkdir_all(&sub)?;
+        sys::mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(&h.mount_data()))?;
+        // `cpu,cpuacct` is also reachable as `cpu` and `cpuacct`.
+        let joined = name.to_string_lossy();
+        if joined.contains(',') {
+            for alias in joined.split(',') {
+                let _ = std::os::unix::fs::symlink(&*joined, dest.join(alias));
+            }
+        }
+    }
+    if flags & libc::MS_RDONLY != 0 {
+        sys::mount(None, dest, None, libc::MS_REMOUNT | libc::MS_RDONLY | base, Some("mode=755"))?;
+    }
+    Ok(())
+}
+
+/// The nodes runc creates in the container's /dev, and the usual links.
+fn make_devices(root: &Path) -> io::Result<()> {
+    let dev = resolve_in_root(root, "/dev")?;
+    for (name, major, minor) in
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    {
+        let path = dev.join(name);
+        let _ = std::fs::remove_file(&path);
+        sys::mknod(&path, libc::S_IFCHR | 0o666, major, minor)?;
+        // mknod applies the umask; the nodes must be usable by every user.
+        let c = sys::cstr(&path)?;
+        // SAFETY: a valid path string.
+        unsafe { libc::chmod(c.as_ptr(), 0o666) };
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        let path = dev.join(name);
+        if std::fs::symlink_metadata(&path).is_err() {
+            std::os::unix::fs::symlink(target, &path).map_err(|e| err_at("symlink", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `root` the process's `/` and drops the host's tree from its mount namespace.
+pub fn pivot(root: &Path) -> io::Result<()> {
+    sys::chdir(root)?;
+    sys::pivot_root_here()?;
+    // The old root is stacked on "."; detach it without sending the unmount back to the host.
+    sys::mount(None, Path::new("."), None, libc::MS_SLAVE | libc::MS_REC, None)?;
+    sys::umount_detach(Path::new("."))?;
+    sys::chdir(Path::new("/"))
+}
+
+/// The flags a mount already has, so a remount keeps nosuid/nodev/noexec.
+fn mount_flags(path: &Path) -> io::Result<libc::c_ulong> {
+    let c = sys::cstr(path)?;
+    // SAFETY: zeroed statvfs is a valid out-buffer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and buffer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(err_at("statvfs", path, io::Error::last_os_error()));
+    }
+    let mut flags = 0;
+    for (st_flag, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms;
+        }
+    }
+    Ok(flags)
+}
+
+/// Hides each masked path (after the pivot): an empty read-only tmpfs over directories,
+/// /dev/null over files. Paths the kernel does not have are skipped.
+pub fn mask(paths: &[String]) -> io::Result<()> {
+    for p in paths {
+        let path = Path::new(p);
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                sys::mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None)?;
+            }
+            Ok(_) => sys::mount(Some("/dev/null"), path, None, libc::MS_BIND, None)?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Makes each path read-only (after the pivot) by a read-only bind of itself.
+pub fn read_only(paths: &[String]) -> io::Result<()> {
+    for p in paths {
+        let path = Path::new(p);
+        if std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        sys::mount(Some(p), path, None, libc::MS_BIND | libc::MS_REC, None)?;
+        let keep = mount_flags(path)?;
+        sys::mount(None, path, None, keep | libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC, None)?;
+    }
+    Ok(())
+}
+
+/// Remounts `/` read-only (readonlyRootFilesystem).
+pub fn root_read_only() -> io::Result<()> {
+    let root = Path::new("/");
+    let keep = mount_flags(root)?;
+    sys::mount(None, root, None, keep | libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let o = parse_options(&["nosuid".into(), "ro".into(), "mode=755".into(), "rprivate".into(), "rbind".into()]);
+        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_RDONLY | libc::MS_BIND | libc::MS_REC);
+        assert_eq!(o.propagation, libc::MS_PRIVATE | libc::MS_REC);
+        assert_eq!(o.data, vec!["mode=755".to_string()]);
+        assert_eq!(parse_options(&["ro".into(), "rw".into()]).flags, 0);
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_root_whatever_the_links_say() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", r.join("rel")).unwrap();
+        std::os::unix::fs::symlink("real/dir", r.join("inner")).unwrap();
+        std::os::unix::fs::symlink("loop2", r.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", r.join("loop2")).unwrap();
+        assert_eq!(resolve_in_root(r, "/abs/passwd").unwrap(), r.join("etc/passwd"));
+        assert_eq!(resolve_in_root(r, "/rel/passwd").unwrap(), r.join("etc/passwd"));
+        assert_eq!(resolve_in_root(r, "/../../x").unwrap(), r.join("x"));
+        assert_eq!(resolve_in_root(r, "/inner/f").unwrap(), r.join("real/dir/f"));
+        assert_eq!(resolve_in_root(r, "/new/path").unwrap(), r.join("new/path"));
+        assert!(resolve_in_root(r, "/loop1").is_err());
+    }
+}
