@@ -11,6 +11,11 @@ log=$(mktemp)
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 rust_status=${PIPESTATUS[0]}
+# The shim's container tests again with runc as the OCI runtime (the default on cgroup v2
+# hosts, and selectable with FLOTILLA_RUNTIME=runc).
+FLOTILLA_RUNTIME=runc cargo test -p flotilla-shim --test lifecycle --test isolation --test resources 2>&1 | tee -a "$log"
+runc_status=${PIPESTATUS[0]}
+[ "$rust_status" = 0 ] && rust_status=$runc_status
 python3 -m pytest tests/python -q
 py_status=$?
 set -e

@@ -10,7 +10,9 @@
 //! timestamps and its shim's log give the breakdown.
 //! runc: `runc run --bundle B <unique id>` of an OCI bundle of the same busybox layer, from just
 //! before the spawn to the first stdout line; then `runc kill`, wait, `runc delete -f`. A third
-//! row runs the same bundle with the seccomp profile copied from Flotilla's own runc config.
+//! row runs the same bundle with the seccomp profile copied from Flotilla's own runtime config.
+//! Flotilla's containers are made by its builtin OCI runtime unless `FLOTILLA_RUNTIME=runc`
+//! was set for the server (then the comparison is runc against itself plus Flotilla's path).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -149,10 +151,10 @@ async fn flotilla_round(c: &flotilla_cli::client::Client, data: &Path, td: &str)
             ("sandbox created -> agent asks start", runc_begin - s.created),
         ];
         // The same rows every round, whichever way the container was started.
-        round.phases.push(("  runc create, ahead (overlaps the phase above)", if precreated { create } else { 0.0 }));
+        round.phases.push(("  OCI create, ahead (overlaps the phase above)", if precreated { create } else { 0.0 }));
         round.phases.push(("start waits for a create in flight", ops_wait));
-        round.phases.push(("runc start (or run -d / create+start if not ahead)", on_path - ops_wait));
-        round.phases.push(("runc returned -> first line stamped", line_t - s.started));
+        round.phases.push(("OCI start (or run -d / create+start if not ahead)", on_path - ops_wait));
+        round.phases.push(("runtime returned -> first line stamped", line_t - s.started));
     }
     Ok(round)
 }
@@ -280,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
     println!("RunTask request itself (not in the figure above): median {:.1} ms", median(&api));
     if !throttled_ms.is_empty() {
         println!(
-            "task cgroup CFS throttling before the first line (runc init runs under the task's CPU quota): \
+            "task cgroup CFS throttling before the first line (the container's init is set up under the task's CPU quota): \
              median {:.0} periods, {:.1} ms; max {:.1} ms",
             median(&nr_throttled),
             median(&throttled_ms),

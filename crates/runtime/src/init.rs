@@ -26,6 +26,9 @@ pub struct Exec {
 /// Identity, limits and seccomp for `p`, shared by a container's init and exec'd processes.
 /// Returns what to exec; the filter is loaded when this returns.
 fn become_process(p: &Process, seccomp_profile: &flotilla_sandbox::oci::Seccomp) -> io::Result<Exec> {
+    // A session of its own, as runc gives it: signals meant for the shim's group never reach it.
+    // SAFETY: setsid takes no arguments; a forked child is never a group leader, so it works.
+    unsafe { libc::setsid() };
     process::set_rlimits(&p.rlimits)?;
     let filter = seccomp::compile(seccomp_profile)?;
     if !p.no_new_privileges {

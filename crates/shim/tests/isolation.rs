@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -237,4 +238,34 @@ async fn pid_mode_task_shares_one_pid_namespace() {
     let a = wait_exited(&env.sandbox, &id, "a", Duration::from_secs(10)).await;
     assert_eq!(a.exit_code, Some(137));
     env.sandbox.destroy(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_image_link_cannot_send_a_volume_mount_to_the_host() {
+    let env = env();
+    let id = task_id("linkmount");
+    let _guard = env.guard(&id);
+    // A layer whose /evil is a link to a host directory: the volume at /evil/inside must land
+    // in the container's own /tmp/..., never in the host's.
+    let host_target = PathBuf::from(format!("/tmp/flotilla-escape-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host_target);
+    let layer = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&host_target, layer.path().join("evil")).unwrap();
+    let mut c = container("probe", &["sh", "-c", "echo hi > /evil/inside/f && cat /evil/inside/f"]);
+    c.layers.push(layer.path().to_path_buf());
+    c.mount_points = vec![flotilla_sandbox::MountPoint {
+        source_volume: "shared".into(),
+        container_path: "/evil/inside".into(),
+        read_only: false,
+    }];
+    let mut spec = task(&id, vec![c]);
+    spec.volumes = vec!["shared".into()];
+    env.sandbox.create_task(spec).await.unwrap();
+    env.sandbox.start_container(&id, "probe").await.unwrap();
+    let status = wait_exited(&env.sandbox, &id, "probe", Duration::from_secs(30)).await;
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    assert_eq!(stdout_of(&env, &id, "probe"), "hi\n");
+    assert!(!host_target.exists(), "the mount followed the image's link to the host: {}", host_target.display());
+    let volume = env.sandbox.task_dir(&id).join("data/volumes/shared/f");
+    assert_eq!(std::fs::read_to_string(&volume).unwrap(), "hi\n", "the volume got the write");
 }
