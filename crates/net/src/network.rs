@@ -406,10 +406,15 @@ impl Network {
         if !host_link.up || host_link.alias.as_deref() != Some(alias.as_str()) || mtu.is_some() {
             host.set_link(host_link.index, None, Some(&alias), mtu).map_err(nl(&object, format!("set up {link}")))?;
         }
+        // The task side first, and the host's neighbour entry for the task fixed like the
+        // task's for its gateway: the route appears only once the task can answer, and the host
+        // never ARPs for it. (An ARP sent before the task side was up failed, and the first
+        // connection to a new task then stalled for the kernel's 1 s retry.)
+        self.configure_task_side(&object, spec, &vpc, &task_netns)?;
+        host.replace_neighbour(host_link.index, ip, spec.mac).map_err(nl(&object, format!("neighbour {ip}")))?;
         let route =
             Route { dst: ip, dst_len: 32, oif: host_link.index, gateway: None, prefsrc: Some(vpc.router), mtu: None };
         host.replace_route(&route).map_err(nl(&object, format!("route {ip}/32 dev {link}")))?;
-        self.configure_task_side(&object, spec, &vpc, &task_netns)?;
         Ok(InterfaceStatus {
             id: spec.id.clone(),
             host_link: link,
