@@ -63,6 +63,7 @@ start_flotilla() {
   # addresses or nft table on the machine (the cost is the same as in the host's namespace).
   FL_NETNS=flt-bench-$$
   ip netns add "$FL_NETNS"
+  export BENCH_NETNS=$FL_NETNS
   FLOTILLA_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID FLOTILLA_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY FLOTILLA_LOG=${FLOTILLA_LOG:-warn} \
     setsid "$BIN/flotilla" up --listen "127.0.0.1:$port" --data-dir "$FL_DATA" \
     --net-namespace "/run/netns/$FL_NETNS" >"${FL_LOG_FILE:-$WORK/flotilla.log}" 2>&1 & FL_PID=$!

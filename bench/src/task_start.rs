@@ -14,6 +14,8 @@
 //! Flotilla's containers are made by its builtin OCI runtime unless `FLOTILLA_RUNTIME=runc`
 //! was set for the server (then the comparison is runc against itself plus Flotilla's path).
 
+mod task_start_http;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -299,5 +301,41 @@ async fn main() -> anyhow::Result<()> {
     let sum: f64 =
         phases.iter().filter(|(n, _)| !n.starts_with("  ")).map(|(_, v)| v.iter().sum::<f64>() / v.len() as f64).sum();
     println!("  {:<50} {:>7} {:>7.1}", "(sum of means = mean total)", "", sum);
+    http_rounds(&c, image, cpu, n, &prefix).await
+}
+
+/// Start to first HTTP response, Flotilla against `runc run` (see `task_start_http.rs`).
+async fn http_rounds(
+    c: &flotilla_cli::client::Client,
+    image: &str,
+    cpu: u32,
+    n: usize,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    use task_start_http as http;
+    let td = register_sized(c, &format!("bench-http-{cpu}"), image, &http::HTTP_COMMAND, 2, cpu).await?;
+    let netns = std::env::var("BENCH_NETNS").ok().map(|n| PathBuf::from("/run/netns").join(n));
+    let scratch = tempfile::tempdir()?;
+    let bundle = runc_bundle(scratch.path(), &http::HTTP_COMMAND)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    http::host_network_bundle(&bundle, port)?;
+    http::flotilla_round(c, &td, netns.as_deref()).await.context("HTTP warm-up task")?;
+    http::runc_round(&bundle, &format!("{prefix}-http-warm"), port)?;
+    let (mut fl, mut rc) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        fl.push(http::flotilla_round(c, &td, netns.as_deref()).await.with_context(|| format!("HTTP round {i}"))?);
+        rc.push(http::runc_round(&bundle, &format!("{prefix}-http-{i}"), port)?);
+    }
+    println!();
+    println!("cached-image start to first HTTP response (busybox httpd), ms (N={n}, rounds interleaved)");
+    println!("{:<9} {:>4} {:>9} {:>9} {:>9} {:>9}", "runtime", "n", "median", "p90", "min", "max");
+    row("flotilla", &fl);
+    row("runc", &rc);
+    println!(
+        "ratio flotilla/runc: median {:.2}x, p90 {:.2}x (Flotilla's includes the task's own network \
+         interface; runc's container shares the host's loopback)",
+        median(&fl) / median(&rc),
+        percentile(&fl, 0.9) / percentile(&rc, 0.9)
+    );
     Ok(())
 }
