@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -171,6 +171,26 @@ pub fn runc_bundle(dir: &Path, args: &[&str]) -> anyhow::Result<PathBuf> {
     spec["process"]["args"] = json!(args);
     std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
     Ok(dir.to_owned())
+}
+
+/// `runc run --bundle B ID` in the foreground, its stdout as given.
+pub fn spawn_runc_run(bundle: &Path, id: &str, stdout: Stdio) -> anyhow::Result<Child> {
+    Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawning runc run")
+}
+
+/// Kills and deletes a peer container started by [`spawn_runc_run`], reaping `child`.
+pub fn remove_runc(id: &str, child: &mut Child) {
+    let _ = Command::new("runc").args(["kill", id, "KILL"]).output();
+    let _ = child.wait();
+    let _ = Command::new("runc").args(["delete", "-f", id]).output();
 }
 
 /// Container id prefix for the runc peers: `$BENCH_RUNC_PREFIX-<kind>` when the script sets it

@@ -22,7 +22,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flotilla_bench::{client, median, now_ms, percentile, register_sized, run_task, runc_bundle, task_id, wait_all};
+use flotilla_bench::{
+    client, median, now_ms, percentile, register_sized, remove_runc, run_task, runc_bundle, spawn_runc_run, task_id,
+    wait_all,
+};
 use serde_json::Value;
 
 const COMMAND: [&str; 3] = ["sh", "-c", "echo ready; sleep 2"];
@@ -179,24 +182,14 @@ fn cpu_throttled(task_id: &str) -> Option<(f64, f64)> {
 
 fn runc_round(bundle: &Path, id: &str) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let mut child = Command::new("runc")
-        .args(["run", "--bundle"])
-        .arg(bundle)
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("spawning runc run")?;
+    let mut child = spawn_runc_run(bundle, id, Stdio::piped())?;
     let mut first = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;
     let elapsed = t.elapsed().as_secs_f64() * 1000.0;
+    remove_runc(id, &mut child);
     if first.trim() != "ready" {
         bail!("runc run printed {first:?}");
     }
-    let _ = Command::new("runc").args(["kill", id, "KILL"]).output();
-    child.wait()?;
-    let _ = Command::new("runc").args(["delete", "-f", id]).output();
     Ok(elapsed)
 }
 

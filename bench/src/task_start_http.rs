@@ -12,11 +12,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flotilla_bench::{describe, run_task, stop_all, wait_all};
+use flotilla_bench::{describe, remove_runc, run_task, spawn_runc_run, stop_all, wait_all};
 
 pub const HTTP_COMMAND: [&str; 6] = ["httpd", "-f", "-p", "8080", "-h", "/etc"];
 
@@ -99,18 +99,8 @@ pub fn host_network_bundle(bundle: &Path, port: u16) -> anyhow::Result<()> {
 /// `runc run` spawned -> first HTTP response on the host's loopback; then kill and delete.
 pub fn runc_round(bundle: &Path, id: &str, port: u16) -> anyhow::Result<f64> {
     let since = Instant::now();
-    let mut child = Command::new("runc")
-        .args(["run", "--bundle"])
-        .arg(bundle)
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("spawning runc run")?;
+    let mut child = spawn_runc_run(bundle, id, Stdio::null())?;
     let result = wait_http(SocketAddr::from(([127, 0, 0, 1], port)), None, since);
-    let _ = Command::new("runc").args(["kill", id, "KILL"]).output();
-    let _ = child.wait();
-    let _ = Command::new("runc").args(["delete", "-f", id]).output();
+    remove_runc(id, &mut child);
     result
 }
