@@ -14,7 +14,8 @@ mod logs;
 pub mod metadata;
 pub mod network;
 pub mod order;
-pub mod spec;
+mod secrets;
+mod spec;
 mod supervise;
 
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ pub struct Agent {
     sandbox: Arc<LinuxSandbox>,
     logs: logs::Shipper,
     networking: Arc<network::Networking>,
+    /// SSM Parameter Store and Secrets Manager, for `secrets` and `repositoryCredentials`.
+    secrets: Option<Arc<flotilla_secrets::Secrets>>,
     region: String,
     supervisors: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
@@ -50,6 +53,7 @@ impl Agent {
         sandbox: Arc<LinuxSandbox>,
         networking: Arc<network::Networking>,
         log_store: Option<Arc<flotilla_logs::LogStore>>,
+        secrets: Option<Arc<flotilla_secrets::Secrets>>,
         state_dir: std::path::PathBuf,
     ) -> Arc<Agent> {
         let region = control.identity().region.clone();
@@ -59,6 +63,7 @@ impl Agent {
             sandbox,
             logs: logs::Shipper::new(log_store, state_dir),
             networking,
+            secrets,
             region,
             supervisors: Mutex::new(HashMap::new()),
         })

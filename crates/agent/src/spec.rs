@@ -11,10 +11,6 @@ use flotilla_types::{parse_cpu, parse_memory};
 /// Why a task cannot be turned into a sandbox spec; becomes the task's stoppedReason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error(
-        "ResourceInitializationError: unable to pull secrets or registry auth: container {container} asks for secret {name} from {value_from}, and this Flotilla has no secrets service yet"
-    )]
-    Secrets { container: String, name: String, value_from: String },
     #[error("ResourceInitializationError: volume {volume} uses {kind}, which Flotilla cannot provide yet")]
     Volume { volume: String, kind: &'static str },
 }
@@ -24,6 +20,8 @@ pub struct Injected<'a> {
     pub region: &'a str,
     /// Base of the task metadata endpoint, e.g. `http://169.254.170.2/v4`.
     pub metadata_base: &'a str,
+    /// Each container's `secrets`, resolved: (variable, value), set after `environment`.
+    pub secrets: &'a HashMap<String, Vec<(String, String)>>,
 }
 
 fn env_for(def: &ContainerDefinition, task: &Task, injected: &Injected<'_>) -> Vec<EnvVar> {
@@ -50,6 +48,9 @@ fn env_for(def: &ContainerDefinition, task: &Task, injected: &Injected<'_>) -> V
             set(k, v);
         }
     }
+    for (k, v) in injected.secrets.get(name).into_iter().flatten() {
+        set(k, v);
+    }
     env
 }
 
@@ -60,13 +61,6 @@ fn container_spec(
     injected: &Injected<'_>,
 ) -> Result<ContainerSpec, SpecError> {
     let name = def.name.clone().unwrap_or_default();
-    if let Some(secret) = def.secrets.iter().flatten().next() {
-        return Err(SpecError::Secrets {
-            container: name,
-            name: secret.name.clone(),
-            value_from: secret.value_from.clone(),
-        });
-    }
     let o = task.overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(name.as_str()));
     let config = image.container_config();
     let mut spec = ContainerSpec::new(name, image.layer_dirs().into_iter().map(|p| p.to_path_buf()).collect());

@@ -194,10 +194,18 @@ impl Supervisor {
         let Some(eni) = self.create_interface(task).await? else { return Ok(false) };
         self.advance(TaskStatus::Pending, |_| {}).await?;
         let mut images = HashMap::new();
+        let secrets = self.agent.secrets.as_deref();
         for c in &definition.container_definitions {
             let name = c.name.clone().unwrap_or_default();
             let reference = c.image.clone().unwrap_or_default();
-            match self.agent.images.pull(&reference, None, flotilla_image::Progress::none()).await {
+            let login = match crate::secrets::registry_credentials(secrets, c).await {
+                Ok(login) => login,
+                Err(reason) => {
+                    self.fail_to_start(reason, Some(&name)).await?;
+                    return Ok(false);
+                }
+            };
+            match self.agent.images.pull(&reference, login, flotilla_image::Progress::none()).await {
                 Ok(image) => {
                     images.insert(name, image);
                 }
@@ -227,8 +235,18 @@ impl Supervisor {
             self.fail_to_start(reason, None).await?;
             return Ok(false);
         }
-        let injected =
-            crate::spec::Injected { region: &self.agent.region, metadata_base: crate::metadata::METADATA_BASE };
+        let resolved = match crate::secrets::resolve(secrets, definition).await {
+            Ok(r) => r,
+            Err(reason) => {
+                self.fail_to_start(reason, None).await?;
+                return Ok(false);
+            }
+        };
+        let injected = crate::spec::Injected {
+            region: &self.agent.region,
+            metadata_base: crate::metadata::METADATA_BASE,
+            secrets: &resolved,
+        };
         let spec = match crate::spec::task_spec(task, definition, &images, &injected) {
             Ok(spec) => spec,
             Err(e) => {

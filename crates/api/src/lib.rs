@@ -10,6 +10,7 @@ pub mod error;
 mod json;
 pub mod logs;
 pub mod model;
+pub mod secrets;
 pub mod server;
 pub mod servicediscovery;
 pub mod sigv4;

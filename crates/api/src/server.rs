@@ -29,6 +29,8 @@ pub enum Service {
     Ecs,
     Logs,
     ServiceDiscovery,
+    Ssm,
+    SecretsManager,
 }
 
 impl Service {
@@ -37,6 +39,8 @@ impl Service {
             "AmazonEC2ContainerServiceV20141113" => Some(Service::Ecs),
             "Logs_20140328" => Some(Service::Logs),
             "Route53AutoNaming_v20170314" => Some(Service::ServiceDiscovery),
+            "AmazonSSM" => Some(Service::Ssm),
+            "secretsmanager" => Some(Service::SecretsManager),
             _ => None,
         }
     }
@@ -48,6 +52,11 @@ pub struct ApiState {
     ecs_model: ServiceModel,
     logs_model: ServiceModel,
     servicediscovery_model: ServiceModel,
+    ssm_model: ServiceModel,
+    secretsmanager_model: ServiceModel,
+    /// SSM Parameter Store and Secrets Manager are served only when attached
+    /// ([`ApiState::with_secrets`]).
+    secrets: Option<Arc<flotilla_secrets::Secrets>>,
     /// CloudWatch Logs is served only when a log store is attached ([`ApiState::with_logs`]).
     logs: Option<Arc<LogStore>>,
     /// Cloud Map is served only when discovery is attached ([`ApiState::with_discovery`]).
@@ -64,6 +73,9 @@ impl ApiState {
             ecs_model: ServiceModel::parse(include_str!("../model/ecs.json")),
             logs_model: ServiceModel::parse(include_str!("../model/logs.json")),
             servicediscovery_model: ServiceModel::parse(include_str!("../model/servicediscovery.json")),
+            ssm_model: ServiceModel::parse(include_str!("../model/ssm.json")),
+            secretsmanager_model: ServiceModel::parse(include_str!("../model/secretsmanager.json")),
+            secrets: None,
             logs: None,
             discovery: None,
             request_ids: AtomicU64::new(0),
@@ -73,6 +85,12 @@ impl ApiState {
     /// Serves CloudWatch Logs from `logs`.
     pub fn with_logs(mut self, logs: Arc<LogStore>) -> ApiState {
         self.logs = Some(logs);
+        self
+    }
+
+    /// Serves SSM Parameter Store and Secrets Manager from `secrets`.
+    pub fn with_secrets(mut self, secrets: Arc<flotilla_secrets::Secrets>) -> ApiState {
+        self.secrets = Some(secrets);
         self
     }
 
@@ -87,6 +105,8 @@ impl ApiState {
             Service::Ecs => &self.ecs_model,
             Service::Logs => &self.logs_model,
             Service::ServiceDiscovery => &self.servicediscovery_model,
+            Service::Ssm => &self.ssm_model,
+            Service::SecretsManager => &self.secretsmanager_model,
         }
     }
 
@@ -256,6 +276,16 @@ async fn dispatch(
                 )
             })?;
             crate::servicediscovery::handle(discovery, operation, input).await
+        }
+        Service::Ssm | Service::SecretsManager => {
+            let secrets = state.secrets.as_deref().ok_or_else(|| {
+                ApiError::new("ServiceUnavailableException", "This server does not serve SSM or Secrets Manager.")
+            })?;
+            if service == Service::Ssm {
+                crate::secrets::handle_ssm(secrets, operation, input).await
+            } else {
+                crate::secrets::handle_secretsmanager(secrets, operation, input).await
+            }
         }
     }
 }

@@ -67,12 +67,22 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         LogStore::open(&logs_dir).with_context(|| format!("cannot open the log store in {}", logs_dir.display()))?,
     );
     let expiry = tokio::spawn(expire_logs(logs.clone()));
+    // SSM Parameter Store and Secrets Manager over the same store, for the API and for tasks.
+    let secrets =
+        flotilla_api::secrets::Secrets::new(store.clone(), identity.region.clone(), identity.account_id.clone());
     let (stop_agent, agent) = if opts.no_agent {
         (None, None)
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let agent =
-            start_agent(&home, control.clone(), logs.clone(), opts.net_namespace.clone(), image_options).await?;
+        let agent = start_agent(
+            &home,
+            control.clone(),
+            logs.clone(),
+            secrets.clone(),
+            opts.net_namespace.clone(),
+            image_options,
+        )
+        .await?;
         (
             Some(tx),
             Some(tokio::spawn(agent.run(async move {
@@ -82,8 +92,12 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     };
     // Cloud Map over the same store; its worker completes namespace and instance operations.
     let discovery = Discovery::start(store.clone(), identity.region.clone(), identity.account_id.clone());
-    let state =
-        Arc::new(ApiState::new(control, std::slice::from_ref(&credentials)).with_logs(logs).with_discovery(discovery));
+    let state = Arc::new(
+        ApiState::new(control, std::slice::from_ref(&credentials))
+            .with_logs(logs)
+            .with_discovery(discovery)
+            .with_secrets(secrets),
+    );
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -126,6 +140,7 @@ async fn start_agent(
     home: &Home,
     control: Arc<Control>,
     logs: Arc<LogStore>,
+    secrets: Arc<flotilla_api::secrets::Secrets>,
     net_namespace: Option<std::path::PathBuf>,
     image_options: flotilla_image::StoreOptions,
 ) -> anyhow::Result<Arc<flotilla_agent::Agent>> {
@@ -156,7 +171,15 @@ async fn start_agent(
         Err(e) => tracing::warn!(error = %e, "could not adopt existing tasks; their supervisors will retry"),
     }
     let networking = start_networking(home, control.clone(), net_namespace).await?;
-    Ok(flotilla_agent::Agent::new(control, Arc::new(images), sandbox, networking, Some(logs), home.dir.join("agent")))
+    Ok(flotilla_agent::Agent::new(
+        control,
+        Arc::new(images),
+        sandbox,
+        networking,
+        Some(logs),
+        Some(secrets),
+        home.dir.join("agent"),
+    ))
 }
 
 /// The awsvpc data plane (one nftables table per data dir, so two servers on one host never

@@ -1,0 +1,380 @@
+//! SSM Parameter Store (`AmazonSSM`) and Secrets Manager (`secretsmanager`) operations:
+//! request members in, `flotilla_secrets` call, response shape out. Both wires are PascalCase
+//! with epoch-second timestamps; each service has its own error codes.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::json::{parse, strip_nulls};
+
+pub use flotilla_secrets::Secrets;
+use flotilla_secrets::{NewParameter, NewSecret, Parameter, ParameterType, Secret, SecretValue, SecretsError};
+
+fn internal(e: &SecretsError) -> ApiError {
+    // Logged once here, with its cause; the client gets no internals.
+    tracing::error!(error = ?e, "request failed inside the secrets store");
+    ApiError::new("InternalServerError", "The server failed to handle the request; it has been logged. Retry it.")
+}
+
+fn ssm_error(e: SecretsError) -> ApiError {
+    let code = match &e {
+        SecretsError::Invalid(_) | SecretsError::InvalidRequest(_) => "ValidationException",
+        SecretsError::ParameterNotFound { .. } => "ParameterNotFound",
+        SecretsError::ParameterAlreadyExists { .. } => "ParameterAlreadyExists",
+        SecretsError::SecretNotFound { .. } | SecretsError::SecretAlreadyExists { .. } => "ValidationException",
+        SecretsError::Store(_) | SecretsError::Corrupt { .. } => return internal(&e),
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn sm_error(e: SecretsError) -> ApiError {
+    let code = match &e {
+        SecretsError::Invalid(_) => "InvalidParameterException",
+        SecretsError::InvalidRequest(_) => "InvalidRequestException",
+        SecretsError::SecretNotFound { .. } | SecretsError::ParameterNotFound { .. } => "ResourceNotFoundException",
+        SecretsError::SecretAlreadyExists { .. } | SecretsError::ParameterAlreadyExists { .. } => {
+            "ResourceExistsException"
+        }
+        SecretsError::Store(_) | SecretsError::Corrupt { .. } => {
+            let mut err = internal(&e);
+            err.code = "InternalServiceError";
+            return err;
+        }
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// `NextToken` is the offset of the next item; `MaxResults` caps a page.
+fn page<T>(
+    items: Vec<T>,
+    max: Option<usize>,
+    token: Option<&str>,
+    default: usize,
+) -> Result<(Vec<T>, Option<String>), String> {
+    let start: usize = match token {
+        Some(t) => t.parse().map_err(|_| format!("The NextToken {t:?} is not one this server issued."))?,
+        None => 0,
+    };
+    let max = max.unwrap_or(default).max(1);
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(start).take(max).collect();
+    let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
+    Ok((page, next))
+}
+
+/// What a `SecureString` read without decryption shows: an opaque token, never the value
+/// (AWS shows ciphertext).
+fn opaque(p: &Parameter) -> String {
+    let digest = crate::sigv4::sha256_hex(format!("{}:{}:{}", p.arn, p.version, p.value).as_bytes());
+    format!("AQICAH{}", &digest[..48])
+}
+
+fn parameter_json(p: &Parameter, decrypt: bool) -> Value {
+    let value = if p.kind == ParameterType::SecureString && !decrypt { opaque(p) } else { p.value.clone() };
+    json!({
+        "Name": p.name, "Type": p.kind.as_str(), "Value": value, "Version": p.version,
+        "LastModifiedDate": p.last_modified, "ARN": p.arn, "DataType": "text",
+    })
+}
+
+fn metadata_json(p: &Parameter) -> Value {
+    strip_nulls(json!({
+        "Name": p.name, "ARN": p.arn, "Type": p.kind.as_str(), "Version": p.version,
+        "LastModifiedDate": p.last_modified, "Description": p.description, "Tier": "Standard", "DataType": "text",
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutParameter {
+    name: String,
+    value: String,
+    #[serde(rename = "Type")]
+    kind: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    overwrite: bool,
+    data_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetParameter {
+    name: String,
+    #[serde(default)]
+    with_decryption: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetParameters {
+    names: Vec<String>,
+    #[serde(default)]
+    with_decryption: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ByPath {
+    path: String,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    with_decryption: bool,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Listing {
+    max_results: Option<usize>,
+    next_token: Option<String>,
+}
+
+pub async fn handle_ssm(s: &Secrets, operation: &str, input: Value) -> Result<Value, ApiError> {
+    let invalid = |m: String| ApiError::new("ValidationException", m);
+    let answer = match operation {
+        "PutParameter" => {
+            let req: PutParameter = parse(input)?;
+            if req.data_type.as_deref().is_some_and(|d| d != "text") {
+                return Err(invalid("Only the DataType text is supported.".into()));
+            }
+            let kind = req.kind.as_deref().map(ParameterType::parse).transpose().map_err(ssm_error)?;
+            let new = NewParameter {
+                name: req.name,
+                value: req.value,
+                kind,
+                description: req.description,
+                overwrite: req.overwrite,
+            };
+            json!({"Version": s.put_parameter(new).await.map_err(ssm_error)?, "Tier": "Standard"})
+        }
+        "GetParameter" => {
+            let req: GetParameter = parse(input)?;
+            json!({"Parameter": parameter_json(&s.get_parameter(&req.name).await.map_err(ssm_error)?, req.with_decryption)})
+        }
+        "GetParameters" => {
+            let req: GetParameters = parse(input)?;
+            let (mut found, mut invalid_names) = (Vec::new(), Vec::new());
+            for name in req.names {
+                match s.get_parameter(&name).await {
+                    Ok(p) => found.push(parameter_json(&p, req.with_decryption)),
+                    Err(SecretsError::ParameterNotFound { .. } | SecretsError::Invalid(_)) => invalid_names.push(name),
+                    Err(e) => return Err(ssm_error(e)),
+                }
+            }
+            json!({"Parameters": found, "InvalidParameters": invalid_names})
+        }
+        "GetParametersByPath" => {
+            let req: ByPath = parse(input)?;
+            let all = s.parameters_by_path(&req.path, req.recursive).await.map_err(ssm_error)?;
+            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 10).map_err(invalid)?;
+            let items: Vec<Value> = items.iter().map(|p| parameter_json(p, req.with_decryption)).collect();
+            strip_nulls(json!({"Parameters": items, "NextToken": next}))
+        }
+        "DescribeParameters" => {
+            let req: Listing = parse(input)?;
+            let all = s.list_parameters().await.map_err(ssm_error)?;
+            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 10).map_err(invalid)?;
+            let items: Vec<Value> = items.iter().map(metadata_json).collect();
+            strip_nulls(json!({"Parameters": items, "NextToken": next}))
+        }
+        "DeleteParameter" => {
+            let req: GetParameter = parse(input)?;
+            s.delete_parameter(&req.name).await.map_err(ssm_error)?;
+            json!({})
+        }
+        "DeleteParameters" => {
+            let req: GetParameters = parse(input)?;
+            let (mut deleted, mut invalid_names) = (Vec::new(), Vec::new());
+            for name in req.names {
+                match s.delete_parameter(&name).await {
+                    Ok(()) => deleted.push(name),
+                    Err(SecretsError::ParameterNotFound { .. }) => invalid_names.push(name),
+                    Err(e) => return Err(ssm_error(e)),
+                }
+            }
+            json!({"DeletedParameters": deleted, "InvalidParameters": invalid_names})
+        }
+        other => {
+            return Err(ApiError::new("UnknownOperationException", format!("Flotilla does not serve SSM {other}.")));
+        }
+    };
+    Ok(answer)
+}
+
+fn value_in(string: Option<String>, binary: Option<String>) -> Result<Option<SecretValue>, ApiError> {
+    match (string, binary) {
+        (Some(_), Some(_)) => Err(ApiError::new(
+            "InvalidParameterException",
+            "You can't specify both a binary secret value and a string secret value in the same secret.",
+        )),
+        (Some(s), None) => Ok(Some(SecretValue::String(s))),
+        (None, Some(b)) => Ok(Some(SecretValue::Binary(b))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn value_out(v: &SecretValue) -> (Option<&str>, Option<&str>) {
+    match v {
+        SecretValue::String(s) => (Some(s), None),
+        SecretValue::Binary(b) => (None, Some(b)),
+    }
+}
+
+fn describe_json(secret: &Secret) -> Value {
+    strip_nulls(json!({
+        "ARN": secret.arn, "Name": secret.name, "Description": secret.description,
+        "CreatedDate": secret.created, "LastChangedDate": secret.last_changed,
+        "DeletedDate": secret.deletion_date, "VersionIdsToStages": secret.version_stages(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateSecret {
+    name: String,
+    secret_string: Option<String>,
+    secret_binary: Option<String>,
+    description: Option<String>,
+    client_request_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SecretId {
+    secret_id: String,
+    version_id: Option<String>,
+    version_stage: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutValue {
+    secret_id: String,
+    secret_string: Option<String>,
+    secret_binary: Option<String>,
+    client_request_token: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteSecret {
+    secret_id: String,
+    recovery_window_in_days: Option<i64>,
+    #[serde(default)]
+    force_delete_without_recovery: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListSecrets {
+    max_results: Option<usize>,
+    next_token: Option<String>,
+    #[serde(default)]
+    include_planned_deletion: bool,
+}
+
+pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -> Result<Value, ApiError> {
+    let answer = match operation {
+        "CreateSecret" => {
+            let req: CreateSecret = parse(input)?;
+            let value = value_in(req.secret_string, req.secret_binary)?;
+            let new =
+                NewSecret { name: req.name, value, description: req.description, token: req.client_request_token };
+            let secret = s.create_secret(new).await.map_err(sm_error)?;
+            strip_nulls(
+                json!({"ARN": secret.arn, "Name": secret.name, "VersionId": secret.versions.first().map(|v| &v.id)}),
+            )
+        }
+        "GetSecretValue" => {
+            let req: SecretId = parse(input)?;
+            let (secret, v) = s
+                .get_secret_value(&req.secret_id, req.version_id.as_deref(), req.version_stage.as_deref())
+                .await
+                .map_err(sm_error)?;
+            let (string, binary) = value_out(&v.value);
+            strip_nulls(json!({
+                "ARN": secret.arn, "Name": secret.name, "VersionId": v.id, "SecretString": string,
+                "SecretBinary": binary, "VersionStages": v.stages, "CreatedDate": v.created,
+            }))
+        }
+        "PutSecretValue" => {
+            let req: PutValue = parse(input)?;
+            let value = value_in(req.secret_string, req.secret_binary)?.ok_or_else(|| {
+                ApiError::new("InvalidParameterException", "You must provide either SecretString or SecretBinary.")
+            })?;
+            let (secret, v) =
+                s.put_secret_value(&req.secret_id, value, req.client_request_token).await.map_err(sm_error)?;
+            json!({"ARN": secret.arn, "Name": secret.name, "VersionId": v.id, "VersionStages": v.stages})
+        }
+        "UpdateSecret" => {
+            let req: PutValue = parse(input)?;
+            let value = value_in(req.secret_string, req.secret_binary)?;
+            let (secret, v) = s
+                .update_secret(&req.secret_id, req.description, value, req.client_request_token)
+                .await
+                .map_err(sm_error)?;
+            strip_nulls(json!({"ARN": secret.arn, "Name": secret.name, "VersionId": v.map(|v| v.id)}))
+        }
+        "DescribeSecret" => {
+            let req: SecretId = parse(input)?;
+            describe_json(&s.describe_secret(&req.secret_id).await.map_err(sm_error)?)
+        }
+        "ListSecrets" => {
+            let req: ListSecrets = parse(input)?;
+            let all: Vec<Secret> = s
+                .list_secrets()
+                .await
+                .map_err(sm_error)?
+                .into_iter()
+                .filter(|x| req.include_planned_deletion || x.deletion_date.is_none())
+                .collect();
+            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 100)
+                .map_err(|m| ApiError::new("InvalidNextTokenException", m))?;
+            let items: Vec<Value> = items
+                .iter()
+                .map(|x| {
+                    let mut v = describe_json(x);
+                    if let Some(stages) = v.as_object_mut().and_then(|o| o.remove("VersionIdsToStages")) {
+                        v["SecretVersionsToStages"] = stages;
+                    }
+                    v
+                })
+                .collect();
+            strip_nulls(json!({"SecretList": items, "NextToken": next}))
+        }
+        "DeleteSecret" => {
+            let req: DeleteSecret = parse(input)?;
+            let secret = s
+                .delete_secret(&req.secret_id, req.force_delete_without_recovery, req.recovery_window_in_days)
+                .await
+                .map_err(sm_error)?;
+            json!({"ARN": secret.arn, "Name": secret.name, "DeletionDate": secret.deletion_date})
+        }
+        other => {
+            return Err(ApiError::new(
+                "UnknownOperationException",
+                format!("Flotilla does not serve Secrets Manager {other}."),
+            ));
+        }
+    };
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_by_offset() {
+        let (p, next) = page((0..25).collect::<Vec<_>>(), Some(10), None, 10).unwrap();
+        assert_eq!((p.len(), next.as_deref()), (10, Some("10")));
+        let (p, next) = page((0..25).collect::<Vec<_>>(), Some(10), Some("20"), 10).unwrap();
+        assert_eq!((p, next), (vec![20, 21, 22, 23, 24], None));
+        assert!(page(vec![1], None, Some("x"), 10).is_err());
+    }
+}
