@@ -161,22 +161,29 @@ fn create_in(
         let why = if report.is_empty() { "the container's init died during set-up".to_string() } else { report };
         return Err(io::Error::other(why));
     }
-    let start_time = sys::start_time(pid).ok_or_else(|| io::Error::other("the container's init vanished"))?;
-    let st = State {
-        id: id.to_string(),
-        pid,
-        start_time,
-        bundle: std::path::absolute(bundle)?,
-        cgroups: cgroup_dirs.clone(),
+    let record = || -> io::Result<()> {
+        let start_time = sys::start_time(pid).ok_or_else(|| io::Error::other("the container's init vanished"))?;
+        let st = State {
+            id: id.to_string(),
+            pid,
+            start_time,
+            bundle: std::path::absolute(bundle)?,
+            cgroups: cgroup_dirs.clone(),
+        };
+        st.save(root)?;
+        if let Some(pf) = pid_file {
+            std::fs::write(pf, pid.to_string()).map_err(|e| err_at("write", pf, e))?;
+        }
+        if start_now {
+            start(root, id)?;
+        }
+        Ok(())
     };
-    st.save(root)?;
-    if let Some(pf) = pid_file {
-        std::fs::write(pf, pid.to_string()).map_err(|e| err_at("write", pf, e))?;
-    }
-    if start_now {
-        start(root, id)?;
-    }
-    Ok(())
+    record().inspect_err(|_| {
+        // Nobody would ever start or reap an init whose create failed.
+        let _ = sys::kill(pid, libc::SIGKILL);
+        sys::waitpid(pid);
+    })
 }
 
 /// Completes the exec-FIFO hand-shake: the init's byte is read, the FIFO removed, and the
@@ -190,14 +197,30 @@ pub fn start(root: &Path, id: &str) -> io::Result<()> {
     if st.status(root) == Status::Stopped {
         return Err(io::Error::other(format!("container {id} has stopped")));
     }
-    let mut f = std::fs::File::open(&fifo).map_err(|e| err_at("open", &fifo, e))?;
-    let mut byte = Vec::new();
-    f.read_to_end(&mut byte).map_err(|e| err_at("read", &fifo, e))?;
-    std::fs::remove_file(&fifo).map_err(|e| err_at("remove", &fifo, e))?;
-    if byte.is_empty() {
-        return Err(io::Error::other(format!("container {id}: the init died before it could start")));
+    // Non-blocking, so an init that dies before it opens its end cannot hang the start.
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .map_err(|e| err_at("open", &fifo, e))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16];
+    loop {
+        match f.read(&mut buf) {
+            // The init wrote its byte and closed the FIFO by exec'ing: started.
+            Ok(0) if !got.is_empty() => break,
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err_at("read", &fifo, e)),
+        }
+        if got.is_empty() && !sys::alive(st.pid, st.start_time) {
+            return Err(io::Error::other(format!("container {id}: the init died before it could start")));
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
-    Ok(())
+    std::fs::remove_file(&fifo).map_err(|e| err_at("remove", &fifo, e))
 }
 
 /// Signals the init, or with `all` every process in the container's cgroup.
