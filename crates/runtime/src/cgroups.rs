@@ -81,6 +81,7 @@ pub fn create(hierarchies: &[Hierarchy], path: &str, resources: &Resources) -> i
         make_dirs(h, &rel)?;
         if h.v2 {
             apply_v2(&dir, resources)?;
+            crate::devices::attach(&dir, &resources.devices)?;
         } else {
             apply_v1(h, &dir, resources)?;
         }

@@ -11,6 +11,7 @@
 
 mod cgroups;
 mod container;
+mod devices;
 mod init;
 mod mounts;
 mod process;
@@ -22,6 +23,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use cgroups::shares_to_weight;
+
+/// Attaches the eBPF device filter for `rules` to the cgroup v2 directory `cgroup` (what
+/// `create` does for each container on cgroup v2 hosts).
+pub fn attach_device_filter(cgroup: &Path, rules: &[flotilla_sandbox::oci::DeviceRule]) -> std::io::Result<()> {
+    devices::attach(cgroup, rules)
+}
 
 const USAGE: &str = "usage: flotilla-shim oci [--root DIR] [--log FILE] [--log-format json] COMMAND
   create --bundle DIR [--pid-file FILE] ID

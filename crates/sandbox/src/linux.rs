@@ -27,9 +27,9 @@ pub struct LinuxSandboxConfig {
     pub root: PathBuf,
     pub shim_binary: PathBuf,
     pub runc_binary: PathBuf,
-    /// The OCI runtime the shim drives: `builtin` (Flotilla's own, `flotilla-shim oci`) or
-    /// `runc`. Default: `$FLOTILLA_RUNTIME`, else `builtin`. On cgroup v2 hosts the shim uses
-    /// runc either way (the builtin runtime has no eBPF device filter yet).
+    /// The OCI runtime the shim drives: `builtin` (Flotilla's own, `flotilla-shim oci`),
+    /// `runc`, or `auto` (builtin on cgroup v1 hosts, runc on v2 ones, where the builtin
+    /// runtime has not yet run on a real host). Default: `$FLOTILLA_RUNTIME`, else `auto`.
     pub runtime: String,
     /// Cgroup parent of all tasks (`/sys/fs/cgroup/<ctrl>/<parent>/<task>` on v1).
     pub cgroup_parent: String,
@@ -53,7 +53,7 @@ impl Default for LinuxSandboxConfig {
             root: PathBuf::from("/var/lib/flotilla/tasks"),
             shim_binary,
             runc_binary: PathBuf::from("runc"),
-            runtime: std::env::var("FLOTILLA_RUNTIME").unwrap_or_else(|_| "builtin".to_string()),
+            runtime: std::env::var("FLOTILLA_RUNTIME").unwrap_or_else(|_| "auto".to_string()),
             cgroup_parent: "flotilla".to_string(),
             init_binary: None,
             request_timeout: Duration::from_secs(120),

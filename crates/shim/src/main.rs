@@ -1,7 +1,7 @@
 //! `flotilla-shim`: the per-task supervisor.
 //!
 //! ```text
-//! flotilla-shim --task-dir DIR [--runtime builtin|runc] [--runc PATH] [--cgroup-parent NAME]
+//! flotilla-shim --task-dir DIR [--runtime auto|builtin|runc] [--runc PATH] [--cgroup-parent NAME]
 //!               [--init PATH] [--foreground]
 //! flotilla-shim pause        (internal: PID 1 of a task-wide PID namespace)
 //! flotilla-shim oci ...      (internal: the builtin OCI runtime, `flotilla_runtime`)
@@ -31,7 +31,7 @@ use flotilla_sandbox::protocol::SHIM_LOG_FILE;
 use crate::daemon::Ready;
 use crate::runtime::{Runtime, RuntimeKind, ShimConfig};
 
-const USAGE: &str = "usage: flotilla-shim --task-dir DIR [--runtime builtin|runc] [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--foreground]";
+const USAGE: &str = "usage: flotilla-shim --task-dir DIR [--runtime auto|builtin|runc] [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--foreground]";
 
 struct Options {
     task_dir: PathBuf,
@@ -45,7 +45,7 @@ struct Options {
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut task_dir = None;
     let mut runc = PathBuf::from("runc");
-    let mut runtime = RuntimeKind::Builtin;
+    let mut runtime = RuntimeKind::Auto;
     let mut cgroup_parent = "flotilla".to_string();
     let mut init = None;
     let mut foreground = false;

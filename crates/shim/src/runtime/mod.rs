@@ -57,6 +57,9 @@ pub struct Runtime {
 /// Which OCI runtime creates the task's containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
+    /// The builtin runtime on cgroup v1, runc on cgroup v2 (where the builtin one, device
+    /// filter included, has not yet run on a real v2 host).
+    Auto,
     /// `flotilla-shim oci` (crates/runtime), state under `<task>/oci`.
     Builtin,
     /// runc, state under `<task>/runc`.
@@ -66,22 +69,22 @@ pub enum RuntimeKind {
 impl RuntimeKind {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
+            "auto" => Ok(RuntimeKind::Auto),
             "builtin" => Ok(RuntimeKind::Builtin),
             "runc" => Ok(RuntimeKind::Runc),
-            other => Err(format!("unknown runtime {other:?} (builtin or runc)")),
+            other => Err(format!("unknown runtime {other:?} (auto, builtin or runc)")),
         }
     }
 
     /// The runtime a task uses: the one whose state directory it already has (a task keeps
-    /// its runtime across shim restarts), else the configured one, except that cgroup v2
-    /// hosts get runc until the builtin runtime has an eBPF device filter.
+    /// its runtime across shim restarts), else the configured one (`Auto` resolved).
     fn choose(configured: RuntimeKind, task_dir: &Path, cgroups: &Cgroups) -> RuntimeKind {
         if task_dir.join("runc").exists() {
             RuntimeKind::Runc
         } else if task_dir.join("oci").exists() {
             RuntimeKind::Builtin
-        } else if configured == RuntimeKind::Builtin && cgroups.version() == 2 {
-            RuntimeKind::Runc
+        } else if configured == RuntimeKind::Auto {
+            if cgroups.version() == 2 { RuntimeKind::Runc } else { RuntimeKind::Builtin }
         } else {
             configured
         }
@@ -89,7 +92,7 @@ impl RuntimeKind {
 
     fn driver(self, cfg: &ShimConfig, reaper: Arc<Reaper>) -> Runc {
         match self {
-            RuntimeKind::Builtin => {
+            RuntimeKind::Builtin | RuntimeKind::Auto => {
                 Runc::new(cfg.self_exe.clone(), vec!["oci".to_string()], cfg.task_dir.join("oci"), reaper)
             }
             RuntimeKind::Runc => Runc::new(cfg.runc.clone(), vec![], cfg.task_dir.join("runc"), reaper),

@@ -113,7 +113,7 @@ pub fn config(root: &Path) -> LinuxSandboxConfig {
         shim_binary: PathBuf::from(SHIM),
         runc_binary: PathBuf::from("runc"),
         // `FLOTILLA_RUNTIME=runc` runs the same tests against runc.
-        runtime: std::env::var("FLOTILLA_RUNTIME").unwrap_or_else(|_| "builtin".into()),
+        runtime: std::env::var("FLOTILLA_RUNTIME").unwrap_or_else(|_| "auto".into()),
         cgroup_parent: "flotilla".into(),
         init_binary: None,
         request_timeout: Duration::from_secs(60),
