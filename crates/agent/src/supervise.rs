@@ -563,20 +563,31 @@ impl Supervisor {
                 .unwrap_or(DEFAULT_STOP_TIMEOUT);
             self.stop_wave(&wave, timeout).await;
         }
+        let t = Instant::now();
         if let Ok(status) = self.agent.sandbox.state(&self.task_id).await
             && let Some(task) = self.agent.task(&self.cluster, &self.task_id).await?
         {
             self.record_exits(&task, definition, &status).await?;
             self.agent.ship_logs(&task, definition).await;
         }
+        let exits = t.elapsed();
         self.advance(TaskStatus::Deprovisioning, |_| {}).await?;
-        self.release_interface().await?;
-        if let Err(e) = self.agent.sandbox.destroy(&self.task_id).await {
+        // The interface and the sandbox come down together: deleting a veth waits for the
+        // kernel (~20 ms here), as do unmounts; neither needs the other gone first (if the
+        // task's namespace goes first, the kernel deletes the pair and the detach finds it gone).
+        let t = Instant::now();
+        let ((released, interface), (destroyed, sandbox)) =
+            tokio::join!(async { (self.release_interface().await, t.elapsed()) }, async {
+                (self.agent.sandbox.destroy(&self.task_id).await, t.elapsed())
+            },);
+        if let Err(e) = destroyed {
             tracing::error!(task = %self.task_id, error = %e, "sandbox teardown failed; it will be retried");
             return Err(ControlError::client(format!("sandbox teardown failed: {e}")));
         }
+        released?;
         self.agent.forget_logs(&self.task_id);
         self.advance(TaskStatus::Stopped, |_| {}).await?;
+        tracing::debug!(task = %self.task_id, ?exits, ?interface, ?sandbox, "task torn down");
         Ok(())
     }
 
@@ -592,6 +603,9 @@ impl Supervisor {
             let _ = self.agent.sandbox.signal(&self.task_id, &name, libc::SIGTERM).await;
         }
         let deadline = Instant::now() + timeout;
+        // Most containers exit within milliseconds of SIGTERM: look again soon, then less and
+        // less often (up to TICK), so a quick exit is not held up by the polling.
+        let mut pause = Duration::from_millis(2);
         loop {
             let Ok(status) = self.agent.sandbox.state(&self.task_id).await else { return };
             let left = running(&status);
@@ -612,7 +626,8 @@ impl Supervisor {
                 }
                 return;
             }
-            tokio::time::sleep(TICK).await;
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(TICK);
         }
     }
 }
