@@ -23,9 +23,19 @@ fn rule(allow: bool, kind: Option<&str>, major: Option<i64>, minor: Option<i64>,
     DeviceRule { allow, kind: kind.map(str::to_string), major, minor, access: access.to_string() }
 }
 
+/// Removes the test's cgroup even when an assertion fails first.
+struct Cgroup(PathBuf);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 #[test]
 fn only_the_allowed_devices_can_be_opened_or_made() {
-    let dir = cgroup2_mount().join(format!("flotilla-devfilter-{}", std::process::id()));
+    let cgroup = Cgroup(cgroup2_mount().join(format!("flotilla-devfilter-{}", std::process::id())));
+    let dir = cgroup.0.clone();
     std::fs::create_dir(&dir).unwrap();
     let rules = [
         rule(false, None, None, None, "rwm"),
@@ -53,7 +63,6 @@ fn only_the_allowed_devices_can_be_opened_or_made() {
         });
     }
     let out = cmd.output().unwrap();
-    let _ = std::fs::remove_dir(&dir);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["null=ok", "zero=denied", "mknodc=ok", "mknodb=denied"]);
 }
