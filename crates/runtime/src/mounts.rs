@@ -110,7 +110,8 @@ fn mkdir_all(path: &Path) -> io::Result<()> {
 
 /// Everything up to the pivot: the root made a mount point and every configured mount.
 pub fn prepare_root(spec: &Spec, hierarchies: &[Hierarchy]) -> io::Result<()> {
-    let root = &spec.root.path;
+    // As the kernel names it, so that `pin` can compare what /proc/self/fd says against it.
+    let root = &std::fs::canonicalize(&spec.root.path).map_err(|e| err_at("resolve", &spec.root.path, e))?;
     // Nothing mounted from here on propagates back to the host.
     sys::mount(None, Path::new("/"), None, libc::MS_SLAVE | libc::MS_REC, None)?;
     sys::mount(Some(&root.display().to_string()), root, None, libc::MS_BIND | libc::MS_REC, None)?;
@@ -118,6 +119,33 @@ pub fn prepare_root(spec: &Spec, hierarchies: &[Hierarchy]) -> io::Result<()> {
         mount_one(root, m, hierarchies)?;
     }
     make_devices(root)
+}
+
+/// `dest` opened without following a final link, and checked to still lie inside `root`;
+/// with the `/proc/self/fd` path that names exactly that inode. Mounting on that path cannot
+/// be redirected by a link swapped in after `resolve_in_root` looked (another container of the
+/// task may share a volume this path goes through).
+fn pin(root: &Path, dest: &Path) -> io::Result<(std::os::fd::OwnedFd, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    let fd = sys::open(dest, libc::O_PATH | libc::O_NOFOLLOW)?;
+    // SAFETY: zeroed stat is a valid out-buffer; fstat works on O_PATH descriptors.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 || st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("mount destination {} became a symbolic link", dest.display()),
+        ));
+    }
+    let magic = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let real = std::fs::read_link(&magic).map_err(|e| err_at("readlink", &magic, e))?;
+    if !real.starts_with(root) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("mount destination {} moved outside the container's root (to {})", dest.display(), real.display()),
+        ));
+    }
+    Ok((fd, magic))
 }
 
 fn mount_one(root: &Path, m: &Mount, hierarchies: &[Hierarchy]) -> io::Result<()> {
@@ -139,17 +167,22 @@ fn mount_one(root: &Path, m: &Mount, hierarchies: &[Hierarchy]) -> io::Result<()
                 std::fs::File::create(&dest).map_err(|e| err_at("create", &dest, e))?;
             }
         }
-        sys::mount(Some(&m.source), &dest, None, libc::MS_BIND | (o.flags & libc::MS_REC), None)?;
+        let (_fd, target) = pin(root, &dest)?;
+        sys::mount(Some(&m.source), &target, None, libc::MS_BIND | (o.flags & libc::MS_REC), None)?;
         let extra = o.flags & !(libc::MS_BIND | libc::MS_REC);
         if extra != 0 {
-            sys::mount(None, &dest, None, extra | libc::MS_BIND | libc::MS_REMOUNT | (o.flags & libc::MS_REC), None)?;
+            // The new mount, not the directory under it: open the path again.
+            let (_fd, target) = pin(root, &dest)?;
+            sys::mount(None, &target, None, extra | libc::MS_BIND | libc::MS_REMOUNT | (o.flags & libc::MS_REC), None)?;
         }
     } else {
         mkdir_all(&dest)?;
-        sys::mount(Some(&m.source), &dest, Some(&m.kind), o.flags, Some(&o.data.join(",")))?;
+        let (_fd, target) = pin(root, &dest)?;
+        sys::mount(Some(&m.source), &target, Some(&m.kind), o.flags, Some(&o.data.join(",")))?;
     }
     if o.propagation != 0 {
-        sys::mount(None, &dest, None, o.propagation, None)?;
+        let (_fd, target) = pin(root, &dest)?;
+        sys::mount(None, &target, None, o.propagation, None)?;
     }
     Ok(())
 }
@@ -296,6 +329,20 @@ mod tests {
         assert_eq!(o.propagation, libc::MS_PRIVATE | libc::MS_REC);
         assert_eq!(o.data, vec!["mode=755".to_string()]);
         assert_eq!(parse_options(&["ro".into(), "rw".into()]).flags, 0);
+    }
+
+    #[test]
+    fn a_pinned_destination_must_be_inside_the_root_and_no_link() {
+        let base = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(base.path()).unwrap().join("root");
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        let (_fd, magic) = pin(&root, &root.join("dir")).unwrap();
+        assert!(magic.starts_with("/proc/self/fd/"));
+        std::os::unix::fs::symlink("/etc", root.join("swapped")).unwrap();
+        assert!(pin(&root, &root.join("swapped")).is_err(), "a link swapped in is refused");
+        let outside = base.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        assert!(pin(&root, &outside).is_err(), "a path that left the root is refused");
     }
 
     #[test]
