@@ -11,10 +11,11 @@ use crate::json::{parse, strip_nulls};
 pub use flotilla_secrets::Secrets;
 use flotilla_secrets::{NewParameter, NewSecret, Parameter, ParameterType, Secret, SecretValue, SecretsError};
 
-fn internal(e: &SecretsError) -> ApiError {
+/// `code` is the service's own name for an internal failure.
+fn internal(code: &'static str, e: &SecretsError) -> ApiError {
     // Logged once here, with its cause; the client gets no internals.
     tracing::error!(error = ?e, "request failed inside the secrets store");
-    ApiError::new("InternalServerError", "The server failed to handle the request; it has been logged. Retry it.")
+    ApiError::new(code, "The server failed to handle the request; it has been logged. Retry it.")
 }
 
 fn ssm_error(e: SecretsError) -> ApiError {
@@ -23,7 +24,7 @@ fn ssm_error(e: SecretsError) -> ApiError {
         SecretsError::ParameterNotFound { .. } => "ParameterNotFound",
         SecretsError::ParameterAlreadyExists { .. } => "ParameterAlreadyExists",
         SecretsError::SecretNotFound { .. } | SecretsError::SecretAlreadyExists { .. } => "ValidationException",
-        SecretsError::Store(_) | SecretsError::Corrupt { .. } => return internal(&e),
+        SecretsError::Store(_) | SecretsError::Corrupt { .. } => return internal("InternalServerError", &e),
     };
     ApiError::new(code, e.to_string())
 }
@@ -36,11 +37,7 @@ fn sm_error(e: SecretsError) -> ApiError {
         SecretsError::SecretAlreadyExists { .. } | SecretsError::ParameterAlreadyExists { .. } => {
             "ResourceExistsException"
         }
-        SecretsError::Store(_) | SecretsError::Corrupt { .. } => {
-            let mut err = internal(&e);
-            err.code = "InternalServiceError";
-            return err;
-        }
+        SecretsError::Store(_) | SecretsError::Corrupt { .. } => return internal("InternalServiceError", &e),
     };
     ApiError::new(code, e.to_string())
 }

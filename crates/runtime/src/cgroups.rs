@@ -218,10 +218,7 @@ pub fn remove(dirs: &[PathBuf], wait: Duration) -> io::Result<()> {
             match std::fs::remove_dir(d) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => return Err(err_at("rmdir", d, e)),
             }
         }

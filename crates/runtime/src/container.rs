@@ -191,36 +191,13 @@ fn create_in(
 pub fn start(root: &Path, id: &str) -> io::Result<()> {
     let st = load(root, id)?;
     let fifo = state::dir(root, id).join(EXEC_FIFO);
-    if !fifo.exists() {
-        return Err(io::Error::other(format!("container {id} is not in the created state")));
-    }
     if st.status(root) == Status::Stopped {
         return Err(io::Error::other(format!("container {id} has stopped")));
     }
-    // Non-blocking, so an init that dies before it opens its end cannot hang the start.
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .map_err(|e| err_at("open", &fifo, e))?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 16];
-    loop {
-        match f.read(&mut buf) {
-            // The init wrote its byte and closed the FIFO by exec'ing: started.
-            Ok(0) if !got.is_empty() => break,
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(err_at("read", &fifo, e)),
-        }
-        if got.is_empty() && !sys::alive(st.pid, st.start_time) {
-            return Err(io::Error::other(format!("container {id}: the init died before it could start")));
-        }
-        std::thread::sleep(Duration::from_micros(200));
+    if !crate::fifo::complete_start(&fifo, &|| sys::alive(st.pid, st.start_time))? {
+        return Err(io::Error::other(format!("container {id} is not in the created state")));
     }
-    std::fs::remove_file(&fifo).map_err(|e| err_at("remove", &fifo, e))
+    Ok(())
 }
 
 /// Signals the init, or with `all` every process in the container's cgroup.

@@ -12,6 +12,7 @@
 mod cgroups;
 mod container;
 mod devices;
+mod fifo;
 mod init;
 mod mounts;
 mod process;
@@ -23,6 +24,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use cgroups::shares_to_weight;
+pub use fifo::complete_start;
 
 /// Attaches the eBPF device filter for `rules` to the cgroup v2 directory `cgroup` (what
 /// `create` does for each container on cgroup v2 hosts).

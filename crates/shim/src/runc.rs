@@ -3,9 +3,7 @@
 //! `state`, `exec -d`. One runc state root per task, inside the task directory.
 
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -98,49 +96,12 @@ impl Runc {
     /// `runc start`. `pid` is the init's; if it dies first, that is the error.
     pub fn start(&self, id: &str, pid: i32) -> Result<(), RuncError> {
         let fifo = self.root.join(id).join("exec.fifo");
-        let failed = |message: String| RuncError::Failed { op: "start", id: id.to_string(), message };
-        let file =
-            match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(&fifo) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return self.run("start", id, self.command(None).arg("start").arg(id)).map(drop);
-                }
-                Err(e) => return Err(failed(format!("opening {}: {e}", fifo.display()))),
-            };
-        let mut got = Vec::new();
-        loop {
-            let mut pfd = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd; a 100 ms timeout lets us notice a dead init.
-            let rc = unsafe { libc::poll(&mut pfd, 1, 100) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(failed(format!("waiting on {}: {e}", fifo.display())));
-            }
-            if rc == 0 {
-                // No byte yet (or the writer has not closed it): is the init still there?
-                if !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid) {
-                    return Err(failed("container process is already dead".into()));
-                }
-                continue;
-            }
-            let mut buf = [0u8; 16];
-            match (&file).read(&mut buf) {
-                // The init wrote its byte and exec'd (closing the FIFO): started.
-                Ok(0) if !got.is_empty() => break,
-                // HUP without a byte: the init died before it could exec.
-                Ok(0) if pfd.revents & libc::POLLHUP != 0 => {
-                    return Err(failed("container process is already dead".into()));
-                }
-                Ok(0) => continue,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(failed(format!("reading {}: {e}", fifo.display()))),
-            }
+        let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
+        match flotilla_runtime::complete_start(&fifo, &alive) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.run("start", id, self.command(None).arg("start").arg(id)).map(drop),
+            Err(e) => Err(RuncError::Failed { op: "start", id: id.to_string(), message: e.to_string() }),
         }
-        std::fs::remove_file(&fifo).map_err(|e| failed(format!("removing {}: {e}", fifo.display())))
     }
 
     /// `runc run --detach`: sets the container up and starts it in one runc invocation (one
