@@ -1,185 +1,268 @@
-//! The host agent: it makes the tasks the control plane records real on this host.
+//! The host agent: it makes the tasks the control plane assigns to this host real.
 //!
 //! For each task it pulls the images, creates the sandbox, starts containers in `dependsOn`
 //! order, runs health checks, ships logs, reports every transition back to the control plane,
 //! and tears everything down in reverse order when the task should stop.
 //!
-//! **Architecture Invariant:** the agent is a reconciler. Each pass re-reads desired state
-//! (the store) and observed state (the sandbox's shims); nothing it holds in memory is needed
+//! **Architecture Invariant:** the agent talks to the control plane only through the host
+//! API ([`flotilla_host::HostApi`]): it follows its assignments and sends typed reports. It
+//! depends on neither `flotilla-control` nor `flotilla-store` and names no store key.
+//!
+//! **Architecture Invariant:** the agent is a reconciler. Desired state comes from the
+//! assignments, observed state from the sandbox's shims; nothing it holds in memory is needed
 //! to recover after a restart. Tasks keep running while the agent is down, because their
 //! containers belong to per-task shims, not to this process.
 
+mod error;
 pub mod health;
+pub mod images;
 mod logs;
 pub mod metadata;
 pub mod network;
 pub mod order;
-mod secrets;
+pub mod sim;
 mod spec;
 mod supervise;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_control::{Control, ControlError};
-use flotilla_image::ImageStore;
-use flotilla_sandbox::{LinuxSandbox, Sandbox};
-use flotilla_types::Timestamp;
+use flotilla_host::{Assignment, AssignmentEvent, HostApi, HostApiError, HostSpec};
+use flotilla_sandbox::Sandbox;
 use flotilla_types::task::{Task, TaskStatus};
 use flotilla_types::task_definition::TaskDefinition;
+use tokio::sync::watch;
 
-/// Stopped tasks stay describable at least this long, as on Fargate.
-const STOPPED_RETENTION: Duration = Duration::from_secs(60 * 60);
-/// How often a reconcile pass runs when no store change wakes it.
+pub use error::AgentError;
+pub use images::ImageSource;
+pub use network::{Networking, NoNetwork, Resolvers, TaskNetwork};
+
+/// How often finished supervisors of live tasks are restarted when no event comes.
 const RESYNC: Duration = Duration::from_secs(2);
+/// How long to wait before asking again after the control plane did not answer.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What an agent is made of: the host API to its control plane and this host's parts.
+pub struct AgentParts {
+    pub host: Arc<dyn HostApi>,
+    pub spec: HostSpec,
+    pub images: Arc<dyn ImageSource>,
+    pub sandbox: Arc<dyn Sandbox>,
+    pub network: Arc<dyn TaskNetwork>,
+    pub log_store: Option<Arc<flotilla_logs::LogStore>>,
+    /// Where the agent keeps what it must find again after a restart (log offsets).
+    pub state_dir: PathBuf,
+    pub region: String,
+    /// Serve the task metadata endpoint inside each task's namespace (not for simulated tasks).
+    pub metadata: bool,
+}
+
+struct Supervised {
+    handle: tokio::task::JoinHandle<()>,
+    assignment: watch::Sender<Assignment>,
+}
 
 pub struct Agent {
-    control: Arc<Control>,
-    images: Arc<ImageStore>,
-    sandbox: Arc<LinuxSandbox>,
+    host: Arc<dyn HostApi>,
+    spec: HostSpec,
+    images: Arc<dyn ImageSource>,
+    sandbox: Arc<dyn Sandbox>,
+    network: Arc<dyn TaskNetwork>,
     logs: logs::Shipper,
-    networking: Arc<network::Networking>,
-    /// SSM Parameter Store and Secrets Manager, for `secrets` and `repositoryCredentials`.
-    secrets: Option<Arc<flotilla_secrets::Secrets>>,
     region: String,
-    supervisors: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    metadata: bool,
+    /// Task ARN -> its supervisor.
+    supervisors: Mutex<HashMap<String, Supervised>>,
+    /// Task ARN -> its newest assignment.
+    assignments: Mutex<HashMap<String, Assignment>>,
 }
 
 impl Agent {
-    pub fn new(
-        control: Arc<Control>,
-        images: Arc<ImageStore>,
-        sandbox: Arc<LinuxSandbox>,
-        networking: Arc<network::Networking>,
-        log_store: Option<Arc<flotilla_logs::LogStore>>,
-        secrets: Option<Arc<flotilla_secrets::Secrets>>,
-        state_dir: std::path::PathBuf,
-    ) -> Arc<Agent> {
-        let region = control.identity().region.clone();
+    pub fn new(parts: AgentParts) -> Arc<Agent> {
         Arc::new(Agent {
-            control,
-            images,
-            sandbox,
-            logs: logs::Shipper::new(log_store, state_dir),
-            networking,
-            secrets,
-            region,
+            host: parts.host,
+            spec: parts.spec,
+            images: parts.images,
+            sandbox: parts.sandbox,
+            network: parts.network,
+            logs: logs::Shipper::new(parts.log_store, parts.state_dir),
+            region: parts.region,
+            metadata: parts.metadata,
             supervisors: Mutex::new(HashMap::new()),
+            assignments: Mutex::new(HashMap::new()),
         })
     }
 
-    async fn task(&self, cluster: &str, id: &str) -> Result<Option<Task>, ControlError> {
-        let (tasks, _) = self.control.describe_tasks(Some(cluster), &[id.to_owned()], true).await?;
-        Ok(tasks.into_iter().next())
+    pub fn host_id(&self) -> &str {
+        &self.spec.id
     }
 
-    /// Runs reconcile passes until `shutdown` resolves. Supervisors are then abandoned, not
-    /// stopped: the tasks keep running and the next agent adopts them.
+    /// Registers the host, then follows its assignments until `shutdown` resolves.
+    /// Supervisors are then abandoned, not stopped: the tasks keep running and the next agent
+    /// adopts them.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let mut changes = self.control.store().watch("ecs/tasks/");
-        let mut last_reap = std::time::Instant::now();
-        self.release_leftover_interfaces().await;
-        let groups = tokio::spawn(self.clone().follow_security_groups());
         tokio::pin!(shutdown);
         loop {
-            if let Err(e) = self.reconcile().await {
-                tracing::warn!(error = %e, "reconcile pass failed; retrying");
+            match self.host.register(self.spec.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(host = %self.spec.id, error = %e, "cannot register the host; retrying");
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(RETRY) => {}
+                    }
+                }
             }
-            if last_reap.elapsed() > Duration::from_secs(60) {
-                last_reap = std::time::Instant::now();
-                let cutoff = Timestamp(Timestamp::now().0 - STOPPED_RETENTION.as_millis() as i64);
-                let _ = self.control.reap_stopped_tasks(cutoff).await;
-            }
+        }
+        let groups = tokio::spawn(self.clone().follow_network_changes());
+        let mut assignments = self.host.assignments(&self.spec.id);
+        let mut cleaned = false;
+        loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = changes.next() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
+                event = assignments.next() => match event {
+                    Ok(AssignmentEvent::Snapshot { assignments, .. }) => {
+                        if !cleaned {
+                            cleaned = true;
+                            self.release_leftover_interfaces(&assignments).await;
+                        }
+                        for a in assignments {
+                            self.dispatch(a);
+                        }
+                    }
+                    Ok(AssignmentEvent::Changed { assignment }) => self.dispatch(*assignment),
+                    Ok(AssignmentEvent::Removed { task_arn, .. }) => self.forget(&task_arn),
+                    Err(HostApiError::Closed) => {
+                        tracing::warn!("the assignment stream closed; following it again");
+                        tokio::time::sleep(RETRY).await;
+                        assignments = self.host.assignments(&self.spec.id);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "assignment stream error"),
+                },
+                _ = tokio::time::sleep(RESYNC) => self.restart_finished(),
             }
         }
         groups.abort();
         let supervisors: Vec<_> = self.supervisors.lock().expect("supervisor table poisoned").drain().collect();
-        for (_, handle) in supervisors {
-            handle.abort();
-            let _ = handle.await;
+        for (_, s) in supervisors {
+            s.handle.abort();
+            let _ = s.handle.await;
         }
-        self.networking.shutdown().await;
+        self.network.shutdown().await;
+    }
+
+    /// Hands an assignment to its task's supervisor, starting one if the task needs it.
+    fn dispatch(self: &Arc<Self>, assignment: Assignment) {
+        let arn = assignment.task_arn().to_owned();
+        {
+            let mut latest = self.assignments.lock().expect("assignment table poisoned");
+            if latest.get(&arn).is_some_and(|a| a.revision > assignment.revision) {
+                return;
+            }
+            latest.insert(arn.clone(), assignment.clone());
+        }
+        let mut supervisors = self.supervisors.lock().expect("supervisor table poisoned");
+        if let Some(s) = supervisors.get(&arn)
+            && !s.handle.is_finished()
+        {
+            s.assignment.send_replace(assignment);
+            return;
+        }
+        if assignment.task.last_status == TaskStatus::Stopped {
+            supervisors.remove(&arn);
+            return;
+        }
+        let (tx, rx) = watch::channel(assignment);
+        let supervisor = supervise::Supervisor::new(self.clone(), rx);
+        supervisors.insert(arn, Supervised { handle: tokio::spawn(supervisor.run()), assignment: tx });
+    }
+
+    fn forget(&self, task_arn: &str) {
+        self.assignments.lock().expect("assignment table poisoned").remove(task_arn);
+        if let Some(s) = self.supervisors.lock().expect("supervisor table poisoned").remove(task_arn) {
+            s.handle.abort();
+        }
+    }
+
+    /// A supervisor that stopped early (the control plane did not answer, a teardown
+    /// failed) is started again for its task's newest assignment.
+    fn restart_finished(self: &Arc<Self>) {
+        let finished: Vec<Assignment> = {
+            let supervisors = self.supervisors.lock().expect("supervisor table poisoned");
+            let latest = self.assignments.lock().expect("assignment table poisoned");
+            latest
+                .values()
+                .filter(|a| a.task.last_status != TaskStatus::Stopped)
+                .filter(|a| supervisors.get(a.task_arn()).is_none_or(|s| s.handle.is_finished()))
+                .cloned()
+                .collect()
+        };
+        for a in finished {
+            self.supervisors.lock().expect("supervisor table poisoned").remove(a.task_arn());
+            self.dispatch(a);
+        }
     }
 
     /// After a restart: interfaces (records and kernel plumbing) of tasks that are no longer
     /// live are released; live tasks' supervisors re-attach theirs.
-    async fn release_leftover_interfaces(&self) {
-        let live: std::collections::HashSet<String> = match self.control.all_tasks().await {
-            Ok(records) => records
-                .into_iter()
-                .filter(|r| r.task.last_status != TaskStatus::Stopped)
-                .map(|r| r.task.task_arn)
-                .collect(),
+    async fn release_leftover_interfaces(&self, assignments: &[Assignment]) {
+        let live: std::collections::HashSet<&str> = assignments
+            .iter()
+            .filter(|a| a.task.last_status != TaskStatus::Stopped)
+            .map(|a| a.task_arn())
+            .collect();
+        let leases = match self.host.interfaces(&self.spec.id).await {
+            Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list tasks; leftover interfaces stay until the next start");
+                tracing::warn!(error = %e, "cannot list interfaces; leftover interfaces stay until the next start");
                 return;
             }
         };
-        if let Err(e) = self.networking.cleanup(&live).await {
+        let mut keep = Vec::new();
+        for lease in leases {
+            if live.contains(lease.task_arn.as_str()) {
+                keep.push(lease);
+                continue;
+            }
+            tracing::info!(eni = %lease.id, task = %lease.task_arn, "releasing the interface of a task that is gone");
+            if let Err(e) = self.host.release_interface(&lease.task_arn).await {
+                tracing::warn!(eni = %lease.id, error = %e, "cannot release a leftover interface");
+            }
+        }
+        if let Err(e) = self.network.cleanup(&keep).await {
             tracing::warn!(error = %e, "network cleanup failed; leftover interfaces stay until the next start");
         }
     }
 
-    /// Security group changes reach running tasks, and deleted VPCs leave the host: every
-    /// change to a group or a VPC re-applies the groups of the VPCs this host serves.
-    async fn follow_security_groups(self: Arc<Self>) {
-        use flotilla_control::network_keys::{PREFIX, SECURITY_GROUPS, VPCS};
-        let relevant = |key: &str| key.starts_with(SECURITY_GROUPS) || key.starts_with(VPCS);
-        let mut changes = self.control.store().watch(PREFIX);
+    /// Security group changes reach running tasks, and deleted VPCs leave the host.
+    async fn follow_network_changes(self: Arc<Self>) {
+        let mut changes = self.host.network_changes();
         loop {
-            let mut dirty = match changes.next().await {
-                Ok(event) => relevant(event.key()),
-                Err(flotilla_store::StoreError::WatchLagged { .. }) => {
-                    changes = self.control.store().watch(PREFIX);
-                    true
-                }
-                Err(_) => return,
-            };
+            if changes.next().await.is_err() {
+                return;
+            }
             // Take every change already queued, then apply once.
-            while let Ok(Ok(event)) = tokio::time::timeout(Duration::ZERO, changes.next()).await {
-                dirty |= relevant(event.key());
-            }
-            if !dirty {
-                continue;
-            }
-            if let Err(e) = self.networking.resync().await {
+            while changes.try_next().is_some() {}
+            if let Err(e) = self.network.resync().await {
                 tracing::warn!(error = %e, "cannot apply security group changes; retrying at the next change");
             }
         }
     }
 
-    /// Makes sure every task that is not STOPPED has a live supervisor.
-    async fn reconcile(self: &Arc<Self>) -> Result<(), ControlError> {
-        let records = self.control.all_tasks().await?;
-        let mut supervisors = self.supervisors.lock().expect("supervisor table poisoned");
-        supervisors.retain(|_, h| !h.is_finished());
-        for record in records {
-            let task = record.task;
-            if task.last_status == TaskStatus::Stopped || supervisors.contains_key(task.id()) {
-                continue;
-            }
-            let cluster = task.cluster_arn.rsplit('/').next().unwrap_or_default().to_owned();
-            let supervisor = supervise::Supervisor {
-                agent: self.clone(),
-                cluster,
-                task_id: task.id().to_owned(),
-                task_arn: task.task_arn.clone(),
-                awsvpc: network::AwsvpcRequest::from_network_configuration(record.network_configuration.as_ref()),
-            };
-            supervisors.insert(task.id().to_owned(), tokio::spawn(supervisor.run()));
-        }
-        Ok(())
+    /// The task's newest assignment, as this agent has it.
+    fn assignment(&self, task_id: &str) -> Option<Assignment> {
+        let latest = self.assignments.lock().expect("assignment table poisoned");
+        latest.values().find(|a| a.task.id() == task_id).cloned()
     }
 
     /// Serves task metadata inside the task's network namespace.
-    async fn start_metadata(self: &Arc<Self>, cluster: &str, task_id: &str) -> Option<tokio::task::JoinHandle<()>> {
-        // The task directory's layout pins the namespace here (see flotilla_sandbox).
-        let netns = self.sandbox.task_dir(task_id).join("ns/net");
+    async fn start_metadata(self: &Arc<Self>, task_id: &str) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.metadata {
+            return None;
+        }
+        let netns = self.sandbox.network_namespace(task_id);
         let listener = match metadata::listen_in_netns(&netns) {
             Ok(l) => l,
             Err(e) => {
@@ -187,35 +270,24 @@ impl Agent {
                 return None;
             }
         };
-        let source =
-            Arc::new(TaskSource { agent: self.clone(), cluster: cluster.to_owned(), task_id: task_id.to_owned() });
+        let source = Arc::new(TaskSource { agent: self.clone(), task_id: task_id.to_owned() });
         metadata::serve(listener, source).ok()
-    }
-
-    async fn prepare_logs(&self, task: &Task, definition: &TaskDefinition) -> Result<(), String> {
-        self.logs.prepare(task, definition).await
     }
 
     async fn ship_logs(&self, task: &Task, definition: &TaskDefinition) {
         self.logs.ship(task, definition, |name| self.sandbox.container_log(task.id(), name)).await;
     }
-
-    fn forget_logs(&self, task_id: &str) {
-        self.logs.forget(task_id);
-    }
 }
 
 struct TaskSource {
     agent: Arc<Agent>,
-    cluster: String,
     task_id: String,
 }
 
 impl metadata::MetadataSource for TaskSource {
     async fn task(&self) -> Option<(Task, TaskDefinition)> {
-        let task = self.agent.task(&self.cluster, &self.task_id).await.ok()??;
-        let (definition, _) = self.agent.control.describe_task_definition(&task.task_definition_arn).await.ok()?;
-        Some((task, definition))
+        let a = self.agent.assignment(&self.task_id)?;
+        Some((a.task, a.definition))
     }
 
     async fn stats(&self) -> Option<flotilla_sandbox::TaskStats> {

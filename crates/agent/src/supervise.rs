@@ -2,32 +2,38 @@
 //!
 //! A supervisor either starts a task from scratch or adopts one whose sandbox already exists
 //! (after an agent restart), then loops: start containers whose dependencies are met, record
-//! exits, run health checks, ship logs, and stop the task when it should stop. Every change is
-//! reported through `Control::update_task`, which only lets lastStatus move forward.
+//! exits, run health checks, ship logs, and stop the task when it should stop. It wakes on
+//! events (the shim's state generation moving, the assignment changing, a health probe being
+//! due), not on a timer, and sends what it saw as one [`TaskReport`] per pass, which the
+//! control plane records in one transaction.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_control::{ControlError, NetworkInterface};
-use flotilla_sandbox::{ContainerState, ExecSpec, Sandbox, TaskStatus as SandboxStatus};
+use flotilla_host::{
+    Assignment, AttachmentReport, ContainerReport, HostApiError, InterfaceLease, StopRequest, TaskReport,
+};
+use flotilla_sandbox::{ContainerState, ExecSpec, TaskStatus as SandboxStatus};
 use flotilla_types::Timestamp;
-use flotilla_types::task::{DesiredStatus, HealthStatus, StopCode, Task, TaskStatus};
+use flotilla_types::task::{
+    AttachmentStatus, ContainerStatus, DesiredStatus, HealthStatus, StopCode, Task, TaskStatus,
+};
 use flotilla_types::task_definition::TaskDefinition;
+use tokio::sync::watch;
 
-use crate::Agent;
 use crate::health::{Probe, Tracker};
-use crate::network::{AwsvpcRequest, eni_attachment};
 use crate::order::{Observed, Readiness, readiness, stop_waves};
+use crate::{Agent, AgentError};
 
-/// How often a supervisor looks at its task right after something changed; while nothing
-/// does, the interval doubles up to `IDLE_TICK`, so idle tasks cost the host next to nothing.
-/// Store changes (StopTask) wake it at once either way.
-const TICK: Duration = Duration::from_millis(100);
-const IDLE_TICK: Duration = Duration::from_secs(1);
+/// Longest a supervisor sleeps with nothing happening: logs are shipped at least this often.
+const IDLE: Duration = Duration::from_secs(1);
+/// How long a container gets after SIGKILL before the supervisor moves on.
+const KILL_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
+pub const SANDBOX_LOST: &str = "Task stopped: its sandbox was lost while the agent was away";
 
 struct Health {
     probe: Probe,
@@ -37,217 +43,161 @@ struct Health {
 
 pub(crate) struct Supervisor {
     pub agent: Arc<Agent>,
-    pub cluster: String,
-    pub task_id: String,
     pub task_arn: String,
-    /// What RunTask asked for the task's interface.
-    pub awsvpc: Option<AwsvpcRequest>,
+    pub task_id: String,
+    pub assignment: watch::Receiver<Assignment>,
+    /// The newest record seen, from the assignment stream or a report's answer.
+    pub view: Mutex<Task>,
 }
 
-/// The id of the task's `ElasticNetworkInterface` attachment, once it has one.
-fn attachment_id(task: &Task) -> Option<String> {
-    task.attachments
-        .iter()
-        .find(|a| a["type"] == "ElasticNetworkInterface")
-        .and_then(|a| a["id"].as_str())
-        .map(str::to_owned)
-}
-
-/// Sets the attachment's status (and details, when the interface is known).
-fn set_attachment(task: &mut Task, status: &str, eni: Option<&NetworkInterface>) {
-    let Some(id) = attachment_id(task) else { return };
-    let keep_details = eni.is_none();
-    for a in task.attachments.iter_mut().filter(|a| a["id"].as_str() == Some(id.as_str())) {
-        let details = a["details"].take();
-        *a = eni_attachment(&id, status, eni);
-        if keep_details {
-            a["details"] = details;
-        }
-    }
+fn is_essential(definition: &TaskDefinition, name: &str) -> bool {
+    definition.container_definitions.iter().find(|d| d.name.as_deref() == Some(name)).is_some_and(|d| d.is_essential())
 }
 
 impl Supervisor {
-    async fn update(&self, change: impl Fn(&mut Task)) -> Result<Task, ControlError> {
-        self.agent
-            .control
-            .update_task(&self.cluster, &self.task_id, |t| {
-                change(t);
-                Ok(())
-            })
-            .await
+    pub fn new(agent: Arc<Agent>, assignment: watch::Receiver<Assignment>) -> Supervisor {
+        let task = assignment.borrow().task.clone();
+        Supervisor {
+            agent,
+            task_arn: task.task_arn.clone(),
+            task_id: task.id().to_owned(),
+            assignment,
+            view: Mutex::new(task),
+        }
     }
 
-    /// Advances lastStatus to `to` (and sets the matching timestamp) unless already past it.
-    async fn advance(&self, to: TaskStatus, extra: impl Fn(&mut Task)) -> Result<Task, ControlError> {
-        self.update(|t| {
-            if t.last_status < to {
-                t.last_status = to;
-                let now = Some(Timestamp::now());
-                match to {
-                    TaskStatus::Pending => t.pull_started_at = t.pull_started_at.or(now),
-                    TaskStatus::Activating => t.pull_stopped_at = t.pull_stopped_at.or(now),
-                    TaskStatus::Running => {
-                        t.started_at = t.started_at.or(now);
-                        t.connectivity = Some("CONNECTED".into());
-                        t.connectivity_at = t.connectivity_at.or(now);
-                    }
-                    TaskStatus::Stopping => t.stopping_at = t.stopping_at.or(now),
-                    TaskStatus::Deprovisioning => t.execution_stopped_at = t.execution_stopped_at.or(now),
-                    TaskStatus::Stopped => {
-                        t.stopped_at = t.stopped_at.or(now);
-                        t.execution_stopped_at = t.execution_stopped_at.or(now);
-                        t.desired_status = DesiredStatus::Stopped;
-                        for c in &mut t.containers {
-                            c.last_status = "STOPPED".into();
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            extra(t);
-        })
-        .await
+    /// The task as last recorded: the newer of the assignment and the last report's answer.
+    fn task(&self) -> Task {
+        let assigned = self.assignment.borrow().task.clone();
+        let mut view = self.view.lock().expect("task view poisoned");
+        if assigned.version > view.version {
+            *view = assigned;
+        }
+        view.clone()
     }
 
-    /// Asks the task to stop for `code`/`reason`, unless it is already stopping for another.
-    async fn request_stop(&self, code: StopCode, reason: &str) -> Result<Task, ControlError> {
-        self.update(|t| {
-            if t.desired_status != DesiredStatus::Stopped {
-                t.desired_status = DesiredStatus::Stopped;
-                t.stop_code = Some(code);
-                t.stopped_reason = Some(reason.to_owned());
-            }
-        })
-        .await
+    async fn report(&self, report: TaskReport) -> Result<Task, AgentError> {
+        if report.is_empty() {
+            return Ok(self.task());
+        }
+        let task = self.agent.host.report(report).await?;
+        let mut view = self.view.lock().expect("task view poisoned");
+        if task.version >= view.version {
+            *view = task.clone();
+        }
+        Ok(task)
     }
 
     /// A task that could not start: it goes straight to STOPPED with the reason on the task
     /// and (when one container is to blame) on that container.
-    async fn fail_to_start(&self, reason: String, container: Option<&str>) -> Result<(), ControlError> {
-        self.request_stop(StopCode::TaskFailedToStart, &reason).await?;
-        self.release_interface().await?;
-        self.advance(TaskStatus::Stopped, |t| {
-            if let Some(name) = container
-                && let Some(c) = t.containers.iter_mut().find(|c| c.name == name)
-            {
-                c.reason = Some(reason.clone());
-            }
-        })
-        .await?;
+    async fn fail_to_start(&self, reason: String, container: Option<&str>) -> Result<(), AgentError> {
+        let mut report = TaskReport::new(&self.task_arn).stop(StopCode::TaskFailedToStart, reason.clone());
+        if let Some(name) = container {
+            report = report.container(ContainerReport { reason: Some(reason), ..ContainerReport::new(name) });
+        }
+        self.report(report).await?;
+        let released = self.release_interface().await?;
+        self.report(self.stopped(released)).await?;
         Ok(())
+    }
+
+    fn stopped(&self, released: Option<AttachmentReport>) -> TaskReport {
+        let mut report = TaskReport::new(&self.task_arn).status(TaskStatus::Stopped);
+        report.attachment = released;
+        report
     }
 
     pub async fn run(self) {
         if let Err(e) = self.run_inner().await {
-            tracing::warn!(task = %self.task_id, error = %e, "supervisor stopped early; the next reconcile pass resumes it");
+            tracing::warn!(task = %self.task_id, error = %e, "supervisor stopped early; the agent resumes it");
         }
     }
 
-    async fn run_inner(&self) -> Result<(), ControlError> {
-        let Some(task) = self.agent.task(&self.cluster, &self.task_id).await? else { return Ok(()) };
+    async fn run_inner(&self) -> Result<(), AgentError> {
+        let assignment = self.assignment.borrow().clone();
+        let task = self.task();
         if task.last_status == TaskStatus::Stopped {
             return Ok(());
         }
-        let (definition, _) = self.agent.control.describe_task_definition(&task.task_definition_arn).await?;
+        let definition = &assignment.definition;
         let existing = self.agent.sandbox.state(&self.task_id).await.ok();
-
         if existing.is_none() {
             if task.desired_status == DesiredStatus::Stopped {
                 // Stopped before it ever ran here.
-                self.release_interface().await?;
-                self.advance(TaskStatus::Stopped, |_| {}).await?;
+                let released = self.release_interface().await?;
+                self.report(self.stopped(released)).await?;
                 return Ok(());
             }
             if task.last_status >= TaskStatus::Activating {
                 // It had a sandbox, and the sandbox is gone (host rebooted, state dir wiped).
-                self.request_stop(
-                    StopCode::TaskFailedToStart,
-                    "Task stopped: its sandbox was lost while the agent was away",
-                )
-                .await?;
-                self.release_interface().await?;
-                self.advance(TaskStatus::Stopped, |_| {}).await?;
+                self.fail_to_start(SANDBOX_LOST.to_owned(), None).await?;
                 return Ok(());
             }
-            if !self.provision(&task, &definition).await? {
+            if !self.provision(&assignment).await? {
                 return Ok(());
             }
         } else if task.desired_status != DesiredStatus::Stopped {
             // Adopted after a restart: make sure its interface is still wired (idempotent).
-            let Some(eni) = self.create_interface(&task).await? else { return Ok(()) };
+            let Some(eni) = self.ensure_interface(&assignment).await? else { return Ok(()) };
             if !self.attach_interface(&eni).await? {
                 return Ok(());
             }
         }
-        let metadata = self.agent.start_metadata(&self.cluster, &self.task_id).await;
-        let outcome = self.watch(&definition).await;
-        self.stop(&definition).await?;
+        let metadata = self.agent.start_metadata(&self.task_id).await;
+        let outcome = self.watch(definition).await;
+        let stopped = self.stop(definition).await;
         if let Some(handle) = metadata {
             handle.abort();
         }
-        outcome
+        outcome.and(stopped)
     }
 
-    /// PENDING (pull) and ACTIVATING (sandbox); false when the task failed to start.
-    async fn provision(&self, task: &Task, definition: &TaskDefinition) -> Result<bool, ControlError> {
+    /// PENDING (secrets, pull) and ACTIVATING (sandbox); false when the task failed to start.
+    async fn provision(&self, assignment: &Assignment) -> Result<bool, AgentError> {
         // PROVISIONING: the interface record (address, MAC) exists before anything is pulled.
-        let Some(eni) = self.create_interface(task).await? else { return Ok(false) };
-        self.advance(TaskStatus::Pending, |_| {}).await?;
+        let Some(eni) = self.ensure_interface(assignment).await? else { return Ok(false) };
+        self.report(TaskReport::new(&self.task_arn).status(TaskStatus::Pending)).await?;
+        let secrets = match self.agent.host.task_secrets(&self.task_arn).await {
+            Ok(s) => s,
+            Err(HostApiError::Refused { reason }) => {
+                self.fail_to_start(reason, None).await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let definition = &assignment.definition;
         let mut images = HashMap::new();
-        let secrets = self.agent.secrets.as_deref();
         for c in &definition.container_definitions {
             let name = c.name.clone().unwrap_or_default();
             let reference = c.image.clone().unwrap_or_default();
-            let login = match crate::secrets::registry_credentials(secrets, c).await {
-                Ok(login) => login,
+            match self.agent.images.pull(&reference, secrets.registry_logins.get(&name)).await {
+                Ok(image) => {
+                    images.insert(name, image);
+                }
                 Err(reason) => {
                     self.fail_to_start(reason, Some(&name)).await?;
                     return Ok(false);
                 }
-            };
-            match self.agent.images.pull(&reference, login, flotilla_image::Progress::none()).await {
-                Ok(image) => {
-                    images.insert(name, image);
-                }
-                // As the ECS agent's default pull behaviour: when the registry cannot be
-                // reached, a copy already on the host (pulled before, or imported on an
-                // offline host with `flotilla image import`) is used instead.
-                Err(e) if let Ok(Some(cached)) = self.agent.images.get(&reference).await => {
-                    tracing::warn!(task = %self.task_id, image = %reference, error = %e, "pull failed; using the image already on this host");
-                    images.insert(name, cached);
-                }
-                Err(e) => {
-                    let reason = format!("CannotPullContainerError: {}", e.aws_reason());
-                    self.fail_to_start(reason, Some(&name)).await?;
-                    return Ok(false);
-                }
             }
         }
-        let digests: HashMap<String, String> =
-            images.iter().map(|(n, i)| (n.clone(), i.manifest_digest.to_string())).collect();
-        self.advance(TaskStatus::Activating, |t| {
-            for c in &mut t.containers {
-                c.image_digest = digests.get(&c.name).cloned();
-            }
-        })
-        .await?;
-        if let Err(reason) = self.agent.prepare_logs(task, definition).await {
+        let mut activating = TaskReport::new(&self.task_arn).status(TaskStatus::Activating);
+        for (name, image) in &images {
+            activating = activating.container(ContainerReport {
+                image_digest: Some(image.manifest_digest.to_string()),
+                ..ContainerReport::new(name.clone())
+            });
+        }
+        let task = self.report(activating).await?;
+        if let Err(reason) = self.agent.logs.prepare(&task, definition).await {
             self.fail_to_start(reason, None).await?;
             return Ok(false);
         }
-        let resolved = match crate::secrets::resolve(secrets, definition).await {
-            Ok(r) => r,
-            Err(reason) => {
-                self.fail_to_start(reason, None).await?;
-                return Ok(false);
-            }
-        };
         let injected = crate::spec::Injected {
             region: &self.agent.region,
             metadata_base: crate::metadata::METADATA_BASE,
-            secrets: &resolved,
+            secrets: &secrets.environment,
         };
-        let spec = match crate::spec::task_spec(task, definition, &images, &injected) {
+        let spec = match crate::spec::task_spec(&task, definition, &images, &injected) {
             Ok(spec) => spec,
             Err(e) => {
                 self.fail_to_start(e.to_string(), None).await?;
@@ -263,45 +213,45 @@ impl Supervisor {
         self.attach_interface(&eni).await
     }
 
-    /// The task's interface record, made on first call (the attachment shows PRECREATED);
-    /// `None` when the task failed to start for want of one.
-    async fn create_interface(&self, task: &Task) -> Result<Option<NetworkInterface>, ControlError> {
-        let Some(request) = &self.awsvpc else {
+    /// The task's interface, made on first call (the attachment shows PRECREATED); `None`
+    /// when the task failed to start for want of one.
+    async fn ensure_interface(&self, assignment: &Assignment) -> Result<Option<InterfaceLease>, AgentError> {
+        let Some(awsvpc) = &assignment.awsvpc else {
             let reason = "ResourceInitializationError: the task has no awsvpcConfiguration; run it with networkConfiguration.awsvpcConfiguration";
             self.fail_to_start(reason.into(), None).await?;
             return Ok(None);
         };
-        let attachment = match attachment_id(task) {
-            Some(id) => id,
-            None => {
-                let fresh = uuid::Uuid::new_v4().to_string();
-                let task = self
-                    .update(|t| {
-                        if attachment_id(t).is_none() {
-                            t.attachments.push(eni_attachment(&fresh, "PRECREATED", None));
-                        }
-                    })
-                    .await?;
-                attachment_id(&task).unwrap_or(fresh)
-            }
+        let attachment = match self.task().eni_attachment() {
+            Some(a) => a.id.clone(),
+            None => uuid::Uuid::new_v4().to_string(),
         };
-        match self.agent.networking.create_interface(&self.task_arn, &attachment, request).await {
+        match self.agent.host.ensure_interface(&self.task_arn, &attachment, awsvpc).await {
             Ok(eni) => {
-                self.update(|t| set_attachment(t, "PRECREATED", Some(&eni))).await?;
+                let precreated = AttachmentReport {
+                    id: attachment,
+                    status: AttachmentStatus::Precreated,
+                    interface: Some(eni.details()),
+                };
+                let already = self.task().eni_attachment().is_some_and(|a| a.status > AttachmentStatus::Precreated);
+                if !already {
+                    self.report(TaskReport::new(&self.task_arn).attachment(precreated)).await?;
+                }
                 Ok(Some(eni))
             }
-            Err(reason) => {
+            Err(HostApiError::Refused { reason }) => {
                 self.fail_to_start(reason, None).await?;
                 Ok(None)
             }
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Wires the interface into the sandbox's namespace: the attachment becomes ATTACHED and
     /// every container shows the address. False when the task failed to start instead.
-    async fn attach_interface(&self, eni: &NetworkInterface) -> Result<bool, ControlError> {
-        let dir = self.agent.sandbox.task_dir(&self.task_id);
-        if let Err(e) = self.agent.networking.attach(eni, &dir.join("ns/net"), &dir.join("etc/resolv.conf")).await {
+    async fn attach_interface(&self, eni: &InterfaceLease) -> Result<bool, AgentError> {
+        let netns = self.agent.sandbox.network_namespace(&self.task_id);
+        let resolv_conf = self.agent.sandbox.resolv_conf(&self.task_id);
+        if let Err(e) = self.agent.network.attach(eni, &netns, &resolv_conf).await {
             self.fail_to_start(
                 format!("ResourceInitializationError: failed to attach the network interface: {e}"),
                 None,
@@ -310,35 +260,30 @@ impl Supervisor {
             let _ = self.agent.sandbox.destroy(&self.task_id).await;
             return Ok(false);
         }
-        let ip = eni.private_ip.to_string();
-        self.update(|t| {
-            set_attachment(t, "ATTACHED", Some(eni));
-            let attachment = attachment_id(t);
-            for c in &mut t.containers {
-                c.network_interfaces = vec![flotilla_types::task::NetworkInterface {
-                    attachment_id: attachment.clone(),
-                    private_ipv4_address: Some(ip.clone()),
-                }];
-            }
-        })
-        .await?;
+        let Some(attachment) = self.task().eni_attachment().map(|a| a.id.clone()) else { return Ok(true) };
+        let attached =
+            AttachmentReport { id: attachment, status: AttachmentStatus::Attached, interface: Some(eni.details()) };
+        self.report(TaskReport::new(&self.task_arn).attachment(attached)).await?;
         Ok(true)
     }
 
-    /// Removes the interface from the host and releases its addresses (idempotent); the
-    /// attachment shows DELETED.
-    async fn release_interface(&self) -> Result<(), ControlError> {
-        if let Err(e) = self.agent.networking.detach(&self.task_arn).await {
-            tracing::error!(task = %self.task_id, error = %e, "cannot release the task's interface; it will be retried");
-            return Err(ControlError::client(format!("network teardown failed: {e}")));
+    /// Removes the interface from the host and releases its addresses (idempotent); what the
+    /// attachment now is, for the caller's next report.
+    async fn release_interface(&self) -> Result<Option<AttachmentReport>, AgentError> {
+        if let Some(eni) = self.agent.host.interface(&self.task_arn).await? {
+            self.agent.network.detach(&eni).await?;
+            self.agent.host.release_interface(&self.task_arn).await?;
         }
-        self.update(|t| set_attachment(t, "DELETED", None)).await?;
-        Ok(())
+        Ok(self.task().eni_attachment().map(|a| AttachmentReport {
+            id: a.id.clone(),
+            status: AttachmentStatus::Deleted,
+            interface: None,
+        }))
     }
 
     /// Runs the task until it should stop: starts containers as their dependencies allow,
     /// records exits, runs health checks and ships logs.
-    async fn watch(&self, definition: &TaskDefinition) -> Result<(), ControlError> {
+    async fn watch(&self, definition: &TaskDefinition) -> Result<(), AgentError> {
         let mut health: HashMap<String, Health> = HashMap::new();
         for c in &definition.container_definitions {
             if let Some(probe) = c.health_check.as_ref().and_then(Probe::from_definition) {
@@ -346,94 +291,62 @@ impl Supervisor {
                 health.insert(c.name.clone().unwrap_or_default(), Health { probe, tracker, next_at: Instant::now() });
             }
         }
-        let mut wake = self.agent.control.store().watch(&format!("ecs/tasks/{}/{}", self.cluster, self.task_id));
-        let mut tick = TICK;
-        let mut last_seen: Option<SandboxStatus> = None;
+        let mut changes = self.assignment.clone();
+        let mut assignment_open = true;
+        let mut status = self.sandbox_state(0, Duration::ZERO).await?;
         loop {
-            let Some(task) = self.agent.task(&self.cluster, &self.task_id).await? else { return Ok(()) };
+            let Some(current) = status.as_ref() else { return Ok(()) };
+            let task = self.task();
             if task.desired_status == DesiredStatus::Stopped {
                 return Ok(());
             }
-            let status = match self.agent.sandbox.state(&self.task_id).await {
-                Ok(s) => s,
-                Err(e) => {
-                    self.request_stop(StopCode::TaskFailedToStart, &format!("Task sandbox failed: {e}")).await?;
-                    return Ok(());
-                }
-            };
             self.agent.ship_logs(&task, definition).await;
-            self.record_exits(&task, definition, &status).await?;
-            self.start_ready(&task, definition, &status, &health).await?;
-            self.check_health(&task, definition, &status, &mut health).await?;
-            let waiting_to_start = status.containers.iter().any(|c| c.state == ContainerState::Created);
-            tick =
-                if last_seen.as_ref() != Some(&status) || waiting_to_start { TICK } else { (tick * 2).min(IDLE_TICK) };
-            last_seen = Some(status);
-            // Wake in time for the next health probe too.
+            let mut report = TaskReport::new(&self.task_arn);
+            observe(&task, definition, current, &mut report);
+            self.start_ready(definition, current, &health, &mut report).await;
+            self.check_health(&task, definition, current, &mut health, &mut report).await;
+            let stop_now = report.stop.is_some();
+            self.report(report).await?;
+            if stop_now {
+                return Ok(());
+            }
+            // Wake at the next event, or in time for the next health probe.
             let next_probe = health.values().map(|h| h.next_at.saturating_duration_since(Instant::now())).min();
-            let sleep = next_probe.map_or(tick, |p| p.min(tick));
+            let timeout = next_probe.map_or(IDLE, |p| p.min(IDLE));
+            let seen = current.generation;
             tokio::select! {
-                _ = wake.next() => {}
-                _ = tokio::time::sleep(sleep) => {}
+                s = self.sandbox_state(seen, timeout) => status = s?,
+                changed = changes.changed(), if assignment_open => assignment_open = changed.is_ok(),
             }
         }
     }
 
-    async fn record_exits(
-        &self,
-        task: &Task,
-        definition: &TaskDefinition,
-        status: &SandboxStatus,
-    ) -> Result<(), ControlError> {
-        for c in &status.containers {
-            let Some(reported) = task.containers.iter().find(|t| t.name == c.name) else { continue };
-            if c.state == ContainerState::Running && reported.last_status != "RUNNING" {
-                let runtime_id = format!("{}-{}", self.task_id, c.name);
-                self.update(|t| {
-                    if let Some(tc) = t.containers.iter_mut().find(|tc| tc.name == c.name) {
-                        tc.last_status = "RUNNING".into();
-                        tc.runtime_id = Some(runtime_id.clone());
-                    }
-                })
-                .await?;
-            }
-            if c.state != ContainerState::Exited || reported.last_status == "STOPPED" {
-                continue;
-            }
-            let reason = if c.oom_killed { Some(OOM_REASON.to_owned()) } else { c.reason.clone() };
-            let exit_code = if c.oom_killed { Some(137) } else { c.exit_code };
-            self.update(|t| {
-                if let Some(tc) = t.containers.iter_mut().find(|tc| tc.name == c.name) {
-                    tc.last_status = "STOPPED".into();
-                    tc.exit_code = exit_code;
-                    tc.reason = reason.clone();
-                }
-            })
-            .await?;
-            let essential = definition
-                .container_definitions
-                .iter()
-                .find(|d| d.name.as_deref() == Some(c.name.as_str()))
-                .is_some_and(|d| d.is_essential());
-            if essential {
-                self.request_stop(StopCode::EssentialContainerExited, ESSENTIAL_EXITED).await?;
+    /// The sandbox's state once it moves past `seen` (or after `timeout`); `None` when the
+    /// sandbox failed, after asking the task to stop.
+    async fn sandbox_state(&self, seen: u64, timeout: Duration) -> Result<Option<SandboxStatus>, AgentError> {
+        match self.agent.sandbox.wait_change(&self.task_id, seen, timeout).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                let reason = format!("Task sandbox failed: {e}");
+                self.report(TaskReport::new(&self.task_arn).stop(StopCode::TaskFailedToStart, reason)).await?;
+                Ok(None)
             }
         }
-        // Every container has started (or already ended): the task is RUNNING.
-        let all_started = status.containers.iter().all(|c| c.state != ContainerState::Created);
-        if all_started && task.last_status < TaskStatus::Running {
-            self.advance(TaskStatus::Running, |_| {}).await?;
-        }
-        Ok(())
     }
 
+    /// Starts every created container whose dependencies hold; what happened goes into
+    /// `report` (a started container is RUNNING at once, and so is the task when it was the
+    /// last to start).
     async fn start_ready(
         &self,
-        task: &Task,
         definition: &TaskDefinition,
         status: &SandboxStatus,
         health: &HashMap<String, Health>,
-    ) -> Result<(), ControlError> {
+        report: &mut TaskReport,
+    ) {
+        if report.stop.is_some() {
+            return;
+        }
         let observed: HashMap<String, Observed> = status
             .containers
             .iter()
@@ -446,6 +359,7 @@ impl Supervisor {
                 (c.name.clone(), o)
             })
             .collect();
+        let mut all_started = true;
         for c in status.containers.iter().filter(|c| c.state == ContainerState::Created) {
             let def = definition.container_definitions.iter().find(|d| d.name.as_deref() == Some(c.name.as_str()));
             let deps: Vec<(String, String)> = def
@@ -455,29 +369,33 @@ impl Supervisor {
                 .map(|d| (d.container_name, d.condition))
                 .collect();
             match readiness(&deps, &observed) {
-                Readiness::Waiting => {}
-                Readiness::Ready => {
-                    if let Err(e) = self.agent.sandbox.start_container(&self.task_id, &c.name).await {
+                Readiness::Waiting => all_started = false,
+                Readiness::Ready => match self.agent.sandbox.start_container(&self.task_id, &c.name).await {
+                    Ok(_) => report.containers.push(ContainerReport {
+                        status: Some(ContainerStatus::Running),
+                        runtime_id: Some(format!("{}-{}", self.task_id, c.name)),
+                        ..ContainerReport::new(c.name.clone())
+                    }),
+                    Err(e) => {
                         let reason = format!("CannotStartContainerError: {e}");
-                        self.update(|t| {
-                            if let Some(tc) = t.containers.iter_mut().find(|tc| tc.name == c.name) {
-                                tc.reason = Some(reason.clone());
-                            }
-                        })
-                        .await?;
-                        self.request_stop(StopCode::TaskFailedToStart, &reason).await?;
-                        return Ok(());
+                        report.containers.push(ContainerReport {
+                            reason: Some(reason.clone()),
+                            ..ContainerReport::new(c.name.clone())
+                        });
+                        report.stop = Some(StopRequest { code: StopCode::TaskFailedToStart, reason });
+                        return;
                     }
-                }
+                },
                 Readiness::Impossible(why) => {
                     let reason = format!("DependencyError: container {} cannot start: {why}", c.name);
-                    self.request_stop(StopCode::TaskFailedToStart, &reason).await?;
-                    return Ok(());
+                    report.stop = Some(StopRequest { code: StopCode::TaskFailedToStart, reason });
+                    return;
                 }
             }
         }
-        let _ = task;
-        Ok(())
+        if all_started && report.status.is_none() && self.task().last_status < TaskStatus::Running {
+            report.status = Some(TaskStatus::Running);
+        }
     }
 
     async fn check_health(
@@ -486,7 +404,8 @@ impl Supervisor {
         definition: &TaskDefinition,
         status: &SandboxStatus,
         health: &mut HashMap<String, Health>,
-    ) -> Result<(), ControlError> {
+        report: &mut TaskReport,
+    ) {
         let now = Instant::now();
         let mut changed = false;
         for (name, h) in health.iter_mut() {
@@ -514,38 +433,25 @@ impl Supervisor {
             .iter()
             .any(|c| health.get(&c.name).is_some_and(|h| c.health_status != Some(h.tracker.status())));
         if !changed && !reported_changed {
-            return Ok(());
+            return;
         }
-        let statuses: HashMap<String, HealthStatus> =
-            health.iter().map(|(n, h)| (n.clone(), h.tracker.status())).collect();
-        let essential: Vec<String> = definition
-            .container_definitions
-            .iter()
-            .filter(|d| d.is_essential())
-            .filter_map(|d| d.name.clone())
-            .collect();
-        self.update(|t| {
-            for c in &mut t.containers {
-                if let Some(s) = statuses.get(&c.name) {
-                    c.health_status = Some(*s);
-                }
+        for (name, h) in health.iter() {
+            let status = Some(h.tracker.status());
+            match report.containers.iter_mut().find(|c| &c.name == name) {
+                Some(c) => c.health = status,
+                None => report.containers.push(ContainerReport { health: status, ..ContainerReport::new(name.clone()) }),
             }
-            let essential_health = t
-                .containers
-                .iter()
-                .filter(|c| essential.contains(&c.name))
-                .map(|c| c.health_status.unwrap_or(HealthStatus::Unknown));
-            t.health_status = Some(HealthStatus::combine(essential_health));
-        })
-        .await?;
-        Ok(())
+        }
+        let essential = task.containers.iter().filter(|c| is_essential(definition, &c.name)).map(|c| {
+            health.get(&c.name).map(|h| h.tracker.status()).or(c.health_status).unwrap_or(HealthStatus::Unknown)
+        });
+        report.health = Some(HealthStatus::combine(essential));
     }
 
     /// DEACTIVATING → STOPPING (reverse dependency order, SIGTERM then SIGKILL after each
     /// container's stopTimeout) → DEPROVISIONING (sandbox destroyed) → STOPPED.
-    async fn stop(&self, definition: &TaskDefinition) -> Result<(), ControlError> {
-        self.advance(TaskStatus::Deactivating, |_| {}).await?;
-        self.advance(TaskStatus::Stopping, |_| {}).await?;
+    async fn stop(&self, definition: &TaskDefinition) -> Result<(), AgentError> {
+        self.report(TaskReport::new(&self.task_arn).status(TaskStatus::Stopping)).await?;
         let containers: Vec<(String, Vec<String>)> = definition
             .container_definitions
             .iter()
@@ -563,15 +469,16 @@ impl Supervisor {
                 .unwrap_or(DEFAULT_STOP_TIMEOUT);
             self.stop_wave(&wave, timeout).await;
         }
-        let t = Instant::now();
-        if let Ok(status) = self.agent.sandbox.state(&self.task_id).await
-            && let Some(task) = self.agent.task(&self.cluster, &self.task_id).await?
-        {
-            self.record_exits(&task, definition, &status).await?;
+        let mut report = TaskReport::new(&self.task_arn).status(TaskStatus::Deprovisioning);
+        if let Ok(status) = self.agent.sandbox.state(&self.task_id).await {
+            let task = self.task();
+            observe(&task, definition, &status, &mut report);
+            // The task is stopping already: an essential exit now changes nothing.
+            report.stop = None;
+            report.status = Some(TaskStatus::Deprovisioning);
             self.agent.ship_logs(&task, definition).await;
         }
-        let exits = t.elapsed();
-        self.advance(TaskStatus::Deprovisioning, |_| {}).await?;
+        self.report(report).await?;
         // The interface and the sandbox come down together: deleting a veth waits for the
         // kernel (~20 ms here), as do unmounts; neither needs the other gone first (if the
         // task's namespace goes first, the kernel deletes the pair and the detach finds it gone).
@@ -579,15 +486,19 @@ impl Supervisor {
         let ((released, interface), (destroyed, sandbox)) =
             tokio::join!(async { (self.release_interface().await, t.elapsed()) }, async {
                 (self.agent.sandbox.destroy(&self.task_id).await, t.elapsed())
-            },);
-        if let Err(e) = destroyed {
-            tracing::error!(task = %self.task_id, error = %e, "sandbox teardown failed; it will be retried");
-            return Err(ControlError::client(format!("sandbox teardown failed: {e}")));
+            });
+        if let Err(source) = destroyed {
+            tracing::error!(task = %self.task_id, error = %source, "sandbox teardown failed; it will be retried");
+            let source = Box::new(AgentError::Sandbox { task_id: self.task_id.clone(), source });
+            return Err(AgentError::Teardown { task_id: self.task_id.clone(), source });
         }
-        released?;
-        self.agent.forget_logs(&self.task_id);
-        self.advance(TaskStatus::Stopped, |_| {}).await?;
-        tracing::debug!(task = %self.task_id, ?exits, ?interface, ?sandbox, "task torn down");
+        let released = released.map_err(|source| {
+            tracing::error!(task = %self.task_id, error = %source, "interface release failed; it will be retried");
+            AgentError::Teardown { task_id: self.task_id.clone(), source: Box::new(source) }
+        })?;
+        self.agent.logs.forget(&self.task_id);
+        self.report(self.stopped(released)).await?;
+        tracing::debug!(task = %self.task_id, ?interface, ?sandbox, "task torn down");
         Ok(())
     }
 
@@ -598,36 +509,67 @@ impl Supervisor {
                 .cloned()
                 .collect()
         };
-        let Ok(status) = self.agent.sandbox.state(&self.task_id).await else { return };
+        let Ok(mut status) = self.agent.sandbox.state(&self.task_id).await else { return };
         for name in running(&status) {
             let _ = self.agent.sandbox.signal(&self.task_id, &name, libc::SIGTERM).await;
         }
-        let deadline = Instant::now() + timeout;
-        // Most containers exit within milliseconds of SIGTERM: look again soon, then less and
-        // less often (up to TICK), so a quick exit is not held up by the polling.
-        let mut pause = Duration::from_millis(2);
+        // Exits are events: each wait returns as soon as a container ends.
+        let mut deadline = Instant::now() + timeout;
+        let mut killed = false;
         loop {
-            let Ok(status) = self.agent.sandbox.state(&self.task_id).await else { return };
             let left = running(&status);
             if left.is_empty() {
                 return;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
+                if killed {
+                    return;
+                }
                 for name in left {
                     let _ = self.agent.sandbox.signal(&self.task_id, &name, libc::SIGKILL).await;
                 }
-                let kill_deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < kill_deadline {
-                    match self.agent.sandbox.state(&self.task_id).await {
-                        Ok(s) if running(&s).is_empty() => return,
-                        Err(_) => return,
-                        _ => tokio::time::sleep(TICK).await,
-                    }
-                }
-                return;
+                killed = true;
+                deadline = now + KILL_GRACE;
+                continue;
             }
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(TICK);
+            match self.agent.sandbox.wait_change(&self.task_id, status.generation, deadline - now).await {
+                Ok(s) => status = s,
+                Err(_) => return,
+            }
         }
+    }
+}
+
+/// What the sandbox shows that the record does not have yet: containers that run or ended
+/// (an essential one's end stops the task), and the task RUNNING once none waits to start.
+fn observe(task: &Task, definition: &TaskDefinition, status: &SandboxStatus, report: &mut TaskReport) {
+    for c in &status.containers {
+        let Some(recorded) = task.container(&c.name) else { continue };
+        if c.state == ContainerState::Running && recorded.last_status == ContainerStatus::Pending {
+            report.containers.push(ContainerReport {
+                status: Some(ContainerStatus::Running),
+                runtime_id: Some(format!("{}-{}", task.id(), c.name)),
+                ..ContainerReport::new(c.name.clone())
+            });
+        }
+        if c.state != ContainerState::Exited || recorded.last_status == ContainerStatus::Stopped {
+            continue;
+        }
+        let (exit_code, reason) =
+            if c.oom_killed { (Some(137), Some(OOM_REASON.to_owned())) } else { (c.exit_code, c.reason.clone()) };
+        report.containers.push(ContainerReport {
+            status: Some(ContainerStatus::Stopped),
+            exit_code,
+            reason,
+            ..ContainerReport::new(c.name.clone())
+        });
+        if is_essential(definition, &c.name) && report.stop.is_none() {
+            report.stop = Some(StopRequest { code: StopCode::EssentialContainerExited, reason: ESSENTIAL_EXITED.into() });
+        }
+    }
+    let all_started = status.containers.iter().all(|c| c.state != ContainerState::Created);
+    if all_started && task.last_status < TaskStatus::Running {
+        report.status = Some(TaskStatus::Running);
     }
 }

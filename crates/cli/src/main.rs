@@ -45,6 +45,11 @@ enum Command {
         /// Serve the API only, without running tasks on this host (no root needed).
         #[arg(long)]
         no_agent: bool,
+        /// Run this many simulated hosts instead of this host's agent: tasks are placed,
+        /// reported and stopped through the real API and control plane, but their containers
+        /// only pretend (for scheduler benchmarks and trying Flotilla without root).
+        #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "no_agent")]
+        simulated_hosts: u32,
         /// Public addresses for tasks run with assignPublicIp=ENABLED; the network must route
         /// this block to this host.
         #[arg(long, default_value = flotilla_control::DEFAULT_PUBLIC_IP_POOL)]
@@ -190,13 +195,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let out = Output::new(cli.output);
     match cli.command {
-        Command::Up { listen, region, account_id, no_agent, public_ip_pool, net_namespace, registry_ca } => {
+        Command::Up {
+            listen,
+            region,
+            account_id,
+            no_agent,
+            simulated_hosts,
+            public_ip_pool,
+            net_namespace,
+            registry_ca,
+        } => {
             up::run(UpOptions {
                 listen,
                 data_dir,
                 region,
                 account_id,
                 no_agent,
+                simulated_hosts,
                 public_ip_pool,
                 net_namespace,
                 registry_ca,

@@ -19,6 +19,9 @@ pub struct UpOptions {
     pub account_id: Option<String>,
     /// Serve the control plane only; tasks are left for agents elsewhere.
     pub no_agent: bool,
+    /// Instead of this host's agent, run this many simulated hosts (no containers, no root):
+    /// the real API, control plane and store over pretend tasks.
+    pub simulated_hosts: u32,
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// Where the task network's host side lives; `None`: this process's namespace.
     pub net_namespace: Option<std::path::PathBuf>,
@@ -70,26 +73,26 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     // SSM Parameter Store and Secrets Manager over the same store, for the API and for tasks.
     let secrets =
         flotilla_api::secrets::Secrets::new(store.clone(), identity.region.clone(), identity.account_id.clone());
-    let (stop_agent, agent) = if opts.no_agent {
-        (None, None)
+    let host_api: Arc<dyn flotilla_host::HostApi> =
+        Arc::new(flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone())));
+    let agents: Vec<Arc<flotilla_agent::Agent>> = if opts.simulated_hosts > 0 {
+        simulated_agents(&home, host_api, &identity.region, opts.simulated_hosts)
+    } else if opts.no_agent {
+        Vec::new()
     } else {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = start_agent(
-            &home,
-            control.clone(),
-            logs.clone(),
-            secrets.clone(),
-            opts.net_namespace.clone(),
-            image_options,
-        )
-        .await?;
-        (
-            Some(tx),
-            Some(tokio::spawn(agent.run(async move {
-                let _ = rx.await;
-            }))),
-        )
+        vec![start_agent(&home, control.clone(), host_api, logs.clone(), opts.net_namespace.clone(), image_options).await?]
     };
+    let (stop_agents, _) = tokio::sync::watch::channel(false);
+    let agents: Vec<_> = agents
+        .into_iter()
+        .map(|agent| {
+            let mut stop = stop_agents.subscribe();
+            tokio::spawn(agent.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        })
+        .collect();
+    let reaper = tokio::spawn(reap_stopped_tasks(control.clone()));
     // Cloud Map over the same store; its worker completes namespace and instance operations.
     let discovery = Discovery::start(store.clone(), identity.region.clone(), identity.account_id.clone());
     let state = Arc::new(
@@ -124,10 +127,11 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
 
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     // Tasks keep running under their shims; the next `flotilla up` adopts them.
-    if let (Some(tx), Some(agent)) = (stop_agent, agent) {
-        let _ = tx.send(());
+    let _ = stop_agents.send(true);
+    for agent in agents {
         let _ = agent.await;
     }
+    reaper.abort();
     // In-flight requests have finished; dropping the store flushes and closes it.
     drop(store);
     expiry.abort();
@@ -139,8 +143,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
 async fn start_agent(
     home: &Home,
     control: Arc<Control>,
+    host: Arc<dyn flotilla_host::HostApi>,
     logs: Arc<LogStore>,
-    secrets: Arc<flotilla_api::secrets::Secrets>,
     net_namespace: Option<std::path::PathBuf>,
     image_options: flotilla_image::StoreOptions,
 ) -> anyhow::Result<Arc<flotilla_agent::Agent>> {
@@ -170,16 +174,71 @@ async fn start_agent(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not adopt existing tasks; their supervisors will retry"),
     }
-    let networking = start_networking(home, control.clone(), net_namespace).await?;
-    Ok(flotilla_agent::Agent::new(
-        control,
-        Arc::new(images),
+    let region = control.identity().region.clone();
+    let networking = start_networking(home, control, host.clone(), net_namespace).await?;
+    Ok(flotilla_agent::Agent::new(flotilla_agent::AgentParts {
+        host,
+        spec: this_host(&region),
+        images: Arc::new(images),
         sandbox,
-        networking,
-        Some(logs),
-        Some(secrets),
-        home.dir.join("agent"),
-    ))
+        network: networking,
+        log_store: Some(logs),
+        state_dir: home.dir.join("agent"),
+        region,
+        metadata: true,
+    }))
+}
+
+/// This machine as a host: its name, the region's first zone, and its CPUs and memory.
+fn this_host(region: &str) -> flotilla_host::HostSpec {
+    let id = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains('/'))
+        .unwrap_or_else(|| "local".to_owned());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| (kib / 1024) as u32);
+    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu: cpus * 1024, memory: memory_mib }
+}
+
+/// `--simulated-hosts N`: hosts `sim-1`..`sim-N` spread over three zones, each an agent over
+/// simulated containers.
+fn simulated_agents(
+    home: &Home,
+    host: Arc<dyn flotilla_host::HostApi>,
+    region: &str,
+    count: u32,
+) -> Vec<Arc<flotilla_agent::Agent>> {
+    (1..=count)
+        .map(|n| {
+            let zone = ["a", "b", "c"][(n as usize - 1) % 3];
+            let spec = flotilla_host::HostSpec {
+                id: format!("sim-{n}"),
+                availability_zone: format!("{region}{zone}"),
+                cpu: 4 * 1024,
+                memory: 16 * 1024,
+            };
+            let sandbox = flotilla_sandbox::sim::SimSandbox::new();
+            let state_dir = home.dir.join("agent").join(&spec.id);
+            flotilla_agent::sim::agent(host.clone(), spec, sandbox, region, state_dir)
+        })
+        .collect()
+}
+
+/// Forgets STOPPED tasks an hour after they stopped, as Fargate does.
+async fn reap_stopped_tasks(control: Arc<Control>) {
+    const RETENTION: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cutoff = flotilla_types::Timestamp(flotilla_types::Timestamp::now().0 - RETENTION.as_millis() as i64);
+        if let Err(e) = control.reap_stopped_tasks(cutoff).await {
+            tracing::warn!(error = %e, "reaping stopped tasks failed; retrying at the next pass");
+        }
+    }
 }
 
 /// The awsvpc data plane (one nftables table per data dir, so two servers on one host never
@@ -187,8 +246,9 @@ async fn start_agent(
 async fn start_networking(
     home: &Home,
     control: Arc<Control>,
+    host: Arc<dyn flotilla_host::HostApi>,
     net_namespace: Option<std::path::PathBuf>,
-) -> anyhow::Result<Arc<flotilla_agent::network::Networking>> {
+) -> anyhow::Result<Arc<flotilla_agent::Networking>> {
     if which("nft").is_none() {
         anyhow::bail!("nft is not installed: `apt-get install -y nftables` (scripts/deps.sh does)");
     }
@@ -211,7 +271,25 @@ async fn start_networking(
     )
     .await
     .context("cannot start the VPC DNS server")?;
-    Ok(Arc::new(flotilla_agent::network::Networking::new(control, Arc::new(net), Arc::new(dns))))
+    let region = control.identity().region.clone();
+    Ok(Arc::new(flotilla_agent::Networking::new(host, region, Arc::new(net), Arc::new(VpcResolvers(Arc::new(dns))))))
+}
+
+/// Cloud Map's DNS server as the agent's VPC resolvers.
+struct VpcResolvers(Arc<flotilla_api::servicediscovery::DnsServer>);
+
+impl flotilla_agent::Resolvers for VpcResolvers {
+    fn serve_vpc(&self, vpc_id: &str, udp: std::net::UdpSocket, tcp: std::net::TcpListener) -> std::io::Result<()> {
+        self.0.serve_vpc(vpc_id, udp, tcp).map_err(std::io::Error::other)
+    }
+
+    fn bindings(&self) -> Vec<(SocketAddr, String)> {
+        self.0.bindings()
+    }
+
+    fn unbind(&self, addr: SocketAddr) {
+        self.0.unbind(addr);
+    }
 }
 
 /// `flotilla_<fnv32 of the data dir>`: stable across restarts of one data dir, distinct

@@ -11,6 +11,7 @@
 mod capacity;
 mod cluster;
 mod error;
+mod host;
 mod page;
 mod record;
 mod tags;
@@ -27,6 +28,7 @@ use flotilla_types::{Arn, ResourceKind};
 pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
 pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
 pub use error::ControlError;
+pub use host::LocalHostApi;
 pub use page::Page;
 pub use task::{ListTasksInput, RunTaskInput, TaskRecord};
 pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrder};

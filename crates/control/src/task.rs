@@ -1,11 +1,12 @@
 //! Tasks: RunTask, StopTask, DescribeTasks, ListTasks, and the updates the agent reports.
 
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
-use flotilla_types::task::{Container, DesiredStatus, StopCode, Task, TaskOverride, TaskStatus};
+use flotilla_types::task::{
+    Container, ContainerStatus, DesiredStatus, NetworkConfiguration, StopCode, Task, TaskOverride, TaskStatus,
+};
 use flotilla_types::task_definition::{Tag, TaskDefinition, TaskDefinitionStatus};
 use flotilla_types::{Arn, ResourceKind, TaskSize, Timestamp, parse_cpu, parse_memory};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::capacity::{CapacityProviderStrategyItem, FARGATE, validate_strategy_items};
 use crate::page::{Page, paginate};
@@ -22,7 +23,10 @@ const MAX_COUNT: i32 = 10;
 pub struct TaskRecord {
     pub task: Task,
     #[serde(default)]
-    pub network_configuration: Option<Value>,
+    pub network_configuration: Option<NetworkConfiguration>,
+    /// The host the task is assigned to; `None` while no host can take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -33,7 +37,7 @@ pub struct RunTaskInput {
     pub count: Option<i32>,
     pub launch_type: Option<String>,
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    pub network_configuration: Option<Value>,
+    pub network_configuration: Option<NetworkConfiguration>,
     pub overrides: Option<TaskOverride>,
     pub started_by: Option<String>,
     pub group: Option<String>,
@@ -187,17 +191,14 @@ impl Control {
             )));
         }
         if definition.network_mode.as_deref() == Some("awsvpc") {
-            let awsvpc = input.network_configuration.as_ref().map(|n| &n["awsvpcConfiguration"]);
-            let Some(awsvpc) = awsvpc.filter(|a| a.is_object()) else {
+            let awsvpc = input.network_configuration.as_ref().and_then(|n| n.awsvpc_configuration.as_ref());
+            let Some(awsvpc) = awsvpc else {
                 return Err(ControlError::invalid(
                     "Network Configuration must be provided when networkMode 'awsvpc' is specified: pass networkConfiguration.awsvpcConfiguration with at least one subnet.",
                 ));
             };
-            let strings = |key: &str| -> Vec<String> {
-                awsvpc[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
-            };
             // The subnets and groups must exist and share one VPC, as on Fargate.
-            self.validate_awsvpc(&strings("subnets"), &strings("securityGroups")).await?;
+            self.validate_awsvpc(&awsvpc.subnets, &awsvpc.security_groups).await?;
         }
         let overrides = input.overrides.clone().unwrap_or_default();
         for o in &overrides.container_overrides {
@@ -240,6 +241,7 @@ impl Control {
             place(&strategy, count as usize).into_iter().map(Some).collect()
         };
         let now = Timestamp::now();
+        let host = self.choose_host().await?;
         let mut records = Vec::new();
         for provider in providers {
             let id = new_task_id();
@@ -262,7 +264,7 @@ impl Control {
                         image: c.image.clone().unwrap_or_default(),
                         image_digest: None,
                         runtime_id: None,
-                        last_status: TaskStatus::Pending.as_str().to_owned(),
+                        last_status: ContainerStatus::Pending,
                         exit_code: None,
                         reason: None,
                         network_bindings: Vec::new(),
@@ -295,7 +297,10 @@ impl Control {
                     .filter(|v| v != "LATEST")
                     .unwrap_or_else(|| "1.4.0".into()),
                 platform_family: "Linux".into(),
-                availability_zone: format!("{}a", self.identity.region),
+                availability_zone: host
+                    .as_ref()
+                    .map(|h| h.spec.availability_zone.clone())
+                    .unwrap_or_else(|| format!("{}a", self.identity.region)),
                 attachments: Vec::new(),
                 attributes: vec![serde_json::json!({"name": "ecs.cpu-architecture", "value": "x86_64"})],
                 group: Some(input.group.clone().unwrap_or_else(|| format!("family:{}", definition.family))),
@@ -317,7 +322,11 @@ impl Control {
                 version: 1,
                 tags: Some(tags.clone()),
             };
-            records.push(TaskRecord { task, network_configuration: input.network_configuration.clone() });
+            records.push(TaskRecord {
+                task,
+                network_configuration: input.network_configuration.clone(),
+                host_id: host.as_ref().map(|h| h.spec.id.clone()),
+            });
         }
 
         let mut txn = Txn::new();
@@ -436,9 +445,9 @@ impl Control {
         })
     }
 
-    /// Applies `change` to one task with compare-and-write, bumping its `version`. The agent
-    /// reports progress through this; `change` sees the latest record on every retry.
-    pub async fn update_task(
+    /// Applies `change` to one task with compare-and-write, bumping its `version`; `change`
+    /// sees the latest record on every retry.
+    pub(crate) async fn update_task(
         &self,
         cluster: &str,
         task_id: &str,
@@ -471,7 +480,7 @@ impl Control {
         }
     }
 
-    /// Every task record (all clusters), for the agent's reconcile passes.
+    /// Every task record (all clusters).
     pub async fn all_tasks(&self) -> Result<Vec<TaskRecord>, ControlError> {
         self.store.list_prefix(crate::record::TASKS).await?.iter().map(decode).collect()
     }

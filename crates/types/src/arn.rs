@@ -12,6 +12,7 @@ pub enum ResourceKind {
     CapacityProvider,
     ContainerInstance,
     Container,
+    Attachment,
 }
 
 impl ResourceKind {
@@ -24,6 +25,7 @@ impl ResourceKind {
             ResourceKind::CapacityProvider => "capacity-provider",
             ResourceKind::ContainerInstance => "container-instance",
             ResourceKind::Container => "container",
+            ResourceKind::Attachment => "attachment",
         }
     }
 
@@ -36,6 +38,7 @@ impl ResourceKind {
             "capacity-provider" => ResourceKind::CapacityProvider,
             "container-instance" => ResourceKind::ContainerInstance,
             "container" => ResourceKind::Container,
+            "attachment" => ResourceKind::Attachment,
             _ => return None,
         })
     }

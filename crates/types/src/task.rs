@@ -96,6 +96,133 @@ impl HealthStatus {
     }
 }
 
+/// `lastStatus` of a container: ECS reports only these three.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContainerStatus {
+    #[default]
+    Pending,
+    Running,
+    Stopped,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Pending => "PENDING",
+            ContainerStatus::Running => "RUNNING",
+            ContainerStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// The `status` of a task attachment (ECS's elastic network interface lifecycle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AttachmentStatus {
+    Precreated,
+    Created,
+    Attaching,
+    Attached,
+    Detaching,
+    Detached,
+    Deleted,
+    Failed,
+}
+
+/// ECS's attachment type name for a task's elastic network interface.
+pub const ENI_ATTACHMENT: &str = "ElasticNetworkInterface";
+
+/// What a task's elastic network interface is, once the control plane made it: the
+/// `details` of its attachment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceDetails {
+    pub subnet_id: String,
+    pub network_interface_id: String,
+    pub mac_address: String,
+    pub private_dns_name: String,
+    pub private_ipv4_address: String,
+}
+
+impl InterfaceDetails {
+    /// As DescribeTasks lists them, in ECS's order.
+    pub fn to_pairs(&self) -> Vec<KeyValuePair> {
+        [
+            ("subnetId", &self.subnet_id),
+            ("networkInterfaceId", &self.network_interface_id),
+            ("macAddress", &self.mac_address),
+            ("privateDnsName", &self.private_dns_name),
+            ("privateIPv4Address", &self.private_ipv4_address),
+        ]
+        .into_iter()
+        .map(|(name, value)| KeyValuePair { name: Some(name.to_owned()), value: Some(value.clone()) })
+        .collect()
+    }
+}
+
+/// A task attachment (today only its elastic network interface).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: AttachmentStatus,
+    #[serde(default)]
+    pub details: Vec<KeyValuePair>,
+}
+
+impl Attachment {
+    pub fn eni(id: &str, status: AttachmentStatus, details: Option<&InterfaceDetails>) -> Attachment {
+        Attachment {
+            id: id.to_owned(),
+            kind: ENI_ATTACHMENT.to_owned(),
+            status,
+            details: details.map(InterfaceDetails::to_pairs).unwrap_or_default(),
+        }
+    }
+
+    pub fn is_eni(&self) -> bool {
+        self.kind == ENI_ATTACHMENT
+    }
+}
+
+/// `assignPublicIp` of an awsvpc configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AssignPublicIp {
+    Enabled,
+    #[default]
+    Disabled,
+}
+
+/// `networkConfiguration.awsvpcConfiguration`, parsed once where it enters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsvpcConfiguration {
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub assign_public_ip: AssignPublicIp,
+}
+
+impl AwsvpcConfiguration {
+    pub fn public_ip(&self) -> bool {
+        self.assign_public_ip == AssignPublicIp::Enabled
+    }
+}
+
+/// `networkConfiguration` of RunTask (and, later, services).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfiguration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awsvpc_configuration: Option<AwsvpcConfiguration>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkInterface {
@@ -117,7 +244,7 @@ pub struct Container {
     pub image_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
-    pub last_status: String,
+    pub last_status: ContainerStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,7 +319,7 @@ pub struct Task {
     pub platform_family: String,
     pub availability_zone: String,
     #[serde(default)]
-    pub attachments: Vec<Value>,
+    pub attachments: Vec<Attachment>,
     #[serde(default)]
     pub attributes: Vec<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +362,24 @@ impl Task {
     pub fn id(&self) -> &str {
         self.task_arn.rsplit('/').next().unwrap_or(&self.task_arn)
     }
+
+    /// The cluster's name: the last path element of its ARN.
+    pub fn cluster_name(&self) -> &str {
+        self.cluster_arn.rsplit('/').next().unwrap_or(&self.cluster_arn)
+    }
+
+    /// The task's elastic network interface attachment, once it has one.
+    pub fn eni_attachment(&self) -> Option<&Attachment> {
+        self.attachments.iter().find(|a| a.is_eni())
+    }
+
+    pub fn container(&self, name: &str) -> Option<&Container> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    pub fn container_mut(&mut self, name: &str) -> Option<&mut Container> {
+        self.containers.iter_mut().find(|c| c.name == name)
+    }
 }
 
 #[cfg(test)]
@@ -261,5 +406,39 @@ mod tests {
     fn wire_names() {
         assert_eq!(serde_json::to_string(&TaskStatus::Deprovisioning).unwrap(), "\"DEPROVISIONING\"");
         assert_eq!(serde_json::to_string(&StopCode::EssentialContainerExited).unwrap(), "\"EssentialContainerExited\"");
+        assert_eq!(serde_json::to_string(&ContainerStatus::Running).unwrap(), "\"RUNNING\"");
+        assert_eq!(serde_json::to_string(&AttachmentStatus::Precreated).unwrap(), "\"PRECREATED\"");
+    }
+
+    #[test]
+    fn attachments_keep_ecs_shape() {
+        let details = InterfaceDetails {
+            subnet_id: "subnet-1".into(),
+            network_interface_id: "eni-1".into(),
+            mac_address: "02:00:00:00:00:01".into(),
+            private_dns_name: "ip-10-0-0-5.ec2.internal".into(),
+            private_ipv4_address: "10.0.0.5".into(),
+        };
+        let a = serde_json::to_value(Attachment::eni("a-1", AttachmentStatus::Attached, Some(&details))).unwrap();
+        assert_eq!(a["type"], "ElasticNetworkInterface");
+        assert_eq!(a["status"], "ATTACHED");
+        assert_eq!(a["details"][4]["name"], "privateIPv4Address");
+        assert_eq!(a["details"][4]["value"], "10.0.0.5");
+        let pending = serde_json::to_value(Attachment::eni("a-1", AttachmentStatus::Precreated, None)).unwrap();
+        assert_eq!(pending["details"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn awsvpc_configuration_parses_as_runtask_sends_it() {
+        let n: NetworkConfiguration = serde_json::from_value(serde_json::json!({
+            "awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": ["sg-1"], "assignPublicIp": "ENABLED"}
+        }))
+        .unwrap();
+        let a = n.awsvpc_configuration.unwrap();
+        assert_eq!(a.subnets, ["subnet-1"]);
+        assert_eq!(a.security_groups, ["sg-1"]);
+        assert!(a.public_ip());
+        let d: AwsvpcConfiguration = serde_json::from_value(serde_json::json!({"subnets": ["s"]})).unwrap();
+        assert!(!d.public_ip());
     }
 }

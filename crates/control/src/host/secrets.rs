@@ -1,13 +1,11 @@
 //! A task's secrets as the Fargate agent fetches them before its containers exist: each
 //! container's `secrets[].valueFrom` (SSM parameter or Secrets Manager secret) becomes an
 //! environment variable, and `repositoryCredentials.credentialsParameter` the registry login
-//! for its image. A failure stops the task with the `ResourceInitializationError` AWS gives.
+//! for its image. A failure is the `ResourceInitializationError` AWS stops the task with.
 
-use std::collections::HashMap;
-
-use flotilla_image::Credentials;
+use flotilla_host::{RegistryLogin, TaskSecrets};
 use flotilla_secrets::{SecretRef, Secrets};
-use flotilla_types::task_definition::{ContainerDefinition, TaskDefinition};
+use flotilla_types::task_definition::TaskDefinition;
 
 fn reason(what: &str, value_from: &str, e: impl std::fmt::Display) -> String {
     let service = match SecretRef::parse(value_from) {
@@ -24,13 +22,19 @@ fn unavailable(value_from: &str) -> String {
     reason("secret", value_from, "this server does not serve SSM or Secrets Manager")
 }
 
-/// Every container's resolved secrets: container name -> (variable, value).
-pub(crate) async fn resolve(
-    secrets: Option<&Secrets>,
-    definition: &TaskDefinition,
-) -> Result<HashMap<String, Vec<(String, String)>>, String> {
-    let mut out = HashMap::new();
+/// Every container's secrets and registry login; `Err` is the task's stopped reason.
+pub(crate) async fn resolve(secrets: Option<&Secrets>, definition: &TaskDefinition) -> Result<TaskSecrets, String> {
+    let mut out = TaskSecrets::default();
     for c in &definition.container_definitions {
+        let name = c.name.clone().unwrap_or_default();
+        if let Some(param) =
+            c.other.get("repositoryCredentials").and_then(|r| r.get("credentialsParameter")).and_then(|p| p.as_str())
+        {
+            let store = secrets.ok_or_else(|| unavailable(param))?;
+            let (username, password) =
+                store.registry_credentials(param).await.map_err(|e| reason("registry credentials", param, e))?;
+            out.registry_logins.insert(name.clone(), RegistryLogin { username, password });
+        }
         let mut values = Vec::new();
         for s in c.secrets.iter().flatten() {
             let store = secrets.ok_or_else(|| unavailable(&s.value_from))?;
@@ -38,24 +42,8 @@ pub(crate) async fn resolve(
             values.push((s.name.clone(), value));
         }
         if !values.is_empty() {
-            out.insert(c.name.clone().unwrap_or_default(), values);
+            out.environment.insert(name, values);
         }
     }
     Ok(out)
-}
-
-/// The registry login a container's `repositoryCredentials` names, if any.
-pub(crate) async fn registry_credentials(
-    secrets: Option<&Secrets>,
-    c: &ContainerDefinition,
-) -> Result<Option<Credentials>, String> {
-    let Some(param) =
-        c.other.get("repositoryCredentials").and_then(|r| r.get("credentialsParameter")).and_then(|p| p.as_str())
-    else {
-        return Ok(None);
-    };
-    let store = secrets.ok_or_else(|| unavailable(param))?;
-    let (user, password) =
-        store.registry_credentials(param).await.map_err(|e| reason("registry credentials", param, e))?;
-    Ok(Some(Credentials::new(user, password)))
 }

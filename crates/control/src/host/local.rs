@@ -1,0 +1,365 @@
+//! The host API served in process (`flotilla up`): the agent's calls become control-plane
+//! calls, and the assignment stream follows the store's task records for one host.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flotilla_host::{
+    Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, GroupRule, GroupView, Host, HostApi,
+    HostApiError, HostSpec, InterfaceLease, NetworkChanged, NetworkWatch, RulePeer, RuleProtocol, TaskReport,
+    TaskSecrets, VpcView,
+};
+use flotilla_secrets::Secrets;
+use flotilla_store::{Event, StoreError};
+use flotilla_types::task::{AwsvpcConfiguration, Task};
+use flotilla_types::task_definition::TaskDefinition;
+use flotilla_types::{Arn, ResourceKind};
+use ipnet::Ipv4Net;
+use tokio::sync::mpsc;
+
+use crate::record::{TASKS, decode};
+use crate::task::TaskRecord;
+use crate::vpc::keys;
+use crate::{
+    Control, ControlError, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface, NetworkInterfaceSpec,
+    ResourceFilter, SecurityGroup, SecurityGroupRule,
+};
+
+/// How many events may wait for a slow agent before the stream pushes back.
+const QUEUE: usize = 1024;
+
+pub struct LocalHostApi {
+    control: Arc<Control>,
+    /// SSM Parameter Store and Secrets Manager, for `secrets` and `repositoryCredentials`.
+    secrets: Option<Arc<Secrets>>,
+}
+
+impl LocalHostApi {
+    pub fn new(control: Arc<Control>, secrets: Option<Arc<Secrets>>) -> LocalHostApi {
+        LocalHostApi { control, secrets }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HostApiError {
+    HostApiError::Unavailable { reason: e.to_string() }
+}
+
+impl From<ControlError> for HostApiError {
+    fn from(e: ControlError) -> HostApiError {
+        match e {
+            ControlError::ResourceNotFound { arn } => HostApiError::NotFound { what: arn },
+            ControlError::Client(reason) | ControlError::InvalidParameter(reason) => HostApiError::Refused { reason },
+            other => unavailable(other),
+        }
+    }
+}
+
+impl From<NetworkError> for HostApiError {
+    fn from(e: NetworkError) -> HostApiError {
+        match e {
+            NetworkError::Store(_) | NetworkError::CorruptRecord { .. } => unavailable(e),
+            other => HostApiError::Refused { reason: other.to_string() },
+        }
+    }
+}
+
+fn net(cidr: &Ipv4Cidr) -> Ipv4Net {
+    Ipv4Net::new(cidr.network(), cidr.prefix()).expect("a stored CIDR has a valid prefix")
+}
+
+fn rule(r: &SecurityGroupRule) -> GroupRule {
+    GroupRule {
+        protocol: match r.protocol {
+            IpProtocol::All => RuleProtocol::All,
+            IpProtocol::Tcp => RuleProtocol::Tcp,
+            IpProtocol::Udp => RuleProtocol::Udp,
+            IpProtocol::Icmp => RuleProtocol::Icmp,
+            IpProtocol::Other(n) => RuleProtocol::Other(n),
+        },
+        from_port: r.from_port,
+        to_port: r.to_port,
+        peer: match &r.peer {
+            crate::RulePeer::Cidr(c) => RulePeer::Cidr(net(c)),
+            crate::RulePeer::Group(g) => RulePeer::Group(g.clone()),
+        },
+    }
+}
+
+fn group(g: &SecurityGroup) -> GroupView {
+    GroupView {
+        id: g.id.clone(),
+        vpc_id: g.vpc_id.clone(),
+        ingress: g.ingress.iter().map(rule).collect(),
+        egress: g.egress.iter().map(rule).collect(),
+    }
+}
+
+/// Follows the task records of one host and feeds them to the stream as assignments.
+struct Follower {
+    control: Arc<Control>,
+    host_id: String,
+    tx: mpsc::Sender<Result<AssignmentEvent, HostApiError>>,
+    definitions: HashMap<String, TaskDefinition>,
+}
+
+impl Follower {
+    async fn definition(&mut self, arn: &str) -> Result<TaskDefinition, ControlError> {
+        if let Some(d) = self.definitions.get(arn) {
+            return Ok(d.clone());
+        }
+        let (d, _) = self.control.describe_task_definition(arn).await?;
+        self.definitions.insert(arn.to_owned(), d.clone());
+        Ok(d)
+    }
+
+    async fn assignment(&mut self, record: TaskRecord, revision: u64) -> Result<Option<Assignment>, ControlError> {
+        if record.host_id.as_deref() != Some(self.host_id.as_str()) {
+            return Ok(None);
+        }
+        let definition = self.definition(&record.task.task_definition_arn).await?;
+        let awsvpc = record.network_configuration.and_then(|n| n.awsvpc_configuration);
+        Ok(Some(Assignment { task: record.task, definition, awsvpc, revision }))
+    }
+
+    async fn snapshot(&mut self) -> Result<AssignmentEvent, ControlError> {
+        let revision = self.control.store.revision().await?;
+        let mut assignments = Vec::new();
+        for kv in self.control.store.list_prefix(TASKS).await? {
+            if let Some(a) = self.assignment(decode(&kv)?, kv.mod_revision).await? {
+                assignments.push(a);
+            }
+        }
+        Ok(AssignmentEvent::Snapshot { assignments, revision })
+    }
+
+    fn removed(&self, key: &str, revision: u64) -> AssignmentEvent {
+        let resource = key.strip_prefix(TASKS).unwrap_or(key);
+        let identity = self.control.identity();
+        let task_arn = Arn::new(&identity.region, &identity.account, ResourceKind::Task, resource).to_string();
+        AssignmentEvent::Removed { task_arn, revision }
+    }
+
+    async fn send(&self, event: Result<AssignmentEvent, HostApiError>) -> bool {
+        self.tx.send(event).await.is_ok()
+    }
+
+    /// Runs until the agent drops its end or the store closes.
+    async fn run(mut self) {
+        loop {
+            // Watch first, then list: a change between the two shows up twice, never not at all.
+            let mut watch = self.control.store.watch(TASKS);
+            let snapshot = self.snapshot().await.map_err(HostApiError::from);
+            let failed = snapshot.is_err();
+            if !self.send(snapshot).await {
+                return;
+            }
+            if failed {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+            loop {
+                let event = match watch.next().await {
+                    Ok(Event::Put(kv)) => {
+                        let record = match decode::<TaskRecord>(&kv) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::warn!(key = %kv.key, error = %e, "unreadable task record skipped");
+                                continue;
+                            }
+                        };
+                        match self.assignment(record, kv.mod_revision).await {
+                            Ok(Some(a)) => Ok(AssignmentEvent::Changed { assignment: Box::new(a) }),
+                            Ok(None) => continue,
+                            Err(e) => Err(HostApiError::from(e)),
+                        }
+                    }
+                    Ok(Event::Delete { key, revision }) => Ok(self.removed(&key, revision)),
+                    // Too slow to keep up: start over with a fresh snapshot.
+                    Err(StoreError::WatchLagged { .. }) => break,
+                    Err(_) => {
+                        let _ = self.send(Err(HostApiError::Closed)).await;
+                        return;
+                    }
+                };
+                if !self.send(event).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl LocalHostApi {
+    async fn lease(&self, eni: NetworkInterface) -> Result<InterfaceLease, HostApiError> {
+        let subnet = self.control.subnet(&eni.subnet_id).await?;
+        Ok(InterfaceLease {
+            task_arn: eni.attachment.clone().unwrap_or_default(),
+            subnet: net(&subnet.cidr),
+            id: eni.id,
+            subnet_id: eni.subnet_id,
+            vpc_id: eni.vpc_id,
+            private_ip: eni.private_ip,
+            public_ip: eni.public_ip,
+            mac: eni.mac,
+            private_dns_name: eni.private_dns_name,
+            security_groups: eni.groups.into_iter().map(|g| g.id).collect(),
+        })
+    }
+
+    async fn make_interface(
+        &self,
+        task_arn: &str,
+        attachment_id: &str,
+        awsvpc: &AwsvpcConfiguration,
+    ) -> Result<InterfaceLease, HostApiError> {
+        if let Some(existing) = self.control.network_interface_for(task_arn).await? {
+            return self.lease(existing).await;
+        }
+        let placement = self.control.validate_awsvpc(&awsvpc.subnets, &awsvpc.security_groups).await.map_err(|e| {
+            HostApiError::Refused { reason: format!("ResourceInitializationError: invalid awsvpcConfiguration: {e}") }
+        })?;
+        // Start at a subnet picked by the task, as Fargate spreads tasks over them.
+        let n = placement.subnets.len();
+        let first = task_arn.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % n;
+        let identity = self.control.identity();
+        let description = Arn::new(&identity.region, &identity.account, ResourceKind::Attachment, attachment_id);
+        let mut last = String::new();
+        for i in 0..n {
+            let subnet = &placement.subnets[(first + i) % n];
+            let spec = NetworkInterfaceSpec {
+                subnet_id: subnet.id.clone(),
+                security_group_ids: placement.security_group_ids.clone(),
+                description: Some(description.to_string()),
+                assign_public_ip: awsvpc.public_ip(),
+                attachment: Some(task_arn.to_owned()),
+            };
+            match self.control.create_network_interface(spec).await {
+                Ok(eni) => return self.lease(eni).await,
+                Err(e @ (NetworkError::Store(_) | NetworkError::CorruptRecord { .. })) => return Err(unavailable(e)),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(HostApiError::Refused {
+            reason: format!("ResourceInitializationError: unable to create the task's network interface: {last}"),
+        })
+    }
+
+    /// Task interfaces whose task is this host's or gone.
+    async fn host_interfaces(&self, host_id: &str) -> Result<Vec<InterfaceLease>, HostApiError> {
+        let mut out = Vec::new();
+        for eni in self.control.describe_network_interfaces(&[], &[]).await? {
+            let Some(task_arn) = eni.attachment.as_deref() else { continue };
+            let Ok(key) = self.control.task_key_of(task_arn) else { continue };
+            let owner = match self.control.store.get(&key).await.map_err(unavailable)? {
+                Some(kv) => decode::<TaskRecord>(&kv)?.host_id,
+                None => None,
+            };
+            if owner.as_deref().is_none_or(|h| h == host_id) {
+                out.push(self.lease(eni).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn vpc_view(&self, vpc_id: &str) -> Result<Option<VpcView>, HostApiError> {
+        let vpc = match self.control.vpc(vpc_id).await {
+            Ok(v) => v,
+            Err(NetworkError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let filter = ResourceFilter { name: "vpc-id".into(), values: vec![vpc_id.to_owned()] };
+        let groups = self.control.describe_security_groups(&[], &[], &[filter]).await?;
+        Ok(Some(VpcView { id: vpc.id, cidr: net(&vpc.cidr), groups: groups.iter().map(group).collect() }))
+    }
+
+    async fn secrets_of(&self, task_arn: &str) -> Result<TaskSecrets, HostApiError> {
+        let key = self.control.task_key_of(task_arn)?;
+        let kv = self.control.store.get(&key).await.map_err(unavailable)?;
+        let record: TaskRecord = decode(&kv.ok_or_else(|| HostApiError::NotFound { what: task_arn.to_owned() })?)?;
+        let (definition, _) = self.control.describe_task_definition(&record.task.task_definition_arn).await?;
+        super::secrets::resolve(self.secrets.as_deref(), &definition)
+            .await
+            .map_err(|reason| HostApiError::Refused { reason })
+    }
+}
+
+impl HostApi for LocalHostApi {
+    fn register(&self, spec: HostSpec) -> BoxFuture<'_, Result<Host, HostApiError>> {
+        Box::pin(async move { Ok(self.control.register_host(spec).await?) })
+    }
+
+    fn assignments(&self, host_id: &str) -> AssignmentWatch {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let follower =
+            Follower { control: self.control.clone(), host_id: host_id.to_owned(), tx, definitions: HashMap::new() };
+        tokio::spawn(follower.run());
+        Events::new(rx)
+    }
+
+    fn report(&self, report: TaskReport) -> BoxFuture<'_, Result<Task, HostApiError>> {
+        Box::pin(async move { Ok(self.control.apply_report(&report).await?) })
+    }
+
+    fn ensure_interface<'a>(
+        &'a self,
+        task_arn: &'a str,
+        attachment_id: &'a str,
+        awsvpc: &'a AwsvpcConfiguration,
+    ) -> BoxFuture<'a, Result<InterfaceLease, HostApiError>> {
+        Box::pin(self.make_interface(task_arn, attachment_id, awsvpc))
+    }
+
+    fn interface<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<Option<InterfaceLease>, HostApiError>> {
+        Box::pin(async move {
+            match self.control.network_interface_for(task_arn).await? {
+                Some(eni) => Ok(Some(self.lease(eni).await?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn release_interface<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(async move {
+            if let Some(eni) = self.control.network_interface_for(task_arn).await? {
+                self.control.delete_network_interface(&eni.id).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn interfaces<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<Vec<InterfaceLease>, HostApiError>> {
+        Box::pin(self.host_interfaces(host_id))
+    }
+
+    fn vpc<'a>(&'a self, vpc_id: &'a str) -> BoxFuture<'a, Result<Option<VpcView>, HostApiError>> {
+        Box::pin(self.vpc_view(vpc_id))
+    }
+
+    fn network_changes(&self) -> NetworkWatch {
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.control.store.clone();
+        tokio::spawn(async move {
+            let relevant = |key: &str| key.starts_with(keys::SECURITY_GROUPS) || key.starts_with(keys::VPCS);
+            let mut changes = store.watch(keys::PREFIX);
+            loop {
+                let dirty = match changes.next().await {
+                    Ok(event) => relevant(event.key()),
+                    Err(StoreError::WatchLagged { .. }) => {
+                        changes = store.watch(keys::PREFIX);
+                        true
+                    }
+                    Err(_) => return,
+                };
+                // A full queue already holds a tick: nothing is lost by dropping this one.
+                if dirty && let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Ok(NetworkChanged)) {
+                    return;
+                }
+            }
+        });
+        Events::new(rx)
+    }
+
+    fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>> {
+        Box::pin(self.secrets_of(task_arn))
+    }
+}

@@ -1,0 +1,110 @@
+//! Hosts and what they run: registration, the one "choose a host" step of placement, and
+//! the merging of host reports into task records. `local.rs` serves the host API in process.
+
+mod local;
+mod report;
+mod secrets;
+
+use flotilla_host::{Host, HostSpec, TaskReport};
+use flotilla_store::{Compare, Op, Txn, TxnOutcome};
+use flotilla_types::task::{Task, TaskStatus};
+use flotilla_types::{Arn, ResourceKind, Timestamp};
+
+pub use local::LocalHostApi;
+
+use crate::record::{decode, encode, load, task_key};
+use crate::task::TaskRecord;
+use crate::{Control, ControlError};
+
+pub(crate) const HOSTS: &str = "hosts/";
+
+fn host_key(id: &str) -> String {
+    format!("{HOSTS}{id}")
+}
+
+impl Control {
+    /// Registers a host (again): its spec is replaced, its tasks stay its own. Tasks that no
+    /// host has (made while none was registered, or by an older version) become this host's
+    /// when it is the only one.
+    pub async fn register_host(&self, spec: HostSpec) -> Result<Host, ControlError> {
+        if spec.id.is_empty() || spec.id.contains('/') {
+            return Err(ControlError::invalid(format!("host id '{}' must be non-empty and have no '/'.", spec.id)));
+        }
+        let key = host_key(&spec.id);
+        let host = loop {
+            let existing = load::<Host>(self.store.as_ref(), &key).await?;
+            let host = Host {
+                spec: spec.clone(),
+                registered_at: existing.as_ref().map(|(h, _)| h.registered_at).unwrap_or_else(Timestamp::now),
+            };
+            let compare = match &existing {
+                Some((_, rev)) => Compare::revision(&key, *rev),
+                None => Compare::absent(&key),
+            };
+            let txn = Txn::new().when(compare).then(Op::put(&key, encode(&host)));
+            if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                break host;
+            }
+        };
+        if self.hosts().await?.len() == 1 {
+            self.adopt_unassigned_tasks(&host.spec.id).await?;
+        }
+        Ok(host)
+    }
+
+    pub async fn hosts(&self) -> Result<Vec<Host>, ControlError> {
+        self.store.list_prefix(HOSTS).await?.iter().map(decode).collect()
+    }
+
+    /// Placement's one step: which host a new task goes to. One host today (the first
+    /// registered); `None` when there is none, and the task waits in PROVISIONING.
+    pub(crate) async fn choose_host(&self) -> Result<Option<Host>, ControlError> {
+        Ok(self.hosts().await?.into_iter().min_by_key(|h| (h.registered_at, h.spec.id.clone())))
+    }
+
+    async fn adopt_unassigned_tasks(&self, host_id: &str) -> Result<(), ControlError> {
+        for kv in self.store.list_prefix(crate::record::TASKS).await? {
+            let mut record: TaskRecord = decode(&kv)?;
+            if record.host_id.is_some() || record.task.last_status == TaskStatus::Stopped {
+                continue;
+            }
+            record.host_id = Some(host_id.to_owned());
+            // A conflict means the record changed under us; the next registration retries.
+            let txn = Txn::new().when(Compare::revision(&kv.key, kv.mod_revision)).then(Op::put(&kv.key, encode(&record)));
+            self.store.txn(txn).await?;
+        }
+        Ok(())
+    }
+
+    /// The store key of a task ARN.
+    pub(crate) fn task_key_of(&self, task_arn: &str) -> Result<String, ControlError> {
+        let arn = Arn::parse(task_arn)
+            .filter(|a| a.kind == ResourceKind::Task)
+            .ok_or_else(|| ControlError::invalid(format!("task: '{task_arn}' is not a task ARN.")))?;
+        let (cluster, id) = arn
+            .resource
+            .split_once('/')
+            .ok_or_else(|| ControlError::invalid(format!("task: '{task_arn}' names no cluster.")))?;
+        Ok(task_key(cluster, id))
+    }
+
+    /// Records a host's report on one task, in one transaction.
+    pub async fn apply_report(&self, report: &TaskReport) -> Result<Task, ControlError> {
+        let key = self.task_key_of(&report.task_arn)?;
+        loop {
+            let Some((mut record, rev)) = load::<TaskRecord>(self.store.as_ref(), &key).await? else {
+                return Err(ControlError::ResourceNotFound { arn: report.task_arn.clone() });
+            };
+            let before = record.task.clone();
+            report::merge(&mut record.task, report);
+            if record.task == before {
+                return Ok(record.task);
+            }
+            record.task.version = before.version + 1;
+            let txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&record)));
+            if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                return Ok(record.task);
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The host API: the one interface between the control plane and the agent of a host.
+//!
+//! The shape follows ECS's own agent protocol and omicron's sled-agent: tasks are *assigned*
+//! to a host; the agent follows its assignments (a snapshot, then every change), makes them
+//! real, and sends typed [`TaskReport`]s back. Only the control plane turns reports into task
+//! records. Everything the agent needs beyond its assignments (its tasks' interfaces, the
+//! VPCs and security groups they live in, their secrets) is asked for here too, so the agent
+//! never names a store key.
+//!
+//! **Architecture Invariant:** every type here is plain data (serde) and every call is one
+//! request and one answer, or a stream of events: a remote transport carries it unchanged.
+//! `flotilla up` uses the control plane's in-process implementation.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+
+use flotilla_types::Timestamp;
+use flotilla_types::task::{
+    AttachmentStatus, AwsvpcConfiguration, ContainerStatus, HealthStatus, InterfaceDetails, StopCode, Task,
+    TaskStatus,
+};
+use flotilla_types::task_definition::TaskDefinition;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a host offers, as its agent registers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSpec {
+    pub id: String,
+    pub availability_zone: String,
+    /// CPU units (1024 per vCPU) tasks may reserve.
+    pub cpu: u32,
+    /// MiB tasks may reserve.
+    pub memory: u32,
+}
+
+/// A registered host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    #[serde(flatten)]
+    pub spec: HostSpec,
+    pub registered_at: Timestamp,
+}
+
+/// One task as its host must run it: declarative ("ensure this task is in this state").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    /// The task as the control plane records it (desired status, what was reported so far).
+    pub task: Task,
+    pub definition: TaskDefinition,
+    pub awsvpc: Option<AwsvpcConfiguration>,
+    /// Orders the versions of one assignment: a later one replaces an earlier one.
+    pub revision: u64,
+}
+
+impl Assignment {
+    pub fn task_arn(&self) -> &str {
+        &self.task.task_arn
+    }
+}
+
+/// What the assignment stream carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum AssignmentEvent {
+    /// Every current assignment of the host; sent first, and again whenever the stream
+    /// had to resynchronise (tasks absent from it are no longer the host's).
+    Snapshot { assignments: Vec<Assignment>, revision: u64 },
+    /// A new or changed assignment.
+    Changed { assignment: Box<Assignment> },
+    /// The task is no longer the host's (its record was removed).
+    Removed { task_arn: String, revision: u64 },
+}
+
+/// A stream of events from the control plane. Transport-agnostic: whoever implements the
+/// host API feeds the channel.
+pub struct Events<T> {
+    rx: tokio::sync::mpsc::Receiver<Result<T, HostApiError>>,
+}
+
+impl<T> Events<T> {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Result<T, HostApiError>>) -> Events<T> {
+        Events { rx }
+    }
+
+    /// The next event; `Err(HostApiError::Closed)` once the other side is gone.
+    pub async fn next(&mut self) -> Result<T, HostApiError> {
+        self.rx.recv().await.unwrap_or(Err(HostApiError::Closed))
+    }
+
+    /// The next event if one is already queued.
+    pub fn try_next(&mut self) -> Option<Result<T, HostApiError>> {
+        self.rx.try_recv().ok()
+    }
+}
+
+pub type AssignmentWatch = Events<AssignmentEvent>;
+
+/// Something changed in the VPCs or security groups a host may serve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkChanged;
+
+pub type NetworkWatch = Events<NetworkChanged>;
+
+/// What happened to one container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerReport {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ContainerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+}
+
+impl ContainerReport {
+    pub fn new(name: impl Into<String>) -> ContainerReport {
+        ContainerReport { name: name.into(), ..Default::default() }
+    }
+}
+
+/// The host asks for its task to stop (an essential container exited, a start failed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopRequest {
+    pub code: StopCode,
+    pub reason: String,
+}
+
+/// The task's elastic network interface attachment, as the host sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentReport {
+    pub id: String,
+    pub status: AttachmentStatus,
+    /// Present once the interface is known; absent keeps what was reported before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<InterfaceDetails>,
+}
+
+/// One event of one task on a host. The control plane records a report in one transaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReport {
+    pub task_arn: String,
+    /// When it happened on the host.
+    pub at: Timestamp,
+    /// The lifecycle status the task reached (it only moves forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerReport>,
+    /// The task's health (from its essential containers').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentReport>,
+}
+
+impl TaskReport {
+    pub fn new(task_arn: impl Into<String>) -> TaskReport {
+        TaskReport {
+            task_arn: task_arn.into(),
+            at: Timestamp::now(),
+            status: None,
+            containers: Vec::new(),
+            health: None,
+            stop: None,
+            attachment: None,
+        }
+    }
+
+    pub fn status(mut self, status: TaskStatus) -> TaskReport {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn container(mut self, container: ContainerReport) -> TaskReport {
+        self.containers.push(container);
+        self
+    }
+
+    pub fn stop(mut self, code: StopCode, reason: impl Into<String>) -> TaskReport {
+        self.stop = Some(StopRequest { code, reason: reason.into() });
+        self
+    }
+
+    pub fn attachment(mut self, attachment: AttachmentReport) -> TaskReport {
+        self.attachment = Some(attachment);
+        self
+    }
+
+    /// True when it says nothing.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.containers.is_empty()
+            && self.health.is_none()
+            && self.stop.is_none()
+            && self.attachment.is_none()
+    }
+}
+
+/// A task's elastic network interface as the control plane allocated it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceLease {
+    pub id: String,
+    pub task_arn: String,
+    pub subnet_id: String,
+    /// The subnet's prefix: the task's address is configured with it.
+    pub subnet: Ipv4Net,
+    pub vpc_id: String,
+    pub private_ip: Ipv4Addr,
+    pub public_ip: Option<Ipv4Addr>,
+    pub mac: String,
+    pub private_dns_name: String,
+    pub security_groups: Vec<String>,
+}
+
+impl InterfaceLease {
+    pub fn details(&self) -> InterfaceDetails {
+        InterfaceDetails {
+            subnet_id: self.subnet_id.clone(),
+            network_interface_id: self.id.clone(),
+            mac_address: self.mac.clone(),
+            private_dns_name: self.private_dns_name.clone(),
+            private_ipv4_address: self.private_ip.to_string(),
+        }
+    }
+}
+
+/// The protocol a security group rule admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RuleProtocol {
+    All,
+    Tcp,
+    Udp,
+    Icmp,
+    Other(u8),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RulePeer {
+    Cidr(Ipv4Net),
+    Group(String),
+}
+
+/// One allowed flow of a security group, as EC2 states it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRule {
+    pub protocol: RuleProtocol,
+    pub from_port: Option<i32>,
+    pub to_port: Option<i32>,
+    pub peer: RulePeer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupView {
+    pub id: String,
+    pub vpc_id: String,
+    pub ingress: Vec<GroupRule>,
+    pub egress: Vec<GroupRule>,
+}
+
+/// A VPC and every security group in it: what a host needs to serve it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcView {
+    pub id: String,
+    pub cidr: Ipv4Net,
+    pub groups: Vec<GroupView>,
+}
+
+/// A registry login a container's `repositoryCredentials` names.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+/// What a task needs from SSM and Secrets Manager before its containers exist.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSecrets {
+    /// Container name -> (variable, value), in the definition's order.
+    pub environment: HashMap<String, Vec<(String, String)>>,
+    /// Container name -> its registry login.
+    pub registry_logins: HashMap<String, RegistryLogin>,
+}
+
+impl std::fmt::Debug for TaskSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskSecrets").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum HostApiError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The request cannot succeed as asked; `reason` is what a user should read (for a task,
+    /// the stopped reason, in AWS's words).
+    #[error("{reason}")]
+    Refused { reason: String },
+    /// The control plane could not answer now (store or transport); retrying may succeed.
+    #[error("the control plane is unavailable: {reason}")]
+    Unavailable { reason: String },
+    #[error("the host API stream closed")]
+    Closed,
+}
+
+/// The control plane as one host's agent sees it. Object-safe: the agent holds an
+/// `Arc<dyn HostApi>`.
+pub trait HostApi: Send + Sync {
+    /// Registers (or re-registers) the host; its tasks stay its own.
+    fn register(&self, spec: HostSpec) -> BoxFuture<'_, Result<Host, HostApiError>>;
+    /// The host's assignments: a snapshot, then every change.
+    fn assignments(&self, host_id: &str) -> AssignmentWatch;
+    /// Records what happened to a task; returns the task as recorded.
+    fn report(&self, report: TaskReport) -> BoxFuture<'_, Result<Task, HostApiError>>;
+    /// The task's interface: the one it has, or a new one in its awsvpc configuration's
+    /// subnets. Idempotent per task. `Refused` carries the task's stopped reason.
+    fn ensure_interface<'a>(
+        &'a self,
+        task_arn: &'a str,
+        attachment_id: &'a str,
+        awsvpc: &'a AwsvpcConfiguration,
+    ) -> BoxFuture<'a, Result<InterfaceLease, HostApiError>>;
+    /// The task's interface, if it has one.
+    fn interface<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<Option<InterfaceLease>, HostApiError>>;
+    /// Releases the task's interface and its addresses. Idempotent.
+    fn release_interface<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<(), HostApiError>>;
+    /// Every task interface the host may hold (to clean up after a restart).
+    fn interfaces<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<Vec<InterfaceLease>, HostApiError>>;
+    /// A VPC and its groups; `None` once it is deleted.
+    fn vpc<'a>(&'a self, vpc_id: &'a str) -> BoxFuture<'a, Result<Option<VpcView>, HostApiError>>;
+    /// Ticks whenever a VPC or security group changes.
+    fn network_changes(&self) -> NetworkWatch;
+    /// The task's secrets and registry logins. `Refused` carries the task's stopped reason.
+    fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_travel_as_plain_json() {
+        let report = TaskReport::new("arn:aws:ecs:us-east-1:000000000000:task/c/1")
+            .status(TaskStatus::Running)
+            .container(ContainerReport { status: Some(ContainerStatus::Running), ..ContainerReport::new("web") })
+            .stop(StopCode::EssentialContainerExited, "Essential container in task exited");
+        let text = serde_json::to_string(&report).unwrap();
+        let back: TaskReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, report);
+        assert!(!back.is_empty());
+        assert!(TaskReport::new("t").is_empty());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut s = TaskSecrets::default();
+        s.environment.insert("web".into(), vec![("API_KEY".into(), "hunter2".into())]);
+        s.registry_logins.insert("web".into(), RegistryLogin { username: "u".into(), password: "p4ss".into() });
+        let shown = format!("{s:?} {:?}", s.registry_logins["web"]);
+        assert!(!shown.contains("hunter2") && !shown.contains("p4ss"), "{shown}");
+    }
+}
