@@ -40,7 +40,7 @@ pub use error::SandboxError;
 pub use linux::{LinuxSandbox, LinuxSandboxConfig};
 pub use sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
 pub use status::{
-    ContainerState, ContainerStatus, ExecResult, ExecSpec, ResourceStats, StorageStats, TaskPhase, TaskStats,
-    TaskStatus,
+    ContainerState, ContainerStatus, ExecResult, ExecSpec, OOM_REASON, ResourceStats, StorageStats, TaskPhase,
+    TaskStats, TaskStatus,
 };
 pub use task::{ContainerSpec, EnvVar, ImageConfig, MountPoint, SpecError, TaskSpec, Ulimit, VolumeFrom};
