@@ -2,7 +2,8 @@
 //!
 //! The agent talks to a [`Sandbox`]: create a task (its isolation and filesystems), start,
 //! signal, inspect, exec into and destroy its containers. [`LinuxSandbox`] implements it with
-//! one `flotilla-shim` process per task, which drives runc and outlives the agent.
+//! one `flotilla-shim` process per task, which drives runc and outlives the agent;
+//! [`SimSandbox`] implements it in memory, for tests of what sits above it.
 //!
 //! The other modules are the kernel plumbing the shim uses: cgroups v1/v2 ([`cgroup`]), the
 //! task's shared namespaces ([`namespaces`]), overlay root filesystems ([`rootfs`]), the
@@ -32,6 +33,7 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod scratch_pool;
 pub mod seccomp;
+pub mod sim;
 pub mod spec;
 pub mod status;
 pub mod task;
@@ -39,8 +41,9 @@ pub mod task;
 pub use error::SandboxError;
 pub use linux::{LinuxSandbox, LinuxSandboxConfig};
 pub use sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
+pub use sim::{SimEvent, SimOp, SimSandbox};
 pub use status::{
-    ContainerState, ContainerStatus, ExecResult, ExecSpec, ResourceStats, StorageStats, TaskPhase, TaskStats,
-    TaskStatus,
+    ContainerState, ContainerStatus, ExecResult, ExecSpec, OOM_REASON, ResourceStats, StorageStats, TaskPhase,
+    TaskStats, TaskStatus,
 };
 pub use task::{ContainerSpec, EnvVar, ImageConfig, MountPoint, SpecError, TaskSpec, Ulimit, VolumeFrom};

@@ -335,4 +335,47 @@ impl Sandbox for LinuxSandbox {
     fn container_log(&self, task_id: &str, container: &str) -> PathBuf {
         self.task_dir(task_id).join(CONTAINERS_DIR).join(container).join(CONTAINER_LOG_FILE)
     }
+
+    fn wait_change<'a>(
+        &'a self,
+        task_id: &'a str,
+        seen: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<TaskStatus, SandboxError>> {
+        Box::pin(self.wait(task_id, seen, timeout))
+    }
+
+    fn network_namespace(&self, task_id: &str) -> PathBuf {
+        crate::namespaces::paths(&self.task_dir(task_id), false).net
+    }
+
+    fn resolv_conf(&self, task_id: &str) -> PathBuf {
+        // Where the shim's create writes it (`rootfs::write_etc_files` into `<task>/etc`).
+        self.task_dir(task_id).join("etc").join("resolv.conf")
+    }
+}
+
+/// How long a wait on a shim that predates `Request::Wait` sleeps before sampling the state:
+/// the agent's sampling period from before shims reported changes.
+const LEGACY_WAIT: Duration = Duration::from_millis(100);
+
+impl LinuxSandbox {
+    /// The shim answers a `Wait` when its generation moves; this side only adds fallbacks.
+    async fn wait(&self, task_id: &str, seen: u64, timeout: Duration) -> Result<TaskStatus, SandboxError> {
+        let req = Request::Wait { seen, timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) };
+        match self.call(task_id, &req, timeout.saturating_add(self.config.request_timeout)).await {
+            Ok(Reply::State(s)) => Ok(s),
+            Ok(other) => Err(unexpected(task_id, &other)),
+            // A shim started by an older agent does not know `wait` (it answers that the
+            // request could not be parsed): sample its state at the old pace.
+            Err(SandboxError::Protocol { .. }) => {
+                tokio::time::sleep(timeout.min(LEGACY_WAIT)).await;
+                self.state(task_id).await
+            }
+            // The shim died under the wait (or the task was destroyed and it exited): `state`
+            // starts a new shim, which adopts the task, or reports it gone.
+            Err(SandboxError::ShimIo { .. }) => self.state(task_id).await,
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -46,6 +46,13 @@ pub enum Request {
         signal: i32,
     },
     State,
+    /// Reply with `State` as soon as the task's generation differs from `seen`, or after
+    /// `timeout_ms` with the state as it is then. The agent's way to learn of a container's
+    /// start or exit within milliseconds without sampling `State`.
+    Wait {
+        seen: u64,
+        timeout_ms: u64,
+    },
     Stats,
     /// Run a command inside a running container and wait for it (health checks).
     Exec {
@@ -171,5 +178,18 @@ mod tests {
         let back: Reply = read_message(&mut &buf[..]).unwrap().unwrap();
         assert_eq!(back, reply);
         assert_eq!(read_message::<_, Reply>(&mut &b""[..]).unwrap(), None);
+    }
+
+    #[test]
+    fn wait_is_a_plain_request() {
+        let mut buf = Vec::new();
+        write_message(&mut buf, &Request::Wait { seen: 7, timeout_ms: 250 }).unwrap();
+        assert_eq!(std::str::from_utf8(&buf).unwrap(), "{\"op\":\"wait\",\"seen\":7,\"timeout_ms\":250}\n");
+        // A state from a shim that predates generations still parses, as generation 0.
+        let old = br#"{"reply":"state","body":{"taskId":"t","phase":"ready","containers":[]}}"#;
+        let Some(Reply::State(st)) = read_message(&mut &[&old[..], b"\n"].concat()[..]).unwrap() else {
+            panic!("not a state reply")
+        };
+        assert_eq!(st.generation, 0);
     }
 }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,17 @@ pub trait Sandbox: Send + Sync {
         signal: i32,
     ) -> BoxFuture<'a, Result<(), SandboxError>>;
     fn state<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskStatus, SandboxError>>;
+    /// Waits until the task's observed state differs from generation `seen` (a container
+    /// started, exited, was OOM-killed, the phase changed), or `timeout` passes; returns the
+    /// current state either way, so callers loop on it instead of sampling `state`.
+    /// `seen = 0` returns at once (no live task has generation 0). A task that is gone is
+    /// `TaskNotFound`; one being destroyed wakes its waiters with phase `Destroying` first.
+    fn wait_change<'a>(
+        &'a self,
+        task_id: &'a str,
+        seen: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<TaskStatus, SandboxError>>;
     fn stats<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskStats, SandboxError>>;
     /// Runs a command in a running container (health checks) and waits up to its timeout.
     fn exec<'a>(
@@ -77,4 +89,11 @@ pub trait Sandbox: Send + Sync {
     /// The container's log: JSON lines `{"t": epoch_ms, "stream": "stdout"|"stderr", "line": ...}`,
     /// rotated to `<path>.1` past a size cap.
     fn container_log(&self, task_id: &str, container: &str) -> PathBuf;
+    /// The task's network namespace: a pinned file the network layer enters to plumb the
+    /// task's interface. Exists from `create_task` until `destroy`.
+    fn network_namespace(&self, task_id: &str) -> PathBuf;
+    /// The task's `/etc/resolv.conf` as its containers see it (bind-mounted read-only into
+    /// each one, before the network is attached): the network layer rewrites it *in place*,
+    /// since replacing the file would leave the containers' mounts on the old one.
+    fn resolv_conf(&self, task_id: &str) -> PathBuf;
 }

@@ -53,6 +53,9 @@ pub struct ContainerStatus {
     pub reason: Option<String>,
 }
 
+/// `ContainerStatus::reason` of a container the kernel's OOM killer ended (ECS's text).
+pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
+
 /// Observed state of a whole task sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -60,6 +63,12 @@ pub struct TaskStatus {
     pub task_id: String,
     pub phase: TaskPhase,
     pub containers: Vec<ContainerStatus>,
+    /// Moves on every observed change (a container started, exited or was OOM-killed, the
+    /// phase changed), so a caller can wait for the next one with `Sandbox::wait_change`.
+    /// Never 0 for a live task: waiting with `seen = 0` returns at once. (0 is also what a
+    /// shim from before generations reports, which is why it means "nothing seen yet".)
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl TaskStatus {

@@ -21,6 +21,10 @@ pub struct Persisted {
     pub pause_pid: Option<u32>,
     pub report: Option<CreateReport>,
     pub containers: Vec<ContainerStatus>,
+    /// `TaskStatus::generation`: moved by every [`Persisted::changed`]. Persisted so that a
+    /// later shim continues past every value this one reported.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl Persisted {
@@ -34,6 +38,8 @@ impl Persisted {
             pause_pid: None,
             report: None,
             containers: Vec::new(),
+            // 0 means "nothing seen yet" to a waiter, so no live task ever has it.
+            generation: 1,
         }
     }
 
@@ -41,10 +47,15 @@ impl Persisted {
         dir.join(STATE_FILE)
     }
 
+    /// The state a previous shim left, for this one to continue. Taking a task over counts as
+    /// a change: a waiter that saw the old shim's last generation learns of the new one.
     pub fn load(dir: &Path) -> io::Result<Option<Self>> {
         match std::fs::read(Self::path(dir)) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+                let mut p: Persisted =
+                    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                p.changed();
+                Ok(Some(p))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -65,8 +76,18 @@ impl Persisted {
         self.containers.iter_mut().find(|c| c.name == name)
     }
 
+    /// Marks an observable change (see [`TaskStatus::generation`]).
+    pub fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1).max(1);
+    }
+
     pub fn status(&self) -> TaskStatus {
-        TaskStatus { task_id: self.task_id.clone(), phase: self.phase, containers: self.containers.clone() }
+        TaskStatus {
+            task_id: self.task_id.clone(),
+            phase: self.phase,
+            containers: self.containers.clone(),
+            generation: self.generation,
+        }
     }
 }
 
@@ -100,5 +121,23 @@ mod tests {
         assert_eq!(back.containers[0].exit_code, Some(3));
         assert_eq!(back.status().task_id, "t1");
         assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_loaded_state_has_moved_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Persisted::new("t1".into(), "flotilla".into());
+        assert_ne!(p.generation, 0);
+        p.save(dir.path()).unwrap();
+        let back = Persisted::load(dir.path()).unwrap().unwrap();
+        assert!(back.generation > p.generation, "{} after {}", back.generation, p.generation);
+        // A state file written before generations existed.
+        std::fs::write(
+            Persisted::path(dir.path()),
+            r#"{"version":1,"taskId":"t1","phase":"ready","spec":null,
+            "cgroupParent":"flotilla","pausePid":null,"report":null,"containers":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(Persisted::load(dir.path()).unwrap().unwrap().status().generation, 1);
     }
 }

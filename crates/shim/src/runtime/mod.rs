@@ -14,13 +14,14 @@ mod precreate;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use flotilla_sandbox::cgroup::{CgroupManager, Cgroups};
 use flotilla_sandbox::error::chain;
 use flotilla_sandbox::protocol::{CONTAINERS_DIR, Reply, Request, ShimError, ShimErrorKind};
 use flotilla_sandbox::spec::HostLimits;
-use flotilla_sandbox::{ContainerState, TaskPhase, TaskStats};
+use flotilla_sandbox::{ContainerState, TaskPhase, TaskStats, TaskStatus};
 
 use crate::logs::{LogLimits, SharedLog, Syncer};
 use crate::reaper::Reaper;
@@ -46,6 +47,8 @@ pub struct Runtime {
     cgroups: Cgroups,
     host_limits: HostLimits,
     state: Mutex<Persisted>,
+    /// Signalled by [`Runtime::update`] after every change, for `Wait` requests.
+    changed: Condvar,
     ops: Mutex<()>,
     syncer: Arc<Syncer>,
     logs: Mutex<HashMap<String, SharedLog>>,
@@ -135,6 +138,7 @@ impl Runtime {
             cgroups,
             host_limits: HostLimits::current(),
             state: Mutex::new(state),
+            changed: Condvar::new(),
             ops: Mutex::new(()),
             syncer: Syncer::start(),
             logs: Mutex::new(HashMap::new()),
@@ -153,6 +157,7 @@ impl Runtime {
             Request::Start { container } => self.start(&container).map(Reply::Started),
             Request::Kill { container, signal } => self.kill(&container, signal).map(|()| Reply::Signalled),
             Request::State => Ok(Reply::State(self.lock_state().status())),
+            Request::Wait { seen, timeout_ms } => Ok(Reply::State(self.wait(seen, Duration::from_millis(timeout_ms)))),
             Request::Stats => self.stats().map(Reply::Stats),
             Request::Exec { container, exec } => self.exec(&container, &exec).map(Reply::Exec),
             Request::Destroy => self.destroy().map(|()| Reply::Destroyed),
@@ -172,11 +177,26 @@ impl Runtime {
         self.precreated.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies `f` to the state and persists the result.
+    /// Applies `f` to the state, persists the result and wakes the waiters. Every change of
+    /// the task goes through here (a container's exit too: its watcher thread records it as
+    /// soon as the reaper hands it the status), so waiters learn of each one at once.
     fn update(&self, f: impl FnOnce(&mut Persisted)) -> ShimResult<()> {
         let mut st = self.lock_state();
         f(&mut st);
-        st.save(&self.cfg.task_dir).map_err(|e| io_err("writing", &Persisted::path(&self.cfg.task_dir), e))
+        st.changed();
+        let saved = st.save(&self.cfg.task_dir);
+        drop(st);
+        // Even an unsaved change is what `State` now reports.
+        self.changed.notify_all();
+        saved.map_err(|e| io_err("writing", &Persisted::path(&self.cfg.task_dir), e))
+    }
+
+    /// The state once its generation differs from `seen`, or after `timeout`.
+    fn wait(&self, seen: u64, timeout: Duration) -> TaskStatus {
+        let st = self.lock_state();
+        let (st, _) =
+            self.changed.wait_timeout_while(st, timeout, |st| st.generation == seen).unwrap_or_else(|e| e.into_inner());
+        st.status()
     }
 
     fn container_dir(&self, name: &str) -> PathBuf {

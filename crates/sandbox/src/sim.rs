@@ -1,0 +1,800 @@
+//! `SimSandbox`: the [`Sandbox`] trait in memory, for testing what sits above it (the
+//! agent's supervisor) without root, processes or kernel state.
+//!
+//! Containers "run" from their start until the test ends them ([`SimSandbox::exit`],
+//! [`SimSandbox::oom`]) or a signal does: SIGKILL always, any other signal unless
+//! [`SimSandbox::ignore_sigterm`] was called for the container (as a process that traps its
+//! signals). Each operation can be made to fail once ([`SimSandbox::fail_next`]), a task can
+//! vanish ([`SimSandbox::lose`]), and [`SimSandbox::log`] records the operations received, in
+//! order, so a test can assert the order of starts and stops.
+//!
+//! Errors and edge cases follow `LinuxSandbox`: a missing task is `TaskNotFound`, starting a
+//! container twice or signalling one that is not running is `InvalidState`, `destroy` is
+//! idempotent, a failed start leaves the container exited with `CannotStartContainerError`.
+//! Only log files, the network namespace path and `resolv.conf` are real files, under a
+//! temporary directory the sim owns and removes when dropped.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::error::SandboxError;
+use crate::protocol::{CONTAINER_LOG_FILE, CONTAINERS_DIR, Timings};
+use crate::sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
+use crate::status::{
+    ContainerState, ContainerStatus, ExecResult, ExecSpec, OOM_REASON, ResourceStats, TaskPhase, TaskStats, TaskStatus,
+};
+use crate::task::TaskSpec;
+
+const SIGKILL: i32 = 9;
+
+/// The operations [`SimSandbox::fail_next`] can make fail. `State` covers `wait_change` too:
+/// both are how the caller observes the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimOp {
+    Create,
+    Start,
+    Signal,
+    Exec,
+    Destroy,
+    State,
+}
+
+/// One operation the sim received, failed ones included (a failed call was still made).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimEvent {
+    Create { task: String },
+    Start { task: String, container: String },
+    Signal { task: String, container: String, signal: i32 },
+    Exec { task: String, container: String, argv: Vec<String> },
+    Destroy { task: String },
+}
+
+struct SimContainer {
+    status: ContainerStatus,
+    ignore_signals: bool,
+    exec_result: Option<ExecResult>,
+}
+
+struct SimTask {
+    spec: TaskSpec,
+    phase: TaskPhase,
+    containers: Vec<SimContainer>,
+    generation: u64,
+}
+
+impl SimTask {
+    fn status(&self) -> TaskStatus {
+        TaskStatus {
+            task_id: self.spec.task_id.clone(),
+            phase: self.phase,
+            containers: self.containers.iter().map(|c| c.status.clone()).collect(),
+            generation: self.generation,
+        }
+    }
+
+    fn container_mut(&mut self, name: &str) -> Option<&mut SimContainer> {
+        self.containers.iter_mut().find(|c| c.status.name == name)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    tasks: BTreeMap<String, SimTask>,
+    failures: HashMap<SimOp, VecDeque<String>>,
+    log: Vec<SimEvent>,
+    /// Source of every task's generation: sim-wide, so a task created again after `lose` or
+    /// `destroy` never repeats a generation an earlier waiter saw.
+    generation: u64,
+    next_pid: u32,
+}
+
+impl Inner {
+    fn bump(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Marks `task_id` changed; returns whether it exists.
+    fn touch(&mut self, task_id: &str) -> bool {
+        let generation = self.bump();
+        match self.tasks.get_mut(task_id) {
+            Some(t) => {
+                t.generation = generation;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn take_failure(&mut self, op: SimOp, task_id: &str) -> Result<(), SandboxError> {
+        match self.failures.get_mut(&op).and_then(VecDeque::pop_front) {
+            Some(message) => Err(SandboxError::Runtime { task_id: task_id.to_string(), message }),
+            None => Ok(()),
+        }
+    }
+
+    fn task(&self, task_id: &str) -> Result<&SimTask, SandboxError> {
+        self.tasks.get(task_id).ok_or_else(|| SandboxError::TaskNotFound { task_id: task_id.to_string() })
+    }
+
+    fn task_mut(&mut self, task_id: &str) -> Result<&mut SimTask, SandboxError> {
+        self.tasks.get_mut(task_id).ok_or_else(|| SandboxError::TaskNotFound { task_id: task_id.to_string() })
+    }
+
+    /// The named container, which must be running (what signal and exec need).
+    fn running(&mut self, task_id: &str, name: &str) -> Result<&mut SimContainer, SandboxError> {
+        let c = self.task_mut(task_id)?.container_mut(name).ok_or_else(|| not_found(task_id, name))?;
+        if !c.status.state.can_signal() {
+            return Err(SandboxError::InvalidState {
+                task_id: task_id.to_string(),
+                message: format!("container {name:?} is not running"),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Ends a container the way the shim records an exit. Returns whether it was running.
+    fn end(&mut self, task_id: &str, name: &str, exit_code: i32, oom: bool) -> bool {
+        let Some(c) = self.tasks.get_mut(task_id).and_then(|t| t.container_mut(name)) else { return false };
+        if c.status.state != ContainerState::Running {
+            return false;
+        }
+        c.status.state = ContainerState::Exited;
+        c.status.pid = None;
+        c.status.exit_code = Some(exit_code);
+        c.status.oom_killed = oom;
+        c.status.exited_at = Some(now_millis());
+        c.status.reason = oom.then(|| OOM_REASON.to_string());
+        self.touch(task_id);
+        true
+    }
+}
+
+/// An in-memory [`Sandbox`]; see the module documentation.
+pub struct SimSandbox {
+    inner: Mutex<Inner>,
+    /// Sent after every change of any task; `wait_change` re-checks its task on each.
+    changes: watch::Sender<u64>,
+    root: PathBuf,
+}
+
+impl SimSandbox {
+    /// Panics if it cannot make its temporary directory (it is a test fixture).
+    pub fn new() -> Arc<SimSandbox> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("flotilla-sim-{}-{n}", std::process::id()));
+        // Left by an earlier process that had the same pid.
+        let _ = std::fs::remove_dir_all(&root);
+        if let Err(e) = std::fs::create_dir_all(&root) {
+            panic!("SimSandbox: creating {}: {e}", root.display());
+        }
+        let inner = Inner { next_pid: 10_000, ..Inner::default() };
+        Arc::new(SimSandbox { inner: Mutex::new(inner), changes: watch::Sender::new(0), root })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes every `wait_change`; call after releasing the lock.
+    fn notify(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn task_dir(&self, task_id: &str) -> PathBuf {
+        self.root.join(task_id)
+    }
+
+    /// The directory under which the sim keeps its files.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Ends a running container with `exit_code`. Returns false (and changes nothing) when
+    /// the container is not running, e.g. because a signal already ended it.
+    pub fn exit(&self, task_id: &str, container: &str, exit_code: i32) -> bool {
+        let ended = self.lock().end(task_id, container, exit_code, false);
+        self.notify();
+        ended
+    }
+
+    /// The kernel's OOM killer ends a running container: 137, `oom_killed`, ECS's reason.
+    pub fn oom(&self, task_id: &str, container: &str) -> bool {
+        let ended = self.lock().end(task_id, container, 128 + SIGKILL, true);
+        self.notify();
+        ended
+    }
+
+    /// The task vanishes without a destroy, as after a host reboot: every later call on it
+    /// (waits in progress included) is `TaskNotFound`, and `adopt_existing` does not list it.
+    pub fn lose(&self, task_id: &str) {
+        let mut inner = self.lock();
+        inner.tasks.remove(task_id);
+        inner.bump();
+        drop(inner);
+        self.notify();
+    }
+
+    /// The next call of `op` (on any task) fails with `SandboxError::Runtime { message }`
+    /// and has no effect, except that a failed start leaves the container exited as the shim
+    /// does. Calls queue: two `fail_next(Start, ..)` fail the next two starts.
+    pub fn fail_next(&self, op: SimOp, message: impl Into<String>) {
+        self.lock().failures.entry(op).or_default().push_back(message.into());
+    }
+
+    /// The container ignores every signal but SIGKILL (a process that traps SIGTERM).
+    pub fn ignore_sigterm(&self, task_id: &str, container: &str) {
+        if let Some(c) = self.lock().tasks.get_mut(task_id).and_then(|t| t.container_mut(container)) {
+            c.ignore_signals = true;
+        }
+    }
+
+    /// What every later exec in the container returns (default: exit code 0, no output).
+    pub fn set_exec_result(&self, task_id: &str, container: &str, result: ExecResult) {
+        if let Some(c) = self.lock().tasks.get_mut(task_id).and_then(|t| t.container_mut(container)) {
+            c.exec_result = Some(result);
+        }
+    }
+
+    /// The operations received so far, in order.
+    pub fn log(&self) -> Vec<SimEvent> {
+        self.lock().log.clone()
+    }
+
+    /// The tasks that exist, sorted.
+    pub fn tasks(&self) -> Vec<String> {
+        self.lock().tasks.keys().cloned().collect()
+    }
+
+    /// The task's state as `state` would return it, without counting as an operation.
+    pub fn status(&self, task_id: &str) -> Option<TaskStatus> {
+        self.lock().tasks.get(task_id).map(SimTask::status)
+    }
+
+    /// The spec the task was created with.
+    pub fn spec(&self, task_id: &str) -> Option<TaskSpec> {
+        self.lock().tasks.get(task_id).map(|t| t.spec.clone())
+    }
+
+    /// Appends a stdout line to the container's log, as the shim writes one.
+    pub fn write_log(&self, task_id: &str, container: &str, line: &str) -> std::io::Result<()> {
+        self.write_log_stream(task_id, container, "stdout", line)
+    }
+
+    /// Appends a line of `stream` (`stdout` or `stderr`) to the container's log.
+    pub fn write_log_stream(&self, task_id: &str, container: &str, stream: &str, line: &str) -> std::io::Result<()> {
+        let path = self.container_log(task_id, container);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut record = serde_json::to_vec(&serde_json::json!({ "t": now_millis(), "stream": stream, "line": line }))
+            .map_err(std::io::Error::other)?;
+        record.push(b'\n');
+        std::fs::OpenOptions::new().create(true).append(true).open(&path)?.write_all(&record)
+    }
+
+    /// Makes the files a real sandbox has from its create on: empty logs, the namespace's
+    /// pin file, `resolv.conf`.
+    fn make_files(&self, spec: &TaskSpec) -> std::io::Result<()> {
+        let dir = self.task_dir(&spec.task_id);
+        let _ = std::fs::remove_dir_all(&dir);
+        for c in &spec.containers {
+            let log = self.container_log(&spec.task_id, &c.name);
+            std::fs::create_dir_all(log.parent().unwrap_or(&dir))?;
+            std::fs::File::create(&log)?;
+        }
+        let (netns, resolv_conf) = (self.network_namespace(&spec.task_id), self.resolv_conf(&spec.task_id));
+        for file in [&netns, &resolv_conf] {
+            std::fs::create_dir_all(file.parent().unwrap_or(&dir))?;
+        }
+        std::fs::File::create(&netns)?;
+        std::fs::write(&resolv_conf, "nameserver 127.0.0.53\n")
+    }
+
+    fn create(&self, spec: TaskSpec) -> Result<TaskHandle, SandboxError> {
+        let task_id = spec.task_id.clone();
+        let mut inner = self.lock();
+        inner.log.push(SimEvent::Create { task: task_id.clone() });
+        inner.take_failure(SimOp::Create, &task_id)?;
+        spec.validate()?;
+        match inner.tasks.get(&task_id) {
+            Some(t) if t.spec == spec => {}
+            Some(_) => return Err(SandboxError::AlreadyExists { task_id }),
+            None => {
+                self.make_files(&spec)
+                    .map_err(|e| crate::error::PathError::new("create", self.task_dir(&task_id), e))?;
+                let containers = spec
+                    .containers
+                    .iter()
+                    .map(|c| SimContainer { status: created(&c.name), ignore_signals: false, exec_result: None })
+                    .collect();
+                let generation = inner.bump();
+                inner.tasks.insert(task_id.clone(), SimTask { spec, phase: TaskPhase::Ready, containers, generation });
+            }
+        }
+        drop(inner);
+        self.notify();
+        Ok(TaskHandle {
+            network: NetworkAttachment::NetNs { path: self.network_namespace(&task_id) },
+            task_id,
+            ephemeral_storage_limited: true,
+            timings: Timings::new(),
+        })
+    }
+
+    fn start(&self, task_id: &str, name: &str) -> Result<ContainerStarted, SandboxError> {
+        let mut inner = self.lock();
+        inner.log.push(SimEvent::Start { task: task_id.to_string(), container: name.to_string() });
+        let state = inner.task(task_id)?.status().container(name).map(|c| c.state);
+        let state = state.ok_or_else(|| not_found(task_id, name))?;
+        if !state.can_start() {
+            return Err(SandboxError::InvalidState {
+                task_id: task_id.to_string(),
+                message: format!("container {name:?} is {state:?}"),
+            });
+        }
+        let failed = inner.take_failure(SimOp::Start, task_id);
+        let pid = inner.next_pid;
+        inner.next_pid += 1;
+        let c = inner.task_mut(task_id)?.container_mut(name).ok_or_else(|| not_found(task_id, name))?;
+        match &failed {
+            Ok(()) => {
+                c.status.state = ContainerState::Running;
+                c.status.pid = Some(pid);
+                c.status.started_at = Some(now_millis());
+            }
+            Err(e) => {
+                c.status.state = ContainerState::Exited;
+                c.status.exited_at = Some(now_millis());
+                c.status.reason = Some(format!("CannotStartContainerError: {e}"));
+            }
+        }
+        inner.touch(task_id);
+        drop(inner);
+        self.notify();
+        failed.map(|()| ContainerStarted { pid, timings: Timings::new() })
+    }
+
+    fn kill(&self, task_id: &str, name: &str, signal: i32) -> Result<(), SandboxError> {
+        let mut inner = self.lock();
+        inner.log.push(SimEvent::Signal { task: task_id.to_string(), container: name.to_string(), signal });
+        inner.take_failure(SimOp::Signal, task_id)?;
+        let ignored = inner.running(task_id, name)?.ignore_signals;
+        // Signal 0 only probes, as kill(2)'s does.
+        if signal == SIGKILL || (signal != 0 && !ignored) {
+            inner.end(task_id, name, 128 + signal, false);
+        }
+        drop(inner);
+        self.notify();
+        Ok(())
+    }
+
+    fn run_exec(&self, task_id: &str, name: &str, exec: ExecSpec) -> Result<ExecResult, SandboxError> {
+        let mut inner = self.lock();
+        inner.log.push(SimEvent::Exec { task: task_id.to_string(), container: name.to_string(), argv: exec.argv });
+        inner.take_failure(SimOp::Exec, task_id)?;
+        let c = inner.running(task_id, name)?;
+        Ok(c.exec_result.clone().unwrap_or(ExecResult { exit_code: Some(0), timed_out: false, output: String::new() }))
+    }
+
+    fn remove(&self, task_id: &str) -> Result<(), SandboxError> {
+        let mut inner = self.lock();
+        inner.log.push(SimEvent::Destroy { task: task_id.to_string() });
+        inner.take_failure(SimOp::Destroy, task_id)?;
+        inner.tasks.remove(task_id);
+        inner.bump();
+        drop(inner);
+        let dir = self.task_dir(task_id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(crate::error::PathError::new("remove", dir, e).into());
+            }
+            _ => {}
+        }
+        self.notify();
+        Ok(())
+    }
+
+    fn observe(&self, task_id: &str) -> Result<TaskStatus, SandboxError> {
+        let mut inner = self.lock();
+        inner.take_failure(SimOp::State, task_id)?;
+        inner.task(task_id).map(SimTask::status)
+    }
+
+    async fn wait(&self, task_id: &str, seen: u64, timeout: Duration) -> Result<TaskStatus, SandboxError> {
+        // Subscribed before the first look, so a change in between is not missed.
+        let mut changes = self.changes.subscribe();
+        let status = self.observe(task_id)?;
+        if status.generation != seen {
+            return Ok(status);
+        }
+        // On tokio's clock, so tests with a paused clock do not wait for real.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        loop {
+            let changed = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, changes.changed()).await.is_ok(),
+                None => {
+                    let _ = changes.changed().await;
+                    true
+                }
+            };
+            let status = self.lock().task(task_id).map(SimTask::status)?;
+            if !changed || status.generation != seen {
+                return Ok(status);
+            }
+        }
+    }
+}
+
+impl Drop for SimSandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn not_found(task_id: &str, container: &str) -> SandboxError {
+    SandboxError::NotFound { task_id: task_id.to_string(), message: format!("no container {container:?} in this task") }
+}
+
+fn created(name: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: name.to_string(),
+        state: ContainerState::Created,
+        pid: None,
+        exit_code: None,
+        oom_killed: false,
+        started_at: None,
+        exited_at: None,
+        reason: None,
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Sandbox for SimSandbox {
+    fn create_task(&self, spec: TaskSpec) -> BoxFuture<'_, Result<TaskHandle, SandboxError>> {
+        Box::pin(async move { self.create(spec) })
+    }
+
+    fn start_container<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<ContainerStarted, SandboxError>> {
+        Box::pin(async move { self.start(task_id, container) })
+    }
+
+    fn signal<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+        signal: i32,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move { self.kill(task_id, container, signal) })
+    }
+
+    fn state<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskStatus, SandboxError>> {
+        Box::pin(async move { self.observe(task_id) })
+    }
+
+    fn wait_change<'a>(
+        &'a self,
+        task_id: &'a str,
+        seen: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<TaskStatus, SandboxError>> {
+        Box::pin(self.wait(task_id, seen, timeout))
+    }
+
+    fn stats<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskStats, SandboxError>> {
+        Box::pin(async move {
+            let inner = self.lock();
+            let task = inner.task(task_id)?;
+            let containers =
+                task.containers.iter().map(|c| (c.status.name.clone(), ResourceStats::default())).collect();
+            Ok(TaskStats { containers, ..TaskStats::default() })
+        })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+        exec: ExecSpec,
+    ) -> BoxFuture<'a, Result<ExecResult, SandboxError>> {
+        Box::pin(async move { self.run_exec(task_id, container, exec) })
+    }
+
+    fn destroy<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move { self.remove(task_id) })
+    }
+
+    fn adopt_existing(&self) -> BoxFuture<'_, Result<Vec<String>, SandboxError>> {
+        Box::pin(async move { Ok(self.tasks()) })
+    }
+
+    fn container_log(&self, task_id: &str, container: &str) -> PathBuf {
+        self.task_dir(task_id).join(CONTAINERS_DIR).join(container).join(CONTAINER_LOG_FILE)
+    }
+
+    fn network_namespace(&self, task_id: &str) -> PathBuf {
+        self.task_dir(task_id).join("ns").join("net")
+    }
+
+    fn resolv_conf(&self, task_id: &str) -> PathBuf {
+        self.task_dir(task_id).join("etc").join("resolv.conf")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::task::ContainerSpec;
+
+    const SIGTERM: i32 = 15;
+
+    fn spec(task_id: &str, containers: &[&str]) -> TaskSpec {
+        TaskSpec {
+            task_id: task_id.to_string(),
+            cpu_units: 256,
+            memory_mib: 512,
+            pids_limit: None,
+            pid_mode_task: false,
+            ephemeral_storage_gib: None,
+            hostname: None,
+            volumes: Vec::new(),
+            containers: containers.iter().map(|c| ContainerSpec::new(*c, vec!["/layers/busybox".into()])).collect(),
+        }
+    }
+
+    fn state_of(sim: &SimSandbox, task: &str, container: &str) -> ContainerStatus {
+        sim.status(task).unwrap().container(container).unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn create_start_exit() {
+        let sim = SimSandbox::new();
+        let handle = sim.create_task(spec("t1", &["app", "sidecar"])).await.unwrap();
+        assert_eq!(handle.network, NetworkAttachment::NetNs { path: sim.network_namespace("t1") });
+        let st = sim.state("t1").await.unwrap();
+        assert_eq!(st.phase, TaskPhase::Ready);
+        assert!(st.containers.iter().all(|c| c.state == ContainerState::Created), "{st:?}");
+        assert_ne!(st.generation, 0);
+        // Idempotent with the same spec, refused with another one; invalid specs refused.
+        sim.create_task(spec("t1", &["app", "sidecar"])).await.unwrap();
+        let other = sim.create_task(spec("t1", &["app"])).await.unwrap_err();
+        assert!(matches!(other, SandboxError::AlreadyExists { .. }), "{other}");
+        let invalid = sim.create_task(spec("t2", &[])).await.unwrap_err();
+        assert!(matches!(invalid, SandboxError::InvalidSpec(_)), "{invalid}");
+
+        let started = sim.start_container("t1", "app").await.unwrap();
+        let app = state_of(&sim, "t1", "app");
+        assert_eq!((app.state, app.pid), (ContainerState::Running, Some(started.pid)));
+        assert!(app.started_at.is_some());
+        let again = sim.start_container("t1", "app").await.unwrap_err();
+        assert!(matches!(again, SandboxError::InvalidState { .. }), "{again}");
+        let missing = sim.start_container("t1", "nope").await.unwrap_err();
+        assert!(matches!(missing, SandboxError::NotFound { .. }), "{missing}");
+        let no_task = sim.start_container("t9", "app").await.unwrap_err();
+        assert!(matches!(no_task, SandboxError::TaskNotFound { .. }), "{no_task}");
+
+        let before = sim.status("t1").unwrap().generation;
+        assert!(sim.exit("t1", "app", 3));
+        let app = state_of(&sim, "t1", "app");
+        assert_eq!((app.state, app.exit_code, app.pid), (ContainerState::Exited, Some(3), None));
+        assert!(!app.oom_killed && app.exited_at >= app.started_at);
+        assert!(sim.status("t1").unwrap().generation > before);
+        assert!(!sim.exit("t1", "app", 4), "an exited container cannot exit again");
+        assert!(!sim.exit("t1", "sidecar", 0), "a created container is not running");
+        assert_eq!(state_of(&sim, "t1", "app").exit_code, Some(3));
+
+        sim.start_container("t1", "sidecar").await.unwrap();
+        assert!(sim.oom("t1", "sidecar"));
+        let sidecar = state_of(&sim, "t1", "sidecar");
+        assert_eq!((sidecar.exit_code, sidecar.oom_killed), (Some(137), true));
+        assert_eq!(sidecar.reason.as_deref(), Some(OOM_REASON));
+
+        assert_eq!(sim.adopt_existing().await.unwrap(), ["t1"]);
+        sim.destroy("t1").await.unwrap();
+        sim.destroy("t1").await.unwrap();
+        assert!(sim.tasks().is_empty());
+        let gone = sim.state("t1").await.unwrap_err();
+        assert!(matches!(gone, SandboxError::TaskNotFound { .. }), "{gone}");
+    }
+
+    #[tokio::test]
+    async fn wait_change_wakes_on_changes_and_times_out_otherwise() {
+        let sim = SimSandbox::new();
+        sim.create_task(spec("t1", &["app"])).await.unwrap();
+        // Nothing seen yet: at once.
+        let first = tokio::time::timeout(Duration::from_secs(5), sim.wait_change("t1", 0, Duration::from_secs(600)))
+            .await
+            .expect("seen = 0 must return at once")
+            .unwrap();
+        assert_ne!(first.generation, 0);
+
+        // No change: the same generation, after the timeout.
+        let t = Instant::now();
+        let same = sim.wait_change("t1", first.generation, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(same.generation, first.generation);
+        assert!(t.elapsed() >= Duration::from_millis(50), "{:?}", t.elapsed());
+
+        // A start, then an exit, each wake a waiter that is already blocked.
+        for step in 0..2 {
+            let seen = sim.status("t1").unwrap().generation;
+            let waiter = tokio::spawn({
+                let sim = sim.clone();
+                async move { sim.wait_change("t1", seen, Duration::from_secs(600)).await }
+            });
+            tokio::task::yield_now().await;
+            // Changes to another task wake the waiter internally but are not its change.
+            sim.create_task(spec(&format!("other{step}"), &["x"])).await.unwrap();
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished(), "woke for another task's change");
+            if step == 0 {
+                sim.start_container("t1", "app").await.unwrap();
+            } else {
+                sim.exit("t1", "app", 0);
+            }
+            let st = tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("the waiter must wake on the change")
+                .unwrap()
+                .unwrap();
+            assert!(st.generation > seen);
+            let want = if step == 0 { ContainerState::Running } else { ContainerState::Exited };
+            assert_eq!(st.container("app").unwrap().state, want);
+        }
+
+        // A task that vanishes under a waiter: TaskNotFound.
+        let seen = sim.status("t1").unwrap().generation;
+        let waiter = tokio::spawn({
+            let sim = sim.clone();
+            async move { sim.wait_change("t1", seen, Duration::from_secs(600)).await }
+        });
+        tokio::task::yield_now().await;
+        sim.lose("t1");
+        let err = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap_err();
+        assert!(matches!(err, SandboxError::TaskNotFound { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn fail_next_fails_exactly_the_next_call() {
+        let sim = SimSandbox::new();
+        sim.fail_next(SimOp::Create, "no space");
+        let err = sim.create_task(spec("t1", &["a", "b"])).await.unwrap_err();
+        assert!(matches!(&err, SandboxError::Runtime { message, .. } if message == "no space"), "{err}");
+        assert!(sim.tasks().is_empty());
+        sim.create_task(spec("t1", &["a", "b"])).await.unwrap();
+
+        // A failed start leaves the container exited, as the shim records it.
+        sim.fail_next(SimOp::Start, "exec format error");
+        sim.start_container("t1", "a").await.unwrap_err();
+        let a = state_of(&sim, "t1", "a");
+        assert_eq!((a.state, a.exit_code), (ContainerState::Exited, None));
+        assert!(a.reason.unwrap().starts_with("CannotStartContainerError: "));
+        sim.start_container("t1", "b").await.unwrap();
+
+        sim.fail_next(SimOp::Signal, "runc kill failed");
+        sim.signal("t1", "b", SIGTERM).await.unwrap_err();
+        assert_eq!(state_of(&sim, "t1", "b").state, ContainerState::Running);
+
+        sim.fail_next(SimOp::Exec, "runc exec failed");
+        sim.exec("t1", "b", ExecSpec { argv: vec!["true".into()], timeout_ms: 1000 }).await.unwrap_err();
+        sim.exec("t1", "b", ExecSpec { argv: vec!["true".into()], timeout_ms: 1000 }).await.unwrap();
+
+        // Queued: both observations fail, the third works.
+        sim.fail_next(SimOp::State, "shim gone");
+        sim.fail_next(SimOp::State, "shim gone");
+        sim.state("t1").await.unwrap_err();
+        sim.wait_change("t1", 0, Duration::from_secs(1)).await.unwrap_err();
+        sim.state("t1").await.unwrap();
+
+        sim.fail_next(SimOp::Destroy, "device busy");
+        sim.destroy("t1").await.unwrap_err();
+        assert_eq!(sim.tasks(), ["t1"], "a failed destroy leaves the task");
+        sim.destroy("t1").await.unwrap();
+        assert!(sim.tasks().is_empty());
+    }
+
+    #[tokio::test]
+    async fn lose_makes_the_task_vanish() {
+        let sim = SimSandbox::new();
+        sim.create_task(spec("t1", &["app"])).await.unwrap();
+        sim.create_task(spec("t2", &["app"])).await.unwrap();
+        sim.start_container("t1", "app").await.unwrap();
+        sim.lose("t1");
+        for err in [
+            sim.state("t1").await.unwrap_err(),
+            sim.wait_change("t1", 0, Duration::from_secs(1)).await.unwrap_err(),
+            sim.signal("t1", "app", SIGTERM).await.unwrap_err(),
+        ] {
+            assert!(matches!(err, SandboxError::TaskNotFound { .. }), "{err}");
+        }
+        // A fresh agent over the same sandbox adopts only what exists.
+        let fresh: Arc<dyn Sandbox> = sim.clone();
+        assert_eq!(fresh.adopt_existing().await.unwrap(), ["t2"]);
+        sim.destroy("t1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stop_semantics_and_the_operation_log() {
+        let sim = SimSandbox::new();
+        sim.create_task(spec("t1", &["web", "stubborn"])).await.unwrap();
+        sim.start_container("t1", "web").await.unwrap();
+        sim.start_container("t1", "stubborn").await.unwrap();
+        sim.ignore_sigterm("t1", "stubborn");
+
+        sim.signal("t1", "stubborn", SIGTERM).await.unwrap();
+        assert_eq!(state_of(&sim, "t1", "stubborn").state, ContainerState::Running);
+        sim.signal("t1", "web", SIGTERM).await.unwrap();
+        assert_eq!(state_of(&sim, "t1", "web").exit_code, Some(143));
+        sim.signal("t1", "stubborn", SIGKILL).await.unwrap();
+        assert_eq!(state_of(&sim, "t1", "stubborn").exit_code, Some(137));
+        let err = sim.signal("t1", "web", SIGKILL).await.unwrap_err();
+        assert!(matches!(err, SandboxError::InvalidState { .. }), "{err}");
+        let err = sim.exec("t1", "web", ExecSpec { argv: vec!["true".into()], timeout_ms: 1 }).await.unwrap_err();
+        assert!(matches!(err, SandboxError::InvalidState { .. }), "{err}");
+        sim.destroy("t1").await.unwrap();
+
+        let (task, c) = ("t1".to_string(), |n: &str| n.to_string());
+        assert_eq!(
+            sim.log(),
+            [
+                SimEvent::Create { task: task.clone() },
+                SimEvent::Start { task: task.clone(), container: c("web") },
+                SimEvent::Start { task: task.clone(), container: c("stubborn") },
+                SimEvent::Signal { task: task.clone(), container: c("stubborn"), signal: SIGTERM },
+                SimEvent::Signal { task: task.clone(), container: c("web"), signal: SIGTERM },
+                SimEvent::Signal { task: task.clone(), container: c("stubborn"), signal: SIGKILL },
+                SimEvent::Signal { task: task.clone(), container: c("web"), signal: SIGKILL },
+                SimEvent::Exec { task: task.clone(), container: c("web"), argv: vec!["true".into()] },
+                SimEvent::Destroy { task },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_results_logs_and_files() {
+        let sim = SimSandbox::new();
+        sim.create_task(spec("t1", &["app"])).await.unwrap();
+        sim.start_container("t1", "app").await.unwrap();
+        let check = || sim.exec("t1", "app", ExecSpec { argv: vec!["check".into()], timeout_ms: 1000 });
+        assert_eq!(check().await.unwrap().exit_code, Some(0));
+        let unhealthy = ExecResult { exit_code: Some(1), timed_out: false, output: "down\n".into() };
+        sim.set_exec_result("t1", "app", unhealthy.clone());
+        assert_eq!(check().await.unwrap(), unhealthy);
+
+        assert!(sim.network_namespace("t1").is_file());
+        let resolv = sim.resolv_conf("t1");
+        assert!(std::fs::read_to_string(&resolv).unwrap().starts_with("nameserver "));
+        let log = sim.container_log("t1", "app");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+        sim.write_log("t1", "app", "hello \"world\"").unwrap();
+        sim.write_log_stream("t1", "app", "stderr", "oops").unwrap();
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0]["stream"].as_str(), lines[0]["line"].as_str()), (Some("stdout"), Some("hello \"world\"")));
+        assert_eq!((lines[1]["stream"].as_str(), lines[1]["line"].as_str()), (Some("stderr"), Some("oops")));
+        assert!(lines[0]["t"].as_u64().unwrap() > 1_600_000_000_000);
+
+        // Destroy removes every trace, logs included; dropping the sim removes its directory.
+        sim.destroy("t1").await.unwrap();
+        assert!(!log.exists() && !resolv.exists());
+        let root = sim.root().to_path_buf();
+        drop(sim);
+        assert!(!root.exists());
+    }
+}
