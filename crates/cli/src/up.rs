@@ -280,7 +280,7 @@ struct VpcResolvers(Arc<flotilla_api::servicediscovery::DnsServer>);
 
 impl flotilla_agent::Resolvers for VpcResolvers {
     fn serve_vpc(&self, vpc_id: &str, udp: std::net::UdpSocket, tcp: std::net::TcpListener) -> std::io::Result<()> {
-        self.0.serve_vpc(vpc_id, udp, tcp).map_err(std::io::Error::other)
+        self.0.serve_vpc(vpc_id, udp, tcp).map(|_| ()).map_err(std::io::Error::other)
     }
 
     fn bindings(&self) -> Vec<(SocketAddr, String)> {

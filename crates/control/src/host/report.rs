@@ -107,6 +107,8 @@ mod tests {
 
     use super::*;
 
+    const ARN: &str = "arn:aws:ecs:us-east-1:000000000000:task/c/1";
+
     fn task() -> Task {
         let container = |name: &str| Container {
             container_arn: format!("arn:aws:ecs:us-east-1:000000000000:container/c/1/{name}"),
@@ -166,7 +168,7 @@ mod tests {
     #[test]
     fn container_and_task_running_land_together() {
         let mut t = task();
-        let report = TaskReport::new(&t.task_arn)
+        let report = TaskReport::new(ARN)
             .status(TaskStatus::Running)
             .container(ContainerReport { status: Some(ContainerStatus::Running), ..ContainerReport::new("web") })
             .container(ContainerReport { status: Some(ContainerStatus::Running), ..ContainerReport::new("sidecar") });
@@ -180,11 +182,11 @@ mod tests {
     #[test]
     fn statuses_never_go_back() {
         let mut t = task();
-        merge(&mut t, &TaskReport::new(&t.task_arn).status(TaskStatus::Running));
+        merge(&mut t, &TaskReport::new(ARN).status(TaskStatus::Running));
         let started = t.started_at;
         merge(
             &mut t,
-            &TaskReport::new(&t.task_arn)
+            &TaskReport::new(ARN)
                 .status(TaskStatus::Pending)
                 .container(ContainerReport { status: Some(ContainerStatus::Stopped), ..ContainerReport::new("web") }),
         );
@@ -192,7 +194,7 @@ mod tests {
         assert_eq!(t.started_at, started);
         merge(
             &mut t,
-            &TaskReport::new(&t.task_arn)
+            &TaskReport::new(ARN)
                 .container(ContainerReport { status: Some(ContainerStatus::Running), ..ContainerReport::new("web") }),
         );
         assert_eq!(t.containers[0].last_status, ContainerStatus::Stopped, "a stopped container stays stopped");
@@ -201,12 +203,12 @@ mod tests {
     #[test]
     fn the_first_stop_reason_wins() {
         let mut t = task();
-        merge(&mut t, &TaskReport::new(&t.task_arn).stop(StopCode::EssentialContainerExited, "first"));
-        merge(&mut t, &TaskReport::new(&t.task_arn).stop(StopCode::TaskFailedToStart, "second"));
+        merge(&mut t, &TaskReport::new(ARN).stop(StopCode::EssentialContainerExited, "first"));
+        merge(&mut t, &TaskReport::new(ARN).stop(StopCode::TaskFailedToStart, "second"));
         assert_eq!(t.desired_status, DesiredStatus::Stopped);
         assert_eq!(t.stop_code, Some(StopCode::EssentialContainerExited));
         assert_eq!(t.stopped_reason.as_deref(), Some("first"));
-        merge(&mut t, &TaskReport::new(&t.task_arn).status(TaskStatus::Stopped));
+        merge(&mut t, &TaskReport::new(ARN).status(TaskStatus::Stopped));
         assert!(t.containers.iter().all(|c| c.last_status == ContainerStatus::Stopped));
         assert!(t.stopped_at.is_some() && t.execution_stopped_at.is_some());
     }
@@ -223,10 +225,10 @@ mod tests {
         };
         let precreated =
             AttachmentReport { id: "a-1".into(), status: AttachmentStatus::Precreated, interface: Some(details) };
-        merge(&mut t, &TaskReport::new(&t.task_arn).attachment(precreated));
+        merge(&mut t, &TaskReport::new(ARN).attachment(precreated));
         assert!(t.containers[0].network_interfaces.is_empty());
         let attached = AttachmentReport { id: "a-1".into(), status: AttachmentStatus::Attached, interface: None };
-        merge(&mut t, &TaskReport::new(&t.task_arn).attachment(attached));
+        merge(&mut t, &TaskReport::new(ARN).attachment(attached));
         assert_eq!(t.attachments.len(), 1);
         assert_eq!(t.attachments[0].status, AttachmentStatus::Attached);
         assert_eq!(t.attachments[0].details.len(), 5, "details are kept when a report omits them");
@@ -235,7 +237,7 @@ mod tests {
             assert_eq!(c.network_interfaces[0].attachment_id.as_deref(), Some("a-1"));
         }
         let deleted = AttachmentReport { id: "a-1".into(), status: AttachmentStatus::Deleted, interface: None };
-        merge(&mut t, &TaskReport::new(&t.task_arn).attachment(deleted));
+        merge(&mut t, &TaskReport::new(ARN).attachment(deleted));
         assert_eq!(t.attachments[0].status, AttachmentStatus::Deleted);
     }
 }
