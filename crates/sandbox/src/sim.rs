@@ -69,6 +69,9 @@ struct SimTask {
     phase: TaskPhase,
     containers: Vec<ContainerStatus>,
     generation: u64,
+    /// Carries `generation` to this task's waiters; dropped with the task, which wakes them
+    /// to find it gone. Per task, so a change wakes only the waiters that care.
+    changes: watch::Sender<u64>,
 }
 
 impl SimTask {
@@ -104,15 +107,12 @@ impl Inner {
         self.generation
     }
 
-    /// Marks `task_id` changed; returns whether it exists.
-    fn touch(&mut self, task_id: &str) -> bool {
+    /// Marks `task_id` changed and wakes its waiters.
+    fn touch(&mut self, task_id: &str) {
         let generation = self.bump();
-        match self.tasks.get_mut(task_id) {
-            Some(t) => {
-                t.generation = generation;
-                true
-            }
-            None => false,
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            t.generation = generation;
+            t.changes.send_replace(generation);
         }
     }
 
@@ -163,8 +163,6 @@ impl Inner {
 /// An in-memory [`Sandbox`]; see the module documentation.
 pub struct SimSandbox {
     inner: Mutex<Inner>,
-    /// Sent after every change of any task; `wait_change` re-checks its task on each.
-    changes: watch::Sender<u64>,
     root: PathBuf,
 }
 
@@ -180,16 +178,11 @@ impl SimSandbox {
             panic!("SimSandbox: creating {}: {e}", root.display());
         }
         let inner = Inner { next_pid: 10_000, ..Inner::default() };
-        Arc::new(SimSandbox { inner: Mutex::new(inner), changes: watch::Sender::new(0), root })
+        Arc::new(SimSandbox { inner: Mutex::new(inner), root })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Wakes every `wait_change`; call after releasing the lock.
-    fn notify(&self) {
-        self.changes.send_modify(|n| *n += 1);
     }
 
     fn task_dir(&self, task_id: &str) -> PathBuf {
@@ -204,26 +197,18 @@ impl SimSandbox {
     /// Ends a running container with `exit_code`. Returns false (and changes nothing) when
     /// the container is not running, e.g. because a signal already ended it.
     pub fn exit(&self, task_id: &str, container: &str, exit_code: i32) -> bool {
-        let ended = self.lock().end(task_id, container, exit_code, false);
-        self.notify();
-        ended
+        self.lock().end(task_id, container, exit_code, false)
     }
 
     /// The kernel's OOM killer ends a running container: 137, `oom_killed`, ECS's reason.
     pub fn oom(&self, task_id: &str, container: &str) -> bool {
-        let ended = self.lock().end(task_id, container, 128 + SIGKILL, true);
-        self.notify();
-        ended
+        self.lock().end(task_id, container, 128 + SIGKILL, true)
     }
 
     /// The task vanishes without a destroy, as after a host reboot: every later call on it
     /// (waits in progress included) is `TaskNotFound`, and `adopt_existing` does not list it.
     pub fn lose(&self, task_id: &str) {
-        let mut inner = self.lock();
-        inner.tasks.remove(task_id);
-        inner.bump();
-        drop(inner);
-        self.notify();
+        self.lock().tasks.remove(task_id);
     }
 
     /// The next call of `op` (on any task) fails with `SandboxError::Runtime { message }`
@@ -323,11 +308,12 @@ impl SimSandbox {
                     .map_err(|e| crate::error::PathError::new("create", self.task_dir(&task_id), e))?;
                 let containers = spec.containers.iter().map(|c| created(&c.name)).collect();
                 let generation = inner.bump();
-                inner.tasks.insert(task_id.clone(), SimTask { spec, phase: TaskPhase::Ready, containers, generation });
+                let changes = watch::Sender::new(generation);
+                let task = SimTask { spec, phase: TaskPhase::Ready, containers, generation, changes };
+                inner.tasks.insert(task_id.clone(), task);
             }
         }
         drop(inner);
-        self.notify();
         Ok(TaskHandle {
             network: NetworkAttachment::NetNs { path: self.network_namespace(&task_id) },
             task_id,
@@ -369,7 +355,6 @@ impl SimSandbox {
             inner.end(task_id, name, code, false);
         }
         drop(inner);
-        self.notify();
         failed.map(|()| ContainerStarted { pid, timings: Timings::new() })
     }
 
@@ -385,7 +370,6 @@ impl SimSandbox {
             inner.end(task_id, name, 128 + signal, false);
         }
         drop(inner);
-        self.notify();
         Ok(())
     }
 
@@ -413,7 +397,6 @@ impl SimSandbox {
             }
             _ => {}
         }
-        self.notify();
         Ok(())
     }
 
@@ -424,27 +407,29 @@ impl SimSandbox {
     }
 
     async fn wait(&self, task_id: &str, seen: u64, timeout: Duration) -> Result<TaskStatus, SandboxError> {
-        // Subscribed before the first look, so a change in between is not missed.
-        let mut changes = self.changes.subscribe();
-        let status = self.observe(task_id)?;
-        if status.generation != seen {
-            return Ok(status);
-        }
-        // On tokio's clock, so tests with a paused clock do not wait for real.
-        let deadline = tokio::time::Instant::now().checked_add(timeout);
-        loop {
-            let changed = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, changes.changed()).await.is_ok(),
-                None => {
-                    let _ = changes.changed().await;
-                    true
-                }
-            };
-            let status = self.lock().task(task_id).map(SimTask::status)?;
-            if !changed || status.generation != seen {
-                return Ok(status);
+        // Subscribed under the same lock as the first look, so no change falls in between.
+        let mut changes = {
+            let mut inner = self.lock();
+            inner.take_failure(SimOp::State, task_id)?;
+            let task = inner.task(task_id)?;
+            if task.generation != seen {
+                return Ok(task.status());
+            }
+            task.changes.subscribe()
+        };
+        // Every change is sent, so one wake-up is enough: a change, the task's removal (then
+        // `TaskNotFound`; a task created again under the same id has a new generation), or
+        // the timeout, on tokio's clock so that tests with a paused clock do not wait for real.
+        let woken = changes.changed();
+        match tokio::time::Instant::now().checked_add(timeout) {
+            Some(deadline) => {
+                let _ = tokio::time::timeout_at(deadline, woken).await;
+            }
+            None => {
+                let _ = woken.await;
             }
         }
+        self.lock().task(task_id).map(SimTask::status)
     }
 }
 

@@ -101,7 +101,7 @@ async fn wait_change_wakes_on_changes_and_times_out_otherwise() {
             async move { sim.wait_change("t1", seen, Duration::from_secs(600)).await }
         });
         tokio::task::yield_now().await;
-        // Changes to another task wake the waiter internally but are not its change.
+        // Another task's change is not this one's.
         sim.create_task(spec(&format!("other{step}"), &["x"])).await.unwrap();
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "woke for another task's change");
