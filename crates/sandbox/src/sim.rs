@@ -32,6 +32,9 @@ use crate::status::{
 use crate::task::TaskSpec;
 
 const SIGKILL: i32 = 9;
+/// Operations `SimSandbox::log` keeps: far more than a test makes, and a bound for a
+/// simulated host that runs for hours.
+const LOG_CAPACITY: usize = 1 << 16;
 
 /// The operations [`SimSandbox::fail_next`] can make fail. `State` covers `wait_change` too:
 /// both are how the caller observes the task.
@@ -93,7 +96,7 @@ impl SimTask {
 struct Inner {
     tasks: BTreeMap<String, SimTask>,
     failures: HashMap<SimOp, VecDeque<String>>,
-    log: Vec<SimEvent>,
+    log: VecDeque<SimEvent>,
     behaviour: HashMap<(String, String), Behaviour>,
     /// Source of every task's generation: sim-wide, so a task created again after `lose` or
     /// `destroy` never repeats a generation an earlier waiter saw.
@@ -105,6 +108,13 @@ impl Inner {
     fn bump(&mut self) -> u64 {
         self.generation += 1;
         self.generation
+    }
+
+    fn record(&mut self, event: SimEvent) {
+        if self.log.len() == LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        self.log.push_back(event);
     }
 
     /// Marks `task_id` changed and wakes its waiters.
@@ -239,9 +249,9 @@ impl SimSandbox {
         self.behaviour(task_id, container, |b| b.exit_on_start = Some(exit_code));
     }
 
-    /// The operations received so far, in order.
+    /// The operations received so far, in order (the last 65536 of them).
     pub fn log(&self) -> Vec<SimEvent> {
-        self.lock().log.clone()
+        self.lock().log.iter().cloned().collect()
     }
 
     /// The tasks that exist, sorted.
@@ -297,7 +307,7 @@ impl SimSandbox {
     fn create(&self, spec: TaskSpec) -> Result<TaskHandle, SandboxError> {
         let task_id = spec.task_id.clone();
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Create { task: task_id.clone() });
+        inner.record(SimEvent::Create { task: task_id.clone() });
         inner.take_failure(SimOp::Create, &task_id)?;
         spec.validate()?;
         match inner.tasks.get(&task_id) {
@@ -324,7 +334,7 @@ impl SimSandbox {
 
     fn start(&self, task_id: &str, name: &str) -> Result<ContainerStarted, SandboxError> {
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Start { task: task_id.to_string(), container: name.to_string() });
+        inner.record(SimEvent::Start { task: task_id.to_string(), container: name.to_string() });
         let state = inner.task(task_id)?.status().container(name).map(|c| c.state);
         let state = state.ok_or_else(|| not_found(task_id, name))?;
         if !state.can_start() {
@@ -360,7 +370,7 @@ impl SimSandbox {
 
     fn kill(&self, task_id: &str, name: &str, signal: i32) -> Result<(), SandboxError> {
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Signal { task: task_id.to_string(), container: name.to_string(), signal });
+        inner.record(SimEvent::Signal { task: task_id.to_string(), container: name.to_string(), signal });
         inner.take_failure(SimOp::Signal, task_id)?;
         inner.running(task_id, name)?;
         let key = (task_id.to_string(), name.to_string());
@@ -375,7 +385,7 @@ impl SimSandbox {
 
     fn run_exec(&self, task_id: &str, name: &str, exec: ExecSpec) -> Result<ExecResult, SandboxError> {
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Exec { task: task_id.to_string(), container: name.to_string(), argv: exec.argv });
+        inner.record(SimEvent::Exec { task: task_id.to_string(), container: name.to_string(), argv: exec.argv });
         inner.take_failure(SimOp::Exec, task_id)?;
         inner.running(task_id, name)?;
         let scripted =
@@ -385,7 +395,7 @@ impl SimSandbox {
 
     fn remove(&self, task_id: &str) -> Result<(), SandboxError> {
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Destroy { task: task_id.to_string() });
+        inner.record(SimEvent::Destroy { task: task_id.to_string() });
         inner.take_failure(SimOp::Destroy, task_id)?;
         inner.tasks.remove(task_id);
         inner.bump();
