@@ -40,6 +40,10 @@ async fn create_start_exit() {
     assert!(matches!(other, SandboxError::AlreadyExists { .. }), "{other}");
     let invalid = sim.create_task(spec("t2", &[])).await.unwrap_err();
     assert!(matches!(invalid, SandboxError::InvalidSpec(_)), "{invalid}");
+    // Simulated images have no layers; that alone is no reason to refuse.
+    let mut layerless = spec("t3", &["app"]);
+    layerless.containers[0].layers.clear();
+    sim.create_task(layerless).await.unwrap();
 
     let started = sim.start_container("t1", "app").await.unwrap();
     let app = state_of(&sim, "t1", "app");
@@ -68,10 +72,10 @@ async fn create_start_exit() {
     assert_eq!((sidecar.exit_code, sidecar.oom_killed), (Some(137), true));
     assert_eq!(sidecar.reason.as_deref(), Some(OOM_REASON));
 
-    assert_eq!(sim.adopt_existing().await.unwrap(), ["t1"]);
+    assert_eq!(sim.adopt_existing().await.unwrap(), ["t1", "t3"]);
     sim.destroy("t1").await.unwrap();
     sim.destroy("t1").await.unwrap();
-    assert!(sim.tasks().is_empty());
+    assert_eq!(sim.tasks(), ["t3"]);
     let gone = sim.state("t1").await.unwrap_err();
     assert!(matches!(gone, SandboxError::TaskNotFound { .. }), "{gone}");
 }
