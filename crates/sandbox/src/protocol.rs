@@ -48,7 +48,8 @@ pub enum Request {
     State,
     /// Reply with `State` as soon as the task's generation differs from `seen`, or after
     /// `timeout_ms` with the state as it is then. The agent's way to learn of a container's
-    /// start or exit within milliseconds without sampling `State`.
+    /// start or exit within milliseconds without sampling `State`. The shim cannot tell a
+    /// waiter that hung up: keep `timeout_ms` to seconds.
     Wait {
         seen: u64,
         timeout_ms: u64,

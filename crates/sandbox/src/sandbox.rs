@@ -43,6 +43,9 @@ pub struct ContainerStarted {
     pub timings: Timings,
 }
 
+/// Fails to compile if a change to [`Sandbox`] makes it unusable as `dyn Sandbox`.
+const _: Option<&dyn Sandbox> = None;
+
 /// A host's sandbox backend. Object-safe, so the agent can hold an `Arc<dyn Sandbox>` and
 /// tests can substitute a simulated one. Every operation is idempotent where that makes
 /// sense (`create_task` with the same spec, `destroy`), so callers may retry after a crash.

@@ -32,6 +32,9 @@ use crate::status::{
 use crate::task::TaskSpec;
 
 const SIGKILL: i32 = 9;
+/// Operations `SimSandbox::log` keeps: far more than a test makes, and a bound for a
+/// simulated host that runs for hours.
+const LOG_CAPACITY: usize = 1 << 16;
 
 /// The operations [`SimSandbox::fail_next`] can make fail. `State` covers `wait_change` too:
 /// both are how the caller observes the task.
@@ -55,17 +58,23 @@ pub enum SimEvent {
     Destroy { task: String },
 }
 
-struct SimContainer {
-    status: ContainerStatus,
+/// How a container behaves, set by the test; keyed by task id and container name, so it can
+/// be set before the task exists (the test may not control when it is created).
+#[derive(Default)]
+struct Behaviour {
     ignore_signals: bool,
     exec_result: Option<ExecResult>,
+    exit_on_start: Option<i32>,
 }
 
 struct SimTask {
     spec: TaskSpec,
     phase: TaskPhase,
-    containers: Vec<SimContainer>,
+    containers: Vec<ContainerStatus>,
     generation: u64,
+    /// Carries `generation` to this task's waiters; dropped with the task, which wakes them
+    /// to find it gone. Per task, so a change wakes only the waiters that care.
+    changes: watch::Sender<u64>,
 }
 
 impl SimTask {
@@ -73,13 +82,13 @@ impl SimTask {
         TaskStatus {
             task_id: self.spec.task_id.clone(),
             phase: self.phase,
-            containers: self.containers.iter().map(|c| c.status.clone()).collect(),
+            containers: self.containers.clone(),
             generation: self.generation,
         }
     }
 
-    fn container_mut(&mut self, name: &str) -> Option<&mut SimContainer> {
-        self.containers.iter_mut().find(|c| c.status.name == name)
+    fn container_mut(&mut self, name: &str) -> Option<&mut ContainerStatus> {
+        self.containers.iter_mut().find(|c| c.name == name)
     }
 }
 
@@ -87,7 +96,8 @@ impl SimTask {
 struct Inner {
     tasks: BTreeMap<String, SimTask>,
     failures: HashMap<SimOp, VecDeque<String>>,
-    log: Vec<SimEvent>,
+    log: VecDeque<SimEvent>,
+    behaviour: HashMap<(String, String), Behaviour>,
     /// Source of every task's generation: sim-wide, so a task created again after `lose` or
     /// `destroy` never repeats a generation an earlier waiter saw.
     generation: u64,
@@ -100,15 +110,19 @@ impl Inner {
         self.generation
     }
 
-    /// Marks `task_id` changed; returns whether it exists.
-    fn touch(&mut self, task_id: &str) -> bool {
+    fn record(&mut self, event: SimEvent) {
+        if self.log.len() == LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        self.log.push_back(event);
+    }
+
+    /// Marks `task_id` changed and wakes its waiters.
+    fn touch(&mut self, task_id: &str) {
         let generation = self.bump();
-        match self.tasks.get_mut(task_id) {
-            Some(t) => {
-                t.generation = generation;
-                true
-            }
-            None => false,
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            t.generation = generation;
+            t.changes.send_replace(generation);
         }
     }
 
@@ -128,9 +142,9 @@ impl Inner {
     }
 
     /// The named container, which must be running (what signal and exec need).
-    fn running(&mut self, task_id: &str, name: &str) -> Result<&mut SimContainer, SandboxError> {
+    fn running(&mut self, task_id: &str, name: &str) -> Result<&mut ContainerStatus, SandboxError> {
         let c = self.task_mut(task_id)?.container_mut(name).ok_or_else(|| not_found(task_id, name))?;
-        if !c.status.state.can_signal() {
+        if !c.state.can_signal() {
             return Err(SandboxError::InvalidState {
                 task_id: task_id.to_string(),
                 message: format!("container {name:?} is not running"),
@@ -142,15 +156,15 @@ impl Inner {
     /// Ends a container the way the shim records an exit. Returns whether it was running.
     fn end(&mut self, task_id: &str, name: &str, exit_code: i32, oom: bool) -> bool {
         let Some(c) = self.tasks.get_mut(task_id).and_then(|t| t.container_mut(name)) else { return false };
-        if c.status.state != ContainerState::Running {
+        if c.state != ContainerState::Running {
             return false;
         }
-        c.status.state = ContainerState::Exited;
-        c.status.pid = None;
-        c.status.exit_code = Some(exit_code);
-        c.status.oom_killed = oom;
-        c.status.exited_at = Some(now_millis());
-        c.status.reason = oom.then(|| OOM_REASON.to_string());
+        c.state = ContainerState::Exited;
+        c.pid = None;
+        c.exit_code = Some(exit_code);
+        c.oom_killed = oom;
+        c.exited_at = Some(now_millis());
+        c.reason = oom.then(|| OOM_REASON.to_string());
         self.touch(task_id);
         true
     }
@@ -159,8 +173,6 @@ impl Inner {
 /// An in-memory [`Sandbox`]; see the module documentation.
 pub struct SimSandbox {
     inner: Mutex<Inner>,
-    /// Sent after every change of any task; `wait_change` re-checks its task on each.
-    changes: watch::Sender<u64>,
     root: PathBuf,
 }
 
@@ -176,16 +188,11 @@ impl SimSandbox {
             panic!("SimSandbox: creating {}: {e}", root.display());
         }
         let inner = Inner { next_pid: 10_000, ..Inner::default() };
-        Arc::new(SimSandbox { inner: Mutex::new(inner), changes: watch::Sender::new(0), root })
+        Arc::new(SimSandbox { inner: Mutex::new(inner), root })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Wakes every `wait_change`; call after releasing the lock.
-    fn notify(&self) {
-        self.changes.send_modify(|n| *n += 1);
     }
 
     fn task_dir(&self, task_id: &str) -> PathBuf {
@@ -200,26 +207,18 @@ impl SimSandbox {
     /// Ends a running container with `exit_code`. Returns false (and changes nothing) when
     /// the container is not running, e.g. because a signal already ended it.
     pub fn exit(&self, task_id: &str, container: &str, exit_code: i32) -> bool {
-        let ended = self.lock().end(task_id, container, exit_code, false);
-        self.notify();
-        ended
+        self.lock().end(task_id, container, exit_code, false)
     }
 
     /// The kernel's OOM killer ends a running container: 137, `oom_killed`, ECS's reason.
     pub fn oom(&self, task_id: &str, container: &str) -> bool {
-        let ended = self.lock().end(task_id, container, 128 + SIGKILL, true);
-        self.notify();
-        ended
+        self.lock().end(task_id, container, 128 + SIGKILL, true)
     }
 
     /// The task vanishes without a destroy, as after a host reboot: every later call on it
     /// (waits in progress included) is `TaskNotFound`, and `adopt_existing` does not list it.
     pub fn lose(&self, task_id: &str) {
-        let mut inner = self.lock();
-        inner.tasks.remove(task_id);
-        inner.bump();
-        drop(inner);
-        self.notify();
+        self.lock().tasks.remove(task_id);
     }
 
     /// The next call of `op` (on any task) fails with `SandboxError::Runtime { message }`
@@ -229,23 +228,30 @@ impl SimSandbox {
         self.lock().failures.entry(op).or_default().push_back(message.into());
     }
 
-    /// The container ignores every signal but SIGKILL (a process that traps SIGTERM).
+    fn behaviour(&self, task_id: &str, container: &str, f: impl FnOnce(&mut Behaviour)) {
+        f(self.lock().behaviour.entry((task_id.to_string(), container.to_string())).or_default());
+    }
+
+    /// The container ignores every signal but SIGKILL (a process that traps SIGTERM). Like
+    /// the other behaviours, this may be set before the task exists.
     pub fn ignore_sigterm(&self, task_id: &str, container: &str) {
-        if let Some(c) = self.lock().tasks.get_mut(task_id).and_then(|t| t.container_mut(container)) {
-            c.ignore_signals = true;
-        }
+        self.behaviour(task_id, container, |b| b.ignore_signals = true);
     }
 
     /// What every later exec in the container returns (default: exit code 0, no output).
     pub fn set_exec_result(&self, task_id: &str, container: &str, result: ExecResult) {
-        if let Some(c) = self.lock().tasks.get_mut(task_id).and_then(|t| t.container_mut(container)) {
-            c.exec_result = Some(result);
-        }
+        self.behaviour(task_id, container, |b| b.exec_result = Some(result));
     }
 
-    /// The operations received so far, in order.
+    /// The container exits with `exit_code` as soon as it has started (a one-shot job, or a
+    /// process that dies at once): its start succeeds and the state shows it exited.
+    pub fn exit_on_start(&self, task_id: &str, container: &str, exit_code: i32) {
+        self.behaviour(task_id, container, |b| b.exit_on_start = Some(exit_code));
+    }
+
+    /// The operations received so far, in order (the last 65536 of them).
     pub fn log(&self) -> Vec<SimEvent> {
-        self.lock().log.clone()
+        self.lock().log.iter().cloned().collect()
     }
 
     /// The tasks that exist, sorted.
@@ -301,26 +307,23 @@ impl SimSandbox {
     fn create(&self, spec: TaskSpec) -> Result<TaskHandle, SandboxError> {
         let task_id = spec.task_id.clone();
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Create { task: task_id.clone() });
+        inner.record(SimEvent::Create { task: task_id.clone() });
         inner.take_failure(SimOp::Create, &task_id)?;
-        spec.validate()?;
+        validate(&spec)?;
         match inner.tasks.get(&task_id) {
             Some(t) if t.spec == spec => {}
             Some(_) => return Err(SandboxError::AlreadyExists { task_id }),
             None => {
                 self.make_files(&spec)
                     .map_err(|e| crate::error::PathError::new("create", self.task_dir(&task_id), e))?;
-                let containers = spec
-                    .containers
-                    .iter()
-                    .map(|c| SimContainer { status: created(&c.name), ignore_signals: false, exec_result: None })
-                    .collect();
+                let containers = spec.containers.iter().map(|c| created(&c.name)).collect();
                 let generation = inner.bump();
-                inner.tasks.insert(task_id.clone(), SimTask { spec, phase: TaskPhase::Ready, containers, generation });
+                let changes = watch::Sender::new(generation);
+                let task = SimTask { spec, phase: TaskPhase::Ready, containers, generation, changes };
+                inner.tasks.insert(task_id.clone(), task);
             }
         }
         drop(inner);
-        self.notify();
         Ok(TaskHandle {
             network: NetworkAttachment::NetNs { path: self.network_namespace(&task_id) },
             task_id,
@@ -331,7 +334,7 @@ impl SimSandbox {
 
     fn start(&self, task_id: &str, name: &str) -> Result<ContainerStarted, SandboxError> {
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Start { task: task_id.to_string(), container: name.to_string() });
+        inner.record(SimEvent::Start { task: task_id.to_string(), container: name.to_string() });
         let state = inner.task(task_id)?.status().container(name).map(|c| c.state);
         let state = state.ok_or_else(|| not_found(task_id, name))?;
         if !state.can_start() {
@@ -346,47 +349,53 @@ impl SimSandbox {
         let c = inner.task_mut(task_id)?.container_mut(name).ok_or_else(|| not_found(task_id, name))?;
         match &failed {
             Ok(()) => {
-                c.status.state = ContainerState::Running;
-                c.status.pid = Some(pid);
-                c.status.started_at = Some(now_millis());
+                c.state = ContainerState::Running;
+                c.pid = Some(pid);
+                c.started_at = Some(now_millis());
             }
             Err(e) => {
-                c.status.state = ContainerState::Exited;
-                c.status.exited_at = Some(now_millis());
-                c.status.reason = Some(format!("CannotStartContainerError: {e}"));
+                c.state = ContainerState::Exited;
+                c.exited_at = Some(now_millis());
+                c.reason = Some(format!("CannotStartContainerError: {e}"));
             }
         }
         inner.touch(task_id);
+        let key = (task_id.to_string(), name.to_string());
+        if let (Ok(()), Some(code)) = (&failed, inner.behaviour.get(&key).and_then(|b| b.exit_on_start)) {
+            inner.end(task_id, name, code, false);
+        }
         drop(inner);
-        self.notify();
         failed.map(|()| ContainerStarted { pid, timings: Timings::new() })
     }
 
     fn kill(&self, task_id: &str, name: &str, signal: i32) -> Result<(), SandboxError> {
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Signal { task: task_id.to_string(), container: name.to_string(), signal });
+        inner.record(SimEvent::Signal { task: task_id.to_string(), container: name.to_string(), signal });
         inner.take_failure(SimOp::Signal, task_id)?;
-        let ignored = inner.running(task_id, name)?.ignore_signals;
+        inner.running(task_id, name)?;
+        let key = (task_id.to_string(), name.to_string());
+        let ignored = inner.behaviour.get(&key).is_some_and(|b| b.ignore_signals);
         // Signal 0 only probes, as kill(2)'s does.
         if signal == SIGKILL || (signal != 0 && !ignored) {
             inner.end(task_id, name, 128 + signal, false);
         }
         drop(inner);
-        self.notify();
         Ok(())
     }
 
     fn run_exec(&self, task_id: &str, name: &str, exec: ExecSpec) -> Result<ExecResult, SandboxError> {
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Exec { task: task_id.to_string(), container: name.to_string(), argv: exec.argv });
+        inner.record(SimEvent::Exec { task: task_id.to_string(), container: name.to_string(), argv: exec.argv });
         inner.take_failure(SimOp::Exec, task_id)?;
-        let c = inner.running(task_id, name)?;
-        Ok(c.exec_result.clone().unwrap_or(ExecResult { exit_code: Some(0), timed_out: false, output: String::new() }))
+        inner.running(task_id, name)?;
+        let scripted =
+            inner.behaviour.get(&(task_id.to_string(), name.to_string())).and_then(|b| b.exec_result.clone());
+        Ok(scripted.unwrap_or(ExecResult { exit_code: Some(0), timed_out: false, output: String::new() }))
     }
 
     fn remove(&self, task_id: &str) -> Result<(), SandboxError> {
         let mut inner = self.lock();
-        inner.log.push(SimEvent::Destroy { task: task_id.to_string() });
+        inner.record(SimEvent::Destroy { task: task_id.to_string() });
         inner.take_failure(SimOp::Destroy, task_id)?;
         inner.tasks.remove(task_id);
         inner.bump();
@@ -398,7 +407,6 @@ impl SimSandbox {
             }
             _ => {}
         }
-        self.notify();
         Ok(())
     }
 
@@ -409,27 +417,29 @@ impl SimSandbox {
     }
 
     async fn wait(&self, task_id: &str, seen: u64, timeout: Duration) -> Result<TaskStatus, SandboxError> {
-        // Subscribed before the first look, so a change in between is not missed.
-        let mut changes = self.changes.subscribe();
-        let status = self.observe(task_id)?;
-        if status.generation != seen {
-            return Ok(status);
-        }
-        // On tokio's clock, so tests with a paused clock do not wait for real.
-        let deadline = tokio::time::Instant::now().checked_add(timeout);
-        loop {
-            let changed = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, changes.changed()).await.is_ok(),
-                None => {
-                    let _ = changes.changed().await;
-                    true
-                }
-            };
-            let status = self.lock().task(task_id).map(SimTask::status)?;
-            if !changed || status.generation != seen {
-                return Ok(status);
+        // Subscribed under the same lock as the first look, so no change falls in between.
+        let mut changes = {
+            let mut inner = self.lock();
+            inner.take_failure(SimOp::State, task_id)?;
+            let task = inner.task(task_id)?;
+            if task.generation != seen {
+                return Ok(task.status());
+            }
+            task.changes.subscribe()
+        };
+        // Every change is sent, so one wake-up is enough: a change, the task's removal (then
+        // `TaskNotFound`; a task created again under the same id has a new generation), or
+        // the timeout, on tokio's clock so that tests with a paused clock do not wait for real.
+        let woken = changes.changed();
+        match tokio::time::Instant::now().checked_add(timeout) {
+            Some(deadline) => {
+                let _ = tokio::time::timeout_at(deadline, woken).await;
+            }
+            None => {
+                let _ = woken.await;
             }
         }
+        self.lock().task(task_id).map(SimTask::status)
     }
 }
 
@@ -437,6 +447,16 @@ impl Drop for SimSandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// `TaskSpec::validate`, except that a container may have no image layers: simulated images
+/// (the simulated agent's) have none, and nothing here would read them.
+fn validate(spec: &TaskSpec) -> Result<(), SandboxError> {
+    let mut checked = spec.clone();
+    for c in checked.containers.iter_mut().filter(|c| c.layers.is_empty()) {
+        c.layers.push(PathBuf::from("/"));
+    }
+    Ok(checked.validate()?)
 }
 
 fn not_found(task_id: &str, container: &str) -> SandboxError {
@@ -499,8 +519,7 @@ impl Sandbox for SimSandbox {
         Box::pin(async move {
             let inner = self.lock();
             let task = inner.task(task_id)?;
-            let containers =
-                task.containers.iter().map(|c| (c.status.name.clone(), ResourceStats::default())).collect();
+            let containers = task.containers.iter().map(|c| (c.name.clone(), ResourceStats::default())).collect();
             Ok(TaskStats { containers, ..TaskStats::default() })
         })
     }
@@ -536,265 +555,4 @@ impl Sandbox for SimSandbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-    use crate::task::ContainerSpec;
-
-    const SIGTERM: i32 = 15;
-
-    fn spec(task_id: &str, containers: &[&str]) -> TaskSpec {
-        TaskSpec {
-            task_id: task_id.to_string(),
-            cpu_units: 256,
-            memory_mib: 512,
-            pids_limit: None,
-            pid_mode_task: false,
-            ephemeral_storage_gib: None,
-            hostname: None,
-            volumes: Vec::new(),
-            containers: containers.iter().map(|c| ContainerSpec::new(*c, vec!["/layers/busybox".into()])).collect(),
-        }
-    }
-
-    fn state_of(sim: &SimSandbox, task: &str, container: &str) -> ContainerStatus {
-        sim.status(task).unwrap().container(container).unwrap().clone()
-    }
-
-    #[tokio::test]
-    async fn create_start_exit() {
-        let sim = SimSandbox::new();
-        let handle = sim.create_task(spec("t1", &["app", "sidecar"])).await.unwrap();
-        assert_eq!(handle.network, NetworkAttachment::NetNs { path: sim.network_namespace("t1") });
-        let st = sim.state("t1").await.unwrap();
-        assert_eq!(st.phase, TaskPhase::Ready);
-        assert!(st.containers.iter().all(|c| c.state == ContainerState::Created), "{st:?}");
-        assert_ne!(st.generation, 0);
-        // Idempotent with the same spec, refused with another one; invalid specs refused.
-        sim.create_task(spec("t1", &["app", "sidecar"])).await.unwrap();
-        let other = sim.create_task(spec("t1", &["app"])).await.unwrap_err();
-        assert!(matches!(other, SandboxError::AlreadyExists { .. }), "{other}");
-        let invalid = sim.create_task(spec("t2", &[])).await.unwrap_err();
-        assert!(matches!(invalid, SandboxError::InvalidSpec(_)), "{invalid}");
-
-        let started = sim.start_container("t1", "app").await.unwrap();
-        let app = state_of(&sim, "t1", "app");
-        assert_eq!((app.state, app.pid), (ContainerState::Running, Some(started.pid)));
-        assert!(app.started_at.is_some());
-        let again = sim.start_container("t1", "app").await.unwrap_err();
-        assert!(matches!(again, SandboxError::InvalidState { .. }), "{again}");
-        let missing = sim.start_container("t1", "nope").await.unwrap_err();
-        assert!(matches!(missing, SandboxError::NotFound { .. }), "{missing}");
-        let no_task = sim.start_container("t9", "app").await.unwrap_err();
-        assert!(matches!(no_task, SandboxError::TaskNotFound { .. }), "{no_task}");
-
-        let before = sim.status("t1").unwrap().generation;
-        assert!(sim.exit("t1", "app", 3));
-        let app = state_of(&sim, "t1", "app");
-        assert_eq!((app.state, app.exit_code, app.pid), (ContainerState::Exited, Some(3), None));
-        assert!(!app.oom_killed && app.exited_at >= app.started_at);
-        assert!(sim.status("t1").unwrap().generation > before);
-        assert!(!sim.exit("t1", "app", 4), "an exited container cannot exit again");
-        assert!(!sim.exit("t1", "sidecar", 0), "a created container is not running");
-        assert_eq!(state_of(&sim, "t1", "app").exit_code, Some(3));
-
-        sim.start_container("t1", "sidecar").await.unwrap();
-        assert!(sim.oom("t1", "sidecar"));
-        let sidecar = state_of(&sim, "t1", "sidecar");
-        assert_eq!((sidecar.exit_code, sidecar.oom_killed), (Some(137), true));
-        assert_eq!(sidecar.reason.as_deref(), Some(OOM_REASON));
-
-        assert_eq!(sim.adopt_existing().await.unwrap(), ["t1"]);
-        sim.destroy("t1").await.unwrap();
-        sim.destroy("t1").await.unwrap();
-        assert!(sim.tasks().is_empty());
-        let gone = sim.state("t1").await.unwrap_err();
-        assert!(matches!(gone, SandboxError::TaskNotFound { .. }), "{gone}");
-    }
-
-    #[tokio::test]
-    async fn wait_change_wakes_on_changes_and_times_out_otherwise() {
-        let sim = SimSandbox::new();
-        sim.create_task(spec("t1", &["app"])).await.unwrap();
-        // Nothing seen yet: at once.
-        let first = tokio::time::timeout(Duration::from_secs(5), sim.wait_change("t1", 0, Duration::from_secs(600)))
-            .await
-            .expect("seen = 0 must return at once")
-            .unwrap();
-        assert_ne!(first.generation, 0);
-
-        // No change: the same generation, after the timeout.
-        let t = Instant::now();
-        let same = sim.wait_change("t1", first.generation, Duration::from_millis(50)).await.unwrap();
-        assert_eq!(same.generation, first.generation);
-        assert!(t.elapsed() >= Duration::from_millis(50), "{:?}", t.elapsed());
-
-        // A start, then an exit, each wake a waiter that is already blocked.
-        for step in 0..2 {
-            let seen = sim.status("t1").unwrap().generation;
-            let waiter = tokio::spawn({
-                let sim = sim.clone();
-                async move { sim.wait_change("t1", seen, Duration::from_secs(600)).await }
-            });
-            tokio::task::yield_now().await;
-            // Changes to another task wake the waiter internally but are not its change.
-            sim.create_task(spec(&format!("other{step}"), &["x"])).await.unwrap();
-            tokio::task::yield_now().await;
-            assert!(!waiter.is_finished(), "woke for another task's change");
-            if step == 0 {
-                sim.start_container("t1", "app").await.unwrap();
-            } else {
-                sim.exit("t1", "app", 0);
-            }
-            let st = tokio::time::timeout(Duration::from_secs(5), waiter)
-                .await
-                .expect("the waiter must wake on the change")
-                .unwrap()
-                .unwrap();
-            assert!(st.generation > seen);
-            let want = if step == 0 { ContainerState::Running } else { ContainerState::Exited };
-            assert_eq!(st.container("app").unwrap().state, want);
-        }
-
-        // A task that vanishes under a waiter: TaskNotFound.
-        let seen = sim.status("t1").unwrap().generation;
-        let waiter = tokio::spawn({
-            let sim = sim.clone();
-            async move { sim.wait_change("t1", seen, Duration::from_secs(600)).await }
-        });
-        tokio::task::yield_now().await;
-        sim.lose("t1");
-        let err = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap_err();
-        assert!(matches!(err, SandboxError::TaskNotFound { .. }), "{err}");
-    }
-
-    #[tokio::test]
-    async fn fail_next_fails_exactly_the_next_call() {
-        let sim = SimSandbox::new();
-        sim.fail_next(SimOp::Create, "no space");
-        let err = sim.create_task(spec("t1", &["a", "b"])).await.unwrap_err();
-        assert!(matches!(&err, SandboxError::Runtime { message, .. } if message == "no space"), "{err}");
-        assert!(sim.tasks().is_empty());
-        sim.create_task(spec("t1", &["a", "b"])).await.unwrap();
-
-        // A failed start leaves the container exited, as the shim records it.
-        sim.fail_next(SimOp::Start, "exec format error");
-        sim.start_container("t1", "a").await.unwrap_err();
-        let a = state_of(&sim, "t1", "a");
-        assert_eq!((a.state, a.exit_code), (ContainerState::Exited, None));
-        assert!(a.reason.unwrap().starts_with("CannotStartContainerError: "));
-        sim.start_container("t1", "b").await.unwrap();
-
-        sim.fail_next(SimOp::Signal, "runc kill failed");
-        sim.signal("t1", "b", SIGTERM).await.unwrap_err();
-        assert_eq!(state_of(&sim, "t1", "b").state, ContainerState::Running);
-
-        sim.fail_next(SimOp::Exec, "runc exec failed");
-        sim.exec("t1", "b", ExecSpec { argv: vec!["true".into()], timeout_ms: 1000 }).await.unwrap_err();
-        sim.exec("t1", "b", ExecSpec { argv: vec!["true".into()], timeout_ms: 1000 }).await.unwrap();
-
-        // Queued: both observations fail, the third works.
-        sim.fail_next(SimOp::State, "shim gone");
-        sim.fail_next(SimOp::State, "shim gone");
-        sim.state("t1").await.unwrap_err();
-        sim.wait_change("t1", 0, Duration::from_secs(1)).await.unwrap_err();
-        sim.state("t1").await.unwrap();
-
-        sim.fail_next(SimOp::Destroy, "device busy");
-        sim.destroy("t1").await.unwrap_err();
-        assert_eq!(sim.tasks(), ["t1"], "a failed destroy leaves the task");
-        sim.destroy("t1").await.unwrap();
-        assert!(sim.tasks().is_empty());
-    }
-
-    #[tokio::test]
-    async fn lose_makes_the_task_vanish() {
-        let sim = SimSandbox::new();
-        sim.create_task(spec("t1", &["app"])).await.unwrap();
-        sim.create_task(spec("t2", &["app"])).await.unwrap();
-        sim.start_container("t1", "app").await.unwrap();
-        sim.lose("t1");
-        for err in [
-            sim.state("t1").await.unwrap_err(),
-            sim.wait_change("t1", 0, Duration::from_secs(1)).await.unwrap_err(),
-            sim.signal("t1", "app", SIGTERM).await.unwrap_err(),
-        ] {
-            assert!(matches!(err, SandboxError::TaskNotFound { .. }), "{err}");
-        }
-        // A fresh agent over the same sandbox adopts only what exists.
-        let fresh: Arc<dyn Sandbox> = sim.clone();
-        assert_eq!(fresh.adopt_existing().await.unwrap(), ["t2"]);
-        sim.destroy("t1").await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn stop_semantics_and_the_operation_log() {
-        let sim = SimSandbox::new();
-        sim.create_task(spec("t1", &["web", "stubborn"])).await.unwrap();
-        sim.start_container("t1", "web").await.unwrap();
-        sim.start_container("t1", "stubborn").await.unwrap();
-        sim.ignore_sigterm("t1", "stubborn");
-
-        sim.signal("t1", "stubborn", SIGTERM).await.unwrap();
-        assert_eq!(state_of(&sim, "t1", "stubborn").state, ContainerState::Running);
-        sim.signal("t1", "web", SIGTERM).await.unwrap();
-        assert_eq!(state_of(&sim, "t1", "web").exit_code, Some(143));
-        sim.signal("t1", "stubborn", SIGKILL).await.unwrap();
-        assert_eq!(state_of(&sim, "t1", "stubborn").exit_code, Some(137));
-        let err = sim.signal("t1", "web", SIGKILL).await.unwrap_err();
-        assert!(matches!(err, SandboxError::InvalidState { .. }), "{err}");
-        let err = sim.exec("t1", "web", ExecSpec { argv: vec!["true".into()], timeout_ms: 1 }).await.unwrap_err();
-        assert!(matches!(err, SandboxError::InvalidState { .. }), "{err}");
-        sim.destroy("t1").await.unwrap();
-
-        let (task, c) = ("t1".to_string(), |n: &str| n.to_string());
-        assert_eq!(
-            sim.log(),
-            [
-                SimEvent::Create { task: task.clone() },
-                SimEvent::Start { task: task.clone(), container: c("web") },
-                SimEvent::Start { task: task.clone(), container: c("stubborn") },
-                SimEvent::Signal { task: task.clone(), container: c("stubborn"), signal: SIGTERM },
-                SimEvent::Signal { task: task.clone(), container: c("web"), signal: SIGTERM },
-                SimEvent::Signal { task: task.clone(), container: c("stubborn"), signal: SIGKILL },
-                SimEvent::Signal { task: task.clone(), container: c("web"), signal: SIGKILL },
-                SimEvent::Exec { task: task.clone(), container: c("web"), argv: vec!["true".into()] },
-                SimEvent::Destroy { task },
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn exec_results_logs_and_files() {
-        let sim = SimSandbox::new();
-        sim.create_task(spec("t1", &["app"])).await.unwrap();
-        sim.start_container("t1", "app").await.unwrap();
-        let check = || sim.exec("t1", "app", ExecSpec { argv: vec!["check".into()], timeout_ms: 1000 });
-        assert_eq!(check().await.unwrap().exit_code, Some(0));
-        let unhealthy = ExecResult { exit_code: Some(1), timed_out: false, output: "down\n".into() };
-        sim.set_exec_result("t1", "app", unhealthy.clone());
-        assert_eq!(check().await.unwrap(), unhealthy);
-
-        assert!(sim.network_namespace("t1").is_file());
-        let resolv = sim.resolv_conf("t1");
-        assert!(std::fs::read_to_string(&resolv).unwrap().starts_with("nameserver "));
-        let log = sim.container_log("t1", "app");
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
-        sim.write_log("t1", "app", "hello \"world\"").unwrap();
-        sim.write_log_stream("t1", "app", "stderr", "oops").unwrap();
-        let lines: Vec<serde_json::Value> =
-            std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), 2);
-        assert_eq!((lines[0]["stream"].as_str(), lines[0]["line"].as_str()), (Some("stdout"), Some("hello \"world\"")));
-        assert_eq!((lines[1]["stream"].as_str(), lines[1]["line"].as_str()), (Some("stderr"), Some("oops")));
-        assert!(lines[0]["t"].as_u64().unwrap() > 1_600_000_000_000);
-
-        // Destroy removes every trace, logs included; dropping the sim removes its directory.
-        sim.destroy("t1").await.unwrap();
-        assert!(!log.exists() && !resolv.exists());
-        let root = sim.root().to_path_buf();
-        drop(sim);
-        assert!(!root.exists());
-    }
-}
+mod tests;

@@ -65,8 +65,8 @@ pub struct TaskStatus {
     pub containers: Vec<ContainerStatus>,
     /// Moves on every observed change (a container started, exited or was OOM-killed, the
     /// phase changed), so a caller can wait for the next one with `Sandbox::wait_change`.
-    /// Never 0 for a live task: waiting with `seen = 0` returns at once. (0 is also what a
-    /// shim from before generations reports, which is why it means "nothing seen yet".)
+    /// Never 0 for a live task, so waiting with `seen = 0` returns at once. (A shim from
+    /// before generations reports 0; `LinuxSandbox` then samples its state instead.)
     #[serde(default)]
     pub generation: u64,
 }

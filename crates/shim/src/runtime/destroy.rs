@@ -2,7 +2,7 @@
 //! any point (including a crash of a previous destroy or create) and still converge.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_sandbox::error::chain;
 use flotilla_sandbox::protocol::{CONTAINERS_DIR, ShimError, ShimErrorKind};
@@ -52,12 +52,7 @@ impl Runtime {
             }
         }
         // Let the exit watchers record real exit codes before runc forgets the containers.
-        let deadline = Instant::now() + EXIT_WAIT;
-        while Instant::now() < deadline
-            && self.lock_state().containers.iter().any(|c| c.state == ContainerState::Running)
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        drop(self.wait_while(EXIT_WAIT, |st| st.containers.iter().any(|c| c.state == ContainerState::Running)));
         for name in &names {
             if let Err(e) = self.runc.delete(name) {
                 errors.push(chain(&e));

@@ -193,10 +193,13 @@ impl Runtime {
 
     /// The state once its generation differs from `seen`, or after `timeout`.
     fn wait(&self, seen: u64, timeout: Duration) -> TaskStatus {
+        self.wait_while(timeout, |st| st.generation == seen).status()
+    }
+
+    /// Blocks while `busy` holds of the state, for at most `timeout`; every update wakes it.
+    fn wait_while(&self, timeout: Duration, busy: impl FnMut(&mut Persisted) -> bool) -> MutexGuard<'_, Persisted> {
         let st = self.lock_state();
-        let (st, _) =
-            self.changed.wait_timeout_while(st, timeout, |st| st.generation == seen).unwrap_or_else(|e| e.into_inner());
-        st.status()
+        self.changed.wait_timeout_while(st, timeout, busy).unwrap_or_else(|e| e.into_inner()).0
     }
 
     fn container_dir(&self, name: &str) -> PathBuf {
