@@ -16,6 +16,8 @@ command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
+# The store's durability test reads the fsyncs of a child process with strace.
+command -v strace >/dev/null || need_apt+=(strace)
 # The builtin OCI runtime compiles seccomp filters with libseccomp (linked at build time).
 [ -e /usr/include/seccomp.h ] || need_apt+=(libseccomp-dev)
 if ((${#need_apt[@]})); then
