@@ -118,7 +118,9 @@ pub(crate) enum ImageAction {
     /// Load an OCI-layout or `docker save` tarball, for hosts without registry access.
     Import {
         file: PathBuf,
-        /// Name for images the archive leaves unnamed.
+        /// Name for the image. REPOSITORY:TAG (or @DIGEST) names the archive's one image,
+        /// whatever names the archive carries; a bare REPOSITORY completes archives that give
+        /// only a tag and names unnamed images REPOSITORY:latest.
         #[arg(long)]
         reference: Option<String>,
     },
