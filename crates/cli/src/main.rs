@@ -139,9 +139,10 @@ pub(crate) enum TaskAction {
         task_definition: String,
         #[arg(long, default_value_t = 1)]
         count: i32,
-        /// Subnet for the task's network interface.
-        #[arg(long, default_value = "subnet-default")]
-        subnet: String,
+        /// Subnet for the task's network interface; without it, the default VPC's default
+        /// subnets (one per zone), as the AWS console picks them.
+        #[arg(long)]
+        subnet: Option<String>,
     },
     /// Show one task by id or ARN.
     Show { task: String },
