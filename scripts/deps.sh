@@ -16,6 +16,8 @@ command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
+# The store's durability test reads the fsyncs of a child process with strace.
+command -v strace >/dev/null || need_apt+=(strace)
 # The builtin OCI runtime compiles seccomp filters with libseccomp (linked at build time).
 [ -e /usr/include/seccomp.h ] || need_apt+=(libseccomp-dev)
 if ((${#need_apt[@]})); then
@@ -27,6 +29,18 @@ if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The TLS registry tests serve HTTPS on a non-loopback IPv4 address of this machine (clients
+# dial loopback registries over plain HTTP), and scripts/test.sh makes a missing one a failure.
+# A machine with none (no network at all) gets one, a documentation address on a veth pair
+# (veth because task networking needs it anyway; the dummy driver is not always there).
+if [ "$(id -u)" = 0 ] && ! ip -4 -o addr show scope global | grep -q inet; then
+  echo "no non-loopback IPv4 address: adding 198.51.100.7/32 on flotilla-tls0 for the TLS tests"
+  ip link show flotilla-tls0 >/dev/null 2>&1 || ip link add flotilla-tls0 type veth peer name flotilla-tls1
+  ip addr replace 198.51.100.7/32 dev flotilla-tls0
+  ip link set flotilla-tls1 up
+  ip link set flotilla-tls0 up
 fi
 
 if ! command -v cargo >/dev/null; then

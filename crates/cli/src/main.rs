@@ -123,7 +123,9 @@ pub(crate) enum ImageAction {
     /// Load an OCI-layout or `docker save` tarball, for hosts without registry access.
     Import {
         file: PathBuf,
-        /// Name for images the archive leaves unnamed.
+        /// Name for the image. REPOSITORY:TAG (or @DIGEST) names the archive's one image,
+        /// whatever names the archive carries; a bare REPOSITORY completes archives that give
+        /// only a tag and names unnamed images REPOSITORY:latest.
         #[arg(long)]
         reference: Option<String>,
     },
@@ -142,9 +144,10 @@ pub(crate) enum TaskAction {
         task_definition: String,
         #[arg(long, default_value_t = 1)]
         count: i32,
-        /// Subnet for the task's network interface.
-        #[arg(long, default_value = "subnet-default")]
-        subnet: String,
+        /// Subnet for the task's network interface; without it, the default VPC's default
+        /// subnets (one per zone), as the AWS console picks them.
+        #[arg(long)]
+        subnet: Option<String>,
     },
     /// Show one task by id or ARN.
     Show { task: String },

@@ -3,7 +3,7 @@
 
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
 use flotilla_types::ResourceKind;
-use flotilla_types::task_definition::Tag;
+use flotilla_types::task_definition::{KeyValuePair, Tag};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -33,8 +33,9 @@ pub struct Cluster {
     pub running_tasks_count: i32,
     pub pending_tasks_count: i32,
     pub active_services_count: i32,
+    /// Only in DescribeClusters answers that ask for STATISTICS; never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statistics: Option<Vec<Value>>,
+    pub statistics: Option<Vec<KeyValuePair>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,12 +103,36 @@ impl ClusterInclude {
         if !self.tags {
             cluster.tags = None;
         }
-        cluster.statistics = self.statistics.then(Vec::new);
+        if !self.statistics {
+            cluster.statistics = None;
+        }
         if !self.configurations {
             cluster.configuration = None;
         }
         cluster
     }
+}
+
+/// DescribeClusters' STATISTICS: the cluster's task and service counts split by launch type,
+/// under the names and in the order ECS answers with. Every Flotilla task is a Fargate task
+/// (FARGATE_SPOT included, as on ECS), so the EC2 counts are zero by construction rather
+/// than unknown.
+fn statistics(cluster: &Cluster) -> Vec<KeyValuePair> {
+    [
+        ("runningEC2TasksCount", 0),
+        ("runningFargateTasksCount", cluster.running_tasks_count),
+        ("pendingEC2TasksCount", 0),
+        ("pendingFargateTasksCount", cluster.pending_tasks_count),
+        ("activeEC2ServiceCount", 0),
+        ("activeFargateServiceCount", cluster.active_services_count),
+        ("drainingEC2ServiceCount", 0),
+        // Flotilla has no services yet, so none can be draining; this becomes a real count
+        // together with activeServicesCount when services arrive.
+        ("drainingFargateServiceCount", 0),
+    ]
+    .into_iter()
+    .map(|(name, value)| KeyValuePair { name: Some(name.to_owned()), value: Some(value.to_string()) })
+    .collect()
 }
 
 fn validate_cluster_name(name: &str) -> Result<(), ControlError> {
@@ -219,6 +244,7 @@ impl Control {
             match load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await? {
                 Some((mut cluster, _)) => {
                     (cluster.running_tasks_count, cluster.pending_tasks_count) = self.task_counts(&name).await?;
+                    cluster.statistics = Some(statistics(&cluster));
                     found.push(include.apply(cluster))
                 }
                 None => missing.push(if raw.starts_with("arn:") {

@@ -69,6 +69,10 @@ pub enum ImportError {
     LayerCountMismatch { path: PathBuf, digest: Digest, diff_ids: usize, layers: usize },
     #[error("{path}: image {digest} has no name; import it with a reference")]
     Unnamed { path: PathBuf, digest: Digest },
+    #[error("{path} holds {images} images; the reference {reference:?} can name only one")]
+    AmbiguousReference { path: PathBuf, reference: String, images: usize },
+    #[error("{path}: the reference {reference:?} pins a digest, but the archive's image is {digest}")]
+    ReferenceDigest { path: PathBuf, reference: String, digest: Digest },
     #[error("{path}: image name {name:?} is invalid")]
     Name {
         path: PathBuf,
@@ -139,8 +143,11 @@ impl ImageStore {
         self.import_named(path, None).await
     }
 
-    /// Like [`ImageStore::import`]; `reference` names images the archive leaves
-    /// unnamed, and supplies the repository for OCI layouts that give only a tag.
+    /// Like [`ImageStore::import`], with a name from the caller. A `reference` with a
+    /// tag or digest (`local/busybox:1`) is the name of the one image in the archive,
+    /// whatever names the archive carries: the user said what to call it. A bare
+    /// repository (`local/busybox`) supplies the repository for OCI layouts that give
+    /// only a tag, and names images the archive leaves unnamed (`:latest`).
     pub async fn import_named(
         &self,
         path: impl AsRef<Path>,
@@ -159,18 +166,24 @@ impl ImageStore {
             .transpose()?;
         let _lock = self.lock(false).await.map_err(store_err)?;
 
+        let reference = reference.map(str::to_owned);
         let blobs = self.blobs.clone();
         let archive = path.clone();
         let platform = self.options.platform.clone();
         let found = blocking(move || {
             let scan = scan(&blobs, &archive)?;
-            let found = if scan.documents.contains_key("index.json") {
+            let mut found = if scan.documents.contains_key("index.json") {
                 oci_images(&blobs, &archive, &scan, &platform, default.as_ref())?
             } else if scan.documents.contains_key("manifest.json") {
                 docker_images(&blobs, &archive, &scan, default.as_ref())?
             } else {
                 return Err(ImportError::UnknownFormat { path: archive });
             };
+            if let (Some(name), Some(raw)) = (&default, reference.as_deref())
+                && names_a_version(raw)
+            {
+                name_exactly(&archive, &mut found, name, raw)?;
+            }
             let images = found
                 .into_iter()
                 .map(|f| {
@@ -455,6 +468,35 @@ fn names_from_annotations(
     }
 }
 
+/// True when `raw` names a version (a tag after the last `/`, or a digest), not just a
+/// repository. `Reference::parse` fills in `latest`, so this reads what the user wrote.
+fn names_a_version(raw: &str) -> bool {
+    raw.contains('@') || raw.rsplit('/').next().is_some_and(|last| last.contains(':'))
+}
+
+/// Gives the archive's one image the caller's exact `name` instead of the archive's own.
+fn name_exactly(archive: &Path, found: &mut [Found], name: &Reference, raw: &str) -> Result<(), ImportError> {
+    let [image] = found else {
+        return Err(ImportError::AmbiguousReference {
+            path: archive.to_path_buf(),
+            reference: raw.to_owned(),
+            images: found.len(),
+        });
+    };
+    if let Some(digest) = name.digest()
+        && digest != &image.manifest_digest
+        && Some(digest) != image.index_digest.as_ref()
+    {
+        return Err(ImportError::ReferenceDigest {
+            path: archive.to_path_buf(),
+            reference: raw.to_owned(),
+            digest: image.index_digest.clone().unwrap_or_else(|| image.manifest_digest.clone()),
+        });
+    }
+    image.names = vec![name.clone()];
+    Ok(())
+}
+
 fn names_or_default(
     archive: &Path,
     names: Vec<Reference>,
@@ -486,4 +528,19 @@ fn read_config(blobs: &BlobStore, archive: &Path, found: &Found) -> Result<(Dige
         }
     }
     Ok((digest, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_a_version;
+
+    #[test]
+    fn a_version_is_a_tag_after_the_last_slash_or_a_digest() {
+        for pinned in ["busybox:1", "local/busybox:latest", "localhost:5000/app:v2", "app@sha256:00"] {
+            assert!(names_a_version(pinned), "{pinned}");
+        }
+        for bare in ["busybox", "local/busybox", "localhost:5000/app"] {
+            assert!(!names_a_version(bare), "{bare}");
+        }
+    }
 }

@@ -166,3 +166,61 @@ async fn corrupt_or_incomplete_archives_are_refused() {
     assert!(matches!(store.import(&path).await, Err(ImportError::UnknownFormat { .. })));
     assert!(store.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_reference_with_a_tag_names_the_image_whatever_the_archive_says() {
+    // What `skopeo copy ... oci-archive:busybox.tar` and friends write: the index names only
+    // the tag `latest`.
+    let image = sample_image(Compression::Gzip, Compression::Gzip);
+    let mut desc = image.descriptor();
+    desc["annotations"] = json!({"org.opencontainers.image.ref.name": "latest"});
+    let layout = oci_layout(&[&image], &[], json!([desc]));
+    let dir = StoreDir::new();
+    let path = write(dir.dir.path(), "layout.tar", &layout);
+    let store = ImageStore::open(dir.root()).await.unwrap();
+
+    let images = store.import_named(&path, Some("local/busybox:1")).await.unwrap();
+    let names: Vec<String> = images.iter().map(|i| i.reference.to_string()).collect();
+    assert_eq!(names, ["docker.io/local/busybox:1"]);
+    assert!(store.get("local/busybox:1").await.unwrap().is_some());
+    assert!(store.get("local/busybox:latest").await.unwrap().is_none(), "the archive's tag is not used");
+
+    // A bare repository still takes the archive's tag.
+    let images = store.import_named(&path, Some("local/other")).await.unwrap();
+    assert_eq!(images[0].reference.to_string(), "docker.io/local/other:latest");
+
+    // A digest must be the image's own.
+    let pinned = format!("local/pinned@{}", image.manifest_digest());
+    let images = store.import_named(&path, Some(&pinned)).await.unwrap();
+    assert_eq!(images[0].reference.digest().unwrap().to_string(), image.manifest_digest());
+    let wrong = format!("local/pinned@{}", image.config_digest());
+    let err = store.import_named(&path, Some(&wrong)).await.unwrap_err();
+    assert!(matches!(err, ImportError::ReferenceDigest { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_reference_with_a_tag_overrides_docker_archive_names_and_needs_one_image() {
+    let layer = LayerTar::new().file("hello", b"hi\n").into_tar();
+    let image =
+        TestImage::with_spec(vec![(layer.clone(), Compression::None)], ImageSpec { oci: false, ..Default::default() });
+    let config_name = format!("{}.json", &image.config_digest()[7..]);
+    let entry = json!({"Config": config_name, "RepoTags": ["busybox:latest"], "Layers": ["aaa/layer.tar"]});
+    let one = serde_json::to_vec(&json!([entry])).unwrap();
+    let two = serde_json::to_vec(&json!([entry, entry])).unwrap();
+    let files = |manifest: &[u8]| {
+        tar_of(&[("manifest.json", manifest), (&config_name, &image.config), ("aaa/layer.tar", &layer)], &[])
+    };
+    let dir = StoreDir::new();
+    let store = ImageStore::open(dir.root()).await.unwrap();
+
+    let path = write(dir.dir.path(), "one.tar", &files(&one));
+    let images = store.import_named(&path, Some("example.com/box:2")).await.unwrap();
+    let names: Vec<String> = images.iter().map(|i| i.reference.to_string()).collect();
+    assert_eq!(names, ["example.com/box:2"]);
+    assert!(store.get("busybox:latest").await.unwrap().is_none());
+
+    let path = write(dir.dir.path(), "two.tar", &files(&two));
+    let err = store.import_named(&path, Some("example.com/box:3")).await.unwrap_err();
+    assert!(matches!(err, ImportError::AmbiguousReference { images: 2, .. }), "{err:?}");
+    assert!(store.get("example.com/box:3").await.unwrap().is_none());
+}

@@ -1,7 +1,8 @@
 //! Pulls over HTTPS from a real `docker-registry` whose certificate a private CA
 //! signed. Clients dial loopback registries over plain HTTP, so the registry listens
 //! on a non-loopback address of this machine; without one these tests print why and
-//! skip (set `FLOTILLA_REQUIRE_TLS_TESTS=1` to make that a failure instead).
+//! skip, unless `FLOTILLA_REQUIRE_TLS_TESTS=1` makes that a failure. `scripts/test.sh` (and
+//! so CI) sets it, after `scripts/deps.sh` gave a machine with no network a dummy address.
 
 mod common;
 

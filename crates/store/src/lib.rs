@@ -5,8 +5,10 @@
 //! (one machine) and an etcd backend (many machines) are interchangeable.
 //!
 //! **Architecture Invariant:** a transaction the store acknowledges is durable: it has been
-//! fsynced and survives `kill -9` of the process. Every key carries the global revision of the
-//! transaction that last wrote it, which is what compare-and-write compares against.
+//! fsynced and survives `kill -9` of the process (`tests/fsync.rs` checks the order of the
+//! write, the fsync and the answer in an strace of a child process). Every key carries the
+//! global revision of the transaction that last wrote it, which is what compare-and-write
+//! compares against.
 
 mod embedded;
 

@@ -1,6 +1,6 @@
 //! `flotilla tasks`: list, run, show and stop tasks.
 
-use flotilla_cli::client::Client;
+use flotilla_cli::client::{Client, xml_texts};
 use flotilla_cli::output::{Output, text};
 use serde_json::{Value, json};
 
@@ -28,6 +28,21 @@ fn rows(tasks: &[Value]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The default VPC's default subnets (`default-for-az`), which is what the AWS console offers
+/// when nobody chose: RunTask places each task in one of them.
+async fn default_subnets(client: &Client) -> anyhow::Result<Vec<String>> {
+    let xml =
+        client.ec2("DescribeSubnets", &[("Filter.1.Name", "default-for-az"), ("Filter.1.Value.1", "true")]).await?;
+    let subnets = xml_texts(&xml, "subnetId");
+    if subnets.is_empty() {
+        anyhow::bail!(
+            "there is no default subnet (default-for-az) to run the task in: pass --subnet SUBNET_ID \
+             (`aws ec2 describe-subnets` lists them)"
+        );
+    }
+    Ok(subnets)
+}
+
 pub async fn run(
     client: &Client,
     out: &Output,
@@ -49,12 +64,16 @@ pub async fn run(
             out.print(&json!({ "tasks": tasks }), HEADERS, rows(&tasks));
         }
         Some(TaskAction::Run { task_definition, count, subnet }) => {
+            let subnets = match subnet {
+                Some(subnet) => vec![subnet],
+                None => default_subnets(client).await?,
+            };
             let body = json!({
                 "cluster": cluster,
                 "taskDefinition": task_definition,
                 "count": count,
                 "launchType": "FARGATE",
-                "networkConfiguration": { "awsvpcConfiguration": { "subnets": [subnet] } },
+                "networkConfiguration": { "awsvpcConfiguration": { "subnets": subnets } },
             });
             let answer = client.ecs("RunTask", body).await?;
             let tasks = answer["tasks"].as_array().cloned().unwrap_or_default();
