@@ -6,11 +6,12 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flotilla_sandbox::oci::Spec;
+use flotilla_oci::Spec;
 
+use crate::cgroup::{self, CgroupManager, Cgroups};
+use crate::init;
 use crate::state::{self, EXEC_FIFO, State, Status};
 use crate::sys::{self, Fork, err_at};
-use crate::{cgroups, init};
 
 fn not_found(id: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("container {id} does not exist"))
@@ -84,7 +85,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>, sta
     let mut cgroup_dirs = Vec::new();
     let result = create_in(root, id, bundle, &spec, &dir, &mut cgroup_dirs, pid_file, start_now);
     if result.is_err() {
-        let _ = cgroups::remove(&cgroup_dirs, Duration::from_secs(2));
+        let _ = cgroup::remove(&cgroup_dirs, Duration::from_secs(2));
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
@@ -112,8 +113,9 @@ fn create_in(
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622)).map_err(|e| err_at("chmod", &fifo, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| err_at("chmod", dir, e))?;
-    let hierarchies = cgroups::hierarchies()?;
-    *cgroup_dirs = cgroups::create(&hierarchies, &spec.linux.cgroups_path, &spec.linux.resources)?;
+    let cgroups = Cgroups::detect().map_err(io::Error::other)?;
+    let rel = cgroup::relative(&spec.linux.cgroups_path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    *cgroup_dirs = cgroups.create(&rel, &spec.linux.resources).map_err(io::Error::other)?;
     sys::cloexec_from_3();
 
     // Namespaces with a path are joined; the others are new. Open every path first.
@@ -128,7 +130,7 @@ fn create_in(
         }
     }
     // The cgroup first: a new cgroup namespace is rooted where its creator stands.
-    cgroups::join(cgroup_dirs)?;
+    cgroup::join(cgroup_dirs).map_err(io::Error::other)?;
     for j in &joins {
         sys::setns(&j.fd, j.flag, j.kind)?;
     }
@@ -149,7 +151,7 @@ fn create_in(
     let pid = match sys::fork()? {
         Fork::Child => {
             drop(r);
-            init::container_init(spec, &hierarchies, child_fresh, &fifo, w)
+            init::container_init(spec, &cgroups, child_fresh, &fifo, w)
         }
         Fork::Parent(pid) => pid,
     };
@@ -247,7 +249,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> io::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    cgroups::remove(&st.cgroups, Duration::from_secs(5))?;
+    cgroup::remove(&st.cgroups, Duration::from_secs(5)).map_err(io::Error::other)?;
     std::fs::remove_dir_all(&dir).map_err(|e| err_at("remove", &dir, e))
 }
 
@@ -257,7 +259,7 @@ pub fn state_json(root: &Path, id: &str) -> io::Result<String> {
     let status = st.status(root);
     let pid = if status == Status::Stopped { 0 } else { st.pid };
     Ok(serde_json::json!({
-        "ociVersion": flotilla_sandbox::oci::OCI_VERSION,
+        "ociVersion": flotilla_oci::OCI_VERSION,
         "id": st.id,
         "pid": pid,
         "status": status.as_str(),
@@ -296,7 +298,7 @@ pub fn exec(root: &Path, id: &str, pid_file: Option<&Path>, args: Vec<String>) -
     if !sys::alive(st.pid, st.start_time) {
         return Err(io::Error::other(format!("container {id} is not running")));
     }
-    cgroups::join(&st.cgroups)?;
+    cgroup::join(&st.cgroups).map_err(io::Error::other)?;
     for j in &joins {
         sys::setns(&j.fd, j.flag, j.kind)?;
     }

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use flotilla_sandbox::oci::DeviceRule;
+use flotilla_oci::DeviceRule;
 
 use crate::sys::{self, err_at};
 

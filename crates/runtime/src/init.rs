@@ -11,9 +11,9 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use flotilla_sandbox::oci::{Process, Spec};
+use flotilla_oci::{Process, Seccomp, Spec};
 
-use crate::cgroups::Hierarchy;
+use crate::cgroup::Cgroups;
 use crate::{mounts, process, seccomp, sys};
 
 /// The executable, arguments and environment, ready for execve.
@@ -25,7 +25,7 @@ pub struct Exec {
 
 /// Identity, limits and seccomp for `p`, shared by a container's init and exec'd processes.
 /// Returns what to exec; the filter is loaded when this returns.
-fn become_process(p: &Process, seccomp_profile: &flotilla_sandbox::oci::Seccomp) -> io::Result<Exec> {
+fn become_process(p: &Process, seccomp_profile: &Seccomp) -> io::Result<Exec> {
     // A session of its own, as runc gives it: signals meant for the shim's group never reach it.
     // SAFETY: setsid takes no arguments; a forked child is never a group leader, so it works.
     unsafe { libc::setsid() };
@@ -54,13 +54,13 @@ fn become_process(p: &Process, seccomp_profile: &flotilla_sandbox::oci::Seccomp)
 /// The container's init: builds its world, reports readiness on `ready`, waits for `start`
 /// on the exec FIFO, and execs. A failure before readiness is reported on `ready`; one after
 /// (the command cannot be exec'd) goes to the container's stderr, as runc does.
-pub fn container_init(spec: &Spec, hierarchies: &[Hierarchy], unshare: libc::c_int, fifo: &Path, ready: OwnedFd) -> ! {
+pub fn container_init(spec: &Spec, cgroups: &Cgroups, unshare: libc::c_int, fifo: &Path, ready: OwnedFd) -> ! {
     let mut ready = Some(std::fs::File::from(ready));
     let mut run = || -> io::Result<io::Error> {
         sys::unshare(unshare)?;
         // SAFETY: umask only sets a mask.
         unsafe { libc::umask(0o022) };
-        mounts::prepare_root(spec, hierarchies)?;
+        mounts::prepare_root(spec, cgroups)?;
         let fifo = sys::open(fifo, libc::O_PATH)?;
         mounts::pivot(&spec.root.path)?;
         mounts::mask(&spec.linux.masked_paths)?;
@@ -97,7 +97,7 @@ pub fn container_init(spec: &Spec, hierarchies: &[Hierarchy], unshare: libc::c_i
 }
 
 /// An exec'd process, already in the container's namespaces and cgroup.
-pub fn exec_process(p: &Process, seccomp_profile: &flotilla_sandbox::oci::Seccomp) -> io::Error {
+pub fn exec_process(p: &Process, seccomp_profile: &Seccomp) -> io::Error {
     match become_process(p, seccomp_profile) {
         Ok(exec) => {
             let e = sys::execve(&exec.path, &exec.args, &exec.env);

@@ -6,9 +6,9 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use flotilla_sandbox::oci::{Mount, Spec};
+use flotilla_oci::{Mount, Spec};
 
-use crate::cgroups::Hierarchy;
+use crate::cgroup::Cgroups;
 use crate::sys::{self, err_at};
 
 /// Flags and data of a mount's option list; propagation options apart, as they need a
@@ -109,14 +109,14 @@ fn mkdir_all(path: &Path) -> io::Result<()> {
 }
 
 /// Everything up to the pivot: the root made a mount point and every configured mount.
-pub fn prepare_root(spec: &Spec, hierarchies: &[Hierarchy]) -> io::Result<()> {
+pub fn prepare_root(spec: &Spec, cgroups: &Cgroups) -> io::Result<()> {
     // As the kernel names it, so that `pin` can compare what /proc/self/fd says against it.
     let root = &std::fs::canonicalize(&spec.root.path).map_err(|e| err_at("resolve", &spec.root.path, e))?;
     // Nothing mounted from here on propagates back to the host.
     sys::mount(None, Path::new("/"), None, libc::MS_SLAVE | libc::MS_REC, None)?;
     sys::mount(Some(&root.display().to_string()), root, None, libc::MS_BIND | libc::MS_REC, None)?;
     for m in &spec.mounts {
-        mount_one(root, m, hierarchies)?;
+        mount_one(root, m, cgroups)?;
     }
     make_devices(root)
 }
@@ -148,11 +148,11 @@ fn pin(root: &Path, dest: &Path) -> io::Result<(std::os::fd::OwnedFd, PathBuf)> 
     Ok((fd, magic))
 }
 
-fn mount_one(root: &Path, m: &Mount, hierarchies: &[Hierarchy]) -> io::Result<()> {
+fn mount_one(root: &Path, m: &Mount, cgroups: &Cgroups) -> io::Result<()> {
     let dest = resolve_in_root(root, &m.destination)?;
     let o = parse_options(&m.options);
     if m.kind == "cgroup" {
-        return mount_cgroups(&dest, o.flags, hierarchies);
+        return mount_cgroups(&dest, o.flags, cgroups);
     }
     if m.kind == "bind" || o.flags & libc::MS_BIND != 0 {
         let source = Path::new(&m.source);
@@ -190,14 +190,15 @@ fn mount_one(root: &Path, m: &Mount, hierarchies: &[Hierarchy]) -> io::Result<()
 /// `/sys/fs/cgroup` as runc gives it: on v2 the cgroup2 filesystem; on v1 a tmpfs holding
 /// each hierarchy, mounted inside the container's cgroup namespace so that each shows the
 /// container's own cgroup as its root.
-fn mount_cgroups(dest: &Path, flags: libc::c_ulong, hierarchies: &[Hierarchy]) -> io::Result<()> {
+fn mount_cgroups(dest: &Path, flags: libc::c_ulong, cgroups: &Cgroups) -> io::Result<()> {
     mkdir_all(dest)?;
-    if hierarchies.iter().any(|h| h.v2) {
-        return sys::mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None);
-    }
+    let v1 = match cgroups {
+        Cgroups::V2(_) => return sys::mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None),
+        Cgroups::V1(v1) => v1,
+    };
     let base = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     sys::mount(Some("tmpfs"), dest, Some("tmpfs"), base, Some("mode=755"))?;
-    for h in hierarchies {
+    for h in v1.hierarchies() {
         let Some(name) = h.mount.file_name() else { continue };
         let sub = dest.join(name);
         mkdir_all(&sub)?;

@@ -6,8 +6,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use flotilla_sandbox::oci::{Process, Rlimit};
-use flotilla_sandbox::spec::caps::ALL_CAPS;
+use flotilla_oci::{ALL_CAPS, Process, Rlimit};
 
 use crate::sys;
 

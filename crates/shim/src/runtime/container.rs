@@ -11,7 +11,6 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_sandbox::cgroup::CgroupManager;
 use flotilla_sandbox::protocol::{ShimError, ShimErrorKind, StartReport, Timings};
 use flotilla_sandbox::{ContainerState, ExecResult, ExecSpec, TaskPhase};
 
