@@ -222,8 +222,9 @@ pub fn tree_procs(top: &Path) -> Result<Vec<u32>, CgroupError> {
 }
 
 /// Removes each of `dirs` with everything below it, deepest first. Processes still inside are
-/// SIGKILLed; an emptied cgroup can stay busy for a moment while the kernel tears it down, so
-/// this retries until `deadline` has passed. Missing directories are fine: idempotent.
+/// SIGKILLed (never the caller: it cannot remove a cgroup it is in, and must move out first);
+/// an emptied cgroup can stay busy for a moment while the kernel tears it down, so this
+/// retries until `deadline` has passed. Missing directories are fine: idempotent.
 pub fn remove(dirs: &[PathBuf], deadline: Duration) -> Result<(), CgroupError> {
     let start = Instant::now();
     for top in dirs {
@@ -236,7 +237,7 @@ pub fn remove(dirs: &[PathBuf], deadline: Duration) -> Result<(), CgroupError> {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                        for pid in procs(dir)? {
+                        for pid in procs(dir)?.into_iter().filter(|p| *p != std::process::id()) {
                             // The pid was just read from the cgroup being removed, so it is
                             // one of the processes meant to die; a pid that exited is ESRCH.
                             if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
