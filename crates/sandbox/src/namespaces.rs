@@ -61,10 +61,8 @@ fn setup_on_this_thread(dir: &Path, hostname: &str) -> Result<(), NamespaceError
     if unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) } != 0 {
         return Err(NamespaceError::Unshare(io::Error::last_os_error()));
     }
-    // SAFETY: the pointer and length describe `hostname`'s bytes, valid for the call.
-    if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
-        return Err(NamespaceError::Hostname(hostname.to_string(), io::Error::last_os_error()));
-    }
+    rustix::system::sethostname(hostname.as_bytes())
+        .map_err(|e| NamespaceError::Hostname(hostname.to_string(), e.into()))?;
     loopback_up().map_err(NamespaceError::Loopback)?;
     for name in SHARED {
         bind_mount(&PathBuf::from(format!("/proc/thread-self/ns/{name}")), &dir.join(name))?;
