@@ -8,7 +8,7 @@
 //! containers find the endpoint through `ECS_CONTAINER_METADATA_URI_V4`, which carries the port.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,29 +33,16 @@ pub trait MetadataSource: Send + Sync + 'static {
 
 /// Binds `169.254.170.2:51679` inside the network namespace at `netns`.
 pub fn listen_in_netns(netns: &Path) -> io::Result<std::net::TcpListener> {
-    let status = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .args(["ip", "addr", "replace", &format!("{METADATA_ADDR}/32"), "dev", "lo"])
-        .status()?;
-    if !status.success() {
-        return Err(io::Error::other(format!("cannot add {METADATA_ADDR} to lo in {}", netns.display())));
-    }
-    let file = std::fs::File::open(netns)?;
-    // The socket belongs to the namespace of the thread that creates it; a throwaway thread
-    // enters the namespace so the rest of the process never leaves the host's.
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on a valid namespace fd affects only this thread, which ends below.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let listener = std::net::TcpListener::bind((METADATA_ADDR, METADATA_PORT))?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })
-        .join()
-        .map_err(|_| io::Error::other("metadata listener thread panicked"))?
-    })
+    let ip: Ipv4Addr = METADATA_ADDR.parse().map_err(io::Error::other)?;
+    let addr = flotilla_net::Ipv4Net::new(ip, 32).map_err(io::Error::other)?;
+    flotilla_net::netns::replace_address(netns, "lo", addr).map_err(io::Error::other)?;
+    // The socket belongs to the namespace of the thread that creates it; `run_in` enters it
+    // on a throwaway thread so the rest of the process never leaves the host's.
+    flotilla_net::netns::run_in(netns, || {
+        let listener = std::net::TcpListener::bind((ip, METADATA_PORT))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })?
 }
 
 /// Serves the endpoint on `listener` until the returned handle is aborted.

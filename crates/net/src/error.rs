@@ -119,6 +119,33 @@ pub enum NetError {
     NameClash { id: String, name: String, alias: Option<String> },
 }
 
+/// Why [`crate::netns::replace_address`] failed; each names the namespace it acted in.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("entering network namespace {}", netns.display())]
+    Netns {
+        netns: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening a netlink socket in network namespace {}", netns.display())]
+    Socket {
+        netns: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no link {link} in network namespace {}", netns.display())]
+    NoLink { netns: PathBuf, link: String },
+    #[error("netlink {op} {link} in network namespace {}", netns.display())]
+    Netlink {
+        netns: PathBuf,
+        link: String,
+        op: &'static str,
+        #[source]
+        source: NetlinkError,
+    },
+}
+
 impl NetError {
     pub(crate) fn netlink(object: &Object, op: impl Into<String>, source: NetlinkError) -> Self {
         NetError::Netlink { object: object.clone(), op: op.into(), source }

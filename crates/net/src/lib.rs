@@ -14,7 +14,7 @@ mod nft;
 mod spec;
 mod state;
 
-pub use error::{NetError, NetlinkError, Object};
+pub use error::{AddressError, NetError, NetlinkError, Object};
 pub use ipnet::Ipv4Net;
 pub use network::Network;
 pub use spec::{

@@ -10,6 +10,11 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use ipnet::Ipv4Net;
+
+use crate::error::AddressError;
+use crate::netlink::Socket;
+
 /// Runs `f` on a new thread that has joined the network namespace at `netns`.
 pub fn run_in<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> io::Result<T> {
     let file = File::open(netns)?;
@@ -25,6 +30,20 @@ pub fn run_in_file<T: Send>(netns: &File, f: impl FnOnce() -> T + Send) -> io::R
         });
         thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+/// Adds `addr` to the link named `link` inside the network namespace at `netns`, or replaces
+/// it if it is there (as `ip addr replace`), over one netlink socket opened in that namespace.
+/// The kernel adds the prefix route, as `ip` lets it.
+pub fn replace_address(netns: &Path, link: &str, addr: Ipv4Net) -> Result<(), AddressError> {
+    let path = || netns.to_path_buf();
+    let mut socket = run_in(netns, Socket::open)
+        .map_err(|source| AddressError::Netns { netns: path(), source })?
+        .map_err(|source| AddressError::Socket { netns: path(), source })?;
+    let netlink = |op, source| AddressError::Netlink { netns: path(), link: link.to_string(), op, source };
+    let found = socket.link(link).map_err(|e| netlink("RTM_GETLINK", e))?;
+    let index = found.ok_or_else(|| AddressError::NoLink { netns: path(), link: link.to_string() })?.index;
+    socket.replace_address(index, addr.addr(), addr.prefix_len(), true).map_err(|e| netlink("RTM_NEWADDR", e))
 }
 
 /// Moves the calling thread into the network namespace open at `netns`.

@@ -6,11 +6,14 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flotilla_sandbox::oci::Spec;
+use flotilla_oci::Spec;
+use rustix::fs::OFlags;
+use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
+use crate::cgroup::{self, CgroupManager, Cgroups};
+use crate::init;
 use crate::state::{self, EXEC_FIFO, State, Status};
 use crate::sys::{self, Fork, err_at};
-use crate::{cgroups, init};
 
 fn not_found(id: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("container {id} does not exist"))
@@ -34,18 +37,19 @@ fn read_spec(bundle: &Path) -> io::Result<Spec> {
 /// `/proc/<pid>/ns/<kind>` or a configured path, opened before any namespace is entered.
 struct Join {
     fd: OwnedFd,
-    flag: libc::c_int,
+    ns: LinkNameSpaceType,
     kind: &'static str,
 }
 
-fn ns_flag(kind: &str) -> Option<(libc::c_int, &'static str)> {
+/// The flag that makes a new namespace of `kind`, and the type that joins one.
+fn ns_flag(kind: &str) -> Option<(UnshareFlags, LinkNameSpaceType, &'static str)> {
     Some(match kind {
-        "pid" => (libc::CLONE_NEWPID, "pid"),
-        "network" => (libc::CLONE_NEWNET, "network"),
-        "ipc" => (libc::CLONE_NEWIPC, "ipc"),
-        "uts" => (libc::CLONE_NEWUTS, "uts"),
-        "mount" => (libc::CLONE_NEWNS, "mount"),
-        "cgroup" => (libc::CLONE_NEWCGROUP, "cgroup"),
+        "pid" => (UnshareFlags::NEWPID, LinkNameSpaceType::ProcessID, "pid"),
+        "network" => (UnshareFlags::NEWNET, LinkNameSpaceType::Network, "network"),
+        "ipc" => (UnshareFlags::NEWIPC, LinkNameSpaceType::InterProcessCommunication, "ipc"),
+        "uts" => (UnshareFlags::NEWUTS, LinkNameSpaceType::HostNameAndNISDomainName, "uts"),
+        "mount" => (UnshareFlags::NEWNS, LinkNameSpaceType::Mount, "mount"),
+        "cgroup" => (UnshareFlags::NEWCGROUP, LinkNameSpaceType::ControlGroup, "cgroup"),
         _ => return None,
     })
 }
@@ -84,7 +88,11 @@ pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>, sta
     let mut cgroup_dirs = Vec::new();
     let result = create_in(root, id, bundle, &spec, &dir, &mut cgroup_dirs, pid_file, start_now);
     if result.is_err() {
-        let _ = cgroups::remove(&cgroup_dirs, Duration::from_secs(2));
+        // This process joined the container's cgroup so that its init would start there; it
+        // moves up to the parent cgroup first, or the container's could never be removed.
+        let parents: Vec<PathBuf> = cgroup_dirs.iter().filter_map(|d| d.parent().map(Path::to_path_buf)).collect();
+        let _ = cgroup::join(&parents);
+        let _ = cgroup::remove(&cgroup_dirs, Duration::from_secs(2));
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
@@ -102,54 +110,48 @@ fn create_in(
     start_now: bool,
 ) -> io::Result<()> {
     let fifo = dir.join(EXEC_FIFO);
-    let c = sys::cstr(&fifo)?;
-    // SAFETY: a valid path string.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } < 0 {
-        return Err(err_at("mkfifo", &fifo, io::Error::last_os_error()));
-    }
+    sys::mkfifo(&fifo, 0o622)?;
     // Writable by the container's user whatever the umask; only the init reaches it, through
     // the descriptor it opened before the pivot (the directory is root's alone).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622)).map_err(|e| err_at("chmod", &fifo, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| err_at("chmod", dir, e))?;
-    let hierarchies = cgroups::hierarchies()?;
-    *cgroup_dirs = cgroups::create(&hierarchies, &spec.linux.cgroups_path, &spec.linux.resources)?;
+    let cgroups = Cgroups::detect().map_err(io::Error::other)?;
+    let rel = cgroup::relative(&spec.linux.cgroups_path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    *cgroup_dirs = cgroups.create(&rel, &spec.linux.resources).map_err(io::Error::other)?;
     sys::cloexec_from_3();
 
     // Namespaces with a path are joined; the others are new. Open every path first.
     let mut joins = Vec::new();
-    let mut fresh = 0;
+    let mut fresh = UnshareFlags::empty();
     for ns in &spec.linux.namespaces {
-        let (flag, kind) = ns_flag(&ns.kind)
+        let (flag, join, kind) = ns_flag(&ns.kind)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("unknown namespace {:?}", ns.kind)))?;
         match &ns.path {
-            Some(p) => joins.push(Join { fd: sys::open(p, libc::O_RDONLY)?, flag, kind }),
+            Some(p) => joins.push(Join { fd: sys::open(p, OFlags::RDONLY)?, ns: join, kind }),
             None => fresh |= flag,
         }
     }
     // The cgroup first: a new cgroup namespace is rooted where its creator stands.
-    cgroups::join(cgroup_dirs)?;
+    cgroup::join(cgroup_dirs).map_err(io::Error::other)?;
     for j in &joins {
-        sys::setns(&j.fd, j.flag, j.kind)?;
+        sys::setns(&j.fd, j.ns, j.kind)?;
     }
     // Mount and cgroup namespaces are the child's alone: a pivot_root in a namespace the
     // parent shared would move the parent's root too.
-    let child_fresh = fresh & (libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP);
-    sys::unshare(fresh & !child_fresh)?;
-    if fresh & libc::CLONE_NEWUTS != 0
+    let child_fresh = fresh & (UnshareFlags::NEWNS | UnshareFlags::NEWCGROUP);
+    sys::unshare(fresh - child_fresh)?;
+    if fresh.contains(UnshareFlags::NEWUTS)
         && let Some(h) = &spec.hostname
     {
-        // SAFETY: a valid buffer and its length.
-        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } < 0 {
-            return Err(io::Error::other(format!("sethostname: {}", io::Error::last_os_error())));
-        }
+        rustix::system::sethostname(h.as_bytes()).map_err(|e| io::Error::other(format!("sethostname: {e}")))?;
     }
 
     let (r, w) = sys::pipe()?;
     let pid = match sys::fork()? {
         Fork::Child => {
             drop(r);
-            init::container_init(spec, &hierarchies, child_fresh, &fifo, w)
+            init::container_init(spec, &cgroups, child_fresh, &fifo, w)
         }
         Fork::Parent(pid) => pid,
     };
@@ -247,7 +249,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> io::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    cgroups::remove(&st.cgroups, Duration::from_secs(5))?;
+    cgroup::remove(&st.cgroups, Duration::from_secs(5)).map_err(io::Error::other)?;
     std::fs::remove_dir_all(&dir).map_err(|e| err_at("remove", &dir, e))
 }
 
@@ -257,7 +259,7 @@ pub fn state_json(root: &Path, id: &str) -> io::Result<String> {
     let status = st.status(root);
     let pid = if status == Status::Stopped { 0 } else { st.pid };
     Ok(serde_json::json!({
-        "ociVersion": flotilla_sandbox::oci::OCI_VERSION,
+        "ociVersion": flotilla_oci::OCI_VERSION,
         "id": st.id,
         "pid": pid,
         "status": status.as_str(),
@@ -281,24 +283,24 @@ pub fn exec(root: &Path, id: &str, pid_file: Option<&Path>, args: Vec<String>) -
     sys::cloexec_from_3();
     // The mount namespace last: entering it moves our root.
     let order = [
-        ("cgroup", libc::CLONE_NEWCGROUP),
-        ("ipc", libc::CLONE_NEWIPC),
-        ("uts", libc::CLONE_NEWUTS),
-        ("net", libc::CLONE_NEWNET),
-        ("pid", libc::CLONE_NEWPID),
-        ("mnt", libc::CLONE_NEWNS),
+        ("cgroup", LinkNameSpaceType::ControlGroup),
+        ("ipc", LinkNameSpaceType::InterProcessCommunication),
+        ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
+        ("net", LinkNameSpaceType::Network),
+        ("pid", LinkNameSpaceType::ProcessID),
+        ("mnt", LinkNameSpaceType::Mount),
     ];
     let mut joins = Vec::new();
-    for (kind, flag) in order {
+    for (kind, ns) in order {
         let path = PathBuf::from(format!("/proc/{}/ns/{kind}", st.pid));
-        joins.push(Join { fd: sys::open(&path, libc::O_RDONLY)?, flag, kind });
+        joins.push(Join { fd: sys::open(&path, OFlags::RDONLY)?, ns, kind });
     }
     if !sys::alive(st.pid, st.start_time) {
         return Err(io::Error::other(format!("container {id} is not running")));
     }
-    cgroups::join(&st.cgroups)?;
+    cgroup::join(&st.cgroups).map_err(io::Error::other)?;
     for j in &joins {
-        sys::setns(&j.fd, j.flag, j.kind)?;
+        sys::setns(&j.fd, j.ns, j.kind)?;
     }
     let mut process = spec.process.clone();
     process.args = args;

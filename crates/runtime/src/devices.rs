@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use flotilla_sandbox::oci::DeviceRule;
+use flotilla_oci::DeviceRule;
 
 use crate::sys::{self, err_at};
 
@@ -188,7 +188,7 @@ pub fn attach(cgroup: &Path, rules: &[DeviceRule]) -> io::Result<()> {
     })?;
     // SAFETY: a fresh descriptor from BPF_PROG_LOAD.
     let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let dir = sys::open(cgroup, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let dir = sys::open(cgroup, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY)?;
     let attach = ProgAttach {
         target_fd: dir.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,

@@ -4,11 +4,14 @@
 //! this runtime's `start` and by the shim for either runtime (saving a process per start).
 
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+
 use crate::sys::err_at;
+
+const POLL_INTERVAL: Timespec = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
 
 /// Completes the hand-shake on `fifo`; `Ok(false)` when there is no FIFO (nothing created, or
 /// another runtime's layout). `alive` says whether the init is still there: if it dies before
@@ -23,16 +26,14 @@ pub fn complete_start(fifo: &Path, alive: &dyn Fn() -> bool) -> io::Result<bool>
     let dead = || io::Error::other("container process is already dead");
     let mut got = Vec::new();
     loop {
-        let mut pfd = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd; a 100 ms timeout lets us notice a dead init.
-        let rc = unsafe { libc::poll(&mut pfd, 1, 100) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err_at("waiting on", fifo, e));
-        }
+        let mut pfd = [PollFd::new(&file, PollFlags::IN)];
+        // A 100 ms timeout lets us notice a dead init.
+        let rc = match rustix::event::poll(&mut pfd, Some(&POLL_INTERVAL)) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(err_at("waiting on", fifo, e.into())),
+        };
+        let hung_up = pfd[0].revents().contains(PollFlags::HUP);
         if rc == 0 {
             // No byte yet (or the writer has not closed it): is the init still there?
             if !alive() {
@@ -45,7 +46,7 @@ pub fn complete_start(fifo: &Path, alive: &dyn Fn() -> bool) -> io::Result<bool>
             // The init wrote its byte and exec'd (closing the FIFO): started.
             Ok(0) if !got.is_empty() => break,
             // HUP without a byte: the init died before it could exec.
-            Ok(0) if pfd.revents & libc::POLLHUP != 0 => return Err(dead()),
+            Ok(0) if hung_up => return Err(dead()),
             Ok(0) => continue,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}

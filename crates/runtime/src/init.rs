@@ -11,9 +11,11 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use flotilla_sandbox::oci::{Process, Spec};
+use flotilla_oci::{Process, Seccomp, Spec};
+use rustix::fs::OFlags;
+use rustix::thread::UnshareFlags;
 
-use crate::cgroups::Hierarchy;
+use crate::cgroup::Cgroups;
 use crate::{mounts, process, seccomp, sys};
 
 /// The executable, arguments and environment, ready for execve.
@@ -25,10 +27,10 @@ pub struct Exec {
 
 /// Identity, limits and seccomp for `p`, shared by a container's init and exec'd processes.
 /// Returns what to exec; the filter is loaded when this returns.
-fn become_process(p: &Process, seccomp_profile: &flotilla_sandbox::oci::Seccomp) -> io::Result<Exec> {
+fn become_process(p: &Process, seccomp_profile: &Seccomp) -> io::Result<Exec> {
     // A session of its own, as runc gives it: signals meant for the shim's group never reach it.
-    // SAFETY: setsid takes no arguments; a forked child is never a group leader, so it works.
-    unsafe { libc::setsid() };
+    // A forked child is never a group leader, so this cannot fail.
+    let _ = rustix::process::setsid();
     process::set_rlimits(&p.rlimits)?;
     let filter = seccomp::compile(seccomp_profile)?;
     if !p.no_new_privileges {
@@ -37,9 +39,11 @@ fn become_process(p: &Process, seccomp_profile: &flotilla_sandbox::oci::Seccomp)
     process::set_user_and_caps(p)?;
     // Changing uid made us non-dumpable, which makes /proc/self/fd root's; the exec FIFO is
     // reopened through it. execve sets dumpable again anyway, for any non-setuid program.
-    sys::prctl(libc::PR_SET_DUMPABLE, 1)?;
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
+        .map_err(|e| io::Error::other(format!("prctl(PR_SET_DUMPABLE): {e}")))?;
     if p.no_new_privileges {
-        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)?;
+        rustix::thread::set_no_new_privs(true)
+            .map_err(|e| io::Error::other(format!("prctl(PR_SET_NO_NEW_PRIVS): {e}")))?;
     }
     sys::chdir(Path::new(&p.cwd))?;
     let first = p.args.first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "process.args is empty"))?;
@@ -54,14 +58,13 @@ fn become_process(p: &Process, seccomp_profile: &flotilla_sandbox::oci::Seccomp)
 /// The container's init: builds its world, reports readiness on `ready`, waits for `start`
 /// on the exec FIFO, and execs. A failure before readiness is reported on `ready`; one after
 /// (the command cannot be exec'd) goes to the container's stderr, as runc does.
-pub fn container_init(spec: &Spec, hierarchies: &[Hierarchy], unshare: libc::c_int, fifo: &Path, ready: OwnedFd) -> ! {
+pub fn container_init(spec: &Spec, cgroups: &Cgroups, unshare: UnshareFlags, fifo: &Path, ready: OwnedFd) -> ! {
     let mut ready = Some(std::fs::File::from(ready));
     let mut run = || -> io::Result<io::Error> {
         sys::unshare(unshare)?;
-        // SAFETY: umask only sets a mask.
-        unsafe { libc::umask(0o022) };
-        mounts::prepare_root(spec, hierarchies)?;
-        let fifo = sys::open(fifo, libc::O_PATH)?;
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        mounts::prepare_root(spec, cgroups)?;
+        let fifo = sys::open(fifo, OFlags::PATH)?;
         mounts::pivot(&spec.root.path)?;
         mounts::mask(&spec.linux.masked_paths)?;
         mounts::read_only(&spec.linux.readonly_paths)?;
@@ -74,7 +77,7 @@ pub fn container_init(spec: &Spec, hierarchies: &[Hierarchy], unshare: libc::c_i
         }
         // Blocks until `start` opens the FIFO for reading.
         let reopen = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-        let mut w = std::fs::File::from(sys::open(Path::new(&reopen), libc::O_WRONLY)?);
+        let mut w = std::fs::File::from(sys::open(Path::new(&reopen), OFlags::WRONLY)?);
         w.write_all(b"0")?;
         drop(w);
         drop(fifo);
@@ -97,7 +100,7 @@ pub fn container_init(spec: &Spec, hierarchies: &[Hierarchy], unshare: libc::c_i
 }
 
 /// An exec'd process, already in the container's namespaces and cgroup.
-pub fn exec_process(p: &Process, seccomp_profile: &flotilla_sandbox::oci::Seccomp) -> io::Error {
+pub fn exec_process(p: &Process, seccomp_profile: &Seccomp) -> io::Error {
     match become_process(p, seccomp_profile) {
         Ok(exec) => {
             let e = sys::execve(&exec.path, &exec.args, &exec.env);

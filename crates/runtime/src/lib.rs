@@ -1,5 +1,5 @@
 //! Flotilla's own OCI runtime, for the subset of the runtime spec Flotilla writes
-//! (`flotilla_sandbox::oci`). It speaks runc's command line for the commands the shim uses
+//! (`flotilla_oci`). It speaks runc's command line for the commands the shim uses
 //! (`create`, `run --detach`, `start`, `kill [--all]`, `delete [--force]`, `state`,
 //! `exec --detach`) and keeps runc's exec-FIFO protocol, so the shim drives either the same
 //! way. Each command is a fresh single-threaded process (`flotilla-shim oci ...`): create and
@@ -9,26 +9,27 @@
 //! `runc init`), about 35 ms here before the container's first instruction; this runtime does
 //! the same work in a few milliseconds.
 
-mod cgroups;
+pub mod cgroup;
 mod container;
 mod devices;
 mod fifo;
 mod init;
+pub mod mountinfo;
 mod mounts;
 mod process;
-mod seccomp;
+pub mod seccomp;
 mod state;
 mod sys;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use cgroups::shares_to_weight;
+pub use cgroup::shares_to_weight;
 pub use fifo::complete_start;
 
 /// Attaches the eBPF device filter for `rules` to the cgroup v2 directory `cgroup` (what
 /// `create` does for each container on cgroup v2 hosts).
-pub fn attach_device_filter(cgroup: &Path, rules: &[flotilla_sandbox::oci::DeviceRule]) -> std::io::Result<()> {
+pub fn attach_device_filter(cgroup: &Path, rules: &[flotilla_oci::DeviceRule]) -> std::io::Result<()> {
     devices::attach(cgroup, rules)
 }
 
@@ -88,13 +89,19 @@ fn usage(msg: &str) -> i32 {
     2
 }
 
-/// Reports an error on stderr and, like runc, as a JSON line in `--log`.
+/// Reports an error with its causes on stderr and, like runc, as a JSON line in `--log`.
 fn fail(global: &Global, e: &std::io::Error) {
-    eprintln!("flotilla-runtime: {e}");
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    eprintln!("flotilla-runtime: {msg}");
     if let Some(log) = &global.log
         && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log)
     {
-        let line = serde_json::json!({"level": "error", "msg": e.to_string()});
+        let line = serde_json::json!({"level": "error", "msg": msg});
         let _ = writeln!(f, "{line}");
     }
 }

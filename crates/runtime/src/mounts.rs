@@ -6,53 +6,55 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use flotilla_sandbox::oci::{Mount, Spec};
+use flotilla_oci::{Mount, Spec};
+use rustix::fs::{FileType, OFlags, StatVfsMountFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags};
 
-use crate::cgroups::Hierarchy;
+use crate::cgroup::Cgroups;
 use crate::sys::{self, err_at};
 
 /// Flags and data of a mount's option list; propagation options apart, as they need a
 /// mount(2) call of their own.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Options {
-    pub flags: libc::c_ulong,
-    pub propagation: libc::c_ulong,
+    pub flags: MountFlags,
+    pub propagation: MountPropagationFlags,
     pub data: Vec<String>,
 }
 
 pub fn parse_options(options: &[String]) -> Options {
-    let mut o = Options::default();
+    let mut o = Options { flags: MountFlags::empty(), propagation: MountPropagationFlags::empty(), data: vec![] };
     for opt in options {
-        let (set, clear): (libc::c_ulong, libc::c_ulong) = match opt.as_str() {
-            "ro" => (libc::MS_RDONLY, 0),
-            "rw" => (0, libc::MS_RDONLY),
-            "nosuid" => (libc::MS_NOSUID, 0),
-            "suid" => (0, libc::MS_NOSUID),
-            "nodev" => (libc::MS_NODEV, 0),
-            "dev" => (0, libc::MS_NODEV),
-            "noexec" => (libc::MS_NOEXEC, 0),
-            "exec" => (0, libc::MS_NOEXEC),
-            "sync" => (libc::MS_SYNCHRONOUS, 0),
-            "noatime" => (libc::MS_NOATIME, 0),
-            "nodiratime" => (libc::MS_NODIRATIME, 0),
-            "relatime" => (libc::MS_RELATIME, 0),
-            "strictatime" => (libc::MS_STRICTATIME, 0),
-            "bind" => (libc::MS_BIND, 0),
-            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+        let (set, clear) = match opt.as_str() {
+            "ro" => (MountFlags::RDONLY, MountFlags::empty()),
+            "rw" => (MountFlags::empty(), MountFlags::RDONLY),
+            "nosuid" => (MountFlags::NOSUID, MountFlags::empty()),
+            "suid" => (MountFlags::empty(), MountFlags::NOSUID),
+            "nodev" => (MountFlags::NODEV, MountFlags::empty()),
+            "dev" => (MountFlags::empty(), MountFlags::NODEV),
+            "noexec" => (MountFlags::NOEXEC, MountFlags::empty()),
+            "exec" => (MountFlags::empty(), MountFlags::NOEXEC),
+            "sync" => (MountFlags::SYNCHRONOUS, MountFlags::empty()),
+            "noatime" => (MountFlags::NOATIME, MountFlags::empty()),
+            "nodiratime" => (MountFlags::NODIRATIME, MountFlags::empty()),
+            "relatime" => (MountFlags::RELATIME, MountFlags::empty()),
+            "strictatime" => (MountFlags::STRICTATIME, MountFlags::empty()),
+            "bind" => (MountFlags::BIND, MountFlags::empty()),
+            "rbind" => (MountFlags::BIND | MountFlags::REC, MountFlags::empty()),
             "private" => {
-                o.propagation = libc::MS_PRIVATE;
+                o.propagation = MountPropagationFlags::PRIVATE;
                 continue;
             }
             "rprivate" => {
-                o.propagation = libc::MS_PRIVATE | libc::MS_REC;
+                o.propagation = MountPropagationFlags::PRIVATE | MountPropagationFlags::REC;
                 continue;
             }
             "slave" => {
-                o.propagation = libc::MS_SLAVE;
+                o.propagation = MountPropagationFlags::DOWNSTREAM;
                 continue;
             }
             "rslave" => {
-                o.propagation = libc::MS_SLAVE | libc::MS_REC;
+                o.propagation = MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC;
                 continue;
             }
             _ => {
@@ -60,7 +62,7 @@ pub fn parse_options(options: &[String]) -> Options {
                 continue;
             }
         };
-        o.flags = (o.flags | set) & !clear;
+        o.flags = (o.flags | set) - clear;
     }
     o
 }
@@ -109,14 +111,14 @@ fn mkdir_all(path: &Path) -> io::Result<()> {
 }
 
 /// Everything up to the pivot: the root made a mount point and every configured mount.
-pub fn prepare_root(spec: &Spec, hierarchies: &[Hierarchy]) -> io::Result<()> {
+pub fn prepare_root(spec: &Spec, cgroups: &Cgroups) -> io::Result<()> {
     // As the kernel names it, so that `pin` can compare what /proc/self/fd says against it.
     let root = &std::fs::canonicalize(&spec.root.path).map_err(|e| err_at("resolve", &spec.root.path, e))?;
     // Nothing mounted from here on propagates back to the host.
-    sys::mount(None, Path::new("/"), None, libc::MS_SLAVE | libc::MS_REC, None)?;
-    sys::mount(Some(&root.display().to_string()), root, None, libc::MS_BIND | libc::MS_REC, None)?;
+    sys::propagate(Path::new("/"), MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)?;
+    sys::bind(root, root, true)?;
     for m in &spec.mounts {
-        mount_one(root, m, hierarchies)?;
+        mount_one(root, m, cgroups)?;
     }
     make_devices(root)
 }
@@ -127,11 +129,10 @@ pub fn prepare_root(spec: &Spec, hierarchies: &[Hierarchy]) -> io::Result<()> {
 /// task may share a volume this path goes through).
 fn pin(root: &Path, dest: &Path) -> io::Result<(std::os::fd::OwnedFd, PathBuf)> {
     use std::os::fd::AsRawFd;
-    let fd = sys::open(dest, libc::O_PATH | libc::O_NOFOLLOW)?;
-    // SAFETY: zeroed stat is a valid out-buffer; fstat works on O_PATH descriptors.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor and buffer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 || st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+    let fd = sys::open(dest, OFlags::PATH | OFlags::NOFOLLOW)?;
+    // fstat works on O_PATH descriptors.
+    let is_link = rustix::fs::fstat(&fd).map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+    if !matches!(is_link, Ok(false)) {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("mount destination {} became a symbolic link", dest.display()),
@@ -148,13 +149,13 @@ fn pin(root: &Path, dest: &Path) -> io::Result<(std::os::fd::OwnedFd, PathBuf)> 
     Ok((fd, magic))
 }
 
-fn mount_one(root: &Path, m: &Mount, hierarchies: &[Hierarchy]) -> io::Result<()> {
+fn mount_one(root: &Path, m: &Mount, cgroups: &Cgroups) -> io::Result<()> {
     let dest = resolve_in_root(root, &m.destination)?;
     let o = parse_options(&m.options);
     if m.kind == "cgroup" {
-        return mount_cgroups(&dest, o.flags, hierarchies);
+        return mount_cgroups(&dest, o.flags, cgroups);
     }
-    if m.kind == "bind" || o.flags & libc::MS_BIND != 0 {
+    if m.kind == "bind" || o.flags.contains(MountFlags::BIND) {
         let source = Path::new(&m.source);
         let meta = std::fs::metadata(source).map_err(|e| err_at("bind source", source, e))?;
         if meta.is_dir() {
@@ -168,21 +169,22 @@ fn mount_one(root: &Path, m: &Mount, hierarchies: &[Hierarchy]) -> io::Result<()
             }
         }
         let (_fd, target) = pin(root, &dest)?;
-        sys::mount(Some(&m.source), &target, None, libc::MS_BIND | (o.flags & libc::MS_REC), None)?;
-        let extra = o.flags & !(libc::MS_BIND | libc::MS_REC);
-        if extra != 0 {
+        let rec = o.flags & MountFlags::REC;
+        sys::bind(source, &target, !rec.is_empty())?;
+        let extra = o.flags - (MountFlags::BIND | MountFlags::REC);
+        if !extra.is_empty() {
             // The new mount, not the directory under it: open the path again.
             let (_fd, target) = pin(root, &dest)?;
-            sys::mount(None, &target, None, extra | libc::MS_BIND | libc::MS_REMOUNT | (o.flags & libc::MS_REC), None)?;
+            sys::remount(&target, extra | MountFlags::BIND | rec, "")?;
         }
     } else {
         mkdir_all(&dest)?;
         let (_fd, target) = pin(root, &dest)?;
-        sys::mount(Some(&m.source), &target, Some(&m.kind), o.flags, Some(&o.data.join(",")))?;
+        sys::mount_fs(&m.source, &target, &m.kind, o.flags, Some(&o.data.join(",")))?;
     }
-    if o.propagation != 0 {
+    if !o.propagation.is_empty() {
         let (_fd, target) = pin(root, &dest)?;
-        sys::mount(None, &target, None, o.propagation, None)?;
+        sys::propagate(&target, o.propagation)?;
     }
     Ok(())
 }
@@ -190,18 +192,19 @@ fn mount_one(root: &Path, m: &Mount, hierarchies: &[Hierarchy]) -> io::Result<()
 /// `/sys/fs/cgroup` as runc gives it: on v2 the cgroup2 filesystem; on v1 a tmpfs holding
 /// each hierarchy, mounted inside the container's cgroup namespace so that each shows the
 /// container's own cgroup as its root.
-fn mount_cgroups(dest: &Path, flags: libc::c_ulong, hierarchies: &[Hierarchy]) -> io::Result<()> {
+fn mount_cgroups(dest: &Path, flags: MountFlags, cgroups: &Cgroups) -> io::Result<()> {
     mkdir_all(dest)?;
-    if hierarchies.iter().any(|h| h.v2) {
-        return sys::mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None);
-    }
-    let base = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    sys::mount(Some("tmpfs"), dest, Some("tmpfs"), base, Some("mode=755"))?;
-    for h in hierarchies {
+    let v1 = match cgroups {
+        Cgroups::V2(_) => return sys::mount_fs("cgroup2", dest, "cgroup2", flags, None),
+        Cgroups::V1(v1) => v1,
+    };
+    let base = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    sys::mount_fs("tmpfs", dest, "tmpfs", base, Some("mode=755"))?;
+    for h in v1.hierarchies() {
         let Some(name) = h.mount.file_name() else { continue };
         let sub = dest.join(name);
         mkdir_all(&sub)?;
-        sys::mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(&h.mount_data()))?;
+        sys::mount_fs("cgroup", &sub, "cgroup", flags, Some(&h.mount_data()))?;
         // `cpu,cpuacct` is also reachable as `cpu` and `cpuacct`.
         let joined = name.to_string_lossy();
         if joined.contains(',') {
@@ -210,8 +213,8 @@ fn mount_cgroups(dest: &Path, flags: libc::c_ulong, hierarchies: &[Hierarchy]) -
             }
         }
     }
-    if flags & libc::MS_RDONLY != 0 {
-        sys::mount(None, dest, None, libc::MS_REMOUNT | libc::MS_RDONLY | base, Some("mode=755"))?;
+    if flags.contains(MountFlags::RDONLY) {
+        sys::remount(dest, MountFlags::RDONLY | base, "mode=755")?;
     }
     Ok(())
 }
@@ -224,11 +227,9 @@ fn make_devices(root: &Path) -> io::Result<()> {
     {
         let path = dev.join(name);
         let _ = std::fs::remove_file(&path);
-        sys::mknod(&path, libc::S_IFCHR | 0o666, major, minor)?;
+        sys::mknod_char(&path, 0o666, major, minor)?;
         // mknod applies the umask; the nodes must be usable by every user.
-        let c = sys::cstr(&path)?;
-        // SAFETY: a valid path string.
-        unsafe { libc::chmod(c.as_ptr(), 0o666) };
+        let _ = sys::chmod(&path, 0o666);
     }
     for (name, target) in [
         ("fd", "/proc/self/fd"),
@@ -251,30 +252,24 @@ pub fn pivot(root: &Path) -> io::Result<()> {
     sys::chdir(root)?;
     sys::pivot_root_here()?;
     // The old root is stacked on "."; detach it without sending the unmount back to the host.
-    sys::mount(None, Path::new("."), None, libc::MS_SLAVE | libc::MS_REC, None)?;
+    sys::propagate(Path::new("."), MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)?;
     sys::umount_detach(Path::new("."))?;
     sys::chdir(Path::new("/"))
 }
 
 /// The flags a mount already has, so a remount keeps nosuid/nodev/noexec.
-fn mount_flags(path: &Path) -> io::Result<libc::c_ulong> {
-    let c = sys::cstr(path)?;
-    // SAFETY: zeroed statvfs is a valid out-buffer.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and buffer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
-        return Err(err_at("statvfs", path, io::Error::last_os_error()));
-    }
-    let mut flags = 0;
+fn mount_flags(path: &Path) -> io::Result<MountFlags> {
+    let st = rustix::fs::statvfs(path).map_err(|e| err_at("statvfs", path, e.into()))?;
+    let mut flags = MountFlags::empty();
     for (st_flag, ms) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+        (StatVfsMountFlags::NODEV, MountFlags::NODEV),
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
     ] {
-        if st.f_flag & st_flag != 0 {
+        if st.f_flag.contains(st_flag) {
             flags |= ms;
         }
     }
@@ -288,9 +283,9 @@ pub fn mask(paths: &[String]) -> io::Result<()> {
         let path = Path::new(p);
         match std::fs::metadata(path) {
             Ok(meta) if meta.is_dir() => {
-                sys::mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None)?;
+                sys::mount_fs("tmpfs", path, "tmpfs", MountFlags::RDONLY, None)?;
             }
-            Ok(_) => sys::mount(Some("/dev/null"), path, None, libc::MS_BIND, None)?,
+            Ok(_) => sys::bind(Path::new("/dev/null"), path, false)?,
             Err(_) => {}
         }
     }
@@ -304,9 +299,9 @@ pub fn read_only(paths: &[String]) -> io::Result<()> {
         if std::fs::symlink_metadata(path).is_err() {
             continue;
         }
-        sys::mount(Some(p), path, None, libc::MS_BIND | libc::MS_REC, None)?;
+        sys::bind(path, path, true)?;
         let keep = mount_flags(path)?;
-        sys::mount(None, path, None, keep | libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC, None)?;
+        sys::remount(path, keep | MountFlags::BIND | MountFlags::RDONLY | MountFlags::REC, "")?;
     }
     Ok(())
 }
@@ -315,7 +310,7 @@ pub fn read_only(paths: &[String]) -> io::Result<()> {
 pub fn root_read_only() -> io::Result<()> {
     let root = Path::new("/");
     let keep = mount_flags(root)?;
-    sys::mount(None, root, None, keep | libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, None)
+    sys::remount(root, keep | MountFlags::BIND | MountFlags::RDONLY, "")
 }
 
 #[cfg(test)]
@@ -325,10 +320,10 @@ mod tests {
     #[test]
     fn options_split_into_flags_propagation_and_data() {
         let o = parse_options(&["nosuid".into(), "ro".into(), "mode=755".into(), "rprivate".into(), "rbind".into()]);
-        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_RDONLY | libc::MS_BIND | libc::MS_REC);
-        assert_eq!(o.propagation, libc::MS_PRIVATE | libc::MS_REC);
+        assert_eq!(o.flags, MountFlags::NOSUID | MountFlags::RDONLY | MountFlags::BIND | MountFlags::REC);
+        assert_eq!(o.propagation, MountPropagationFlags::PRIVATE | MountPropagationFlags::REC);
         assert_eq!(o.data, vec!["mode=755".to_string()]);
-        assert_eq!(parse_options(&["ro".into(), "rw".into()]).flags, 0);
+        assert!(parse_options(&["ro".into(), "rw".into()]).flags.is_empty());
     }
 
     #[test]

@@ -6,45 +6,53 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use flotilla_sandbox::oci::{Process, Rlimit};
-use flotilla_sandbox::spec::caps::ALL_CAPS;
+use flotilla_oci::{ALL_CAPS, Process, Rlimit};
+use rustix::process::Resource;
+use rustix::thread::{
+    CapabilitySet, CapabilitySets, Gid, Uid, clear_ambient_capability_set, configure_capability_in_ambient_set,
+    remove_capability_from_bounding_set, set_capabilities, set_keep_capabilities, set_thread_groups,
+    set_thread_res_gid, set_thread_res_uid,
+};
 
 use crate::sys;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+fn rlimit_resource(name: &str) -> Option<Resource> {
     Some(match name {
-        "RLIMIT_CPU" => libc::RLIMIT_CPU,
-        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-        "RLIMIT_DATA" => libc::RLIMIT_DATA,
-        "RLIMIT_STACK" => libc::RLIMIT_STACK,
-        "RLIMIT_CORE" => libc::RLIMIT_CORE,
-        "RLIMIT_RSS" => libc::RLIMIT_RSS,
-        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "RLIMIT_AS" => libc::RLIMIT_AS,
-        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => libc::RLIMIT_NICE,
-        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_CPU" => Resource::Cpu,
+        "RLIMIT_FSIZE" => Resource::Fsize,
+        "RLIMIT_DATA" => Resource::Data,
+        "RLIMIT_STACK" => Resource::Stack,
+        "RLIMIT_CORE" => Resource::Core,
+        "RLIMIT_RSS" => Resource::Rss,
+        "RLIMIT_NPROC" => Resource::Nproc,
+        "RLIMIT_NOFILE" => Resource::Nofile,
+        "RLIMIT_MEMLOCK" => Resource::Memlock,
+        "RLIMIT_AS" => Resource::As,
+        "RLIMIT_LOCKS" => Resource::Locks,
+        "RLIMIT_SIGPENDING" => Resource::Sigpending,
+        "RLIMIT_MSGQUEUE" => Resource::Msgqueue,
+        "RLIMIT_NICE" => Resource::Nice,
+        "RLIMIT_RTPRIO" => Resource::Rtprio,
+        "RLIMIT_RTTIME" => Resource::Rttime,
         _ => return None,
     })
+}
+
+/// The spec's number for a limit; the kernel's RLIM_INFINITY (all ones) is "none".
+fn rlimit_value(v: u64) -> Option<u64> {
+    (v != u64::MAX).then_some(v)
 }
 
 pub fn set_rlimits(limits: &[Rlimit]) -> io::Result<()> {
     for l in limits {
         let resource = rlimit_resource(&l.kind)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("unknown rlimit {:?}", l.kind)))?;
-        let lim = libc::rlimit { rlim_cur: l.soft, rlim_max: l.hard };
-        // SAFETY: a valid rlimit struct.
-        if unsafe { libc::setrlimit(resource, &lim) } < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("setrlimit {} {}/{}: {e}", l.kind, l.soft, l.hard)));
-        }
+        let lim = rustix::process::Rlimit { current: rlimit_value(l.soft), maximum: rlimit_value(l.hard) };
+        rustix::process::setrlimit(resource, lim).map_err(|e| {
+            io::Error::new(io::Error::from(e).kind(), format!("setrlimit {} {}/{}: {e}", l.kind, l.soft, l.hard))
+        })?;
     }
     Ok(())
 }
@@ -67,69 +75,48 @@ fn last_cap() -> u64 {
         .unwrap_or(ALL_CAPS.len() as u64 - 1)
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
+fn prctl_err(what: &str) -> impl FnOnce(rustix::io::Errno) -> io::Error + '_ {
+    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
-    let header = CapHeader { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
-    let lo = |m: u64| m as u32;
-    let hi = |m: u64| (m >> 32) as u32;
-    let data = [
-        CapData { effective: lo(effective), permitted: lo(permitted), inheritable: lo(inheritable) },
-        CapData { effective: hi(effective), permitted: hi(permitted), inheritable: hi(inheritable) },
-    ];
-    // SAFETY: header and two data words, as capset(2) with version 3 expects.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
-    if rc < 0 { Err(io::Error::other(format!("capset: {}", io::Error::last_os_error()))) } else { Ok(()) }
+/// One capability by its bit number, as rustix takes it.
+fn cap(bit: u64) -> CapabilitySet {
+    CapabilitySet::from_bits_retain(1 << bit)
 }
 
 /// Drops what the bounding set excludes, switches to the configured user and groups, then
-/// sets the effective, permitted, inheritable and ambient sets.
+/// sets the effective, permitted, inheritable and ambient sets. The id changes are the
+/// thread-level system calls, not libc's process-wide ones: the container's process has one
+/// thread.
 pub fn set_user_and_caps(p: &Process) -> io::Result<()> {
     let bounding = cap_bits(&p.capabilities.bounding)?;
-    for cap in 0..=last_cap() {
-        if bounding & (1 << cap) == 0 {
-            sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong)?;
+    for bit in 0..=last_cap() {
+        if bounding & (1 << bit) == 0 {
+            remove_capability_from_bounding_set(cap(bit)).map_err(prctl_err("dropping a bounding capability"))?;
         }
     }
-    sys::prctl(libc::PR_SET_KEEPCAPS, 1)?;
-    let groups: Vec<libc::gid_t> = p.user.additional_gids.clone();
-    // SAFETY: a valid array of groups.
-    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } < 0 {
-        return Err(io::Error::other(format!("setgroups: {}", io::Error::last_os_error())));
-    }
-    // SAFETY: plain ids.
-    if unsafe { libc::setresgid(p.user.gid, p.user.gid, p.user.gid) } < 0 {
-        return Err(io::Error::other(format!("setgid {}: {}", p.user.gid, io::Error::last_os_error())));
-    }
-    // SAFETY: plain ids.
-    if unsafe { libc::setresuid(p.user.uid, p.user.uid, p.user.uid) } < 0 {
-        return Err(io::Error::other(format!("setuid {}: {}", p.user.uid, io::Error::last_os_error())));
-    }
-    sys::prctl(libc::PR_SET_KEEPCAPS, 0)?;
+    set_keep_capabilities(true).map_err(prctl_err("prctl(PR_SET_KEEPCAPS)"))?;
+    let groups: Vec<Gid> = p.user.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    set_thread_groups(&groups).map_err(|e| io::Error::other(format!("setgroups: {e}")))?;
+    let gid = Gid::from_raw(p.user.gid);
+    set_thread_res_gid(gid, gid, gid).map_err(|e| io::Error::other(format!("setgid {}: {e}", p.user.gid)))?;
+    let uid = Uid::from_raw(p.user.uid);
+    set_thread_res_uid(uid, uid, uid).map_err(|e| io::Error::other(format!("setuid {}: {e}", p.user.uid)))?;
+    set_keep_capabilities(false).map_err(prctl_err("prctl(PR_SET_KEEPCAPS)"))?;
     let c = &p.capabilities;
-    capset(cap_bits(&c.effective)?, cap_bits(&c.permitted)?, cap_bits(&c.inheritable)?)?;
-    // SAFETY: integer arguments only.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    let sets = CapabilitySets {
+        effective: CapabilitySet::from_bits_retain(cap_bits(&c.effective)?),
+        permitted: CapabilitySet::from_bits_retain(cap_bits(&c.permitted)?),
+        inheritable: CapabilitySet::from_bits_retain(cap_bits(&c.inheritable)?),
+    };
+    set_capabilities(None, sets).map_err(|e| io::Error::other(format!("capset: {e}")))?;
+    // Fails only on kernels without ambient capabilities, where there is nothing to clear.
+    let _ = clear_ambient_capability_set();
     let ambient = cap_bits(&c.ambient)?;
-    for cap in 0..64u64 {
-        if ambient & (1 << cap) != 0 {
-            // SAFETY: integer arguments only.
-            let rc = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap, 0, 0) };
-            if rc < 0 {
-                return Err(io::Error::other(format!("raising ambient cap {cap}: {}", io::Error::last_os_error())));
-            }
+    for bit in 0..64u64 {
+        if ambient & (1 << bit) != 0 {
+            configure_capability_in_ambient_set(cap(bit), true)
+                .map_err(|e| io::Error::other(format!("raising ambient cap {bit}: {e}")))?;
         }
     }
     Ok(())

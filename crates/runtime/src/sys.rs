@@ -3,9 +3,14 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use rustix::fs::{CWD, FileType, Mode, OFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::process::{Pid, WaitOptions};
+use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
 /// An error that names the operation and the path it was applied to.
 pub fn err_at(op: &str, path: &Path, e: io::Error) -> io::Error {
@@ -25,80 +30,84 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
-pub fn mount(
-    source: Option<&str>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> io::Result<()> {
-    let src = source.map(cstring).transpose()?;
-    let fs = fstype.map(cstring).transpose()?;
-    let dat = data.filter(|d| !d.is_empty()).map(cstring).transpose()?;
-    let tgt = cstr(target)?;
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is a valid NUL-terminated string or null, as mount(2) allows.
-    let rc = unsafe { libc::mount(ptr(&src), tgt.as_ptr(), ptr(&fs), flags, ptr(&dat) as *const libc::c_void) };
-    check(rc).map(drop).map_err(|e| err_at(&format!("mounting {} on", source.or(fstype).unwrap_or("-")), target, e))
+/// mount(2) of a filesystem: `source` of type `fstype` on `target`.
+pub fn mount_fs(source: &str, target: &Path, fstype: &str, flags: MountFlags, data: Option<&str>) -> io::Result<()> {
+    let data = data.filter(|d| !d.is_empty()).map(cstring).transpose()?;
+    rustix::mount::mount(source, target, fstype, flags, data.as_deref())
+        .map_err(|e| err_at(&format!("mounting {source} on"), target, e.into()))
+}
+
+/// A bind mount of `source` on `target`, with what is mounted below `source` when `recursive`.
+pub fn bind(source: &Path, target: &Path, recursive: bool) -> io::Result<()> {
+    let rc = if recursive {
+        rustix::mount::mount_bind_recursive(source, target)
+    } else {
+        rustix::mount::mount_bind(source, target)
+    };
+    rc.map_err(|e| err_at(&format!("mounting {} on", source.display()), target, e.into()))
+}
+
+/// Changes the flags of the mount at `target` (`MS_REMOUNT`; add `BIND` to change only this
+/// mount point's flags, not the filesystem's).
+pub fn remount(target: &Path, flags: MountFlags, data: &str) -> io::Result<()> {
+    rustix::mount::mount_remount(target, flags, data).map_err(|e| err_at("remounting", target, e.into()))
+}
+
+/// Changes the propagation type of the mount at `target`.
+pub fn propagate(target: &Path, flags: MountPropagationFlags) -> io::Result<()> {
+    rustix::mount::mount_change(target, flags).map_err(|e| err_at("changing the propagation of", target, e.into()))
 }
 
 pub fn umount_detach(target: &Path) -> io::Result<()> {
-    let tgt = cstr(target)?;
-    // SAFETY: valid path string.
-    check(unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) }).map(drop).map_err(|e| err_at("umount", target, e))
+    rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(|e| err_at("umount", target, e.into()))
 }
 
 /// `pivot_root(".", ".")` in the current directory: the old root ends up stacked under the new
 /// one, where a lazy unmount of "." removes it without needing a directory for it.
 pub fn pivot_root_here() -> io::Result<()> {
-    let dot = c".";
-    // SAFETY: static strings; pivot_root has no libc wrapper.
-    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
-    if rc < 0 { Err(io::Error::other(format!("pivot_root: {}", io::Error::last_os_error()))) } else { Ok(()) }
+    rustix::process::pivot_root(".", ".").map_err(|e| io::Error::other(format!("pivot_root: {e}")))
 }
 
 pub fn chdir(path: &Path) -> io::Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid path string.
-    check(unsafe { libc::chdir(p.as_ptr()) }).map(drop).map_err(|e| err_at("chdir", path, e))
+    rustix::process::chdir(path).map_err(|e| err_at("chdir", path, e.into()))
 }
 
-pub fn mknod(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid path string; makedev is pure arithmetic.
-    check(unsafe { libc::mknod(p.as_ptr(), mode, libc::makedev(major, minor)) })
-        .map(drop)
-        .map_err(|e| err_at("mknod", path, e))
+/// A character device node.
+pub fn mknod_char(path: &Path, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+    let dev = rustix::fs::makedev(major, minor);
+    rustix::fs::mknodat(CWD, path, FileType::CharacterDevice, Mode::from_raw_mode(mode), dev)
+        .map_err(|e| err_at("mknod", path, e.into()))
+}
+
+/// A FIFO.
+pub fn mkfifo(path: &Path, mode: u32) -> io::Result<()> {
+    rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(mode), 0)
+        .map_err(|e| err_at("mkfifo", path, e.into()))
+}
+
+pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
+    rustix::fs::chmod(path, Mode::from_raw_mode(mode)).map_err(|e| err_at("chmod", path, e.into()))
 }
 
 /// Opens `path` with `flags` (O_CLOEXEC added).
-pub fn open(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let p = cstr(path)?;
-    // SAFETY: valid path string; the fd returned is ours alone.
-    let fd = check(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) }).map_err(|e| err_at("open", path, e))?;
-    // SAFETY: a fresh fd from open(2).
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+pub fn open(path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).map_err(|e| err_at("open", path, e.into()))
 }
 
-pub fn setns(fd: &OwnedFd, nstype: libc::c_int, what: &str) -> io::Result<()> {
-    // SAFETY: a valid namespace fd.
-    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) })
-        .map(drop)
-        .map_err(|e| io::Error::new(e.kind(), format!("joining the {what} namespace: {e}")))
+pub fn setns(fd: &OwnedFd, kind: LinkNameSpaceType, what: &str) -> io::Result<()> {
+    rustix::thread::move_into_link_name_space(fd.as_fd(), Some(kind))
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("joining the {what} namespace: {e}")))
 }
 
-pub fn unshare(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain flags.
-    check(unsafe { libc::unshare(flags) }).map(drop).map_err(|e| io::Error::new(e.kind(), format!("unshare: {e}")))
+pub fn unshare(flags: UnshareFlags) -> io::Result<()> {
+    // SAFETY: the flags never include CLONE_FILES, the one that would leave descriptors
+    // another thread opened unusable here (and the runtime has one thread anyway).
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(|e| io::Error::other(format!("unshare: {e}")))
 }
 
 /// A pipe whose ends are both close-on-exec: (read, write).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for two descriptors.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: fresh fds from pipe2.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 pub enum Fork {
@@ -133,20 +142,14 @@ pub fn cloexec_from_3() {
     }
 }
 
-pub fn waitpid(pid: libc::pid_t) -> Option<libc::c_int> {
-    let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out-pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if rc == pid {
-            return Some(status);
-        }
-        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return None;
-        }
-    }
+/// Waits for the child `pid` to exit (its status is not wanted).
+pub fn waitpid(pid: libc::pid_t) {
+    let Some(pid) = Pid::from_raw(pid) else { return };
+    while let Err(rustix::io::Errno::INTR) = rustix::process::waitpid(Some(pid), WaitOptions::empty()) {}
 }
 
+/// kill(2) with any signal number: the command line may name a real-time signal, which
+/// rustix's `Signal` only admits through an unsafe constructor.
 pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: plain integers.
     check(unsafe { libc::kill(pid, signal) }).map(drop)
@@ -161,13 +164,6 @@ pub fn execve(path: &CStr, args: &[CString], env: &[CString]) -> io::Error {
     // SAFETY: NULL-terminated arrays of valid strings that outlive the call.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     io::Error::last_os_error()
-}
-
-pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    check(unsafe { libc::prctl(option, arg, 0, 0, 0) })
-        .map(drop)
-        .map_err(|e| io::Error::new(e.kind(), format!("prctl({option}): {e}")))
 }
 
 /// The start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`): with the

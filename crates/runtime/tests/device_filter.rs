@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use flotilla_sandbox::oci::DeviceRule;
+use flotilla_oci::DeviceRule;
 
 fn cgroup2_mount() -> PathBuf {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

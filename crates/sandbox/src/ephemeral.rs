@@ -10,6 +10,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rustix::fs::StatVfsMountFlags;
+use rustix::mount::MountFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::error::PathError;
@@ -170,7 +172,7 @@ pub fn make_image(image: &Path, size_gib: u64, runner: &dyn CommandRunner) -> Re
 fn mount_device(device: &Path, mount_point: &Path) -> Result<(), PathError> {
     // noinit_itable: never zero the inode tables in the background, which would slowly
     // allocate hundreds of MiB of the sparse file for nothing.
-    mount(&device.display().to_string(), mount_point, Some("ext4"), libc::MS_NODEV, Some("noinit_itable"))
+    mount(&device.display().to_string(), mount_point, "ext4", MountFlags::NODEV, Some("noinit_itable"))
 }
 
 /// Takes over a pooled filesystem for a task: moves `pooled.image` to `image` (from then on
@@ -252,24 +254,13 @@ fn attach_held(held: HeldMount, device: &Path, mount_point: &Path) -> Result<(),
     let root = File::from(fd);
     let dev = std::fs::metadata(device).map_err(|e| PathError::new("stat", device, e))?;
     let meta = root.metadata().map_err(|e| PathError::new("fstat mount of", device, e))?;
-    // SAFETY: statfs is plain old data; fstatfs fills it from a valid descriptor.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; `root` stays open for the call.
-    if unsafe { libc::fstatfs(root.as_raw_fd(), &mut st) } != 0 {
-        return Err(PathError::new("fstatfs mount of", device, io::Error::last_os_error()));
-    }
-    // SAFETY: statvfs is plain old data; fstatvfs fills it from a valid descriptor.
-    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; `root` stays open for the call.
-    if unsafe { libc::fstatvfs(root.as_raw_fd(), &mut vfs) } != 0 {
-        return Err(PathError::new("fstatvfs mount of", device, io::Error::last_os_error()));
-    }
-    let flags = vfs.f_flag;
+    let st = rustix::fs::fstatfs(&root).map_err(|e| PathError::new("fstatfs mount of", device, e.into()))?;
+    let vfs = rustix::fs::fstatvfs(&root).map_err(|e| PathError::new("fstatvfs mount of", device, e.into()))?;
     let ok = meta.dev() == dev.rdev()
         && meta.ino() == EXT4_ROOT_INO
         && st.f_type as i64 == EXT4_SUPER_MAGIC
-        && flags & libc::ST_NODEV != 0
-        && flags & libc::ST_RDONLY == 0;
+        && vfs.f_flag.contains(StatVfsMountFlags::NODEV)
+        && !vfs.f_flag.contains(StatVfsMountFlags::RDONLY);
     if !ok {
         let e = io::Error::new(io::ErrorKind::InvalidData, "descriptor is not that filesystem's root mount");
         return Err(PathError::new("checking mount of", device, e));
@@ -338,14 +329,7 @@ pub fn remove(image: &Path, mount_point: &Path) -> Result<(), PathError> {
 
 /// Space used and available on the scratch filesystem.
 pub fn usage(mount_point: &Path) -> Result<StorageStats, PathError> {
-    let c = std::ffi::CString::new(mount_point.as_os_str().as_encoded_bytes())
-        .map_err(|_| PathError::new("statvfs", mount_point, io::ErrorKind::InvalidInput.into()))?;
-    // SAFETY: statvfs is plain old data; zeroed is a valid initial value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid NUL-terminated path and an exclusively borrowed out-struct.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(PathError::new("statvfs", mount_point, io::Error::last_os_error()));
-    }
+    let st = rustix::fs::statvfs(mount_point).map_err(|e| PathError::new("statvfs", mount_point, e.into()))?;
     let frsize = st.f_frsize;
     Ok(StorageStats { used_bytes: (st.f_blocks - st.f_bfree) * frsize, size_bytes: st.f_blocks * frsize })
 }

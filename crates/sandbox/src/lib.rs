@@ -27,7 +27,7 @@ pub mod error;
 pub mod linux;
 pub mod mount;
 pub mod namespaces;
-pub mod oci;
+pub use flotilla_oci as oci;
 pub mod protocol;
 pub mod rootfs;
 pub mod sandbox;

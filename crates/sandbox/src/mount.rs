@@ -4,202 +4,73 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags};
+use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::error::PathError;
 
-/// One line of `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfo {
-    pub mount_point: PathBuf,
-    /// The path inside the mounted filesystem that appears at `mount_point`.
-    pub root: String,
-    pub fs_type: String,
-    pub source: String,
-    pub super_options: String,
-}
+pub use flotilla_runtime::mountinfo::{MountInfo, parse as parse_mountinfo};
 
 pub fn mountinfo() -> Result<Vec<MountInfo>, PathError> {
-    let path = "/proc/self/mountinfo";
-    let text = std::fs::read_to_string(path).map_err(|e| PathError::new("read", path, e))?;
-    Ok(parse_mountinfo(&text))
+    flotilla_runtime::mountinfo::read().map_err(|e| PathError::new("read", flotilla_runtime::mountinfo::PATH, e))
 }
 
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
-    text.lines()
-        .filter_map(|line| {
-            // id parent maj:min root mount-point options [optional...] - fstype source super-options
-            let (left, right) = line.split_once(" - ")?;
-            let l: Vec<&str> = left.split(' ').collect();
-            let r: Vec<&str> = right.split(' ').collect();
-            if l.len() < 6 || r.len() < 3 {
-                return None;
-            }
-            Some(MountInfo {
-                root: unescape(l[3]),
-                mount_point: PathBuf::from(unescape(l[4])),
-                fs_type: r[0].to_string(),
-                source: unescape(r[1]),
-                super_options: r[2].to_string(),
-            })
-        })
-        .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
-}
-
-/// mount(2). `data` is the filesystem-specific option string.
+/// mount(2) of a filesystem. `data` is the filesystem-specific option string.
 pub fn mount(
     source: &str,
     target: &Path,
-    fs_type: Option<&str>,
-    flags: libc::c_ulong,
+    fs_type: &str,
+    flags: MountFlags,
     data: Option<&str>,
 ) -> Result<(), PathError> {
-    let err = |e| PathError::new("mount", target, e);
-    let src = CString::new(source).map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
-    let tgt = cstr(target).map_err(err)?;
-    let fst = fs_type.map(CString::new).transpose().map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
-    let dat = data.map(CString::new).transpose().map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
-    // SAFETY: every pointer is either null or a valid NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            tgt.as_ptr(),
-            fst.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            flags,
-            dat.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
-        )
-    };
-    if rc != 0 {
-        return Err(err(io::Error::last_os_error()));
-    }
-    Ok(())
+    let err = |e: io::Error| PathError::new("mount", target, e);
+    let data = data.map(CString::new).transpose().map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
+    rustix::mount::mount(source, target, fs_type, flags, data.as_deref()).map_err(|e| err(e.into()))
 }
 
 pub fn bind_mount(source: &Path, target: &Path) -> Result<(), PathError> {
-    let src = source.to_str().ok_or_else(|| PathError::new("mount", source, io::ErrorKind::InvalidInput.into()))?;
-    mount(src, target, None, libc::MS_BIND, None)
-}
-
-// The new mount API (Linux 5.2) and pidfd_getfd (5.6); libc has the syscall numbers only.
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-
-fn syscall_fd(rc: libc::c_long) -> io::Result<OwnedFd> {
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+    rustix::mount::mount_bind(source, target).map_err(|e| PathError::new("mount", target, e.into()))
 }
 
 /// Mounts `source` (a block device) as `fs_type` without attaching it anywhere: the mount
 /// lives as long as the returned descriptor (or until [`attach_mount`] puts it in place).
-/// `flags` are filesystem flags such as `noinit_itable`; the mount is always `nodev`.
+/// `flags` are filesystem flags such as `noinit_itable`; the mount is always `nodev`. The new
+/// mount API needs Linux 5.2.
 pub fn detached_mount(source: &Path, fs_type: &str, flags: &[&str]) -> io::Result<OwnedFd> {
-    let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
-    let fs_type = CString::new(fs_type).map_err(|_| invalid())?;
-    // SAFETY: fsopen reads a NUL-terminated name.
-    let fs = syscall_fd(unsafe { libc::syscall(libc::SYS_fsopen, fs_type.as_ptr(), FSOPEN_CLOEXEC) })?;
-    let set = |cmd: libc::c_uint, key: &str, value: Option<&CString>| -> io::Result<()> {
-        let key = CString::new(key).map_err(|_| invalid())?;
-        let value = value.map_or(std::ptr::null(), |v| v.as_ptr());
-        // SAFETY: fsconfig on our fs context with NUL-terminated key/value (or null) pointers.
-        let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key.as_ptr(), value, 0) };
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-    };
-    set(FSCONFIG_SET_STRING, "source", Some(&cstr(source)?))?;
+    let fs = rustix::mount::fsopen(fs_type, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    rustix::mount::fsconfig_set_string(&fs, "source", source)?;
     for flag in flags {
-        set(FSCONFIG_SET_FLAG, flag, None)?;
+        rustix::mount::fsconfig_set_flag(&fs, *flag)?;
     }
-    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<u8>(),
-            std::ptr::null::<u8>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fsmount on a created fs context; returns a new descriptor.
-    syscall_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV) })
+    rustix::mount::fsconfig_create(&fs)?;
+    Ok(rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_NODEV)?)
 }
 
 /// Attaches a detached mount (from [`detached_mount`]) at `target`.
 pub fn attach_mount(mount: &OwnedFd, target: &Path) -> Result<(), PathError> {
-    let tgt = cstr(target).map_err(|e| PathError::new("move_mount", target, e))?;
-    let empty = c"";
-    // SAFETY: move_mount with a valid descriptor, an empty path (F_EMPTY_PATH) and a valid target.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mount.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            tgt.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        return Err(PathError::new("move_mount", target, io::Error::last_os_error()));
-    }
-    Ok(())
+    rustix::mount::move_mount(mount, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(|e| PathError::new("move_mount", target, e.into()))
 }
 
-/// A duplicate of descriptor `fd` of process `pid` (pidfd_getfd; root over root).
+/// A duplicate of descriptor `fd` of process `pid` (pidfd_getfd, Linux 5.6; root over root).
 pub fn fd_of_process(pid: u32, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags.
-    let pidfd = syscall_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })?;
-    // SAFETY: pidfd_getfd takes our pidfd, the target's descriptor number and flags.
-    syscall_fd(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
+    let pid = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+    Ok(rustix::process::pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty())?)
 }
 
 /// umount2(2); `EINVAL` (not a mount point) and `ENOENT` count as already unmounted.
 pub fn unmount(target: &Path, detach: bool) -> Result<(), PathError> {
-    let tgt = cstr(target).map_err(|e| PathError::new("umount", target, e))?;
-    let flags = if detach { libc::MNT_DETACH } else { 0 };
-    // SAFETY: `tgt` is a valid NUL-terminated path for the duration of the call.
-    let rc = unsafe { libc::umount2(tgt.as_ptr(), flags) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) {
-            return Ok(());
-        }
-        return Err(PathError::new("umount", target, e));
+    let flags = if detach { UnmountFlags::DETACH } else { UnmountFlags::empty() };
+    match rustix::mount::unmount(target, flags) {
+        Ok(()) | Err(Errno::INVAL | Errno::NOENT) => Ok(()),
+        Err(e) => Err(PathError::new("umount", target, e.into())),
     }
-    Ok(())
 }
 
 /// Mount points at or below `dir`, deepest first (the order they must be unmounted in).
@@ -236,56 +107,18 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), PathError> {
 /// were `/` (openat2 `RESOLVE_IN_ROOT`). Image content is untrusted: `/etc/passwd` in a
 /// layer may be a symlink to a host file.
 pub fn open_in_root(root: &Path, path: &str) -> Result<File, PathError> {
-    let err = |e| PathError::new("open", root.join(path.trim_start_matches('/')), e);
     let root_dir = File::open(root).map_err(|e| PathError::new("open", root, e))?;
-    let rel = CString::new(path.trim_start_matches('/')).map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_IN_ROOT: u64 = 0x10;
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 reads `how` (size passed explicitly) and the NUL-terminated `rel`; both
-    // outlive the call. The returned fd, if any, is owned by nobody else.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root_dir.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(err(io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a fresh descriptor returned by openat2 and owned only here.
-    Ok(unsafe { File::from_raw_fd(fd as i32) })
+    let rel = path.trim_start_matches('/');
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    rustix::fs::openat2(&root_dir, rel, flags, Mode::empty(), resolve)
+        .map(File::from)
+        .map_err(|e| PathError::new("open", root.join(rel), e.into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_mountinfo_lines() {
-        let text = "36 25 0:31 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory\n\
-                    37 25 0:32 /a\\040b /mnt/x\\040y rw - overlay overlay rw,lowerdir=/l\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[0].mount_point, PathBuf::from("/sys/fs/cgroup/memory"));
-        assert_eq!(m[0].fs_type, "cgroup");
-        assert_eq!(m[0].super_options, "rw,memory");
-        assert_eq!(m[1].mount_point, PathBuf::from("/mnt/x y"));
-        assert_eq!(m[1].root, "/a b");
-    }
 
     #[test]
     fn open_in_root_does_not_escape_through_symlinks() {

@@ -5,7 +5,10 @@
 //! localhost, as in ECS's awsvpc mode.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::error::PathError;
 use crate::mount::{bind_mount, unmount};
@@ -61,10 +64,8 @@ fn setup_on_this_thread(dir: &Path, hostname: &str) -> Result<(), NamespaceError
     if unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) } != 0 {
         return Err(NamespaceError::Unshare(io::Error::last_os_error()));
     }
-    // SAFETY: the pointer and length describe `hostname`'s bytes, valid for the call.
-    if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
-        return Err(NamespaceError::Hostname(hostname.to_string(), io::Error::last_os_error()));
-    }
+    rustix::system::sethostname(hostname.as_bytes())
+        .map_err(|e| NamespaceError::Hostname(hostname.to_string(), e.into()))?;
     loopback_up().map_err(NamespaceError::Loopback)?;
     for name in SHARED {
         bind_mount(&PathBuf::from(format!("/proc/thread-self/ns/{name}")), &dir.join(name))?;
@@ -74,29 +75,25 @@ fn setup_on_this_thread(dir: &Path, hostname: &str) -> Result<(), NamespaceError
 
 /// SIOCSIFFLAGS on `lo` through a socket opened inside the new network namespace.
 fn loopback_up() -> io::Result<()> {
-    // SAFETY: plain socket(2); the fd is closed below on every path.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let socket = rustix::net::socket_with(AddressFamily::INET, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
+    let fd = socket.as_raw_fd();
     // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
     // SAFETY: `ifr` is a valid, exclusively borrowed ifreq for both ioctls; the flags member
-    // of the union is the one SIOC[GS]IFFLAGS read and write.
-    let result = unsafe {
+    // of the union is the one SIOC[GS]IFFLAGS read and write; `socket` outlives both calls.
+    unsafe {
         if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+            return Err(io::Error::last_os_error());
         }
-    };
-    // SAFETY: `fd` is owned here and not used afterwards.
-    unsafe { libc::close(fd) };
-    result
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Pins `/proc/<pid>/ns/<kind>` at `target` (used for the shared PID namespace, whose first

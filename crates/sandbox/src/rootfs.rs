@@ -7,6 +7,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::PathError;
+use rustix::mount::MountFlags;
+
 use crate::mount::{mount, unmount};
 use crate::spec::EtcFiles;
 
@@ -54,7 +56,7 @@ pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
     for d in [upper, work, target] {
         std::fs::create_dir_all(d).map_err(|e| PathError::new("mkdir", d, e))?;
     }
-    mount("overlay", target, Some("overlay"), 0, Some(&options))?;
+    mount("overlay", target, "overlay", MountFlags::empty(), Some(&options))?;
     Ok(())
 }
 

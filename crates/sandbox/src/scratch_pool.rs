@@ -187,8 +187,8 @@ impl Shared {
 
     fn fill(&self) {
         // Below the agent and the shims (nice 10; inherited by mkfs).
-        // SAFETY: setpriority with plain integers; on Linux `0` names the calling thread.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        // On Linux the "process" priority of `None` (0) is the calling thread's.
+        let _ = rustix::process::setpriority_process(None, 10);
         let mut st = self.lock();
         loop {
             if st.stop {

@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// The daemon's end of the readiness pipe.
@@ -43,19 +42,12 @@ fn fork() -> io::Result<libc::pid_t> {
 /// calls [`Ready::ok`], 1 (printing the message) on [`Ready::fail`] or if it dies first.
 /// Must be called before any thread exists.
 pub fn daemonize(log: &Path) -> io::Result<Ready> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned only here.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let first = fork()?;
-    if first > 0 {
+    if let Some(first) = rustix::process::Pid::from_raw(first) {
         drop(write);
-        let mut status = 0;
-        // SAFETY: reaps the intermediate child, which exits right after its own fork.
-        unsafe { libc::waitpid(first, &mut status, 0) };
+        // Reaps the intermediate child, which exits right after its own fork.
+        let _ = rustix::process::waitpid(Some(first), rustix::process::WaitOptions::empty());
         let mut msg = String::new();
         let _ = File::from(read).read_to_string(&mut msg);
         if msg.starts_with("ok") {
@@ -66,8 +58,8 @@ pub fn daemonize(log: &Path) -> io::Result<Ready> {
         std::process::exit(1);
     }
     drop(read);
-    // SAFETY: setsid has no preconditions; in the first child we are not a group leader.
-    unsafe { libc::setsid() };
+    // In the first child we are not a group leader, so this cannot fail.
+    let _ = rustix::process::setsid();
     if fork()? > 0 {
         // SAFETY: _exit skips atexit handlers and buffers that belong to the parent.
         unsafe { libc::_exit(0) };
@@ -75,11 +67,8 @@ pub fn daemonize(log: &Path) -> io::Result<Ready> {
     std::env::set_current_dir("/")?;
     let devnull = File::open("/dev/null")?;
     let logfile = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    // SAFETY: dup2 onto the standard descriptors; the sources stay open for the call.
-    unsafe {
-        libc::dup2(devnull.as_raw_fd(), 0);
-        libc::dup2(logfile.as_raw_fd(), 1);
-        libc::dup2(logfile.as_raw_fd(), 2);
-    }
+    rustix::stdio::dup2_stdin(&devnull)?;
+    rustix::stdio::dup2_stdout(&logfile)?;
+    rustix::stdio::dup2_stderr(&logfile)?;
     Ok(Ready { pipe: Some(File::from(write)) })
 }

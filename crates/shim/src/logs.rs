@@ -9,7 +9,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
@@ -129,13 +128,10 @@ pub fn make_fifos(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     let out = dir.join("stdout.fifo");
     let err = dir.join("stderr.fifo");
     for p in [&out, &err] {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-        // SAFETY: valid NUL-terminated path.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::AlreadyExists {
-                return Err(e);
-            }
+        let mode = rustix::fs::Mode::from_raw_mode(0o600);
+        match rustix::fs::mknodat(rustix::fs::CWD, p, rustix::fs::FileType::Fifo, mode, 0) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok((out, err))
@@ -150,11 +146,8 @@ pub fn open_writer(fifo: &Path) -> io::Result<File> {
 /// switched to blocking reads: EOF means every writer is gone.
 pub fn open_reader(fifo: &Path) -> io::Result<File> {
     let f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(fifo)?;
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    unsafe {
-        let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-    }
+    let flags = rustix::fs::fcntl_getfl(&f)?;
+    rustix::fs::fcntl_setfl(&f, flags - rustix::fs::OFlags::NONBLOCK)?;
     Ok(f)
 }
 

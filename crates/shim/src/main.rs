@@ -98,8 +98,7 @@ fn main() {
         }
     };
     reaper::block_sigchld();
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)

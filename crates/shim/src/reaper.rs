@@ -100,14 +100,9 @@ impl Reaper {
 
     fn reap_all(&self) {
         let mut inner = self.lock();
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid writes the status into a valid i32.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                break;
-            }
-            let info = ExitInfo::from_wait_status(status);
+        while let Ok(Some((pid, status))) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+            let pid = pid.as_raw_nonzero().get();
+            let info = ExitInfo::from_wait_status(status.as_raw());
             inner.seq += 1;
             match inner.waiters.remove(&pid) {
                 Some(tx) => {
@@ -198,21 +193,13 @@ fn exit_status(exit: ExitInfo) -> std::process::ExitStatus {
 /// Waits for a process that is not our child to exit, via a pidfd (for containers adopted
 /// from a previous shim: their exit status is not ours to collect).
 pub fn wait_non_child(pid: i32) {
-    // SAFETY: pidfd_open takes a pid and flags; the returned fd is owned and closed below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    if fd < 0 {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else { return };
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
         return; // ESRCH: already gone.
-    }
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    loop {
-        // SAFETY: one valid pollfd, infinite timeout.
-        let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
-        if rc > 0 || (rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
-            break;
-        }
-    }
-    // SAFETY: `fd` is ours and unused after this.
-    unsafe { libc::close(fd) };
+    };
+    let mut pfd = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+    // Readable once the process has exited; a signal's EINTR just waits again.
+    while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut pfd, None) {}
 }
 
 #[cfg(test)]

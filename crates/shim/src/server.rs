@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -25,8 +24,7 @@ pub fn lock_task_dir(dir: &Path) -> Result<File, String> {
         .write(true)
         .open(&path)
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    // SAFETY: flock(2) on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return Err(format!("another shim already runs for {}", dir.display()));
     }
     Ok(f)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use flotilla_sandbox::cgroup::{CgroupManager, Cgroups, TaskBudget};
+use flotilla_sandbox::cgroup::{Cgroups, task_budget};
 use flotilla_sandbox::spec::{cap_mask, resolve_caps};
 use flotilla_sandbox::{ContainerState, Sandbox};
 
@@ -106,7 +106,7 @@ async fn the_inside_view_is_isolated_and_limited() {
 
     // Host side: the task budget is what the spec asked for.
     let cgroups = Cgroups::detect("flotilla").unwrap();
-    assert_eq!(cgroups.read_budget(&id).unwrap(), TaskBudget::from_spec(&spec));
+    assert_eq!(cgroups.read_budget(&id).unwrap(), task_budget(&spec));
     if cgroups.version() == 1 {
         let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/flotilla/{id}/cpu.cfs_quota_us")).unwrap();
         assert_eq!(quota.trim(), "50000"); // 512 units = half a CPU per 100 ms period

@@ -137,6 +137,21 @@ mod tests {
     }
 
     #[test]
+    fn the_default_profile_compiles_with_the_builtin_runtime() {
+        let profile = default_profile(&resolve_caps(&[], &[]).unwrap());
+        let ctx = flotilla_runtime::seccomp::compile(&profile).unwrap();
+        // libseccomp can render what it built: the allow list is in it.
+        let mut out = tempfile::tempfile().unwrap();
+        ctx.export_pfc(&mut out).unwrap();
+        use std::io::{Read, Seek};
+        out.rewind().unwrap();
+        let mut text = String::new();
+        out.read_to_string(&mut text).unwrap();
+        assert!(text.contains("read") && text.contains("execve"), "{}", &text[..text.len().min(400)]);
+        assert!(!text.contains("kexec_load"), "an admin syscall is allowed");
+    }
+
+    #[test]
     fn default_caps_get_the_usual_allow_list_and_no_admin_syscalls() {
         let p = default_profile(&resolve_caps(&[], &[]).unwrap());
         assert_eq!(p.default_action, "SCMP_ACT_ERRNO");

@@ -163,7 +163,7 @@ fn effective_or_bounding(effective: &[String], bounding: &[String]) -> Vec<Strin
 /// container's own cgroup (the task's parent cgroup enforces it anyway) so that runtimes which
 /// size themselves from their cgroup, like Go and the JVM, see the vCPUs the task really has.
 fn container_cpu(task: &TaskSpec, c: &ContainerSpec) -> oci::Cpu {
-    let budget = crate::cgroup::TaskBudget::from_spec(task);
+    let budget = crate::cgroup::task_budget(task);
     oci::Cpu {
         shares: Some(cpu_shares(c.cpu_units)),
         quota: budget.cpu_quota_us.map(|q| q as i64),

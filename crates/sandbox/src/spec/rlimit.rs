@@ -4,26 +4,28 @@
 
 use std::collections::BTreeMap;
 
+use rustix::process::Resource;
+
 use crate::oci::Rlimit;
 use crate::task::{SpecError, Ulimit};
 
-/// ECS ulimit name -> (OCI name, Linux resource number).
-const RESOURCES: &[(&str, &str, u32)] = &[
-    ("cpu", "RLIMIT_CPU", 0),
-    ("fsize", "RLIMIT_FSIZE", 1),
-    ("data", "RLIMIT_DATA", 2),
-    ("stack", "RLIMIT_STACK", 3),
-    ("core", "RLIMIT_CORE", 4),
-    ("rss", "RLIMIT_RSS", 5),
-    ("nproc", "RLIMIT_NPROC", 6),
-    ("nofile", "RLIMIT_NOFILE", 7),
-    ("memlock", "RLIMIT_MEMLOCK", 8),
-    ("locks", "RLIMIT_LOCKS", 10),
-    ("sigpending", "RLIMIT_SIGPENDING", 11),
-    ("msgqueue", "RLIMIT_MSGQUEUE", 12),
-    ("nice", "RLIMIT_NICE", 13),
-    ("rtprio", "RLIMIT_RTPRIO", 14),
-    ("rttime", "RLIMIT_RTTIME", 15),
+/// ECS ulimit name -> (OCI name, Linux resource).
+const RESOURCES: &[(&str, &str, Resource)] = &[
+    ("cpu", "RLIMIT_CPU", Resource::Cpu),
+    ("fsize", "RLIMIT_FSIZE", Resource::Fsize),
+    ("data", "RLIMIT_DATA", Resource::Data),
+    ("stack", "RLIMIT_STACK", Resource::Stack),
+    ("core", "RLIMIT_CORE", Resource::Core),
+    ("rss", "RLIMIT_RSS", Resource::Rss),
+    ("nproc", "RLIMIT_NPROC", Resource::Nproc),
+    ("nofile", "RLIMIT_NOFILE", Resource::Nofile),
+    ("memlock", "RLIMIT_MEMLOCK", Resource::Memlock),
+    ("locks", "RLIMIT_LOCKS", Resource::Locks),
+    ("sigpending", "RLIMIT_SIGPENDING", Resource::Sigpending),
+    ("msgqueue", "RLIMIT_MSGQUEUE", Resource::Msgqueue),
+    ("nice", "RLIMIT_NICE", Resource::Nice),
+    ("rtprio", "RLIMIT_RTPRIO", Resource::Rtprio),
+    ("rttime", "RLIMIT_RTTIME", Resource::Rttime),
 ];
 
 /// Fargate overrides only nofile: soft and hard 65535.
@@ -40,13 +42,9 @@ impl HostLimits {
     pub fn current() -> Self {
         let mut hard = BTreeMap::new();
         for (name, _, resource) in RESOURCES {
-            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `lim`.
-            let rc = unsafe { libc::getrlimit(*resource as _, &mut lim) };
-            if rc == 0 {
-                let max = if lim.rlim_max == libc::RLIM_INFINITY { u64::MAX } else { lim.rlim_max };
-                hard.insert(name.to_string(), max);
-            }
+            // `None` is RLIM_INFINITY.
+            let max = rustix::process::getrlimit(*resource).maximum.unwrap_or(u64::MAX);
+            hard.insert(name.to_string(), max);
         }
         HostLimits { hard }
     }

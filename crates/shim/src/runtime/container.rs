@@ -4,14 +4,12 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_sandbox::cgroup::CgroupManager;
 use flotilla_sandbox::protocol::{ShimError, ShimErrorKind, StartReport, Timings};
 use flotilla_sandbox::{ContainerState, ExecResult, ExecSpec, TaskPhase};
 
@@ -272,9 +270,11 @@ impl Runtime {
             Watch::Pending(rx) => match rx.recv_timeout(timeout) {
                 Ok(exit) => (Some(exit.code), false),
                 Err(_) => {
-                    // SAFETY: kill(2); `pid` is our unreaped child (its waiter is still
-                    // registered), so the number cannot have been reused.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // `pid` is our unreaped child (its waiter is still registered), so the
+                    // number cannot have been reused.
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
                     let _ = rx.recv_timeout(Duration::from_secs(5));
                     (None, true)
                 }
@@ -287,13 +287,7 @@ impl Runtime {
 }
 
 fn pipe() -> std::io::Result<(File, File)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two-element array with fresh descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors are fresh and owned only here.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     Ok((File::from(r), File::from(w)))
 }
 

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use flotilla_sandbox::cgroup::{CgroupManager, TaskBudget};
+use flotilla_sandbox::cgroup;
 use flotilla_sandbox::ephemeral::{self, CommandRunner, PooledScratch, Scratch};
 use flotilla_sandbox::protocol::{CreateReport, ShimError, ShimErrorKind, Timings};
 use flotilla_sandbox::spec::{self, EtcFiles, SpecInput, TaskNamespaces, UserDb, VolumeMount};
@@ -78,7 +78,7 @@ impl Runtime {
         let dir = self.cfg.task_dir.clone();
 
         let t = Instant::now();
-        self.cgroups.create_task(&spec.task_id, &TaskBudget::from_spec(&spec)).map_err(|e| runtime_err(&e))?;
+        self.cgroups.create_task(&spec.task_id, &cgroup::task_budget(&spec)).map_err(|e| runtime_err(&e))?;
         timings.insert("cgroup".into(), micros(t));
 
         let t = Instant::now();

@@ -59,9 +59,11 @@ impl Runtime {
             }
         }
         if let Some(pid) = self.lock_state().pause_pid {
-            // SAFETY: kill(2). The pause process is our (re-parented) child and only reaped
-            // after it dies, so its pid still names it.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            // The pause process is our (re-parented) child and only reaped after it dies, so
+            // its pid still names it.
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
         if let Err(e) = self.cgroups.remove_task(&self.task_id, EXIT_WAIT) {
             errors.push(chain(&e));

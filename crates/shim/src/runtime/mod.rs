@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use flotilla_sandbox::cgroup::{CgroupManager, Cgroups};
+use flotilla_sandbox::cgroup::Cgroups;
 use flotilla_sandbox::error::chain;
 use flotilla_sandbox::protocol::{CONTAINERS_DIR, Reply, Request, ShimError, ShimErrorKind};
 use flotilla_sandbox::spec::HostLimits;

@@ -1,11 +1,61 @@
 //! The subset of the OCI runtime spec (`config.json`) that Flotilla writes. Field names follow
 //! the spec; anything runc would default is left out rather than restated.
+//!
+//! **Architecture Invariant:** this crate is vocabulary only: serde types and constants, no
+//! I/O, and no dependency on any other Flotilla crate. The sandbox writes these documents and
+//! the runtime reads them; neither has to know the other.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 pub const OCI_VERSION: &str = "1.0.2";
+
+/// Every capability the kernel knows, by bit number (`capability.h` order), without the
+/// `CAP_` prefix the spec's capability lists use.
+pub const ALL_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -166,4 +216,27 @@ pub struct SeccompArg {
     #[serde(default)]
     pub value_two: u64,
     pub op: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_bits_follow_the_kernel() {
+        assert_eq!(ALL_CAPS[0], "CHOWN");
+        assert_eq!(ALL_CAPS.iter().position(|c| *c == "SYS_PTRACE"), Some(19));
+        assert_eq!(ALL_CAPS.iter().position(|c| *c == "SYS_ADMIN"), Some(21));
+    }
+
+    #[test]
+    fn optional_fields_are_left_out_and_read_back_as_absent() {
+        let rule = DeviceRule { allow: false, kind: None, major: None, minor: None, access: "rwm".into() };
+        let json = serde_json::to_value(&rule).unwrap();
+        assert_eq!(json, serde_json::json!({"allow": false, "access": "rwm"}));
+        let back: DeviceRule = serde_json::from_value(json).unwrap();
+        assert_eq!(back, rule);
+        let ns: Namespace = serde_json::from_str(r#"{"type": "network", "path": "/run/netns/x"}"#).unwrap();
+        assert_eq!(ns.path, Some(PathBuf::from("/run/netns/x")));
+    }
 }
