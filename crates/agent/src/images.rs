@@ -9,11 +9,16 @@ use flotilla_image::{Credentials, Image, ImageStore};
 
 pub trait ImageSource: Send + Sync {
     /// The image for `reference`; `Err` is the task's stopped reason in AWS's words.
-    fn pull<'a>(&'a self, reference: &'a str, login: Option<&'a RegistryLogin>) -> BoxFuture<'a, Result<Image, String>>;
+    fn pull<'a>(&'a self, reference: &'a str, login: Option<&'a RegistryLogin>)
+    -> BoxFuture<'a, Result<Image, String>>;
 }
 
 impl ImageSource for ImageStore {
-    fn pull<'a>(&'a self, reference: &'a str, login: Option<&'a RegistryLogin>) -> BoxFuture<'a, Result<Image, String>> {
+    fn pull<'a>(
+        &'a self,
+        reference: &'a str,
+        login: Option<&'a RegistryLogin>,
+    ) -> BoxFuture<'a, Result<Image, String>> {
         Box::pin(async move {
             let login = login.map(|l| Credentials::new(l.username.clone(), l.password.clone()));
             match ImageStore::pull(self, reference, login, flotilla_image::Progress::none()).await {
@@ -32,7 +37,11 @@ impl ImageSource for ImageStore {
 }
 
 impl<T: ImageSource + ?Sized> ImageSource for Arc<T> {
-    fn pull<'a>(&'a self, reference: &'a str, login: Option<&'a RegistryLogin>) -> BoxFuture<'a, Result<Image, String>> {
+    fn pull<'a>(
+        &'a self,
+        reference: &'a str,
+        login: Option<&'a RegistryLogin>,
+    ) -> BoxFuture<'a, Result<Image, String>> {
         (**self).pull(reference, login)
     }
 }

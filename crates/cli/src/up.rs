@@ -80,7 +80,10 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     } else if opts.no_agent {
         Vec::new()
     } else {
-        vec![start_agent(&home, control.clone(), host_api, logs.clone(), opts.net_namespace.clone(), image_options).await?]
+        vec![
+            start_agent(&home, control.clone(), host_api, logs.clone(), opts.net_namespace.clone(), image_options)
+                .await?,
+        ]
     };
     let (stop_agents, _) = tokio::sync::watch::channel(false);
     let agents: Vec<_> = agents

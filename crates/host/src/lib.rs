@@ -18,8 +18,7 @@ use std::pin::Pin;
 
 use flotilla_types::Timestamp;
 use flotilla_types::task::{
-    AttachmentStatus, AwsvpcConfiguration, ContainerStatus, HealthStatus, InterfaceDetails, StopCode, Task,
-    TaskStatus,
+    AttachmentStatus, AwsvpcConfiguration, ContainerStatus, HealthStatus, InterfaceDetails, StopCode, Task, TaskStatus,
 };
 use flotilla_types::task_definition::TaskDefinition;
 use ipnet::Ipv4Net;

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flotilla_host::{
-    Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, GroupRule, GroupView, Host, HostApi,
-    HostApiError, HostSpec, InterfaceLease, NetworkChanged, NetworkWatch, RulePeer, RuleProtocol, TaskReport,
-    TaskSecrets, VpcView,
+    Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, GroupRule, GroupView, Host, HostApi, HostApiError,
+    HostSpec, InterfaceLease, NetworkChanged, NetworkWatch, RulePeer, RuleProtocol, TaskReport, TaskSecrets, VpcView,
 };
 use flotilla_secrets::Secrets;
 use flotilla_store::{Event, StoreError};
@@ -21,8 +20,8 @@ use crate::record::{TASKS, decode};
 use crate::task::TaskRecord;
 use crate::vpc::keys;
 use crate::{
-    Control, ControlError, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface, NetworkInterfaceSpec,
-    ResourceFilter, SecurityGroup, SecurityGroupRule,
+    Control, ControlError, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface, NetworkInterfaceSpec, ResourceFilter,
+    SecurityGroup, SecurityGroupRule,
 };
 
 /// How many events may wait for a slow agent before the stream pushes back.

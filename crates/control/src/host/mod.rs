@@ -70,7 +70,8 @@ impl Control {
             }
             record.host_id = Some(host_id.to_owned());
             // A conflict means the record changed under us; the next registration retries.
-            let txn = Txn::new().when(Compare::revision(&kv.key, kv.mod_revision)).then(Op::put(&kv.key, encode(&record)));
+            let txn =
+                Txn::new().when(Compare::revision(&kv.key, kv.mod_revision)).then(Op::put(&kv.key, encode(&record)));
             self.store.txn(txn).await?;
         }
         Ok(())

@@ -59,10 +59,8 @@ pub(crate) fn merge(task: &mut Task, report: &TaskReport) {
                 attachment.details.iter().find(|d| d.name.as_deref() == Some("privateIPv4Address"))?.value.clone()
             });
             for c in &mut task.containers {
-                c.network_interfaces = vec![NetworkInterface {
-                    attachment_id: Some(a.id.clone()),
-                    private_ipv4_address: ip.clone(),
-                }];
+                c.network_interfaces =
+                    vec![NetworkInterface { attachment_id: Some(a.id.clone()), private_ipv4_address: ip.clone() }];
             }
         }
     }
