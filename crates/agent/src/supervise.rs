@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use flotilla_host::{
     Assignment, AttachmentReport, ContainerReport, HostApiError, InterfaceLease, StopRequest, TaskReport,
 };
-use flotilla_sandbox::{ContainerState, ExecSpec, TaskStatus as SandboxStatus};
+use flotilla_sandbox::{ContainerState, ExecSpec, OOM_REASON, TaskStatus as SandboxStatus};
 use flotilla_types::Timestamp;
 use flotilla_types::task::{
     AttachmentStatus, ContainerStatus, DesiredStatus, HealthStatus, StopCode, Task, TaskStatus,
@@ -31,7 +31,6 @@ const IDLE: Duration = Duration::from_secs(1);
 /// How long a container gets after SIGKILL before the supervisor moves on.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
 pub const SANDBOX_LOST: &str = "Task stopped: its sandbox was lost while the agent was away";
 
@@ -48,6 +47,9 @@ pub(crate) struct Supervisor {
     pub assignment: watch::Receiver<Assignment>,
     /// The newest record seen, from the assignment stream or a report's answer.
     pub view: Mutex<Task>,
+    /// What the next report carries along, so that one step's news does not cost a
+    /// transaction of its own (an interface attached just before the containers start).
+    pub carry: Mutex<Option<AttachmentReport>>,
 }
 
 fn is_essential(definition: &TaskDefinition, name: &str) -> bool {
@@ -63,6 +65,7 @@ impl Supervisor {
             task_id: task.id().to_owned(),
             assignment,
             view: Mutex::new(task),
+            carry: Mutex::new(None),
         }
     }
 
@@ -76,7 +79,11 @@ impl Supervisor {
         view.clone()
     }
 
-    async fn report(&self, report: TaskReport) -> Result<Task, AgentError> {
+    async fn report(&self, mut report: TaskReport) -> Result<Task, AgentError> {
+        let carried = self.carry.lock().expect("carried report poisoned").take();
+        if report.attachment.is_none() {
+            report.attachment = carried;
+        }
         if report.is_empty() {
             return Ok(self.task());
         }
@@ -156,6 +163,7 @@ impl Supervisor {
     async fn provision(&self, assignment: &Assignment) -> Result<bool, AgentError> {
         // PROVISIONING: the interface record (address, MAC) exists before anything is pulled.
         let Some(eni) = self.ensure_interface(assignment).await? else { return Ok(false) };
+        // The interface's PRECREATED attachment travels with this report.
         self.report(TaskReport::new(&self.task_arn).status(TaskStatus::Pending)).await?;
         let secrets = match self.agent.host.task_secrets(&self.task_arn).await {
             Ok(s) => s,
@@ -234,7 +242,7 @@ impl Supervisor {
                 };
                 let already = self.task().eni_attachment().is_some_and(|a| a.status > AttachmentStatus::Precreated);
                 if !already {
-                    self.report(TaskReport::new(&self.task_arn).attachment(precreated)).await?;
+                    *self.carry.lock().expect("carried report poisoned") = Some(precreated);
                 }
                 Ok(Some(eni))
             }
@@ -260,10 +268,14 @@ impl Supervisor {
             let _ = self.agent.sandbox.destroy(&self.task_id).await;
             return Ok(false);
         }
-        let Some(attachment) = self.task().eni_attachment().map(|a| a.id.clone()) else { return Ok(true) };
+        let carried = self.carry.lock().expect("carried report poisoned").as_ref().map(|a| a.id.clone());
+        let Some(attachment) = carried.or_else(|| self.task().eni_attachment().map(|a| a.id.clone())) else {
+            return Ok(true);
+        };
         let attached =
             AttachmentReport { id: attachment, status: AttachmentStatus::Attached, interface: Some(eni.details()) };
-        self.report(TaskReport::new(&self.task_arn).attachment(attached)).await?;
+        // Reported with the first pass over the containers, which comes at once.
+        *self.carry.lock().expect("carried report poisoned") = Some(attached);
         Ok(true)
     }
 
@@ -274,11 +286,10 @@ impl Supervisor {
             self.agent.network.detach(&eni).await?;
             self.agent.host.release_interface(&self.task_arn).await?;
         }
-        Ok(self.task().eni_attachment().map(|a| AttachmentReport {
-            id: a.id.clone(),
-            status: AttachmentStatus::Deleted,
-            interface: None,
-        }))
+        // An attachment not reported yet is reported DELETED straight away.
+        let carried = self.carry.lock().expect("carried report poisoned").take().map(|a| a.id);
+        let id = carried.or_else(|| self.task().eni_attachment().map(|a| a.id.clone()));
+        Ok(id.map(|id| AttachmentReport { id, status: AttachmentStatus::Deleted, interface: None }))
     }
 
     /// Runs the task until it should stop: starts containers as their dependencies allow,

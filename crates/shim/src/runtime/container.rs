@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_sandbox::protocol::{ShimError, ShimErrorKind, StartReport, Timings};
-use flotilla_sandbox::{ContainerState, ExecResult, ExecSpec, TaskPhase};
+use flotilla_sandbox::{ContainerState, ExecResult, ExecSpec, OOM_REASON, TaskPhase};
 
 use super::{Runtime, ShimResult, io_err, runtime_err};
 use crate::logs::{LogFile, make_fifos, now_millis, open_reader, open_writer, pump};
@@ -19,7 +19,6 @@ use crate::reaper::{ExitInfo, Watch, wait_non_child};
 use crate::runc::read_pid;
 
 /// ECS's reason text for an OOM kill.
-pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 const EXEC_OUTPUT_LIMIT: usize = 64 << 10;
 
 /// How the end of a container's process will be learned.
