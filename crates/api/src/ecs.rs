@@ -148,7 +148,7 @@ struct ListTasks {
 }
 
 fn registered_by(control: &Control) -> String {
-    format!("arn:aws:iam::{}:root", control.identity().account)
+    control.identity().iam_root()
 }
 
 /// Runs one ECS operation on already model-checked input.

@@ -41,7 +41,7 @@ impl From<LogError> for ApiError {
 }
 
 fn group_arn(identity: &Identity, group: &str) -> String {
-    format!("arn:aws:logs:{}:{}:log-group:{group}", identity.region, identity.account)
+    identity.log_group(group)
 }
 
 /// The log group a `logGroupName` or `logGroupIdentifier` (name or ARN) names.
@@ -99,7 +99,7 @@ fn stream_json(identity: &Identity, group: &str, s: &LogStream) -> Value {
         "lastEventTimestamp": s.last_event_timestamp,
         "lastIngestionTime": s.last_ingestion_time,
         "uploadSequenceToken": s.upload_sequence_token(),
-        "arn": format!("{}:log-stream:{}", group_arn(identity, group), s.name),
+        "arn": identity.log_stream(group, &s.name),
         // CloudWatch Logs reports 0 for streams since 2019; the group carries the real figure.
         "storedBytes": 0,
     })

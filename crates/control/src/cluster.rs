@@ -176,7 +176,7 @@ impl Control {
                 None => 0,
             };
             let cluster = Cluster {
-                cluster_arn: self.arn(ResourceKind::Cluster, &name).to_string(),
+                cluster_arn: self.identity.cluster(&name).to_string(),
                 cluster_name: name.clone(),
                 status: "ACTIVE".into(),
                 registered_container_instances_count: 0,
@@ -224,7 +224,7 @@ impl Control {
                 None => missing.push(if raw.starts_with("arn:") {
                     raw.clone()
                 } else {
-                    self.arn(ResourceKind::Cluster, &name).to_string()
+                    self.identity.cluster(&name).to_string()
                 }),
             }
         }

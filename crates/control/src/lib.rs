@@ -22,6 +22,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use flotilla_store::Store;
+/// The installation's region and account; it builds every ARN (`flotilla_types::arn`).
+pub use flotilla_types::Identity;
 use flotilla_types::{Arn, ResourceKind};
 
 pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
@@ -36,13 +38,6 @@ pub use vpc::{
     NetworkInterfaceSpec, NetworkResource, NetworkTag, RESERVED_ADDRESSES, ResourceFilter, RuleChange, RuleDirection,
     RulePeer, RulePeerSpec, RuleSpec, SecurityGroup, SecurityGroupRule, Subnet, TagRemoval, Vpc, keys as network_keys,
 };
-
-/// Identity of this Flotilla installation, used to build ARNs.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub region: String,
-    pub account: String,
-}
 
 pub struct Control {
     store: Arc<dyn Store>,
@@ -68,7 +63,7 @@ impl Control {
     }
 
     fn arn(&self, kind: ResourceKind, resource: impl Into<String>) -> Arn {
-        Arn::new(&self.identity.region, &self.identity.account, kind, resource)
+        self.identity.ecs(kind, resource)
     }
 
     fn family_lock(&self, family: &str) -> Arc<tokio::sync::Mutex<()>> {

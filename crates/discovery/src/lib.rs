@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_store::{KeyValue, Store};
+use flotilla_types::Identity;
 
 pub use error::{DiscoveryError, Result};
 pub use instance::{Discovered, HealthFilter};
@@ -79,8 +80,8 @@ enum Tagged<'a> {
 /// Cloud Map over the state store.
 pub struct Discovery {
     store: Arc<dyn Store>,
-    region: String,
-    account: String,
+    /// Builds namespace and service ARNs.
+    identity: Identity,
     /// Wakes the operations worker when a request has queued an operation.
     work: Arc<tokio::sync::Notify>,
 }
@@ -99,8 +100,7 @@ impl Discovery {
     pub fn new(store: Arc<dyn Store>, region: impl Into<String>, account: impl Into<String>) -> Arc<Discovery> {
         Arc::new(Discovery {
             store,
-            region: region.into(),
-            account: account.into(),
+            identity: Identity::new(region, account),
             work: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -112,19 +112,15 @@ impl Discovery {
     }
 
     pub fn region(&self) -> &str {
-        &self.region
+        &self.identity.region
     }
 
     pub fn account(&self) -> &str {
-        &self.account
+        &self.identity.account
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    fn arn(&self, resource: &str) -> String {
-        format!("arn:aws:servicediscovery:{}:{}:{resource}", self.region, self.account)
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {

@@ -11,7 +11,7 @@ pub mod task_definition;
 pub mod time;
 pub mod validate;
 
-pub use arn::{Arn, ResourceKind};
+pub use arn::{Arn, Identity, ResourceKind};
 pub use size::{TaskSize, parse_cpu, parse_memory};
 pub use time::Timestamp;
 pub use validate::{FieldError, validate_for_fargate};

@@ -16,8 +16,7 @@ use super::{TagSpecification, WireFilter, filters, parse, specified_tags, tag_li
 use crate::error::ApiError;
 
 fn group_arn(control: &Control, id: &str) -> String {
-    let identity = control.identity();
-    format!("arn:aws:ec2:{}:{}:security-group/{id}", identity.region, identity.account)
+    control.identity().security_group(id)
 }
 
 /// What rules share to be one `IpPermission`: protocol and ports.
@@ -102,7 +101,7 @@ fn rule_json(control: &Control, group_id: &str, egress: bool, rule: &SecurityGro
         "IpProtocol": rule.protocol.as_ec2(),
         "FromPort": rule.from_port.unwrap_or(-1),
         "ToPort": rule.to_port.unwrap_or(-1),
-        "SecurityGroupRuleArn": format!("arn:aws:ec2:{}:{}:security-group-rule/{}", identity.region, identity.account, rule.id),
+        "SecurityGroupRuleArn": identity.security_group_rule(&rule.id),
         "Tags": [],
     });
     match &rule.peer {

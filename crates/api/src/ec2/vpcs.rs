@@ -53,7 +53,7 @@ fn subnet_json(control: &Control, s: &Subnet) -> Value {
     let account = &control.identity().account;
     let mut v = json!({
         "SubnetId": s.id,
-        "SubnetArn": format!("arn:aws:ec2:{}:{account}:subnet/{}", control.identity().region, s.id),
+        "SubnetArn": control.identity().subnet(&s.id),
         "VpcId": s.vpc_id,
         "OwnerId": account,
         "State": "available",
