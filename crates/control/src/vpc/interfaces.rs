@@ -17,8 +17,7 @@ use super::security_groups::SecurityGroup;
 use super::subnets::Subnet;
 use super::vpcs::Vpc;
 use super::{
-    Filterable, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_filters, check_id, decode, encode,
-    list, load, matches_filters, new_id,
+    Filterable, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_id, decode, encode, load, new_id,
 };
 use crate::Control;
 
@@ -64,6 +63,8 @@ pub struct NetworkInterface {
 }
 
 impl Filterable for NetworkInterface {
+    const RESOURCE: NetworkResource = NetworkResource::NetworkInterface;
+    const PREFIX: &'static str = keys::NETWORK_INTERFACES;
     const FILTERS: &'static [&'static str] = &[
         "network-interface-id",
         "subnet-id",
@@ -106,6 +107,10 @@ impl Filterable for NetworkInterface {
 
     fn tags(&self) -> &[NetworkTag] {
         &self.tags
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -322,22 +327,7 @@ impl Control {
         ids: &[String],
         filters: &[ResourceFilter],
     ) -> Result<Vec<NetworkInterface>, NetworkError> {
-        check_filters::<NetworkInterface>(filters)?;
-        for id in ids {
-            check_id(NetworkResource::NetworkInterface, id)?;
-        }
-        let all: Vec<NetworkInterface> =
-            list(self.store.as_ref(), keys::NETWORK_INTERFACES).await?.into_iter().map(|(n, _)| n).collect();
-        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|n| &n.id == *id)) {
-            return Err(NetworkError::not_found(NetworkResource::NetworkInterface, missing.as_str()));
-        }
-        let mut out = Vec::new();
-        for interface in all {
-            if (ids.is_empty() || ids.contains(&interface.id)) && matches_filters(&interface, filters)? {
-                out.push(interface);
-            }
-        }
-        Ok(out)
+        self.describe(ids, filters).await
     }
 
     /// The interface of an attachment (e.g. a task ARN), if it has one.

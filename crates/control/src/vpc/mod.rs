@@ -95,8 +95,11 @@ pub struct ResourceFilter {
     pub values: Vec<String>,
 }
 
-/// What Describe filters look at.
-trait Filterable {
+/// A resource the EC2 Describe operations list: what its filters look at, and where it lives.
+trait Filterable: DeserializeOwned {
+    const RESOURCE: NetworkResource;
+    /// The store prefix every record of this kind is under.
+    const PREFIX: &'static str;
     /// The filter names [`Filterable::filter_values`] answers (besides the tag filters).
     const FILTERS: &'static [&'static str];
 
@@ -104,6 +107,22 @@ trait Filterable {
     /// this kind of resource.
     fn filter_values(&self, name: &str) -> Option<Vec<String>>;
     fn tags(&self) -> &[NetworkTag];
+    fn id(&self) -> &str;
+}
+
+/// The resources of `all` that `wanted` picks and that pass every filter, in order.
+fn select<T: Filterable>(
+    all: Vec<T>,
+    wanted: impl Fn(&T) -> bool,
+    filters: &[ResourceFilter],
+) -> Result<Vec<T>, NetworkError> {
+    let mut out = Vec::new();
+    for item in all {
+        if wanted(&item) && matches_filters(&item, filters)? {
+            out.push(item);
+        }
+    }
+    Ok(out)
 }
 
 /// Refuses filters `T` does not have, whether or not there is anything to filter.
@@ -261,6 +280,34 @@ impl Control {
         } else {
             format!("ip-{host}.{}.compute.internal", self.identity.region)
         }
+    }
+
+    /// Every `T`, once filters `T` does not have and ids that are malformed or name nothing
+    /// have been refused (in that order, as EC2 checks them): what each Describe starts from.
+    async fn describable<T: Filterable>(
+        &self,
+        ids: &[String],
+        filters: &[ResourceFilter],
+    ) -> Result<Vec<T>, NetworkError> {
+        check_filters::<T>(filters)?;
+        for id in ids {
+            check_id(T::RESOURCE, id)?;
+        }
+        let all: Vec<T> = list(self.store.as_ref(), T::PREFIX).await?.into_iter().map(|(r, _)| r).collect();
+        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id() == id.as_str())) {
+            return Err(NetworkError::not_found(T::RESOURCE, missing.as_str()));
+        }
+        Ok(all)
+    }
+
+    /// A Describe: the `T`s named by `ids` (all of them if `ids` is empty) that pass every filter.
+    async fn describe<T: Filterable>(
+        &self,
+        ids: &[String],
+        filters: &[ResourceFilter],
+    ) -> Result<Vec<T>, NetworkError> {
+        let all = self.describable::<T>(ids, filters).await?;
+        select(all, |r| ids.is_empty() || ids.iter().any(|id| id == r.id()), filters)
     }
 
     fn subnet_lock(&self, subnet_id: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -9,8 +9,8 @@ use super::keys;
 use super::tags::validate_tags;
 use super::vpcs::Vpc;
 use super::{
-    Filterable, Ipv4Cidr, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_filters, check_id, encode,
-    list, load, matches_filters, new_id,
+    Filterable, Ipv4Cidr, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_id, encode, list, load,
+    new_id,
 };
 use crate::Control;
 
@@ -73,6 +73,8 @@ impl Subnet {
 }
 
 impl Filterable for Subnet {
+    const RESOURCE: NetworkResource = NetworkResource::Subnet;
+    const PREFIX: &'static str = keys::SUBNETS;
     const FILTERS: &'static [&'static str] = &[
         "subnet-id",
         "vpc-id",
@@ -104,6 +106,10 @@ impl Filterable for Subnet {
 
     fn tags(&self) -> &[NetworkTag] {
         &self.tags
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -178,21 +184,7 @@ impl Control {
         ids: &[String],
         filters: &[ResourceFilter],
     ) -> Result<Vec<Subnet>, NetworkError> {
-        check_filters::<Subnet>(filters)?;
-        for id in ids {
-            check_id(NetworkResource::Subnet, id)?;
-        }
-        let all: Vec<Subnet> = list(self.store.as_ref(), keys::SUBNETS).await?.into_iter().map(|(s, _)| s).collect();
-        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|s| &s.id == *id)) {
-            return Err(NetworkError::not_found(NetworkResource::Subnet, missing.as_str()));
-        }
-        let mut out = Vec::new();
-        for subnet in all {
-            if (ids.is_empty() || ids.contains(&subnet.id)) && matches_filters(&subnet, filters)? {
-                out.push(subnet);
-            }
-        }
-        Ok(out)
+        self.describe(ids, filters).await
     }
 
     pub async fn subnet(&self, id: &str) -> Result<Subnet, NetworkError> {
