@@ -42,22 +42,24 @@ fn sm_error(e: SecretsError) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
-/// `NextToken` is the offset of the next item; `MaxResults` caps a page.
+/// One page of `items` by name ([`flotilla_types::page`]): `MaxResults` up to `max`, `default`
+/// if absent. The message of a refusal is the caller's to code.
 fn page<T>(
     items: Vec<T>,
-    max: Option<usize>,
+    name: impl Fn(&T) -> &str,
+    requested: Option<usize>,
     token: Option<&str>,
-    default: usize,
+    (default, max): (usize, usize),
 ) -> Result<(Vec<T>, Option<String>), String> {
-    let start: usize = match token {
-        Some(t) => t.parse().map_err(|_| format!("The NextToken {t:?} is not one this server issued."))?,
-        None => 0,
+    use flotilla_types::page::{self, Order, PageError};
+    let refused = |e| match e {
+        PageError::Size { got, max } => format!("MaxResults must be between 1 and {max}, got {got}."),
+        PageError::Token => format!("The NextToken {:?} is not one this server issued.", token.unwrap_or_default()),
     };
-    let max = max.unwrap_or(default).max(1);
-    let total = items.len();
-    let page: Vec<T> = items.into_iter().skip(start).take(max).collect();
-    let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
-    Ok((page, next))
+    let size = page::page_size(requested.map(|n| n.min(i64::MAX as usize) as i64), default, max).map_err(refused)?;
+    let keyed = items.into_iter().map(|i| (name(&i).to_owned(), i)).collect();
+    let page = page::paginate(keyed, Order::Ascending, size, token).map_err(refused)?;
+    Ok((page.items, page.next_token))
 }
 
 /// What a `SecureString` read without decryption shows: an opaque token, never the value
@@ -167,14 +169,16 @@ pub async fn handle_ssm(s: &Secrets, operation: &str, input: Value) -> Result<Va
         "GetParametersByPath" => {
             let req: ByPath = parse(input)?;
             let all = s.parameters_by_path(&req.path, req.recursive).await.map_err(ssm_error)?;
-            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 10).map_err(invalid)?;
+            let (items, next) =
+                page(all, |p| &p.name, req.max_results, req.next_token.as_deref(), (10, 10)).map_err(invalid)?;
             let items: Vec<Value> = items.iter().map(|p| parameter_json(p, req.with_decryption)).collect();
             strip_nulls(json!({"Parameters": items, "NextToken": next}))
         }
         "DescribeParameters" => {
             let req: Listing = parse(input)?;
             let all = s.list_parameters().await.map_err(ssm_error)?;
-            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 10).map_err(invalid)?;
+            let (items, next) =
+                page(all, |p| &p.name, req.max_results, req.next_token.as_deref(), (10, 50)).map_err(invalid)?;
             let items: Vec<Value> = items.iter().map(metadata_json).collect();
             strip_nulls(json!({"Parameters": items, "NextToken": next}))
         }
@@ -330,7 +334,7 @@ pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -
                 .into_iter()
                 .filter(|x| req.include_planned_deletion || x.deletion_date.is_none())
                 .collect();
-            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 100)
+            let (items, next) = page(all, |x| &x.name, req.max_results, req.next_token.as_deref(), (100, 100))
                 .map_err(|m| ApiError::new("InvalidNextTokenException", m))?;
             let items: Vec<Value> = items
                 .iter()
@@ -367,11 +371,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pages_by_offset() {
-        let (p, next) = page((0..25).collect::<Vec<_>>(), Some(10), None, 10).unwrap();
-        assert_eq!((p.len(), next.as_deref()), (10, Some("10")));
-        let (p, next) = page((0..25).collect::<Vec<_>>(), Some(10), Some("20"), 10).unwrap();
-        assert_eq!((p, next), (vec![20, 21, 22, 23, 24], None));
-        assert!(page(vec![1], None, Some("x"), 10).is_err());
+    fn pages_by_name() {
+        let names: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
+        let (p, next) = page(names.clone(), |n| n, Some(10), None, (10, 50)).unwrap();
+        assert_eq!((p.len(), p[0].as_str()), (10, "p00"));
+        let (p, next) = page(names.clone(), |n| n, Some(10), next.as_deref(), (10, 50)).unwrap();
+        assert_eq!(p[0], "p10");
+        let (p, next) = page(names, |n| n, Some(10), next.as_deref(), (10, 50)).unwrap();
+        assert_eq!((p.len(), p[0].as_str(), next), (5, "p20", None));
+        assert!(page(vec!["a".to_owned()], |n| n, None, Some("x"), (10, 50)).is_err());
     }
 }

@@ -169,7 +169,7 @@ impl Discovery {
                 namespaces.push(ns);
             }
         }
-        Ok(paginate(namespaces, |ns| &ns.id, query.max_results, query.next_token.as_deref()))
+        paginate(namespaces, |ns| &ns.id, query.max_results, query.next_token.as_deref())
     }
 
     /// Requests the namespace's deletion; refused while it has services.

@@ -150,7 +150,7 @@ impl Discovery {
                 services.push(service);
             }
         }
-        Ok(paginate(services, |s| &s.id, max_results, next_token))
+        paginate(services, |s| &s.id, max_results, next_token)
     }
 
     /// Deletes a service that has no instances.

@@ -5,6 +5,7 @@
 //! the agent, so everything here is plain data plus pure functions over it.
 
 pub mod arn;
+pub mod page;
 pub mod size;
 pub mod task;
 pub mod task_definition;
