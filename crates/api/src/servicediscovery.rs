@@ -345,7 +345,7 @@ fn discovered_json(found: &Discovered) -> Value {
                 "InstanceId": i.id,
                 "NamespaceName": found.namespace_name,
                 "ServiceName": found.service_name,
-                "HealthStatus": i.health.as_str(),
+                "HealthStatus": i.health,
                 "Attributes": i.attributes,
             })
         })
@@ -603,7 +603,7 @@ pub async fn handle(sd: &Discovery, operation: &str, input: Value) -> Result<Val
                 .health_statuses(&req.service_id, req.instances.as_deref(), req.max_results, req.next_token.as_deref())
                 .await?;
             let status: Map<String, Value> =
-                page.items.iter().map(|(id, h): &(String, HealthStatus)| (id.clone(), json!(h.as_str()))).collect();
+                page.items.iter().map(|(id, h): &(String, HealthStatus)| (id.clone(), json!(h))).collect();
             json!({"Status": status, "NextToken": page.next_token})
         }
         "ListTagsForResource" => {

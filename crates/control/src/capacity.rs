@@ -1,7 +1,7 @@
 //! Capacity providers. Flotilla has exactly the two Fargate ones, as every AWS account does.
 
 use flotilla_types::ResourceKind;
-use flotilla_types::task_definition::Tag;
+use flotilla_types::Tag;
 use serde::{Deserialize, Serialize};
 
 use crate::page::{Page, paginate};

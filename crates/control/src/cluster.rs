@@ -3,7 +3,7 @@
 
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
 use flotilla_types::ResourceKind;
-use flotilla_types::task_definition::Tag;
+use flotilla_types::Tag;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

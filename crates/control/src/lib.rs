@@ -35,8 +35,8 @@ pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrde
 pub use vpc::{
     AddressLease, AwsvpcPlacement, CidrError, CreateSubnetInput, CreateVpcInput, DEFAULT_PUBLIC_IP_POOL,
     DEFAULT_VPC_CIDR, GroupRef, GroupSelector, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface,
-    NetworkInterfaceSpec, NetworkResource, NetworkTag, RESERVED_ADDRESSES, ResourceFilter, RuleChange, RuleDirection,
-    RulePeer, RulePeerSpec, RuleSpec, SecurityGroup, SecurityGroupRule, Subnet, TagRemoval, Vpc, keys as network_keys,
+    NetworkInterfaceSpec, NetworkResource, RESERVED_ADDRESSES, ResourceFilter, RuleChange, RuleDirection, RulePeer,
+    RulePeerSpec, RuleSpec, SecurityGroup, SecurityGroupRule, Subnet, Tag, TagRemoval, Vpc, keys as network_keys,
 };
 
 pub struct Control {

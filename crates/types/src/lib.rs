@@ -7,6 +7,7 @@
 pub mod arn;
 pub mod page;
 pub mod size;
+pub mod tag;
 pub mod task;
 pub mod task_definition;
 pub mod time;
@@ -14,5 +15,6 @@ pub mod validate;
 
 pub use arn::{Arn, Identity, ResourceKind};
 pub use size::{TaskSize, parse_cpu, parse_memory};
+pub use tag::Tag;
 pub use time::Timestamp;
 pub use validate::{FieldError, validate_for_fargate};

@@ -25,7 +25,7 @@ mod xml;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
-use flotilla_control::{Control, NetworkTag, ResourceFilter};
+use flotilla_control::{Control, ResourceFilter, Tag};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -160,10 +160,10 @@ struct TagSpecification {
     tags: Vec<WireTag>,
 }
 
-fn tags(wire: Vec<WireTag>) -> Result<Vec<NetworkTag>, ApiError> {
+fn tags(wire: Vec<WireTag>) -> Result<Vec<Tag>, ApiError> {
     wire.into_iter()
         .map(|t| match t.key {
-            Some(key) => Ok(NetworkTag { key, value: t.value.unwrap_or_default() }),
+            Some(key) => Ok(Tag { key, value: t.value.unwrap_or_default() }),
             None => Err(ApiError::new("InvalidParameterValue", "Tag keys must not be empty.")),
         })
         .collect()
@@ -171,7 +171,7 @@ fn tags(wire: Vec<WireTag>) -> Result<Vec<NetworkTag>, ApiError> {
 
 /// The tags of the specifications for `resource_type`; a specification for another type of
 /// resource is refused, as EC2 does.
-fn specified_tags(specs: Vec<TagSpecification>, resource_type: &str) -> Result<Vec<NetworkTag>, ApiError> {
+fn specified_tags(specs: Vec<TagSpecification>, resource_type: &str) -> Result<Vec<Tag>, ApiError> {
     let mut out = Vec::new();
     for spec in specs {
         match spec.resource_type.as_deref() {
@@ -193,6 +193,6 @@ fn specified_tags(specs: Vec<TagSpecification>, resource_type: &str) -> Result<V
     Ok(out)
 }
 
-fn tag_list(tags: &[NetworkTag]) -> Value {
+fn tag_list(tags: &[Tag]) -> Value {
     Value::Array(tags.iter().map(|t| serde_json::json!({"Key": t.key, "Value": t.value})).collect())
 }

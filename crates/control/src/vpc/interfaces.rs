@@ -16,9 +16,7 @@ use super::keys;
 use super::security_groups::SecurityGroup;
 use super::subnets::Subnet;
 use super::vpcs::Vpc;
-use super::{
-    Filterable, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_id, decode, encode, load, new_id,
-};
+use super::{Filterable, NetworkError, NetworkResource, ResourceFilter, Tag, check_id, decode, encode, load, new_id};
 use crate::Control;
 
 /// Most security groups one interface may have, as on AWS.
@@ -59,7 +57,7 @@ pub struct NetworkInterface {
     pub attachment_id: Option<String>,
     pub created_at: Timestamp,
     #[serde(default)]
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 impl Filterable for NetworkInterface {
@@ -105,7 +103,7 @@ impl Filterable for NetworkInterface {
         })
     }
 
-    fn tags(&self) -> &[NetworkTag] {
+    fn tags(&self) -> &[Tag] {
         &self.tags
     }
 

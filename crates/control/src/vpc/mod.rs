@@ -58,7 +58,7 @@ use std::sync::{Arc, Mutex};
 
 use flotilla_store::{KeyValue, Revision, Store};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::Control;
 
@@ -79,13 +79,8 @@ pub const DEFAULT_PUBLIC_IP_POOL: &str = "198.18.0.0/24";
 /// Availability zones per region: `<region>a`, `<region>b`, `<region>c`.
 pub const ZONE_LETTERS: [char; 3] = ['a', 'b', 'c'];
 
-/// A resource tag, as EC2 has them (`Key`, `Value`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkTag {
-    pub key: String,
-    #[serde(default)]
-    pub value: String,
-}
+/// Networking resources carry the one [`Tag`] of every service.
+pub use flotilla_types::Tag;
 
 /// One Describe filter: a resource matches when any of its values for `name` matches any of
 /// `values`, where `*` and `?` are wildcards. Several filters must all match.
@@ -106,7 +101,7 @@ trait Filterable: DeserializeOwned {
     /// The values of this resource for filter `name`; `None` if the filter does not apply to
     /// this kind of resource.
     fn filter_values(&self, name: &str) -> Option<Vec<String>>;
-    fn tags(&self) -> &[NetworkTag];
+    fn tags(&self) -> &[Tag];
     fn id(&self) -> &str;
 }
 

@@ -16,8 +16,8 @@ use super::subnets::Subnet;
 use super::tags::validate_tags;
 use super::vpcs::Vpc;
 use super::{
-    Filterable, Ipv4Cidr, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_id, encode, list, load,
-    new_id, select,
+    Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, check_id, encode, list, load, new_id,
+    select,
 };
 use crate::Control;
 
@@ -133,7 +133,7 @@ pub struct SecurityGroup {
     pub ingress: Vec<SecurityGroupRule>,
     pub egress: Vec<SecurityGroupRule>,
     #[serde(default)]
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 const DEFAULT_GROUP: &str = "default";
@@ -249,7 +249,7 @@ impl Filterable for SecurityGroup {
         })
     }
 
-    fn tags(&self) -> &[NetworkTag] {
+    fn tags(&self) -> &[Tag] {
         &self.tags
     }
 
@@ -390,7 +390,7 @@ impl Control {
         name: &str,
         description: &str,
         vpc_id: Option<&str>,
-        tags: Vec<NetworkTag>,
+        tags: Vec<Tag>,
     ) -> Result<SecurityGroup, NetworkError> {
         check_group_name(name)?;
         if name.eq_ignore_ascii_case(DEFAULT_GROUP) {

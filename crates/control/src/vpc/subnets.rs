@@ -9,8 +9,7 @@ use super::keys;
 use super::tags::validate_tags;
 use super::vpcs::Vpc;
 use super::{
-    Filterable, Ipv4Cidr, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_id, encode, list, load,
-    new_id,
+    Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, check_id, encode, list, load, new_id,
 };
 use crate::Control;
 
@@ -35,11 +34,11 @@ pub struct Subnet {
     #[serde(default)]
     pub next_offset: u64,
     #[serde(default)]
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 impl Subnet {
-    pub(crate) fn new(vpc_id: &str, cidr: Ipv4Cidr, availability_zone: String, tags: Vec<NetworkTag>) -> Subnet {
+    pub(crate) fn new(vpc_id: &str, cidr: Ipv4Cidr, availability_zone: String, tags: Vec<Tag>) -> Subnet {
         Subnet {
             id: new_id("subnet"),
             vpc_id: vpc_id.to_owned(),
@@ -104,7 +103,7 @@ impl Filterable for Subnet {
         })
     }
 
-    fn tags(&self) -> &[NetworkTag] {
+    fn tags(&self) -> &[Tag] {
         &self.tags
     }
 
@@ -119,7 +118,7 @@ pub struct CreateSubnetInput {
     pub cidr_block: String,
     /// `<region>a` if absent.
     pub availability_zone: Option<String>,
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 impl Control {

@@ -11,8 +11,8 @@ use super::security_groups::SecurityGroup;
 use super::subnets::Subnet;
 use super::tags::validate_tags;
 use super::{
-    Filterable, Ipv4Cidr, NetworkError, NetworkResource, NetworkTag, ResourceFilter, ZONE_LETTERS, check_id, encode,
-    list, load, new_id,
+    Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, ZONE_LETTERS, check_id, encode, list,
+    load, new_id,
 };
 use crate::Control;
 
@@ -36,7 +36,7 @@ pub struct Vpc {
     pub default_security_group_id: String,
     pub cidr_association_id: String,
     #[serde(default)]
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 impl Vpc {
@@ -74,7 +74,7 @@ impl Filterable for Vpc {
         })
     }
 
-    fn tags(&self) -> &[NetworkTag] {
+    fn tags(&self) -> &[Tag] {
         &self.tags
     }
 
@@ -86,7 +86,7 @@ impl Filterable for Vpc {
 #[derive(Clone, Debug, Default)]
 pub struct CreateVpcInput {
     pub cidr_block: String,
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 /// Every VPC's block, kept in one record so that non-overlap is checked in one compare.
