@@ -20,26 +20,6 @@ use crate::json::{parse, strip_nulls};
 /// What `flotilla up` needs to open and maintain the log store, without depending on it itself.
 pub use flotilla_logs::{LogStore, LogStoreOptions, now_millis};
 
-impl From<LogError> for ApiError {
-    fn from(e: LogError) -> ApiError {
-        let code = match &e {
-            LogError::GroupNotFound { .. } | LogError::StreamNotFound { .. } => "ResourceNotFoundException",
-            LogError::GroupExists { .. } | LogError::StreamExists { .. } => "ResourceAlreadyExistsException",
-            LogError::InvalidParameter(_) => "InvalidParameterException",
-            LogError::DeletionProtected { .. } => "ValidationException",
-            LogError::Open { .. } | LogError::Backend { .. } | LogError::Corrupt { .. } | LogError::Closed => {
-                // Logged once here, with its cause; the client gets no internals.
-                tracing::error!(error = ?e, "request failed inside the log store");
-                return ApiError::new(
-                    "ServerException",
-                    "The server failed to handle the request; it has been logged. Retry it.",
-                );
-            }
-        };
-        ApiError::new(code, e.to_string())
-    }
-}
-
 fn group_arn(identity: &Identity, group: &str) -> String {
     identity.log_group(group)
 }

@@ -5,42 +5,11 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, secretsmanager_error as sm_error, ssm_error};
 use crate::json::{parse, strip_nulls};
 
 pub use flotilla_secrets::Secrets;
 use flotilla_secrets::{NewParameter, NewSecret, Parameter, ParameterType, Secret, SecretValue, SecretsError};
-
-/// `code` is the service's own name for an internal failure.
-fn internal(code: &'static str, e: &SecretsError) -> ApiError {
-    // Logged once here, with its cause; the client gets no internals.
-    tracing::error!(error = ?e, "request failed inside the secrets store");
-    ApiError::new(code, "The server failed to handle the request; it has been logged. Retry it.")
-}
-
-fn ssm_error(e: SecretsError) -> ApiError {
-    let code = match &e {
-        SecretsError::Invalid(_) | SecretsError::InvalidRequest(_) => "ValidationException",
-        SecretsError::ParameterNotFound { .. } => "ParameterNotFound",
-        SecretsError::ParameterAlreadyExists { .. } => "ParameterAlreadyExists",
-        SecretsError::SecretNotFound { .. } | SecretsError::SecretAlreadyExists { .. } => "ValidationException",
-        SecretsError::Store(_) | SecretsError::Corrupt { .. } => return internal("InternalServerError", &e),
-    };
-    ApiError::new(code, e.to_string())
-}
-
-fn sm_error(e: SecretsError) -> ApiError {
-    let code = match &e {
-        SecretsError::Invalid(_) => "InvalidParameterException",
-        SecretsError::InvalidRequest(_) => "InvalidRequestException",
-        SecretsError::SecretNotFound { .. } | SecretsError::ParameterNotFound { .. } => "ResourceNotFoundException",
-        SecretsError::SecretAlreadyExists { .. } | SecretsError::ParameterAlreadyExists { .. } => {
-            "ResourceExistsException"
-        }
-        SecretsError::Store(_) | SecretsError::Corrupt { .. } => return internal("InternalServiceError", &e),
-    };
-    ApiError::new(code, e.to_string())
-}
 
 /// One page of `items` by name ([`flotilla_types::page`]): `MaxResults` up to `max`, `default`
 /// if absent. The message of a refusal is the caller's to code.

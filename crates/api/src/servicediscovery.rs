@@ -22,33 +22,6 @@ use crate::json::{parse, strip_nulls};
 pub use flotilla_discovery::Discovery;
 pub use flotilla_discovery::dns::{DnsError, DnsServer, Upstreams};
 
-impl From<DiscoveryError> for ApiError {
-    fn from(e: DiscoveryError) -> ApiError {
-        let code = match &e {
-            DiscoveryError::InvalidInput(_) => "InvalidInput",
-            DiscoveryError::NamespaceNotFound { .. } => "NamespaceNotFound",
-            DiscoveryError::ServiceNotFound { .. } => "ServiceNotFound",
-            DiscoveryError::InstanceNotFound { .. } => "InstanceNotFound",
-            DiscoveryError::OperationNotFound { .. } => "OperationNotFound",
-            DiscoveryError::ResourceNotFound { .. } => "ResourceNotFoundException",
-            DiscoveryError::NamespaceAlreadyExists { .. } => "NamespaceAlreadyExists",
-            DiscoveryError::ServiceAlreadyExists { .. } => "ServiceAlreadyExists",
-            DiscoveryError::ResourceInUse(_) => "ResourceInUse",
-            DiscoveryError::DuplicateRequest { .. } => "DuplicateRequest",
-            DiscoveryError::CustomHealthNotFound { .. } => "CustomHealthNotFound",
-            DiscoveryError::Store(_) | DiscoveryError::CorruptRecord { .. } => {
-                // Logged once here, with its cause; the client gets no internals.
-                tracing::error!(error = ?e, "request failed inside service discovery");
-                return ApiError::new(
-                    "InternalFailure",
-                    "The server failed to handle the request; it has been logged. Retry it.",
-                );
-            }
-        };
-        ApiError::new(code, e.to_string())
-    }
-}
-
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new("InvalidInput", message)
 }
