@@ -53,8 +53,8 @@ impl Identity {
     }
 
     /// An ECS attachment (a task's elastic network interface).
-    pub fn attachment(&self, attachment_id: &str) -> String {
-        self.regional("ecs", format_args!("attachment/{attachment_id}"))
+    pub fn attachment(&self, attachment_id: &str) -> Arn {
+        self.ecs(ResourceKind::Attachment, attachment_id)
     }
 
     /// A CloudWatch Logs group, without the `:*` that DescribeLogGroups' `arn` adds.
@@ -125,6 +125,7 @@ pub enum ResourceKind {
     CapacityProvider,
     ContainerInstance,
     Container,
+    Attachment,
 }
 
 impl ResourceKind {
@@ -137,6 +138,7 @@ impl ResourceKind {
             ResourceKind::CapacityProvider => "capacity-provider",
             ResourceKind::ContainerInstance => "container-instance",
             ResourceKind::Container => "container",
+            ResourceKind::Attachment => "attachment",
         }
     }
 
@@ -149,6 +151,7 @@ impl ResourceKind {
             "capacity-provider" => ResourceKind::CapacityProvider,
             "container-instance" => ResourceKind::ContainerInstance,
             "container" => ResourceKind::Container,
+            "attachment" => ResourceKind::Attachment,
             _ => return None,
         })
     }
@@ -218,7 +221,7 @@ mod tests {
             (id.task_definition("web", 3).to_string(), format!("arn:aws:ecs:{base}:task-definition/web:3")),
             (id.service("c", "web").to_string(), format!("arn:aws:ecs:{base}:service/c/web")),
             (id.capacity_provider("FARGATE").to_string(), format!("arn:aws:ecs:{base}:capacity-provider/FARGATE")),
-            (id.attachment("a1"), format!("arn:aws:ecs:{base}:attachment/a1")),
+            (id.attachment("a1").to_string(), format!("arn:aws:ecs:{base}:attachment/a1")),
             (id.log_group("/ecs/app"), format!("arn:aws:logs:{base}:log-group:/ecs/app")),
             (id.log_stream("/ecs/app", "s"), format!("arn:aws:logs:{base}:log-group:/ecs/app:log-stream:s")),
             (id.vpc("vpc-1"), format!("arn:aws:ec2:{base}:vpc/vpc-1")),
