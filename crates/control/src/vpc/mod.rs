@@ -57,8 +57,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use flotilla_store::{KeyValue, Revision, Store};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::Control;
 
