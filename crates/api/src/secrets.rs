@@ -398,4 +398,35 @@ mod tests {
         assert_eq!((p.len(), p[0].as_str(), next), (5, "p20", None));
         assert!(page(vec!["a".to_owned()], |n| n, None, Some("x"), (10, 50)).is_err());
     }
+
+    async fn ssm(s: &Secrets, operation: &str, body: Value) -> Result<Value, ApiError> {
+        execute_ssm(s, SsmRequest::parse(operation, body)?).await
+    }
+
+    fn names(page: &Value) -> Vec<&str> {
+        page["Parameters"].as_array().unwrap().iter().map(|p| p["Name"].as_str().unwrap()).collect()
+    }
+
+    /// An offset token skipped parameters when earlier ones were deleted between pages.
+    #[tokio::test]
+    async fn describe_parameters_pages_survive_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flotilla_store::EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+        let s = Secrets::new(std::sync::Arc::new(store), "us-east-1", "123456789012");
+        for name in ["a", "b", "c", "d", "e"] {
+            ssm(&s, "PutParameter", json!({"Name": name, "Value": "v", "Type": "String"})).await.unwrap();
+        }
+        let first = ssm(&s, "DescribeParameters", json!({"MaxResults": 2})).await.unwrap();
+        assert_eq!(names(&first), ["a", "b"]);
+        ssm(&s, "DeleteParameters", json!({"Names": ["a", "b"]})).await.unwrap();
+        let second =
+            ssm(&s, "DescribeParameters", json!({"MaxResults": 2, "NextToken": first["NextToken"]})).await.unwrap();
+        assert_eq!(names(&second), ["c", "d"]);
+        let last =
+            ssm(&s, "DescribeParameters", json!({"MaxResults": 2, "NextToken": second["NextToken"]})).await.unwrap();
+        assert_eq!(names(&last), ["e"]);
+        assert!(last.get("NextToken").is_none(), "absent, not null: {last}");
+        let forged = ssm(&s, "DescribeParameters", json!({"NextToken": "2"})).await.unwrap_err();
+        assert_eq!(forged.code, "ValidationException");
+    }
 }
