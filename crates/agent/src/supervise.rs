@@ -325,9 +325,19 @@ impl Supervisor {
             let next_probe = health.values().map(|h| h.next_at.saturating_duration_since(Instant::now())).min();
             let timeout = next_probe.map_or(IDLE, |p| p.min(IDLE));
             let seen = current.generation;
-            tokio::select! {
-                s = self.sandbox_state(seen, timeout) => status = s?,
-                changed = changes.changed(), if assignment_open => assignment_open = changed.is_ok(),
+            let woken_by_assignment = tokio::select! {
+                s = self.sandbox_state(seen, timeout) => {
+                    status = s?;
+                    false
+                }
+                changed = changes.changed(), if assignment_open => {
+                    assignment_open = changed.is_ok();
+                    true
+                }
+            };
+            // The state held is from before this pass's starts: look again before deciding.
+            if woken_by_assignment {
+                status = self.sandbox_state(0, Duration::ZERO).await?;
             }
         }
     }

@@ -18,13 +18,13 @@ fn failures(items: impl IntoIterator<Item = (String, String)>) -> Value {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ClusterRef {
+pub(crate) struct ClusterRef {
     cluster: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DescribeClusters {
+pub(crate) struct DescribeClusters {
     #[serde(default)]
     clusters: Vec<String>,
     #[serde(default)]
@@ -33,21 +33,21 @@ struct DescribeClusters {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Paging {
+pub(crate) struct Paging {
     max_results: Option<i32>,
     next_token: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UpdateClusterSettings {
+pub(crate) struct UpdateClusterSettings {
     cluster: String,
     settings: Vec<ClusterSetting>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PutClusterCapacityProviders {
+pub(crate) struct PutClusterCapacityProviders {
     cluster: String,
     capacity_providers: Vec<String>,
     default_capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
@@ -55,7 +55,7 @@ struct PutClusterCapacityProviders {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DescribeCapacityProviders {
+pub(crate) struct DescribeCapacityProviders {
     #[serde(default)]
     capacity_providers: Vec<String>,
     #[serde(default)]
@@ -66,7 +66,7 @@ struct DescribeCapacityProviders {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TaskDefinitionRef {
+pub(crate) struct TaskDefinitionRef {
     task_definition: String,
     #[serde(default)]
     include: Vec<String>,
@@ -74,7 +74,7 @@ struct TaskDefinitionRef {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ListTaskDefinitions {
+pub(crate) struct ListTaskDefinitions {
     family_prefix: Option<String>,
     status: Option<TaskDefinitionStatus>,
     sort: Option<String>,
@@ -84,7 +84,7 @@ struct ListTaskDefinitions {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ListFamilies {
+pub(crate) struct ListFamilies {
     family_prefix: Option<String>,
     status: Option<String>,
     max_results: Option<i32>,
@@ -93,33 +93,33 @@ struct ListFamilies {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DeleteTaskDefinitions {
+pub(crate) struct DeleteTaskDefinitions {
     task_definitions: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TagResource {
+pub(crate) struct TagResource {
     resource_arn: String,
     tags: Vec<Tag>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UntagResource {
+pub(crate) struct UntagResource {
     resource_arn: String,
     tag_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ResourceArn {
+pub(crate) struct ResourceArn {
     resource_arn: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DescribeTasks {
+pub(crate) struct DescribeTasks {
     cluster: Option<String>,
     tasks: Vec<String>,
     #[serde(default)]
@@ -128,7 +128,7 @@ struct DescribeTasks {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StopTask {
+pub(crate) struct StopTask {
     cluster: Option<String>,
     task: String,
     reason: Option<String>,
@@ -136,7 +136,7 @@ struct StopTask {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ListTasks {
+pub(crate) struct ListTasks {
     cluster: Option<String>,
     family: Option<String>,
     desired_status: Option<String>,
@@ -148,38 +148,92 @@ struct ListTasks {
 }
 
 fn registered_by(control: &Control) -> String {
-    format!("arn:aws:iam::{}:root", control.identity().account)
+    control.identity().iam_root()
 }
 
-/// Runs one ECS operation on already model-checked input.
-pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<Value, ApiError> {
-    let answer = match operation {
-        "CreateCluster" => {
-            let cluster = control.create_cluster(parse::<CreateClusterInput>(input)?).await?;
+/// Every ECS operation Flotilla serves, each with its typed input.
+pub(crate) enum EcsRequest {
+    CreateCluster(CreateClusterInput),
+    DescribeClusters(DescribeClusters),
+    ListClusters(Paging),
+    DeleteCluster(ClusterRef),
+    UpdateClusterSettings(UpdateClusterSettings),
+    PutClusterCapacityProviders(PutClusterCapacityProviders),
+    DescribeCapacityProviders(DescribeCapacityProviders),
+    RegisterTaskDefinition(TaskDefinitionSpec),
+    DescribeTaskDefinition(TaskDefinitionRef),
+    ListTaskDefinitions(ListTaskDefinitions),
+    ListTaskDefinitionFamilies(ListFamilies),
+    DeregisterTaskDefinition(TaskDefinitionRef),
+    DeleteTaskDefinitions(DeleteTaskDefinitions),
+    RunTask(RunTaskInput),
+    DescribeTasks(DescribeTasks),
+    StopTask(StopTask),
+    ListTasks(ListTasks),
+    TagResource(TagResource),
+    UntagResource(UntagResource),
+    ListTagsForResource(ResourceArn),
+}
+
+impl EcsRequest {
+    /// Reads one operation's model-checked input into its variant; an operation Flotilla does
+    /// not serve is refused here, before anything runs.
+    pub(crate) fn parse(operation: &str, input: Value) -> Result<EcsRequest, ApiError> {
+        Ok(match operation {
+            "CreateCluster" => EcsRequest::CreateCluster(parse(input)?),
+            "DescribeClusters" => EcsRequest::DescribeClusters(parse(input)?),
+            "ListClusters" => EcsRequest::ListClusters(parse(input)?),
+            "DeleteCluster" => EcsRequest::DeleteCluster(parse(input)?),
+            "UpdateClusterSettings" => EcsRequest::UpdateClusterSettings(parse(input)?),
+            "PutClusterCapacityProviders" => EcsRequest::PutClusterCapacityProviders(parse(input)?),
+            "DescribeCapacityProviders" => EcsRequest::DescribeCapacityProviders(parse(input)?),
+            "RegisterTaskDefinition" => EcsRequest::RegisterTaskDefinition(parse(input)?),
+            "DescribeTaskDefinition" => EcsRequest::DescribeTaskDefinition(parse(input)?),
+            "ListTaskDefinitions" => EcsRequest::ListTaskDefinitions(parse(input)?),
+            "ListTaskDefinitionFamilies" => EcsRequest::ListTaskDefinitionFamilies(parse(input)?),
+            "DeregisterTaskDefinition" => EcsRequest::DeregisterTaskDefinition(parse(input)?),
+            "DeleteTaskDefinitions" => EcsRequest::DeleteTaskDefinitions(parse(input)?),
+            "RunTask" => EcsRequest::RunTask(parse(input)?),
+            "DescribeTasks" => EcsRequest::DescribeTasks(parse(input)?),
+            "StopTask" => EcsRequest::StopTask(parse(input)?),
+            "ListTasks" => EcsRequest::ListTasks(parse(input)?),
+            "TagResource" => EcsRequest::TagResource(parse(input)?),
+            "UntagResource" => EcsRequest::UntagResource(parse(input)?),
+            "ListTagsForResource" => EcsRequest::ListTagsForResource(parse(input)?),
+            other => {
+                return Err(ApiError::new(
+                    "UnsupportedFeatureException",
+                    format!("Flotilla does not implement {other} yet. See `flotilla --help` for what it serves."),
+                ));
+            }
+        })
+    }
+}
+
+/// Runs one request; the one place its `Result` becomes the answer.
+pub(crate) async fn execute(control: &Control, request: EcsRequest) -> Result<Value, ApiError> {
+    let answer = match request {
+        EcsRequest::CreateCluster(req) => {
+            let cluster = control.create_cluster(req).await?;
             json!({ "cluster": cluster })
         }
-        "DescribeClusters" => {
-            let req: DescribeClusters = parse(input)?;
+        EcsRequest::DescribeClusters(req) => {
             let include = ClusterInclude::parse(&req.include)?;
             let (clusters, missing) = control.describe_clusters(&req.clusters, include).await?;
             json!({ "clusters": clusters, "failures": failures(missing.into_iter().map(|arn| (arn, "MISSING".to_owned()))) })
         }
-        "ListClusters" => {
-            let req: Paging = parse(input)?;
+        EcsRequest::ListClusters(req) => {
             let page = control.list_clusters(req.max_results, req.next_token.as_deref()).await?;
             json!({ "clusterArns": page.items, "nextToken": page.next_token })
         }
-        "DeleteCluster" => {
-            let req: ClusterRef = parse(input)?;
+        EcsRequest::DeleteCluster(req) => {
             let cluster = req.cluster.ok_or_else(|| ApiError::invalid_parameter("cluster: required"))?;
             json!({ "cluster": control.delete_cluster(&cluster).await? })
         }
-        "UpdateClusterSettings" => {
-            let req: UpdateClusterSettings = parse(input)?;
+        EcsRequest::UpdateClusterSettings(req) => {
             json!({ "cluster": control.update_cluster_settings(&req.cluster, req.settings).await? })
         }
-        "PutClusterCapacityProviders" => {
-            let req: PutClusterCapacityProviders = parse(input)?;
+        EcsRequest::PutClusterCapacityProviders(req) => {
             let cluster = control
                 .put_cluster_capacity_providers(
                     &req.cluster,
@@ -189,8 +243,7 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
                 .await?;
             json!({ "cluster": cluster })
         }
-        "DescribeCapacityProviders" => {
-            let req: DescribeCapacityProviders = parse(input)?;
+        EcsRequest::DescribeCapacityProviders(req) => {
             let with_tags = req.include.iter().any(|i| i == "TAGS");
             let (page, missing) = control
                 .describe_capacity_providers(
@@ -206,13 +259,11 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
                 "nextToken": page.next_token,
             })
         }
-        "RegisterTaskDefinition" => {
-            let spec: TaskDefinitionSpec = parse(input)?;
+        EcsRequest::RegisterTaskDefinition(spec) => {
             let (definition, tags) = control.register_task_definition(spec, Some(registered_by(control))).await?;
             json!({ "taskDefinition": definition, "tags": tags })
         }
-        "DescribeTaskDefinition" => {
-            let req: TaskDefinitionRef = parse(input)?;
+        EcsRequest::DescribeTaskDefinition(req) => {
             let (definition, tags) = control.describe_task_definition(&req.task_definition).await?;
             if req.include.iter().any(|i| i == "TAGS") {
                 json!({ "taskDefinition": definition, "tags": tags })
@@ -220,8 +271,7 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
                 json!({ "taskDefinition": definition })
             }
         }
-        "ListTaskDefinitions" => {
-            let req: ListTaskDefinitions = parse(input)?;
+        EcsRequest::ListTaskDefinitions(req) => {
             let sort = match req.sort.as_deref() {
                 Some("DESC") => SortOrder::Desc,
                 _ => SortOrder::Asc,
@@ -237,8 +287,7 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
                 .await?;
             json!({ "taskDefinitionArns": page.items, "nextToken": page.next_token })
         }
-        "ListTaskDefinitionFamilies" => {
-            let req: ListFamilies = parse(input)?;
+        EcsRequest::ListTaskDefinitionFamilies(req) => {
             let status = match req.status.as_deref() {
                 Some("INACTIVE") => FamilyStatusFilter::Inactive,
                 Some("ALL") => FamilyStatusFilter::All,
@@ -254,31 +303,26 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
                 .await?;
             json!({ "families": page.items, "nextToken": page.next_token })
         }
-        "DeregisterTaskDefinition" => {
-            let req: TaskDefinitionRef = parse(input)?;
+        EcsRequest::DeregisterTaskDefinition(req) => {
             json!({ "taskDefinition": control.deregister_task_definition(&req.task_definition).await? })
         }
-        "DeleteTaskDefinitions" => {
-            let req: DeleteTaskDefinitions = parse(input)?;
+        EcsRequest::DeleteTaskDefinitions(req) => {
             let (done, failed) = control.delete_task_definitions(&req.task_definitions).await?;
             json!({ "taskDefinitions": done, "failures": failures(failed) })
         }
-        "RunTask" => {
-            let (tasks, failed) = control.run_task(parse::<RunTaskInput>(input)?).await?;
+        EcsRequest::RunTask(req) => {
+            let (tasks, failed) = control.run_task(req).await?;
             json!({ "tasks": tasks, "failures": failures(failed) })
         }
-        "DescribeTasks" => {
-            let req: DescribeTasks = parse(input)?;
+        EcsRequest::DescribeTasks(req) => {
             let with_tags = req.include.iter().any(|i| i == "TAGS");
             let (tasks, missing) = control.describe_tasks(req.cluster.as_deref(), &req.tasks, with_tags).await?;
             json!({ "tasks": tasks, "failures": failures(missing) })
         }
-        "StopTask" => {
-            let req: StopTask = parse(input)?;
+        EcsRequest::StopTask(req) => {
             json!({ "task": control.stop_task(req.cluster.as_deref(), &req.task, req.reason).await? })
         }
-        "ListTasks" => {
-            let req: ListTasks = parse(input)?;
+        EcsRequest::ListTasks(req) => {
             let desired_status = match req.desired_status.as_deref() {
                 Some("STOPPED") => Some(DesiredStatus::Stopped),
                 // PENDING is accepted by the model; Fargate tasks want RUNNING until they stop.
@@ -298,25 +342,16 @@ pub async fn handle(control: &Control, operation: &str, input: Value) -> Result<
                 .await?;
             json!({ "taskArns": page.items, "nextToken": page.next_token })
         }
-        "TagResource" => {
-            let req: TagResource = parse(input)?;
+        EcsRequest::TagResource(req) => {
             control.tag_resource(&req.resource_arn, req.tags).await?;
             json!({})
         }
-        "UntagResource" => {
-            let req: UntagResource = parse(input)?;
+        EcsRequest::UntagResource(req) => {
             control.untag_resource(&req.resource_arn, req.tag_keys).await?;
             json!({})
         }
-        "ListTagsForResource" => {
-            let req: ResourceArn = parse(input)?;
+        EcsRequest::ListTagsForResource(req) => {
             json!({ "tags": control.list_tags(&req.resource_arn).await? })
-        }
-        other => {
-            return Err(ApiError::new(
-                "UnsupportedFeatureException",
-                format!("Flotilla does not implement {other} yet. See `flotilla --help` for what it serves."),
-            ));
         }
     };
     Ok(strip_nulls(answer))

@@ -1,9 +1,16 @@
-//! AWS-style errors: `{"__type": CODE, "message": ...}` with HTTP 400, or 500 for
-//! `ServerException`. This is the one place domain errors become AWS error codes.
+//! AWS JSON 1.1 errors: `{"__type": CODE, "message": ...}` with HTTP 400, or 500 for an
+//! internal failure. This is the one place the domain errors of every JSON service (ECS,
+//! CloudWatch Logs, Cloud Map, SSM, Secrets Manager) become AWS error codes; the Query protocol
+//! (EC2) has its own one place, `ec2/error.rs`.
+
+use std::fmt::Debug;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flotilla_control::ControlError;
+use flotilla_discovery::DiscoveryError;
+use flotilla_logs::LogError;
+use flotilla_secrets::SecretsError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -38,6 +45,13 @@ impl ApiError {
     }
 }
 
+/// A failure on our side under the service's own `code`: logged once here, with its cause
+/// (`what` says where it happened); the client learns no internals.
+pub(crate) fn internal(code: &'static str, what: &'static str, e: &dyn Debug) -> ApiError {
+    tracing::error!(error = ?e, "request failed inside {what}");
+    ApiError::new(code, "The server failed to handle the request; it has been logged. Retry it.")
+}
+
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> ApiError {
         match e {
@@ -50,15 +64,77 @@ impl From<ControlError> for ApiError {
             }
             ControlError::ClusterContainsTasks { .. } => ApiError::new("ClusterContainsTasksException", e.to_string()),
             ControlError::Store(_) | ControlError::CorruptRecord { .. } => {
-                // Logged once here, with its cause; the client gets no internals.
-                tracing::error!(error = ?e, "request failed inside the control plane");
-                ApiError::new(
-                    "ServerException",
-                    "The server failed to handle the request; it has been logged. Retry it.",
-                )
+                internal("ServerException", "the control plane", &e)
             }
         }
     }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> ApiError {
+        let code = match &e {
+            LogError::GroupNotFound { .. } | LogError::StreamNotFound { .. } => "ResourceNotFoundException",
+            LogError::GroupExists { .. } | LogError::StreamExists { .. } => "ResourceAlreadyExistsException",
+            LogError::InvalidParameter(_) => "InvalidParameterException",
+            LogError::DeletionProtected { .. } => "ValidationException",
+            LogError::Open { .. } | LogError::Backend { .. } | LogError::Corrupt { .. } | LogError::Closed => {
+                return internal("ServerException", "the log store", &e);
+            }
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<DiscoveryError> for ApiError {
+    fn from(e: DiscoveryError) -> ApiError {
+        let code = match &e {
+            DiscoveryError::InvalidInput(_) => "InvalidInput",
+            DiscoveryError::NamespaceNotFound { .. } => "NamespaceNotFound",
+            DiscoveryError::ServiceNotFound { .. } => "ServiceNotFound",
+            DiscoveryError::InstanceNotFound { .. } => "InstanceNotFound",
+            DiscoveryError::OperationNotFound { .. } => "OperationNotFound",
+            DiscoveryError::ResourceNotFound { .. } => "ResourceNotFoundException",
+            DiscoveryError::NamespaceAlreadyExists { .. } => "NamespaceAlreadyExists",
+            DiscoveryError::ServiceAlreadyExists { .. } => "ServiceAlreadyExists",
+            DiscoveryError::ResourceInUse(_) => "ResourceInUse",
+            DiscoveryError::DuplicateRequest { .. } => "DuplicateRequest",
+            DiscoveryError::CustomHealthNotFound { .. } => "CustomHealthNotFound",
+            DiscoveryError::Store(_) | DiscoveryError::CorruptRecord { .. } => {
+                return internal("InternalFailure", "service discovery", &e);
+            }
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// SSM Parameter Store's codes for the secrets store's errors.
+pub(crate) fn ssm_error(e: SecretsError) -> ApiError {
+    let code = match &e {
+        SecretsError::Invalid(_) | SecretsError::InvalidRequest(_) => "ValidationException",
+        SecretsError::ParameterNotFound { .. } => "ParameterNotFound",
+        SecretsError::ParameterAlreadyExists { .. } => "ParameterAlreadyExists",
+        SecretsError::SecretNotFound { .. } | SecretsError::SecretAlreadyExists { .. } => "ValidationException",
+        SecretsError::Store(_) | SecretsError::Corrupt { .. } => {
+            return internal("InternalServerError", "the secrets store", &e);
+        }
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// Secrets Manager's codes for the same errors.
+pub(crate) fn secretsmanager_error(e: SecretsError) -> ApiError {
+    let code = match &e {
+        SecretsError::Invalid(_) => "InvalidParameterException",
+        SecretsError::InvalidRequest(_) => "InvalidRequestException",
+        SecretsError::SecretNotFound { .. } | SecretsError::ParameterNotFound { .. } => "ResourceNotFoundException",
+        SecretsError::SecretAlreadyExists { .. } | SecretsError::ParameterAlreadyExists { .. } => {
+            "ResourceExistsException"
+        }
+        SecretsError::Store(_) | SecretsError::Corrupt { .. } => {
+            return internal("InternalServiceError", "the secrets store", &e);
+        }
+    };
+    ApiError::new(code, e.to_string())
 }
 
 impl IntoResponse for ApiError {

@@ -20,28 +20,8 @@ use crate::json::{parse, strip_nulls};
 /// What `flotilla up` needs to open and maintain the log store, without depending on it itself.
 pub use flotilla_logs::{LogStore, LogStoreOptions, now_millis};
 
-impl From<LogError> for ApiError {
-    fn from(e: LogError) -> ApiError {
-        let code = match &e {
-            LogError::GroupNotFound { .. } | LogError::StreamNotFound { .. } => "ResourceNotFoundException",
-            LogError::GroupExists { .. } | LogError::StreamExists { .. } => "ResourceAlreadyExistsException",
-            LogError::InvalidParameter(_) => "InvalidParameterException",
-            LogError::DeletionProtected { .. } => "ValidationException",
-            LogError::Open { .. } | LogError::Backend { .. } | LogError::Corrupt { .. } | LogError::Closed => {
-                // Logged once here, with its cause; the client gets no internals.
-                tracing::error!(error = ?e, "request failed inside the log store");
-                return ApiError::new(
-                    "ServerException",
-                    "The server failed to handle the request; it has been logged. Retry it.",
-                );
-            }
-        };
-        ApiError::new(code, e.to_string())
-    }
-}
-
 fn group_arn(identity: &Identity, group: &str) -> String {
-    format!("arn:aws:logs:{}:{}:log-group:{group}", identity.region, identity.account)
+    identity.log_group(group)
 }
 
 /// The log group a `logGroupName` or `logGroupIdentifier` (name or ARN) names.
@@ -99,7 +79,7 @@ fn stream_json(identity: &Identity, group: &str, s: &LogStream) -> Value {
         "lastEventTimestamp": s.last_event_timestamp,
         "lastIngestionTime": s.last_ingestion_time,
         "uploadSequenceToken": s.upload_sequence_token(),
-        "arn": format!("{}:log-stream:{}", group_arn(identity, group), s.name),
+        "arn": identity.log_stream(group, &s.name),
         // CloudWatch Logs reports 0 for streams since 2019; the group carries the real figure.
         "storedBytes": 0,
     })
@@ -107,7 +87,7 @@ fn stream_json(identity: &Identity, group: &str, s: &LogStream) -> Value {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateLogGroup {
+pub(crate) struct CreateLogGroup {
     log_group_name: String,
     log_group_class: Option<String>,
     #[serde(default)]
@@ -119,14 +99,14 @@ struct CreateLogGroup {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GroupRef {
+pub(crate) struct GroupRef {
     log_group_name: Option<String>,
     log_group_identifier: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DescribeLogGroups {
+pub(crate) struct DescribeLogGroups {
     log_group_name_prefix: Option<String>,
     log_group_name_pattern: Option<String>,
     log_group_class: Option<String>,
@@ -137,14 +117,14 @@ struct DescribeLogGroups {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StreamRef {
+pub(crate) struct StreamRef {
     log_group_name: String,
     log_stream_name: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DescribeLogStreams {
+pub(crate) struct DescribeLogStreams {
     #[serde(flatten)]
     group: GroupRef,
     log_stream_name_prefix: Option<String>,
@@ -156,14 +136,14 @@ struct DescribeLogStreams {
 }
 
 #[derive(Deserialize)]
-struct WireEvent {
+pub(crate) struct WireEvent {
     timestamp: i64,
     message: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PutLogEvents {
+pub(crate) struct PutLogEvents {
     log_group_name: String,
     log_stream_name: String,
     log_events: Vec<WireEvent>,
@@ -171,7 +151,7 @@ struct PutLogEvents {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GetLogEvents {
+pub(crate) struct GetLogEvents {
     #[serde(flatten)]
     group: GroupRef,
     log_stream_name: String,
@@ -185,7 +165,7 @@ struct GetLogEvents {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FilterLogEvents {
+pub(crate) struct FilterLogEvents {
     #[serde(flatten)]
     group: GroupRef,
     log_stream_names: Option<Vec<String>>,
@@ -199,28 +179,28 @@ struct FilterLogEvents {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PutRetentionPolicy {
+pub(crate) struct PutRetentionPolicy {
     log_group_name: String,
     retention_in_days: i32,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TagLogGroup {
+pub(crate) struct TagLogGroup {
     log_group_name: String,
     tags: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UntagLogGroup {
+pub(crate) struct UntagLogGroup {
     log_group_name: String,
     tags: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TagResource {
+pub(crate) struct TagResource {
     resource_arn: String,
     #[serde(default)]
     tags: BTreeMap<String, String>,
@@ -230,7 +210,7 @@ struct TagResource {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DeletionProtection {
+pub(crate) struct DeletionProtection {
     log_group_identifier: String,
     deletion_protection_enabled: bool,
 }
@@ -244,11 +224,65 @@ fn tagged_group(identity: &Identity, arn: &str) -> Result<String, ApiError> {
     })
 }
 
-/// Runs one CloudWatch Logs operation on already model-checked input.
-pub async fn handle(logs: &LogStore, identity: &Identity, operation: &str, input: Value) -> Result<Value, ApiError> {
-    let answer = match operation {
-        "CreateLogGroup" => {
-            let req: CreateLogGroup = parse(input)?;
+/// Every CloudWatch Logs operation Flotilla serves, each with its typed input.
+pub(crate) enum LogsRequest {
+    CreateLogGroup(CreateLogGroup),
+    DeleteLogGroup(GroupRef),
+    DescribeLogGroups(DescribeLogGroups),
+    PutRetentionPolicy(PutRetentionPolicy),
+    DeleteRetentionPolicy(GroupRef),
+    PutLogGroupDeletionProtection(DeletionProtection),
+    CreateLogStream(StreamRef),
+    DeleteLogStream(StreamRef),
+    DescribeLogStreams(DescribeLogStreams),
+    PutLogEvents(PutLogEvents),
+    GetLogEvents(GetLogEvents),
+    FilterLogEvents(FilterLogEvents),
+    TagLogGroup(TagLogGroup),
+    UntagLogGroup(UntagLogGroup),
+    ListTagsLogGroup(GroupRef),
+    TagResource(TagResource),
+    UntagResource(TagResource),
+    ListTagsForResource(TagResource),
+}
+
+impl LogsRequest {
+    /// Reads one operation's model-checked input into its variant; an operation Flotilla does
+    /// not serve is refused here, before anything runs.
+    pub(crate) fn parse(operation: &str, input: Value) -> Result<LogsRequest, ApiError> {
+        Ok(match operation {
+            "CreateLogGroup" => LogsRequest::CreateLogGroup(parse(input)?),
+            "DeleteLogGroup" => LogsRequest::DeleteLogGroup(parse(input)?),
+            "DescribeLogGroups" => LogsRequest::DescribeLogGroups(parse(input)?),
+            "PutRetentionPolicy" => LogsRequest::PutRetentionPolicy(parse(input)?),
+            "DeleteRetentionPolicy" => LogsRequest::DeleteRetentionPolicy(parse(input)?),
+            "PutLogGroupDeletionProtection" => LogsRequest::PutLogGroupDeletionProtection(parse(input)?),
+            "CreateLogStream" => LogsRequest::CreateLogStream(parse(input)?),
+            "DeleteLogStream" => LogsRequest::DeleteLogStream(parse(input)?),
+            "DescribeLogStreams" => LogsRequest::DescribeLogStreams(parse(input)?),
+            "PutLogEvents" => LogsRequest::PutLogEvents(parse(input)?),
+            "GetLogEvents" => LogsRequest::GetLogEvents(parse(input)?),
+            "FilterLogEvents" => LogsRequest::FilterLogEvents(parse(input)?),
+            "TagLogGroup" => LogsRequest::TagLogGroup(parse(input)?),
+            "UntagLogGroup" => LogsRequest::UntagLogGroup(parse(input)?),
+            "ListTagsLogGroup" => LogsRequest::ListTagsLogGroup(parse(input)?),
+            "TagResource" => LogsRequest::TagResource(parse(input)?),
+            "UntagResource" => LogsRequest::UntagResource(parse(input)?),
+            "ListTagsForResource" => LogsRequest::ListTagsForResource(parse(input)?),
+            other => {
+                return Err(ApiError::new(
+                    "UnsupportedFeatureException",
+                    format!("Flotilla does not implement CloudWatch Logs {other} yet."),
+                ));
+            }
+        })
+    }
+}
+
+/// Runs one request; the one place its `Result` becomes the answer.
+pub(crate) async fn execute(logs: &LogStore, identity: &Identity, request: LogsRequest) -> Result<Value, ApiError> {
+    let answer = match request {
+        LogsRequest::CreateLogGroup(req) => {
             if req.kms_key_id.is_some() {
                 return Err(ApiError::invalid_parameter(
                     "kmsKeyId: Flotilla does not encrypt log groups with KMS keys; create the group without one.",
@@ -263,13 +297,11 @@ pub async fn handle(logs: &LogStore, identity: &Identity, operation: &str, input
             .await?;
             json!({})
         }
-        "DeleteLogGroup" => {
-            let req: GroupRef = parse(input)?;
+        LogsRequest::DeleteLogGroup(req) => {
             logs.delete_log_group(&group_name(identity, req.log_group_name, None)?).await?;
             json!({})
         }
-        "DescribeLogGroups" => {
-            let req: DescribeLogGroups = parse(input)?;
+        LogsRequest::DescribeLogGroups(req) => {
             if let Some(ids) = req.log_group_identifiers {
                 if req.log_group_name_prefix.is_some() || req.log_group_name_pattern.is_some() {
                     return Err(ApiError::invalid_parameter(
@@ -301,34 +333,28 @@ pub async fn handle(logs: &LogStore, identity: &Identity, operation: &str, input
                 json!({ "logGroups": groups, "nextToken": page.next_token })
             }
         }
-        "PutRetentionPolicy" => {
-            let req: PutRetentionPolicy = parse(input)?;
+        LogsRequest::PutRetentionPolicy(req) => {
             logs.put_retention_policy(&req.log_group_name, req.retention_in_days).await?;
             json!({})
         }
-        "DeleteRetentionPolicy" => {
-            let req: GroupRef = parse(input)?;
+        LogsRequest::DeleteRetentionPolicy(req) => {
             logs.delete_retention_policy(&group_name(identity, req.log_group_name, None)?).await?;
             json!({})
         }
-        "PutLogGroupDeletionProtection" => {
-            let req: DeletionProtection = parse(input)?;
+        LogsRequest::PutLogGroupDeletionProtection(req) => {
             let name = group_name(identity, None, Some(req.log_group_identifier))?;
             logs.put_deletion_protection(&name, req.deletion_protection_enabled).await?;
             json!({})
         }
-        "CreateLogStream" => {
-            let req: StreamRef = parse(input)?;
+        LogsRequest::CreateLogStream(req) => {
             logs.create_log_stream(&req.log_group_name, &req.log_stream_name).await?;
             json!({})
         }
-        "DeleteLogStream" => {
-            let req: StreamRef = parse(input)?;
+        LogsRequest::DeleteLogStream(req) => {
             logs.delete_log_stream(&req.log_group_name, &req.log_stream_name).await?;
             json!({})
         }
-        "DescribeLogStreams" => {
-            let req: DescribeLogStreams = parse(input)?;
+        LogsRequest::DescribeLogStreams(req) => {
             let group = group_name(identity, req.group.log_group_name, req.group.log_group_identifier)?;
             let order = match req.order_by.as_deref() {
                 Some("LastEventTime") => StreamOrder::LastEventTime,
@@ -347,9 +373,8 @@ pub async fn handle(logs: &LogStore, identity: &Identity, operation: &str, input
             let streams: Vec<Value> = page.items.iter().map(|s| stream_json(identity, &group, s)).collect();
             json!({ "logStreams": streams, "nextToken": page.next_token })
         }
-        "PutLogEvents" => {
+        LogsRequest::PutLogEvents(req) => {
             // sequenceToken is ignored, as CloudWatch Logs now does.
-            let req: PutLogEvents = parse(input)?;
             let events = req.log_events.into_iter().map(|e| InputEvent::new(e.timestamp, e.message)).collect();
             let outcome = logs.put_log_events(&req.log_group_name, &req.log_stream_name, events, now_millis()).await?;
             let rejected = outcome.rejected.map(|r| {
@@ -361,8 +386,7 @@ pub async fn handle(logs: &LogStore, identity: &Identity, operation: &str, input
             });
             json!({ "nextSequenceToken": outcome.next_sequence_token, "rejectedLogEventsInfo": rejected })
         }
-        "GetLogEvents" => {
-            let req: GetLogEvents = parse(input)?;
+        LogsRequest::GetLogEvents(req) => {
             let group = group_name(identity, req.group.log_group_name, req.group.log_group_identifier)?;
             let page = logs.get_log_events(
                 &group,
@@ -386,8 +410,7 @@ pub async fn handle(logs: &LogStore, identity: &Identity, operation: &str, input
                 "nextBackwardToken": page.next_backward_token,
             })
         }
-        "FilterLogEvents" => {
-            let req: FilterLogEvents = parse(input)?;
+        LogsRequest::FilterLogEvents(req) => {
             let group = group_name(identity, req.group.log_group_name, req.group.log_group_identifier)?;
             let page = logs.filter_log_events(
                 &group,
@@ -417,41 +440,29 @@ pub async fn handle(logs: &LogStore, identity: &Identity, operation: &str, input
             // Always empty since May 2020, as CloudWatch Logs documents.
             json!({ "events": events, "searchedLogStreams": [], "nextToken": page.next_token })
         }
-        "TagLogGroup" => {
-            let req: TagLogGroup = parse(input)?;
+        LogsRequest::TagLogGroup(req) => {
             logs.tag_log_group(&req.log_group_name, req.tags).await?;
             json!({})
         }
-        "UntagLogGroup" => {
-            let req: UntagLogGroup = parse(input)?;
+        LogsRequest::UntagLogGroup(req) => {
             logs.untag_log_group(&req.log_group_name, req.tags).await?;
             json!({})
         }
-        "ListTagsLogGroup" => {
-            let req: GroupRef = parse(input)?;
+        LogsRequest::ListTagsLogGroup(req) => {
             let group = logs.log_group(&group_name(identity, req.log_group_name, None)?)?;
             json!({ "tags": group.tags })
         }
-        "TagResource" => {
-            let req: TagResource = parse(input)?;
+        LogsRequest::TagResource(req) => {
             logs.tag_log_group(&tagged_group(identity, &req.resource_arn)?, req.tags).await?;
             json!({})
         }
-        "UntagResource" => {
-            let req: TagResource = parse(input)?;
+        LogsRequest::UntagResource(req) => {
             logs.untag_log_group(&tagged_group(identity, &req.resource_arn)?, req.tag_keys).await?;
             json!({})
         }
-        "ListTagsForResource" => {
-            let req: TagResource = parse(input)?;
+        LogsRequest::ListTagsForResource(req) => {
             let group = logs.log_group(&tagged_group(identity, &req.resource_arn)?)?;
             json!({ "tags": group.tags })
-        }
-        other => {
-            return Err(ApiError::new(
-                "UnsupportedFeatureException",
-                format!("Flotilla does not implement CloudWatch Logs {other} yet."),
-            ));
         }
     };
     Ok(strip_nulls(answer))
@@ -472,7 +483,7 @@ mod tests {
 
     async fn call(logs: &LogStore, operation: &str, body: Value) -> Result<Value, ApiError> {
         let input = model().check_input(operation, body).expect("operation in the model")?;
-        handle(logs, &identity(), operation, input).await
+        execute(logs, &identity(), LogsRequest::parse(operation, input)?).await
     }
 
     #[test]

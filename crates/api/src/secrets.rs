@@ -5,59 +5,30 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, secretsmanager_error as sm_error, ssm_error};
 use crate::json::{parse, strip_nulls};
 
 pub use flotilla_secrets::Secrets;
 use flotilla_secrets::{NewParameter, NewSecret, Parameter, ParameterType, Secret, SecretValue, SecretsError};
 
-/// `code` is the service's own name for an internal failure.
-fn internal(code: &'static str, e: &SecretsError) -> ApiError {
-    // Logged once here, with its cause; the client gets no internals.
-    tracing::error!(error = ?e, "request failed inside the secrets store");
-    ApiError::new(code, "The server failed to handle the request; it has been logged. Retry it.")
-}
-
-fn ssm_error(e: SecretsError) -> ApiError {
-    let code = match &e {
-        SecretsError::Invalid(_) | SecretsError::InvalidRequest(_) => "ValidationException",
-        SecretsError::ParameterNotFound { .. } => "ParameterNotFound",
-        SecretsError::ParameterAlreadyExists { .. } => "ParameterAlreadyExists",
-        SecretsError::SecretNotFound { .. } | SecretsError::SecretAlreadyExists { .. } => "ValidationException",
-        SecretsError::Store(_) | SecretsError::Corrupt { .. } => return internal("InternalServerError", &e),
-    };
-    ApiError::new(code, e.to_string())
-}
-
-fn sm_error(e: SecretsError) -> ApiError {
-    let code = match &e {
-        SecretsError::Invalid(_) => "InvalidParameterException",
-        SecretsError::InvalidRequest(_) => "InvalidRequestException",
-        SecretsError::SecretNotFound { .. } | SecretsError::ParameterNotFound { .. } => "ResourceNotFoundException",
-        SecretsError::SecretAlreadyExists { .. } | SecretsError::ParameterAlreadyExists { .. } => {
-            "ResourceExistsException"
-        }
-        SecretsError::Store(_) | SecretsError::Corrupt { .. } => return internal("InternalServiceError", &e),
-    };
-    ApiError::new(code, e.to_string())
-}
-
-/// `NextToken` is the offset of the next item; `MaxResults` caps a page.
+/// One page of `items` by name ([`flotilla_types::page`]): `MaxResults` up to `max`, `default`
+/// if absent. The message of a refusal is the caller's to code.
 fn page<T>(
     items: Vec<T>,
-    max: Option<usize>,
+    name: impl Fn(&T) -> &str,
+    requested: Option<usize>,
     token: Option<&str>,
-    default: usize,
+    (default, max): (usize, usize),
 ) -> Result<(Vec<T>, Option<String>), String> {
-    let start: usize = match token {
-        Some(t) => t.parse().map_err(|_| format!("The NextToken {t:?} is not one this server issued."))?,
-        None => 0,
+    use flotilla_types::page::{self, Order, PageError};
+    let refused = |e| match e {
+        PageError::Size { got, max } => format!("MaxResults must be between 1 and {max}, got {got}."),
+        PageError::Token => format!("The NextToken {:?} is not one this server issued.", token.unwrap_or_default()),
     };
-    let max = max.unwrap_or(default).max(1);
-    let total = items.len();
-    let page: Vec<T> = items.into_iter().skip(start).take(max).collect();
-    let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
-    Ok((page, next))
+    let size = page::page_size(requested.map(|n| n.min(i64::MAX as usize) as i64), default, max).map_err(refused)?;
+    let keyed = items.into_iter().map(|i| (name(&i).to_owned(), i)).collect();
+    let page = page::paginate(keyed, Order::Ascending, size, token).map_err(refused)?;
+    Ok((page.items, page.next_token))
 }
 
 /// What a `SecureString` read without decryption shows: an opaque token, never the value
@@ -84,7 +55,7 @@ fn metadata_json(p: &Parameter) -> Value {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct PutParameter {
+pub(crate) struct PutParameter {
     name: String,
     value: String,
     #[serde(rename = "Type")]
@@ -97,7 +68,7 @@ struct PutParameter {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct GetParameter {
+pub(crate) struct GetParameter {
     name: String,
     #[serde(default)]
     with_decryption: bool,
@@ -105,7 +76,7 @@ struct GetParameter {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct GetParameters {
+pub(crate) struct GetParameters {
     names: Vec<String>,
     #[serde(default)]
     with_decryption: bool,
@@ -113,7 +84,7 @@ struct GetParameters {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ByPath {
+pub(crate) struct ByPath {
     path: String,
     #[serde(default)]
     recursive: bool,
@@ -125,16 +96,52 @@ struct ByPath {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Listing {
+pub(crate) struct Listing {
     max_results: Option<usize>,
     next_token: Option<String>,
 }
 
-pub async fn handle_ssm(s: &Secrets, operation: &str, input: Value) -> Result<Value, ApiError> {
-    let invalid = |m: String| ApiError::new("ValidationException", m);
-    let answer = match operation {
-        "PutParameter" => {
-            let req: PutParameter = parse(input)?;
+fn invalid(message: String) -> ApiError {
+    ApiError::new("ValidationException", message)
+}
+
+/// Every SSM Parameter Store operation Flotilla serves, each with its typed input.
+pub(crate) enum SsmRequest {
+    PutParameter(PutParameter),
+    GetParameter(GetParameter),
+    GetParameters(GetParameters),
+    GetParametersByPath(ByPath),
+    DescribeParameters(Listing),
+    DeleteParameter(GetParameter),
+    DeleteParameters(GetParameters),
+}
+
+impl SsmRequest {
+    /// Reads one operation's model-checked input into its variant; an operation Flotilla does
+    /// not serve is refused here, before anything runs.
+    pub(crate) fn parse(operation: &str, input: Value) -> Result<SsmRequest, ApiError> {
+        Ok(match operation {
+            "PutParameter" => SsmRequest::PutParameter(parse(input)?),
+            "GetParameter" => SsmRequest::GetParameter(parse(input)?),
+            "GetParameters" => SsmRequest::GetParameters(parse(input)?),
+            "GetParametersByPath" => SsmRequest::GetParametersByPath(parse(input)?),
+            "DescribeParameters" => SsmRequest::DescribeParameters(parse(input)?),
+            "DeleteParameter" => SsmRequest::DeleteParameter(parse(input)?),
+            "DeleteParameters" => SsmRequest::DeleteParameters(parse(input)?),
+            other => {
+                return Err(ApiError::new(
+                    "UnknownOperationException",
+                    format!("Flotilla does not serve SSM {other}."),
+                ));
+            }
+        })
+    }
+}
+
+/// Runs one request; the one place its `Result` becomes the answer.
+pub(crate) async fn execute_ssm(s: &Secrets, request: SsmRequest) -> Result<Value, ApiError> {
+    let answer = match request {
+        SsmRequest::PutParameter(req) => {
             if req.data_type.as_deref().is_some_and(|d| d != "text") {
                 return Err(invalid("Only the DataType text is supported.".into()));
             }
@@ -148,12 +155,10 @@ pub async fn handle_ssm(s: &Secrets, operation: &str, input: Value) -> Result<Va
             };
             json!({"Version": s.put_parameter(new).await.map_err(ssm_error)?, "Tier": "Standard"})
         }
-        "GetParameter" => {
-            let req: GetParameter = parse(input)?;
+        SsmRequest::GetParameter(req) => {
             json!({"Parameter": parameter_json(&s.get_parameter(&req.name).await.map_err(ssm_error)?, req.with_decryption)})
         }
-        "GetParameters" => {
-            let req: GetParameters = parse(input)?;
+        SsmRequest::GetParameters(req) => {
             let (mut found, mut invalid_names) = (Vec::new(), Vec::new());
             for name in req.names {
                 match s.get_parameter(&name).await {
@@ -164,27 +169,25 @@ pub async fn handle_ssm(s: &Secrets, operation: &str, input: Value) -> Result<Va
             }
             json!({"Parameters": found, "InvalidParameters": invalid_names})
         }
-        "GetParametersByPath" => {
-            let req: ByPath = parse(input)?;
+        SsmRequest::GetParametersByPath(req) => {
             let all = s.parameters_by_path(&req.path, req.recursive).await.map_err(ssm_error)?;
-            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 10).map_err(invalid)?;
+            let (items, next) =
+                page(all, |p| &p.name, req.max_results, req.next_token.as_deref(), (10, 10)).map_err(invalid)?;
             let items: Vec<Value> = items.iter().map(|p| parameter_json(p, req.with_decryption)).collect();
             strip_nulls(json!({"Parameters": items, "NextToken": next}))
         }
-        "DescribeParameters" => {
-            let req: Listing = parse(input)?;
+        SsmRequest::DescribeParameters(req) => {
             let all = s.list_parameters().await.map_err(ssm_error)?;
-            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 10).map_err(invalid)?;
+            let (items, next) =
+                page(all, |p| &p.name, req.max_results, req.next_token.as_deref(), (10, 50)).map_err(invalid)?;
             let items: Vec<Value> = items.iter().map(metadata_json).collect();
             strip_nulls(json!({"Parameters": items, "NextToken": next}))
         }
-        "DeleteParameter" => {
-            let req: GetParameter = parse(input)?;
+        SsmRequest::DeleteParameter(req) => {
             s.delete_parameter(&req.name).await.map_err(ssm_error)?;
             json!({})
         }
-        "DeleteParameters" => {
-            let req: GetParameters = parse(input)?;
+        SsmRequest::DeleteParameters(req) => {
             let (mut deleted, mut invalid_names) = (Vec::new(), Vec::new());
             for name in req.names {
                 match s.delete_parameter(&name).await {
@@ -194,9 +197,6 @@ pub async fn handle_ssm(s: &Secrets, operation: &str, input: Value) -> Result<Va
                 }
             }
             json!({"DeletedParameters": deleted, "InvalidParameters": invalid_names})
-        }
-        other => {
-            return Err(ApiError::new("UnknownOperationException", format!("Flotilla does not serve SSM {other}.")));
         }
     };
     Ok(answer)
@@ -231,7 +231,7 @@ fn describe_json(secret: &Secret) -> Value {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateSecret {
+pub(crate) struct CreateSecret {
     name: String,
     secret_string: Option<String>,
     secret_binary: Option<String>,
@@ -241,7 +241,7 @@ struct CreateSecret {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct SecretId {
+pub(crate) struct SecretId {
     secret_id: String,
     version_id: Option<String>,
     version_stage: Option<String>,
@@ -249,7 +249,7 @@ struct SecretId {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct PutValue {
+pub(crate) struct PutValue {
     secret_id: String,
     secret_string: Option<String>,
     secret_binary: Option<String>,
@@ -259,7 +259,7 @@ struct PutValue {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DeleteSecret {
+pub(crate) struct DeleteSecret {
     secret_id: String,
     recovery_window_in_days: Option<i64>,
     #[serde(default)]
@@ -268,17 +268,50 @@ struct DeleteSecret {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListSecrets {
+pub(crate) struct ListSecrets {
     max_results: Option<usize>,
     next_token: Option<String>,
     #[serde(default)]
     include_planned_deletion: bool,
 }
 
-pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -> Result<Value, ApiError> {
-    let answer = match operation {
-        "CreateSecret" => {
-            let req: CreateSecret = parse(input)?;
+/// Every Secrets Manager operation Flotilla serves, each with its typed input.
+pub(crate) enum SecretsManagerRequest {
+    CreateSecret(CreateSecret),
+    GetSecretValue(SecretId),
+    PutSecretValue(PutValue),
+    UpdateSecret(PutValue),
+    DescribeSecret(SecretId),
+    ListSecrets(ListSecrets),
+    DeleteSecret(DeleteSecret),
+}
+
+impl SecretsManagerRequest {
+    /// Reads one operation's model-checked input into its variant; an operation Flotilla does
+    /// not serve is refused here, before anything runs.
+    pub(crate) fn parse(operation: &str, input: Value) -> Result<SecretsManagerRequest, ApiError> {
+        Ok(match operation {
+            "CreateSecret" => SecretsManagerRequest::CreateSecret(parse(input)?),
+            "GetSecretValue" => SecretsManagerRequest::GetSecretValue(parse(input)?),
+            "PutSecretValue" => SecretsManagerRequest::PutSecretValue(parse(input)?),
+            "UpdateSecret" => SecretsManagerRequest::UpdateSecret(parse(input)?),
+            "DescribeSecret" => SecretsManagerRequest::DescribeSecret(parse(input)?),
+            "ListSecrets" => SecretsManagerRequest::ListSecrets(parse(input)?),
+            "DeleteSecret" => SecretsManagerRequest::DeleteSecret(parse(input)?),
+            other => {
+                return Err(ApiError::new(
+                    "UnknownOperationException",
+                    format!("Flotilla does not serve Secrets Manager {other}."),
+                ));
+            }
+        })
+    }
+}
+
+/// Runs one request; the one place its `Result` becomes the answer.
+pub(crate) async fn execute_secretsmanager(s: &Secrets, request: SecretsManagerRequest) -> Result<Value, ApiError> {
+    let answer = match request {
+        SecretsManagerRequest::CreateSecret(req) => {
             let value = value_in(req.secret_string, req.secret_binary)?;
             let new =
                 NewSecret { name: req.name, value, description: req.description, token: req.client_request_token };
@@ -287,8 +320,7 @@ pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -
                 json!({"ARN": secret.arn, "Name": secret.name, "VersionId": secret.versions.first().map(|v| &v.id)}),
             )
         }
-        "GetSecretValue" => {
-            let req: SecretId = parse(input)?;
+        SecretsManagerRequest::GetSecretValue(req) => {
             let (secret, v) = s
                 .get_secret_value(&req.secret_id, req.version_id.as_deref(), req.version_stage.as_deref())
                 .await
@@ -299,8 +331,7 @@ pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -
                 "SecretBinary": binary, "VersionStages": v.stages, "CreatedDate": v.created,
             }))
         }
-        "PutSecretValue" => {
-            let req: PutValue = parse(input)?;
+        SecretsManagerRequest::PutSecretValue(req) => {
             let value = value_in(req.secret_string, req.secret_binary)?.ok_or_else(|| {
                 ApiError::new("InvalidParameterException", "You must provide either SecretString or SecretBinary.")
             })?;
@@ -308,8 +339,7 @@ pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -
                 s.put_secret_value(&req.secret_id, value, req.client_request_token).await.map_err(sm_error)?;
             json!({"ARN": secret.arn, "Name": secret.name, "VersionId": v.id, "VersionStages": v.stages})
         }
-        "UpdateSecret" => {
-            let req: PutValue = parse(input)?;
+        SecretsManagerRequest::UpdateSecret(req) => {
             let value = value_in(req.secret_string, req.secret_binary)?;
             let (secret, v) = s
                 .update_secret(&req.secret_id, req.description, value, req.client_request_token)
@@ -317,12 +347,10 @@ pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -
                 .map_err(sm_error)?;
             strip_nulls(json!({"ARN": secret.arn, "Name": secret.name, "VersionId": v.map(|v| v.id)}))
         }
-        "DescribeSecret" => {
-            let req: SecretId = parse(input)?;
+        SecretsManagerRequest::DescribeSecret(req) => {
             describe_json(&s.describe_secret(&req.secret_id).await.map_err(sm_error)?)
         }
-        "ListSecrets" => {
-            let req: ListSecrets = parse(input)?;
+        SecretsManagerRequest::ListSecrets(req) => {
             let all: Vec<Secret> = s
                 .list_secrets()
                 .await
@@ -330,7 +358,7 @@ pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -
                 .into_iter()
                 .filter(|x| req.include_planned_deletion || x.deletion_date.is_none())
                 .collect();
-            let (items, next) = page(all, req.max_results, req.next_token.as_deref(), 100)
+            let (items, next) = page(all, |x| &x.name, req.max_results, req.next_token.as_deref(), (100, 100))
                 .map_err(|m| ApiError::new("InvalidNextTokenException", m))?;
             let items: Vec<Value> = items
                 .iter()
@@ -344,19 +372,12 @@ pub async fn handle_secretsmanager(s: &Secrets, operation: &str, input: Value) -
                 .collect();
             strip_nulls(json!({"SecretList": items, "NextToken": next}))
         }
-        "DeleteSecret" => {
-            let req: DeleteSecret = parse(input)?;
+        SecretsManagerRequest::DeleteSecret(req) => {
             let secret = s
                 .delete_secret(&req.secret_id, req.force_delete_without_recovery, req.recovery_window_in_days)
                 .await
                 .map_err(sm_error)?;
             json!({"ARN": secret.arn, "Name": secret.name, "DeletionDate": secret.deletion_date})
-        }
-        other => {
-            return Err(ApiError::new(
-                "UnknownOperationException",
-                format!("Flotilla does not serve Secrets Manager {other}."),
-            ));
         }
     };
     Ok(answer)
@@ -367,11 +388,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pages_by_offset() {
-        let (p, next) = page((0..25).collect::<Vec<_>>(), Some(10), None, 10).unwrap();
-        assert_eq!((p.len(), next.as_deref()), (10, Some("10")));
-        let (p, next) = page((0..25).collect::<Vec<_>>(), Some(10), Some("20"), 10).unwrap();
-        assert_eq!((p, next), (vec![20, 21, 22, 23, 24], None));
-        assert!(page(vec![1], None, Some("x"), 10).is_err());
+    fn pages_by_name() {
+        let names: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
+        let (p, next) = page(names.clone(), |n| n, Some(10), None, (10, 50)).unwrap();
+        assert_eq!((p.len(), p[0].as_str()), (10, "p00"));
+        let (p, next) = page(names.clone(), |n| n, Some(10), next.as_deref(), (10, 50)).unwrap();
+        assert_eq!(p[0], "p10");
+        let (p, next) = page(names, |n| n, Some(10), next.as_deref(), (10, 50)).unwrap();
+        assert_eq!((p.len(), p[0].as_str(), next), (5, "p20", None));
+        assert!(page(vec!["a".to_owned()], |n| n, None, Some("x"), (10, 50)).is_err());
+    }
+
+    async fn ssm(s: &Secrets, operation: &str, body: Value) -> Result<Value, ApiError> {
+        execute_ssm(s, SsmRequest::parse(operation, body)?).await
+    }
+
+    fn names(page: &Value) -> Vec<&str> {
+        page["Parameters"].as_array().unwrap().iter().map(|p| p["Name"].as_str().unwrap()).collect()
+    }
+
+    /// An offset token skipped parameters when earlier ones were deleted between pages.
+    #[tokio::test]
+    async fn describe_parameters_pages_survive_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flotilla_store::EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+        let s = Secrets::new(std::sync::Arc::new(store), "us-east-1", "123456789012");
+        for name in ["a", "b", "c", "d", "e"] {
+            ssm(&s, "PutParameter", json!({"Name": name, "Value": "v", "Type": "String"})).await.unwrap();
+        }
+        let first = ssm(&s, "DescribeParameters", json!({"MaxResults": 2})).await.unwrap();
+        assert_eq!(names(&first), ["a", "b"]);
+        ssm(&s, "DeleteParameters", json!({"Names": ["a", "b"]})).await.unwrap();
+        let second =
+            ssm(&s, "DescribeParameters", json!({"MaxResults": 2, "NextToken": first["NextToken"]})).await.unwrap();
+        assert_eq!(names(&second), ["c", "d"]);
+        let last =
+            ssm(&s, "DescribeParameters", json!({"MaxResults": 2, "NextToken": second["NextToken"]})).await.unwrap();
+        assert_eq!(names(&last), ["e"]);
+        assert!(last.get("NextToken").is_none(), "absent, not null: {last}");
+        let forged = ssm(&s, "DescribeParameters", json!({"NextToken": "2"})).await.unwrap_err();
+        assert_eq!(forged.code, "ValidationException");
     }
 }

@@ -1,5 +1,7 @@
 //! The HTTP front door: one `POST /` route for every AWS JSON 1.1 service, dispatched on the
-//! `X-Amz-Target` prefix, with SigV4 checked before anything else is looked at. Query-protocol
+//! `X-Amz-Target` prefix, with SigV4 checked before anything else is looked at. Once the body
+//! has passed the service model, `(operation, body)` is parsed into that service's closed
+//! request enum (`EcsRequest`, `LogsRequest`, ...) and the service's `execute` runs it. Query-protocol
 //! requests (a form body, no `X-Amz-Target`: EC2) go to `crate::ec2`.
 
 use std::sync::Arc;
@@ -16,8 +18,12 @@ use flotilla_discovery::Discovery;
 use flotilla_logs::LogStore;
 use serde_json::Value;
 
+use crate::ecs::EcsRequest;
 use crate::error::ApiError;
+use crate::logs::LogsRequest;
 use crate::model::ServiceModel;
+use crate::secrets::{SecretsManagerRequest, SsmRequest};
+use crate::servicediscovery::CloudMapRequest;
 use crate::sigv4::{Credentials, SignedRequest, Verifier};
 
 /// Largest request body accepted; ECS's largest requests (task definitions) are far smaller.
@@ -258,7 +264,7 @@ async fn dispatch(
     };
     tracing::debug!(operation, caller = %caller.access_key_id, "request");
     match service {
-        Service::Ecs => crate::ecs::handle(&state.control, operation, input).await,
+        Service::Ecs => crate::ecs::execute(&state.control, EcsRequest::parse(operation, input)?).await,
         Service::Logs => {
             let logs = state.logs.as_deref().ok_or_else(|| {
                 ApiError::new(
@@ -266,7 +272,7 @@ async fn dispatch(
                     "This server has no log store; CloudWatch Logs is not served.",
                 )
             })?;
-            crate::logs::handle(logs, state.control.identity(), operation, input).await
+            crate::logs::execute(logs, state.control.identity(), LogsRequest::parse(operation, input)?).await
         }
         Service::ServiceDiscovery => {
             let discovery = state.discovery.as_deref().ok_or_else(|| {
@@ -275,16 +281,16 @@ async fn dispatch(
                     "This server does not serve Cloud Map (service discovery).",
                 )
             })?;
-            crate::servicediscovery::handle(discovery, operation, input).await
+            crate::servicediscovery::execute(discovery, CloudMapRequest::parse(operation, input)?).await
         }
         Service::Ssm | Service::SecretsManager => {
             let secrets = state.secrets.as_deref().ok_or_else(|| {
                 ApiError::new("ServiceUnavailableException", "This server does not serve SSM or Secrets Manager.")
             })?;
             if service == Service::Ssm {
-                crate::secrets::handle_ssm(secrets, operation, input).await
+                crate::secrets::execute_ssm(secrets, SsmRequest::parse(operation, input)?).await
             } else {
-                crate::secrets::handle_secretsmanager(secrets, operation, input).await
+                crate::secrets::execute_secretsmanager(secrets, SecretsManagerRequest::parse(operation, input)?).await
             }
         }
     }

@@ -22,33 +22,6 @@ use crate::json::{parse, strip_nulls};
 pub use flotilla_discovery::Discovery;
 pub use flotilla_discovery::dns::{DnsError, DnsServer, Upstreams};
 
-impl From<DiscoveryError> for ApiError {
-    fn from(e: DiscoveryError) -> ApiError {
-        let code = match &e {
-            DiscoveryError::InvalidInput(_) => "InvalidInput",
-            DiscoveryError::NamespaceNotFound { .. } => "NamespaceNotFound",
-            DiscoveryError::ServiceNotFound { .. } => "ServiceNotFound",
-            DiscoveryError::InstanceNotFound { .. } => "InstanceNotFound",
-            DiscoveryError::OperationNotFound { .. } => "OperationNotFound",
-            DiscoveryError::ResourceNotFound { .. } => "ResourceNotFoundException",
-            DiscoveryError::NamespaceAlreadyExists { .. } => "NamespaceAlreadyExists",
-            DiscoveryError::ServiceAlreadyExists { .. } => "ServiceAlreadyExists",
-            DiscoveryError::ResourceInUse(_) => "ResourceInUse",
-            DiscoveryError::DuplicateRequest { .. } => "DuplicateRequest",
-            DiscoveryError::CustomHealthNotFound { .. } => "CustomHealthNotFound",
-            DiscoveryError::Store(_) | DiscoveryError::CorruptRecord { .. } => {
-                // Logged once here, with its cause; the client gets no internals.
-                tracing::error!(error = ?e, "request failed inside service discovery");
-                return ApiError::new(
-                    "InternalFailure",
-                    "The server failed to handle the request; it has been logged. Retry it.",
-                );
-            }
-        };
-        ApiError::new(code, e.to_string())
-    }
-}
-
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new("InvalidInput", message)
 }
@@ -59,7 +32,7 @@ fn seconds(millis: i64) -> f64 {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct WireTag {
+pub(crate) struct WireTag {
     key: String,
     value: String,
 }
@@ -74,7 +47,7 @@ fn tags_out(tags: &[Tag]) -> Value {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Filter {
+pub(crate) struct Filter {
     name: String,
     values: Vec<String>,
     condition: Option<String>,
@@ -105,7 +78,7 @@ impl Filter {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Listing {
+pub(crate) struct Listing {
     #[serde(default)]
     filters: Vec<Filter>,
     max_results: Option<usize>,
@@ -114,27 +87,27 @@ struct Listing {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct SoaIn {
+pub(crate) struct SoaIn {
     #[serde(rename = "TTL")]
     ttl: u32,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DnsPropertiesIn {
+pub(crate) struct DnsPropertiesIn {
     #[serde(rename = "SOA")]
     soa: SoaIn,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct NamespacePropertiesIn {
+pub(crate) struct NamespacePropertiesIn {
     dns_properties: DnsPropertiesIn,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreatePrivateDnsNamespace {
+pub(crate) struct CreatePrivateDnsNamespace {
     name: String,
     vpc: String,
     creator_request_id: Option<String>,
@@ -146,13 +119,13 @@ struct CreatePrivateDnsNamespace {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ById {
+pub(crate) struct ById {
     id: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DnsRecordIn {
+pub(crate) struct DnsRecordIn {
     #[serde(rename = "Type")]
     kind: String,
     #[serde(rename = "TTL")]
@@ -161,7 +134,7 @@ struct DnsRecordIn {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DnsConfigIn {
+pub(crate) struct DnsConfigIn {
     namespace_id: Option<String>,
     routing_policy: Option<String>,
     dns_records: Vec<DnsRecordIn>,
@@ -169,13 +142,13 @@ struct DnsConfigIn {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CustomHealthIn {
+pub(crate) struct CustomHealthIn {
     failure_threshold: Option<u32>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateService {
+pub(crate) struct CreateService {
     name: String,
     namespace_id: Option<String>,
     creator_request_id: Option<String>,
@@ -191,7 +164,7 @@ struct CreateService {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RegisterInstance {
+pub(crate) struct RegisterInstance {
     service_id: String,
     instance_id: String,
     attributes: BTreeMap<String, String>,
@@ -200,14 +173,14 @@ struct RegisterInstance {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct InstanceRef {
+pub(crate) struct InstanceRef {
     service_id: String,
     instance_id: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListInstances {
+pub(crate) struct ListInstances {
     service_id: String,
     max_results: Option<usize>,
     next_token: Option<String>,
@@ -215,7 +188,7 @@ struct ListInstances {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DiscoverInstances {
+pub(crate) struct DiscoverInstances {
     namespace_name: String,
     service_name: String,
     #[serde(default)]
@@ -227,15 +200,27 @@ struct DiscoverInstances {
     owner_account: Option<String>,
 }
 
+impl DiscoverInstances {
+    /// Namespaces shared from other accounts do not exist here.
+    fn check_owner(&self, sd: &Discovery) -> Result<(), ApiError> {
+        match &self.owner_account {
+            Some(a) if a != sd.account() => {
+                Err(ApiError::from(DiscoveryError::NamespaceNotFound { id: self.namespace_name.clone() }))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct GetOperation {
+pub(crate) struct GetOperation {
     operation_id: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct UpdateHealth {
+pub(crate) struct UpdateHealth {
     service_id: String,
     instance_id: String,
     status: String,
@@ -243,7 +228,7 @@ struct UpdateHealth {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct HealthStatuses {
+pub(crate) struct HealthStatuses {
     service_id: String,
     instances: Option<Vec<String>>,
     max_results: Option<usize>,
@@ -252,7 +237,7 @@ struct HealthStatuses {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct TagResource {
+pub(crate) struct TagResource {
     #[serde(rename = "ResourceARN")]
     resource_arn: String,
     #[serde(default)]
@@ -345,7 +330,7 @@ fn discovered_json(found: &Discovered) -> Value {
                 "InstanceId": i.id,
                 "NamespaceName": found.namespace_name,
                 "ServiceName": found.service_name,
-                "HealthStatus": i.health.as_str(),
+                "HealthStatus": i.health,
                 "Attributes": i.attributes,
             })
         })
@@ -475,11 +460,71 @@ fn new_service(req: CreateService) -> Result<NewService, ApiError> {
     })
 }
 
-/// Runs one Cloud Map operation on already model-checked input.
-pub async fn handle(sd: &Discovery, operation: &str, input: Value) -> Result<Value, ApiError> {
-    let answer = match operation {
-        "CreatePrivateDnsNamespace" => {
-            let req: CreatePrivateDnsNamespace = parse(input)?;
+/// Every Cloud Map operation Flotilla serves, each with its typed input.
+pub(crate) enum CloudMapRequest {
+    CreatePrivateDnsNamespace(CreatePrivateDnsNamespace),
+    GetNamespace(ById),
+    ListNamespaces(Listing),
+    DeleteNamespace(ById),
+    CreateService(CreateService),
+    GetService(ById),
+    ListServices(Listing),
+    DeleteService(ById),
+    RegisterInstance(RegisterInstance),
+    DeregisterInstance(InstanceRef),
+    GetInstance(InstanceRef),
+    ListInstances(ListInstances),
+    DiscoverInstances(DiscoverInstances),
+    DiscoverInstancesRevision(DiscoverInstances),
+    GetOperation(GetOperation),
+    ListOperations(Listing),
+    UpdateInstanceCustomHealthStatus(UpdateHealth),
+    GetInstancesHealthStatus(HealthStatuses),
+    ListTagsForResource(TagResource),
+    TagResource(TagResource),
+    UntagResource(TagResource),
+}
+
+impl CloudMapRequest {
+    /// Reads one operation's model-checked input into its variant; an operation Flotilla does
+    /// not serve is refused here, before anything runs.
+    pub(crate) fn parse(operation: &str, input: Value) -> Result<CloudMapRequest, ApiError> {
+        Ok(match operation {
+            "CreatePrivateDnsNamespace" => CloudMapRequest::CreatePrivateDnsNamespace(parse(input)?),
+            "GetNamespace" => CloudMapRequest::GetNamespace(parse(input)?),
+            "ListNamespaces" => CloudMapRequest::ListNamespaces(parse(input)?),
+            "DeleteNamespace" => CloudMapRequest::DeleteNamespace(parse(input)?),
+            "CreateService" => CloudMapRequest::CreateService(parse(input)?),
+            "GetService" => CloudMapRequest::GetService(parse(input)?),
+            "ListServices" => CloudMapRequest::ListServices(parse(input)?),
+            "DeleteService" => CloudMapRequest::DeleteService(parse(input)?),
+            "RegisterInstance" => CloudMapRequest::RegisterInstance(parse(input)?),
+            "DeregisterInstance" => CloudMapRequest::DeregisterInstance(parse(input)?),
+            "GetInstance" => CloudMapRequest::GetInstance(parse(input)?),
+            "ListInstances" => CloudMapRequest::ListInstances(parse(input)?),
+            "DiscoverInstances" => CloudMapRequest::DiscoverInstances(parse(input)?),
+            "DiscoverInstancesRevision" => CloudMapRequest::DiscoverInstancesRevision(parse(input)?),
+            "GetOperation" => CloudMapRequest::GetOperation(parse(input)?),
+            "ListOperations" => CloudMapRequest::ListOperations(parse(input)?),
+            "UpdateInstanceCustomHealthStatus" => CloudMapRequest::UpdateInstanceCustomHealthStatus(parse(input)?),
+            "GetInstancesHealthStatus" => CloudMapRequest::GetInstancesHealthStatus(parse(input)?),
+            "ListTagsForResource" => CloudMapRequest::ListTagsForResource(parse(input)?),
+            "TagResource" => CloudMapRequest::TagResource(parse(input)?),
+            "UntagResource" => CloudMapRequest::UntagResource(parse(input)?),
+            other => {
+                return Err(ApiError::new(
+                    "UnsupportedOperation",
+                    format!("Flotilla does not implement Cloud Map {other}: it serves private DNS namespaces only."),
+                ));
+            }
+        })
+    }
+}
+
+/// Runs one request; the one place its `Result` becomes the answer.
+pub(crate) async fn execute(sd: &Discovery, request: CloudMapRequest) -> Result<Value, ApiError> {
+    let answer = match request {
+        CloudMapRequest::CreatePrivateDnsNamespace(req) => {
             let op = sd
                 .create_private_dns_namespace(NewPrivateDnsNamespace {
                     name: req.name,
@@ -492,29 +537,25 @@ pub async fn handle(sd: &Discovery, operation: &str, input: Value) -> Result<Val
                 .await?;
             json!({"OperationId": op})
         }
-        "GetNamespace" => {
-            let req: ById = parse(input)?;
+        CloudMapRequest::GetNamespace(req) => {
             json!({"Namespace": namespace_json(sd, &sd.namespace(&req.id).await?, true)})
         }
-        "ListNamespaces" => {
-            let page = sd.list_namespaces(&namespace_query(parse(input)?)?).await?;
+        CloudMapRequest::ListNamespaces(req) => {
+            let page = sd.list_namespaces(&namespace_query(req)?).await?;
             let items: Vec<Value> = page.items.iter().map(|ns| namespace_json(sd, ns, false)).collect();
             json!({"Namespaces": items, "NextToken": page.next_token})
         }
-        "DeleteNamespace" => {
-            let req: ById = parse(input)?;
+        CloudMapRequest::DeleteNamespace(req) => {
             json!({"OperationId": sd.delete_namespace(&req.id).await?})
         }
-        "CreateService" => {
-            let service = sd.create_service(new_service(parse(input)?)?).await?;
+        CloudMapRequest::CreateService(req) => {
+            let service = sd.create_service(new_service(req)?).await?;
             json!({"Service": service_json(sd, &service, true)})
         }
-        "GetService" => {
-            let req: ById = parse(input)?;
+        CloudMapRequest::GetService(req) => {
             json!({"Service": service_json(sd, &sd.service(&req.id).await?, true)})
         }
-        "ListServices" => {
-            let req: Listing = parse(input)?;
+        CloudMapRequest::ListServices(req) => {
             let mut namespaces: Option<Vec<String>> = None;
             for f in &req.filters {
                 match f.name.as_str() {
@@ -528,103 +569,83 @@ pub async fn handle(sd: &Discovery, operation: &str, input: Value) -> Result<Val
             let items: Vec<Value> = page.items.iter().map(|s| service_json(sd, s, false)).collect();
             json!({"Services": items, "NextToken": page.next_token})
         }
-        "DeleteService" => {
-            let req: ById = parse(input)?;
+        CloudMapRequest::DeleteService(req) => {
             sd.delete_service(&req.id).await?;
             json!({})
         }
-        "RegisterInstance" => {
-            let req: RegisterInstance = parse(input)?;
+        CloudMapRequest::RegisterInstance(req) => {
             let op =
                 sd.register_instance(&req.service_id, &req.instance_id, req.attributes, req.creator_request_id).await?;
             json!({"OperationId": op})
         }
-        "DeregisterInstance" => {
-            let req: InstanceRef = parse(input)?;
+        CloudMapRequest::DeregisterInstance(req) => {
             json!({"OperationId": sd.deregister_instance(&req.service_id, &req.instance_id).await?})
         }
-        "GetInstance" => {
-            let req: InstanceRef = parse(input)?;
+        CloudMapRequest::GetInstance(req) => {
             let instance = sd.instance(&req.service_id, &req.instance_id).await?;
             json!({"Instance": instance_json(sd, &instance, true), "ResourceOwner": sd.account()})
         }
-        "ListInstances" => {
-            let req: ListInstances = parse(input)?;
+        CloudMapRequest::ListInstances(req) => {
             let page = sd.list_instances(&req.service_id, req.max_results, req.next_token.as_deref()).await?;
             let items: Vec<Value> = page.items.iter().map(|i| instance_json(sd, i, false)).collect();
             json!({"Instances": items, "NextToken": page.next_token, "ResourceOwner": sd.account()})
         }
-        "DiscoverInstances" | "DiscoverInstancesRevision" => {
-            let req: DiscoverInstances = parse(input)?;
-            if req.owner_account.as_deref().is_some_and(|a| a != sd.account()) {
-                return Err(ApiError::from(DiscoveryError::NamespaceNotFound { id: req.namespace_name }));
-            }
-            if operation == "DiscoverInstancesRevision" {
-                let revision = sd.instances_revision(&req.namespace_name, &req.service_name).await?;
-                json!({"InstancesRevision": revision})
-            } else {
-                let health = match req.health_status.as_deref() {
-                    None | Some("HEALTHY") => HealthFilter::Healthy,
-                    Some("UNHEALTHY") => HealthFilter::Unhealthy,
-                    Some("ALL") => HealthFilter::All,
-                    Some(_) => HealthFilter::HealthyOrElseAll,
-                };
-                let found = sd
-                    .discover_instances(
-                        &req.namespace_name,
-                        &req.service_name,
-                        &req.query_parameters,
-                        &req.optional_parameters,
-                        health,
-                        req.max_results,
-                    )
-                    .await?;
-                discovered_json(&found)
-            }
+        CloudMapRequest::DiscoverInstances(req) => {
+            req.check_owner(sd)?;
+            let health = match req.health_status.as_deref() {
+                None | Some("HEALTHY") => HealthFilter::Healthy,
+                Some("UNHEALTHY") => HealthFilter::Unhealthy,
+                Some("ALL") => HealthFilter::All,
+                Some(_) => HealthFilter::HealthyOrElseAll,
+            };
+            let found = sd
+                .discover_instances(
+                    &req.namespace_name,
+                    &req.service_name,
+                    &req.query_parameters,
+                    &req.optional_parameters,
+                    health,
+                    req.max_results,
+                )
+                .await?;
+            discovered_json(&found)
         }
-        "GetOperation" => {
-            let req: GetOperation = parse(input)?;
+        CloudMapRequest::DiscoverInstancesRevision(req) => {
+            req.check_owner(sd)?;
+            let revision = sd.instances_revision(&req.namespace_name, &req.service_name).await?;
+            json!({"InstancesRevision": revision})
+        }
+        CloudMapRequest::GetOperation(req) => {
             json!({"Operation": operation_json(sd, &sd.operation(&req.operation_id).await?)})
         }
-        "ListOperations" => {
-            let page = sd.list_operations(&operation_query(parse(input)?)?).await?;
+        CloudMapRequest::ListOperations(req) => {
+            let page = sd.list_operations(&operation_query(req)?).await?;
             let items: Vec<Value> =
                 page.items.iter().map(|op| json!({"Id": op.id, "Status": op.status.as_str()})).collect();
             json!({"Operations": items, "NextToken": page.next_token})
         }
-        "UpdateInstanceCustomHealthStatus" => {
-            let req: UpdateHealth = parse(input)?;
+        CloudMapRequest::UpdateInstanceCustomHealthStatus(req) => {
             sd.update_custom_health(&req.service_id, &req.instance_id, req.status == "HEALTHY").await?;
             json!({})
         }
-        "GetInstancesHealthStatus" => {
-            let req: HealthStatuses = parse(input)?;
+        CloudMapRequest::GetInstancesHealthStatus(req) => {
             let page = sd
                 .health_statuses(&req.service_id, req.instances.as_deref(), req.max_results, req.next_token.as_deref())
                 .await?;
             let status: Map<String, Value> =
-                page.items.iter().map(|(id, h): &(String, HealthStatus)| (id.clone(), json!(h.as_str()))).collect();
+                page.items.iter().map(|(id, h): &(String, HealthStatus)| (id.clone(), json!(h))).collect();
             json!({"Status": status, "NextToken": page.next_token})
         }
-        "ListTagsForResource" => {
-            let req: TagResource = parse(input)?;
+        CloudMapRequest::ListTagsForResource(req) => {
             json!({"Tags": tags_out(&sd.tags(&req.resource_arn).await?)})
         }
-        "TagResource" => {
-            let req: TagResource = parse(input)?;
+        CloudMapRequest::TagResource(req) => {
             sd.tag_resource(&req.resource_arn, tags_in(req.tags)).await?;
             json!({})
         }
-        "UntagResource" => {
-            let req: TagResource = parse(input)?;
+        CloudMapRequest::UntagResource(req) => {
             sd.untag_resource(&req.resource_arn, &req.tag_keys).await?;
             json!({})
-        }
-        other => {
-            return Err(ApiError::new(
-                "UnsupportedOperation",
-                format!("Flotilla does not implement Cloud Map {other}: it serves private DNS namespaces only."),
-            ));
         }
     };
     Ok(strip_nulls(answer))
@@ -644,7 +665,7 @@ mod tests {
 
     async fn call(sd: &Discovery, operation: &str, body: Value) -> Result<Value, ApiError> {
         let input = model().check_input(operation, body).expect("operation in the model")?;
-        handle(sd, operation, input).await
+        execute(sd, CloudMapRequest::parse(operation, input)?).await
     }
 
     async fn succeeded(sd: &Discovery, answer: Value) -> Value {

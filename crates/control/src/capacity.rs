@@ -1,7 +1,7 @@
 //! Capacity providers. Flotilla has exactly the two Fargate ones, as every AWS account does.
 
 use flotilla_types::ResourceKind;
-use flotilla_types::task_definition::Tag;
+use flotilla_types::Tag;
 use serde::{Deserialize, Serialize};
 
 use crate::page::{Page, paginate};
@@ -106,7 +106,7 @@ pub fn validate_strategy_items(strategy: &[CapacityProviderStrategyItem]) -> Res
 impl Control {
     fn built_in_provider(&self, name: &str, with_tags: bool) -> CapacityProvider {
         CapacityProvider {
-            capacity_provider_arn: self.arn(ResourceKind::CapacityProvider, name).to_string(),
+            capacity_provider_arn: self.identity.capacity_provider(name).to_string(),
             name: name.to_owned(),
             status: "ACTIVE".into(),
             kind: name.to_owned(),

@@ -3,7 +3,8 @@
 
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
 use flotilla_types::ResourceKind;
-use flotilla_types::task_definition::{KeyValuePair, Tag};
+use flotilla_types::Tag;
+use flotilla_types::task_definition::KeyValuePair;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -201,7 +202,7 @@ impl Control {
                 None => 0,
             };
             let cluster = Cluster {
-                cluster_arn: self.arn(ResourceKind::Cluster, &name).to_string(),
+                cluster_arn: self.identity.cluster(&name).to_string(),
                 cluster_name: name.clone(),
                 status: "ACTIVE".into(),
                 registered_container_instances_count: 0,
@@ -250,7 +251,7 @@ impl Control {
                 None => missing.push(if raw.starts_with("arn:") {
                     raw.clone()
                 } else {
-                    self.arn(ResourceKind::Cluster, &name).to_string()
+                    self.identity.cluster(&name).to_string()
                 }),
             }
         }

@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use flotilla_store::Store;
-use flotilla_types::{Arn, ResourceKind};
+/// The installation's region and account; it builds every ARN (`flotilla_types::arn`).
+pub use flotilla_types::Identity;
 
 pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
 pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
@@ -35,16 +36,9 @@ pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrde
 pub use vpc::{
     AddressLease, AwsvpcPlacement, CidrError, CreateSubnetInput, CreateVpcInput, DEFAULT_PUBLIC_IP_POOL,
     DEFAULT_VPC_CIDR, GroupRef, GroupSelector, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface,
-    NetworkInterfaceSpec, NetworkResource, NetworkTag, RESERVED_ADDRESSES, ResourceFilter, RuleChange, RuleDirection,
-    RulePeer, RulePeerSpec, RuleSpec, SecurityGroup, SecurityGroupRule, Subnet, TagRemoval, Vpc, keys as network_keys,
+    NetworkInterfaceSpec, NetworkResource, RESERVED_ADDRESSES, ResourceFilter, RuleChange, RuleDirection, RulePeer,
+    RulePeerSpec, RuleSpec, SecurityGroup, SecurityGroupRule, Subnet, Tag, TagRemoval, Vpc, keys as network_keys,
 };
-
-/// Identity of this Flotilla installation, used to build ARNs.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub region: String,
-    pub account: String,
-}
 
 pub struct Control {
     store: Arc<dyn Store>,
@@ -67,10 +61,6 @@ impl Control {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    fn arn(&self, kind: ResourceKind, resource: impl Into<String>) -> Arn {
-        Arn::new(&self.identity.region, &self.identity.account, kind, resource)
     }
 
     fn family_lock(&self, family: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -1,49 +1,31 @@
-//! `maxResults` / `nextToken` pagination over key-ordered listings.
+//! `maxResults` / `nextToken` pagination for ECS listings: [`flotilla_types::page`] with
+//! ECS's limits and messages.
+
+pub use flotilla_types::page::Page;
+use flotilla_types::page::{self, Order, PageError};
 
 use crate::ControlError;
 
-/// One page of results and the token for the next, if any.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_token: Option<String>,
+fn refused(e: PageError, limit: i32) -> ControlError {
+    match e {
+        PageError::Size { got, .. } => {
+            ControlError::invalid(format!("maxResults must be between 1 and {limit}, got {got}."))
+        }
+        PageError::Token => {
+            ControlError::invalid("Invalid nextToken: pass the nextToken from the previous response unchanged.")
+        }
+    }
 }
 
-/// Splits `items` (already in order, each with its sort key) into the page that starts after
-/// `next_token`. Tokens are the hex of the last key returned, so they stay valid across writes.
+/// The page of `items` (each with its sort key) that follows `next_token`; at most `limit` per
+/// page, `limit` if the request names no size.
 pub(crate) fn paginate<T>(
     items: Vec<(String, T)>,
     max_results: Option<i32>,
     next_token: Option<&str>,
     limit: i32,
 ) -> Result<Page<T>, ControlError> {
-    let max = match max_results {
-        None => limit as usize,
-        Some(n) if (1..=limit).contains(&n) => n as usize,
-        Some(n) => {
-            return Err(ControlError::invalid(format!("maxResults must be between 1 and {limit}, got {n}.")));
-        }
-    };
-    let after = match next_token {
-        None => None,
-        Some(token) => Some(decode_token(token)?),
-    };
-    let mut out = Vec::new();
-    let mut last_key = None;
-    let mut more = false;
-    for (key, item) in items {
-        if after.as_deref().is_some_and(|a| key.as_str() <= a) {
-            continue;
-        }
-        if out.len() == max {
-            more = true;
-            break;
-        }
-        last_key = Some(key);
-        out.push(item);
-    }
-    let next_token = if more { last_key.map(|k| encode_token(&k)) } else { None };
-    Ok(Page { items: out, next_token })
+    walk(items, Order::Ascending, max_results, next_token, limit)
 }
 
 /// Like [`paginate`] for lists walked in descending key order.
@@ -53,24 +35,19 @@ pub(crate) fn paginate_desc<T>(
     next_token: Option<&str>,
     limit: i32,
 ) -> Result<Page<T>, ControlError> {
-    // Invert each key byte so that descending order becomes ascending for the token compare.
-    let inverted =
-        items.into_iter().map(|(k, v)| (k.bytes().map(|b| format!("{:02x}", 255 - b)).collect(), v)).collect();
-    paginate(inverted, max_results, next_token, limit)
+    walk(items, Order::Descending, max_results, next_token, limit)
 }
 
-fn encode_token(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_token(token: &str) -> Result<String, ControlError> {
-    let bad = || ControlError::invalid("Invalid nextToken: pass the nextToken from the previous response unchanged.");
-    if token.is_empty() || !token.len().is_multiple_of(2) || token.len() > 4096 {
-        return Err(bad());
-    }
-    let bytes: Result<Vec<u8>, _> =
-        (0..token.len()).step_by(2).map(|i| u8::from_str_radix(&token[i..i + 2], 16)).collect();
-    String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())
+fn walk<T>(
+    items: Vec<(String, T)>,
+    order: Order,
+    max_results: Option<i32>,
+    next_token: Option<&str>,
+    limit: i32,
+) -> Result<Page<T>, ControlError> {
+    let size =
+        page::page_size(max_results.map(i64::from), limit as usize, limit as usize).map_err(|e| refused(e, limit))?;
+    page::paginate(items, order, size, next_token).map_err(|e| refused(e, limit))
 }
 
 #[cfg(test)]

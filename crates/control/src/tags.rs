@@ -1,7 +1,7 @@
 //! Resource tags: TagResource, UntagResource, ListTagsForResource, and the rules tags obey.
 
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
-use flotilla_types::task_definition::Tag;
+use flotilla_types::Tag;
 use flotilla_types::{Arn, ResourceKind};
 
 use crate::cluster::Cluster;
@@ -16,11 +16,11 @@ pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), ControlError> {
         return Err(ControlError::invalid(format!("tags: at most {MAX_TAGS} tags per resource, got {}.", tags.len())));
     }
     for tag in tags {
-        let key = tag.key.as_deref().unwrap_or("");
+        let key = tag.key.as_str();
         if key.is_empty() || key.chars().count() > 128 {
             return Err(ControlError::invalid("tags.key: a tag key must be 1 to 128 characters."));
         }
-        if tag.value.as_deref().unwrap_or("").chars().count() > 256 {
+        if tag.value.chars().count() > 256 {
             return Err(ControlError::invalid(format!(
                 "tags.value: the value of tag '{key}' is longer than 256 characters."
             )));
@@ -30,16 +30,6 @@ pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), ControlError> {
         }
     }
     Ok(())
-}
-
-/// Adds or replaces `new` in `tags` by key.
-fn merge(tags: &mut Vec<Tag>, new: &[Tag]) {
-    for tag in new {
-        match tags.iter_mut().find(|t| t.key == tag.key) {
-            Some(existing) => existing.value = tag.value.clone(),
-            None => tags.push(tag.clone()),
-        }
-    }
 }
 
 enum Tagged {
@@ -87,7 +77,7 @@ impl Control {
     pub async fn tag_resource(&self, resource_arn: &str, tags: Vec<Tag>) -> Result<(), ControlError> {
         validate_tags(&tags)?;
         self.change_tags(resource_arn, |current| {
-            merge(current, &tags);
+            flotilla_types::tag::merge(current, tags.iter().cloned());
             validate_tags(current)
         })
         .await
@@ -95,7 +85,7 @@ impl Control {
 
     pub async fn untag_resource(&self, resource_arn: &str, keys: Vec<String>) -> Result<(), ControlError> {
         self.change_tags(resource_arn, |current| {
-            current.retain(|t| !keys.iter().any(|k| Some(k) == t.key.as_ref()));
+            current.retain(|t| !keys.contains(&t.key));
             Ok(())
         })
         .await

@@ -245,7 +245,7 @@ impl Control {
         let mut records = Vec::new();
         for provider in providers {
             let id = new_task_id();
-            let task_arn = self.arn(ResourceKind::Task, format!("{}/{id}", cluster.cluster_name)).to_string();
+            let task_arn = self.identity.task(&cluster.cluster_name, &id).to_string();
             let containers = definition
                 .container_definitions
                 .iter()
@@ -254,10 +254,8 @@ impl Control {
                     let o = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(name.as_str()));
                     Container {
                         container_arn: self
-                            .arn(
-                                ResourceKind::Container,
-                                format!("{}/{id}/{}", cluster.cluster_name, uuid::Uuid::new_v4()),
-                            )
+                            .identity
+                            .container(&cluster.cluster_name, &id, &uuid::Uuid::new_v4().to_string())
                             .to_string(),
                         task_arn: task_arn.clone(),
                         name,
@@ -385,7 +383,7 @@ impl Control {
                     if raw.starts_with("arn:") {
                         raw.clone()
                     } else {
-                        self.arn(ResourceKind::Task, format!("{c}/{id}")).to_string()
+                        self.identity.task(&c, &id).to_string()
                     },
                     "MISSING".to_owned(),
                 )),

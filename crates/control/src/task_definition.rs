@@ -146,7 +146,7 @@ impl Control {
             let (record, rev) = load::<FamilyRecord>(self.store.as_ref(), &fkey).await?.unwrap_or_default();
             let revision = record.latest + 1;
             let definition = TaskDefinition {
-                task_definition_arn: self.arn(ResourceKind::TaskDefinition, format!("{family}:{revision}")).to_string(),
+                task_definition_arn: self.identity.task_definition(&family, revision).to_string(),
                 family: family.clone(),
                 revision,
                 status: TaskDefinitionStatus::Active,

@@ -159,7 +159,7 @@ impl Discovery {
     ) -> Result<Page<Instance>> {
         let service = self.service(service_id).await?;
         let instances = self.instances_of(&service.id).await?;
-        Ok(paginate(instances, |i| &i.id, max_results, next_token))
+        paginate(instances, |i| &i.id, max_results, next_token)
     }
 
     /// Instances of `service_name` in the namespace called `namespace_name` whose attributes
@@ -255,7 +255,7 @@ impl Discovery {
             .filter(|i| only.is_none_or(|ids| ids.contains(&i.id)))
             .map(|i| (i.id, i.health))
             .collect();
-        Ok(paginate(statuses, |(id, _)| id, max_results, next_token))
+        paginate(statuses, |(id, _)| id, max_results, next_token)
     }
 }
 

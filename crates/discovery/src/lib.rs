@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_store::{KeyValue, Store};
+use flotilla_types::Identity;
 
 pub use error::{DiscoveryError, Result};
 pub use instance::{Discovered, HealthFilter};
@@ -46,28 +47,31 @@ const OPERATIONS_POLL: Duration = Duration::from_secs(1);
 /// How many times a request re-reads and retries after losing a compare-and-write race.
 const CONFLICT_RETRIES: usize = 20;
 
-/// A page of results and the token for the next one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_token: Option<String>,
-}
+pub use flotilla_types::page::Page;
 
-/// Pages through `items` (already in a stable order, keyed by `key`): the token is the key of
-/// the last item returned.
-pub(crate) fn paginate<T>(items: Vec<T>, key: impl Fn(&T) -> &str, max: Option<usize>, token: Option<&str>) -> Page<T> {
-    let max = max.unwrap_or(100).max(1);
-    let mut rest: Vec<T> = match token {
-        Some(after) => items.into_iter().filter(|i| key(i) > after).collect(),
-        None => items,
+/// Cloud Map's page size: every List operation allows 1 to 100 and defaults to 100.
+const MAX_RESULTS: usize = 100;
+
+/// Pages through `items` by `key` (ids, unique) with [`flotilla_types::page`].
+pub(crate) fn paginate<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> &str,
+    max: Option<usize>,
+    token: Option<&str>,
+) -> Result<Page<T>> {
+    use flotilla_types::page::{self, Order, PageError};
+    let refused = |e| match e {
+        PageError::Size { got, max } => {
+            DiscoveryError::InvalidInput(format!("MaxResults must be between 1 and {max}, got {got}."))
+        }
+        PageError::Token => DiscoveryError::InvalidInput(
+            "The NextToken is not one this server issued: pass the one from the previous response unchanged.".into(),
+        ),
     };
-    let next_token = if rest.len() > max {
-        rest.truncate(max);
-        rest.last().map(|i| key(i).to_owned())
-    } else {
-        None
-    };
-    Page { items: rest, next_token }
+    let size =
+        page::page_size(max.map(|n| n.min(i64::MAX as usize) as i64), MAX_RESULTS, MAX_RESULTS).map_err(refused)?;
+    let keyed = items.into_iter().map(|i| (key(&i).to_owned(), i)).collect();
+    page::paginate(keyed, Order::Ascending, size, token).map_err(refused)
 }
 
 /// What a tagging ARN names.
@@ -79,8 +83,8 @@ enum Tagged<'a> {
 /// Cloud Map over the state store.
 pub struct Discovery {
     store: Arc<dyn Store>,
-    region: String,
-    account: String,
+    /// Builds namespace and service ARNs.
+    identity: Identity,
     /// Wakes the operations worker when a request has queued an operation.
     work: Arc<tokio::sync::Notify>,
 }
@@ -99,8 +103,7 @@ impl Discovery {
     pub fn new(store: Arc<dyn Store>, region: impl Into<String>, account: impl Into<String>) -> Arc<Discovery> {
         Arc::new(Discovery {
             store,
-            region: region.into(),
-            account: account.into(),
+            identity: Identity::new(region, account),
             work: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -112,19 +115,15 @@ impl Discovery {
     }
 
     pub fn region(&self) -> &str {
-        &self.region
+        &self.identity.region
     }
 
     pub fn account(&self) -> &str {
-        &self.account
+        &self.identity.account
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    fn arn(&self, resource: &str) -> String {
-        format!("arn:aws:servicediscovery:{}:{}:{resource}", self.region, self.account)
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -182,11 +181,11 @@ mod tests {
     #[test]
     fn pages_follow_the_token() {
         let items: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
-        let first = paginate(items.clone(), |s| s, Some(2), None);
+        let first = paginate(items.clone(), |s| s, Some(2), None).unwrap();
         assert_eq!(first.items, ["k0", "k1"]);
-        let second = paginate(items.clone(), |s| s, Some(2), first.next_token.as_deref());
+        let second = paginate(items.clone(), |s| s, Some(2), first.next_token.as_deref()).unwrap();
         assert_eq!(second.items, ["k2", "k3"]);
-        let last = paginate(items, |s| s, Some(2), second.next_token.as_deref());
+        let last = paginate(items, |s| s, Some(2), second.next_token.as_deref()).unwrap();
         assert_eq!(last.items, ["k4"]);
         assert_eq!(last.next_token, None);
     }

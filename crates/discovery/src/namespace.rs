@@ -82,7 +82,7 @@ impl Discovery {
     /// `text` as a bare id: this installation's ARN of the given kind loses its prefix; anything
     /// else is taken as an id (and so names nothing if it is someone else's ARN).
     pub(crate) fn resource_id<'a>(&self, text: &'a str, kind: &str) -> &'a str {
-        let prefix = self.arn(&format!("{kind}/"));
+        let prefix = self.identity.servicediscovery(kind, "");
         text.strip_prefix(prefix.as_str()).unwrap_or(text)
     }
 
@@ -93,7 +93,7 @@ impl Discovery {
         let id = new_id("ns-", 16);
         let now = now_millis();
         let namespace = Namespace {
-            arn: self.arn(&format!("namespace/{id}")),
+            arn: self.identity.servicediscovery_namespace(&id),
             id: id.clone(),
             name: name.clone(),
             kind: NamespaceType::DnsPrivate,
@@ -169,7 +169,7 @@ impl Discovery {
                 namespaces.push(ns);
             }
         }
-        Ok(paginate(namespaces, |ns| &ns.id, query.max_results, query.next_token.as_deref()))
+        paginate(namespaces, |ns| &ns.id, query.max_results, query.next_token.as_deref())
     }
 
     /// Requests the namespace's deletion; refused while it has services.

@@ -111,7 +111,7 @@ impl Discovery {
                 ops.push(op);
             }
         }
-        Ok(paginate(ops, |op| &op.id, query.max_results, query.next_token.as_deref()))
+        paginate(ops, |op| &op.id, query.max_results, query.next_token.as_deref())
     }
 
     /// Records `op` for the worker and returns its id.

@@ -88,21 +88,8 @@ pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tag {
-    pub key: String,
-    pub value: String,
-}
-
-/// Puts `new` over `tags`, replacing values of keys already present.
-pub(crate) fn merge_tags(tags: &mut Vec<Tag>, new: Vec<Tag>) {
-    for tag in new {
-        match tags.iter_mut().find(|t| t.key == tag.key) {
-            Some(existing) => existing.value = tag.value,
-            None => tags.push(tag),
-        }
-    }
-}
+pub use flotilla_types::Tag;
+pub(crate) use flotilla_types::tag::merge as merge_tags;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -237,23 +224,8 @@ pub struct Service {
     pub tags: Vec<Tag>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum HealthStatus {
-    Healthy,
-    Unhealthy,
-    Unknown,
-}
-
-impl HealthStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthStatus::Healthy => "HEALTHY",
-            HealthStatus::Unhealthy => "UNHEALTHY",
-            HealthStatus::Unknown => "UNKNOWN",
-        }
-    }
-}
+/// An instance's health is the one health of every service (stored as `HEALTHY`, ...).
+pub use flotilla_types::task::HealthStatus;
 
 /// Attribute names with a meaning to Cloud Map's DNS records.
 pub const ATTR_IPV4: &str = "AWS_INSTANCE_IPV4";

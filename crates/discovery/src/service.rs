@@ -80,7 +80,7 @@ impl Discovery {
         let claim_key = service_name_key(&namespace_id, &name);
         let id = new_id("srv-", 16);
         let service = Service {
-            arn: self.arn(&format!("service/{id}")),
+            arn: self.identity.servicediscovery_service(&id),
             id: id.clone(),
             name: name.clone(),
             namespace_id: namespace_id.clone(),
@@ -150,7 +150,7 @@ impl Discovery {
                 services.push(service);
             }
         }
-        Ok(paginate(services, |s| &s.id, max_results, next_token))
+        paginate(services, |s| &s.id, max_results, next_token)
     }
 
     /// Deletes a service that has no instances.

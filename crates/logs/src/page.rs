@@ -1,58 +1,26 @@
-//! `limit` / `nextToken` paging for the Describe operations.
+//! `limit` / `nextToken` paging for the Describe operations: [`flotilla_types::page`] with
+//! CloudWatch Logs' messages.
+
+pub use flotilla_types::page::Page;
+use flotilla_types::page::{self, Order, PageError};
 
 use crate::LogError;
 
-/// One page of results and the token for the next, if any.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_token: Option<String>,
-}
-
 /// Takes the page of `items` (each with its sort key, unsorted) that follows `token`, in
-/// ascending or descending key order. Tokens are the hex of the last key returned, so they stay
-/// valid while items come and go.
+/// ascending or descending key order.
 pub(crate) fn paginate<T>(
-    mut items: Vec<(String, T)>,
+    items: Vec<(String, T)>,
     descending: bool,
     limit: usize,
     token: Option<&str>,
 ) -> Result<Page<T>, LogError> {
-    let after = token.map(decode_token).transpose()?;
-    items.sort_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
-    let mut out = Vec::new();
-    let mut last_key = None;
-    let mut more = false;
-    for (key, item) in items {
-        if let Some(after) = &after {
-            let passed = if descending { key.as_str() >= after.as_str() } else { key.as_str() <= after.as_str() };
-            if passed {
-                continue;
-            }
+    let order = if descending { Order::Descending } else { Order::Ascending };
+    page::paginate(items, order, limit, token).map_err(|e| match e {
+        PageError::Size { got, max } => LogError::invalid(format!("limit must be between 1 and {max}, got {got}.")),
+        PageError::Token => {
+            LogError::invalid("The specified nextToken is invalid: pass the one from the previous response unchanged.")
         }
-        if out.len() == limit {
-            more = true;
-            break;
-        }
-        last_key = Some(key);
-        out.push(item);
-    }
-    Ok(Page { items: out, next_token: if more { last_key.map(|k| encode_token(&k)) } else { None } })
-}
-
-fn encode_token(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_token(token: &str) -> Result<String, LogError> {
-    let bad =
-        || LogError::invalid("The specified nextToken is invalid: pass the one from the previous response unchanged.");
-    if token.is_empty() || !token.len().is_multiple_of(2) || token.len() > 4096 {
-        return Err(bad());
-    }
-    let bytes: Result<Vec<u8>, _> =
-        (0..token.len()).step_by(2).map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16)).collect();
-    String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())
+    })
 }
 
 #[cfg(test)]

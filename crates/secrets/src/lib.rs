@@ -21,6 +21,7 @@ mod resolve;
 use std::sync::Arc;
 
 use flotilla_store::{Store, StoreError};
+use flotilla_types::Identity;
 
 pub use manager::{ListedSecret, NewSecret, Secret, SecretValue, SecretVersion};
 pub use parameters::{NewParameter, Parameter, ParameterType};
@@ -51,17 +52,17 @@ pub enum SecretsError {
 /// Both services over one store.
 pub struct Secrets {
     store: Arc<dyn Store>,
-    region: String,
-    account: String,
+    /// Builds the parameters' and secrets' ARNs.
+    identity: Identity,
 }
 
 impl Secrets {
     pub fn new(store: Arc<dyn Store>, region: impl Into<String>, account: impl Into<String>) -> Arc<Secrets> {
-        Arc::new(Secrets { store, region: region.into(), account: account.into() })
+        Arc::new(Secrets { store, identity: Identity::new(region, account) })
     }
 
     pub fn region(&self) -> &str {
-        &self.region
+        &self.identity.region
     }
 }
 

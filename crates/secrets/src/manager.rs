@@ -134,7 +134,7 @@ impl Secrets {
     pub async fn create_secret(&self, s: NewSecret) -> Result<Secret, SecretsError> {
         check_name(&s.name)?;
         let t = now();
-        let arn = format!("arn:aws:secretsmanager:{}:{}:secret:{}-{}", self.region, self.account, s.name, random_id(6));
+        let arn = self.identity.secret(&s.name, &random_id(6));
         let versions = s
             .value
             .map(|value| SecretVersion {

@@ -107,7 +107,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), SecretsError> {
 
 impl Secrets {
     pub fn parameter_arn(&self, name: &str) -> String {
-        format!("arn:aws:ssm:{}:{}:parameter/{}", self.region, self.account, name.trim_start_matches('/'))
+        self.identity.ssm_parameter(name)
     }
 
     /// A name, `name:version`, or a parameter ARN, to (name, version).

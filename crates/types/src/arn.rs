@@ -1,6 +1,119 @@
 //! Amazon Resource Names for the resources Flotilla serves.
+//!
+//! Every ARN Flotilla hands out is built here, from the installation's [`Identity`], so the
+//! formats live in one file: ECS resources as [`Arn`] (which also parses them back), and the
+//! other services' ARNs as strings, since only their owners ever read them back.
 
 use std::fmt;
+
+/// The region and account of one installation: what every ARN it makes carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub region: String,
+    pub account: String,
+}
+
+impl Identity {
+    pub fn new(region: impl Into<String>, account: impl Into<String>) -> Identity {
+        Identity { region: region.into(), account: account.into() }
+    }
+
+    /// `arn:aws:<service>:<region>:<account>:<resource>`.
+    fn regional(&self, service: &str, resource: fmt::Arguments<'_>) -> String {
+        format!("arn:aws:{service}:{}:{}:{resource}", self.region, self.account)
+    }
+
+    /// An ECS ARN of this installation.
+    pub fn ecs(&self, kind: ResourceKind, resource: impl Into<String>) -> Arn {
+        Arn::new(&self.region, &self.account, kind, resource)
+    }
+
+    pub fn cluster(&self, name: &str) -> Arn {
+        self.ecs(ResourceKind::Cluster, name)
+    }
+
+    pub fn task(&self, cluster: &str, task_id: &str) -> Arn {
+        self.ecs(ResourceKind::Task, format!("{cluster}/{task_id}"))
+    }
+
+    pub fn container(&self, cluster: &str, task_id: &str, container_id: &str) -> Arn {
+        self.ecs(ResourceKind::Container, format!("{cluster}/{task_id}/{container_id}"))
+    }
+
+    pub fn task_definition(&self, family: &str, revision: u32) -> Arn {
+        self.ecs(ResourceKind::TaskDefinition, format!("{family}:{revision}"))
+    }
+
+    pub fn service(&self, cluster: &str, name: &str) -> Arn {
+        self.ecs(ResourceKind::Service, format!("{cluster}/{name}"))
+    }
+
+    pub fn capacity_provider(&self, name: &str) -> Arn {
+        self.ecs(ResourceKind::CapacityProvider, name)
+    }
+
+    /// An ECS attachment (a task's elastic network interface).
+    pub fn attachment(&self, attachment_id: &str) -> Arn {
+        self.ecs(ResourceKind::Attachment, attachment_id)
+    }
+
+    /// A CloudWatch Logs group, without the `:*` that DescribeLogGroups' `arn` adds.
+    pub fn log_group(&self, name: &str) -> String {
+        self.regional("logs", format_args!("log-group:{name}"))
+    }
+
+    pub fn log_stream(&self, group: &str, stream: &str) -> String {
+        self.regional("logs", format_args!("log-group:{group}:log-stream:{stream}"))
+    }
+
+    pub fn vpc(&self, id: &str) -> String {
+        self.regional("ec2", format_args!("vpc/{id}"))
+    }
+
+    pub fn subnet(&self, id: &str) -> String {
+        self.regional("ec2", format_args!("subnet/{id}"))
+    }
+
+    pub fn security_group(&self, id: &str) -> String {
+        self.regional("ec2", format_args!("security-group/{id}"))
+    }
+
+    pub fn security_group_rule(&self, id: &str) -> String {
+        self.regional("ec2", format_args!("security-group-rule/{id}"))
+    }
+
+    pub fn network_interface(&self, id: &str) -> String {
+        self.regional("ec2", format_args!("network-interface/{id}"))
+    }
+
+    /// An SSM parameter: `/app/db` and `app/db` both become `parameter/app/db`, as on AWS.
+    pub fn ssm_parameter(&self, name: &str) -> String {
+        self.regional("ssm", format_args!("parameter/{}", name.trim_start_matches('/')))
+    }
+
+    /// A Secrets Manager secret; `suffix` is the random six characters AWS appends to the name.
+    pub fn secret(&self, name: &str, suffix: &str) -> String {
+        self.regional("secretsmanager", format_args!("secret:{name}-{suffix}"))
+    }
+
+    /// Cloud Map: `kind` is `namespace` or `service`.
+    pub fn servicediscovery(&self, kind: &str, id: &str) -> String {
+        self.regional("servicediscovery", format_args!("{kind}/{id}"))
+    }
+
+    pub fn servicediscovery_namespace(&self, id: &str) -> String {
+        self.servicediscovery("namespace", id)
+    }
+
+    pub fn servicediscovery_service(&self, id: &str) -> String {
+        self.servicediscovery("service", id)
+    }
+
+    /// The account's root user: who registers task definitions here (IAM is global, so no region).
+    pub fn iam_root(&self) -> String {
+        format!("arn:aws:iam::{}:root", self.account)
+    }
+}
 
 /// The ECS resource kinds Flotilla names with ARNs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,6 +208,38 @@ mod tests {
         let s = arn.to_string();
         assert_eq!(s, "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3");
         assert_eq!(Arn::parse(&s), Some(arn));
+    }
+
+    #[test]
+    fn builders_spell_each_service_as_aws_does() {
+        let id = Identity::new("us-east-1", "123456789012");
+        let base = "us-east-1:123456789012";
+        let cases = [
+            (id.cluster("default").to_string(), format!("arn:aws:ecs:{base}:cluster/default")),
+            (id.task("default", "abc").to_string(), format!("arn:aws:ecs:{base}:task/default/abc")),
+            (id.container("c", "t", "x").to_string(), format!("arn:aws:ecs:{base}:container/c/t/x")),
+            (id.task_definition("web", 3).to_string(), format!("arn:aws:ecs:{base}:task-definition/web:3")),
+            (id.service("c", "web").to_string(), format!("arn:aws:ecs:{base}:service/c/web")),
+            (id.capacity_provider("FARGATE").to_string(), format!("arn:aws:ecs:{base}:capacity-provider/FARGATE")),
+            (id.attachment("a1").to_string(), format!("arn:aws:ecs:{base}:attachment/a1")),
+            (id.log_group("/ecs/app"), format!("arn:aws:logs:{base}:log-group:/ecs/app")),
+            (id.log_stream("/ecs/app", "s"), format!("arn:aws:logs:{base}:log-group:/ecs/app:log-stream:s")),
+            (id.vpc("vpc-1"), format!("arn:aws:ec2:{base}:vpc/vpc-1")),
+            (id.subnet("subnet-1"), format!("arn:aws:ec2:{base}:subnet/subnet-1")),
+            (id.security_group("sg-1"), format!("arn:aws:ec2:{base}:security-group/sg-1")),
+            (id.security_group_rule("sgr-1"), format!("arn:aws:ec2:{base}:security-group-rule/sgr-1")),
+            (id.network_interface("eni-1"), format!("arn:aws:ec2:{base}:network-interface/eni-1")),
+            (id.ssm_parameter("/app/db"), format!("arn:aws:ssm:{base}:parameter/app/db")),
+            (id.ssm_parameter("key"), format!("arn:aws:ssm:{base}:parameter/key")),
+            (id.secret("prod/db", "AbCdEf"), format!("arn:aws:secretsmanager:{base}:secret:prod/db-AbCdEf")),
+            (id.servicediscovery_namespace("ns-1"), format!("arn:aws:servicediscovery:{base}:namespace/ns-1")),
+            (id.servicediscovery_service("srv-1"), format!("arn:aws:servicediscovery:{base}:service/srv-1")),
+            (id.iam_root(), "arn:aws:iam::123456789012:root".to_owned()),
+        ];
+        for (built, expected) in cases {
+            assert_eq!(built, expected);
+        }
+        assert_eq!(Arn::parse(&id.task("default", "abc").to_string()), Some(id.task("default", "abc")));
     }
 
     #[test]

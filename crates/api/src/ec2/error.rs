@@ -1,5 +1,5 @@
-//! The one mapping from networking errors to EC2 error codes, and EC2's names for the
-//! signature errors the shared SigV4 check reports.
+//! The Query protocol's one place for errors: networking errors to EC2 error codes, EC2's
+//! names for the signature errors the shared SigV4 check reports, and their HTTP statuses.
 
 use axum::http::StatusCode;
 use flotilla_control::{NetworkError, NetworkResource};
@@ -42,7 +42,7 @@ impl From<NetworkError> for ApiError {
             NetworkError::InvalidParameter(_) => "InvalidParameter",
             NetworkError::MissingParameter(_) => "MissingParameter",
             NetworkError::Store(_) | NetworkError::CorruptRecord { .. } => {
-                // Logged once here, with its cause; the client gets no internals.
+                // EC2's own wording for it.
                 tracing::error!(error = ?e, "EC2 request failed inside the control plane");
                 return ApiError::new(
                     INTERNAL_ERROR,

@@ -25,7 +25,7 @@ mod xml;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
-use flotilla_control::{Control, NetworkTag, ResourceFilter};
+use flotilla_control::{Control, ResourceFilter, Tag};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -90,36 +90,88 @@ async fn handle(
     if input.get("DryRun") == Some(&Value::Bool(true)) {
         return Err(ApiError::new("DryRunOperation", "Request would have succeeded, but DryRun flag is set."));
     }
-    let answer = dispatch(&state.control, &action, input).await?;
+    let answer = execute(&state.control, Ec2Request::parse(&action, input)?).await?;
     xml::response(&MODEL, &action, request_id, &answer).map_err(|problem| {
         tracing::error!(operation = %action, problem, "EC2 answer does not fit the model");
         ApiError::new(INTERNAL_ERROR, "The server failed to write its answer; it has been logged.")
     })
 }
 
-async fn dispatch(control: &Control, action: &str, input: Value) -> Result<Value, ApiError> {
-    match action {
-        "CreateVpc" => vpcs::create_vpc(control, input).await,
-        "DescribeVpcs" => vpcs::describe_vpcs(control, input).await,
-        "DeleteVpc" => vpcs::delete_vpc(control, input).await,
-        "CreateSubnet" => vpcs::create_subnet(control, input).await,
-        "DescribeSubnets" => vpcs::describe_subnets(control, input).await,
-        "DeleteSubnet" => vpcs::delete_subnet(control, input).await,
-        "DescribeAvailabilityZones" => vpcs::describe_availability_zones(control, input),
-        "CreateTags" => vpcs::create_tags(control, input).await,
-        "DeleteTags" => vpcs::delete_tags(control, input).await,
-        "CreateSecurityGroup" => security_groups::create(control, input).await,
-        "DescribeSecurityGroups" => security_groups::describe(control, input).await,
-        "DeleteSecurityGroup" => security_groups::delete(control, input).await,
-        "AuthorizeSecurityGroupIngress" => security_groups::authorize(control, input, false).await,
-        "AuthorizeSecurityGroupEgress" => security_groups::authorize(control, input, true).await,
-        "RevokeSecurityGroupIngress" => security_groups::revoke(control, input, false).await,
-        "RevokeSecurityGroupEgress" => security_groups::revoke(control, input, true).await,
-        "DescribeNetworkInterfaces" => network_interfaces::describe(control, input).await,
-        other => Err(ApiError::new(
-            "InvalidAction",
-            format!("The action {other} is not valid for this web service: Flotilla does not implement it."),
-        )),
+/// Every EC2 action Flotilla serves, each with its typed input.
+enum Ec2Request {
+    CreateVpc(vpcs::CreateVpc),
+    DescribeVpcs(vpcs::DescribeVpcs),
+    DeleteVpc(vpcs::VpcRef),
+    CreateSubnet(vpcs::CreateSubnet),
+    DescribeSubnets(vpcs::DescribeSubnets),
+    DeleteSubnet(vpcs::SubnetRef),
+    DescribeAvailabilityZones(vpcs::DescribeAvailabilityZones),
+    CreateTags(vpcs::CreateTags),
+    DeleteTags(vpcs::DeleteTags),
+    CreateSecurityGroup(security_groups::CreateSecurityGroup),
+    DescribeSecurityGroups(security_groups::DescribeSecurityGroups),
+    DeleteSecurityGroup(security_groups::GroupRef),
+    AuthorizeSecurityGroupIngress(security_groups::ChangeRules),
+    AuthorizeSecurityGroupEgress(security_groups::ChangeRules),
+    RevokeSecurityGroupIngress(security_groups::ChangeRules),
+    RevokeSecurityGroupEgress(security_groups::ChangeRules),
+    DescribeNetworkInterfaces(network_interfaces::DescribeNetworkInterfaces),
+}
+
+impl Ec2Request {
+    /// Reads one action's model-checked input into its variant; an action Flotilla does not
+    /// serve is refused here, before anything runs.
+    fn parse(action: &str, input: Value) -> Result<Ec2Request, ApiError> {
+        use Ec2Request as R;
+        Ok(match action {
+            "CreateVpc" => R::CreateVpc(parse(input)?),
+            "DescribeVpcs" => R::DescribeVpcs(parse(input)?),
+            "DeleteVpc" => R::DeleteVpc(parse(input)?),
+            "CreateSubnet" => R::CreateSubnet(parse(input)?),
+            "DescribeSubnets" => R::DescribeSubnets(parse(input)?),
+            "DeleteSubnet" => R::DeleteSubnet(parse(input)?),
+            "DescribeAvailabilityZones" => R::DescribeAvailabilityZones(parse(input)?),
+            "CreateTags" => R::CreateTags(parse(input)?),
+            "DeleteTags" => R::DeleteTags(parse(input)?),
+            "CreateSecurityGroup" => R::CreateSecurityGroup(parse(input)?),
+            "DescribeSecurityGroups" => R::DescribeSecurityGroups(parse(input)?),
+            "DeleteSecurityGroup" => R::DeleteSecurityGroup(parse(input)?),
+            "AuthorizeSecurityGroupIngress" => R::AuthorizeSecurityGroupIngress(parse(input)?),
+            "AuthorizeSecurityGroupEgress" => R::AuthorizeSecurityGroupEgress(parse(input)?),
+            "RevokeSecurityGroupIngress" => R::RevokeSecurityGroupIngress(parse(input)?),
+            "RevokeSecurityGroupEgress" => R::RevokeSecurityGroupEgress(parse(input)?),
+            "DescribeNetworkInterfaces" => R::DescribeNetworkInterfaces(parse(input)?),
+            other => {
+                return Err(ApiError::new(
+                    "InvalidAction",
+                    format!("The action {other} is not valid for this web service: Flotilla does not implement it."),
+                ));
+            }
+        })
+    }
+}
+
+/// Runs one request; its answer is JSON of the action's output shape.
+async fn execute(control: &Control, request: Ec2Request) -> Result<Value, ApiError> {
+    use Ec2Request as R;
+    match request {
+        R::CreateVpc(req) => vpcs::create_vpc(control, req).await,
+        R::DescribeVpcs(req) => vpcs::describe_vpcs(control, req).await,
+        R::DeleteVpc(req) => vpcs::delete_vpc(control, req).await,
+        R::CreateSubnet(req) => vpcs::create_subnet(control, req).await,
+        R::DescribeSubnets(req) => vpcs::describe_subnets(control, req).await,
+        R::DeleteSubnet(req) => vpcs::delete_subnet(control, req).await,
+        R::DescribeAvailabilityZones(req) => vpcs::describe_availability_zones(control, req),
+        R::CreateTags(req) => vpcs::create_tags(control, req).await,
+        R::DeleteTags(req) => vpcs::delete_tags(control, req).await,
+        R::CreateSecurityGroup(req) => security_groups::create(control, req).await,
+        R::DescribeSecurityGroups(req) => security_groups::describe(control, req).await,
+        R::DeleteSecurityGroup(req) => security_groups::delete(control, req).await,
+        R::AuthorizeSecurityGroupIngress(req) => security_groups::authorize(control, req, false).await,
+        R::AuthorizeSecurityGroupEgress(req) => security_groups::authorize(control, req, true).await,
+        R::RevokeSecurityGroupIngress(req) => security_groups::revoke(control, req, false).await,
+        R::RevokeSecurityGroupEgress(req) => security_groups::revoke(control, req, true).await,
+        R::DescribeNetworkInterfaces(req) => network_interfaces::describe(control, req).await,
     }
 }
 
@@ -160,10 +212,10 @@ struct TagSpecification {
     tags: Vec<WireTag>,
 }
 
-fn tags(wire: Vec<WireTag>) -> Result<Vec<NetworkTag>, ApiError> {
+fn tags(wire: Vec<WireTag>) -> Result<Vec<Tag>, ApiError> {
     wire.into_iter()
         .map(|t| match t.key {
-            Some(key) => Ok(NetworkTag { key, value: t.value.unwrap_or_default() }),
+            Some(key) => Ok(Tag { key, value: t.value.unwrap_or_default() }),
             None => Err(ApiError::new("InvalidParameterValue", "Tag keys must not be empty.")),
         })
         .collect()
@@ -171,7 +223,7 @@ fn tags(wire: Vec<WireTag>) -> Result<Vec<NetworkTag>, ApiError> {
 
 /// The tags of the specifications for `resource_type`; a specification for another type of
 /// resource is refused, as EC2 does.
-fn specified_tags(specs: Vec<TagSpecification>, resource_type: &str) -> Result<Vec<NetworkTag>, ApiError> {
+fn specified_tags(specs: Vec<TagSpecification>, resource_type: &str) -> Result<Vec<Tag>, ApiError> {
     let mut out = Vec::new();
     for spec in specs {
         match spec.resource_type.as_deref() {
@@ -193,6 +245,6 @@ fn specified_tags(specs: Vec<TagSpecification>, resource_type: &str) -> Result<V
     Ok(out)
 }
 
-fn tag_list(tags: &[NetworkTag]) -> Value {
+fn tag_list(tags: &[Tag]) -> Value {
     Value::Array(tags.iter().map(|t| serde_json::json!({"Key": t.key, "Value": t.value})).collect())
 }

@@ -4,7 +4,7 @@ use flotilla_control::{Control, NetworkInterface};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{WireFilter, filters, parse, tag_list};
+use super::{WireFilter, filters, tag_list};
 use crate::error::ApiError;
 
 /// The DNS name EC2 gives a public address: `ec2-198-18-0-1.compute-1.amazonaws.com` in
@@ -74,15 +74,14 @@ fn interface_json(control: &Control, n: &NetworkInterface) -> Value {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeNetworkInterfaces {
+pub(super) struct DescribeNetworkInterfaces {
     #[serde(default)]
     network_interface_ids: Vec<String>,
     #[serde(default)]
     filters: Vec<WireFilter>,
 }
 
-pub(super) async fn describe(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: DescribeNetworkInterfaces = parse(input)?;
+pub(super) async fn describe(control: &Control, req: DescribeNetworkInterfaces) -> Result<Value, ApiError> {
     let found = control.describe_network_interfaces(&req.network_interface_ids, &filters(req.filters)?).await?;
     Ok(json!({ "NetworkInterfaces": found.iter().map(|n| interface_json(control, n)).collect::<Vec<_>>() }))
 }

@@ -12,12 +12,11 @@ use flotilla_control::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{TagSpecification, WireFilter, filters, parse, specified_tags, tag_list};
+use super::{TagSpecification, WireFilter, filters, specified_tags, tag_list};
 use crate::error::ApiError;
 
 fn group_arn(control: &Control, id: &str) -> String {
-    let identity = control.identity();
-    format!("arn:aws:ec2:{}:{}:security-group/{id}", identity.region, identity.account)
+    control.identity().security_group(id)
 }
 
 /// What rules share to be one `IpPermission`: protocol and ports.
@@ -102,7 +101,7 @@ fn rule_json(control: &Control, group_id: &str, egress: bool, rule: &SecurityGro
         "IpProtocol": rule.protocol.as_ec2(),
         "FromPort": rule.from_port.unwrap_or(-1),
         "ToPort": rule.to_port.unwrap_or(-1),
-        "SecurityGroupRuleArn": format!("arn:aws:ec2:{}:{}:security-group-rule/{}", identity.region, identity.account, rule.id),
+        "SecurityGroupRuleArn": identity.security_group_rule(&rule.id),
         "Tags": [],
     });
     match &rule.peer {
@@ -161,7 +160,7 @@ fn unknown_json(specs: &[RuleSpec]) -> Value {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateSecurityGroup {
+pub(super) struct CreateSecurityGroup {
     group_name: String,
     description: String,
     vpc_id: Option<String>,
@@ -169,8 +168,7 @@ struct CreateSecurityGroup {
     tag_specifications: Vec<TagSpecification>,
 }
 
-pub(super) async fn create(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: CreateSecurityGroup = parse(input)?;
+pub(super) async fn create(control: &Control, req: CreateSecurityGroup) -> Result<Value, ApiError> {
     let tags = specified_tags(req.tag_specifications, "security-group")?;
     let group = control.create_security_group(&req.group_name, &req.description, req.vpc_id.as_deref(), tags).await?;
     let mut v = json!({"GroupId": group.id, "SecurityGroupArn": group_arn(control, &group.id)});
@@ -182,7 +180,7 @@ pub(super) async fn create(control: &Control, input: Value) -> Result<Value, Api
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeSecurityGroups {
+pub(super) struct DescribeSecurityGroups {
     #[serde(default)]
     group_ids: Vec<String>,
     #[serde(default)]
@@ -191,15 +189,14 @@ struct DescribeSecurityGroups {
     filters: Vec<WireFilter>,
 }
 
-pub(super) async fn describe(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: DescribeSecurityGroups = parse(input)?;
+pub(super) async fn describe(control: &Control, req: DescribeSecurityGroups) -> Result<Value, ApiError> {
     let groups = control.describe_security_groups(&req.group_ids, &req.group_names, &filters(req.filters)?).await?;
     Ok(json!({ "SecurityGroups": groups.iter().map(|g| group_json(control, g)).collect::<Vec<_>>() }))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct GroupRef {
+pub(super) struct GroupRef {
     group_id: Option<String>,
     group_name: Option<String>,
 }
@@ -214,8 +211,7 @@ fn selector(group_id: Option<String>, group_name: Option<String>) -> Result<Grou
     }
 }
 
-pub(super) async fn delete(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: GroupRef = parse(input)?;
+pub(super) async fn delete(control: &Control, req: GroupRef) -> Result<Value, ApiError> {
     let group = control.delete_security_group(&selector(req.group_id, req.group_name)?).await?;
     Ok(json!({"Return": true, "GroupId": group.id}))
 }
@@ -253,7 +249,7 @@ struct IpPermission {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ChangeRules {
+pub(super) struct ChangeRules {
     group_id: Option<String>,
     group_name: Option<String>,
     #[serde(default)]
@@ -359,8 +355,7 @@ fn direction(egress: bool) -> RuleDirection {
     if egress { RuleDirection::Egress } else { RuleDirection::Ingress }
 }
 
-pub(super) async fn authorize(control: &Control, input: Value, egress: bool) -> Result<Value, ApiError> {
-    let req: ChangeRules = parse(input)?;
+pub(super) async fn authorize(control: &Control, req: ChangeRules, egress: bool) -> Result<Value, ApiError> {
     let specs = rule_specs(&req)?;
     let group = selector(req.group_id, req.group_name)?;
     let change = control.authorize_security_group(&group, direction(egress), &specs).await?;
@@ -368,8 +363,7 @@ pub(super) async fn authorize(control: &Control, input: Value, egress: bool) -> 
     Ok(json!({"Return": true, "SecurityGroupRules": rules}))
 }
 
-pub(super) async fn revoke(control: &Control, input: Value, egress: bool) -> Result<Value, ApiError> {
-    let req: ChangeRules = parse(input)?;
+pub(super) async fn revoke(control: &Control, req: ChangeRules, egress: bool) -> Result<Value, ApiError> {
     let specs = rule_specs(&req)?;
     let group = selector(req.group_id.clone(), req.group_name.clone())?;
     let change = control.revoke_security_group(&group, direction(egress), &specs, &req.security_group_rule_ids).await?;

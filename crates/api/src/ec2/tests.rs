@@ -7,14 +7,14 @@ use flotilla_control::{Control, Identity, NetworkInterfaceSpec};
 use flotilla_store::EmbeddedStore;
 
 use super::model::MODEL;
-use super::{dispatch, query, xml};
+use super::{Ec2Request, execute, query, xml};
 use crate::error::ApiError;
 
 async fn call(control: &Control, body: &str) -> Result<String, ApiError> {
     let params = query::parse_form(body.as_bytes())?;
     let action = params["Action"].clone();
     let input = query::read_input(&MODEL, &action, &params).expect("a modelled action")?;
-    let answer = dispatch(control, &action, input).await?;
+    let answer = execute(control, Ec2Request::parse(&action, input)?).await?;
     Ok(xml::response(&MODEL, &action, "req-1", &answer).expect("answers fit the model"))
 }
 

@@ -5,7 +5,7 @@ use flotilla_control::{Control, CreateSubnetInput, CreateVpcInput, Subnet, TagRe
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{TagSpecification, WireFilter, WireTag, filters, parse, specified_tags, tag_list, tags};
+use super::{TagSpecification, WireFilter, WireTag, filters, specified_tags, tag_list, tags};
 use crate::error::ApiError;
 
 pub(super) fn vpc_json(control: &Control, vpc: &Vpc) -> Value {
@@ -53,7 +53,7 @@ fn subnet_json(control: &Control, s: &Subnet) -> Value {
     let account = &control.identity().account;
     let mut v = json!({
         "SubnetId": s.id,
-        "SubnetArn": format!("arn:aws:ec2:{}:{account}:subnet/{}", control.identity().region, s.id),
+        "SubnetArn": control.identity().subnet(&s.id),
         "VpcId": s.vpc_id,
         "OwnerId": account,
         "State": "available",
@@ -82,7 +82,7 @@ fn subnet_json(control: &Control, s: &Subnet) -> Value {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateVpc {
+pub(super) struct CreateVpc {
     cidr_block: Option<String>,
     ipv4_ipam_pool_id: Option<String>,
     ipv6_cidr_block: Option<String>,
@@ -93,8 +93,7 @@ struct CreateVpc {
     tag_specifications: Vec<TagSpecification>,
 }
 
-pub(super) async fn create_vpc(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: CreateVpc = parse(input)?;
+pub(super) async fn create_vpc(control: &Control, req: CreateVpc) -> Result<Value, ApiError> {
     if req.ipv6_cidr_block.is_some() || req.amazon_provided_ipv6_cidr_block {
         return Err(ApiError::new("InvalidParameterValue", "Flotilla VPCs are IPv4 only: leave out the IPv6 block."));
     }
@@ -119,34 +118,32 @@ pub(super) async fn create_vpc(control: &Control, input: Value) -> Result<Value,
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeVpcs {
+pub(super) struct DescribeVpcs {
     #[serde(default)]
     vpc_ids: Vec<String>,
     #[serde(default)]
     filters: Vec<WireFilter>,
 }
 
-pub(super) async fn describe_vpcs(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: DescribeVpcs = parse(input)?;
+pub(super) async fn describe_vpcs(control: &Control, req: DescribeVpcs) -> Result<Value, ApiError> {
     let vpcs = control.describe_vpcs(&req.vpc_ids, &filters(req.filters)?).await?;
     Ok(json!({ "Vpcs": vpcs.iter().map(|v| vpc_json(control, v)).collect::<Vec<_>>() }))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct VpcRef {
+pub(super) struct VpcRef {
     vpc_id: String,
 }
 
-pub(super) async fn delete_vpc(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: VpcRef = parse(input)?;
+pub(super) async fn delete_vpc(control: &Control, req: VpcRef) -> Result<Value, ApiError> {
     control.delete_vpc(&req.vpc_id).await?;
     Ok(json!({}))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateSubnet {
+pub(super) struct CreateSubnet {
     vpc_id: String,
     cidr_block: Option<String>,
     availability_zone: Option<String>,
@@ -158,8 +155,7 @@ struct CreateSubnet {
     tag_specifications: Vec<TagSpecification>,
 }
 
-pub(super) async fn create_subnet(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: CreateSubnet = parse(input)?;
+pub(super) async fn create_subnet(control: &Control, req: CreateSubnet) -> Result<Value, ApiError> {
     if req.ipv6_cidr_block.is_some() || req.ipv6_native {
         return Err(ApiError::new("InvalidParameterValue", "Flotilla subnets are IPv4 only: leave out IPv6."));
     }
@@ -187,34 +183,32 @@ pub(super) async fn create_subnet(control: &Control, input: Value) -> Result<Val
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeSubnets {
+pub(super) struct DescribeSubnets {
     #[serde(default)]
     subnet_ids: Vec<String>,
     #[serde(default)]
     filters: Vec<WireFilter>,
 }
 
-pub(super) async fn describe_subnets(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: DescribeSubnets = parse(input)?;
+pub(super) async fn describe_subnets(control: &Control, req: DescribeSubnets) -> Result<Value, ApiError> {
     let subnets = control.describe_subnets(&req.subnet_ids, &filters(req.filters)?).await?;
     Ok(json!({ "Subnets": subnets.iter().map(|s| subnet_json(control, s)).collect::<Vec<_>>() }))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct SubnetRef {
+pub(super) struct SubnetRef {
     subnet_id: String,
 }
 
-pub(super) async fn delete_subnet(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: SubnetRef = parse(input)?;
+pub(super) async fn delete_subnet(control: &Control, req: SubnetRef) -> Result<Value, ApiError> {
     control.delete_subnet(&req.subnet_id).await?;
     Ok(json!({}))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeAvailabilityZones {
+pub(super) struct DescribeAvailabilityZones {
     #[serde(default)]
     zone_names: Vec<String>,
     #[serde(default)]
@@ -223,8 +217,10 @@ struct DescribeAvailabilityZones {
     filters: Vec<WireFilter>,
 }
 
-pub(super) fn describe_availability_zones(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: DescribeAvailabilityZones = parse(input)?;
+pub(super) fn describe_availability_zones(
+    control: &Control,
+    req: DescribeAvailabilityZones,
+) -> Result<Value, ApiError> {
     let region = control.identity().region.clone();
     let zones: Vec<(String, String)> =
         control.availability_zones().into_iter().map(|z| (zone_id(&region, &z), z)).collect();
@@ -287,27 +283,25 @@ pub(super) fn describe_availability_zones(control: &Control, input: Value) -> Re
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateTags {
+pub(super) struct CreateTags {
     resources: Vec<String>,
     tags: Vec<WireTag>,
 }
 
-pub(super) async fn create_tags(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: CreateTags = parse(input)?;
+pub(super) async fn create_tags(control: &Control, req: CreateTags) -> Result<Value, ApiError> {
     control.create_tags(&req.resources, &tags(req.tags)?).await?;
     Ok(json!({}))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DeleteTags {
+pub(super) struct DeleteTags {
     resources: Vec<String>,
     #[serde(default)]
     tags: Vec<WireTag>,
 }
 
-pub(super) async fn delete_tags(control: &Control, input: Value) -> Result<Value, ApiError> {
-    let req: DeleteTags = parse(input)?;
+pub(super) async fn delete_tags(control: &Control, req: DeleteTags) -> Result<Value, ApiError> {
     let removals = req
         .tags
         .into_iter()

@@ -12,7 +12,6 @@ use flotilla_secrets::Secrets;
 use flotilla_store::{Event, StoreError};
 use flotilla_types::task::{AwsvpcConfiguration, Task};
 use flotilla_types::task_definition::TaskDefinition;
-use flotilla_types::{Arn, ResourceKind};
 use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
 
@@ -133,8 +132,8 @@ impl Follower {
 
     fn removed(&self, key: &str, revision: u64) -> AssignmentEvent {
         let resource = key.strip_prefix(TASKS).unwrap_or(key);
-        let identity = self.control.identity();
-        let task_arn = Arn::new(&identity.region, &identity.account, ResourceKind::Task, resource).to_string();
+        let (cluster, id) = resource.split_once('/').unwrap_or(("", resource));
+        let task_arn = self.control.identity().task(cluster, id).to_string();
         AssignmentEvent::Removed { task_arn, revision }
     }
 
@@ -220,8 +219,7 @@ impl LocalHostApi {
         // Start at a subnet picked by the task, as Fargate spreads tasks over them.
         let n = placement.subnets.len();
         let first = task_arn.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % n;
-        let identity = self.control.identity();
-        let description = Arn::new(&identity.region, &identity.account, ResourceKind::Attachment, attachment_id);
+        let description = self.control.identity().attachment(attachment_id);
         let mut last = String::new();
         for i in 0..n {
             let subnet = &placement.subnets[(first + i) % n];

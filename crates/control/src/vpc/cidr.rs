@@ -1,17 +1,17 @@
-//! IPv4 CIDR blocks: parsing, containment and overlap, and addressing inside a block.
+//! IPv4 CIDR blocks: parsing, containment and overlap, and addressing inside a block. The
+//! arithmetic is `ipnet`'s; this type adds the strict parsing EC2 does and the serde form the
+//! store keeps.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An IPv4 block such as `10.0.0.0/16`, always in canonical form (no host bits set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Cidr {
-    network: u32,
-    prefix: u8,
-}
+pub struct Ipv4Cidr(Ipv4Net);
 
 /// Why text is not a CIDR block.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -22,52 +22,49 @@ pub enum CidrError {
     HostBitsSet { text: String, canonical: Ipv4Cidr },
 }
 
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) }
-}
-
 impl Ipv4Cidr {
     /// The block of `prefix` bits containing `addr`.
     pub fn containing(addr: Ipv4Addr, prefix: u8) -> Ipv4Cidr {
-        let prefix = prefix.min(32);
-        Ipv4Cidr { network: u32::from(addr) & mask(prefix), prefix }
+        let net = Ipv4Net::new(addr, prefix.min(32)).expect("prefixes up to 32 are valid");
+        Ipv4Cidr(net.trunc())
     }
 
     pub fn network(self) -> Ipv4Addr {
-        Ipv4Addr::from(self.network)
+        self.0.network()
     }
 
     pub fn prefix(self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// Number of addresses in the block.
     pub fn size(self) -> u64 {
-        1u64 << (32 - u32::from(self.prefix))
+        1u64 << (32 - u32::from(self.prefix()))
     }
 
     /// The last address of the block (its broadcast address).
     pub fn last(self) -> Ipv4Addr {
-        Ipv4Addr::from(self.network | !mask(self.prefix))
+        self.0.broadcast()
     }
 
     /// The address `offset` places into the block, if the block is that large.
     pub fn nth(self, offset: u64) -> Option<Ipv4Addr> {
-        (offset < self.size()).then(|| Ipv4Addr::from(self.network + offset as u32))
+        // Below `size`, the offset fits in 32 bits and the sum cannot pass the broadcast address.
+        (offset < self.size()).then(|| Ipv4Addr::from(u32::from(self.network()) + offset as u32))
     }
 
     /// How far into the block `addr` is, if it is inside.
     pub fn offset_of(self, addr: Ipv4Addr) -> Option<u64> {
-        self.contains_addr(addr).then(|| u64::from(u32::from(addr) - self.network))
+        self.contains_addr(addr).then(|| u64::from(u32::from(addr) - u32::from(self.network())))
     }
 
     pub fn contains_addr(self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & mask(self.prefix) == self.network
+        self.0.contains(&addr)
     }
 
     /// Whether `other` lies entirely inside this block.
     pub fn contains(self, other: Ipv4Cidr) -> bool {
-        other.prefix >= self.prefix && self.contains_addr(other.network())
+        self.0.contains(&other.0)
     }
 
     pub fn overlaps(self, other: Ipv4Cidr) -> bool {
@@ -81,7 +78,8 @@ impl FromStr for Ipv4Cidr {
     fn from_str(text: &str) -> Result<Ipv4Cidr, CidrError> {
         let malformed = || CidrError::Malformed(text.to_owned());
         let (addr, prefix) = text.split_once('/').ok_or_else(malformed)?;
-        // Strict dotted quads only: std's parser already refuses leading zeros and short forms.
+        // Strict dotted quads and a plain decimal prefix, as EC2 accepts: std's address parser
+        // refuses leading zeros and short forms.
         let addr: Ipv4Addr = addr.parse().map_err(|_| malformed())?;
         if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
             return Err(malformed());
@@ -100,7 +98,7 @@ impl FromStr for Ipv4Cidr {
 
 impl fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network(), self.prefix)
+        write!(f, "{}/{}", self.network(), self.prefix())
     }
 }
 

@@ -16,10 +16,7 @@ use super::keys;
 use super::security_groups::SecurityGroup;
 use super::subnets::Subnet;
 use super::vpcs::Vpc;
-use super::{
-    Filterable, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_filters, check_id, decode, encode,
-    list, load, matches_filters, new_id,
-};
+use super::{Filterable, NetworkError, NetworkResource, ResourceFilter, Tag, check_id, decode, encode, load, new_id};
 use crate::Control;
 
 /// Most security groups one interface may have, as on AWS.
@@ -60,10 +57,12 @@ pub struct NetworkInterface {
     pub attachment_id: Option<String>,
     pub created_at: Timestamp,
     #[serde(default)]
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 impl Filterable for NetworkInterface {
+    const RESOURCE: NetworkResource = NetworkResource::NetworkInterface;
+    const PREFIX: &'static str = keys::NETWORK_INTERFACES;
     const FILTERS: &'static [&'static str] = &[
         "network-interface-id",
         "subnet-id",
@@ -104,8 +103,12 @@ impl Filterable for NetworkInterface {
         })
     }
 
-    fn tags(&self) -> &[NetworkTag] {
+    fn tags(&self) -> &[Tag] {
         &self.tags
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -322,22 +325,7 @@ impl Control {
         ids: &[String],
         filters: &[ResourceFilter],
     ) -> Result<Vec<NetworkInterface>, NetworkError> {
-        check_filters::<NetworkInterface>(filters)?;
-        for id in ids {
-            check_id(NetworkResource::NetworkInterface, id)?;
-        }
-        let all: Vec<NetworkInterface> =
-            list(self.store.as_ref(), keys::NETWORK_INTERFACES).await?.into_iter().map(|(n, _)| n).collect();
-        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|n| &n.id == *id)) {
-            return Err(NetworkError::not_found(NetworkResource::NetworkInterface, missing.as_str()));
-        }
-        let mut out = Vec::new();
-        for interface in all {
-            if (ids.is_empty() || ids.contains(&interface.id)) && matches_filters(&interface, filters)? {
-                out.push(interface);
-            }
-        }
-        Ok(out)
+        self.describe(ids, filters).await
     }
 
     /// The interface of an attachment (e.g. a task ARN), if it has one.

@@ -57,8 +57,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use flotilla_store::{KeyValue, Revision, Store};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::Control;
 
@@ -79,13 +79,8 @@ pub const DEFAULT_PUBLIC_IP_POOL: &str = "198.18.0.0/24";
 /// Availability zones per region: `<region>a`, `<region>b`, `<region>c`.
 pub const ZONE_LETTERS: [char; 3] = ['a', 'b', 'c'];
 
-/// A resource tag, as EC2 has them (`Key`, `Value`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkTag {
-    pub key: String,
-    #[serde(default)]
-    pub value: String,
-}
+/// Networking resources carry the one [`Tag`] of every service.
+pub use flotilla_types::Tag;
 
 /// One Describe filter: a resource matches when any of its values for `name` matches any of
 /// `values`, where `*` and `?` are wildcards. Several filters must all match.
@@ -95,15 +90,34 @@ pub struct ResourceFilter {
     pub values: Vec<String>,
 }
 
-/// What Describe filters look at.
-trait Filterable {
+/// A resource the EC2 Describe operations list: what its filters look at, and where it lives.
+trait Filterable: DeserializeOwned {
+    const RESOURCE: NetworkResource;
+    /// The store prefix every record of this kind is under.
+    const PREFIX: &'static str;
     /// The filter names [`Filterable::filter_values`] answers (besides the tag filters).
     const FILTERS: &'static [&'static str];
 
     /// The values of this resource for filter `name`; `None` if the filter does not apply to
     /// this kind of resource.
     fn filter_values(&self, name: &str) -> Option<Vec<String>>;
-    fn tags(&self) -> &[NetworkTag];
+    fn tags(&self) -> &[Tag];
+    fn id(&self) -> &str;
+}
+
+/// The resources of `all` that `wanted` picks and that pass every filter, in order.
+fn select<T: Filterable>(
+    all: Vec<T>,
+    wanted: impl Fn(&T) -> bool,
+    filters: &[ResourceFilter],
+) -> Result<Vec<T>, NetworkError> {
+    let mut out = Vec::new();
+    for item in all {
+        if wanted(&item) && matches_filters(&item, filters)? {
+            out.push(item);
+        }
+    }
+    Ok(out)
 }
 
 /// Refuses filters `T` does not have, whether or not there is anything to filter.
@@ -261,6 +275,34 @@ impl Control {
         } else {
             format!("ip-{host}.{}.compute.internal", self.identity.region)
         }
+    }
+
+    /// Every `T`, once filters `T` does not have and ids that are malformed or name nothing
+    /// have been refused (in that order, as EC2 checks them): what each Describe starts from.
+    async fn describable<T: Filterable>(
+        &self,
+        ids: &[String],
+        filters: &[ResourceFilter],
+    ) -> Result<Vec<T>, NetworkError> {
+        check_filters::<T>(filters)?;
+        for id in ids {
+            check_id(T::RESOURCE, id)?;
+        }
+        let all: Vec<T> = list(self.store.as_ref(), T::PREFIX).await?.into_iter().map(|(r, _)| r).collect();
+        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id() == id.as_str())) {
+            return Err(NetworkError::not_found(T::RESOURCE, missing.as_str()));
+        }
+        Ok(all)
+    }
+
+    /// A Describe: the `T`s named by `ids` (all of them if `ids` is empty) that pass every filter.
+    async fn describe<T: Filterable>(
+        &self,
+        ids: &[String],
+        filters: &[ResourceFilter],
+    ) -> Result<Vec<T>, NetworkError> {
+        let all = self.describable::<T>(ids, filters).await?;
+        select(all, |r| ids.is_empty() || ids.iter().any(|id| id == r.id()), filters)
     }
 
     fn subnet_lock(&self, subnet_id: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -16,8 +16,8 @@ use super::subnets::Subnet;
 use super::tags::validate_tags;
 use super::vpcs::Vpc;
 use super::{
-    Filterable, Ipv4Cidr, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_filters, check_id, encode,
-    list, load, matches_filters, new_id,
+    Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, check_id, encode, list, load, new_id,
+    select,
 };
 use crate::Control;
 
@@ -133,7 +133,7 @@ pub struct SecurityGroup {
     pub ingress: Vec<SecurityGroupRule>,
     pub egress: Vec<SecurityGroupRule>,
     #[serde(default)]
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 const DEFAULT_GROUP: &str = "default";
@@ -212,6 +212,8 @@ fn rule_values<'a>(rules: &'a [SecurityGroupRule], name: &str) -> Option<Vec<Str
 }
 
 impl Filterable for SecurityGroup {
+    const RESOURCE: NetworkResource = NetworkResource::SecurityGroup;
+    const PREFIX: &'static str = keys::SECURITY_GROUPS;
     const FILTERS: &'static [&'static str] = &[
         "group-id",
         "group-name",
@@ -247,8 +249,12 @@ impl Filterable for SecurityGroup {
         })
     }
 
-    fn tags(&self) -> &[NetworkTag] {
+    fn tags(&self) -> &[Tag] {
         &self.tags
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -384,7 +390,7 @@ impl Control {
         name: &str,
         description: &str,
         vpc_id: Option<&str>,
-        tags: Vec<NetworkTag>,
+        tags: Vec<Tag>,
     ) -> Result<SecurityGroup, NetworkError> {
         check_group_name(name)?;
         if name.eq_ignore_ascii_case(DEFAULT_GROUP) {
@@ -442,15 +448,7 @@ impl Control {
         names: &[String],
         filters: &[ResourceFilter],
     ) -> Result<Vec<SecurityGroup>, NetworkError> {
-        check_filters::<SecurityGroup>(filters)?;
-        for id in ids {
-            check_id(NetworkResource::SecurityGroup, id)?;
-        }
-        let all: Vec<SecurityGroup> =
-            list(self.store.as_ref(), keys::SECURITY_GROUPS).await?.into_iter().map(|(g, _)| g).collect();
-        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|g| &g.id == *id)) {
-            return Err(NetworkError::not_found(NetworkResource::SecurityGroup, missing.as_str()));
-        }
+        let all: Vec<SecurityGroup> = self.describable(ids, filters).await?;
         let mut named = Vec::new();
         if !names.is_empty() {
             let vpc = self.default_vpc().await?.ok_or(NetworkError::NoDefaultVpc)?;
@@ -461,14 +459,9 @@ impl Control {
                 named.push(group.id.clone());
             }
         }
-        let mut out = Vec::new();
-        for group in all {
-            let wanted = (ids.is_empty() && names.is_empty()) || ids.contains(&group.id) || named.contains(&group.id);
-            if wanted && matches_filters(&group, filters)? {
-                out.push(group);
-            }
-        }
-        Ok(out)
+        let wanted =
+            |g: &SecurityGroup| (ids.is_empty() && names.is_empty()) || ids.contains(&g.id) || named.contains(&g.id);
+        select(all, wanted, filters)
     }
 
     pub async fn security_group(&self, id: &str) -> Result<SecurityGroup, NetworkError> {

@@ -9,8 +9,7 @@ use super::keys;
 use super::tags::validate_tags;
 use super::vpcs::Vpc;
 use super::{
-    Filterable, Ipv4Cidr, NetworkError, NetworkResource, NetworkTag, ResourceFilter, check_filters, check_id, encode,
-    list, load, matches_filters, new_id,
+    Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, check_id, encode, list, load, new_id,
 };
 use crate::Control;
 
@@ -35,11 +34,11 @@ pub struct Subnet {
     #[serde(default)]
     pub next_offset: u64,
     #[serde(default)]
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 impl Subnet {
-    pub(crate) fn new(vpc_id: &str, cidr: Ipv4Cidr, availability_zone: String, tags: Vec<NetworkTag>) -> Subnet {
+    pub(crate) fn new(vpc_id: &str, cidr: Ipv4Cidr, availability_zone: String, tags: Vec<Tag>) -> Subnet {
         Subnet {
             id: new_id("subnet"),
             vpc_id: vpc_id.to_owned(),
@@ -73,6 +72,8 @@ impl Subnet {
 }
 
 impl Filterable for Subnet {
+    const RESOURCE: NetworkResource = NetworkResource::Subnet;
+    const PREFIX: &'static str = keys::SUBNETS;
     const FILTERS: &'static [&'static str] = &[
         "subnet-id",
         "vpc-id",
@@ -102,8 +103,12 @@ impl Filterable for Subnet {
         })
     }
 
-    fn tags(&self) -> &[NetworkTag] {
+    fn tags(&self) -> &[Tag] {
         &self.tags
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -113,7 +118,7 @@ pub struct CreateSubnetInput {
     pub cidr_block: String,
     /// `<region>a` if absent.
     pub availability_zone: Option<String>,
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 impl Control {
@@ -178,21 +183,7 @@ impl Control {
         ids: &[String],
         filters: &[ResourceFilter],
     ) -> Result<Vec<Subnet>, NetworkError> {
-        check_filters::<Subnet>(filters)?;
-        for id in ids {
-            check_id(NetworkResource::Subnet, id)?;
-        }
-        let all: Vec<Subnet> = list(self.store.as_ref(), keys::SUBNETS).await?.into_iter().map(|(s, _)| s).collect();
-        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|s| &s.id == *id)) {
-            return Err(NetworkError::not_found(NetworkResource::Subnet, missing.as_str()));
-        }
-        let mut out = Vec::new();
-        for subnet in all {
-            if (ids.is_empty() || ids.contains(&subnet.id)) && matches_filters(&subnet, filters)? {
-                out.push(subnet);
-            }
-        }
-        Ok(out)
+        self.describe(ids, filters).await
     }
 
     pub async fn subnet(&self, id: &str) -> Result<Subnet, NetworkError> {

@@ -8,13 +8,13 @@ use super::interfaces::NetworkInterface;
 use super::security_groups::SecurityGroup;
 use super::subnets::Subnet;
 use super::vpcs::Vpc;
-use super::{NetworkError, NetworkResource, NetworkTag, check_id, encode, keys, load};
+use super::{NetworkError, NetworkResource, Tag, check_id, encode, keys, load};
 use crate::Control;
 
 /// Most tags per resource, as on AWS.
 const MAX_TAGS: usize = 50;
 
-pub(crate) fn validate_tags(tags: &[NetworkTag]) -> Result<(), NetworkError> {
+pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), NetworkError> {
     if tags.len() > MAX_TAGS {
         return Err(NetworkError::invalid_value(format!("A resource may have at most {MAX_TAGS} tags.")));
     }
@@ -49,13 +49,13 @@ pub struct TagRemoval {
 }
 
 trait Tagged: Serialize + DeserializeOwned {
-    fn tags_mut(&mut self) -> &mut Vec<NetworkTag>;
+    fn tags_mut(&mut self) -> &mut Vec<Tag>;
 }
 
 macro_rules! tagged {
     ($($t:ty),*) => {$(
         impl Tagged for $t {
-            fn tags_mut(&mut self) -> &mut Vec<NetworkTag> {
+            fn tags_mut(&mut self) -> &mut Vec<Tag> {
                 &mut self.tags
             }
         }
@@ -81,7 +81,7 @@ fn resource_of(id: &str) -> Result<NetworkResource, NetworkError> {
 
 impl Control {
     /// Adds or overwrites tags on each resource (all must exist).
-    pub async fn create_tags(&self, resources: &[String], tags: &[NetworkTag]) -> Result<(), NetworkError> {
+    pub async fn create_tags(&self, resources: &[String], tags: &[Tag]) -> Result<(), NetworkError> {
         validate_tags(tags)?;
         self.retag(resources, |existing| {
             for tag in tags {
@@ -110,7 +110,7 @@ impl Control {
     async fn retag(
         &self,
         resources: &[String],
-        change: impl Fn(&mut Vec<NetworkTag>) -> Result<(), NetworkError>,
+        change: impl Fn(&mut Vec<Tag>) -> Result<(), NetworkError>,
     ) -> Result<(), NetworkError> {
         let kinds = resources.iter().map(|id| resource_of(id)).collect::<Result<Vec<_>, _>>()?;
         for (id, kind) in resources.iter().zip(kinds) {
@@ -134,7 +134,7 @@ impl Control {
         key: &str,
         kind: NetworkResource,
         id: &str,
-        change: &impl Fn(&mut Vec<NetworkTag>) -> Result<(), NetworkError>,
+        change: &impl Fn(&mut Vec<Tag>) -> Result<(), NetworkError>,
     ) -> Result<(), NetworkError> {
         loop {
             let (mut record, revision) =

@@ -413,7 +413,7 @@ async fn describe_filters() {
     let f = fixture();
     let c = &f.control;
     c.ensure_default_network().await.unwrap();
-    let tags = vec![NetworkTag { key: "Name".into(), value: "prod-vpc".into() }];
+    let tags = vec![Tag { key: "Name".into(), value: "prod-vpc".into() }];
     let v = c.create_vpc(CreateVpcInput { cidr_block: "10.0.0.0/16".into(), tags }).await.unwrap();
     let filter = |name: &str, values: &[&str]| ResourceFilter {
         name: name.into(),
@@ -461,7 +461,7 @@ async fn describe_filters() {
         assert_eq!(found.len(), 1, "{name}={value}");
     }
     assert!(c.describe_network_interfaces(&[], &[filter("subnet-id", &["subnet-00000000"])]).await.unwrap().is_empty());
-    c.create_tags(std::slice::from_ref(&e.id), &[NetworkTag { key: "k".into(), value: "v".into() }]).await.unwrap();
+    c.create_tags(std::slice::from_ref(&e.id), &[Tag { key: "k".into(), value: "v".into() }]).await.unwrap();
     assert_eq!(c.describe_network_interfaces(&[], &[filter("tag:k", &["v"])]).await.unwrap().len(), 1);
     c.delete_tags(std::slice::from_ref(&e.id), &[TagRemoval { key: "k".into(), value: Some("other".into()) }])
         .await

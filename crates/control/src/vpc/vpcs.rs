@@ -11,8 +11,8 @@ use super::security_groups::SecurityGroup;
 use super::subnets::Subnet;
 use super::tags::validate_tags;
 use super::{
-    Filterable, Ipv4Cidr, NetworkError, NetworkResource, NetworkTag, ResourceFilter, ZONE_LETTERS, check_filters,
-    check_id, encode, list, load, matches_filters, new_id,
+    Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, ZONE_LETTERS, check_id, encode, list,
+    load, new_id,
 };
 use crate::Control;
 
@@ -36,7 +36,7 @@ pub struct Vpc {
     pub default_security_group_id: String,
     pub cidr_association_id: String,
     #[serde(default)]
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 impl Vpc {
@@ -47,6 +47,8 @@ impl Vpc {
 }
 
 impl Filterable for Vpc {
+    const RESOURCE: NetworkResource = NetworkResource::Vpc;
+    const PREFIX: &'static str = keys::VPCS;
     const FILTERS: &'static [&'static str] = &[
         "vpc-id",
         "cidr",
@@ -72,15 +74,19 @@ impl Filterable for Vpc {
         })
     }
 
-    fn tags(&self) -> &[NetworkTag] {
+    fn tags(&self) -> &[Tag] {
         &self.tags
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct CreateVpcInput {
     pub cidr_block: String,
-    pub tags: Vec<NetworkTag>,
+    pub tags: Vec<Tag>,
 }
 
 /// Every VPC's block, kept in one record so that non-overlap is checked in one compare.
@@ -164,21 +170,7 @@ impl Control {
 
     /// VPCs by id (all of them if `ids` is empty) that pass every filter.
     pub async fn describe_vpcs(&self, ids: &[String], filters: &[ResourceFilter]) -> Result<Vec<Vpc>, NetworkError> {
-        check_filters::<Vpc>(filters)?;
-        for id in ids {
-            check_id(NetworkResource::Vpc, id)?;
-        }
-        let all: Vec<Vpc> = list(self.store.as_ref(), keys::VPCS).await?.into_iter().map(|(v, _)| v).collect();
-        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|v| &v.id == *id)) {
-            return Err(NetworkError::not_found(NetworkResource::Vpc, missing.as_str()));
-        }
-        let mut out = Vec::new();
-        for vpc in all {
-            if (ids.is_empty() || ids.contains(&vpc.id)) && matches_filters(&vpc, filters)? {
-                out.push(vpc);
-            }
-        }
-        Ok(out)
+        self.describe(ids, filters).await
     }
 
     pub async fn vpc(&self, id: &str) -> Result<Vpc, NetworkError> {
