@@ -316,7 +316,13 @@ impl Supervisor {
             let seen = current.generation;
             tokio::select! {
                 s = self.sandbox_state(seen, timeout) => status = s?,
-                changed = changes.changed(), if assignment_open => assignment_open = changed.is_ok(),
+                changed = changes.changed(), if assignment_open => {
+                    assignment_open = changed.is_ok();
+                    // The sandbox may have moved too (this pass's own starts did): the next
+                    // pass must not act on the state from before them, or it starts the
+                    // same containers again and fails the task.
+                    status = self.sandbox_state(0, Duration::ZERO).await?;
+                }
             }
         }
     }
