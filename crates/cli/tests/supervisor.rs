@@ -567,3 +567,52 @@ async fn health_checks_make_the_container_and_task_unhealthy_then_healthy() {
     let stopped = f.wait_status(&task, TaskStatus::Stopped).await;
     f.assert_torn_down(&stopped).await;
 }
+
+#[tokio::test]
+async fn a_task_stopped_before_the_agent_gets_to_it_never_gets_a_sandbox() {
+    let mut f = Fixture::without_agent().await;
+    f.register("late", json!([container("app")])).await;
+    let task = f.run("late").await;
+    f.stop(&task).await;
+    f.start_agent();
+    let stopped = f.wait_status(&task, TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));
+    assert_eq!(stopped.started_at, None);
+    assert!(f.sandbox.log().is_empty(), "nothing was made: {:#?}", f.sandbox.log());
+    assert!(f.interfaces(&task).await.is_empty());
+    assert!(stopped.containers.iter().all(|c| c.last_status == ContainerStatus::Stopped), "{stopped:#?}");
+}
+
+#[tokio::test]
+async fn a_sandbox_that_cannot_be_made_fails_the_task() {
+    let f = Fixture::new().await;
+    f.register("nospace", json!([container("app")])).await;
+    f.sandbox.fail_next(SimOp::Create, "no space left on device");
+    let task = f.run("nospace").await;
+    let stopped = f.wait_status(&task, TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
+    let reason = stopped.stopped_reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("ResourceInitializationError: ") && reason.contains("no space left on device"),
+        "{reason}"
+    );
+    assert!(f.starts(&task).is_empty());
+    f.assert_torn_down(&stopped).await;
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_fails_the_task() {
+    let f = Fixture::new().await;
+    let mut app = container("app");
+    app["image"] = json!("busybox:missing");
+    f.register("unpullable", json!([container("sidecar"), app])).await;
+    let task = f.run("unpullable").await;
+    let stopped = f.wait_status(&task, TaskStatus::Stopped).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
+    let reason = stopped.stopped_reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+    assert_eq!(container_of(&stopped, "app").reason.as_deref(), Some(reason), "the container to blame says why");
+    assert_eq!(container_of(&stopped, "sidecar").reason, None);
+    assert!(f.sandbox.log().is_empty(), "no sandbox for a task whose images are not there");
+    assert!(f.interfaces(&task).await.is_empty());
+}
