@@ -213,11 +213,8 @@ impl Agent {
     /// After a restart: interfaces (records and kernel plumbing) of tasks that are no longer
     /// live are released; live tasks' supervisors re-attach theirs.
     async fn release_leftover_interfaces(&self, assignments: &[Assignment]) {
-        let live: std::collections::HashSet<&str> = assignments
-            .iter()
-            .filter(|a| a.task.last_status != TaskStatus::Stopped)
-            .map(|a| a.task_arn())
-            .collect();
+        let live: std::collections::HashSet<&str> =
+            assignments.iter().filter(|a| a.task.last_status != TaskStatus::Stopped).map(|a| a.task_arn()).collect();
         let leases = match self.host.interfaces(&self.spec.id).await {
             Ok(l) => l,
             Err(e) => {

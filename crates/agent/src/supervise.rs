@@ -445,7 +445,9 @@ impl Supervisor {
             let status = Some(h.tracker.status());
             match report.containers.iter_mut().find(|c| &c.name == name) {
                 Some(c) => c.health = status,
-                None => report.containers.push(ContainerReport { health: status, ..ContainerReport::new(name.clone()) }),
+                None => {
+                    report.containers.push(ContainerReport { health: status, ..ContainerReport::new(name.clone()) })
+                }
             }
         }
         let essential = task.containers.iter().filter(|c| is_essential(definition, &c.name)).map(|c| {
@@ -571,7 +573,8 @@ fn observe(task: &Task, definition: &TaskDefinition, status: &SandboxStatus, rep
             ..ContainerReport::new(c.name.clone())
         });
         if is_essential(definition, &c.name) && report.stop.is_none() {
-            report.stop = Some(StopRequest { code: StopCode::EssentialContainerExited, reason: ESSENTIAL_EXITED.into() });
+            report.stop =
+                Some(StopRequest { code: StopCode::EssentialContainerExited, reason: ESSENTIAL_EXITED.into() });
         }
     }
     let all_started = status.containers.iter().all(|c| c.state != ContainerState::Created);
