@@ -616,3 +616,34 @@ async fn an_image_that_cannot_be_pulled_fails_the_task() {
     assert!(f.sandbox.log().is_empty(), "no sandbox for a task whose images are not there");
     assert!(f.interfaces(&task).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_container_starts_once_its_dependency_succeeded_or_is_healthy() {
+    let mut f = Fixture::without_agent().await;
+    let mut init = container("init");
+    init["essential"] = json!(false);
+    let mut db = container("db");
+    db["healthCheck"] = json!({"command": ["CMD", "pg_isready"], "interval": 5, "timeout": 2, "retries": 1});
+    let mut app = container("app");
+    app["dependsOn"] = json!([
+        {"containerName": "init", "condition": "SUCCESS"},
+        {"containerName": "db", "condition": "HEALTHY"},
+    ]);
+    f.register("stack", json!([app, db, init])).await;
+    let task = f.run("stack").await;
+    // A one-shot job: it exits 0 as soon as it starts.
+    f.sandbox.exit_on_start(task.id(), "init", 0);
+    f.start_agent();
+    let running = f.wait_status(&task, TaskStatus::Running).await;
+    assert_eq!(container_of(&running, "init").exit_code, Some(0));
+    assert_eq!(container_of(&running, "db").health_status, Some(HealthStatus::Healthy));
+    assert_eq!(container_of(&running, "app").last_status, ContainerStatus::Running);
+    let log = f.sandbox.log();
+    let position = |wanted: &SimEvent| log.iter().position(|e| e == wanted).expect("the operation happened");
+    let id = task.id().to_owned();
+    let start = |c: &str| SimEvent::Start { task: id.clone(), container: c.into() };
+    let probe = SimEvent::Exec { task: id.clone(), container: "db".into(), argv: vec!["pg_isready".into()] };
+    assert!(position(&start("app")) > position(&probe), "app starts after db's first (passing) probe: {log:#?}");
+    assert!(position(&start("app")) > position(&start("init")), "{log:#?}");
+    assert_eq!(f.starts(&task).len(), 3, "each container starts once: {log:#?}");
+}
