@@ -4,7 +4,8 @@
 //! task record (what DescribeTasks shows) and the operations the sandbox received, for every
 //! failure path of issue 9: essential and non-essential exits, OOM, a lost sandbox,
 //! `DependencyError`, a failed teardown, stop order and SIGKILL, re-adoption, a failed start,
-//! and health checks.
+//! and health checks; and for the start path around them: `dependsOn` conditions, a sandbox
+//! or image that cannot be had, a task stopped before it started.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,10 +25,11 @@ use tokio::task::JoinHandle;
 
 const REGION: &str = "us-east-1";
 const HOST: &str = "sim-host";
-/// Longest any transition here may take: they take milliseconds, but the machine is shared.
-const DEADLINE: Duration = Duration::from_secs(5);
+/// Longest any transition here may take: they take milliseconds, but every report is an
+/// fsync and CI machines are shared.
+const DEADLINE: Duration = Duration::from_secs(10);
 /// Health probes run at most every 5 s (Fargate's minimum interval), so health waits are longer.
-const HEALTH_DEADLINE: Duration = Duration::from_secs(12);
+const HEALTH_DEADLINE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(5);
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
@@ -429,7 +431,7 @@ async fn a_failed_teardown_is_retried_while_other_tasks_keep_the_agent_busy() {
     // task's own reports can cause at most two more attempts (its STOPPING and DEPROVISIONING
     // records arriving after the first attempt failed); a fourth is the periodic retry, which
     // must not wait for a quiet moment that never comes.
-    let deadline = Instant::now() + 3 * DEADLINE;
+    let deadline = Instant::now() + 2 * DEADLINE;
     let mut churn = tokio::time::interval(Duration::from_millis(200));
     let mut healed = false;
     loop {
