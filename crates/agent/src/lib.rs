@@ -119,6 +119,11 @@ impl Agent {
         let groups = tokio::spawn(self.clone().follow_network_changes());
         let mut assignments = self.host.assignments(&self.spec.id);
         let mut cleaned = false;
+        // One timer for the whole loop, not a sleep per pass: a sleep started again after
+        // every event never fires on a host whose tasks report more often than RESYNC, and
+        // a supervisor that failed (a teardown) would wait for a quiet moment forever.
+        let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -141,7 +146,7 @@ impl Agent {
                     }
                     Err(e) => tracing::warn!(error = %e, "assignment stream error"),
                 },
-                _ = tokio::time::sleep(RESYNC) => self.restart_finished(),
+                _ = resync.tick() => self.restart_finished(),
             }
         }
         groups.abort();

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flotilla_host::{BoxFuture, HostApi, HostSpec, RegistryLogin};
-use flotilla_image::{Digest, Image, Reference};
+use flotilla_image::manifest::RootFs;
+use flotilla_image::{Digest, Image, ImageConfig, Reference};
 use flotilla_sandbox::Sandbox;
 
 use crate::images::ImageSource;
@@ -44,7 +45,16 @@ impl ImageSource for SimImages {
                 manifest_digest: digest_of(reference),
                 index_digest: None,
                 config_digest: digest_of(&format!("config {reference}")),
-                config: serde_json::from_str("{}").expect("every image config field has a default"),
+                // An image without layers (its rootfs lists none) and with no process
+                // defaults: the task definition says what runs.
+                config: ImageConfig {
+                    architecture: "amd64".into(),
+                    os: "linux".into(),
+                    variant: None,
+                    created: None,
+                    config: Default::default(),
+                    rootfs: RootFs { kind: "layers".into(), diff_ids: Vec::new() },
+                },
                 layers: Vec::new(),
             })
         })
@@ -71,4 +81,20 @@ pub fn agent(
         region: region.to_owned(),
         metadata: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn simulated_images_pull_without_a_registry() {
+        let image = SimImages.pull("busybox:latest", None).await.expect("any well-formed reference pulls");
+        assert_eq!(image.reference.to_string(), "docker.io/library/busybox:latest");
+        assert!(image.layers.is_empty() && image.config.rootfs.diff_ids.is_empty());
+        let again = SimImages.pull("busybox:latest", None).await.unwrap();
+        assert_eq!(image.manifest_digest, again.manifest_digest, "the digest is stable");
+        let err = SimImages.pull("busybox:missing", None).await.unwrap_err();
+        assert!(err.starts_with("CannotPullContainerError: "), "{err}");
+    }
 }

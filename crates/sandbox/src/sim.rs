@@ -4,9 +4,10 @@
 //! Containers "run" from their start until the test ends them ([`SimSandbox::exit`],
 //! [`SimSandbox::oom`]) or a signal does: SIGKILL always, any other signal unless
 //! [`SimSandbox::ignore_sigterm`] was called for the container (as a process that traps its
-//! signals). Each operation can be made to fail once ([`SimSandbox::fail_next`]), a task can
-//! vanish ([`SimSandbox::lose`]), and [`SimSandbox::log`] records the operations received, in
-//! order, so a test can assert the order of starts and stops.
+//! signals). Each operation can be made to fail once ([`SimSandbox::fail_next`]) or, for one
+//! task, until healed ([`SimSandbox::fail_task`]); a task can vanish ([`SimSandbox::lose`]);
+//! and [`SimSandbox::log`] records the operations received, in order, so a test can assert
+//! the order of starts and stops.
 //!
 //! Errors and edge cases follow `LinuxSandbox`: a missing task is `TaskNotFound`, starting a
 //! container twice or signalling one that is not running is `InvalidState`, `destroy` is
@@ -96,6 +97,8 @@ impl SimTask {
 struct Inner {
     tasks: BTreeMap<String, SimTask>,
     failures: HashMap<SimOp, VecDeque<String>>,
+    /// Lasting faults of one task's operations (`fail_task`), until `heal`.
+    faults: HashMap<(String, SimOp), String>,
     log: VecDeque<SimEvent>,
     behaviour: HashMap<(String, String), Behaviour>,
     /// Source of every task's generation: sim-wide, so a task created again after `lose` or
@@ -127,6 +130,9 @@ impl Inner {
     }
 
     fn take_failure(&mut self, op: SimOp, task_id: &str) -> Result<(), SandboxError> {
+        if let Some(message) = self.faults.get(&(task_id.to_string(), op)) {
+            return Err(SandboxError::Runtime { task_id: task_id.to_string(), message: message.clone() });
+        }
         match self.failures.get_mut(&op).and_then(VecDeque::pop_front) {
             Some(message) => Err(SandboxError::Runtime { task_id: task_id.to_string(), message }),
             None => Ok(()),
@@ -226,6 +232,19 @@ impl SimSandbox {
     /// does. Calls queue: two `fail_next(Start, ..)` fail the next two starts.
     pub fn fail_next(&self, op: SimOp, message: impl Into<String>) {
         self.lock().failures.entry(op).or_default().push_back(message.into());
+    }
+
+    /// Every call of `op` on `task_id` fails as `fail_next` makes one fail, until
+    /// [`SimSandbox::heal`]: a fault that lasts (a mount that stays busy, a shim that does
+    /// not answer), so a test can watch the caller retry without racing it. Queued
+    /// `fail_next` failures are not consumed meanwhile. May be set before the task exists.
+    pub fn fail_task(&self, task_id: &str, op: SimOp, message: impl Into<String>) {
+        self.lock().faults.insert((task_id.to_string(), op), message.into());
+    }
+
+    /// Ends the lasting faults `fail_task` set on `task_id`.
+    pub fn heal(&self, task_id: &str) {
+        self.lock().faults.retain(|(task, _), _| task != task_id);
     }
 
     fn behaviour(&self, task_id: &str, container: &str, f: impl FnOnce(&mut Behaviour)) {

@@ -282,3 +282,25 @@ async fn exec_results_logs_and_files() {
     drop(sim);
     assert!(!root.exists());
 }
+
+#[tokio::test]
+async fn fail_task_fails_one_task_until_healed() {
+    let sim = SimSandbox::new();
+    sim.create_task(spec("t1", &["app"])).await.unwrap();
+    sim.create_task(spec("t2", &["app"])).await.unwrap();
+    sim.fail_next(SimOp::Destroy, "one-off");
+    sim.fail_task("t1", SimOp::Destroy, "device busy");
+    for _ in 0..3 {
+        let err = sim.destroy("t1").await.unwrap_err();
+        assert!(matches!(&err, SandboxError::Runtime { message, .. } if message == "device busy"), "{err}");
+    }
+    assert_eq!(sim.tasks(), ["t1", "t2"], "a failed destroy leaves the task");
+    // Other tasks are not affected, and the queued one-off failure is still there for them.
+    sim.destroy("t2").await.unwrap_err();
+    sim.destroy("t2").await.unwrap();
+    sim.heal("t1");
+    sim.destroy("t1").await.unwrap();
+    assert!(sim.tasks().is_empty());
+    let destroys = sim.log().iter().filter(|e| matches!(e, SimEvent::Destroy { .. })).count();
+    assert_eq!(destroys, 6, "failed calls are logged too");
+}
