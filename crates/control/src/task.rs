@@ -380,11 +380,7 @@ impl Control {
                     found.push(task);
                 }
                 None => missing.push((
-                    if raw.starts_with("arn:") {
-                        raw.clone()
-                    } else {
-                        self.identity.task(&c, &id).to_string()
-                    },
+                    if raw.starts_with("arn:") { raw.clone() } else { self.identity.task(&c, &id).to_string() },
                     "MISSING".to_owned(),
                 )),
             }
