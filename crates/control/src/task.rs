@@ -278,47 +278,27 @@ impl Control {
                 })
                 .collect();
             let task = Task {
-                task_arn,
-                cluster_arn: cluster.cluster_arn.clone(),
-                task_definition_arn: definition.task_definition_arn.clone(),
-                last_status: TaskStatus::Provisioning,
-                desired_status: DesiredStatus::Running,
                 cpu: size.cpu.to_string(),
                 memory: size.memory.to_string(),
                 containers,
                 overrides: overrides.clone(),
-                launch_type: FARGATE.to_owned(),
                 capacity_provider_name: provider,
                 platform_version: input
                     .platform_version
                     .clone()
                     .filter(|v| v != "LATEST")
                     .unwrap_or_else(|| "1.4.0".into()),
-                platform_family: "Linux".into(),
                 availability_zone: host
                     .as_ref()
                     .map(|h| h.spec.availability_zone.clone())
                     .unwrap_or_else(|| format!("{}a", self.identity.region)),
-                attachments: Vec::new(),
                 attributes: vec![serde_json::json!({"name": "ecs.cpu-architecture", "value": "x86_64"})],
                 group: Some(input.group.clone().unwrap_or_else(|| format!("family:{}", definition.family))),
                 started_by: input.started_by.clone(),
-                health_status: Some(flotilla_types::task::HealthStatus::Unknown),
-                connectivity: None,
-                connectivity_at: None,
-                created_at: now,
-                pull_started_at: None,
-                pull_stopped_at: None,
-                started_at: None,
-                stopping_at: None,
-                execution_stopped_at: None,
-                stopped_at: None,
-                stop_code: None,
-                stopped_reason: None,
                 enable_execute_command: input.enable_execute_command.unwrap_or(false),
                 ephemeral_storage: overrides.ephemeral_storage.clone().or_else(|| definition.ephemeral_storage.clone()),
-                version: 1,
                 tags: Some(tags.clone()),
+                ..Task::provisioning(task_arn, cluster.cluster_arn.clone(), definition.task_definition_arn.clone(), now)
             };
             records.push(TaskRecord {
                 task,

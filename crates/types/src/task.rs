@@ -358,6 +358,52 @@ pub struct Task {
 }
 
 impl Task {
+    /// A task as RunTask records it before any host has seen it: PROVISIONING, desired
+    /// RUNNING, no containers yet and nothing of its life stamped but `created_at`.
+    pub fn provisioning(
+        task_arn: String,
+        cluster_arn: String,
+        task_definition_arn: String,
+        created_at: Timestamp,
+    ) -> Task {
+        Task {
+            task_arn,
+            cluster_arn,
+            task_definition_arn,
+            last_status: TaskStatus::Provisioning,
+            desired_status: DesiredStatus::Running,
+            cpu: String::new(),
+            memory: String::new(),
+            containers: Vec::new(),
+            overrides: TaskOverride::default(),
+            launch_type: "FARGATE".to_owned(),
+            capacity_provider_name: None,
+            platform_version: "1.4.0".to_owned(),
+            platform_family: "Linux".to_owned(),
+            availability_zone: String::new(),
+            attachments: Vec::new(),
+            attributes: Vec::new(),
+            group: None,
+            started_by: None,
+            health_status: Some(HealthStatus::Unknown),
+            connectivity: None,
+            connectivity_at: None,
+            created_at,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            started_at: None,
+            stopping_at: None,
+            execution_stopped_at: None,
+            stopped_at: None,
+            stop_code: None,
+            stopped_reason: None,
+            enable_execute_command: false,
+            ephemeral_storage: None,
+            version: 1,
+            tags: None,
+        }
+    }
+
     /// The task id: the last path element of its ARN.
     pub fn id(&self) -> &str {
         self.task_arn.rsplit('/').next().unwrap_or(&self.task_arn)

@@ -101,7 +101,7 @@ fn advance(t: &mut Task, to: TaskStatus, at: Timestamp) {
 #[cfg(test)]
 mod tests {
     use flotilla_host::{AttachmentReport, ContainerReport};
-    use flotilla_types::task::{Container, InterfaceDetails, StopCode, TaskOverride};
+    use flotilla_types::task::{Container, InterfaceDetails, StopCode};
 
     use super::*;
 
@@ -126,40 +126,17 @@ mod tests {
             memory_reservation: None,
         };
         Task {
-            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/c/1".into(),
-            cluster_arn: "arn:aws:ecs:us-east-1:000000000000:cluster/c".into(),
-            task_definition_arn: "arn:aws:ecs:us-east-1:000000000000:task-definition/f:1".into(),
-            last_status: TaskStatus::Provisioning,
-            desired_status: DesiredStatus::Running,
             cpu: "256".into(),
             memory: "512".into(),
             containers: vec![container("web"), container("sidecar")],
-            overrides: TaskOverride::default(),
-            launch_type: "FARGATE".into(),
-            capacity_provider_name: None,
-            platform_version: "1.4.0".into(),
-            platform_family: "Linux".into(),
             availability_zone: "us-east-1a".into(),
-            attachments: Vec::new(),
-            attributes: Vec::new(),
-            group: None,
-            started_by: None,
             health_status: None,
-            connectivity: None,
-            connectivity_at: None,
-            created_at: Timestamp(1),
-            pull_started_at: None,
-            pull_stopped_at: None,
-            started_at: None,
-            stopping_at: None,
-            execution_stopped_at: None,
-            stopped_at: None,
-            stop_code: None,
-            stopped_reason: None,
-            enable_execute_command: false,
-            ephemeral_storage: None,
-            version: 1,
-            tags: None,
+            ..Task::provisioning(
+                ARN.into(),
+                "arn:aws:ecs:us-east-1:000000000000:cluster/c".into(),
+                "arn:aws:ecs:us-east-1:000000000000:task-definition/f:1".into(),
+                Timestamp(1),
+            )
         }
     }
 
