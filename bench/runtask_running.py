@@ -264,7 +264,8 @@ def main():
     )
     print(
         f"client's view: DescribeTasks round trip median {median(col('poll_ms')):.1f} ms, "
-        f"{median(col('polls')):.0f} polls per round (2 ms sleep between them); "
+        f"{median(col('polls')):.0f} polls per round, one every {median([r['running'] / r['polls'] for r in fl]):.1f} ms "
+        f"(2 ms sleep between them); "
         f"RunTask request itself {median(col('api')):.1f} ms; "
         f"first line after the RunTask response {median(col('line_after_response')):.1f} ms"
     )
