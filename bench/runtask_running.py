@@ -35,7 +35,10 @@ import time
 import boto3
 from botocore.config import Config
 
-COMMAND = ["sh", "-c", "echo ready; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+# The trap goes first: the shell is its PID namespace's init, which the kernel does not let a
+# SIGTERM kill without a handler, so a stop that came between the line and the trap would be
+# lost and end in SIGKILL.
+COMMAND = ["sh", "-c", "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done"]
 POLL_S = 0.002
 DEADLINE_S = 60.0
 
