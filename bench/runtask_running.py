@@ -27,7 +27,6 @@ import math
 import os
 import resource
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -203,7 +202,7 @@ def podman_round(podman, image, name):
     elapsed = (time.monotonic() - t0) * 1000
     # Stopped as StopTask stops a task: SIGTERM (the command's trap exits 0), SIGKILL after 2 s.
     # Not by signalling `podman run` itself: it proxies signals only once its attach is set
-    # up, which can be after the first line, and then it ignores the signal.
+    # up, which can be after the first line; one run in a few then never exited.
     stop = subprocess.run(podman + ["stop", "-t", "2", name], stdout=subprocess.DEVNULL, check=False)
     try:
         code = p.wait(timeout=30)
