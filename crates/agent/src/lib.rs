@@ -117,7 +117,9 @@ impl Agent {
             }
         }
         let groups = tokio::spawn(self.clone().follow_network_changes());
-        let mut assignments = self.host.assignments(&self.spec.id);
+        let mut assignments = self.host.assignments(&self.spec.id, None);
+        // The newest revision seen: a stream followed again resumes from it.
+        let mut seen: Option<u64> = None;
         let mut cleaned = false;
         // One timer for the whole loop, not a sleep per pass: a sleep started again after
         // every event never fires on a host whose tasks report more often than RESYNC, and
@@ -128,21 +130,29 @@ impl Agent {
             tokio::select! {
                 _ = &mut shutdown => break,
                 event = assignments.next() => match event {
-                    Ok(AssignmentEvent::Snapshot { assignments, .. }) => {
+                    Ok(AssignmentEvent::Snapshot { assignments, unchanged, revision }) => {
+                        seen = seen.max(Some(revision));
                         if !cleaned {
                             cleaned = true;
                             self.release_leftover_interfaces(&assignments).await;
                         }
+                        self.forget_all_but(&assignments, &unchanged);
                         for a in assignments {
                             self.dispatch(a);
                         }
                     }
-                    Ok(AssignmentEvent::Changed { assignment }) => self.dispatch(*assignment),
-                    Ok(AssignmentEvent::Removed { task_arn, .. }) => self.forget(&task_arn),
+                    Ok(AssignmentEvent::Changed { assignment }) => {
+                        seen = seen.max(Some(assignment.revision));
+                        self.dispatch(*assignment);
+                    }
+                    Ok(AssignmentEvent::Removed { task_arn, revision }) => {
+                        seen = seen.max(Some(revision));
+                        self.forget(&task_arn);
+                    }
                     Err(HostApiError::Closed) => {
                         tracing::warn!("the assignment stream closed; following it again");
                         tokio::time::sleep(RETRY).await;
-                        assignments = self.host.assignments(&self.spec.id);
+                        assignments = self.host.assignments(&self.spec.id, seen);
                     }
                     Err(e) => tracing::warn!(error = %e, "assignment stream error"),
                 },
@@ -182,6 +192,19 @@ impl Agent {
         let (tx, rx) = watch::channel(assignment);
         let supervisor = supervise::Supervisor::new(self.clone(), rx);
         supervisors.insert(arn, Supervised { handle: tokio::spawn(supervisor.run()), assignment: tx });
+    }
+
+    /// After a snapshot: tasks in neither of its lists are no longer this host's.
+    fn forget_all_but(&self, changed: &[Assignment], unchanged: &[String]) {
+        let keep: std::collections::HashSet<&str> =
+            changed.iter().map(Assignment::task_arn).chain(unchanged.iter().map(String::as_str)).collect();
+        let gone: Vec<String> = {
+            let latest = self.assignments.lock().expect("assignment table poisoned");
+            latest.keys().filter(|arn| !keep.contains(arn.as_str())).cloned().collect()
+        };
+        for arn in gone {
+            self.forget(&arn);
+        }
     }
 
     fn forget(&self, task_arn: &str) {

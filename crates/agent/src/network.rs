@@ -2,8 +2,8 @@
 //! record (address, MAC, groups) to the data plane (`flotilla_net`) and the VPC's resolver.
 //!
 //! The control plane owns everything durable: the interface record and its address leases
-//! (`Control::create_network_interface`, keyed by the task ARN so a resumed launch finds the
-//! same one). This module makes the kernel match it: the VPC's host addresses, the security
+//! (`HostApi::ensure_interface`, keyed by the task ARN so a resumed launch finds the same
+//! one), the VPCs and their groups (`HostApi::vpc`). This module makes the kernel match them: the VPC's host addresses, the security
 //! groups of the VPC, the task's veth, the DNS listener on the VPC's resolver address, and the
 //! task's `/etc/resolv.conf`.
 //!

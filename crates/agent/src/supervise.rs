@@ -87,6 +87,9 @@ impl Supervisor {
         if report.is_empty() {
             return Ok(self.task());
         }
+        // A pass gathers what it saw and did (starts included): stamp it as it is sent, so
+        // `startedAt` is not earlier than the start itself.
+        report.at = Timestamp::now();
         let task = self.agent.host.report(report).await?;
         let mut view = self.view.lock().expect("task view poisoned");
         if task.version >= view.version {

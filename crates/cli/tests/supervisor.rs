@@ -649,3 +649,36 @@ async fn a_container_starts_once_its_dependency_succeeded_or_is_healthy() {
     assert!(position(&start("app")) > position(&start("init")), "{log:#?}");
     assert_eq!(f.starts(&task).len(), 3, "each container starts once: {log:#?}");
 }
+
+/// The assignment stream resumes from a revision: a host that follows it again is sent only
+/// what changed since, and told which of its tasks are still its own.
+#[tokio::test]
+async fn a_resumed_assignment_stream_sends_only_what_changed() {
+    use flotilla_host::AssignmentEvent;
+    let f = Fixture::without_agent().await;
+    f.register("resume", json!([container("app")])).await;
+    let first = f.run("resume").await;
+    let second = f.run("resume").await;
+
+    let mut stream = f.host.assignments(HOST, None);
+    let Ok(AssignmentEvent::Snapshot { assignments, unchanged, revision }) = stream.next().await else {
+        panic!("a stream opens with a snapshot");
+    };
+    let mut arns: Vec<&str> = assignments.iter().map(|a| a.task_arn()).collect();
+    arns.sort();
+    let mut expected = vec![first.task_arn.as_str(), second.task_arn.as_str()];
+    expected.sort();
+    assert_eq!(arns, expected);
+    assert!(unchanged.is_empty(), "{unchanged:?}");
+    drop(stream);
+
+    f.stop(&second).await;
+    let mut resumed = f.host.assignments(HOST, Some(revision));
+    let Ok(AssignmentEvent::Snapshot { assignments, unchanged, .. }) = resumed.next().await else {
+        panic!("a resumed stream opens with a snapshot");
+    };
+    let changed: Vec<&str> = assignments.iter().map(|a| a.task_arn()).collect();
+    assert_eq!(changed, [second.task_arn.as_str()], "only the stopped task changed");
+    assert_eq!(assignments[0].task.desired_status, DesiredStatus::Stopped);
+    assert_eq!(unchanged, std::slice::from_ref(&first.task_arn));
+}

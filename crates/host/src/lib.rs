@@ -69,9 +69,16 @@ impl Assignment {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum AssignmentEvent {
-    /// Every current assignment of the host; sent first, and again whenever the stream
-    /// had to resynchronise (tasks absent from it are no longer the host's).
-    Snapshot { assignments: Vec<Assignment>, revision: u64 },
+    /// The host's whole set, sent first and again whenever the stream had to resynchronise:
+    /// `assignments` changed after the revision the stream was asked from (all of them when
+    /// it was asked from none), `unchanged` names the host's other tasks, assigned and not
+    /// changed since. A task in neither is no longer the host's.
+    Snapshot {
+        assignments: Vec<Assignment>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unchanged: Vec<String>,
+        revision: u64,
+    },
     /// A new or changed assignment.
     Changed { assignment: Box<Assignment> },
     /// The task is no longer the host's (its record was removed).
@@ -342,8 +349,9 @@ pub enum HostApiError {
 pub trait HostApi: Send + Sync {
     /// Registers (or re-registers) the host; its tasks stay its own.
     fn register(&self, spec: HostSpec) -> BoxFuture<'_, Result<Host, HostApiError>>;
-    /// The host's assignments: a snapshot, then every change.
-    fn assignments(&self, host_id: &str) -> AssignmentWatch;
+    /// The host's assignments: a snapshot, then every change. `since`, the newest revision
+    /// the agent already has (after a reconnect), spares it the assignments it knows.
+    fn assignments(&self, host_id: &str, since: Option<u64>) -> AssignmentWatch;
     /// Records what happened to a task; returns the task as recorded.
     fn report(&self, report: TaskReport) -> BoxFuture<'_, Result<Task, HostApiError>>;
     /// The task's interface: the one it has, or a new one in its awsvpc configuration's

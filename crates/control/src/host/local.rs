@@ -98,6 +98,8 @@ struct Follower {
     host_id: String,
     tx: mpsc::Sender<Result<AssignmentEvent, HostApiError>>,
     definitions: HashMap<String, TaskDefinition>,
+    /// The newest revision the agent has: a snapshot leaves out what it already knows.
+    since: Option<u64>,
 }
 
 impl Follower {
@@ -122,12 +124,18 @@ impl Follower {
     async fn snapshot(&mut self) -> Result<AssignmentEvent, ControlError> {
         let revision = self.control.store.revision().await?;
         let mut assignments = Vec::new();
+        let mut unchanged = Vec::new();
         for kv in self.control.store.list_prefix(TASKS).await? {
-            if let Some(a) = self.assignment(decode(&kv)?, kv.mod_revision).await? {
+            let record: TaskRecord = decode(&kv)?;
+            if self.since.is_some_and(|since| kv.mod_revision <= since) {
+                if record.host_id.as_deref() == Some(self.host_id.as_str()) {
+                    unchanged.push(record.task.task_arn);
+                }
+            } else if let Some(a) = self.assignment(record, kv.mod_revision).await? {
                 assignments.push(a);
             }
         }
-        Ok(AssignmentEvent::Snapshot { assignments, revision })
+        Ok(AssignmentEvent::Snapshot { assignments, unchanged, revision })
     }
 
     fn removed(&self, key: &str, revision: u64) -> AssignmentEvent {
@@ -137,8 +145,19 @@ impl Follower {
         AssignmentEvent::Removed { task_arn, revision }
     }
 
-    async fn send(&self, event: Result<AssignmentEvent, HostApiError>) -> bool {
-        self.tx.send(event).await.is_ok()
+    async fn send(&mut self, event: Result<AssignmentEvent, HostApiError>) -> bool {
+        let revision = match &event {
+            Ok(AssignmentEvent::Snapshot { revision, .. } | AssignmentEvent::Removed { revision, .. }) => {
+                Some(*revision)
+            }
+            Ok(AssignmentEvent::Changed { assignment }) => Some(assignment.revision),
+            Err(_) => None,
+        };
+        if self.tx.send(event).await.is_err() {
+            return false;
+        }
+        self.since = self.since.max(revision);
+        true
     }
 
     /// Runs until the agent drops its end or the store closes.
@@ -285,10 +304,15 @@ impl HostApi for LocalHostApi {
         Box::pin(async move { Ok(self.control.register_host(spec).await?) })
     }
 
-    fn assignments(&self, host_id: &str) -> AssignmentWatch {
+    fn assignments(&self, host_id: &str, since: Option<u64>) -> AssignmentWatch {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let follower =
-            Follower { control: self.control.clone(), host_id: host_id.to_owned(), tx, definitions: HashMap::new() };
+        let follower = Follower {
+            control: self.control.clone(),
+            host_id: host_id.to_owned(),
+            tx,
+            definitions: HashMap::new(),
+            since,
+        };
         tokio::spawn(follower.run());
         Events::new(rx)
     }
