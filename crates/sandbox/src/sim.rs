@@ -335,7 +335,7 @@ impl SimSandbox {
             None => {
                 self.make_files(&spec)
                     .map_err(|e| crate::error::PathError::new("create", self.task_dir(&task_id), e))?;
-                let containers = spec.containers.iter().map(|c| created(&c.name)).collect();
+                let containers = spec.containers.iter().map(|c| ContainerStatus::created(&c.name)).collect();
                 let generation = inner.bump();
                 let changes = watch::Sender::new(generation);
                 let task = SimTask { spec, phase: TaskPhase::Ready, containers, generation, changes };
@@ -480,19 +480,6 @@ fn validate(spec: &TaskSpec) -> Result<(), SandboxError> {
 
 fn not_found(task_id: &str, container: &str) -> SandboxError {
     SandboxError::NotFound { task_id: task_id.to_string(), message: format!("no container {container:?} in this task") }
-}
-
-fn created(name: &str) -> ContainerStatus {
-    ContainerStatus {
-        name: name.to_string(),
-        state: ContainerState::Created,
-        pid: None,
-        exit_code: None,
-        oom_killed: false,
-        started_at: None,
-        exited_at: None,
-        reason: None,
-    }
 }
 
 fn now_millis() -> u64 {

@@ -53,6 +53,22 @@ pub struct ContainerStatus {
     pub reason: Option<String>,
 }
 
+impl ContainerStatus {
+    /// A prepared container that has not started.
+    pub fn created(name: &str) -> ContainerStatus {
+        ContainerStatus {
+            name: name.to_string(),
+            state: ContainerState::Created,
+            pid: None,
+            exit_code: None,
+            oom_killed: false,
+            started_at: None,
+            exited_at: None,
+            reason: None,
+        }
+    }
+}
+
 /// `ContainerStatus::reason` of a container the kernel's OOM killer ended (ECS's text).
 pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use flotilla_sandbox::protocol::{CreateReport, STATE_FILE};
-use flotilla_sandbox::{ContainerState, ContainerStatus, TaskPhase, TaskSpec, TaskStatus};
+use flotilla_sandbox::{ContainerStatus, TaskPhase, TaskSpec, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,20 +91,6 @@ impl Persisted {
     }
 }
 
-/// A fresh record for a prepared container.
-pub fn created(name: &str) -> ContainerStatus {
-    ContainerStatus {
-        name: name.to_string(),
-        state: ContainerState::Created,
-        pid: None,
-        exit_code: None,
-        oom_killed: false,
-        started_at: None,
-        exited_at: None,
-        reason: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,7 +100,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(Persisted::load(dir.path()).unwrap().is_none());
         let mut p = Persisted::new("t1".into(), "flotilla".into());
-        p.containers.push(created("web"));
+        p.containers.push(ContainerStatus::created("web"));
         p.container_mut("web").unwrap().exit_code = Some(3);
         p.save(dir.path()).unwrap();
         let back = Persisted::load(dir.path()).unwrap().unwrap();

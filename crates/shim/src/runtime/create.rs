@@ -10,12 +10,11 @@ use flotilla_sandbox::cgroup;
 use flotilla_sandbox::ephemeral::{self, CommandRunner, PooledScratch, Scratch};
 use flotilla_sandbox::protocol::{CreateReport, ShimError, ShimErrorKind, Timings};
 use flotilla_sandbox::spec::{self, EtcFiles, SpecInput, TaskNamespaces, UserDb, VolumeMount};
-use flotilla_sandbox::{ContainerSpec, SpecError, TaskPhase, TaskSpec, namespaces, rootfs};
+use flotilla_sandbox::{ContainerSpec, ContainerStatus, SpecError, TaskPhase, TaskSpec, namespaces, rootfs};
 
 use super::{Runtime, ShimResult, io_err, runtime_err};
 use crate::logs::make_fifos;
 use crate::reaper::Reaper;
-use crate::state::created;
 
 /// Static inits that work in any image (no libc needed), in order of preference.
 const INIT_CANDIDATES: &[&str] = &["/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/libexec/docker/docker-init"];
@@ -134,7 +133,7 @@ impl Runtime {
         let report = CreateReport { netns: ns.net, ephemeral_storage_limited: scratch == Scratch::Limited, timings };
         self.update(|st| {
             st.phase = TaskPhase::Ready;
-            st.containers = spec.containers.iter().map(|c| created(&c.name)).collect();
+            st.containers = spec.containers.iter().map(|c| ContainerStatus::created(&c.name)).collect();
             st.report = Some(report.clone());
         })?;
         tracing::info!(task_id = %spec.task_id, timings = ?report.timings, "task created");
