@@ -126,7 +126,13 @@ fn isolation_and_limits_from_inside() {
         json!({"cpu": "512", "memory": "1024"}),
     );
     let task = f.run(&td);
-    let lines = f.wait_log(&task, "probe", "meta=");
+    // The script's own text (PID 1's command line, the first line out) names "meta=" too:
+    // wait for the line the wget prints.
+    let mut lines = Vec::new();
+    wait_for("the metadata line", Duration::from_secs(60), || {
+        lines = f.logs(&task, "probe");
+        lines.iter().any(|l| l.starts_with("meta="))
+    });
     let value = |k: &str| lines.iter().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_default().to_owned();
     assert!(value("pid1").starts_with("sh -c"), "PID 1 is the task's own process: {lines:?}");
     let procs: u32 = value("procs").trim().parse().unwrap();

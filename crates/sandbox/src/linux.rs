@@ -374,8 +374,25 @@ impl LinuxSandbox {
             }
             // The shim died under the wait (or the task was destroyed and it exited): `state`
             // starts a new shim, which adopts the task, or reports it gone.
-            Err(SandboxError::ShimIo { .. }) => self.state(task_id).await,
+            Err(SandboxError::ShimIo { .. }) => self.state_after_shim_loss(task_id).await,
             Err(e) => Err(e),
         }
+    }
+
+    /// `state` once a shim went away under a caller. The dying shim may still hold its
+    /// socket for a moment (a connection is then reset rather than refused), so a lost
+    /// connection is tried again a few times before it counts.
+    async fn state_after_shim_loss(&self, task_id: &str) -> Result<TaskStatus, SandboxError> {
+        let mut pause = Duration::from_millis(10);
+        for _ in 0..5 {
+            match self.state(task_id).await {
+                Err(SandboxError::ShimIo { .. }) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.state(task_id).await
     }
 }
