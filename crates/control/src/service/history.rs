@@ -165,7 +165,7 @@ impl Control {
                 return Err(not_found());
             };
             let primary = record.service.deployments.first().map(|d| d.id.clone());
-            if !h.status.is_open() || primary.as_deref() != Some(h.deployment_id.as_str()) {
+            if !h.status.is_open() || primary.as_deref() != Some(h.deployment_id().as_str()) {
                 return Err(ControlError::Conflict(format!(
                     "The service deployment is {} and cannot be stopped; only a deployment in progress can.",
                     h.status.as_str()
@@ -179,8 +179,10 @@ impl Control {
                         .history
                         .iter()
                         .rev()
-                        .find(|o| o.deployment_id != h.deployment_id && o.status == ServiceDeploymentStatus::Successful)
-                        .map(|o| o.deployment_id.clone())
+                        .find(|o| {
+                            o.deployment_id() != h.deployment_id() && o.status == ServiceDeploymentStatus::Successful
+                        })
+                        .map(|o| o.deployment_id())
                         .ok_or_else(|| {
                             ControlError::Conflict(
                                 "There is no earlier successful deployment to roll back to; use stopType ABORT.".into(),
@@ -200,7 +202,7 @@ impl Control {
                     record.service.events.truncate(MAX_EVENTS);
                     self.roll_back(
                         &mut record,
-                        &h.deployment_id,
+                        &h.deployment_id(),
                         &target,
                         "Service deployment rolled back because of a stop request.".into(),
                         now,
