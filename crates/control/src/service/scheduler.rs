@@ -215,6 +215,9 @@ impl Control {
             groups.entry((cluster, name.to_owned())).or_default().push(Observed { kv, record });
         }
         let host = self.choose_host().await?;
+        // Services are independent: their passes run together, so their transactions share
+        // the store's group commit instead of waiting for one fsync each.
+        let mut passes = Vec::new();
         for (record, rev) in services {
             if record.service.status == ServiceStatus::Inactive {
                 continue;
@@ -222,7 +225,11 @@ impl Control {
             let cluster = cluster_of(&record.service.cluster_arn);
             let tasks = groups.remove(&(cluster, record.service.service_name.clone())).unwrap_or_default();
             let name = record.service.service_name.clone();
-            match self.reconcile_service(record, rev, tasks, host.as_ref()).await {
+            let host = host.as_ref();
+            passes.push(async move { (name, self.reconcile_service(record, rev, tasks, host).await) });
+        }
+        for (name, outcome) in futures_util::future::join_all(passes).await {
+            match outcome {
                 Ok((started, stopped, wake)) => {
                     summary.services += 1;
                     summary.started += started;
