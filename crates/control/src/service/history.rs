@@ -105,46 +105,44 @@ impl Control {
         &self,
         arns: &[String],
     ) -> Result<(Vec<ServiceDeployment>, Vec<(String, String)>), ControlError> {
-        if arns.is_empty() || arns.len() > 20 {
-            return Err(ControlError::invalid("serviceDeploymentArns: give 1 to 20 service deployment ARNs."));
-        }
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        for arn in arns {
-            let hit = match parts(arn, ResourceKind::ServiceDeployment) {
-                Some((cluster, service, _)) => self
-                    .load_service(&cluster, &service)
-                    .await?
-                    .and_then(|(r, _)| r.history.into_iter().find(|h| &h.service_deployment_arn == arn)),
-                None => None,
-            };
-            match hit {
-                Some(h) => found.push(h),
-                None => missing.push((arn.clone(), "MISSING".to_owned())),
-            }
-        }
-        Ok((found, missing))
+        self.find_in_services(arns, ResourceKind::ServiceDeployment, "serviceDeploymentArns", |r, arn| {
+            r.history.into_iter().find(|h| h.service_deployment_arn == arn)
+        })
+        .await
     }
 
     pub async fn describe_service_revisions(
         &self,
         arns: &[String],
     ) -> Result<(Vec<ServiceRevision>, Vec<(String, String)>), ControlError> {
+        self.find_in_services(arns, ResourceKind::ServiceRevision, "serviceRevisionArns", |r, arn| {
+            r.revisions.into_iter().find(|v| v.service_revision_arn == arn)
+        })
+        .await
+    }
+
+    /// Looks up 1 to 20 ARNs of things kept in service records; the rest are MISSING.
+    async fn find_in_services<T>(
+        &self,
+        arns: &[String],
+        kind: ResourceKind,
+        member: &str,
+        pick: impl Fn(ServiceRecord, &str) -> Option<T>,
+    ) -> Result<(Vec<T>, Vec<(String, String)>), ControlError> {
         if arns.is_empty() || arns.len() > 20 {
-            return Err(ControlError::invalid("serviceRevisionArns: give 1 to 20 service revision ARNs."));
+            return Err(ControlError::invalid(format!("{member}: give 1 to 20 ARNs.")));
         }
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for arn in arns {
-            let hit = match parts(arn, ResourceKind::ServiceRevision) {
-                Some((cluster, service, _)) => self
-                    .load_service(&cluster, &service)
-                    .await?
-                    .and_then(|(r, _)| r.revisions.into_iter().find(|v| &v.service_revision_arn == arn)),
+            let hit = match parts(arn, kind) {
+                Some((cluster, service, _)) => {
+                    self.load_service(&cluster, &service).await?.and_then(|(r, _)| pick(r, arn))
+                }
                 None => None,
             };
             match hit {
-                Some(v) => found.push(v),
+                Some(item) => found.push(item),
                 None => missing.push((arn.clone(), "MISSING".to_owned())),
             }
         }
