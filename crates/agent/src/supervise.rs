@@ -302,7 +302,10 @@ impl Supervisor {
         for c in &definition.container_definitions {
             if let Some(probe) = c.health_check.as_ref().and_then(Probe::from_definition) {
                 let tracker = Tracker::new(&probe);
-                health.insert(c.name.clone().unwrap_or_default(), Health { probe, tracker, next_at: Instant::now() });
+                // As Docker (and so ECS) does, the first probe runs one interval after the
+                // container starts, not at once.
+                let next_at = Instant::now() + probe.interval;
+                health.insert(c.name.clone().unwrap_or_default(), Health { probe, tracker, next_at });
             }
         }
         let mut changes = self.assignment.clone();

@@ -27,6 +27,9 @@ const REGION: &str = "us-east-1";
 /// Transitions take milliseconds; every one is an fsync and CI machines are shared.
 const DEADLINE: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(5);
+/// Health probes run one interval (at least 5 s on Fargate) after a start, then every interval;
+/// a throttled run of failing replacements takes a few of them.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A background loop and the way to stop it.
 struct Running {
@@ -157,10 +160,21 @@ impl Cluster {
         &self,
         name: &str,
         what: &str,
+        each: impl FnMut(&Service, &[Task]),
+        ok: impl Fn(&Service, &[Task]) -> bool,
+    ) -> (Service, Vec<Task>) {
+        self.wait_within(DEADLINE, name, what, each, ok).await
+    }
+
+    async fn wait_within(
+        &self,
+        limit: Duration,
+        name: &str,
+        what: &str,
         mut each: impl FnMut(&Service, &[Task]),
         ok: impl Fn(&Service, &[Task]) -> bool,
     ) -> (Service, Vec<Task>) {
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = Instant::now() + limit;
         loop {
             let service = self.service(name).await;
             let tasks = self.tasks(name).await;
@@ -337,8 +351,9 @@ async fn an_unhealthy_task_is_stopped_and_replaced() {
     let failing = ExecResult { exit_code: Some(1), timed_out: false, output: "down".into() };
     c.sandbox.set_exec_result_everywhere("app", failing);
     c.create("health", &checked, 1, json!({})).await;
-    let (service, tasks) = c
-        .wait(
+    let (_, tasks) = c
+        .wait_within(
+            HEALTH_DEADLINE,
             "health",
             "a health-check stop",
             |_, _| {},
@@ -348,11 +363,24 @@ async fn an_unhealthy_task_is_stopped_and_replaced() {
     let sick = tasks.iter().find(|t| t.desired_status == DesiredStatus::Stopped).expect("the stopped task");
     assert_eq!(sick.stop_code, Some(StopCode::ServiceSchedulerInitiated));
     let event = format!("(service health) (task {}) failed container health checks.", sick.id());
+    // Read after the tasks: the event and the stop were written together.
+    let service = c.service("health").await;
     assert!(messages(&service).contains(&event.as_str()), "{:#?}", messages(&service));
+    // Replacements that fail their checks at once are throttled like tasks that fail to start.
+    let (_, tasks) = c
+        .wait_within(
+            HEALTH_DEADLINE,
+            "health",
+            "the launch throttle",
+            |_, _| {},
+            |s, _| messages(s).contains(&"(service health) is unable to consistently start tasks successfully."),
+        )
+        .await;
+    assert!(tasks.len() <= 6, "throttled after 3 failures, not a hot loop: {} tasks", tasks.len());
     // Healthy from now on: the replacement is counted once HEALTHY and the service settles.
     c.sandbox
         .set_exec_result_everywhere("app", ExecResult { exit_code: Some(0), timed_out: false, output: String::new() });
-    let (_, tasks) = c.wait_steady("health").await;
+    let (_, tasks) = c.wait_within(HEALTH_DEADLINE, "health", "a steady state", |_, _| {}, |s, _| steady(s)).await;
     assert!(tasks.iter().any(|t| t.desired_status == DesiredStatus::Running && t.id() != sick.id()));
     c.agent.stop().await;
 }

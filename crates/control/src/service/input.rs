@@ -122,10 +122,10 @@ fn check_fargate_only(
     controller: &Option<DeploymentController>,
 ) -> Result<(), ControlError> {
     if placement_constraints.as_ref().is_some_and(|c| !c.is_empty()) {
-        return Err(ControlError::invalid("Task placement constraints are not supported for the FARGATE launch type."));
+        return Err(ControlError::invalid("Placement constraints are not supported with FARGATE launch type."));
     }
     if placement_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(ControlError::invalid("Task placement strategies are not supported for the FARGATE launch type."));
+        return Err(ControlError::invalid("Placement strategies are not supported with FARGATE launch type."));
     }
     if let Some(c) = controller
         && c.kind != "ECS"

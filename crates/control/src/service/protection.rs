@@ -62,7 +62,9 @@ impl Control {
                     failures.push((self.identity.task(&c, &id).to_string(), "MISSING".to_owned()));
                     break;
                 };
-                if record.task.last_status == TaskStatus::Stopped {
+                // Only a service's tasks can be protected: the scheduler is what it protects from.
+                let in_service = record.task.group.as_deref().is_some_and(|g| g.starts_with("service:"));
+                if record.task.last_status == TaskStatus::Stopped || !in_service {
                     failures.push((record.task.task_arn.clone(), "TASK_NOT_VALID".to_owned()));
                     break;
                 }

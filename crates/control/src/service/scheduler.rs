@@ -195,6 +195,10 @@ impl Control {
                 r = registry_changes.next() => if r.is_err() { registry_changes = self.store.watch("servicediscovery/") },
                 _ = tokio::time::sleep(wait) => {}
             }
+            // One pass answers every change already committed: a transaction that wrote a
+            // hundred task records wakes the scheduler once, not a hundred times.
+            drain(&mut changes, || self.store.watch("ecs/"));
+            drain(&mut registry_changes, || self.store.watch("servicediscovery/"));
         }
     }
 
@@ -223,7 +227,10 @@ impl Control {
                 continue;
             }
             let cluster = cluster_of(&record.service.cluster_arn);
-            let tasks = groups.remove(&(cluster, record.service.service_name.clone())).unwrap_or_default();
+            let mut tasks = groups.remove(&(cluster, record.service.service_name.clone())).unwrap_or_default();
+            // A service made again under a name that was INACTIVE does not inherit the tasks of
+            // the one before.
+            tasks.retain(|t| t.task().created_at >= record.service.created_at);
             let name = record.service.service_name.clone();
             let host = host.as_ref();
             passes.push(async move { (name, self.reconcile_service(record, rev, tasks, host).await) });
@@ -747,9 +754,22 @@ impl Control {
             push_event(rec, now, format!("(service {name}) has reached a steady state."));
         }
         rec.steady = steady;
-        if rec.service.status == ServiceStatus::Draining && live.is_empty() && rec.draining.is_empty() {
+        // DRAINING ends once every task is at least STOPPING, as on ECS.
+        let lingering = tasks.iter().any(|t| t.task().last_status < TaskStatus::Stopping);
+        if rec.service.status == ServiceStatus::Draining && !lingering && rec.draining.is_empty() {
             rec.service.status = ServiceStatus::Inactive;
             rec.service.deployments.clear();
+        }
+    }
+}
+
+/// Takes every change `watch` already has; a lagged watch is made anew (the pass re-reads all).
+fn drain(watch: &mut flotilla_store::Watch, renew: impl Fn() -> flotilla_store::Watch) {
+    use futures_util::FutureExt;
+    while let Some(event) = watch.next().now_or_never() {
+        if event.is_err() {
+            *watch = renew();
+            return;
         }
     }
 }
