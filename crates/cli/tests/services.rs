@@ -23,6 +23,10 @@ const SERVE: &str = "trap 'exit 0' TERM; sleep 100000 & wait";
 /// Generous: real containers on a loaded two-core machine.
 const SETTLE: Duration = Duration::from_secs(120);
 
+/// Between samples while something rolls: often enough to catch a task in between, rare enough
+/// to leave the two cores to the server.
+const PACE: Duration = Duration::from_millis(20);
+
 fn id_of(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap()
 }
@@ -540,6 +544,7 @@ fn rolling_update_keeps_minimum_healthy_and_cloud_map_names_only_running_tasks()
             break service;
         }
         assert!(start.elapsed() < SETTLE, "the rollout did not complete: {service:#}");
+        std::thread::sleep(PACE);
     };
     assert!(watch.looks >= 3, "too few untorn looks at the rollout to mean anything: {}", watch.looks);
     assert_eq!(lowest, 2, "never fewer than 2 healthy");
@@ -604,6 +609,7 @@ fn circuit_breaker_rolls_back_to_the_last_completed_deployment() {
             break service;
         }
         assert!(start.elapsed() < Duration::from_secs(300), "no rollback: {service:#}");
+        std::thread::sleep(PACE);
     };
     let failed = failed.expect("DescribeServices showed the bad deployment with rolloutState FAILED");
     let bad_id = failed["id"].as_str().unwrap();
@@ -655,6 +661,7 @@ fn server_kill_9_mid_deployment_resumes_without_duplicates() {
     f.server.aws_json(&["ecs", "update-service", "--cluster", "default", "--service", "web", "--task-definition", &v2]);
 
     let mut watch = Watch::new(&f, "web");
+    let start = Instant::now();
     let new_id = loop {
         if let Some((tasks, ())) = watch.look(|_| ()) {
             assert!(in_flight(&tasks) <= 6, "above maximumPercent 200 of 3: {tasks:#?}");
@@ -665,8 +672,9 @@ fn server_kill_9_mid_deployment_resumes_without_duplicates() {
             if rolling && started && primary["taskDefinition"] == v2.as_str() {
                 break primary["id"].as_str().unwrap().to_owned();
             }
+            assert!(start.elapsed() < SETTLE, "no v2 task while the deployment rolls: {service:#}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(PACE);
     };
     drop(watch);
 
@@ -687,6 +695,7 @@ fn server_kill_9_mid_deployment_resumes_without_duplicates() {
             break service;
         }
         assert!(start.elapsed() < SETTLE, "the deployment did not finish after the restart: {service:#}");
+        std::thread::sleep(PACE);
     };
     assert_eq!(primary(&finished)["id"], new_id.as_str(), "the deployment resumed; no other was made");
     let evs = events(&finished);
