@@ -188,11 +188,20 @@ def test_every_service_operation_answers_in_the_model_shape(sim_server):
     ecs.update_service(cluster="default", service="web", taskDefinition=broken,
                        deploymentConfiguration={"minimumHealthyPercent": 100, "maximumPercent": 200,
                                                 "deploymentCircuitBreaker": {"enable": False, "rollback": False}})
-    in_progress = wait("the broken deployment listed in progress", lambda: ecs.list_service_deployments(
-        cluster="default", service="web", status=["IN_PROGRESS"])["serviceDeployments"])
-    stopped = ecs.stop_service_deployment(serviceDeploymentArn=in_progress[0]["serviceDeploymentArn"],
+    def newest():
+        listed = ecs.list_service_deployments(cluster="default", service="web")["serviceDeployments"]
+        return max(listed, key=lambda b: b["createdAt"])
+    broken_deployment = wait("the broken deployment", lambda: len(ecs.list_service_deployments(
+        cluster="default", service="web")["serviceDeployments"]) == 3 and newest())
+    assert broken_deployment["status"] == "IN_PROGRESS", broken_deployment
+    revision = ecs.describe_service_revisions(serviceRevisionArns=[broken_deployment["targetServiceRevisionArn"]])
+    assert revision["serviceRevisions"][0]["taskDefinition"] == broken
+    listed = ecs.list_service_deployments(cluster="default", service="web", status=["IN_PROGRESS"])
+    assert [b["serviceDeploymentArn"] for b in listed["serviceDeployments"]] == [
+        broken_deployment["serviceDeploymentArn"]], "only the broken deployment is in progress"
+    stopped = ecs.stop_service_deployment(serviceDeploymentArn=broken_deployment["serviceDeploymentArn"],
                                           stopType="ROLLBACK")
-    assert stopped["serviceDeploymentArn"] == in_progress[0]["serviceDeploymentArn"]
+    assert stopped["serviceDeploymentArn"] == broken_deployment["serviceDeploymentArn"]
     steady(ecs, "web", 2, task_definition=v2)
     wait("the stopped deployment ROLLBACK_SUCCESSFUL", lambda: ecs.describe_service_deployments(
         serviceDeploymentArns=[stopped["serviceDeploymentArn"]])["serviceDeployments"][0]["status"]
@@ -289,11 +298,15 @@ def test_what_fargate_refuses_is_refused_with_ecs_errors(sim_server):
     assert code == "InvalidParameterException", (code, message)
     assert "Placement constraints are not supported with FARGATE launch type" in message, message
     code, message = error(ecs.create_service, **dict(base, placementStrategy=[{"type": "spread", "field": "attribute:ecs.availability-zone"}]))
+    # (ECS's wording for strategies was not found; the constraints message above is ECS's.)
     assert code == "InvalidParameterException", (code, message)
-    assert "Placement strategies are not supported with FARGATE launch type" in message, message
+    assert "strategies are not supported" in message and "FARGATE" in message, message
+    # ECS itself offers these controllers, so it has no refusal to copy: ECS's code for a
+    # feature it does not offer is UnsupportedFeatureException.
     for controller in ("CODE_DEPLOY", "EXTERNAL"):
         code, message = error(ecs.create_service, **dict(base, deploymentController={"type": controller}))
-        assert code == "InvalidParameterException" and controller in message, (controller, code, message)
+        assert code in ("UnsupportedFeatureException", "InvalidParameterException"), (controller, code, message)
+        assert controller in message, message
     ec2_only = task_definition(ecs, "ec2-only", requiresCompatibilities=["EC2"])
     code, message = error(ecs.create_service, **dict(base, taskDefinition=ec2_only))
     assert code == "InvalidParameterException", (code, message)
@@ -339,6 +352,10 @@ def test_a_draining_service_cannot_be_updated(no_agent_server):
     wait("the service's task", lambda: ecs.list_tasks(cluster="default", serviceName="drain")["taskArns"])
     deleted = ecs.delete_service(cluster="default", service="drain", force=True)["service"]
     assert deleted["status"] == "DRAINING", deleted
+    tasks = ecs.describe_tasks(cluster="default", tasks=ecs.list_tasks(
+        cluster="default", serviceName="drain", desiredStatus="STOPPED")["taskArns"])["tasks"]
+    assert tasks and all(t["lastStatus"] == "PROVISIONING" for t in tasks), "no agent ever stops them"
+    # ECS: INACTIVE only once every task is STOPPING or STOPPED.
     assert describe(ecs, "drain")["status"] == "DRAINING"
     assert ecs.list_services(cluster="default")["serviceArns"] == [], "a DRAINING service is not listed"
     code, message = error(ecs.update_service, cluster="default", service="drain", desiredCount=1)
