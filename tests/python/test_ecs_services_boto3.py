@@ -180,7 +180,37 @@ def test_every_service_operation_answers_in_the_model_shape(sim_server):
     for arn in revisions:
         assert re.fullmatch(rf"arn:aws:ecs:us-east-1:{account}:service-revision/default/web/\d{{19}}", arn), arn
 
-    # A deployment that cannot finish (its secret does not exist), stopped by hand: rolled back.
+    # Task protection answers.
+    task = service_tasks(ecs, "web")[0]["taskArn"]
+    ecs.update_task_protection(cluster="default", tasks=[task], protectionEnabled=True)
+    ecs.get_task_protection(cluster="default", tasks=[task])
+    ecs.update_task_protection(cluster="default", tasks=[task], protectionEnabled=False)
+
+    # Scale in, delete: DRAINING or INACTIVE, then INACTIVE.
+    ecs.update_service(cluster="default", service="web", desiredCount=0)
+    wait("web at 0", lambda: describe(ecs, "web")["runningCount"] == 0)
+    deleted = ecs.delete_service(cluster="default", service="web")["service"]
+    assert deleted["status"] in ("DRAINING", "INACTIVE")
+    wait("web INACTIVE", lambda: describe(ecs, "web")["status"] == "INACTIVE")
+    for name in ("spot", "disc"):
+        ecs.delete_service(cluster="default", service=name, force=True)
+    assert SERVICE_OPERATIONS - {"StopServiceDeployment"} <= seen, SERVICE_OPERATIONS - seen
+
+
+def test_stop_service_deployment_rolls_back_to_the_previous_revision(sim_server):
+    """A deployment that cannot finish (its secret does not exist), stopped by hand."""
+    ecs = sim_server.client()
+    seen = strict(ecs, "ecs")
+    ecs.create_cluster(clusterName="default")
+    v1 = task_definition(ecs, "web")
+    v2 = task_definition(ecs, "web", containerDefinitions=[
+        {"name": "app", "image": "busybox:latest", "essential": True, "command": ["sleep", "99999"]}])
+    account = v1.split(":")[4]
+    ecs.create_service(cluster="default", serviceName="web", taskDefinition=v1, desiredCount=2,
+                       launchType="FARGATE", networkConfiguration=network(sim_server))
+    steady(ecs, "web", 2)
+    ecs.update_service(cluster="default", service="web", taskDefinition=v2)
+    steady(ecs, "web", 2, task_definition=v2)
     broken = task_definition(
         ecs, "web", executionRoleArn=f"arn:aws:iam::{account}:role/ecsTaskExecutionRole",
         containerDefinitions=[{"name": "app", "image": "busybox:latest", "essential": True,
@@ -188,6 +218,7 @@ def test_every_service_operation_answers_in_the_model_shape(sim_server):
     ecs.update_service(cluster="default", service="web", taskDefinition=broken,
                        deploymentConfiguration={"minimumHealthyPercent": 100, "maximumPercent": 200,
                                                 "deploymentCircuitBreaker": {"enable": False, "rollback": False}})
+
     def newest():
         listed = ecs.list_service_deployments(cluster="default", service="web")["serviceDeployments"]
         return max(listed, key=lambda b: b["createdAt"])
@@ -206,22 +237,8 @@ def test_every_service_operation_answers_in_the_model_shape(sim_server):
     wait("the stopped deployment ROLLBACK_SUCCESSFUL", lambda: ecs.describe_service_deployments(
         serviceDeploymentArns=[stopped["serviceDeploymentArn"]])["serviceDeployments"][0]["status"]
         == "ROLLBACK_SUCCESSFUL")
-
-    # Task protection answers.
-    task = service_tasks(ecs, "web")[0]["taskArn"]
-    ecs.update_task_protection(cluster="default", tasks=[task], protectionEnabled=True)
-    ecs.get_task_protection(cluster="default", tasks=[task])
-    ecs.update_task_protection(cluster="default", tasks=[task], protectionEnabled=False)
-
-    # Scale in, delete: DRAINING or INACTIVE, then INACTIVE.
-    ecs.update_service(cluster="default", service="web", desiredCount=0)
-    wait("web at 0", lambda: describe(ecs, "web")["runningCount"] == 0)
-    deleted = ecs.delete_service(cluster="default", service="web")["service"]
-    assert deleted["status"] in ("DRAINING", "INACTIVE")
-    wait("web INACTIVE", lambda: describe(ecs, "web")["status"] == "INACTIVE")
-    for name in ("spot", "disc"):
-        ecs.delete_service(cluster="default", service=name, force=True)
-    assert SERVICE_OPERATIONS <= seen, SERVICE_OPERATIONS - seen
+    assert "StopServiceDeployment" in seen
+    ecs.delete_service(cluster="default", service="web", force=True)
 
 
 def test_a_protected_task_survives_scale_in_until_unprotected(sim_server):
