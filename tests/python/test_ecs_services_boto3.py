@@ -366,12 +366,11 @@ def test_a_draining_service_cannot_be_updated(no_agent_server):
     td = task_definition(ecs, "drain")
     ecs.create_service(cluster="default", serviceName="drain", taskDefinition=td, desiredCount=1,
                        launchType="FARGATE", networkConfiguration=network(no_agent_server))
-    wait("the service's task", lambda: ecs.list_tasks(cluster="default", serviceName="drain")["taskArns"])
+    arns = wait("the service's task", lambda: ecs.list_tasks(cluster="default", serviceName="drain")["taskArns"])
     deleted = ecs.delete_service(cluster="default", service="drain", force=True)["service"]
     assert deleted["status"] == "DRAINING", deleted
-    tasks = ecs.describe_tasks(cluster="default", tasks=ecs.list_tasks(
-        cluster="default", serviceName="drain", desiredStatus="STOPPED")["taskArns"])["tasks"]
-    assert tasks and all(t["lastStatus"] == "PROVISIONING" for t in tasks), "no agent ever stops them"
+    tasks = ecs.describe_tasks(cluster="default", tasks=arns)["tasks"]
+    assert all(t["lastStatus"] == "PROVISIONING" for t in tasks), "no agent ever stops them"
     # ECS: INACTIVE only once every task is STOPPING or STOPPED.
     assert describe(ecs, "drain")["status"] == "DRAINING"
     assert ecs.list_services(cluster="default")["serviceArns"] == [], "a DRAINING service is not listed"
