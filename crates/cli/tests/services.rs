@@ -591,7 +591,10 @@ fn circuit_breaker_rolls_back_to_the_last_completed_deployment() {
 
     s.aws_json(&["ecs", "update-service", "--cluster", "default", "--service", "web", "--task-definition", &bad]);
     let mut watch = Watch::new(&f, "web");
+    // The failed deployment may leave DescribeServices at once (it has no task left), so a
+    // sample that shows it FAILED is checked if there is one, and the history always.
     let mut failed: Option<Value> = None;
+    let mut bad_id = None;
     let start = Instant::now();
     let rolled_back = loop {
         // No minimumHealthyPercent check here: a container that exits at once is RUNNING for a
@@ -602,8 +605,11 @@ fn circuit_breaker_rolls_back_to_the_last_completed_deployment() {
         }
         let service = watch.service();
         for d in service["deployments"].as_array().unwrap() {
-            if d["taskDefinition"] == bad.as_str() && d["rolloutState"] == "FAILED" {
-                failed = Some(d.clone());
+            if d["taskDefinition"] == bad.as_str() {
+                bad_id = d["id"].as_str().map(str::to_owned);
+                if d["rolloutState"] == "FAILED" {
+                    failed = Some(d.clone());
+                }
             }
         }
         let back = primary(&service)["taskDefinition"] == good.as_str();
@@ -613,10 +619,30 @@ fn circuit_breaker_rolls_back_to_the_last_completed_deployment() {
         assert!(start.elapsed() < SETTLE, "no rollback: {service:#}");
         std::thread::sleep(PACE);
     };
-    let failed = failed.expect("DescribeServices showed the bad deployment with rolloutState FAILED");
-    let bad_id = failed["id"].as_str().unwrap();
-    assert!(failed["failedTasks"].as_u64().unwrap() >= 3, "the threshold for 2 is 3 failed tasks: {failed:#}");
-    assert!(failed["rolloutStateReason"].as_str().is_some_and(|r| !r.is_empty()), "{failed:#}");
+    let bad_id = bad_id.expect("the bad deployment was PRIMARY for a while");
+    let bad_id = bad_id.as_str();
+    if let Some(failed) = failed {
+        assert!(failed["failedTasks"].as_u64().unwrap() >= 3, "the threshold for 2 is 3 failed tasks: {failed:#}");
+        assert!(failed["rolloutStateReason"].as_str().is_some_and(|r| !r.is_empty()), "{failed:#}");
+    }
+    // The service deployment history: the bad deployment was rolled back, its breaker tripped.
+    let history = s.aws_json(&["ecs", "list-service-deployments", "--cluster", "default", "--service", "web"]);
+    let digits = bad_id.strip_prefix("ecs-svc/").unwrap();
+    let arn = history["serviceDeployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["serviceDeploymentArn"].as_str())
+        .find(|a| a.ends_with(&format!("/{digits}")))
+        .unwrap_or_else(|| panic!("{bad_id} in the history: {history:#}"))
+        .to_owned();
+    let described = s.aws_json(&["ecs", "describe-service-deployments", "--service-deployment-arns", &arn]);
+    let deployment = &described["serviceDeployments"][0];
+    assert_eq!(deployment["status"], "ROLLBACK_SUCCESSFUL", "{deployment:#}");
+    let breaker = &deployment["deploymentCircuitBreaker"];
+    assert_eq!(breaker["status"], "TRIGGERED", "{deployment:#}");
+    assert_eq!(breaker["threshold"], 3, "min(200, max(3, ceil(2 / 2))): {deployment:#}");
+    assert!(breaker["failureCount"].as_u64().is_some_and(|n| n >= 3), "{deployment:#}");
     let evs = events(&rolled_back);
     let failed_event = format!("(service web) (deployment {bad_id}) deployment failed: tasks failed to start.");
     assert!(evs.contains(&failed_event), "{evs:#?}");
