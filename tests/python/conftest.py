@@ -31,7 +31,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, *extra_args):
         self.dir = tempfile.TemporaryDirectory()
         self.port = free_port()
         # Task networking lives in a namespace of this server's own (as in the Rust tests), so
@@ -41,7 +41,7 @@ class Server:
         env = dict(os.environ, FLOTILLA_ACCESS_KEY_ID=ACCESS_KEY, FLOTILLA_SECRET_ACCESS_KEY=SECRET_KEY, FLOTILLA_LOG="warn")
         self.proc = subprocess.Popen(
             [flotilla_binary(), "up", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir.name,
-             "--net-namespace", f"/run/netns/{self.netns}"],
+             "--net-namespace", f"/run/netns/{self.netns}", *extra_args],
             env=env,
             stdout=subprocess.DEVNULL,
         )
@@ -78,5 +78,22 @@ class Server:
 @pytest.fixture
 def server():
     s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def sim_server():
+    """A server whose tasks run on simulated hosts (zones a, b, c): they reach RUNNING without
+    images or root, for tests that need running tasks but not real containers."""
+    s = Server("--simulated-hosts", "3")
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def no_agent_server():
+    """A server with no agent: tasks stay PROVISIONING, so states that wait on an agent last."""
+    s = Server("--no-agent")
     yield s
     s.stop()

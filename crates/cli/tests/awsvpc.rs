@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::fixture::Fixture;
-use common::{Server, wait_for};
+use common::{Server, private_ip, wait_for};
 use serde_json::{Value, json};
 
 const PORT: u16 = 8080;
@@ -49,13 +49,6 @@ fn default_vpc(server: &Server) -> String {
 
 fn network(subnet: &str, groups: &[&str]) -> String {
     format!("awsvpcConfiguration={{subnets=[{subnet}],securityGroups=[{}],assignPublicIp=DISABLED}}", groups.join(","))
-}
-
-/// The task's private address, from the attachment DescribeTasks shows.
-fn private_ip(task: &Value) -> Ipv4Addr {
-    let attachment = &task["attachments"][0];
-    let detail = attachment["details"].as_array().unwrap().iter().find(|d| d["name"] == "privateIPv4Address");
-    detail.and_then(|d| d["value"].as_str()).expect("privateIPv4Address").parse().unwrap()
 }
 
 /// An HTTP GET from the server's host side; `None` if the connection does not get through.

@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ACCESS_KEY, SECRET_KEY, Server};
+use common::Server;
 use serde_json::Value;
 
 /// `get-operation` until the operation finishes; its final state.
@@ -31,28 +30,6 @@ fn succeeded(server: &Server, answer: &Value) -> Value {
     let op = finished(server, answer["OperationId"].as_str().expect("an OperationId"));
     assert_eq!(op["Status"], "SUCCESS", "{op}");
     op
-}
-
-/// DiscoverInstances is modelled with the `data-` host prefix, which botocore puts in front of
-/// the endpoint's host (`data-127.0.0.1` resolves nowhere); disabling host-prefix injection
-/// sends it to the endpoint as given, where Flotilla serves it like every other operation.
-fn discover(server: &Server, args: &[&str]) -> Value {
-    let out = Command::new("aws")
-        .arg("--endpoint-url")
-        .arg(server.endpoint())
-        .args(["servicediscovery", "discover-instances"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_DISABLE_HOST_PREFIX_INJECTION", "true")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .expect("the aws CLI is installed");
-    assert!(out.status.success(), "discover-instances failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -155,14 +132,18 @@ fn seed_commands_then_the_registration_lifecycle() {
         server.aws_json(&["servicediscovery", "get-instance", "--service-id", &srv_id, "--instance-id", "task-2"]);
     assert_eq!(one["Instance"]["Attributes"]["AWS_INSTANCE_PORT"], "80");
 
-    let found = discover(&server, &["--namespace-name", "example.local", "--service-name", "myapp"]);
+    let found = server.discover(&["--namespace-name", "example.local", "--service-name", "myapp"]);
     assert_eq!(found["Instances"].as_array().unwrap().len(), 2);
     assert_eq!(found["Instances"][0]["HealthStatus"], "HEALTHY");
     assert_eq!(found["Instances"][0]["NamespaceName"], "example.local");
-    let filtered = discover(
-        &server,
-        &["--namespace-name", "example.local", "--service-name", "myapp", "--query-parameters", "color=red"],
-    );
+    let filtered = server.discover(&[
+        "--namespace-name",
+        "example.local",
+        "--service-name",
+        "myapp",
+        "--query-parameters",
+        "color=red",
+    ]);
     assert!(filtered["Instances"].as_array().unwrap().is_empty());
 
     // Nothing in use can be deleted.
@@ -200,7 +181,7 @@ fn seed_commands_then_the_registration_lifecycle() {
         "task-1",
     ]);
     assert!(unknown.contains("InstanceNotFound"), "{unknown}");
-    let found = discover(&restarted, &["--namespace-name", "example.local", "--service-name", "myapp"]);
+    let found = restarted.discover(&["--namespace-name", "example.local", "--service-name", "myapp"]);
     assert!(found["Instances"].as_array().unwrap().is_empty());
     restarted.aws_json(&["servicediscovery", "delete-service", "--id", &srv_id]);
     let gone = restarted.aws_err(&["servicediscovery", "get-service", "--id", &srv_id]);

@@ -154,6 +154,29 @@ impl Server {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// `aws servicediscovery discover-instances ARGS`. DiscoverInstances is modelled with the
+    /// `data-` host prefix, which botocore puts in front of the endpoint's host
+    /// (`data-127.0.0.1` resolves nowhere); disabling host-prefix injection sends it to the
+    /// endpoint as given, where Flotilla serves it like every other operation.
+    pub fn discover(&self, args: &[&str]) -> Value {
+        let out = Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(self.endpoint())
+            .args(["servicediscovery", "discover-instances"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_DISABLE_HOST_PREFIX_INJECTION", "true")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("the aws CLI is installed");
+        assert!(out.status.success(), "discover-instances failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Runs this project's CLI against the server.
     pub fn flotilla(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_flotilla"))
@@ -192,7 +215,18 @@ impl Server {
         }
         let clusters = self.aws(&["ecs", "list-clusters"]);
         let clusters: Value = serde_json::from_slice(&clusters.stdout).unwrap_or(Value::Null);
-        for cluster in clusters["clusterArns"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        let clusters: Vec<&str> =
+            clusters["clusterArns"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        // A service replaces the tasks stopped below: delete services first (forced, so a
+        // test that failed above 0 is cleaned up too).
+        for cluster in &clusters {
+            let listed = self.aws(&["ecs", "list-services", "--cluster", cluster]);
+            let listed: Value = serde_json::from_slice(&listed.stdout).unwrap_or(Value::Null);
+            for service in listed["serviceArns"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                let _ = self.aws(&["ecs", "delete-service", "--cluster", cluster, "--service", service, "--force"]);
+            }
+        }
+        for cluster in clusters {
             let listed = self.aws(&["ecs", "list-tasks", "--cluster", cluster]);
             let listed: Value = serde_json::from_slice(&listed.stdout).unwrap_or(Value::Null);
             for task in listed["taskArns"].as_array().into_iter().flatten().filter_map(Value::as_str) {
@@ -215,6 +249,18 @@ impl Drop for Server {
         // tasks' interfaces (attaching is idempotent).
         self.netns.delete();
     }
+}
+
+/// A task's private address, from the attachment DescribeTasks shows.
+pub fn private_ip(task: &Value) -> std::net::Ipv4Addr {
+    task_address(task).unwrap_or_else(|| panic!("no privateIPv4Address: {task:#}"))
+}
+
+/// [`private_ip`] of a task that may not have an address yet (still provisioning).
+pub fn task_address(task: &Value) -> Option<std::net::Ipv4Addr> {
+    let details = task["attachments"][0]["details"].as_array()?;
+    let detail = details.iter().find(|d| d["name"] == "privateIPv4Address")?;
+    detail["value"].as_str()?.parse().ok()
 }
 
 /// The seed's task definition (shared/seeds, "注册任务定义"), written to a file for
