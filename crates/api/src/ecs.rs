@@ -1,8 +1,9 @@
 //! ECS operations: request members in, control-plane call, response shape out.
 
 use flotilla_control::{
-    CapacityProviderStrategyItem, ClusterInclude, ClusterSetting, Control, CreateClusterInput, FamilyStatusFilter,
-    ListTaskDefinitionsInput, ListTasksInput, RunTaskInput, SortOrder,
+    CapacityProviderStrategyItem, ClusterInclude, ClusterSetting, Control, CreateClusterInput, CreateServiceInput,
+    DeleteServiceInput, FamilyStatusFilter, ListServiceDeploymentsInput, ListServicesInput, ListTaskDefinitionsInput,
+    ListTasksInput, RunTaskInput, SortOrder, StopType, UpdateServiceInput,
 };
 use flotilla_types::task::DesiredStatus;
 use flotilla_types::task_definition::{Tag, TaskDefinitionSpec, TaskDefinitionStatus};
@@ -147,6 +148,60 @@ pub(crate) struct ListTasks {
     next_token: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DescribeServices {
+    cluster: Option<String>,
+    services: Vec<String>,
+    #[serde(default)]
+    include: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ListServicesByNamespace {
+    namespace: String,
+    max_results: Option<i32>,
+    next_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DescribeServiceDeployments {
+    service_deployment_arns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DescribeServiceRevisions {
+    service_revision_arns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StopServiceDeployment {
+    service_deployment_arn: String,
+    #[serde(default)]
+    stop_type: StopType,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UpdateTaskProtection {
+    cluster: String,
+    tasks: Vec<String>,
+    protection_enabled: bool,
+    expires_in_minutes: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GetTaskProtection {
+    cluster: String,
+    #[serde(default)]
+    tasks: Vec<String>,
+}
+
 fn registered_by(control: &Control) -> String {
     control.identity().iam_root()
 }
@@ -173,6 +228,18 @@ pub(crate) enum EcsRequest {
     TagResource(TagResource),
     UntagResource(UntagResource),
     ListTagsForResource(ResourceArn),
+    CreateService(Box<CreateServiceInput>),
+    UpdateService(Box<UpdateServiceInput>),
+    DeleteService(DeleteServiceInput),
+    DescribeServices(DescribeServices),
+    ListServices(ListServicesInput),
+    ListServicesByNamespace(ListServicesByNamespace),
+    ListServiceDeployments(ListServiceDeploymentsInput),
+    DescribeServiceDeployments(DescribeServiceDeployments),
+    DescribeServiceRevisions(DescribeServiceRevisions),
+    StopServiceDeployment(StopServiceDeployment),
+    UpdateTaskProtection(UpdateTaskProtection),
+    GetTaskProtection(GetTaskProtection),
 }
 
 impl EcsRequest {
@@ -200,6 +267,18 @@ impl EcsRequest {
             "TagResource" => EcsRequest::TagResource(parse(input)?),
             "UntagResource" => EcsRequest::UntagResource(parse(input)?),
             "ListTagsForResource" => EcsRequest::ListTagsForResource(parse(input)?),
+            "CreateService" => EcsRequest::CreateService(Box::new(parse(input)?)),
+            "UpdateService" => EcsRequest::UpdateService(Box::new(parse(input)?)),
+            "DeleteService" => EcsRequest::DeleteService(parse(input)?),
+            "DescribeServices" => EcsRequest::DescribeServices(parse(input)?),
+            "ListServices" => EcsRequest::ListServices(parse(input)?),
+            "ListServicesByNamespace" => EcsRequest::ListServicesByNamespace(parse(input)?),
+            "ListServiceDeployments" => EcsRequest::ListServiceDeployments(parse(input)?),
+            "DescribeServiceDeployments" => EcsRequest::DescribeServiceDeployments(parse(input)?),
+            "DescribeServiceRevisions" => EcsRequest::DescribeServiceRevisions(parse(input)?),
+            "StopServiceDeployment" => EcsRequest::StopServiceDeployment(parse(input)?),
+            "UpdateTaskProtection" => EcsRequest::UpdateTaskProtection(parse(input)?),
+            "GetTaskProtection" => EcsRequest::GetTaskProtection(parse(input)?),
             other => {
                 return Err(ApiError::new(
                     "UnsupportedFeatureException",
@@ -352,6 +431,50 @@ pub(crate) async fn execute(control: &Control, request: EcsRequest) -> Result<Va
         }
         EcsRequest::ListTagsForResource(req) => {
             json!({ "tags": control.list_tags(&req.resource_arn).await? })
+        }
+        EcsRequest::CreateService(req) => json!({ "service": control.create_service(*req).await? }),
+        EcsRequest::UpdateService(req) => json!({ "service": control.update_service(*req).await? }),
+        EcsRequest::DeleteService(req) => json!({ "service": control.delete_service(req).await? }),
+        EcsRequest::DescribeServices(req) => {
+            let with_tags = req.include.iter().any(|i| i == "TAGS");
+            let (services, missing) =
+                control.describe_services(req.cluster.as_deref(), &req.services, with_tags).await?;
+            json!({ "services": services, "failures": failures(missing) })
+        }
+        EcsRequest::ListServices(req) => {
+            let page = control.list_services(req).await?;
+            json!({ "serviceArns": page.items, "nextToken": page.next_token })
+        }
+        EcsRequest::ListServicesByNamespace(req) => {
+            let page =
+                control.list_services_by_namespace(&req.namespace, req.max_results, req.next_token.as_deref()).await?;
+            json!({ "serviceArns": page.items, "nextToken": page.next_token })
+        }
+        EcsRequest::ListServiceDeployments(req) => {
+            let page = control.list_service_deployments(req).await?;
+            json!({ "serviceDeployments": page.items, "nextToken": page.next_token })
+        }
+        EcsRequest::DescribeServiceDeployments(req) => {
+            let (found, missing) = control.describe_service_deployments(&req.service_deployment_arns).await?;
+            json!({ "serviceDeployments": found, "failures": failures(missing) })
+        }
+        EcsRequest::DescribeServiceRevisions(req) => {
+            let (found, missing) = control.describe_service_revisions(&req.service_revision_arns).await?;
+            json!({ "serviceRevisions": found, "failures": failures(missing) })
+        }
+        EcsRequest::StopServiceDeployment(req) => {
+            let arn = control.stop_service_deployment(&req.service_deployment_arn, req.stop_type).await?;
+            json!({ "serviceDeploymentArn": arn })
+        }
+        EcsRequest::UpdateTaskProtection(req) => {
+            let (done, failed) = control
+                .update_task_protection(&req.cluster, &req.tasks, req.protection_enabled, req.expires_in_minutes)
+                .await?;
+            json!({ "protectedTasks": done, "failures": failures(failed) })
+        }
+        EcsRequest::GetTaskProtection(req) => {
+            let (found, failed) = control.get_task_protection(&req.cluster, &req.tasks).await?;
+            json!({ "protectedTasks": found, "failures": failures(failed) })
         }
     };
     Ok(strip_nulls(answer))

@@ -63,6 +63,14 @@ impl From<ControlError> for ApiError {
                 ApiError::new("ClusterContainsServicesException", e.to_string())
             }
             ControlError::ClusterContainsTasks { .. } => ApiError::new("ClusterContainsTasksException", e.to_string()),
+            ControlError::ServiceNotFound => ApiError::new("ServiceNotFoundException", e.to_string()),
+            ControlError::ServiceNotActive => ApiError::new("ServiceNotActiveException", e.to_string()),
+            ControlError::ServiceDeploymentNotFound { .. } => {
+                ApiError::new("ServiceDeploymentNotFoundException", e.to_string())
+            }
+            ControlError::NamespaceNotFound { .. } => ApiError::new("NamespaceNotFoundException", e.to_string()),
+            ControlError::Conflict(m) => ApiError::new("ConflictException", m),
+            ControlError::Unsupported(m) => ApiError::new("UnsupportedFeatureException", m),
             ControlError::Store(_) | ControlError::CorruptRecord { .. } => {
                 internal("ServerException", "the control plane", &e)
             }

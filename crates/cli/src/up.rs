@@ -98,6 +98,14 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let reaper = tokio::spawn(reap_stopped_tasks(control.clone()));
     // Cloud Map over the same store; its worker completes namespace and instance operations.
     let discovery = Discovery::start(store.clone(), identity.region.clone(), identity.account_id.clone());
+    control.attach_discovery(discovery.clone());
+    // The service scheduler: keeps every service's tasks as the service asks.
+    let scheduler = {
+        let mut stop = stop_agents.subscribe();
+        tokio::spawn(control.clone().run_service_scheduler(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    };
     let state = Arc::new(
         ApiState::new(control, std::slice::from_ref(&credentials))
             .with_logs(logs)
@@ -131,6 +139,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     // Tasks keep running under their shims; the next `flotilla up` adopts them.
     let _ = stop_agents.send(true);
+    let _ = scheduler.await;
     for agent in agents {
         let _ = agent.await;
     }

@@ -118,7 +118,7 @@ impl ClusterInclude {
 /// under the names and in the order ECS answers with. Every Flotilla task is a Fargate task
 /// (FARGATE_SPOT included, as on ECS), so the EC2 counts are zero by construction rather
 /// than unknown.
-fn statistics(cluster: &Cluster) -> Vec<KeyValuePair> {
+fn statistics(cluster: &Cluster, draining: i32) -> Vec<KeyValuePair> {
     [
         ("runningEC2TasksCount", 0),
         ("runningFargateTasksCount", cluster.running_tasks_count),
@@ -127,9 +127,7 @@ fn statistics(cluster: &Cluster) -> Vec<KeyValuePair> {
         ("activeEC2ServiceCount", 0),
         ("activeFargateServiceCount", cluster.active_services_count),
         ("drainingEC2ServiceCount", 0),
-        // Flotilla has no services yet, so none can be draining; this becomes a real count
-        // together with activeServicesCount when services arrive.
-        ("drainingFargateServiceCount", 0),
+        ("drainingFargateServiceCount", draining),
     ]
     .into_iter()
     .map(|(name, value)| KeyValuePair { name: Some(name.to_owned()), value: Some(value.to_string()) })
@@ -245,7 +243,9 @@ impl Control {
             match load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await? {
                 Some((mut cluster, _)) => {
                     (cluster.running_tasks_count, cluster.pending_tasks_count) = self.task_counts(&name).await?;
-                    cluster.statistics = Some(statistics(&cluster));
+                    let (active, draining) = self.service_counts(&name).await?;
+                    cluster.active_services_count = active + draining;
+                    cluster.statistics = Some(statistics(&cluster, draining));
                     found.push(include.apply(cluster))
                 }
                 None => missing.push(if raw.starts_with("arn:") {
@@ -285,7 +285,8 @@ impl Control {
     pub async fn delete_cluster(&self, cluster: &str) -> Result<Cluster, ControlError> {
         let (mut current, rev) = self.active_cluster(Some(cluster)).await?;
         (current.running_tasks_count, current.pending_tasks_count) = self.task_counts(&current.cluster_name).await?;
-        if current.active_services_count > 0 {
+        let (active, draining) = self.service_counts(&current.cluster_name).await?;
+        if active + draining > 0 {
             return Err(ControlError::ClusterContainsServices { cluster: current.cluster_name });
         }
         if current.running_tasks_count + current.pending_tasks_count > 0 {

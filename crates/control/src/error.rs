@@ -17,6 +17,20 @@ pub enum ControlError {
     ClusterContainsServices { cluster: String },
     #[error("The Cluster cannot be deleted while Tasks are active.")]
     ClusterContainsTasks { cluster: String },
+    #[error("Service not found.")]
+    ServiceNotFound,
+    #[error("Service was not ACTIVE.")]
+    ServiceNotActive,
+    #[error("The service deployment {arn} was not found.")]
+    ServiceDeploymentNotFound { arn: String },
+    #[error("Namespace {namespace} was not found.")]
+    NamespaceNotFound { namespace: String },
+    /// The request conflicts with the resource's state (AWS `ConflictException`).
+    #[error("{0}")]
+    Conflict(String),
+    /// Valid for AWS but not served by Flotilla (AWS `UnsupportedFeatureException`).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("internal store failure")]
     Store(#[from] StoreError),
     #[error("stored record {key} cannot be read")]

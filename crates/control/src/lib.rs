@@ -14,6 +14,7 @@ mod error;
 mod host;
 mod page;
 mod record;
+mod service;
 mod tags;
 mod task;
 mod task_definition;
@@ -31,6 +32,13 @@ pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
 pub use error::ControlError;
 pub use host::LocalHostApi;
 pub use page::Page;
+pub use service::{
+    BreakerState, CircuitBreaker, CreateServiceInput, DeleteServiceInput, Deployment, DeploymentConfiguration,
+    DeploymentController, DeploymentStatus, ListServiceDeploymentsInput, ListServicesInput, LoadBalancer, PassSummary,
+    ProtectedTask, RevisionSummary, Rollback, RolloutState, Service, ServiceDeployment, ServiceDeploymentBrief,
+    ServiceDeploymentStatus, ServiceEvent, ServiceRecord, ServiceRegistry, ServiceRevision, ServiceStatus, StopType,
+    UpdateServiceInput,
+};
 pub use task::{ListTasksInput, RunTaskInput, TaskRecord};
 pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrder};
 pub use vpc::{
@@ -48,15 +56,32 @@ pub struct Control {
     family_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// VPC networking settings (the public IP pool) and allocation queues.
     network: vpc::NetworkState,
+    /// Cloud Map, where services register their tasks; attached by the server that runs it.
+    discovery: std::sync::OnceLock<Arc<flotilla_discovery::Discovery>>,
 }
 
 impl Control {
     pub fn new(store: Arc<dyn Store>, identity: Identity) -> Control {
-        Control { store, identity, family_locks: Mutex::new(HashMap::new()), network: Default::default() }
+        Control {
+            store,
+            identity,
+            family_locks: Mutex::new(HashMap::new()),
+            network: Default::default(),
+            discovery: Default::default(),
+        }
     }
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Gives the control plane the Cloud Map that service registries name (once).
+    pub fn attach_discovery(&self, discovery: Arc<flotilla_discovery::Discovery>) {
+        let _ = self.discovery.set(discovery);
+    }
+
+    pub(crate) fn discovery(&self) -> Option<&Arc<flotilla_discovery::Discovery>> {
+        self.discovery.get()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -34,6 +34,7 @@ pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), ControlError> {
 
 enum Tagged {
     Cluster(String),
+    Service { cluster: String, name: String },
     TaskDefinition { family: String, revision: u32 },
 }
 
@@ -47,6 +48,10 @@ impl Control {
         }
         match arn.kind {
             ResourceKind::Cluster => Ok(Tagged::Cluster(arn.resource)),
+            ResourceKind::Service => {
+                let (cluster, name) = arn.resource.split_once('/').ok_or_else(not_found)?;
+                Ok(Tagged::Service { cluster: cluster.to_owned(), name: name.to_owned() })
+            }
             ResourceKind::TaskDefinition => {
                 let (family, revision) = arn.resource.rsplit_once(':').ok_or_else(not_found)?;
                 let revision = revision.parse().map_err(|_| not_found())?;
@@ -64,6 +69,7 @@ impl Control {
                     load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await?.ok_or_else(not_found)?;
                 Ok(cluster.tags.unwrap_or_default())
             }
+            Tagged::Service { cluster, name } => self.service_tags_mut(&cluster, &name, |_| Ok(())).await,
             Tagged::TaskDefinition { family, revision } => {
                 let (record, _) =
                     load::<TaskDefinitionRecord>(self.store.as_ref(), &task_definition_key(&family, revision))
@@ -98,6 +104,10 @@ impl Control {
     ) -> Result<(), ControlError> {
         let not_found = || ControlError::ResourceNotFound { arn: resource_arn.to_owned() };
         let target = self.tagged(resource_arn)?;
+        if let Tagged::Service { cluster, name } = &target {
+            self.service_tags_mut(cluster, name, change).await?;
+            return Ok(());
+        }
         loop {
             let (key, value, rev) = match &target {
                 Tagged::Cluster(name) => {
@@ -113,6 +123,7 @@ impl Control {
                     change(&mut record.tags)?;
                     (key, encode(&record), rev)
                 }
+                Tagged::Service { .. } => unreachable!("service tags are changed above"),
             };
             let txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, value));
             if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {

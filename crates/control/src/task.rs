@@ -13,6 +13,7 @@ use crate::page::{Page, paginate};
 use crate::record::{decode, encode, load, task_key, tasks_prefix, token_key};
 use crate::tags::validate_tags;
 use crate::{Control, ControlError};
+use flotilla_host::Host;
 
 /// Most tasks one RunTask may start, as on AWS.
 const MAX_COUNT: i32 = 10;
@@ -27,6 +28,9 @@ pub struct TaskRecord {
     /// The host the task is assigned to; `None` while no host can take it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
+    /// Task scale-in protection: until when the service scheduler must not choose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -66,12 +70,44 @@ struct TokenRecord {
     task_arns: Vec<String>,
 }
 
-fn new_task_id() -> String {
+pub(crate) fn new_task_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// A stable spread of task ids over a few choices.
+fn id_hash(id: &str) -> usize {
+    id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+}
+
+/// `network` with `subnet` moved to the front: the subnet the task's interface is made in
+/// first.
+pub(crate) fn subnet_first(network: &NetworkConfiguration, subnet: &str) -> NetworkConfiguration {
+    let mut out = network.clone();
+    if let Some(awsvpc) = out.awsvpc_configuration.as_mut()
+        && let Some(i) = awsvpc.subnets.iter().position(|s| s == subnet)
+    {
+        let chosen = awsvpc.subnets.remove(i);
+        awsvpc.subnets.insert(0, chosen);
+    }
+    out
+}
+
+/// How one new task is launched: everything about it that is not its task definition.
+pub(crate) struct Launch {
+    pub id: String,
+    pub capacity_provider: Option<String>,
+    pub platform_version: Option<String>,
+    pub group: Option<String>,
+    pub started_by: Option<String>,
+    pub enable_execute_command: bool,
+    pub tags: Vec<Tag>,
+    /// Subnets in the order to try; the first one's zone is `availability_zone`.
+    pub network_configuration: Option<NetworkConfiguration>,
+    pub availability_zone: Option<String>,
+}
+
 /// Assigns each of `count` tasks a capacity provider: `base` first, then by weight.
-fn place(strategy: &[CapacityProviderStrategyItem], count: usize) -> Vec<String> {
+pub(crate) fn place(strategy: &[CapacityProviderStrategyItem], count: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(count);
     if let Some(based) = strategy.iter().find(|i| i.base > 0) {
         out.extend(std::iter::repeat_n(based.capacity_provider.clone(), (based.base as usize).min(count)));
@@ -95,7 +131,7 @@ fn place(strategy: &[CapacityProviderStrategyItem], count: usize) -> Vec<String>
 }
 
 /// The task size after overrides, checked against the Fargate table and the containers.
-fn task_size(definition: &TaskDefinition, overrides: &TaskOverride) -> Result<TaskSize, ControlError> {
+pub(crate) fn task_size(definition: &TaskDefinition, overrides: &TaskOverride) -> Result<TaskSize, ControlError> {
     let cpu_text = overrides.cpu.as_deref().or(definition.cpu.as_deref()).unwrap_or("256");
     let memory_text = overrides.memory.as_deref().or(definition.memory.as_deref()).unwrap_or("512");
     let cpu = parse_cpu(cpu_text)
@@ -190,6 +226,7 @@ impl Control {
                 definition.task_definition_arn
             )));
         }
+        let mut placement = None;
         if definition.network_mode.as_deref() == Some("awsvpc") {
             let awsvpc = input.network_configuration.as_ref().and_then(|n| n.awsvpc_configuration.as_ref());
             let Some(awsvpc) = awsvpc else {
@@ -198,7 +235,7 @@ impl Control {
                 ));
             };
             // The subnets and groups must exist and share one VPC, as on Fargate.
-            self.validate_awsvpc(&awsvpc.subnets, &awsvpc.security_groups).await?;
+            placement = Some(self.validate_awsvpc(&awsvpc.subnets, &awsvpc.security_groups).await?);
         }
         let overrides = input.overrides.clone().unwrap_or_default();
         for o in &overrides.container_overrides {
@@ -245,66 +282,39 @@ impl Control {
         let mut records = Vec::new();
         for provider in providers {
             let id = new_task_id();
-            let task_arn = self.identity.task(&cluster.cluster_name, &id).to_string();
-            let containers = definition
-                .container_definitions
-                .iter()
-                .map(|c| {
-                    let name = c.name.clone().unwrap_or_default();
-                    let o = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(name.as_str()));
-                    Container {
-                        container_arn: self
-                            .identity
-                            .container(&cluster.cluster_name, &id, &uuid::Uuid::new_v4().to_string())
-                            .to_string(),
-                        task_arn: task_arn.clone(),
-                        name,
-                        image: c.image.clone().unwrap_or_default(),
-                        image_digest: None,
-                        runtime_id: None,
-                        last_status: ContainerStatus::Pending,
-                        exit_code: None,
-                        reason: None,
-                        network_bindings: Vec::new(),
-                        network_interfaces: Vec::new(),
-                        health_status: c.health_check.as_ref().map(|_| flotilla_types::task::HealthStatus::Unknown),
-                        cpu: Some(o.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0).to_string()),
-                        memory: o.and_then(|o| o.memory).or(c.memory).map(|m| m.to_string()),
-                        memory_reservation: o
-                            .and_then(|o| o.memory_reservation)
-                            .or(c.memory_reservation)
-                            .map(|m| m.to_string()),
-                    }
-                })
-                .collect();
-            let task = Task {
-                cpu: size.cpu.to_string(),
-                memory: size.memory.to_string(),
-                containers,
-                overrides: overrides.clone(),
-                capacity_provider_name: provider,
-                platform_version: input
-                    .platform_version
-                    .clone()
-                    .filter(|v| v != "LATEST")
-                    .unwrap_or_else(|| "1.4.0".into()),
-                availability_zone: host
-                    .as_ref()
-                    .map(|h| h.spec.availability_zone.clone())
-                    .unwrap_or_else(|| format!("{}a", self.identity.region)),
-                attributes: vec![serde_json::json!({"name": "ecs.cpu-architecture", "value": "x86_64"})],
+            // Fargate spreads a RunTask's tasks over its subnets: each starts at one picked by
+            // its id, and the agent tries the others in order if that one is full.
+            let (network_configuration, availability_zone) = match &placement {
+                Some(p) => {
+                    let first = &p.subnets[id_hash(&id) % p.subnets.len()];
+                    (
+                        input.network_configuration.as_ref().map(|n| subnet_first(n, &first.id)),
+                        Some(first.availability_zone.clone()),
+                    )
+                }
+                None => (input.network_configuration.clone(), None),
+            };
+            let launch = Launch {
+                id,
+                capacity_provider: provider,
+                platform_version: input.platform_version.clone(),
                 group: Some(input.group.clone().unwrap_or_else(|| format!("family:{}", definition.family))),
                 started_by: input.started_by.clone(),
                 enable_execute_command: input.enable_execute_command.unwrap_or(false),
-                ephemeral_storage: overrides.ephemeral_storage.clone().or_else(|| definition.ephemeral_storage.clone()),
-                tags: Some(tags.clone()),
-                ..Task::provisioning(task_arn, cluster.cluster_arn.clone(), definition.task_definition_arn.clone(), now)
+                tags: tags.clone(),
+                network_configuration,
+                availability_zone,
             };
-            records.push(TaskRecord {
-                task,
-                network_configuration: input.network_configuration.clone(),
-                host_id: host.as_ref().map(|h| h.spec.id.clone()),
-            });
+            records.push(self.new_task(
+                &cluster.cluster_name,
+                &cluster.cluster_arn,
+                &definition,
+                size,
+                &overrides,
+                launch,
+                host.as_ref(),
+                now,
+            ));
         }
 
         let mut txn = Txn::new();
@@ -325,8 +335,81 @@ impl Control {
         }
     }
 
+    /// The record of one new task, PROVISIONING, assigned to `host`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_task(
+        &self,
+        cluster_name: &str,
+        cluster_arn: &str,
+        definition: &TaskDefinition,
+        size: TaskSize,
+        overrides: &TaskOverride,
+        launch: Launch,
+        host: Option<&Host>,
+        now: Timestamp,
+    ) -> TaskRecord {
+        let id = launch.id;
+        let task_arn = self.identity.task(cluster_name, &id).to_string();
+        let containers = definition
+            .container_definitions
+            .iter()
+            .map(|c| {
+                let name = c.name.clone().unwrap_or_default();
+                let o = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(name.as_str()));
+                Container {
+                    container_arn: self
+                        .identity
+                        .container(cluster_name, &id, &uuid::Uuid::new_v4().to_string())
+                        .to_string(),
+                    task_arn: task_arn.clone(),
+                    name,
+                    image: c.image.clone().unwrap_or_default(),
+                    image_digest: None,
+                    runtime_id: None,
+                    last_status: ContainerStatus::Pending,
+                    exit_code: None,
+                    reason: None,
+                    network_bindings: Vec::new(),
+                    network_interfaces: Vec::new(),
+                    health_status: c.health_check.as_ref().map(|_| flotilla_types::task::HealthStatus::Unknown),
+                    cpu: Some(o.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0).to_string()),
+                    memory: o.and_then(|o| o.memory).or(c.memory).map(|m| m.to_string()),
+                    memory_reservation: o
+                        .and_then(|o| o.memory_reservation)
+                        .or(c.memory_reservation)
+                        .map(|m| m.to_string()),
+                }
+            })
+            .collect();
+        let task = Task {
+            cpu: size.cpu.to_string(),
+            memory: size.memory.to_string(),
+            containers,
+            overrides: overrides.clone(),
+            capacity_provider_name: launch.capacity_provider,
+            platform_version: launch.platform_version.filter(|v| v != "LATEST").unwrap_or_else(|| "1.4.0".into()),
+            availability_zone: launch
+                .availability_zone
+                .or_else(|| host.map(|h| h.spec.availability_zone.clone()))
+                .unwrap_or_else(|| format!("{}a", self.identity.region)),
+            attributes: vec![serde_json::json!({"name": "ecs.cpu-architecture", "value": "x86_64"})],
+            group: launch.group,
+            started_by: launch.started_by,
+            enable_execute_command: launch.enable_execute_command,
+            ephemeral_storage: overrides.ephemeral_storage.clone().or_else(|| definition.ephemeral_storage.clone()),
+            tags: Some(launch.tags),
+            ..Task::provisioning(task_arn, cluster_arn.to_owned(), definition.task_definition_arn.clone(), now)
+        };
+        TaskRecord {
+            task,
+            network_configuration: launch.network_configuration,
+            host_id: host.map(|h| h.spec.id.clone()),
+            protection: None,
+        }
+    }
+
     /// Resolves a `task` member (id or ARN) within a cluster to the store key's parts.
-    fn task_ref(&self, cluster: &str, task: &str) -> Result<(String, String), ControlError> {
+    pub(crate) fn task_ref(&self, cluster: &str, task: &str) -> Result<(String, String), ControlError> {
         if task.starts_with("arn:") {
             let arn = Arn::parse(task)
                 .filter(|a| a.kind == ResourceKind::Task)
@@ -402,12 +485,7 @@ impl Control {
             return Err(ControlError::invalid("reason: at most 255 characters."));
         }
         self.update_task(&c, &id, |t| {
-            if t.desired_status == DesiredStatus::Stopped {
-                return Ok(());
-            }
-            t.desired_status = DesiredStatus::Stopped;
-            t.stop_code.get_or_insert(StopCode::UserInitiated);
-            t.stopped_reason.get_or_insert_with(|| reason.clone());
+            crate::service::request_stop(t, StopCode::UserInitiated, &reason);
             Ok(())
         })
         .await

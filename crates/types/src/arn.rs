@@ -48,6 +48,16 @@ impl Identity {
         self.ecs(ResourceKind::Service, format!("{cluster}/{name}"))
     }
 
+    /// A service deployment: `service-deployment/<cluster>/<service>/<id>`.
+    pub fn service_deployment(&self, cluster: &str, service: &str, id: &str) -> String {
+        self.ecs(ResourceKind::ServiceDeployment, format!("{cluster}/{service}/{id}")).to_string()
+    }
+
+    /// A service revision: `service-revision/<cluster>/<service>/<id>`.
+    pub fn service_revision(&self, cluster: &str, service: &str, id: &str) -> String {
+        self.ecs(ResourceKind::ServiceRevision, format!("{cluster}/{service}/{id}")).to_string()
+    }
+
     pub fn capacity_provider(&self, name: &str) -> Arn {
         self.ecs(ResourceKind::CapacityProvider, name)
     }
@@ -122,6 +132,8 @@ pub enum ResourceKind {
     TaskDefinition,
     Task,
     Service,
+    ServiceDeployment,
+    ServiceRevision,
     CapacityProvider,
     ContainerInstance,
     Container,
@@ -135,6 +147,8 @@ impl ResourceKind {
             ResourceKind::TaskDefinition => "task-definition",
             ResourceKind::Task => "task",
             ResourceKind::Service => "service",
+            ResourceKind::ServiceDeployment => "service-deployment",
+            ResourceKind::ServiceRevision => "service-revision",
             ResourceKind::CapacityProvider => "capacity-provider",
             ResourceKind::ContainerInstance => "container-instance",
             ResourceKind::Container => "container",
@@ -148,6 +162,8 @@ impl ResourceKind {
             "task-definition" => ResourceKind::TaskDefinition,
             "task" => ResourceKind::Task,
             "service" => ResourceKind::Service,
+            "service-deployment" => ResourceKind::ServiceDeployment,
+            "service-revision" => ResourceKind::ServiceRevision,
             "capacity-provider" => ResourceKind::CapacityProvider,
             "container-instance" => ResourceKind::ContainerInstance,
             "container" => ResourceKind::Container,

@@ -235,13 +235,11 @@ impl LocalHostApi {
         let placement = self.control.validate_awsvpc(&awsvpc.subnets, &awsvpc.security_groups).await.map_err(|e| {
             HostApiError::Refused { reason: format!("ResourceInitializationError: invalid awsvpcConfiguration: {e}") }
         })?;
-        // Start at a subnet picked by the task, as Fargate spreads tasks over them.
-        let n = placement.subnets.len();
-        let first = task_arn.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % n;
+        // The control plane put the task's subnet (and so its zone) first; the others are
+        // tried in order only if that one has no address left.
         let description = self.control.identity().attachment(attachment_id);
         let mut last = String::new();
-        for i in 0..n {
-            let subnet = &placement.subnets[(first + i) % n];
+        for subnet in &placement.subnets {
             let spec = NetworkInterfaceSpec {
                 subnet_id: subnet.id.clone(),
                 security_group_ids: placement.security_group_ids.clone(),

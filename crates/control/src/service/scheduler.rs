@@ -1,0 +1,753 @@
+//! The service scheduler, a reconciler: each pass re-reads every service and its tasks from the
+//! store and moves them one step toward what the service asks for, committing the service
+//! record, the tasks it starts and the stops it decides in one transaction. Nothing is kept
+//! between passes but what the store holds, so a crash or restart at any moment resumes
+//! without duplicate or lost tasks: a pass that loses a compare-and-write race changes nothing
+//! and the next pass decides again from what won.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_store::{Compare, KeyValue, Op, Txn, TxnOutcome};
+use flotilla_types::task::{DesiredStatus, HealthStatus, StopCode, Task, TaskOverride, TaskStatus};
+use flotilla_types::{Tag, Timestamp};
+
+use super::input::{breaker_threshold, cluster_of};
+use super::model::*;
+use super::service_key;
+use crate::record::{TASKS, decode, encode};
+use crate::task::{Launch, TaskRecord, new_task_id, place, subnet_first, task_size};
+use crate::{Control, ControlError};
+
+/// Why the scheduler stops a task whose essential container failed its health check.
+pub(crate) const HEALTH_REASON: &str = "Task failed container health checks";
+/// A task that crashes on its own this soon after starting counts as failing to start.
+const QUICK_CRASH: i64 = 10_000;
+/// Consecutive start failures before launches are delayed.
+const BACKOFF_AFTER: u32 = 3;
+/// The longest delay between launch attempts, as ECS's service throttle.
+const MAX_BACKOFF: i64 = 27 * 60 * 1000;
+/// Longest the scheduler sleeps without a store change (protection expiry, grace periods).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// What one pass did.
+#[derive(Debug, Default, Clone)]
+pub struct PassSummary {
+    pub services: usize,
+    pub started: usize,
+    pub stopped: usize,
+    /// The earliest moment a service wants another pass without any change (a backoff).
+    pub next_wake: Option<Timestamp>,
+}
+
+/// A task record of the service with the store key and revision it was read at.
+pub(crate) struct Observed {
+    kv: KeyValue,
+    record: TaskRecord,
+}
+
+impl Observed {
+    pub(crate) fn task(&self) -> &Task {
+        &self.record.task
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        self.record.task.id()
+    }
+
+    pub(crate) fn live(&self) -> bool {
+        self.task().desired_status == DesiredStatus::Running && self.task().last_status != TaskStatus::Stopped
+    }
+
+    fn has_health_checks(&self) -> bool {
+        self.task().containers.iter().any(|c| c.health_status.is_some())
+    }
+
+    /// RUNNING and, where it has health checks, HEALTHY: what a deployment counts.
+    pub(crate) fn healthy(&self) -> bool {
+        self.task().last_status == TaskStatus::Running
+            && (!self.has_health_checks() || self.task().health_status == Some(HealthStatus::Healthy))
+    }
+
+    fn protected(&self, now: Timestamp) -> bool {
+        self.record.protection.is_some_and(|until| until > now)
+    }
+}
+
+fn push_event(record: &mut ServiceRecord, now: Timestamp, message: String) {
+    let event = ServiceEvent { id: uuid::Uuid::new_v4().to_string(), created_at: now, message };
+    record.service.events.insert(0, event);
+    record.service.events.truncate(MAX_EVENTS);
+}
+
+fn task_list(ids: &[String]) -> String {
+    ids.iter().map(|id| format!("(task {id})")).collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a stopped task counts as failed: it stopped on its own, or failed its health
+/// checks; neither users nor the scheduler's own scale-in, nor Spot, fail a deployment.
+fn failed(task: &Task) -> bool {
+    match task.stop_code {
+        Some(StopCode::UserInitiated) | Some(StopCode::SpotInterruption) | Some(StopCode::TerminationNotice) => false,
+        Some(StopCode::ServiceSchedulerInitiated) => task.stopped_reason.as_deref() == Some(HEALTH_REASON),
+        _ => true,
+    }
+}
+
+/// Whether a failed task failed to *start*: it never ran, or its essential container quit by
+/// itself at once (a kill from outside, signal 9, is not the task's doing).
+fn failed_to_start(task: &Task) -> bool {
+    let Some(started) = task.started_at else { return true };
+    let quick = task.stopped_at.or(task.execution_stopped_at).is_some_and(|s| s.0 - started.0 < QUICK_CRASH);
+    let killed = task.containers.iter().any(|c| c.exit_code == Some(137));
+    let oom = task.stopped_reason.as_deref().is_some_and(|r| r.starts_with("OutOfMemoryError"));
+    quick && (!killed || oom)
+}
+
+/// The delay before the next launch after `failures` consecutive start failures.
+fn backoff_delay(failures: u32) -> i64 {
+    let step = failures.saturating_sub(BACKOFF_AFTER).min(20);
+    (1000i64 << step).min(MAX_BACKOFF)
+}
+
+/// Picks `n` tasks to stop among `candidates`: not yet running first, then from the zone with
+/// the most of `population`, newest first, as ECS's scale-in does.
+fn choose_victims<'a>(candidates: &[&'a Observed], population: &[&Observed], n: usize) -> Vec<&'a Observed> {
+    let mut zones: HashMap<String, usize> = HashMap::new();
+    for t in population {
+        *zones.entry(t.task().availability_zone.clone()).or_default() += 1;
+    }
+    let mut left: Vec<&Observed> = candidates.to_vec();
+    let mut out = Vec::new();
+    while out.len() < n && !left.is_empty() {
+        let best = left
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, t)| {
+                (
+                    !t.healthy(),
+                    zones.get(&t.task().availability_zone).copied().unwrap_or(0),
+                    t.task().created_at,
+                    t.id().to_owned(),
+                )
+            })
+            .map(|(i, _)| i)
+            .expect("left is not empty");
+        let victim = left.remove(best);
+        if let Some(c) = zones.get_mut(&victim.task().availability_zone) {
+            *c = c.saturating_sub(1);
+        }
+        out.push(victim);
+    }
+    out
+}
+
+/// What a pass decided for one service.
+#[derive(Default)]
+struct Decisions {
+    /// New task records.
+    starts: Vec<TaskRecord>,
+    /// Tasks to stop now: index into the observed tasks, the reason.
+    stops: Vec<(usize, String)>,
+}
+
+impl Control {
+    /// Runs the scheduler until `shutdown` resolves: a pass now, then one after every change
+    /// to tasks, services or Cloud Map, and at least once a second.
+    pub async fn run_service_scheduler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut changes = self.store.watch("ecs/");
+        let mut registry_changes = self.store.watch("servicediscovery/");
+        loop {
+            let wait = match self.reconcile_services().await {
+                Ok(summary) => summary
+                    .next_wake
+                    .map(|t| Duration::from_millis((t.0 - Timestamp::now().0).clamp(0, 1000) as u64))
+                    .unwrap_or(IDLE_WAKE),
+                Err(e) => {
+                    tracing::warn!(error = %e, "service scheduler pass failed; retrying");
+                    IDLE_WAKE
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                r = changes.next() => if r.is_err() { changes = self.store.watch("ecs/") },
+                r = registry_changes.next() => if r.is_err() { registry_changes = self.store.watch("servicediscovery/") },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One pass over every ACTIVE and DRAINING service.
+    pub async fn reconcile_services(&self) -> Result<PassSummary, ControlError> {
+        let services = self.all_services().await?;
+        let mut summary = PassSummary::default();
+        if services.iter().all(|(r, _)| r.service.status == ServiceStatus::Inactive) {
+            return Ok(summary);
+        }
+        let mut groups: HashMap<(String, String), Vec<Observed>> = HashMap::new();
+        for kv in self.store.list_prefix(TASKS).await? {
+            let record: TaskRecord = decode(&kv)?;
+            let Some(name) = record.task.group.as_deref().and_then(|g| g.strip_prefix("service:")) else {
+                continue;
+            };
+            let cluster = record.task.cluster_name().to_owned();
+            groups.entry((cluster, name.to_owned())).or_default().push(Observed { kv, record });
+        }
+        let host = self.choose_host().await?;
+        for (record, rev) in services {
+            if record.service.status == ServiceStatus::Inactive {
+                continue;
+            }
+            let cluster = cluster_of(&record.service.cluster_arn);
+            let tasks = groups.remove(&(cluster, record.service.service_name.clone())).unwrap_or_default();
+            let name = record.service.service_name.clone();
+            match self.reconcile_service(record, rev, tasks, host.as_ref()).await {
+                Ok((started, stopped, wake)) => {
+                    summary.services += 1;
+                    summary.started += started;
+                    summary.stopped += stopped;
+                    summary.next_wake = match (summary.next_wake, wake) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Err(e) => tracing::warn!(service = %name, error = %e, "service pass failed; the next pass retries"),
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn reconcile_service(
+        &self,
+        mut rec: ServiceRecord,
+        rev: u64,
+        tasks: Vec<Observed>,
+        host: Option<&flotilla_host::Host>,
+    ) -> Result<(usize, usize, Option<Timestamp>), ControlError> {
+        let now = Timestamp::now();
+        let before = rec.clone();
+        let cluster = cluster_of(&rec.service.cluster_arn);
+        let name = rec.service.service_name.clone();
+        let mut decisions = Decisions::default();
+
+        self.account_stopped(&mut rec, &tasks, now);
+        let draining: Vec<String> = rec.draining.iter().map(|d| d.task_id.clone()).collect();
+        let live: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].live()).collect();
+        // Tasks in service: live and not on their way out.
+        let serving: Vec<usize> =
+            live.iter().copied().filter(|&i| !draining.iter().any(|d| d == tasks[i].id())).collect();
+
+        // Essential containers that failed their health checks: stop (a replacement follows).
+        let grace = i64::from(rec.service.health_check_grace_period_seconds.unwrap_or(0)) * 1000;
+        let mut out_of_service: Vec<(usize, String)> = Vec::new();
+        for &i in &serving {
+            let t = tasks[i].task();
+            let in_grace = t.started_at.is_some_and(|s| now.0 - s.0 < grace);
+            if t.last_status == TaskStatus::Running && t.health_status == Some(HealthStatus::Unhealthy) && !in_grace {
+                push_event(
+                    &mut rec,
+                    now,
+                    format!("(service {name}) (task {}) failed container health checks.", tasks[i].id()),
+                );
+                out_of_service.push((i, HEALTH_REASON.to_owned()));
+            }
+        }
+        let serving: Vec<usize> = serving.into_iter().filter(|i| !out_of_service.iter().any(|(j, _)| j == i)).collect();
+
+        self.check_breaker(&mut rec, now);
+
+        let primary_id = rec.service.deployments.first().map(|d| d.id.clone()).unwrap_or_default();
+        let primary_failed = rec.service.deployments.first().is_some_and(|d| d.rollout_state == RolloutState::Failed);
+        let of = |i: &usize, id: &str| tasks[*i].task().started_by.as_deref() == Some(id);
+        let primary: Vec<usize> = serving.iter().copied().filter(|i| of(i, &primary_id)).collect();
+        let old: Vec<usize> = serving.iter().copied().filter(|i| !of(i, &primary_id)).collect();
+
+        let desired = rec.service.desired_count.max(0) as i64;
+        let config = rec.service.deployment_configuration.clone();
+        let max_total = desired * i64::from(config.maximum()) / 100;
+        let min_healthy = (desired * i64::from(config.minimum()) + 99) / 100;
+        // Everything still running counts against maximumPercent, on its way out or not.
+        let total_live = live.len() as i64 - out_of_service.len() as i64;
+
+        // Start what the primary lacks, within maximumPercent and the launch backoff.
+        let mut to_start = 0i64;
+        let throttled = rec.backoff.next_launch_at.is_some_and(|t| t > now);
+        if !primary_failed && rec.service.status == ServiceStatus::Active && !throttled {
+            let lacking = desired - primary.len() as i64;
+            let room = max_total - total_live;
+            to_start = lacking.min(room).max(0);
+        }
+
+        // Scale-in of the primary: the excess, protected tasks never chosen.
+        let mut stopping: Vec<(usize, String)> = out_of_service;
+        let excess = primary.len() as i64 - desired;
+        if excess > 0 {
+            let candidates: Vec<&Observed> = primary.iter().map(|&i| &tasks[i]).filter(|t| !t.protected(now)).collect();
+            let population: Vec<&Observed> = primary.iter().map(|&i| &tasks[i]).collect();
+            for victim in choose_victims(&candidates, &population, excess as usize) {
+                let i = tasks.iter().position(|t| t.id() == victim.id()).expect("observed");
+                stopping.push((i, String::new()));
+            }
+        }
+
+        // Old deployments: what is not healthy goes at once; healthy tasks only while the
+        // healthy total stays at or above minimumHealthyPercent. A failed primary keeps them.
+        if !primary_failed || rec.service.status == ServiceStatus::Draining {
+            let healthy_total = serving.iter().filter(|&&i| tasks[i].healthy()).count() as i64
+                - stopping.iter().filter(|(i, _)| tasks[*i].healthy()).count() as i64;
+            let mut allowance = (healthy_total - min_healthy).max(0);
+            let candidates: Vec<&Observed> = old.iter().map(|&i| &tasks[i]).filter(|t| !t.protected(now)).collect();
+            let population: Vec<&Observed> = old.iter().map(|&i| &tasks[i]).collect();
+            for victim in choose_victims(&candidates, &population, candidates.len()) {
+                if victim.healthy() {
+                    if allowance == 0 {
+                        continue;
+                    }
+                    allowance -= 1;
+                }
+                let i = tasks.iter().position(|t| t.id() == victim.id()).expect("observed");
+                stopping.push((i, String::new()));
+            }
+        }
+
+        // Scheduler stops: out of Cloud Map first, where the task is registered.
+        let stopped_ids: Vec<String> = stopping.iter().map(|(i, _)| tasks[*i].id().to_owned()).collect();
+        let mut scale_in: Vec<String> = Vec::new();
+        for (i, reason) in stopping {
+            let reason = if reason.is_empty() {
+                scale_in.push(tasks[i].id().to_owned());
+                format!(
+                    "Scaling activity initiated by (deployment {})",
+                    tasks[i].task().started_by.clone().unwrap_or_default()
+                )
+            } else {
+                reason
+            };
+            if rec.registered.contains_key(tasks[i].id()) {
+                rec.draining.push(Draining { task_id: tasks[i].id().to_owned(), reason });
+            } else {
+                decisions.stops.push((i, reason));
+            }
+        }
+        if !scale_in.is_empty() {
+            push_event(
+                &mut rec,
+                now,
+                format!("(service {name}) has stopped {} running tasks: {}.", scale_in.len(), task_list(&scale_in)),
+            );
+        }
+
+        // Cloud Map: register what serves, deregister what does not, finish drains.
+        let registered_ready = self.sync_registries(&mut rec, &tasks, &serving, &stopped_ids).await?;
+        let mut finished = Vec::new();
+        for d in &rec.draining {
+            match tasks.iter().position(|t| t.id() == d.task_id) {
+                Some(i) if tasks[i].live() => {
+                    if !registered_ready.contains(&d.task_id) {
+                        decisions.stops.push((i, d.reason.clone()));
+                        finished.push(d.task_id.clone());
+                    }
+                }
+                _ => finished.push(d.task_id.clone()),
+            }
+        }
+        rec.draining.retain(|d| !finished.contains(&d.task_id));
+
+        if to_start > 0 {
+            decisions.starts = self.launch(&rec, &tasks, &primary, to_start as usize, host, now).await?;
+            let ids: Vec<String> = decisions.starts.iter().map(|r| r.task.id().to_owned()).collect();
+            push_event(
+                &mut rec,
+                now,
+                format!("(service {name}) has started {} tasks: {}.", ids.len(), task_list(&ids)),
+            );
+        }
+
+        self.update_counts(&mut rec, &tasks, &decisions, now);
+        let wake = rec.backoff.next_launch_at.filter(|t| *t > now);
+
+        let unchanged = rec == before && decisions.starts.is_empty() && decisions.stops.is_empty();
+        if unchanged {
+            return Ok((0, 0, wake));
+        }
+        let key = service_key(&cluster, &name);
+        let mut txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&rec)));
+        for start in &decisions.starts {
+            txn = txn.then(Op::put(crate::record::task_key(&cluster, start.task.id()), encode(start)));
+        }
+        for (i, reason) in &decisions.stops {
+            let observed = &tasks[*i];
+            let mut record = observed.record.clone();
+            request_stop(&mut record.task, StopCode::ServiceSchedulerInitiated, reason);
+            record.task.version += 1;
+            txn = txn
+                .when(Compare::revision(&observed.kv.key, observed.kv.mod_revision))
+                .then(Op::put(&observed.kv.key, encode(&record)));
+        }
+        match self.store.txn(txn).await? {
+            TxnOutcome::Committed(_) => Ok((decisions.starts.len(), decisions.stops.len(), wake)),
+            // Someone changed the service or a task meanwhile: the next pass decides again.
+            TxnOutcome::Conflict => Ok((0, 0, Some(now))),
+        }
+    }
+
+    /// Counts the tasks that stopped since the last pass: deployment failures and the launch
+    /// backoff.
+    fn account_stopped(&self, rec: &mut ServiceRecord, tasks: &[Observed], now: Timestamp) {
+        let name = rec.service.service_name.clone();
+        for t in tasks {
+            let task = t.task();
+            if task.last_status != TaskStatus::Stopped || rec.accounted.contains(t.id()) {
+                continue;
+            }
+            rec.accounted.insert(t.id().to_owned());
+            if !failed(task) {
+                continue;
+            }
+            if let Some(d) = rec.service.deployments.iter_mut().find(|d| Some(&d.id) == task.started_by.as_ref())
+                && d.rollout_state == RolloutState::InProgress
+            {
+                d.failed_tasks += 1;
+                d.updated_at = now;
+            }
+            if failed_to_start(task) {
+                let b = &mut rec.backoff;
+                b.failures += 1;
+                b.last_failure_at = Some(now);
+                if b.failures >= BACKOFF_AFTER {
+                    b.next_launch_at = Some(Timestamp(now.0 + backoff_delay(b.failures)));
+                    if !b.reported {
+                        b.reported = true;
+                        push_event(
+                            rec,
+                            now,
+                            format!("(service {name}) is unable to consistently start tasks successfully."),
+                        );
+                    }
+                }
+            }
+        }
+        // A task that has run a while since the last failure ends the run of failures.
+        let settled = rec.backoff.last_failure_at.is_some_and(|f| {
+            tasks.iter().any(|t| {
+                t.live()
+                    && t.task().last_status == TaskStatus::Running
+                    && t.task().started_at.is_some_and(|s| s >= f && now.0 - s.0 >= QUICK_CRASH)
+            })
+        });
+        if settled {
+            rec.backoff = Backoff::default();
+        }
+        // Forget tasks whose records are gone (reaped an hour after they stopped).
+        rec.accounted.retain(|id| tasks.iter().any(|t| t.id() == id));
+    }
+
+    /// Trips the circuit breaker of a failing primary, and rolls back when asked to.
+    fn check_breaker(&self, rec: &mut ServiceRecord, now: Timestamp) {
+        let breaker = rec.service.deployment_configuration.breaker();
+        let name = rec.service.service_name.clone();
+        let Some(primary) = rec.service.deployments.first_mut() else { return };
+        let threshold = breaker_threshold(primary.desired_count.max(rec.service.desired_count));
+        if let Some(h) = rec.history.iter_mut().find(|h| h.deployment_id == primary.id && h.status.is_open()) {
+            h.deployment_circuit_breaker.failure_count = primary.failed_tasks;
+        }
+        if !breaker.enable || primary.rollout_state != RolloutState::InProgress || primary.failed_tasks < threshold {
+            return;
+        }
+        primary.rollout_state = RolloutState::Failed;
+        primary.rollout_state_reason = "ECS deployment circuit breaker: tasks failed to start.".into();
+        primary.updated_at = now;
+        let failed_id = primary.id.clone();
+        push_event(
+            rec,
+            now,
+            format!("(service {name}) (deployment {failed_id}) deployment failed: tasks failed to start."),
+        );
+        let target = rec
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.deployment_id != failed_id && h.status == ServiceDeploymentStatus::Successful)
+            .map(|h| h.deployment_id.clone());
+        let reason = "ECS deployment circuit breaker: tasks failed to start.".to_owned();
+        match (breaker.rollback, target) {
+            (true, Some(target)) => {
+                push_event(rec, now, format!("(service {name}) rolling back to deployment {target}."));
+                self.roll_back(rec, &failed_id, &target, reason, now);
+            }
+            _ => {
+                if let Some(h) = rec.history.iter_mut().find(|h| h.deployment_id == failed_id && h.status.is_open()) {
+                    h.status = ServiceDeploymentStatus::Stopped;
+                    h.status_reason = Some(reason);
+                    h.stopped_at = Some(now);
+                    h.updated_at = now;
+                    h.deployment_circuit_breaker.status = "TRIGGERED".into();
+                }
+            }
+        }
+    }
+
+    /// Makes deployment `target` PRIMARY again in place of `failed`.
+    pub(crate) fn roll_back(
+        &self,
+        rec: &mut ServiceRecord,
+        failed: &str,
+        target: &str,
+        reason: String,
+        now: Timestamp,
+    ) {
+        let number = target.strip_prefix("ecs-svc/").unwrap_or(target).to_owned();
+        self.start_deployment(rec, now, Some(&number));
+        let cluster = cluster_of(&rec.service.cluster_arn);
+        let revision = self.identity.service_revision(&cluster, &rec.service.service_name, &number);
+        if let Some(h) = rec.history.iter_mut().rev().find(|h| h.deployment_id == failed) {
+            h.status = ServiceDeploymentStatus::RollbackInProgress;
+            h.status_reason = Some(reason.clone());
+            h.stopped_at = None;
+            h.updated_at = now;
+            if h.deployment_circuit_breaker.status == "MONITORING" {
+                h.deployment_circuit_breaker.status = "TRIGGERED".into();
+            }
+            h.rollback = Some(Rollback { reason, started_at: now, service_revision_arn: revision });
+        }
+    }
+
+    /// New task records for the primary deployment, spread over its zones.
+    async fn launch(
+        &self,
+        rec: &ServiceRecord,
+        tasks: &[Observed],
+        primary: &[usize],
+        count: usize,
+        host: Option<&flotilla_host::Host>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskRecord>, ControlError> {
+        let deployment = rec.service.deployments.first().expect("a service has a primary deployment");
+        let cluster = cluster_of(&rec.service.cluster_arn);
+        let (definition, definition_tags) = self.describe_task_definition(&deployment.task_definition).await?;
+        let overrides = TaskOverride::default();
+        let size = task_size(&definition, &overrides)?;
+        let revision = rec.revisions.iter().find(|r| r.service_revision_arn.ends_with(deployment.number()));
+
+        // Zones of the deployment's subnets, in the order given, each with its subnets.
+        let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut zone_order: Vec<String> = Vec::new();
+        let subnets = deployment
+            .network_configuration
+            .as_ref()
+            .and_then(|n| n.awsvpc_configuration.as_ref())
+            .map(|a| a.subnets.clone())
+            .unwrap_or_default();
+        for id in &subnets {
+            let subnet = self.subnet(id).await.map_err(|e| ControlError::invalid(format!("subnet {id}: {e}")))?;
+            if !zone_order.contains(&subnet.availability_zone) {
+                zone_order.push(subnet.availability_zone.clone());
+            }
+            zones.entry(subnet.availability_zone).or_default().push(id.clone());
+        }
+        let mut per_zone: HashMap<String, usize> = HashMap::new();
+        let mut per_subnet: HashMap<String, usize> = HashMap::new();
+        for &i in primary {
+            let t = &tasks[i];
+            *per_zone.entry(t.task().availability_zone.clone()).or_default() += 1;
+            if let Some(first) = t
+                .record
+                .network_configuration
+                .as_ref()
+                .and_then(|n| n.awsvpc_configuration.as_ref())
+                .and_then(|a| a.subnets.first())
+            {
+                *per_subnet.entry(first.clone()).or_default() += 1;
+            }
+        }
+
+        let providers: Vec<Option<String>> = match &deployment.capacity_provider_strategy {
+            Some(strategy) if !strategy.is_empty() => {
+                place(strategy, primary.len() + count).into_iter().skip(primary.len()).map(Some).collect()
+            }
+            _ => vec![None; count],
+        };
+        let mut tags: Vec<Tag> = match rec.service.propagate_tags.as_str() {
+            "TASK_DEFINITION" => definition_tags,
+            "SERVICE" => rec.tags.clone(),
+            _ => Vec::new(),
+        };
+        if rec.service.enable_ecs_managed_tags {
+            tags.push(Tag { key: "aws:ecs:clusterName".into(), value: cluster.clone() });
+            tags.push(Tag { key: "aws:ecs:serviceName".into(), value: rec.service.service_name.clone() });
+        }
+        let (cluster_record, _) = self.active_cluster(Some(&cluster)).await?;
+        let mut out = Vec::with_capacity(count);
+        for provider in providers {
+            let (network_configuration, availability_zone) = match &deployment.network_configuration {
+                Some(network) if !zone_order.is_empty() => {
+                    // The zone with the fewest of this deployment's tasks, then its emptiest subnet.
+                    let zone = zone_order
+                        .iter()
+                        .min_by_key(|z| per_zone.get(*z).copied().unwrap_or(0))
+                        .expect("zone_order is not empty")
+                        .clone();
+                    let subnet = zones[&zone]
+                        .iter()
+                        .min_by_key(|s| per_subnet.get(*s).copied().unwrap_or(0))
+                        .expect("a zone has a subnet")
+                        .clone();
+                    *per_zone.entry(zone.clone()).or_default() += 1;
+                    *per_subnet.entry(subnet.clone()).or_default() += 1;
+                    (Some(subnet_first(network, &subnet)), Some(zone))
+                }
+                other => (other.clone(), None),
+            };
+            let launch = Launch {
+                id: new_task_id(),
+                capacity_provider: provider,
+                platform_version: Some(deployment.platform_version.clone()),
+                group: Some(format!("service:{}", rec.service.service_name)),
+                started_by: Some(deployment.id.clone()),
+                enable_execute_command: revision
+                    .map_or(rec.service.enable_execute_command, |r| r.enable_execute_command),
+                tags: tags.clone(),
+                network_configuration,
+                availability_zone,
+            };
+            let mut record = self.new_task(
+                &cluster_record.cluster_name,
+                &cluster_record.cluster_arn,
+                &definition,
+                size,
+                &overrides,
+                launch,
+                host,
+                now,
+            );
+            if deployment.launch_type.is_none() && record.task.capacity_provider_name.is_some() {
+                record.task.launch_type = "FARGATE".into();
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Counts per deployment and for the service; completes deployments, notes steady state,
+    /// retires emptied deployments and finishes a DRAINING service.
+    fn update_counts(&self, rec: &mut ServiceRecord, tasks: &[Observed], decisions: &Decisions, now: Timestamp) {
+        let name = rec.service.service_name.clone();
+        let stopping: Vec<&str> = decisions.stops.iter().map(|(i, _)| tasks[*i].id()).collect();
+        let live: Vec<&Observed> = tasks.iter().filter(|t| t.live() && !stopping.contains(&t.id())).collect();
+        let mut total_running = 0;
+        let mut total_pending = 0;
+        for (n, d) in rec.service.deployments.iter_mut().enumerate() {
+            let mine: Vec<&&Observed> = live.iter().filter(|t| t.task().started_by.as_deref() == Some(&d.id)).collect();
+            let running = mine.iter().filter(|t| t.task().last_status == TaskStatus::Running).count() as i32;
+            let mut pending = mine.iter().filter(|t| t.task().last_status < TaskStatus::Running).count() as i32;
+            if n == 0 {
+                pending += decisions.starts.len() as i32;
+            }
+            if (running, pending) != (d.running_count, d.pending_count) {
+                d.running_count = running;
+                d.pending_count = pending;
+                d.updated_at = now;
+            }
+            total_running += running;
+            total_pending += pending;
+        }
+        rec.service.running_count = total_running;
+        rec.service.pending_count = total_pending;
+
+        let desired = rec.service.desired_count;
+        let primary_id = rec.service.deployments.first().map(|d| d.id.clone()).unwrap_or_default();
+        let primary_healthy =
+            live.iter().filter(|t| t.task().started_by.as_deref() == Some(&primary_id) && t.healthy()).count() as i32;
+        let primary_live = live.iter().filter(|t| t.task().started_by.as_deref() == Some(&primary_id)).count() as i32;
+        let others_live = live.iter().any(|t| t.task().started_by.as_deref() != Some(&primary_id));
+        let primary_in_progress =
+            rec.service.deployments.first().is_some_and(|d| d.rollout_state == RolloutState::InProgress);
+        let done = primary_healthy == desired
+            && primary_live == desired
+            && !others_live
+            && decisions.starts.is_empty()
+            && rec.draining.is_empty();
+
+        if done && primary_in_progress {
+            let primary = &mut rec.service.deployments[0];
+            primary.rollout_state = RolloutState::Completed;
+            primary.rollout_state_reason = format!("ECS deployment {} completed.", primary.id);
+            primary.updated_at = now;
+            let cluster = cluster_of(&rec.service.cluster_arn);
+            let revision = self.identity.service_revision(&cluster, &name, primary.number());
+            push_event(rec, now, format!("(service {name}) (deployment {primary_id}) deployment completed."));
+            for h in rec.history.iter_mut() {
+                if h.deployment_id == primary_id && h.status.is_open() {
+                    h.status = ServiceDeploymentStatus::Successful;
+                    h.finished_at = Some(now);
+                    h.updated_at = now;
+                    if h.deployment_circuit_breaker.status == "MONITORING" {
+                        h.deployment_circuit_breaker.status = "MONITORING_COMPLETE".into();
+                    }
+                } else if h.status == ServiceDeploymentStatus::RollbackInProgress
+                    && h.rollback.as_ref().is_some_and(|r| r.service_revision_arn == revision)
+                {
+                    h.status = ServiceDeploymentStatus::RollbackSuccessful;
+                    h.finished_at = Some(now);
+                    h.updated_at = now;
+                }
+            }
+        }
+        // Deployments with nothing left running are retired.
+        let live_ids: Vec<Option<&str>> = live.iter().map(|t| t.task().started_by.as_deref()).collect();
+        rec.service
+            .deployments
+            .retain(|d| d.status == DeploymentStatus::Primary || live_ids.contains(&Some(d.id.as_str())));
+        for h in rec.history.iter_mut().filter(|h| h.status.is_open()) {
+            if let Some(d) = rec.service.deployments.iter().find(|d| d.id == h.deployment_id) {
+                h.target_service_revision.running_task_count = d.running_count;
+                h.target_service_revision.pending_task_count = d.pending_count;
+                h.target_service_revision.requested_task_count = d.desired_count;
+            }
+        }
+
+        let steady = done && rec.service.deployments.len() == 1 && rec.service.status == ServiceStatus::Active;
+        if steady && !rec.steady {
+            push_event(rec, now, format!("(service {name}) has reached a steady state."));
+        }
+        rec.steady = steady;
+        if rec.service.status == ServiceStatus::Draining && live.is_empty() && rec.draining.is_empty() {
+            rec.service.status = ServiceStatus::Inactive;
+            rec.service.deployments.clear();
+        }
+    }
+}
+
+/// Asks a task to stop: desired STOPPED with a code and reason, unless it was asked already.
+pub(crate) fn request_stop(task: &mut Task, code: StopCode, reason: &str) {
+    if task.desired_status == DesiredStatus::Stopped {
+        return;
+    }
+    task.desired_status = DesiredStatus::Stopped;
+    task.stop_code.get_or_insert(code);
+    task.stopped_reason.get_or_insert_with(|| reason.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff_delay(3), 1000);
+        assert_eq!(backoff_delay(4), 2000);
+        assert_eq!(backoff_delay(6), 8000);
+        assert_eq!(backoff_delay(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn breaker_threshold_follows_ecs() {
+        assert_eq!(breaker_threshold(1), 3);
+        assert_eq!(breaker_threshold(2), 3);
+        assert_eq!(breaker_threshold(10), 5);
+        assert_eq!(breaker_threshold(11), 6);
+        assert_eq!(breaker_threshold(1000), 200);
+    }
+}
