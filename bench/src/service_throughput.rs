@@ -3,7 +3,8 @@
 //! CreateService per service), on a server whose agents are simulated, and measures how fast
 //! the scheduler places them: task records created per second from the first CreateService
 //! sent to the last task record's `createdAt`, and the time until all are RUNNING in the
-//! store. Then deletes the services (force) and waits until every task has stopped.
+//! store. Then deletes the services (force), waits until every task has stopped, and runs the
+//! same number of tasks through RunTask as a baseline without the scheduler.
 //!
 //! `createdAt` is the moment the control plane wrote a task's record, i.e. its placement; the
 //! driver reads them after the run, so its own calls do not slow the placements down.
@@ -155,14 +156,79 @@ async fn main() -> anyhow::Result<()> {
     );
     let met = placements >= 2000.0;
     println!("target (at least 2,000 placements/s): {} ({placements:.0}/s)", if met { "met" } else { "NOT met" });
-    // When they were created, in 10% buckets of the total: where the time goes.
-    let mut sorted = created.clone();
-    sorted.sort_by(f64::total_cmp);
-    let deciles: Vec<String> =
-        (1..=10).map(|d| format!("{:.0}", sorted[(d * sorted.len() / 10).saturating_sub(1)])).collect();
-    println!("  createdAt of the 10th, 20th, ... 100th percent of the tasks, ms: {}", deciles.join(" "));
+    print_steps(&tasks, sent_ms);
 
     // Gone again: the services deleted (forced, so scaled to 0) and every task stopped.
     flotilla_bench::stop_everything(&client, DEADLINE).await?;
+    runtask_baseline(&client, &td, total).await?;
+    flotilla_bench::stop_everything(&client, DEADLINE).await?;
+    Ok(())
+}
+
+/// Where the time goes: when 10%, 20%, ... 100% of `tasks` had reached each step of their
+/// lives (the control plane's placement, the agent's first report, RUNNING), in ms after
+/// `sent_ms`.
+fn print_steps(tasks: &[Value], sent_ms: f64) {
+    println!("  ms after the first request when 10%, 20%, ... 100% of the tasks had:");
+    for (label, field) in [
+        ("been placed (createdAt)", "createdAt"),
+        ("begun their pull (pullStartedAt)", "pullStartedAt"),
+        ("started (startedAt)", "startedAt"),
+    ] {
+        let stamps: Vec<f64> = tasks.iter().filter_map(|t| epoch_ms(&t[field])).map(|t| t - sent_ms).collect();
+        let deciles: Vec<String> = (1..=10).map(|d| format!("{:.0}", percentile(&stamps, d as f64 / 10.0))).collect();
+        println!("    {label:<34} {}", deciles.join(" "));
+    }
+}
+
+/// The same number of tasks through RunTask (10 a call, every call at once) on the same
+/// server, no service: what placing and running them costs the API, store and simulated agent
+/// without the scheduler, to set the figures above against.
+async fn runtask_baseline(client: &Client, td: &str, total: usize) -> anyhow::Result<()> {
+    let sent_ms = now_ms();
+    let sent = Instant::now();
+    let calls: Vec<_> = (0..total.div_ceil(10))
+        .map(|i| {
+            let (client, td) = (client.clone(), td.to_owned());
+            let count = (total - i * 10).min(10) as i32;
+            tokio::spawn(async move { flotilla_bench::run_task(&client, &td, count).await })
+        })
+        .collect();
+    let mut arns = Vec::new();
+    for call in calls {
+        arns.extend(call.await??);
+    }
+    let all_answered = sent.elapsed();
+    // Polled through DescribeClusters (one call) for the same reason as above.
+    let running_at = loop {
+        if sent.elapsed() > DEADLINE {
+            bail!("RunTask baseline: not all {total} tasks RUNNING after {DEADLINE:?}");
+        }
+        let out = client.ecs("DescribeClusters", json!({"clusters": ["default"]})).await.context("DescribeClusters")?;
+        if out["clusters"][0]["runningTasksCount"].as_u64() == Some(total as u64) {
+            break sent.elapsed();
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let tasks = flotilla_bench::describe(client, &arns).await?;
+    let last =
+        |field: &str| tasks.iter().filter_map(|t| epoch_ms(&t[field])).map(|t| t - sent_ms).fold(f64::NAN, f64::max);
+    println!();
+    println!(
+        "Baseline, no scheduler: the same {total} tasks through RunTask (count 10, {} calls at once)",
+        arns.len().div_ceil(10)
+    );
+    println!("  all RunTask calls answered {:.1} ms after the first was sent", all_answered.as_secs_f64() * 1000.0);
+    println!(
+        "  placements: {:.0} tasks/s (last createdAt {:.1} ms)",
+        total as f64 / (last("createdAt") / 1000.0),
+        last("createdAt")
+    );
+    println!(
+        "  all {total} RUNNING in the store (last startedAt): {:.1} ms; a polling client saw it at {:.1} ms",
+        last("startedAt"),
+        running_at.as_secs_f64() * 1000.0
+    );
+    print_steps(&tasks, sent_ms);
     Ok(())
 }

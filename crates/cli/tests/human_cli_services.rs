@@ -1,6 +1,7 @@
 //! `flotilla services` and `flotilla services show`, against servers that need no root: one
-//! with a simulated host (tasks reach RUNNING, the scheduler settles) and one that serves the
-//! API only (tasks stay PROVISIONING, so a deployment stays in progress while we look).
+//! with a simulated host (tasks reach RUNNING, the scheduler settles, and an image that cannot
+//! be pulled holds a rollout in progress) and one that serves the API only (tasks stay
+//! PROVISIONING, so they count as pending).
 
 mod common;
 
@@ -15,13 +16,14 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The cells of every line of a table (comfy-table's UTF-8 preset, no colour), header first;
+/// The cells of every line of a table (comfy-table's UTF-8 condensed preset: `│` borders, `┆`
+/// between cells; no colour), header first;
 /// rows wrapped onto continuation lines would show up as extra rows, which the checks catch.
 fn cells(table: &str) -> Vec<Vec<String>> {
     table
         .lines()
         .filter(|l| l.starts_with('│'))
-        .map(|l| l.trim_matches('│').split('│').map(|c| c.trim().to_owned()).collect())
+        .map(|l| l.trim_matches('│').split(['│', '┆']).map(|c| c.trim().to_owned()).collect())
         .collect()
 }
 
@@ -43,9 +45,11 @@ fn default_subnets(server: &Server) -> String {
     format!("awsvpcConfiguration={{subnets=[{}]}}", ids.join(","))
 }
 
-/// Registers `family` (once per call: a new revision) and returns its ARN.
-fn register(server: &Server, family: &str) -> String {
-    let body = common::task_definition(family).to_string();
+/// Registers `family` running `image` (once per call: a new revision) and returns its ARN.
+fn register(server: &Server, family: &str, image: &str) -> String {
+    let mut body = common::task_definition(family);
+    body["containerDefinitions"][0]["image"] = json!(image);
+    let body = body.to_string();
     let out = server.aws_json(&["ecs", "register-task-definition", "--cli-input-json", &body]);
     out["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().to_owned()
 }
@@ -75,7 +79,7 @@ fn create_service(server: &Server, cluster: &str, name: &str, td: &str, count: u
 fn services_table_and_show_once_the_service_is_steady() {
     let server = Server::start_simulated(1);
     server.aws_json(&["ecs", "create-cluster", "--cluster-name", "default"]);
-    register(&server, "svc-cli");
+    register(&server, "svc-cli", "busybox:latest");
     create_service(&server, "default", "web", "svc-cli", 2);
 
     // Steady: both tasks RUNNING and the one deployment COMPLETED, as the list's JSON says.
@@ -115,7 +119,7 @@ fn services_table_and_show_once_the_service_is_steady() {
     assert_eq!(deployments.len(), 2, "one deployment:\n{show}");
     let d = &deployments[1];
     assert!(d[0].starts_with("ecs-svc/") && d[0].len() == "ecs-svc/".len() + 19, "{show}");
-    assert_eq!(d[1..9], ["PRIMARY", "svc-cli:1", "2", "2", "0", "0", "COMPLETED"], "{show}");
+    assert_eq!(d[1..8], ["PRIMARY", "svc-cli:1", "2", "2", "0", "0", "COMPLETED"], "{show}");
 
     // Newest first: the steady state came after the start of both tasks.
     let events = cells(section(&show, "Events"));
@@ -132,14 +136,34 @@ fn services_table_and_show_once_the_service_is_steady() {
     let raw = json_out(&server, &["services", "show", "web", "-o", "json"]);
     assert_eq!(raw["services"][0]["serviceArn"], ours["serviceArn"]);
     assert_eq!(raw["failures"], json!([]));
+
+    // A revision whose image cannot be pulled (the simulated host's `missing` tag) never
+    // starts, so the rollout stays in progress with the old tasks kept running (minimum
+    // healthy 100%) and both deployments listed.
+    let broken = register(&server, "svc-cli", "busybox:missing");
+    server.aws_json(&["ecs", "update-service", "--service", "web", "--task-definition", &broken]);
+    common::wait_for("a failed task in the new deployment", Duration::from_secs(30), || {
+        let listed = json_out(&server, &["services", "-o", "json"]);
+        listed["services"][0]["deployments"][0]["failedTasks"].as_i64().unwrap_or(0) > 0
+    });
+    let show = stdout(&server.flotilla(&["services", "show", "web"]));
+    let deployments = cells(section(&show, "Deployments"));
+    let summary: Vec<&[String]> = deployments[1..].iter().map(|d| &d[1..8]).collect();
+    assert_eq!(summary.len(), 2, "{show}");
+    assert_eq!(summary[0][..3], ["PRIMARY", "svc-cli:2", "2"], "{show}");
+    assert_eq!(summary[0][6], "IN_PROGRESS", "{show}");
+    assert_ne!(summary[0][5], "0", "failed tasks counted: {show}");
+    assert_eq!(summary[1], ["ACTIVE", "svc-cli:1", "2", "2", "0", "0", "COMPLETED"], "{show}");
+    let table = stdout(&server.flotilla(&["services"]));
+    assert_eq!(cells(&table)[1][1..], ["ACTIVE", "2", "2", "0", "svc-cli:2", "IN_PROGRESS"], "{table}");
 }
 
 #[test]
-fn services_lists_every_page_of_a_cluster_and_shows_a_deployment_in_progress() {
+fn services_lists_every_page_of_a_cluster_and_names_what_is_missing() {
     let server = Server::start_no_agent();
     server.aws_json(&["ecs", "create-cluster", "--cluster-name", "default"]);
     server.aws_json(&["ecs", "create-cluster", "--cluster-name", "prod"]);
-    register(&server, "svc-list");
+    register(&server, "svc-list", "busybox:latest");
     // More than one ListServices page (10) and one DescribeServices batch (10).
     let names: Vec<String> = (0..12).map(|i| format!("s{i:02}")).collect();
     for name in &names {
@@ -157,16 +181,6 @@ fn services_lists_every_page_of_a_cluster_and_shows_a_deployment_in_progress() {
     assert_eq!(rows.len(), 2, "only the default cluster's service:\n{table}");
     // Without an agent the tasks stay PROVISIONING: placed, pending, never running.
     assert_eq!(rows[1], ["web", "ACTIVE", "2", "0", "2", "svc-list:1", "IN_PROGRESS"], "{table}");
-
-    let revision2 = register(&server, "svc-list");
-    server.aws_json(&["ecs", "update-service", "--service", "web", "--task-definition", &revision2]);
-    let show = stdout(&server.flotilla(&["services", "show", "web"]));
-    let deployments = cells(section(&show, "Deployments"));
-    let summary: Vec<(&str, &str)> = deployments[1..].iter().map(|d| (d[1].as_str(), d[2].as_str())).collect();
-    assert_eq!(summary, [("PRIMARY", "svc-list:2"), ("ACTIVE", "svc-list:1")], "{show}");
-    assert_eq!(deployments[1][7], "IN_PROGRESS", "{show}");
-    let table = stdout(&server.flotilla(&["services"]));
-    assert_eq!(cells(&table)[1][5..], ["svc-list:2", "IN_PROGRESS"], "{table}");
 
     let out = server.flotilla(&["services", "show", "nope"]);
     assert!(!out.status.success());
