@@ -33,6 +33,8 @@ use crate::status::{
 use crate::task::TaskSpec;
 
 const SIGKILL: i32 = 9;
+/// The task id under which a behaviour applies to every task's container of that name.
+const EVERY_TASK: &str = "*";
 /// Operations `SimSandbox::log` keeps: far more than a test makes, and a bound for a
 /// simulated host that runs for hours.
 const LOG_CAPACITY: usize = 1 << 16;
@@ -159,6 +161,11 @@ impl Inner {
         Ok(c)
     }
 
+    /// The behaviour set for this task's container, or for that container name in every task.
+    fn behaviour_of(&self, key: &(String, String)) -> Option<&Behaviour> {
+        self.behaviour.get(key).or_else(|| self.behaviour.get(&(EVERY_TASK.to_string(), key.1.clone())))
+    }
+
     /// Ends a container the way the shim records an exit. Returns whether it was running.
     fn end(&mut self, task_id: &str, name: &str, exit_code: i32, oom: bool) -> bool {
         let Some(c) = self.tasks.get_mut(task_id).and_then(|t| t.container_mut(name)) else { return false };
@@ -266,6 +273,17 @@ impl SimSandbox {
     /// process that dies at once): its start succeeds and the state shows it exited.
     pub fn exit_on_start(&self, task_id: &str, container: &str, exit_code: i32) {
         self.behaviour(task_id, container, |b| b.exit_on_start = Some(exit_code));
+    }
+
+    /// Like [`SimSandbox::exit_on_start`] for the container of that name in every task,
+    /// including tasks a scheduler makes later.
+    pub fn exit_on_start_everywhere(&self, container: &str, exit_code: i32) {
+        self.behaviour(EVERY_TASK, container, |b| b.exit_on_start = Some(exit_code));
+    }
+
+    /// Like [`SimSandbox::set_exec_result`] for the container of that name in every task.
+    pub fn set_exec_result_everywhere(&self, container: &str, result: ExecResult) {
+        self.behaviour(EVERY_TASK, container, |b| b.exec_result = Some(result));
     }
 
     /// The operations received so far, in order (the last 65536 of them).
@@ -380,7 +398,7 @@ impl SimSandbox {
         }
         inner.touch(task_id);
         let key = (task_id.to_string(), name.to_string());
-        if let (Ok(()), Some(code)) = (&failed, inner.behaviour.get(&key).and_then(|b| b.exit_on_start)) {
+        if let (Ok(()), Some(code)) = (&failed, inner.behaviour_of(&key).and_then(|b| b.exit_on_start)) {
             inner.end(task_id, name, code, false);
         }
         drop(inner);
@@ -393,7 +411,7 @@ impl SimSandbox {
         inner.take_failure(SimOp::Signal, task_id)?;
         inner.running(task_id, name)?;
         let key = (task_id.to_string(), name.to_string());
-        let ignored = inner.behaviour.get(&key).is_some_and(|b| b.ignore_signals);
+        let ignored = inner.behaviour_of(&key).is_some_and(|b| b.ignore_signals);
         // Signal 0 only probes, as kill(2)'s does.
         if signal == SIGKILL || (signal != 0 && !ignored) {
             inner.end(task_id, name, 128 + signal, false);
@@ -407,8 +425,7 @@ impl SimSandbox {
         inner.record(SimEvent::Exec { task: task_id.to_string(), container: name.to_string(), argv: exec.argv });
         inner.take_failure(SimOp::Exec, task_id)?;
         inner.running(task_id, name)?;
-        let scripted =
-            inner.behaviour.get(&(task_id.to_string(), name.to_string())).and_then(|b| b.exec_result.clone());
+        let scripted = inner.behaviour_of(&(task_id.to_string(), name.to_string())).and_then(|b| b.exec_result.clone());
         Ok(scripted.unwrap_or(ExecResult { exit_code: Some(0), timed_out: false, output: String::new() }))
     }
 

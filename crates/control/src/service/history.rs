@@ -105,46 +105,44 @@ impl Control {
         &self,
         arns: &[String],
     ) -> Result<(Vec<ServiceDeployment>, Vec<(String, String)>), ControlError> {
-        if arns.is_empty() || arns.len() > 20 {
-            return Err(ControlError::invalid("serviceDeploymentArns: give 1 to 20 service deployment ARNs."));
-        }
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        for arn in arns {
-            let hit = match parts(arn, ResourceKind::ServiceDeployment) {
-                Some((cluster, service, _)) => self
-                    .load_service(&cluster, &service)
-                    .await?
-                    .and_then(|(r, _)| r.history.into_iter().find(|h| &h.service_deployment_arn == arn)),
-                None => None,
-            };
-            match hit {
-                Some(h) => found.push(h),
-                None => missing.push((arn.clone(), "MISSING".to_owned())),
-            }
-        }
-        Ok((found, missing))
+        self.find_in_services(arns, ResourceKind::ServiceDeployment, "serviceDeploymentArns", |r, arn| {
+            r.history.into_iter().find(|h| h.service_deployment_arn == arn)
+        })
+        .await
     }
 
     pub async fn describe_service_revisions(
         &self,
         arns: &[String],
     ) -> Result<(Vec<ServiceRevision>, Vec<(String, String)>), ControlError> {
+        self.find_in_services(arns, ResourceKind::ServiceRevision, "serviceRevisionArns", |r, arn| {
+            r.revisions.into_iter().find(|v| v.service_revision_arn == arn)
+        })
+        .await
+    }
+
+    /// Looks up 1 to 20 ARNs of things kept in service records; the rest are MISSING.
+    async fn find_in_services<T>(
+        &self,
+        arns: &[String],
+        kind: ResourceKind,
+        member: &str,
+        pick: impl Fn(ServiceRecord, &str) -> Option<T>,
+    ) -> Result<(Vec<T>, Vec<(String, String)>), ControlError> {
         if arns.is_empty() || arns.len() > 20 {
-            return Err(ControlError::invalid("serviceRevisionArns: give 1 to 20 service revision ARNs."));
+            return Err(ControlError::invalid(format!("{member}: give 1 to 20 ARNs.")));
         }
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for arn in arns {
-            let hit = match parts(arn, ResourceKind::ServiceRevision) {
-                Some((cluster, service, _)) => self
-                    .load_service(&cluster, &service)
-                    .await?
-                    .and_then(|(r, _)| r.revisions.into_iter().find(|v| &v.service_revision_arn == arn)),
+            let hit = match parts(arn, kind) {
+                Some((cluster, service, _)) => {
+                    self.load_service(&cluster, &service).await?.and_then(|(r, _)| pick(r, arn))
+                }
                 None => None,
             };
             match hit {
-                Some(v) => found.push(v),
+                Some(item) => found.push(item),
                 None => missing.push((arn.clone(), "MISSING".to_owned())),
             }
         }
@@ -165,7 +163,7 @@ impl Control {
                 return Err(not_found());
             };
             let primary = record.service.deployments.first().map(|d| d.id.clone());
-            if !h.status.is_open() || primary.as_deref() != Some(h.deployment_id.as_str()) {
+            if !h.status.is_open() || primary.as_deref() != Some(h.deployment_id().as_str()) {
                 return Err(ControlError::Conflict(format!(
                     "The service deployment is {} and cannot be stopped; only a deployment in progress can.",
                     h.status.as_str()
@@ -179,8 +177,10 @@ impl Control {
                         .history
                         .iter()
                         .rev()
-                        .find(|o| o.deployment_id != h.deployment_id && o.status == ServiceDeploymentStatus::Successful)
-                        .map(|o| o.deployment_id.clone())
+                        .find(|o| {
+                            o.deployment_id() != h.deployment_id() && o.status == ServiceDeploymentStatus::Successful
+                        })
+                        .map(|o| o.deployment_id())
                         .ok_or_else(|| {
                             ControlError::Conflict(
                                 "There is no earlier successful deployment to roll back to; use stopType ABORT.".into(),
@@ -200,7 +200,7 @@ impl Control {
                     record.service.events.truncate(MAX_EVENTS);
                     self.roll_back(
                         &mut record,
-                        &h.deployment_id,
+                        &h.deployment_id(),
                         &target,
                         "Service deployment rolled back because of a stop request.".into(),
                         now,

@@ -396,6 +396,7 @@ impl Control {
             backoff: Backoff::default(),
             accounted: Default::default(),
             draining: Vec::new(),
+            exec_revisions: Default::default(),
             registered: Default::default(),
             steady: false,
         };
@@ -513,7 +514,6 @@ impl Control {
                 service_registries: s.service_registries.clone(),
                 network_configuration: s.network_configuration.clone(),
                 created_at: now,
-                enable_execute_command: s.enable_execute_command,
             },
         };
         let id = format!("ecs-svc/{number}");
@@ -535,7 +535,7 @@ impl Control {
         let cluster_arn = s.cluster_arn.clone();
 
         // The deployment that was rolling out stops where it is: superseded, not failed.
-        for h in record.history.iter_mut().filter(|h| h.status.is_open() && h.deployment_id != id) {
+        for h in record.history.iter_mut().filter(|h| h.status.is_open() && h.deployment_id() != id) {
             h.status = ServiceDeploymentStatus::Stopped;
             h.status_reason.get_or_insert_with(|| "Superseded by a newer service deployment.".into());
             h.stopped_at = Some(now);
@@ -559,7 +559,12 @@ impl Control {
             updated_at: now,
             capacity_provider_strategy: revision.capacity_provider_strategy.clone(),
             launch_type: revision.launch_type.clone(),
-            platform_version: revision.platform_version.clone(),
+            // Deployments show the platform version LATEST resolved to.
+            platform_version: if revision.platform_version == "LATEST" {
+                "1.4.0".into()
+            } else {
+                revision.platform_version.clone()
+            },
             platform_family: revision.platform_family.clone(),
             network_configuration: revision.network_configuration.clone(),
             rollout_state: RolloutState::InProgress,
@@ -577,8 +582,11 @@ impl Control {
             s.platform_version = revision.platform_version.clone();
             s.load_balancers = revision.load_balancers.clone();
             s.service_registries = revision.service_registries.clone();
-            s.enable_execute_command = revision.enable_execute_command;
+            s.enable_execute_command = record.exec_revisions.contains(&number);
         } else {
+            if record.service.enable_execute_command {
+                record.exec_revisions.insert(number.clone());
+            }
             record.revisions.push(revision);
             if record.revisions.len() > MAX_HISTORY {
                 record.revisions.remove(0);
@@ -612,7 +620,6 @@ impl Control {
                 },
                 deployment_configuration: config,
                 rollback: None,
-                deployment_id: id,
             });
             if record.history.len() > MAX_HISTORY {
                 record.history.remove(0);

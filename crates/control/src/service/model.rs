@@ -204,9 +204,6 @@ pub struct ServiceRevision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_configuration: Option<NetworkConfiguration>,
     pub created_at: Timestamp,
-    /// Not on the wire: whether tasks of this revision may use ECS Exec.
-    #[serde(default, skip_serializing)]
-    pub(crate) enable_execute_command: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,9 +298,14 @@ pub struct ServiceDeployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
     pub deployment_circuit_breaker: BreakerState,
-    /// Not on the wire: the `deployments` id this service deployment rolls out.
-    #[serde(default, skip_serializing)]
-    pub(crate) deployment_id: String,
+}
+
+impl ServiceDeployment {
+    /// The `deployments` id this service deployment rolls out: its target revision's number.
+    pub(crate) fn deployment_id(&self) -> String {
+        let number = self.target_service_revision.arn.rsplit('/').next().unwrap_or_default();
+        format!("ecs-svc/{number}")
+    }
 }
 
 /// Launch retries after tasks that never reached RUNNING, as ECS's service throttle does.
@@ -336,6 +338,9 @@ pub struct ServiceRecord {
     /// Every revision, oldest first (bounded).
     #[serde(default)]
     pub revisions: Vec<ServiceRevision>,
+    /// Revisions (by number) whose tasks may use ECS Exec, restored on a rollback.
+    #[serde(default)]
+    pub exec_revisions: BTreeSet<String>,
     /// Every service deployment, oldest first (bounded).
     #[serde(default)]
     pub history: Vec<ServiceDeployment>,

@@ -87,7 +87,7 @@ impl Control {
             let cluster = super::input::cluster_of(&rec.service.cluster_arn);
             for &i in serving {
                 let t = &tasks[i];
-                if !serves(t.id()) || !t.healthy() || rec.registered.contains_key(t.id()) {
+                if !serves(t.id()) || !t.ready() || rec.registered.contains_key(t.id()) {
                     continue;
                 }
                 let Some(ip) = t.address() else { continue };

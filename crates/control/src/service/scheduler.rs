@@ -24,6 +24,9 @@ use crate::{Control, ControlError};
 pub(crate) const HEALTH_REASON: &str = "Task failed container health checks";
 /// A task that crashes on its own this soon after starting counts as failing to start.
 const QUICK_CRASH: i64 = 10_000;
+/// How long a task must have run before a deployment counts it: a container that exits at
+/// once is RUNNING for a moment, and must fail its deployment, not complete it.
+const SETTLE: i64 = 2_000;
 /// Consecutive start failures before launches are delayed.
 const BACKOFF_AFTER: u32 = 3;
 /// The longest delay between launch attempts, as ECS's service throttle.
@@ -64,10 +67,20 @@ impl Observed {
         self.task().containers.iter().any(|c| c.health_status.is_some())
     }
 
-    /// RUNNING and, where it has health checks, HEALTHY: what a deployment counts.
-    pub(crate) fn healthy(&self) -> bool {
+    /// RUNNING and, where it has health checks, HEALTHY: what Cloud Map may answer with.
+    pub(crate) fn ready(&self) -> bool {
         self.task().last_status == TaskStatus::Running
             && (!self.has_health_checks() || self.task().health_status == Some(HealthStatus::Healthy))
+    }
+
+    /// Ready, and for long enough that it did not just crash on start: what a deployment
+    /// counts as healthy (and so what lets old tasks go).
+    pub(crate) fn healthy(&self, now: Timestamp) -> bool {
+        self.ready() && self.settles_at().is_some_and(|t| t <= now)
+    }
+
+    fn settles_at(&self) -> Option<Timestamp> {
+        self.task().started_at.map(|s| Timestamp(s.0 + SETTLE))
     }
 
     fn protected(&self, now: Timestamp) -> bool {
@@ -99,7 +112,8 @@ fn failed(task: &Task) -> bool {
 /// itself at once (a kill from outside, signal 9, is not the task's doing).
 fn failed_to_start(task: &Task) -> bool {
     let Some(started) = task.started_at else { return true };
-    let quick = task.stopped_at.or(task.execution_stopped_at).is_some_and(|s| s.0 - started.0 < QUICK_CRASH);
+    let ended = task.stopping_at.or(task.execution_stopped_at).or(task.stopped_at).unwrap_or_else(Timestamp::now);
+    let quick = ended.0 - started.0 < QUICK_CRASH;
     let killed = task.containers.iter().any(|c| c.exit_code == Some(137));
     let oom = task.stopped_reason.as_deref().is_some_and(|r| r.starts_with("OutOfMemoryError"));
     quick && (!killed || oom)
@@ -113,7 +127,12 @@ fn backoff_delay(failures: u32) -> i64 {
 
 /// Picks `n` tasks to stop among `candidates`: not yet running first, then from the zone with
 /// the most of `population`, newest first, as ECS's scale-in does.
-fn choose_victims<'a>(candidates: &[&'a Observed], population: &[&Observed], n: usize) -> Vec<&'a Observed> {
+fn choose_victims<'a>(
+    candidates: &[&'a Observed],
+    population: &[&Observed],
+    n: usize,
+    now: Timestamp,
+) -> Vec<&'a Observed> {
     let mut zones: HashMap<String, usize> = HashMap::new();
     for t in population {
         *zones.entry(t.task().availability_zone.clone()).or_default() += 1;
@@ -126,7 +145,7 @@ fn choose_victims<'a>(candidates: &[&'a Observed], population: &[&Observed], n: 
             .enumerate()
             .max_by_key(|(_, t)| {
                 (
-                    !t.healthy(),
+                    !t.healthy(now),
                     zones.get(&t.task().availability_zone).copied().unwrap_or(0),
                     t.task().created_at,
                     t.id().to_owned(),
@@ -196,6 +215,9 @@ impl Control {
             groups.entry((cluster, name.to_owned())).or_default().push(Observed { kv, record });
         }
         let host = self.choose_host().await?;
+        // Services are independent: their passes run together, so their transactions share
+        // the store's group commit instead of waiting for one fsync each.
+        let mut passes = Vec::new();
         for (record, rev) in services {
             if record.service.status == ServiceStatus::Inactive {
                 continue;
@@ -203,7 +225,11 @@ impl Control {
             let cluster = cluster_of(&record.service.cluster_arn);
             let tasks = groups.remove(&(cluster, record.service.service_name.clone())).unwrap_or_default();
             let name = record.service.service_name.clone();
-            match self.reconcile_service(record, rev, tasks, host.as_ref()).await {
+            let host = host.as_ref();
+            passes.push(async move { (name, self.reconcile_service(record, rev, tasks, host).await) });
+        }
+        for (name, outcome) in futures_util::future::join_all(passes).await {
+            match outcome {
                 Ok((started, stopped, wake)) => {
                     summary.services += 1;
                     summary.started += started;
@@ -268,8 +294,9 @@ impl Control {
         let config = rec.service.deployment_configuration.clone();
         let max_total = desired * i64::from(config.maximum()) / 100;
         let min_healthy = (desired * i64::from(config.minimum()) + 99) / 100;
-        // Everything still running counts against maximumPercent, on its way out or not.
-        let total_live = live.len() as i64 - out_of_service.len() as i64;
+        // Everything not yet STOPPED counts against maximumPercent: tasks on their way out
+        // still hold their resources (and may still serve) until they are gone.
+        let total_live = tasks.iter().filter(|t| t.task().last_status != TaskStatus::Stopped).count() as i64;
 
         // Start what the primary lacks, within maximumPercent and the launch backoff.
         let mut to_start = 0i64;
@@ -286,7 +313,7 @@ impl Control {
         if excess > 0 {
             let candidates: Vec<&Observed> = primary.iter().map(|&i| &tasks[i]).filter(|t| !t.protected(now)).collect();
             let population: Vec<&Observed> = primary.iter().map(|&i| &tasks[i]).collect();
-            for victim in choose_victims(&candidates, &population, excess as usize) {
+            for victim in choose_victims(&candidates, &population, excess as usize, now) {
                 let i = tasks.iter().position(|t| t.id() == victim.id()).expect("observed");
                 stopping.push((i, String::new()));
             }
@@ -295,13 +322,13 @@ impl Control {
         // Old deployments: what is not healthy goes at once; healthy tasks only while the
         // healthy total stays at or above minimumHealthyPercent. A failed primary keeps them.
         if !primary_failed || rec.service.status == ServiceStatus::Draining {
-            let healthy_total = serving.iter().filter(|&&i| tasks[i].healthy()).count() as i64
-                - stopping.iter().filter(|(i, _)| tasks[*i].healthy()).count() as i64;
+            let healthy_total = serving.iter().filter(|&&i| tasks[i].healthy(now)).count() as i64
+                - stopping.iter().filter(|(i, _)| tasks[*i].healthy(now)).count() as i64;
             let mut allowance = (healthy_total - min_healthy).max(0);
             let candidates: Vec<&Observed> = old.iter().map(|&i| &tasks[i]).filter(|t| !t.protected(now)).collect();
             let population: Vec<&Observed> = old.iter().map(|&i| &tasks[i]).collect();
-            for victim in choose_victims(&candidates, &population, candidates.len()) {
-                if victim.healthy() {
+            for victim in choose_victims(&candidates, &population, candidates.len(), now) {
+                if victim.healthy(now) {
                     if allowance == 0 {
                         continue;
                     }
@@ -366,7 +393,9 @@ impl Control {
         }
 
         self.update_counts(&mut rec, &tasks, &decisions, now);
-        let wake = rec.backoff.next_launch_at.filter(|t| *t > now);
+        // Wake for the end of a backoff, or when a new task will have settled.
+        let settling = serving.iter().filter(|&&i| tasks[i].ready()).filter_map(|&i| tasks[i].settles_at());
+        let wake = rec.backoff.next_launch_at.into_iter().chain(settling).filter(|t| *t > now).min();
 
         let unchanged = rec == before && decisions.starts.is_empty() && decisions.stops.is_empty();
         if unchanged {
@@ -393,13 +422,15 @@ impl Control {
         }
     }
 
-    /// Counts the tasks that stopped since the last pass: deployment failures and the launch
+    /// Counts the tasks asked to stop since the last pass: deployment failures and the launch
     /// backoff.
     fn account_stopped(&self, rec: &mut ServiceRecord, tasks: &[Observed], now: Timestamp) {
         let name = rec.service.service_name.clone();
         for t in tasks {
             let task = t.task();
-            if task.last_status != TaskStatus::Stopped || rec.accounted.contains(t.id()) {
+            // Counted as soon as the task is asked to stop, so the replacement started in
+            // the same pass already waits out any backoff.
+            if task.desired_status != DesiredStatus::Stopped || rec.accounted.contains(t.id()) {
                 continue;
             }
             rec.accounted.insert(t.id().to_owned());
@@ -450,7 +481,7 @@ impl Control {
         let name = rec.service.service_name.clone();
         let Some(primary) = rec.service.deployments.first_mut() else { return };
         let threshold = breaker_threshold(primary.desired_count.max(rec.service.desired_count));
-        if let Some(h) = rec.history.iter_mut().find(|h| h.deployment_id == primary.id && h.status.is_open()) {
+        if let Some(h) = rec.history.iter_mut().find(|h| h.deployment_id() == primary.id && h.status.is_open()) {
             h.deployment_circuit_breaker.failure_count = primary.failed_tasks;
         }
         if !breaker.enable || primary.rollout_state != RolloutState::InProgress || primary.failed_tasks < threshold {
@@ -469,8 +500,8 @@ impl Control {
             .history
             .iter()
             .rev()
-            .find(|h| h.deployment_id != failed_id && h.status == ServiceDeploymentStatus::Successful)
-            .map(|h| h.deployment_id.clone());
+            .find(|h| h.deployment_id() != failed_id && h.status == ServiceDeploymentStatus::Successful)
+            .map(|h| h.deployment_id());
         let reason = "ECS deployment circuit breaker: tasks failed to start.".to_owned();
         match (breaker.rollback, target) {
             (true, Some(target)) => {
@@ -478,7 +509,7 @@ impl Control {
                 self.roll_back(rec, &failed_id, &target, reason, now);
             }
             _ => {
-                if let Some(h) = rec.history.iter_mut().find(|h| h.deployment_id == failed_id && h.status.is_open()) {
+                if let Some(h) = rec.history.iter_mut().find(|h| h.deployment_id() == failed_id && h.status.is_open()) {
                     h.status = ServiceDeploymentStatus::Stopped;
                     h.status_reason = Some(reason);
                     h.stopped_at = Some(now);
@@ -502,7 +533,7 @@ impl Control {
         self.start_deployment(rec, now, Some(&number));
         let cluster = cluster_of(&rec.service.cluster_arn);
         let revision = self.identity.service_revision(&cluster, &rec.service.service_name, &number);
-        if let Some(h) = rec.history.iter_mut().rev().find(|h| h.deployment_id == failed) {
+        if let Some(h) = rec.history.iter_mut().rev().find(|h| h.deployment_id() == failed) {
             h.status = ServiceDeploymentStatus::RollbackInProgress;
             h.status_reason = Some(reason.clone());
             h.stopped_at = None;
@@ -529,7 +560,6 @@ impl Control {
         let (definition, definition_tags) = self.describe_task_definition(&deployment.task_definition).await?;
         let overrides = TaskOverride::default();
         let size = task_size(&definition, &overrides)?;
-        let revision = rec.revisions.iter().find(|r| r.service_revision_arn.ends_with(deployment.number()));
 
         // Zones of the deployment's subnets, in the order given, each with its subnets.
         let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -606,8 +636,7 @@ impl Control {
                 platform_version: Some(deployment.platform_version.clone()),
                 group: Some(format!("service:{}", rec.service.service_name)),
                 started_by: Some(deployment.id.clone()),
-                enable_execute_command: revision
-                    .map_or(rec.service.enable_execute_command, |r| r.enable_execute_command),
+                enable_execute_command: rec.exec_revisions.contains(deployment.number()),
                 tags: tags.clone(),
                 network_configuration,
                 availability_zone,
@@ -659,7 +688,8 @@ impl Control {
         let desired = rec.service.desired_count;
         let primary_id = rec.service.deployments.first().map(|d| d.id.clone()).unwrap_or_default();
         let primary_healthy =
-            live.iter().filter(|t| t.task().started_by.as_deref() == Some(&primary_id) && t.healthy()).count() as i32;
+            live.iter().filter(|t| t.task().started_by.as_deref() == Some(&primary_id) && t.healthy(now)).count()
+                as i32;
         let primary_live = live.iter().filter(|t| t.task().started_by.as_deref() == Some(&primary_id)).count() as i32;
         let others_live = live.iter().any(|t| t.task().started_by.as_deref() != Some(&primary_id));
         let primary_in_progress =
@@ -679,7 +709,7 @@ impl Control {
             let revision = self.identity.service_revision(&cluster, &name, primary.number());
             push_event(rec, now, format!("(service {name}) (deployment {primary_id}) deployment completed."));
             for h in rec.history.iter_mut() {
-                if h.deployment_id == primary_id && h.status.is_open() {
+                if h.deployment_id() == primary_id && h.status.is_open() {
                     h.status = ServiceDeploymentStatus::Successful;
                     h.finished_at = Some(now);
                     h.updated_at = now;
@@ -701,7 +731,7 @@ impl Control {
             .deployments
             .retain(|d| d.status == DeploymentStatus::Primary || live_ids.contains(&Some(d.id.as_str())));
         for h in rec.history.iter_mut().filter(|h| h.status.is_open()) {
-            if let Some(d) = rec.service.deployments.iter().find(|d| d.id == h.deployment_id) {
+            if let Some(d) = rec.service.deployments.iter().find(|d| d.id == h.deployment_id()) {
                 h.target_service_revision.running_task_count = d.running_count;
                 h.target_service_revision.pending_task_count = d.pending_count;
                 h.target_service_revision.requested_task_count = d.desired_count;
