@@ -725,11 +725,15 @@ impl Control {
                 }
             }
         }
-        // Deployments with nothing left running are retired.
+        // Deployments with nothing left running are retired; a failed one stays in sight until
+        // the deployment that replaced it completes.
+        let completed = rec.service.deployments.first().is_some_and(|d| d.rollout_state == RolloutState::Completed);
         let live_ids: Vec<Option<&str>> = live.iter().map(|t| t.task().started_by.as_deref()).collect();
-        rec.service
-            .deployments
-            .retain(|d| d.status == DeploymentStatus::Primary || live_ids.contains(&Some(d.id.as_str())));
+        rec.service.deployments.retain(|d| {
+            d.status == DeploymentStatus::Primary
+                || live_ids.contains(&Some(d.id.as_str()))
+                || (d.rollout_state == RolloutState::Failed && !completed)
+        });
         for h in rec.history.iter_mut().filter(|h| h.status.is_open()) {
             if let Some(d) = rec.service.deployments.iter().find(|d| d.id == h.deployment_id()) {
                 h.target_service_revision.running_task_count = d.running_count;
