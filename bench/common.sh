@@ -54,8 +54,9 @@ start_registry() {
   BIG_IMAGE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["big"] or "")' "$WORK/registry.json")
 }
 
-# start_flotilla: sets FL_PID, FL_DATA, ENDPOINT. In its own session, so that a Ctrl-C meant for
-# the script does not stop the server before the trap has stopped its tasks.
+# start_flotilla [UP_FLAGS...]: sets FL_PID, FL_DATA, ENDPOINT; extra flags go to `flotilla up`
+# (e.g. --simulated-hosts 1). In its own session, so that a Ctrl-C meant for the script does not
+# stop the server before the trap has stopped its tasks.
 start_flotilla() {
   FL_DATA=$WORK/flotilla
   local port; port=$(port)
@@ -66,7 +67,7 @@ start_flotilla() {
   export BENCH_NETNS=$FL_NETNS
   FLOTILLA_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID FLOTILLA_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY FLOTILLA_LOG=${FLOTILLA_LOG:-warn} \
     setsid "$BIN/flotilla" up --listen "127.0.0.1:$port" --data-dir "$FL_DATA" \
-    --net-namespace "/run/netns/$FL_NETNS" >"${FL_LOG_FILE:-$WORK/flotilla.log}" 2>&1 & FL_PID=$!
+    --net-namespace "/run/netns/$FL_NETNS" "$@" >"${FL_LOG_FILE:-$WORK/flotilla.log}" 2>&1 & FL_PID=$!
   PIDS+=("$FL_PID")
   ENDPOINT=http://127.0.0.1:$port
   wait_port "$port"

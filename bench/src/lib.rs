@@ -203,10 +203,18 @@ pub fn runc_prefix(kind: &str) -> String {
     }
 }
 
-/// Stops every task of the default cluster that is not stopped, and waits (up to `deadline`)
-/// until those and any already on their way down are STOPPED. For cleaning up after an
-/// interrupted run. Returns how many tasks it waited for.
+/// Deletes every service of the default cluster (forced: scaled to 0, so that the scheduler
+/// replaces nothing), stops every task that is not stopped, and waits (up to `deadline`) until
+/// those and any already on their way down are STOPPED. For cleaning up after an interrupted
+/// run. Returns how many tasks it waited for.
 pub async fn stop_everything(client: &Client, deadline: Duration) -> anyhow::Result<usize> {
+    let services = client.ecs_list_all("ListServices", json!({"cluster": "default"}), "serviceArns").await?;
+    for service in &services {
+        client
+            .ecs("DeleteService", json!({"cluster": "default", "service": service, "force": true}))
+            .await
+            .context("DeleteService")?;
+    }
     let list = |desired: &'static str| async move {
         let arns: Vec<String> = client
             .ecs_list_all("ListTasks", json!({"cluster": "default", "desiredStatus": desired}), "taskArns")

@@ -108,6 +108,14 @@ enum Command {
         #[arg(long)]
         stopped: bool,
     },
+    /// List services, or show one with its deployments and recent events.
+    Services {
+        #[command(subcommand)]
+        action: Option<ServiceAction>,
+        /// Cluster name or ARN (default: `default`).
+        #[arg(long, global = true)]
+        cluster: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +164,17 @@ pub(crate) enum TaskAction {
         task: String,
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ServiceAction {
+    /// Show one service by name or ARN: its settings, deployments and most recent events.
+    Show {
+        service: String,
+        /// How many of the newest events to show (ECS keeps at most 100).
+        #[arg(long, default_value_t = 10)]
+        events: usize,
     },
 }
 
@@ -233,6 +252,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image { action } => commands::images::run(&data_dir, &out, action).await,
         Command::Tasks { action, cluster, stopped } => {
             commands::tasks::run(&connect(&data_dir, cli.endpoint)?, &out, cluster, action, stopped).await
+        }
+        Command::Services { action, cluster } => {
+            commands::services::run(&connect(&data_dir, cli.endpoint)?, &out, cluster, action).await
         }
     }
 }

@@ -12,6 +12,13 @@ pub enum Format {
     Json,
 }
 
+/// One titled table of a [`Output::print_sections`] view.
+pub struct Section<'a> {
+    pub title: &'a str,
+    pub headers: &'a [&'a str],
+    pub rows: Vec<Vec<String>>,
+}
+
 pub struct Output {
     pub format: Format,
     colour: bool,
@@ -27,30 +34,50 @@ impl Output {
     pub fn print(&self, raw: &Value, headers: &[&str], rows: Vec<Vec<String>>) {
         match self.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(raw).unwrap_or_default()),
+            Format::Table => self.table(headers, rows),
+        }
+    }
+
+    /// Prints `raw` as JSON, or each section as a table under its title: a view of one
+    /// resource made of several lists (a service, its deployments, its events).
+    pub fn print_sections(&self, raw: &Value, sections: Vec<Section>) {
+        match self.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(raw).unwrap_or_default()),
             Format::Table => {
-                if rows.is_empty() {
-                    println!("(none)");
-                    return;
+                for (i, section) in sections.into_iter().enumerate() {
+                    if i > 0 {
+                        println!();
+                    }
+                    println!("{}", section.title);
+                    self.table(section.headers, section.rows);
                 }
-                let mut table = Table::new();
-                table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
-                table.set_header(headers.iter().map(|h| Cell::new(h).fg(Color::Cyan)).collect::<Vec<_>>());
-                for row in rows {
-                    table.add_row(row.into_iter().map(|c| self.status_cell(c)).collect::<Vec<_>>());
-                }
-                if !self.colour {
-                    table.force_no_tty();
-                }
-                println!("{table}");
             }
         }
     }
 
+    fn table(&self, headers: &[&str], rows: Vec<Vec<String>>) {
+        if rows.is_empty() {
+            println!("(none)");
+            return;
+        }
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+        table.set_header(headers.iter().map(|h| Cell::new(h).fg(Color::Cyan)).collect::<Vec<_>>());
+        for row in rows {
+            table.add_row(row.into_iter().map(|c| self.status_cell(c)).collect::<Vec<_>>());
+        }
+        if !self.colour {
+            table.force_no_tty();
+        }
+        println!("{table}");
+    }
+
     fn status_cell(&self, text: String) -> Cell {
         let colour = match text.as_str() {
-            "ACTIVE" | "RUNNING" | "HEALTHY" => Some(Color::Green),
+            "ACTIVE" | "RUNNING" | "HEALTHY" | "COMPLETED" => Some(Color::Green),
             "INACTIVE" | "STOPPED" | "DELETE_IN_PROGRESS" => Some(Color::DarkGrey),
             "UNHEALTHY" | "FAILED" => Some(Color::Red),
+            "DRAINING" | "IN_PROGRESS" => Some(Color::Yellow),
             _ => None,
         };
         match colour {
@@ -66,5 +93,28 @@ pub fn text(value: &Value, key: &str) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// `value[key]`, an AWS JSON timestamp (epoch seconds), as RFC 3339 UTC; `-` when absent.
+pub fn time(value: &Value, key: &str) -> String {
+    match value[key].as_f64() {
+        Some(secs) => flotilla_types::Timestamp((secs * 1000.0).round() as i64).rfc3339(),
+        None => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn time_reads_epoch_seconds_and_marks_absence() {
+        let v = json!({ "createdAt": 1_764_469_024.123, "text": "x" });
+        assert_eq!(time(&v, "createdAt"), "2025-11-30T02:17:04.123Z");
+        assert_eq!(time(&v, "updatedAt"), "-");
+        assert_eq!(time(&v, "text"), "-");
     }
 }

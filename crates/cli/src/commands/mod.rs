@@ -3,5 +3,6 @@
 pub mod clusters;
 pub mod images;
 pub mod logs;
+pub mod services;
 pub mod task_definitions;
 pub mod tasks;

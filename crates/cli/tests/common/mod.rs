@@ -32,7 +32,8 @@ pub struct HostNetns {
 }
 
 impl HostNetns {
-    fn for_data_dir(data_dir: &Path) -> HostNetns {
+    /// The namespace's name for `data_dir`, without making it.
+    fn named(data_dir: &Path) -> HostNetns {
         let hash = data_dir
             .as_os_str()
             .as_encoded_bytes()
@@ -40,6 +41,11 @@ impl HostNetns {
             .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
         let name = format!("flt-test-{hash:08x}");
         let path = PathBuf::from(format!("/run/netns/{name}"));
+        HostNetns { name, path }
+    }
+
+    fn for_data_dir(data_dir: &Path) -> HostNetns {
+        let HostNetns { name, path } = HostNetns::named(data_dir);
         if !path.exists() {
             let added = Command::new("ip").args(["netns", "add", &name]).status().expect("ip runs");
             assert!(added.success() || path.exists(), "ip netns add {name} failed (tests need root)");
@@ -90,13 +96,39 @@ impl Server {
 
     /// Starts a server on `data_dir` (kept by the caller, e.g. across a restart).
     pub fn start_in(data_dir: &Path) -> Server {
-        let port = free_port();
         let netns = HostNetns::for_data_dir(data_dir);
+        let flags = ["--net-namespace".to_owned(), netns.path.display().to_string()];
+        Server::spawn(data_dir, netns, &flags)
+    }
+
+    /// Starts a server on a fresh data dir with `hosts` simulated hosts (`--simulated-hosts`):
+    /// tasks are placed, reach RUNNING and stop through the real API, control plane and
+    /// store, but have no containers and no task network, so no root is needed and `netns` is
+    /// never made.
+    pub fn start_simulated(hosts: u32) -> Server {
+        Server::start_flags(&["--simulated-hosts".to_owned(), hosts.to_string()])
+    }
+
+    /// Starts a server on a fresh data dir that serves the API only (`--no-agent`): tasks stay
+    /// PROVISIONING, so what is scheduled never changes under a test. No root needed.
+    pub fn start_no_agent() -> Server {
+        Server::start_flags(&["--no-agent".to_owned()])
+    }
+
+    fn start_flags(flags: &[String]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let netns = HostNetns::named(dir.path());
+        let mut s = Server::spawn(dir.path(), netns, flags);
+        s._dir = Some(dir);
+        s
+    }
+
+    fn spawn(data_dir: &Path, netns: HostNetns, flags: &[String]) -> Server {
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
-            .arg("--net-namespace")
-            .arg(&netns.path)
+            .args(flags)
             .env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
             .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("FLOTILLA_LOG", "warn")
