@@ -224,7 +224,8 @@ impl Control {
             } else {
                 crate::capacity::FARGATE
             });
-            let keep = s.status != ServiceStatus::Inactive
+            // A deleted service (DRAINING, then INACTIVE) is no longer listed, as on ECS.
+            let keep = s.status == ServiceStatus::Active
                 && input.launch_type.as_deref().is_none_or(|l| l == launch_type)
                 && input.scheduling_strategy.as_deref().is_none_or(|st| st == s.scheduling_strategy);
             if keep {
