@@ -67,16 +67,17 @@ def ecs_client(endpoint):
     )
 
 
-def register(ecs, image):
-    ecs.create_cluster(clusterName="default")
+def register(ecs, image, family="bench-runtask-running", command=COMMAND, cluster="default"):
+    """The cluster and a one-container awsvpc task definition of `image` running `command`."""
+    ecs.create_cluster(clusterName=cluster)
     out = ecs.register_task_definition(
-        family="bench-runtask-running",
+        family=family,
         networkMode="awsvpc",
         requiresCompatibilities=["FARGATE"],
         cpu="256",
         memory="512",
         containerDefinitions=[
-            {"name": "main", "image": image, "essential": True, "command": COMMAND, "stopTimeout": 2}
+            {"name": "main", "image": image, "essential": True, "command": command, "stopTimeout": 2}
         ],
     )
     return out["taskDefinition"]["taskDefinitionArn"]

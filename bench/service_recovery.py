@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from runtask_running import ecs_client, median, percentile, podman_ulimits, row
+from runtask_running import ecs_client, median, percentile, podman_ulimits, register, row
 
 CLUSTER = "default"
 SERVICE = "bench-recovery"
@@ -43,17 +43,7 @@ def deadline_passed(start, what):
 
 
 def create_service(ecs, image):
-    ecs.create_cluster(clusterName=CLUSTER)
-    td = ecs.register_task_definition(
-        family="bench-service-recovery",
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu="256",
-        memory="512",
-        containerDefinitions=[
-            {"name": "main", "image": image, "essential": True, "command": COMMAND, "stopTimeout": 2}
-        ],
-    )["taskDefinition"]["taskDefinitionArn"]
+    td = register(ecs, image, family="bench-service-recovery", command=COMMAND, cluster=CLUSTER)
     ecs.create_service(
         cluster=CLUSTER,
         serviceName=SERVICE,

@@ -153,20 +153,25 @@ impl Server {
         self.child.wait().unwrap();
     }
 
-    /// Runs the AWS CLI (awscli v1 from PyPI) against this server.
-    pub fn aws(&self, args: &[&str]) -> Output {
-        Command::new("aws")
+    /// The AWS CLI (awscli v1 from PyPI) pointed at this server with the test credentials and
+    /// no user configuration.
+    fn aws_command(&self) -> Command {
+        let mut command = Command::new("aws");
+        command
             .arg("--endpoint-url")
             .arg(self.endpoint())
-            .args(args)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env_remove("AWS_PROFILE")
-            .output()
-            .expect("the aws CLI is installed (pip install awscli)")
+            .env_remove("AWS_PROFILE");
+        command
+    }
+
+    /// Runs the AWS CLI against this server.
+    pub fn aws(&self, args: &[&str]) -> Output {
+        self.aws_command().args(args).output().expect("the aws CLI is installed (pip install awscli)")
     }
 
     /// Runs the AWS CLI and parses its JSON answer; panics with stderr on failure.
@@ -191,18 +196,11 @@ impl Server {
     /// (`data-127.0.0.1` resolves nowhere); disabling host-prefix injection sends it to the
     /// endpoint as given, where Flotilla serves it like every other operation.
     pub fn discover(&self, args: &[&str]) -> Value {
-        let out = Command::new("aws")
-            .arg("--endpoint-url")
-            .arg(self.endpoint())
+        let out = self
+            .aws_command()
             .args(["servicediscovery", "discover-instances"])
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("AWS_DISABLE_HOST_PREFIX_INJECTION", "true")
-            .env_remove("AWS_PROFILE")
             .output()
             .expect("the aws CLI is installed");
         assert!(out.status.success(), "discover-instances failed: {}", String::from_utf8_lossy(&out.stderr));
