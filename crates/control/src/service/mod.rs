@@ -6,6 +6,7 @@
 
 mod history;
 mod input;
+mod launch;
 mod model;
 mod protection;
 mod registry;

@@ -5,19 +5,19 @@
 //! without duplicate or lost tasks: a pass that loses a compare-and-write race changes nothing
 //! and the next pass decides again from what won.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_store::{Compare, KeyValue, Op, Txn, TxnOutcome};
-use flotilla_types::task::{DesiredStatus, HealthStatus, StopCode, Task, TaskOverride, TaskStatus};
-use flotilla_types::{Tag, Timestamp};
+use flotilla_types::Timestamp;
+use flotilla_types::task::{DesiredStatus, HealthStatus, StopCode, Task, TaskStatus};
 
 use super::input::{breaker_threshold, cluster_of};
 use super::model::*;
 use super::service_key;
 use crate::record::{TASKS, decode, encode};
-use crate::task::{Launch, TaskRecord, new_task_id, place, subnet_first, task_size};
+use crate::task::TaskRecord;
 use crate::{Control, ControlError};
 
 /// Why the scheduler stops a task whose essential container failed its health check.
@@ -47,7 +47,7 @@ pub struct PassSummary {
 /// A task record of the service with the store key and revision it was read at.
 pub(crate) struct Observed {
     kv: KeyValue,
-    record: TaskRecord,
+    pub(crate) record: TaskRecord,
 }
 
 impl Observed {
@@ -550,120 +550,6 @@ impl Control {
             }
             h.rollback = Some(Rollback { reason, started_at: now, service_revision_arn: revision });
         }
-    }
-
-    /// New task records for the primary deployment, spread over its zones.
-    async fn launch(
-        &self,
-        rec: &ServiceRecord,
-        tasks: &[Observed],
-        primary: &[usize],
-        count: usize,
-        host: Option<&flotilla_host::Host>,
-        now: Timestamp,
-    ) -> Result<Vec<TaskRecord>, ControlError> {
-        let deployment = rec.service.deployments.first().expect("a service has a primary deployment");
-        let cluster = cluster_of(&rec.service.cluster_arn);
-        let (definition, definition_tags) = self.describe_task_definition(&deployment.task_definition).await?;
-        let overrides = TaskOverride::default();
-        let size = task_size(&definition, &overrides)?;
-
-        // Zones of the deployment's subnets, in the order given, each with its subnets.
-        let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut zone_order: Vec<String> = Vec::new();
-        let subnets = deployment
-            .network_configuration
-            .as_ref()
-            .and_then(|n| n.awsvpc_configuration.as_ref())
-            .map(|a| a.subnets.clone())
-            .unwrap_or_default();
-        for id in &subnets {
-            let subnet = self.subnet(id).await.map_err(|e| ControlError::invalid(format!("subnet {id}: {e}")))?;
-            if !zone_order.contains(&subnet.availability_zone) {
-                zone_order.push(subnet.availability_zone.clone());
-            }
-            zones.entry(subnet.availability_zone).or_default().push(id.clone());
-        }
-        let mut per_zone: HashMap<String, usize> = HashMap::new();
-        let mut per_subnet: HashMap<String, usize> = HashMap::new();
-        for &i in primary {
-            let t = &tasks[i];
-            *per_zone.entry(t.task().availability_zone.clone()).or_default() += 1;
-            if let Some(first) = t
-                .record
-                .network_configuration
-                .as_ref()
-                .and_then(|n| n.awsvpc_configuration.as_ref())
-                .and_then(|a| a.subnets.first())
-            {
-                *per_subnet.entry(first.clone()).or_default() += 1;
-            }
-        }
-
-        let providers: Vec<Option<String>> = match &deployment.capacity_provider_strategy {
-            Some(strategy) if !strategy.is_empty() => {
-                place(strategy, primary.len() + count).into_iter().skip(primary.len()).map(Some).collect()
-            }
-            _ => vec![None; count],
-        };
-        let mut tags: Vec<Tag> = match rec.service.propagate_tags.as_str() {
-            "TASK_DEFINITION" => definition_tags,
-            "SERVICE" => rec.tags.clone(),
-            _ => Vec::new(),
-        };
-        if rec.service.enable_ecs_managed_tags {
-            tags.push(Tag { key: "aws:ecs:clusterName".into(), value: cluster.clone() });
-            tags.push(Tag { key: "aws:ecs:serviceName".into(), value: rec.service.service_name.clone() });
-        }
-        let (cluster_record, _) = self.active_cluster(Some(&cluster)).await?;
-        let mut out = Vec::with_capacity(count);
-        for provider in providers {
-            let (network_configuration, availability_zone) = match &deployment.network_configuration {
-                Some(network) if !zone_order.is_empty() => {
-                    // The zone with the fewest of this deployment's tasks, then its emptiest subnet.
-                    let zone = zone_order
-                        .iter()
-                        .min_by_key(|z| per_zone.get(*z).copied().unwrap_or(0))
-                        .expect("zone_order is not empty")
-                        .clone();
-                    let subnet = zones[&zone]
-                        .iter()
-                        .min_by_key(|s| per_subnet.get(*s).copied().unwrap_or(0))
-                        .expect("a zone has a subnet")
-                        .clone();
-                    *per_zone.entry(zone.clone()).or_default() += 1;
-                    *per_subnet.entry(subnet.clone()).or_default() += 1;
-                    (Some(subnet_first(network, &subnet)), Some(zone))
-                }
-                other => (other.clone(), None),
-            };
-            let launch = Launch {
-                id: new_task_id(),
-                capacity_provider: provider,
-                platform_version: Some(deployment.platform_version.clone()),
-                group: Some(format!("service:{}", rec.service.service_name)),
-                started_by: Some(deployment.id.clone()),
-                enable_execute_command: rec.exec_revisions.contains(deployment.number()),
-                tags: tags.clone(),
-                network_configuration,
-                availability_zone,
-            };
-            let mut record = self.new_task(
-                &cluster_record.cluster_name,
-                &cluster_record.cluster_arn,
-                &definition,
-                size,
-                &overrides,
-                launch,
-                host,
-                now,
-            );
-            if deployment.launch_type.is_none() && record.task.capacity_provider_name.is_some() {
-                record.task.launch_type = "FARGATE".into();
-            }
-            out.push(record);
-        }
-        Ok(out)
     }
 
     /// Counts per deployment and for the service; completes deployments, notes steady state,
