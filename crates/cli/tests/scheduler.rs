@@ -558,3 +558,61 @@ async fn tasks_that_keep_failing_to_start_are_retried_with_growing_delays() {
     assert_eq!(messages(&service).iter().filter(|m| **m == throttled).count(), 1, "said once per run of failures");
     c.agent.stop().await;
 }
+
+#[tokio::test]
+async fn tasks_carry_the_service_s_providers_tags_and_settings_and_a_forced_deployment_replaces_them() {
+    let c = Cluster::new().await;
+    c.control
+        .put_cluster_capacity_providers("default", vec!["FARGATE".into(), "FARGATE_SPOT".into()], Vec::new())
+        .await
+        .expect("providers");
+    let v1 = c.register("mixed", json!([container("app")])).await;
+    let mut input = json!({
+        "serviceName": "mixed", "taskDefinition": v1, "desiredCount": 4,
+        "networkConfiguration": c.network(),
+        "capacityProviderStrategy": [
+            {"capacityProvider": "FARGATE", "base": 1, "weight": 1},
+            {"capacityProvider": "FARGATE_SPOT", "weight": 1},
+        ],
+        "propagateTags": "SERVICE", "enableECSManagedTags": true,
+        "tags": [{"key": "team", "value": "web"}],
+    });
+    input["enableExecuteCommand"] = json!(false);
+    let input: CreateServiceInput = serde_json::from_value(input).expect("a CreateService input");
+    let created = c.control.create_service(input).await.expect("create");
+    assert_eq!(created.launch_type, None, "a strategy, not a launch type");
+    let (_, tasks) = c.wait_steady("mixed").await;
+    let mut providers: Vec<String> = tasks.iter().filter_map(|t| t.capacity_provider_name.clone()).collect();
+    providers.sort();
+    // base 1 on FARGATE, then the other 3 split 1:1 by weight: FARGATE 2 or 3, SPOT the rest.
+    assert_eq!(providers.len(), 4, "{providers:?}");
+    let spot = providers.iter().filter(|p| *p == "FARGATE_SPOT").count();
+    assert!((1..=2).contains(&spot) && providers.contains(&"FARGATE".to_owned()), "{providers:?}");
+    for t in &tasks {
+        let tags = t.tags.clone().unwrap_or_default();
+        let has = |k: &str, v: &str| tags.iter().any(|tag| tag.key == k && tag.value == v);
+        assert!(
+            has("team", "web") && has("aws:ecs:serviceName", "mixed") && has("aws:ecs:clusterName", "default"),
+            "{tags:?}"
+        );
+        assert!(!t.enable_execute_command);
+    }
+
+    // A forced deployment of the same revision, now with ECS Exec, replaces every task.
+    let before: BTreeSet<String> = tasks.iter().map(|t| t.id().to_owned()).collect();
+    let updated = c.update("mixed", json!({"forceNewDeployment": true, "enableExecuteCommand": true})).await;
+    assert_eq!(updated.deployments.len(), 2, "a new deployment even with the same task definition");
+    let new_id = updated.deployments[0].id.clone();
+    let (_, tasks) = c
+        .wait(
+            "mixed",
+            "the forced deployment to complete",
+            |_, _| {},
+            |s, _| steady(s) && s.deployments[0].id == new_id,
+        )
+        .await;
+    let live: Vec<&Task> = tasks.iter().filter(|t| t.desired_status == DesiredStatus::Running).collect();
+    assert_eq!(live.len(), 4);
+    assert!(live.iter().all(|t| !before.contains(t.id()) && t.enable_execute_command), "{live:#?}");
+    c.agent.stop().await;
+}
