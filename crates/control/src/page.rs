@@ -25,7 +25,19 @@ pub(crate) fn paginate<T>(
     next_token: Option<&str>,
     limit: i32,
 ) -> Result<Page<T>, ControlError> {
-    walk(items, Order::Ascending, max_results, next_token, limit)
+    walk(items, Order::Ascending, max_results, next_token, limit, limit)
+}
+
+/// Like [`paginate`] for listings whose unsized page is smaller than the largest allowed
+/// (ListServices: 10, up to 100).
+pub(crate) fn paginate_by<T>(
+    items: Vec<(String, T)>,
+    max_results: Option<i32>,
+    next_token: Option<&str>,
+    default: i32,
+    limit: i32,
+) -> Result<Page<T>, ControlError> {
+    walk(items, Order::Ascending, max_results, next_token, default, limit)
 }
 
 /// Like [`paginate`] for lists walked in descending key order.
@@ -35,7 +47,7 @@ pub(crate) fn paginate_desc<T>(
     next_token: Option<&str>,
     limit: i32,
 ) -> Result<Page<T>, ControlError> {
-    walk(items, Order::Descending, max_results, next_token, limit)
+    walk(items, Order::Descending, max_results, next_token, limit, limit)
 }
 
 fn walk<T>(
@@ -43,10 +55,11 @@ fn walk<T>(
     order: Order,
     max_results: Option<i32>,
     next_token: Option<&str>,
+    default: i32,
     limit: i32,
 ) -> Result<Page<T>, ControlError> {
     let size =
-        page::page_size(max_results.map(i64::from), limit as usize, limit as usize).map_err(|e| refused(e, limit))?;
+        page::page_size(max_results.map(i64::from), default as usize, limit as usize).map_err(|e| refused(e, limit))?;
     page::paginate(items, order, size, next_token).map_err(|e| refused(e, limit))
 }
 

@@ -27,7 +27,7 @@ pub use protection::ProtectedTask;
 pub use scheduler::PassSummary;
 pub(crate) use scheduler::request_stop;
 
-use crate::page::{Page, paginate};
+use crate::page::{Page, paginate_by};
 use crate::record::{decode, encode, load};
 use crate::{Control, ControlError};
 
@@ -233,7 +233,8 @@ impl Control {
                 items.push((kv.key, s.service_arn.clone()));
             }
         }
-        paginate(items, input.max_results, input.next_token.as_deref(), 100)
+        // ECS answers 10 services a page unless asked for up to 100.
+        paginate_by(items, input.max_results, input.next_token.as_deref(), 10, 100)
     }
 
     /// Every service record of every cluster, with its revision.

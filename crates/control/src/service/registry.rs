@@ -9,7 +9,7 @@ use flotilla_types::task::ENI_ATTACHMENT;
 
 use super::model::{ServiceRecord, ServiceStatus};
 use super::scheduler::Observed;
-use crate::page::{Page, paginate};
+use crate::page::{Page, paginate_by};
 use crate::{Control, ControlError};
 
 /// The Cloud Map service id in a registry ARN (`...:service/srv-...`).
@@ -175,7 +175,8 @@ impl Control {
         }
         items.sort();
         items.dedup();
-        paginate(items, max_results, next_token, 100)
+        // As ListServices: 10 a page unless asked for up to 100.
+        paginate_by(items, max_results, next_token, 10, 100)
     }
 }
 
