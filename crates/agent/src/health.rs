@@ -60,6 +60,12 @@ impl Tracker {
         }
     }
 
+    /// Continues from a verdict reached before (a task adopted after a restart keeps the
+    /// health it had until its next probe says otherwise).
+    pub fn resume(probe: &Probe, status: HealthStatus) -> Tracker {
+        Tracker { status, ..Tracker::new(probe) }
+    }
+
     pub fn status(&self) -> HealthStatus {
         self.status
     }

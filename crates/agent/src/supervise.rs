@@ -299,13 +299,18 @@ impl Supervisor {
     /// records exits, runs health checks and ships logs.
     async fn watch(&self, definition: &TaskDefinition) -> Result<(), AgentError> {
         let mut health: HashMap<String, Health> = HashMap::new();
+        let task = self.task();
         for c in &definition.container_definitions {
             if let Some(probe) = c.health_check.as_ref().and_then(Probe::from_definition) {
-                let tracker = Tracker::new(&probe);
+                let name = c.name.clone().unwrap_or_default();
+                // A supervisor that adopts a running task (after a restart) keeps the verdict
+                // the task has: the first probe is an interval away.
+                let known = task.container(&name).and_then(|c| c.health_status).unwrap_or(HealthStatus::Unknown);
+                let tracker = Tracker::resume(&probe, known);
                 // As Docker (and so ECS) does, the first probe runs one interval after the
                 // container starts, not at once.
                 let next_at = Instant::now() + probe.interval;
-                health.insert(c.name.clone().unwrap_or_default(), Health { probe, tracker, next_at });
+                health.insert(name, Health { probe, tracker, next_at });
             }
         }
         let mut changes = self.assignment.clone();

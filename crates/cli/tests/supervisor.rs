@@ -571,6 +571,31 @@ async fn health_checks_make_the_container_and_task_unhealthy_then_healthy() {
 }
 
 #[tokio::test]
+async fn a_restarted_agent_keeps_a_task_s_health_until_its_next_probe() {
+    let mut f = Fixture::new().await;
+    let mut app = container("app");
+    app["healthCheck"] = json!({"command": ["CMD", "check"], "interval": 5, "timeout": 2, "retries": 1});
+    f.register("kept", json!([app])).await;
+    let task = f.run("kept").await;
+    f.wait_within(HEALTH_DEADLINE, &task, "HEALTHY", |t| t.health_status == Some(HealthStatus::Healthy)).await;
+    f.stop_agent().await;
+    let probes = |f: &Fixture| f.count(|e| matches!(e, SimEvent::Exec { .. }));
+    let before = probes(&f);
+    f.start_agent();
+    // Until the adopted task's next probe, what it reports is the verdict it had: never UNKNOWN.
+    let deadline = Instant::now() + HEALTH_DEADLINE;
+    while probes(&f) == before {
+        let t = f.describe(&task).await;
+        assert_eq!(t.health_status, Some(HealthStatus::Healthy), "health regressed after the restart: {t:#?}");
+        assert!(Instant::now() < deadline, "no probe ran after the restart");
+        tokio::time::sleep(POLL).await;
+    }
+    let t = f.describe(&task).await;
+    assert_eq!(t.health_status, Some(HealthStatus::Healthy));
+    assert_eq!(t.last_status, TaskStatus::Running);
+}
+
+#[tokio::test]
 async fn a_task_stopped_before_the_agent_gets_to_it_never_gets_a_sandbox() {
     let mut f = Fixture::without_agent().await;
     f.register("late", json!([container("app")])).await;
