@@ -102,14 +102,11 @@ impl Control {
             if let Some((record, _)) = &existing
                 && record.service.status != ServiceStatus::Inactive
             {
-                // A retry of the same request (same token, or no token and the same members)
-                // answers with the service it made; anything else is a name clash.
-                let same_token = match (&record.client_token, &input.client_token) {
-                    (Some((token, print)), Some(given)) => token == given && *print == fingerprint,
-                    (None, None) => false,
-                    _ => false,
-                };
-                if same_token {
+                // A retry of the same request with the same token answers with the service it
+                // made; anything else is a name clash.
+                let retry = matches!((&record.client_token, &input.client_token),
+                    (Some((token, print)), Some(given)) if token == given && *print == fingerprint);
+                if retry {
                     return Ok(record.service.clone());
                 }
                 return Err(ControlError::invalid("Creation of service was not idempotent."));

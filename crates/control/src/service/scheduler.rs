@@ -125,36 +125,38 @@ fn backoff_delay(failures: u32) -> i64 {
     (1000i64 << step).min(MAX_BACKOFF)
 }
 
-/// Picks `n` tasks to stop among `candidates`: not yet running first, then from the zone with
-/// the most of `population`, newest first, as ECS's scale-in does.
-fn choose_victims<'a>(
-    candidates: &[&'a Observed],
-    population: &[&Observed],
+/// Picks `n` of `tasks` to stop among `candidates` (indices, protected ones left out by the
+/// caller): not yet healthy first, then from the zone with the most of `population`, newest
+/// first, as ECS's scale-in does.
+fn choose_victims(
+    tasks: &[Observed],
+    candidates: &[usize],
+    population: &[usize],
     n: usize,
     now: Timestamp,
-) -> Vec<&'a Observed> {
-    let mut zones: HashMap<String, usize> = HashMap::new();
-    for t in population {
-        *zones.entry(t.task().availability_zone.clone()).or_default() += 1;
+) -> Vec<usize> {
+    let mut zones: HashMap<&str, usize> = HashMap::new();
+    for &i in population {
+        *zones.entry(tasks[i].task().availability_zone.as_str()).or_default() += 1;
     }
-    let mut left: Vec<&Observed> = candidates.to_vec();
+    let mut left = candidates.to_vec();
     let mut out = Vec::new();
     while out.len() < n && !left.is_empty() {
-        let best = left
+        let (best, _) = left
             .iter()
             .enumerate()
-            .max_by_key(|(_, t)| {
+            .max_by_key(|&(_, &i)| {
+                let t = &tasks[i];
                 (
                     !t.healthy(now),
-                    zones.get(&t.task().availability_zone).copied().unwrap_or(0),
+                    zones.get(t.task().availability_zone.as_str()).copied().unwrap_or(0),
                     t.task().created_at,
-                    t.id().to_owned(),
+                    t.id(),
                 )
             })
-            .map(|(i, _)| i)
             .expect("left is not empty");
         let victim = left.remove(best);
-        if let Some(c) = zones.get_mut(&victim.task().availability_zone) {
+        if let Some(c) = zones.get_mut(tasks[victim].task().availability_zone.as_str()) {
             *c = c.saturating_sub(1);
         }
         out.push(victim);
@@ -318,10 +320,8 @@ impl Control {
         let mut stopping: Vec<(usize, String)> = out_of_service;
         let excess = primary.len() as i64 - desired;
         if excess > 0 {
-            let candidates: Vec<&Observed> = primary.iter().map(|&i| &tasks[i]).filter(|t| !t.protected(now)).collect();
-            let population: Vec<&Observed> = primary.iter().map(|&i| &tasks[i]).collect();
-            for victim in choose_victims(&candidates, &population, excess as usize, now) {
-                let i = tasks.iter().position(|t| t.id() == victim.id()).expect("observed");
+            let candidates: Vec<usize> = primary.iter().copied().filter(|&i| !tasks[i].protected(now)).collect();
+            for i in choose_victims(&tasks, &candidates, &primary, excess as usize, now) {
                 stopping.push((i, String::new()));
             }
         }
@@ -332,16 +332,14 @@ impl Control {
             let healthy_total = serving.iter().filter(|&&i| tasks[i].healthy(now)).count() as i64
                 - stopping.iter().filter(|(i, _)| tasks[*i].healthy(now)).count() as i64;
             let mut allowance = (healthy_total - min_healthy).max(0);
-            let candidates: Vec<&Observed> = old.iter().map(|&i| &tasks[i]).filter(|t| !t.protected(now)).collect();
-            let population: Vec<&Observed> = old.iter().map(|&i| &tasks[i]).collect();
-            for victim in choose_victims(&candidates, &population, candidates.len(), now) {
-                if victim.healthy(now) {
+            let candidates: Vec<usize> = old.iter().copied().filter(|&i| !tasks[i].protected(now)).collect();
+            for i in choose_victims(&tasks, &candidates, &old, candidates.len(), now) {
+                if tasks[i].healthy(now) {
                     if allowance == 0 {
                         continue;
                     }
                     allowance -= 1;
                 }
-                let i = tasks.iter().position(|t| t.id() == victim.id()).expect("observed");
                 stopping.push((i, String::new()));
             }
         }
