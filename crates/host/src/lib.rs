@@ -24,6 +24,8 @@ use flotilla_types::task_definition::TaskDefinition;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub mod lb;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a host offers, as its agent registers it.
@@ -374,6 +376,12 @@ pub trait HostApi: Send + Sync {
     fn network_changes(&self) -> NetworkWatch;
     /// The task's secrets and registry logins. `Refused` carries the task's stopped reason.
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>>;
+    /// The load balancers the host serves: their whole configuration now, then again after
+    /// every change.
+    fn load_balancers(&self, host_id: &str) -> lb::LbWatch;
+    /// Records what the host's load balancers saw of their targets (health verdicts, drained
+    /// targets).
+    fn report_targets(&self, reports: Vec<lb::TargetReport>) -> BoxFuture<'_, Result<(), HostApiError>>;
 }
 
 #[cfg(test)]

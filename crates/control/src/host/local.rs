@@ -381,4 +381,23 @@ impl HostApi for LocalHostApi {
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>> {
         Box::pin(self.secrets_of(task_arn))
     }
+
+    // Placeholder until the load balancer records (flotilla-elb) are attached: no load
+    // balancers, nothing recorded.
+    fn load_balancers(&self, _host_id: &str) -> flotilla_host::lb::LbWatch {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            if tx.send(Ok(flotilla_host::lb::LbSnapshot::default())).await.is_ok() {
+                tx.closed().await;
+            }
+        });
+        Events::new(rx)
+    }
+
+    fn report_targets(
+        &self,
+        _reports: Vec<flotilla_host::lb::TargetReport>,
+    ) -> BoxFuture<'_, Result<(), HostApiError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
