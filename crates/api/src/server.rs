@@ -67,6 +67,10 @@ pub struct ApiState {
     logs: Option<Arc<LogStore>>,
     /// Cloud Map is served only when discovery is attached ([`ApiState::with_discovery`]).
     discovery: Option<Arc<Discovery>>,
+    /// Elastic Load Balancing v2 and ACM are served only when attached
+    /// ([`ApiState::with_load_balancing`]).
+    pub(crate) elb: Option<Arc<flotilla_elb::Elb>>,
+    pub(crate) acm: Option<Arc<flotilla_acm::Acm>>,
     request_ids: AtomicU64,
 }
 
@@ -84,6 +88,8 @@ impl ApiState {
             secrets: None,
             logs: None,
             discovery: None,
+            elb: None,
+            acm: None,
             request_ids: AtomicU64::new(0),
         }
     }
@@ -103,6 +109,13 @@ impl ApiState {
     /// Serves Cloud Map (service discovery) from `discovery`.
     pub fn with_discovery(mut self, discovery: Arc<Discovery>) -> ApiState {
         self.discovery = Some(discovery);
+        self
+    }
+
+    /// Serves Elastic Load Balancing v2 from `elb` and ACM from `acm`.
+    pub fn with_load_balancing(mut self, elb: Arc<flotilla_elb::Elb>, acm: Arc<flotilla_acm::Acm>) -> ApiState {
+        self.elb = Some(elb);
+        self.acm = Some(acm);
         self
     }
 

@@ -64,6 +64,16 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             .with_public_ip_pool(opts.public_ip_pool),
     );
     control.ensure_default_network().await.context("cannot create the default VPC")?;
+    // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
+    let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
+    let elb = Arc::new(flotilla_elb::Elb::new(
+        store.clone(),
+        control.identity().clone(),
+        acm.clone(),
+        Arc::new(flotilla_control::ElbVpcs(control.clone())),
+        None,
+    ));
+    control.attach_load_balancing(elb.clone());
     // Logs live in their own file so that their volume never bloats the control-plane store.
     let logs_dir = home.dir.join("logs");
     let logs = Arc::new(
@@ -110,7 +120,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         ApiState::new(control, std::slice::from_ref(&credentials))
             .with_logs(logs)
             .with_discovery(discovery)
-            .with_secrets(secrets),
+            .with_secrets(secrets)
+            .with_load_balancing(elb, acm),
     );
 
     let listener = tokio::net::TcpListener::bind(opts.listen)

@@ -43,7 +43,7 @@ pub use task::{ListTasksInput, RunTaskInput, TaskRecord};
 pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrder};
 pub use vpc::{
     AddressLease, AwsvpcPlacement, CidrError, CreateSubnetInput, CreateVpcInput, DEFAULT_PUBLIC_IP_POOL,
-    DEFAULT_VPC_CIDR, GroupRef, GroupSelector, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface,
+    DEFAULT_VPC_CIDR, ElbVpcs, GroupRef, GroupSelector, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface,
     NetworkInterfaceSpec, NetworkResource, RESERVED_ADDRESSES, ResourceFilter, RuleChange, RuleDirection, RulePeer,
     RulePeerSpec, RuleSpec, SecurityGroup, SecurityGroupRule, Subnet, Tag, TagRemoval, Vpc, keys as network_keys,
 };
@@ -58,6 +58,9 @@ pub struct Control {
     network: vpc::NetworkState,
     /// Cloud Map, where services register their tasks; attached by the server that runs it.
     discovery: std::sync::OnceLock<Arc<flotilla_discovery::Discovery>>,
+    /// Elastic Load Balancing, whose target groups services register their tasks in; attached
+    /// by the server that runs it.
+    elb: std::sync::OnceLock<Arc<flotilla_elb::Elb>>,
 }
 
 impl Control {
@@ -68,6 +71,7 @@ impl Control {
             family_locks: Mutex::new(HashMap::new()),
             network: Default::default(),
             discovery: Default::default(),
+            elb: Default::default(),
         }
     }
 
@@ -82,6 +86,15 @@ impl Control {
 
     pub(crate) fn discovery(&self) -> Option<&Arc<flotilla_discovery::Discovery>> {
         self.discovery.get()
+    }
+
+    /// Gives the control plane the load balancers that services and the host API name (once).
+    pub fn attach_load_balancing(&self, elb: Arc<flotilla_elb::Elb>) {
+        let _ = self.elb.set(elb);
+    }
+
+    pub(crate) fn elb(&self) -> Option<&Arc<flotilla_elb::Elb>> {
+        self.elb.get()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

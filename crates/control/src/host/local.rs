@@ -382,22 +382,12 @@ impl HostApi for LocalHostApi {
         Box::pin(self.secrets_of(task_arn))
     }
 
-    // Placeholder until the load balancer records (flotilla-elb) are attached: no load
-    // balancers, nothing recorded.
     fn load_balancers(&self, _host_id: &str) -> flotilla_host::lb::LbWatch {
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(async move {
-            if tx.send(Ok(flotilla_host::lb::LbSnapshot::default())).await.is_ok() {
-                tx.closed().await;
-            }
-        });
-        Events::new(rx)
+        // One host serves every load balancer today; placement across hosts comes with etcd.
+        super::lb::watch(self.control.store.clone(), self.control.elb().cloned())
     }
 
-    fn report_targets(
-        &self,
-        _reports: Vec<flotilla_host::lb::TargetReport>,
-    ) -> BoxFuture<'_, Result<(), HostApiError>> {
-        Box::pin(async { Ok(()) })
+    fn report_targets(&self, reports: Vec<flotilla_host::lb::TargetReport>) -> BoxFuture<'_, Result<(), HostApiError>> {
+        Box::pin(super::lb::record(self.control.elb(), reports))
     }
 }

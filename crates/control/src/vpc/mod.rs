@@ -42,6 +42,7 @@
 
 mod awsvpc;
 mod cidr;
+mod elb;
 mod error;
 mod interfaces;
 pub mod keys;
@@ -64,6 +65,7 @@ use crate::Control;
 
 pub use awsvpc::AwsvpcPlacement;
 pub use cidr::{CidrError, Ipv4Cidr};
+pub use elb::ElbVpcs;
 pub use error::{NetworkError, NetworkResource};
 pub use interfaces::{AddressLease, GroupRef, NetworkInterface, NetworkInterfaceSpec};
 pub use security_groups::{
