@@ -48,8 +48,9 @@ pub(crate) async fn run(group: Arc<Group>, target: Arc<Target>, shared: Arc<Shar
             let addr = SocketAddrV4::new(*target.addr.ip(), port);
             let check = async {
                 match tokio::time::timeout(timeout, check(&shared, health.protocol, addr, &health.path)).await {
-                    Ok(Ok(code)) if matcher(&health.matcher, code) => Ok(()),
-                    Ok(Ok(code)) => Err(Failure {
+                    Ok(Ok(None)) => Ok(()),
+                    Ok(Ok(Some(code))) if matcher(&health.matcher, code) => Ok(()),
+                    Ok(Ok(Some(code))) => Err(Failure {
                         reason: "Target.ResponseCodeMismatch",
                         description: format!("Health checks failed with these codes: [{code}]"),
                     }),
@@ -90,20 +91,25 @@ pub(crate) async fn run(group: Arc<Group>, target: Arc<Target>, shared: Arc<Shar
     }
 }
 
-/// One check: `Ok(status)` for HTTP(S) (0 for TCP, which only connects).
-async fn check(shared: &Shared, protocol: HealthProtocol, addr: SocketAddrV4, path: &str) -> Result<u16, Failure> {
+/// One check: the status of an HTTP(S) check, nothing for TCP (which only connects).
+async fn check(
+    shared: &Shared,
+    protocol: HealthProtocol,
+    addr: SocketAddrV4,
+    path: &str,
+) -> Result<Option<u16>, Failure> {
     let stream = connect(shared.sockets.as_ref(), addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut => Failure::timeout(),
         _ => Failure::failed(),
     })?;
     match protocol {
-        HealthProtocol::Tcp => Ok(0),
-        HealthProtocol::Http => get(stream, addr, path).await,
+        HealthProtocol::Tcp => Ok(None),
+        HealthProtocol::Http => get(stream, addr, path).await.map(Some),
         HealthProtocol::Https => {
             let connector = tokio_rustls::TlsConnector::from(tls::insecure_client());
             let name = rustls::pki_types::ServerName::IpAddress((*addr.ip()).into());
             let stream = connector.connect(name, stream).await.map_err(|_| Failure::failed())?;
-            get(stream, addr, path).await
+            get(stream, addr, path).await.map(Some)
         }
     }
 }

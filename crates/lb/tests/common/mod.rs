@@ -3,7 +3,6 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener as StdListener};
 use std::sync::Arc;
@@ -245,11 +244,7 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answ
 }
 
 /// Waits for `condition` up to `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+pub async fn eventually(limit: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !condition().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
