@@ -28,6 +28,9 @@ async fn alb(lb_ip: Ipv4Addr, groups: Vec<TargetGroupSpec>, rules: Vec<RuleSpec>
     (plane, SocketAddr::from((lb_ip, port)))
 }
 
+/// A request's extra headers.
+type Headers = Vec<(&'static str, &'static str)>;
+
 fn rule(priority: u32, conditions: Vec<RuleCondition>, action: ActionSpec) -> RuleSpec {
     RuleSpec { arn: format!("rule/{priority}"), priority, conditions, action }
 }
@@ -38,7 +41,7 @@ async fn rules_route_by_each_condition_in_priority_order() {
     let b = Backend::start(Ipv4Addr::new(127, 0, 10, 2), "b").await;
     let groups = vec![group(A, vec![a.target()]), group(B, vec![b.target()])];
     let to_b = |conditions| rule(10, conditions, forward(B));
-    let cases: Vec<(RuleCondition, &str, Vec<(&str, &str)>, &str, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<(RuleCondition, &str, Headers, &str, Headers)> = vec![
         (RuleCondition::PathPattern { values: vec!["/api/*".into()] }, "/api/users", vec![], "/web/api", vec![]),
         (
             RuleCondition::HostHeader { values: vec!["*.B.example.com".into()] },
