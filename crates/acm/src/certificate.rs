@@ -67,7 +67,7 @@ fn pem_problem(e: &pem::Error) -> String {
 
 fn parse<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, AcmError> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(invalid(format!("The {what} has trailing data after the X.509 structure."))),
         Err(e) => Err(invalid(format!("The {what} is not a valid X.509 certificate: {e}."))),
     }
