@@ -39,6 +39,11 @@ use flotilla_types::page::{self, Order, Page, PageError};
 
 pub use action::{ActionInput, FixedResponseInput, ForwardInput, RedirectInput, WeightInput};
 pub use attributes::{Attribute, LbAttributes, TgAttributes};
+/// The data plane's vocabulary, which the records here are made of.
+pub use flotilla_host::lb::{
+    ActionSpec, HealthCheckSpec, HealthProtocol, LbKind, LbScheme, ListenerProtocol, QueryMatch, RedirectSpec,
+    RuleCondition, TargetProtocol, WeightedGroup,
+};
 pub use listener::protocol_name as listener_protocol_name;
 pub use listener::{DEFAULT_SSL_POLICY, ListenerChange, ListenerInput};
 pub use load_balancer::{LoadBalancerInput, SubnetMapping};
