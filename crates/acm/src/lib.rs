@@ -117,7 +117,7 @@ pub struct Certificate {
     pub imported_at: f64,
     pub status: CertificateStatus,
     pub facts: CertificateFacts,
-    /// The load balancers using it (DescribeCertificate only; empty in listings).
+    /// The load balancers using it.
     pub in_use_by: Vec<String>,
 }
 
@@ -314,7 +314,12 @@ impl Acm {
                 items.push((view.arn.clone(), view));
             }
         }
-        page::paginate(items, Order::Ascending, size, query.next_token.as_deref()).map_err(page_error)
+        let mut page =
+            page::paginate(items, Order::Ascending, size, query.next_token.as_deref()).map_err(page_error)?;
+        for certificate in &mut page.items {
+            certificate.in_use_by = self.users(&certificate.arn).await?;
+        }
+        Ok(page)
     }
 
     /// Deletes a certificate no load balancer uses.
@@ -392,9 +397,9 @@ impl Acm {
 fn page_error(e: PageError) -> AcmError {
     match e {
         PageError::Size { got, max } => {
-            AcmError::InvalidParameter(format!("MaxItems must be between 1 and {max}, got {got}."))
+            AcmError::Validation(format!("MaxItems must be between 1 and {max}, got {got}."))
         }
-        PageError::Token => AcmError::InvalidParameter("The NextToken is not valid.".into()),
+        PageError::Token => AcmError::Validation("The NextToken is not one this server issued.".into()),
     }
 }
 

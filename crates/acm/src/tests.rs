@@ -187,7 +187,7 @@ async fn tags_pages_and_users() {
     assert_eq!(walked, arns);
     assert!(matches!(
         acm.list(ListQuery { max_items: Some(0), ..Default::default() }).await,
-        Err(AcmError::InvalidParameter(_))
+        Err(AcmError::Validation(_))
     ));
 
     let arn = &arns[0];

@@ -4,6 +4,7 @@
 //! error codes. It parses a request into a call on the control plane and turns the one
 //! `Result` back into a response; it holds no state of its own beyond credentials.
 
+pub mod acm;
 pub mod ec2;
 pub mod ecs;
 mod elbv2;

@@ -19,6 +19,7 @@ use flotilla_discovery::Discovery;
 use flotilla_logs::LogStore;
 use serde_json::Value;
 
+use crate::acm::AcmRequest;
 use crate::ecs::EcsRequest;
 use crate::error::ApiError;
 use crate::logs::LogsRequest;
@@ -38,6 +39,7 @@ pub enum Service {
     ServiceDiscovery,
     Ssm,
     SecretsManager,
+    Acm,
 }
 
 impl Service {
@@ -48,6 +50,7 @@ impl Service {
             "Route53AutoNaming_v20170314" => Some(Service::ServiceDiscovery),
             "AmazonSSM" => Some(Service::Ssm),
             "secretsmanager" => Some(Service::SecretsManager),
+            "CertificateManager" => Some(Service::Acm),
             _ => None,
         }
     }
@@ -61,6 +64,7 @@ pub struct ApiState {
     servicediscovery_model: ServiceModel,
     ssm_model: ServiceModel,
     secretsmanager_model: ServiceModel,
+    acm_model: ServiceModel,
     /// SSM Parameter Store and Secrets Manager are served only when attached
     /// ([`ApiState::with_secrets`]).
     secrets: Option<Arc<flotilla_secrets::Secrets>>,
@@ -86,6 +90,7 @@ impl ApiState {
             servicediscovery_model: ServiceModel::parse(include_str!("../model/servicediscovery.json")),
             ssm_model: ServiceModel::parse(include_str!("../model/ssm.json")),
             secretsmanager_model: ServiceModel::parse(include_str!("../model/secretsmanager.json")),
+            acm_model: ServiceModel::parse(include_str!("../model/acm.json")),
             secrets: None,
             logs: None,
             discovery: None,
@@ -127,6 +132,7 @@ impl ApiState {
             Service::ServiceDiscovery => &self.servicediscovery_model,
             Service::Ssm => &self.ssm_model,
             Service::SecretsManager => &self.secretsmanager_model,
+            Service::Acm => &self.acm_model,
         }
     }
 
@@ -306,6 +312,12 @@ async fn dispatch(
             } else {
                 crate::secrets::execute_secretsmanager(secrets, SecretsManagerRequest::parse(operation, input)?).await
             }
+        }
+        Service::Acm => {
+            let acm = state.acm.as_deref().ok_or_else(|| {
+                ApiError::new("ServiceUnavailableException", "This server does not serve Certificate Manager.")
+            })?;
+            crate::acm::execute(acm, AcmRequest::parse(operation, input)?).await
         }
     }
 }
