@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use flotilla_host::lb::{HealthCheckSpec, TargetGroupSpec, TargetObservation, TargetReport};
+use flotilla_host::lb::{HealthCheckSpec, TargetGroupSpec, TargetObservation, TargetProtocol, TargetReport};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use tokio::sync::mpsc;
@@ -39,6 +39,7 @@ impl Verdict {
 /// The settings of a group that routing and health checks read.
 #[derive(Debug)]
 pub(crate) struct Settings {
+    pub protocol: TargetProtocol,
     pub health: HealthCheckSpec,
     pub slow_start: Duration,
     pub stickiness: Option<u32>,
@@ -244,6 +245,7 @@ impl Groups {
 
 fn settings(spec: &TargetGroupSpec) -> Settings {
     Settings {
+        protocol: spec.protocol,
         health: spec.health_check.clone(),
         slow_start: Duration::from_secs(spec.slow_start_s.into()),
         stickiness: spec.stickiness_s,
@@ -273,7 +275,7 @@ fn update_group(group: &Arc<Group>, spec: &TargetGroupSpec, shared: &Arc<Shared>
                 drained_reported: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 removed: CancellationToken::new(),
-                client: upstream::client(shared.sockets.clone(), addr),
+                client: upstream::client(shared.sockets.clone(), addr, spec.protocol == TargetProtocol::Https),
                 shared: shared.clone(),
             });
             started.push(target.clone());

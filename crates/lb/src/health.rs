@@ -14,8 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Shared;
 use crate::groups::{Group, Target, Verdict};
-use crate::tls;
-use crate::upstream::connect;
+use crate::upstream::{connect, tls_connect};
 
 /// Why one check failed, as ELB words it.
 struct Failure {
@@ -106,9 +105,7 @@ async fn check(
         HealthProtocol::Tcp => Ok(None),
         HealthProtocol::Http => get(stream, addr, path).await.map(Some),
         HealthProtocol::Https => {
-            let connector = tokio_rustls::TlsConnector::from(tls::insecure_client());
-            let name = rustls::pki_types::ServerName::IpAddress((*addr.ip()).into());
-            let stream = connector.connect(name, stream).await.map_err(|_| Failure::failed())?;
+            let stream = tls_connect(stream, addr).await.map_err(|_| Failure::failed())?;
             get(stream, addr, path).await.map(Some)
         }
     }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_host::lb::TargetProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -12,7 +13,7 @@ use std::hash::BuildHasher;
 
 use crate::groups::Target;
 use crate::listeners::{Action, Conn, Route};
-use crate::upstream::connect;
+use crate::upstream::{TargetStream, connect, tls_connect};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Large enough for bulk transfers to move in few system calls.
@@ -30,23 +31,33 @@ pub(crate) async fn serve(stream: TcpStream, conn: Arc<Conn>, route: Arc<Route>)
     let Some(target) = group.pick(Some(flow)) else {
         return;
     };
+    // TLS target groups get TLS from the load balancer too.
+    let tls = group.settings().protocol == TargetProtocol::Tls;
     match &route.tls {
-        None => pipe(stream, &conn, target).await,
+        None => pipe(stream, &conn, target, tls).await,
         Some(acceptor) => {
             if let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                pipe(stream, &conn, target).await;
+                pipe(stream, &conn, target, tls).await;
             }
         }
     }
 }
 
-async fn pipe<S>(mut client: S, conn: &Conn, target: Arc<Target>)
+async fn pipe<S>(mut client: S, conn: &Conn, target: Arc<Target>, tls: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _in_flight = target.begin();
-    let Ok(mut upstream) = connect(conn.shared.sockets.as_ref(), target.addr).await else {
+    let Ok(upstream) = connect(conn.shared.sockets.as_ref(), target.addr).await else {
         return;
+    };
+    let mut upstream = if tls {
+        match tls_connect(upstream, target.addr).await {
+            Ok(upstream) => TargetStream::Tls(Box::new(upstream)),
+            Err(_) => return,
+        }
+    } else {
+        TargetStream::Plain(upstream)
     };
     tokio::select! {
         _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER) => {}

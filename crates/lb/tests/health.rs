@@ -213,3 +213,34 @@ async fn a_taken_port_is_a_problem_and_reapply_keeps_connections() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn slow_start_ramps_a_newly_healthy_target() {
+    let a = Backend::start(Ipv4Addr::new(127, 0, 24, 1), "a").await;
+    let b = Backend::start(Ipv4Addr::new(127, 0, 24, 2), "b").await;
+    let newcomer = TargetSpec { healthy: None, ..b.target() };
+    let mut g = group(A, vec![a.target(), newcomer.clone()]);
+    g.health_check = health_check(HealthProtocol::Http, 1);
+    g.slow_start_s = 5;
+    let lb_ip = Ipv4Addr::new(127, 0, 24, 10);
+    let port = free_port(lb_ip);
+    let (plane, mut reports) = plane();
+    assert_eq!(plane.apply(&snapshot(lb_ip, port, g)).await, vec![]);
+    assert_eq!(
+        next_reports(&mut reports, Duration::from_secs(5)).await,
+        vec![report(&newcomer, TargetObservation::Healthy)]
+    );
+    // Just turned healthy, five seconds of ramp ahead: a small share, not half; then its full
+    // share.
+    let mut client = Client::connect(SocketAddr::from((lb_ip, port))).await;
+    let mut share_of_b = async || {
+        let mut to_b = 0;
+        for _ in 0..100 {
+            to_b += usize::from(client.get("/", &[]).await.backend() == "b");
+        }
+        to_b
+    };
+    let early = share_of_b().await;
+    assert!(early < 20, "{early} of 100 requests went to the target starting slowly");
+    eventually(Duration::from_secs(10), "the full share", async || share_of_b().await >= 35).await;
+}

@@ -14,6 +14,7 @@ use flotilla_host::lb::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -209,4 +210,59 @@ async fn a_removed_target_loses_its_connections() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection ends with its target: {read:?}");
+}
+
+#[tokio::test]
+async fn https_targets_are_checked_and_served_over_tls() {
+    let cert = certificate("target.internal");
+    let acceptor = {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der.clone()],
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.pem.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    };
+    let backend = TcpListener::bind((Ipv4Addr::new(127, 0, 33, 1), 0)).await.unwrap();
+    let SocketAddr::V4(backend_addr) = backend.local_addr().unwrap() else { unreachable!() };
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = backend.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from(
+                        "secure",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    });
+
+    let target = TargetSpec { healthy: None, ..nlb_target(backend_addr) };
+    let mut targets = group(A, vec![target.clone()]);
+    targets.protocol = TargetProtocol::Https;
+    targets.health_check = health_check(HealthProtocol::Https, 1);
+    let lb_ip = Ipv4Addr::new(127, 0, 33, 10);
+    let port = free_port(lb_ip);
+    let snapshot = LbSnapshot {
+        load_balancers: vec![load_balancer(
+            LbKind::Application,
+            lb_ip,
+            vec![listener(port, ListenerProtocol::Http, forward(A))],
+        )],
+        target_groups: vec![targets],
+    };
+    let (plane, mut reports) = plane();
+    assert_eq!(plane.apply(&snapshot).await, vec![]);
+    let healthy = next_reports(&mut reports, Duration::from_secs(5)).await;
+    assert_eq!(healthy[0].observation, TargetObservation::Healthy);
+    let answer = get(SocketAddr::from((lb_ip, port)), "/", &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "secure"));
 }
