@@ -6,10 +6,12 @@
 
 pub mod ec2;
 pub mod ecs;
+mod elbv2;
 pub mod error;
 mod json;
 pub mod logs;
 pub mod model;
+pub mod query;
 pub mod secrets;
 pub mod server;
 pub mod servicediscovery;

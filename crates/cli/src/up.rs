@@ -117,6 +117,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         })
         .collect();
     let reaper = tokio::spawn(reap_stopped_tasks(control.clone()));
+    let draining = tokio::spawn(expire_draining(elb.clone()));
     // Cloud Map over the same store; its worker completes namespace and instance operations.
     let discovery = Discovery::start(store.clone(), identity.region.clone(), identity.account_id.clone());
     control.attach_discovery(discovery.clone());
@@ -166,6 +167,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         let _ = agent.await;
     }
     reaper.abort();
+    draining.abort();
     // In-flight requests have finished; dropping the store flushes and closes it.
     drop(store);
     expiry.abort();
@@ -274,6 +276,18 @@ async fn reap_stopped_tasks(control: Arc<Control>) {
         let cutoff = flotilla_types::Timestamp(flotilla_types::Timestamp::now().0 - RETENTION.as_millis() as i64);
         if let Err(e) = control.reap_stopped_tasks(cutoff).await {
             tracing::warn!(error = %e, "reaping stopped tasks failed; retrying at the next pass");
+        }
+    }
+}
+
+/// Ends the draining of targets whose deregistration delay has passed (those with nothing in
+/// flight end earlier, when the data plane says so).
+async fn expire_draining(elb: Arc<flotilla_elb::Elb>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = elb.expire_draining().await {
+            tracing::warn!(error = %e, "expiring draining targets failed; retrying in a second");
         }
     }
 }
