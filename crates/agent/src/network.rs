@@ -56,9 +56,9 @@ pub trait TaskNetwork: Send + Sync {
     fn shutdown(&self) -> BoxFuture<'_, ()>;
     /// Makes the VPC side of these load balancers real (their VPCs' host sides and groups,
     /// each private address with its listener ports, public address and groups, their
-    /// `DNSName`s at the VPC resolvers); what fails is logged and left for the next call.
+    /// `DNSName`s at the VPC resolvers); what fails is logged, and `false` says to call again.
     /// Addresses of other load balancers stay until [`TaskNetwork::retire_load_balancers`].
-    fn ensure_load_balancers<'a>(&'a self, lbs: &'a [LoadBalancerSpec]) -> BoxFuture<'a, ()>;
+    fn ensure_load_balancers<'a>(&'a self, lbs: &'a [LoadBalancerSpec]) -> BoxFuture<'a, bool>;
     /// Removes the addresses of every load balancer but these (after their listeners closed).
     fn retire_load_balancers<'a>(&'a self, keep: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>>;
 }
@@ -83,8 +83,8 @@ impl TaskNetwork for NoNetwork {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
-    fn ensure_load_balancers<'a>(&'a self, _: &'a [LoadBalancerSpec]) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
+    fn ensure_load_balancers<'a>(&'a self, _: &'a [LoadBalancerSpec]) -> BoxFuture<'a, bool> {
+        Box::pin(async { true })
     }
     fn retire_load_balancers<'a>(&'a self, _: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>> {
         Box::pin(async { Ok(()) })
@@ -244,7 +244,8 @@ impl Networking {
         Ok(())
     }
 
-    async fn ensure_lbs(&self, lbs: &[LoadBalancerSpec]) {
+    async fn ensure_lbs(&self, lbs: &[LoadBalancerSpec]) -> bool {
+        let mut all = true;
         let mut names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>> = HashMap::new();
         for lb in lbs {
             match self.ensure_load_balancer(lb).await {
@@ -253,11 +254,13 @@ impl Networking {
                     names.entry(lb.vpc_id.clone()).or_default().insert(lb.dns_name.to_ascii_lowercase(), ips);
                 }
                 Err(e) => {
-                    tracing::warn!(lb = %lb.arn, error = %e, "cannot give the load balancer its VPC addresses; retrying at the next change")
+                    tracing::warn!(lb = %lb.arn, error = %e, "cannot give the load balancer its VPC addresses; retrying");
+                    all = false;
                 }
             }
         }
         self.dns.set_names(names);
+        all
     }
 
     async fn retire_lbs(&self, keep: &[LoadBalancerSpec]) -> Result<(), AgentError> {
@@ -474,7 +477,7 @@ impl TaskNetwork for Networking {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.dismantle())
     }
-    fn ensure_load_balancers<'a>(&'a self, lbs: &'a [LoadBalancerSpec]) -> BoxFuture<'a, ()> {
+    fn ensure_load_balancers<'a>(&'a self, lbs: &'a [LoadBalancerSpec]) -> BoxFuture<'a, bool> {
         Box::pin(self.ensure_lbs(lbs))
     }
     fn retire_load_balancers<'a>(&'a self, keep: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>> {

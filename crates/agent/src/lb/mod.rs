@@ -62,16 +62,30 @@ pub(crate) async fn run(
     let (plane, reports) = Plane::new(sockets.clone(), config.host_address);
     let forwarder = tokio::spawn(forward_reports(host.clone(), reports));
     let mut snapshots = host.load_balancers(&host_id);
+    // A snapshot whose addresses could not all be made (a VPC's host side being cleaned up
+    // at start, say), applied again after a pause: the stream only sends changes.
+    let mut unfinished: Option<LbSnapshot> = None;
     loop {
+        let again = async {
+            match &unfinished {
+                Some(_) => tokio::time::sleep(RETRY).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => break,
+            _ = again => {
+                if let Some(snapshot) = unfinished.take() {
+                    unfinished = apply(&plane, &sockets, network.as_ref(), snapshot).await;
+                }
+            }
             event = snapshots.next() => match event {
                 Ok(mut snapshot) => {
                     // Only the newest configuration matters.
                     while let Some(Ok(newer)) = snapshots.try_next() {
                         snapshot = newer;
                     }
-                    apply(&plane, &sockets, network.as_ref(), &snapshot).await;
+                    unfinished = apply(&plane, &sockets, network.as_ref(), snapshot).await;
                 }
                 Err(HostApiError::Closed) => {
                     tracing::warn!("the load balancer stream closed; following it again");
@@ -90,16 +104,24 @@ pub(crate) async fn run(
 }
 
 /// Addresses first (listeners bind to them), then the plane, then the addresses of load
-/// balancers that are gone (their listeners are closed by then).
-async fn apply(plane: &Plane, sockets: &LbSockets, network: &dyn TaskNetwork, snapshot: &LbSnapshot) {
-    network.ensure_load_balancers(&snapshot.load_balancers).await;
-    sockets.set_sources(upstream_sources(snapshot));
-    for problem in plane.apply(snapshot).await {
+/// balancers that are gone (their listeners are closed by then). Returns the snapshot when
+/// some of it could not be done, to be applied again.
+async fn apply(
+    plane: &Plane,
+    sockets: &LbSockets,
+    network: &dyn TaskNetwork,
+    snapshot: LbSnapshot,
+) -> Option<LbSnapshot> {
+    let mut done = network.ensure_load_balancers(&snapshot.load_balancers).await;
+    sockets.set_sources(upstream_sources(&snapshot));
+    for problem in plane.apply(&snapshot).await {
         tracing::warn!(listener = %problem.listener_arn, problem = %problem.problem, "a listener is not served");
     }
     if let Err(e) = network.retire_load_balancers(&snapshot.load_balancers).await {
-        tracing::warn!(error = %e, "cannot remove the addresses of deleted load balancers; retrying at the next change");
+        tracing::warn!(error = %e, "cannot remove the addresses of deleted load balancers; retrying");
+        done = false;
     }
+    (!done).then_some(snapshot)
 }
 
 /// For each target, the address of a load balancer that forwards to it: connections (and
