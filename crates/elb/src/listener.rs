@@ -330,15 +330,19 @@ impl Elb {
         };
         paginate(listeners, |l| format!("{}/{:05}", l.load_balancer_arn, l.port), page_size, marker)
     }
+}
 
-    /// A listener serving the ACM certificate `certificate_arn`, if any (ACM refuses to delete
-    /// a certificate in use).
-    pub async fn certificate_in_use(&self, certificate_arn: &str) -> Result<Option<String>> {
-        for (lb, _) in self.list::<LoadBalancer>(LB_PREFIX).await? {
-            if let Some(l) = lb.listeners.iter().find(|l| l.certificates.iter().any(|c| c == certificate_arn)) {
-                return Ok(Some(l.arn.clone()));
-            }
-        }
-        Ok(None)
+/// ACM's `InUseBy` and its DeleteCertificate check: the load balancers whose listeners serve a
+/// certificate.
+impl flotilla_acm::CertificateUsers for Elb {
+    fn users<'a>(&'a self, certificate_arn: &'a str) -> flotilla_acm::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let lbs = self.list::<LoadBalancer>(LB_PREFIX).await.map_err(|e| e.to_string())?;
+            Ok(lbs
+                .into_iter()
+                .filter(|(lb, _)| lb.listeners.iter().any(|l| l.certificates.iter().any(|c| c == certificate_arn)))
+                .map(|(lb, _)| lb.arn)
+                .collect())
+        })
     }
 }
