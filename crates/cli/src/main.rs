@@ -121,6 +121,18 @@ enum Command {
         #[arg(long, global = true)]
         cluster: Option<String>,
     },
+    /// List load balancers, or show one with its listeners, rules and targets' health.
+    LoadBalancers {
+        #[command(subcommand)]
+        action: Option<LoadBalancerAction>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LoadBalancerAction {
+    /// Show one load balancer by name or ARN: its settings, listeners, rules in words, and
+    /// the health of every target its rules forward to.
+    Show { load_balancer: String },
 }
 
 #[derive(Subcommand)]
@@ -262,6 +274,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Services { action, cluster } => {
             commands::services::run(&connect(&data_dir, cli.endpoint)?, &out, cluster, action).await
+        }
+        Command::LoadBalancers { action } => {
+            commands::load_balancers::run(&connect(&data_dir, cli.endpoint)?, &out, action).await
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod clusters;
 pub mod images;
+pub mod load_balancers;
 pub mod logs;
 pub mod services;
 pub mod task_definitions;
