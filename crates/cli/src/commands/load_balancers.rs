@@ -34,8 +34,7 @@ fn port(listener: &Value) -> u32 {
 
 /// `HTTP:80, HTTPS:443`, by port.
 fn listeners_summary(listeners: &[Value]) -> String {
-    let mut sorted: Vec<&Value> = listeners.iter().collect();
-    sorted.sort_by_key(|l| port(l));
+    let sorted = by_port(listeners);
     if sorted.is_empty() { "-".into() } else { sorted.iter().map(|l| listener_name(l)).collect::<Vec<_>>().join(", ") }
 }
 
@@ -200,9 +199,7 @@ fn field_rows(lb: &Value) -> Vec<Vec<String>> {
 
 /// Listeners by port, each with its certificates (by domain where `domains` knows them).
 fn listener_rows(listeners: &[Value], domains: &HashMap<String, String>) -> Vec<Vec<String>> {
-    let mut sorted: Vec<&Value> = listeners.iter().collect();
-    sorted.sort_by_key(|l| port(l));
-    sorted
+    by_port(listeners)
         .iter()
         .map(|l| {
             let certificates: Vec<String> = items(&l["Certificates"])
@@ -216,15 +213,25 @@ fn listener_rows(listeners: &[Value], domains: &HashMap<String, String>) -> Vec<
         .collect()
 }
 
-/// Every rule of every listener: listeners by port, rules by priority, the default rule last.
-fn rule_rows(listeners: &[Value], names: &HashMap<String, String>) -> Vec<Vec<String>> {
+/// Listeners as people read them: by port.
+fn by_port(listeners: &[Value]) -> Vec<&Value> {
     let mut sorted: Vec<&Value> = listeners.iter().collect();
     sorted.sort_by_key(|l| port(l));
+    sorted
+}
+
+/// A listener's rules as ELB weighs them: by priority, the default rule last.
+fn by_priority(listener: &Value) -> Vec<&Value> {
+    let mut rules: Vec<&Value> = items(&listener["Rules"]).iter().collect();
+    rules.sort_by_key(|r| r["Priority"].as_str().and_then(|p| p.parse::<u32>().ok()).unwrap_or(u32::MAX));
+    rules
+}
+
+/// Every rule of every listener: listeners by port, rules by priority.
+fn rule_rows(listeners: &[Value], names: &HashMap<String, String>) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    for listener in sorted {
-        let mut rules: Vec<&Value> = items(&listener["Rules"]).iter().collect();
-        rules.sort_by_key(|r| r["Priority"].as_str().and_then(|p| p.parse::<u32>().ok()).unwrap_or(u32::MAX));
-        for rule in rules {
+    for listener in by_port(listeners) {
+        for rule in by_priority(listener) {
             out.push(vec![
                 listener_name(listener),
                 text(rule, "Priority"),
@@ -252,7 +259,7 @@ fn health_check_words(group: &Value) -> String {
         return "disabled".into();
     }
     format!(
-        "{what}, every {} s, {} to become healthy, {} unhealthy",
+        "{what}, every {} s, healthy after {}, unhealthy after {}",
         text(group, "HealthCheckIntervalSeconds"),
         text(group, "HealthyThresholdCount"),
         text(group, "UnhealthyThresholdCount")
@@ -290,8 +297,20 @@ fn target_rows(groups: &[Value]) -> Vec<Vec<String>> {
     out
 }
 
-/// Every target group an action forwards to, in the order first met.
-fn forwarded_groups(actions: &Value, into: &mut Vec<String>) {
+/// Every target group the listeners' rules forward to, in the order the rules table first
+/// names them.
+fn forwarded_groups(listeners: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for listener in by_port(listeners) {
+        for rule in by_priority(listener) {
+            add_forwarded(&rule["Actions"], &mut out);
+        }
+    }
+    out
+}
+
+/// Adds the target groups `actions` forward to that `into` does not hold yet.
+fn add_forwarded(actions: &Value, into: &mut Vec<String>) {
     for action in items(actions) {
         let arns = items(&action["ForwardConfig"]["TargetGroups"])
             .iter()
@@ -352,15 +371,12 @@ async fn show(client: &Client, out: &Output, name: &str) -> anyhow::Result<()> {
     };
     let arn = text(&lb, "LoadBalancerArn");
     let mut listeners = client.elbv2_all("DescribeListeners", &[("LoadBalancerArn", &arn)], "Listeners").await?;
-    let mut forwarded = Vec::new();
     for listener in &mut listeners {
         let listener_arn = text(listener, "ListenerArn");
         let rules = client.elbv2_all("DescribeRules", &[("ListenerArn", &listener_arn)], "Rules").await?;
-        for rule in &rules {
-            forwarded_groups(&rule["Actions"], &mut forwarded);
-        }
         listener["Rules"] = Value::Array(rules);
     }
+    let forwarded = forwarded_groups(&listeners);
     let mut groups = Vec::new();
     if !forwarded.is_empty() {
         let keys: Vec<String> = (1..=forwarded.len()).map(|i| format!("TargetGroupArns.member.{i}")).collect();
@@ -462,12 +478,18 @@ mod tests {
     fn a_group_without_targets_still_shows() {
         let groups = [json!({"TargetGroupName": "web", "TargetHealthDescriptions": []})];
         assert_eq!(target_rows(&groups), [["web", "-", "-", "-", "no targets registered"]]);
-        let mut forwarded = vec![WEB.to_owned()];
-        forwarded_groups(
-            &json!([{"Type": "forward", "TargetGroupArn": WEB,
-            "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": WEB}, {"TargetGroupArn": API}]}}]),
-            &mut forwarded,
-        );
-        assert_eq!(forwarded, [WEB, API]);
+    }
+
+    #[test]
+    fn forwarded_groups_come_in_the_order_the_rules_table_names_them() {
+        let listeners = [
+            json!({"Port": "443", "Rules": [{"Priority": "default", "Actions": [{"Type": "forward", "TargetGroupArn": WEB}]}]}),
+            json!({"Port": "80", "Rules": [
+                {"Priority": "default", "Actions": [{"Type": "forward", "TargetGroupArn": WEB}]},
+                {"Priority": "5", "Actions": [{"Type": "forward",
+                    "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": API}, {"TargetGroupArn": WEB}]}}]},
+            ]}),
+        ];
+        assert_eq!(forwarded_groups(&listeners), [API, WEB]);
     }
 }
