@@ -126,6 +126,8 @@ enum Command {
         #[command(subcommand)]
         action: Option<LoadBalancerAction>,
     },
+    /// List the certificates imported into ACM: domain, status, expiry, load balancers using them.
+    Certificates,
 }
 
 #[derive(Subcommand)]
@@ -278,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::LoadBalancers { action } => {
             commands::load_balancers::run(&connect(&data_dir, cli.endpoint)?, &out, action).await
         }
+        Command::Certificates => commands::certificates::run(&connect(&data_dir, cli.endpoint)?, &out).await,
     }
 }
 

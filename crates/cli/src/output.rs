@@ -79,9 +79,9 @@ impl Output {
     /// and load-balancer states in lower case (`healthy`, `initial`, `active`).
     fn status_cell(&self, text: String) -> Cell {
         let colour = match text.to_ascii_uppercase().as_str() {
-            "ACTIVE" | "RUNNING" | "HEALTHY" | "COMPLETED" => Some(Color::Green),
+            "ACTIVE" | "RUNNING" | "HEALTHY" | "COMPLETED" | "ISSUED" => Some(Color::Green),
             "INACTIVE" | "STOPPED" | "DELETE_IN_PROGRESS" | "UNUSED" | "UNAVAILABLE" => Some(Color::DarkGrey),
-            "UNHEALTHY" | "FAILED" => Some(Color::Red),
+            "UNHEALTHY" | "FAILED" | "EXPIRED" => Some(Color::Red),
             "DRAINING" | "IN_PROGRESS" | "INITIAL" => Some(Color::Yellow),
             _ => None,
         };

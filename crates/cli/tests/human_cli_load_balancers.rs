@@ -1,6 +1,7 @@
-//! `flotilla load-balancers` and `flotilla load-balancers show`, against a server that serves
-//! the API only (no root): load balancers, listeners, rules and targets are made with the real
-//! AWS CLI, and targets registered by hand stay `initial`, as no agent ever checks them.
+//! `flotilla load-balancers`, `flotilla load-balancers show` and `flotilla certificates`,
+//! against a server that serves the API only (no root): load balancers, listeners, rules and
+//! targets are made with the real AWS CLI, and targets registered by hand stay `initial`, as
+//! no agent ever checks them.
 
 mod common;
 
@@ -250,6 +251,20 @@ fn load_balancers_table_and_show_with_rules_in_words_and_target_health() {
         "{nlb}"
     );
     assert!(cells(section(&nlb, "Target groups"))[1][3].starts_with("TCP connect, every 30 s, healthy after"), "{nlb}");
+
+    // The certificate knows the load balancer that serves it.
+    let table = stdout(&server.flotilla(&["certificates"]));
+    let rows = cells(&table);
+    assert_eq!(rows[0], ["DOMAIN", "STATUS", "NOT AFTER", "IN USE BY"], "{table}");
+    assert_eq!(rows[1][..2], ["app.example.com", "ISSUED"], "{table}");
+    assert_eq!(rows[1][3], "front", "{table}");
+    let described = server.aws_json(&["acm", "describe-certificate", "--certificate-arn", &cert]);
+    // The AWS CLI (v1) prints timestamps as they come: epoch seconds.
+    let not_after = described["Certificate"]["NotAfter"].as_f64().unwrap();
+    assert_eq!(rows[1][2], flotilla_types::Timestamp((not_after * 1000.0).round() as i64).rfc3339(), "{table}");
+    let listed = json_out(&server, &["certificates", "-o", "json"]);
+    assert_eq!(listed["Certificates"][0]["CertificateArn"], json!(cert));
+    assert_eq!(listed["Certificates"][0]["InUseBy"], json!([front_arn]));
 
     let out = server.flotilla(&["load-balancers", "show", "nope"]);
     assert!(!out.status.success());

@@ -1,5 +1,6 @@
 //! One module per noun of the `flotilla` CLI.
 
+pub mod certificates;
 pub mod clusters;
 pub mod images;
 pub mod load_balancers;
