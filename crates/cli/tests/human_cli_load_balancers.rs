@@ -235,6 +235,29 @@ fn load_balancers_table_and_show_with_rules_in_words_and_target_health() {
     );
     assert!(targets.iter().any(|t| t[..] == ["api", "-", "-", "-", "no targets registered"]), "{show}");
 
+    // A deregistered target drains (for the group's deregistration delay) and says why.
+    server.aws_json(&[
+        "elbv2",
+        "deregister-targets",
+        "--target-group-arn",
+        &web,
+        "--targets",
+        "Id=172.31.16.11,Port=8080",
+    ]);
+    let health = server.aws_json(&["elbv2", "describe-target-health", "--target-group-arn", &web]);
+    let draining = health["TargetHealthDescriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["Target"]["Id"] == "172.31.16.11")
+        .unwrap_or_else(|| panic!("a draining target is still described: {health}"));
+    let show = stdout(&server.flotilla(&["load-balancers", "show", "front"]));
+    let targets = cells(section(&show, "Targets"));
+    let row = targets.iter().find(|t| t[1] == "172.31.16.11:8080").unwrap_or_else(|| panic!("{show}"));
+    assert_eq!(row[2], "draining", "{show}");
+    assert_eq!(row[3], draining["TargetHealth"]["Reason"].as_str().unwrap(), "{show}");
+    assert_eq!(row[4], draining["TargetHealth"]["Description"].as_str().unwrap(), "{show}");
+
     // The JSON holds each API answer whole; the ARN finds the same load balancer.
     let raw = json_out(&server, &["load-balancers", "show", front_arn, "-o", "json"]);
     assert_eq!(raw["LoadBalancer"]["LoadBalancerArn"], front["LoadBalancerArn"]);
