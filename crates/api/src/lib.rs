@@ -6,13 +6,12 @@
 
 pub mod ec2;
 pub mod ecs;
-// Reached from the Query protocol's routing (`query/`), which lands separately.
-#[cfg_attr(not(test), allow(dead_code))]
 mod elbv2;
 pub mod error;
 mod json;
 pub mod logs;
 pub mod model;
+pub mod query;
 pub mod secrets;
 pub mod server;
 pub mod servicediscovery;

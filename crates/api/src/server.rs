@@ -1,8 +1,9 @@
 //! The HTTP front door: one `POST /` route for every AWS JSON 1.1 service, dispatched on the
 //! `X-Amz-Target` prefix, with SigV4 checked before anything else is looked at. Once the body
 //! has passed the service model, `(operation, body)` is parsed into that service's closed
-//! request enum (`EcsRequest`, `LogsRequest`, ...) and the service's `execute` runs it. Query-protocol
-//! requests (a form body, no `X-Amz-Target`: EC2) go to `crate::ec2`.
+//! request enum (`EcsRequest`, `LogsRequest`, ...) and the service's `execute` runs it. Form-encoded
+//! requests (no `X-Amz-Target`: EC2 and ELBv2) go to `crate::query`, which routes them by the
+//! service their signature is scoped to.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,8 +159,8 @@ pub(crate) fn now_secs() -> i64 {
 }
 
 async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    if crate::ec2::is_query_request(&headers) {
-        return crate::ec2::serve(&state, &uri, &headers, body).await;
+    if crate::query::is_form_request(&headers) {
+        return crate::query::serve(&state, &uri, &headers, body).await;
     }
     let request_id = state.next_request_id();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();

@@ -59,6 +59,11 @@ enum Command {
         /// tasks off the host's main namespace; the tests give every server its own.
         #[arg(long, value_name = "PATH")]
         net_namespace: Option<std::path::PathBuf>,
+        /// Host address where internet-facing load balancers' listeners listen, each on its
+        /// listener's port (default: the --listen address, so loopback on a default install).
+        /// A port something else holds there is refused when the listener is created.
+        #[arg(long, value_name = "IP")]
+        lb_address: Option<std::net::IpAddr>,
         /// PEM bundle of extra CAs (one or more certificates) to trust for registries served
         /// over HTTPS with a private CA, on top of the built-in roots.
         #[arg(long, value_name = "FILE", env = "FLOTILLA_REGISTRY_CA")]
@@ -225,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             simulated_hosts,
             public_ip_pool,
             net_namespace,
+            lb_address,
             registry_ca,
         } => {
             up::run(UpOptions {
@@ -236,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 simulated_hosts,
                 public_ip_pool,
                 net_namespace,
+                lb_address: lb_address.unwrap_or(listen.ip()),
                 registry_ca,
             })
             .await

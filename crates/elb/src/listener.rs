@@ -342,3 +342,18 @@ impl Elb {
         Ok(None)
     }
 }
+
+/// ACM asks who serves a certificate before deleting it: the load balancers with a listener
+/// that does.
+impl flotilla_acm::CertificateUsers for Elb {
+    fn users<'a>(&'a self, certificate_arn: &'a str) -> flotilla_acm::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let lbs = self.list::<LoadBalancer>(LB_PREFIX).await.map_err(|e| e.to_string())?;
+            Ok(lbs
+                .into_iter()
+                .filter(|(lb, _)| lb.listeners.iter().any(|l| l.certificates.iter().any(|c| c == certificate_arn)))
+                .map(|(lb, _)| lb.arn)
+                .collect())
+        })
+    }
+}

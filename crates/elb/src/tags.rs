@@ -68,7 +68,7 @@ fn tags_of<'a>(lb: &'a mut LoadBalancer, arn: &str) -> Option<&'a mut Vec<Tag>> 
 
 impl Elb {
     /// Changes the tags of the resource `arn` names with `change` (which may refuse).
-    async fn retag(&self, arn: &str, change: &dyn Fn(&mut Vec<Tag>) -> Result<()>) -> Result<()> {
+    async fn retag(&self, arn: &str, change: &(dyn Fn(&mut Vec<Tag>) -> Result<()> + Sync)) -> Result<()> {
         let unknown = || {
             ElbError::Validation(format!("'{arn}' is not a valid load balancer, listener, rule or target group ARN"))
         };

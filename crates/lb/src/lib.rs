@@ -6,16 +6,35 @@
 //!
 //! Sockets come from [`Sockets`], so the agent decides which network namespace a listener or
 //! an upstream connection lives in; this crate knows no namespaces, no store and no AWS wire.
+//!
+//! [`Plane::apply`] runs after every change of the configuration, so it is cheap and
+//! idempotent: a socket stays open while some listener wants its address (its connections
+//! keep going), a listener's routing is swapped whole, and targets that stay keep their
+//! verdicts, counters, health checks and keep-alive connections.
+
+mod alb;
+mod groups;
+mod health;
+mod listeners;
+mod nlb;
+mod rules;
+mod tls;
+mod upstream;
 
 use std::future::Future;
+use std::hash::RandomState;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use flotilla_host::lb::{LbSnapshot, TargetReport};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+use crate::groups::Groups;
+use crate::listeners::Listeners;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -45,14 +64,27 @@ pub struct ListenerProblem {
     pub problem: String,
 }
 
+/// What every part of the plane shares.
+pub(crate) struct Shared {
+    pub sockets: Arc<dyn Sockets>,
+    pub reports: mpsc::UnboundedSender<TargetReport>,
+    /// Keys the opaque stickiness cookies.
+    pub cookie_key: RandomState,
+    pub epoch: Instant,
+}
+
+struct State {
+    groups: Groups,
+    listeners: Listeners,
+    /// Reports wait here until the first `apply` (inside the runtime) starts their batching.
+    unbatched: Option<(mpsc::UnboundedReceiver<TargetReport>, mpsc::Sender<Vec<TargetReport>>)>,
+}
+
 /// The running data plane.
 pub struct Plane {
-    #[allow(dead_code)]
-    sockets: Arc<dyn Sockets>,
-    #[allow(dead_code)]
+    shared: Arc<Shared>,
     host_address: Option<std::net::IpAddr>,
-    #[allow(dead_code)]
-    reports: mpsc::Sender<Vec<TargetReport>>,
+    state: Mutex<State>,
 }
 
 impl Plane {
@@ -63,16 +95,38 @@ impl Plane {
         sockets: Arc<dyn Sockets>,
         host_address: Option<std::net::IpAddr>,
     ) -> (Plane, mpsc::Receiver<Vec<TargetReport>>) {
-        let (reports, rx) = mpsc::channel(64);
-        (Plane { sockets, host_address, reports }, rx)
+        let (batches, rx) = mpsc::channel(64);
+        let (reports, unbatched) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared { sockets, reports, cookie_key: RandomState::new(), epoch: Instant::now() });
+        let state =
+            State { groups: Groups::default(), listeners: Listeners::default(), unbatched: Some((unbatched, batches)) };
+        (Plane { shared, host_address, state: Mutex::new(state) }, rx)
     }
 
     /// Makes `snapshot` real: listeners opened, changed and closed, routing and health checks
     /// replaced (connections in flight keep going). Returns what could not be done.
-    pub async fn apply(&self, _snapshot: &LbSnapshot) -> Vec<ListenerProblem> {
-        Vec::new()
+    pub async fn apply(&self, snapshot: &LbSnapshot) -> Vec<ListenerProblem> {
+        let mut state = self.state.lock().unwrap();
+        if let Some((from, to)) = state.unbatched.take() {
+            tokio::spawn(groups::batch_reports(from, to));
+        }
+        let State { groups, listeners, .. } = &mut *state;
+        groups.update(&snapshot.target_groups, &self.shared);
+        listeners.update(snapshot, groups, self.host_address, &self.shared)
     }
 
     /// Closes every listener and stops every health check.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.listeners.close();
+        state.groups.close();
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap();
+        state.listeners.close();
+        state.groups.close();
+    }
 }

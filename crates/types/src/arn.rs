@@ -141,6 +141,11 @@ impl Identity {
         self.elbv2(format_args!("listener-rule/{kind}/{lb_name}/{lb_id}/{listener_id}/{id}"))
     }
 
+    /// An ACM certificate; `id` is a UUID.
+    pub fn acm_certificate(&self, id: &str) -> String {
+        self.regional("acm", format_args!("certificate/{id}"))
+    }
+
     /// The account's root user: who registers task definitions here (IAM is global, so no region).
     pub fn iam_root(&self) -> String {
         format!("arn:aws:iam::{}:root", self.account)

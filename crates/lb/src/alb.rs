@@ -1,0 +1,314 @@
+//! Application load balancer listeners: HTTP/1.1 (and HTTP/2 when a TLS client offers it) from
+//! clients, rules, and HTTP/1.1 keep-alive to targets; upgrades (WebSocket) passed through.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::groups::InFlight;
+use crate::listeners::{Action, Conn, Forward, Route};
+use crate::rules::{self, RedirectFrom, RequestView};
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const GROUP_COOKIE: &str = "AWSALBTG";
+const TARGET_COOKIE: &str = "AWSALB";
+
+/// Headers that belong to one hop, never forwarded.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub(crate) async fn serve(stream: TcpStream, conn: Arc<Conn>, tls: Option<TlsAcceptor>) {
+    let Some(acceptor) = tls else {
+        return serve_http1(TokioIo::new(stream), conn, "http").await;
+    };
+    let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+        return;
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let service = service_fn(move |req| handle(conn.clone(), "https", req));
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    } else {
+        serve_http1(TokioIo::new(stream), conn, "https").await;
+    }
+}
+
+async fn serve_http1<I>(io: I, conn: Arc<Conn>, scheme: &'static str)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(conn.clone(), scheme, req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await;
+}
+
+async fn handle(
+    conn: Arc<Conn>,
+    scheme: &'static str,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let route = conn.route();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let host = host_without_port(host);
+    let view = RequestView {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        query: req.uri().query().unwrap_or(""),
+        host,
+        headers: req.headers(),
+        source: match conn.peer.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+        },
+    };
+    let action = route
+        .rules
+        .iter()
+        .find(|rule| rules::matches(&rule.conditions, &view))
+        .map_or(&route.default_action, |rule| &rule.action);
+    Ok(match action {
+        Action::FixedResponse { status, content_type, body } => Response::builder()
+            .status(*status)
+            .header(header::CONTENT_TYPE, content_type.clone())
+            .header(header::SERVER, "awselb/2.0")
+            .body(ProxyBody::Full(Some(body.clone())))
+            .expect("a valid response"),
+        Action::Redirect(spec) => {
+            let from = RedirectFrom { protocol: scheme, host, port: route.port, path: view.path, query: view.query };
+            let location = rules::redirect_location(spec, &from);
+            let status = if spec.status == 301 { StatusCode::MOVED_PERMANENTLY } else { StatusCode::FOUND };
+            match HeaderValue::from_str(&location) {
+                Ok(location) => Response::builder()
+                    .status(status)
+                    .header(header::LOCATION, location)
+                    .header(header::SERVER, "awselb/2.0")
+                    .body(ProxyBody::Full(None))
+                    .expect("a valid response"),
+                Err(_) => elb_error(StatusCode::BAD_REQUEST),
+            }
+        }
+        Action::Forward(forward) => self::forward(&conn, &route, forward, scheme, req).await,
+    })
+}
+
+fn host_without_port(host: &str) -> &str {
+    if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
+        return &host[..end + 2];
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+async fn forward(
+    conn: &Conn,
+    route: &Route,
+    forward: &Forward,
+    scheme: &'static str,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some((group, new_group)) = forward.choose(cookie(&req, GROUP_COOKIE)) else {
+        return elb_error(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let stickiness = group.settings().stickiness;
+    let sticky = stickiness.and_then(|_| group.sticky(cookie(&req, TARGET_COOKIE)?));
+    let Some(target) = sticky.or_else(|| group.pick(None)) else {
+        return elb_error(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let guard = target.begin();
+
+    let upgrading = req.version() <= Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let headers = req.headers_mut();
+    if !upgrading {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+    }
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, authority);
+    }
+    forwarded_headers(&mut req, conn, route, scheme);
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    match format!("http://{}{path}", target.addr).parse() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return elb_error(StatusCode::BAD_REQUEST),
+    }
+    *req.version_mut() = Version::HTTP_11;
+
+    let response = tokio::select! {
+        response = tokio::time::timeout(route.idle_timeout, target.client.request(req)) => response,
+        () = target.removed.cancelled() => return elb_error(StatusCode::BAD_GATEWAY),
+    };
+    let mut response = match response {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => return elb_error(StatusCode::BAD_GATEWAY),
+        Err(_) => return elb_error(StatusCode::GATEWAY_TIMEOUT),
+    };
+
+    let mut cookies = Vec::new();
+    if new_group && let Some(lifetime) = forward.stickiness {
+        cookies.push(set_cookie(GROUP_COOKIE, &group.cookie, lifetime));
+    }
+    if let Some(lifetime) = stickiness {
+        cookies.push(set_cookie(TARGET_COOKIE, &target.cookie, lifetime));
+    }
+    for value in cookies.into_iter().flatten() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let removed = target.removed.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {
+                return;
+            };
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                () = removed.cancelled() => {}
+            }
+        });
+        return response.map(|_| ProxyBody::Full(None));
+    }
+    for name in &HOP_BY_HOP {
+        response.headers_mut().remove(name);
+    }
+    let removed = Box::pin(target.removed.clone().cancelled_owned());
+    response.map(|inner| ProxyBody::Upstream { inner, _guard: guard, removed })
+}
+
+/// `X-Forwarded-For` (appended), `-Proto`, `-Port` and a trace id when the client sent none.
+fn forwarded_headers(req: &mut Request<Incoming>, conn: &Conn, route: &Route, scheme: &'static str) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    let headers = req.headers_mut();
+    let client = conn.peer.ip().to_canonical().to_string();
+    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {client}"),
+        None => client,
+    };
+    if let Ok(xff) = HeaderValue::from_str(&xff) {
+        headers.insert(XFF, xff);
+    }
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(scheme));
+    headers.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from(route.port));
+    let trace = HeaderName::from_static("x-amzn-trace-id");
+    if !headers.contains_key(&trace) {
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let id = rand::random::<u128>() & ((1u128 << 96) - 1);
+        if let Ok(value) = HeaderValue::from_str(&format!("Root=1-{secs:08x}-{id:024x}")) {
+            headers.insert(trace, value);
+        }
+    }
+}
+
+fn cookie<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(name: &str, value: &str, lifetime_s: u32) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("{name}={value}; Max-Age={lifetime_s}; Path=/")).ok()
+}
+
+/// ELB's own error pages.
+fn elb_error(status: StatusCode) -> Response<ProxyBody> {
+    let title = match status {
+        StatusCode::BAD_GATEWAY => "502 Bad Gateway",
+        StatusCode::SERVICE_UNAVAILABLE => "503 Service Temporarily Unavailable",
+        StatusCode::GATEWAY_TIMEOUT => "504 Gateway Time-out",
+        _ => "400 Bad Request",
+    };
+    let body = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
+    );
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html")
+        .header(header::SERVER, "awselb/2.0")
+        .body(ProxyBody::Full(Some(Bytes::from(body))))
+        .expect("a valid response")
+}
+
+/// A response body: the load balancer's own, or a target's, which keeps the request counted
+/// in flight until it is sent whole and ends early if the target is removed.
+pub(crate) enum ProxyBody {
+    Full(Option<Bytes>),
+    Upstream { inner: Incoming, _guard: InFlight, removed: Pin<Box<WaitForCancellationFutureOwned>> },
+}
+
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream { inner, removed, .. } => {
+                if removed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err("the target was removed".into())));
+                }
+                Pin::new(inner).poll_frame(cx).map_err(Into::into)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(body) => body.is_none(),
+            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(body) => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
