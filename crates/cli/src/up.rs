@@ -77,6 +77,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         Some(port_probe(opts.lb_address)),
     ));
     control.attach_load_balancing(elb.clone());
+    // ACM refuses to delete a certificate a listener serves.
     acm.set_users(elb.clone());
     // Logs live in their own file so that their volume never bloats the control-plane store.
     let logs_dir = home.dir.join("logs");

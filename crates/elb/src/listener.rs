@@ -17,6 +17,10 @@ use crate::tags::check_tags;
 use crate::target_group::port;
 use crate::{CONFLICT_RETRIES, Elb, ElbError, Result, busy, encode, new_id, paginate};
 
+/// How long a port held on the host is waited for before it is refused: the data plane's
+/// snapshots follow changes within a second.
+const PORT_RELEASE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The security policy HTTPS and TLS listeners get when none is named, as on ELB.
 pub const DEFAULT_SSL_POLICY: &str = "ELBSecurityPolicy-2016-08";
 
@@ -147,12 +151,18 @@ impl Elb {
                 claim.listener_arn
             ))),
             None => {
-                if let Some(probe) = &self.probe
-                    && let Err(reason) = probe(port)
-                {
-                    return Err(ElbError::Validation(format!(
-                        "Port {port} is already taken on the load balancer address: {reason}"
-                    )));
+                if let Some(probe) = &self.probe {
+                    // A listener deleted a moment ago may still hold the port in the data
+                    // plane until its next snapshot arrives: give it that long to let go.
+                    let deadline = tokio::time::Instant::now() + PORT_RELEASE;
+                    while let Err(reason) = probe(port) {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(ElbError::Validation(format!(
+                                "Port {port} is already taken on the load balancer address: {reason}"
+                            )));
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
                 }
                 let claim = PortClaim { listener_arn: listener_arn.to_owned(), load_balancer_arn: lb.arn.clone() };
                 Ok(txn.when(Compare::absent(&key)).then(Op::put(&key, encode(&claim))))

@@ -82,7 +82,8 @@ impl Vpcs for FakeVpcs {
 }
 
 struct Fixture {
-    elb: Elb,
+    elb: Arc<Elb>,
+    acm: Arc<Acm>,
     vpcs: Arc<FakeVpcs>,
     /// Ports the host refuses.
     taken: Arc<Mutex<Vec<u16>>>,
@@ -104,8 +105,9 @@ fn fixture() -> Fixture {
                 if t.lock().unwrap().contains(&port) { Err("Address already in use".into()) } else { Ok(()) }
             },
         );
-    let elb = Elb::new(store, identity, acm, vpcs.clone(), Some(probe));
-    Fixture { elb, vpcs, taken, _dir: dir }
+    let elb = Arc::new(Elb::new(store, identity, acm.clone(), vpcs.clone(), Some(probe)));
+    acm.set_users(elb.clone());
+    Fixture { elb, acm, vpcs, taken, _dir: dir }
 }
 
 fn alb(name: &str) -> LoadBalancerInput {
@@ -268,6 +270,15 @@ async fn listeners_forward_to_groups_of_one_load_balancer_on_free_ports() {
         other => panic!("{other:?}"),
     }
     assert!(f.elb.load_balancer(&other.arn).await.unwrap().listeners.is_empty(), "nothing recorded");
+    // A port let go within moments (a data plane dropping a deleted listener) is taken.
+    let taken = f.taken.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        taken.lock().unwrap().clear();
+    });
+    let group9 = f.elb.create_target_group(http_group("tg9")).await.unwrap();
+    f.elb.create_listener(http_listener(&other.arn, 8080, &group9.arn)).await.unwrap();
+    release.await.unwrap();
     assert!(matches!(
         f.elb.create_listener(http_listener(&other.arn, 81, &group.arn)).await,
         Err(ElbError::TargetGroupAssociationLimit { .. })
@@ -509,4 +520,43 @@ async fn tags_and_attributes() {
     let snapshot = f.elb.snapshot().await.unwrap();
     assert_eq!(snapshot.target_group(&group.arn).unwrap().stickiness_s, Some(86400));
     assert_eq!(snapshot.load_balancers[0].idle_timeout_s, 60);
+}
+
+#[tokio::test]
+async fn secure_listeners_serve_acm_certificates_that_stay_while_used() {
+    let f = fixture();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["lb.example.com".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let import = flotilla_acm::Import {
+        certificate: cert.pem().into_bytes(),
+        private_key: key.serialize_pem().into_bytes(),
+        chain: None,
+        arn: None,
+        tags: Vec::new(),
+    };
+    let certificate = f.acm.import(import).await.unwrap();
+    let lb = f.elb.create_load_balancer(alb("web")).await.unwrap();
+    let group = f.elb.create_target_group(http_group("tg")).await.unwrap();
+    let no_certificate = ListenerInput { protocol: Some("HTTPS".into()), ..http_listener(&lb.arn, 443, &group.arn) };
+    assert!(matches!(f.elb.create_listener(no_certificate).await, Err(ElbError::Validation(_))));
+    let https = ListenerInput {
+        protocol: Some("HTTPS".into()),
+        certificates: vec![certificate.clone()],
+        ..http_listener(&lb.arn, 443, &group.arn)
+    };
+    let listener = f.elb.create_listener(https).await.unwrap();
+    assert_eq!(listener.ssl_policy.as_deref(), Some(DEFAULT_SSL_POLICY));
+    let served = f.elb.snapshot().await.unwrap();
+    let pem = &served.load_balancers[0].listeners[0].certificates[0];
+    assert_eq!(pem.arn, certificate);
+    assert!(pem.chain_pem.contains("BEGIN CERTIFICATE") && pem.key_pem.contains("PRIVATE KEY"));
+
+    assert_eq!(f.elb.certificate_in_use(&certificate).await.unwrap(), Some(listener.arn.clone()));
+    assert!(f.acm.delete(&certificate).await.is_err(), "a certificate in use stays");
+    // Back to plain HTTP: the certificate is dropped and may go.
+    let plain = ListenerChange { protocol: Some("HTTP".into()), ..Default::default() };
+    let changed = f.elb.modify_listener(&listener.arn, &plain).await.unwrap();
+    assert!(changed.certificates.is_empty() && changed.ssl_policy.is_none());
+    assert_eq!(f.elb.certificate_in_use(&certificate).await.unwrap(), None);
+    f.acm.delete(&certificate).await.unwrap();
 }

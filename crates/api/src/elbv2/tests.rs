@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::execute;
 use crate::error::ApiError;
+use crate::query::model::ELBV2;
 use crate::server::ApiState;
 
 struct Api {
@@ -36,8 +37,13 @@ async fn api() -> Api {
 }
 
 impl Api {
+    /// Runs `action`; every answer must be one the Query writer accepts for its output shape.
     async fn call(&self, action: &str, input: Value) -> Result<Value, ApiError> {
-        execute(&self.state, action, input).await
+        let answer = execute(&self.state, action, input).await?;
+        if let Err(problem) = crate::query::response(&ELBV2, action, "req-1", &answer) {
+            panic!("{action} answered {answer}, which does not fit the model: {problem}");
+        }
+        Ok(answer)
     }
 
     async fn ok(&self, action: &str, input: Value) -> Value {
