@@ -25,7 +25,9 @@ print(json.dumps({
             "protocol": protocol,
             "certificates": [],
             "rules": [],
-            "defaultAction": {"type": "forward", "targetGroups": [{"arn": group, "weight": 1}], "stickinessS": None},
+            # Fields of ActionSpec's variants keep their Rust names: serde's rename_all on an enum
+            # renames only the variants.
+            "defaultAction": {"type": "forward", "target_groups": [{"arn": group, "weight": 1}], "stickiness_s": None},
         }],
     }],
     "targetGroups": [{

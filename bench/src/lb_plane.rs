@@ -27,8 +27,16 @@ impl Sockets for HostSockets {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // LB_PLANE_THREADS: the runtime's workers (default: one per core, as the agent's runtime).
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = std::env::var("LB_PLANE_THREADS").ok().and_then(|t| t.parse().ok()) {
+        runtime.worker_threads(threads);
+    }
+    runtime.enable_all().build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let path = std::env::args().nth(1).context("usage: lb-plane SNAPSHOT.json")?;
     let snapshot: LbSnapshot =
         serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {path}"))?)

@@ -16,11 +16,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::groups::InFlight;
 use crate::listeners::{Action, Conn, Forward, Route};
 use crate::rules::{self, RedirectFrom, RequestView};
+use crate::upstream::Lease;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const GROUP_COOKIE: &str = "AWSALBTG";
@@ -162,20 +162,23 @@ async fn forward(
         req.headers_mut().insert(header::HOST, authority);
     }
     forwarded_headers(&mut req, conn, route, scheme);
-    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    match format!("http://{}{path}", target.addr).parse() {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return elb_error(StatusCode::BAD_REQUEST),
+    // Targets get origin-form (HTTP/2 clients' requests carry the scheme and authority).
+    if req.uri().scheme().is_some() {
+        let origin = req.uri().path_and_query().map_or_else(|| "/".parse(), |pq| pq.as_str().parse());
+        match origin {
+            Ok(origin) => *req.uri_mut() = origin,
+            Err(_) => return elb_error(StatusCode::BAD_REQUEST),
+        }
     }
     *req.version_mut() = Version::HTTP_11;
 
-    let response = tokio::select! {
-        response = tokio::time::timeout(route.idle_timeout, target.client.request(req)) => response,
-        () = target.removed.cancelled() => return elb_error(StatusCode::BAD_GATEWAY),
-    };
-    let mut response = match response {
-        Ok(Ok(response)) => response,
-        Ok(Err(_)) => return elb_error(StatusCode::BAD_GATEWAY),
+    let (mut response, lease) = match tokio::time::timeout(route.idle_timeout, target.upstream.send(req)).await {
+        Ok(Ok(_)) if target.is_gone() => return elb_error(StatusCode::BAD_GATEWAY),
+        Ok(Ok(sent)) => sent,
+        Ok(Err(error)) => {
+            tracing::debug!(target = %target.addr, ?error, "no response from the target");
+            return elb_error(StatusCode::BAD_GATEWAY);
+        }
         Err(_) => return elb_error(StatusCode::GATEWAY_TIMEOUT),
     };
 
@@ -211,8 +214,7 @@ async fn forward(
     for name in &HOP_BY_HOP {
         response.headers_mut().remove(name);
     }
-    let removed = Box::pin(target.removed.clone().cancelled_owned());
-    response.map(|inner| ProxyBody::Upstream { inner, _guard: guard, removed })
+    response.map(|inner| ProxyBody::Upstream(UpstreamBody { inner, guard, lease: Some(lease) }))
 }
 
 /// `X-Forwarded-For` (appended), `-Proto`, `-Port` and a trace id when the client sent none.
@@ -273,11 +275,29 @@ fn elb_error(status: StatusCode) -> Response<ProxyBody> {
         .expect("a valid response")
 }
 
-/// A response body: the load balancer's own, or a target's, which keeps the request counted
-/// in flight until it is sent whole and ends early if the target is removed.
+/// A response body: the load balancer's own, or a target's.
 pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, _guard: InFlight, removed: Pin<Box<WaitForCancellationFutureOwned>> },
+    Upstream(UpstreamBody),
+}
+
+/// A target's response body: keeps the request counted in flight until it is sent whole, ends
+/// (at its next frame) if the target is removed, and gives the connection back for the next
+/// request once read whole.
+pub(crate) struct UpstreamBody {
+    inner: Incoming,
+    guard: InFlight,
+    lease: Option<Lease>,
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream()
+            && let Some(lease) = self.lease.take()
+        {
+            lease.give_back();
+        }
+    }
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -289,11 +309,11 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Full(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream { inner, removed, .. } => {
-                if removed.as_mut().poll(cx).is_ready() {
+            ProxyBody::Upstream(body) => {
+                if body.guard.target().is_gone() {
                     return Poll::Ready(Some(Err("the target was removed".into())));
                 }
-                Pin::new(inner).poll_frame(cx).map_err(Into::into)
+                Pin::new(&mut body.inner).poll_frame(cx).map_err(Into::into)
             }
         }
     }
@@ -301,14 +321,14 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(body) => body.is_none(),
-            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Upstream(body) => body.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(body) => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Upstream(body) => body.inner.size_hint(),
         }
     }
 }

@@ -9,12 +9,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use flotilla_host::lb::{HealthCheckSpec, TargetGroupSpec, TargetObservation, TargetProtocol, TargetReport};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::upstream::{self, TargetConnector};
+use crate::upstream::Upstream;
 use crate::{Shared, health};
 
 /// A target's verdict as routing sees it.
@@ -73,14 +71,22 @@ pub(crate) struct Target {
     in_flight: AtomicUsize,
     /// Cancelled when the target leaves its group: health checks stop, connections close.
     pub removed: CancellationToken,
+    /// The same, for the per-request path: an atomic load, where the token takes a lock.
+    gone: AtomicBool,
     /// Keep-alive connections to this target only, so they close with it.
-    pub client: Client<TargetConnector, Incoming>,
+    pub upstream: Arc<Upstream>,
     shared: Arc<Shared>,
 }
 
 /// A request or connection in flight to a target; a draining target reports `Drained` when
 /// its last one ends.
 pub(crate) struct InFlight(Arc<Target>);
+
+impl InFlight {
+    pub fn target(&self) -> &Target {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -97,6 +103,15 @@ impl Target {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    fn remove(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.removed.cancel();
     }
 
     pub fn begin(self: &Arc<Self>) -> InFlight {
@@ -195,7 +210,7 @@ impl Group {
 
     fn close(&self) {
         for target in &self.members.read().unwrap().targets {
-            target.removed.cancel();
+            target.remove();
         }
     }
 }
@@ -275,7 +290,8 @@ fn update_group(group: &Arc<Group>, spec: &TargetGroupSpec, shared: &Arc<Shared>
                 drained_reported: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 removed: CancellationToken::new(),
-                client: upstream::client(shared.sockets.clone(), addr, spec.protocol == TargetProtocol::Https),
+                gone: AtomicBool::new(false),
+                upstream: Upstream::new(shared.sockets.clone(), addr, spec.protocol == TargetProtocol::Https),
                 shared: shared.clone(),
             });
             started.push(target.clone());
@@ -290,7 +306,7 @@ fn update_group(group: &Arc<Group>, spec: &TargetGroupSpec, shared: &Arc<Shared>
         targets.push(target);
     }
     for gone in existing.values() {
-        gone.removed.cancel();
+        gone.remove();
     }
     *group.members.write().unwrap() = Arc::new(Members { settings: Arc::new(settings(spec)), targets });
     for target in started {

@@ -1,4 +1,4 @@
-//! Connections to targets: a keep-alive client per target whose connections come from
+//! Connections to targets: keep-alive connections per target, made by
 //! [`Sockets::connect`](crate::Sockets::connect), so they start where the targets are
 //! reachable.
 
@@ -6,15 +6,14 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddrV4;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hyper::Uri;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -27,34 +26,78 @@ use crate::{Sockets, tls};
 const POOL_IDLE: Duration = Duration::from_secs(55);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to one target whatever the URI says (the URI only names it for the pool), over
-/// TLS for HTTPS target groups.
-#[derive(Clone)]
-pub(crate) struct TargetConnector {
+/// Keep-alive connections to one target: idle ones wait here between requests. Dropped with
+/// the target, which closes them. Leaner than a general client (no per-request URI keying or
+/// retries): the plane knows which target each request goes to.
+pub(crate) struct Upstream {
     sockets: Arc<dyn Sockets>,
     addr: SocketAddrV4,
     tls: bool,
+    idle: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
 }
 
-impl tower_service::Service<Uri> for TargetConnector {
-    type Response = TokioIo<TargetStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TargetStream>>> + Send>>;
+/// A connection lent to one request; back to the pool when its response has been read whole.
+pub(crate) struct Lease {
+    sender: SendRequest<Incoming>,
+    pool: Arc<Upstream>,
+}
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+impl Lease {
+    pub fn give_back(self) {
+        if !self.sender.is_closed() {
+            self.pool.idle.lock().unwrap().push((self.sender, Instant::now()));
+        }
+    }
+}
+
+/// Why a request got no response from its target.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("cannot connect")]
+    Connect(#[source] io::Error),
+    #[error("the request failed")]
+    Request(#[source] hyper::Error),
+}
+
+impl Upstream {
+    pub fn new(sockets: Arc<dyn Sockets>, addr: SocketAddrV4, tls: bool) -> Arc<Upstream> {
+        Arc::new(Upstream { sockets, addr, tls, idle: Mutex::new(Vec::new()) })
     }
 
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let (connect, addr, tls) = (connect(self.sockets.as_ref(), self.addr), self.addr, self.tls);
-        Box::pin(async move {
-            let stream = connect.await?;
-            Ok(TokioIo::new(if tls {
-                TargetStream::Tls(Box::new(tls_connect(stream, addr).await?))
-            } else {
-                TargetStream::Plain(stream)
-            }))
-        })
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one.
+    pub async fn send(self: &Arc<Self>, req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        let mut sender = match self.take_idle().await {
+            Some(sender) => sender,
+            None => self.open().await?,
+        };
+        let response = sender.send_request(req).await.map_err(UpstreamError::Request)?;
+        Ok((response, Lease { sender, pool: self.clone() }))
+    }
+
+    async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        loop {
+            let (mut sender, since) = self.idle.lock().unwrap().pop()?;
+            if sender.is_closed() || since.elapsed() > POOL_IDLE {
+                continue;
+            }
+            // Ready at once unless the connection is still finishing its last response.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let stream = connect(self.sockets.as_ref(), self.addr).await.map_err(UpstreamError::Connect)?;
+        let stream = if self.tls {
+            TargetStream::Tls(Box::new(tls_connect(stream, self.addr).await.map_err(UpstreamError::Connect)?))
+        } else {
+            TargetStream::Plain(stream)
+        };
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Request)?;
+        tokio::spawn(connection.with_upgrades());
+        Ok(sender)
     }
 }
 
@@ -68,12 +111,6 @@ pub(crate) async fn tls_connect(stream: TcpStream, addr: SocketAddrV4) -> io::Re
 pub(crate) enum TargetStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Connection for TargetStream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
 }
 
 impl AsyncRead for TargetStream {
@@ -139,12 +176,4 @@ pub(crate) fn connect(
         stream.set_nodelay(true)?;
         Ok(stream)
     }
-}
-
-pub(crate) fn client(sockets: Arc<dyn Sockets>, addr: SocketAddrV4, tls: bool) -> Client<TargetConnector, Incoming> {
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(usize::MAX)
-        .build(TargetConnector { sockets, addr, tls })
 }
