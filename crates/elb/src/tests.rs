@@ -551,12 +551,13 @@ async fn secure_listeners_serve_acm_certificates_that_stay_while_used() {
     assert_eq!(pem.arn, certificate);
     assert!(pem.chain_pem.contains("BEGIN CERTIFICATE") && pem.key_pem.contains("PRIVATE KEY"));
 
-    assert_eq!(f.elb.certificate_in_use(&certificate).await.unwrap(), Some(listener.arn.clone()));
+    use flotilla_acm::CertificateUsers;
+    assert_eq!(f.elb.users(&certificate).await.unwrap(), std::slice::from_ref(&lb.arn));
     assert!(f.acm.delete(&certificate).await.is_err(), "a certificate in use stays");
     // Back to plain HTTP: the certificate is dropped and may go.
     let plain = ListenerChange { protocol: Some("HTTP".into()), ..Default::default() };
     let changed = f.elb.modify_listener(&listener.arn, &plain).await.unwrap();
     assert!(changed.certificates.is_empty() && changed.ssl_policy.is_none());
-    assert_eq!(f.elb.certificate_in_use(&certificate).await.unwrap(), None);
+    assert!(f.elb.users(&certificate).await.unwrap().is_empty());
     f.acm.delete(&certificate).await.unwrap();
 }
