@@ -15,7 +15,7 @@ start_plane network TCP 127.0.0.6 9000
 cat >"$WORK/haproxy.cfg" <<CONF
 global
   nbthread $(nproc)
-  maxconn 100000
+  maxconn 8000
   pidfile $WORK/haproxy.pid
 defaults
   mode tcp

@@ -11,12 +11,14 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build -q --release -p flotilla-bench --bin lb-plane
 BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d /var/tmp/flotilla-lb-bench.XXXXXX)
+# nginx workers (www-data) read the large file from here.
+chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   set +e
   for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  for pid in "$WORK"/*.pid; do [ -s "$pid" ] && kill -QUIT "$(cat "$pid")" 2>/dev/null; done
+  for pid in "$WORK"/*.pid; do [ -s "$pid" ] && kill -TERM "$(cat "$pid")" 2>/dev/null; done
   sleep 0.5
   rm -rf "$WORK"
 }
