@@ -152,9 +152,7 @@ async fn forward(
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let headers = req.headers_mut();
     if !upgrading {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
+        strip_hop_by_hop(headers);
     }
     if !headers.contains_key(header::HOST)
         && let Some(authority) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -211,9 +209,7 @@ async fn forward(
         });
         return response.map(|_| ProxyBody::Full(None));
     }
-    for name in &HOP_BY_HOP {
-        response.headers_mut().remove(name);
-    }
+    strip_hop_by_hop(response.headers_mut());
     response.map(|inner| ProxyBody::Upstream(UpstreamBody { inner, guard, lease: Some(lease) }))
 }
 
@@ -221,22 +217,31 @@ async fn forward(
 fn forwarded_headers(req: &mut Request<Incoming>, conn: &Conn, route: &Route, scheme: &'static str) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     let headers = req.headers_mut();
-    let client = conn.peer.ip().to_canonical().to_string();
     let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(before) => format!("{before}, {client}"),
-        None => client,
+        Some(before) => HeaderValue::from_str(&format!("{before}, {}", conn.peer.ip().to_canonical())).ok(),
+        None => Some(conn.peer_ip.clone()),
     };
-    if let Ok(xff) = HeaderValue::from_str(&xff) {
+    if let Some(xff) = xff {
         headers.insert(XFF, xff);
     }
     headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(scheme));
-    headers.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from(route.port));
+    headers.insert(HeaderName::from_static("x-forwarded-port"), route.port_header.clone());
     let trace = HeaderName::from_static("x-amzn-trace-id");
     if !headers.contains_key(&trace) {
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = rand::random::<u128>() & ((1u128 << 96) - 1);
         if let Ok(value) = HeaderValue::from_str(&format!("Root=1-{secs:08x}-{id:024x}")) {
             headers.insert(trace, value);
+        }
+    }
+}
+
+/// Removes the headers that belong to one hop; most messages have none, so one pass over
+/// the names first instead of a lookup for each.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
         }
     }
 }

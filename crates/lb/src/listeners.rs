@@ -23,6 +23,8 @@ use crate::{ListenerProblem, Place, Shared, alb, nlb, tls};
 pub(crate) struct Route {
     pub protocol: ListenerProtocol,
     pub port: u16,
+    /// `X-Forwarded-Port`.
+    pub port_header: HeaderValue,
     pub tls: Option<TlsAcceptor>,
     /// Lowest priority number first.
     pub rules: Vec<Rule>,
@@ -201,6 +203,7 @@ impl Listeners {
         Ok(Route {
             protocol: spec.protocol,
             port: spec.port,
+            port_header: HeaderValue::from(spec.port),
             tls,
             rules: spec
                 .rules
@@ -251,6 +254,8 @@ fn listen(shared: &Shared, place: Place, addr: SocketAddr) -> std::io::Result<Tc
 pub(crate) struct Conn {
     pub route: Arc<RwLock<Arc<Route>>>,
     pub peer: SocketAddr,
+    /// The client's address as `X-Forwarded-For` names it, made once per connection.
+    pub peer_ip: HeaderValue,
     pub stop: CancellationToken,
     pub shared: Arc<Shared>,
 }
@@ -276,7 +281,9 @@ async fn accept(socket: TcpListener, route: Arc<RwLock<Arc<Route>>>, stop: Cance
                 continue;
             }
         };
-        let conn = Arc::new(Conn { route: route.clone(), peer, stop: stop.clone(), shared: shared.clone() });
+        let peer_ip =
+            HeaderValue::from_str(&peer.ip().to_canonical().to_string()).expect("an address is a valid header");
+        let conn = Arc::new(Conn { route: route.clone(), peer, peer_ip, stop: stop.clone(), shared: shared.clone() });
         tokio::spawn(serve(stream, conn));
     }
 }

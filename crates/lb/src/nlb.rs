@@ -16,8 +16,9 @@ use crate::listeners::{Action, Conn, Route};
 use crate::upstream::{TargetStream, connect, tls_connect};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Large enough for bulk transfers to move in few system calls.
-const BUFFER: usize = 64 * 1024;
+/// Per direction: large enough for bulk transfers to move in few system calls, small enough
+/// that allocating them (zeroed) does not dominate short connections.
+const BUFFER: usize = 32 * 1024;
 
 pub(crate) async fn serve(stream: TcpStream, conn: Arc<Conn>, route: Arc<Route>) {
     let Action::Forward(forward) = &route.default_action else {

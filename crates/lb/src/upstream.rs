@@ -2,6 +2,7 @@
 //! [`Sockets::connect`](crate::Sockets::connect), so they start where the targets are
 //! reachable.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddrV4;
@@ -33,7 +34,8 @@ pub(crate) struct Upstream {
     sockets: Arc<dyn Sockets>,
     addr: SocketAddrV4,
     tls: bool,
-    idle: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
+    /// Most recently used last (taken first, so the oldest age out at the front).
+    idle: Mutex<VecDeque<(SendRequest<Incoming>, Instant)>>,
 }
 
 /// A connection lent to one request; back to the pool when its response has been read whole.
@@ -44,9 +46,16 @@ pub(crate) struct Lease {
 
 impl Lease {
     pub fn give_back(self) {
-        if !self.sender.is_closed() {
-            self.pool.idle.lock().unwrap().push((self.sender, Instant::now()));
+        if self.sender.is_closed() {
+            return;
         }
+        let mut idle = self.pool.idle.lock().unwrap();
+        // Connections unused for too long are closed here, so a pool that grew in a burst
+        // shrinks again.
+        while idle.front().is_some_and(|(sender, since)| sender.is_closed() || since.elapsed() > POOL_IDLE) {
+            idle.pop_front();
+        }
+        idle.push_back((self.sender, Instant::now()));
     }
 }
 
@@ -61,7 +70,7 @@ pub(crate) enum UpstreamError {
 
 impl Upstream {
     pub fn new(sockets: Arc<dyn Sockets>, addr: SocketAddrV4, tls: bool) -> Arc<Upstream> {
-        Arc::new(Upstream { sockets, addr, tls, idle: Mutex::new(Vec::new()) })
+        Arc::new(Upstream { sockets, addr, tls, idle: Mutex::new(VecDeque::new()) })
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one.
@@ -76,7 +85,7 @@ impl Upstream {
 
     async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
         loop {
-            let (mut sender, since) = self.idle.lock().unwrap().pop()?;
+            let (mut sender, since) = self.idle.lock().unwrap().pop_back()?;
             if sender.is_closed() || since.elapsed() > POOL_IDLE {
                 continue;
             }
