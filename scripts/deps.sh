@@ -10,6 +10,8 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
 command -v curl >/dev/null || need_apt+=(curl)
+# The load balancer tests make certificates for HTTPS listeners.
+command -v openssl >/dev/null || need_apt+=(openssl)
 command -v runc >/dev/null || need_apt+=(runc)
 command -v tini-static >/dev/null || need_apt+=(tini)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)

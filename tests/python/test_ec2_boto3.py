@@ -12,45 +12,9 @@ import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
+from shapes import local, xml_problems
+
 NS = "{http://ec2.amazonaws.com/doc/2016-11-15/}"
-
-
-def local(tag):
-    return tag.split("}", 1)[1] if tag.startswith("{") else tag
-
-
-def xml_problems(shape, node, path):
-    """Elements of `node` the shape does not allow; values of the wrong type."""
-    out = []
-    kind = shape.type_name
-    if kind == "structure":
-        by_name = {m.serialization.get("name", name): m for name, m in shape.members.items()}
-        for child in node:
-            name = local(child.tag)
-            if name not in by_name:
-                out.append(f"{path}/{name}: not in {shape.name}")
-                continue
-            out.extend(xml_problems(by_name[name], child, f"{path}/{name}"))
-    elif kind == "list":
-        item = shape.member.serialization.get("name", "member")
-        for i, child in enumerate(node):
-            if local(child.tag) != item:
-                out.append(f"{path}[{i}]: <{local(child.tag)}> where <{item}> belongs")
-            out.extend(xml_problems(shape.member, child, f"{path}[{i}]"))
-    else:
-        text = node.text or ""
-        if len(node):
-            out.append(f"{path}: {shape.name} is a {kind} but has child elements")
-        elif kind == "boolean" and text not in ("true", "false"):
-            out.append(f"{path}: {text!r} is not a boolean")
-        elif kind in ("integer", "long"):
-            try:
-                int(text)
-            except ValueError:
-                out.append(f"{path}: {text!r} is not an integer")
-        elif kind == "string" and shape.enum and text not in shape.enum:
-            out.append(f"{path}: {text!r} not in enum {shape.name}")
-    return out
 
 
 def checked_client(server):

@@ -16,6 +16,7 @@
 mod error;
 pub mod health;
 pub mod images;
+pub mod lb;
 mod logs;
 pub mod metadata;
 pub mod network;
@@ -57,6 +58,8 @@ pub struct AgentParts {
     pub region: String,
     /// Serve the task metadata endpoint inside each task's namespace (not for simulated tasks).
     pub metadata: bool,
+    /// Run this host's load balancers (not for simulated hosts).
+    pub load_balancing: Option<lb::LbConfig>,
 }
 
 struct Supervised {
@@ -73,6 +76,7 @@ pub struct Agent {
     logs: logs::Shipper,
     region: String,
     metadata: bool,
+    load_balancing: Option<lb::LbConfig>,
     /// Task ARN -> its supervisor.
     supervisors: Mutex<HashMap<String, Supervised>>,
     /// Task ARN -> its newest assignment.
@@ -90,6 +94,7 @@ impl Agent {
             logs: logs::Shipper::new(parts.log_store, parts.state_dir),
             region: parts.region,
             metadata: parts.metadata,
+            load_balancing: parts.load_balancing,
             supervisors: Mutex::new(HashMap::new()),
             assignments: Mutex::new(HashMap::new()),
         })
@@ -117,6 +122,11 @@ impl Agent {
             }
         }
         let groups = tokio::spawn(self.clone().follow_network_changes());
+        let (stop_lbs, lbs_stopped) = watch::channel(false);
+        let lbs = self.load_balancing.clone().map(|config| {
+            let (host, network) = (self.host.clone(), self.network.clone());
+            tokio::spawn(lb::run(host, self.spec.id.clone(), network, config, lbs_stopped))
+        });
         let mut assignments = self.host.assignments(&self.spec.id, None);
         // The newest revision seen: a stream followed again resumes from it.
         let mut seen: Option<u64> = None;
@@ -160,6 +170,11 @@ impl Agent {
             }
         }
         groups.abort();
+        // Listeners closed and addresses removed before the network is taken down.
+        let _ = stop_lbs.send(true);
+        if let Some(lbs) = lbs {
+            let _ = lbs.await;
+        }
         let supervisors: Vec<_> = self.supervisors.lock().expect("supervisor table poisoned").drain().collect();
         for (_, s) in supervisors {
             s.handle.abort();

@@ -16,8 +16,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+use flotilla_host::lb::{LbKind, LoadBalancerSpec};
 use flotilla_host::{BoxFuture, GroupRule, GroupView, HostApi, InterfaceLease, RulePeer, RuleProtocol};
-use flotilla_net::{InterfaceSpec, Network, Peer, Protocol, Rule, SecurityGroupSpec, VpcSpec};
+use flotilla_net::{InterfaceSpec, LbAddressSpec, Network, Peer, Protocol, Rule, SecurityGroupSpec, VpcSpec};
 
 use crate::AgentError;
 
@@ -29,6 +30,9 @@ pub trait Resolvers: Send + Sync {
     /// The addresses served, with their VPC.
     fn bindings(&self) -> Vec<(SocketAddr, String)>;
     fn unbind(&self, addr: SocketAddr);
+    /// Replaces the names answered besides Cloud Map's (load balancers' `DNSName`s): per VPC,
+    /// names and their addresses.
+    fn set_names(&self, names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>);
 }
 
 /// A host's task networking as the supervisor uses it: the real data plane
@@ -50,6 +54,13 @@ pub trait TaskNetwork: Send + Sync {
     fn resync(&self) -> BoxFuture<'_, Result<(), AgentError>>;
     /// A clean shutdown with no task left removes the host side entirely.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Makes the VPC side of these load balancers real (their VPCs' host sides and groups,
+    /// each private address with its listener ports, public address and groups, their
+    /// `DNSName`s at the VPC resolvers); what fails is logged, and `false` says to call again.
+    /// Addresses of other load balancers stay until [`TaskNetwork::retire_load_balancers`].
+    fn ensure_load_balancers<'a>(&'a self, lbs: &'a [LoadBalancerSpec]) -> BoxFuture<'a, bool>;
+    /// Removes the addresses of every load balancer but these (after their listeners closed).
+    fn retire_load_balancers<'a>(&'a self, keep: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>>;
 }
 
 /// No data plane: interfaces are recorded by the control plane but never plumbed (the
@@ -71,6 +82,12 @@ impl TaskNetwork for NoNetwork {
     }
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+    fn ensure_load_balancers<'a>(&'a self, _: &'a [LoadBalancerSpec]) -> BoxFuture<'a, bool> {
+        Box::pin(async { true })
+    }
+    fn retire_load_balancers<'a>(&'a self, _: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -166,18 +183,8 @@ impl Networking {
     /// Plumbs `eni` into the namespace at `netns` and points `resolv_conf` at the VPC's
     /// resolver. Idempotent: an adopted task's interface is checked the same way.
     async fn attach_lease(&self, eni: &InterfaceLease, netns: &Path, resolv_conf: &Path) -> Result<(), AgentError> {
-        let vpc = self.vpc(&eni.vpc_id).await?.ok_or_else(|| net_err(format!("VPC {} does not exist", eni.vpc_id)))?;
         let _turn = self.vpc_turn.lock().await;
-        let vpc_spec = VpcSpec { id: vpc.id.clone(), cidr: vpc.cidr };
-        let status = self.blocking(move |net| net.ensure_vpc(&vpc_spec)).await?;
-        let current = {
-            let synced = self.synced.lock().expect("synced lock");
-            synced.0.contains(&vpc.id) && eni.security_groups.iter().all(|g| synced.1.contains_key(g))
-        };
-        if !current {
-            self.sync_groups(&vpc.id).await?;
-        }
-        self.serve_dns(&vpc.id, status.resolver).await?;
+        let status = self.ensure_host_side(&eni.vpc_id, &eni.security_groups).await?;
         let spec = InterfaceSpec {
             id: eni.id.clone(),
             vpc_id: eni.vpc_id.clone(),
@@ -192,6 +199,84 @@ impl Networking {
         let search = search_domain(&self.region);
         rewrite_in_place(resolv_conf, &status.resolv_conf(&[search.as_str()]))
             .map_err(|e| net_err(format!("cannot write {}: {e}", resolv_conf.display())))?;
+        Ok(())
+    }
+
+    /// The VPC's host side (router and resolver addresses, every group of the VPC once one of
+    /// `groups` is missing, the resolver served). The caller holds `vpc_turn`.
+    async fn ensure_host_side(&self, vpc_id: &str, groups: &[String]) -> Result<flotilla_net::VpcStatus, AgentError> {
+        let vpc = self.vpc(vpc_id).await?.ok_or_else(|| net_err(format!("VPC {vpc_id} does not exist")))?;
+        let vpc_spec = VpcSpec { id: vpc.id.clone(), cidr: vpc.cidr };
+        let status = self.blocking(move |net| net.ensure_vpc(&vpc_spec)).await?;
+        let current = {
+            let synced = self.synced.lock().expect("synced lock");
+            synced.0.contains(&vpc.id) && groups.iter().all(|g| synced.1.contains_key(g))
+        };
+        if !current {
+            self.sync_groups(&vpc.id).await?;
+        }
+        self.serve_dns(&vpc.id, status.resolver).await?;
+        Ok(status)
+    }
+
+    /// One load balancer's addresses in its VPC.
+    async fn ensure_load_balancer(&self, lb: &LoadBalancerSpec) -> Result<(), AgentError> {
+        // Application load balancers admit what their groups allow; network ones, the VPC.
+        let groups = match lb.kind {
+            LbKind::Application => lb.security_groups.clone(),
+            LbKind::Network => Vec::new(),
+        };
+        let _turn = self.vpc_turn.lock().await;
+        self.ensure_host_side(&lb.vpc_id, &lb.security_groups).await?;
+        let mut ports: Vec<u16> = lb.listeners.iter().map(|l| l.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        for address in &lb.addresses {
+            let spec = LbAddressSpec {
+                vpc_id: lb.vpc_id.clone(),
+                ip: address.private_ip,
+                ports: ports.clone(),
+                security_groups: groups.clone(),
+                public_ip: address.public_ip,
+            };
+            self.blocking(move |net| net.ensure_lb_address(&spec)).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_lbs(&self, lbs: &[LoadBalancerSpec]) -> bool {
+        let mut all = true;
+        let mut names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>> = HashMap::new();
+        for lb in lbs {
+            match self.ensure_load_balancer(lb).await {
+                Ok(()) => {
+                    let ips = lb.addresses.iter().map(|a| a.private_ip).collect();
+                    names.entry(lb.vpc_id.clone()).or_default().insert(lb.dns_name.to_ascii_lowercase(), ips);
+                }
+                Err(e) => {
+                    tracing::warn!(lb = %lb.arn, error = %e, "cannot give the load balancer its VPC addresses; retrying");
+                    all = false;
+                }
+            }
+        }
+        self.dns.set_names(names);
+        all
+    }
+
+    async fn retire_lbs(&self, keep: &[LoadBalancerSpec]) -> Result<(), AgentError> {
+        let keep: HashSet<Ipv4Addr> = keep.iter().flat_map(|lb| lb.addresses.iter().map(|a| a.private_ip)).collect();
+        let _turn = self.vpc_turn.lock().await;
+        let stale: Vec<Ipv4Addr> = self
+            .blocking(|net| Ok(net.list_lb_addresses()))
+            .await?
+            .into_iter()
+            .map(|a| a.ip)
+            .filter(|ip| !keep.contains(ip))
+            .collect();
+        for ip in stale {
+            tracing::debug!(%ip, "removing the address of a load balancer that is gone");
+            self.blocking(move |net| net.remove_lb_address(ip)).await?;
+        }
         Ok(())
     }
 
@@ -391,6 +476,12 @@ impl TaskNetwork for Networking {
     }
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.dismantle())
+    }
+    fn ensure_load_balancers<'a>(&'a self, lbs: &'a [LoadBalancerSpec]) -> BoxFuture<'a, bool> {
+        Box::pin(self.ensure_lbs(lbs))
+    }
+    fn retire_load_balancers<'a>(&'a self, keep: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(self.retire_lbs(keep))
     }
 }
 

@@ -80,6 +80,7 @@ pub fn agent(
         state_dir,
         region: region.to_owned(),
         metadata: false,
+        load_balancing: None,
     })
 }
 

@@ -1,12 +1,13 @@
 //! AWS JSON 1.1 errors: `{"__type": CODE, "message": ...}` with HTTP 400, or 500 for an
 //! internal failure. This is the one place the domain errors of every JSON service (ECS,
-//! CloudWatch Logs, Cloud Map, SSM, Secrets Manager) become AWS error codes; the Query protocol
+//! CloudWatch Logs, Cloud Map, SSM, Secrets Manager, ACM) become AWS error codes; the Query protocol
 //! (EC2) has its own one place, `ec2/error.rs`.
 
 use std::fmt::Debug;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use flotilla_acm::AcmError;
 use flotilla_control::ControlError;
 use flotilla_discovery::DiscoveryError;
 use flotilla_logs::LogError;
@@ -143,6 +144,25 @@ pub(crate) fn secretsmanager_error(e: SecretsError) -> ApiError {
         }
     };
     ApiError::new(code, e.to_string())
+}
+
+impl From<AcmError> for ApiError {
+    fn from(e: AcmError) -> ApiError {
+        let code = match &e {
+            AcmError::Validation(_) => "ValidationException",
+            AcmError::NotFound { .. } => "ResourceNotFoundException",
+            AcmError::InvalidArn { .. } => "InvalidArnException",
+            AcmError::InUse { .. } => "ResourceInUseException",
+            AcmError::InvalidTag(_) => "InvalidTagException",
+            AcmError::TooManyTags => "TooManyTagsException",
+            AcmError::InvalidParameter(_) => "InvalidParameterException",
+            AcmError::Contended { .. } => "ConflictException",
+            AcmError::Store(_) | AcmError::Corrupt { .. } | AcmError::Users(_) => {
+                return internal("InternalFailure", "certificate manager", &e);
+            }
+        };
+        ApiError::new(code, e.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -4,12 +4,15 @@
 //! error codes. It parses a request into a call on the control plane and turns the one
 //! `Result` back into a response; it holds no state of its own beyond credentials.
 
+pub mod acm;
 pub mod ec2;
 pub mod ecs;
+mod elbv2;
 pub mod error;
 mod json;
 pub mod logs;
 pub mod model;
+pub mod query;
 pub mod secrets;
 pub mod server;
 pub mod servicediscovery;

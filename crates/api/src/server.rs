@@ -1,8 +1,9 @@
 //! The HTTP front door: one `POST /` route for every AWS JSON 1.1 service, dispatched on the
 //! `X-Amz-Target` prefix, with SigV4 checked before anything else is looked at. Once the body
 //! has passed the service model, `(operation, body)` is parsed into that service's closed
-//! request enum (`EcsRequest`, `LogsRequest`, ...) and the service's `execute` runs it. Query-protocol
-//! requests (a form body, no `X-Amz-Target`: EC2) go to `crate::ec2`.
+//! request enum (`EcsRequest`, `LogsRequest`, ...) and the service's `execute` runs it. Form-encoded
+//! requests (no `X-Amz-Target`: EC2 and ELBv2) go to `crate::query`, which routes them by the
+//! service their signature is scoped to.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use flotilla_discovery::Discovery;
 use flotilla_logs::LogStore;
 use serde_json::Value;
 
+use crate::acm::AcmRequest;
 use crate::ecs::EcsRequest;
 use crate::error::ApiError;
 use crate::logs::LogsRequest;
@@ -37,6 +39,7 @@ pub enum Service {
     ServiceDiscovery,
     Ssm,
     SecretsManager,
+    Acm,
 }
 
 impl Service {
@@ -47,6 +50,7 @@ impl Service {
             "Route53AutoNaming_v20170314" => Some(Service::ServiceDiscovery),
             "AmazonSSM" => Some(Service::Ssm),
             "secretsmanager" => Some(Service::SecretsManager),
+            "CertificateManager" => Some(Service::Acm),
             _ => None,
         }
     }
@@ -60,6 +64,7 @@ pub struct ApiState {
     servicediscovery_model: ServiceModel,
     ssm_model: ServiceModel,
     secretsmanager_model: ServiceModel,
+    acm_model: ServiceModel,
     /// SSM Parameter Store and Secrets Manager are served only when attached
     /// ([`ApiState::with_secrets`]).
     secrets: Option<Arc<flotilla_secrets::Secrets>>,
@@ -85,6 +90,7 @@ impl ApiState {
             servicediscovery_model: ServiceModel::parse(include_str!("../model/servicediscovery.json")),
             ssm_model: ServiceModel::parse(include_str!("../model/ssm.json")),
             secretsmanager_model: ServiceModel::parse(include_str!("../model/secretsmanager.json")),
+            acm_model: ServiceModel::parse(include_str!("../model/acm.json")),
             secrets: None,
             logs: None,
             discovery: None,
@@ -126,6 +132,7 @@ impl ApiState {
             Service::ServiceDiscovery => &self.servicediscovery_model,
             Service::Ssm => &self.ssm_model,
             Service::SecretsManager => &self.secretsmanager_model,
+            Service::Acm => &self.acm_model,
         }
     }
 
@@ -158,8 +165,8 @@ pub(crate) fn now_secs() -> i64 {
 }
 
 async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    if crate::ec2::is_query_request(&headers) {
-        return crate::ec2::serve(&state, &uri, &headers, body).await;
+    if crate::query::is_form_request(&headers) {
+        return crate::query::serve(&state, &uri, &headers, body).await;
     }
     let request_id = state.next_request_id();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -305,6 +312,12 @@ async fn dispatch(
             } else {
                 crate::secrets::execute_secretsmanager(secrets, SecretsManagerRequest::parse(operation, input)?).await
             }
+        }
+        Service::Acm => {
+            let acm = state.acm.as_deref().ok_or_else(|| {
+                ApiError::new("ServiceUnavailableException", "This server does not serve Certificate Manager.")
+            })?;
+            crate::acm::execute(acm, AcmRequest::parse(operation, input)?).await
         }
     }
 }

@@ -184,6 +184,14 @@ fn parse_auth_header(value: &str) -> Result<AuthHeader<'_>, ApiError> {
     })
 }
 
+/// The service a request is signed for (the credential scope of its `Authorization` header),
+/// read before verifying so that form-encoded requests reach the service that will verify
+/// them; `None` if the header is absent or malformed (the service's own check then says so).
+pub(crate) fn signing_service(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    parse_auth_header(value).ok().map(|auth| auth.service.to_owned())
+}
+
 /// Checks request signatures for one region against known credentials.
 pub struct Verifier {
     region: String,

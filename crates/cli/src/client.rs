@@ -1,4 +1,5 @@
-//! A small SigV4-signing client for Flotilla's AWS JSON APIs, used by the CLI and benchmarks.
+//! A small SigV4-signing client for Flotilla's AWS APIs (the JSON ones, EC2 and the Query
+//! protocol of ELBv2), used by the CLI and benchmarks.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,7 +86,49 @@ impl Client {
     /// Calls an EC2 Query-protocol `action` with form `params` (`Filter.1.Name`, ...) and
     /// returns the XML answer. EC2 errors come back as [`AwsError`].
     pub async fn ec2(&self, action: &str, params: &[(&str, &str)]) -> anyhow::Result<String> {
-        let mut form = format!("Action={}&Version={EC2_VERSION}", form_encode(action));
+        self.form("ec2", EC2_VERSION, action, params).await
+    }
+
+    /// Calls an Elastic Load Balancing v2 `action` with form `params` (`Names.member.1`, ...)
+    /// and returns its result (the `<{action}Result>` element) as JSON: see [`xml_value`].
+    /// ELB errors come back as [`AwsError`].
+    pub async fn elbv2(&self, action: &str, params: &[(&str, &str)]) -> anyhow::Result<Value> {
+        let xml = self.form("elasticloadbalancing", ELBV2_VERSION, action, params).await?;
+        let answer = xml_value(&xml).with_context(|| format!("ELB answered {action} with XML the CLI cannot read"))?;
+        Ok(answer[format!("{action}Response")][format!("{action}Result")].clone())
+    }
+
+    /// Calls a paginated ELBv2 `Describe*` action until `NextMarker` runs out; returns every
+    /// `field` item.
+    pub async fn elbv2_all(&self, action: &str, params: &[(&str, &str)], field: &str) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut paged = params.to_vec();
+            if let Some(m) = &marker {
+                paged.push(("Marker", m));
+            }
+            let page = self.elbv2(action, &paged).await?;
+            items.extend(page[field].as_array().cloned().unwrap_or_default());
+            match page["NextMarker"].as_str() {
+                Some(next) if !next.is_empty() => marker = Some(next.to_owned()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Calls a form-encoded (Query protocol) `action` of `service` (its signing name) and
+    /// returns the XML answer; an error answer becomes an [`AwsError`] (EC2's
+    /// `<Errors><Error>` and the Query protocol's `<ErrorResponse><Error>` both carry a
+    /// `Code` and a `Message`).
+    async fn form(
+        &self,
+        service: &str,
+        version: &str,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        let mut form = format!("Action={}&Version={version}", form_encode(action));
         for (name, value) in params {
             form.push_str(&format!("&{}={}", form_encode(name), form_encode(value)));
         }
@@ -93,7 +136,7 @@ impl Client {
             ("content-type".to_owned(), "application/x-www-form-urlencoded; charset=utf-8".to_owned()),
             ("host".to_owned(), self.host.clone()),
         ];
-        let (status, bytes) = self.post("ec2", headers, form.into_bytes()).await?;
+        let (status, bytes) = self.post(service, headers, form.into_bytes()).await?;
         let xml = String::from_utf8_lossy(&bytes).into_owned();
         if status >= 400 {
             let code = xml_texts(&xml, "Code").into_iter().next().unwrap_or_else(|| "UnknownError".to_owned());
@@ -124,10 +167,17 @@ impl Client {
     pub async fn ecs(&self, operation: &str, body: Value) -> anyhow::Result<Value> {
         self.call("ecs", &format!("AmazonEC2ContainerServiceV20141113.{operation}"), &body).await
     }
+
+    pub async fn acm(&self, operation: &str, body: Value) -> anyhow::Result<Value> {
+        self.call("acm", &format!("CertificateManager.{operation}"), &body).await
+    }
 }
 
 /// The EC2 API version the vendored model (and so the server) speaks.
 const EC2_VERSION: &str = "2016-11-15";
+
+/// The Elastic Load Balancing v2 API version.
+const ELBV2_VERSION: &str = "2015-12-01";
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 fn form_encode(text: &str) -> String {
@@ -149,17 +199,96 @@ pub fn xml_texts(xml: &str, name: &str) -> Vec<String> {
     while let Some(start) = rest.find(&open) {
         let after = &rest[start + open.len()..];
         let Some(end) = after.find(&close) else { break };
-        out.push(
-            after[..end]
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&quot;", "\"")
-                .replace("&apos;", "'")
-                .replace("&amp;", "&"),
-        );
+        out.push(decode_entities(&after[..end]));
         rest = &after[end + close.len()..];
     }
     out
+}
+
+/// A Query-protocol answer as JSON, read the way the protocol writes it, without its model:
+/// an element holding elements is an object of them by name, except that a list's items
+/// (`<member>`) make an array, as does a self-closing element (how the protocol writes an
+/// empty list); any other element is its text. Leaves stay text (`"80"`, `"true"`): without
+/// the model the CLI cannot tell a number from a name made of digits. `None` when `xml` is
+/// not well-formed enough to read.
+pub fn xml_value(xml: &str) -> Option<Value> {
+    let mut rest = skip_prolog(xml);
+    let (name, value, after) = xml_element(rest)?;
+    rest = skip_prolog(after);
+    rest.is_empty().then(|| serde_json::json!({ name: value }))
+}
+
+/// `xml` past whitespace, the declaration and comments.
+fn skip_prolog(mut xml: &str) -> &str {
+    loop {
+        xml = xml.trim_start();
+        let end = if xml.starts_with("<?") {
+            xml.find("?>").map(|e| e + 2)
+        } else if xml.starts_with("<!--") {
+            xml.find("-->").map(|e| e + 3)
+        } else {
+            return xml;
+        };
+        match end {
+            Some(end) => xml = &xml[end..],
+            None => return xml,
+        }
+    }
+}
+
+/// The element `xml` starts with: its name, its value (as [`xml_value`] reads it) and what
+/// follows it.
+fn xml_element(xml: &str) -> Option<(&str, Value, &str)> {
+    let end = xml.strip_prefix('<')?.find('>')? + 1;
+    let tag = &xml[1..end];
+    let (tag, self_closing) = match tag.strip_suffix('/') {
+        Some(tag) => (tag, true),
+        None => (tag, false),
+    };
+    // Attributes (`xmlns`) carry nothing the CLI reads.
+    let name = tag.split_whitespace().next()?;
+    let mut rest = &xml[end + 1..];
+    if self_closing {
+        return Some((name, Value::Array(Vec::new()), rest));
+    }
+    let mut text = String::new();
+    let mut children: Vec<(&str, Value)> = Vec::new();
+    loop {
+        let lt = rest.find('<')?;
+        text.push_str(&rest[..lt]);
+        rest = &rest[lt..];
+        if let Some(close) = rest.strip_prefix("</") {
+            let gt = close.find('>')?;
+            if close[..gt].trim() != name {
+                return None;
+            }
+            rest = &close[gt + 1..];
+            break;
+        }
+        if rest.starts_with("<!--") {
+            rest = &rest[rest.find("-->")? + 3..];
+            continue;
+        }
+        let (child, value, after) = xml_element(rest)?;
+        children.push((child, value));
+        rest = after;
+    }
+    let value = if children.is_empty() {
+        Value::String(decode_entities(&text))
+    } else if children.iter().all(|(child, _)| *child == "member") {
+        Value::Array(children.into_iter().map(|(_, v)| v).collect())
+    } else {
+        let mut object = serde_json::Map::new();
+        for (child, value) in children {
+            object.insert(child.to_owned(), value);
+        }
+        Value::Object(object)
+    };
+    Some((name, value, rest))
+}
+
+fn decode_entities(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
 
 #[cfg(test)]
@@ -173,6 +302,39 @@ mod tests {
         assert_eq!(xml_texts(xml, "subnetId"), ["subnet-1", "subnet-2"]);
         assert_eq!(xml_texts(xml, "Message"), ["a & <b>"]);
         assert!(xml_texts(xml, "vpcId").is_empty());
+    }
+
+    #[test]
+    fn xml_value_reads_structures_lists_and_text() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<DescribeListenersResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/">
+  <DescribeListenersResult>
+    <Listeners>
+      <member><Port>80</Port><Certificates/><DefaultActions><member><Type>forward</Type></member></DefaultActions></member>
+      <member><Port>443</Port><SslPolicy>a &amp; b</SslPolicy><Empty></Empty></member>
+    </Listeners>
+  </DescribeListenersResult>
+  <!-- a comment -->
+  <ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata>
+</DescribeListenersResponse>"#;
+        let value = xml_value(xml).unwrap();
+        let result = &value["DescribeListenersResponse"]["DescribeListenersResult"];
+        assert_eq!(
+            result["Listeners"],
+            serde_json::json!([
+                {"Port": "80", "Certificates": [], "DefaultActions": [{"Type": "forward"}]},
+                {"Port": "443", "SslPolicy": "a & b", "Empty": ""},
+            ])
+        );
+        assert_eq!(value["DescribeListenersResponse"]["ResponseMetadata"]["RequestId"], "r-1");
+    }
+
+    #[test]
+    fn xml_value_refuses_what_is_not_one_well_formed_element() {
+        assert!(xml_value("<a><b>1</b>").is_none());
+        assert!(xml_value("<a><b>1</c></a>").is_none());
+        assert!(xml_value("<a/><b/>").is_none());
+        assert!(xml_value("not xml").is_none());
     }
 
     #[test]

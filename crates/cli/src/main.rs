@@ -59,6 +59,11 @@ enum Command {
         /// tasks off the host's main namespace; the tests give every server its own.
         #[arg(long, value_name = "PATH")]
         net_namespace: Option<std::path::PathBuf>,
+        /// Host address where internet-facing load balancers' listeners listen, each on its
+        /// listener's port (default: the --listen address, so loopback on a default install).
+        /// A port something else holds there is refused when the listener is created.
+        #[arg(long, value_name = "IP")]
+        lb_address: Option<std::net::IpAddr>,
         /// PEM bundle of extra CAs (one or more certificates) to trust for registries served
         /// over HTTPS with a private CA, on top of the built-in roots.
         #[arg(long, value_name = "FILE", env = "FLOTILLA_REGISTRY_CA")]
@@ -116,6 +121,20 @@ enum Command {
         #[arg(long, global = true)]
         cluster: Option<String>,
     },
+    /// List load balancers, or show one with its listeners, rules and targets' health.
+    LoadBalancers {
+        #[command(subcommand)]
+        action: Option<LoadBalancerAction>,
+    },
+    /// List the certificates imported into ACM: domain, status, expiry, load balancers using them.
+    Certificates,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LoadBalancerAction {
+    /// Show one load balancer by name or ARN: its settings, listeners, rules in words, and
+    /// the health of every target its rules forward to.
+    Show { load_balancer: String },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             simulated_hosts,
             public_ip_pool,
             net_namespace,
+            lb_address,
             registry_ca,
         } => {
             up::run(UpOptions {
@@ -236,6 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 simulated_hosts,
                 public_ip_pool,
                 net_namespace,
+                lb_address: lb_address.unwrap_or(listen.ip()),
                 registry_ca,
             })
             .await
@@ -256,6 +277,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Services { action, cluster } => {
             commands::services::run(&connect(&data_dir, cli.endpoint)?, &out, cluster, action).await
         }
+        Command::LoadBalancers { action } => {
+            commands::load_balancers::run(&connect(&data_dir, cli.endpoint)?, &out, action).await
+        }
+        Command::Certificates => commands::certificates::run(&connect(&data_dir, cli.endpoint)?, &out).await,
     }
 }
 

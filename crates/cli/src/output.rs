@@ -56,9 +56,12 @@ impl Output {
     }
 
     fn table(&self, headers: &[&str], rows: Vec<Vec<String>>) {
+        println!("{}", self.render(headers, rows));
+    }
+
+    fn render(&self, headers: &[&str], rows: Vec<Vec<String>>) -> String {
         if rows.is_empty() {
-            println!("(none)");
-            return;
+            return "(none)".into();
         }
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
@@ -69,15 +72,17 @@ impl Output {
         if !self.colour {
             table.force_no_tty();
         }
-        println!("{table}");
+        table.to_string()
     }
 
+    /// A state coloured by what it means, whoever names it: ECS in capitals, ELB's target
+    /// and load-balancer states in lower case (`healthy`, `initial`, `active`).
     fn status_cell(&self, text: String) -> Cell {
-        let colour = match text.as_str() {
-            "ACTIVE" | "RUNNING" | "HEALTHY" | "COMPLETED" => Some(Color::Green),
-            "INACTIVE" | "STOPPED" | "DELETE_IN_PROGRESS" => Some(Color::DarkGrey),
-            "UNHEALTHY" | "FAILED" => Some(Color::Red),
-            "DRAINING" | "IN_PROGRESS" => Some(Color::Yellow),
+        let colour = match text.to_ascii_uppercase().as_str() {
+            "ACTIVE" | "RUNNING" | "HEALTHY" | "COMPLETED" | "ISSUED" => Some(Color::Green),
+            "INACTIVE" | "STOPPED" | "DELETE_IN_PROGRESS" | "UNUSED" | "UNAVAILABLE" => Some(Color::DarkGrey),
+            "UNHEALTHY" | "FAILED" | "EXPIRED" => Some(Color::Red),
+            "DRAINING" | "IN_PROGRESS" | "INITIAL" => Some(Color::Yellow),
             _ => None,
         };
         match colour {
@@ -109,6 +114,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn states_are_coloured_by_meaning_in_either_case() {
+        let coloured = Output { format: Format::Table, colour: true };
+        let cell = |state: &str| format!("{:?}", coloured.status_cell(state.to_owned()));
+        assert!(cell("healthy").contains("Green") && cell("HEALTHY").contains("Green"), "{}", cell("healthy"));
+        assert!(cell("unhealthy").contains("Red"), "{}", cell("unhealthy"));
+        assert!(cell("initial").contains("Yellow") && cell("draining").contains("Yellow"));
+        assert!(cell("web").contains("fg: None"), "{}", cell("web"));
+        let plain = Output { format: Format::Table, colour: false };
+        assert!(!format!("{:?}", plain.status_cell("healthy".into())).contains("Green"));
+        assert_eq!(plain.render(&["A"], Vec::new()), "(none)");
+    }
 
     #[test]
     fn time_reads_epoch_seconds_and_marks_absence() {

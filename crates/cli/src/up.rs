@@ -25,6 +25,9 @@ pub struct UpOptions {
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// Where the task network's host side lives; `None`: this process's namespace.
     pub net_namespace: Option<std::path::PathBuf>,
+    /// Where internet-facing load balancers listen on the host (`--lb-address`, default the
+    /// API's listen address).
+    pub lb_address: std::net::IpAddr,
     /// A PEM bundle of extra CAs trusted for registries (`--registry-ca`,
     /// `FLOTILLA_REGISTRY_CA`).
     pub registry_ca: Option<std::path::PathBuf>,
@@ -71,9 +74,11 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         control.identity().clone(),
         acm.clone(),
         Arc::new(flotilla_control::ElbVpcs(control.clone())),
-        None,
+        Some(port_probe(opts.lb_address)),
     ));
     control.attach_load_balancing(elb.clone());
+    // ACM refuses to delete a certificate a listener serves.
+    acm.set_users(elb.clone());
     // Logs live in their own file so that their volume never bloats the control-plane store.
     let logs_dir = home.dir.join("logs");
     let logs = Arc::new(
@@ -91,8 +96,16 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         Vec::new()
     } else {
         vec![
-            start_agent(&home, control.clone(), host_api, logs.clone(), opts.net_namespace.clone(), image_options)
-                .await?,
+            start_agent(
+                &home,
+                control.clone(),
+                host_api,
+                logs.clone(),
+                opts.net_namespace.clone(),
+                opts.lb_address,
+                image_options,
+            )
+            .await?,
         ]
     };
     let (stop_agents, _) = tokio::sync::watch::channel(false);
@@ -106,6 +119,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         })
         .collect();
     let reaper = tokio::spawn(reap_stopped_tasks(control.clone()));
+    let draining = tokio::spawn(expire_draining(elb.clone()));
     // Cloud Map over the same store; its worker completes namespace and instance operations.
     let discovery = Discovery::start(store.clone(), identity.region.clone(), identity.account_id.clone());
     control.attach_discovery(discovery.clone());
@@ -155,6 +169,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         let _ = agent.await;
     }
     reaper.abort();
+    draining.abort();
     // In-flight requests have finished; dropping the store flushes and closes it.
     drop(store);
     expiry.abort();
@@ -169,6 +184,7 @@ async fn start_agent(
     host: Arc<dyn flotilla_host::HostApi>,
     logs: Arc<LogStore>,
     net_namespace: Option<std::path::PathBuf>,
+    lb_address: std::net::IpAddr,
     image_options: flotilla_image::StoreOptions,
 ) -> anyhow::Result<Arc<flotilla_agent::Agent>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -198,7 +214,8 @@ async fn start_agent(
         Err(e) => tracing::warn!(error = %e, "could not adopt existing tasks; their supervisors will retry"),
     }
     let region = control.identity().region.clone();
-    let networking = start_networking(home, control, host.clone(), net_namespace).await?;
+    let networking = start_networking(home, control, host.clone(), net_namespace.clone()).await?;
+    let load_balancing = flotilla_agent::lb::LbConfig { host_address: Some(lb_address), vpc_netns: net_namespace };
     Ok(flotilla_agent::Agent::new(flotilla_agent::AgentParts {
         host,
         spec: this_host(&region),
@@ -209,6 +226,7 @@ async fn start_agent(
         state_dir: home.dir.join("agent"),
         region,
         metadata: true,
+        load_balancing: Some(load_balancing),
     }))
 }
 
@@ -264,6 +282,18 @@ async fn reap_stopped_tasks(control: Arc<Control>) {
     }
 }
 
+/// Ends the draining of targets whose deregistration delay has passed (those with nothing in
+/// flight end earlier, when the data plane says so).
+async fn expire_draining(elb: Arc<flotilla_elb::Elb>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = elb.expire_draining().await {
+            tracing::warn!(error = %e, "expiring draining targets failed; retrying in a second");
+        }
+    }
+}
+
 /// The awsvpc data plane (one nftables table per data dir, so two servers on one host never
 /// touch each other's rules) and the VPC resolvers.
 async fn start_networking(
@@ -313,6 +343,22 @@ impl flotilla_agent::Resolvers for VpcResolvers {
     fn unbind(&self, addr: SocketAddr) {
         self.0.unbind(addr);
     }
+
+    fn set_names(
+        &self,
+        names: std::collections::HashMap<String, std::collections::HashMap<String, Vec<std::net::Ipv4Addr>>>,
+    ) {
+        self.0.set_names(names);
+    }
+}
+
+/// Refuses a port of the host's load-balancer address that another program holds (binding it
+/// and letting go at once). The load balancers' own listeners are known from their records.
+fn port_probe(address: std::net::IpAddr) -> flotilla_elb::PortProbe {
+    Arc::new(move |port| match std::net::TcpListener::bind((address, port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("port {port} of {address} is not free: {e}")),
+    })
 }
 
 /// `flotilla_<fnv32 of the data dir>`: stable across restarts of one data dir, distinct

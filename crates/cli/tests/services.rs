@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use common::ecs::{
+    SETTLE, default_vpc, describe_service, id_of, live_tasks, steady, wait_running, wait_service, zone_subnets,
+};
 use common::fixture::Fixture;
 use common::{Server, private_ip, task_address, wait_for};
 use serde_json::{Value, json};
@@ -20,34 +23,9 @@ use serde_json::{Value, json};
 /// so deployments and scale-in do not wait for the stop timeout.
 const SERVE: &str = "trap 'exit 0' TERM; sleep 100000 & wait";
 
-/// Generous: real containers on a loaded two-core machine.
-const SETTLE: Duration = Duration::from_secs(120);
-
 /// Between samples while something rolls: often enough to catch a task in between, rare enough
 /// to leave the two cores to the server.
 const PACE: Duration = Duration::from_millis(20);
-
-fn id_of(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap()
-}
-
-/// The default subnets (one per zone) as `(zone, subnet)`, by zone.
-fn zone_subnets(server: &Server) -> Vec<(String, String)> {
-    let subnets = server.aws_json(&["ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true"]);
-    let mut out: Vec<(String, String)> = subnets["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["AvailabilityZone"].as_str().unwrap().to_owned(), s["SubnetId"].as_str().unwrap().to_owned()))
-        .collect();
-    out.sort();
-    out
-}
-
-fn default_vpc(server: &Server) -> String {
-    let vpcs = server.aws_json(&["ec2", "describe-vpcs", "--filters", "Name=is-default,Values=true"]);
-    vpcs["Vpcs"][0]["VpcId"].as_str().unwrap().to_owned()
-}
 
 /// The seed's `--network-configuration`: the first `zones` default subnets (distinct zones), a
 /// security group of the default VPC, a public address.
@@ -92,35 +70,6 @@ fn create_service(f: &Fixture, name: &str, td: &str, desired: u32, network: &str
     f.server.aws_json(&args)["service"].clone()
 }
 
-fn describe_service(server: &Server, name: &str) -> Value {
-    let out = server.aws_json(&["ecs", "describe-services", "--cluster", "default", "--services", name]);
-    assert_eq!(out["failures"], json!([]), "{out}");
-    out["services"][0].clone()
-}
-
-/// Polls DescribeServices until `done`; the last description.
-fn wait_service(server: &Server, name: &str, what: &str, deadline: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let service = describe_service(server, name);
-        if done(&service) {
-            return service;
-        }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}: {service:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Steady: the desired count RUNNING, nothing pending, one PRIMARY deployment COMPLETED.
-fn steady(service: &Value, desired: u64) -> bool {
-    let deployments = service["deployments"].as_array().map_or(&[][..], Vec::as_slice);
-    service["runningCount"] == desired
-        && service["pendingCount"] == 0
-        && deployments.len() == 1
-        && deployments[0]["status"] == "PRIMARY"
-        && deployments[0]["rolloutState"] == "COMPLETED"
-}
-
 fn events(service: &Value) -> Vec<String> {
     service["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_owned()).collect()
 }
@@ -155,28 +104,6 @@ fn stopped_in_events(events: &[String], service: &str) -> BTreeSet<String> {
         out.extend(ids);
     }
     out
-}
-
-/// The service's live tasks (ListTasks `--service-name`, then DescribeTasks).
-fn live_tasks(server: &Server, name: &str) -> Vec<Value> {
-    let listed = server.aws_json(&["ecs", "list-tasks", "--cluster", "default", "--service-name", name]);
-    let arns: Vec<&str> = listed["taskArns"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    if arns.is_empty() {
-        return Vec::new();
-    }
-    let mut args = vec!["ecs", "describe-tasks", "--cluster", "default", "--tasks"];
-    args.extend(arns);
-    server.aws_json(&args)["tasks"].as_array().unwrap().clone()
-}
-
-/// Waits until the service has exactly `n` live tasks, all RUNNING; their descriptions.
-fn wait_running(server: &Server, name: &str, n: usize) -> Vec<Value> {
-    let mut tasks = Vec::new();
-    wait_for(&format!("{n} RUNNING tasks of {name}"), SETTLE, || {
-        tasks = live_tasks(server, name);
-        tasks.len() == n && tasks.iter().all(|t| t["lastStatus"] == "RUNNING")
-    });
-    tasks
 }
 
 fn ids(tasks: &[Value]) -> BTreeSet<String> {

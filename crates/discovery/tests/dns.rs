@@ -239,3 +239,36 @@ async fn answers_servfail_when_no_upstream_answers() {
     assert_eq!(answer.response_code, ResponseCode::ServFail);
     assert_eq!(answer.queries.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_names_set_for_a_vpc_there_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path().join("store.redb")).unwrap());
+    let (upstream, asked) = upstream().await;
+    let dns =
+        DnsServer::start(store, Upstreams { servers: vec![upstream], timeout: Duration::from_secs(2) }).await.unwrap();
+    let vpc_a = dns.bind_vpc("vpc-aaaa1111", "127.0.1.4:0".parse().unwrap()).await.unwrap();
+    let vpc_b = dns.bind_vpc("vpc-bbbb2222", "127.0.2.4:0".parse().unwrap()).await.unwrap();
+    let name = "internal-web-1234567890.us-east-1.elb.amazonaws.com";
+    let addrs = vec![Ipv4Addr::new(10, 0, 1, 9), Ipv4Addr::new(10, 0, 2, 9)];
+    dns.set_names([("vpc-aaaa1111".to_owned(), [(format!("{name}."), addrs.clone())].into())].into());
+
+    // Its VPC: the addresses, whatever the case of the question, and no AAAA.
+    let answer = ask(vpc_a, &format!("{}.", name.to_ascii_uppercase()), QType::A).await;
+    assert_eq!(answer.response_code, ResponseCode::NoError);
+    assert_eq!(ips(&answer), addrs.iter().copied().collect());
+    let answer = ask_tcp(vpc_a, &format!("{name}."), QType::A).await;
+    assert_eq!(ips(&answer), addrs.iter().copied().collect());
+    let answer = ask(vpc_a, &format!("{name}."), QType::AAAA).await;
+    assert_eq!((answer.response_code, answer.answers.len()), (ResponseCode::NoError, 0));
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "answered here, never relayed");
+
+    // Another VPC does not see it: relayed like any other name.
+    let answer = ask(vpc_b, &format!("{name}."), QType::A).await;
+    assert_eq!(ips(&answer), BTreeSet::from([UPSTREAM_ANSWER]));
+
+    // Replaced whole: gone once the load balancer is.
+    dns.set_names(Default::default());
+    let answer = ask(vpc_a, &format!("{name}."), QType::A).await;
+    assert_eq!(ips(&answer), BTreeSet::from([UPSTREAM_ANSWER]));
+}

@@ -13,6 +13,8 @@ pub enum Object {
     Vpc(String),
     SecurityGroup(String),
     Interface(String),
+    /// A load balancer's address in a VPC.
+    LbAddress(Ipv4Addr),
 }
 
 impl fmt::Display for Object {
@@ -22,6 +24,7 @@ impl fmt::Display for Object {
             Object::Vpc(id) => write!(f, "VPC {id}"),
             Object::SecurityGroup(id) => write!(f, "security group {id}"),
             Object::Interface(id) => write!(f, "interface {id}"),
+            Object::LbAddress(ip) => write!(f, "load balancer address {ip}"),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! plane) and keeps no state that is not in the kernel or the nft table.
 
 mod error;
+mod lb;
 mod netlink;
 pub mod netns;
 mod network;
@@ -18,8 +19,8 @@ pub use error::{AddressError, NetError, NetlinkError, Object};
 pub use ipnet::Ipv4Net;
 pub use network::Network;
 pub use spec::{
-    CleanupReport, GATEWAY, HOST_MAC, INTERNET_MTU, InterfaceSpec, InterfaceStatus, NetConfig, Peer, Protocol, Rule,
-    SecurityGroupSpec, TASK_LINK, VPC_MTU, VpcSpec, VpcStatus,
+    CleanupReport, GATEWAY, HOST_MAC, INTERNET_MTU, InterfaceSpec, InterfaceStatus, LbAddressSpec, NetConfig, Peer,
+    Protocol, Rule, SecurityGroupSpec, TASK_LINK, VPC_MTU, VpcSpec, VpcStatus,
 };
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_NEWNEIGH: u16 = 28;
 
@@ -412,6 +413,19 @@ impl Socket {
             msg.attr(IFA_FLAGS, &IFA_F_NOPREFIXROUTE.to_ne_bytes());
         }
         self.request(msg)
+    }
+
+    /// Deletes `ip/prefix_len` from a link; `false` if it was not there.
+    pub fn delete_address(&mut self, index: i32, ip: Ipv4Addr, prefix_len: u8) -> Result<bool> {
+        let mut msg = Message::new(RTM_DELADDR, NLM_F_ACK);
+        let mut ifa = [AF_INET, prefix_len, 0, RT_SCOPE_UNIVERSE, 0, 0, 0, 0];
+        ifa[4..8].copy_from_slice(&(index as u32).to_ne_bytes());
+        msg.raw(&ifa).attr(IFA_LOCAL, &ip.octets()).attr(IFA_ADDRESS, &ip.octets());
+        match self.request(msg) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno == libc::EADDRNOTAVAIL || e.errno == libc::ENOENT || e.errno == libc::ENODEV => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds (or replaces) a route. A gateway is taken as on-link: it is never on a prefix the

@@ -46,8 +46,9 @@ pub fn replace_address(netns: &Path, link: &str, addr: Ipv4Net) -> Result<(), Ad
     socket.replace_address(index, addr.addr(), addr.prefix_len(), true).map_err(|e| netlink("RTM_NEWADDR", e))
 }
 
-/// Moves the calling thread into the network namespace open at `netns`.
-pub(crate) fn enter(netns: &File) -> io::Result<()> {
+/// Moves the calling thread into the network namespace open at `netns`, for good: for a
+/// long-lived thread that makes sockets there (everything else should use [`run_in`]).
+pub fn enter(netns: &File) -> io::Result<()> {
     // SAFETY: setns(2) on a descriptor we hold open; it only changes this thread's namespace.
     if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());

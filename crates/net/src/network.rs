@@ -17,21 +17,21 @@ use crate::state::{Group, Iface, State};
 /// async code); each either completes or leaves a state that the same call, repeated, or
 /// `remove_*`/`cleanup`, finishes.
 pub struct Network {
-    table: String,
+    pub(crate) table: String,
     host_netns: Option<File>,
-    nft: Nft,
+    pub(crate) nft: Nft,
     inner: Mutex<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     /// A route socket in the host namespace.
-    host: Socket,
+    pub(crate) host: Socket,
     /// A conntrack socket there.
-    conntrack: Socket,
-    state: State,
+    pub(crate) conntrack: Socket,
+    pub(crate) state: State,
 }
 
-fn nl(object: &Object, op: impl Into<String>) -> impl FnOnce(NetlinkError) -> NetError {
+pub(crate) fn nl(object: &Object, op: impl Into<String>) -> impl FnOnce(NetlinkError) -> NetError {
     let object = object.clone();
     let op = op.into();
     move |source| NetError::netlink(&object, op, source)
@@ -47,7 +47,7 @@ fn open_socket(object: &Object, netns: Option<&File>, open: fn() -> io::Result<S
 
 /// Drops conntrack's memory of `addrs`. Kernels without ctnetlink have nothing to forget
 /// that this crate could reach, so "not supported" is not an error.
-fn forget(conntrack: &mut Socket, object: &Object, addrs: &[std::net::Ipv4Addr]) -> Result<(), NetError> {
+pub(crate) fn forget(conntrack: &mut Socket, object: &Object, addrs: &[std::net::Ipv4Addr]) -> Result<(), NetError> {
     match conntrack.forget_connections(addrs) {
         Err(e) if e.errno == libc::EOPNOTSUPP || e.errno == libc::EPROTONOSUPPORT => Ok(()),
         result => result.map(drop).map_err(nl(object, format!("delete tracked connections of {addrs:?}"))),
@@ -109,7 +109,7 @@ impl Network {
         &self.table
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -179,6 +179,9 @@ impl Network {
         let object = Object::Vpc(id.to_string());
         if let Some(interface) = inner.state.interface_in_vpc(id) {
             return Err(NetError::VpcInUse { id: id.to_string(), interface: interface.to_string() });
+        }
+        if let Some(ip) = inner.state.lb_addr_in_vpc(id) {
+            return Err(NetError::VpcInUse { id: id.to_string(), interface: format!("load balancer address {ip}") });
         }
         let name = vpc_link_name(&self.table, id);
         delete_own_link(&mut inner.host, &object, id, &name, &link_alias(&self.table, "vpc", id))?;
@@ -566,7 +569,15 @@ impl Network {
             self.remove_interface_in(&mut inner, &id)?;
             report.interfaces.push(id);
         }
-        let groups: Vec<String> = inner.state.groups.keys().filter(|g| !keep_sgs.contains(g)).cloned().collect();
+        // Load balancer addresses are the load balancers' to remove (`remove_lb_address`): their
+        // groups and VPCs stay with them.
+        let groups: Vec<String> = inner
+            .state
+            .groups
+            .keys()
+            .filter(|g| !keep_sgs.contains(g) && !inner.state.lb_addrs.values().any(|a| a.groups.contains(*g)))
+            .cloned()
+            .collect();
         if !groups.is_empty() || !inner.state.orphan_member_sets().is_empty() {
             self.remove_groups_in(&mut inner, &groups)?;
         }
@@ -578,7 +589,8 @@ impl Network {
                 vpcs.insert(id.to_string());
             }
         }
-        for id in vpcs.into_iter().filter(|v| !keep_vpcs.contains(v)) {
+        let lb_vpcs: BTreeSet<String> = inner.state.lb_addrs.values().filter_map(|a| a.vpc_id.clone()).collect();
+        for id in vpcs.into_iter().filter(|v| !keep_vpcs.contains(v) && !lb_vpcs.contains(v)) {
             self.remove_vpc_in(&mut inner, &id)?;
             report.vpcs.push(id);
         }
@@ -586,11 +598,11 @@ impl Network {
     }
 
     /// Removes everything this `Network` made (VPC devices, groups, the nft table), when no
-    /// interface is left; `Ok(false)` (and nothing removed) while one is. For a clean
+    /// interface or load balancer address is left; `Ok(false)` (and nothing removed) while one is. For a clean
     /// shutdown with no tasks running: the host is left as it was. The `Network` must not be
     /// used afterwards (its base chains are gone); a new one rebuilds them.
     pub fn dismantle(&self) -> Result<bool, NetError> {
-        if !self.list_interfaces()?.is_empty() {
+        if !self.list_interfaces()?.is_empty() || !self.lock().state.lb_addrs.is_empty() {
             return Ok(false);
         }
         self.cleanup(&[], &[], &[])?;

@@ -167,6 +167,10 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         ("ingress", "map ingress { type ifname : verdict; }"),
         ("egress", "map egress { type ifname : verdict; }"),
         ("dnat_pub", "map dnat_pub { type ipv4_addr : ipv4_addr; }"),
+        // Load balancers' private addresses, and their listener ports -> jump to the chain
+        // judging a task's connection to them.
+        ("lb_addrs", "set lb_addrs { type ipv4_addr; }"),
+        ("lb_in", "map lb_in { type ipv4_addr . inet_service : verdict; }"),
         ("snat_pub", "map snat_pub { type ipv4_addr : ipv4_addr; }"),
     ] {
         let (kind, rest) = def.split_once(' ').expect("definition");
@@ -216,8 +220,12 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
             "iifname @ifaces ct state established,related accept",
             "iifname @ifaces ip daddr @resolvers meta l4proto { tcp, udp } th dport 53 accept",
             "iifname @ifaces ip daddr @resolvers icmp type echo-request accept",
+            "iifname @ifaces ip daddr . tcp dport vmap @lb_in",
             "iifname @ifaces drop",
             "ip daddr @host_addrs iifname != \"lo\" drop",
+            // A load balancer's private address is the VPC's: from outside the host only
+            // through its public address.
+            "ip daddr @lb_addrs iifname != \"lo\" ct status & dnat == 0 drop",
         ],
     );
     let masquerade = match uplink {
@@ -300,6 +308,22 @@ pub(crate) fn group_rule(rule: &Rule, direction: Direction) -> String {
     }
     text.push_str("accept");
     text
+}
+
+/// The chain judging tasks' connections to a load balancer address's listeners.
+pub(crate) fn lb_chain(ip: Ipv4Addr) -> String {
+    format!("lb_{}", ip.to_string().replace('.', "_"))
+}
+
+/// Its rules: the load balancer's groups' ingress rules, or every task of the VPC when it
+/// has none (network load balancers).
+pub(crate) fn lb_rules(groups: &[String]) -> Vec<String> {
+    if groups.is_empty() {
+        return vec!["accept".to_string()];
+    }
+    let mut rules: Vec<String> = groups.iter().map(|g| format!("jump {}", ingress_chain(g))).collect();
+    rules.push("drop".into());
+    rules
 }
 
 pub(crate) fn quote(name: &str) -> String {

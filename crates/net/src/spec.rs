@@ -158,6 +158,20 @@ pub struct InterfaceStatus {
     pub security_groups: Vec<String>,
 }
 
+/// A load balancer's private address in a VPC: a local address of the VPC's host side (like
+/// the router and resolver), which the VPC's tasks may reach on `ports` (TCP) as far as
+/// `security_groups` allow (none: every task of the VPC may). The address counts as a member of
+/// its groups, so a target may admit "the load balancer's group"; `public_ip` is 1:1 NAT'd to
+/// it like an interface's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbAddressSpec {
+    pub vpc_id: String,
+    pub ip: Ipv4Addr,
+    pub ports: Vec<u16>,
+    pub security_groups: Vec<String>,
+    pub public_ip: Option<Ipv4Addr>,
+}
+
 /// What `cleanup` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanupReport {

@@ -18,6 +18,15 @@ pub(crate) struct State {
     /// they were ensured.
     pub member_sets: BTreeSet<String>,
     pub interfaces: BTreeMap<String, Iface>,
+    pub lb_addrs: BTreeMap<Ipv4Addr, LbAddr>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LbAddr {
+    pub vpc_id: Option<String>,
+    pub ports: BTreeSet<u16>,
+    pub groups: BTreeSet<String>,
+    pub public_ip: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +53,8 @@ impl State {
         let mut members: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
         let mut if_ip = Vec::new();
         let mut snat = BTreeMap::new();
+        let mut lb_ips = Vec::new();
+        let mut lb_ports: Vec<(Ipv4Addr, u16)> = Vec::new();
         let items = listing.get("nftables").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         for item in items {
             if let Some(set) = item.get("set") {
@@ -56,6 +67,8 @@ impl State {
                             state.vpcs.insert(id.to_string(), VpcStatus::new(table, id, cidr));
                         }
                     }
+                } else if name == "lb_addrs" {
+                    lb_ips.extend(elems.iter().filter_map(|e| as_ip(elem_parts(e).0)));
                 } else if let Some(group) = name.strip_prefix("sgm_") {
                     let group = id_from_nft_name(group);
                     state.member_sets.insert(group.clone());
@@ -72,6 +85,11 @@ impl State {
                         "if_ip" => {
                             if let (Some(link), Some(id), Some(ip)) = (key.as_str(), comment, as_ip(data)) {
                                 if_ip.push((link.to_string(), id.to_string(), ip));
+                            }
+                        }
+                        "lb_in" => {
+                            if let Some(pair) = as_ip_port(key) {
+                                lb_ports.push(pair);
                             }
                         }
                         "snat_pub" => {
@@ -102,11 +120,28 @@ impl State {
             let public_ip = snat.get(&ip).copied();
             state.interfaces.insert(id, Iface { link, vpc_id, ip, groups, public_ip });
         }
+        for ip in lb_ips {
+            let vpc_id = state.vpcs.values().find(|v| v.cidr.contains(&ip)).map(|v| v.id.clone());
+            let groups = members.iter().filter(|(_, ips)| ips.contains(&ip)).map(|(g, _)| g.clone()).collect();
+            let ports = lb_ports.iter().filter(|(a, _)| *a == ip).map(|(_, p)| *p).collect();
+            let public_ip = snat.get(&ip).copied();
+            state.lb_addrs.insert(ip, LbAddr { vpc_id, ports, groups, public_ip });
+        }
         state
     }
 
-    pub fn interface_using_group(&self, group: &str) -> Option<&str> {
-        self.interfaces.iter().find(|(_, i)| i.groups.contains(group)).map(|(id, _)| id.as_str())
+    /// An interface, or a load balancer address, that is a member of `group`.
+    pub fn interface_using_group(&self, group: &str) -> Option<String> {
+        let interface = self.interfaces.iter().find(|(_, i)| i.groups.contains(group)).map(|(id, _)| id.clone());
+        interface.or_else(|| {
+            let (ip, _) = self.lb_addrs.iter().find(|(_, a)| a.groups.contains(group))?;
+            Some(format!("load balancer address {ip}"))
+        })
+    }
+
+    /// A load balancer address in `vpc`.
+    pub fn lb_addr_in_vpc(&self, vpc: &str) -> Option<Ipv4Addr> {
+        self.lb_addrs.iter().find(|(_, a)| a.vpc_id.as_deref() == Some(vpc)).map(|(ip, _)| *ip)
     }
 
     pub fn interface_in_vpc(&self, vpc: &str) -> Option<&str> {
@@ -138,6 +173,13 @@ fn elem_parts(value: &Value) -> (&Value, Option<&str>) {
 
 fn as_ip(value: &Value) -> Option<Ipv4Addr> {
     value.as_str()?.parse().ok()
+}
+
+/// A `lb_in` key: `{"concat": ["10.0.0.5", 80]}`.
+fn as_ip_port(value: &Value) -> Option<(Ipv4Addr, u16)> {
+    let parts = value.get("concat")?.as_array()?;
+    let [ip, port] = parts.as_slice() else { return None };
+    Some((as_ip(ip)?, u16::try_from(port.as_u64()?).ok()?))
 }
 
 fn as_net(value: &Value) -> Option<Ipv4Net> {
@@ -175,9 +217,13 @@ mod tests {
             {"set": {"name": "sgm_sg_a", "elem": ["10.1.0.5"]}},
             {"set": {"name": "sgm_sg_b"}},
             {"map": {"name": "if_ip", "elem": [[{"elem": {"val": "fl00000001", "comment": "eni-1"}}, "10.1.0.5"]]}},
-            {"map": {"name": "snat_pub", "elem": [["10.1.0.5", "198.18.0.7"]]}},
+            {"map": {"name": "snat_pub", "elem": [["10.1.0.5", "198.18.0.7"], ["10.1.0.9", "198.18.0.8"]]}},
+            {"set": {"name": "lb_addrs", "elem": ["10.1.0.9"]}},
+            {"set": {"name": "sgm_sg_c", "elem": ["10.1.0.9"]}},
+            {"map": {"name": "lb_in", "elem": [[{"concat": ["10.1.0.9", 80]}, {"jump": {"target": "lb_10_1_0_9"}}], [{"concat": ["10.1.0.9", 443]}, {"jump": {"target": "lb_10_1_0_9"}}]]}},
             {"chain": {"name": "sgi_sg_a"}},
             {"chain": {"name": "sge_sg_a"}},
+            {"chain": {"name": "sgi_sg_c"}},
             {"rule": {"chain": "sgi_sg_a", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@sgm_sg_b"}}, {"accept": null}]}}
         ]}"#,
         )
@@ -192,5 +238,11 @@ mod tests {
         assert!(state.groups["sg-a"].peers.contains("sg-b"));
         assert_eq!(state.group_referencing("sg-b"), Some("sg-a"));
         assert!(state.orphan_member_sets().is_empty());
+        let lb = &state.lb_addrs[&"10.1.0.9".parse().unwrap()];
+        assert_eq!(lb.vpc_id.as_deref(), Some("vpc-1"));
+        assert_eq!(lb.ports.iter().copied().collect::<Vec<_>>(), vec![80, 443]);
+        assert_eq!(lb.groups.iter().collect::<Vec<_>>(), vec!["sg-c"]);
+        assert_eq!(lb.public_ip, Some("198.18.0.8".parse().unwrap()));
+        assert_eq!(state.interface_using_group("sg-c").as_deref(), Some("load balancer address 10.1.0.9"));
     }
 }

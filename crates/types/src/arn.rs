@@ -119,6 +119,33 @@ impl Identity {
         self.servicediscovery("service", id)
     }
 
+    /// An Elastic Load Balancing v2 resource: `loadbalancer/app/<name>/<id>`, `targetgroup/...`.
+    fn elbv2(&self, resource: fmt::Arguments<'_>) -> String {
+        self.regional("elasticloadbalancing", resource)
+    }
+
+    /// A load balancer; `kind` is `app` (application) or `net` (network).
+    pub fn load_balancer(&self, kind: &str, name: &str, id: &str) -> String {
+        self.elbv2(format_args!("loadbalancer/{kind}/{name}/{id}"))
+    }
+
+    pub fn target_group(&self, name: &str, id: &str) -> String {
+        self.elbv2(format_args!("targetgroup/{name}/{id}"))
+    }
+
+    pub fn listener(&self, kind: &str, lb_name: &str, lb_id: &str, id: &str) -> String {
+        self.elbv2(format_args!("listener/{kind}/{lb_name}/{lb_id}/{id}"))
+    }
+
+    pub fn listener_rule(&self, kind: &str, lb_name: &str, lb_id: &str, listener_id: &str, id: &str) -> String {
+        self.elbv2(format_args!("listener-rule/{kind}/{lb_name}/{lb_id}/{listener_id}/{id}"))
+    }
+
+    /// An ACM certificate; `id` is a UUID.
+    pub fn acm_certificate(&self, id: &str) -> String {
+        self.regional("acm", format_args!("certificate/{id}"))
+    }
+
     /// The account's root user: who registers task definitions here (IAM is global, so no region).
     pub fn iam_root(&self) -> String {
         format!("arn:aws:iam::{}:root", self.account)
@@ -250,6 +277,16 @@ mod tests {
             (id.secret("prod/db", "AbCdEf"), format!("arn:aws:secretsmanager:{base}:secret:prod/db-AbCdEf")),
             (id.servicediscovery_namespace("ns-1"), format!("arn:aws:servicediscovery:{base}:namespace/ns-1")),
             (id.servicediscovery_service("srv-1"), format!("arn:aws:servicediscovery:{base}:service/srv-1")),
+            (
+                id.load_balancer("app", "web", "0123456789abcdef"),
+                format!("arn:aws:elasticloadbalancing:{base}:loadbalancer/app/web/0123456789abcdef"),
+            ),
+            (id.target_group("tg", "1"), format!("arn:aws:elasticloadbalancing:{base}:targetgroup/tg/1")),
+            (id.listener("net", "web", "2", "3"), format!("arn:aws:elasticloadbalancing:{base}:listener/net/web/2/3")),
+            (
+                id.listener_rule("app", "web", "2", "3", "4"),
+                format!("arn:aws:elasticloadbalancing:{base}:listener-rule/app/web/2/3/4"),
+            ),
             (id.iam_root(), "arn:aws:iam::123456789012:root".to_owned()),
         ];
         for (built, expected) in cases {

@@ -13,7 +13,6 @@
 //! DeleteTags, DescribeAvailabilityZones.
 
 mod error;
-mod model;
 mod network_interfaces;
 mod query;
 mod security_groups;
@@ -31,20 +30,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use self::error::{INTERNAL_ERROR, ec2_code, status};
-use self::model::MODEL;
 use crate::error::ApiError;
+use crate::query::model::EC2 as MODEL;
 use crate::server::ApiState;
 
-/// Whether a request speaks the Query protocol (a form body and no `X-Amz-Target`).
-pub fn is_query_request(headers: &HeaderMap) -> bool {
-    let form = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-    form && !headers.contains_key("x-amz-target")
-}
-
-/// Serves one Query-protocol request.
+/// Serves one EC2 request (`crate::query::serve` routes it here).
 pub async fn serve(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
     let request_id = state.next_request_id();
     let work = async {

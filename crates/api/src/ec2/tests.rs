@@ -6,9 +6,9 @@ use std::sync::Arc;
 use flotilla_control::{Control, Identity, NetworkInterfaceSpec};
 use flotilla_store::EmbeddedStore;
 
-use super::model::MODEL;
 use super::{Ec2Request, execute, query, xml};
 use crate::error::ApiError;
+use crate::query::model::EC2 as MODEL;
 
 async fn call(control: &Control, body: &str) -> Result<String, ApiError> {
     let params = query::parse_form(body.as_bytes())?;

@@ -1,35 +1,15 @@
-//! EC2 responses as XML, written by walking the operation's output shape in the vendored
-//! model: elements are named by each member's `locationName`, lists are `<item>`s. A value
-//! the shape does not allow (an unknown member, a wrong type) is a bug in a handler and fails
-//! the request rather than reaching a client.
+//! EC2's envelopes around the shared XML writer (`query/xml.rs`): `<requestId>` first in every
+//! answer, `<return>true</return>` for actions without output, and EC2's own error document.
 
 use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::model::{Ec2Model, Shape};
-
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Not representable in XML 1.0 at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const DECLARATION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+use crate::query::model::QueryModel;
+use crate::query::xml::{DECLARATION, escape, write_members};
 
 /// `<{operation}Response xmlns=...><requestId>..</requestId>...</{operation}Response>`.
-pub(crate) fn response(model: &Ec2Model, operation: &str, request_id: &str, value: &Value) -> Result<String, String> {
+pub(crate) fn response(model: &QueryModel, operation: &str, request_id: &str, value: &Value) -> Result<String, String> {
     let root = format!("{operation}Response");
     let mut out = format!(
         "{DECLARATION}\n<{root} xmlns=\"{}/\"><requestId>{}</requestId>",
@@ -38,10 +18,7 @@ pub(crate) fn response(model: &Ec2Model, operation: &str, request_id: &str, valu
     );
     let output = model.operations.get(operation).and_then(|op| op.output.as_ref());
     match output {
-        Some(output) => {
-            let shape = model.shape(&output.shape);
-            write_members(model, shape, &output.shape, value, operation, &mut out)?;
-        }
+        Some(output) => write_members(model, &output.shape, value, operation, &mut out)?,
         // Operations without output still answer `<return>true</return>`, as EC2 does.
         None => out.push_str("<return>true</return>"),
     }
@@ -59,93 +36,12 @@ pub(crate) fn error(code: &str, message: &str, request_id: &str) -> String {
     )
 }
 
-fn write_members(
-    model: &Ec2Model,
-    shape: &Shape,
-    shape_name: &str,
-    value: &Value,
-    path: &str,
-    out: &mut String,
-) -> Result<(), String> {
-    let Value::Object(map) = value else {
-        return Err(format!("{path}: {shape_name} is a structure, the handler gave {value}"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !shape.members.contains_key(*k)) {
-        return Err(format!("{path}: {unknown} is not a member of {shape_name}"));
-    }
-    for (member, reference) in &shape.members {
-        if let Some(v) = map.get(member) {
-            if v.is_null() {
-                continue;
-            }
-            write_value(model, &reference.shape, reference.xml_name(member), v, &format!("{path}.{member}"), out)?;
-        }
-    }
-    Ok(())
-}
-
-fn write_value(
-    model: &Ec2Model,
-    shape_name: &str,
-    element: &str,
-    value: &Value,
-    path: &str,
-    out: &mut String,
-) -> Result<(), String> {
-    let shape = model.shape(shape_name);
-    let wrong = |expected: &str| format!("{path}: {shape_name} wants {expected}, the handler gave {value}");
-    match shape.kind.as_str() {
-        "structure" => {
-            let _ = write!(out, "<{element}>");
-            write_members(model, shape, shape_name, value, path, out)?;
-            let _ = write!(out, "</{element}>");
-        }
-        "list" => {
-            let Value::Array(items) = value else { return Err(wrong("a list")) };
-            let member = shape.member.as_ref().expect("list shapes have a member");
-            if items.is_empty() {
-                let _ = write!(out, "<{element}/>");
-                return Ok(());
-            }
-            let _ = write!(out, "<{element}>");
-            let item = member.location_name.as_deref().unwrap_or("member");
-            for (i, v) in items.iter().enumerate() {
-                write_value(model, &member.shape, item, v, &format!("{path}[{i}]"), out)?;
-            }
-            let _ = write!(out, "</{element}>");
-        }
-        "string" | "timestamp" | "blob" => {
-            let Value::String(s) = value else { return Err(wrong("a string")) };
-            if let Some(allowed) = &shape.enumeration
-                && !allowed.contains(s)
-            {
-                return Err(format!("{path}: '{s}' is not one of {shape_name}'s values"));
-            }
-            let _ = write!(out, "<{element}>{}</{element}>", escape(s));
-        }
-        "boolean" => {
-            let Value::Bool(b) = value else { return Err(wrong("a boolean")) };
-            let _ = write!(out, "<{element}>{b}</{element}>");
-        }
-        "integer" | "long" => {
-            let Some(n) = value.as_i64() else { return Err(wrong("an integer")) };
-            let _ = write!(out, "<{element}>{n}</{element}>");
-        }
-        "double" | "float" => {
-            let Some(n) = value.as_f64() else { return Err(wrong("a number")) };
-            let _ = write!(out, "<{element}>{n}</{element}>");
-        }
-        other => return Err(format!("{path}: cannot write a {other}")),
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::super::model::MODEL;
     use super::*;
+    use crate::query::model::EC2 as MODEL;
 
     #[test]
     fn writes_location_names_and_items() {

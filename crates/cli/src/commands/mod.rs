@@ -1,7 +1,9 @@
 //! One module per noun of the `flotilla` CLI.
 
+pub mod certificates;
 pub mod clusters;
 pub mod images;
+pub mod load_balancers;
 pub mod logs;
 pub mod services;
 pub mod task_definitions;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod ecs;
 pub mod fixture;
+pub mod http;
 
 pub const ACCESS_KEY: &str = "AKIATESTFLOTILLA0001";
 pub const SECRET_KEY: &str = "test-secret-key-for-flotilla-integration";
@@ -71,7 +73,7 @@ impl HostNetns {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

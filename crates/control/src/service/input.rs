@@ -345,6 +345,7 @@ impl Control {
             self.launch_settings(cluster, input.launch_type.as_deref(), input.capacity_provider_strategy.as_ref())?;
         self.check_network(&definition, input.network_configuration.as_ref()).await?;
         check_load_balancers(input.load_balancers.as_deref().unwrap_or_default(), &definition)?;
+        self.check_target_groups(input.load_balancers.as_deref().unwrap_or_default()).await?;
         self.check_registries(input.service_registries.as_deref().unwrap_or_default(), &definition).await?;
         Ok(Checked { definition, launch_type, strategy })
     }
@@ -398,6 +399,7 @@ impl Control {
             draining: Vec::new(),
             exec_revisions: Default::default(),
             registered: Default::default(),
+            targets: Default::default(),
             steady: false,
         };
         self.start_deployment(&mut record, now, None);
@@ -441,6 +443,9 @@ impl Control {
         self.check_network(&definition, network.as_ref()).await?;
         let load_balancers = input.load_balancers.clone().unwrap_or_else(|| s.load_balancers.clone());
         check_load_balancers(&load_balancers, &definition)?;
+        if load_balancers != s.load_balancers {
+            self.check_target_groups(&load_balancers).await?;
+        }
         let registries = input.service_registries.clone().unwrap_or_else(|| s.service_registries.clone());
         self.check_registries(&registries, &definition).await?;
 

@@ -11,6 +11,7 @@ mod model;
 mod protection;
 mod registry;
 mod scheduler;
+mod targets;
 
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
 use flotilla_types::task_definition::{TaskDefinition, TaskDefinitionStatus};

@@ -357,9 +357,25 @@ pub struct ServiceRecord {
     /// Tasks registered in Cloud Map by the scheduler: task id to Cloud Map service id.
     #[serde(default)]
     pub registered: BTreeMap<String, String>,
+    /// Tasks registered in target groups by the scheduler; a task's entry stays until every
+    /// group has drained it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<String, Vec<RegisteredTarget>>,
     /// The last pass found the service steady (one deployment, all running).
     #[serde(default)]
     pub steady: bool,
+}
+
+/// A task's address as registered in one target group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredTarget {
+    pub target_group_arn: String,
+    pub ip: std::net::Ipv4Addr,
+    pub port: u16,
+    /// Deregistered by the scheduler; the entry goes once the group no longer has it.
+    #[serde(default)]
+    pub deregistered: bool,
 }
 
 /// A task on its way out, and why.

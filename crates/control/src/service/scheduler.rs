@@ -48,6 +48,9 @@ pub struct PassSummary {
 pub(crate) struct Observed {
     kv: KeyValue,
     pub(crate) record: TaskRecord,
+    /// Healthy in every target group of its service (true for services without load
+    /// balancers); set at the start of each pass.
+    pub(crate) lb_healthy: bool,
 }
 
 impl Observed {
@@ -73,10 +76,10 @@ impl Observed {
             && (!self.has_health_checks() || self.task().health_status == Some(HealthStatus::Healthy))
     }
 
-    /// Ready, and for long enough that it did not just crash on start: what a deployment
-    /// counts as healthy (and so what lets old tasks go).
+    /// Ready, for long enough that it did not just crash on start, and healthy in its
+    /// target groups: what a deployment counts as healthy (and so what lets old tasks go).
     pub(crate) fn healthy(&self, now: Timestamp) -> bool {
-        self.ready() && self.settles_at().is_some_and(|t| t <= now)
+        self.ready() && self.lb_healthy && self.settles_at().is_some_and(|t| t <= now)
     }
 
     fn settles_at(&self) -> Option<Timestamp> {
@@ -103,7 +106,10 @@ fn task_list(ids: &[String]) -> String {
 fn failed(task: &Task) -> bool {
     match task.stop_code {
         Some(StopCode::UserInitiated) | Some(StopCode::SpotInterruption) | Some(StopCode::TerminationNotice) => false,
-        Some(StopCode::ServiceSchedulerInitiated) => task.stopped_reason.as_deref() == Some(HEALTH_REASON),
+        Some(StopCode::ServiceSchedulerInitiated) => task
+            .stopped_reason
+            .as_deref()
+            .is_some_and(|r| r == HEALTH_REASON || r.starts_with(super::targets::ELB_HEALTH_REASON)),
         _ => true,
     }
 }
@@ -180,6 +186,7 @@ impl Control {
         tokio::pin!(shutdown);
         let mut changes = self.store.watch("ecs/");
         let mut registry_changes = self.store.watch("servicediscovery/");
+        let mut target_changes = self.store.watch("elbv2/targets/");
         loop {
             let wait = match self.reconcile_services().await {
                 Ok(summary) => summary
@@ -195,12 +202,14 @@ impl Control {
                 _ = &mut shutdown => return,
                 r = changes.next() => if r.is_err() { changes = self.store.watch("ecs/") },
                 r = registry_changes.next() => if r.is_err() { registry_changes = self.store.watch("servicediscovery/") },
+                r = target_changes.next() => if r.is_err() { target_changes = self.store.watch("elbv2/targets/") },
                 _ = tokio::time::sleep(wait) => {}
             }
             // One pass answers every change already committed: a transaction that wrote a
             // hundred task records wakes the scheduler once, not a hundred times.
             drain(&mut changes, || self.store.watch("ecs/"));
             drain(&mut registry_changes, || self.store.watch("servicediscovery/"));
+            drain(&mut target_changes, || self.store.watch("elbv2/targets/"));
         }
     }
 
@@ -218,7 +227,7 @@ impl Control {
                 continue;
             };
             let cluster = record.task.cluster_name().to_owned();
-            groups.entry((cluster, name.to_owned())).or_default().push(Observed { kv, record });
+            groups.entry((cluster, name.to_owned())).or_default().push(Observed { kv, record, lb_healthy: true });
         }
         let host = self.choose_host().await?;
         // Services are independent: their passes run together, so their transactions share
@@ -258,7 +267,7 @@ impl Control {
         &self,
         mut rec: ServiceRecord,
         rev: u64,
-        tasks: Vec<Observed>,
+        mut tasks: Vec<Observed>,
         host: Option<&flotilla_host::Host>,
     ) -> Result<(usize, usize, Option<Timestamp>), ControlError> {
         let now = Timestamp::now();
@@ -277,16 +286,31 @@ impl Control {
         // Essential containers that failed their health checks: stop (a replacement follows).
         let grace = i64::from(rec.service.health_check_grace_period_seconds.unwrap_or(0)) * 1000;
         let mut out_of_service: Vec<(usize, String)> = Vec::new();
+        // What the target groups say of each task (and so whether a deployment may count it).
+        let unhealthy_in = self.target_health(&rec, &mut tasks).await?;
         for &i in &serving {
             let t = tasks[i].task();
             let in_grace = t.started_at.is_some_and(|s| now.0 - s.0 < grace);
-            if t.last_status == TaskStatus::Running && t.health_status == Some(HealthStatus::Unhealthy) && !in_grace {
+            if t.last_status != TaskStatus::Running || in_grace {
+                continue;
+            }
+            if t.health_status == Some(HealthStatus::Unhealthy) {
                 push_event(
                     &mut rec,
                     now,
                     format!("(service {name}) (task {}) failed container health checks.", tasks[i].id()),
                 );
                 out_of_service.push((i, HEALTH_REASON.to_owned()));
+            } else if let Some(group) = unhealthy_in.get(tasks[i].id()) {
+                push_event(
+                    &mut rec,
+                    now,
+                    format!(
+                        "(service {name}) (task {}) failed ELB health checks in (target-group {group}).",
+                        tasks[i].id()
+                    ),
+                );
+                out_of_service.push((i, format!("{} (target-group {group})", super::targets::ELB_HEALTH_REASON)));
             }
         }
         let serving: Vec<usize> = serving.into_iter().filter(|i| !out_of_service.iter().any(|(j, _)| j == i)).collect();
@@ -357,7 +381,7 @@ impl Control {
             } else {
                 reason
             };
-            if rec.registered.contains_key(tasks[i].id()) {
+            if rec.registered.contains_key(tasks[i].id()) || rec.targets.contains_key(tasks[i].id()) {
                 rec.draining.push(Draining { task_id: tasks[i].id().to_owned(), reason });
             } else {
                 decisions.stops.push((i, reason));
@@ -371,13 +395,15 @@ impl Control {
             );
         }
 
-        // Cloud Map: register what serves, deregister what does not, finish drains.
+        // Cloud Map and target groups: register what serves, deregister what does not, and
+        // stop a draining task once neither answers with it.
         let registered_ready = self.sync_registries(&mut rec, &tasks, &serving, &stopped_ids).await?;
+        self.sync_targets(&mut rec, &tasks, &serving, &stopped_ids).await?;
         let mut finished = Vec::new();
         for d in &rec.draining {
             match tasks.iter().position(|t| t.id() == d.task_id) {
                 Some(i) if tasks[i].live() => {
-                    if !registered_ready.contains(&d.task_id) {
+                    if !registered_ready.contains(&d.task_id) && !rec.targets.contains_key(&d.task_id) {
                         decisions.stops.push((i, d.reason.clone()));
                         finished.push(d.task_id.clone());
                     }

@@ -6,6 +6,9 @@
 //! never sees VPC B's namespaces. The zones are a cache of the store, rebuilt whenever anything
 //! under `servicediscovery/` changes, so a registration is answered as soon as it commits.
 //!
+//! Names that other parts of Flotilla own (a load balancer's `DNSName`) are handed to the
+//! server whole, per VPC ([`DnsServer::set_names`]), and answered before the namespaces.
+//!
 //! The server loop is ours (UDP and TCP over tokio); `hickory-proto` only encodes and decodes
 //! messages, which keeps the dependency small.
 
@@ -13,7 +16,7 @@ mod forward;
 mod zones;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -35,6 +38,12 @@ const MAX_IN_FLIGHT: usize = 256;
 const MAX_TCP_CONNECTIONS: usize = 64;
 /// A TCP client that sends nothing for this long is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The TTL of a [`DnsServer::set_names`] answer (ELB's own: its addresses can change).
+const NAME_TTL: u32 = 60;
+
+/// Names with their IPv4 addresses (lowercase, without the trailing dot), by the VPC that may
+/// resolve them.
+pub type VpcNames = HashMap<String, HashMap<String, Vec<Ipv4Addr>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -51,6 +60,7 @@ enum Transport {
 
 struct Shared {
     zones: RwLock<Arc<Zones>>,
+    names: RwLock<Arc<VpcNames>>,
     upstreams: Upstreams,
     /// Our own addresses, never used as upstreams (that would loop).
     bound: RwLock<Vec<SocketAddr>>,
@@ -75,7 +85,12 @@ impl DnsServer {
         // Watch first, then load: no change can fall between the two.
         let watch = store.watch(PREFIX);
         let zones = Zones::load(store.as_ref()).await?;
-        let shared = Arc::new(Shared { zones: RwLock::new(Arc::new(zones)), upstreams, bound: RwLock::default() });
+        let shared = Arc::new(Shared {
+            zones: RwLock::new(Arc::new(zones)),
+            names: RwLock::default(),
+            upstreams,
+            bound: RwLock::default(),
+        });
         let refresher = tokio::spawn(refresh(store, shared.clone(), watch));
         Ok(DnsServer { shared, listeners: Mutex::new(HashMap::new()), refresher })
     }
@@ -127,6 +142,19 @@ impl DnsServer {
         self.shared.bound.write().expect("bound lock").push(local);
         tracing::debug!(%local, vpc = vpc_id, "serving VPC DNS");
         Ok(local)
+    }
+
+    /// Replaces the names answered outside Cloud Map's namespaces (load balancers' `DNSName`s):
+    /// each VPC's resolver answers its own with A records, and nothing else for them.
+    pub fn set_names(&self, names: VpcNames) {
+        let names = names
+            .into_iter()
+            .map(|(vpc, names)| {
+                let names = names.into_iter().map(|(n, ips)| (n.trim_end_matches('.').to_ascii_lowercase(), ips));
+                (vpc, names.collect())
+            })
+            .collect();
+        *self.shared.names.write().expect("names lock") = Arc::new(names);
     }
 
     /// Stops listening on `addr`; false if nothing listened there.
@@ -279,6 +307,10 @@ impl Shared {
         if request.queries.len() != 1 {
             return error_reply(query, ResponseCode::FormErr);
         }
+        let names = self.names.read().expect("names lock").clone();
+        if let Some(response) = answer_name(&names, vpc, &request) {
+            return response.to_vec().ok();
+        }
         let zones = self.zones.read().expect("zones lock").clone();
         if let Some(response) = zones.answer(vpc, &request) {
             let bytes = response.to_vec().ok()?;
@@ -296,6 +328,30 @@ impl Shared {
         };
         relayed.or_else(|| error_reply(query, ResponseCode::ServFail))
     }
+}
+
+/// The answer for a name given to [`DnsServer::set_names`], or `None` when it is not one of
+/// `vpc`'s.
+fn answer_name(names: &VpcNames, vpc: &str, request: &Message) -> Option<Message> {
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+    let query = request.queries.first()?;
+    if query.query_class() != DNSClass::IN {
+        return None;
+    }
+    let qname = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    let ips = names.get(vpc)?.get(&qname)?;
+    let mut response = Message::response(request.id, request.op_code);
+    response.metadata.authoritative = true;
+    response.metadata.recursion_desired = request.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_query(query.clone());
+    if matches!(query.query_type(), RecordType::A | RecordType::ANY) {
+        for ip in ips {
+            response.add_answer(Record::from_rdata(query.name().clone(), NAME_TTL, RData::A(A(*ip))));
+        }
+    }
+    Some(response)
 }
 
 /// A reply with only the header (id, opcode, RD copied) and the question, and `code`.
