@@ -7,7 +7,8 @@ mod common;
 
 use std::process::Output;
 
-use common::ecs::{default_vpc, zone_subnets};
+use common::ecs::default_vpc;
+use common::elb::{import_certificate, self_signed, two_subnets};
 use common::{Server, free_port};
 use serde_json::{Value, json};
 
@@ -40,7 +41,7 @@ fn json_out(server: &Server, args: &[&str]) -> Value {
 }
 
 fn load_balancer(server: &Server, name: &str, kind: &str, scheme: &str) -> Value {
-    let subnets: Vec<String> = zone_subnets(server).into_iter().take(2).map(|(_, s)| s).collect();
+    let subnets = two_subnets(server);
     let mut args = vec!["elbv2", "create-load-balancer", "--name", name, "--type", kind, "--scheme", scheme];
     args.push("--subnets");
     args.extend(subnets.iter().map(String::as_str));
@@ -71,29 +72,8 @@ fn forward(target_group: &str) -> Value {
 
 /// A self-signed certificate for `name` imported into ACM; its ARN.
 fn imported_certificate(server: &Server, dir: &std::path::Path, name: &str) -> String {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
-        .arg(format!("/CN={name}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{name}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(status.success());
-    let imported = server.aws_json(&[
-        "acm",
-        "import-certificate",
-        "--certificate",
-        &format!("fileb://{}", cert.display()),
-        "--private-key",
-        &format!("fileb://{}", key.display()),
-    ]);
-    imported["CertificateArn"].as_str().unwrap().to_owned()
+    let (cert, key) = self_signed(dir, name);
+    import_certificate(server, &cert, &key)
 }
 
 #[test]

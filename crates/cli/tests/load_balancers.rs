@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::ecs::{SETTLE, default_vpc, live_tasks, steady, wait_service, zone_subnets};
+use common::ecs::{SETTLE, default_vpc, live_tasks, steady, wait_service};
+use common::elb::{import_certificate, self_signed, two_subnets, vpc_group};
 use common::fixture::Fixture;
 use common::http::get;
 use common::{Server, free_port, private_ip, wait_for};
@@ -53,42 +54,9 @@ fn web_task_definition(f: &Fixture, family: &str, version: &str) -> String {
     f.register(family, json!([container]), json!({}))
 }
 
-/// A security group of the default VPC admitting TCP `ports` from the VPC (where the load
-/// balancer's addresses are).
-fn vpc_group(server: &Server, name: &str, ports: &[u16]) -> String {
-    let vpc = default_vpc(server);
-    let group = server.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        name,
-        "--description",
-        name,
-        "--vpc-id",
-        &vpc,
-    ]);
-    let group = group["GroupId"].as_str().unwrap().to_owned();
-    for port in ports {
-        let port = port.to_string();
-        server.aws_json(&[
-            "ec2",
-            "authorize-security-group-ingress",
-            "--group-id",
-            &group,
-            "--protocol",
-            "tcp",
-            "--port",
-            &port,
-            "--cidr",
-            "172.31.0.0/16",
-        ]);
-    }
-    group
-}
-
 /// An internet-facing load balancer of `kind` over the first two default subnets.
 fn load_balancer(server: &Server, name: &str, kind: &str, group: Option<&str>) -> String {
-    let subnets: Vec<String> = zone_subnets(server).into_iter().take(2).map(|(_, s)| s).collect();
+    let subnets = two_subnets(server);
     let mut args = vec!["elbv2", "create-load-balancer", "--name", name, "--type", kind, "--subnets"];
     args.extend(subnets.iter().map(String::as_str));
     if let Some(group) = group {
@@ -201,7 +169,7 @@ fn hammer(to: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) -> st
 }
 
 fn service_network(server: &Server, group: &str) -> String {
-    let subnets: Vec<String> = zone_subnets(server).into_iter().take(2).map(|(_, s)| s).collect();
+    let subnets = two_subnets(server);
     format!("awsvpcConfiguration={{subnets=[{}],securityGroups=[{group}],assignPublicIp=DISABLED}}", subnets.join(","))
 }
 
@@ -355,25 +323,6 @@ fn register(server: &Server, target_group: &str, ip: &str) {
     server.aws_json(&["elbv2", "register-targets", "--target-group-arn", target_group, "--targets", &target]);
 }
 
-/// A self-signed certificate for `name` and its key, as PEM files in `dir`.
-fn certificate(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
-        .arg(format!("/CN={name}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{name}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(status.success());
-    (cert, key)
-}
-
 #[test]
 fn rules_route_by_path_and_host_and_https_serves_an_imported_certificate() {
     let f = Fixture::new();
@@ -432,12 +381,10 @@ fn rules_route_by_path_and_host_and_https_serves_an_imported_certificate() {
     assert!(page("www.example.com", "/api/").starts_with("api api"), "path-pattern /api/* goes to the api group");
     assert!(page("admin.example.com", "/").starts_with("admin "), "host-header goes to the admin group");
     assert!(page("ADMIN.example.com", "/").starts_with("admin "), "host names compare without case");
-    let forwarded = get(front, "www.example.com", "/", &[]).unwrap();
-    assert!(forwarded.status == 200);
 
     // HTTPS with a certificate imported into ACM; a malformed one is refused.
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path(), "app.example.com");
+    let (cert, key) = self_signed(dir.path(), "app.example.com");
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
     let err = s.aws_err(&[
@@ -449,15 +396,7 @@ fn rules_route_by_path_and_host_and_https_serves_an_imported_certificate() {
         &format!("fileb://{}", key.display()),
     ]);
     assert!(err.contains("ValidationException"), "{err}");
-    let imported = s.aws_json(&[
-        "acm",
-        "import-certificate",
-        "--certificate",
-        &format!("fileb://{}", cert.display()),
-        "--private-key",
-        &format!("fileb://{}", key.display()),
-    ]);
-    let cert_arn = imported["CertificateArn"].as_str().unwrap();
+    let cert_arn = &import_certificate(s, &cert, &key);
     let tls_port = free_port();
     let certificates = format!("CertificateArn={cert_arn}");
     listener(s, &lb, "HTTPS", tls_port, &web_tg, &["--certificates", &certificates]);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod ecs;
+pub mod elb;
 pub mod fixture;
 pub mod http;
 
