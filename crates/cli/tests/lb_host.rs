@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::ecs::{SETTLE, default_vpc, zone_subnets};
+use common::ecs::{SETTLE, default_vpc};
+use common::elb::{two_subnets, vpc_group};
 use common::fixture::Fixture;
 use common::http::get;
 use common::{Server, free_port, private_ip, wait_for};
@@ -27,21 +28,7 @@ fn web_definition(f: &Fixture, name: &str) -> String {
     f.register(name, json!([container]), json!({}))
 }
 
-fn group(server: &Server, name: &str) -> String {
-    let vpc = default_vpc(server);
-    let out = server.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        name,
-        "--description",
-        name,
-        "--vpc-id",
-        &vpc,
-    ]);
-    out["GroupId"].as_str().unwrap().to_owned()
-}
-
+/// Admits TCP `port` to `group` from `from` (`--cidr X` or `--source-group Y`).
 fn allow(server: &Server, group: &str, port: u16, from: &[&str]) {
     let port = port.to_string();
     let mut args = vec!["ec2", "authorize-security-group-ingress", "--group-id", group, "--protocol", "tcp", "--port"];
@@ -60,7 +47,7 @@ fn run_task(f: &Fixture, td: &str, group: &str) -> (String, String) {
 
 /// An application load balancer over the first two default subnets; its ARN and DNS name.
 fn load_balancer(server: &Server, name: &str, scheme: &str, group: &str) -> (String, String) {
-    let subnets: Vec<String> = zone_subnets(server).into_iter().take(2).map(|(_, s)| s).collect();
+    let subnets = two_subnets(server);
     let mut args = vec!["elbv2", "create-load-balancer", "--name", name, "--scheme", scheme, "--subnets"];
     args.extend(subnets.iter().map(String::as_str));
     args.extend(["--security-groups", group]);
@@ -170,9 +157,9 @@ fn an_internet_facing_alb_serves_on_the_host_survives_a_kill_9_and_leaves_nothin
     // The load balancer admits the world on its port; the targets admit only the load
     // balancer's group, so health checks and requests must come from its addresses.
     let port = free_port();
-    let lb_group = group(s, "front");
+    let lb_group = vpc_group(s, "front", &[]);
     allow(s, &lb_group, port, &["--cidr", "0.0.0.0/0"]);
-    let target_group = group(s, "targets");
+    let target_group = vpc_group(s, "targets", &[]);
     allow(s, &target_group, 80, &["--source-group", &lb_group]);
     let td = web_definition(&f, "web");
     let (task_a, ip_a) = run_task(&f, &td, &target_group);
@@ -232,9 +219,8 @@ fn an_internet_facing_alb_serves_on_the_host_survives_a_kill_9_and_leaves_nothin
 fn an_internal_load_balancer_is_reached_from_a_task_by_its_dns_name() {
     let f = Fixture::new();
     let s = &f.server;
-    let lb_group = group(s, "internal");
-    allow(s, &lb_group, 80, &["--cidr", "172.31.0.0/16"]);
-    let target_group = group(s, "targets");
+    let lb_group = vpc_group(s, "internal", &[80]);
+    let target_group = vpc_group(s, "targets", &[]);
     allow(s, &target_group, 80, &["--source-group", &lb_group]);
     let td = web_definition(&f, "web");
     let (web, ip) = run_task(&f, &td, &target_group);
