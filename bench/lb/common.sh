@@ -39,8 +39,8 @@ awsf() {
     aws --endpoint-url "$ENDPOINT" "$@"
 }
 
-# ELB takes only private addresses as ip targets: a dummy link in the namespace carries the two
-# targets and the peers' listening address.
+# ELB takes only private addresses as ip targets: the namespace's loopback carries the two
+# targets and the peers' listening address (no dummy link: not every kernel has the module).
 NS_NET=192.168.77
 TARGET_A=$NS_NET.2:8081
 TARGET_B=$NS_NET.3:8082
@@ -52,9 +52,11 @@ PEER_IP=$NS_NET.4
 start_targets() {
   start_flotilla
   in_ns ip link set lo up
-  in_ns ip link add lbbench0 type dummy
-  for ip in "${TARGET_A%:*}" "${TARGET_B%:*}" "$PEER_IP"; do in_ns ip addr add "$ip/24" dev lbbench0; done
-  in_ns ip link set lbbench0 up
+  for ip in "${TARGET_A%:*}" "${TARGET_B%:*}" "$PEER_IP"; do in_ns ip addr add "$ip/32" dev lo; done
+  # Connections to targets off the VPC leave from the load balancer's public address (SNAT into
+  # 198.18.0.0/15); a target's reply needs a route before conntrack turns it back. A host has a
+  # default route; this bare namespace has none.
+  in_ns ip route add 198.18.0.0/15 dev lo
   head -c $((64 << 20)) /dev/zero >"$WORK/big"
   cat >"$WORK/targets.conf" <<CONF
 worker_processes 1;

@@ -12,7 +12,7 @@ import time
 
 import boto3
 
-DEADLINE_S = 120.0
+DEADLINE_S = 60.0
 
 endpoint, kind, protocol, *targets = sys.argv[1:]
 
@@ -43,7 +43,7 @@ lb = elb.create_load_balancer(**args)["LoadBalancers"][0]["LoadBalancerArn"]
 http = protocol in ("HTTP", "HTTPS")
 tg = elb.create_target_group(
     Name="bench", Protocol=protocol, Port=80, VpcId=vpc, TargetType="ip",
-    HealthCheckProtocol="HTTP" if http else "TCP", HealthCheckIntervalSeconds=5,
+    HealthCheckProtocol="HTTP" if http else "TCP", HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
     HealthyThresholdCount=2, UnhealthyThresholdCount=2,
     **({"HealthCheckPath": "/"} if http else {}))["TargetGroups"][0]["TargetGroupArn"]
 elb.register_targets(TargetGroupArn=tg, Targets=[
@@ -53,10 +53,10 @@ elb.create_listener(LoadBalancerArn=lb, Protocol=protocol, Port=port,
 
 start = time.monotonic()
 while True:
-    states = [d["TargetHealth"]["State"] for d in elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]]
-    if len(states) == len(targets) and all(s == "healthy" for s in states):
+    health = [d["TargetHealth"] for d in elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]]
+    if len(health) == len(targets) and all(h["State"] == "healthy" for h in health):
         break
     if time.monotonic() - start > DEADLINE_S:
-        sys.exit(f"targets never all healthy: {states}")
+        sys.exit(f"targets never all healthy: {health}")
     time.sleep(0.2)
 print(port, tg)
