@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Issue 11 benchmark (b): TCP through Flotilla's network load balancer data plane vs HAProxy
-# (mode tcp) vs straight to one target. Connections/s: wrk with `Connection: close` (a new
+# Issue 11 benchmark (b): TCP through a network load balancer of a real `flotilla up` (made through
+# the ELBv2 API, targets registered by IP) vs HAProxy (mode tcp) vs straight to one target. Connections/s: wrk with `Connection: close` (a new
 # connection, through the proxy and on to a target, per request). Bytes/s: wrk fetching a
 # 64 MiB file over a few connections. Rounds in rotating order, medians reported. Same two
-# nginx targets for every path.
+# nginx targets for every path, inside the server's task-network namespace; where each client
+# runs, and why that is fair: bench/lb/common.sh.
 #
 # Usage: bench/lb_tcp.sh   (env: CONNS=32 BULK_CONNS=4 THREADS=2 DURATION=10s ROUNDS=3)
 source "$(dirname "${BASH_SOURCE[0]}")/lb/common.sh"
 CONNS=${CONNS:-32} BULK_CONNS=${BULK_CONNS:-4} THREADS=${THREADS:-2} DURATION=${DURATION:-10s} ROUNDS=${ROUNDS:-3}
 
 start_targets
-start_plane network TCP 127.0.0.6 9000
+start_lb network TCP
 
 cat >"$WORK/haproxy.cfg" <<CONF
 global
@@ -23,23 +24,24 @@ defaults
   timeout client 350s
   timeout server 350s
 frontend nlb
-  bind 127.0.0.7:9000
+  bind $PEER_IP:9000
   default_backend targets
 backend targets
   balance roundrobin
   server a $TARGET_A
   server b $TARGET_B
 CONF
-haproxy -D -f "$WORK/haproxy.cfg"
-wait_port 127.0.0.7 9000
+in_ns haproxy -D -f "$WORK/haproxy.cfg"
+ns_wait_port "$PEER_IP" 9000
 
-declare -A HOST=([direct]=$TARGET_A [haproxy]=127.0.0.7:9000 [flotilla]=127.0.0.6:9000)
+declare -A HOST=([direct]=$TARGET_A [haproxy]=$PEER_IP:9000 [flotilla]=127.0.0.1:$LB_PORT)
+declare -A WHERE=([direct]=ns [haproxy]=ns [flotilla]=host)
 echo "connections/s: wrk -t$THREADS -c$CONNS -H 'Connection: close'; bytes/s: wrk -t$THREADS -c$BULK_CONNS /big (64 MiB); -d$DURATION, $ROUNDS rounds; nproc $(nproc)"
 order=(direct haproxy flotilla)
 for round in $(seq "$ROUNDS"); do
   for path in "${order[@]}"; do
-    wrk_run "conn-$path-$round" -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "Connection: close" "http://${HOST[$path]}/" | tee -a "$WORK/results"
-    wrk_run "bulk-$path-$round" -t"$THREADS" -c"$BULK_CONNS" -d"$DURATION" "http://${HOST[$path]}/big" | tee -a "$WORK/results"
+    wrk_run "conn-$path-$round" "${WHERE[$path]}" -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "Connection: close" "http://${HOST[$path]}/" | tee -a "$WORK/results"
+    wrk_run "bulk-$path-$round" "${WHERE[$path]}" -t"$THREADS" -c"$BULK_CONNS" -d"$DURATION" "http://${HOST[$path]}/big" | tee -a "$WORK/results"
   done
   order=("${order[@]:1}" "${order[0]}")
 done
@@ -57,4 +59,4 @@ for k in ("direct", "haproxy", "flotilla"):
 print(f"\nflotilla/haproxy: connections/s {m(conn['flotilla'], 0)/m(conn['haproxy'], 0):.2f}x, "
       f"bytes/s {m(bulk['flotilla'], 2)/m(bulk['haproxy'], 2):.2f}x (target >= 0.90)")
 PY
-if [ -s "$WORK/plane.err" ]; then echo "target verdicts during the run:"; cat "$WORK/plane.err"; fi
+target_verdicts
