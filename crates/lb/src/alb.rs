@@ -14,13 +14,14 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::groups::InFlight;
+use crate::h1::TargetBody;
 use crate::listeners::{Action, Conn, Forward, Route};
 use crate::rules::{self, RedirectFrom, RequestView};
-use crate::upstream::Lease;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const GROUP_COOKIE: &str = "AWSALBTG";
@@ -170,47 +171,48 @@ async fn forward(
     }
     *req.version_mut() = Version::HTTP_11;
 
-    let (mut response, lease) = match tokio::time::timeout(route.idle_timeout, target.upstream.send(req)).await {
+    let response = match tokio::time::timeout(route.idle_timeout, target.upstream.send(req)).await {
         Ok(Ok(_)) if target.is_gone() => return elb_error(StatusCode::BAD_GATEWAY),
-        Ok(Ok(sent)) => sent,
+        Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             tracing::debug!(target = %target.addr, ?error, "no response from the target");
             return elb_error(StatusCode::BAD_GATEWAY);
         }
         Err(_) => return elb_error(StatusCode::GATEWAY_TIMEOUT),
     };
+    let (mut parts, body) = response.into_parts();
 
-    let mut cookies = Vec::new();
     if new_group && let Some(lifetime) = forward.stickiness {
-        cookies.push(set_cookie(GROUP_COOKIE, &group.cookie, lifetime));
+        append_cookie(&mut parts.headers, GROUP_COOKIE, &group.cookie, lifetime);
     }
     if let Some(lifetime) = stickiness {
-        cookies.push(set_cookie(TARGET_COOKIE, &target.cookie, lifetime));
-    }
-    for value in cookies.into_iter().flatten() {
-        response.headers_mut().append(header::SET_COOKIE, value);
+        append_cookie(&mut parts.headers, TARGET_COOKIE, &target.cookie, lifetime);
     }
 
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_upgrade), Some((mut upstream, early))) = (client_upgrade, body.into_upgraded()) else {
+            return elb_error(StatusCode::BAD_GATEWAY);
+        };
         let removed = target.removed.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {
+            let Ok(client) = client_upgrade.await else {
                 return;
             };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            let mut client = TokioIo::new(client);
+            // What the target sent in the new protocol right behind its 101.
+            if !early.is_empty() && client.write_all(&early).await.is_err() {
+                return;
+            }
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
                 () = removed.cancelled() => {}
             }
         });
-        return response.map(|_| ProxyBody::Full(None));
+        return Response::from_parts(parts, ProxyBody::Full(None));
     }
-    strip_hop_by_hop(response.headers_mut());
-    response.map(|inner| ProxyBody::Upstream(UpstreamBody { inner, guard, lease: Some(lease) }))
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody { inner: body, guard }))
 }
 
 /// `X-Forwarded-For` (appended), `-Proto`, `-Port` and a trace id when the client sent none.
@@ -257,8 +259,10 @@ fn cookie<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn set_cookie(name: &str, value: &str, lifetime_s: u32) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!("{name}={value}; Max-Age={lifetime_s}; Path=/")).ok()
+fn append_cookie(headers: &mut http::HeaderMap, name: &str, value: &str, lifetime_s: u32) {
+    if let Ok(cookie) = HeaderValue::from_str(&format!("{name}={value}; Max-Age={lifetime_s}; Path=/")) {
+        headers.append(header::SET_COOKIE, cookie);
+    }
 }
 
 /// ELB's own error pages.
@@ -286,23 +290,11 @@ pub(crate) enum ProxyBody {
     Upstream(UpstreamBody),
 }
 
-/// A target's response body: keeps the request counted in flight until it is sent whole, ends
-/// (at its next frame) if the target is removed, and gives the connection back for the next
-/// request once read whole.
+/// A target's response body: keeps the request counted in flight until it is sent whole or
+/// dropped, and ends (at its next frame) if the target is removed.
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    inner: TargetBody,
     guard: InFlight,
-    lease: Option<Lease>,
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some(lease) = self.lease.take()
-        {
-            lease.give_back();
-        }
-    }
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
