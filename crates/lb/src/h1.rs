@@ -71,7 +71,8 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn new(parts: &request::Parts, body: &Incoming) -> Outgoing {
+    /// `drop`: header names not passed on; `add`: header lines (`name: value\r\n`) added.
+    pub fn new(parts: &request::Parts, body: &Incoming, drop: &[HeaderName], add: &[u8]) -> Outgoing {
         let bodyless = body.is_end_stream();
         let chunked = !bodyless && !parts.headers.contains_key(header::CONTENT_LENGTH);
         let mut head = Vec::with_capacity(512);
@@ -80,11 +81,15 @@ impl Outgoing {
         head.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in &parts.headers {
+            if drop.contains(name) {
+                continue;
+            }
             head.extend_from_slice(name.as_str().as_bytes());
             head.extend_from_slice(b": ");
             head.extend_from_slice(value.as_bytes());
             head.extend_from_slice(b"\r\n");
         }
+        head.extend_from_slice(add);
         if chunked {
             head.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }

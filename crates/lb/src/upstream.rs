@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use http::HeaderName;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use rustls::pki_types::ServerName;
@@ -51,11 +52,17 @@ impl Upstream {
         Arc::new(Upstream { sockets, addr, tls, idle: Mutex::new(VecDeque::new()) })
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one, in the
-    /// caller's task; the response body reads the connection as it is polled.
-    pub async fn send(self: &Arc<Self>, req: Request<Incoming>) -> Result<Response<TargetBody>, UpstreamError> {
+    /// Sends `req` (`Host` set; written in origin form) on an idle connection or a new one, in
+    /// the caller's task, without the headers named in `drop` and with the lines `add`; the
+    /// response body reads the connection as it is polled.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        drop: &[HeaderName],
+        add: &[u8],
+    ) -> Result<Response<TargetBody>, UpstreamError> {
         let (parts, mut body) = req.into_parts();
-        let request = Outgoing::new(&parts, &body);
+        let request = Outgoing::new(&parts, &body, drop, add);
         loop {
             let (mut conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
