@@ -2,6 +2,7 @@
 //! clients, rules, and HTTP/1.1 keep-alive to targets; upgrades (WebSocket) passed through.
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,20 +15,32 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::groups::InFlight;
+use crate::h1::TargetBody;
 use crate::listeners::{Action, Conn, Forward, Route};
 use crate::rules::{self, RedirectFrom, RequestView};
-use crate::upstream::Lease;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const GROUP_COOKIE: &str = "AWSALBTG";
 const TARGET_COOKIE: &str = "AWSALB";
 
-/// Headers that belong to one hop, never forwarded.
-const HOP_BY_HOP: [HeaderName; 6] = [
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+
+/// Client headers not passed to targets: the forwarded ones the load balancer writes itself,
+/// and (but for upgrades, which need `Connection: upgrade`) the hop-by-hop ones, which belong to
+/// one hop. Left out as the request head is written, which is cheaper than removing them from
+/// the map.
+const NOT_FORWARDED: [HeaderName; 9] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_PORT,
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -150,97 +163,88 @@ async fn forward(
 
     let upgrading = req.version() <= Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-    let headers = req.headers_mut();
-    if !upgrading {
-        strip_hop_by_hop(headers);
-    }
-    if !headers.contains_key(header::HOST)
+    if req.version() == Version::HTTP_2
+        && !req.headers().contains_key(header::HOST)
         && let Some(authority) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         req.headers_mut().insert(header::HOST, authority);
     }
-    forwarded_headers(&mut req, conn, route, scheme);
-    // Targets get origin-form (HTTP/2 clients' requests carry the scheme and authority).
-    if req.uri().scheme().is_some() {
-        let origin = req.uri().path_and_query().map_or_else(|| "/".parse(), |pq| pq.as_str().parse());
-        match origin {
-            Ok(origin) => *req.uri_mut() = origin,
-            Err(_) => return elb_error(StatusCode::BAD_REQUEST),
-        }
-    }
-    *req.version_mut() = Version::HTTP_11;
+    let add = forwarded_headers(req.headers(), conn, route, scheme);
+    let drop = if upgrading { &NOT_FORWARDED[..3] } else { &NOT_FORWARDED[..] };
 
-    let (mut response, lease) = match tokio::time::timeout(route.idle_timeout, target.upstream.send(req)).await {
+    let response = match tokio::time::timeout(route.idle_timeout, target.upstream.send(req, drop, &add)).await {
         Ok(Ok(_)) if target.is_gone() => return elb_error(StatusCode::BAD_GATEWAY),
-        Ok(Ok(sent)) => sent,
+        Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             tracing::debug!(target = %target.addr, ?error, "no response from the target");
             return elb_error(StatusCode::BAD_GATEWAY);
         }
         Err(_) => return elb_error(StatusCode::GATEWAY_TIMEOUT),
     };
+    let (mut parts, body) = response.into_parts();
 
-    let mut cookies = Vec::new();
     if new_group && let Some(lifetime) = forward.stickiness {
-        cookies.push(set_cookie(GROUP_COOKIE, &group.cookie, lifetime));
+        append_cookie(&mut parts.headers, GROUP_COOKIE, &group.cookie, lifetime);
     }
     if let Some(lifetime) = stickiness {
-        cookies.push(set_cookie(TARGET_COOKIE, &target.cookie, lifetime));
-    }
-    for value in cookies.into_iter().flatten() {
-        response.headers_mut().append(header::SET_COOKIE, value);
+        append_cookie(&mut parts.headers, TARGET_COOKIE, &target.cookie, lifetime);
     }
 
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_upgrade), Some((mut upstream, early))) = (client_upgrade, body.into_upgraded()) else {
+            return elb_error(StatusCode::BAD_GATEWAY);
+        };
         let removed = target.removed.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {
+            let Ok(client) = client_upgrade.await else {
                 return;
             };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            let mut client = TokioIo::new(client);
+            // What the target sent in the new protocol right behind its 101.
+            if !early.is_empty() && client.write_all(&early).await.is_err() {
+                return;
+            }
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
                 () = removed.cancelled() => {}
             }
         });
-        return response.map(|_| ProxyBody::Full(None));
+        return Response::from_parts(parts, ProxyBody::Full(None));
     }
-    strip_hop_by_hop(response.headers_mut());
-    response.map(|inner| ProxyBody::Upstream(UpstreamBody { inner, guard, lease: Some(lease) }))
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody { inner: body, guard }))
 }
 
-/// `X-Forwarded-For` (appended), `-Proto`, `-Port` and a trace id when the client sent none.
-fn forwarded_headers(req: &mut Request<Incoming>, conn: &Conn, route: &Route, scheme: &'static str) {
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    let headers = req.headers_mut();
-    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(before) => HeaderValue::from_str(&format!("{before}, {}", conn.peer.ip().to_canonical())).ok(),
-        None => Some(conn.peer_ip.clone()),
-    };
-    if let Some(xff) = xff {
-        headers.insert(XFF, xff);
+/// The header lines `X-Forwarded-For` (appended to), `-Proto`, `-Port` and a trace id when the
+/// client sent none; written straight into the request head.
+fn forwarded_headers(headers: &http::HeaderMap, conn: &Conn, route: &Route, scheme: &'static str) -> Vec<u8> {
+    let mut add = Vec::with_capacity(160);
+    add.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(before) = headers.get(&X_FORWARDED_FOR) {
+        add.extend_from_slice(before.as_bytes());
+        add.extend_from_slice(b", ");
     }
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(scheme));
-    headers.insert(HeaderName::from_static("x-forwarded-port"), route.port_header.clone());
-    let trace = HeaderName::from_static("x-amzn-trace-id");
-    if !headers.contains_key(&trace) {
+    add.extend_from_slice(conn.peer_ip.as_bytes());
+    add.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    add.extend_from_slice(scheme.as_bytes());
+    add.extend_from_slice(b"\r\nx-forwarded-port: ");
+    add.extend_from_slice(route.port_header.as_bytes());
+    add.extend_from_slice(b"\r\n");
+    if !headers.contains_key(&X_AMZN_TRACE_ID) {
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = rand::random::<u128>() & ((1u128 << 96) - 1);
-        if let Ok(value) = HeaderValue::from_str(&format!("Root=1-{secs:08x}-{id:024x}")) {
-            headers.insert(trace, value);
-        }
+        let _ = write!(add, "x-amzn-trace-id: Root=1-{secs:08x}-{id:024x}\r\n");
     }
+    add
 }
 
 /// Removes the headers that belong to one hop; most messages have none, so one pass over
 /// the names first instead of a lookup for each.
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        for name in &HOP_BY_HOP {
+    let hop_by_hop = &NOT_FORWARDED[3..];
+    if headers.keys().any(|name| hop_by_hop.contains(name)) {
+        for name in hop_by_hop {
             headers.remove(name);
         }
     }
@@ -257,8 +261,10 @@ fn cookie<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn set_cookie(name: &str, value: &str, lifetime_s: u32) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!("{name}={value}; Max-Age={lifetime_s}; Path=/")).ok()
+fn append_cookie(headers: &mut http::HeaderMap, name: &str, value: &str, lifetime_s: u32) {
+    if let Ok(cookie) = HeaderValue::from_str(&format!("{name}={value}; Max-Age={lifetime_s}; Path=/")) {
+        headers.append(header::SET_COOKIE, cookie);
+    }
 }
 
 /// ELB's own error pages.
@@ -286,23 +292,11 @@ pub(crate) enum ProxyBody {
     Upstream(UpstreamBody),
 }
 
-/// A target's response body: keeps the request counted in flight until it is sent whole, ends
-/// (at its next frame) if the target is removed, and gives the connection back for the next
-/// request once read whole.
+/// A target's response body: keeps the request counted in flight until it is sent whole or
+/// dropped, and ends (at its next frame) if the target is removed.
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    inner: TargetBody,
     guard: InFlight,
-    lease: Option<Lease>,
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some(lease) = self.lease.take()
-        {
-            lease.give_back();
-        }
-    }
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;

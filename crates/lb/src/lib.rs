@@ -14,6 +14,7 @@
 
 mod alb;
 mod groups;
+mod h1;
 mod health;
 mod listeners;
 mod nlb;

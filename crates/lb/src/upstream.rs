@@ -11,15 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use http::HeaderName;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::h1::{self, Connection, Outgoing, TargetBody};
 use crate::{Sockets, tls};
 
 /// How long an unused upstream connection is kept: below the usual keep-alive of servers
@@ -28,35 +28,14 @@ const POOL_IDLE: Duration = Duration::from_secs(55);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keep-alive connections to one target: idle ones wait here between requests. Dropped with
-/// the target, which closes them. Leaner than a general client (no per-request URI keying or
-/// retries): the plane knows which target each request goes to.
+/// the target, which closes them. Leaner than a general client (no per-request URI keying):
+/// the plane knows which target each request goes to.
 pub(crate) struct Upstream {
     sockets: Arc<dyn Sockets>,
     addr: SocketAddrV4,
     tls: bool,
     /// Most recently used last (taken first, so the oldest age out at the front).
-    idle: Mutex<VecDeque<(SendRequest<Incoming>, Instant)>>,
-}
-
-/// A connection lent to one request; back to the pool when its response has been read whole.
-pub(crate) struct Lease {
-    sender: SendRequest<Incoming>,
-    pool: Arc<Upstream>,
-}
-
-impl Lease {
-    pub fn give_back(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.pool.idle.lock().unwrap();
-        // Connections unused for too long are closed here, so a pool that grew in a burst
-        // shrinks again.
-        while idle.front().is_some_and(|(sender, since)| sender.is_closed() || since.elapsed() > POOL_IDLE) {
-            idle.pop_front();
-        }
-        idle.push_back((self.sender, Instant::now()));
-    }
+    idle: Mutex<VecDeque<(Connection, Instant)>>,
 }
 
 /// Why a request got no response from its target.
@@ -65,7 +44,7 @@ pub(crate) enum UpstreamError {
     #[error("cannot connect")]
     Connect(#[source] io::Error),
     #[error("the request failed")]
-    Request(#[source] hyper::Error),
+    Request(#[source] io::Error),
 }
 
 impl Upstream {
@@ -73,40 +52,71 @@ impl Upstream {
         Arc::new(Upstream { sockets, addr, tls, idle: Mutex::new(VecDeque::new()) })
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one.
-    pub async fn send(self: &Arc<Self>, req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let mut sender = match self.take_idle().await {
-            Some(sender) => sender,
-            None => self.open().await?,
-        };
-        let response = sender.send_request(req).await.map_err(UpstreamError::Request)?;
-        Ok((response, Lease { sender, pool: self.clone() }))
-    }
-
-    async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+    /// Sends `req` (`Host` set; written in origin form) on an idle connection or a new one, in
+    /// the caller's task, without the headers named in `drop` and with the lines `add`; the
+    /// response body reads the connection as it is polled.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        drop: &[HeaderName],
+        add: &[u8],
+    ) -> Result<Response<TargetBody>, UpstreamError> {
+        let (parts, mut body) = req.into_parts();
+        let request = Outgoing::new(&parts, &body, drop, add);
         loop {
-            let (mut sender, since) = self.idle.lock().unwrap().pop_back()?;
-            if sender.is_closed() || since.elapsed() > POOL_IDLE {
-                continue;
-            }
-            // Ready at once unless the connection is still finishing its last response.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            let (mut conn, reused) = match self.take_idle() {
+                Some(conn) => (conn, true),
+                None => (self.open().await?, false),
+            };
+            match h1::exchange(&mut conn, &request, &mut body).await {
+                Ok((mut parts, framing)) => {
+                    let body = TargetBody::new(conn, &mut parts, framing, self.clone());
+                    return Ok(Response::from_parts(parts, body));
+                }
+                // A kept-alive connection the target closed as it was taken: the request did
+                // not get there, so it goes again (on the next idle connection or a new one),
+                // as long as it had no body to lose and sending it twice would do no harm.
+                Err(error)
+                    if reused
+                        && request.bodyless
+                        && request.idempotent
+                        && matches!(
+                            error.kind(),
+                            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                        ) => {}
+                Err(error) => return Err(UpstreamError::Request(error)),
             }
         }
     }
 
-    async fn open(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+    /// A connection back from a response read whole.
+    pub(crate) fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap();
+        // Connections unused for too long are closed here, so a pool that grew in a burst
+        // shrinks again.
+        while idle.front().is_some_and(|(_, since)| since.elapsed() > POOL_IDLE) {
+            idle.pop_front();
+        }
+        idle.push_back((conn, Instant::now()));
+    }
+
+    fn take_idle(&self) -> Option<Connection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().unwrap().pop_back()?;
+            if since.elapsed() <= POOL_IDLE && conn.is_open() {
+                return Some(conn);
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Connection, UpstreamError> {
         let stream = connect(self.sockets.as_ref(), self.addr).await.map_err(UpstreamError::Connect)?;
         let stream = if self.tls {
             TargetStream::Tls(Box::new(tls_connect(stream, self.addr).await.map_err(UpstreamError::Connect)?))
         } else {
             TargetStream::Plain(stream)
         };
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Request)?;
-        tokio::spawn(connection.with_upgrades());
-        Ok(sender)
+        Ok(Connection::new(stream))
     }
 }
 
