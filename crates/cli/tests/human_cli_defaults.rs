@@ -3,17 +3,11 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
-use common::Server;
 use common::fixture::Fixture;
+use common::{Server, stdout};
 use serde_json::{Value, json};
-
-fn stdout(out: &Output) -> String {
-    assert!(out.status.success(), "flotilla failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn default_subnets(server: &Server) -> Vec<String> {
     let out = server.aws_json(&["ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true"]);

@@ -5,28 +5,10 @@
 
 mod common;
 
-use std::process::Output;
-
 use common::ecs::default_vpc;
 use common::elb::{import_certificate, self_signed, two_subnets};
-use common::{Server, free_port};
+use common::{Server, cells, free_port, stdout};
 use serde_json::{Value, json};
-
-fn stdout(out: &Output) -> String {
-    assert!(out.status.success(), "flotilla failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The cells of every line of a table (comfy-table's UTF-8 condensed preset: `│` borders, `┆`
-/// between cells; no colour), header first;
-/// rows wrapped onto continuation lines would show up as extra rows, which the checks catch.
-fn cells(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .filter(|l| l.starts_with('│'))
-        .map(|l| l.trim_matches('│').split(['│', '┆']).map(|c| c.trim().to_owned()).collect())
-        .collect()
-}
 
 /// The lines of `show`'s output from the title line `title` up to the next blank line.
 fn section<'a>(out: &'a str, title: &str) -> &'a str {

@@ -80,12 +80,10 @@ impl Network {
         }
         if existing.public_ip != spec.public_ip {
             if let Some(old) = existing.public_ip {
-                script.delete_element("dnat_pub", &format!("{old} : {ip}"), &old.to_string());
-                script.delete_element("snat_pub", &format!("{ip} : {old}"), &ip.to_string());
+                script.unmap_public(ip, old);
             }
             if let Some(public) = spec.public_ip {
-                script.cmd("add element", format_args!("dnat_pub {{ {public} : {ip} }}"));
-                script.cmd("add element", format_args!("snat_pub {{ {ip} : {public} }}"));
+                script.map_public(ip, public);
             }
         }
         self.nft.apply(&object, &script)?;
@@ -128,8 +126,7 @@ impl Network {
             script.delete_element(&nft::member_set(group), &ip.to_string(), &ip.to_string());
         }
         if let Some(public) = addr.public_ip {
-            script.delete_element("dnat_pub", &format!("{public} : {ip}"), &public.to_string());
-            script.delete_element("snat_pub", &format!("{ip} : {public}"), &ip.to_string());
+            script.unmap_public(ip, public);
         }
         script.delete_element("lb_addrs", &ip.to_string(), &ip.to_string());
         script.delete_chain(&chain);

@@ -372,12 +372,10 @@ impl Network {
         let old_public = existing.as_ref().and_then(|e| e.public_ip);
         if old_public != spec.public_ip {
             if let Some(old) = old_public {
-                script.delete_element("dnat_pub", &format!("{old} : {ip}"), &old.to_string());
-                script.delete_element("snat_pub", &format!("{ip} : {old}"), &ip.to_string());
+                script.unmap_public(ip, old);
             }
             if let Some(public) = spec.public_ip {
-                script.cmd("add element", format_args!("dnat_pub {{ {public} : {ip} }}"));
-                script.cmd("add element", format_args!("snat_pub {{ {ip} : {public} }}"));
+                script.map_public(ip, public);
             }
         }
         self.nft.apply(&object, &script)?;
@@ -501,8 +499,7 @@ impl Network {
             script.delete_element(&nft::member_set(group), &ip.to_string(), &ip.to_string());
         }
         if let Some(public) = iface.public_ip {
-            script.delete_element("dnat_pub", &format!("{public} : {ip}"), &public.to_string());
-            script.delete_element("snat_pub", &format!("{ip} : {public}"), &ip.to_string());
+            script.unmap_public(ip, public);
         }
         script.delete_chain(&out_chain).delete_chain(&in_chain);
         self.nft.apply(&object, &script)?;

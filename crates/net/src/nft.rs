@@ -119,6 +119,19 @@ impl Script {
         self.cmd("delete element", format_args!("{set} {{ {key} }}"))
     }
 
+    /// 1:1 NAT between a private address and its public one (tasks' interfaces and load
+    /// balancers alike).
+    pub fn map_public(&mut self, private: Ipv4Addr, public: Ipv4Addr) -> &mut Self {
+        self.cmd("add element", format_args!("dnat_pub {{ {public} : {private} }}"));
+        self.cmd("add element", format_args!("snat_pub {{ {private} : {public} }}"))
+    }
+
+    /// Undoes [`Script::map_public`].
+    pub fn unmap_public(&mut self, private: Ipv4Addr, public: Ipv4Addr) -> &mut Self {
+        self.delete_element("dnat_pub", &format!("{public} : {private}"), &public.to_string());
+        self.delete_element("snat_pub", &format!("{private} : {public}"), &private.to_string())
+    }
+
     pub fn member_set(&mut self, group: &str) -> &mut Self {
         self.cmd("add set", format_args!("{} {{ type ipv4_addr; }}", member_set(group)))
     }

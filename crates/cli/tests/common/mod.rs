@@ -78,6 +78,23 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The standard output of a `flotilla` run that must have succeeded.
+pub fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "flotilla failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The cells of every line of a table (comfy-table's UTF-8 condensed preset: `│` borders, `┆`
+/// between cells; no colour), header first;
+/// rows wrapped onto continuation lines would show up as extra rows, which the checks catch.
+pub fn cells(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .filter(|l| l.starts_with('│'))
+        .map(|l| l.trim_matches('│').split(['│', '┆']).map(|c| c.trim().to_owned()).collect())
+        .collect()
+}
+
 /// Polls `check` until it returns true or `deadline` passes.
 pub fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
