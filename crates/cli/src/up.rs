@@ -242,7 +242,7 @@ fn this_host(region: &str) -> flotilla_host::HostSpec {
         .ok()
         .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |kib| (kib / 1024) as u32);
-    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu: cpus * 1024, memory: memory_mib }
+    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu: cpus * 1024, memory: memory_mib, underlay_ip: None }
 }
 
 /// `--simulated-hosts N`: hosts `sim-1`..`sim-N` spread over three zones, each an agent over
@@ -261,6 +261,7 @@ fn simulated_agents(
                 availability_zone: format!("{region}{zone}"),
                 cpu: 4 * 1024,
                 memory: 16 * 1024,
+                underlay_ip: None,
             };
             let sandbox = flotilla_sandbox::sim::SimSandbox::new();
             let state_dir = home.dir.join("agent").join(&spec.id);

@@ -29,7 +29,7 @@ pub mod lb;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a host offers, as its agent registers it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostSpec {
     pub id: String,
@@ -38,6 +38,10 @@ pub struct HostSpec {
     pub cpu: u32,
     /// MiB tasks may reserve.
     pub memory: u32,
+    /// The host's address on the network between hosts (the underlay), which other hosts'
+    /// VPC traffic to this host's tasks is sent to. `None` for a host alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_ip: Option<Ipv4Addr>,
 }
 
 /// A registered host.
@@ -47,6 +51,9 @@ pub struct Host {
     #[serde(flatten)]
     pub spec: HostSpec,
     pub registered_at: Timestamp,
+    /// When the control plane last heard from the host's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
 }
 
 /// One task as its host must run it: declarative ("ensure this task is in this state").
@@ -382,6 +389,9 @@ pub trait HostApi: Send + Sync {
     /// Records what the host's load balancers saw of their targets (health verdicts, drained
     /// targets).
     fn report_targets(&self, reports: Vec<lb::TargetReport>) -> BoxFuture<'_, Result<(), HostApiError>>;
+    /// The agent is alive. Sent every few seconds; a host not heard from past the control
+    /// plane's grace period is lost. `NotFound` if the host is not registered (register again).
+    fn heartbeat<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>>;
 }
 
 #[cfg(test)]

@@ -174,4 +174,43 @@ pub trait Store: Send + Sync + 'static {
     fn watch(&self, prefix: &str) -> Watch;
     /// The revision of the latest committed transaction.
     async fn revision(&self) -> Result<Revision, StoreError>;
+    /// Campaigns for the singleton role `name` (the service scheduler, the host-failure
+    /// detector) as `holder`, and returns once this process holds it. Only one holder at a
+    /// time among every process sharing the store; when the holder dies its role passes to
+    /// another campaigner. The embedded store has one process, which holds every role at once.
+    async fn acquire(&self, name: &str, holder: &str) -> Result<Leadership, StoreError> {
+        let _ = (name, holder);
+        Ok(Leadership::forever())
+    }
+}
+
+/// A singleton role this process holds, until [`Leadership::lost`] resolves or it is dropped
+/// (which resigns it).
+pub struct Leadership {
+    held: tokio::sync::watch::Receiver<bool>,
+    /// Whatever keeps the role (an etcd lease's keep-alive); dropped on resignation.
+    _keeper: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Leadership {
+    /// A role held until `held` turns false; `keeper` is dropped with the leadership.
+    pub fn new(held: tokio::sync::watch::Receiver<bool>, keeper: Option<Box<dyn std::any::Any + Send + Sync>>) -> Self {
+        Leadership { held, _keeper: keeper }
+    }
+
+    /// A role nobody else can hold (one process owns the store).
+    pub fn forever() -> Leadership {
+        let (tx, held) = tokio::sync::watch::channel(true);
+        Leadership { held, _keeper: Some(Box::new(tx)) }
+    }
+
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Resolves once the role is lost (the lease expired or could not be renewed): stop
+    /// acting as its holder at once.
+    pub async fn lost(&mut self) {
+        let _ = self.held.wait_for(|held| !*held).await;
+    }
 }

@@ -390,4 +390,8 @@ impl HostApi for LocalHostApi {
     fn report_targets(&self, reports: Vec<flotilla_host::lb::TargetReport>) -> BoxFuture<'_, Result<(), HostApiError>> {
         Box::pin(super::lb::record(self.control.elb(), reports))
     }
+
+    fn heartbeat<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(async move { Ok(self.control.host_heartbeat(host_id).await?) })
+    }
 }

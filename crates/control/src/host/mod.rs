@@ -37,6 +37,7 @@ impl Control {
             let host = Host {
                 spec: spec.clone(),
                 registered_at: existing.as_ref().map(|(h, _)| h.registered_at).unwrap_or_else(Timestamp::now),
+                last_seen: Some(Timestamp::now()),
             };
             let compare = match &existing {
                 Some((_, rev)) => Compare::revision(&key, *rev),
@@ -51,6 +52,21 @@ impl Control {
             self.adopt_unassigned_tasks(&host.spec.id).await?;
         }
         Ok(host)
+    }
+
+    /// The host's agent is alive: records when it was last heard from.
+    pub async fn host_heartbeat(&self, host_id: &str) -> Result<(), ControlError> {
+        let key = host_key(host_id);
+        loop {
+            let Some((mut host, rev)) = load::<Host>(self.store.as_ref(), &key).await? else {
+                return Err(ControlError::ResourceNotFound { arn: format!("host {host_id}") });
+            };
+            host.last_seen = Some(Timestamp::now());
+            let txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&host)));
+            if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                return Ok(());
+            }
+        }
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>, ControlError> {
