@@ -90,10 +90,34 @@ impl EtcdCluster {
         }
     }
 
-    /// Starts member `i` again on its data dir (it rejoins the cluster).
+    /// Starts member `i` again on its data dir (it rejoins the cluster; [`Self::wait_healthy`]
+    /// waits for that).
     pub fn restart(&mut self, i: usize) {
         assert!(self.members[i].child.is_none(), "member {i} is running");
         self.spawn(i);
+    }
+
+    /// Waits until every running member answers a linearizable read through itself alone (it
+    /// has a leader and has caught up), e.g. before stopping another one.
+    pub async fn wait_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        for (i, endpoint) in self.endpoints().into_iter().enumerate() {
+            if !self.is_running(i) {
+                continue;
+            }
+            loop {
+                let answered = tokio::time::timeout(Duration::from_secs(2), async {
+                    let mut client = etcd_client::Client::connect([format!("http://{endpoint}")], None).await?;
+                    client.get("health", None).await
+                })
+                .await;
+                if let Ok(Ok(_)) = answered {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "etcd member {i} did not become healthy within 60 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 
     pub fn is_running(&self, i: usize) -> bool {

@@ -80,10 +80,15 @@ async fn campaign(
             return Ok(Leadership::new(held, Some(Box::new(guard))));
         }
         let current = response.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.mod_revision()),
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| (kv.mod_revision(), kv.lease())),
             _ => None,
         });
-        if let Some(revision) = current {
+        if current.is_some_and(|(_, owner)| owner == lease) {
+            // An earlier attempt of this request applied before its answer was lost.
+            tracing::info!(role = key, holder, lease, "role acquired");
+            return Ok(Leadership::new(held, Some(Box::new(guard))));
+        }
+        if let Some((revision, _)) = current {
             // Wait for the key's deletion, but look again now and then whatever the watch says,
             // and give up waiting when our own lease is in doubt.
             tokio::select! {
