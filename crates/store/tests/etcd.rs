@@ -338,3 +338,27 @@ async fn opening_an_unreachable_cluster_names_it_and_says_what_to_check() {
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_with_a_client_certificate_as_etcds_own_flags() {
+    let cluster = EtcdCluster::start_tls(1).await;
+    let tls = cluster.tls().unwrap().clone();
+    let store = flotilla_store::open(&cluster.url(), &tls).await.expect("open over TLS");
+    let mut watch = store.watch("");
+    store.txn(Txn::new().when(Compare::absent("k")).then(Op::put("k", "v"))).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, b"v");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().key(), "k");
+
+    // Without a client certificate, or without TLS at all, the cluster refuses; the error
+    // names the URL.
+    let no_cert = flotilla_store::TlsFiles { ca: tls.ca.clone(), cert: None, key: None };
+    for files in [no_cert, Default::default()] {
+        let e = flotilla_store::open(&cluster.url(), &files).await.err().expect("refused");
+        assert!(e.to_string().contains(&cluster.endpoints()[0]), "{e}");
+    }
+    // A certificate without its key is a usage error, said before dialling.
+    let half = flotilla_store::TlsFiles { key: None, ..tls };
+    let e = flotilla_store::open(&cluster.url(), &half).await.err().expect("refused");
+    let text = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+    assert!(text.contains("--key"), "{text}");
+}
