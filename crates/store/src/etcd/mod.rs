@@ -225,10 +225,16 @@ impl EtcdStore {
             })
             .collect();
         compares.push(EtcdCompare::create_revision(id_key.as_str(), CompareOp::Equal, 0));
+        // etcd refuses a key twice in one Txn; the embedded store applies ops in order, so
+        // only each key's last op decides its end state.
+        let last: std::collections::HashMap<&str, usize> =
+            txn.ops.iter().enumerate().map(|(i, op)| (op.key(), i)).collect();
         let mut ops: Vec<TxnOp> = txn
             .ops
             .iter()
-            .map(|op| match op {
+            .enumerate()
+            .filter(|(i, op)| last[op.key()] == *i)
+            .map(|(_, op)| match op {
                 Op::Put { key, value } => TxnOp::put(self.key(key), value.clone(), None),
                 Op::Delete { key } => TxnOp::delete(self.key(key), None),
             })

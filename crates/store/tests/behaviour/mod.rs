@@ -15,6 +15,7 @@ macro_rules! store_behaviour {
             $open;
             put_if_absent_then_compare_on_revision,
             failed_compare_writes_nothing_of_the_txn,
+            later_ops_on_a_key_win_within_a_txn,
             list_prefix_is_ordered_and_bounded,
             concurrent_compare_and_swap_loses_no_increment,
             watch_sees_changes_under_its_prefix_only,
@@ -69,6 +70,16 @@ pub async fn failed_compare_writes_nothing_of_the_txn(store: Arc<dyn Store>) {
     assert_eq!(store.txn(both).await.unwrap(), TxnOutcome::Conflict);
     let both = Txn::new().when(Compare::revision("x", x)).when(Compare::absent("y")).then(Op::put("y", "1"));
     assert!(matches!(store.txn(both).await.unwrap(), TxnOutcome::Committed(_)));
+}
+
+pub async fn later_ops_on_a_key_win_within_a_txn(store: Arc<dyn Store>) {
+    let txn = Txn::new().then(Op::put("a", "1")).then(Op::put("a", "2")).then(Op::put("b", "1")).then(Op::delete("b"));
+    assert!(matches!(store.txn(txn).await.unwrap(), TxnOutcome::Committed(_)));
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"2");
+    assert!(store.get("b").await.unwrap().is_none());
+    let txn = Txn::new().then(Op::delete("a")).then(Op::put("a", "3"));
+    assert!(matches!(store.txn(txn).await.unwrap(), TxnOutcome::Committed(_)));
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"3");
 }
 
 pub async fn list_prefix_is_ordered_and_bounded(store: Arc<dyn Store>) {
