@@ -171,8 +171,9 @@ impl EtcdCluster {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", &self.token])
-            // Flotilla's transactions can be larger than etcd's default of 128 operations.
-            .args(["--max-txn-ops", "10000"])
+            // Flotilla's transactions can be larger than etcd's defaults (128 operations,
+            // 1.5 MiB): a service scaling by a thousand tasks writes them in one.
+            .args(["--max-txn-ops", "10000", "--max-request-bytes", "33554432"])
             .args(["--logger", "zap", "--log-level", "warn"])
             .args(self.tls.iter().flat_map(|tls| {
                 let file = |p: &Option<PathBuf>| p.as_ref().expect("TLS file").display().to_string();

@@ -39,6 +39,9 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 pub const DEFAULT_ROLE_TTL: Duration = Duration::from_secs(5);
 /// Keys one range request returns at most; larger listings page at one revision.
 const PAGE: i64 = 1000;
+/// Largest answer read from etcd (a page of large records, a watch response carrying a big
+/// transaction): tonic's default of 4 MiB is too small for either.
+pub(crate) const MAX_MESSAGE: usize = 256 << 20;
 /// Transaction id keys live on a lease of this TTL, replaced after half of it: long enough to
 /// outlive every retry of their transaction.
 const TXN_ID_TTL: Duration = Duration::from_secs(120);
@@ -279,9 +282,9 @@ impl EtcdStore {
             }
             let key = from.clone();
             let response = self
-                .call("list", Retry::Read, |mut c| {
+                .call("list", Retry::Read, |c| {
                     let (key, get) = (key.clone(), get.clone());
-                    async move { c.get(key, Some(get)).await }
+                    async move { c.kv_client().max_decoding_message_size(MAX_MESSAGE).get(key, Some(get)).await }
                 })
                 .await?;
             if revision == 0 {
