@@ -133,7 +133,7 @@ impl TxnIds {
 /// send again (reads; writes made idempotent, see [`EtcdStore::txn`]), so all are retried
 /// within the deadline, but a write that timed out may still be applied later.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+enum Request {
     Read,
     Write,
 }
@@ -182,19 +182,19 @@ impl EtcdStore {
         format!("{}{key}", self.data)
     }
 
-    /// Runs one etcd request under the store's deadline, retrying what `retry` allows.
-    async fn call<T, F, Fut>(&self, operation: &'static str, retry: Retry, f: F) -> Result<T, StoreError>
+    /// Runs one etcd request under the store's deadline, retried in attempts (see [`call`]).
+    async fn call<T, F, Fut>(&self, operation: &'static str, request: Request, f: F) -> Result<T, StoreError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        call(&self.client, &self.options, operation, retry, f).await
+        call(&self.client, &self.options, operation, request, f).await
     }
 
     async fn current_revision(&self, operation: &'static str) -> Result<i64, StoreError> {
         let key = self.data.clone();
         let response = self
-            .call(operation, Retry::Read, |mut c| {
+            .call(operation, Request::Read, |mut c| {
                 let key = key.clone();
                 async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
             })
@@ -212,7 +212,7 @@ impl EtcdStore {
         }
         let ttl = i64::try_from(TXN_ID_TTL.as_secs()).unwrap_or(120);
         let granted = Instant::now();
-        let lease = self.call("txn", Retry::Write, |mut c| async move { c.lease_grant(ttl, None).await }).await?.id();
+        let lease = self.call("txn", Request::Write, |mut c| async move { c.lease_grant(ttl, None).await }).await?.id();
         *current = Some((lease, granted));
         Ok(lease)
     }
@@ -245,7 +245,7 @@ impl EtcdStore {
         ops.push(TxnOp::put(id_key.as_str(), [], Some(PutOptions::new().with_lease(lease))));
         let request = EtcdTxn::new().when(compares).and_then(ops).or_else([TxnOp::get(id_key.as_str(), None)]);
         let response = self
-            .call("txn", Retry::Write, |mut c| {
+            .call("txn", Request::Write, |mut c| {
                 let request = request.clone();
                 async move { c.txn(request).await }
             })
@@ -282,7 +282,7 @@ impl EtcdStore {
             }
             let key = from.clone();
             let response = self
-                .call("list", Retry::Read, |c| {
+                .call("list", Request::Read, |c| {
                     let (key, get) = (key.clone(), get.clone());
                     async move { c.kv_client().max_decoding_message_size(MAX_MESSAGE).get(key, Some(get)).await }
                 })
@@ -315,7 +315,7 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let key = self.key(key);
         let response = self
-            .call("get", Retry::Read, |mut c| {
+            .call("get", Request::Read, |mut c| {
                 let key = key.clone();
                 async move { c.get(key, None).await }
             })
@@ -396,7 +396,7 @@ async fn call<T, F, Fut>(
     client: &Client,
     options: &EtcdOptions,
     operation: &'static str,
-    retry: Retry,
+    request: Request,
     mut f: F,
 ) -> Result<T, StoreError>
 where
@@ -415,14 +415,14 @@ where
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(400));
             }
-            Ok(Err(e)) => return Err(classify(options, operation, retry, e)),
+            Ok(Err(e)) => return Err(classify(options, operation, request, e)),
             Err(_) if Instant::now() < deadline => {
                 tracing::debug!(operation, "etcd request attempt timed out; retrying")
             }
             Err(_) => {
-                let outcome = match retry {
-                    Retry::Read => "",
-                    Retry::Write => "; the write may still be applied once etcd has a quorum again",
+                let outcome = match request {
+                    Request::Read => "",
+                    Request::Write => "; the write may still be applied once etcd has a quorum again",
                 };
                 return Err(StoreError::Unavailable {
                     operation,
@@ -463,13 +463,13 @@ fn is_compacted(e: &(dyn std::error::Error + 'static)) -> bool {
     e.to_string().contains("required revision has been compacted")
 }
 
-fn classify(options: &EtcdOptions, operation: &'static str, retry: Retry, e: etcd_client::Error) -> StoreError {
+fn classify(options: &EtcdOptions, operation: &'static str, request: Request, e: etcd_client::Error) -> StoreError {
     let unavailable = matches!(e, etcd_client::Error::TransportError(_))
         || status(&e).is_some_and(|s| matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded));
     if !unavailable {
         return StoreError::Backend { operation, source: Box::new(e) };
     }
-    let outcome = if retry == Retry::Write { "; the write may or may not have been applied" } else { "" };
+    let outcome = if request == Request::Write { "; the write may or may not have been applied" } else { "" };
     StoreError::Unavailable {
         operation,
         reason: format!("etcd at {} failed: {e}{outcome}; {WHAT_TO_CHECK}", options.endpoints.join(",")),

@@ -17,7 +17,7 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{EtcdOptions, Retry, call};
+use super::{EtcdOptions, Request, call};
 use crate::{Leadership, StoreError};
 
 /// Campaigns until this process holds the role at `key`. Transient failures (no quorum) are
@@ -53,7 +53,7 @@ async fn campaign(
     let ttl_secs = i64::try_from(options.role_ttl.as_secs().max(2)).unwrap_or(5);
     let granted_at = Instant::now();
     let lease =
-        call(client, options, "acquire", Retry::Write, |mut c| async move { c.lease_grant(ttl_secs, None).await })
+        call(client, options, "acquire", Request::Write, |mut c| async move { c.lease_grant(ttl_secs, None).await })
             .await?
             .id();
     let (held_tx, mut held) = watch::channel(true);
@@ -70,7 +70,7 @@ async fn campaign(
             .when([EtcdCompare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, holder, Some(PutOptions::new().with_lease(lease)))])
             .or_else([TxnOp::get(key, None)]);
-        let response = call(client, options, "acquire", Retry::Write, |mut c| {
+        let response = call(client, options, "acquire", Request::Write, |mut c| {
             let request = request.clone();
             async move { c.txn(request).await }
         })
