@@ -4,7 +4,7 @@
 //! under `<prefix>kv/`, singleton roles under `<prefix>roles/`, transaction ids under
 //! `<prefix>txn/`. A transaction is one etcd `Txn` comparing mod-revisions (`0` means absent,
 //! as for etcd itself); its revision is etcd's. Each also writes a unique id key (leased, gone
-//! after a minute or two) and requires it absent, so sending it again after an unknown outcome
+//! after half a minute or so) and requires it absent, so sending it again after an unknown outcome
 //! (a member died with it in flight) applies it at most once and tells whether it had applied.
 //! Watchers share one etcd watch per store ([`watch`]), which resumes after a disconnect from
 //! the revision after the last one it delivered. Roles are a lease kept alive plus a key
@@ -43,8 +43,9 @@ const PAGE: i64 = 1000;
 /// transaction): tonic's default of 4 MiB is too small for either.
 pub(crate) const MAX_MESSAGE: usize = 256 << 20;
 /// Transaction id keys live on a lease of this TTL, replaced after half of it: long enough to
-/// outlive every retry of their transaction.
-const TXN_ID_TTL: Duration = Duration::from_secs(120);
+/// outlive every retry of their transaction (one deadline), short enough that the keys one
+/// lease's expiry deletes at once stay few at thousands of transactions a second.
+const TXN_ID_TTL: Duration = Duration::from_secs(30);
 
 /// Files for TLS to the etcd members, as etcd's own `--cacert`, `--cert` and `--key`. With a CA
 /// the members are dialled over `https`; a certificate and key make it mutual TLS.
@@ -210,7 +211,7 @@ impl EtcdStore {
         {
             return Ok(lease);
         }
-        let ttl = i64::try_from(TXN_ID_TTL.as_secs()).unwrap_or(120);
+        let ttl = i64::try_from(TXN_ID_TTL.as_secs()).unwrap_or(30);
         let granted = Instant::now();
         let lease = self.call("txn", Request::Write, |mut c| async move { c.lease_grant(ttl, None).await }).await?.id();
         *current = Some((lease, granted));
