@@ -362,3 +362,15 @@ async fn tls_with_a_client_certificate_as_etcds_own_flags() {
     let text = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
     assert!(text.contains("--key"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_whose_key_an_operator_deletes_is_lost_at_once() {
+    let cluster = EtcdCluster::start(1).await;
+    let store = cluster.store().await.unwrap();
+    let mut role = store.acquire("scheduler", "me").await.unwrap();
+    let mut raw = etcd_client::Client::connect(cluster.endpoints(), None).await.unwrap();
+    let deleted = raw.delete("flotilla/roles/scheduler", None).await.unwrap();
+    assert_eq!(deleted.deleted(), 1, "the role key lives where ARCHITECTURE.md says");
+    tokio::time::timeout(Duration::from_secs(2), role.lost()).await.expect("the holder notices");
+    assert!(!role.is_held());
+}

@@ -57,8 +57,9 @@ async fn campaign(
             .await?
             .id();
     let (held_tx, mut held) = watch::channel(true);
-    let keeper = tokio::spawn(keep_alive(client.clone(), options.clone(), lease, granted_at, held_tx));
-    let guard = LeaseGuard { keeper, client: client.clone(), deadline: options.deadline, lease };
+    let held_tx = Arc::new(held_tx);
+    let keeper = tokio::spawn(keep_alive(client.clone(), options.clone(), lease, granted_at, held_tx.clone()));
+    let mut guard = LeaseGuard { tasks: vec![keeper], client: client.clone(), deadline: options.deadline, lease };
     loop {
         if !*held.borrow() {
             return Err(StoreError::Unavailable {
@@ -75,17 +76,19 @@ async fn campaign(
             async move { c.txn(request).await }
         })
         .await?;
-        if response.succeeded() {
-            tracing::info!(role = key, holder, lease, "role acquired");
-            return Ok(Leadership::new(held, Some(Box::new(guard))));
-        }
         let current = response.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Get(get) => get.kvs().first().map(|kv| (kv.mod_revision(), kv.lease())),
             _ => None,
         });
-        if current.is_some_and(|(_, owner)| owner == lease) {
+        let written = match current {
+            _ if response.succeeded() => response.header().map(|h| h.revision()),
             // An earlier attempt of this request applied before its answer was lost.
+            Some((revision, owner)) if owner == lease => Some(revision),
+            _ => None,
+        };
+        if let Some(revision) = written {
             tracing::info!(role = key, holder, lease, "role acquired");
+            guard.tasks.push(tokio::spawn(watch_key(client.clone(), key.to_owned(), revision + 1, lease, held_tx)));
             return Ok(Leadership::new(held, Some(Box::new(guard))));
         }
         if let Some((revision, _)) = current {
@@ -114,6 +117,32 @@ async fn deleted(client: &Client, key: &str, from: i64) {
     }
 }
 
+/// Turns `held` false if the role's key is deleted or written by anyone else (an operator's
+/// `etcdctl del`): the role is then no longer this holder's, whatever its lease says.
+async fn watch_key(client: Client, key: String, mut from: i64, lease: i64, held: Arc<watch::Sender<bool>>) {
+    loop {
+        if let Ok(mut stream) =
+            client.watch_client().watch(key.as_str(), Some(WatchOptions::new().with_start_revision(from))).await
+        {
+            while let Ok(Some(response)) = stream.message().await {
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    from = from.max(kv.mod_revision() + 1);
+                    if event.event_type() == EventType::Delete || kv.lease() != lease {
+                        tracing::warn!(role = key, "role key deleted or taken over; the role is lost");
+                        let _ = held.send(false);
+                        return;
+                    }
+                }
+                if response.canceled() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Renews the lease every third of its TTL; turns `held` false once the last acknowledged
 /// renewal is too old to be sure etcd still has the lease, or etcd says it is gone.
 async fn keep_alive(
@@ -121,7 +150,7 @@ async fn keep_alive(
     options: Arc<EtcdOptions>,
     lease: i64,
     granted_at: Instant,
-    held: watch::Sender<bool>,
+    held: Arc<watch::Sender<bool>>,
 ) {
     let ttl = options.role_ttl;
     let margin = ttl / 5;
@@ -171,7 +200,8 @@ async fn keep_alive(
 /// Keeps the lease alive while the role is held; dropping it stops the renewals and revokes
 /// the lease, which deletes the role's key and wakes the other campaigners.
 struct LeaseGuard {
-    keeper: tokio::task::JoinHandle<()>,
+    /// The lease's renewals and the role key's watch.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     client: Client,
     deadline: Duration,
     lease: i64,
@@ -179,7 +209,9 @@ struct LeaseGuard {
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.keeper.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         let (mut client, deadline, lease) = (self.client.clone(), self.deadline, self.lease);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
