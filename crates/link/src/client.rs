@@ -15,7 +15,7 @@ use std::time::Duration;
 use flotilla_host::lb::{LbSnapshot, LbWatch, TargetReport};
 use flotilla_host::{
     AssignmentEvent, AssignmentWatch, BoxFuture, Events, Host, HostApi, HostApiError, HostSpec, InterfaceLease,
-    NetworkChanged, NetworkWatch, TaskReport, TaskSecrets, VpcView,
+    LogEvent, NetworkChanged, NetworkWatch, TaskReport, TaskSecrets, VpcView,
 };
 use flotilla_types::task::{AwsvpcConfiguration, Task};
 use serde::de::DeserializeOwned;
@@ -62,6 +62,8 @@ pub enum LinkStatus {
 struct Pending {
     call: Call,
     reply: oneshot::Sender<Result<Value, HostApiError>>,
+    /// Sent on a connection (which may have been lost since).
+    sent: bool,
 }
 
 /// Where a watch's events go: decoded by the reader, which must never wait on the agent.
@@ -201,10 +203,11 @@ impl Shared {
         let (reply, answer) = oneshot::channel();
         {
             let mut state = self.state.lock().expect("link state poisoned");
-            if let Some(out) = &state.out {
-                let _ = out.send(AgentFrame::Call { id, call: call.clone() });
-            }
-            state.pending.insert(id, Pending { call, reply });
+            let sent = match &state.out {
+                Some(out) => out.send(AgentFrame::Call { id, call: call.clone() }).is_ok(),
+                None => false,
+            };
+            state.pending.insert(id, Pending { call, reply, sent });
         }
         let _forget = Forget(self, id);
         let mut status = self.status.subscribe();
@@ -236,8 +239,9 @@ impl Shared {
                 let _ = sink.send(Ok(NetworkChanged));
             }
         }
-        for (id, pending) in &state.pending {
+        for (id, pending) in &mut state.pending {
             let _ = out.send(AgentFrame::Call { id: *id, call: pending.call.clone() });
+            pending.sent = true;
         }
         state.out = Some(out);
         drop(state);
@@ -245,7 +249,20 @@ impl Shared {
     }
 
     fn detach(&self, reason: String) {
-        self.state.lock().expect("link state poisoned").out = None;
+        let mut state = self.state.lock().expect("link state poisoned");
+        state.out = None;
+        // A call sent on the lost connection that may not be repeated fails now (its caller
+        // retries knowing it may have been applied); the others are sent again on the next.
+        let unrepeatable: Vec<u64> =
+            state.pending.iter().filter(|(_, p)| p.sent && !p.call.repeatable()).map(|(id, _)| *id).collect();
+        for id in unrepeatable {
+            if let Some(p) = state.pending.remove(&id) {
+                let _ = p.reply.send(Err(HostApiError::Unavailable {
+                    reason: format!("the connection was lost before the server answered: {reason}"),
+                }));
+            }
+        }
+        drop(state);
         self.status.send_modify(|status| {
             if matches!(status, LinkStatus::Connected { .. }) {
                 *status = LinkStatus::Down { since: Instant::now(), reason };
@@ -503,5 +520,18 @@ impl HostApi for RemoteHostApi {
 
     fn heartbeat<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>> {
         Box::pin(self.call(Call::Heartbeat { host_id: host_id.to_owned() }))
+    }
+
+    fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(self.call(Call::EnsureLogGroup { group: group.to_owned(), create }))
+    }
+
+    fn put_logs<'a>(
+        &'a self,
+        group: &'a str,
+        stream: &'a str,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(self.call(Call::PutLogs { group: group.to_owned(), stream: stream.to_owned(), events }))
     }
 }

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut};
 use flotilla_host::lb::TargetReport;
-use flotilla_host::{HostApiError, HostSpec, TaskReport};
+use flotilla_host::{HostApiError, HostSpec, LogEvent, TaskReport};
 use flotilla_types::task::AwsvpcConfiguration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -53,9 +53,17 @@ pub enum Call {
     TaskSecrets { task_arn: String },
     ReportTargets { reports: Vec<TargetReport> },
     Heartbeat { host_id: String },
+    EnsureLogGroup { group: String, create: bool },
+    PutLogs { group: String, stream: String, events: Vec<LogEvent> },
 }
 
 impl Call {
+    /// Whether the call may be sent again after a connection was lost before its answer
+    /// came. Everything is, but appending logs: the first may have been stored.
+    pub(crate) fn repeatable(&self) -> bool {
+        !matches!(self, Call::PutLogs { .. })
+    }
+
     /// The host the call acts for, when it names one: it must be the authenticated host.
     pub(crate) fn host_id(&self) -> Option<&str> {
         match self {

@@ -261,6 +261,8 @@ async fn answer(host: &dyn HostApi, call: Call) -> Result<Value, HostApiError> {
         Call::TaskSecrets { task_arn } => json(host.task_secrets(&task_arn).await),
         Call::ReportTargets { reports } => json(host.report_targets(reports).await),
         Call::Heartbeat { host_id } => json(host.heartbeat(&host_id).await),
+        Call::EnsureLogGroup { group, create } => json(host.ensure_log_group(&group, create).await),
+        Call::PutLogs { group, stream, events } => json(host.put_logs(&group, &stream, events).await),
     }
 }
 

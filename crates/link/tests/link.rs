@@ -11,7 +11,7 @@ use std::time::Duration;
 use flotilla_host::lb::{LbSnapshot, LbWatch, TargetObservation, TargetReport};
 use flotilla_host::{
     Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, Host, HostApi, HostApiError, HostSpec,
-    InterfaceLease, NetworkChanged, NetworkWatch, TaskReport, TaskSecrets, VpcView,
+    InterfaceLease, LogEvent, NetworkChanged, NetworkWatch, TaskReport, TaskSecrets, VpcView,
 };
 use flotilla_link::{AuthError, HostAuth, LinkServer, LinkStatus, RemoteHostApi};
 use flotilla_types::Timestamp;
@@ -63,6 +63,10 @@ struct Recorded {
     reports: Vec<TaskReport>,
     heartbeats: u32,
     targets: Vec<TargetReport>,
+    /// (group, create) of every log group checked.
+    groups: Vec<(String, bool)>,
+    /// (group, stream, events) of every batch of logs received.
+    logs: Vec<(String, String, Vec<LogEvent>)>,
 }
 
 struct Fake {
@@ -220,6 +224,34 @@ impl HostApi for Fake {
     fn heartbeat<'a>(&'a self, _host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>> {
         Box::pin(async move {
             self.recorded.lock().unwrap().heartbeats += 1;
+            Ok(())
+        })
+    }
+
+    fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(async move {
+            self.recorded.lock().unwrap().groups.push((group.to_owned(), create));
+            match create || group == "/ecs/existing" {
+                true => Ok(()),
+                false => {
+                    Err(HostApiError::Refused { reason: format!("The specified log group does not exist: {group}") })
+                }
+            }
+        })
+    }
+
+    fn put_logs<'a>(
+        &'a self,
+        group: &'a str,
+        stream: &'a str,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(async move {
+            self.recorded.lock().unwrap().logs.push((group.to_owned(), stream.to_owned(), events));
+            // A server that takes its time: the connection is cut before it answers.
+            if group == "/ecs/slow" {
+                std::future::pending::<()>().await;
+            }
             Ok(())
         })
     }
@@ -400,11 +432,21 @@ async fn every_call_round_trips() {
     };
     api.report_targets(vec![target.clone()]).await.unwrap();
     api.heartbeat(HOST).await.unwrap();
+    api.ensure_log_group("/ecs/new", true).await.unwrap();
+    match api.ensure_log_group("/ecs/missing", false).await {
+        Err(HostApiError::Refused { reason }) => assert!(reason.contains("/ecs/missing"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let events =
+        vec![LogEvent { timestamp: 1, message: "hello".into() }, LogEvent { timestamp: 2, message: "é\n\"x\"".into() }];
+    api.put_logs("/ecs/new", "ecs/web/1", events.clone()).await.unwrap();
     {
         let r = served.fake.recorded.lock().unwrap();
         assert_eq!(r.targets, vec![target]);
         assert_eq!(r.heartbeats, 1);
         assert_eq!(r.reports.len(), 2);
+        assert_eq!(r.groups, vec![("/ecs/new".to_owned(), true), ("/ecs/missing".to_owned(), false)]);
+        assert_eq!(r.logs, vec![("/ecs/new".to_owned(), "ecs/web/1".to_owned(), events)]);
     }
 
     let mut lbs = api.load_balancers(HOST);
@@ -479,6 +521,27 @@ async fn a_cut_connection_resumes_the_assignment_stream_from_the_newest_revision
     assert!(assignments.try_next().is_none(), "nothing is told twice");
     let reports = served.fake.recorded.lock().unwrap().reports.len();
     assert_eq!(reports, 1, "the report was recorded once");
+
+    // Logs appended when the connection is lost are not sent again (they may be stored):
+    // the agent is told, and ships them again from its own offset.
+    let slow = api.put_logs("/ecs/slow", "s", vec![LogEvent { timestamp: 1, message: "once".into() }]);
+    tokio::pin!(slow);
+    let server_has_it = || served.fake.recorded.lock().unwrap().logs.len() == 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server_has_it() {
+        assert!(Instant::now() < deadline, "the server never received the logs");
+        if let Ok(r) = timeout(Duration::from_millis(20), &mut slow).await {
+            panic!("answered before the cut: {r:?}");
+        }
+    }
+    relay.cut();
+    match timeout(Duration::from_secs(10), slow).await.expect("the call ended") {
+        Err(HostApiError::Unavailable { reason }) => assert!(reason.contains("lost"), "{reason}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    api.connected(Duration::from_secs(10)).await.expect("connected again");
+    api.heartbeat(HOST).await.unwrap();
+    assert_eq!(served.fake.recorded.lock().unwrap().logs.len(), 1, "not sent again");
 }
 
 #[tokio::test]

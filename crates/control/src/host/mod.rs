@@ -4,7 +4,9 @@
 mod lb;
 mod local;
 mod report;
+mod roster;
 mod secrets;
+mod tokens;
 
 use flotilla_host::{Host, HostSpec, TaskReport};
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
@@ -12,6 +14,7 @@ use flotilla_types::task::{Task, TaskStatus};
 use flotilla_types::{Arn, ResourceKind, Timestamp};
 
 pub use local::LocalHostApi;
+pub use roster::HostSummary;
 
 use crate::record::{decode, encode, load, task_key};
 use crate::task::TaskRecord;
