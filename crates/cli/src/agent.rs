@@ -8,8 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use std::collections::HashMap;
+
+use flotilla_discovery::PREFIX;
+use flotilla_host::discovery::DiscoverySnapshot;
+use flotilla_host::{HostApi, HostApiError};
 use flotilla_link::{LinkStatus, RemoteHostApi};
-use flotilla_store::EmbeddedStore;
+use flotilla_store::{EmbeddedStore, Op, Store, Txn};
 
 use crate::home::Home;
 use crate::plane::shutdown_signal;
@@ -58,14 +63,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     spec.cpu = (f64::from(spec.cpu) * opts.overcommit_cpu) as u32;
     spec.memory = (f64::from(spec.memory) * opts.overcommit_memory) as u32;
     // Cloud Map's records are in the servers' store, which agents never open: the VPC
-    // resolvers of a remote host answer from an empty local one (and relay the rest).
-    let dns_path = home.dir.join("dns.redb");
-    let dns_store = EmbeddedStore::open(&dns_path)
-        .with_context(|| format!("cannot open {}; is another agent using this --data-dir?", dns_path.display()))?;
+    // resolvers answer from a local replica that the host API keeps current.
+    let dns_path = home.dir.join("service-discovery.redb");
+    let replica: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&dns_path)
+            .with_context(|| format!("cannot open {}; is another agent using this --data-dir?", dns_path.display()))?,
+    );
+    let mirror = tokio::spawn(mirror_service_discovery(remote.clone(), replica.clone()));
     let setup = AgentSetup {
         region,
         spec,
-        dns_store: Arc::new(dns_store),
+        dns_store: replica,
         net_namespace: opts.net_namespace,
         lb_address: opts.lb_address,
         image_options,
@@ -73,7 +81,56 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let agent = start_agent(&home, remote.clone(), setup).await?;
     println!("Flotilla agent for host {} ({}) following {}", opts.host_id, opts.zone, opts.servers.join(", "));
     agent.run(shutdown_signal()).await;
+    mirror.abort();
     println!("Flotilla agent stopped; its tasks keep running and the next agent adopts them.");
+    Ok(())
+}
+
+/// Keeps `replica` equal to the servers' Cloud Map records.
+async fn mirror_service_discovery(host: Arc<RemoteHostApi>, replica: Arc<dyn Store>) {
+    let mut snapshots = host.service_discovery();
+    loop {
+        match snapshots.next().await {
+            Ok(snapshot) => {
+                if let Err(e) = replace(replica.as_ref(), snapshot).await {
+                    tracing::warn!(error = %e, "cannot update the Cloud Map replica; the next change retries");
+                }
+            }
+            Err(HostApiError::Closed) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                snapshots = host.service_discovery();
+            }
+            Err(e) => tracing::warn!(error = %e, "Cloud Map records"),
+        }
+    }
+}
+
+/// Makes the replica hold exactly `snapshot` (records outside Cloud Map's prefix are ignored),
+/// in one transaction.
+async fn replace(replica: &dyn Store, snapshot: DiscoverySnapshot) -> Result<(), flotilla_store::StoreError> {
+    let current: HashMap<String, Vec<u8>> =
+        replica.list_prefix(PREFIX).await?.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    let wanted: HashMap<&str, &str> = snapshot
+        .records
+        .iter()
+        .filter(|r| r.key.starts_with(PREFIX))
+        .map(|r| (r.key.as_str(), r.value.as_str()))
+        .collect();
+    let mut txn = Txn::new();
+    let mut changed = false;
+    for key in current.keys().filter(|k| !wanted.contains_key(k.as_str())) {
+        txn = txn.then(Op::delete(key.clone()));
+        changed = true;
+    }
+    for (key, value) in &wanted {
+        if current.get(*key).is_none_or(|v| v.as_slice() != value.as_bytes()) {
+            txn = txn.then(Op::put(*key, value.as_bytes().to_vec()));
+            changed = true;
+        }
+    }
+    if changed {
+        replica.txn(txn).await?;
+    }
     Ok(())
 }
 

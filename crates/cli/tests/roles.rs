@@ -197,7 +197,8 @@ fn a_task_runs_on_a_remote_agent_and_its_logs_stay_with_the_server() {
             "name": "app",
             "image": image,
             "essential": true,
-            "command": ["sh", "-c", "echo hello from host-a; sleep 600"],
+            // Its output, then what the VPC resolver says of a Cloud Map name, over and over.
+            "command": ["sh", "-c", "echo hello from host-a; while true; do echo \"dns:$(nslookup web.corp.local | awk '/^Name:/{n=1} n && /^Address/{print $NF}')\"; sleep 0.5; done"],
             "stopTimeout": 2,
             "logConfiguration": {"logDriver": "awslogs", "options": {
                 "awslogs-group": "/ecs/remote", "awslogs-region": "us-east-1",
@@ -229,7 +230,7 @@ fn a_task_runs_on_a_remote_agent_and_its_logs_stay_with_the_server() {
 
     // The output went through the link to the server's log store.
     let stream = format!("ecs/app/{}", task.rsplit('/').next().unwrap());
-    wait_for("the task's output in CloudWatch Logs", Duration::from_secs(60), || {
+    let output = || {
         let out = cluster.aws(&[
             "logs",
             "get-log-events",
@@ -239,8 +240,39 @@ fn a_task_runs_on_a_remote_agent_and_its_logs_stay_with_the_server() {
             &stream,
             "--start-from-head",
         ]);
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello from host-a")
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for("the task's output in CloudWatch Logs", Duration::from_secs(60), || {
+        output().contains("hello from host-a")
     });
+
+    // A Cloud Map name registered on the server is answered by the remote host's VPC resolver.
+    let vpcs = cluster.aws_json(&["ec2", "describe-vpcs", "--filters", "Name=isDefault,Values=true"]);
+    let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().unwrap().to_owned();
+    let op =
+        cluster.aws_json(&["servicediscovery", "create-private-dns-namespace", "--name", "corp.local", "--vpc", &vpc]);
+    let op_id = op["OperationId"].as_str().unwrap().to_owned();
+    let mut namespace = String::new();
+    wait_for("the namespace", Duration::from_secs(10), || {
+        let op = cluster.aws_json(&["servicediscovery", "get-operation", "--operation-id", &op_id]);
+        namespace = op["Operation"]["Targets"]["NAMESPACE"].as_str().unwrap_or_default().to_owned();
+        op["Operation"]["Status"] == "SUCCESS"
+    });
+    let dns_config = format!("NamespaceId={namespace},DnsRecords=[{{Type=A,TTL=1}}]");
+    let service =
+        cluster.aws_json(&["servicediscovery", "create-service", "--name", "web", "--dns-config", &dns_config]);
+    let service_id = service["Service"]["Id"].as_str().unwrap().to_owned();
+    cluster.aws_json(&[
+        "servicediscovery",
+        "register-instance",
+        "--service-id",
+        &service_id,
+        "--instance-id",
+        "web-1",
+        "--attributes",
+        "AWS_INSTANCE_IPV4=10.1.2.3",
+    ]);
+    wait_for("the name to resolve on host-a", Duration::from_secs(60), || output().contains("dns:10.1.2.3"));
 
     // The hosts table counts the task and what it reserves.
     let hosts = cluster.hosts();

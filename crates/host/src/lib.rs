@@ -24,6 +24,7 @@ use flotilla_types::task_definition::TaskDefinition;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub mod discovery;
 pub mod lb;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -412,6 +413,9 @@ pub trait HostApi: Send + Sync {
         stream: &'a str,
         events: Vec<LogEvent>,
     ) -> BoxFuture<'a, Result<(), HostApiError>>;
+    /// Cloud Map's records, whole, now and again after every change: what the VPC resolvers
+    /// of a host that cannot read the store answer from.
+    fn service_discovery(&self) -> discovery::DiscoveryWatch;
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flotilla_host::discovery::{DiscoverySnapshot, DiscoveryWatch};
 use flotilla_host::lb::{LbSnapshot, LbWatch, TargetReport};
 use flotilla_host::{
     AssignmentEvent, AssignmentWatch, BoxFuture, Events, Host, HostApi, HostApiError, HostSpec, InterfaceLease,
@@ -71,6 +72,7 @@ enum Sink {
     Assignments(mpsc::UnboundedSender<Result<AssignmentEvent, HostApiError>>),
     Network(mpsc::UnboundedSender<Result<NetworkChanged, HostApiError>>),
     LoadBalancers(mpsc::UnboundedSender<Result<LbSnapshot, HostApiError>>),
+    ServiceDiscovery(mpsc::UnboundedSender<Result<DiscoverySnapshot, HostApiError>>),
 }
 
 struct Following {
@@ -293,6 +295,9 @@ impl Shared {
                         let _ = sink.send(decode(event));
                     }
                     Sink::LoadBalancers(sink) => {
+                        let _ = sink.send(decode(event));
+                    }
+                    Sink::ServiceDiscovery(sink) => {
                         let _ = sink.send(decode(event));
                     }
                 }
@@ -520,6 +525,10 @@ impl HostApi for RemoteHostApi {
 
     fn heartbeat<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>> {
         Box::pin(self.call(Call::Heartbeat { host_id: host_id.to_owned() }))
+    }
+
+    fn service_discovery(&self) -> DiscoveryWatch {
+        self.follow(Watch::ServiceDiscovery, Sink::ServiceDiscovery)
     }
 
     fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>> {

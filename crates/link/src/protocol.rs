@@ -87,13 +87,14 @@ pub enum Watch {
     LoadBalancers {
         host_id: String,
     },
+    ServiceDiscovery,
 }
 
 impl Watch {
     pub(crate) fn host_id(&self) -> Option<&str> {
         match self {
             Watch::Assignments { host_id, .. } | Watch::LoadBalancers { host_id } => Some(host_id),
-            Watch::Network => None,
+            Watch::Network | Watch::ServiceDiscovery => None,
         }
     }
 }

@@ -271,6 +271,7 @@ async fn follow(host: &dyn HostApi, watch: Watch, id: u64, tx: mpsc::Sender<Resu
         Watch::Assignments { host_id, since } => forward(host.assignments(&host_id, since), id, tx).await,
         Watch::Network => forward(host.network_changes(), id, tx).await,
         Watch::LoadBalancers { host_id } => forward(host.load_balancers(&host_id), id, tx).await,
+        Watch::ServiceDiscovery => forward(host.service_discovery(), id, tx).await,
     }
 }
 

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flotilla_host::discovery::{DiscoveryRecord, DiscoverySnapshot, DiscoveryWatch};
 use flotilla_host::lb::{LbSnapshot, LbWatch, TargetObservation, TargetReport};
 use flotilla_host::{
     Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, Host, HostApi, HostApiError, HostSpec,
@@ -209,6 +210,16 @@ impl HostApi for Fake {
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             let _ = tx.send(Ok(LbSnapshot::default())).await;
+            tx.closed().await;
+        });
+        Events::new(rx)
+    }
+
+    fn service_discovery(&self) -> DiscoveryWatch {
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let record = DiscoveryRecord { key: "servicediscovery/namespaces/ns-1".into(), value: "{}".into() };
+            let _ = tx.send(Ok(DiscoverySnapshot { records: vec![record] })).await;
             tx.closed().await;
         });
         Events::new(rx)
@@ -451,6 +462,8 @@ async fn every_call_round_trips() {
 
     let mut lbs = api.load_balancers(HOST);
     assert_eq!(next(&mut lbs).await, LbSnapshot::default());
+    let mut discovery = api.service_discovery();
+    assert_eq!(next(&mut discovery).await.records[0].key, "servicediscovery/namespaces/ns-1");
     let mut network = api.network_changes();
     let mut assignments = api.assignments(HOST, None);
     match next(&mut assignments).await {

@@ -442,6 +442,10 @@ impl HostApi for LocalHostApi {
         Box::pin(async move { Ok(self.control.host_heartbeat(host_id).await?) })
     }
 
+    fn service_discovery(&self) -> flotilla_host::discovery::DiscoveryWatch {
+        super::discovery::watch(self.control.store.clone())
+    }
+
     fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>> {
         Box::pin(self.ensure_group(group, create))
     }
