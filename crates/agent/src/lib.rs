@@ -52,7 +52,8 @@ pub struct AgentParts {
     pub images: Arc<dyn ImageSource>,
     pub sandbox: Arc<dyn Sandbox>,
     pub network: Arc<dyn TaskNetwork>,
-    pub log_store: Option<Arc<flotilla_logs::LogStore>>,
+    /// Ship `awslogs` output through the host API (not for simulated tasks, which have none).
+    pub ship_logs: bool,
     /// Where the agent keeps what it must find again after a restart (log offsets).
     pub state_dir: PathBuf,
     pub region: String,
@@ -85,13 +86,14 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(parts: AgentParts) -> Arc<Agent> {
+        let logs = logs::Shipper::new(parts.ship_logs.then(|| parts.host.clone()), parts.state_dir);
         Arc::new(Agent {
             host: parts.host,
             spec: parts.spec,
             images: parts.images,
             sandbox: parts.sandbox,
             network: parts.network,
-            logs: logs::Shipper::new(parts.log_store, parts.state_dir),
+            logs,
             region: parts.region,
             metadata: parts.metadata,
             load_balancing: parts.load_balancing,

@@ -76,7 +76,7 @@ pub fn agent(
         images: Arc::new(SimImages),
         sandbox,
         network: Arc::new(NoNetwork),
-        log_store: None,
+        ship_logs: false,
         state_dir,
         region: region.to_owned(),
         metadata: false,

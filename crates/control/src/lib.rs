@@ -30,7 +30,7 @@ pub use flotilla_types::Identity;
 pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
 pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
 pub use error::ControlError;
-pub use host::LocalHostApi;
+pub use host::{HostSummary, LocalHostApi};
 pub use page::Page;
 pub use service::{
     BreakerState, CircuitBreaker, CreateServiceInput, DeleteServiceInput, Deployment, DeploymentConfiguration,

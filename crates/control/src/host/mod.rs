@@ -1,10 +1,13 @@
 //! Hosts and what they run: registration, the one "choose a host" step of placement, and
 //! the merging of host reports into task records. `local.rs` serves the host API in process.
 
+mod discovery;
 mod lb;
 mod local;
 mod report;
+mod roster;
 mod secrets;
+mod tokens;
 
 use flotilla_host::{Host, HostSpec, TaskReport};
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
@@ -12,6 +15,7 @@ use flotilla_types::task::{Task, TaskStatus};
 use flotilla_types::{Arn, ResourceKind, Timestamp};
 
 pub use local::LocalHostApi;
+pub use roster::HostSummary;
 
 use crate::record::{decode, encode, load, task_key};
 use crate::task::TaskRecord;
