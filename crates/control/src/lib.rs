@@ -46,6 +46,7 @@ pub use vpc::{
     DEFAULT_VPC_CIDR, ElbVpcs, GroupRef, GroupSelector, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface,
     NetworkInterfaceSpec, NetworkResource, RESERVED_ADDRESSES, ResourceFilter, RuleChange, RuleDirection, RulePeer,
     RulePeerSpec, RuleSpec, SecurityGroup, SecurityGroupRule, Subnet, Tag, TagRemoval, Vpc, keys as network_keys,
+    vni_of,
 };
 
 pub struct Control {

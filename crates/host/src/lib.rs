@@ -306,6 +306,29 @@ pub struct VpcView {
     pub id: String,
     pub cidr: Ipv4Net,
     pub groups: Vec<GroupView>,
+    /// The VPC's VXLAN network identifier between hosts: 1 to 2^24 - 1, stable and unique
+    /// among VPCs. 0 from a control plane that predates the overlay.
+    #[serde(default)]
+    pub vni: u32,
+    /// Every task interface of the VPC and the host it is on: a host routes the ones on other
+    /// hosts through the overlay and counts them as members of their groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<VpcInterface>,
+}
+
+/// A task interface of a VPC, wherever it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcInterface {
+    pub id: String,
+    pub private_ip: Ipv4Addr,
+    pub security_groups: Vec<String>,
+    /// The host of its task; `None` while the task has none (or is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// That host's [`HostSpec::underlay_ip`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_ip: Option<Ipv4Addr>,
 }
 
 /// A registry login a container's `repositoryCredentials` names.
@@ -389,7 +412,8 @@ pub trait HostApi: Send + Sync {
     fn interfaces<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<Vec<InterfaceLease>, HostApiError>>;
     /// A VPC and its groups; `None` once it is deleted.
     fn vpc<'a>(&'a self, vpc_id: &'a str) -> BoxFuture<'a, Result<Option<VpcView>, HostApiError>>;
-    /// Ticks whenever a VPC or security group changes.
+    /// Ticks whenever a VPC or security group changes, or a task interface is created or
+    /// released (so every host re-reads the VPC's [`VpcView::interfaces`]).
     fn network_changes(&self) -> NetworkWatch;
     /// The task's secrets and registry logins. `Refused` carries the task's stopped reason.
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>>;

@@ -181,6 +181,8 @@ impl HostApi for Fake {
                 id: vpc_id.into(),
                 cidr: "172.31.0.0/16".parse().unwrap(),
                 groups: vec![],
+                vni: 7,
+                interfaces: vec![],
             }))
         })
     }
