@@ -22,6 +22,8 @@ pub struct UpOptions {
     /// Instead of this host's agent, run this many simulated hosts (no containers, no root):
     /// the real API, control plane and store over pretend tasks.
     pub simulated_hosts: u32,
+    /// `--overcommit-cpu` and `--overcommit-memory`: what hosts offer beyond their hardware.
+    pub overcommit: flotilla_agent::capacity::Overcommit,
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// Where the task network's host side lives; `None`: this process's namespace.
     pub net_namespace: Option<std::path::PathBuf>,
@@ -91,22 +93,11 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let host_api: Arc<dyn flotilla_host::HostApi> =
         Arc::new(flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone())));
     let agents: Vec<Arc<flotilla_agent::Agent>> = if opts.simulated_hosts > 0 {
-        simulated_agents(&home, host_api, &identity.region, opts.simulated_hosts)
+        simulated_agents(&home, host_api, &identity.region, opts.simulated_hosts, opts.overcommit)
     } else if opts.no_agent {
         Vec::new()
     } else {
-        vec![
-            start_agent(
-                &home,
-                control.clone(),
-                host_api,
-                logs.clone(),
-                opts.net_namespace.clone(),
-                opts.lb_address,
-                image_options,
-            )
-            .await?,
-        ]
+        vec![start_agent(&home, control.clone(), host_api, logs.clone(), &opts, image_options).await?]
     };
     let (stop_agents, _) = tokio::sync::watch::channel(false);
     let agents: Vec<_> = agents
@@ -127,6 +118,14 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let scheduler = {
         let mut stop = stop_agents.subscribe();
         tokio::spawn(control.clone().run_service_scheduler(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    };
+    // The host-failure detector: hosts unheard from past the grace are lost, their tasks stopped.
+    let detector = {
+        let mut stop = stop_agents.subscribe();
+        let liveness = flotilla_control::HostLiveness::from_env();
+        tokio::spawn(control.clone().run_host_failure_detector(liveness, async move {
             let _ = stop.wait_for(|s| *s).await;
         }))
     };
@@ -165,6 +164,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     // Tasks keep running under their shims; the next `flotilla up` adopts them.
     let _ = stop_agents.send(true);
     let _ = scheduler.await;
+    let _ = detector.await;
     for agent in agents {
         let _ = agent.await;
     }
@@ -183,10 +183,10 @@ async fn start_agent(
     control: Arc<Control>,
     host: Arc<dyn flotilla_host::HostApi>,
     logs: Arc<LogStore>,
-    net_namespace: Option<std::path::PathBuf>,
-    lb_address: std::net::IpAddr,
+    opts: &UpOptions,
     image_options: flotilla_image::StoreOptions,
 ) -> anyhow::Result<Arc<flotilla_agent::Agent>> {
+    let (net_namespace, lb_address) = (opts.net_namespace.clone(), opts.lb_address);
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!(
@@ -218,7 +218,7 @@ async fn start_agent(
     let load_balancing = flotilla_agent::lb::LbConfig { host_address: Some(lb_address), vpc_netns: net_namespace };
     Ok(flotilla_agent::Agent::new(flotilla_agent::AgentParts {
         host,
-        spec: this_host(&region),
+        spec: this_host(&region, opts.overcommit),
         images: Arc::new(images),
         sandbox,
         network: networking,
@@ -227,40 +227,39 @@ async fn start_agent(
         region,
         metadata: true,
         load_balancing: Some(load_balancing),
+        liveness: flotilla_agent::Liveness::from_env(),
     }))
 }
 
-/// This machine as a host: its name, the region's first zone, and its CPUs and memory.
-fn this_host(region: &str) -> flotilla_host::HostSpec {
+/// This machine as a host: its name, the region's first zone, and what it offers tasks.
+fn this_host(region: &str, overcommit: flotilla_agent::capacity::Overcommit) -> flotilla_host::HostSpec {
     let id = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty() && !h.contains('/'))
         .unwrap_or_else(|| "local".to_owned());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let memory_mib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kib| (kib / 1024) as u32);
-    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu: cpus * 1024, memory: memory_mib, underlay_ip: None }
+    let (cpu, memory) = flotilla_agent::capacity::this_machine(overcommit);
+    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu, memory, underlay_ip: None }
 }
 
 /// `--simulated-hosts N`: hosts `sim-1`..`sim-N` spread over three zones, each an agent over
-/// simulated containers.
+/// simulated containers on a pretend 4-vCPU, 16 GiB machine (with the overcommit given).
 fn simulated_agents(
     home: &Home,
     host: Arc<dyn flotilla_host::HostApi>,
     region: &str,
     count: u32,
+    overcommit: flotilla_agent::capacity::Overcommit,
 ) -> Vec<Arc<flotilla_agent::Agent>> {
+    let (cpu, memory) = flotilla_agent::capacity::allocatable(4, 16 * 1024, overcommit);
     (1..=count)
         .map(|n| {
             let zone = ["a", "b", "c"][(n as usize - 1) % 3];
             let spec = flotilla_host::HostSpec {
                 id: format!("sim-{n}"),
                 availability_zone: format!("{region}{zone}"),
-                cpu: 4 * 1024,
-                memory: 16 * 1024,
+                cpu,
+                memory,
                 underlay_ip: None,
             };
             let sandbox = flotilla_sandbox::sim::SimSandbox::new();
