@@ -13,10 +13,12 @@
 //! to recover after a restart. Tasks keep running while the agent is down, because their
 //! containers belong to per-task shims, not to this process.
 
+pub mod capacity;
 mod error;
 pub mod health;
 pub mod images;
 pub mod lb;
+mod liveness;
 mod logs;
 pub mod metadata;
 pub mod network;
@@ -38,6 +40,7 @@ use tokio::sync::watch;
 
 pub use error::AgentError;
 pub use images::ImageSource;
+pub use liveness::Liveness;
 pub use network::{Networking, NoNetwork, Resolvers, TaskNetwork};
 
 /// How often finished supervisors of live tasks are restarted when no event comes.
@@ -61,6 +64,8 @@ pub struct AgentParts {
     pub metadata: bool,
     /// Run this host's load balancers (not for simulated hosts).
     pub load_balancing: Option<lb::LbConfig>,
+    /// Heartbeat period and fence time.
+    pub liveness: Liveness,
 }
 
 struct Supervised {
@@ -82,6 +87,10 @@ pub struct Agent {
     supervisors: Mutex<HashMap<String, Supervised>>,
     /// Task ARN -> its newest assignment.
     assignments: Mutex<HashMap<String, Assignment>>,
+    liveness: Liveness,
+    /// Cut off from the control plane past the fence time: every task was stopped, and
+    /// none starts until a heartbeat gets through.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -99,6 +108,8 @@ impl Agent {
             load_balancing: parts.load_balancing,
             supervisors: Mutex::new(HashMap::new()),
             assignments: Mutex::new(HashMap::new()),
+            liveness: parts.liveness,
+            fenced: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -123,6 +134,7 @@ impl Agent {
                 }
             }
         }
+        let heartbeats = tokio::spawn(self.clone().keep_alive());
         let groups = tokio::spawn(self.clone().follow_network_changes());
         let (stop_lbs, lbs_stopped) = watch::channel(false);
         let lbs = self.load_balancing.clone().map(|config| {
@@ -171,6 +183,7 @@ impl Agent {
                 _ = resync.tick() => self.restart_finished(),
             }
         }
+        heartbeats.abort();
         groups.abort();
         // Listeners closed and addresses removed before the network is taken down.
         let _ = stop_lbs.send(true);
@@ -202,8 +215,23 @@ impl Agent {
             s.assignment.send_replace(assignment);
             return;
         }
+        if self.is_fenced() {
+            // Nothing starts while fenced; the next resync after the fence follows it.
+            return;
+        }
         if assignment.task.last_status == TaskStatus::Stopped {
             supervisors.remove(&arn);
+            // Recorded STOPPED (its host was lost meanwhile) while a copy may still run here
+            // (the agent was down, its containers kept by their shims): take it down.
+            let (agent, id) = (self.clone(), assignment.task.id().to_owned());
+            tokio::spawn(async move {
+                if agent.sandbox.state(&id).await.is_ok() {
+                    tracing::info!(task = %id, "stopping a copy of a task that is recorded STOPPED");
+                    if let Err(e) = agent.sandbox.destroy(&id).await {
+                        tracing::warn!(task = %id, error = %e, "cannot stop a stale copy of a task");
+                    }
+                }
+            });
             return;
         }
         let (tx, rx) = watch::channel(assignment);

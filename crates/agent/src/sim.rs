@@ -70,6 +70,18 @@ pub fn agent(
     region: &str,
     state_dir: PathBuf,
 ) -> Arc<Agent> {
+    agent_with(host, spec, sandbox, region, state_dir, crate::Liveness::from_env())
+}
+
+/// [`agent`] with the given heartbeat period and fence time.
+pub fn agent_with(
+    host: Arc<dyn HostApi>,
+    spec: HostSpec,
+    sandbox: Arc<dyn Sandbox>,
+    region: &str,
+    state_dir: PathBuf,
+    liveness: crate::Liveness,
+) -> Arc<Agent> {
     Agent::new(AgentParts {
         host,
         spec,
@@ -81,6 +93,7 @@ pub fn agent(
         region: region.to_owned(),
         metadata: false,
         load_balancing: None,
+        liveness,
     })
 }
 

@@ -56,12 +56,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Err(LinkStatus::Refused { reason }) => bail!("the server refused this host: {reason}"),
         Err(status) => tracing::warn!(?status, "no server reachable yet; the agent keeps trying"),
     }
-    let mut spec = this_host(&region);
+    let overcommit = flotilla_agent::capacity::Overcommit { cpu: opts.overcommit_cpu, memory: opts.overcommit_memory };
+    let mut spec = this_host(&region, overcommit);
     spec.id = opts.host_id.clone();
     spec.availability_zone = opts.zone.clone();
     spec.underlay_ip = opts.underlay_ip;
-    spec.cpu = (f64::from(spec.cpu) * opts.overcommit_cpu) as u32;
-    spec.memory = (f64::from(spec.memory) * opts.overcommit_memory) as u32;
     // Cloud Map's records are in the servers' store, which agents never open: the VPC
     // resolvers answer from a local replica that the host API keeps current.
     let dns_path = home.dir.join("service-discovery.redb");

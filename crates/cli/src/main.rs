@@ -50,6 +50,13 @@ enum Command {
         /// only pretend (for scheduler benchmarks and trying Flotilla without root).
         #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "no_agent")]
         simulated_hosts: u32,
+        /// How many times its CPU (after a reserve for the host) this host offers tasks; each
+        /// task's CPU quota still caps it.
+        #[arg(long, value_name = "FACTOR", default_value_t = 4.0)]
+        overcommit_cpu: f64,
+        /// How many times its memory (after a reserve for the host) this host offers tasks.
+        #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+        overcommit_memory: f64,
         /// Public addresses for tasks run with assignPublicIp=ENABLED; the network must route
         /// this block to this host.
         #[arg(long, default_value = flotilla_control::DEFAULT_PUBLIC_IP_POOL)]
@@ -311,6 +318,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             account_id,
             no_agent,
             simulated_hosts,
+            overcommit_cpu,
+            overcommit_memory,
             public_ip_pool,
             net_namespace,
             lb_address,
@@ -323,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 account_id,
                 no_agent,
                 simulated_hosts,
+                overcommit: flotilla_agent::capacity::Overcommit { cpu: overcommit_cpu, memory: overcommit_memory },
                 public_ip_pool,
                 net_namespace,
                 lb_address: lb_address.unwrap_or(listen.ip()),

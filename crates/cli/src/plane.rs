@@ -45,6 +45,7 @@ pub struct ControlPlane {
     pub host_api: Arc<dyn flotilla_host::HostApi>,
     stop: watch::Sender<bool>,
     scheduler: JoinHandle<()>,
+    detector: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -98,7 +99,29 @@ impl ControlPlane {
                 let _ = stop.wait_for(|s| *s).await;
             }))
         };
-        Ok(ControlPlane { store, control, elb, acm, logs, secrets, discovery, host_api, stop, scheduler, background })
+        // The host-failure detector: hosts unheard from past the grace are lost, their tasks
+        // stopped (a singleton role too).
+        let detector = {
+            let mut stop = stop.subscribe();
+            let liveness = flotilla_control::HostLiveness::from_env();
+            tokio::spawn(control.clone().run_host_failure_detector(liveness, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        };
+        Ok(ControlPlane {
+            store,
+            control,
+            elb,
+            acm,
+            logs,
+            secrets,
+            discovery,
+            host_api,
+            stop,
+            scheduler,
+            detector,
+            background,
+        })
     }
 
     /// The AWS API over this control plane, for `credentials`.
@@ -116,6 +139,7 @@ impl ControlPlane {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.scheduler.await;
+        let _ = self.detector.await;
         for task in self.background {
             task.abort();
         }

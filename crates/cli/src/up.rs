@@ -20,6 +20,8 @@ pub struct UpOptions {
     /// Instead of this host's agent, run this many simulated hosts (no containers, no root):
     /// the real API, control plane and store over pretend tasks.
     pub simulated_hosts: u32,
+    /// `--overcommit-cpu` and `--overcommit-memory`: what hosts offer beyond their hardware.
+    pub overcommit: flotilla_agent::capacity::Overcommit,
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// Where the task network's host side lives; `None`: this process's namespace.
     pub net_namespace: Option<std::path::PathBuf>,
@@ -73,13 +75,13 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     .await?;
     let host_api = plane.host_api.clone();
     let agents: Vec<Arc<flotilla_agent::Agent>> = if opts.simulated_hosts > 0 {
-        simulated_agents(&home, host_api, &identity.region, opts.simulated_hosts)
+        simulated_agents(&home, host_api, &identity.region, opts.simulated_hosts, opts.overcommit)
     } else if opts.no_agent {
         Vec::new()
     } else {
         let setup = AgentSetup {
             region: identity.region.clone(),
-            spec: this_host(&identity.region),
+            spec: this_host(&identity.region, opts.overcommit),
             dns_store: plane.store.clone(),
             net_namespace: opts.net_namespace.clone(),
             lb_address: opts.lb_address,
@@ -199,46 +201,39 @@ pub(crate) async fn start_agent(
         region: setup.region,
         metadata: true,
         load_balancing: Some(load_balancing),
+        liveness: flotilla_agent::Liveness::from_env(),
     }))
 }
 
-/// This machine as a host: its name, the region's first zone, and its CPUs and memory.
-pub(crate) fn this_host(region: &str) -> flotilla_host::HostSpec {
+/// This machine as a host: its name, the region's first zone, and what it offers tasks.
+pub(crate) fn this_host(region: &str, overcommit: flotilla_agent::capacity::Overcommit) -> flotilla_host::HostSpec {
     let id = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty() && !h.contains('/'))
         .unwrap_or_else(|| "local".to_owned());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let memory_mib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kib| (kib / 1024) as u32);
-    flotilla_host::HostSpec {
-        id,
-        availability_zone: format!("{region}a"),
-        cpu: cpus * 1024,
-        memory: memory_mib,
-        underlay_ip: None,
-    }
+    let (cpu, memory) = flotilla_agent::capacity::this_machine(overcommit);
+    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu, memory, underlay_ip: None }
 }
 
 /// `--simulated-hosts N`: hosts `sim-1`..`sim-N` spread over three zones, each an agent over
-/// simulated containers.
+/// simulated containers on a pretend 4-vCPU, 16 GiB machine (with the overcommit given).
 fn simulated_agents(
     home: &Home,
     host: Arc<dyn flotilla_host::HostApi>,
     region: &str,
     count: u32,
+    overcommit: flotilla_agent::capacity::Overcommit,
 ) -> Vec<Arc<flotilla_agent::Agent>> {
+    let (cpu, memory) = flotilla_agent::capacity::allocatable(4, 16 * 1024, overcommit);
     (1..=count)
         .map(|n| {
             let zone = ["a", "b", "c"][(n as usize - 1) % 3];
             let spec = flotilla_host::HostSpec {
                 id: format!("sim-{n}"),
                 availability_zone: format!("{region}{zone}"),
-                cpu: 4 * 1024,
-                memory: 16 * 1024,
+                cpu,
+                memory,
                 underlay_ip: None,
             };
             let sandbox = flotilla_sandbox::sim::SimSandbox::new();

@@ -55,6 +55,27 @@ pub struct Host {
     /// When the control plane last heard from the host's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
+    /// ACTIVE, or LOST once its agent was not heard from past the grace period (its tasks
+    /// were then stopped); registering or heartbeating again makes it ACTIVE.
+    #[serde(default)]
+    pub status: HostStatus,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HostStatus {
+    #[default]
+    Active,
+    Lost,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Active => "ACTIVE",
+            HostStatus::Lost => "LOST",
+        }
+    }
 }
 
 /// One task as its host must run it: declarative ("ensure this task is in this state").

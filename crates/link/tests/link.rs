@@ -104,7 +104,9 @@ impl Fake {
 
 impl HostApi for Fake {
     fn register(&self, spec: HostSpec) -> BoxFuture<'_, Result<Host, HostApiError>> {
-        Box::pin(async move { Ok(Host { spec, registered_at: Timestamp::now(), last_seen: None }) })
+        Box::pin(async move {
+            Ok(Host { spec, registered_at: Timestamp::now(), last_seen: None, status: Default::default() })
+        })
     }
 
     fn assignments(&self, _host_id: &str, since: Option<u64>) -> AssignmentWatch {

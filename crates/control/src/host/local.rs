@@ -520,8 +520,13 @@ mod tests {
 
     async fn put_task(control: &Control, id: &str, host_id: Option<&str>) {
         let task = Task::provisioning(task_arn(id), CLUSTER.into(), format!("{CLUSTER}-td"), Timestamp(1));
-        let record =
-            TaskRecord { task, network_configuration: None, host_id: host_id.map(str::to_owned), protection: None };
+        let record = TaskRecord {
+            task,
+            network_configuration: None,
+            host_id: host_id.map(str::to_owned),
+            protection: None,
+            reservation: None,
+        };
         control.store.txn(Txn::new().then(Op::put(task_key("c", id), encode(&record)))).await.unwrap();
     }
 
