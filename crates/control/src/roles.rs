@@ -12,8 +12,29 @@ pub fn process_holder() -> String {
     format!("{}/{}", host.trim(), std::process::id())
 }
 
+/// Runs `work` while this process holds the singleton `role`: campaigns for it, runs a fresh
+/// `work()` while it is held, stops that at once when the role is lost (another server may
+/// hold it from then on) and campaigns again. Returns when `shutdown` resolves or `work` ends.
+pub async fn hold_role<W, F>(store: &dyn Store, role: &str, shutdown: impl Future<Output = ()>, mut work: W)
+where
+    W: FnMut() -> F,
+    F: Future<Output = ()>,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let Some(mut leadership) = campaign(store, role, &mut shutdown).await else {
+            return;
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = leadership.lost() => tracing::warn!(role, "lost the role; campaigning again"),
+            _ = work() => return,
+        }
+    }
+}
+
 /// Campaigns for `role` until this process holds it; `None` when `shutdown` came first.
-pub(crate) async fn campaign(
+async fn campaign(
     store: &dyn Store,
     role: &str,
     shutdown: &mut (impl Future<Output = ()> + Unpin),

@@ -114,29 +114,21 @@ impl Control {
         liveness: HostLiveness,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        tokio::pin!(shutdown);
+        let store = self.store.clone();
+        crate::roles::hold_role(store.as_ref(), DETECTOR_ROLE, shutdown, || self.clone().watch_hosts(liveness)).await;
+    }
+
+    /// The detector while this process holds its role. Never returns.
+    async fn watch_hosts(self: Arc<Self>, liveness: HostLiveness) {
+        // A new holder gives every host a full grace from now: the last holder may have died
+        // long ago, and a restarted `flotilla up` must not lose its own host.
+        let since = Timestamp::now();
+        let mut tick = tokio::time::interval(liveness.check_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(mut leadership) = crate::roles::campaign(self.store.as_ref(), DETECTOR_ROLE, &mut shutdown).await
-            else {
-                return;
-            };
-            // A new holder gives every host a full grace from now: the last holder may have
-            // died long ago, and a restarted `flotilla up` must not lose its own host.
-            let since = Timestamp::now();
-            let mut tick = tokio::time::interval(liveness.check_every());
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = &mut shutdown => return,
-                    _ = leadership.lost() => {
-                        tracing::warn!("lost the host-failure detector role; campaigning again");
-                        break;
-                    }
-                    _ = tick.tick() => {}
-                }
-                if let Err(e) = self.detect_lost_hosts(liveness.grace, since).await {
-                    tracing::warn!(error = %e, "host-failure detection failed; retrying");
-                }
+            tick.tick().await;
+            if let Err(e) = self.detect_lost_hosts(liveness.grace, since).await {
+                tracing::warn!(error = %e, "host-failure detection failed; retrying");
             }
         }
     }

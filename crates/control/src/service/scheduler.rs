@@ -186,19 +186,8 @@ impl Control {
     /// Runs the scheduler while this process holds the `service-scheduler` role (campaigning
     /// again whenever it loses it), until `shutdown` resolves.
     pub async fn run_service_scheduler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let Some(mut leadership) = crate::roles::campaign(self.store.as_ref(), SCHEDULER_ROLE, &mut shutdown).await
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = &mut shutdown => return,
-                // Stop acting at once: another server may hold the role from now on.
-                _ = leadership.lost() => tracing::warn!("lost the service scheduler role; campaigning again"),
-                _ = self.clone().schedule() => {}
-            }
-        }
+        let store = self.store.clone();
+        crate::roles::hold_role(store.as_ref(), SCHEDULER_ROLE, shutdown, || self.clone().schedule()).await;
     }
 
     /// The scheduler proper: a pass now, then one after every change to tasks, services or
