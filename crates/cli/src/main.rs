@@ -83,6 +83,15 @@ enum Command {
         /// (one server only). Default: the data dir's embedded store.
         #[arg(long, env = "FLOTILLA_STORE")]
         store: Option<String>,
+        /// CA bundle that signs the etcd members' certificates (then they are dialled over TLS).
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        /// Client certificate for etcd (mutual TLS), with --key.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<PathBuf>,
+        /// The client certificate's private key.
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
         /// Address of the AWS API.
         #[arg(long, default_value = "127.0.0.1:7780")]
         listen: SocketAddr,
@@ -340,9 +349,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Server { store, listen, agent_listen, region, account_id, public_ip_pool } => {
+        Command::Server { store, cacert, cert, key, listen, agent_listen, region, account_id, public_ip_pool } => {
             flotilla_cli::server::run(flotilla_cli::server::ServerOptions {
                 store,
+                store_tls: flotilla_store::TlsFiles { ca: cacert, cert, key },
                 listen,
                 agent_listen,
                 data_dir,

@@ -10,7 +10,7 @@ use flotilla_api::{Credentials, router};
 use flotilla_control::Control;
 use flotilla_host::BoxFuture;
 use flotilla_link::{AuthError, HostAuth, LinkServer};
-use flotilla_store::{Compare, EmbeddedStore, Op, Store, Txn, TxnOutcome};
+use flotilla_store::{Compare, EmbeddedStore, Op, Store, TlsFiles, Txn, TxnOutcome};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,8 @@ const CREDENTIALS_KEY: &str = "flotilla/credentials";
 pub struct ServerOptions {
     /// `etcd://h1:2379,h2:2379`, `file:PATH` or a path (embedded); `None`: the data dir's.
     pub store: Option<String>,
+    /// TLS to the etcd members, as etcd's own `--cacert`, `--cert` and `--key`.
+    pub store_tls: TlsFiles,
     pub listen: SocketAddr,
     pub agent_listen: SocketAddr,
     pub data_dir: std::path::PathBuf,
@@ -33,12 +35,12 @@ pub struct ServerOptions {
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
 }
 
-/// The store a server uses.
-fn open_store(url: Option<&str>, home: &Home) -> anyhow::Result<Arc<dyn Store>> {
+/// The store a server uses: etcd, shared with the other servers, or an embedded one.
+async fn open_store(url: Option<&str>, tls: &TlsFiles, home: &Home) -> anyhow::Result<Arc<dyn Store>> {
     let path = match url {
         None => home.store_path(),
         Some(url) if url.starts_with("etcd://") => {
-            bail!("this build has no etcd store yet: pass --store file:PATH (an embedded store) for now")
+            return flotilla_store::open(url, tls).await.with_context(|| format!("cannot use the store {url}"));
         }
         Some(url) => std::path::PathBuf::from(url.strip_prefix("file:").unwrap_or(url)),
     };
@@ -66,7 +68,7 @@ async fn first_wins<T: Serialize + DeserializeOwned>(store: &dyn Store, key: &st
 
 pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let home = Home::open(&opts.data_dir)?;
-    let store = open_store(opts.store.as_deref(), &home)?;
+    let store = open_store(opts.store.as_deref(), &opts.store_tls, &home).await?;
     // One identity and one set of root credentials for every server of the store: the
     // first server's. This data dir records them too, for the CLI on this machine.
     let proposed = InstallIdentity {
@@ -157,5 +159,16 @@ impl HostAuth for TokenAuth {
 
     fn revoked<'a>(&'a self, host_id: &'a str, token: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(self.0.host_token_revoked(host_id, token))
+    }
+
+    fn may_act_on<'a>(&'a self, host_id: &'a str, task_arn: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move {
+            match self.0.host_may_act_on(host_id, task_arn).await {
+                Ok(allowed) => Ok(allowed),
+                // Not a task ARN at all: the call itself refuses it.
+                Err(flotilla_control::ControlError::InvalidParameter(_)) => Ok(true),
+                Err(e) => Err(AuthError::Unavailable { reason: e.to_string() }),
+            }
+        })
     }
 }

@@ -13,60 +13,99 @@ use std::time::{Duration, Instant};
 use common::{ACCESS_KEY, SECRET_KEY, free_port, stdout, wait_for};
 use serde_json::{Value, json};
 
-/// The server, its agent and the agent's network namespace; stops the tasks left running
-/// and everything else on drop, so a failing test leaves nothing behind.
-struct Cluster {
-    server: Child,
-    agent: Option<Child>,
+/// One `flotilla server` process.
+struct ServerProc {
+    child: Child,
+    /// Not killed by the test.
+    alive: bool,
     api: u16,
     link: u16,
-    server_dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl ServerProc {
+    /// A server on `store` (its data dir's embedded store when `None`). With `credentials`
+    /// it is given the tests' root credentials; without, it makes its own (and takes the
+    /// store's if another server wrote them first).
+    fn start(store: Option<&str>, credentials: bool) -> ServerProc {
+        let (api, link) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+        command
+            .args(["server", "--listen", &format!("127.0.0.1:{api}"), "--agent-listen", &format!("127.0.0.1:{link}")])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("FLOTILLA_LOG", "warn")
+            .env_remove("FLOTILLA_ACCESS_KEY_ID")
+            .env_remove("FLOTILLA_SECRET_ACCESS_KEY")
+            .stdout(Stdio::null());
+        if let Some(store) = store {
+            command.args(["--store", store]);
+        }
+        if credentials {
+            command.env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY).env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY);
+        }
+        let child = command.spawn().expect("flotilla server starts");
+        wait_for("the server to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", link)).is_ok()
+        });
+        ServerProc { child, alive: true, api, link, dir }
+    }
+
+    fn kill9(&mut self) {
+        self.alive = false;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Servers, an agent and the agent's network namespace; stops the tasks left running and
+/// everything else on drop, so a failing test leaves nothing behind.
+struct Cluster {
+    servers: Vec<ServerProc>,
+    agent: Option<Child>,
     agent_dir: tempfile::TempDir,
     netns: String,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let (api, link) = (free_port(), free_port());
-        let server_dir = tempfile::tempdir().unwrap();
-        let server = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .args(["server", "--listen", &format!("127.0.0.1:{api}"), "--agent-listen", &format!("127.0.0.1:{link}")])
-            .arg("--data-dir")
-            .arg(server_dir.path())
-            .env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("FLOTILLA_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("flotilla server starts");
-        wait_for("the server to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
-                && std::net::TcpStream::connect(("127.0.0.1", link)).is_ok()
-        });
+        Cluster::with_servers(vec![ServerProc::start(None, true)])
+    }
+
+    fn with_servers(servers: Vec<ServerProc>) -> Cluster {
         let agent_dir = tempfile::tempdir().unwrap();
-        let netns = format!("flt-roles-{}", std::process::id());
+        let netns = format!("flt-roles-{}-{}", std::process::id(), servers[0].api);
         let added = Command::new("ip").args(["netns", "add", &netns]).status().expect("ip runs");
         assert!(added.success(), "ip netns add {netns} failed (this test needs root)");
         let _ = Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]).status();
-        Cluster { server, agent: None, api, link, server_dir, agent_dir, netns }
+        Cluster { servers, agent: None, agent_dir, netns }
+    }
+
+    /// The first server that is still running: where the API calls of the test go.
+    fn api(&self) -> u16 {
+        self.servers.iter().find(|s| s.alive).expect("a running server").api
     }
 
     fn flotilla(&self, args: &[&str]) -> Output {
+        let api = self.api();
         Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(args)
-            .env("FLOTILLA_ENDPOINT", format!("http://127.0.0.1:{}", self.api))
+            .env("FLOTILLA_ENDPOINT", format!("http://127.0.0.1:{api}"))
             .env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
             .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("FLOTILLA_DATA_DIR", self.server_dir.path())
+            .env("FLOTILLA_DATA_DIR", self.servers[0].dir.path())
             .env("NO_COLOR", "1")
             .output()
             .unwrap()
     }
 
     fn agent_command(&self, token: &str, data_dir: &Path) -> Command {
+        let servers: Vec<String> = self.servers.iter().map(|s| format!("http://127.0.0.1:{}", s.link)).collect();
         let mut command = Command::new(env!("CARGO_BIN_EXE_flotilla"));
         command
-            .args(["agent", "--server", &format!("http://127.0.0.1:{}", self.link), "--token", token])
+            .args(["agent", "--server", &servers.join(","), "--token", token])
             .args([
                 "--host-id",
                 "host-a",
@@ -83,9 +122,14 @@ impl Cluster {
     }
 
     fn aws(&self, args: &[&str]) -> Output {
+        let api = self.api();
+        self.aws_on(api, args)
+    }
+
+    fn aws_on(&self, api: u16, args: &[&str]) -> Output {
         Command::new("aws")
             .arg("--endpoint-url")
-            .arg(format!("http://127.0.0.1:{}", self.api))
+            .arg(format!("http://127.0.0.1:{api}"))
             .args(args)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -120,7 +164,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Tasks outlive their agent by design: stop them while the agent is still there.
-        if self.has_sandboxes() && self.agent.as_mut().is_some_and(|a| matches!(a.try_wait(), Ok(None))) {
+        let any_server = self.servers.iter().any(|s| s.alive);
+        if any_server && self.has_sandboxes() && self.agent.as_mut().is_some_and(|a| matches!(a.try_wait(), Ok(None))) {
             let listed = self.aws(&["ecs", "list-tasks"]);
             let listed: Value = serde_json::from_slice(&listed.stdout).unwrap_or(Value::Null);
             for task in listed["taskArns"].as_array().into_iter().flatten().filter_map(Value::as_str) {
@@ -131,7 +176,7 @@ impl Drop for Cluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        for child in self.agent.iter_mut().chain(std::iter::once(&mut self.server)) {
+        for child in self.agent.iter_mut().chain(self.servers.iter_mut().map(|s| &mut s.child)) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -297,4 +342,97 @@ fn a_task_runs_on_a_remote_agent_and_its_logs_stay_with_the_server() {
     });
     let again = cluster.flotilla(&["hosts", "revoke", "host-a"]);
     assert!(!again.status.success(), "a host without a token cannot be revoked again");
+}
+
+/// Registers a task definition that prints and sleeps, and runs it through the server at
+/// `api`; its ARN.
+fn run_sleeper(cluster: &Cluster, api: u16, image: &str, family: &str) -> String {
+    let definition = json!({
+        "family": family,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "256",
+        "memory": "512",
+        "containerDefinitions": [{
+            "name": "app", "image": image, "essential": true, "stopTimeout": 2,
+            "command": ["sh", "-c", "echo started; sleep 600"],
+        }],
+    });
+    let out = cluster.aws_on(api, &["ecs", "register-task-definition", "--cli-input-json", &definition.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let subnets = cluster.aws_on(api, &["ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true"]);
+    let subnets: Value = serde_json::from_slice(&subnets.stdout).unwrap();
+    let subnet = subnets["Subnets"][0]["SubnetId"].as_str().unwrap();
+    let network = format!("awsvpcConfiguration={{subnets=[{subnet}],assignPublicIp=DISABLED}}");
+    let out = cluster.aws_on(
+        api,
+        &[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            family,
+            "--launch-type",
+            "FARGATE",
+            "--network-configuration",
+            &network,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["failures"], json!([]), "{run}");
+    run["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
+}
+
+fn wait_running(cluster: &Cluster, api: u16, task: &str) {
+    wait_for(&format!("{task} to run"), Duration::from_secs(120), || {
+        let out = cluster.aws_on(api, &["ecs", "describe-tasks", "--tasks", task]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_ne!(v["tasks"][0]["lastStatus"], "STOPPED", "the task stopped: {v:#}");
+        v["tasks"][0]["lastStatus"] == "RUNNING"
+    });
+}
+
+#[test]
+fn two_servers_on_etcd_serve_alike_and_the_agent_moves_to_the_survivor() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let etcd = rt.block_on(flotilla_store::testing::EtcdCluster::start(3));
+    let registry = rt.block_on(flotilla_image::testing::Registry::start());
+    rt.block_on(registry.push_image("busybox", Some("latest"), &flotilla_image::testing::busybox_image()));
+    let image = registry.reference("busybox:latest");
+    // The second server makes credentials of its own, then takes the store's (the first's).
+    let first = ServerProc::start(Some(&etcd.url()), true);
+    let second = ServerProc::start(Some(&etcd.url()), false);
+    let mut cluster = Cluster::with_servers(vec![first, second]);
+    let second_api = cluster.servers[1].api;
+    let listed = cluster.aws_on(second_api, &["ecs", "list-clusters"]);
+    assert!(
+        listed.status.success(),
+        "the first server's keys work on the second: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let recorded: Value =
+        serde_json::from_slice(&std::fs::read(cluster.servers[1].dir.path().join("credentials.json")).unwrap())
+            .unwrap();
+    assert_eq!(recorded["accessKeyId"], ACCESS_KEY, "the second server's data dir records the shared keys");
+
+    // A host added through one server connects through either; tasks run through the other.
+    let added = cluster.flotilla(&["--output", "json", "hosts", "add", "host-a"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let token = serde_json::from_slice::<Value>(&added.stdout).unwrap()["token"].as_str().unwrap().to_owned();
+    cluster.agent = Some(cluster.agent_command(&token, cluster.agent_dir.path()).spawn().unwrap());
+    wait_for("host-a to register", Duration::from_secs(60), || cluster.hosts().iter().any(|h| h["id"] == "host-a"));
+    let out = cluster.aws_on(second_api, &["ecs", "create-cluster", "--cluster-name", "default"]);
+    assert!(out.status.success());
+    let before = run_sleeper(&cluster, second_api, &image, "before");
+    wait_running(&cluster, second_api, &before);
+
+    // The server the agent follows dies: it moves to the other and keeps taking tasks.
+    cluster.servers[0].kill9();
+    let after = run_sleeper(&cluster, second_api, &image, "after");
+    wait_running(&cluster, second_api, &after);
+    let out = cluster.aws_on(second_api, &["ecs", "describe-tasks", "--tasks", &before]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"][0]["lastStatus"], "RUNNING", "the first task is untouched: {v:#}");
+    drop(cluster);
+    drop(etcd);
 }

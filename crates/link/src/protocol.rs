@@ -64,6 +64,18 @@ impl Call {
         !matches!(self, Call::PutLogs { .. })
     }
 
+    /// The task the call acts on, when it names one: it must be the authenticated host's.
+    pub(crate) fn task_arn(&self) -> Option<&str> {
+        match self {
+            Call::Report { report } => Some(&report.task_arn),
+            Call::EnsureInterface { task_arn, .. }
+            | Call::Interface { task_arn }
+            | Call::ReleaseInterface { task_arn }
+            | Call::TaskSecrets { task_arn } => Some(task_arn),
+            _ => None,
+        }
+    }
+
     /// The host the call acts for, when it names one: it must be the authenticated host.
     pub(crate) fn host_id(&self) -> Option<&str> {
         match self {

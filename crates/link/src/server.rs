@@ -33,6 +33,10 @@ pub trait HostAuth: Send + Sync {
     /// Resolves once `token` stops being `host_id`'s (revoked or replaced): the stream it
     /// opened is closed at once.
     fn revoked<'a>(&'a self, host_id: &'a str, token: &'a str) -> BoxFuture<'a, ()>;
+    /// Whether `host_id` may act on `task_arn`: the task is assigned to it, or no longer
+    /// exists (what is left of it is the host's to clean up). A host reads and reports on its
+    /// own tasks only, their secrets included.
+    fn may_act_on<'a>(&'a self, host_id: &'a str, task_arn: &'a str) -> BoxFuture<'a, Result<bool, AuthError>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,9 +192,15 @@ impl Session {
                 }
                 frame = inbound.message() => match frame {
                     Ok(Some(AgentFrame::Call { id, call })) => {
-                        let (host, tx) = (self.host.clone(), self.tx.clone());
+                        let (host, auth, tx) = (self.host.clone(), self.auth.clone(), self.tx.clone());
                         let refusal = self.foreign(call.host_id());
+                        let host_id = self.host_id.clone();
                         tasks.spawn(async move {
+                            let refusal = match (refusal, call.task_arn()) {
+                                (Some(e), _) => Some(e),
+                                (None, Some(task_arn)) => not_its_task(auth.as_ref(), &host_id, task_arn).await,
+                                (None, None) => None,
+                            };
                             let result = match refusal {
                                 Some(e) => Err(e),
                                 None => answer(host.as_ref(), call).await,
@@ -233,6 +243,17 @@ impl Session {
         let named = named?;
         (named != self.host_id)
             .then(|| HostApiError::Refused { reason: format!("host {} cannot act for host {named}", self.host_id) })
+    }
+}
+
+/// A refusal when `task_arn` is not `host_id`'s to act on.
+async fn not_its_task(auth: &dyn HostAuth, host_id: &str, task_arn: &str) -> Option<HostApiError> {
+    match auth.may_act_on(host_id, task_arn).await {
+        Ok(true) => None,
+        Ok(false) => {
+            Some(HostApiError::Refused { reason: format!("task {task_arn} is not assigned to host {host_id}") })
+        }
+        Err(e) => Some(HostApiError::Unavailable { reason: e.to_string() }),
     }
 }
 

@@ -300,6 +300,11 @@ impl HostAuth for Tokens {
         })
     }
 
+    fn may_act_on<'a>(&'a self, _host_id: &'a str, task_arn: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+        // Task 99 is another host's.
+        Box::pin(async move { Ok(task_arn != self::task_arn(99)) })
+    }
+
     fn revoked<'a>(&'a self, host_id: &'a str, token: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let mut valid = self.valid.subscribe();
@@ -490,7 +495,9 @@ async fn every_call_round_trips() {
     })
     .await;
 
-    // A host acts only as itself.
+    // A host acts only as itself, and on its own tasks.
+    assert!(matches!(api.task_secrets(&task_arn(99)).await, Err(HostApiError::Refused { .. })));
+    assert!(matches!(api.report(TaskReport::new(task_arn(99))).await, Err(HostApiError::Refused { .. })));
     assert!(matches!(api.heartbeat("host-b").await, Err(HostApiError::Refused { .. })));
     assert!(matches!(api.interfaces("host-b").await, Err(HostApiError::Refused { .. })));
     let mut foreign = api.assignments("host-b", None);

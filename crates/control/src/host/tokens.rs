@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::record::{encode, load};
+use crate::task::TaskRecord;
 use crate::{Control, ControlError};
 
 /// Not under `hosts/`: that prefix holds host records only.
@@ -56,6 +57,16 @@ impl Control {
     pub async fn check_host_token(&self, host_id: &str, token: &str) -> Result<bool, ControlError> {
         let record = load::<TokenRecord>(self.store.as_ref(), &key(host_id)).await?;
         Ok(record.is_some_and(|(r, _)| r.sha256 == digest(token)))
+    }
+
+    /// Whether `host_id` may act on `task_arn` over the host API: the task is assigned to it,
+    /// or its record is gone (its leftovers are the host's to clean up).
+    pub async fn host_may_act_on(&self, host_id: &str, task_arn: &str) -> Result<bool, ControlError> {
+        let key = self.task_key_of(task_arn)?;
+        Ok(match load::<TaskRecord>(self.store.as_ref(), &key).await? {
+            Some((record, _)) => record.host_id.as_deref() == Some(host_id),
+            None => true,
+        })
     }
 
     /// Resolves once `token` is no longer `host_id`'s (revoked or replaced), or the store
