@@ -6,7 +6,6 @@
 //! Work that must run once among all servers sharing a store runs under [`Store::acquire`]:
 //! with the embedded store this process always holds it.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use anyhow::Context;
 use flotilla_api::ApiState;
 use flotilla_api::logs::LogStore;
 use flotilla_api::servicediscovery::Discovery;
-use flotilla_control::{Control, Identity};
+use flotilla_control::{Control, Identity, hold_role};
 use flotilla_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,8 +28,6 @@ pub struct PlaneOptions {
     pub lb_address: Option<IpAddr>,
     /// Where this server's log store lives.
     pub logs_dir: std::path::PathBuf,
-    /// Who campaigns for the singleton roles (unique per server process).
-    pub holder: String,
 }
 
 pub struct ControlPlane {
@@ -83,14 +80,24 @@ impl ControlPlane {
         let (stop, _) = watch::channel(false);
         let background = vec![
             tokio::spawn(expire_logs(logs.clone())),
-            tokio::spawn(singleton(store.clone(), "stopped-task-reaper", opts.holder.clone(), {
-                let control = control.clone();
-                move || reap_stopped_tasks(control.clone())
-            })),
-            tokio::spawn(singleton(store.clone(), "draining-expiry", opts.holder.clone(), {
-                let elb = elb.clone();
-                move || expire_draining(elb.clone())
-            })),
+            tokio::spawn({
+                let (store, control) = (store.clone(), control.clone());
+                async move {
+                    hold_role(store.as_ref(), "stopped-task-reaper", std::future::pending(), || {
+                        reap_stopped_tasks(control.clone())
+                    })
+                    .await
+                }
+            }),
+            tokio::spawn({
+                let (store, elb) = (store.clone(), elb.clone());
+                async move {
+                    hold_role(store.as_ref(), "draining-expiry", std::future::pending(), || {
+                        expire_draining(elb.clone())
+                    })
+                    .await
+                }
+            }),
         ];
         // The service scheduler: keeps every service's tasks as the service asks.
         let scheduler = {
@@ -142,30 +149,6 @@ impl ControlPlane {
         let _ = self.detector.await;
         for task in self.background {
             task.abort();
-        }
-    }
-}
-
-/// Runs `work` while this process holds the singleton role `name`, campaigning again
-/// whenever it is lost.
-async fn singleton<F, W>(store: Arc<dyn Store>, name: &'static str, holder: String, work: W)
-where
-    W: Fn() -> F,
-    F: Future<Output = ()>,
-{
-    loop {
-        let mut role = match store.acquire(name, &holder).await {
-            Ok(role) => role,
-            Err(e) => {
-                tracing::warn!(role = name, error = %e, "cannot campaign for a role; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        tracing::debug!(role = name, "holding the role");
-        tokio::select! {
-            _ = role.lost() => tracing::warn!(role = name, "lost the role; campaigning again"),
-            _ = work() => return,
         }
     }
 }

@@ -100,7 +100,6 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             public_ip_pool: opts.public_ip_pool,
             lb_address: None,
             logs_dir: home.dir.join("logs"),
-            holder: format!("{}:{}", hostname(), opts.listen),
         },
     )
     .await?;
@@ -137,10 +136,6 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     plane.stop().await;
     println!("Flotilla server stopped.");
     Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
 }
 
 /// Hosts' tokens as the control plane keeps them.

@@ -69,7 +69,6 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             public_ip_pool: opts.public_ip_pool,
             lb_address: Some(opts.lb_address),
             logs_dir: home.dir.join("logs"),
-            holder: "flotilla-up".to_owned(),
         },
     )
     .await?;

@@ -33,7 +33,7 @@ pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
 pub use error::ControlError;
 pub use host::{Allocation, HostLiveness, HostSummary, HostView, LocalHostApi, Reservation};
 pub use page::Page;
-pub use roles::process_holder;
+pub use roles::{hold_role, process_holder};
 pub use service::{
     BreakerState, CircuitBreaker, CreateServiceInput, DeleteServiceInput, Deployment, DeploymentConfiguration,
     DeploymentController, DeploymentStatus, ListServiceDeploymentsInput, ListServicesInput, LoadBalancer, PassSummary,
