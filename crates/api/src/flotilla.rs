@@ -3,7 +3,7 @@
 //! written by hand in botocore's format (`model/flotilla.json`); the AWS CLI does not know the
 //! service, `flotilla hosts` does.
 
-use flotilla_control::{Control, HostSummary};
+use flotilla_control::{Control, HostView};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -35,16 +35,22 @@ impl FlotillaRequest {
     }
 }
 
-/// A host as `ListHosts` returns it: its record (as the control plane keeps it) and what its
-/// tasks reserve.
-fn host(summary: HostSummary) -> Value {
-    let mut value = serde_json::to_value(&summary.host).unwrap_or_else(|_| json!({}));
-    if let Value::Object(map) = &mut value {
-        map.insert("runningTasksCount".into(), json!(summary.tasks));
-        map.insert("allocatedCpu".into(), json!(summary.cpu));
-        map.insert("allocatedMemory".into(), json!(summary.memory));
-    }
-    strip_nulls(value)
+/// A host as `ListHosts` returns it: what it offers, what its tasks reserve, and how the
+/// control plane sees it.
+fn host(view: HostView) -> Value {
+    strip_nulls(json!({
+        "id": view.id,
+        "availabilityZone": view.availability_zone,
+        "status": view.status,
+        "cpu": view.cpu,
+        "memory": view.memory,
+        "allocatedCpu": view.allocated_cpu,
+        "allocatedMemory": view.allocated_memory,
+        "runningTasksCount": view.tasks,
+        "registeredAt": view.registered_at,
+        "lastSeen": view.last_seen,
+        "underlayIp": view.underlay_ip,
+    }))
 }
 
 pub async fn execute(control: &Control, request: FlotillaRequest) -> Result<Value, ApiError> {
@@ -58,7 +64,7 @@ pub async fn execute(control: &Control, request: FlotillaRequest) -> Result<Valu
             Ok(json!({}))
         }
         FlotillaRequest::ListHosts => {
-            let hosts = control.host_summaries().await?;
+            let hosts = control.host_overview().await?;
             Ok(json!({ "hosts": hosts.into_iter().map(host).collect::<Vec<_>>() }))
         }
     }

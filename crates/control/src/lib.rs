@@ -31,7 +31,7 @@ pub use flotilla_types::Identity;
 pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
 pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
 pub use error::ControlError;
-pub use host::{Allocation, HostLiveness, HostSummary, HostView, LocalHostApi, Reservation};
+pub use host::{Allocation, HostLiveness, HostView, LocalHostApi, Reservation};
 pub use page::Page;
 pub use roles::{hold_role, process_holder};
 pub use service::{

@@ -7,7 +7,6 @@ mod lb;
 mod local;
 mod placement;
 mod report;
-mod roster;
 mod secrets;
 mod tokens;
 
@@ -20,7 +19,6 @@ pub use failure::{HostLiveness, HostView};
 pub use local::LocalHostApi;
 pub use placement::{Allocation, Reservation};
 pub(crate) use placement::{NO_CPU, NO_MEMORY, Placer, Unplaced};
-pub use roster::HostSummary;
 
 use crate::record::{decode, encode, load, task_key};
 use crate::task::TaskRecord;
