@@ -1,8 +1,11 @@
 //! The etcd backend: the same [`Store`] over an etcd v3 cluster, for many servers sharing state.
 //!
 //! Keys live under a prefix (default `flotilla/`) so that one etcd can hold other things: data
-//! under `<prefix>kv/`, singleton roles under `<prefix>roles/`. A transaction is one etcd `Txn`
-//! comparing mod-revisions (`0` means absent, as for etcd itself); its revision is etcd's.
+//! under `<prefix>kv/`, singleton roles under `<prefix>roles/`, transaction ids under
+//! `<prefix>txn/`. A transaction is one etcd `Txn` comparing mod-revisions (`0` means absent,
+//! as for etcd itself); its revision is etcd's. Each also writes a unique id key (leased, gone
+//! after a minute or two) and requires it absent, so sending it again after an unknown outcome
+//! (a member died with it in flight) applies it at most once and tells whether it had applied.
 //! Watchers share one etcd watch per store ([`watch`]), which resumes after a disconnect from
 //! the revision after the last one it delivered. Roles are a lease kept alive plus a key
 //! written only if absent ([`role`]); no etcd lock or election API is involved.
@@ -22,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions,
-    Txn as EtcdTxn, TxnOp,
+    Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn as EtcdTxn, TxnOp, TxnOpResponse,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -31,11 +34,17 @@ use tokio::time::Instant;
 use crate::{Batch, Compare, KeyValue, Leadership, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
 
 /// How long one etcd call may take before it fails as unavailable.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3);
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 /// The lease behind a singleton role: a dead holder's role passes on within about this long.
 pub const DEFAULT_ROLE_TTL: Duration = Duration::from_secs(5);
 /// Keys one range request returns at most; larger listings page at one revision.
 const PAGE: i64 = 1000;
+/// Largest answer read from etcd (a page of large records, a watch response carrying a big
+/// transaction): tonic's default of 4 MiB is too small for either.
+pub(crate) const MAX_MESSAGE: usize = 256 << 20;
+/// Transaction id keys live on a lease of this TTL, replaced after half of it: long enough to
+/// outlive every retry of their transaction.
+const TXN_ID_TTL: Duration = Duration::from_secs(120);
 
 /// Files for TLS to the etcd members, as etcd's own `--cacert`, `--cert` and `--key`. With a CA
 /// the members are dialled over `https`; a certificate and key make it mutual TLS.
@@ -100,14 +109,32 @@ pub struct EtcdStore {
     data: String,
     events: broadcast::Sender<Arc<Batch>>,
     watcher: tokio::task::JoinHandle<()>,
+    txn_ids: TxnIds,
 }
 
-/// Whether a failed request can be sent again within its deadline.
+/// Unique ids for this store's transactions, and the lease their keys live on.
+struct TxnIds {
+    nonce: u64,
+    next: std::sync::atomic::AtomicU64,
+    lease: tokio::sync::Mutex<Option<(i64, Instant)>>,
+}
+
+impl TxnIds {
+    fn new() -> TxnIds {
+        use std::hash::{BuildHasher, Hasher};
+        // Random per store (std's hasher keys are), so ids differ across servers and restarts.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        TxnIds { nonce: hasher.finish(), next: Default::default(), lease: Default::default() }
+    }
+}
+
+/// What a request is, for its error message: every request this backend sends is safe to
+/// send again (reads; writes made idempotent, see [`EtcdStore::txn`]), so all are retried
+/// within the deadline, but a write that timed out may still be applied later.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// A read: always safe to repeat.
+enum Request {
     Read,
-    /// A write: only if it never reached a member.
     Write,
 }
 
@@ -120,7 +147,14 @@ impl EtcdStore {
         let client = connect_client(&options).await.map_err(open_err)?;
         let data = format!("{}kv/", options.prefix);
         let (events, _) = broadcast::channel(4096);
-        let mut store = EtcdStore { client, options: Arc::new(options), data, events, watcher: tokio::spawn(async {}) };
+        let mut store = EtcdStore {
+            client,
+            options: Arc::new(options),
+            data,
+            events,
+            watcher: tokio::spawn(async {}),
+            txn_ids: TxnIds::new(),
+        };
         let revision = store.current_revision("open").await.map_err(|e| {
             open_err(
                 format!(
@@ -148,24 +182,87 @@ impl EtcdStore {
         format!("{}{key}", self.data)
     }
 
-    /// Runs one etcd request under the store's deadline, retrying what `retry` allows.
-    async fn call<T, F, Fut>(&self, operation: &'static str, retry: Retry, f: F) -> Result<T, StoreError>
+    /// Runs one etcd request under the store's deadline, retried in attempts (see [`call`]).
+    async fn call<T, F, Fut>(&self, operation: &'static str, request: Request, f: F) -> Result<T, StoreError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        call(&self.client, &self.options, operation, retry, f).await
+        call(&self.client, &self.options, operation, request, f).await
     }
 
     async fn current_revision(&self, operation: &'static str) -> Result<i64, StoreError> {
         let key = self.data.clone();
         let response = self
-            .call(operation, Retry::Read, |mut c| {
+            .call(operation, Request::Read, |mut c| {
                 let key = key.clone();
                 async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
             })
             .await?;
         Ok(response.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// The lease for transaction id keys: granted on first use, replaced after half its TTL.
+    async fn txn_lease(&self) -> Result<i64, StoreError> {
+        let mut current = self.txn_ids.lease.lock().await;
+        if let Some((lease, granted)) = *current
+            && granted.elapsed() < TXN_ID_TTL / 2
+        {
+            return Ok(lease);
+        }
+        let ttl = i64::try_from(TXN_ID_TTL.as_secs()).unwrap_or(120);
+        let granted = Instant::now();
+        let lease = self.call("txn", Request::Write, |mut c| async move { c.lease_grant(ttl, None).await }).await?.id();
+        *current = Some((lease, granted));
+        Ok(lease)
+    }
+
+    async fn txn_once(&self, txn: &Txn, lease: i64) -> Result<TxnOutcome, StoreError> {
+        let id = self.txn_ids.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id_key = format!("{}txn/{:016x}-{id}", self.options.prefix, self.txn_ids.nonce);
+        let mut compares: Vec<EtcdCompare> = txn
+            .compares
+            .iter()
+            .map(|Compare::ModRevision { key, revision }| {
+                EtcdCompare::mod_revision(self.key(key), CompareOp::Equal, revision_i64(*revision))
+            })
+            .collect();
+        compares.push(EtcdCompare::create_revision(id_key.as_str(), CompareOp::Equal, 0));
+        // etcd refuses a key twice in one Txn; the embedded store applies ops in order, so
+        // only each key's last op decides its end state.
+        let last: std::collections::HashMap<&str, usize> =
+            txn.ops.iter().enumerate().map(|(i, op)| (op.key(), i)).collect();
+        let mut ops: Vec<TxnOp> = txn
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(i, op)| last[op.key()] == *i)
+            .map(|(_, op)| match op {
+                Op::Put { key, value } => TxnOp::put(self.key(key), value.clone(), None),
+                Op::Delete { key } => TxnOp::delete(self.key(key), None),
+            })
+            .collect();
+        ops.push(TxnOp::put(id_key.as_str(), [], Some(PutOptions::new().with_lease(lease))));
+        let request = EtcdTxn::new().when(compares).and_then(ops).or_else([TxnOp::get(id_key.as_str(), None)]);
+        let response = self
+            .call("txn", Request::Write, |mut c| {
+                let request = request.clone();
+                async move { c.txn(request).await }
+            })
+            .await?;
+        if response.succeeded() {
+            let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+            return Ok(TxnOutcome::Committed(revision_u64(revision)));
+        }
+        // The id key exists only if an earlier attempt of this very request applied.
+        let applied = response.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.mod_revision()),
+            _ => None,
+        });
+        Ok(match applied {
+            Some(revision) => TxnOutcome::Committed(revision_u64(revision)),
+            None => TxnOutcome::Conflict,
+        })
     }
 
     fn decode(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
@@ -185,9 +282,9 @@ impl EtcdStore {
             }
             let key = from.clone();
             let response = self
-                .call("list", Retry::Read, |mut c| {
+                .call("list", Request::Read, |c| {
                     let (key, get) = (key.clone(), get.clone());
-                    async move { c.get(key, Some(get)).await }
+                    async move { c.kv_client().max_decoding_message_size(MAX_MESSAGE).get(key, Some(get)).await }
                 })
                 .await?;
             if revision == 0 {
@@ -218,7 +315,7 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let key = self.key(key);
         let response = self
-            .call("get", Retry::Read, |mut c| {
+            .call("get", Request::Read, |mut c| {
                 let key = key.clone();
                 async move { c.get(key, None).await }
             })
@@ -239,33 +336,16 @@ impl Store for EtcdStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        let compares: Vec<EtcdCompare> = txn
-            .compares
-            .iter()
-            .map(|Compare::ModRevision { key, revision }| {
-                EtcdCompare::mod_revision(self.key(key), CompareOp::Equal, revision_i64(*revision))
-            })
-            .collect();
-        let ops: Vec<TxnOp> = txn
-            .ops
-            .iter()
-            .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(self.key(key), value.clone(), None),
-                Op::Delete { key } => TxnOp::delete(self.key(key), None),
-            })
-            .collect();
-        let request = EtcdTxn::new().when(compares).and_then(ops);
-        let response = self
-            .call("txn", Retry::Write, |mut c| {
-                let request = request.clone();
-                async move { c.txn(request).await }
-            })
-            .await?;
-        if !response.succeeded() {
-            return Ok(TxnOutcome::Conflict);
+        let lease = self.txn_lease().await?;
+        match self.txn_once(&txn, lease).await {
+            // The id lease expired under us (a long pause): take a new one, once.
+            Err(StoreError::Backend { source, .. }) if source.to_string().contains("lease not found") => {
+                self.txn_ids.lease.lock().await.take();
+                let lease = self.txn_lease().await?;
+                self.txn_once(&txn, lease).await
+            }
+            other => other,
         }
-        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-        Ok(TxnOutcome::Committed(revision_u64(revision)))
     }
 
     fn watch(&self, prefix: &str) -> Watch {
@@ -309,12 +389,14 @@ async fn connect_client(options: &EtcdOptions) -> Result<Client, Box<dyn std::er
     Ok(Client::connect(endpoints, Some(connect)).await?)
 }
 
-/// One etcd request under `options.deadline`, retried with backoff while `retry` allows it.
+/// One etcd request under `options.deadline`, in attempts of a third of it: a request stuck
+/// on a member that has not yet noticed its leader died is abandoned and sent again (possibly
+/// to another member) instead of waiting out etcd's own, longer, timeout.
 async fn call<T, F, Fut>(
     client: &Client,
     options: &EtcdOptions,
     operation: &'static str,
-    retry: Retry,
+    request: Request,
     mut f: F,
 ) -> Result<T, StoreError>
 where
@@ -322,27 +404,25 @@ where
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
     let deadline = Instant::now() + options.deadline;
+    let attempt = options.deadline / 3;
     let mut backoff = Duration::from_millis(20);
     loop {
-        match tokio::time::timeout_at(deadline, f(client.clone())).await {
+        let attempt_end = (Instant::now() + attempt).min(deadline);
+        match tokio::time::timeout_at(attempt_end, f(client.clone())).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => {
-                let again = match retry {
-                    Retry::Read => is_unavailable(&e),
-                    Retry::Write => never_sent(&e),
-                };
-                if again && Instant::now() + backoff < deadline {
-                    tracing::debug!(error = %e, operation, "etcd request failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(400));
-                    continue;
-                }
-                return Err(classify(options, operation, retry, e));
+            Ok(Err(e)) if is_unavailable(&e) && Instant::now() + backoff < deadline => {
+                tracing::debug!(error = %e, operation, "etcd request failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(400));
+            }
+            Ok(Err(e)) => return Err(classify(options, operation, request, e)),
+            Err(_) if Instant::now() < deadline => {
+                tracing::debug!(operation, "etcd request attempt timed out; retrying")
             }
             Err(_) => {
-                let outcome = match retry {
-                    Retry::Read => "",
-                    Retry::Write => "; the write may still be applied once etcd has a quorum again",
+                let outcome = match request {
+                    Request::Read => "",
+                    Request::Write => "; the write may still be applied once etcd has a quorum again",
                 };
                 return Err(StoreError::Unavailable {
                     operation,
@@ -368,23 +448,6 @@ fn status(e: &etcd_client::Error) -> Option<&tonic::Status> {
     }
 }
 
-/// The request reached no member (connecting failed) or a member refused it before
-/// proposing it (no leader): sending it again cannot apply it twice.
-fn never_sent(e: &etcd_client::Error) -> bool {
-    let text = format!("{e:?}");
-    match e {
-        etcd_client::Error::TransportError(_) => true,
-        etcd_client::Error::GRpcStatus(s) => {
-            s.code() == tonic::Code::Unavailable
-                && (s.message().contains("no leader")
-                    || text.contains("ConnectError")
-                    || text.contains("tcp connect error")
-                    || text.contains("Connection refused"))
-        }
-        _ => false,
-    }
-}
-
 fn is_unavailable(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) => true,
@@ -400,14 +463,13 @@ fn is_compacted(e: &(dyn std::error::Error + 'static)) -> bool {
     e.to_string().contains("required revision has been compacted")
 }
 
-fn classify(options: &EtcdOptions, operation: &'static str, retry: Retry, e: etcd_client::Error) -> StoreError {
+fn classify(options: &EtcdOptions, operation: &'static str, request: Request, e: etcd_client::Error) -> StoreError {
     let unavailable = matches!(e, etcd_client::Error::TransportError(_))
         || status(&e).is_some_and(|s| matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded));
     if !unavailable {
         return StoreError::Backend { operation, source: Box::new(e) };
     }
-    let outcome =
-        if retry == Retry::Write && !never_sent(&e) { "; the write may or may not have been applied" } else { "" };
+    let outcome = if request == Request::Write { "; the write may or may not have been applied" } else { "" };
     StoreError::Unavailable {
         operation,
         reason: format!("etcd at {} failed: {e}{outcome}; {WHAT_TO_CHECK}", options.endpoints.join(",")),

@@ -17,7 +17,7 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{EtcdOptions, Retry, call};
+use super::{EtcdOptions, Request, call};
 use crate::{Leadership, StoreError};
 
 /// Campaigns until this process holds the role at `key`. Transient failures (no quorum) are
@@ -53,7 +53,7 @@ async fn campaign(
     let ttl_secs = i64::try_from(options.role_ttl.as_secs().max(2)).unwrap_or(5);
     let granted_at = Instant::now();
     let lease =
-        call(client, options, "acquire", Retry::Write, |mut c| async move { c.lease_grant(ttl_secs, None).await })
+        call(client, options, "acquire", Request::Write, |mut c| async move { c.lease_grant(ttl_secs, None).await })
             .await?
             .id();
     let (held_tx, mut held) = watch::channel(true);
@@ -70,7 +70,7 @@ async fn campaign(
             .when([EtcdCompare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, holder, Some(PutOptions::new().with_lease(lease)))])
             .or_else([TxnOp::get(key, None)]);
-        let response = call(client, options, "acquire", Retry::Write, |mut c| {
+        let response = call(client, options, "acquire", Request::Write, |mut c| {
             let request = request.clone();
             async move { c.txn(request).await }
         })
@@ -80,10 +80,15 @@ async fn campaign(
             return Ok(Leadership::new(held, Some(Box::new(guard))));
         }
         let current = response.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.mod_revision()),
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| (kv.mod_revision(), kv.lease())),
             _ => None,
         });
-        if let Some(revision) = current {
+        if current.is_some_and(|(_, owner)| owner == lease) {
+            // An earlier attempt of this request applied before its answer was lost.
+            tracing::info!(role = key, holder, lease, "role acquired");
+            return Ok(Leadership::new(held, Some(Box::new(guard))));
+        }
+        if let Some((revision, _)) = current {
             // Wait for the key's deletion, but look again now and then whatever the watch says,
             // and give up waiting when our own lease is in doubt.
             tokio::select! {

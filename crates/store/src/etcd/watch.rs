@@ -12,7 +12,7 @@ use std::time::Duration;
 use etcd_client::{Client, EventType, WatchOptions};
 use tokio::sync::broadcast;
 
-use super::{EtcdOptions, decode, revision_u64};
+use super::{EtcdOptions, MAX_MESSAGE, decode, revision_u64};
 use crate::{Batch, Event};
 
 /// Watches `data` from revision `next` until the store drops this task.
@@ -46,11 +46,15 @@ async fn follow(
     events: &broadcast::Sender<Arc<Batch>>,
 ) -> Result<(), etcd_client::Error> {
     let watch = WatchOptions::new().with_prefix().with_start_revision(*next).with_progress_notify();
-    let mut stream =
-        match tokio::time::timeout(options.deadline, client.watch_client().watch(data.to_owned(), Some(watch))).await {
-            Ok(stream) => stream?,
-            Err(_) => return Err(etcd_client::Error::WatchError("creating the watch timed out".into())),
-        };
+    let mut stream = match tokio::time::timeout(
+        options.deadline,
+        client.watch_client().max_decoding_message_size(MAX_MESSAGE).watch(data.to_owned(), Some(watch)),
+    )
+    .await
+    {
+        Ok(stream) => stream?,
+        Err(_) => return Err(etcd_client::Error::WatchError("creating the watch timed out".into())),
+    };
     loop {
         let Some(response) = stream.message().await? else {
             return Err(etcd_client::Error::WatchError("etcd ended the watch stream".into()));

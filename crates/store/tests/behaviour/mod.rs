@@ -15,6 +15,8 @@ macro_rules! store_behaviour {
             $open;
             put_if_absent_then_compare_on_revision,
             failed_compare_writes_nothing_of_the_txn,
+            later_ops_on_a_key_win_within_a_txn,
+            a_large_txn_is_written_listed_and_watched,
             list_prefix_is_ordered_and_bounded,
             concurrent_compare_and_swap_loses_no_increment,
             watch_sees_changes_under_its_prefix_only,
@@ -69,6 +71,36 @@ pub async fn failed_compare_writes_nothing_of_the_txn(store: Arc<dyn Store>) {
     assert_eq!(store.txn(both).await.unwrap(), TxnOutcome::Conflict);
     let both = Txn::new().when(Compare::revision("x", x)).when(Compare::absent("y")).then(Op::put("y", "1"));
     assert!(matches!(store.txn(both).await.unwrap(), TxnOutcome::Committed(_)));
+}
+
+pub async fn later_ops_on_a_key_win_within_a_txn(store: Arc<dyn Store>) {
+    let txn = Txn::new().then(Op::put("a", "1")).then(Op::put("a", "2")).then(Op::put("b", "1")).then(Op::delete("b"));
+    assert!(matches!(store.txn(txn).await.unwrap(), TxnOutcome::Committed(_)));
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"2");
+    assert!(store.get("b").await.unwrap().is_none());
+    let txn = Txn::new().then(Op::delete("a")).then(Op::put("a", "3"));
+    assert!(matches!(store.txn(txn).await.unwrap(), TxnOutcome::Committed(_)));
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"3");
+}
+
+/// As a service scaling by a thousand tasks writes them: over etcd's default limits (128
+/// operations, 1.5 MiB a request) and tonic's (4 MiB an answer).
+pub async fn a_large_txn_is_written_listed_and_watched(store: Arc<dyn Store>) {
+    let mut watch = store.watch("big/");
+    let n = 1500;
+    let value = vec![b'r'; 4096];
+    let mut txn = Txn::new();
+    for i in 0..n {
+        txn = txn.then(Op::put(format!("big/{i:05}"), value.clone()));
+    }
+    assert!(matches!(store.txn(txn).await.unwrap(), TxnOutcome::Committed(_)));
+    let listed = store.list_prefix("big/").await.unwrap();
+    assert_eq!(listed.len(), n);
+    assert!(listed.iter().all(|kv| kv.value == value));
+    for i in 0..n {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap();
+        assert_eq!(event.key(), format!("big/{i:05}"));
+    }
 }
 
 pub async fn list_prefix_is_ordered_and_bounded(store: Arc<dyn Store>) {
