@@ -24,6 +24,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod common;
+
 const REGION: &str = "us-east-1";
 const DEADLINE: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(10);
@@ -494,4 +496,39 @@ async fn an_agent_cut_off_past_its_fence_stops_its_tasks_before_the_host_is_lost
         assert!(sandbox.state(id).await.is_err(), "a replaced task started again on its old host");
     }
     fleet.stop().await;
+}
+
+#[test]
+fn run_task_beyond_capacity_answers_resource_failures_through_the_aws_cli() {
+    // One simulated host: a pretend 4-vCPU, 16 GiB machine less its reserve (15360 units,
+    // 15360 MiB with the default overcommit).
+    let server = common::Server::start_simulated(1);
+    server.aws_json(&["ecs", "create-cluster", "--cluster-name", "default"]);
+    let out = server.aws_json(&["ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true"]);
+    let ids: Vec<&str> = out["Subnets"].as_array().unwrap().iter().map(|s| s["SubnetId"].as_str().unwrap()).collect();
+    let network = format!("awsvpcConfiguration={{subnets=[{}]}}", ids.join(","));
+    let register = |family: &str, cpu: &str, memory: &str| {
+        let mut body = common::task_definition(family);
+        body["cpu"] = json!(cpu);
+        body["memory"] = json!(memory);
+        server.aws_json(&["ecs", "register-task-definition", "--cli-input-json", &body.to_string()]);
+    };
+    register("big", "4096", "8192");
+    register("huge", "16384", "32768");
+
+    let out = server.aws_json(&[
+        "ecs", "run-task", "--task-definition", "big", "--count", "2", "--launch-type", "FARGATE",
+        "--network-configuration", &network,
+    ]);
+    assert_eq!(out["tasks"].as_array().unwrap().len(), 1, "{out:#}");
+    let failures = out["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{out:#}");
+    assert_eq!(failures[0]["reason"], "RESOURCE:MEMORY");
+    assert!(failures[0]["arn"].as_str().unwrap().ends_with(":container-instance/default/sim-1"), "{out:#}");
+
+    let out = server.aws_json(&[
+        "ecs", "run-task", "--task-definition", "huge", "--launch-type", "FARGATE", "--network-configuration", &network,
+    ]);
+    assert!(out["tasks"].as_array().unwrap().is_empty(), "{out:#}");
+    assert_eq!(out["failures"][0]["reason"], "RESOURCE:CPU", "{out:#}");
 }
