@@ -517,8 +517,16 @@ fn run_task_beyond_capacity_answers_resource_failures_through_the_aws_cli() {
     register("huge", "16384", "32768");
 
     let out = server.aws_json(&[
-        "ecs", "run-task", "--task-definition", "big", "--count", "2", "--launch-type", "FARGATE",
-        "--network-configuration", &network,
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "big",
+        "--count",
+        "2",
+        "--launch-type",
+        "FARGATE",
+        "--network-configuration",
+        &network,
     ]);
     assert_eq!(out["tasks"].as_array().unwrap().len(), 1, "{out:#}");
     let failures = out["failures"].as_array().unwrap();
@@ -527,7 +535,14 @@ fn run_task_beyond_capacity_answers_resource_failures_through_the_aws_cli() {
     assert!(failures[0]["arn"].as_str().unwrap().ends_with(":container-instance/default/sim-1"), "{out:#}");
 
     let out = server.aws_json(&[
-        "ecs", "run-task", "--task-definition", "huge", "--launch-type", "FARGATE", "--network-configuration", &network,
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "huge",
+        "--launch-type",
+        "FARGATE",
+        "--network-configuration",
+        &network,
     ]);
     assert!(out["tasks"].as_array().unwrap().is_empty(), "{out:#}");
     assert_eq!(out["failures"][0]["reason"], "RESOURCE:CPU", "{out:#}");
