@@ -547,3 +547,24 @@ fn run_task_beyond_capacity_answers_resource_failures_through_the_aws_cli() {
     assert!(out["tasks"].as_array().unwrap().is_empty(), "{out:#}");
     assert_eq!(out["failures"][0]["reason"], "RESOURCE:CPU", "{out:#}");
 }
+
+#[tokio::test]
+async fn a_service_that_does_not_fit_says_so_in_its_events_once() {
+    // Room for two of its three tasks, by memory.
+    let fleet = Fleet::new(1, 4096, 1024).await;
+    let definition = fleet.register("512").await;
+    fleet.create_service("web", &definition, 3).await;
+    let message = "(service web) was unable to place a task because no container instance met all of its requirements. The closest matching (container-instance host-a) has insufficient memory available. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.";
+    fleet
+        .until("the unplaceable event", || async {
+            let (services, _) = fleet.control.describe_services(None, &["web".to_owned()], false).await.unwrap();
+            services[0].events.iter().any(|e| e.message == message)
+        })
+        .await;
+    assert_eq!(fleet.running_per_host("web", 2).await.get("host-a"), Some(&2));
+    // Passes keep running (every second at least); the event is not repeated.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (services, _) = fleet.control.describe_services(None, &["web".to_owned()], false).await.unwrap();
+    assert_eq!(services[0].events.iter().filter(|e| e.message == message).count(), 1, "{:#?}", services[0].events);
+    fleet.stop().await;
+}
