@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use flotilla_host::HostApiError;
 use tokio::time::Instant;
 
 use crate::Agent;
@@ -61,6 +62,13 @@ impl Agent {
                     last_heard = Instant::now();
                     if self.fenced.swap(false, Ordering::SeqCst) {
                         tracing::warn!(host = %self.spec.id, "heard by the control plane again; the fence is lifted");
+                    }
+                }
+                Ok(Err(HostApiError::NotFound { .. })) => {
+                    // The control plane forgot the host (its store was replaced): register
+                    // again; that counts as being heard.
+                    if self.host.register(self.spec.clone()).await.is_ok() {
+                        last_heard = Instant::now();
                     }
                 }
                 Ok(Err(e)) => tracing::debug!(host = %self.spec.id, error = %e, "heartbeat failed"),
