@@ -575,6 +575,7 @@ impl Network {
                 self.remove_overlay_in(&mut inner, &vpc)?;
             }
         }
+        self.remove_orphan_overlay_chains_in(&mut inner, keep_vpcs)?;
         // Load balancer addresses are the load balancers' to remove (`remove_lb_address`): their
         // groups and VPCs stay with them.
         let groups: Vec<String> = inner

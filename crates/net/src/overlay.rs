@@ -89,6 +89,7 @@ impl Network {
             remove_remote_elements(&mut script, *ip, old);
         }
         self.nft.apply(&object, &script)?;
+        state.overlay_links.insert(link.name.clone());
         state.member_sets.extend(new_sets);
         state.remotes.retain(|_, r| r.vpc_id != spec.vpc_id);
         state.remotes.extend(wanted.clone());
@@ -185,7 +186,12 @@ impl Network {
         let object = Object::Vpc(vpc_id.to_string());
         let name = overlay_link_name(&self.table, vpc_id);
         let alias = link_alias(&self.table, "vxlan", vpc_id);
-        if let Some(link) = inner.host.link(&name).map_err(nl(&object, format!("get link {name}")))? {
+        let link = inner.host.link(&name).map_err(nl(&object, format!("get link {name}")))?;
+        let has_remotes = inner.state.remotes.values().any(|r| r.vpc_id == vpc_id);
+        if link.is_none() && !has_remotes && !inner.state.overlay_links.contains(&name) {
+            return Ok(());
+        }
+        if let Some(link) = link {
             claim(vpc_id, &link, &alias)?;
             inner.host.delete_link(&name).map_err(nl(&object, format!("delete link {name}")))?;
         }
@@ -195,13 +201,10 @@ impl Network {
         for (ip, remote) in &remotes {
             remove_remote_elements(&mut script, *ip, remote);
         }
-        let (quoted, chain) = (quote(&name), nft::overlay_in_chain(&name));
-        script.cmd("add chain", format_args!("{chain}"));
-        script.delete_element("overlay_in", &format!("{quoted} : jump {chain}"), &quoted);
-        script.delete_element("overlays", &quoted, &quoted);
-        script.delete_chain(&chain);
+        remove_device_elements(&mut script, &name);
         self.nft.apply(&object, &script)?;
         inner.state.remotes.retain(|_, r| r.vpc_id != vpc_id);
+        inner.state.overlay_links.remove(&name);
         Ok(())
     }
 
@@ -218,6 +221,27 @@ impl Network {
         remove_remote_elements(&mut script, ip, &remote);
         self.nft.apply(&object, &script)?;
         inner.state.remotes.remove(&ip);
+        Ok(())
+    }
+
+    /// Removes the `ovl_<dev>` chains (and elements) of VXLAN devices that belong to none of
+    /// `vpcs` and have no device left (after a crash between the two).
+    pub(crate) fn remove_orphan_overlay_chains_in(&self, inner: &mut Inner, vpcs: &[String]) -> Result<(), NetError> {
+        let object = Object::Network(self.table.clone());
+        let kept: BTreeSet<String> = vpcs.iter().map(|v| overlay_link_name(&self.table, v)).collect();
+        let orphans: Vec<String> = inner.state.overlay_links.iter().filter(|l| !kept.contains(*l)).cloned().collect();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let mut script = Script::new(&self.table);
+        for name in &orphans {
+            if inner.host.link(name).map_err(nl(&object, format!("get link {name}")))?.is_some() {
+                continue;
+            }
+            remove_device_elements(&mut script, name);
+        }
+        self.nft.apply(&object, &script)?;
+        inner.state.overlay_links.retain(|l| !orphans.contains(l));
         Ok(())
     }
 
@@ -240,6 +264,14 @@ impl Network {
         let count = |vpc: &String| inner.state.remotes.values().filter(|r| &r.vpc_id == vpc).count();
         Ok(vpcs.iter().map(|v| (v.clone(), count(v))).collect())
     }
+}
+
+fn remove_device_elements(script: &mut Script, link: &str) {
+    let (quoted, chain) = (quote(link), nft::overlay_in_chain(link));
+    script.cmd("add chain", format_args!("{chain}"));
+    script.delete_element("overlay_in", &format!("{quoted} : jump {chain}"), &quoted);
+    script.delete_element("overlays", &quoted, &quoted);
+    script.delete_chain(&chain);
 }
 
 fn remove_remote_elements(script: &mut Script, ip: Ipv4Addr, remote: &Remote) {

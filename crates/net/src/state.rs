@@ -21,6 +21,8 @@ pub(crate) struct State {
     pub lb_addrs: BTreeMap<Ipv4Addr, LbAddr>,
     /// Interfaces of served VPCs on other hosts (the `peers` map).
     pub remotes: BTreeMap<Ipv4Addr, Remote>,
+    /// VXLAN devices that have an `ovl_<dev>` chain.
+    pub overlay_links: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +121,8 @@ impl State {
                 let name = chain.get("name").and_then(Value::as_str).unwrap_or_default();
                 if let Some(group) = name.strip_prefix("sgi_") {
                     state.groups.entry(id_from_nft_name(group)).or_default();
+                } else if let Some(link) = name.strip_prefix("ovl_") {
+                    state.overlay_links.insert(link.to_string());
                 }
             } else if let Some(rule) = item.get("rule") {
                 let chain = rule.get("chain").and_then(Value::as_str).unwrap_or_default();
@@ -253,6 +257,7 @@ mod tests {
             {"chain": {"name": "sgi_sg_a"}},
             {"chain": {"name": "sge_sg_a"}},
             {"chain": {"name": "sgi_sg_c"}},
+            {"chain": {"name": "ovl_flvx00000001"}},
             {"rule": {"chain": "sgi_sg_a", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@sgm_sg_b"}}, {"accept": null}]}}
         ]}"#,
         )
@@ -277,5 +282,6 @@ mod tests {
         assert_eq!((remote.vpc_id.as_str(), remote.host_ip.to_string()), ("vpc-1", "192.0.2.2".to_string()));
         assert_eq!(remote.groups.iter().collect::<Vec<_>>(), vec!["sg-b"]);
         assert_eq!(state.interface_using_group("sg-b").as_deref(), Some("remote interface 10.1.7.7"));
+        assert!(state.overlay_links.contains("flvx00000001"));
     }
 }
