@@ -100,6 +100,20 @@ impl HostApi for Partitionable {
         }
         self.inner.heartbeat(host_id)
     }
+    fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>> {
+        self.inner.ensure_log_group(group, create)
+    }
+    fn put_logs<'a>(
+        &'a self,
+        group: &'a str,
+        stream: &'a str,
+        events: Vec<flotilla_host::LogEvent>,
+    ) -> BoxFuture<'a, Result<(), HostApiError>> {
+        self.inner.put_logs(group, stream, events)
+    }
+    fn service_discovery(&self) -> flotilla_host::discovery::DiscoveryWatch {
+        self.inner.service_discovery()
+    }
 }
 
 /// A background loop and the way to stop it.
