@@ -17,8 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use flotilla_host::lb::{LbKind, LoadBalancerSpec};
-use flotilla_host::{BoxFuture, GroupRule, GroupView, HostApi, InterfaceLease, RulePeer, RuleProtocol};
-use flotilla_net::{InterfaceSpec, LbAddressSpec, Network, Peer, Protocol, Rule, SecurityGroupSpec, VpcSpec};
+use flotilla_host::{BoxFuture, GroupRule, GroupView, HostApi, InterfaceLease, RulePeer, RuleProtocol, VpcView};
+use flotilla_net::{
+    InterfaceSpec, LbAddressSpec, Network, OverlaySpec, Peer, Protocol, RemoteInterface, Rule, SecurityGroupSpec,
+    VpcSpec,
+};
 
 use crate::AgentError;
 
@@ -109,6 +112,20 @@ pub struct Networking {
     /// VPCs whose groups the data plane holds as of the last change (each change to a group
     /// re-applies them), and those groups: an attach applies groups only when these miss one.
     synced: std::sync::Mutex<(HashSet<String>, HashMap<String, String>)>,
+    /// This host on the network between hosts, when it has one: VPCs then span hosts.
+    underlay: Option<Underlay>,
+    /// VPCs whose overlay the data plane holds, and the remote interfaces it routes (a
+    /// network change re-applies it when they differ).
+    overlaid: std::sync::Mutex<HashMap<String, Vec<RemoteInterface>>>,
+    /// The groups of each VPC as last applied: a network change that leaves them as they were
+    /// (an interface created elsewhere) re-applies nothing.
+    applied_groups: std::sync::Mutex<HashMap<String, Vec<GroupView>>>,
+}
+
+/// Who this host is to the overlay.
+struct Underlay {
+    host_id: String,
+    ip: Ipv4Addr,
 }
 
 fn parse_mac(mac: &str) -> Result<[u8; 6], String> {
@@ -162,7 +179,18 @@ impl Networking {
             vpc_turn: tokio::sync::Mutex::new(()),
             served: std::sync::Mutex::new(HashSet::new()),
             synced: std::sync::Mutex::new((HashSet::new(), HashMap::new())),
+            underlay: None,
+            overlaid: std::sync::Mutex::new(HashMap::new()),
+            applied_groups: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Spans VPCs across hosts: this host (`host_id`, the control plane's id for it) is at
+    /// `underlay_ip` ([`flotilla_host::HostSpec::underlay_ip`]), and routes its VPCs' interfaces
+    /// on other hosts through the overlay. Without it, VPCs stay on this host.
+    pub fn with_underlay(mut self, host_id: impl Into<String>, underlay_ip: Ipv4Addr) -> Networking {
+        self.underlay = Some(Underlay { host_id: host_id.into(), ip: underlay_ip });
+        self
     }
 
     pub fn network(&self) -> &Arc<Network> {
@@ -213,10 +241,41 @@ impl Networking {
             synced.0.contains(&vpc.id) && groups.iter().all(|g| synced.1.contains_key(g))
         };
         if !current {
-            self.sync_groups(&vpc.id).await?;
+            self.apply_groups(&vpc.id, vpc.groups.clone()).await?;
+        }
+        let overlaid = self.overlaid.lock().expect("overlaid lock").contains_key(&vpc.id);
+        if !overlaid && let Err(e) = self.apply_overlay(&vpc).await {
+            // The host's own tasks still reach each other; the next network change retries.
+            tracing::warn!(vpc = %vpc.id, error = %e, "cannot route the VPC's interfaces on other hosts");
         }
         self.serve_dns(&vpc.id, status.resolver).await?;
         Ok(status)
+    }
+
+    /// Routes the VPC's interfaces on other hosts through the overlay (and only those), when
+    /// this host has an underlay address; nothing otherwise.
+    async fn apply_overlay(&self, vpc: &VpcView) -> Result<(), AgentError> {
+        let Some(underlay) = &self.underlay else { return Ok(()) };
+        if vpc.vni == 0 {
+            return Err(net_err(format!("the control plane gave VPC {} no VNI", vpc.id)));
+        }
+        let remotes: Vec<RemoteInterface> = vpc
+            .interfaces
+            .iter()
+            .filter(|i| i.host_id.as_deref() != Some(underlay.host_id.as_str()))
+            .filter_map(|i| {
+                let host_ip = i.underlay_ip.filter(|ip| *ip != underlay.ip)?;
+                Some(RemoteInterface { ip: i.private_ip, host_ip, security_groups: i.security_groups.clone() })
+            })
+            .collect();
+        if self.overlaid.lock().expect("overlaid lock").get(&vpc.id) == Some(&remotes) {
+            return Ok(());
+        }
+        let spec = OverlaySpec { vpc_id: vpc.id.clone(), vni: vpc.vni, local_ip: underlay.ip, remotes };
+        let remotes = spec.remotes.clone();
+        self.blocking(move |net| net.ensure_overlay(&spec)).await?;
+        self.overlaid.lock().expect("overlaid lock").insert(vpc.id.clone(), remotes);
+        Ok(())
     }
 
     /// One load balancer's addresses in its VPC.
@@ -306,6 +365,13 @@ impl Networking {
             groups.sort();
             groups.dedup();
         }
+        if self.underlay.is_some() {
+            // Remote interfaces are members of the VPC's groups: they go first.
+            let vpc = vpc_id.to_owned();
+            self.blocking(move |net| net.remove_overlay(&vpc)).await?;
+        }
+        self.overlaid.lock().expect("overlaid lock").remove(vpc_id);
+        self.applied_groups.lock().expect("applied groups lock").remove(vpc_id);
         let removed = self.served.lock().expect("served lock").remove(vpc_id);
         if removed {
             for (addr, vpc) in self.dns.bindings() {
@@ -369,9 +435,11 @@ impl Networking {
         self.groups_of(vpc_id).await.map(|gs| gs.into_iter().map(|g| g.id).collect()).unwrap_or_default()
     }
 
-    /// Applies every security group of `vpc_id` as the control plane has it now.
-    async fn sync_groups(&self, vpc_id: &str) -> Result<(), AgentError> {
-        let groups = self.groups_of(vpc_id).await?;
+    /// Applies `groups`, every security group of `vpc_id` as the control plane has it now.
+    async fn apply_groups(&self, vpc_id: &str, groups: Vec<GroupView>) -> Result<(), AgentError> {
+        // Forgotten until applied: a failure below re-applies at the next change.
+        self.applied_groups.lock().expect("applied groups lock").remove(vpc_id);
+        let views = groups.clone();
         let specs: Vec<SecurityGroupSpec> = groups.iter().map(group_spec).collect();
         self.blocking(move |net| specs.iter().try_for_each(|s| net.ensure_security_group(s))).await?;
         // Groups deleted from the control plane (never while an interface uses them) go.
@@ -387,11 +455,14 @@ impl Networking {
             synced.1.extend(groups.into_iter().map(|g| (g.id, vpc_id.to_owned())));
             stale
         };
-        self.remove_groups(stale).await
+        self.remove_groups(stale).await?;
+        self.applied_groups.lock().expect("applied groups lock").insert(vpc_id.to_owned(), views);
+        Ok(())
     }
 
-    /// Re-applies the groups of every VPC this host serves (after a group changed), and
-    /// removes the host side of VPCs that were deleted. A group deleted from the control plane (which refuses while an interface
+    /// Re-applies the groups (and the overlay, the VPC's interfaces on other hosts) of every
+    /// VPC this host serves, after a group or interface changed, and removes the host side of
+    /// VPCs that were deleted. A group deleted from the control plane (which refuses while an interface
     /// uses it) stays in the data plane, unused, until its VPC's host side goes.
     async fn resync_groups(&self) -> Result<(), AgentError> {
         // In turn with attaches, so none can read the set below before a change lands.
@@ -404,7 +475,14 @@ impl Networking {
                 // Deleted (which the control plane allows only once its subnets, and so its
                 // interfaces, are gone): its host side goes too.
                 None => self.release_vpc_if_unused(&vpc).await?,
-                Some(_) => self.sync_groups(&vpc).await?,
+                Some(view) => {
+                    let applied =
+                        self.applied_groups.lock().expect("applied groups lock").get(&vpc) == Some(&view.groups);
+                    if !applied {
+                        self.apply_groups(&vpc, view.groups.clone()).await?;
+                    }
+                    self.apply_overlay(&view).await?;
+                }
             }
         }
         Ok(())

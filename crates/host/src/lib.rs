@@ -24,6 +24,7 @@ use flotilla_types::task_definition::TaskDefinition;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub mod discovery;
 pub mod lb;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,6 +55,27 @@ pub struct Host {
     /// When the control plane last heard from the host's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
+    /// ACTIVE, or LOST once its agent was not heard from past the grace period (its tasks
+    /// were then stopped); registering or heartbeating again makes it ACTIVE.
+    #[serde(default)]
+    pub status: HostStatus,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HostStatus {
+    #[default]
+    Active,
+    Lost,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Active => "ACTIVE",
+            HostStatus::Lost => "LOST",
+        }
+    }
 }
 
 /// One task as its host must run it: declarative ("ensure this task is in this state").
@@ -305,6 +327,29 @@ pub struct VpcView {
     pub id: String,
     pub cidr: Ipv4Net,
     pub groups: Vec<GroupView>,
+    /// The VPC's VXLAN network identifier between hosts: 1 to 2^24 - 1, stable and unique
+    /// among VPCs. 0 from a control plane that predates the overlay.
+    #[serde(default)]
+    pub vni: u32,
+    /// Every task interface of the VPC and the host it is on: a host routes the ones on other
+    /// hosts through the overlay and counts them as members of their groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<VpcInterface>,
+}
+
+/// A task interface of a VPC, wherever it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcInterface {
+    pub id: String,
+    pub private_ip: Ipv4Addr,
+    pub security_groups: Vec<String>,
+    /// The host of its task; `None` while the task has none (or is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// That host's [`HostSpec::underlay_ip`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_ip: Option<Ipv4Addr>,
 }
 
 /// A registry login a container's `repositoryCredentials` names.
@@ -335,6 +380,15 @@ impl std::fmt::Debug for TaskSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskSecrets").finish_non_exhaustive()
     }
+}
+
+/// One line of a container's output, as the `awslogs` driver ships it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEvent {
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -379,7 +433,8 @@ pub trait HostApi: Send + Sync {
     fn interfaces<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<Vec<InterfaceLease>, HostApiError>>;
     /// A VPC and its groups; `None` once it is deleted.
     fn vpc<'a>(&'a self, vpc_id: &'a str) -> BoxFuture<'a, Result<Option<VpcView>, HostApiError>>;
-    /// Ticks whenever a VPC or security group changes.
+    /// Ticks whenever a VPC or security group changes, or a task interface is created or
+    /// released (so every host re-reads the VPC's [`VpcView::interfaces`]).
     fn network_changes(&self) -> NetworkWatch;
     /// The task's secrets and registry logins. `Refused` carries the task's stopped reason.
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>>;
@@ -392,6 +447,20 @@ pub trait HostApi: Send + Sync {
     /// The agent is alive. Sent every few seconds; a host not heard from past the control
     /// plane's grace period is lost. `NotFound` if the host is not registered (register again).
     fn heartbeat<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>>;
+    /// Checks the log group a task's `awslogs` driver writes to, creating it when `create`
+    /// (`awslogs-create-group`). `Refused` carries the task's stopped reason. Logs live with
+    /// the servers, not the hosts: they outlive the host that shipped them.
+    fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>>;
+    /// Appends events, in order, to a log stream (made if it does not exist).
+    fn put_logs<'a>(
+        &'a self,
+        group: &'a str,
+        stream: &'a str,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<(), HostApiError>>;
+    /// Cloud Map's records, whole, now and again after every change: what the VPC resolvers
+    /// of a host that cannot read the store answer from.
+    fn service_discovery(&self) -> discovery::DiscoveryWatch;
 }
 
 #[cfg(test)]

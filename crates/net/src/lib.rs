@@ -12,6 +12,7 @@ mod netlink;
 pub mod netns;
 mod network;
 mod nft;
+mod overlay;
 mod spec;
 mod state;
 
@@ -19,8 +20,9 @@ pub use error::{AddressError, NetError, NetlinkError, Object};
 pub use ipnet::Ipv4Net;
 pub use network::Network;
 pub use spec::{
-    CleanupReport, GATEWAY, HOST_MAC, INTERNET_MTU, InterfaceSpec, InterfaceStatus, LbAddressSpec, NetConfig, Peer,
-    Protocol, Rule, SecurityGroupSpec, TASK_LINK, VPC_MTU, VpcSpec, VpcStatus,
+    CleanupReport, GATEWAY, HOST_MAC, INTERNET_MTU, InterfaceSpec, InterfaceStatus, LbAddressSpec, NetConfig,
+    OverlaySpec, OverlayStatus, Peer, Protocol, RemoteInterface, Rule, SecurityGroupSpec, TASK_LINK, VPC_MTU,
+    VXLAN_OVERHEAD, VXLAN_PORT, VpcSpec, VpcStatus,
 };
 
 #[cfg(test)]

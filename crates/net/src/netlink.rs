@@ -34,8 +34,12 @@ const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
+const RTM_GETNEIGH: u16 = 30;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
@@ -46,6 +50,10 @@ const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
+const IFLA_VXLAN_ID: u16 = 1;
+const IFLA_VXLAN_LOCAL: u16 = 4;
+const IFLA_VXLAN_LEARNING: u16 = 7;
+const IFLA_VXLAN_PORT: u16 = 15;
 
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -68,6 +76,9 @@ const RTNH_F_ONLINK: u32 = 4;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const NUD_PERMANENT: u16 = 0x80;
+/// An FDB entry of the device itself (a VXLAN device's remote table), not of a bridge.
+const NTF_SELF: u8 = 0x02;
+const AF_BRIDGE: u8 = libc::AF_BRIDGE as u8;
 
 const IFF_UP: u32 = libc::IFF_UP as u32;
 const AF_INET: u8 = libc::AF_INET as u8;
@@ -167,6 +178,8 @@ pub(crate) struct Link {
     pub mac: Option<[u8; 6]>,
     pub alias: Option<String>,
     pub mtu: Option<u32>,
+    /// For a VXLAN device: its VNI and local (source) address.
+    pub vxlan: Option<(u32, Option<Ipv4Addr>)>,
 }
 
 impl Link {
@@ -176,18 +189,52 @@ impl Link {
         }
         let index = i32::from_ne_bytes(payload[4..8].try_into().ok()?);
         let flags = u32::from_ne_bytes(payload[8..12].try_into().ok()?);
-        let mut link = Link { index, name: String::new(), up: flags & IFF_UP != 0, mac: None, alias: None, mtu: None };
+        let mut link = Link {
+            index,
+            name: String::new(),
+            up: flags & IFF_UP != 0,
+            mac: None,
+            alias: None,
+            mtu: None,
+            vxlan: None,
+        };
         for (ty, data) in attrs(&payload[16..]) {
             match ty {
                 IFLA_IFNAME => link.name = c_string(data),
                 IFLA_ADDRESS => link.mac = data.try_into().ok(),
                 IFLA_MTU => link.mtu = data.try_into().ok().map(u32::from_ne_bytes),
                 IFLA_IFALIAS => link.alias = Some(c_string(data)).filter(|a| !a.is_empty()),
+                IFLA_LINKINFO => link.vxlan = parse_vxlan(data),
                 _ => {}
             }
         }
         Some(link)
     }
+}
+
+/// A VXLAN device's VNI and local address, from its `IFLA_LINKINFO`.
+fn parse_vxlan(linkinfo: &[u8]) -> Option<(u32, Option<Ipv4Addr>)> {
+    let mut kind = None;
+    let mut data = None;
+    for (ty, payload) in attrs(linkinfo) {
+        match ty {
+            IFLA_INFO_KIND => kind = Some(c_string(payload)),
+            IFLA_INFO_DATA => data = Some(payload),
+            _ => {}
+        }
+    }
+    if kind.as_deref() != Some("vxlan") {
+        return None;
+    }
+    let (mut vni, mut local) = (None, None);
+    for (ty, payload) in attrs(data?) {
+        match ty {
+            IFLA_VXLAN_ID => vni = payload.try_into().ok().map(u32::from_ne_bytes),
+            IFLA_VXLAN_LOCAL => local = <[u8; 4]>::try_from(payload).ok().map(Ipv4Addr::from),
+            _ => {}
+        }
+    }
+    Some((vni?, local))
 }
 
 /// A route to add (or replace) in the main table.
@@ -462,6 +509,128 @@ impl Socket {
         ndm[8..10].copy_from_slice(&NUD_PERMANENT.to_ne_bytes());
         msg.raw(&ndm).attr(NDA_DST, &ip.octets()).attr(NDA_LLADDR, &mac);
         self.request(msg)
+    }
+}
+
+/// VXLAN devices, their forwarding (FDB) entries and what routes need of them.
+impl Socket {
+    /// Creates an up VXLAN device: `vni`, `local` as the outer source, UDP `port`, no
+    /// learning (every remote MAC is programmed), `mtu` for the inner packets.
+    pub fn create_vxlan(
+        &mut self,
+        name: &str,
+        mac: [u8; 6],
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+        mtu: u32,
+    ) -> Result<()> {
+        let mut msg = Message::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+        msg.raw(&ifinfomsg(0, IFF_UP, IFF_UP))
+            .attr_str(IFLA_IFNAME, name)
+            .attr(IFLA_ADDRESS, &mac)
+            .attr(IFLA_MTU, &mtu.to_ne_bytes());
+        msg.begin(IFLA_LINKINFO).attr(IFLA_INFO_KIND, b"vxlan").begin(IFLA_INFO_DATA);
+        msg.attr(IFLA_VXLAN_ID, &vni.to_ne_bytes())
+            .attr(IFLA_VXLAN_LOCAL, &local.octets())
+            .attr(IFLA_VXLAN_LEARNING, &[0])
+            .attr(IFLA_VXLAN_PORT, &port.to_be_bytes());
+        msg.end().end();
+        self.request(msg)
+    }
+
+    /// The index of the link holding `ip`, if one does.
+    pub fn link_with_address(&mut self, ip: Ipv4Addr) -> Result<Option<i32>> {
+        let mut msg = Message::new(RTM_GETADDR, NLM_F_DUMP);
+        msg.raw(&[AF_INET, 0, 0, 0, 0, 0, 0, 0]);
+        let mut found = None;
+        self.exchange(msg, |payload| {
+            let Some(index) = payload.get(4..8).map(|b| u32::from_ne_bytes(b.try_into().unwrap())) else { return };
+            let has = attrs(payload.get(8..).unwrap_or_default())
+                .any(|(ty, data)| ty == IFA_LOCAL && data == ip.octets().as_slice());
+            if has && payload[0] == AF_INET {
+                found = Some(index as i32);
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Deletes the route `dst/dst_len` through `oif` (only that one); `false` if there was none.
+    pub fn delete_route(&mut self, dst: Ipv4Addr, dst_len: u8, oif: i32) -> Result<bool> {
+        let mut msg = Message::new(RTM_DELROUTE, NLM_F_ACK);
+        msg.raw(&[AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0, 0, 0, 0]);
+        msg.attr(RTA_DST, &dst.octets()).attr(RTA_OIF, &(oif as u32).to_ne_bytes());
+        match self.request(msg) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno == libc::ESRCH || e.errno == libc::ENOENT || e.errno == libc::ENODEV => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn neighbour_message(ty: u16, flags: u16, family: u8, index: i32, ntf: u8) -> Message {
+        let mut msg = Message::new(ty, flags);
+        let mut ndm = [0u8; 12];
+        ndm[0] = family;
+        ndm[4..8].copy_from_slice(&index.to_ne_bytes());
+        ndm[8..10].copy_from_slice(&NUD_PERMANENT.to_ne_bytes());
+        ndm[10] = ntf;
+        msg.raw(&ndm);
+        msg
+    }
+
+    /// Deletes an IPv4 neighbour entry; `false` if there was none.
+    pub fn delete_neighbour(&mut self, index: i32, ip: Ipv4Addr) -> Result<bool> {
+        let mut msg = Self::neighbour_message(RTM_DELNEIGH, NLM_F_ACK, AF_INET, index, 0);
+        msg.attr(NDA_DST, &ip.octets());
+        absent_is_false(self.request(msg))
+    }
+
+    /// The IPv4 neighbour entries of one link: address and MAC.
+    pub fn neighbours(&mut self, index: i32) -> Result<Vec<(Ipv4Addr, Option<[u8; 6]>)>> {
+        let mut msg = Message::new(RTM_GETNEIGH, NLM_F_DUMP);
+        msg.raw(&[AF_INET, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut out = Vec::new();
+        self.exchange(msg, |payload| {
+            if payload.len() < 12 || payload[0] != AF_INET {
+                return;
+            }
+            if i32::from_ne_bytes(payload[4..8].try_into().unwrap()) != index {
+                return;
+            }
+            let (mut ip, mut mac) = (None, None);
+            for (ty, data) in attrs(&payload[12..]) {
+                match ty {
+                    NDA_DST => ip = <[u8; 4]>::try_from(data).ok().map(Ipv4Addr::from),
+                    NDA_LLADDR => mac = data.try_into().ok(),
+                    _ => {}
+                }
+            }
+            out.extend(ip.map(|ip| (ip, mac)));
+        })?;
+        Ok(out)
+    }
+
+    /// Adds (or replaces) the VXLAN device's forwarding entry: frames for `mac` go to `dst`.
+    pub fn replace_fdb(&mut self, index: i32, mac: [u8; 6], dst: Ipv4Addr) -> Result<()> {
+        let flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        let mut msg = Self::neighbour_message(RTM_NEWNEIGH, flags, AF_BRIDGE, index, NTF_SELF);
+        msg.attr(NDA_LLADDR, &mac).attr(NDA_DST, &dst.octets());
+        self.request(msg)
+    }
+
+    /// Deletes the VXLAN device's forwarding entry for `mac`; `false` if there was none.
+    pub fn delete_fdb(&mut self, index: i32, mac: [u8; 6], dst: Ipv4Addr) -> Result<bool> {
+        let mut msg = Self::neighbour_message(RTM_DELNEIGH, NLM_F_ACK, AF_BRIDGE, index, NTF_SELF);
+        msg.attr(NDA_LLADDR, &mac).attr(NDA_DST, &dst.octets());
+        absent_is_false(self.request(msg))
+    }
+}
+
+fn absent_is_false(result: Result<()>) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.errno == libc::ENOENT || e.errno == libc::ENODEV || e.errno == libc::ESRCH => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -183,6 +183,7 @@ impl Network {
         if let Some(ip) = inner.state.lb_addr_in_vpc(id) {
             return Err(NetError::VpcInUse { id: id.to_string(), interface: format!("load balancer address {ip}") });
         }
+        self.remove_overlay_in(inner, id)?;
         let name = vpc_link_name(&self.table, id);
         delete_own_link(&mut inner.host, &object, id, &name, &link_alias(&self.table, "vpc", id))?;
         if let Some(status) = inner.state.vpcs.get(id) {
@@ -305,6 +306,8 @@ impl Network {
         check_id(&spec.id)?;
         let object = Object::Interface(spec.id.clone());
         let mut inner = self.lock();
+        // The address was another host's until now: this host's record of that goes first.
+        self.forget_remote_in(&mut inner, spec.ip)?;
         let Inner { host, conntrack, state } = &mut *inner;
         let vpc =
             state.vpcs.get(&spec.vpc_id).cloned().ok_or_else(|| NetError::UnknownVpc { id: spec.vpc_id.clone() })?;
@@ -566,6 +569,13 @@ impl Network {
             self.remove_interface_in(&mut inner, &id)?;
             report.interfaces.push(id);
         }
+        // Remote interfaces are members of groups: the overlays of VPCs not kept go first.
+        for vpc in self.overlay_vpcs_in(&mut inner)? {
+            if !keep_vpcs.contains(&vpc) {
+                self.remove_overlay_in(&mut inner, &vpc)?;
+            }
+        }
+        self.remove_orphan_overlay_chains_in(&mut inner, keep_vpcs)?;
         // Load balancer addresses are the load balancers' to remove (`remove_lb_address`): their
         // groups and VPCs stay with them.
         let groups: Vec<String> = inner
@@ -616,13 +626,13 @@ impl Network {
     }
 }
 
-fn enodev() -> NetlinkError {
+pub(crate) fn enodev() -> NetlinkError {
     NetlinkError { errno: libc::ENODEV, message: None }
 }
 
 /// Refuses a link whose alias says it belongs to something else. A link with no alias is
 /// ours: the alias is set right after creation, so only a crash in between leaves none.
-fn claim(id: &str, link: &crate::netlink::Link, alias: &str) -> Result<(), NetError> {
+pub(crate) fn claim(id: &str, link: &crate::netlink::Link, alias: &str) -> Result<(), NetError> {
     match &link.alias {
         Some(found) if found != alias => {
             Err(NetError::NameClash { id: id.to_string(), name: link.name.clone(), alias: Some(found.clone()) })

@@ -185,6 +185,12 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         ("lb_addrs", "set lb_addrs { type ipv4_addr; }"),
         ("lb_in", "map lb_in { type ipv4_addr . inet_service : verdict; }"),
         ("snat_pub", "map snat_pub { type ipv4_addr : ipv4_addr; }"),
+        // VXLAN devices of the overlay, and each one's chain judging what arrives from it.
+        ("overlays", "set overlays { type ifname; }"),
+        ("overlay_in", "map overlay_in { type ifname : verdict; }"),
+        // Remote interfaces' private IPs -> their hosts' underlay addresses (comment: VPC id);
+        // read back after a restart.
+        ("peers", "map peers { type ipv4_addr : ipv4_addr; }"),
     ] {
         let (kind, rest) = def.split_once(' ').expect("definition");
         debug_assert!(rest.starts_with(name));
@@ -201,7 +207,7 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         script,
         "prerouting",
         "type filter hook prerouting priority -150",
-        &["iifname vmap @egress", "iifname @ifaces drop"],
+        &["iifname vmap @egress", "iifname @ifaces drop", "iifname vmap @overlay_in"],
     );
     base(script, "dstnat", "type nat hook prerouting priority dstnat", &["dnat ip to ip daddr map @dnat_pub"]);
     base(script, "outnat", "type nat hook output priority -100", &["dnat ip to ip daddr map @dnat_pub"]);
@@ -210,12 +216,17 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         "forward",
         "type filter hook forward priority filter",
         &[
-            // Nothing outside starts a connection to a task except through its public address.
-            "oifname @ifaces iifname != @ifaces ct state & (established | related) == 0 ct status & dnat == 0 drop",
+            // Nothing outside starts a connection to a task except through its public address
+            // or the overlay (tasks of the VPC on other hosts).
+            "oifname @ifaces iifname != @ifaces iifname != @overlays ct state & (established | related) == 0 ct status & dnat == 0 drop",
             "oifname vmap @ingress",
             "oifname @ifaces drop",
-            // VPC addresses with no live interface never leak onto the host's networks.
-            "iifname @ifaces ip daddr @vpc_cidrs drop",
+            // VPC addresses with no live interface here or on another host never leak onto
+            // the host's networks.
+            "iifname @ifaces ip daddr @vpc_cidrs oifname != @overlays drop",
+            // TCP between hosts fits the overlay's MTU from the first segment (tasks' veths
+            // run at VPC_MTU and would otherwise learn it by path MTU discovery).
+            "oifname @overlays tcp flags syn tcp option maxseg size set rt mtu",
         ],
     );
     // Host-originated traffic to tasks meets the same ingress rules (source: VPC base+1).
@@ -249,7 +260,13 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         script,
         "srcnat",
         "type nat hook postrouting priority srcnat",
-        &["oifname @ifaces return", "snat ip to ip saddr map @snat_pub", masquerade.as_str()],
+        &[
+            "oifname @ifaces return",
+            // The overlay carries VPC addresses as they are.
+            "oifname @overlays return",
+            "snat ip to ip saddr map @snat_pub",
+            masquerade.as_str(),
+        ],
     );
 }
 
@@ -321,6 +338,20 @@ pub(crate) fn group_rule(rule: &Rule, direction: Direction) -> String {
     }
     text.push_str("accept");
     text
+}
+
+pub(crate) fn overlay_in_chain(link: &str) -> String {
+    format!("ovl_{link}")
+}
+
+/// What may arrive from a VPC's VXLAN device: IPv4 within the VPC, both ends (anything else
+/// was not sent by a task of the VPC on another host).
+pub(crate) fn overlay_in_rules(vpc: &VpcStatus) -> Vec<String> {
+    vec![
+        "meta nfproto != ipv4 drop".to_string(),
+        format!("ip saddr != {} drop", vpc.cidr),
+        format!("ip daddr != {} drop", vpc.cidr),
+    ]
 }
 
 /// The chain judging tasks' connections to a load balancer address's listeners.

@@ -172,6 +172,48 @@ pub struct LbAddressSpec {
     pub public_ip: Option<Ipv4Addr>,
 }
 
+/// The UDP port of the overlay (IANA's VXLAN port).
+pub const VXLAN_PORT: u16 = 4789;
+/// What VXLAN adds to each packet over IPv4 (outer IP 20, UDP 8, VXLAN 8, inner Ethernet 14):
+/// the overlay's MTU is the underlay's less this.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// A VPC's share of the overlay on this host: one VXLAN device (the VPC's VNI, this host's
+/// underlay address as the outer source) and, for every interface of the VPC on another host,
+/// a route to it through that host. Remote interfaces are members of their groups here, so a
+/// rule naming a group admits them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlaySpec {
+    pub vpc_id: String,
+    /// 1 to 2^24 - 1, unique among VPCs (the control plane's to say).
+    pub vni: u32,
+    /// This host's underlay address; a link of the host must hold it.
+    pub local_ip: Ipv4Addr,
+    /// The whole set: remote interfaces not listed are removed.
+    pub remotes: Vec<RemoteInterface>,
+}
+
+/// An interface of the VPC on another host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteInterface {
+    pub ip: Ipv4Addr,
+    /// The underlay address of the host holding it.
+    pub host_ip: Ipv4Addr,
+    pub security_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayStatus {
+    pub vpc_id: String,
+    /// The VXLAN device, `flvx<8 hex>`.
+    pub link: String,
+    pub vni: u32,
+    /// The MTU of the device and of the routes through it.
+    pub mtu: u32,
+    /// How many remote interfaces are routed (a remote address a local interface has is not).
+    pub remotes: usize,
+}
+
 /// What `cleanup` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanupReport {
@@ -222,6 +264,18 @@ pub(crate) fn interface_link_name(table: &str, id: &str) -> String {
 
 pub(crate) fn vpc_link_name(table: &str, id: &str) -> String {
     format!("flvpc{:08x}", fnv1a(&[table, "vpc", id]))
+}
+
+pub(crate) fn overlay_link_name(table: &str, vpc_id: &str) -> String {
+    format!("flvx{:08x}", fnv1a(&[table, "vxlan", vpc_id]))
+}
+
+/// The MAC of a host's VXLAN devices, from its underlay address: a host's neighbour entry for
+/// another host (on the device) points at it and its FDB entry sends it to that address, so
+/// no MAC needs to travel between hosts.
+pub(crate) fn overlay_mac(host_ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = host_ip.octets();
+    [0x0e, 0xf1, a, b, c, d]
 }
 
 /// The alias marking a host link as ours; `list_interfaces` and `cleanup` find links by it.
@@ -289,6 +343,30 @@ pub(crate) fn check_interface(spec: &InterfaceSpec, vpc: &VpcStatus) -> Result<(
     }
     if spec.mac[0] & 1 != 0 || spec.mac == [0; 6] || spec.mac == HOST_MAC {
         return Err(invalid("MAC must be unicast, non-zero and not the host side's".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_overlay(spec: &OverlaySpec, vpc: &VpcStatus) -> Result<(), NetError> {
+    check_id(&spec.vpc_id)?;
+    let invalid = |reason: String| NetError::InvalidSpec { object: Object::Vpc(spec.vpc_id.clone()), reason };
+    if spec.vni == 0 || spec.vni >= 1 << 24 {
+        return Err(invalid(format!("VNI {} is not 1 to 16777215", spec.vni)));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for remote in &spec.remotes {
+        if !vpc.cidr.contains(&remote.ip) || remote.ip == vpc.router || remote.ip == vpc.resolver {
+            return Err(invalid(format!("remote interface {} is not an address of {}", remote.ip, vpc.cidr)));
+        }
+        if !seen.insert(remote.ip) {
+            return Err(invalid(format!("remote interface {} is listed twice", remote.ip)));
+        }
+        if remote.host_ip == spec.local_ip {
+            return Err(invalid(format!("remote interface {} is on this host ({})", remote.ip, remote.host_ip)));
+        }
+        for group in &remote.security_groups {
+            check_id(group)?;
+        }
     }
     Ok(())
 }

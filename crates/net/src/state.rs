@@ -19,6 +19,17 @@ pub(crate) struct State {
     pub member_sets: BTreeSet<String>,
     pub interfaces: BTreeMap<String, Iface>,
     pub lb_addrs: BTreeMap<Ipv4Addr, LbAddr>,
+    /// Interfaces of served VPCs on other hosts (the `peers` map).
+    pub remotes: BTreeMap<Ipv4Addr, Remote>,
+    /// VXLAN devices that have an `ovl_<dev>` chain.
+    pub overlay_links: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Remote {
+    pub vpc_id: String,
+    pub host_ip: Ipv4Addr,
+    pub groups: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,6 +66,7 @@ impl State {
         let mut snat = BTreeMap::new();
         let mut lb_ips = Vec::new();
         let mut lb_ports: Vec<(Ipv4Addr, u16)> = Vec::new();
+        let mut peers = Vec::new();
         let items = listing.get("nftables").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         for item in items {
             if let Some(set) = item.get("set") {
@@ -87,6 +99,11 @@ impl State {
                                 if_ip.push((link.to_string(), id.to_string(), ip));
                             }
                         }
+                        "peers" => {
+                            if let (Some(ip), Some(vpc), Some(host)) = (as_ip(key), comment, as_ip(data)) {
+                                peers.push((ip, vpc.to_string(), host));
+                            }
+                        }
                         "lb_in" => {
                             if let Some(pair) = as_ip_port(key) {
                                 lb_ports.push(pair);
@@ -104,6 +121,8 @@ impl State {
                 let name = chain.get("name").and_then(Value::as_str).unwrap_or_default();
                 if let Some(group) = name.strip_prefix("sgi_") {
                     state.groups.entry(id_from_nft_name(group)).or_default();
+                } else if let Some(link) = name.strip_prefix("ovl_") {
+                    state.overlay_links.insert(link.to_string());
                 }
             } else if let Some(rule) = item.get("rule") {
                 let chain = rule.get("chain").and_then(Value::as_str).unwrap_or_default();
@@ -120,6 +139,10 @@ impl State {
             let public_ip = snat.get(&ip).copied();
             state.interfaces.insert(id, Iface { link, vpc_id, ip, groups, public_ip });
         }
+        for (ip, vpc_id, host_ip) in peers {
+            let groups = members.iter().filter(|(_, ips)| ips.contains(&ip)).map(|(g, _)| g.clone()).collect();
+            state.remotes.insert(ip, Remote { vpc_id, host_ip, groups });
+        }
         for ip in lb_ips {
             let vpc_id = state.vpcs.values().find(|v| v.cidr.contains(&ip)).map(|v| v.id.clone());
             let groups = members.iter().filter(|(_, ips)| ips.contains(&ip)).map(|(g, _)| g.clone()).collect();
@@ -133,10 +156,15 @@ impl State {
     /// An interface, or a load balancer address, that is a member of `group`.
     pub fn interface_using_group(&self, group: &str) -> Option<String> {
         let interface = self.interfaces.iter().find(|(_, i)| i.groups.contains(group)).map(|(id, _)| id.clone());
-        interface.or_else(|| {
-            let (ip, _) = self.lb_addrs.iter().find(|(_, a)| a.groups.contains(group))?;
-            Some(format!("load balancer address {ip}"))
-        })
+        interface
+            .or_else(|| {
+                let (ip, _) = self.lb_addrs.iter().find(|(_, a)| a.groups.contains(group))?;
+                Some(format!("load balancer address {ip}"))
+            })
+            .or_else(|| {
+                let (ip, _) = self.remotes.iter().find(|(_, r)| r.groups.contains(group))?;
+                Some(format!("remote interface {ip}"))
+            })
     }
 
     /// A load balancer address in `vpc`.
@@ -157,7 +185,11 @@ impl State {
     pub fn orphan_member_sets(&self) -> Vec<String> {
         self.member_sets
             .iter()
-            .filter(|g| !self.groups.contains_key(*g) && self.group_referencing(g).is_none())
+            .filter(|g| {
+                !self.groups.contains_key(*g)
+                    && self.group_referencing(g).is_none()
+                    && !self.remotes.values().any(|r| r.groups.contains(*g))
+            })
             .cloned()
             .collect()
     }
@@ -215,7 +247,8 @@ mod tests {
             r#"{"nftables": [
             {"set": {"name": "vpc_cidrs", "elem": [{"elem": {"val": {"prefix": {"addr": "10.1.0.0", "len": 16}}, "comment": "vpc-1"}}]}},
             {"set": {"name": "sgm_sg_a", "elem": ["10.1.0.5"]}},
-            {"set": {"name": "sgm_sg_b"}},
+            {"set": {"name": "sgm_sg_b", "elem": ["10.1.7.7"]}},
+            {"map": {"name": "peers", "elem": [[{"elem": {"val": "10.1.7.7", "comment": "vpc-1"}}, "192.0.2.2"]]}},
             {"map": {"name": "if_ip", "elem": [[{"elem": {"val": "fl00000001", "comment": "eni-1"}}, "10.1.0.5"]]}},
             {"map": {"name": "snat_pub", "elem": [["10.1.0.5", "198.18.0.7"], ["10.1.0.9", "198.18.0.8"]]}},
             {"set": {"name": "lb_addrs", "elem": ["10.1.0.9"]}},
@@ -224,6 +257,7 @@ mod tests {
             {"chain": {"name": "sgi_sg_a"}},
             {"chain": {"name": "sge_sg_a"}},
             {"chain": {"name": "sgi_sg_c"}},
+            {"chain": {"name": "ovl_flvx00000001"}},
             {"rule": {"chain": "sgi_sg_a", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@sgm_sg_b"}}, {"accept": null}]}}
         ]}"#,
         )
@@ -244,5 +278,10 @@ mod tests {
         assert_eq!(lb.groups.iter().collect::<Vec<_>>(), vec!["sg-c"]);
         assert_eq!(lb.public_ip, Some("198.18.0.8".parse().unwrap()));
         assert_eq!(state.interface_using_group("sg-c").as_deref(), Some("load balancer address 10.1.0.9"));
+        let remote = &state.remotes[&"10.1.7.7".parse().unwrap()];
+        assert_eq!((remote.vpc_id.as_str(), remote.host_ip.to_string()), ("vpc-1", "192.0.2.2".to_string()));
+        assert_eq!(remote.groups.iter().collect::<Vec<_>>(), vec!["sg-b"]);
+        assert_eq!(state.interface_using_group("sg-b").as_deref(), Some("remote interface 10.1.7.7"));
+        assert!(state.overlay_links.contains("flvx00000001"));
     }
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use flotilla_host::{
     Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, GroupRule, GroupView, Host, HostApi, HostApiError,
-    HostSpec, InterfaceLease, NetworkChanged, NetworkWatch, RulePeer, RuleProtocol, TaskReport, TaskSecrets, VpcView,
+    HostSpec, InterfaceLease, LogEvent, NetworkChanged, NetworkWatch, RulePeer, RuleProtocol, TaskReport, TaskSecrets,
+    VpcInterface, VpcView,
 };
+use flotilla_logs::{InputEvent, LogError, LogStore};
 use flotilla_secrets::Secrets;
 use flotilla_store::{Event, StoreError};
 use flotilla_types::task::{AwsvpcConfiguration, Task};
@@ -30,11 +32,56 @@ pub struct LocalHostApi {
     control: Arc<Control>,
     /// SSM Parameter Store and Secrets Manager, for `secrets` and `repositoryCredentials`.
     secrets: Option<Arc<Secrets>>,
+    /// Where the hosts' `awslogs` output goes: this server's log store.
+    logs: Option<Arc<LogStore>>,
 }
 
 impl LocalHostApi {
     pub fn new(control: Arc<Control>, secrets: Option<Arc<Secrets>>) -> LocalHostApi {
-        LocalHostApi { control, secrets }
+        LocalHostApi { control, secrets, logs: None }
+    }
+
+    /// Takes the hosts' container output into `logs`.
+    pub fn with_logs(mut self, logs: Arc<LogStore>) -> LocalHostApi {
+        self.logs = Some(logs);
+        self
+    }
+
+    fn log_store(&self) -> Result<&LogStore, HostApiError> {
+        self.logs.as_deref().ok_or_else(|| HostApiError::Refused {
+            reason: "ResourceInitializationError: this server keeps no logs (awslogs is not served)".to_owned(),
+        })
+    }
+
+    async fn ensure_group(&self, group: &str, create: bool) -> Result<(), HostApiError> {
+        let logs = self.log_store()?;
+        if logs.log_group(group).is_ok() {
+            return Ok(());
+        }
+        if !create {
+            return Err(HostApiError::Refused {
+                reason: format!(
+                    "ResourceInitializationError: failed to validate logger args: The specified log group does not exist: {group}. Create it, or set awslogs-create-group to true."
+                ),
+            });
+        }
+        logs.ensure_group(group).await.map(|_| ()).map_err(|e| match e.is_internal() {
+            true => unavailable(e),
+            false => HostApiError::Refused {
+                reason: format!("ResourceInitializationError: failed to create log group {group}: {e}"),
+            },
+        })
+    }
+
+    async fn append_logs(&self, group: &str, stream: &str, events: Vec<LogEvent>) -> Result<(), HostApiError> {
+        let logs = self.log_store()?;
+        let refused = |e: LogError| match e.is_internal() {
+            true => unavailable(e),
+            false => HostApiError::Refused { reason: e.to_string() },
+        };
+        logs.ensure_stream(group, stream).await.map_err(refused)?;
+        let events = events.into_iter().map(|e| InputEvent::new(e.timestamp, e.message)).collect();
+        logs.append(group, stream, events).await.map(|_| ()).map_err(refused)
     }
 }
 
@@ -282,8 +329,44 @@ impl LocalHostApi {
             Err(e) => return Err(e.into()),
         };
         let filter = ResourceFilter { name: "vpc-id".into(), values: vec![vpc_id.to_owned()] };
-        let groups = self.control.describe_security_groups(&[], &[], &[filter]).await?;
-        Ok(Some(VpcView { id: vpc.id, cidr: net(&vpc.cidr), groups: groups.iter().map(group).collect() }))
+        let groups = self.control.describe_security_groups(&[], &[], std::slice::from_ref(&filter)).await?;
+        let interfaces = self.vpc_interfaces(filter).await?;
+        Ok(Some(VpcView {
+            vni: vpc.vni(),
+            id: vpc.id,
+            cidr: net(&vpc.cidr),
+            groups: groups.iter().map(group).collect(),
+            interfaces,
+        }))
+    }
+
+    /// The VPC's interfaces with their tasks' hosts (for the overlay between hosts).
+    async fn vpc_interfaces(&self, vpc: ResourceFilter) -> Result<Vec<VpcInterface>, HostApiError> {
+        let enis = self.control.describe_network_interfaces(&[], &[vpc]).await?;
+        if enis.is_empty() {
+            return Ok(Vec::new());
+        }
+        let underlays: HashMap<String, Option<std::net::Ipv4Addr>> =
+            self.control.hosts().await?.into_iter().map(|h| (h.spec.id, h.spec.underlay_ip)).collect();
+        let mut out = Vec::with_capacity(enis.len());
+        for eni in enis {
+            let key = eni.attachment.as_deref().and_then(|arn| self.control.task_key_of(arn).ok());
+            let host_id = match key {
+                Some(key) => match self.control.store.get(&key).await.map_err(unavailable)? {
+                    Some(kv) => decode::<TaskRecord>(&kv)?.host_id,
+                    None => None,
+                },
+                None => None,
+            };
+            out.push(VpcInterface {
+                underlay_ip: host_id.as_ref().and_then(|h| underlays.get(h).copied().flatten()),
+                host_id,
+                id: eni.id,
+                private_ip: eni.private_ip,
+                security_groups: eni.groups.into_iter().map(|g| g.id).collect(),
+            });
+        }
+        Ok(out)
     }
 
     async fn secrets_of(&self, task_arn: &str) -> Result<TaskSecrets, HostApiError> {
@@ -358,7 +441,12 @@ impl HostApi for LocalHostApi {
         let (tx, rx) = mpsc::channel(16);
         let store = self.control.store.clone();
         tokio::spawn(async move {
-            let relevant = |key: &str| key.starts_with(keys::SECURITY_GROUPS) || key.starts_with(keys::VPCS);
+            // Interfaces too: every host serving the VPC routes them (the overlay).
+            let relevant = |key: &str| {
+                key.starts_with(keys::SECURITY_GROUPS)
+                    || key.starts_with(keys::VPCS)
+                    || key.starts_with(keys::NETWORK_INTERFACES)
+            };
             let mut changes = store.watch(keys::PREFIX);
             loop {
                 let dirty = match changes.next().await {
@@ -393,5 +481,117 @@ impl HostApi for LocalHostApi {
 
     fn heartbeat<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>> {
         Box::pin(async move { Ok(self.control.host_heartbeat(host_id).await?) })
+    }
+
+    fn service_discovery(&self) -> flotilla_host::discovery::DiscoveryWatch {
+        super::discovery::watch(self.control.store.clone())
+    }
+
+    fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(self.ensure_group(group, create))
+    }
+
+    fn put_logs<'a>(
+        &'a self,
+        group: &'a str,
+        stream: &'a str,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(self.append_logs(group, stream, events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use flotilla_store::{EmbeddedStore, Op, Txn};
+    use flotilla_types::{Identity, Timestamp};
+
+    use super::*;
+    use crate::record::{encode, task_key};
+    use crate::{CreateSubnetInput, CreateVpcInput, vni_of};
+
+    const CLUSTER: &str = "arn:aws:ecs:us-east-1:123456789012:cluster/c";
+
+    fn task_arn(id: &str) -> String {
+        format!("arn:aws:ecs:us-east-1:123456789012:task/c/{id}")
+    }
+
+    async fn put_task(control: &Control, id: &str, host_id: Option<&str>) {
+        let task = Task::provisioning(task_arn(id), CLUSTER.into(), format!("{CLUSTER}-td"), Timestamp(1));
+        let record = TaskRecord {
+            task,
+            network_configuration: None,
+            host_id: host_id.map(str::to_owned),
+            protection: None,
+            reservation: None,
+        };
+        control.store.txn(Txn::new().then(Op::put(task_key("c", id), encode(&record)))).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_vpc_view_carries_its_vni_and_where_its_interfaces_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+        let identity = Identity { region: "us-east-1".into(), account: "123456789012".into() };
+        let control = Arc::new(Control::new(Arc::new(store), identity));
+        let api = LocalHostApi::new(control.clone(), None);
+
+        let input = |cidr: &str| CreateVpcInput { cidr_block: cidr.into(), tags: Vec::new() };
+        let vpc = control.create_vpc(input("10.50.0.0/16")).await.unwrap();
+        let other = control.create_vpc(input("10.60.0.0/16")).await.unwrap();
+        let subnet = control
+            .create_subnet(CreateSubnetInput {
+                vpc_id: vpc.id.clone(),
+                cidr_block: "10.50.1.0/24".into(),
+                availability_zone: None,
+                tags: Vec::new(),
+            })
+            .await
+            .unwrap();
+        for (id, underlay) in [("host-a", Some("192.0.2.1")), ("host-b", None)] {
+            let spec = HostSpec {
+                id: id.into(),
+                availability_zone: "us-east-1a".into(),
+                cpu: 1024,
+                memory: 2048,
+                underlay_ip: underlay.map(|u| u.parse().unwrap()),
+            };
+            control.register_host(spec).await.unwrap();
+        }
+        put_task(&control, "t1", Some("host-a")).await;
+        put_task(&control, "t2", Some("host-b")).await;
+        put_task(&control, "t3", None).await;
+        let mut ips = HashMap::new();
+        for id in ["t1", "t2", "t3"] {
+            let spec = NetworkInterfaceSpec {
+                subnet_id: subnet.id.clone(),
+                attachment: Some(task_arn(id)),
+                ..Default::default()
+            };
+            let eni = control.create_network_interface(spec).await.unwrap();
+            ips.insert(id, eni.private_ip);
+        }
+
+        let view = api.vpc(&vpc.id).await.unwrap().unwrap();
+        assert_eq!(view.vni, vni_of(&vpc.id));
+        assert!(view.vni > 0 && view.vni < 1 << 24);
+        assert_ne!(view.vni, api.vpc(&other.id).await.unwrap().unwrap().vni, "VNIs are unique among VPCs");
+        assert_eq!(view.interfaces.len(), 3);
+        let of = |id: &str| view.interfaces.iter().find(|i| i.private_ip == ips[id]).unwrap();
+        assert_eq!(of("t1").host_id.as_deref(), Some("host-a"));
+        assert_eq!(of("t1").underlay_ip, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(of("t1").security_groups, vec![vpc.default_security_group_id.clone()]);
+        assert_eq!((of("t2").host_id.as_deref(), of("t2").underlay_ip), (Some("host-b"), None));
+        assert_eq!((of("t3").host_id.as_deref(), of("t3").underlay_ip), (None, None));
+        assert!(api.vpc(&other.id).await.unwrap().unwrap().interfaces.is_empty());
+
+        // Creating or releasing an interface ticks every host's network watch.
+        let mut changes = api.network_changes();
+        tokio::task::yield_now().await;
+        api.release_interface(&task_arn("t3")).await.unwrap();
+        let tick = tokio::time::timeout(std::time::Duration::from_secs(5), changes.next()).await;
+        assert!(matches!(tick, Ok(Ok(NetworkChanged))), "{tick:?}");
     }
 }

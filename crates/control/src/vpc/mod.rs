@@ -74,7 +74,7 @@ pub use security_groups::{
 };
 pub use subnets::{CreateSubnetInput, RESERVED_ADDRESSES, Subnet};
 pub use tags::TagRemoval;
-pub use vpcs::{CreateVpcInput, DEFAULT_VPC_CIDR, Vpc};
+pub use vpcs::{CreateVpcInput, DEFAULT_VPC_CIDR, Vpc, vni_of};
 
 /// The public IP pool unless configured otherwise.
 pub const DEFAULT_PUBLIC_IP_POOL: &str = "198.18.0.0/24";

@@ -39,7 +39,27 @@ pub struct Vpc {
     pub tags: Vec<Tag>,
 }
 
+/// A VPC's VXLAN network identifier between hosts, from its id: 24 bits of its FNV-1a hash,
+/// never 0. Creating a VPC picks another id when this would collide with an existing VPC's, so
+/// the VNI is stable (nothing to store) and unique among VPCs.
+pub fn vni_of(vpc_id: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for &b in vpc_id.as_bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    match (hash >> 24) ^ (hash & 0x00ff_ffff) {
+        0 => 1,
+        vni => vni,
+    }
+}
+
 impl Vpc {
+    /// The VPC's VXLAN network identifier between hosts ([`vni_of`]).
+    pub fn vni(&self) -> u32 {
+        vni_of(&self.id)
+    }
+
     /// The VPC's DNS resolver: the block's base address plus two, as on AWS.
     pub fn dns_resolver(&self) -> Ipv4Addr {
         self.cidr.nth(2).expect("VPC blocks have at least 16 addresses")
@@ -95,6 +115,14 @@ struct VpcIndex {
     vpcs: BTreeMap<String, Ipv4Cidr>,
 }
 
+impl VpcIndex {
+    /// Whether a VPC here already has the VNI `id` would get.
+    fn vni_taken(&self, id: &str) -> bool {
+        let vni = vni_of(id);
+        self.vpcs.keys().any(|other| other != id && vni_of(other) == vni)
+    }
+}
+
 /// Written with the default network, so that it is created once and a deleted default VPC
 /// stays deleted, as on AWS.
 #[derive(Serialize, Deserialize)]
@@ -141,7 +169,7 @@ impl Control {
     pub async fn create_vpc(&self, input: CreateVpcInput) -> Result<Vpc, NetworkError> {
         let cidr = parse_block(&input.cidr_block)?;
         validate_tags(&input.tags)?;
-        let vpc = Vpc {
+        let mut vpc = Vpc {
             id: new_id("vpc"),
             cidr,
             is_default: false,
@@ -149,12 +177,15 @@ impl Control {
             cidr_association_id: new_id("vpc-cidr-assoc"),
             tags: input.tags,
         };
-        let group = SecurityGroup::default_for(&vpc.id, &vpc.default_security_group_id);
         loop {
             let (mut index, revision) = self.vpc_index().await?;
             if let Some(reason) = self.vpc_block_problem(&index, cidr) {
                 return Err(NetworkError::VpcRange { cidr: cidr.to_string(), reason });
             }
+            while index.vni_taken(&vpc.id) {
+                vpc.id = new_id("vpc");
+            }
+            let group = SecurityGroup::default_for(&vpc.id, &vpc.default_security_group_id);
             index.vpcs.insert(vpc.id.clone(), cidr);
             let txn = Txn::new()
                 .when(Compare::revision(keys::VPC_INDEX, revision))
@@ -253,7 +284,7 @@ impl Control {
                 tracing::warn!(%cidr, reason, "not creating the default VPC");
                 return Ok(());
             }
-            let vpc = Vpc {
+            let mut vpc = Vpc {
                 id: new_id("vpc"),
                 cidr,
                 is_default: true,
@@ -261,6 +292,9 @@ impl Control {
                 cidr_association_id: new_id("vpc-cidr-assoc"),
                 tags: Vec::new(),
             };
+            while index.vni_taken(&vpc.id) {
+                vpc.id = new_id("vpc");
+            }
             let group = SecurityGroup::default_for(&vpc.id, &vpc.default_security_group_id);
             index.vpcs.insert(vpc.id.clone(), cidr);
             let marker = DefaultNetworkMarker { vpc_id: vpc.id.clone() };
@@ -283,5 +317,30 @@ impl Control {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vnis_are_24_bits_nonzero_and_a_collision_is_seen() {
+        // Two ids whose VNIs collide (a birthday search over 24 bits): creating the second
+        // VPC would pick another id.
+        let mut seen = std::collections::HashMap::new();
+        let (first, second) = (0u64..)
+            .find_map(|i| {
+                let id = format!("vpc-{i:017x}");
+                let vni = vni_of(&id);
+                assert!(vni > 0 && vni < 1 << 24);
+                seen.insert(vni, id.clone()).map(|prev| (prev, id))
+            })
+            .unwrap();
+        let cidr: Ipv4Cidr = "10.0.0.0/16".parse().unwrap();
+        let index = VpcIndex { vpcs: BTreeMap::from([(first.clone(), cidr)]) };
+        assert!(index.vni_taken(&second));
+        assert!(!index.vni_taken(&first), "a VPC does not collide with itself");
+        assert!(!index.vni_taken("vpc-0123456789abcdef0") || vni_of("vpc-0123456789abcdef0") == vni_of(&first));
     }
 }

@@ -1,0 +1,167 @@
+//! One VPC across two hosts (privileged: run as root). Each "host" is a network namespace
+//! running its own `Network`; a veth between them is the underlay.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::*;
+use flotilla_net::{NetError, Network, OverlaySpec, Peer, Protocol, RemoteInterface, Rule, netns};
+
+const A_UNDERLAY: &str = "192.168.77.1";
+const B_UNDERLAY: &str = "192.168.77.2";
+
+/// Two labs joined by a veth underlay (`ul0` on both sides, MTU 1500).
+fn two_hosts(tag: &str) -> Result<(Lab, Lab)> {
+    let a = Lab::new(&format!("{tag}-a"))?;
+    let b = Lab::new(&format!("{tag}-b"))?;
+    a.host.ip(&["link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", &b.host.name])?;
+    for (lab, ip) in [(&a, A_UNDERLAY), (&b, B_UNDERLAY)] {
+        lab.host.ip(&["addr", "add", &format!("{ip}/24"), "dev", "ul0"])?;
+        lab.host.ip(&["link", "set", "ul0", "up"])?;
+    }
+    Ok((a, b))
+}
+
+fn remote(ip: &str, host: &str, groups: &[&str]) -> RemoteInterface {
+    RemoteInterface {
+        ip: ip.parse().unwrap(),
+        host_ip: host.parse().unwrap(),
+        security_groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+fn overlay(lab: &Lab, vpc: &str, vni: u32, local: &str, remotes: Vec<RemoteInterface>) -> Result<usize> {
+    let spec = OverlaySpec { vpc_id: vpc.into(), vni, local_ip: local.parse()?, remotes };
+    Ok(lab.net.ensure_overlay(&spec)?.remotes)
+}
+
+fn by_group(group: &str, port: u16) -> Rule {
+    Rule::new(Protocol::Tcp, Some((port, port)), Peer::SecurityGroup(group.into()))
+}
+
+/// Serves `bytes` bytes to every connection on `port` inside `ns`, from a thread.
+fn serve_bytes(ns: &Netns, port: u16, bytes: usize) -> Result<()> {
+    let listener = netns::run_in(&ns.path, || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))??;
+    std::thread::spawn(move || {
+        let chunk = vec![7u8; 64 * 1024];
+        for mut stream in listener.incoming().flatten() {
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if stream.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+            }
+        }
+    });
+    Ok(())
+}
+
+#[test]
+fn a_vpc_spans_two_hosts_with_groups_and_isolation() -> Result<()> {
+    let (mut a, mut b) = two_hosts("ovl")?;
+    for lab in [&a, &b] {
+        lab.vpc("vpc-ov", "10.20.0.0/16")?;
+        lab.vpc("vpc-ox", "10.30.0.0/16")?;
+        lab.group("sg-web", "vpc-ov", vec![by_group("sg-client", 80)], vec![all_to("0.0.0.0/0")])?;
+        lab.group("sg-client", "vpc-ov", vec![], vec![all_to("0.0.0.0/0")])?;
+        lab.group("sg-x", "vpc-ox", vec![tcp(80, "0.0.0.0/0")], vec![all_to("0.0.0.0/0")])?;
+    }
+    let client = a.task("eni-ov-a", "vpc-ov", "10.20.1.10", &["sg-client"], None)?;
+    let other = a.task("eni-ox-a", "vpc-ox", "10.30.1.10", &["sg-x"], None)?;
+    let web = b.task("eni-ov-b", "vpc-ov", "10.20.2.20", &["sg-web"], None)?;
+    let web_x = b.task("eni-ox-b", "vpc-ox", "10.30.2.20", &["sg-x"], None)?;
+    let server = b.tasks[web].listen(any_addr(80))?;
+    let _server_x = b.tasks[web_x].listen(any_addr(80))?;
+    let (to_web, to_web_x) = (addr("10.20.2.20", 80), addr("10.30.2.20", 80));
+    assert!(a.tasks[client].blocked(to_web), "no overlay yet: B's task is not reachable from A");
+
+    assert_eq!(overlay(&a, "vpc-ov", 100, A_UNDERLAY, vec![remote("10.20.2.20", B_UNDERLAY, &["sg-web"])])?, 1);
+    assert_eq!(overlay(&b, "vpc-ov", 100, B_UNDERLAY, vec![remote("10.20.1.10", A_UNDERLAY, &["sg-client"])])?, 1);
+    overlay(&a, "vpc-ox", 200, A_UNDERLAY, vec![remote("10.30.2.20", B_UNDERLAY, &["sg-x"])])?;
+    overlay(&b, "vpc-ox", 200, B_UNDERLAY, vec![remote("10.30.1.10", A_UNDERLAY, &["sg-x"])])?;
+    // Applying the same spec again changes nothing.
+    overlay(&a, "vpc-ov", 100, A_UNDERLAY, vec![remote("10.20.2.20", B_UNDERLAY, &["sg-web"])])?;
+
+    // By private address, no NAT: B's group admits A's task by group membership.
+    assert!(a.tasks[client].reaches(to_web), "A's client reaches B's web across hosts");
+    assert_eq!(server.next_peer(Duration::from_secs(2))?.ip().to_string(), "10.20.1.10");
+    assert!(a.tasks[other].reaches(to_web_x), "the other VPC's overlay works too");
+    assert!(a.tasks[other].blocked(to_web), "a task of another VPC does not reach across hosts");
+
+    // Bulk data at full-size segments: nothing is dropped for size on the 1500-byte underlay.
+    serve_bytes(&b.tasks[web], 8080, 4 << 20)?;
+    b.group(
+        "sg-web",
+        "vpc-ov",
+        vec![by_group("sg-client", 80), by_group("sg-client", 8080)],
+        vec![all_to("0.0.0.0/0")],
+    )?;
+    let mut stream = a.tasks[client].connect(addr("10.20.2.20", 8080), Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).context("reading 4 MiB across the overlay")?;
+    assert_eq!(got.len(), 4 << 20);
+
+    // Ingress is enforced on the destination host...
+    b.group("sg-web", "vpc-ov", vec![], vec![all_to("0.0.0.0/0")])?;
+    assert!(a.tasks[client].blocked(to_web), "B's group no longer admits sg-client");
+    b.group("sg-web", "vpc-ov", vec![by_group("sg-client", 80)], vec![all_to("0.0.0.0/0")])?;
+    assert!(a.tasks[client].reaches(to_web));
+    // ...and egress on the source host.
+    a.group("sg-client", "vpc-ov", vec![], vec![])?;
+    assert!(a.tasks[client].blocked(to_web), "A's group lets nothing out");
+    a.group("sg-client", "vpc-ov", vec![], vec![Rule::new(Protocol::All, None, Peer::SecurityGroup("sg-web".into()))])?;
+    assert!(a.tasks[client].reaches(to_web), "egress to the remote task's group");
+
+    // Overlapping VPC blocks are refused as on one host.
+    let overlap = a.vpc("vpc-overlap", "10.20.5.0/24").unwrap_err();
+    assert!(matches!(overlap.downcast_ref::<NetError>(), Some(NetError::VpcOverlap { .. })), "{overlap}");
+
+    // A restarted Network reads the overlay back from the kernel and the table.
+    let again = Network::new(Lab::config("ovl-a", &a.host))?;
+    assert!(again.list_overlays()?.contains(&("vpc-ov".to_string(), 1)), "{:?}", again.list_overlays()?);
+    drop(again);
+    // The remote group member keeps its group from being removed.
+    assert!(matches!(a.net.remove_security_group("sg-web"), Err(NetError::SecurityGroupInUse { .. })));
+
+    // A remote interface that goes is no longer routed.
+    assert_eq!(overlay(&a, "vpc-ov", 100, A_UNDERLAY, vec![])?, 0);
+    assert!(a.tasks[client].blocked(to_web), "the remote interface was removed");
+    assert!(!a.host.ip(&["route"])?.contains("10.20.2.20"), "its route went");
+
+    // Cleanup leaves nothing of the overlay: devices, routes, peers, chains.
+    for lab in [&mut a, &mut b] {
+        lab.net.cleanup(&[], &[], &[])?;
+        let links = lab.host.ip(&["-d", "link"])?;
+        assert!(!links.contains("flvx") && !links.contains("vxlan"), "{links}");
+        let table = lab.nft(&["list", "table", "inet", lab.net.table()])?;
+        assert!(!table.contains("chain ovl_") && !table.contains("flvx"), "{table}");
+        assert!(!lab.nft(&["list", "map", "inet", lab.net.table(), "peers"])?.contains("elements"));
+        assert!(lab.net.dismantle()?);
+        lab.tasks.clear();
+    }
+    Ok(())
+}
+
+#[test]
+fn overlay_specs_are_checked() -> Result<()> {
+    let (a, _b) = two_hosts("ovc")?;
+    a.vpc("vpc-oc", "10.40.0.0/16")?;
+    let bad_vni = OverlaySpec { vpc_id: "vpc-oc".into(), vni: 0, local_ip: A_UNDERLAY.parse()?, remotes: vec![] };
+    assert!(matches!(a.net.ensure_overlay(&bad_vni), Err(NetError::InvalidSpec { .. })));
+    let outside = OverlaySpec { vni: 7, remotes: vec![remote("10.41.0.5", B_UNDERLAY, &[])], ..bad_vni.clone() };
+    assert!(matches!(a.net.ensure_overlay(&outside), Err(NetError::InvalidSpec { .. })));
+    let no_underlay = OverlaySpec { vni: 7, local_ip: "192.168.99.1".parse()?, ..bad_vni.clone() };
+    assert!(matches!(a.net.ensure_overlay(&no_underlay), Err(NetError::InvalidSpec { .. })));
+    let unknown = OverlaySpec { vpc_id: "vpc-none".into(), vni: 7, ..bad_vni };
+    assert!(matches!(a.net.ensure_overlay(&unknown), Err(NetError::UnknownVpc { .. })));
+    a.net.cleanup(&[], &[], &[])?;
+    assert!(a.net.dismantle()?);
+    Ok(())
+}
