@@ -150,7 +150,8 @@ start_etcd() {
     --listen-peer-urls "http://127.0.0.1:$(etcd_peer_port "$n")" \
     --initial-advertise-peer-urls "http://127.0.0.1:$(etcd_peer_port "$n")" \
     --initial-cluster "$(etcd_cluster)" --initial-cluster-token flotilla-dev \
-    --initial-cluster-state new
+    --initial-cluster-state new \
+    --max-txn-ops 10000 --max-request-bytes 33554432 --auto-compaction-retention 1h
 }
 
 etcd_healthy() { curl -fsS "http://127.0.0.1:$(etcd_client_port "$1")/health" | grep -q '"health":"true"'; }
