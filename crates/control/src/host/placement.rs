@@ -127,8 +127,10 @@ impl Placer {
     }
 
     /// Places one task of `size` in `zone` (any zone when `None`): among the hosts there that
-    /// are ACTIVE and have room, the one with the fewest of `spread`'s tasks, then the
-    /// emptiest. Reserves its size there and returns the host.
+    /// are ACTIVE and have room, those with the fewest of `spread`'s tasks; of them, the
+    /// roomier of two picked at random ("power of two choices": nearly as even as always
+    /// taking the emptiest, without every concurrent placer choosing the same host and all
+    /// but one losing the compare-and-write). Reserves its size there and returns the host.
     pub(crate) fn place(
         &mut self,
         zone: Option<&str>,
@@ -137,7 +139,8 @@ impl Placer {
     ) -> Result<&Host, Unplaced> {
         let zoned = zone.filter(|z| self.serves(z));
         let mut unplaced = Unplaced::default();
-        let mut best: Option<usize> = None;
+        let mut fewest: Vec<usize> = Vec::new();
+        let mut least = usize::MAX;
         for (i, slot) in self.slots.iter().enumerate() {
             if zoned.is_some_and(|z| slot.host.spec.availability_zone != z) {
                 continue;
@@ -146,12 +149,25 @@ impl Placer {
                 unplaced.hosts.push((slot.host.spec.id.clone(), reason));
                 continue;
             }
-            let key = |s: &Slot| (spread.get(&s.host.spec.id).copied().unwrap_or(0), std::cmp::Reverse(s.room()));
-            if best.is_none_or(|b| key(slot) < key(&self.slots[b])) {
-                best = Some(i);
+            let count = spread.get(&slot.host.spec.id).copied().unwrap_or(0);
+            if count < least {
+                least = count;
+                fewest.clear();
+            }
+            if count == least {
+                fewest.push(i);
             }
         }
-        let Some(i) = best else { return Err(unplaced) };
+        let i = match fewest.len() {
+            0 => return Err(unplaced),
+            1 => fewest[0],
+            n => {
+                let r = uuid::Uuid::new_v4().as_u128();
+                let a = fewest[(r % n as u128) as usize];
+                let b = fewest[((r >> 64) % n as u128) as usize];
+                if self.slots[b].room() > self.slots[a].room() { b } else { a }
+            }
+        };
         let slot = &mut self.slots[i];
         slot.allocation.cpu += size.cpu;
         slot.allocation.memory += size.memory;
