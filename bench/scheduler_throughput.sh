@@ -7,5 +7,6 @@
 SERVICES=${1:-50}
 TASKS=${2:-20}
 source "$(dirname "$0")/common.sh"
-start_flotilla --simulated-hosts 1
+# The one simulated host must hold every task (this measures the scheduler, not capacity).
+start_flotilla --simulated-hosts 1 --overcommit-cpu 100 --overcommit-memory 100
 "$BIN/service-throughput" "$ENDPOINT" "$SERVICES" "$TASKS"

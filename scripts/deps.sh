@@ -22,6 +22,9 @@ command -v nft >/dev/null || need_apt+=(nftables)
 command -v strace >/dev/null || need_apt+=(strace)
 # The builtin OCI runtime compiles seccomp filters with libseccomp (linked at build time).
 [ -e /usr/include/seccomp.h ] || need_apt+=(libseccomp-dev)
+# The etcd store backend: its tests run real etcd members, and etcd-client's build needs protoc.
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need_apt[*]}; run as root or install them" >&2
@@ -31,6 +34,11 @@ if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Debian's etcd-server package starts a single-member etcd on 2379 where an init system runs;
+# Flotilla's tests start their own members on free ports and never use it, so stop it.
+if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
+  systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
 # The TLS registry tests serve HTTPS on a non-loopback IPv4 address of this machine (clients

@@ -63,6 +63,11 @@ async fn main() -> anyhow::Result<()> {
     let total = services * per_service;
     let client = flotilla_bench::client(&args[1])?;
     let subnet = std::env::var("BENCH_SUBNET").context("BENCH_SUBNET (a subnet id, e.g. the default VPC's)")?;
+    // The services' subnets: BENCH_SUBNETS (comma-separated, one per zone to spread over
+    // hosts in every zone), else BENCH_SUBNET alone.
+    let subnets: Vec<String> = std::env::var("BENCH_SUBNETS")
+        .map(|s| s.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_else(|_| vec![subnet.clone()]);
     // The simulated agent pretends to pull and run whatever image it is given.
     let td = flotilla_bench::register(&client, FAMILY, "busybox:latest", &["sleep", "1000000"], 2).await?;
     let names: Vec<String> = (0..services).map(name).collect();
@@ -73,13 +78,13 @@ async fn main() -> anyhow::Result<()> {
     let calls: Vec<_> = names
         .iter()
         .map(|service| {
-            let (client, td, subnet, service) = (client.clone(), td.clone(), subnet.clone(), service.clone());
+            let (client, td, subnets, service) = (client.clone(), td.clone(), subnets.clone(), service.clone());
             tokio::spawn(async move {
                 let start = Instant::now();
                 let body = json!({
                     "cluster": "default", "serviceName": service, "taskDefinition": td,
                     "desiredCount": per_service, "launchType": "FARGATE",
-                    "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet]}},
+                    "networkConfiguration": {"awsvpcConfiguration": {"subnets": subnets}},
                 });
                 client.ecs("CreateService", body).await.context("CreateService")?;
                 anyhow::Ok(start.elapsed().as_secs_f64() * 1000.0)

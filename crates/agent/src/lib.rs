@@ -13,10 +13,12 @@
 //! to recover after a restart. Tasks keep running while the agent is down, because their
 //! containers belong to per-task shims, not to this process.
 
+pub mod capacity;
 mod error;
 pub mod health;
 pub mod images;
 pub mod lb;
+mod liveness;
 mod logs;
 pub mod metadata;
 pub mod network;
@@ -38,6 +40,7 @@ use tokio::sync::watch;
 
 pub use error::AgentError;
 pub use images::ImageSource;
+pub use liveness::Liveness;
 pub use network::{Networking, NoNetwork, Resolvers, TaskNetwork};
 
 /// How often finished supervisors of live tasks are restarted when no event comes.
@@ -52,7 +55,8 @@ pub struct AgentParts {
     pub images: Arc<dyn ImageSource>,
     pub sandbox: Arc<dyn Sandbox>,
     pub network: Arc<dyn TaskNetwork>,
-    pub log_store: Option<Arc<flotilla_logs::LogStore>>,
+    /// Ship `awslogs` output through the host API (not for simulated tasks, which have none).
+    pub ship_logs: bool,
     /// Where the agent keeps what it must find again after a restart (log offsets).
     pub state_dir: PathBuf,
     pub region: String,
@@ -60,6 +64,8 @@ pub struct AgentParts {
     pub metadata: bool,
     /// Run this host's load balancers (not for simulated hosts).
     pub load_balancing: Option<lb::LbConfig>,
+    /// Heartbeat period and fence time.
+    pub liveness: Liveness,
 }
 
 struct Supervised {
@@ -81,22 +87,29 @@ pub struct Agent {
     supervisors: Mutex<HashMap<String, Supervised>>,
     /// Task ARN -> its newest assignment.
     assignments: Mutex<HashMap<String, Assignment>>,
+    liveness: Liveness,
+    /// Cut off from the control plane past the fence time: every task was stopped, and
+    /// none starts until a heartbeat gets through.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
     pub fn new(parts: AgentParts) -> Arc<Agent> {
+        let logs = logs::Shipper::new(parts.ship_logs.then(|| parts.host.clone()), parts.state_dir);
         Arc::new(Agent {
             host: parts.host,
             spec: parts.spec,
             images: parts.images,
             sandbox: parts.sandbox,
             network: parts.network,
-            logs: logs::Shipper::new(parts.log_store, parts.state_dir),
+            logs,
             region: parts.region,
             metadata: parts.metadata,
             load_balancing: parts.load_balancing,
             supervisors: Mutex::new(HashMap::new()),
             assignments: Mutex::new(HashMap::new()),
+            liveness: parts.liveness,
+            fenced: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -121,6 +134,7 @@ impl Agent {
                 }
             }
         }
+        let heartbeats = tokio::spawn(self.clone().keep_alive());
         let groups = tokio::spawn(self.clone().follow_network_changes());
         let (stop_lbs, lbs_stopped) = watch::channel(false);
         let lbs = self.load_balancing.clone().map(|config| {
@@ -169,6 +183,7 @@ impl Agent {
                 _ = resync.tick() => self.restart_finished(),
             }
         }
+        heartbeats.abort();
         groups.abort();
         // Listeners closed and addresses removed before the network is taken down.
         let _ = stop_lbs.send(true);
@@ -200,8 +215,23 @@ impl Agent {
             s.assignment.send_replace(assignment);
             return;
         }
+        if self.is_fenced() {
+            // Nothing starts while fenced; the next resync after the fence follows it.
+            return;
+        }
         if assignment.task.last_status == TaskStatus::Stopped {
             supervisors.remove(&arn);
+            // Recorded STOPPED (its host was lost meanwhile) while a copy may still run here
+            // (the agent was down, its containers kept by their shims): take it down.
+            let (agent, id) = (self.clone(), assignment.task.id().to_owned());
+            tokio::spawn(async move {
+                if agent.sandbox.state(&id).await.is_ok() {
+                    tracing::info!(task = %id, "stopping a copy of a task that is recorded STOPPED");
+                    if let Err(e) = agent.sandbox.destroy(&id).await {
+                        tracing::warn!(task = %id, error = %e, "cannot stop a stale copy of a task");
+                    }
+                }
+            });
             return;
         }
         let (tx, rx) = watch::channel(assignment);

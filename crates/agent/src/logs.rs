@@ -1,4 +1,5 @@
-//! The `awslogs` driver: container output from the shim's log files to log groups/streams.
+//! The `awslogs` driver: container output from the shim's log files to log groups/streams,
+//! through the host API (the logs live with the servers, not on the host).
 //!
 //! The shim writes each container's output as JSON lines; the agent ships whole lines from a
 //! persisted byte offset, so a restart neither loses nor repeats events. Stream names follow
@@ -9,7 +10,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use flotilla_logs::{InputEvent, LogStore};
+use flotilla_host::{HostApi, HostApiError, LogEvent};
 use flotilla_types::task::Task;
 use flotilla_types::task_definition::{ContainerDefinition, TaskDefinition};
 use serde::Deserialize;
@@ -46,42 +47,25 @@ fn target(def: &ContainerDefinition, task_id: &str) -> Option<Target> {
 }
 
 pub(crate) struct Shipper {
-    sink: Option<Arc<LogStore>>,
+    /// Where the output goes; `None` ships nothing (simulated hosts).
+    sink: Option<Arc<dyn HostApi>>,
     offsets_dir: PathBuf,
     /// (task id, container) -> bytes of the current log file already shipped.
     offsets: Mutex<HashMap<(String, String), u64>>,
-    /// Streams already created, so shipping does not pay a store write to re-check them.
-    streams: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Shipper {
-    pub fn new(sink: Option<Arc<LogStore>>, state_dir: PathBuf) -> Shipper {
-        Shipper {
-            sink,
-            offsets_dir: state_dir.join("log-offsets"),
-            offsets: Mutex::new(HashMap::new()),
-            streams: Mutex::new(Default::default()),
-        }
+    pub fn new(sink: Option<Arc<dyn HostApi>>, state_dir: PathBuf) -> Shipper {
+        Shipper { sink, offsets_dir: state_dir.join("log-offsets"), offsets: Mutex::new(HashMap::new()) }
     }
 
-    /// Checks (or creates) every log group the task writes to; the error is the stoppedReason.
-    pub async fn prepare(&self, task: &Task, definition: &TaskDefinition) -> Result<(), String> {
+    /// Checks (or creates) every log group the task writes to. `Refused` carries the
+    /// stoppedReason; any other error is the control plane's, worth a retry.
+    pub async fn prepare(&self, task: &Task, definition: &TaskDefinition) -> Result<(), HostApiError> {
         let Some(sink) = &self.sink else { return Ok(()) };
         for def in &definition.container_definitions {
             let Some(t) = target(def, task.id()) else { continue };
-            if sink.log_group(&t.group).is_ok() {
-                continue;
-            }
-            if t.create_group {
-                sink.ensure_group(&t.group)
-                    .await
-                    .map_err(|e| format!("ResourceInitializationError: failed to create log group {}: {e}", t.group))?;
-            } else {
-                return Err(format!(
-                    "ResourceInitializationError: failed to validate logger args: The specified log group does not exist: {}. Create it, or set awslogs-create-group to true.",
-                    t.group
-                ));
-            }
+            sink.ensure_log_group(&t.group, t.create_group).await?;
         }
         Ok(())
     }
@@ -123,18 +107,8 @@ impl Shipper {
             if events.is_empty() && new_offset == offset {
                 continue;
             }
-            let events = events.into_iter().map(|(t, m)| InputEvent::new(t, m)).collect();
-            let key = (t.group.clone(), t.stream.clone());
-            let known = self.streams.lock().expect("streams poisoned").contains(&key);
-            let ensured = if known { Ok(()) } else { sink.ensure_stream(&t.group, &t.stream).await.map(|_| ()) };
-            let stored = match ensured {
-                Ok(()) => {
-                    self.streams.lock().expect("streams poisoned").insert(key);
-                    sink.append(&t.group, &t.stream, events).await.map(|_| ())
-                }
-                Err(e) => Err(e),
-            };
-            match stored {
+            let events = events.into_iter().map(|(timestamp, message)| LogEvent { timestamp, message }).collect();
+            match sink.put_logs(&t.group, &t.stream, events).await {
                 Ok(()) => self.set_offset(task.id(), name, new_offset),
                 Err(e) => {
                     tracing::warn!(task = task.id(), container = name, error = %e, "log shipping failed; will retry")

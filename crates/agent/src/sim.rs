@@ -70,17 +70,30 @@ pub fn agent(
     region: &str,
     state_dir: PathBuf,
 ) -> Arc<Agent> {
+    agent_with(host, spec, sandbox, region, state_dir, crate::Liveness::from_env())
+}
+
+/// [`agent`] with the given heartbeat period and fence time.
+pub fn agent_with(
+    host: Arc<dyn HostApi>,
+    spec: HostSpec,
+    sandbox: Arc<dyn Sandbox>,
+    region: &str,
+    state_dir: PathBuf,
+    liveness: crate::Liveness,
+) -> Arc<Agent> {
     Agent::new(AgentParts {
         host,
         spec,
         images: Arc::new(SimImages),
         sandbox,
         network: Arc::new(NoNetwork),
-        log_store: None,
+        ship_logs: false,
         state_dir,
         region: region.to_owned(),
         metadata: false,
         load_balancing: None,
+        liveness,
     })
 }
 

@@ -199,9 +199,13 @@ impl Supervisor {
             });
         }
         let task = self.report(activating).await?;
-        if let Err(reason) = self.agent.logs.prepare(&task, definition).await {
-            self.fail_to_start(reason, None).await?;
-            return Ok(false);
+        match self.agent.logs.prepare(&task, definition).await {
+            Ok(()) => {}
+            Err(HostApiError::Refused { reason }) => {
+                self.fail_to_start(reason, None).await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
         }
         let injected = crate::spec::Injected {
             region: &self.agent.region,

@@ -12,6 +12,7 @@ use flotilla_control::ControlError;
 use flotilla_discovery::DiscoveryError;
 use flotilla_logs::LogError;
 use flotilla_secrets::SecretsError;
+use flotilla_store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -53,6 +54,14 @@ pub(crate) fn internal(code: &'static str, what: &'static str, e: &dyn Debug) ->
     ApiError::new(code, "The server failed to handle the request; it has been logged. Retry it.")
 }
 
+/// The store cannot answer (etcd without a quorum): not a bug to hide behind "it has been
+/// logged" but an outage for the operator to fix, so the client gets the store's own
+/// explanation, which says what to check, under the service's internal code.
+pub(crate) fn store_unavailable(code: &'static str, e: &StoreError) -> ApiError {
+    tracing::warn!(error = %e, "request failed: the store is unavailable");
+    ApiError::new(code, format!("The state store is unavailable; retry once it is back: {e}"))
+}
+
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> ApiError {
         match e {
@@ -72,6 +81,7 @@ impl From<ControlError> for ApiError {
             ControlError::NamespaceNotFound { .. } => ApiError::new("NamespaceNotFoundException", e.to_string()),
             ControlError::Conflict(m) => ApiError::new("ConflictException", m),
             ControlError::Unsupported(m) => ApiError::new("UnsupportedFeatureException", m),
+            ControlError::Store(ref s @ StoreError::Unavailable { .. }) => store_unavailable("ServerException", s),
             ControlError::Store(_) | ControlError::CorruptRecord { .. } => {
                 internal("ServerException", "the control plane", &e)
             }
@@ -108,6 +118,9 @@ impl From<DiscoveryError> for ApiError {
             DiscoveryError::ResourceInUse(_) => "ResourceInUse",
             DiscoveryError::DuplicateRequest { .. } => "DuplicateRequest",
             DiscoveryError::CustomHealthNotFound { .. } => "CustomHealthNotFound",
+            DiscoveryError::Store(s @ StoreError::Unavailable { .. }) => {
+                return store_unavailable("InternalFailure", s);
+            }
             DiscoveryError::Store(_) | DiscoveryError::CorruptRecord { .. } => {
                 return internal("InternalFailure", "service discovery", &e);
             }
@@ -123,6 +136,7 @@ pub(crate) fn ssm_error(e: SecretsError) -> ApiError {
         SecretsError::ParameterNotFound { .. } => "ParameterNotFound",
         SecretsError::ParameterAlreadyExists { .. } => "ParameterAlreadyExists",
         SecretsError::SecretNotFound { .. } | SecretsError::SecretAlreadyExists { .. } => "ValidationException",
+        SecretsError::Store(s @ StoreError::Unavailable { .. }) => return store_unavailable("InternalServerError", s),
         SecretsError::Store(_) | SecretsError::Corrupt { .. } => {
             return internal("InternalServerError", "the secrets store", &e);
         }
@@ -139,6 +153,7 @@ pub(crate) fn secretsmanager_error(e: SecretsError) -> ApiError {
         SecretsError::SecretAlreadyExists { .. } | SecretsError::ParameterAlreadyExists { .. } => {
             "ResourceExistsException"
         }
+        SecretsError::Store(s @ StoreError::Unavailable { .. }) => return store_unavailable("InternalServiceError", s),
         SecretsError::Store(_) | SecretsError::Corrupt { .. } => {
             return internal("InternalServiceError", "the secrets store", &e);
         }
@@ -157,6 +172,7 @@ impl From<AcmError> for ApiError {
             AcmError::TooManyTags => "TooManyTagsException",
             AcmError::InvalidParameter(_) => "InvalidParameterException",
             AcmError::Contended { .. } => "ConflictException",
+            AcmError::Store(s @ StoreError::Unavailable { .. }) => return store_unavailable("InternalFailure", s),
             AcmError::Store(_) | AcmError::Corrupt { .. } | AcmError::Users(_) => {
                 return internal("InternalFailure", "certificate manager", &e);
             }
@@ -175,5 +191,25 @@ impl IntoResponse for ApiError {
             headers.insert("x-amzn-errortype", v);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_store_is_a_server_exception_that_says_what_to_check() {
+        let e = ControlError::Store(StoreError::Unavailable {
+            operation: "txn",
+            reason: "etcd at h1:2379 did not answer within 5s; check the members (no quorum)".into(),
+        });
+        let api = ApiError::from(e);
+        assert_eq!(api.code, "ServerException");
+        assert_eq!(api.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(api.message.contains("unavailable") && api.message.contains("no quorum"), "{}", api.message);
+        // Other store failures stay opaque.
+        let api = ApiError::from(ControlError::Store(StoreError::Closed));
+        assert!(!api.message.contains("shut down"), "{}", api.message);
     }
 }

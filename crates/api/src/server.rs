@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::acm::AcmRequest;
 use crate::ecs::EcsRequest;
 use crate::error::ApiError;
+use crate::flotilla::FlotillaRequest;
 use crate::logs::LogsRequest;
 use crate::model::ServiceModel;
 use crate::secrets::{SecretsManagerRequest, SsmRequest};
@@ -40,6 +41,8 @@ pub enum Service {
     Ssm,
     SecretsManager,
     Acm,
+    /// Flotilla's own operations (hosts and their tokens).
+    Flotilla,
 }
 
 impl Service {
@@ -51,6 +54,7 @@ impl Service {
             "AmazonSSM" => Some(Service::Ssm),
             "secretsmanager" => Some(Service::SecretsManager),
             "CertificateManager" => Some(Service::Acm),
+            "Flotilla_20261206" => Some(Service::Flotilla),
             _ => None,
         }
     }
@@ -65,6 +69,7 @@ pub struct ApiState {
     ssm_model: ServiceModel,
     secretsmanager_model: ServiceModel,
     acm_model: ServiceModel,
+    flotilla_model: ServiceModel,
     /// SSM Parameter Store and Secrets Manager are served only when attached
     /// ([`ApiState::with_secrets`]).
     secrets: Option<Arc<flotilla_secrets::Secrets>>,
@@ -91,6 +96,7 @@ impl ApiState {
             ssm_model: ServiceModel::parse(include_str!("../model/ssm.json")),
             secretsmanager_model: ServiceModel::parse(include_str!("../model/secretsmanager.json")),
             acm_model: ServiceModel::parse(include_str!("../model/acm.json")),
+            flotilla_model: ServiceModel::parse(include_str!("../model/flotilla.json")),
             secrets: None,
             logs: None,
             discovery: None,
@@ -133,6 +139,7 @@ impl ApiState {
             Service::Ssm => &self.ssm_model,
             Service::SecretsManager => &self.secretsmanager_model,
             Service::Acm => &self.acm_model,
+            Service::Flotilla => &self.flotilla_model,
         }
     }
 
@@ -319,5 +326,6 @@ async fn dispatch(
             })?;
             crate::acm::execute(acm, AcmRequest::parse(operation, input)?).await
         }
+        Service::Flotilla => crate::flotilla::execute(&state.control, FlotillaRequest::parse(operation, input)?).await,
     }
 }

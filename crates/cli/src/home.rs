@@ -109,6 +109,15 @@ impl Home {
         Ok((Credentials { access_key_id: stored.access_key_id, secret_access_key: stored.secret_access_key }, true))
     }
 
+    /// Records `credentials` as this data dir's (a server of a shared store takes the store's).
+    pub fn record_credentials(&self, credentials: &Credentials) -> anyhow::Result<()> {
+        let stored = StoredCredentials {
+            access_key_id: credentials.access_key_id.clone(),
+            secret_access_key: credentials.secret_access_key.clone(),
+        };
+        write_private(&self.dir.join("credentials.json"), &serde_json::to_vec_pretty(&stored)?)
+    }
+
     pub fn record_endpoint(&self, endpoint: &str) -> anyhow::Result<()> {
         write_private(&self.dir.join("endpoint"), endpoint.as_bytes())
     }

@@ -1,6 +1,9 @@
 //! The `flotilla` binary's pieces, exposed as a library for tests and benchmarks.
 
+pub mod agent;
 pub mod client;
 pub mod home;
 pub mod output;
+pub mod plane;
+pub mod server;
 pub mod up;

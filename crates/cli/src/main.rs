@@ -50,6 +50,13 @@ enum Command {
         /// only pretend (for scheduler benchmarks and trying Flotilla without root).
         #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "no_agent")]
         simulated_hosts: u32,
+        /// How many times its CPU (after a reserve for the host) this host offers tasks; each
+        /// task's CPU quota still caps it.
+        #[arg(long, value_name = "FACTOR", default_value_t = 4.0)]
+        overcommit_cpu: f64,
+        /// How many times its memory (after a reserve for the host) this host offers tasks.
+        #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+        overcommit_memory: f64,
         /// Public addresses for tasks run with assignPublicIp=ENABLED; the network must route
         /// this block to this host.
         #[arg(long, default_value = flotilla_control::DEFAULT_PUBLIC_IP_POOL)]
@@ -68,6 +75,76 @@ enum Command {
         /// over HTTPS with a private CA, on top of the built-in roots.
         #[arg(long, value_name = "FILE", env = "FLOTILLA_REGISTRY_CA")]
         registry_ca: Option<PathBuf>,
+    },
+    /// Run a server of a cluster: the API and the control plane over a shared store, and the
+    /// link agents connect to. No tasks run here.
+    Server {
+        /// The store: etcd://HOST:PORT[,HOST:PORT...], or file:PATH for an embedded store
+        /// (one server only). Default: the data dir's embedded store.
+        #[arg(long, env = "FLOTILLA_STORE")]
+        store: Option<String>,
+        /// CA bundle that signs the etcd members' certificates (then they are dialled over TLS).
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        /// Client certificate for etcd (mutual TLS), with --key.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<PathBuf>,
+        /// The client certificate's private key.
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
+        /// Address of the AWS API.
+        #[arg(long, default_value = "127.0.0.1:7780")]
+        listen: SocketAddr,
+        /// Address agents connect to (gRPC).
+        #[arg(long, default_value = "127.0.0.1:7946")]
+        agent_listen: SocketAddr,
+        /// Region for ARNs (fixed by the first server of the store).
+        #[arg(long)]
+        region: Option<String>,
+        /// 12-digit account id (fixed by the first server of the store).
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Public addresses for tasks run with assignPublicIp=ENABLED.
+        #[arg(long, default_value = flotilla_control::DEFAULT_PUBLIC_IP_POOL)]
+        public_ip_pool: flotilla_control::Ipv4Cidr,
+    },
+    /// Run one host's agent: it registers the host with the servers and runs the tasks
+    /// placed on it (needs root).
+    Agent {
+        /// Servers' agent addresses (their --agent-listen), comma-separated; any will do.
+        #[arg(long, value_delimiter = ',', required = true, env = "FLOTILLA_SERVERS")]
+        server: Vec<String>,
+        /// The host's token, from `flotilla hosts add HOST_ID`.
+        #[arg(long, env = "FLOTILLA_HOST_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        host_id: String,
+        /// The host's availability zone (its region is the zone's).
+        #[arg(long)]
+        zone: String,
+        /// The host's address between hosts, for the VPC overlay.
+        #[arg(long, value_name = "IP")]
+        underlay_ip: Option<std::net::Ipv4Addr>,
+        /// CPU units offered per CPU unit the host has (quotas still cap each task).
+        #[arg(long, default_value_t = 4.0)]
+        overcommit_cpu: f64,
+        /// Memory offered per MiB the host has.
+        #[arg(long, default_value_t = 1.0)]
+        overcommit_memory: f64,
+        /// Network namespace (a path such as /run/netns/NAME) for the task network's host side.
+        #[arg(long, value_name = "PATH")]
+        net_namespace: Option<std::path::PathBuf>,
+        /// Host address internet-facing load balancers listen on (default: the underlay
+        /// address, else loopback).
+        #[arg(long, value_name = "IP")]
+        lb_address: Option<std::net::IpAddr>,
+        #[arg(long, value_name = "FILE", env = "FLOTILLA_REGISTRY_CA")]
+        registry_ca: Option<PathBuf>,
+    },
+    /// List the hosts (capacity, allocation, tasks, health), or add / revoke one's token.
+    Hosts {
+        #[command(subcommand)]
+        action: Option<HostAction>,
     },
     /// List clusters, or create / delete one.
     Clusters {
@@ -128,6 +205,14 @@ enum Command {
     },
     /// List the certificates imported into ACM: domain, status, expiry, load balancers using them.
     Certificates,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum HostAction {
+    /// Issue a token for a host (printed once); a token it had before stops working.
+    Add { host_id: String },
+    /// Revoke a host's token: its agent is disconnected at once and cannot connect again.
+    Revoke { host_id: String },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +327,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             account_id,
             no_agent,
             simulated_hosts,
+            overcommit_cpu,
+            overcommit_memory,
             public_ip_pool,
             net_namespace,
             lb_address,
@@ -254,6 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 account_id,
                 no_agent,
                 simulated_hosts,
+                overcommit: flotilla_agent::capacity::Overcommit { cpu: overcommit_cpu, memory: overcommit_memory },
                 public_ip_pool,
                 net_namespace,
                 lb_address: lb_address.unwrap_or(listen.ip()),
@@ -261,6 +349,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Server { store, cacert, cert, key, listen, agent_listen, region, account_id, public_ip_pool } => {
+            flotilla_cli::server::run(flotilla_cli::server::ServerOptions {
+                store,
+                store_tls: flotilla_store::TlsFiles { ca: cacert, cert, key },
+                listen,
+                agent_listen,
+                data_dir,
+                region,
+                account_id,
+                public_ip_pool,
+            })
+            .await
+        }
+        Command::Agent {
+            server,
+            token,
+            host_id,
+            zone,
+            underlay_ip,
+            overcommit_cpu,
+            overcommit_memory,
+            net_namespace,
+            lb_address,
+            registry_ca,
+        } => {
+            let lb_address = lb_address.unwrap_or(match underlay_ip {
+                Some(ip) => std::net::IpAddr::V4(ip),
+                None => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            });
+            flotilla_cli::agent::run(flotilla_cli::agent::AgentOptions {
+                servers: server,
+                token,
+                host_id,
+                zone,
+                underlay_ip,
+                overcommit_cpu,
+                overcommit_memory,
+                data_dir,
+                net_namespace,
+                lb_address,
+                registry_ca,
+            })
+            .await
+        }
+        Command::Hosts { action } => commands::hosts::run(&connect(&data_dir, cli.endpoint)?, &out, action).await,
         Command::Clusters { action } => commands::clusters::run(&connect(&data_dir, cli.endpoint)?, &out, action).await,
         Command::TaskDefinitions { action, family_prefix, status } => {
             commands::task_definitions::run(&connect(&data_dir, cli.endpoint)?, &out, action, family_prefix, status)

@@ -1,0 +1,210 @@
+//! The control plane as `flotilla up` and `flotilla server` assemble it: the control plane
+//! over a store, load balancing and certificates, logs, secrets, Cloud Map, the host API it
+//! serves to agents, and the background work (the service scheduler; retention of stopped
+//! tasks, draining targets and logs).
+//!
+//! Work that must run once among all servers sharing a store runs under [`Store::acquire`]:
+//! with the embedded store this process always holds it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use flotilla_api::ApiState;
+use flotilla_api::logs::LogStore;
+use flotilla_api::servicediscovery::Discovery;
+use flotilla_control::{Control, Identity, hold_role};
+use flotilla_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub struct PlaneOptions {
+    pub region: String,
+    pub account_id: String,
+    pub public_ip_pool: flotilla_control::Ipv4Cidr,
+    /// The host address internet-facing load balancers listen on, when this process runs
+    /// them: a port something else holds there is refused when a listener is created.
+    pub lb_address: Option<IpAddr>,
+    /// Where this server's log store lives.
+    pub logs_dir: std::path::PathBuf,
+}
+
+pub struct ControlPlane {
+    pub store: Arc<dyn Store>,
+    pub control: Arc<Control>,
+    pub elb: Arc<flotilla_elb::Elb>,
+    pub acm: Arc<flotilla_acm::Acm>,
+    pub logs: Arc<LogStore>,
+    pub secrets: Arc<flotilla_api::secrets::Secrets>,
+    pub discovery: Arc<Discovery>,
+    /// The host API as this control plane serves it, to in-process agents or over the link.
+    pub host_api: Arc<dyn flotilla_host::HostApi>,
+    stop: watch::Sender<bool>,
+    scheduler: JoinHandle<()>,
+    detector: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    pub async fn start(store: Arc<dyn Store>, opts: PlaneOptions) -> anyhow::Result<ControlPlane> {
+        let identity = Identity { region: opts.region.clone(), account: opts.account_id.clone() };
+        let control = Arc::new(Control::new(store.clone(), identity).with_public_ip_pool(opts.public_ip_pool));
+        control.ensure_default_network().await.context("cannot create the default VPC")?;
+        // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
+        let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
+        let elb = Arc::new(flotilla_elb::Elb::new(
+            store.clone(),
+            control.identity().clone(),
+            acm.clone(),
+            Arc::new(flotilla_control::ElbVpcs(control.clone())),
+            opts.lb_address.map(port_probe),
+        ));
+        control.attach_load_balancing(elb.clone());
+        // ACM refuses to delete a certificate a listener serves.
+        acm.set_users(elb.clone());
+        // Logs live in their own file so that their volume never bloats the control-plane store.
+        let logs = Arc::new(
+            LogStore::open(&opts.logs_dir)
+                .with_context(|| format!("cannot open the log store in {}", opts.logs_dir.display()))?,
+        );
+        // SSM Parameter Store and Secrets Manager over the same store, for the API and for tasks.
+        let secrets = flotilla_api::secrets::Secrets::new(store.clone(), opts.region.clone(), opts.account_id.clone());
+        let host_api: Arc<dyn flotilla_host::HostApi> = Arc::new(
+            flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone())).with_logs(logs.clone()),
+        );
+        // Cloud Map over the same store; its worker completes namespace and instance operations.
+        let discovery = Discovery::start(store.clone(), opts.region.clone(), opts.account_id.clone());
+        control.attach_discovery(discovery.clone());
+
+        let (stop, _) = watch::channel(false);
+        let background = vec![
+            tokio::spawn(expire_logs(logs.clone())),
+            tokio::spawn({
+                let (store, control) = (store.clone(), control.clone());
+                async move {
+                    hold_role(store.as_ref(), "stopped-task-reaper", std::future::pending(), || {
+                        reap_stopped_tasks(control.clone())
+                    })
+                    .await
+                }
+            }),
+            tokio::spawn({
+                let (store, elb) = (store.clone(), elb.clone());
+                async move {
+                    hold_role(store.as_ref(), "draining-expiry", std::future::pending(), || {
+                        expire_draining(elb.clone())
+                    })
+                    .await
+                }
+            }),
+        ];
+        // The service scheduler: keeps every service's tasks as the service asks.
+        let scheduler = {
+            let mut stop = stop.subscribe();
+            tokio::spawn(control.clone().run_service_scheduler(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        };
+        // The host-failure detector: hosts unheard from past the grace are lost, their tasks
+        // stopped (a singleton role too).
+        let detector = {
+            let mut stop = stop.subscribe();
+            let liveness = flotilla_control::HostLiveness::from_env();
+            tokio::spawn(control.clone().run_host_failure_detector(liveness, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        };
+        Ok(ControlPlane {
+            store,
+            control,
+            elb,
+            acm,
+            logs,
+            secrets,
+            discovery,
+            host_api,
+            stop,
+            scheduler,
+            detector,
+            background,
+        })
+    }
+
+    /// The AWS API over this control plane, for `credentials`.
+    pub fn api_state(&self, credentials: &flotilla_api::Credentials) -> Arc<ApiState> {
+        Arc::new(
+            ApiState::new(self.control.clone(), std::slice::from_ref(credentials))
+                .with_logs(self.logs.clone())
+                .with_discovery(self.discovery.clone())
+                .with_secrets(self.secrets.clone())
+                .with_load_balancing(self.elb.clone(), self.acm.clone()),
+        )
+    }
+
+    /// Lets the scheduler finish its pass and stops the background work.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.scheduler.await;
+        let _ = self.detector.await;
+        for task in self.background {
+            task.abort();
+        }
+    }
+}
+
+/// Forgets STOPPED tasks an hour after they stopped, as Fargate does.
+async fn reap_stopped_tasks(control: Arc<Control>) {
+    const RETENTION: Duration = Duration::from_secs(60 * 60);
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cutoff = flotilla_types::Timestamp(flotilla_types::Timestamp::now().0 - RETENTION.as_millis() as i64);
+        if let Err(e) = control.reap_stopped_tasks(cutoff).await {
+            tracing::warn!(error = %e, "reaping stopped tasks failed; retrying at the next pass");
+        }
+    }
+}
+
+/// Ends the draining of targets whose deregistration delay has passed (those with nothing in
+/// flight end earlier, when the data plane says so).
+async fn expire_draining(elb: Arc<flotilla_elb::Elb>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = elb.expire_draining().await {
+            tracing::warn!(error = %e, "expiring draining targets failed; retrying in a second");
+        }
+    }
+}
+
+/// Applies the log groups' retention policies every few minutes.
+async fn expire_logs(logs: Arc<LogStore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        if let Err(e) = logs.expire(flotilla_api::logs::now_millis()).await {
+            tracing::warn!(error = %e, "log retention pass failed; retrying at the next one");
+        }
+    }
+}
+
+/// Refuses a port of the host's load-balancer address that another program holds (binding it
+/// and letting go at once). The load balancers' own listeners are known from their records.
+fn port_probe(address: IpAddr) -> flotilla_elb::PortProbe {
+    Arc::new(move |port| match std::net::TcpListener::bind((address, port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("port {port} of {address} is not free: {e}")),
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -4,13 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use flotilla_api::logs::LogStore;
-use flotilla_api::servicediscovery::Discovery;
-use flotilla_api::{ApiState, router};
-use flotilla_control::{Control, Identity};
+use flotilla_api::router;
 use flotilla_store::EmbeddedStore;
 
 use crate::home::Home;
+use crate::plane::{ControlPlane, PlaneOptions, shutdown_signal};
 
 pub struct UpOptions {
     pub listen: SocketAddr,
@@ -22,6 +20,8 @@ pub struct UpOptions {
     /// Instead of this host's agent, run this many simulated hosts (no containers, no root):
     /// the real API, control plane and store over pretend tasks.
     pub simulated_hosts: u32,
+    /// `--overcommit-cpu` and `--overcommit-memory`: what hosts offer beyond their hardware.
+    pub overcommit: flotilla_agent::capacity::Overcommit,
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// Where the task network's host side lives; `None`: this process's namespace.
     pub net_namespace: Option<std::path::PathBuf>,
@@ -61,52 +61,32 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let store = EmbeddedStore::open(home.store_path()).with_context(|| {
         format!("cannot open the store in {}; is another flotilla using this --data-dir?", home.dir.display())
     })?;
-    let store = Arc::new(store);
-    let control = Arc::new(
-        Control::new(store.clone(), Identity { region: identity.region.clone(), account: identity.account_id.clone() })
-            .with_public_ip_pool(opts.public_ip_pool),
-    );
-    control.ensure_default_network().await.context("cannot create the default VPC")?;
-    // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
-    let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
-    let elb = Arc::new(flotilla_elb::Elb::new(
-        store.clone(),
-        control.identity().clone(),
-        acm.clone(),
-        Arc::new(flotilla_control::ElbVpcs(control.clone())),
-        Some(port_probe(opts.lb_address)),
-    ));
-    control.attach_load_balancing(elb.clone());
-    // ACM refuses to delete a certificate a listener serves.
-    acm.set_users(elb.clone());
-    // Logs live in their own file so that their volume never bloats the control-plane store.
-    let logs_dir = home.dir.join("logs");
-    let logs = Arc::new(
-        LogStore::open(&logs_dir).with_context(|| format!("cannot open the log store in {}", logs_dir.display()))?,
-    );
-    let expiry = tokio::spawn(expire_logs(logs.clone()));
-    // SSM Parameter Store and Secrets Manager over the same store, for the API and for tasks.
-    let secrets =
-        flotilla_api::secrets::Secrets::new(store.clone(), identity.region.clone(), identity.account_id.clone());
-    let host_api: Arc<dyn flotilla_host::HostApi> =
-        Arc::new(flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone())));
+    let plane = ControlPlane::start(
+        Arc::new(store),
+        PlaneOptions {
+            region: identity.region.clone(),
+            account_id: identity.account_id.clone(),
+            public_ip_pool: opts.public_ip_pool,
+            lb_address: Some(opts.lb_address),
+            logs_dir: home.dir.join("logs"),
+        },
+    )
+    .await?;
+    let host_api = plane.host_api.clone();
     let agents: Vec<Arc<flotilla_agent::Agent>> = if opts.simulated_hosts > 0 {
-        simulated_agents(&home, host_api, &identity.region, opts.simulated_hosts)
+        simulated_agents(&home, host_api, &identity.region, opts.simulated_hosts, opts.overcommit)
     } else if opts.no_agent {
         Vec::new()
     } else {
-        vec![
-            start_agent(
-                &home,
-                control.clone(),
-                host_api,
-                logs.clone(),
-                opts.net_namespace.clone(),
-                opts.lb_address,
-                image_options,
-            )
-            .await?,
-        ]
+        let setup = AgentSetup {
+            region: identity.region.clone(),
+            spec: this_host(&identity.region, opts.overcommit),
+            dns_store: plane.store.clone(),
+            net_namespace: opts.net_namespace.clone(),
+            lb_address: opts.lb_address,
+            image_options,
+        };
+        vec![start_agent(&home, host_api, setup).await?]
     };
     let (stop_agents, _) = tokio::sync::watch::channel(false);
     let agents: Vec<_> = agents
@@ -118,25 +98,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             }))
         })
         .collect();
-    let reaper = tokio::spawn(reap_stopped_tasks(control.clone()));
-    let draining = tokio::spawn(expire_draining(elb.clone()));
-    // Cloud Map over the same store; its worker completes namespace and instance operations.
-    let discovery = Discovery::start(store.clone(), identity.region.clone(), identity.account_id.clone());
-    control.attach_discovery(discovery.clone());
-    // The service scheduler: keeps every service's tasks as the service asks.
-    let scheduler = {
-        let mut stop = stop_agents.subscribe();
-        tokio::spawn(control.clone().run_service_scheduler(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }))
-    };
-    let state = Arc::new(
-        ApiState::new(control, std::slice::from_ref(&credentials))
-            .with_logs(logs)
-            .with_discovery(discovery)
-            .with_secrets(secrets)
-            .with_load_balancing(elb, acm),
-    );
+    let state = plane.api_state(&credentials);
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -152,40 +114,50 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     if generated {
         println!("  generated credentials, kept in {}", home.dir.join("credentials.json").display());
     }
-    println!("Use it with the AWS CLI:");
-    println!("  aws configure set aws_access_key_id {} --profile flotilla", credentials.access_key_id);
-    println!("  aws configure set aws_secret_access_key {} --profile flotilla", credentials.secret_access_key);
-    println!("  aws configure set region {} --profile flotilla", identity.region);
-    println!("  aws --profile flotilla --endpoint-url {endpoint} ecs list-clusters");
-    println!("or with this CLI: flotilla clusters");
+    print_usage(&endpoint, &credentials, &identity.region);
     // Recorded last: once the file exists, the banner above is complete.
     home.record_endpoint(&endpoint)?;
 
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     // Tasks keep running under their shims; the next `flotilla up` adopts them.
     let _ = stop_agents.send(true);
-    let _ = scheduler.await;
     for agent in agents {
         let _ = agent.await;
     }
-    reaper.abort();
-    draining.abort();
-    // In-flight requests have finished; dropping the store flushes and closes it.
-    drop(store);
-    expiry.abort();
+    // In-flight requests have finished; dropping the store (the plane's last holder of it)
+    // flushes and closes it.
+    plane.stop().await;
     println!("Flotilla stopped.");
     Ok(())
 }
 
-/// The host agent: image store, task sandboxes and log shipping under the data dir.
-async fn start_agent(
+/// How to use a server from the AWS CLI and this one.
+pub(crate) fn print_usage(endpoint: &str, credentials: &flotilla_api::Credentials, region: &str) {
+    println!("Use it with the AWS CLI:");
+    println!("  aws configure set aws_access_key_id {} --profile flotilla", credentials.access_key_id);
+    println!("  aws configure set aws_secret_access_key {} --profile flotilla", credentials.secret_access_key);
+    println!("  aws configure set region {region} --profile flotilla");
+    println!("  aws --profile flotilla --endpoint-url {endpoint} ecs list-clusters");
+    println!("or with this CLI: flotilla clusters");
+}
+
+/// What a host's agent is made of besides its host API.
+pub(crate) struct AgentSetup {
+    pub region: String,
+    pub spec: flotilla_host::HostSpec,
+    /// Where the VPC resolvers read Cloud Map's records.
+    pub dns_store: Arc<dyn flotilla_store::Store>,
+    pub net_namespace: Option<std::path::PathBuf>,
+    pub lb_address: std::net::IpAddr,
+    pub image_options: flotilla_image::StoreOptions,
+}
+
+/// The host agent: image store, task sandboxes and log shipping under the data dir (each
+/// data dir its own tasks, nftables table and agent state, so several agents share a machine).
+pub(crate) async fn start_agent(
     home: &Home,
-    control: Arc<Control>,
     host: Arc<dyn flotilla_host::HostApi>,
-    logs: Arc<LogStore>,
-    net_namespace: Option<std::path::PathBuf>,
-    lb_address: std::net::IpAddr,
-    image_options: flotilla_image::StoreOptions,
+    setup: AgentSetup,
 ) -> anyhow::Result<Arc<flotilla_agent::Agent>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -194,7 +166,7 @@ async fn start_agent(
         );
     }
     let images_dir = crate::home::images_dir(&home.dir);
-    let images = flotilla_image::ImageStore::open_with(&images_dir, image_options)
+    let images = flotilla_image::ImageStore::open_with(&images_dir, setup.image_options)
         .await
         .with_context(|| format!("cannot open the image store in {}", images_dir.display()))?;
     let config = flotilla_sandbox::LinuxSandboxConfig { root: home.dir.join("tasks"), ..Default::default() };
@@ -213,54 +185,54 @@ async fn start_agent(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not adopt existing tasks; their supervisors will retry"),
     }
-    let region = control.identity().region.clone();
-    let networking = start_networking(home, control, host.clone(), net_namespace.clone()).await?;
-    let load_balancing = flotilla_agent::lb::LbConfig { host_address: Some(lb_address), vpc_netns: net_namespace };
+    let networking =
+        start_networking(home, &setup.region, setup.dns_store, host.clone(), setup.net_namespace.clone()).await?;
+    let load_balancing =
+        flotilla_agent::lb::LbConfig { host_address: Some(setup.lb_address), vpc_netns: setup.net_namespace };
     Ok(flotilla_agent::Agent::new(flotilla_agent::AgentParts {
         host,
-        spec: this_host(&region),
+        spec: setup.spec,
         images: Arc::new(images),
         sandbox,
         network: networking,
-        log_store: Some(logs),
+        ship_logs: true,
         state_dir: home.dir.join("agent"),
-        region,
+        region: setup.region,
         metadata: true,
         load_balancing: Some(load_balancing),
+        liveness: flotilla_agent::Liveness::from_env(),
     }))
 }
 
-/// This machine as a host: its name, the region's first zone, and its CPUs and memory.
-fn this_host(region: &str) -> flotilla_host::HostSpec {
+/// This machine as a host: its name, the region's first zone, and what it offers tasks.
+pub(crate) fn this_host(region: &str, overcommit: flotilla_agent::capacity::Overcommit) -> flotilla_host::HostSpec {
     let id = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty() && !h.contains('/'))
         .unwrap_or_else(|| "local".to_owned());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let memory_mib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kib| (kib / 1024) as u32);
-    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu: cpus * 1024, memory: memory_mib, underlay_ip: None }
+    let (cpu, memory) = flotilla_agent::capacity::this_machine(overcommit);
+    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu, memory, underlay_ip: None }
 }
 
 /// `--simulated-hosts N`: hosts `sim-1`..`sim-N` spread over three zones, each an agent over
-/// simulated containers.
+/// simulated containers on a pretend 4-vCPU, 16 GiB machine (with the overcommit given).
 fn simulated_agents(
     home: &Home,
     host: Arc<dyn flotilla_host::HostApi>,
     region: &str,
     count: u32,
+    overcommit: flotilla_agent::capacity::Overcommit,
 ) -> Vec<Arc<flotilla_agent::Agent>> {
+    let (cpu, memory) = flotilla_agent::capacity::allocatable(4, 16 * 1024, overcommit);
     (1..=count)
         .map(|n| {
             let zone = ["a", "b", "c"][(n as usize - 1) % 3];
             let spec = flotilla_host::HostSpec {
                 id: format!("sim-{n}"),
                 availability_zone: format!("{region}{zone}"),
-                cpu: 4 * 1024,
-                memory: 16 * 1024,
+                cpu,
+                memory,
                 underlay_ip: None,
             };
             let sandbox = flotilla_sandbox::sim::SimSandbox::new();
@@ -270,36 +242,12 @@ fn simulated_agents(
         .collect()
 }
 
-/// Forgets STOPPED tasks an hour after they stopped, as Fargate does.
-async fn reap_stopped_tasks(control: Arc<Control>) {
-    const RETENTION: std::time::Duration = std::time::Duration::from_secs(60 * 60);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        let cutoff = flotilla_types::Timestamp(flotilla_types::Timestamp::now().0 - RETENTION.as_millis() as i64);
-        if let Err(e) = control.reap_stopped_tasks(cutoff).await {
-            tracing::warn!(error = %e, "reaping stopped tasks failed; retrying at the next pass");
-        }
-    }
-}
-
-/// Ends the draining of targets whose deregistration delay has passed (those with nothing in
-/// flight end earlier, when the data plane says so).
-async fn expire_draining(elb: Arc<flotilla_elb::Elb>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        if let Err(e) = elb.expire_draining().await {
-            tracing::warn!(error = %e, "expiring draining targets failed; retrying in a second");
-        }
-    }
-}
-
 /// The awsvpc data plane (one nftables table per data dir, so two servers on one host never
 /// touch each other's rules) and the VPC resolvers.
 async fn start_networking(
     home: &Home,
-    control: Arc<Control>,
+    region: &str,
+    dns_store: Arc<dyn flotilla_store::Store>,
     host: Arc<dyn flotilla_host::HostApi>,
     net_namespace: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Arc<flotilla_agent::Networking>> {
@@ -320,13 +268,17 @@ async fn start_networking(
     })?;
     tracing::debug!(table, "task network ready");
     let dns = flotilla_api::servicediscovery::DnsServer::start(
-        control.store().clone(),
+        dns_store,
         flotilla_api::servicediscovery::Upstreams::system(),
     )
     .await
     .context("cannot start the VPC DNS server")?;
-    let region = control.identity().region.clone();
-    Ok(Arc::new(flotilla_agent::Networking::new(host, region, Arc::new(net), Arc::new(VpcResolvers(Arc::new(dns))))))
+    Ok(Arc::new(flotilla_agent::Networking::new(
+        host,
+        region.to_owned(),
+        Arc::new(net),
+        Arc::new(VpcResolvers(Arc::new(dns))),
+    )))
 }
 
 /// Cloud Map's DNS server as the agent's VPC resolvers.
@@ -353,15 +305,6 @@ impl flotilla_agent::Resolvers for VpcResolvers {
     }
 }
 
-/// Refuses a port of the host's load-balancer address that another program holds (binding it
-/// and letting go at once). The load balancers' own listeners are known from their records.
-fn port_probe(address: std::net::IpAddr) -> flotilla_elb::PortProbe {
-    Arc::new(move |port| match std::net::TcpListener::bind((address, port)) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("port {port} of {address} is not free: {e}")),
-    })
-}
-
 /// `flotilla_<fnv32 of the data dir>`: stable across restarts of one data dir, distinct
 /// between data dirs.
 fn nft_table_for(dir: &std::path::Path) -> String {
@@ -377,25 +320,4 @@ fn nft_table_for(dir: &std::path::Path) -> String {
 fn which(binary: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(binary)).find(|p| p.is_file())
-}
-
-/// Applies the log groups' retention policies every few minutes.
-async fn expire_logs(logs: Arc<LogStore>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
-    loop {
-        tick.tick().await;
-        if let Err(e) = logs.expire(flotilla_api::logs::now_millis()).await {
-            tracing::warn!(error = %e, "log retention pass failed; retrying at the next one");
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
 }

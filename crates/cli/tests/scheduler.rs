@@ -69,7 +69,13 @@ impl Cluster {
         control.create_cluster(CreateClusterInput::default()).await.expect("default cluster");
         let discovery = Discovery::start(store.clone(), REGION, "123456789012");
         control.attach_discovery(discovery.clone());
-        let spec = HostSpec { id: "sim".into(), availability_zone: format!("{REGION}a"), cpu: 16384, memory: 65536, ..Default::default() };
+        let spec = HostSpec {
+            id: "sim".into(),
+            availability_zone: format!("{REGION}a"),
+            cpu: 16384,
+            memory: 65536,
+            ..Default::default()
+        };
         control.register_host(spec.clone()).await.expect("register the host");
         let mut subnets: Vec<(String, String)> = control
             .describe_subnets(&[], &[])

@@ -50,7 +50,13 @@ struct Fixture {
 }
 
 fn host_spec() -> HostSpec {
-    HostSpec { id: HOST.into(), availability_zone: format!("{REGION}a"), cpu: 4096, memory: 16384, ..Default::default() }
+    HostSpec {
+        id: HOST.into(),
+        availability_zone: format!("{REGION}a"),
+        cpu: 4096,
+        memory: 16384,
+        ..Default::default()
+    }
 }
 
 /// A container that runs until told otherwise.

@@ -14,6 +14,7 @@ mod error;
 mod host;
 mod page;
 mod record;
+mod roles;
 mod service;
 mod tags;
 mod task;
@@ -30,8 +31,9 @@ pub use flotilla_types::Identity;
 pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
 pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
 pub use error::ControlError;
-pub use host::LocalHostApi;
+pub use host::{Allocation, HostLiveness, HostView, LocalHostApi, Reservation};
 pub use page::Page;
+pub use roles::{hold_role, process_holder};
 pub use service::{
     BreakerState, CircuitBreaker, CreateServiceInput, DeleteServiceInput, Deployment, DeploymentConfiguration,
     DeploymentController, DeploymentStatus, ListServiceDeploymentsInput, ListServicesInput, LoadBalancer, PassSummary,

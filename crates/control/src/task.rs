@@ -9,6 +9,7 @@ use flotilla_types::{Arn, ResourceKind, TaskSize, Timestamp, parse_cpu, parse_me
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::{CapacityProviderStrategyItem, FARGATE, validate_strategy_items};
+use crate::host::Reservation;
 use crate::page::{Page, paginate};
 use crate::record::{decode, encode, load, task_key, tasks_prefix, token_key};
 use crate::tags::validate_tags;
@@ -31,6 +32,10 @@ pub struct TaskRecord {
     /// Task scale-in protection: until when the service scheduler must not choose it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection: Option<Timestamp>,
+    /// What the task holds on its host's allocation until it is STOPPED; `None` for tasks
+    /// made while no host was registered (adopted without a reservation) and once released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<Reservation>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -278,20 +283,53 @@ impl Control {
             place(&strategy, count as usize).into_iter().map(Some).collect()
         };
         let now = Timestamp::now();
-        let host = self.choose_host().await?;
+        let mut placer = self.placer().await?;
+        let reservation = Reservation::from(size);
         let mut records = Vec::new();
+        let mut failures: Vec<(String, String)> = Vec::new();
         for provider in providers {
             let id = new_task_id();
             // Fargate spreads a RunTask's tasks over its subnets: each starts at one picked by
-            // its id, and the agent tries the others in order if that one is full.
-            let (network_configuration, availability_zone) = match &placement {
+            // its id; when no host in that subnet's zone has room, the next subnet's zone.
+            let subnets: Vec<Option<&crate::vpc::Subnet>> = match &placement {
                 Some(p) => {
-                    let first = &p.subnets[id_hash(&id) % p.subnets.len()];
-                    (
-                        input.network_configuration.as_ref().map(|n| subnet_first(n, &first.id)),
-                        Some(first.availability_zone.clone()),
-                    )
+                    let start = id_hash(&id) % p.subnets.len();
+                    (0..p.subnets.len()).map(|i| Some(&p.subnets[(start + i) % p.subnets.len()])).collect()
                 }
+                None => vec![None],
+            };
+            let mut chosen = None;
+            let mut unplaced = Vec::new();
+            for subnet in subnets {
+                if placer.no_hosts() {
+                    chosen = Some((subnet, None));
+                    break;
+                }
+                match placer.place(subnet.map(|s| s.availability_zone.as_str()), reservation, &Default::default()) {
+                    Ok(host) => {
+                        chosen = Some((subnet, Some(host.clone())));
+                        break;
+                    }
+                    Err(u) => unplaced.extend(u.hosts),
+                }
+            }
+            let Some((subnet, host)) = chosen else {
+                for (host, reason) in unplaced {
+                    let arn = self
+                        .identity
+                        .ecs(ResourceKind::ContainerInstance, format!("{}/{host}", cluster.cluster_name))
+                        .to_string();
+                    if !failures.iter().any(|(a, r)| *a == arn && r == reason) {
+                        failures.push((arn, reason.to_owned()));
+                    }
+                }
+                continue;
+            };
+            let (network_configuration, availability_zone) = match subnet {
+                Some(first) => (
+                    input.network_configuration.as_ref().map(|n| subnet_first(n, &first.id)),
+                    Some(first.availability_zone.clone()),
+                ),
                 None => (input.network_configuration.clone(), None),
             };
             let launch = Launch {
@@ -305,7 +343,7 @@ impl Control {
                 network_configuration,
                 availability_zone,
             };
-            records.push(self.new_task(
+            let mut record = self.new_task(
                 &cluster.cluster_name,
                 &cluster.cluster_arn,
                 &definition,
@@ -314,10 +352,15 @@ impl Control {
                 launch,
                 host.as_ref(),
                 now,
-            ));
+            );
+            record.reservation = host.is_some().then_some(reservation);
+            records.push(record);
+        }
+        if records.is_empty() {
+            return Ok((Vec::new(), failures));
         }
 
-        let mut txn = Txn::new();
+        let mut txn = placer.commit_ops(Txn::new());
         if let Some(key) = &token {
             let token_record = TokenRecord {
                 request: request_fingerprint,
@@ -329,8 +372,9 @@ impl Control {
             txn = txn.then(Op::put(task_key(&cluster.cluster_name, record.task.id()), encode(record)));
         }
         match self.store.txn(txn).await? {
-            TxnOutcome::Committed(_) => Ok((records.into_iter().map(|r| r.task).collect(), Vec::new())),
-            // A concurrent retry with the same token won the race: answer with its tasks.
+            TxnOutcome::Committed(_) => Ok((records.into_iter().map(|r| r.task).collect(), failures)),
+            // A concurrent retry with the same token won the race (answer with its tasks), or
+            // another placement took room on a chosen host first (place again).
             TxnOutcome::Conflict => Box::pin(self.run_task(input)).await,
         }
     }
@@ -405,6 +449,7 @@ impl Control {
             network_configuration: launch.network_configuration,
             host_id: host.map(|h| h.spec.id.clone()),
             protection: None,
+            reservation: None,
         }
     }
 

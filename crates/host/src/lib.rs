@@ -24,6 +24,7 @@ use flotilla_types::task_definition::TaskDefinition;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub mod discovery;
 pub mod lb;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,6 +55,27 @@ pub struct Host {
     /// When the control plane last heard from the host's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
+    /// ACTIVE, or LOST once its agent was not heard from past the grace period (its tasks
+    /// were then stopped); registering or heartbeating again makes it ACTIVE.
+    #[serde(default)]
+    pub status: HostStatus,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HostStatus {
+    #[default]
+    Active,
+    Lost,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Active => "ACTIVE",
+            HostStatus::Lost => "LOST",
+        }
+    }
 }
 
 /// One task as its host must run it: declarative ("ensure this task is in this state").
@@ -360,6 +382,15 @@ impl std::fmt::Debug for TaskSecrets {
     }
 }
 
+/// One line of a container's output, as the `awslogs` driver ships it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEvent {
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub message: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum HostApiError {
@@ -416,6 +447,20 @@ pub trait HostApi: Send + Sync {
     /// The agent is alive. Sent every few seconds; a host not heard from past the control
     /// plane's grace period is lost. `NotFound` if the host is not registered (register again).
     fn heartbeat<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>>;
+    /// Checks the log group a task's `awslogs` driver writes to, creating it when `create`
+    /// (`awslogs-create-group`). `Refused` carries the task's stopped reason. Logs live with
+    /// the servers, not the hosts: they outlive the host that shipped them.
+    fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>>;
+    /// Appends events, in order, to a log stream (made if it does not exist).
+    fn put_logs<'a>(
+        &'a self,
+        group: &'a str,
+        stream: &'a str,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<(), HostApiError>>;
+    /// Cloud Map's records, whole, now and again after every change: what the VPC resolvers
+    /// of a host that cannot read the store answer from.
+    fn service_discovery(&self) -> discovery::DiscoveryWatch;
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::{Compare, Event, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
+use crate::{Batch, Compare, Event, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
 
 /// key -> [create_revision u64 BE][mod_revision u64 BE][value]
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -31,7 +31,7 @@ pub struct EmbeddedStore {
     /// `None` once dropped, which ends the writer thread.
     writer: Option<std_mpsc::Sender<(Txn, Reply)>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
-    events: broadcast::Sender<Arc<Vec<Event>>>,
+    events: broadcast::Sender<Arc<Batch>>,
 }
 
 fn backend(operation: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
@@ -148,7 +148,7 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn write_loop(db: &Database, queue: &std_mpsc::Receiver<(Txn, Reply)>, events: &broadcast::Sender<Arc<Vec<Event>>>) {
+fn write_loop(db: &Database, queue: &std_mpsc::Receiver<(Txn, Reply)>, events: &broadcast::Sender<Arc<Batch>>) {
     // Ends when every sender (the store) is dropped.
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -165,7 +165,7 @@ fn write_loop(db: &Database, queue: &std_mpsc::Receiver<(Txn, Reply)>, events: &
                 }
                 if !changes.is_empty() {
                     // Nobody listening is fine.
-                    let _ = events.send(Arc::new(changes));
+                    let _ = events.send(Arc::new(Batch::Events(changes)));
                 }
             }
             Err(e) => {

@@ -1,8 +1,9 @@
 //! The state store: everything the control plane knows lives here.
 //!
 //! The interface is deliberately the subset of etcd's that Flotilla needs — get, list by
-//! prefix, an atomic compare-and-write transaction, and watch — so that the embedded backend
-//! (one machine) and an etcd backend (many machines) are interchangeable.
+//! prefix, an atomic compare-and-write transaction, watch, and leased singleton roles — so that
+//! the embedded backend (one machine, [`EmbeddedStore`]) and the etcd backend (many machines,
+//! [`EtcdStore`]) are interchangeable; [`open`] picks one from a URL.
 //!
 //! **Architecture Invariant:** a transaction the store acknowledges is durable: it has been
 //! fsynced and survives `kill -9` of the process (`tests/fsync.rs` checks the order of the
@@ -11,12 +12,16 @@
 //! compares against.
 
 mod embedded;
+mod etcd;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use embedded::EmbeddedStore;
+pub use etcd::{EtcdOptions, EtcdStore, TlsFiles, open};
 
 /// The store's global revision; every committed write transaction increases it by one.
 pub type Revision = u64;
@@ -125,21 +130,34 @@ pub enum StoreError {
     Backend { operation: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("store record {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: &'static str },
+    /// The store cannot answer now (etcd lost its quorum, or no member is reachable); the
+    /// message says what to check. Nothing was written unless the message says the outcome is
+    /// unknown.
+    #[error("the store is unavailable during {operation}: {reason}")]
+    Unavailable { operation: &'static str, reason: String },
     #[error("the store is shut down")]
     Closed,
     #[error("watcher fell behind by {missed} events; re-list and watch again")]
     WatchLagged { missed: u64 },
 }
 
+/// What a backend broadcasts to its watchers: the changes of one or more transactions, or the
+/// news that some were lost (etcd compacted past where its watch had to resume).
+#[derive(Debug)]
+pub(crate) enum Batch {
+    Events(Vec<Event>),
+    Lagged { missed: u64 },
+}
+
 /// A stream of changes under one prefix, in revision order.
 pub struct Watch {
     prefix: String,
-    rx: tokio::sync::broadcast::Receiver<Arc<Vec<Event>>>,
+    rx: tokio::sync::broadcast::Receiver<Arc<Batch>>,
     pending: std::collections::VecDeque<Event>,
 }
 
 impl Watch {
-    pub(crate) fn new(prefix: String, rx: tokio::sync::broadcast::Receiver<Arc<Vec<Event>>>) -> Watch {
+    pub(crate) fn new(prefix: String, rx: tokio::sync::broadcast::Receiver<Arc<Batch>>) -> Watch {
         Watch { prefix, rx, pending: Default::default() }
     }
 
@@ -152,10 +170,13 @@ impl Watch {
                 return Ok(event);
             }
             match self.rx.recv().await {
-                Ok(batch) => {
-                    let prefix = &self.prefix;
-                    self.pending.extend(batch.iter().filter(|e| e.key().starts_with(prefix.as_str())).cloned());
-                }
+                Ok(batch) => match &*batch {
+                    Batch::Events(events) => {
+                        let prefix = &self.prefix;
+                        self.pending.extend(events.iter().filter(|e| e.key().starts_with(prefix.as_str())).cloned());
+                    }
+                    Batch::Lagged { missed } => return Err(StoreError::WatchLagged { missed: *missed }),
+                },
                 Err(RecvError::Lagged(missed)) => return Err(StoreError::WatchLagged { missed }),
                 Err(RecvError::Closed) => return Err(StoreError::Closed),
             }
@@ -163,7 +184,7 @@ impl Watch {
     }
 }
 
-/// The store interface. Implementations: [`EmbeddedStore`]; etcd later.
+/// The store interface. Implementations: [`EmbeddedStore`], [`EtcdStore`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;

@@ -3,8 +3,9 @@
 
 use axum::http::StatusCode;
 use flotilla_control::{NetworkError, NetworkResource};
+use flotilla_store::StoreError;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, store_unavailable};
 
 impl From<NetworkError> for ApiError {
     fn from(e: NetworkError) -> ApiError {
@@ -41,6 +42,7 @@ impl From<NetworkError> for ApiError {
             NetworkError::InvalidParameterValue(_) => "InvalidParameterValue",
             NetworkError::InvalidParameter(_) => "InvalidParameter",
             NetworkError::MissingParameter(_) => "MissingParameter",
+            NetworkError::Store(s @ StoreError::Unavailable { .. }) => return store_unavailable(INTERNAL_ERROR, s),
             NetworkError::Store(_) | NetworkError::CorruptRecord { .. } => {
                 // EC2's own wording for it.
                 tracing::error!(error = ?e, "EC2 request failed inside the control plane");

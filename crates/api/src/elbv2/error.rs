@@ -3,8 +3,9 @@
 //! is `InternalFailure`, logged once here.
 
 use flotilla_elb::ElbError;
+use flotilla_store::StoreError;
 
-use crate::error::{ApiError, internal};
+use crate::error::{ApiError, internal, store_unavailable};
 
 impl From<ElbError> for ApiError {
     fn from(e: ElbError) -> ApiError {
@@ -33,6 +34,7 @@ impl From<ElbError> for ApiError {
             ElbError::SubnetNotFound { .. } => "SubnetNotFound",
             ElbError::InvalidSubnet(_) => "InvalidSubnet",
             ElbError::InvalidSecurityGroup(_) => "InvalidSecurityGroup",
+            ElbError::Store(s @ StoreError::Unavailable { .. }) => return store_unavailable(INTERNAL_FAILURE, s),
             ElbError::Internal(_) | ElbError::Store(_) | ElbError::Corrupt { .. } => {
                 return internal(INTERNAL_FAILURE, "Elastic Load Balancing", &e);
             }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use flotilla_host::{
     Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, GroupRule, GroupView, Host, HostApi, HostApiError,
-    HostSpec, InterfaceLease, NetworkChanged, NetworkWatch, RulePeer, RuleProtocol, TaskReport, TaskSecrets,
+    HostSpec, InterfaceLease, LogEvent, NetworkChanged, NetworkWatch, RulePeer, RuleProtocol, TaskReport, TaskSecrets,
     VpcInterface, VpcView,
 };
+use flotilla_logs::{InputEvent, LogError, LogStore};
 use flotilla_secrets::Secrets;
 use flotilla_store::{Event, StoreError};
 use flotilla_types::task::{AwsvpcConfiguration, Task};
@@ -31,11 +32,56 @@ pub struct LocalHostApi {
     control: Arc<Control>,
     /// SSM Parameter Store and Secrets Manager, for `secrets` and `repositoryCredentials`.
     secrets: Option<Arc<Secrets>>,
+    /// Where the hosts' `awslogs` output goes: this server's log store.
+    logs: Option<Arc<LogStore>>,
 }
 
 impl LocalHostApi {
     pub fn new(control: Arc<Control>, secrets: Option<Arc<Secrets>>) -> LocalHostApi {
-        LocalHostApi { control, secrets }
+        LocalHostApi { control, secrets, logs: None }
+    }
+
+    /// Takes the hosts' container output into `logs`.
+    pub fn with_logs(mut self, logs: Arc<LogStore>) -> LocalHostApi {
+        self.logs = Some(logs);
+        self
+    }
+
+    fn log_store(&self) -> Result<&LogStore, HostApiError> {
+        self.logs.as_deref().ok_or_else(|| HostApiError::Refused {
+            reason: "ResourceInitializationError: this server keeps no logs (awslogs is not served)".to_owned(),
+        })
+    }
+
+    async fn ensure_group(&self, group: &str, create: bool) -> Result<(), HostApiError> {
+        let logs = self.log_store()?;
+        if logs.log_group(group).is_ok() {
+            return Ok(());
+        }
+        if !create {
+            return Err(HostApiError::Refused {
+                reason: format!(
+                    "ResourceInitializationError: failed to validate logger args: The specified log group does not exist: {group}. Create it, or set awslogs-create-group to true."
+                ),
+            });
+        }
+        logs.ensure_group(group).await.map(|_| ()).map_err(|e| match e.is_internal() {
+            true => unavailable(e),
+            false => HostApiError::Refused {
+                reason: format!("ResourceInitializationError: failed to create log group {group}: {e}"),
+            },
+        })
+    }
+
+    async fn append_logs(&self, group: &str, stream: &str, events: Vec<LogEvent>) -> Result<(), HostApiError> {
+        let logs = self.log_store()?;
+        let refused = |e: LogError| match e.is_internal() {
+            true => unavailable(e),
+            false => HostApiError::Refused { reason: e.to_string() },
+        };
+        logs.ensure_stream(group, stream).await.map_err(refused)?;
+        let events = events.into_iter().map(|e| InputEvent::new(e.timestamp, e.message)).collect();
+        logs.append(group, stream, events).await.map(|_| ()).map_err(refused)
     }
 }
 
@@ -436,6 +482,23 @@ impl HostApi for LocalHostApi {
     fn heartbeat<'a>(&'a self, host_id: &'a str) -> BoxFuture<'a, Result<(), HostApiError>> {
         Box::pin(async move { Ok(self.control.host_heartbeat(host_id).await?) })
     }
+
+    fn service_discovery(&self) -> flotilla_host::discovery::DiscoveryWatch {
+        super::discovery::watch(self.control.store.clone())
+    }
+
+    fn ensure_log_group<'a>(&'a self, group: &'a str, create: bool) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(self.ensure_group(group, create))
+    }
+
+    fn put_logs<'a>(
+        &'a self,
+        group: &'a str,
+        stream: &'a str,
+        events: Vec<LogEvent>,
+    ) -> BoxFuture<'a, Result<(), HostApiError>> {
+        Box::pin(self.append_logs(group, stream, events))
+    }
 }
 
 #[cfg(test)]
@@ -457,8 +520,13 @@ mod tests {
 
     async fn put_task(control: &Control, id: &str, host_id: Option<&str>) {
         let task = Task::provisioning(task_arn(id), CLUSTER.into(), format!("{CLUSTER}-td"), Timestamp(1));
-        let record =
-            TaskRecord { task, network_configuration: None, host_id: host_id.map(str::to_owned), protection: None };
+        let record = TaskRecord {
+            task,
+            network_configuration: None,
+            host_id: host_id.map(str::to_owned),
+            protection: None,
+            reservation: None,
+        };
         control.store.txn(Txn::new().then(Op::put(task_key("c", id), encode(&record)))).await.unwrap();
     }
 

@@ -1,17 +1,24 @@
 //! Hosts and what they run: registration, the one "choose a host" step of placement, and
 //! the merging of host reports into task records. `local.rs` serves the host API in process.
 
+mod discovery;
+mod failure;
 mod lb;
 mod local;
+mod placement;
 mod report;
 mod secrets;
+mod tokens;
 
-use flotilla_host::{Host, HostSpec, TaskReport};
+use flotilla_host::{Host, HostSpec, HostStatus, TaskReport};
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
 use flotilla_types::task::{Task, TaskStatus};
 use flotilla_types::{Arn, ResourceKind, Timestamp};
 
+pub use failure::{HostLiveness, HostView};
 pub use local::LocalHostApi;
+pub use placement::{Allocation, Reservation};
+pub(crate) use placement::{NO_CPU, NO_MEMORY, Placer, Unplaced};
 
 use crate::record::{decode, encode, load, task_key};
 use crate::task::TaskRecord;
@@ -38,6 +45,7 @@ impl Control {
                 spec: spec.clone(),
                 registered_at: existing.as_ref().map(|(h, _)| h.registered_at).unwrap_or_else(Timestamp::now),
                 last_seen: Some(Timestamp::now()),
+                status: HostStatus::Active,
             };
             let compare = match &existing {
                 Some((_, rev)) => Compare::revision(&key, *rev),
@@ -62,6 +70,12 @@ impl Control {
                 return Err(ControlError::ResourceNotFound { arn: format!("host {host_id}") });
             };
             host.last_seen = Some(Timestamp::now());
+            if host.status == HostStatus::Lost {
+                // Back after it was lost: its tasks were stopped meanwhile, and its agent
+                // stops its copies when it sees them STOPPED in its assignments.
+                tracing::info!(host = host_id, "a lost host's agent is heard from again; ACTIVE");
+                host.status = HostStatus::Active;
+            }
             let txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&host)));
             if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
                 return Ok(());
@@ -71,12 +85,6 @@ impl Control {
 
     pub async fn hosts(&self) -> Result<Vec<Host>, ControlError> {
         self.store.list_prefix(HOSTS).await?.iter().map(decode).collect()
-    }
-
-    /// Placement's one step: which host a new task goes to. One host today (the first
-    /// registered); `None` when there is none, and the task waits in PROVISIONING.
-    pub(crate) async fn choose_host(&self) -> Result<Option<Host>, ControlError> {
-        Ok(self.hosts().await?.into_iter().min_by_key(|h| (h.registered_at, h.spec.id.clone())))
     }
 
     async fn adopt_unassigned_tasks(&self, host_id: &str) -> Result<(), ControlError> {
@@ -119,7 +127,14 @@ impl Control {
                 return Ok(record.task);
             }
             record.task.version = before.version + 1;
-            let txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&record)));
+            let mut txn = Txn::new().when(Compare::revision(&key, rev));
+            // STOPPED: the task's reservation goes back to its host in the same transaction.
+            if record.task.last_status == TaskStatus::Stopped
+                && let (Some(host), Some(reservation)) = (record.host_id.clone(), record.reservation.take())
+            {
+                txn = self.release_ops(txn, &host, reservation).await?;
+            }
+            let txn = txn.then(Op::put(&key, encode(&record)));
             if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
                 return Ok(record.task);
             }

@@ -1,5 +1,6 @@
 //! The tasks a service's PRIMARY deployment starts: its task definition, spread over the zones
-//! of its subnets, each with its capacity provider (base, then weight) and propagated tags.
+//! of its subnets and then over the hosts in each zone with room, each with its capacity
+//! provider (base, then weight) and propagated tags.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,6 +10,7 @@ use flotilla_types::{Tag, Timestamp};
 use super::input::cluster_of;
 use super::model::ServiceRecord;
 use super::scheduler::Observed;
+use crate::host::{Placer, Reservation, Unplaced};
 use crate::task::{Launch, TaskRecord, new_task_id, place, subnet_first, task_size};
 use crate::{Control, ControlError};
 
@@ -20,9 +22,9 @@ impl Control {
         tasks: &[Observed],
         primary: &[usize],
         count: usize,
-        host: Option<&flotilla_host::Host>,
+        placer: &mut Placer,
         now: Timestamp,
-    ) -> Result<Vec<TaskRecord>, ControlError> {
+    ) -> Result<(Vec<TaskRecord>, Option<Unplaced>), ControlError> {
         let deployment = rec.service.deployments.first().expect("a service has a primary deployment");
         let cluster = cluster_of(&rec.service.cluster_arn);
         let (definition, definition_tags) = self.describe_task_definition(&deployment.task_definition).await?;
@@ -47,8 +49,12 @@ impl Control {
         }
         let mut per_zone: HashMap<String, usize> = HashMap::new();
         let mut per_subnet: HashMap<String, usize> = HashMap::new();
+        let mut per_host: HashMap<String, usize> = HashMap::new();
         for &i in primary {
             let t = &tasks[i];
+            if let Some(host) = &t.record.host_id {
+                *per_host.entry(host.clone()).or_default() += 1;
+            }
             *per_zone.entry(t.task().availability_zone.clone()).or_default() += 1;
             if let Some(first) = t
                 .record
@@ -77,16 +83,41 @@ impl Control {
             tags.push(Tag { key: "aws:ecs:serviceName".into(), value: rec.service.service_name.clone() });
         }
         let (cluster_record, _) = self.active_cluster(Some(&cluster)).await?;
+        let reservation = Reservation::from(size);
         let mut out = Vec::with_capacity(count);
+        let mut unplaced = None;
         for provider in providers {
+            // The zones with the fewest of this deployment's tasks first; within the first
+            // zone with room, the host with the fewest of them, then the emptiest.
+            let mut by_spread: Vec<&String> = zone_order.iter().collect();
+            by_spread.sort_by_key(|z| per_zone.get(*z).copied().unwrap_or(0));
+            let mut host = None;
+            let mut zone_chosen = by_spread.first().map(|z| (*z).clone());
+            if !placer.no_hosts() {
+                let mut missed = Unplaced::default();
+                let tries: Vec<Option<&String>> =
+                    if by_spread.is_empty() { vec![None] } else { by_spread.iter().map(|z| Some(*z)).collect() };
+                for zone in tries {
+                    match placer.place(zone.map(String::as_str), reservation, &per_host) {
+                        Ok(h) => {
+                            host = Some(h.clone());
+                            zone_chosen = zone.cloned();
+                            break;
+                        }
+                        Err(u) => missed.hosts.extend(u.hosts),
+                    }
+                }
+                if host.is_none() {
+                    unplaced = Some(missed);
+                    break;
+                }
+            }
+            if let Some(h) = &host {
+                *per_host.entry(h.spec.id.clone()).or_default() += 1;
+            }
             let (network_configuration, availability_zone) = match &deployment.network_configuration {
                 Some(network) if !zone_order.is_empty() => {
-                    // The zone with the fewest of this deployment's tasks, then its emptiest subnet.
-                    let zone = zone_order
-                        .iter()
-                        .min_by_key(|z| per_zone.get(*z).copied().unwrap_or(0))
-                        .expect("zone_order is not empty")
-                        .clone();
+                    let zone = zone_chosen.expect("zone_order is not empty");
                     let subnet = zones[&zone]
                         .iter()
                         .min_by_key(|s| per_subnet.get(*s).copied().unwrap_or(0))
@@ -116,14 +147,15 @@ impl Control {
                 size,
                 &overrides,
                 launch,
-                host,
+                host.as_ref(),
                 now,
             );
+            record.reservation = host.is_some().then_some(reservation);
             if deployment.launch_type.is_none() && record.task.capacity_provider_name.is_some() {
                 record.task.launch_type = "FARGATE".into();
             }
             out.push(record);
         }
-        Ok(out)
+        Ok((out, unplaced))
     }
 }

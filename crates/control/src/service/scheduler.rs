@@ -16,6 +16,7 @@ use flotilla_types::task::{DesiredStatus, HealthStatus, StopCode, Task, TaskStat
 use super::input::{breaker_threshold, cluster_of};
 use super::model::*;
 use super::service_key;
+use crate::host::Placer;
 use crate::record::{TASKS, decode, encode};
 use crate::task::TaskRecord;
 use crate::{Control, ControlError};
@@ -31,6 +32,8 @@ const SETTLE: i64 = 2_000;
 const BACKOFF_AFTER: u32 = 3;
 /// The longest delay between launch attempts, as ECS's service throttle.
 const MAX_BACKOFF: i64 = 27 * 60 * 1000;
+/// The service scheduler's singleton role in the store.
+pub const SCHEDULER_ROLE: &str = "service-scheduler";
 /// Longest the scheduler sleeps without a store change (protection expiry, grace periods).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -180,10 +183,16 @@ struct Decisions {
 }
 
 impl Control {
-    /// Runs the scheduler until `shutdown` resolves: a pass now, then one after every change
-    /// to tasks, services or Cloud Map, and at least once a second.
+    /// Runs the scheduler while this process holds the `service-scheduler` role (campaigning
+    /// again whenever it loses it), until `shutdown` resolves.
     pub async fn run_service_scheduler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+        let store = self.store.clone();
+        crate::roles::hold_role(store.as_ref(), SCHEDULER_ROLE, shutdown, || self.clone().schedule()).await;
+    }
+
+    /// The scheduler proper: a pass now, then one after every change to tasks, services or
+    /// Cloud Map, and at least once a second. Never returns.
+    async fn schedule(self: Arc<Self>) {
         let mut changes = self.store.watch("ecs/");
         let mut registry_changes = self.store.watch("servicediscovery/");
         let mut target_changes = self.store.watch("elbv2/targets/");
@@ -199,7 +208,6 @@ impl Control {
                 }
             };
             tokio::select! {
-                _ = &mut shutdown => return,
                 r = changes.next() => if r.is_err() { changes = self.store.watch("ecs/") },
                 r = registry_changes.next() => if r.is_err() { registry_changes = self.store.watch("servicediscovery/") },
                 r = target_changes.next() => if r.is_err() { target_changes = self.store.watch("elbv2/targets/") },
@@ -229,7 +237,9 @@ impl Control {
             let cluster = record.task.cluster_name().to_owned();
             groups.entry((cluster, name.to_owned())).or_default().push(Observed { kv, record, lb_healthy: true });
         }
-        let host = self.choose_host().await?;
+        // One view of the hosts for the whole pass; services that start tasks place and
+        // commit one at a time against it (see `Placing`).
+        let placer = tokio::sync::Mutex::new(self.placer().await?);
         // Services are independent: their passes run together, so their transactions share
         // the store's group commit instead of waiting for one fsync each.
         let mut passes = Vec::new();
@@ -243,8 +253,8 @@ impl Control {
             // the one before.
             tasks.retain(|t| t.task().created_at >= record.service.created_at);
             let name = record.service.service_name.clone();
-            let host = host.as_ref();
-            passes.push(async move { (name, self.reconcile_service(record, rev, tasks, host).await) });
+            let placer = &placer;
+            passes.push(async move { (name, self.reconcile_service(record, rev, tasks, placer).await) });
         }
         for (name, outcome) in futures_util::future::join_all(passes).await {
             match outcome {
@@ -268,7 +278,7 @@ impl Control {
         mut rec: ServiceRecord,
         rev: u64,
         mut tasks: Vec<Observed>,
-        host: Option<&flotilla_host::Host>,
+        placer: &tokio::sync::Mutex<Placer>,
     ) -> Result<(usize, usize, Option<Timestamp>), ControlError> {
         let now = Timestamp::now();
         let before = rec.clone();
@@ -413,14 +423,27 @@ impl Control {
         }
         rec.draining.retain(|d| !finished.contains(&d.task_id));
 
+        let mut placing = None;
         if to_start > 0 {
-            decisions.starts = self.launch(&rec, &tasks, &primary, to_start as usize, host, now).await?;
-            let ids: Vec<String> = decisions.starts.iter().map(|r| r.task.id().to_owned()).collect();
-            push_event(
-                &mut rec,
-                now,
-                format!("(service {name}) has started {} tasks: {}.", ids.len(), task_list(&ids)),
-            );
+            let mut p = Placing::new(placer.lock().await);
+            let (starts, unplaced) = self.launch(&rec, &tasks, &primary, to_start as usize, &mut p.placer, now).await?;
+            decisions.starts = starts;
+            placing = Some(p);
+            if !decisions.starts.is_empty() {
+                let ids: Vec<String> = decisions.starts.iter().map(|r| r.task.id().to_owned()).collect();
+                push_event(
+                    &mut rec,
+                    now,
+                    format!("(service {name}) has started {} tasks: {}.", ids.len(), task_list(&ids)),
+                );
+            }
+            if let Some(unplaced) = unplaced {
+                let message = unplaced_event(&name, &unplaced);
+                // Said once while it lasts, not at every pass.
+                if rec.service.events.first().is_none_or(|e| e.message != message) {
+                    push_event(&mut rec, now, message);
+                }
+            }
         }
 
         self.update_counts(&mut rec, &tasks, &decisions, now);
@@ -446,8 +469,16 @@ impl Control {
                 .when(Compare::revision(&observed.kv.key, observed.kv.mod_revision))
                 .then(Op::put(&observed.kv.key, encode(&record)));
         }
+        if let Some(p) = &placing {
+            txn = p.placer.commit_ops(txn);
+        }
         match self.store.txn(txn).await? {
-            TxnOutcome::Committed(_) => Ok((decisions.starts.len(), decisions.stops.len(), wake)),
+            TxnOutcome::Committed(revision) => {
+                if let Some(p) = placing {
+                    p.committed(revision);
+                }
+                Ok((decisions.starts.len(), decisions.stops.len(), wake))
+            }
             // Someone changed the service or a task meanwhile: the next pass decides again.
             TxnOutcome::Conflict => Ok((0, 0, Some(now))),
         }
@@ -681,6 +712,53 @@ fn drain(watch: &mut flotilla_store::Watch, renew: impl Fn() -> flotilla_store::
             *watch = renew();
             return;
         }
+    }
+}
+
+/// One service's placements against the pass's shared [`Placer`], held from launch to commit
+/// so that services place one after another; undone unless committed.
+struct Placing<'a> {
+    placer: tokio::sync::MutexGuard<'a, Placer>,
+    mark: Option<Vec<(crate::host::Allocation, bool)>>,
+}
+
+impl<'a> Placing<'a> {
+    fn new(placer: tokio::sync::MutexGuard<'a, Placer>) -> Placing<'a> {
+        let mark = Some(placer.mark());
+        Placing { placer, mark }
+    }
+
+    fn committed(mut self, revision: flotilla_store::Revision) {
+        self.placer.committed(revision);
+        self.mark = None;
+    }
+}
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        if let Some(mark) = self.mark.take() {
+            self.placer.restore(mark);
+        }
+    }
+}
+
+/// ECS's service event for a task no host can take.
+fn unplaced_event(service: &str, unplaced: &crate::host::Unplaced) -> String {
+    let head = format!(
+        "(service {service}) was unable to place a task because no container instance met all of its requirements."
+    );
+    match unplaced.closest() {
+        Some((host, reason)) => {
+            let what = match *reason {
+                crate::host::NO_CPU => "has insufficient CPU units available",
+                crate::host::NO_MEMORY => "has insufficient memory available",
+                _ => "has an agent that is not connected",
+            };
+            format!(
+                "{head} The closest matching (container-instance {host}) {what}. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
+            )
+        }
+        None => format!("{head} Reason: No Container Instances were found in your cluster."),
     }
 }
 
