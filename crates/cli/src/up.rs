@@ -186,7 +186,8 @@ pub(crate) async fn start_agent(
         Err(e) => tracing::warn!(error = %e, "could not adopt existing tasks; their supervisors will retry"),
     }
     let networking =
-        start_networking(home, &setup.region, setup.dns_store, host.clone(), setup.net_namespace.clone()).await?;
+        start_networking(home, &setup.region, setup.dns_store, host.clone(), setup.net_namespace.clone(), &setup.spec)
+            .await?;
     let load_balancing =
         flotilla_agent::lb::LbConfig { host_address: Some(setup.lb_address), vpc_netns: setup.net_namespace };
     Ok(flotilla_agent::Agent::new(flotilla_agent::AgentParts {
@@ -250,6 +251,7 @@ async fn start_networking(
     dns_store: Arc<dyn flotilla_store::Store>,
     host: Arc<dyn flotilla_host::HostApi>,
     net_namespace: Option<std::path::PathBuf>,
+    spec: &flotilla_host::HostSpec,
 ) -> anyhow::Result<Arc<flotilla_agent::Networking>> {
     if which("nft").is_none() {
         anyhow::bail!("nft is not installed: `apt-get install -y nftables` (scripts/deps.sh does)");
@@ -273,12 +275,13 @@ async fn start_networking(
     )
     .await
     .context("cannot start the VPC DNS server")?;
-    Ok(Arc::new(flotilla_agent::Networking::new(
-        host,
-        region.to_owned(),
-        Arc::new(net),
-        Arc::new(VpcResolvers(Arc::new(dns))),
-    )))
+    let networking =
+        flotilla_agent::Networking::new(host, region.to_owned(), Arc::new(net), Arc::new(VpcResolvers(Arc::new(dns))));
+    // A host with an underlay address shares its VPCs with the other hosts (the overlay).
+    Ok(Arc::new(match spec.underlay_ip {
+        Some(ip) => networking.with_underlay(spec.id.clone(), ip),
+        None => networking,
+    }))
 }
 
 /// Cloud Map's DNS server as the agent's VPC resolvers.

@@ -11,7 +11,10 @@
 //! - A1 -> A2, same host;
 //! - A1 -> B1, across hosts.
 //!
-//! `FLOTILLA_BENCH_ROUNDS` (default 5) and `FLOTILLA_BENCH_SECS` (default 2) change the run.
+//! `FLOTILLA_BENCH_ROUNDS` (default 5) and `FLOTILLA_BENCH_SECS` (default 2) change the run;
+//! `FLOTILLA_BENCH_PATHS=same|cross` runs one path only (to profile it);
+//! `FLOTILLA_BENCH_HOOK` is a shell command run once everything exists (the hosts' namespaces
+//! in `$HOST_A`, `$HOST_B`), to try a change by hand.
 //! Everything made is removed on the way out (error and panic included).
 
 use std::io::{ErrorKind, Read, Write};
@@ -226,6 +229,11 @@ fn main() -> Result<()> {
     let mtu = a.overlay(UNDERLAY_A, &[(B1, UNDERLAY_B)])?;
     b.overlay(UNDERLAY_B, &[(A1, UNDERLAY_A), (A2, UNDERLAY_A)])?;
 
+    if let Ok(hook) = std::env::var("FLOTILLA_BENCH_HOOK") {
+        let status =
+            Command::new("sh").args(["-c", &hook]).env("HOST_A", &a.ns.name).env("HOST_B", &b.ns.name).status()?;
+        ensure!(status.success(), "FLOTILLA_BENCH_HOOK failed: {status}");
+    }
     let same = (listen(&a2, SocketAddrV4::new(A2, PORT))?, SocketAddrV4::new(A2, PORT));
     let cross = (listen(&b1, SocketAddrV4::new(B1, PORT))?, SocketAddrV4::new(B1, PORT));
     println!(
@@ -236,10 +244,21 @@ fn main() -> Result<()> {
     for (listener, to) in [&same, &cross] {
         round(listener, &a1, *to, Duration::from_millis(300)).context("warm-up")?;
     }
+    // `FLOTILLA_BENCH_PATHS=same` or `cross` runs one path only, to profile it.
+    let only = std::env::var("FLOTILLA_BENCH_PATHS").unwrap_or_default();
     let (mut same_gbps, mut cross_gbps) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        same_gbps.push(round(&same.0, &a1, same.1, secs).context("same host")?);
-        cross_gbps.push(round(&cross.0, &a1, cross.1, secs).context("across hosts")?);
+        if only != "cross" {
+            same_gbps.push(round(&same.0, &a1, same.1, secs).context("same host")?);
+        }
+        if only != "same" {
+            cross_gbps.push(round(&cross.0, &a1, cross.1, secs).context("across hosts")?);
+        }
+    }
+    if !only.is_empty() {
+        let gbps = median(if only == "same" { &same_gbps } else { &cross_gbps }).0;
+        println!("{only}: {gbps:.2} Gbit/s (median)");
+        return Ok(());
     }
     println!();
     println!("{:<46} {:>8} {:>8} {:>8}", "path (Gbit/s)", "median", "min", "max");

@@ -62,6 +62,7 @@ impl Network {
         let chain = nft::overlay_in_chain(&link.name);
         script.replace_chain(&chain, &nft::overlay_in_rules(&vpc));
         script.cmd("add element", format_args!("overlays {{ {name} }}"));
+        script.cmd("add element", format_args!("underlay_addrs {{ {} }}", spec.local_ip));
         script.cmd("add element", format_args!("overlay_in {{ {name} : jump {chain} }}"));
         let mut new_sets = BTreeSet::new();
         for (ip, remote) in &wanted {
@@ -202,6 +203,10 @@ impl Network {
             remove_remote_elements(&mut script, *ip, remote);
         }
         remove_device_elements(&mut script, &name);
+        let last = inner.state.overlay_links.iter().all(|l| *l == name);
+        if last {
+            script.cmd("flush set", format_args!("underlay_addrs"));
+        }
         self.nft.apply(&object, &script)?;
         inner.state.remotes.retain(|_, r| r.vpc_id != vpc_id);
         inner.state.overlay_links.remove(&name);
@@ -239,6 +244,9 @@ impl Network {
                 continue;
             }
             remove_device_elements(&mut script, name);
+        }
+        if inner.state.overlay_links.iter().all(|l| orphans.contains(l)) {
+            script.cmd("flush set", format_args!("underlay_addrs"));
         }
         self.nft.apply(&object, &script)?;
         inner.state.overlay_links.retain(|l| !orphans.contains(l));

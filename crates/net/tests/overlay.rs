@@ -107,6 +107,12 @@ fn a_vpc_spans_two_hosts_with_groups_and_isolation() -> Result<()> {
     let mut got = Vec::new();
     stream.read_to_end(&mut got).context("reading 4 MiB across the overlay")?;
     assert_eq!(got.len(), 4 << 20);
+    // The tunnel's own UDP flows are not tracked; the task flows inside are, on both hosts.
+    for lab in [&a, &b] {
+        let tracked = lab.conntrack()?;
+        assert!(!tracked.contains("dport=4789"), "{tracked}");
+        assert!(tracked.contains("dport=8080"), "{tracked}");
+    }
 
     // Ingress is enforced on the destination host...
     b.group("sg-web", "vpc-ov", vec![], vec![all_to("0.0.0.0/0")])?;
@@ -143,6 +149,7 @@ fn a_vpc_spans_two_hosts_with_groups_and_isolation() -> Result<()> {
         let table = lab.nft(&["list", "table", "inet", lab.net.table()])?;
         assert!(!table.contains("chain ovl_") && !table.contains("flvx"), "{table}");
         assert!(!lab.nft(&["list", "map", "inet", lab.net.table(), "peers"])?.contains("elements"));
+        assert!(!lab.nft(&["list", "set", "inet", lab.net.table(), "underlay_addrs"])?.contains("elements"));
         assert!(lab.net.dismantle()?);
         lab.tasks.clear();
     }

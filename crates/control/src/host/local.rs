@@ -341,13 +341,15 @@ impl LocalHostApi {
     }
 
     /// The VPC's interfaces with their tasks' hosts (for the overlay between hosts).
+    /// Empty while no host has an underlay address (one host: nothing to route between hosts,
+    /// and nothing to read per interface).
     async fn vpc_interfaces(&self, vpc: ResourceFilter) -> Result<Vec<VpcInterface>, HostApiError> {
-        let enis = self.control.describe_network_interfaces(&[], &[vpc]).await?;
-        if enis.is_empty() {
-            return Ok(Vec::new());
-        }
         let underlays: HashMap<String, Option<std::net::Ipv4Addr>> =
             self.control.hosts().await?.into_iter().map(|h| (h.spec.id, h.spec.underlay_ip)).collect();
+        if underlays.values().all(Option::is_none) {
+            return Ok(Vec::new());
+        }
+        let enis = self.control.describe_network_interfaces(&[], &[vpc]).await?;
         let mut out = Vec::with_capacity(enis.len());
         for eni in enis {
             let key = eni.attachment.as_deref().and_then(|arn| self.control.task_key_of(arn).ok());
@@ -586,6 +588,10 @@ mod tests {
         assert_eq!((of("t2").host_id.as_deref(), of("t2").underlay_ip), (Some("host-b"), None));
         assert_eq!((of("t3").host_id.as_deref(), of("t3").underlay_ip), (None, None));
         assert!(api.vpc(&other.id).await.unwrap().unwrap().interfaces.is_empty());
+        // With no host on an underlay there is nothing to route between hosts.
+        let lone = HostSpec { underlay_ip: None, ..control.hosts().await.unwrap()[0].spec.clone() };
+        control.register_host(lone).await.unwrap();
+        assert!(api.vpc(&vpc.id).await.unwrap().unwrap().interfaces.is_empty());
 
         // Creating or releasing an interface ticks every host's network watch.
         let mut changes = api.network_changes();
