@@ -145,10 +145,18 @@ impl Server {
 
     fn spawn(data_dir: &Path, netns: HostNetns, flags: &[String]) -> Server {
         let port = free_port();
+        // The suite runs more small tasks at once than this 2-core machine's default capacity
+        // admits (tests of placement itself pass their own factors).
+        let overcommit: &[&str] = if flags.iter().any(|f| f.starts_with("--overcommit")) {
+            &[]
+        } else {
+            &["--overcommit-cpu", "64", "--overcommit-memory", "8"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
             .args(flags)
+            .args(overcommit)
             .env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
             .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("FLOTILLA_LOG", "warn")
