@@ -17,16 +17,17 @@
 //! in `$HOST_A`, `$HOST_B`), to try a change by hand.
 //! Everything made is removed on the way out (error and panic included).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{BUF, Netns, env_or, listen, round, run, stats};
 use flotilla_net::{
     InterfaceSpec, NetConfig, Network, OverlaySpec, Peer, Protocol, RemoteInterface, Rule, SecurityGroupSpec, VpcSpec,
-    netns,
 };
 
 const PORT: u16 = 5202;
@@ -39,37 +40,6 @@ const A2: Ipv4Addr = Ipv4Addr::new(10, 72, 1, 11);
 const B1: Ipv4Addr = Ipv4Addr::new(10, 72, 2, 10);
 const UNDERLAY_A: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 1);
 const UNDERLAY_B: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 2);
-const BUF: usize = 128 * 1024;
-
-fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
-    ensure!(out.status.success(), "{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A named namespace with `lo` up, deleted on drop.
-struct Netns {
-    name: String,
-    path: PathBuf,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Result<Netns> {
-        let name = format!("flbench-ovl-{}-{tag}", std::process::id());
-        run("ip", &["netns", "add", &name])?;
-        let ns = Netns { path: PathBuf::from(format!("/run/netns/{name}")), name };
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = run("ip", &["netns", "del", &self.name]) {
-            eprintln!("cleanup: {e:#}");
-        }
-    }
-}
 
 /// One host: its namespace, its `Network` and its tasks' namespaces.
 struct Host {
@@ -81,7 +51,7 @@ struct Host {
 
 impl Host {
     fn new(tag: &str) -> Result<Host> {
-        let ns = Netns::new(tag)?;
+        let ns = Netns::new("ovl", tag)?;
         let table = format!("bench_ovl_{tag}_{}", std::process::id());
         let config = NetConfig { nft_table: table.clone(), uplink: None, host_netns: Some(ns.path.clone()) };
         let mut host = Host { net: None, table, tasks: Vec::new(), ns };
@@ -100,7 +70,7 @@ impl Host {
     }
 
     fn task(&mut self, tag: &str, ip: Ipv4Addr) -> Result<PathBuf> {
-        let ns = Netns::new(tag)?;
+        let ns = Netns::new("ovl", tag)?;
         let o = ip.octets();
         let spec = InterfaceSpec {
             id: format!("eni-ovl-{tag}"),
@@ -137,73 +107,6 @@ impl Drop for Host {
         }
         let _ = run("ip", &["netns", "exec", &self.ns.name, "nft", "delete", "table", "inet", &self.table]);
         self.tasks.clear();
-    }
-}
-
-/// One round: a new connection from namespace `from`, `BUF`-sized writes for `secs`, then
-/// EOF. Returns the receiver's count over the receiver's time, in Gbit/s.
-fn round(listener: &TcpListener, from: &Path, to: SocketAddrV4, secs: Duration) -> Result<f64> {
-    let mut sender = netns::run_in(from, || TcpStream::connect_timeout(&SocketAddr::V4(to), Duration::from_secs(3)))?
-        .with_context(|| format!("connect to {to}"))?;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut receiver = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e).context("accept"),
-        }
-    };
-    receiver.set_nonblocking(false)?;
-    receiver.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let start = Instant::now();
-    let (received, elapsed) = std::thread::scope(|scope| -> Result<(u64, Duration)> {
-        let writer = scope.spawn(move || -> Result<()> {
-            let buf = vec![0x5au8; BUF];
-            let start = Instant::now();
-            while start.elapsed() < secs {
-                sender.write_all(&buf)?;
-            }
-            sender.shutdown(Shutdown::Write)?;
-            Ok(())
-        });
-        let mut buf = vec![0u8; BUF];
-        let mut received = 0u64;
-        loop {
-            match receiver.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => received += n as u64,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("read"),
-            }
-        }
-        let elapsed = start.elapsed();
-        writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)).context("write")?;
-        Ok((received, elapsed))
-    })?;
-    ensure!(received > 0, "nothing received from {to}");
-    Ok(received as f64 * 8.0 / elapsed.as_secs_f64() / 1e9)
-}
-
-fn listen(ns: &Path, addr: SocketAddrV4) -> Result<TcpListener> {
-    let listener = netns::run_in(ns, || TcpListener::bind(addr))?.with_context(|| format!("bind {addr}"))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-fn median(samples: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
-    (median, sorted[0], sorted[n - 1])
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
     }
 }
 
@@ -256,14 +159,14 @@ fn main() -> Result<()> {
         }
     }
     if !only.is_empty() {
-        let gbps = median(if only == "same" { &same_gbps } else { &cross_gbps }).0;
+        let gbps = stats(if only == "same" { &same_gbps } else { &cross_gbps }).0;
         println!("{only}: {gbps:.2} Gbit/s (median)");
         return Ok(());
     }
     println!();
     println!("{:<46} {:>8} {:>8} {:>8}", "path (Gbit/s)", "median", "min", "max");
-    let (s, smin, smax) = median(&same_gbps);
-    let (c, cmin, cmax) = median(&cross_gbps);
+    let (s, smin, smax) = stats(&same_gbps);
+    let (c, cmin, cmax) = stats(&cross_gbps);
     println!("{:<46} {s:>8.2} {smin:>8.2} {smax:>8.2}", "A1 -> A2, same host (veth, nft, veth)");
     println!("{:<46} {c:>8.2} {cmin:>8.2} {cmax:>8.2}", "A1 -> B1, across hosts (VXLAN)");
     let ratio = c / s * 100.0;

@@ -18,15 +18,17 @@
 //! Everything created (namespaces, links, the nft table) is removed on the way out, error,
 //! panic or Ctrl-C (which ends the run after the current round) included.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use flotilla_net::{InterfaceSpec, NetConfig, Network, Peer, Protocol, Rule, SecurityGroupSpec, VpcSpec, netns};
+use common::{BUF, Netns, env_or, listen, round, run, stats};
+use flotilla_net::{InterfaceSpec, NetConfig, Network, Peer, Protocol, Rule, SecurityGroupSpec, VpcSpec};
 
 const PORT: u16 = 5201;
 const VPC: &str = "vpc-tput";
@@ -34,42 +36,11 @@ const CIDR: &str = "10.71.0.0/16";
 const GROUP: &str = "sg-tput";
 const A: Ipv4Addr = Ipv4Addr::new(10, 71, 1, 10);
 const B: Ipv4Addr = Ipv4Addr::new(10, 71, 1, 11);
-const BUF: usize = 128 * 1024;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
-}
-
-fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
-    ensure!(out.status.success(), "{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A named namespace with `lo` up, deleted on drop.
-struct Netns {
-    name: String,
-    path: PathBuf,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Result<Netns> {
-        let name = format!("flbench-tput-{}-{tag}", std::process::id());
-        run("ip", &["netns", "add", &name])?;
-        let ns = Netns { path: PathBuf::from(format!("/run/netns/{name}")), name };
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = run("ip", &["netns", "del", &self.name]) {
-            eprintln!("cleanup: {e:#}");
-        }
-    }
 }
 
 /// The bench's world. Dropping it removes the interfaces, group and VPC (links and rules),
@@ -83,7 +54,7 @@ struct World {
 
 impl World {
     fn new() -> Result<World> {
-        let host = Netns::new("host")?;
+        let host = Netns::new("tput", "host")?;
         let table = format!("bench_tput_{}", std::process::id());
         let config = NetConfig { nft_table: table.clone(), uplink: None, host_netns: Some(host.path.clone()) };
         let mut world = World { net: None, table, tasks: Vec::new(), host };
@@ -95,7 +66,7 @@ impl World {
             SecurityGroupSpec { id: GROUP.into(), vpc_id: VPC.into(), ingress: vec![tcp.clone()], egress: vec![tcp] };
         net.ensure_security_group(&group)?;
         for (tag, ip) in [("a", A), ("b", B)] {
-            let ns = Netns::new(tag)?;
+            let ns = Netns::new("tput", tag)?;
             let o = ip.octets();
             let spec = InterfaceSpec {
                 id: format!("eni-tput-{tag}"),
@@ -130,83 +101,12 @@ impl Drop for World {
     }
 }
 
-/// One round: a new connection from namespace `from` to a listener, `BUF`-sized writes for
-/// `secs`, then EOF. Returns the receiver's count over the receiver's time, in Gbit/s.
-fn round(listener: &TcpListener, from: &Path, to: SocketAddrV4, secs: Duration) -> Result<f64> {
-    let mut sender = netns::run_in(from, || TcpStream::connect_timeout(&SocketAddr::V4(to), Duration::from_secs(3)))?
-        .with_context(|| format!("connect to {to}"))?;
-    // The connection is already complete in the backlog; a short wait covers a slow machine.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut receiver = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e).context("accept"),
-        }
-    };
-    receiver.set_nonblocking(false)?;
-    receiver.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let start = Instant::now();
-    let (received, elapsed) = std::thread::scope(|scope| -> Result<(u64, Duration)> {
-        let writer = scope.spawn(move || -> Result<()> {
-            let buf = vec![0x5au8; BUF];
-            let start = Instant::now();
-            while start.elapsed() < secs {
-                sender.write_all(&buf)?;
-            }
-            sender.shutdown(Shutdown::Write)?;
-            Ok(())
-        });
-        let mut buf = vec![0u8; BUF];
-        let mut received = 0u64;
-        loop {
-            match receiver.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => received += n as u64,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("read"),
-            }
-        }
-        let elapsed = start.elapsed();
-        writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)).context("write")?;
-        Ok((received, elapsed))
-    })?;
-    ensure!(received > 0, "nothing received from {to}");
-    Ok(received as f64 * 8.0 / elapsed.as_secs_f64() / 1e9)
-}
-
 struct Case {
     name: &'static str,
     listener: TcpListener,
     from: PathBuf,
     to: SocketAddrV4,
     gbps: Vec<f64>,
-}
-
-fn listen(ns: &Path, addr: SocketAddrV4) -> Result<TcpListener> {
-    let listener = netns::run_in(ns, || TcpListener::bind(addr))?.with_context(|| format!("bind {addr}"))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-fn stats(samples: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-    };
-    (median, sorted[0], sorted[sorted.len() - 1])
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
 }
 
 /// What shapes the task path, for the record: the veths' MTU and offloads, and the kernel.
