@@ -185,8 +185,11 @@ pub(crate) async fn start_agent(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not adopt existing tasks; their supervisors will retry"),
     }
+    // A host with an underlay address reaches its VPCs' tasks on other hosts over the overlay.
+    let underlay = setup.spec.underlay_ip.map(|ip| (setup.spec.id.clone(), ip));
     let networking =
-        start_networking(home, &setup.region, setup.dns_store, host.clone(), setup.net_namespace.clone()).await?;
+        start_networking(home, &setup.region, setup.dns_store, host.clone(), setup.net_namespace.clone(), underlay)
+            .await?;
     let load_balancing =
         flotilla_agent::lb::LbConfig { host_address: Some(setup.lb_address), vpc_netns: setup.net_namespace };
     Ok(flotilla_agent::Agent::new(flotilla_agent::AgentParts {
@@ -250,6 +253,7 @@ async fn start_networking(
     dns_store: Arc<dyn flotilla_store::Store>,
     host: Arc<dyn flotilla_host::HostApi>,
     net_namespace: Option<std::path::PathBuf>,
+    underlay: Option<(String, std::net::Ipv4Addr)>,
 ) -> anyhow::Result<Arc<flotilla_agent::Networking>> {
     if which("nft").is_none() {
         anyhow::bail!("nft is not installed: `apt-get install -y nftables` (scripts/deps.sh does)");
@@ -273,12 +277,12 @@ async fn start_networking(
     )
     .await
     .context("cannot start the VPC DNS server")?;
-    Ok(Arc::new(flotilla_agent::Networking::new(
-        host,
-        region.to_owned(),
-        Arc::new(net),
-        Arc::new(VpcResolvers(Arc::new(dns))),
-    )))
+    let networking =
+        flotilla_agent::Networking::new(host, region.to_owned(), Arc::new(net), Arc::new(VpcResolvers(Arc::new(dns))));
+    Ok(Arc::new(match underlay {
+        Some((host_id, ip)) => networking.with_underlay(host_id, ip),
+        None => networking,
+    }))
 }
 
 /// Cloud Map's DNS server as the agent's VPC resolvers.
