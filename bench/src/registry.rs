@@ -1,12 +1,15 @@
 //! A real `docker-registry` on loopback with the benchmark images pushed, for the shell
-//! benchmarks. Writes `{"host", "busybox", "big"}` to OUT (atomically) once ready, then serves
+//! benchmarks. Writes `{"host", "busybox", "big", "ca"}` to OUT (atomically) once ready, then serves
 //! until SIGTERM/SIGINT, when the registry and its storage are removed.
 //!
-//! `bench-registry OUT [big]`: `busybox:latest` always; with `big`, also `big:latest`, the
+//! `bench-registry OUT [big] [tls]`: `busybox:latest` always; with `big`, also `big:latest`, the
 //! busybox layer with `big_image(4, 25 MiB)`'s four incompressible layers on top (~100 MB).
+//! With `tls`, the registry serves HTTPS on this machine's non-loopback address instead (for
+//! clients in other network namespaces, whose loopback is their own), and OUT has `ca`, the
+//! PEM certificate of the CA that signed its certificate.
 
 use anyhow::{Context, bail};
-use flotilla_image::testing::{Registry, big_image, busybox_image, busybox_spec, sha256};
+use flotilla_image::testing::{Anonymous, Registry, big_image, busybox_image, busybox_spec, sha256};
 use serde_json::json;
 
 /// Pushes the busybox layer with big_image's layers stacked on it, as one runnable image.
@@ -46,11 +49,16 @@ async fn push_big(registry: &Registry) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(out) = args.first() else { bail!("usage: bench-registry OUT [big]") };
-    let registry = Registry::start().await;
+    let Some(out) = args.first() else { bail!("usage: bench-registry OUT [big] [tls]") };
+    let registry = if args.iter().any(|a| a == "tls") {
+        Registry::start_tls(Anonymous).await.map_err(anyhow::Error::msg).context("a registry over TLS")?
+    } else {
+        Registry::start().await
+    };
     registry.push_image("busybox", Some("latest"), &busybox_image()).await;
     let big = if args.iter().any(|a| a == "big") { Some(push_big(&registry).await) } else { None };
-    let info = json!({"host": registry.host(), "busybox": registry.reference("busybox:latest"), "big": big});
+    let info = json!({"host": registry.host(), "busybox": registry.reference("busybox:latest"), "big": big,
+        "ca": registry.ca_pem()});
     let tmp = format!("{out}.tmp");
     std::fs::write(&tmp, info.to_string()).with_context(|| format!("writing {tmp}"))?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {out}"))?;

@@ -1,0 +1,716 @@
+//! Many hosts end to end (issue 12, "How it is checked"): the real local cluster of
+//! `scripts/dev-cluster.sh` (a 3-member etcd, two servers, agents host-a/b/c each in a network
+//! namespace of its own) driven through the AWS CLI. A service spreads over the hosts; tasks
+//! on different hosts reach each other by private address as their security groups allow, and
+//! other VPCs do not; a killed host's tasks are replaced elsewhere and its stale copies stop
+//! when it comes back; killing a server or one etcd member loses nothing, and losing the etcd
+//! quorum fails writes cleanly without losing an acknowledged one.
+//!
+//! One cluster for the whole story (starting one takes seconds, its tasks longer), with short
+//! fence and grace times (`FLOTILLA_AGENT_FENCE`, `FLOTILLA_HOST_GRACE`) so that losing a host
+//! takes seconds. Images come from a real registry over TLS on this machine's non-loopback
+//! address, which the agents' namespaces reach through the underlay bridge; the agents trust
+//! its CA through `FLOTILLA_REGISTRY_CA`. Privileged (root), and it uses the machine's fixed
+//! dev-cluster ports and names, so only one runs at a time. Needs `flotilla-shim` built next
+//! to the `flotilla` binary (`cargo build -p flotilla-shim`), as every real-task test does.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::wait_for;
+use serde_json::{Value, json};
+
+/// The agents' fence time and the control plane's grace (fence plus a margin), in seconds.
+const FENCE: &str = "3";
+const GRACE: &str = "6";
+/// Starting a task on this loaded two-core machine: pull (cached after the first), sandbox,
+/// interface. Generous.
+const START: Duration = Duration::from_secs(60);
+const SETTLE: Duration = Duration::from_secs(180);
+const PORT: u16 = 8080;
+const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+/// A running dev cluster; `down` on drop, even when the test failed.
+struct Cluster {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    endpoints: Vec<String>,
+    image: String,
+}
+
+impl Cluster {
+    fn up(image: String, registry_ca: &Path) -> Cluster {
+        let tmp = tempfile::Builder::new().prefix("flotilla-cluster-test.").tempdir_in("/var/tmp").unwrap();
+        let dir = tmp.path().join("cluster");
+        // Our own copies of the binaries: the target dir's may be rebuilt while the test runs.
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_flotilla"));
+        let shim = built.with_file_name("flotilla-shim");
+        assert!(shim.is_file(), "no {} (cargo build -p flotilla-shim)", shim.display());
+        std::fs::copy(&built, bin.join("flotilla")).unwrap();
+        std::fs::copy(&shim, bin.join("flotilla-shim")).unwrap();
+        let out = Command::new(script())
+            .arg("up")
+            .arg(&dir)
+            .env("FLOTILLA_BIN", bin.join("flotilla"))
+            .env("FLOTILLA_AGENT_FENCE", FENCE)
+            .env("FLOTILLA_HOST_GRACE", GRACE)
+            .env("FLOTILLA_REGISTRY_CA", registry_ca)
+            .env("FLOTILLA_LOG", "info")
+            .output()
+            .unwrap();
+        let mut cluster = Cluster { dir: dir.clone(), _tmp: tmp, env: Vec::new(), endpoints: Vec::new(), image };
+        assert!(out.status.success(), "dev-cluster.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
+        cluster.env = parse_env(&std::fs::read_to_string(dir.join("env")).unwrap());
+        let endpoints = cluster.env.iter().find(|(k, _)| k == "FLOTILLA_ENDPOINTS").unwrap().1.clone();
+        cluster.endpoints = endpoints.split_whitespace().map(str::to_owned).collect();
+        assert_eq!(cluster.endpoints.len(), 2, "{endpoints}");
+        cluster
+    }
+
+    /// `dev-cluster.sh CMD DIR ARGS...`, which must succeed.
+    fn script(&self, cmd: &str, args: &[&str]) {
+        let out = Command::new(script()).arg(cmd).arg(&self.dir).args(args).output().unwrap();
+        assert!(out.status.success(), "dev-cluster.sh {cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The AWS CLI against server `n` (1 or 2), with the cluster's credentials only.
+    fn aws_command(&self, n: usize, args: &[&str]) -> Command {
+        let mut command = Command::new("aws");
+        command
+            .arg("--endpoint-url")
+            .arg(&self.endpoints[n - 1])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE");
+        command
+    }
+
+    fn aws_on(&self, n: usize, args: &[&str]) -> Output {
+        self.aws_command(n, args).output().expect("the aws CLI is installed")
+    }
+
+    fn json_on(&self, n: usize, args: &[&str]) -> Value {
+        let out = self.aws_on(n, args);
+        assert!(out.status.success(), "aws {args:?} on server {n} failed: {}", String::from_utf8_lossy(&out.stderr));
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).expect("aws prints JSON")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        self.json_on(1, args)
+    }
+
+    /// `flotilla --output json hosts` on server 1, by host id.
+    fn hosts(&self) -> BTreeMap<String, Value> {
+        let out = Command::new(self._tmp.path().join("bin/flotilla"))
+            .args(["--output", "json", "hosts"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "flotilla hosts failed: {}", String::from_utf8_lossy(&out.stderr));
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        listed["hosts"].as_array().unwrap().iter().map(|h| (h["id"].as_str().unwrap().to_owned(), h.clone())).collect()
+    }
+
+    fn register(&self, family: &str, name: &str, command: &[&str]) -> String {
+        let body = json!({
+            "family": family,
+            "networkMode": "awsvpc",
+            "requiresCompatibilities": ["FARGATE"],
+            "cpu": "256",
+            "memory": "512",
+            "containerDefinitions": [{
+                "name": name,
+                "image": self.image,
+                "essential": true,
+                "command": command,
+                // sh as PID 1 ignores SIGTERM, as on Fargate; keep stops quick.
+                "stopTimeout": 2,
+                "logConfiguration": {"logDriver": "awslogs", "options": {
+                    "awslogs-group": "/ecs/cluster-test", "awslogs-region": "us-east-1",
+                    "awslogs-stream-prefix": "ecs", "awslogs-create-group": "true"}},
+            }],
+        });
+        let out = self.json(&["ecs", "register-task-definition", "--cli-input-json", &body.to_string()]);
+        out["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().to_owned()
+    }
+
+    fn run(&self, task_definition: &str, subnet: &str, groups: &[&str]) -> String {
+        let network = format!(
+            "awsvpcConfiguration={{subnets=[{subnet}],securityGroups=[{}],assignPublicIp=DISABLED}}",
+            groups.join(",")
+        );
+        let out = self.json(&[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            task_definition,
+            "--launch-type",
+            "FARGATE",
+            "--network-configuration",
+            &network,
+        ]);
+        assert_eq!(out["failures"], json!([]), "{out}");
+        out["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
+    }
+
+    fn describe(&self, tasks: &[String]) -> Vec<Value> {
+        let mut args = vec!["ecs", "describe-tasks", "--tasks"];
+        args.extend(tasks.iter().map(String::as_str));
+        self.json(&args)["tasks"].as_array().unwrap().clone()
+    }
+
+    fn wait_status(&self, task: &str, status: &str, deadline: Duration) -> Value {
+        let mut last = Value::Null;
+        wait_for(&format!("{task} {status}"), deadline, || {
+            last = self.describe(&[task.to_owned()])[0].clone();
+            last["lastStatus"] == status
+        });
+        last
+    }
+
+    /// One container's log lines, oldest first (empty until the stream exists).
+    fn logs(&self, task: &str, container: &str) -> Vec<String> {
+        let stream = format!("ecs/{container}/{}", id_of(task));
+        let out = self.aws_on(
+            1,
+            &["logs", "get-log-events", "--log-group-name", "/ecs/cluster-test", "--log-stream-name", &stream],
+        );
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// The service's live tasks (ListTasks, then DescribeTasks).
+    fn service_tasks(&self, service: &str) -> Vec<Value> {
+        let listed = self.json(&["ecs", "list-tasks", "--service-name", service]);
+        let arns: Vec<String> =
+            listed["taskArns"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+        if arns.is_empty() { Vec::new() } else { self.describe(&arns) }
+    }
+
+    /// Waits until the service has exactly `n` live tasks, all RUNNING.
+    fn wait_service_running(&self, service: &str, n: usize, deadline: Duration) -> Vec<Value> {
+        let mut tasks = Vec::new();
+        wait_for(&format!("{n} RUNNING tasks of {service}"), deadline, || {
+            tasks = self.service_tasks(service);
+            tasks.len() == n && tasks.iter().all(|t| t["lastStatus"] == "RUNNING")
+        });
+        tasks
+    }
+
+    /// Processes on this machine that belong to task `id` of host `host` (its shim, named by
+    /// its task dir, and whatever its cgroup holds).
+    fn task_processes(&self, host: &str, id: &str) -> usize {
+        let task_dir = format!("{}/{host}/tasks/{id}", self.dir.display());
+        let shims = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| String::from_utf8_lossy(c).contains(&task_dir))
+            .count();
+        let procs = cgroup_procs(&PathBuf::from(format!("/sys/fs/cgroup/flotilla/{id}")));
+        shims + procs
+    }
+
+    fn dump_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) else { return };
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- {} (last 40 lines)", entry.path().display());
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        let out = Command::new(script()).arg("down").arg(&self.dir).output();
+        if let Ok(out) = out
+            && !out.status.success()
+        {
+            eprintln!("dev-cluster.sh down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/dev-cluster.sh")
+}
+
+/// `export K=V` / `export K="V"` lines.
+fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// Processes in a cgroup and its descendants; 0 when it does not exist.
+fn cgroup_procs(dir: &Path) -> usize {
+    let own = std::fs::read_to_string(dir.join("cgroup.procs")).map_or(0, |s| s.lines().count());
+    let children: usize = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| cgroup_procs(&e.path()))
+        .sum();
+    own + children
+}
+
+fn id_of(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap()
+}
+
+fn zone_of(task: &Value) -> &str {
+    task["availabilityZone"].as_str().unwrap_or_default()
+}
+
+fn per_zone(tasks: &[Value]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for t in tasks {
+        *out.entry(zone_of(t).to_owned()).or_default() += 1;
+    }
+    out
+}
+
+fn private_ip(task: &Value) -> String {
+    common::private_ip(task).to_string()
+}
+
+/// The default subnet of each zone, by zone.
+fn zone_subnets(c: &Cluster) -> HashMap<String, String> {
+    let subnets = c.json(&["ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true"]);
+    subnets["Subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["AvailabilityZone"].as_str().unwrap().to_owned(), s["SubnetId"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn security_group(c: &Cluster, vpc: &str, name: &str) -> String {
+    let out = c.json(&["ec2", "create-security-group", "--group-name", name, "--description", name, "--vpc-id", vpc]);
+    out["GroupId"].as_str().unwrap().to_owned()
+}
+
+/// A task that tries `http://ip:8080/` every 300 ms and logs `peer:reached` or `peer:refused`.
+fn prober_command(ip: &str) -> Vec<String> {
+    let body = format!(
+        // (Debian's busybox wget crashes with -T; `timeout` bounds it instead.)
+        "while true; do if timeout 2 wget -q -O - http://{ip}:{PORT}/ >/dev/null 2>&1; \
+         then echo peer:reached; else echo peer:refused; fi; sleep 0.3; done"
+    );
+    vec!["sh".into(), "-c".into(), body]
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// a. A service of 6 tasks spreads over the three hosts, two each.
+fn service_spreads(c: &Cluster, subnets: &HashMap<String, String>) -> Vec<Value> {
+    let td = c.register("spread", "idle", &["sleep", "100000"]);
+    let all: Vec<&str> = ZONES.iter().map(|z| subnets[*z].as_str()).collect();
+    let network = format!("awsvpcConfiguration={{subnets=[{}],assignPublicIp=DISABLED}}", all.join(","));
+    c.json(&[
+        "ecs",
+        "create-service",
+        "--service-name",
+        "spread",
+        "--task-definition",
+        &td,
+        "--desired-count",
+        "6",
+        "--launch-type",
+        "FARGATE",
+        "--network-configuration",
+        &network,
+    ]);
+    let tasks = c.wait_service_running("spread", 6, SETTLE);
+    let zones = per_zone(&tasks);
+    assert_eq!(zones, ZONES.iter().map(|z| ((*z).to_owned(), 2)).collect(), "two tasks per host");
+    let hosts = c.hosts();
+    for (id, host) in &hosts {
+        assert_eq!(host["runningTasksCount"], 2, "{id}: {host}");
+        assert_eq!(host["status"], "ACTIVE", "{id}: {host}");
+    }
+    tasks
+}
+
+/// b. Tasks on host-a and host-c reach each other by private address; a task in another VPC
+/// does not; revoking the rule that let them in shuts both directions.
+fn overlay_and_groups(c: &Cluster, subnets: &HashMap<String, String>) {
+    let vpcs = c.json(&["ec2", "describe-vpcs", "--filters", "Name=is-default,Values=true"]);
+    let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().unwrap().to_owned();
+    let web_sg = security_group(c, &vpc, "web");
+    let prober_sg = security_group(c, &vpc, "prober");
+    c.json(&[
+        "ec2",
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web_sg,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    let web_script = format!("mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p {PORT} -h /www");
+    let web_td = c.register("web", "web", &["sh", "-c", &web_script]);
+    let (zone_a, zone_c) = (subnets["us-east-1a"].as_str(), subnets["us-east-1c"].as_str());
+    let web_a = c.run(&web_td, zone_a, &[&web_sg]);
+    let web_c = c.run(&web_td, zone_c, &[&web_sg]);
+    let web_a_ip = private_ip(&c.wait_status(&web_a, "RUNNING", START));
+    let web_c_ip = private_ip(&c.wait_status(&web_c, "RUNNING", START));
+
+    let to_c = c.register("probe-c", "prober", &as_strs(&prober_command(&web_c_ip)));
+    let to_a = c.register("probe-a", "prober", &as_strs(&prober_command(&web_a_ip)));
+    let prober_a = c.run(&to_c, zone_a, &[&prober_sg]);
+    let prober_c = c.run(&to_a, zone_c, &[&prober_sg]);
+
+    // Another VPC, on host-a too, whose group lets everything out: only the VPC boundary
+    // keeps it from web-c, which admits 0.0.0.0/0.
+    let other = c.json(&["ec2", "create-vpc", "--cidr-block", "10.50.0.0/16"]);
+    let other_vpc = other["Vpc"]["VpcId"].as_str().unwrap().to_owned();
+    let subnet = c.json(&[
+        "ec2",
+        "create-subnet",
+        "--vpc-id",
+        &other_vpc,
+        "--cidr-block",
+        "10.50.1.0/24",
+        "--availability-zone",
+        "us-east-1a",
+    ]);
+    let other_subnet = subnet["Subnet"]["SubnetId"].as_str().unwrap().to_owned();
+    let other_sg = security_group(c, &other_vpc, "anything");
+    let outsider = c.run(&to_c, &other_subnet, &[&other_sg]);
+
+    for (task, zone) in [(&web_a, "us-east-1a"), (&web_c, "us-east-1c"), (&prober_a, "us-east-1a")] {
+        assert_eq!(zone_of(&c.describe(std::slice::from_ref(task))[0]), zone, "{task}");
+    }
+    let reached = |task: &str| c.logs(task, "prober").iter().any(|l| l == "peer:reached");
+    wait_for("host-a's prober to reach web-c on host-c", START, || reached(&prober_a));
+    wait_for("host-c's prober to reach web-a on host-a", START, || reached(&prober_c));
+    wait_for("several attempts from the other VPC", START, || {
+        c.logs(&outsider, "prober").iter().filter(|l| l.starts_with("peer:")).count() >= 4
+    });
+    let attempts = c.logs(&outsider, "prober");
+    assert!(!attempts.iter().any(|l| l == "peer:reached"), "another VPC got through: {attempts:?}");
+
+    // Revoking the rule is enforced on both hosts: the last few attempts each way fail.
+    c.json(&[
+        "ec2",
+        "revoke-security-group-ingress",
+        "--group-id",
+        &web_sg,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    for prober in [&prober_a, &prober_c] {
+        let before = c.logs(prober, "prober").len();
+        wait_for(&format!("{prober} refused after the revoke"), Duration::from_secs(30), || {
+            let lines = c.logs(prober, "prober");
+            lines.len() >= before + 3 && lines[lines.len() - 3..].iter().all(|l| l == "peer:refused")
+        });
+    }
+    let tasks = [web_a, web_c, prober_a, prober_c, outsider];
+    for task in &tasks {
+        c.json(&["ecs", "stop-task", "--task", task]);
+    }
+    for task in &tasks {
+        c.wait_status(task, "STOPPED", START);
+    }
+}
+
+/// c. host-b dies: its tasks are STOPPED as lost and replaced on host-a and host-c within the
+/// grace plus a start; when it comes back, its stale copies stop.
+fn host_loss(c: &Cluster) {
+    let before = c.service_tasks("spread");
+    let on_b: Vec<String> = before
+        .iter()
+        .filter(|t| zone_of(t) == "us-east-1b")
+        .map(|t| t["taskArn"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(on_b.len(), 2, "{before:#?}");
+    for t in &on_b {
+        assert!(c.task_processes("host-b", id_of(t)) > 0, "{t} runs on host-b");
+    }
+
+    let killed = Instant::now();
+    c.script("kill-host", &["host-b"]);
+    let grace = Duration::from_secs_f64(GRACE.parse().unwrap());
+    wait_for("host-b's tasks STOPPED as lost", grace + START, || {
+        c.describe(&on_b).iter().all(|t| t["lastStatus"] == "STOPPED")
+    });
+    let stopped_after = killed.elapsed();
+    for t in c.describe(&on_b) {
+        let reason = t["stoppedReason"].as_str().unwrap_or_default();
+        assert!(reason.contains("host-b") && reason.contains("lost"), "stop reason: {t:#}");
+    }
+    let mut replaced = Vec::new();
+    wait_for("6 RUNNING again, none on host-b", grace + START, || {
+        replaced = c.service_tasks("spread");
+        replaced.len() == 6 && replaced.iter().all(|t| t["lastStatus"] == "RUNNING" && zone_of(t) != "us-east-1b")
+    });
+    let replaced_after = killed.elapsed();
+    eprintln!(
+        "cluster: host-b killed; its tasks STOPPED after {:.1}s, replaced RUNNING after {:.1}s (grace {GRACE}s)",
+        stopped_after.as_secs_f64(),
+        replaced_after.as_secs_f64()
+    );
+    assert_eq!(c.hosts()["host-b"]["status"], "LOST");
+    // Killed with SIGKILL, its agent could not fence: the old copies still run on host-b
+    // (cut off from the network) until it comes back.
+    for t in &on_b {
+        assert!(c.task_processes("host-b", id_of(t)) > 0, "{t} still runs on host-b");
+    }
+
+    c.script("start-host", &["host-b"]);
+    wait_for("host-b's stale copies to stop", START, || on_b.iter().all(|t| c.task_processes("host-b", id_of(t)) == 0));
+    wait_for("host-b active again", Duration::from_secs(30), || c.hosts()["host-b"]["status"] == "ACTIVE");
+    let arns = |tasks: &[Value]| -> BTreeSet<String> {
+        tasks.iter().map(|t| t["taskArn"].as_str().unwrap().to_owned()).collect()
+    };
+    let after = c.wait_service_running("spread", 6, START);
+    assert_eq!(arns(&after), arns(&replaced), "host-b's return changed nothing else");
+}
+
+/// What a [`Writer`] writes.
+#[derive(Clone, Copy)]
+enum Write {
+    /// PutParameter `/{prefix}/{i}`; acknowledged: the name.
+    Parameter,
+    /// RegisterTaskDefinition in family `{prefix}`; acknowledged: the revision's ARN.
+    Revision,
+}
+
+/// Keeps calling server `n` with writes until stopped (one attempt each, no CLI retries),
+/// recording what was acknowledged and what failed.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    failed: Arc<Mutex<Vec<(Duration, String)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(c: &Cluster, n: usize, write: Write, prefix: &str) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let revision = json!({"family": prefix, "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
+            "cpu": "256", "memory": "512", "containerDefinitions": [{"name": "app", "image": c.image}]});
+        let mut commands = Vec::new();
+        for i in 0..2_000 {
+            let name = format!("/{prefix}/{i}");
+            let mut cmd = match write {
+                Write::Parameter => {
+                    c.aws_command(n, &["ssm", "put-parameter", "--name", &name, "--value", "v", "--type", "String"])
+                }
+                Write::Revision => {
+                    c.aws_command(n, &["ecs", "register-task-definition", "--cli-input-json", &revision.to_string()])
+                }
+            };
+            cmd.env("AWS_MAX_ATTEMPTS", "1").env("AWS_RETRY_MODE", "standard");
+            commands.push((name, cmd));
+        }
+        let thread = {
+            let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+            std::thread::spawn(move || {
+                for (name, mut cmd) in commands {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let out = cmd.output().unwrap();
+                    if out.status.success() {
+                        let id = match write {
+                            Write::Parameter => name,
+                            Write::Revision => {
+                                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                                v["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().to_owned()
+                            }
+                        };
+                        acked.lock().unwrap().push(id);
+                    } else {
+                        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                        failed.lock().unwrap().push((started.elapsed(), err));
+                    }
+                }
+            })
+        };
+        Writer { stop, acked, failed, thread: Some(thread) }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn failed(&self) -> Vec<(Duration, String)> {
+        self.failed.lock().unwrap().clone()
+    }
+
+    /// Stops; what was acknowledged, and what failed (how long it took, the error).
+    fn finish(mut self) -> (Vec<String>, Vec<(Duration, String)>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        (self.acked.lock().unwrap().clone(), self.failed())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Every parameter under `/{prefix}`, read from server `n`.
+fn parameters(c: &Cluster, n: usize, prefix: &str) -> BTreeSet<String> {
+    let out = c.json_on(n, &["ssm", "get-parameters-by-path", "--path", &format!("/{prefix}")]);
+    out["Parameters"].as_array().unwrap().iter().map(|p| p["Name"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Every revision of family `family`, read from server `n`.
+fn revisions(c: &Cluster, n: usize, family: &str) -> BTreeSet<String> {
+    let out = c.json_on(n, &["ecs", "list-task-definitions", "--family-prefix", family]);
+    out["taskDefinitionArns"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+}
+
+fn missing<'a>(acked: &'a [String], present: &BTreeSet<String>) -> Vec<&'a String> {
+    acked.iter().filter(|a| !present.contains(*a)).collect()
+}
+
+fn wait_acked(writer: &Writer, at_least: usize, what: &str) {
+    wait_for(what, Duration::from_secs(60), || writer.acked() >= at_least);
+}
+
+/// d. SIGKILL server 1 while clients keep writing to server 2: nothing is lost.
+fn server_loss(c: &Cluster) {
+    let params = Writer::start(c, 2, Write::Parameter, "d");
+    let revs = Writer::start(c, 2, Write::Revision, "d-writes");
+    wait_acked(&params, 3, "writes to server 2");
+    wait_acked(&revs, 3, "writes to server 2");
+    c.script("kill-server", &["1"]);
+    let (p, r) = (params.acked(), revs.acked());
+    wait_acked(&params, p + 5, "writes to server 2 after server 1 died");
+    wait_acked(&revs, r + 5, "writes to server 2 after server 1 died");
+    // The hosts reconnect to server 2 and keep their tasks (no fence, not lost).
+    let tasks = c.json_on(2, &["ecs", "list-tasks", "--service-name", "spread", "--desired-status", "RUNNING"]);
+    assert_eq!(tasks["taskArns"].as_array().unwrap().len(), 6, "{tasks}");
+    let (acked_params, failed_params) = params.finish();
+    let (acked_revs, failed_revs) = revs.finish();
+    assert!(
+        failed_params.is_empty() && failed_revs.is_empty(),
+        "calls to the live server failed: {failed_params:?} {failed_revs:?}"
+    );
+    let present_params = parameters(c, 2, "d");
+    let present_revs = revisions(c, 2, "d-writes");
+    assert!(missing(&acked_params, &present_params).is_empty(), "lost: {:?}", missing(&acked_params, &present_params));
+    assert!(missing(&acked_revs, &present_revs).is_empty(), "lost: {:?}", missing(&acked_revs, &present_revs));
+    eprintln!(
+        "cluster: server 1 killed mid-stream; server 2 acknowledged {} PutParameter and {} RegisterTaskDefinition, all present",
+        acked_params.len(),
+        acked_revs.len()
+    );
+    c.script("start-server", &["1"]);
+    assert_eq!(parameters(c, 1, "d"), present_params, "the restarted server 1 reads the same");
+    assert_eq!(revisions(c, 1, "d-writes"), present_revs, "the restarted server 1 reads the same");
+    c.wait_service_running("spread", 6, START);
+}
+
+/// e. One etcd member down changes nothing; two make writes fail with ServerException within
+/// seconds; back up, every acknowledged write is there.
+fn etcd_loss(c: &Cluster) {
+    let writer = Writer::start(c, 1, Write::Revision, "e-writes");
+    wait_acked(&writer, 2, "writes");
+    c.script("stop-etcd", &["1"]);
+    let n = writer.acked();
+    wait_acked(&writer, n + 5, "writes with one etcd member down");
+    assert_eq!(writer.failed(), vec![], "writes failed with one member down");
+    assert!(c.hosts().values().all(|h| h["status"] == "ACTIVE"), "{:?}", c.hosts());
+    assert_eq!(c.service_tasks("spread").len(), 6);
+
+    c.script("stop-etcd", &["2"]);
+    wait_for("writes to fail without a quorum", Duration::from_secs(60), || writer.failed().len() >= 2);
+    for (took, err) in writer.failed() {
+        assert!(err.contains("(ServerException)"), "{err}");
+        assert!(took < Duration::from_secs(15), "took {took:?} to fail: {err}");
+    }
+    c.script("start-etcd", &["1"]);
+    c.script("start-etcd", &["2"]);
+    let n = writer.acked();
+    wait_acked(&writer, n + 3, "writes once the quorum is back");
+    let (acked, failed) = writer.finish();
+    let present = revisions(c, 1, "e-writes");
+    assert!(missing(&acked, &present).is_empty(), "acknowledged writes lost: {:?}", missing(&acked, &present));
+    let slowest = failed.iter().map(|f| f.0).max().unwrap_or_default();
+    eprintln!(
+        "cluster: etcd quorum lost and back; {} revisions acknowledged (all {} present), {} failed (slowest in {:.1}s): {}",
+        acked.len(),
+        acked.len(),
+        failed.len(),
+        slowest.as_secs_f64(),
+        failed.first().map_or("", |f| f.1.as_str()),
+    );
+    // The hosts fenced while nothing could be written; the service comes back whole.
+    c.wait_service_running("spread", 6, SETTLE);
+}
+
+#[test]
+fn many_hosts_end_to_end() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let registry = rt
+        .block_on(flotilla_image::testing::Registry::start_tls(flotilla_image::testing::Anonymous))
+        .expect("a registry the hosts' namespaces reach");
+    rt.block_on(registry.push_image("busybox", Some("latest"), &flotilla_image::testing::busybox_image()));
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), registry.ca_pem().unwrap()).unwrap();
+
+    let c = Cluster::up(registry.reference("busybox:latest"), ca.path());
+    assert_eq!(c.hosts().len(), 3);
+    c.json(&["ecs", "create-cluster", "--cluster-name", "default"]);
+    let subnets = zone_subnets(&c);
+
+    let started = Instant::now();
+    service_spreads(&c, &subnets);
+    eprintln!("cluster: a. spread in {:.0}s", started.elapsed().as_secs_f64());
+    overlay_and_groups(&c, &subnets);
+    eprintln!("cluster: b. overlay in {:.0}s", started.elapsed().as_secs_f64());
+    host_loss(&c);
+    eprintln!("cluster: c. host loss in {:.0}s", started.elapsed().as_secs_f64());
+    server_loss(&c);
+    eprintln!("cluster: d. server loss in {:.0}s", started.elapsed().as_secs_f64());
+    etcd_loss(&c);
+    eprintln!("cluster: e. etcd loss in {:.0}s", started.elapsed().as_secs_f64());
+}
