@@ -13,14 +13,15 @@
 # set both to measure other settings (the grace must stay above the fence).
 #
 # Usage: bench/failover.sh [N]   (N kills, default 10; root; BENCH_NO_BUILD=1 reuses the
-# release binaries in $CARGO_TARGET_DIR/release)
+# release binaries in $CARGO_TARGET_DIR/release, or in BENCH_BIN: a directory holding
+# flotilla, flotilla-shim and bench-registry)
 set -euo pipefail
 N=${1:-10}
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: agents make namespaces and run tasks" >&2; exit 1; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build -q --release -p flotilla-cli -p flotilla-shim -p flotilla-bench
-BIN=$CARGO_TARGET_DIR/release
+BIN=${BENCH_BIN:-$CARGO_TARGET_DIR/release}
 WORK=$(mktemp -d /var/tmp/flotilla-failover.XXXXXX)
 REG_PID=
 cleanup() {
