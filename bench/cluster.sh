@@ -89,3 +89,8 @@ default_subnets() {
   "${AWS_NO_CONFIG[@]}" aws --endpoint-url "$1" ec2 describe-subnets --filters "${filters[@]}" \
     --query 'Subnets[].SubnetId' --output text | tr '\t' ','
 }
+
+# BENCH_LOGS=DIR keeps the servers', agents' and etcd's logs there (the work dir goes on exit).
+if [ -n "${BENCH_LOGS:-}" ]; then
+  trap 'mkdir -p "$BENCH_LOGS"; cp "$WORK"/*.log "$BENCH_LOGS"/ 2>/dev/null; cleanup' EXIT
+fi
