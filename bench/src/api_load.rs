@@ -1,7 +1,9 @@
 //! Sends the same signed ECS load to one endpoint and prints throughput and latency.
 //!
 //! `api-load ENDPOINT KIND CONCURRENCY REQUESTS` where KIND is `register` (RegisterTaskDefinition
-//! spread over 16 families) or `describe` (DescribeTaskDefinition of a registered revision).
+//! spread over 16 families), `describe` (DescribeTaskDefinition of a registered revision) or
+//! `describe-tasks` (DescribeTasks of 10 tasks, started first with RunTask in BENCH_SUBNET: the
+//! server needs a host there, e.g. a simulated one).
 //! Prints one JSON line: {"kind", "requests", "seconds", "rps", "p50_ms", "p99_ms", "errors"}.
 
 use std::sync::Arc;
@@ -34,7 +36,7 @@ fn body(family: &str) -> serde_json::Value {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 {
-        bail!("usage: api-load ENDPOINT register|describe CONCURRENCY REQUESTS");
+        bail!("usage: api-load ENDPOINT register|describe|describe-tasks CONCURRENCY REQUESTS");
     }
     let (endpoint, kind) = (&args[1], args[2].clone());
     let concurrency: usize = args[3].parse().context("CONCURRENCY")?;
@@ -44,15 +46,29 @@ async fn main() -> anyhow::Result<()> {
         secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY")?,
     };
     let client = Client::new(endpoint, creds, "us-east-1")?;
-    if kind == "describe" {
-        client.ecs("RegisterTaskDefinition", body("bench-describe")).await.context("seeding describe")?;
+    let mut tasks = Vec::new();
+    match kind.as_str() {
+        "register" => {}
+        "describe" => {
+            client.ecs("RegisterTaskDefinition", body("bench-describe")).await.context("seeding describe")?;
+        }
+        "describe-tasks" => {
+            let td =
+                flotilla_bench::register(&client, "bench-describe-tasks", "busybox:latest", &["sleep", "1000000"], 1)
+                    .await
+                    .context("seeding describe-tasks")?;
+            tasks = flotilla_bench::run_task(&client, &td, 10).await.context("seeding describe-tasks")?;
+        }
+        other => bail!("unknown KIND {other}: register, describe or describe-tasks"),
     }
+    let tasks = Arc::new(tasks);
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, next, errors, kind) = (client.clone(), next.clone(), errors.clone(), kind.clone());
+            let (client, next, errors, kind, tasks) =
+                (client.clone(), next.clone(), errors.clone(), kind.clone(), tasks.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
@@ -61,11 +77,18 @@ async fn main() -> anyhow::Result<()> {
                         return latencies;
                     }
                     let t = Instant::now();
-                    let result = if kind == "register" {
-                        client.ecs("RegisterTaskDefinition", body(&format!("bench-{}", i % 16))).await
-                    } else {
-                        client.ecs("DescribeTaskDefinition", json!({"taskDefinition": "bench-describe"})).await
+                    let result = match kind.as_str() {
+                        "register" => client.ecs("RegisterTaskDefinition", body(&format!("bench-{}", i % 16))).await,
+                        "describe" => {
+                            client.ecs("DescribeTaskDefinition", json!({"taskDefinition": "bench-describe"})).await
+                        }
+                        _ => client.ecs("DescribeTasks", json!({"tasks": *tasks})).await,
                     };
+                    // A DescribeTasks that finds fewer tasks than asked for failed too.
+                    let result = result.and_then(|out| match out["failures"].as_array() {
+                        Some(f) if !f.is_empty() => Err(anyhow::anyhow!("failures: {out}")),
+                        _ => Ok(out),
+                    });
                     latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                     if result.is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);

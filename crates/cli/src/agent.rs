@@ -35,7 +35,7 @@ pub struct AgentOptions {
 }
 
 /// `us-east-1a` -> `us-east-1`.
-fn region_of(zone: &str) -> anyhow::Result<String> {
+pub(crate) fn region_of(zone: &str) -> anyhow::Result<String> {
     let region = zone.trim_end_matches(|c: char| c.is_ascii_lowercase());
     if region.is_empty() || region.len() == zone.len() || !region.ends_with(|c: char| c.is_ascii_digit()) {
         bail!("--zone '{zone}' is not an availability zone name such as us-east-1a");

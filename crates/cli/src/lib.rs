@@ -6,4 +6,5 @@ pub mod home;
 pub mod output;
 pub mod plane;
 pub mod server;
+pub mod sim_agents;
 pub mod up;

@@ -115,13 +115,18 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true, env = "FLOTILLA_SERVERS")]
         server: Vec<String>,
         /// The host's token, from `flotilla hosts add HOST_ID`.
-        #[arg(long, env = "FLOTILLA_HOST_TOKEN", hide_env_values = true)]
-        token: String,
-        #[arg(long)]
-        host_id: String,
+        #[arg(long, env = "FLOTILLA_HOST_TOKEN", hide_env_values = true, required_unless_present = "simulated_hosts")]
+        token: Option<String>,
+        #[arg(long, required_unless_present = "simulated_hosts")]
+        host_id: Option<String>,
         /// The host's availability zone (its region is the zone's).
-        #[arg(long)]
-        zone: String,
+        #[arg(long, required_unless_present = "simulated_hosts")]
+        zone: Option<String>,
+        /// Instead of this host, run simulated hosts (containers only pretend; no root), one
+        /// per line of FILE: `HOST_ID ZONE TOKEN`. Each has its own link to the servers and
+        /// offers a pretend 4-vCPU, 16 GiB machine with the overcommit given. For benchmarks.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["token", "host_id", "zone", "underlay_ip", "net_namespace"])]
+        simulated_hosts: Option<PathBuf>,
         /// The host's address between hosts, for the VPC overlay.
         #[arg(long, value_name = "IP")]
         underlay_ip: Option<std::net::Ipv4Addr>,
@@ -373,7 +378,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             net_namespace,
             lb_address,
             registry_ca,
+            simulated_hosts,
         } => {
+            let overcommit = flotilla_agent::capacity::Overcommit { cpu: overcommit_cpu, memory: overcommit_memory };
+            if let Some(hosts_file) = simulated_hosts {
+                return flotilla_cli::sim_agents::run(server, &hosts_file, &data_dir, overcommit).await;
+            }
+            let (Some(token), Some(host_id), Some(zone)) = (token, host_id, zone) else {
+                bail!("--token, --host-id and --zone are required");
+            };
             let lb_address = lb_address.unwrap_or(match underlay_ip {
                 Some(ip) => std::net::IpAddr::V4(ip),
                 None => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),

@@ -475,11 +475,15 @@ impl Control {
             return Err(ControlError::invalid("tasks: give 1 to 100 task ids or ARNs."));
         }
         let cluster = self.cluster_name(cluster)?;
+        let refs = tasks.iter().map(|raw| self.task_ref(&cluster, raw)).collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<String> = refs.iter().map(|(c, id)| task_key(c, id)).collect();
+        // Read together: on a networked store each read is a round trip.
+        let records =
+            futures_util::future::join_all(keys.iter().map(|key| load::<TaskRecord>(self.store.as_ref(), key))).await;
         let mut found = Vec::new();
         let mut missing = Vec::new();
-        for raw in tasks {
-            let (c, id) = self.task_ref(&cluster, raw)?;
-            match load::<TaskRecord>(self.store.as_ref(), &task_key(&c, &id)).await? {
+        for ((raw, (c, id)), record) in tasks.iter().zip(refs).zip(records) {
+            match record? {
                 Some((record, _)) => {
                     let mut task = record.task;
                     if !include_tags {

@@ -5,33 +5,37 @@
 use std::collections::{BTreeMap, HashMap};
 
 use flotilla_types::task::TaskOverride;
-use flotilla_types::{Tag, Timestamp};
+use flotilla_types::task_definition::TaskDefinition;
+use flotilla_types::{Tag, TaskSize, Timestamp};
 
 use super::input::cluster_of;
 use super::model::ServiceRecord;
 use super::scheduler::Observed;
+use crate::cluster::Cluster;
 use crate::host::{Placer, Reservation, Unplaced};
 use crate::task::{Launch, TaskRecord, new_task_id, place, subnet_first, task_size};
 use crate::{Control, ControlError};
 
+/// What launching the primary deployment's tasks reads from the store, read before the pass's
+/// placer is taken: services then read at the same time and place one after another, and the
+/// time a service holds the placer is its placements and their commit only.
+pub(crate) struct LaunchInputs {
+    definition: TaskDefinition,
+    definition_tags: Vec<Tag>,
+    size: TaskSize,
+    /// Zones of the deployment's subnets, in the order given, each with its subnets.
+    zones: BTreeMap<String, Vec<String>>,
+    zone_order: Vec<String>,
+    cluster_record: Cluster,
+}
+
 impl Control {
-    /// New task records for the primary deployment, spread over its zones.
-    pub(crate) async fn launch(
-        &self,
-        rec: &ServiceRecord,
-        tasks: &[Observed],
-        primary: &[usize],
-        count: usize,
-        placer: &mut Placer,
-        now: Timestamp,
-    ) -> Result<(Vec<TaskRecord>, Option<Unplaced>), ControlError> {
+    /// Reads what [`Control::launch`] needs for `rec`'s primary deployment.
+    pub(crate) async fn launch_inputs(&self, rec: &ServiceRecord) -> Result<LaunchInputs, ControlError> {
         let deployment = rec.service.deployments.first().expect("a service has a primary deployment");
         let cluster = cluster_of(&rec.service.cluster_arn);
         let (definition, definition_tags) = self.describe_task_definition(&deployment.task_definition).await?;
-        let overrides = TaskOverride::default();
-        let size = task_size(&definition, &overrides)?;
-
-        // Zones of the deployment's subnets, in the order given, each with its subnets.
+        let size = task_size(&definition, &TaskOverride::default())?;
         let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut zone_order: Vec<String> = Vec::new();
         let subnets = deployment
@@ -47,6 +51,27 @@ impl Control {
             }
             zones.entry(subnet.availability_zone).or_default().push(id.clone());
         }
+        let (cluster_record, _) = self.active_cluster(Some(&cluster)).await?;
+        Ok(LaunchInputs { definition, definition_tags, size, zones, zone_order, cluster_record })
+    }
+
+    /// New task records for the primary deployment, spread over its zones.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch(
+        &self,
+        rec: &ServiceRecord,
+        inputs: LaunchInputs,
+        tasks: &[Observed],
+        primary: &[usize],
+        count: usize,
+        placer: &mut Placer,
+        now: Timestamp,
+    ) -> (Vec<TaskRecord>, Option<Unplaced>) {
+        let deployment = rec.service.deployments.first().expect("a service has a primary deployment");
+        let cluster = cluster_of(&rec.service.cluster_arn);
+        let LaunchInputs { definition, definition_tags, size, zones, zone_order, cluster_record } = inputs;
+        let overrides = TaskOverride::default();
+
         let mut per_zone: HashMap<String, usize> = HashMap::new();
         let mut per_subnet: HashMap<String, usize> = HashMap::new();
         let mut per_host: HashMap<String, usize> = HashMap::new();
@@ -82,7 +107,6 @@ impl Control {
             tags.push(Tag { key: "aws:ecs:clusterName".into(), value: cluster.clone() });
             tags.push(Tag { key: "aws:ecs:serviceName".into(), value: rec.service.service_name.clone() });
         }
-        let (cluster_record, _) = self.active_cluster(Some(&cluster)).await?;
         let reservation = Reservation::from(size);
         let mut out = Vec::with_capacity(count);
         let mut unplaced = None;
@@ -156,6 +180,6 @@ impl Control {
             }
             out.push(record);
         }
-        Ok((out, unplaced))
+        (out, unplaced)
     }
 }

@@ -425,8 +425,10 @@ impl Control {
 
         let mut placing = None;
         if to_start > 0 {
+            // Read first, place under the pass's placer (see `LaunchInputs`).
+            let inputs = self.launch_inputs(&rec).await?;
             let mut p = Placing::new(placer.lock().await);
-            let (starts, unplaced) = self.launch(&rec, &tasks, &primary, to_start as usize, &mut p.placer, now).await?;
+            let (starts, unplaced) = self.launch(&rec, inputs, &tasks, &primary, to_start as usize, &mut p.placer, now);
             decisions.starts = starts;
             placing = Some(p);
             if !decisions.starts.is_empty() {
