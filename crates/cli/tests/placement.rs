@@ -515,8 +515,9 @@ async fn an_agent_cut_off_past_its_fence_stops_its_tasks_before_the_host_is_lost
 #[test]
 fn run_task_beyond_capacity_answers_resource_failures_through_the_aws_cli() {
     // One simulated host: a pretend 4-vCPU, 16 GiB machine less its reserve (15360 units,
-    // 15360 MiB with the default overcommit).
-    let server = common::Server::start_simulated(1);
+    // 15360 MiB with the default overcommit, given here because the test harness raises it).
+    let flags = ["--simulated-hosts", "1", "--overcommit-cpu", "4", "--overcommit-memory", "1"];
+    let server = common::Server::start_flags(&flags.map(str::to_owned));
     server.aws_json(&["ecs", "create-cluster", "--cluster-name", "default"]);
     let out = server.aws_json(&["ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true"]);
     let ids: Vec<&str> = out["Subnets"].as_array().unwrap().iter().map(|s| s["SubnetId"].as_str().unwrap()).collect();

@@ -135,7 +135,7 @@ impl Server {
         Server::start_flags(&["--no-agent".to_owned()])
     }
 
-    fn start_flags(flags: &[String]) -> Server {
+    pub fn start_flags(flags: &[String]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let netns = HostNetns::named(dir.path());
         let mut s = Server::spawn(dir.path(), netns, flags);
