@@ -29,4 +29,5 @@ echo "$SERVERS server(s) on a 3-member etcd, $HOSTS simulated hosts over the lin
 BENCH_SUBNET=$(default_subnets "$ENDPOINT" us-east-1a)
 BENCH_SUBNETS=$(default_subnets "$ENDPOINT")
 export BENCH_SUBNET BENCH_SUBNETS
+# BENCH_NO_BASELINE=1 skips the driver's RunTask baseline after the services.
 "$BIN/service-throughput" "$ENDPOINT" "$SERVICES" "$TASKS"
