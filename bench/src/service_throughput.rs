@@ -172,11 +172,20 @@ async fn main() -> anyhow::Result<()> {
         "  as a polling client saw it: runningCount sum {total} at {:.1} ms ({polls} polls)",
         running_at.as_secs_f64() * 1000.0
     );
-    let met = placements >= 2000.0;
-    println!("target (at least 2,000 placements/s): {} ({placements:.0}/s)", if met { "met" } else { "NOT met" });
+    // Judged on the committed figure: createdAt is when a pass decided, not when the task exists.
+    let committed_rate = total as f64 / committed;
+    let met = committed_rate >= 2000.0;
+    println!(
+        "target (at least 2,000 placements/s, committed): {} ({committed_rate:.0}/s)",
+        if met { "met" } else { "NOT met" }
+    );
     print_steps(&tasks, sent_ms);
 
     // Gone again: the services deleted (forced, so scaled to 0) and every task stopped.
+    // BENCH_NO_BASELINE: the placements are all that is measured; the tasks go with the server.
+    if std::env::var_os("BENCH_NO_BASELINE").is_some() {
+        return Ok(());
+    }
     flotilla_bench::stop_everything(&client, DEADLINE).await?;
     runtask_baseline(&client, &td, total).await?;
     flotilla_bench::stop_everything(&client, DEADLINE).await?;
