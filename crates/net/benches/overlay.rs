@@ -25,9 +25,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{BUF, Netns, env_or, listen, round, run, stats};
+use common::{BUF, Netns, env_or, listen, round, run, stats, task_interface};
 use flotilla_net::{
-    InterfaceSpec, NetConfig, Network, OverlaySpec, Peer, Protocol, RemoteInterface, Rule, SecurityGroupSpec, VpcSpec,
+    NetConfig, Network, OverlaySpec, Peer, Protocol, RemoteInterface, Rule, SecurityGroupSpec, VpcSpec,
 };
 
 const PORT: u16 = 5202;
@@ -71,17 +71,7 @@ impl Host {
 
     fn task(&mut self, tag: &str, ip: Ipv4Addr) -> Result<PathBuf> {
         let ns = Netns::new("ovl", tag)?;
-        let o = ip.octets();
-        let spec = InterfaceSpec {
-            id: format!("eni-ovl-{tag}"),
-            vpc_id: VPC.into(),
-            netns: ns.path.clone(),
-            ip,
-            prefix_len: 24,
-            mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
-            security_groups: vec![GROUP.into()],
-            public_ip: None,
-        };
+        let spec = task_interface("ovl", tag, &ns, ip, VPC, GROUP);
         let path = ns.path.clone();
         self.tasks.push(ns);
         self.net().ensure_interface(&spec).with_context(|| format!("ensure_interface {}", spec.id))?;

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{BUF, Netns, env_or, listen, round, run, stats};
-use flotilla_net::{InterfaceSpec, NetConfig, Network, Peer, Protocol, Rule, SecurityGroupSpec, VpcSpec};
+use common::{BUF, Netns, env_or, listen, round, run, stats, task_interface};
+use flotilla_net::{NetConfig, Network, Peer, Protocol, Rule, SecurityGroupSpec, VpcSpec};
 
 const PORT: u16 = 5201;
 const VPC: &str = "vpc-tput";
@@ -67,17 +67,7 @@ impl World {
         net.ensure_security_group(&group)?;
         for (tag, ip) in [("a", A), ("b", B)] {
             let ns = Netns::new("tput", tag)?;
-            let o = ip.octets();
-            let spec = InterfaceSpec {
-                id: format!("eni-tput-{tag}"),
-                vpc_id: VPC.into(),
-                netns: ns.path.clone(),
-                ip,
-                prefix_len: 24,
-                mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
-                security_groups: vec![GROUP.into()],
-                public_ip: None,
-            };
+            let spec = task_interface("tput", tag, &ns, ip, VPC, GROUP);
             world.tasks.push(ns);
             world.net().ensure_interface(&spec).with_context(|| format!("ensure_interface {}", spec.id))?;
         }

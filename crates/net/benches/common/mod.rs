@@ -2,13 +2,13 @@
 //! and the medians they print.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use flotilla_net::netns;
+use flotilla_net::{InterfaceSpec, netns};
 
 /// Bytes per write and per read.
 pub const BUF: usize = 128 * 1024;
@@ -113,5 +113,21 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     match std::env::var(name) {
         Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("{name}={v} is not a number")),
         Err(_) => Ok(default),
+    }
+}
+
+/// A task's interface in `vpc` with `group`, in namespace `ns`: `eni-<bench>-<tag>`, a /24, a
+/// MAC made from its address.
+pub fn task_interface(bench: &str, tag: &str, ns: &Netns, ip: Ipv4Addr, vpc: &str, group: &str) -> InterfaceSpec {
+    let o = ip.octets();
+    InterfaceSpec {
+        id: format!("eni-{bench}-{tag}"),
+        vpc_id: vpc.into(),
+        netns: ns.path.clone(),
+        ip,
+        prefix_len: 24,
+        mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
+        security_groups: vec![group.into()],
+        public_ip: None,
     }
 }
