@@ -28,6 +28,11 @@ use crate::{Agent, AgentError};
 
 /// Longest a supervisor sleeps with nothing happening: logs are shipped at least this often.
 const IDLE: Duration = Duration::from_secs(1);
+/// The same for a task that ships no logs: every event wakes it anyway (the shim answers a
+/// wait at once on a change, and a dead shim breaks the wait), so this only bounds how long
+/// one wait lasts. Each wait is a request to the shim: at 1,000 idle tasks, waking every second
+/// cost more CPU than the agent's whole remaining idle work.
+const QUIET_IDLE: Duration = Duration::from_secs(30);
 /// How long a container gets after SIGKILL before the supervisor moves on.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,8 +123,12 @@ impl Supervisor {
     }
 
     pub async fn run(self) {
-        if let Err(e) = self.run_inner().await {
-            tracing::warn!(task = %self.task_id, error = %e, "supervisor stopped early; the agent resumes it");
+        match self.run_inner().await {
+            // Done with its task (stopped, or never started): nothing left to adopt.
+            Ok(()) => self.agent.adoption.supervised(&self.task_arn),
+            Err(e) => {
+                tracing::warn!(task = %self.task_id, error = %e, "supervisor stopped early; the agent resumes it")
+            }
         }
     }
 
@@ -154,6 +163,7 @@ impl Supervisor {
             }
         }
         let metadata = self.agent.start_metadata(&self.task_id).await;
+        self.agent.adoption.supervised(&self.task_arn);
         let outcome = self.watch(definition).await;
         let stopped = self.stop(definition).await;
         if let Some(handle) = metadata {
@@ -317,6 +327,7 @@ impl Supervisor {
                 health.insert(name, Health { probe, tracker, next_at });
             }
         }
+        let ships_logs = self.agent.logs.ships(&self.task_id, definition);
         let mut changes = self.assignment.clone();
         let mut assignment_open = true;
         let mut status = self.sandbox_state(0, Duration::ZERO).await?;
@@ -338,7 +349,8 @@ impl Supervisor {
             }
             // Wake at the next event, or in time for the next health probe.
             let next_probe = health.values().map(|h| h.next_at.saturating_duration_since(Instant::now())).min();
-            let timeout = next_probe.map_or(IDLE, |p| p.min(IDLE));
+            let idle = if ships_logs { IDLE } else { QUIET_IDLE };
+            let timeout = next_probe.map_or(idle, |p| p.min(idle));
             let seen = current.generation;
             let woken_by_assignment = tokio::select! {
                 s = self.sandbox_state(seen, timeout) => {
