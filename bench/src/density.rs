@@ -17,7 +17,7 @@
 //!   memory per container and the first containers' start against those after N.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +75,27 @@ fn meminfo() -> BTreeMap<String, u64> {
 
 /// The kernel's own memory that grows with tasks (slab, per-CPU, stacks, page tables), KiB.
 const KERNEL_FIELDS: [&str; 4] = ["Slab", "Percpu", "KernelStack", "PageTables"];
+
+/// Bytes held per slab cache (/proc/slabinfo: objects x object size).
+fn slabs() -> BTreeMap<String, u64> {
+    std::fs::read_to_string("/proc/slabinfo")
+        .unwrap_or_default()
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.to_string(), f.get(2)?.parse::<u64>().ok()? * f.get(3)?.parse::<u64>().ok()?))
+        })
+        .collect()
+}
+
+/// The slab caches that grew most, KiB per task.
+fn slab_growth(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, n: usize) -> String {
+    let mut grown: Vec<(i64, &String)> =
+        after.iter().map(|(k, v)| (*v as i64 - before.get(k).copied().unwrap_or(0) as i64, k)).collect();
+    grown.sort_by(|a, b| b.0.cmp(&a.0));
+    grown.iter().take(8).map(|(b, k)| format!("{k} {:.0}", *b as f64 / 1024.0 / n as f64)).collect::<Vec<_>>().join(", ")
+}
 
 fn kernel_kib(m: &BTreeMap<String, u64>) -> u64 {
     KERNEL_FIELDS.iter().map(|f| m.get(*f).copied().unwrap_or(0)).sum()
@@ -156,7 +177,7 @@ async fn fill(endpoint: &str, data: &Path, image: &str, n: usize, state: &Path, 
     wait_all(&c, &[warm], "STOPPED", Duration::from_secs(60), Duration::from_millis(50)).await?;
     tokio::time::sleep(SETTLE).await;
 
-    let before = meminfo();
+    let (before, slabs_before) = (meminfo(), slabs());
     let mut arns = Vec::new();
     let mut first = Vec::new();
     for _ in 0..SINGLES {
@@ -201,12 +222,15 @@ async fn fill(endpoint: &str, data: &Path, image: &str, n: usize, state: &Path, 
     tokio::time::sleep(SETTLE).await;
     let ids: Vec<String> = arns.iter().map(|a| task_id(a).to_owned()).collect();
     let pids = task_pids(data, &ids);
-    let after = meminfo();
+    let (after, slabs_after) = (meminfo(), slabs());
     let m = per_task(&before, &after, pss_of(&pids), n);
     let fl = mem(fl_pid)?;
 
     println!("density: {n} idle tasks (busybox `sleep`, 0.25 vCPU / 0.5 GB, awsvpc), `flotilla up` pid {fl_pid}");
-    println!("  filled in {fill_s:.1} s ({:.1} tasks/s, RunTask count=10, {FILL_CALLS} calls in flight)", n as f64 / fill_s);
+    println!(
+        "  filled in {fill_s:.1} s ({:.1} tasks/s, RunTask count=10, {FILL_CALLS} calls in flight)",
+        n as f64 / fill_s
+    );
     println!(
         "host memory per idle task, all in (MemAvailable before - after) / {n}: {:.2} MiB; target <= 1.5 MiB: {}",
         m.available,
@@ -219,6 +243,7 @@ async fn fill(endpoint: &str, data: &Path, image: &str, n: usize, state: &Path, 
         m.kernel,
         fl.pss as f64 / 1024.0
     );
+    println!("  slab caches that grew most, KiB per task: {}", slab_growth(&slabs_before, &slabs_after, n));
     let (f, l) = (median(&first), median(&last));
     println!(
         "start, RunTask to RUNNING (DescribeTasks every 5 ms): tasks 1-{SINGLES} {} ms (median {f:.0}); tasks {}-{} {} ms \
@@ -251,9 +276,16 @@ async fn capacity(c: &Client, td: &str) -> anyhow::Result<()> {
     let subnet = std::env::var("BENCH_SUBNET")?;
     let network = json!({"awsvpcConfiguration": {"subnets": [subnet], "assignPublicIp": "DISABLED"}});
     let out = c
-        .ecs("RunTask", json!({"taskDefinition": td, "launchType": "FARGATE", "count": 1, "networkConfiguration": network}))
+        .ecs(
+            "RunTask",
+            json!({"taskDefinition": td, "launchType": "FARGATE", "count": 1, "networkConfiguration": network}),
+        )
         .await?;
-    println!("past the host's task limit (--max-tasks), RunTask answers: tasks {}, failures {}", out["tasks"].as_array().map_or(0, Vec::len), out["failures"]);
+    println!(
+        "past the host's task limit (--max-tasks), RunTask answers: tasks {}, failures {}",
+        out["tasks"].as_array().map_or(0, Vec::len),
+        out["failures"]
+    );
     let big = json!({"cpu": "16384", "memory": "122880"});
     let out = c
         .ecs(
@@ -266,8 +298,12 @@ async fn capacity(c: &Client, td: &str) -> anyhow::Result<()> {
         out["tasks"].as_array().map_or(0, Vec::len),
         out["failures"]
     );
-    let placed: Vec<String> =
-        out["tasks"].as_array().into_iter().flatten().filter_map(|t| t["taskArn"].as_str().map(str::to_owned)).collect();
+    let placed: Vec<String> = out["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["taskArn"].as_str().map(str::to_owned))
+        .collect();
     flotilla_bench::stop_all(c, &placed).await?;
     Ok(())
 }
@@ -309,7 +345,9 @@ async fn api_latency(c: &Client, arns: &[String]) -> anyhow::Result<()> {
     let t = Instant::now();
     let listed = c.ecs_list_all("ListTasks", json!({"cluster": "default"}), "taskArns").await?.len();
     let all_ms = t.elapsed().as_secs_f64() * 1000.0;
-    for (what, v) in [("DescribeTasks of 100 tasks", &describe_ms), (&format!("ListTasks (first page of {listed})"), &list_ms)] {
+    for (what, v) in
+        [("DescribeTasks of 100 tasks", &describe_ms), (&format!("ListTasks (first page of {listed})"), &list_ms)]
+    {
         let p99 = percentile(v, 0.99);
         println!(
             "API {what}, {API_CALLS} calls one after another (signed client): p50 {:.2} ms, p99 {p99:.2} ms; target p99 < 10 ms: {}",
@@ -319,6 +357,20 @@ async fn api_latency(c: &Client, arns: &[String]) -> anyhow::Result<()> {
     }
     println!("API ListTasks, every page ({listed} tasks): {all_ms:.1} ms");
     Ok(())
+}
+
+/// A log line without its colour escapes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn load_state(state: &Path) -> anyhow::Result<(Vec<String>, Value)> {
@@ -343,6 +395,7 @@ async fn adopted(endpoint: &str, data: &Path, state: &Path, t0_ms: f64, log: &Pa
             && let Some(line) = std::fs::read_to_string(log)
                 .unwrap_or_default()
                 .lines()
+                .map(strip_ansi)
                 .find(|l| l.contains("every task live at start is supervised"))
         {
             supervised_at = Some(now_ms() - t0_ms);
@@ -366,7 +419,8 @@ async fn adopted(endpoint: &str, data: &Path, state: &Path, t0_ms: f64, log: &Pa
     let changed = ids.iter().filter(|id| pids.get(*id) != before.get(*id)).count();
     let tasks = describe(&c, &arns).await?;
     let not_running = tasks.iter().filter(|t| t["lastStatus"] != "RUNNING").count();
-    let restarted = tasks.iter().filter(|t| saved["startedAt"][t["taskArn"].as_str().unwrap_or("")] != t["startedAt"]).count();
+    let restarted =
+        tasks.iter().filter(|t| saved["startedAt"][t["taskArn"].as_str().unwrap_or("")] != t["startedAt"]).count();
     println!(
         "  {} tasks: {changed} with other shim/container pids, {restarted} with another startedAt, {not_running} not \
          RUNNING: {}",
@@ -456,29 +510,39 @@ fn peer(n: usize) -> anyhow::Result<()> {
     result
 }
 
+/// `runc run -d`, its stdio on /dev/null: a detached container keeps runc's stdio, so a pipe
+/// there would never see EOF.
+fn runc_detached(bundle: &Path, id: &str) -> std::io::Result<std::process::Child> {
+    Command::new("runc")
+        .args(["run", "-d", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
 fn runc_run(bundle: &Path, id: &str) -> anyhow::Result<f64> {
     let t = Instant::now();
-    run(Command::new("runc").args(["run", "-d", "--bundle"]).arg(bundle).arg(id).stdin(Stdio::null()))?;
+    if !runc_detached(bundle, id)?.wait()?.success() {
+        bail!("runc run -d {id} failed");
+    }
     Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
-fn peer_run(bundle: &PathBuf, prefix: &str, n: usize) -> anyhow::Result<()> {
+fn peer_run(bundle: &Path, prefix: &str, n: usize) -> anyhow::Result<()> {
     runc_run(bundle, &format!("{prefix}-warm"))?;
     run(Command::new("runc").args(["delete", "-f", &format!("{prefix}-warm")]))?;
     std::thread::sleep(SETTLE);
-    let before = meminfo();
+    let (before, slabs_before) = (meminfo(), slabs());
     let mut first = Vec::new();
     for i in 0..SINGLES {
         first.push(runc_run(bundle, &format!("{prefix}-{i}"))?);
     }
     let ids: Vec<String> = (SINGLES..n - SINGLES).map(|i| format!("{prefix}-{i}")).collect();
     for chunk in ids.chunks(10) {
-        let children = chunk
-            .iter()
-            .map(|id| {
-                Command::new("runc").args(["run", "-d", "--bundle"]).arg(bundle).arg(id).stdin(Stdio::null()).spawn()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let children = chunk.iter().map(|id| runc_detached(bundle, id)).collect::<Result<Vec<_>, _>>()?;
         for mut c in children {
             if !c.wait()?.success() {
                 bail!("runc run -d failed");
@@ -490,7 +554,7 @@ fn peer_run(bundle: &PathBuf, prefix: &str, n: usize) -> anyhow::Result<()> {
         last.push(runc_run(bundle, &format!("{prefix}-{i}"))?);
     }
     std::thread::sleep(SETTLE);
-    let after = meminfo();
+    let (after, slabs_after) = (meminfo(), slabs());
     let pss: u64 = processes()
         .iter()
         .filter(|p| p.comm == "sleep" && p.cgroup.contains(prefix))
@@ -503,6 +567,7 @@ fn peer_run(bundle: &PathBuf, prefix: &str, n: usize) -> anyhow::Result<()> {
         "  host memory per container, all in: {:.2} MiB (processes {:.2} MiB PSS, kernel {:.2} MiB)",
         m.available, m.processes, m.kernel
     );
+    println!("  slab caches that grew most, KiB per container: {}", slab_growth(&slabs_before, &slabs_after, n));
     let (f, l) = (median(&first), median(&last));
     println!(
         "  start (`runc run -d` to its return): containers 1-{SINGLES} {} ms (median {f:.0}); {}-{n} {} ms (median \

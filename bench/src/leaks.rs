@@ -66,4 +66,3 @@ pub fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
     }
     found
 }
-

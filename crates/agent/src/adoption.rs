@@ -37,6 +37,12 @@ impl Adoption {
         }
     }
 
+    /// Whether `task_arn` is one of the tasks live at start that no supervisor watches yet.
+    pub(crate) fn pending(&self, task_arn: &str) -> bool {
+        let state = self.state.lock().expect("adoption table poisoned");
+        state.waiting.as_ref().is_some_and(|set| set.contains(task_arn))
+    }
+
     /// `task_arn`'s supervisor watches its task now (or ended without needing to).
     pub(crate) fn supervised(&self, task_arn: &str) {
         let mut state = self.state.lock().expect("adoption table poisoned");

@@ -156,9 +156,10 @@ impl Supervisor {
                 return Ok(());
             }
         } else if task.desired_status != DesiredStatus::Stopped {
-            // Adopted after a restart: make sure its interface is still wired (idempotent).
+            // Adopted after a restart: make sure its interface is still wired (idempotent),
+            // unless the agent found it so at its start.
             let Some(eni) = self.ensure_interface(&assignment).await? else { return Ok(()) };
-            if !self.attach_interface(&eni).await? {
+            if !self.adopt_wired(&eni).await && !self.attach_interface(&eni).await? {
                 return Ok(());
             }
         }
@@ -294,6 +295,13 @@ impl Supervisor {
         // Reported with the first pass over the containers, which comes at once.
         *self.carry.lock().expect("carried report poisoned") = Some(attached);
         Ok(true)
+    }
+
+    /// A task live at the agent's start whose interface is wired already as its lease says:
+    /// nothing to apply, and its attachment stays as recorded (no report).
+    async fn adopt_wired(&self, eni: &InterfaceLease) -> bool {
+        let attached = self.task().eni_attachment().is_some_and(|a| a.status == AttachmentStatus::Attached);
+        attached && self.agent.adoption.pending(&self.task_arn) && self.agent.network.wired(eni).await
     }
 
     /// Removes the interface from the host and releases its addresses (idempotent); what the
