@@ -94,7 +94,12 @@ fn slab_growth(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, n:
     let mut grown: Vec<(i64, &String)> =
         after.iter().map(|(k, v)| (*v as i64 - before.get(k).copied().unwrap_or(0) as i64, k)).collect();
     grown.sort_by(|a, b| b.0.cmp(&a.0));
-    grown.iter().take(8).map(|(b, k)| format!("{k} {:.0}", *b as f64 / 1024.0 / n as f64)).collect::<Vec<_>>().join(", ")
+    grown
+        .iter()
+        .take(8)
+        .map(|(b, k)| format!("{k} {:.0}", *b as f64 / 1024.0 / n as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn kernel_kib(m: &BTreeMap<String, u64>) -> u64 {

@@ -18,6 +18,8 @@ struct State {
     waiting: Option<HashSet<String>>,
     /// How many the first snapshot named.
     total: usize,
+    /// How many of them were found wired already (nothing applied).
+    wired: usize,
     said: bool,
 }
 
@@ -43,6 +45,11 @@ impl Adoption {
         state.waiting.as_ref().is_some_and(|set| set.contains(task_arn))
     }
 
+    /// One of the tasks live at start had its interface wired already.
+    pub(crate) fn found_wired(&self) {
+        self.state.lock().expect("adoption table poisoned").wired += 1;
+    }
+
     /// `task_arn`'s supervisor watches its task now (or ended without needing to).
     pub(crate) fn supervised(&self, task_arn: &str) {
         let mut state = self.state.lock().expect("adoption table poisoned");
@@ -58,6 +65,7 @@ impl Adoption {
             state.said = true;
             tracing::info!(
                 tasks = state.total,
+                wired = state.wired,
                 ms = self.started.elapsed().as_millis() as u64,
                 "every task live at start is supervised"
             );

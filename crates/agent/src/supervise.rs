@@ -301,7 +301,11 @@ impl Supervisor {
     /// nothing to apply, and its attachment stays as recorded (no report).
     async fn adopt_wired(&self, eni: &InterfaceLease) -> bool {
         let attached = self.task().eni_attachment().is_some_and(|a| a.status == AttachmentStatus::Attached);
-        attached && self.agent.adoption.pending(&self.task_arn) && self.agent.network.wired(eni).await
+        let wired = attached && self.agent.adoption.pending(&self.task_arn) && self.agent.network.wired(eni).await;
+        if wired {
+            self.agent.adoption.found_wired();
+        }
+        wired
     }
 
     /// Removes the interface from the host and releases its addresses (idempotent); what the

@@ -13,15 +13,6 @@ use super::Networking;
 
 impl Networking {
     pub(super) async fn wired(&self, lease: &InterfaceLease) -> bool {
-        if !self.served.lock().expect("served lock").contains(&lease.vpc_id) {
-            return false;
-        }
-        {
-            let synced = self.synced.lock().expect("synced lock");
-            if !synced.0.contains(&lease.vpc_id) || !lease.security_groups.iter().all(|g| synced.1.contains_key(g)) {
-                return false;
-            }
-        }
         let listed = self
             .listed
             .get_or_init(|| async {
@@ -32,13 +23,37 @@ impl Networking {
                 statuses.into_iter().map(|s| (s.id.clone(), s)).collect::<HashMap<String, InterfaceStatus>>()
             })
             .await;
-        listed.get(&lease.id).is_some_and(|s| {
+        let as_leased = listed.get(&lease.id).is_some_and(|s| {
             let groups: BTreeSet<&String> = s.security_groups.iter().collect();
             s.link_present
                 && s.ip == Some(lease.private_ip)
                 && s.vpc_id.as_deref() == Some(lease.vpc_id.as_str())
                 && s.public_ip == lease.public_ip
                 && groups == lease.security_groups.iter().collect()
-        })
+        });
+        if !as_leased {
+            return false;
+        }
+        // The VPC's host side (resolver served, groups applied) is made once, by whichever
+        // adopted task comes first; the others wait for it here rather than each attaching.
+        if !self.hosts_side_of(lease) {
+            let _turn = self.vpc_turn.lock().await;
+            if !self.hosts_side_of(lease)
+                && let Err(e) = self.ensure_host_side(&lease.vpc_id, &lease.security_groups).await
+            {
+                tracing::warn!(vpc = %lease.vpc_id, error = %e, "cannot make the VPC's host side while adopting");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether this agent serves the lease's VPC with all of its groups applied.
+    fn hosts_side_of(&self, lease: &InterfaceLease) -> bool {
+        if !self.served.lock().expect("served lock").contains(&lease.vpc_id) {
+            return false;
+        }
+        let synced = self.synced.lock().expect("synced lock");
+        synced.0.contains(&lease.vpc_id) && lease.security_groups.iter().all(|g| synced.1.contains_key(g))
     }
 }
