@@ -93,7 +93,7 @@ fn slabs() -> BTreeMap<String, u64> {
 fn slab_growth(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, n: usize) -> String {
     let mut grown: Vec<(i64, &String)> =
         after.iter().map(|(k, v)| (*v as i64 - before.get(k).copied().unwrap_or(0) as i64, k)).collect();
-    grown.sort_by(|a, b| b.0.cmp(&a.0));
+    grown.sort_by_key(|g| std::cmp::Reverse(g.0));
     grown
         .iter()
         .take(8)
