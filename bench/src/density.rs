@@ -333,15 +333,16 @@ async fn idle_cpu(fl_pid: u32, pids: &BTreeMap<String, Vec<u32>>) -> anyhow::Res
 }
 
 async fn api_latency(c: &Client, arns: &[String]) -> anyhow::Result<()> {
-    let chunks: Vec<&[String]> = arns.chunks(100).filter(|ch| ch.len() == 100).collect();
+    let size = arns.len().min(100);
+    let chunks: Vec<&[String]> = arns.chunks(size).filter(|ch| ch.len() == size).collect();
     let mut describe_ms = Vec::new();
     let mut list_ms = Vec::new();
     for i in 0..API_CALLS {
         let t = Instant::now();
         let out = c.ecs("DescribeTasks", json!({"cluster": "default", "tasks": chunks[i % chunks.len()]})).await?;
         describe_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        if out["tasks"].as_array().map_or(0, Vec::len) != 100 {
-            bail!("DescribeTasks of 100 tasks answered {}", out["tasks"].as_array().map_or(0, Vec::len));
+        if out["tasks"].as_array().map_or(0, Vec::len) != size {
+            bail!("DescribeTasks of {size} tasks answered {}", out["tasks"].as_array().map_or(0, Vec::len));
         }
         let t = Instant::now();
         c.ecs("ListTasks", json!({"cluster": "default"})).await?;
