@@ -18,12 +18,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flotilla_bench::{client, processes, register, run, run_task, runc_bundle, stop_all, task_id, wait_all};
+use flotilla_bench::leaks::{POOL_DIR, leaks};
+use flotilla_bench::{client, register, run_task, runc_bundle, stop_all, task_id, wait_all};
 
 const COMMAND: [&str; 3] = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"];
 const BATCH: usize = 10;
-/// `flotilla_sandbox::scratch_pool::POOL_DIR`, under `<data>/tasks`.
-const POOL_DIR: &str = ".scratch-pool";
 
 /// The tasks' stopTimeout, and how long the runc peer waits after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -152,65 +151,6 @@ fn runc_batch(bundle: &Path, ids: &[String]) -> anyhow::Result<(f64, f64, usize)
     let children = ids.iter().map(|id| spawn(&["delete", id])).collect::<Result<Vec<_>, _>>()?;
     wait_children(children, "runc delete")?;
     Ok((start, t.elapsed().as_secs_f64(), killed))
-}
-
-/// Everything of these tasks still on the host, one line per leak.
-fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-        let parent = entry.path().join("flotilla");
-        for id in ids {
-            let dir = parent.join(id);
-            if dir.exists() {
-                found.push(format!("cgroup {}", dir.display()));
-            }
-        }
-    }
-    let data_str = data.to_string_lossy().into_owned();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in mountinfo.lines() {
-        if let Some(point) = line.split(' ').nth(4)
-            && point.starts_with(&data_str)
-        {
-            found.push(format!("mount {point}"));
-        }
-    }
-    // The scratch filesystem pool's ready filesystems (`<data>/tasks/.scratch-pool`) are not
-    // leaks: they belong to the running server and go with it (checked after it exits by
-    // bench/common.sh). Anything else backed by a file under the data dir is.
-    let pool = data.join("tasks").join(POOL_DIR).to_string_lossy().into_owned();
-    if let Ok(out) = run(Command::new("losetup").arg("-a")) {
-        for line in out.lines().filter(|l| l.contains(&data_str) && !l.contains(&pool)) {
-            found.push(format!("loop device {line}"));
-        }
-    }
-    let procs = processes();
-    let shims: Vec<_> = procs
-        .iter()
-        .filter(|p| p.comm == "flotilla-shim" && p.cmdline.iter().any(|a| a.starts_with(&data_str)))
-        .collect();
-    for p in &shims {
-        found.push(format!("process {} {}", p.pid, p.cmdline.join(" ")));
-    }
-    for p in procs.iter().filter(|p| ids.iter().any(|id| p.cgroup.contains(&format!("/flotilla/{id}")))) {
-        found.push(format!("container process {} {}", p.pid, p.cmdline.join(" ")));
-    }
-    let mine = |a: &String| a.starts_with(&data_str) || ids.iter().any(|id| a.contains(id.as_str()));
-    for p in procs.iter().filter(|p| p.comm.starts_with("runc") && p.cmdline.iter().any(mine)) {
-        found.push(format!("runc process {} {}", p.pid, p.cmdline.join(" ")));
-    }
-    for id in ids {
-        let dir = data.join("tasks").join(id);
-        if dir.exists() {
-            found.push(format!("task dir {}", dir.display()));
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(data.join("tasks")) {
-        for e in entries.flatten().filter(|e| e.file_name() != POOL_DIR) {
-            found.push(format!("task dir entry {}", e.path().display()));
-        }
-    }
-    found
 }
 
 fn sum(v: &[f64]) -> f64 {

@@ -1,6 +1,8 @@
 //! Shared pieces of the benchmark helpers: a signed ECS client from the environment, task
 //! waiting, a runc bundle of the busybox test image, /proc memory readings and statistics.
 
+pub mod leaks;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -13,6 +13,7 @@
 //! to recover after a restart. Tasks keep running while the agent is down, because their
 //! containers belong to per-task shims, not to this process.
 
+mod adoption;
 pub mod capacity;
 mod error;
 pub mod health;
@@ -91,6 +92,8 @@ pub struct Agent {
     /// Cut off from the control plane past the fence time: every task was stopped, and
     /// none starts until a heartbeat gets through.
     fenced: std::sync::atomic::AtomicBool,
+    /// Says when every task live at start is supervised.
+    adoption: adoption::Adoption,
 }
 
 impl Agent {
@@ -110,6 +113,7 @@ impl Agent {
             assignments: Mutex::new(HashMap::new()),
             liveness: parts.liveness,
             fenced: std::sync::atomic::AtomicBool::new(false),
+            adoption: adoption::Adoption::new(),
         })
     }
 
@@ -161,6 +165,8 @@ impl Agent {
                             self.release_leftover_interfaces(&assignments).await;
                         }
                         self.forget_all_but(&assignments, &unchanged);
+                        let live = assignments.iter().filter(|a| a.task.last_status != TaskStatus::Stopped);
+                        self.adoption.expect(live.map(Assignment::task_arn));
                         for a in assignments {
                             self.dispatch(a);
                         }

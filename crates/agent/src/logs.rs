@@ -95,6 +95,11 @@ impl Shipper {
         }
     }
 
+    /// Whether any container of the task ships its output (and so wants regular passes).
+    pub fn ships(&self, task_id: &str, definition: &TaskDefinition) -> bool {
+        self.sink.is_some() && definition.container_definitions.iter().any(|d| target(d, task_id).is_some())
+    }
+
     /// Ships whatever new output every awslogs container has written.
     pub async fn ship(&self, task: &Task, definition: &TaskDefinition, log_path: impl Fn(&str) -> PathBuf) {
         let Some(sink) = &self.sink else { return };

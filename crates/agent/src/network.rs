@@ -25,6 +25,8 @@ use flotilla_net::{
 
 use crate::AgentError;
 
+mod adopt;
+
 /// The VPC resolvers this host serves: the DNS server answering `<service>.<namespace>`
 /// for a VPC on its resolver address (Cloud Map's, wired in by whoever builds the agent).
 pub trait Resolvers: Send + Sync {
@@ -64,6 +66,11 @@ pub trait TaskNetwork: Send + Sync {
     fn ensure_load_balancers<'a>(&'a self, lbs: &'a [LoadBalancerSpec]) -> BoxFuture<'a, bool>;
     /// Removes the addresses of every load balancer but these (after their listeners closed).
     fn retire_load_balancers<'a>(&'a self, keep: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>>;
+    /// After a restart: whether `lease` is wired already as it says, with its VPC's host side
+    /// served, so that adopting its task needs no [`TaskNetwork::attach`].
+    fn wired<'a>(&'a self, _lease: &'a InterfaceLease) -> BoxFuture<'a, bool> {
+        Box::pin(async { false })
+    }
 }
 
 /// No data plane: interfaces are recorded by the control plane but never plumbed (the
@@ -120,6 +127,8 @@ pub struct Networking {
     /// The groups of each VPC as last applied: a network change that leaves them as they were
     /// (an interface created elsewhere) re-applies nothing.
     applied_groups: std::sync::Mutex<HashMap<String, Vec<GroupView>>>,
+    /// The host's interfaces as listed at the first adoption (`adopt.rs`).
+    listed: tokio::sync::OnceCell<HashMap<String, flotilla_net::InterfaceStatus>>,
 }
 
 /// Who this host is to the overlay.
@@ -182,6 +191,7 @@ impl Networking {
             underlay: None,
             overlaid: std::sync::Mutex::new(HashMap::new()),
             applied_groups: std::sync::Mutex::new(HashMap::new()),
+            listed: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -560,6 +570,9 @@ impl TaskNetwork for Networking {
     }
     fn retire_load_balancers<'a>(&'a self, keep: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>> {
         Box::pin(self.retire_lbs(keep))
+    }
+    fn wired<'a>(&'a self, lease: &'a InterfaceLease) -> BoxFuture<'a, bool> {
+        Box::pin(self.wired(lease))
     }
 }
 

@@ -28,6 +28,11 @@ use crate::{Agent, AgentError};
 
 /// Longest a supervisor sleeps with nothing happening: logs are shipped at least this often.
 const IDLE: Duration = Duration::from_secs(1);
+/// The same for a task that ships no logs: every event wakes it anyway (the shim answers a
+/// wait at once on a change, and a dead shim breaks the wait), so this only bounds how long
+/// one wait lasts. Each wait is a request to the shim: at 1,000 idle tasks, waking every second
+/// cost more CPU than the agent's whole remaining idle work.
+const QUIET_IDLE: Duration = Duration::from_secs(30);
 /// How long a container gets after SIGKILL before the supervisor moves on.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,8 +123,12 @@ impl Supervisor {
     }
 
     pub async fn run(self) {
-        if let Err(e) = self.run_inner().await {
-            tracing::warn!(task = %self.task_id, error = %e, "supervisor stopped early; the agent resumes it");
+        match self.run_inner().await {
+            // Done with its task (stopped, or never started): nothing left to adopt.
+            Ok(()) => self.agent.adoption.supervised(&self.task_arn),
+            Err(e) => {
+                tracing::warn!(task = %self.task_id, error = %e, "supervisor stopped early; the agent resumes it")
+            }
         }
     }
 
@@ -147,13 +156,15 @@ impl Supervisor {
                 return Ok(());
             }
         } else if task.desired_status != DesiredStatus::Stopped {
-            // Adopted after a restart: make sure its interface is still wired (idempotent).
+            // Adopted after a restart: make sure its interface is still wired (idempotent),
+            // unless the agent found it so at its start.
             let Some(eni) = self.ensure_interface(&assignment).await? else { return Ok(()) };
-            if !self.attach_interface(&eni).await? {
+            if !self.adopt_wired(&eni).await && !self.attach_interface(&eni).await? {
                 return Ok(());
             }
         }
         let metadata = self.agent.start_metadata(&self.task_id).await;
+        self.agent.adoption.supervised(&self.task_arn);
         let outcome = self.watch(definition).await;
         let stopped = self.stop(definition).await;
         if let Some(handle) = metadata {
@@ -286,6 +297,17 @@ impl Supervisor {
         Ok(true)
     }
 
+    /// A task live at the agent's start whose interface is wired already as its lease says:
+    /// nothing to apply, and its attachment stays as recorded (no report).
+    async fn adopt_wired(&self, eni: &InterfaceLease) -> bool {
+        let attached = self.task().eni_attachment().is_some_and(|a| a.status == AttachmentStatus::Attached);
+        let wired = attached && self.agent.adoption.pending(&self.task_arn) && self.agent.network.wired(eni).await;
+        if wired {
+            self.agent.adoption.found_wired();
+        }
+        wired
+    }
+
     /// Removes the interface from the host and releases its addresses (idempotent); what the
     /// attachment now is, for the caller's next report.
     async fn release_interface(&self) -> Result<Option<AttachmentReport>, AgentError> {
@@ -317,6 +339,7 @@ impl Supervisor {
                 health.insert(name, Health { probe, tracker, next_at });
             }
         }
+        let ships_logs = self.agent.logs.ships(&self.task_id, definition);
         let mut changes = self.assignment.clone();
         let mut assignment_open = true;
         let mut status = self.sandbox_state(0, Duration::ZERO).await?;
@@ -338,7 +361,8 @@ impl Supervisor {
             }
             // Wake at the next event, or in time for the next health probe.
             let next_probe = health.values().map(|h| h.next_at.saturating_duration_since(Instant::now())).min();
-            let timeout = next_probe.map_or(IDLE, |p| p.min(IDLE));
+            let idle = if ships_logs { IDLE } else { QUIET_IDLE };
+            let timeout = next_probe.map_or(idle, |p| p.min(idle));
             let seen = current.generation;
             let woken_by_assignment = tokio::select! {
                 s = self.sandbox_state(seen, timeout) => {

@@ -28,6 +28,8 @@ pub struct AgentOptions {
     pub underlay_ip: Option<Ipv4Addr>,
     pub overcommit_cpu: f64,
     pub overcommit_memory: f64,
+    /// `--max-tasks`: this host takes at most this many tasks.
+    pub max_tasks: Option<u32>,
     pub data_dir: std::path::PathBuf,
     pub net_namespace: Option<std::path::PathBuf>,
     pub lb_address: IpAddr,
@@ -57,7 +59,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Err(status) => tracing::warn!(?status, "no server reachable yet; the agent keeps trying"),
     }
     let overcommit = flotilla_agent::capacity::Overcommit { cpu: opts.overcommit_cpu, memory: opts.overcommit_memory };
-    let mut spec = this_host(&region, overcommit);
+    let mut spec = this_host(&region, overcommit, opts.max_tasks);
     spec.id = opts.host_id.clone();
     spec.availability_zone = opts.zone.clone();
     spec.underlay_ip = opts.underlay_ip;

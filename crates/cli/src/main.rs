@@ -57,6 +57,10 @@ enum Command {
         /// How many times its memory (after a reserve for the host) this host offers tasks.
         #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
         overcommit_memory: f64,
+        /// At most this many tasks run on this host at once; placement refuses more with ECS's
+        /// RESOURCE:TASKS failure. Default (and ceiling): what the open-file limit allows.
+        #[arg(long, value_name = "N")]
+        max_tasks: Option<u32>,
         /// Public addresses for tasks run with assignPublicIp=ENABLED; the network must route
         /// this block to this host.
         #[arg(long, default_value = flotilla_control::DEFAULT_PUBLIC_IP_POOL)]
@@ -136,6 +140,9 @@ enum Command {
         /// Memory offered per MiB the host has.
         #[arg(long, default_value_t = 1.0)]
         overcommit_memory: f64,
+        /// At most this many tasks run on this host at once (see `flotilla up --max-tasks`).
+        #[arg(long, value_name = "N")]
+        max_tasks: Option<u32>,
         /// Network namespace (a path such as /run/netns/NAME) for the task network's host side.
         #[arg(long, value_name = "PATH")]
         net_namespace: Option<std::path::PathBuf>,
@@ -334,6 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             simulated_hosts,
             overcommit_cpu,
             overcommit_memory,
+            max_tasks,
             public_ip_pool,
             net_namespace,
             lb_address,
@@ -347,6 +355,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_agent,
                 simulated_hosts,
                 overcommit: flotilla_agent::capacity::Overcommit { cpu: overcommit_cpu, memory: overcommit_memory },
+                max_tasks,
                 public_ip_pool,
                 net_namespace,
                 lb_address: lb_address.unwrap_or(listen.ip()),
@@ -375,6 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             underlay_ip,
             overcommit_cpu,
             overcommit_memory,
+            max_tasks,
             net_namespace,
             lb_address,
             registry_ca,
@@ -399,6 +409,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 underlay_ip,
                 overcommit_cpu,
                 overcommit_memory,
+                max_tasks,
                 data_dir,
                 net_namespace,
                 lb_address,

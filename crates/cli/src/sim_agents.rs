@@ -70,6 +70,7 @@ pub async fn run(
             cpu,
             memory,
             underlay_ip: None,
+            max_tasks: None,
         };
         let sandbox = flotilla_sandbox::sim::SimSandbox::new();
         let state_dir = home.dir.join("agent").join(&host.id);

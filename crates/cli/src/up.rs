@@ -22,6 +22,9 @@ pub struct UpOptions {
     pub simulated_hosts: u32,
     /// `--overcommit-cpu` and `--overcommit-memory`: what hosts offer beyond their hardware.
     pub overcommit: flotilla_agent::capacity::Overcommit,
+    /// `--max-tasks`: this host takes at most this many tasks (lowered further if its
+    /// open-file limit allows fewer).
+    pub max_tasks: Option<u32>,
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// Where the task network's host side lives; `None`: this process's namespace.
     pub net_namespace: Option<std::path::PathBuf>,
@@ -80,7 +83,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     } else {
         let setup = AgentSetup {
             region: identity.region.clone(),
-            spec: this_host(&identity.region, opts.overcommit),
+            spec: this_host(&identity.region, opts.overcommit, opts.max_tasks),
             dns_store: plane.store.clone(),
             net_namespace: opts.net_namespace.clone(),
             lb_address: opts.lb_address,
@@ -205,15 +208,22 @@ pub(crate) async fn start_agent(
     }))
 }
 
-/// This machine as a host: its name, the region's first zone, and what it offers tasks.
-pub(crate) fn this_host(region: &str, overcommit: flotilla_agent::capacity::Overcommit) -> flotilla_host::HostSpec {
+/// This machine as a host: its name, the region's first zone, and what it offers tasks. Its
+/// limits are raised here (only a host that runs tasks needs them), and what is left of them
+/// caps its task count with `max_tasks`.
+pub(crate) fn this_host(
+    region: &str,
+    overcommit: flotilla_agent::capacity::Overcommit,
+    max_tasks: Option<u32>,
+) -> flotilla_host::HostSpec {
     let id = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty() && !h.contains('/'))
         .unwrap_or_else(|| "local".to_owned());
     let (cpu, memory) = flotilla_agent::capacity::this_machine(overcommit);
-    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu, memory, underlay_ip: None }
+    let max_tasks = Some(crate::limits::HostLimits::raise().cap(max_tasks));
+    flotilla_host::HostSpec { id, availability_zone: format!("{region}a"), cpu, memory, underlay_ip: None, max_tasks }
 }
 
 /// `--simulated-hosts N`: hosts `sim-1`..`sim-N` spread over three zones, each an agent over
@@ -235,6 +245,7 @@ fn simulated_agents(
                 cpu,
                 memory,
                 underlay_ip: None,
+                max_tasks: None,
             };
             let sandbox = flotilla_sandbox::sim::SimSandbox::new();
             let state_dir = home.dir.join("agent").join(&spec.id);

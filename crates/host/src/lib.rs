@@ -43,6 +43,10 @@ pub struct HostSpec {
     /// VPC traffic to this host's tasks is sent to. `None` for a host alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay_ip: Option<Ipv4Addr>,
+    /// At most this many tasks at once (`--max-tasks`, what the host's own limits allow);
+    /// `None`: as many as its CPU and memory take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks: Option<u32>,
 }
 
 /// A registered host.

@@ -425,6 +425,7 @@ async fn every_call_round_trips() {
         cpu: 4096,
         memory: 8192,
         underlay_ip: None,
+        max_tasks: None,
     };
     assert_eq!(api.register(spec.clone()).await.unwrap().spec, spec);
     let task = api.report(TaskReport::new(task_arn(1)).status(TaskStatus::Running)).await.unwrap();

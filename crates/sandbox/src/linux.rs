@@ -210,22 +210,65 @@ impl LinuxSandbox {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(crate::error::PathError::new("read dir", root, e).into()),
         };
-        let mut adopted = Vec::new();
-        for entry in entries.flatten() {
-            let Some(task_id) = entry.file_name().to_str().map(str::to_string) else { continue };
-            let dir = entry.path();
-            if !valid_task_id(&task_id) || !(dir.join(STATE_FILE).exists() || dir.join(LOCK_FILE).exists()) {
-                continue;
-            }
+        let task_ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let task_id = entry.file_name().to_str().map(str::to_string)?;
+                let dir = entry.path();
+                (valid_task_id(&task_id) && (dir.join(STATE_FILE).exists() || dir.join(LOCK_FILE).exists()))
+                    .then_some(task_id)
+            })
+            .collect();
+        // Side by side: a restarted agent with 1,000 tasks would otherwise ask their shims one
+        // after another before serving anything.
+        let asks = task_ids.into_iter().map(|task_id| async move {
             match self.call(&task_id, &Request::State, self.config.request_timeout).await {
-                Ok(Reply::State(_)) => adopted.push(task_id),
-                Ok(other) => tracing::warn!(task_id, reply = ?other, "unexpected reply while adopting"),
-                Err(e) => tracing::warn!(task_id, error = %e, "could not adopt task"),
+                Ok(Reply::State(_)) => Some(task_id),
+                Ok(other) => {
+                    tracing::warn!(task_id, reply = ?other, "unexpected reply while adopting");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(task_id, error = %e, "could not adopt task");
+                    None
+                }
             }
-        }
+        });
+        let mut adopted: Vec<String> = at_most(ADOPT_AT_ONCE, asks).await.into_iter().flatten().collect();
         adopted.sort();
         Ok(adopted)
     }
+}
+
+/// Shims asked at once while adopting.
+const ADOPT_AT_ONCE: usize = 64;
+
+/// Runs `futures` with at most `limit` in flight; their outputs, in no particular order.
+async fn at_most<F: Future>(limit: usize, futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending = futures.into_iter();
+    let mut running: Vec<std::pin::Pin<Box<F>>> = pending.by_ref().take(limit).map(Box::pin).collect();
+    let mut out = Vec::new();
+    std::future::poll_fn(|cx| {
+        let mut i = 0;
+        while i < running.len() {
+            match running[i].as_mut().poll(cx) {
+                std::task::Poll::Ready(v) => {
+                    out.push(v);
+                    match pending.next() {
+                        // Polled on the next turn of this loop, which registers its waker.
+                        Some(next) => running[i] = Box::pin(next),
+                        None => {
+                            running.swap_remove(i);
+                        }
+                    }
+                }
+                std::task::Poll::Pending => i += 1,
+            }
+        }
+        if running.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out
 }
 
 async fn exchange(stream: UnixStream, req: &Request) -> io::Result<Reply> {

@@ -18,11 +18,16 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
+        Fixture::with_server_flags(&[])
+    }
+
+    /// As [`Fixture::new`], the server started with more `flotilla up` flags.
+    pub fn with_server_flags(flags: &[&str]) -> Fixture {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let registry = rt.block_on(flotilla_image::testing::Registry::start());
         rt.block_on(registry.push_image("busybox", Some("latest"), &flotilla_image::testing::busybox_image()));
         let image = registry.reference("busybox:latest");
-        let server = Server::start();
+        let server = Server::start_with(flags);
         server.aws_json(&["ecs", "create-cluster", "--cluster-name", "default"]);
         let subnets = server.aws_json(&["ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true"]);
         let subnet = subnets["Subnets"][0]["SubnetId"].as_str().expect("a default subnet").to_owned();

@@ -116,8 +116,21 @@ impl Server {
 
     /// Starts a server on `data_dir` (kept by the caller, e.g. across a restart).
     pub fn start_in(data_dir: &Path) -> Server {
+        Server::start_in_with(data_dir, &[])
+    }
+
+    /// As [`Server::start`], with more `flotilla up` flags (e.g. `--max-tasks 2`).
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server::start_in_with(dir.path(), extra);
+        s._dir = Some(dir);
+        s
+    }
+
+    fn start_in_with(data_dir: &Path, extra: &[&str]) -> Server {
         let netns = HostNetns::for_data_dir(data_dir);
-        let flags = ["--net-namespace".to_owned(), netns.path.display().to_string()];
+        let mut flags = vec!["--net-namespace".to_owned(), netns.path.display().to_string()];
+        flags.extend(extra.iter().map(|f| (*f).to_owned()));
         Server::spawn(data_dir, netns, &flags)
     }
 

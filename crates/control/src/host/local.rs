@@ -559,6 +559,7 @@ mod tests {
                 cpu: 1024,
                 memory: 2048,
                 underlay_ip: underlay.map(|u| u.parse().unwrap()),
+                max_tasks: None,
             };
             control.register_host(spec).await.unwrap();
         }

@@ -48,6 +48,8 @@ impl From<TaskSize> for Reservation {
 /// ECS's failure reasons when no host can take a task.
 pub(crate) const NO_CPU: &str = "RESOURCE:CPU";
 pub(crate) const NO_MEMORY: &str = "RESOURCE:MEMORY";
+/// The host runs as many tasks as its `--max-tasks` allows (ECS's reasons name the resource).
+pub(crate) const NO_TASKS: &str = "RESOURCE:TASKS";
 /// The host's agent is not connected (ECS's `AGENT`).
 pub(crate) const NO_AGENT: &str = "AGENT";
 
@@ -77,6 +79,8 @@ impl Slot {
             Some(NO_CPU)
         } else if memory < size.memory {
             Some(NO_MEMORY)
+        } else if self.host.spec.max_tasks.is_some_and(|max| self.allocation.tasks >= max) {
+            Some(NO_TASKS)
         } else {
             None
         }

@@ -754,6 +754,7 @@ fn unplaced_event(service: &str, unplaced: &crate::host::Unplaced) -> String {
             let what = match *reason {
                 crate::host::NO_CPU => "has insufficient CPU units available",
                 crate::host::NO_MEMORY => "has insufficient memory available",
+                crate::host::NO_TASKS => "runs as many tasks as its --max-tasks allows",
                 _ => "has an agent that is not connected",
             };
             format!(
