@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::upstream::Upstream;
+use crate::workers::PerWorker;
 use crate::{Shared, health};
 
 /// A target's verdict as routing sees it.
@@ -35,7 +36,7 @@ impl Verdict {
 }
 
 /// The settings of a group that routing and health checks read.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub protocol: TargetProtocol,
     pub health: HealthCheckSpec,
@@ -52,9 +53,11 @@ pub(crate) struct Group {
     pub arn: Arc<str>,
     /// The `AWSALBTG` value naming this group (opaque to clients).
     pub cookie: String,
-    /// Swapped whole on each snapshot, so a request sees one consistent membership.
-    members: RwLock<Arc<Members>>,
-    next: AtomicUsize,
+    /// Swapped whole on each snapshot, so a request sees one consistent membership; a copy
+    /// per worker, so requests on different threads share no reference count or lock.
+    members: PerWorker<RwLock<Arc<Members>>>,
+    /// The round-robin turn, per worker (an atomic only so the group can be shared).
+    next: PerWorker<AtomicUsize>,
 }
 
 pub(crate) struct Target {
@@ -167,18 +170,22 @@ impl Target {
 
 impl Group {
     pub fn settings(&self) -> Arc<Settings> {
-        self.members.read().unwrap().settings.clone()
+        self.members().settings.clone()
+    }
+
+    fn members(&self) -> Arc<Members> {
+        self.members.local().read().unwrap().clone()
     }
 
     /// A target for new work, starting at `start` (a round-robin turn or a flow hash): healthy,
     /// non-draining targets; if there are none, any non-draining one (fail open, as ELB does).
     pub fn pick(&self, start: Option<usize>) -> Option<Arc<Target>> {
-        let members = self.members.read().unwrap().clone();
+        let members = self.members();
         let targets = &members.targets;
         if targets.is_empty() {
             return None;
         }
-        let start = start.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed));
+        let start = start.unwrap_or_else(|| self.next.local().fetch_add(1, Ordering::Relaxed));
         let enabled = members.settings.health.enabled;
         for healthy_only in [true, false] {
             let mut fallback = None;
@@ -202,14 +209,14 @@ impl Group {
 
     /// The target an `AWSALB` cookie names, if it may still take work.
     pub fn sticky(&self, cookie: &str) -> Option<Arc<Target>> {
-        let members = self.members.read().unwrap().clone();
+        let members = self.members();
         let target = members.targets.iter().find(|t| t.cookie == cookie)?;
         let any_healthy = members.targets.iter().any(|t| t.eligible(true, members.settings.health.enabled));
         target.eligible(any_healthy, members.settings.health.enabled).then(|| target.clone())
     }
 
     fn close(&self) {
-        for target in &self.members.read().unwrap().targets {
+        for target in &self.members().targets {
             target.remove();
         }
     }
@@ -237,8 +244,10 @@ impl Groups {
                 None => Arc::new(Group {
                     arn: spec.arn.as_str().into(),
                     cookie: shared.cookie(&spec.arn),
-                    members: RwLock::new(Arc::new(Members { settings: Arc::new(settings(spec)), targets: Vec::new() })),
-                    next: AtomicUsize::new(0),
+                    members: PerWorker::new(|| {
+                        RwLock::new(Arc::new(Members { settings: Arc::new(settings(spec)), targets: Vec::new() }))
+                    }),
+                    next: PerWorker::new(|| AtomicUsize::new(0)),
                 }),
             };
             update_group(&group, spec, shared);
@@ -268,7 +277,7 @@ fn settings(spec: &TargetGroupSpec) -> Settings {
 }
 
 fn update_group(group: &Arc<Group>, spec: &TargetGroupSpec, shared: &Arc<Shared>) {
-    let old = group.members.read().unwrap().clone();
+    let old = group.members();
     let mut existing: HashMap<SocketAddrV4, Arc<Target>> = old.targets.iter().map(|t| (t.addr, t.clone())).collect();
     let mut targets = Vec::with_capacity(spec.targets.len());
     let mut started = Vec::new();
@@ -308,7 +317,11 @@ fn update_group(group: &Arc<Group>, spec: &TargetGroupSpec, shared: &Arc<Shared>
     for gone in existing.values() {
         gone.remove();
     }
-    *group.members.write().unwrap() = Arc::new(Members { settings: Arc::new(settings(spec)), targets });
+    let settings = settings(spec);
+    for copy in group.members.iter() {
+        let members = Members { settings: Arc::new(settings.clone()), targets: targets.clone() };
+        *copy.write().unwrap() = Arc::new(members);
+    }
     for target in started {
         tokio::spawn(health::run(group.clone(), target, shared.clone()));
     }

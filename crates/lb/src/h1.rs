@@ -117,6 +117,12 @@ pub(crate) async fn exchange(
 }
 
 async fn write_request(conn: &mut Connection, request: &Outgoing, body: &mut Incoming) -> io::Result<()> {
+    if request.bodyless {
+        // Most requests: the head alone, written as it is (it may be written again on another
+        // connection, so not moved).
+        conn.stream.write_all(&request.head).await?;
+        return conn.stream.flush().await;
+    }
     let mut out = request.head.clone();
     if !request.bodyless {
         // Each frame goes out as it comes (the head with the first), so a streaming client's

@@ -4,6 +4,10 @@
 //! group health-checks its targets with its own settings; targets leave rotation when
 //! unhealthy or draining, and verdicts go back to the control plane as [`TargetReport`]s.
 //!
+//! The plane serves on threads of its own, a current-thread runtime per core (`workers`):
+//! connections stay on the worker that accepted them, the request path shares nothing between
+//! threads.
+//!
 //! Sockets come from [`Sockets`], so the agent decides which network namespace a listener or
 //! an upstream connection lives in; this crate knows no namespaces, no store and no AWS wire.
 //!
@@ -21,6 +25,7 @@ mod nlb;
 mod rules;
 mod tls;
 mod upstream;
+mod workers;
 
 use std::future::Future;
 use std::hash::RandomState;
@@ -36,6 +41,7 @@ use tokio::sync::mpsc;
 
 use crate::groups::Groups;
 use crate::listeners::Listeners;
+use crate::workers::Workers;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -52,10 +58,26 @@ pub enum Place {
 /// The agent's sockets: listeners where they belong, upstream connections from inside the
 /// VPC network (where targets are reachable).
 pub trait Sockets: Send + Sync + 'static {
-    /// A bound, listening, non-blocking socket at `addr`.
+    /// A bound, listening, non-blocking socket at `addr`, made by [`listener`] (in the right
+    /// place): the plane asks for one per worker thread on the same address.
     fn listen(&self, addr: SocketAddr, place: Place) -> io::Result<std::net::TcpListener>;
     /// A connection to a target (or to a health-check port).
     fn connect(&self, addr: SocketAddrV4) -> BoxFuture<'static, io::Result<TcpStream>>;
+}
+
+/// A listening, non-blocking socket at `addr` that other sockets of this user may listen on
+/// too (`SO_REUSEPORT`; the kernel spreads connections across them), so each worker thread
+/// of the plane accepts its own; bound in the caller's network namespace. An address taken
+/// by a socket without `SO_REUSEPORT` is refused as usual. `SO_REUSEADDR` too, so a
+/// restarted server binds again over old connections still in `TIME_WAIT`.
+pub fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// A listener that could not be made real (its port is taken, its certificate unusable).
@@ -86,22 +108,25 @@ pub struct Plane {
     shared: Arc<Shared>,
     host_address: Option<std::net::IpAddr>,
     state: Mutex<State>,
+    /// Declared last: dropped after the listeners are closed.
+    workers: Workers,
 }
 
 impl Plane {
-    /// A plane with nothing to serve yet. `host_address`: where internet-facing load
-    /// balancers listen on the host (`None`: nowhere). Target reports arrive on the receiver,
-    /// batched.
+    /// A plane with nothing to serve yet, its worker threads started. `host_address`: where
+    /// internet-facing load balancers listen on the host (`None`: nowhere). Target reports
+    /// arrive on the receiver, batched.
     pub fn new(
         sockets: Arc<dyn Sockets>,
         host_address: Option<std::net::IpAddr>,
-    ) -> (Plane, mpsc::Receiver<Vec<TargetReport>>) {
+    ) -> io::Result<(Plane, mpsc::Receiver<Vec<TargetReport>>)> {
         let (batches, rx) = mpsc::channel(64);
         let (reports, unbatched) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared { sockets, reports, cookie_key: RandomState::new(), epoch: Instant::now() });
         let state =
             State { groups: Groups::default(), listeners: Listeners::default(), unbatched: Some((unbatched, batches)) };
-        (Plane { shared, host_address, state: Mutex::new(state) }, rx)
+        let workers = Workers::start()?;
+        Ok((Plane { shared, host_address, state: Mutex::new(state), workers }, rx))
     }
 
     /// Makes `snapshot` real: listeners opened, changed and closed, routing and health checks
@@ -113,7 +138,7 @@ impl Plane {
         }
         let State { groups, listeners, .. } = &mut *state;
         groups.update(&snapshot.target_groups, &self.shared);
-        listeners.update(snapshot, groups, self.host_address, &self.shared)
+        listeners.update(snapshot, groups, self.host_address, &self.shared, self.workers.handles())
     }
 
     /// Closes every listener and stops every health check.

@@ -1,5 +1,6 @@
-//! Listening sockets and their routing: one socket per address a listener wants, kept across
-//! snapshots while some listener still wants it; the routing it serves with is swapped whole.
+//! Listening sockets and their routing: for each address a listener wants, one socket per
+//! worker (`SO_REUSEPORT`), kept across snapshots while some listener still wants the address;
+//! the routing they serve with is swapped whole (each worker has its own copy).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -13,13 +14,16 @@ use flotilla_host::lb::{
 };
 use http::{HeaderValue, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::groups::{Group, Groups};
+use crate::workers::PerWorker;
 use crate::{ListenerProblem, Place, Shared, alb, nlb, tls};
 
 /// A listener's behaviour, as one connection or request sees it.
+#[derive(Clone)]
 pub(crate) struct Route {
     pub protocol: ListenerProtocol,
     pub port: u16,
@@ -33,17 +37,20 @@ pub(crate) struct Route {
     pub idle_timeout: Duration,
 }
 
+#[derive(Clone)]
 pub(crate) struct Rule {
     pub conditions: Vec<RuleCondition>,
     pub action: Action,
 }
 
+#[derive(Clone)]
 pub(crate) enum Action {
     Forward(Forward),
     Redirect(RedirectSpec),
     FixedResponse { status: StatusCode, content_type: HeaderValue, body: Bytes },
 }
 
+#[derive(Clone)]
 pub(crate) struct Forward {
     /// Groups of the snapshot only (a forward to an unknown group leaves it out) with their
     /// weights.
@@ -79,10 +86,14 @@ impl Forward {
     }
 }
 
-/// One open socket.
+/// The routing of one address, a copy per worker: a request reads its own worker's, so no
+/// reference count or lock is shared between workers.
+pub(crate) type Routes = PerWorker<RwLock<Arc<Route>>>;
+
+/// One address listened on (a socket per worker).
 struct Running {
-    route: Arc<RwLock<Arc<Route>>>,
-    /// Closes the socket and every connection it accepted.
+    routes: Arc<Routes>,
+    /// Closes the sockets and every connection they accepted.
     stop: CancellationToken,
 }
 
@@ -106,6 +117,7 @@ impl Listeners {
         groups: &Groups,
         host_address: Option<IpAddr>,
         shared: &Arc<Shared>,
+        workers: &[Handle],
     ) -> Vec<ListenerProblem> {
         let mut problems = Vec::new();
         let mut wanted: HashMap<(Place, SocketAddr), (Arc<Route>, &str)> = HashMap::new();
@@ -152,13 +164,25 @@ impl Listeners {
         });
         for (key @ (place, addr), (route, arn)) in wanted {
             if let Some(running) = self.running.get(&key) {
-                *running.route.write().unwrap() = route;
+                for copy in running.routes.iter() {
+                    *copy.write().unwrap() = Arc::new(Route::clone(&route));
+                }
                 continue;
             }
-            match listen(shared, place, addr) {
-                Ok(socket) => {
-                    let running = Running { route: Arc::new(RwLock::new(route)), stop: CancellationToken::new() };
-                    tokio::spawn(accept(socket, running.route.clone(), running.stop.clone(), shared.clone()));
+            match (0..workers.len()).map(|_| listen(shared, place, addr)).collect::<std::io::Result<Vec<_>>>() {
+                Ok(sockets) => {
+                    let routes = Arc::new(PerWorker::new(|| RwLock::new(Arc::new(Route::clone(&route)))));
+                    let running = Running { routes, stop: CancellationToken::new() };
+                    for (socket, worker) in sockets.into_iter().zip(workers) {
+                        let (routes, stop, shared) = (running.routes.clone(), running.stop.clone(), shared.clone());
+                        worker.spawn(async move {
+                            // Registered with this worker's reactor: made inside its runtime.
+                            match TcpListener::from_std(socket) {
+                                Ok(socket) => accept(socket, routes, stop, shared).await,
+                                Err(e) => tracing::warn!(error = %e, "cannot serve a load balancer socket"),
+                            }
+                        });
+                    }
                     self.running.insert(key, running);
                 }
                 Err(e) => problems.push(ListenerProblem {
@@ -244,15 +268,15 @@ fn action(spec: &ActionSpec, groups: &Groups) -> Action {
     }
 }
 
-fn listen(shared: &Shared, place: Place, addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn listen(shared: &Shared, place: Place, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = shared.sockets.listen(addr, place)?;
     socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket)
+    Ok(socket)
 }
 
 /// What a connection knows of where it came in.
 pub(crate) struct Conn {
-    pub route: Arc<RwLock<Arc<Route>>>,
+    pub routes: Arc<Routes>,
     pub peer: SocketAddr,
     /// The client's address as `X-Forwarded-For` names it, made once per connection.
     pub peer_ip: HeaderValue,
@@ -262,11 +286,11 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub fn route(&self) -> Arc<Route> {
-        self.route.read().unwrap().clone()
+        self.routes.local().read().unwrap().clone()
     }
 }
 
-async fn accept(socket: TcpListener, route: Arc<RwLock<Arc<Route>>>, stop: CancellationToken, shared: Arc<Shared>) {
+async fn accept(socket: TcpListener, routes: Arc<Routes>, stop: CancellationToken, shared: Arc<Shared>) {
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
@@ -283,7 +307,7 @@ async fn accept(socket: TcpListener, route: Arc<RwLock<Arc<Route>>>, stop: Cance
         };
         let peer_ip =
             HeaderValue::from_str(&peer.ip().to_canonical().to_string()).expect("an address is a valid header");
-        let conn = Arc::new(Conn { route: route.clone(), peer, peer_ip, stop: stop.clone(), shared: shared.clone() });
+        let conn = Arc::new(Conn { routes: routes.clone(), peer, peer_ip, stop: stop.clone(), shared: shared.clone() });
         tokio::spawn(serve(stream, conn));
     }
 }

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::h1::{self, Connection, Outgoing, TargetBody};
+use crate::workers::PerWorker;
 use crate::{Sockets, tls};
 
 /// How long an unused upstream connection is kept: below the usual keep-alive of servers
@@ -34,8 +35,9 @@ pub(crate) struct Upstream {
     sockets: Arc<dyn Sockets>,
     addr: SocketAddrV4,
     tls: bool,
-    /// Most recently used last (taken first, so the oldest age out at the front).
-    idle: Mutex<VecDeque<(Connection, Instant)>>,
+    /// Most recently used last (taken first, so the oldest age out at the front). Per worker:
+    /// a connection belongs to the runtime of the worker that made it.
+    idle: PerWorker<Mutex<VecDeque<(Connection, Instant)>>>,
 }
 
 /// Why a request got no response from its target.
@@ -49,7 +51,7 @@ pub(crate) enum UpstreamError {
 
 impl Upstream {
     pub fn new(sockets: Arc<dyn Sockets>, addr: SocketAddrV4, tls: bool) -> Arc<Upstream> {
-        Arc::new(Upstream { sockets, addr, tls, idle: Mutex::new(VecDeque::new()) })
+        Arc::new(Upstream { sockets, addr, tls, idle: PerWorker::new(|| Mutex::new(VecDeque::new())) })
     }
 
     /// Sends `req` (`Host` set; written in origin form) on an idle connection or a new one, in
@@ -91,7 +93,7 @@ impl Upstream {
 
     /// A connection back from a response read whole.
     pub(crate) fn give_back(&self, conn: Connection) {
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.idle.local().lock().unwrap();
         // Connections unused for too long are closed here, so a pool that grew in a burst
         // shrinks again.
         while idle.front().is_some_and(|(_, since)| since.elapsed() > POOL_IDLE) {
@@ -102,7 +104,7 @@ impl Upstream {
 
     fn take_idle(&self) -> Option<Connection> {
         loop {
-            let (mut conn, since) = self.idle.lock().unwrap().pop_back()?;
+            let (mut conn, since) = self.idle.local().lock().unwrap().pop_back()?;
             if since.elapsed() <= POOL_IDLE && conn.is_open() {
                 return Some(conn);
             }

@@ -59,7 +59,13 @@ pub(crate) async fn run(
             return;
         }
     };
-    let (plane, reports) = Plane::new(sockets.clone(), config.host_address);
+    let (plane, reports) = match Plane::new(sockets.clone(), config.host_address) {
+        Ok(plane) => plane,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the load balancer threads: no load balancers on this host");
+            return;
+        }
+    };
     let forwarder = tokio::spawn(forward_reports(host.clone(), reports));
     let mut snapshots = host.load_balancers(&host_id);
     // A snapshot whose addresses could not all be made (a VPC's host side being cleaned up

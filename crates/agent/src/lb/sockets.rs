@@ -55,13 +55,7 @@ impl LbSockets {
 
 impl Sockets for LbSockets {
     fn listen(&self, addr: SocketAddr, place: Place) -> io::Result<std::net::TcpListener> {
-        let bind = move || -> io::Result<std::net::TcpListener> {
-            // std sets SO_REUSEADDR, so a restarted server binds again over old connections
-            // still in TIME_WAIT.
-            let listener = std::net::TcpListener::bind(addr)?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        };
+        let bind = move || flotilla_lb::listener(addr);
         match (place, &self.maker.netns) {
             (Place::Vpc, Some(netns)) => flotilla_net::netns::run_in_file(netns, bind)?,
             _ => bind(),

@@ -26,9 +26,7 @@ pub struct HostSockets;
 
 impl Sockets for HostSockets {
     fn listen(&self, addr: SocketAddr, _: Place) -> io::Result<StdListener> {
-        let listener = StdListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        Ok(listener)
+        flotilla_lb::listener(addr)
     }
 
     fn connect(&self, addr: SocketAddrV4) -> BoxFuture<'static, io::Result<TcpStream>> {
@@ -37,7 +35,7 @@ impl Sockets for HostSockets {
 }
 
 pub fn plane() -> (Plane, mpsc::Receiver<Vec<TargetReport>>) {
-    Plane::new(Arc::new(HostSockets), None)
+    Plane::new(Arc::new(HostSockets), None).unwrap()
 }
 
 /// A free port on `ip` (bound, then released).
