@@ -164,10 +164,13 @@ impl Supervisor {
 
     /// PENDING (secrets, pull) and ACTIVATING (sandbox); false when the task failed to start.
     async fn provision(&self, assignment: &Assignment) -> Result<bool, AgentError> {
+        let t = Instant::now();
         // PROVISIONING: the interface record (address, MAC) exists before anything is pulled.
         let Some(eni) = self.ensure_interface(assignment).await? else { return Ok(false) };
+        let leased = t.elapsed();
         // The interface's PRECREATED attachment travels with this report.
         self.report(TaskReport::new(&self.task_arn).status(TaskStatus::Pending)).await?;
+        let pending = t.elapsed();
         let secrets = match self.agent.host.task_secrets(&self.task_arn).await {
             Ok(s) => s,
             Err(HostApiError::Refused { reason }) => {
@@ -198,7 +201,9 @@ impl Supervisor {
                 ..ContainerReport::new(name.clone())
             });
         }
+        let pulled = t.elapsed();
         let task = self.report(activating).await?;
+        let activating = t.elapsed();
         match self.agent.logs.prepare(&task, definition).await {
             Ok(()) => {}
             Err(HostApiError::Refused { reason }) => {
@@ -219,13 +224,17 @@ impl Supervisor {
                 return Ok(false);
             }
         };
-        if let Err(e) = self.agent.sandbox.create_task(spec).await {
+        let created = self.agent.sandbox.create_task(spec).await;
+        let sandbox = t.elapsed();
+        if let Err(e) = created {
             self.fail_to_start(format!("ResourceInitializationError: failed to create the task sandbox: {e}"), None)
                 .await?;
             let _ = self.agent.sandbox.destroy(&self.task_id).await;
             return Ok(false);
         }
-        self.attach_interface(&eni).await
+        let attached = self.attach_interface(&eni).await;
+        tracing::debug!(task = %self.task_id, ?leased, ?pending, ?pulled, ?activating, ?sandbox, attached = ?t.elapsed(), "provisioned");
+        attached
     }
 
     /// The task's interface, made on first call (the attachment shows PRECREATED); `None`
@@ -290,8 +299,11 @@ impl Supervisor {
     /// attachment now is, for the caller's next report.
     async fn release_interface(&self) -> Result<Option<AttachmentReport>, AgentError> {
         if let Some(eni) = self.agent.host.interface(&self.task_arn).await? {
+            let t = Instant::now();
             self.agent.network.detach(&eni).await?;
+            let detached = t.elapsed();
             self.agent.host.release_interface(&self.task_arn).await?;
+            tracing::debug!(task = %self.task_id, ?detached, released = ?t.elapsed() - detached, "interface released");
         }
         // An attachment not reported yet is reported DELETED straight away.
         let carried = self.carry.lock().expect("carried report poisoned").take().map(|a| a.id);
