@@ -185,13 +185,20 @@ impl LinuxSandbox {
         let dir = self.task_dir(&task_id);
         create_private_dir(&self.config.root)?;
         create_private_dir(&dir)?;
+        let t = std::time::Instant::now();
         self.ensure_shim(&task_id, &dir).await?;
+        let shim = t.elapsed();
         // Held until the shim has answered: it keeps the device attached while the shim takes
         // it over, and deletes the image if the shim did not (see `scratch_pool.rs`).
         let pooled = self.pool.as_ref().and_then(|p| p.take(spec.ephemeral_storage_gib()));
         let req = Request::Create { spec: Box::new(spec), scratch: pooled.as_ref().map(|p| p.scratch().clone()) };
+        let pooled_scratch = pooled.is_some();
         let result = self.call(&task_id, &req, self.config.request_timeout).await;
         drop(pooled);
+        if let Ok(Reply::Created(report)) = &result {
+            let timings = &report.timings;
+            tracing::debug!(task_id, ?shim, created = ?t.elapsed(), pooled_scratch, ?timings, "sandbox created");
+        }
         match result {
             Ok(Reply::Created(report)) => Ok(TaskHandle {
                 task_id,
