@@ -111,9 +111,15 @@ pub struct Networking {
     region: String,
     net: Arc<Network>,
     dns: Arc<dyn Resolvers>,
-    /// Serialises VPC-level changes (first interface in, last interface out) so a VPC is
-    /// never removed under an interface being added to it.
-    vpc_turn: tokio::sync::Mutex<()>,
+    /// Held shared by interface attaches and detaches, which run side by side, and
+    /// exclusively by VPC-level changes (a VPC's host side made, groups re-applied, a VPC
+    /// released, cleanup, load balancers, shutdown), so a VPC is never removed under an
+    /// interface being added to it.
+    vpc_turn: tokio::sync::RwLock<()>,
+    /// VPCs whose host side was complete after the last exclusive change, with their status:
+    /// an attach into one of them whose groups are all applied needs neither the exclusive
+    /// turn nor a call to the control plane.
+    hosted: std::sync::Mutex<HashMap<String, flotilla_net::VpcStatus>>,
     /// VPCs whose resolver this process serves.
     served: std::sync::Mutex<HashSet<String>>,
     /// VPCs whose groups the data plane holds as of the last change (each change to a group
@@ -185,7 +191,8 @@ impl Networking {
             region,
             net,
             dns,
-            vpc_turn: tokio::sync::Mutex::new(()),
+            vpc_turn: tokio::sync::RwLock::new(()),
+            hosted: std::sync::Mutex::new(HashMap::new()),
             served: std::sync::Mutex::new(HashSet::new()),
             synced: std::sync::Mutex::new((HashSet::new(), HashMap::new())),
             underlay: None,
@@ -221,8 +228,17 @@ impl Networking {
     /// Plumbs `eni` into the namespace at `netns` and points `resolv_conf` at the VPC's
     /// resolver. Idempotent: an adopted task's interface is checked the same way.
     async fn attach_lease(&self, eni: &InterfaceLease, netns: &Path, resolv_conf: &Path) -> Result<(), AgentError> {
-        let _turn = self.vpc_turn.lock().await;
-        let status = self.ensure_host_side(&eni.vpc_id, &eni.security_groups).await?;
+        let mut turn = self.vpc_turn.read().await;
+        let status = match self.hosted_status(&eni.vpc_id, &eni.security_groups) {
+            Some(status) => status,
+            None => {
+                drop(turn);
+                let exclusive = self.vpc_turn.write().await;
+                let status = self.ensure_host_side(&eni.vpc_id, &eni.security_groups).await?;
+                turn = exclusive.downgrade();
+                status
+            }
+        };
         let spec = InterfaceSpec {
             id: eni.id.clone(),
             vpc_id: eni.vpc_id.clone(),
@@ -237,11 +253,20 @@ impl Networking {
         let search = search_domain(&self.region);
         rewrite_in_place(resolv_conf, &status.resolv_conf(&[search.as_str()]))
             .map_err(|e| net_err(format!("cannot write {}: {e}", resolv_conf.display())))?;
+        drop(turn);
         Ok(())
     }
 
+    /// The VPC's status when its host side is complete for an interface in `groups`.
+    fn hosted_status(&self, vpc_id: &str, groups: &[String]) -> Option<flotilla_net::VpcStatus> {
+        let status = self.hosted.lock().expect("hosted lock").get(vpc_id).cloned()?;
+        let synced = self.synced.lock().expect("synced lock");
+        let complete = synced.0.contains(vpc_id) && groups.iter().all(|g| synced.1.contains_key(g));
+        complete.then_some(status)
+    }
+
     /// The VPC's host side (router and resolver addresses, every group of the VPC once one of
-    /// `groups` is missing, the resolver served). The caller holds `vpc_turn`.
+    /// `groups` is missing, the resolver served). The caller holds `vpc_turn` exclusively.
     async fn ensure_host_side(&self, vpc_id: &str, groups: &[String]) -> Result<flotilla_net::VpcStatus, AgentError> {
         let vpc = self.vpc(vpc_id).await?.ok_or_else(|| net_err(format!("VPC {vpc_id} does not exist")))?;
         let vpc_spec = VpcSpec { id: vpc.id.clone(), cidr: vpc.cidr };
@@ -254,11 +279,16 @@ impl Networking {
             self.apply_groups(&vpc.id, vpc.groups.clone()).await?;
         }
         let overlaid = self.overlaid.lock().expect("overlaid lock").contains_key(&vpc.id);
+        let mut complete = true;
         if !overlaid && let Err(e) = self.apply_overlay(&vpc).await {
             // The host's own tasks still reach each other; the next network change retries.
             tracing::warn!(vpc = %vpc.id, error = %e, "cannot route the VPC's interfaces on other hosts");
+            complete = false;
         }
         self.serve_dns(&vpc.id, status.resolver).await?;
+        if complete {
+            self.hosted.lock().expect("hosted lock").insert(vpc.id.clone(), status.clone());
+        }
         Ok(status)
     }
 
@@ -295,7 +325,7 @@ impl Networking {
             LbKind::Application => lb.security_groups.clone(),
             LbKind::Network => Vec::new(),
         };
-        let _turn = self.vpc_turn.lock().await;
+        let _turn = self.vpc_turn.write().await;
         self.ensure_host_side(&lb.vpc_id, &lb.security_groups).await?;
         let mut ports: Vec<u16> = lb.listeners.iter().map(|l| l.port).collect();
         ports.sort_unstable();
@@ -334,7 +364,7 @@ impl Networking {
 
     async fn retire_lbs(&self, keep: &[LoadBalancerSpec]) -> Result<(), AgentError> {
         let keep: HashSet<Ipv4Addr> = keep.iter().flat_map(|lb| lb.addresses.iter().map(|a| a.private_ip)).collect();
-        let _turn = self.vpc_turn.lock().await;
+        let _turn = self.vpc_turn.write().await;
         let stale: Vec<Ipv4Addr> = self
             .blocking(|net| Ok(net.list_lb_addresses()))
             .await?
@@ -355,9 +385,10 @@ impl Networking {
 
     /// Removes the task's interface from the data plane. Idempotent. The VPC's host side
     /// (router and resolver addresses, its groups) stays while the VPC exists, so the next
-    /// task in it starts without rebuilding it.
+    /// task in it starts without rebuilding it. Detaches run side by side, with each other
+    /// and with attaches.
     async fn detach_lease(&self, eni: &InterfaceLease) -> Result<(), AgentError> {
-        let _turn = self.vpc_turn.lock().await;
+        let _turn = self.vpc_turn.read().await;
         let id = eni.id.clone();
         self.blocking(move |net| net.remove_interface(&id)).await
     }
@@ -367,6 +398,7 @@ impl Networking {
         if interfaces.iter().any(|i| i.vpc_id.as_deref() == Some(vpc_id)) {
             return Ok(());
         }
+        self.hosted.lock().expect("hosted lock").remove(vpc_id);
         let mut groups = self.groups_in(vpc_id).await;
         {
             let mut synced = self.synced.lock().expect("synced lock");
@@ -476,7 +508,7 @@ impl Networking {
     /// uses it) stays in the data plane, unused, until its VPC's host side goes.
     async fn resync_groups(&self) -> Result<(), AgentError> {
         // In turn with attaches, so none can read the set below before a change lands.
-        let _turn = self.vpc_turn.lock().await;
+        let _turn = self.vpc_turn.write().await;
         let interfaces = self.blocking(|net| net.list_interfaces()).await?;
         let mut vpcs: HashSet<String> = interfaces.iter().filter_map(|i| i.vpc_id.clone()).collect();
         vpcs.extend(self.synced.lock().expect("synced lock").0.iter().cloned());
@@ -519,7 +551,8 @@ impl Networking {
     /// On a clean shutdown with no task interface left, removes the host side entirely (VPC
     /// devices, groups, the nft table), so a host that runs no tasks keeps nothing of ours.
     async fn dismantle(&self) {
-        let _turn = self.vpc_turn.lock().await;
+        let _turn = self.vpc_turn.write().await;
+        self.hosted.lock().expect("hosted lock").clear();
         match self.blocking(|net| net.dismantle()).await {
             Ok(true) => tracing::debug!("task network removed"),
             Ok(false) => tracing::debug!("tasks still have interfaces; the task network stays for them"),
@@ -536,6 +569,8 @@ impl Networking {
         for vpc in &keep_vpcs {
             keep_sgs.extend(self.groups_in(vpc).await);
         }
+        let _turn = self.vpc_turn.write().await;
+        self.hosted.lock().expect("hosted lock").clear();
         let report = self.blocking(move |net| net.cleanup(&keep_ids, &keep_vpcs, &keep_sgs)).await?;
         if !report.interfaces.is_empty() || !report.vpcs.is_empty() {
             tracing::info!(?report, "removed network plumbing left by tasks that are gone");

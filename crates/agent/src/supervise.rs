@@ -175,10 +175,13 @@ impl Supervisor {
 
     /// PENDING (secrets, pull) and ACTIVATING (sandbox); false when the task failed to start.
     async fn provision(&self, assignment: &Assignment) -> Result<bool, AgentError> {
+        let t = Instant::now();
         // PROVISIONING: the interface record (address, MAC) exists before anything is pulled.
         let Some(eni) = self.ensure_interface(assignment).await? else { return Ok(false) };
+        let leased = t.elapsed();
         // The interface's PRECREATED attachment travels with this report.
         self.report(TaskReport::new(&self.task_arn).status(TaskStatus::Pending)).await?;
+        let pending = t.elapsed();
         let secrets = match self.agent.host.task_secrets(&self.task_arn).await {
             Ok(s) => s,
             Err(HostApiError::Refused { reason }) => {
@@ -209,7 +212,9 @@ impl Supervisor {
                 ..ContainerReport::new(name.clone())
             });
         }
+        let pulled = t.elapsed();
         let task = self.report(activating).await?;
+        let activating = t.elapsed();
         match self.agent.logs.prepare(&task, definition).await {
             Ok(()) => {}
             Err(HostApiError::Refused { reason }) => {
@@ -230,13 +235,17 @@ impl Supervisor {
                 return Ok(false);
             }
         };
-        if let Err(e) = self.agent.sandbox.create_task(spec).await {
+        let created = self.agent.sandbox.create_task(spec).await;
+        let sandbox = t.elapsed();
+        if let Err(e) = created {
             self.fail_to_start(format!("ResourceInitializationError: failed to create the task sandbox: {e}"), None)
                 .await?;
             let _ = self.agent.sandbox.destroy(&self.task_id).await;
             return Ok(false);
         }
-        self.attach_interface(&eni).await
+        let attached = self.attach_interface(&eni).await;
+        tracing::debug!(task = %self.task_id, ?leased, ?pending, ?pulled, ?activating, ?sandbox, attached = ?t.elapsed(), "provisioned");
+        attached
     }
 
     /// The task's interface, made on first call (the attachment shows PRECREATED); `None`
@@ -312,8 +321,11 @@ impl Supervisor {
     /// attachment now is, for the caller's next report.
     async fn release_interface(&self) -> Result<Option<AttachmentReport>, AgentError> {
         if let Some(eni) = self.agent.host.interface(&self.task_arn).await? {
+            let t = Instant::now();
             self.agent.network.detach(&eni).await?;
+            let detached = t.elapsed();
             self.agent.host.release_interface(&self.task_arn).await?;
+            tracing::debug!(task = %self.task_id, ?detached, released = ?t.elapsed() - detached, "interface released");
         }
         // An attachment not reported yet is reported DELETED straight away.
         let carried = self.carry.lock().expect("carried report poisoned").take().map(|a| a.id);
@@ -513,7 +525,54 @@ impl Supervisor {
     /// DEACTIVATING → STOPPING (reverse dependency order, SIGTERM then SIGKILL after each
     /// container's stopTimeout) → DEPROVISIONING (sandbox destroyed) → STOPPED.
     async fn stop(&self, definition: &TaskDefinition) -> Result<(), AgentError> {
-        self.report(TaskReport::new(&self.task_arn).status(TaskStatus::Stopping)).await?;
+        // STOPPING is recorded while the containers are signalled, not before: the store's
+        // write is not on the way to the SIGTERM.
+        let (stopping, ()) = tokio::join!(
+            self.report(TaskReport::new(&self.task_arn).status(TaskStatus::Stopping)),
+            self.stop_containers(definition)
+        );
+        stopping?;
+        let mut report = TaskReport::new(&self.task_arn).status(TaskStatus::Deprovisioning);
+        if let Ok(status) = self.agent.sandbox.state(&self.task_id).await {
+            let task = self.task();
+            observe(&task, definition, &status, &mut report);
+            // The task is stopping already: an essential exit now changes nothing.
+            report.stop = None;
+            report.status = Some(TaskStatus::Deprovisioning);
+            self.agent.ship_logs(&task, definition).await;
+        }
+        // The interface and the sandbox come down together: deleting a veth waits for the
+        // kernel (~20 ms here), as do unmounts; neither needs the other gone first (if the
+        // task's namespace goes first, the kernel deletes the pair and the detach finds it gone).
+        // The exit codes are recorded (DEPROVISIONING) before the sandbox that holds them goes.
+        let t = Instant::now();
+        let ((released, interface), (destroyed, sandbox)) = tokio::join!(
+            async { (self.release_interface().await, t.elapsed()) },
+            async {
+                if let Err(e) = self.report(report).await {
+                    return (Err(e), t.elapsed());
+                }
+                (self.agent.sandbox.destroy(&self.task_id).await.map_err(|source| {
+                    tracing::error!(task = %self.task_id, error = %source, "sandbox teardown failed; it will be retried");
+                    let source = Box::new(AgentError::Sandbox { task_id: self.task_id.clone(), source });
+                    AgentError::Teardown { task_id: self.task_id.clone(), source }
+                }), t.elapsed())
+            }
+        );
+        destroyed?;
+        let released = released.map_err(|source| {
+            tracing::error!(task = %self.task_id, error = %source, "interface release failed; it will be retried");
+            AgentError::Teardown { task_id: self.task_id.clone(), source: Box::new(source) }
+        })?;
+        self.agent.logs.forget(&self.task_id);
+        self.report(self.stopped(released)).await?;
+        tracing::debug!(task = %self.task_id, ?interface, ?sandbox, "task torn down");
+        Ok(())
+    }
+
+    /// Every container, in reverse dependency order: SIGTERM, then SIGKILL after the wave's
+    /// longest stopTimeout.
+    async fn stop_containers(&self, definition: &TaskDefinition) {
         let containers: Vec<(String, Vec<String>)> = definition
             .container_definitions
             .iter()
@@ -531,37 +590,6 @@ impl Supervisor {
                 .unwrap_or(DEFAULT_STOP_TIMEOUT);
             self.stop_wave(&wave, timeout).await;
         }
-        let mut report = TaskReport::new(&self.task_arn).status(TaskStatus::Deprovisioning);
-        if let Ok(status) = self.agent.sandbox.state(&self.task_id).await {
-            let task = self.task();
-            observe(&task, definition, &status, &mut report);
-            // The task is stopping already: an essential exit now changes nothing.
-            report.stop = None;
-            report.status = Some(TaskStatus::Deprovisioning);
-            self.agent.ship_logs(&task, definition).await;
-        }
-        self.report(report).await?;
-        // The interface and the sandbox come down together: deleting a veth waits for the
-        // kernel (~20 ms here), as do unmounts; neither needs the other gone first (if the
-        // task's namespace goes first, the kernel deletes the pair and the detach finds it gone).
-        let t = Instant::now();
-        let ((released, interface), (destroyed, sandbox)) =
-            tokio::join!(async { (self.release_interface().await, t.elapsed()) }, async {
-                (self.agent.sandbox.destroy(&self.task_id).await, t.elapsed())
-            });
-        if let Err(source) = destroyed {
-            tracing::error!(task = %self.task_id, error = %source, "sandbox teardown failed; it will be retried");
-            let source = Box::new(AgentError::Sandbox { task_id: self.task_id.clone(), source });
-            return Err(AgentError::Teardown { task_id: self.task_id.clone(), source });
-        }
-        let released = released.map_err(|source| {
-            tracing::error!(task = %self.task_id, error = %source, "interface release failed; it will be retried");
-            AgentError::Teardown { task_id: self.task_id.clone(), source: Box::new(source) }
-        })?;
-        self.agent.logs.forget(&self.task_id);
-        self.report(self.stopped(released)).await?;
-        tracing::debug!(task = %self.task_id, ?interface, ?sandbox, "task torn down");
-        Ok(())
     }
 
     async fn stop_wave(&self, wave: &[String], timeout: Duration) {

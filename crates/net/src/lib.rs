@@ -7,6 +7,7 @@
 //! plane) and keeps no state that is not in the kernel or the nft table.
 
 mod error;
+mod interface;
 mod lb;
 mod netlink;
 pub mod netns;

@@ -3,24 +3,93 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{NetError, NetlinkError, Object};
-use crate::netlink::{Route, Socket};
+use crate::netlink::Socket;
 use crate::netns;
-use crate::nft::{self, Direction, Nft, Script, quote};
+use crate::nft::{self, Direction, Nft, Script};
 use crate::spec::*;
-use crate::state::{Group, Iface, State};
+use crate::state::{Group, State};
 
-/// The host data plane. Calls are synchronous and serialised (use `spawn_blocking` from
-/// async code); each either completes or leaves a state that the same call, repeated, or
-/// `remove_*`/`cleanup`, finishes.
+/// The host data plane. Calls are synchronous (use `spawn_blocking` from async code); each
+/// either completes or leaves a state that the same call, repeated, or `remove_*`/`cleanup`,
+/// finishes. Interface changes of different interfaces run side by side (`interface.rs`);
+/// every other change runs alone.
 pub struct Network {
     pub(crate) table: String,
     host_netns: Option<File>,
     pub(crate) nft: Nft,
+    /// Held shared by interface changes, exclusively by every other change (`lock`).
+    shape: RwLock<()>,
     inner: Mutex<Inner>,
+    /// Interfaces with a change in flight: one change per interface at a time.
+    busy: Mutex<BTreeSet<String>>,
+    freed: Condvar,
+    /// Route and conntrack sockets in the host namespace for changes made outside `inner`.
+    spare_routes: Mutex<Vec<Socket>>,
+    spare_conntrack: Mutex<Vec<Socket>>,
+}
+
+/// The whole `Network`: no interface change is in flight while it is held.
+pub(crate) struct Exclusive<'a> {
+    inner: MutexGuard<'a, Inner>,
+    _shape: RwLockWriteGuard<'a, ()>,
+}
+
+impl Deref for Exclusive<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl DerefMut for Exclusive<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+}
+
+/// One interface's turn; the next change of that interface waits for it.
+pub(crate) struct Turn<'a> {
+    network: &'a Network,
+    id: String,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.network.busy.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        busy.remove(&self.id);
+        self.network.freed.notify_all();
+    }
+}
+
+/// A socket taken from a pool, put back when dropped.
+pub(crate) struct Spare<'a> {
+    pool: &'a Mutex<Vec<Socket>>,
+    socket: Option<Socket>,
+}
+
+impl Deref for Spare<'_> {
+    type Target = Socket;
+    fn deref(&self) -> &Socket {
+        self.socket.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Spare<'_> {
+    fn deref_mut(&mut self) -> &mut Socket {
+        self.socket.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Spare<'_> {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(socket);
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -102,15 +171,71 @@ impl Network {
         nft::base_ruleset(&mut script, config.uplink.as_deref());
         nft.apply(&object, &script)?;
         let state = State::recover(&table, &nft.list_table(&object, &table)?);
-        Ok(Network { table, host_netns, nft, inner: Mutex::new(Inner { host, conntrack, state }) })
+        Ok(Network {
+            table,
+            host_netns,
+            nft,
+            shape: RwLock::new(()),
+            inner: Mutex::new(Inner { host, conntrack, state }),
+            busy: Mutex::new(BTreeSet::new()),
+            freed: Condvar::new(),
+            spare_routes: Mutex::new(Vec::new()),
+            spare_conntrack: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn table(&self) -> &str {
         &self.table
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+    /// The whole `Network`, once no interface change is in flight.
+    pub(crate) fn lock(&self) -> Exclusive<'_> {
+        let shape = self.shape.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Exclusive { inner: self.inner(), _shape: shape }
+    }
+
+    /// Held by an interface change for its whole length: no other kind of change runs meanwhile.
+    pub(crate) fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.shape.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The mirror, for a moment (never across a kernel wait).
+    pub(crate) fn inner(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until no other change of interface `id` is in flight, and holds that turn.
+    pub(crate) fn interface_turn(&self, id: &str) -> Turn<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while busy.contains(id) {
+            busy = self.freed.wait(busy).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        busy.insert(id.to_string());
+        Turn { network: self, id: id.to_string() }
+    }
+
+    /// A route socket in the host namespace, for one change.
+    pub(crate) fn host_socket(&self, object: &Object) -> Result<Spare<'_>, NetError> {
+        self.spare(&self.spare_routes, object, Socket::open)
+    }
+
+    /// A conntrack socket in the host namespace, for one change.
+    pub(crate) fn conntrack_socket(&self, object: &Object) -> Result<Spare<'_>, NetError> {
+        self.spare(&self.spare_conntrack, object, Socket::open_conntrack)
+    }
+
+    fn spare<'a>(
+        &'a self,
+        pool: &'a Mutex<Vec<Socket>>,
+        object: &Object,
+        open: fn() -> io::Result<Socket>,
+    ) -> Result<Spare<'a>, NetError> {
+        let idle = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let socket = match idle {
+            Some(socket) => socket,
+            None => open_socket(object, self.host_netns.as_ref(), open)?,
+        };
+        Ok(Spare { pool, socket: Some(socket) })
     }
 
     /// Makes the VPC's addresses known to the rules and puts its router (base+1) and resolver
@@ -300,218 +425,6 @@ impl Network {
         Ok(())
     }
 
-    /// Makes the task's interface exist as specified: rules first (so the link is never
-    /// unguarded), then the veth pair, addresses, neighbour and routes on both sides.
-    pub fn ensure_interface(&self, spec: &InterfaceSpec) -> Result<InterfaceStatus, NetError> {
-        check_id(&spec.id)?;
-        let object = Object::Interface(spec.id.clone());
-        let mut inner = self.lock();
-        // The address was another host's until now: this host's record of that goes first.
-        self.forget_remote_in(&mut inner, spec.ip)?;
-        let Inner { host, conntrack, state } = &mut *inner;
-        let vpc =
-            state.vpcs.get(&spec.vpc_id).cloned().ok_or_else(|| NetError::UnknownVpc { id: spec.vpc_id.clone() })?;
-        check_interface(spec, &vpc)?;
-        for id in &spec.security_groups {
-            let group = state.groups.get(id).ok_or_else(|| NetError::UnknownSecurityGroup { id: id.clone() })?;
-            if let Some(vpc_id) = &group.vpc_id
-                && *vpc_id != spec.vpc_id
-            {
-                return Err(NetError::SecurityGroupVpc {
-                    id: id.clone(),
-                    existing: vpc_id.clone(),
-                    requested: spec.vpc_id.clone(),
-                });
-            }
-        }
-        if let Some(public) = spec.public_ip
-            && let Some(v) = state.vpcs.values().find(|v| v.cidr.contains(&public))
-        {
-            let reason = format!("public address {public} is inside VPC {} ({})", v.id, v.cidr);
-            return Err(NetError::InvalidSpec { object, reason });
-        }
-        for (other, iface) in &state.interfaces {
-            if *other == spec.id {
-                continue;
-            }
-            if iface.ip == spec.ip || (spec.public_ip.is_some() && iface.public_ip == spec.public_ip) {
-                let ip = if iface.ip == spec.ip { spec.ip } else { spec.public_ip.unwrap_or(spec.ip) };
-                return Err(NetError::AddressInUse { id: spec.id.clone(), ip, other: other.clone() });
-            }
-        }
-        let existing = state.interfaces.get(&spec.id).cloned();
-        if let Some(existing) = &existing {
-            if existing.ip != spec.ip {
-                let existing = existing.ip.to_string();
-                return Err(NetError::InterfaceChanged { id: spec.id.clone(), field: "address", existing });
-            }
-            if let Some(vpc_id) = &existing.vpc_id
-                && *vpc_id != spec.vpc_id
-            {
-                return Err(NetError::InterfaceChanged { id: spec.id.clone(), field: "VPC", existing: vpc_id.clone() });
-            }
-        }
-        let link =
-            existing.as_ref().map(|e| e.link.clone()).unwrap_or_else(|| interface_link_name(&self.table, &spec.id));
-        let groups: BTreeSet<String> = spec.security_groups.iter().cloned().collect();
-        let (out_chain, in_chain) = (nft::interface_out_chain(&link), nft::interface_in_chain(&link));
-        let ip = spec.ip;
-        let mut script = Script::new(&self.table);
-        script.replace_chain(&out_chain, &nft::interface_out_rules(ip, &vpc, &spec.security_groups));
-        script.replace_chain(&in_chain, &nft::interface_in_rules(&vpc, &spec.security_groups));
-        let name = quote(&link);
-        script
-            .cmd("add element", format_args!("ifaces {{ {name} }}"))
-            .cmd("add element", format_args!("if_ip {{ {name} comment {} : {ip} }}", quote(&spec.id)))
-            .cmd("add element", format_args!("egress {{ {name} : jump {out_chain} }}"))
-            .cmd("add element", format_args!("ingress {{ {name} : jump {in_chain} }}"));
-        let old_groups = existing.as_ref().map(|e| e.groups.clone()).unwrap_or_default();
-        for group in groups.difference(&old_groups) {
-            script.cmd("add element", format_args!("{} {{ {ip} }}", nft::member_set(group)));
-        }
-        for group in old_groups.difference(&groups) {
-            script.delete_element(&nft::member_set(group), &ip.to_string(), &ip.to_string());
-        }
-        let old_public = existing.as_ref().and_then(|e| e.public_ip);
-        if old_public != spec.public_ip {
-            if let Some(old) = old_public {
-                script.unmap_public(ip, old);
-            }
-            if let Some(public) = spec.public_ip {
-                script.map_public(ip, public);
-            }
-        }
-        self.nft.apply(&object, &script)?;
-        if let Some(old) = old_public.filter(|old| Some(*old) != spec.public_ip) {
-            forget(conntrack, &object, &[old])?;
-        }
-        let iface =
-            Iface { link: link.clone(), vpc_id: Some(spec.vpc_id.clone()), ip, groups, public_ip: spec.public_ip };
-        state.interfaces.insert(spec.id.clone(), iface);
-
-        let task_netns = File::open(&spec.netns).map_err(|source| NetError::Netns {
-            object: object.clone(),
-            path: spec.netns.clone(),
-            source,
-        })?;
-        let alias = link_alias(&self.table, "eni", &spec.id);
-        let host_link = match host.link(&link).map_err(nl(&object, format!("get link {link}")))? {
-            Some(l) => l,
-            None => {
-                host.create_veth(&link, HOST_MAC, TASK_LINK, spec.mac, task_netns.as_raw_fd(), VPC_MTU)
-                    .map_err(nl(&object, format!("create veth {link} / {TASK_LINK} in {}", spec.netns.display())))?;
-                let l = host.link(&link).map_err(nl(&object, format!("get link {link}")))?;
-                l.ok_or_else(|| NetError::netlink(&object, format!("find new link {link}"), enodev()))?
-            }
-        };
-        claim(&spec.id, &host_link, &alias)?;
-        // A link made by an older version has the default MTU: it is raised in place.
-        let mtu = (host_link.mtu != Some(VPC_MTU)).then_some(VPC_MTU);
-        if !host_link.up || host_link.alias.as_deref() != Some(alias.as_str()) || mtu.is_some() {
-            host.set_link(host_link.index, None, Some(&alias), mtu).map_err(nl(&object, format!("set up {link}")))?;
-        }
-        // The task side first, and the host's neighbour entry for the task fixed like the
-        // task's for its gateway: the route appears only once the task can answer, and the host
-        // never ARPs for it. (An ARP sent before the task side was up failed, and the first
-        // connection to a new task then stalled for the kernel's 1 s retry.)
-        self.configure_task_side(&object, spec, &vpc, &task_netns)?;
-        host.replace_neighbour(host_link.index, ip, spec.mac).map_err(nl(&object, format!("neighbour {ip}")))?;
-        let route =
-            Route { dst: ip, dst_len: 32, oif: host_link.index, gateway: None, prefsrc: Some(vpc.router), mtu: None };
-        host.replace_route(&route).map_err(nl(&object, format!("route {ip}/32 dev {link}")))?;
-        Ok(InterfaceStatus {
-            id: spec.id.clone(),
-            host_link: link,
-            host_mac: HOST_MAC,
-            link_present: true,
-            vpc_id: Some(spec.vpc_id.clone()),
-            ip: Some(ip),
-            public_ip: spec.public_ip,
-            security_groups: spec.security_groups.clone(),
-        })
-    }
-
-    /// Inside the task: `eth0` up with its MAC, MTU and `ip/prefix`, the gateway's permanent
-    /// neighbour entry, and the subnet, VPC and default routes through the gateway. The address
-    /// has no prefix route, so even same-subnet traffic goes through the host (and its rules).
-    /// The VPC is reached at [`VPC_MTU`], everything else at [`INTERNET_MTU`] (the default
-    /// route's MTU).
-    fn configure_task_side(
-        &self,
-        object: &Object,
-        spec: &InterfaceSpec,
-        vpc: &VpcStatus,
-        netns: &File,
-    ) -> Result<(), NetError> {
-        let mut task = netns::run_in_file(netns, Socket::open).and_then(|r| r).map_err(|e| {
-            NetError::netlink(
-                object,
-                format!("open route socket in {}", spec.netns.display()),
-                NetlinkError::from_io(e),
-            )
-        })?;
-        let eth0 = task.link(TASK_LINK).map_err(nl(object, format!("get link {TASK_LINK}")))?;
-        let eth0 = eth0.ok_or_else(|| {
-            NetError::netlink(object, format!("find {TASK_LINK} in {}", spec.netns.display()), enodev())
-        })?;
-        if !eth0.up || eth0.mac != Some(spec.mac) || eth0.mtu != Some(VPC_MTU) {
-            let mac = (eth0.mac != Some(spec.mac)).then_some(spec.mac);
-            let mtu = (eth0.mtu != Some(VPC_MTU)).then_some(VPC_MTU);
-            task.set_link(eth0.index, mac, None, mtu).map_err(nl(object, format!("set up {TASK_LINK}")))?;
-        }
-        task.replace_address(eth0.index, spec.ip, spec.prefix_len, false)
-            .map_err(nl(object, format!("add address {}/{} to {TASK_LINK}", spec.ip, spec.prefix_len)))?;
-        task.replace_neighbour(eth0.index, GATEWAY, HOST_MAC).map_err(nl(object, format!("neighbour {GATEWAY}")))?;
-        let subnet = ipnet::Ipv4Net::new(spec.ip, spec.prefix_len).expect("checked").trunc();
-        let mut routes = vec![(subnet.network(), spec.prefix_len, None)];
-        if vpc.cidr != subnet {
-            routes.push((vpc.cidr.network(), vpc.cidr.prefix_len(), None));
-        }
-        routes.push((std::net::Ipv4Addr::UNSPECIFIED, 0, Some(INTERNET_MTU)));
-        for (dst, dst_len, mtu) in routes {
-            let route = Route { dst, dst_len, oif: eth0.index, gateway: Some(GATEWAY), prefsrc: None, mtu };
-            task.replace_route(&route).map_err(nl(object, format!("route {dst}/{dst_len} via {GATEWAY}")))?;
-        }
-        Ok(())
-    }
-
-    /// Removes the interface: link first (taking its peer and routes with it), then its
-    /// rules and elements. Nothing to remove is not an error.
-    pub fn remove_interface(&self, id: &str) -> Result<(), NetError> {
-        check_id(id)?;
-        let mut inner = self.lock();
-        self.remove_interface_in(&mut inner, id)
-    }
-
-    fn remove_interface_in(&self, inner: &mut Inner, id: &str) -> Result<(), NetError> {
-        let object = Object::Interface(id.to_string());
-        let known = inner.state.interfaces.get(id).cloned();
-        let link = known.as_ref().map(|i| i.link.clone()).unwrap_or_else(|| interface_link_name(&self.table, id));
-        delete_own_link(&mut inner.host, &object, id, &link, &link_alias(&self.table, "eni", id))?;
-        let Some(iface) = known else { return Ok(()) };
-        let (out_chain, in_chain) = (nft::interface_out_chain(&link), nft::interface_in_chain(&link));
-        let (name, ip) = (quote(&link), iface.ip);
-        let mut script = Script::new(&self.table);
-        script.cmd("add chain", format_args!("{out_chain}")).cmd("add chain", format_args!("{in_chain}"));
-        script
-            .delete_element("egress", &format!("{name} : jump {out_chain}"), &name)
-            .delete_element("ingress", &format!("{name} : jump {in_chain}"), &name)
-            .delete_element("ifaces", &name, &name)
-            .delete_element("if_ip", &format!("{name} : {ip}"), &name);
-        for group in &iface.groups {
-            script.delete_element(&nft::member_set(group), &ip.to_string(), &ip.to_string());
-        }
-        if let Some(public) = iface.public_ip {
-            script.unmap_public(ip, public);
-        }
-        script.delete_chain(&out_chain).delete_chain(&in_chain);
-        self.nft.apply(&object, &script)?;
-        inner.state.interfaces.remove(id);
-        let addrs: Vec<_> = [Some(ip), iface.public_ip].into_iter().flatten().collect();
-        forget(&mut inner.conntrack, &object, &addrs)?;
-        Ok(())
-    }
-
     /// Every interface this table has rules or a host link for, for orphan detection.
     pub fn list_interfaces(&self) -> Result<Vec<InterfaceStatus>, NetError> {
         let mut inner = self.lock();
@@ -641,7 +554,13 @@ pub(crate) fn claim(id: &str, link: &crate::netlink::Link, alias: &str) -> Resul
     }
 }
 
-fn delete_own_link(host: &mut Socket, object: &Object, id: &str, name: &str, alias: &str) -> Result<(), NetError> {
+pub(crate) fn delete_own_link(
+    host: &mut Socket,
+    object: &Object,
+    id: &str,
+    name: &str,
+    alias: &str,
+) -> Result<(), NetError> {
     if let Some(link) = host.link(name).map_err(nl(object, format!("get link {name}")))? {
         claim(id, &link, alias)?;
         host.delete_link(name).map_err(nl(object, format!("delete link {name}")))?;

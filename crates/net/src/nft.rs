@@ -1,6 +1,7 @@
 //! The nftables side: running `nft` (one `nft -f -` transaction per change, all or nothing) and
 //! the text of every rule, set and chain this crate owns. See README.md for the ruleset.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -8,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use ipnet::Ipv4Net;
 
@@ -15,13 +17,42 @@ use crate::error::{NetError, Object};
 use crate::spec::{Peer, Protocol, Rule, VXLAN_PORT, VpcStatus, nft_name};
 
 /// Runs `nft`, in the host namespace when that is not ours.
+///
+/// Transactions submitted at the same time share one `nft -f` run (group commit, as the
+/// store's fsyncs do): one caller runs everything waiting as one transaction while the others
+/// wait for its outcome. Each `nft` run costs a process and a read of the table, far more than
+/// the elements one task adds or removes, so ten stops at once cost about one run, not ten.
+/// A combined transaction that fails is applied again script by script, so each caller gets its
+/// own verdict and one bad script never takes the others down with it.
 pub(crate) struct Nft {
     netns: Option<File>,
+    queue: Mutex<Queue>,
+    turn: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Scripts submitted and not yet taken by a run, in submission order.
+    waiting: Vec<Submitted>,
+    next_ticket: u64,
+    /// A caller is running `nft` for a batch now.
+    running: bool,
+    outcomes: HashMap<u64, Result<(), NetError>>,
+}
+
+struct Submitted {
+    ticket: u64,
+    object: Object,
+    text: String,
 }
 
 impl Nft {
     pub fn new(netns: Option<File>) -> Self {
-        Nft { netns }
+        Nft { netns, queue: Mutex::new(Queue::default()), turn: Condvar::new() }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -58,12 +89,46 @@ impl Nft {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Applies `script` as one transaction.
+    /// Applies `script` as one transaction, possibly in the same `nft` run as scripts other
+    /// threads submit meanwhile (in submission order: a script sees the ones before it).
     pub fn apply(&self, object: &Object, script: &Script) -> Result<(), NetError> {
         if script.text.is_empty() {
             return Ok(());
         }
-        self.run(object, &["-f", "-"], &script.text).map(drop)
+        let mut queue = self.queue();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.waiting.push(Submitted { ticket, object: object.clone(), text: script.text.clone() });
+        loop {
+            if let Some(outcome) = queue.outcomes.remove(&ticket) {
+                return outcome;
+            }
+            if queue.running {
+                queue = self.turn.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            queue.running = true;
+            let batch = std::mem::take(&mut queue.waiting);
+            drop(queue);
+            let outcomes = self.run_batch(batch);
+            queue = self.queue();
+            queue.running = false;
+            queue.outcomes.extend(outcomes);
+            self.turn.notify_all();
+        }
+    }
+
+    /// One `nft -f` for the whole batch; script by script when that fails.
+    fn run_batch(&self, batch: Vec<Submitted>) -> Vec<(u64, Result<(), NetError>)> {
+        if let [one] = batch.as_slice() {
+            return vec![(one.ticket, self.run(&one.object, &["-f", "-"], &one.text).map(drop))];
+        }
+        let text: String = batch.iter().map(|s| s.text.as_str()).collect();
+        let object = batch.first().map(|s| s.object.clone()).expect("a batch is never empty");
+        if self.run(&object, &["-f", "-"], &text).is_ok() {
+            return batch.into_iter().map(|s| (s.ticket, Ok(()))).collect();
+        }
+        batch.into_iter().map(|s| (s.ticket, self.run(&s.object, &["-f", "-"], &s.text).map(drop))).collect()
     }
 
     /// Deletes the whole table (every chain, set and map in it).

@@ -2,9 +2,11 @@
 //! This side only spawns shims and forwards requests; all kernel work happens in the shim,
 //! so the agent can crash or restart without touching a running task.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -64,8 +66,10 @@ impl Default for LinuxSandboxConfig {
 
 pub struct LinuxSandbox {
     config: LinuxSandboxConfig,
-    /// Serialises shim launches so two requests for a dead shim do not race to restart it.
-    launching: Mutex<()>,
+    /// Per task, serialises its shim's launches so two requests for a dead shim do not race to
+    /// restart it; different tasks' shims start side by side. An entry lives while a launch
+    /// holds or awaits it.
+    launching: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pool: Option<ScratchPool>,
 }
 
@@ -73,7 +77,7 @@ impl LinuxSandbox {
     /// Also starts filling the scratch filesystem pool in the background.
     pub fn new(config: LinuxSandboxConfig) -> Self {
         let pool = ScratchPool::start(&config.root, DEFAULT_EPHEMERAL_STORAGE_GIB, config.scratch_pool.clone());
-        LinuxSandbox { config, launching: Mutex::new(()), pool }
+        LinuxSandbox { config, launching: std::sync::Mutex::new(HashMap::new()), pool }
     }
 
     /// The scratch filesystem pool, if pooling is on and the host has loop devices.
@@ -99,7 +103,23 @@ impl LinuxSandbox {
     /// Starts a shim for `dir` unless one answers already. A shim started on a directory
     /// that has a state file adopts the task recorded there.
     async fn ensure_shim(&self, task_id: &str, dir: &Path) -> Result<(), SandboxError> {
-        let _guard = self.launching.lock().await;
+        let turn = {
+            let mut launching = self.launching.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            launching.entry(task_id.to_string()).or_default().clone()
+        };
+        let result = {
+            let _guard = turn.lock().await;
+            self.launch_shim(task_id, dir).await
+        };
+        let mut launching = self.launching.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Ours and the table's: nobody else holds or awaits this task's turn.
+        if Arc::strong_count(&turn) == 2 {
+            launching.remove(task_id);
+        }
+        result
+    }
+
+    async fn launch_shim(&self, task_id: &str, dir: &Path) -> Result<(), SandboxError> {
         if UnixStream::connect(dir.join(SOCKET_FILE)).await.is_ok() {
             return Ok(());
         }
@@ -165,13 +185,20 @@ impl LinuxSandbox {
         let dir = self.task_dir(&task_id);
         create_private_dir(&self.config.root)?;
         create_private_dir(&dir)?;
+        let t = std::time::Instant::now();
         self.ensure_shim(&task_id, &dir).await?;
+        let shim = t.elapsed();
         // Held until the shim has answered: it keeps the device attached while the shim takes
         // it over, and deletes the image if the shim did not (see `scratch_pool.rs`).
         let pooled = self.pool.as_ref().and_then(|p| p.take(spec.ephemeral_storage_gib()));
         let req = Request::Create { spec: Box::new(spec), scratch: pooled.as_ref().map(|p| p.scratch().clone()) };
+        let pooled_scratch = pooled.is_some();
         let result = self.call(&task_id, &req, self.config.request_timeout).await;
         drop(pooled);
+        if let Ok(Reply::Created(report)) = &result {
+            let timings = &report.timings;
+            tracing::debug!(task_id, ?shim, created = ?t.elapsed(), pooled_scratch, ?timings, "sandbox created");
+        }
         match result {
             Ok(Reply::Created(report)) => Ok(TaskHandle {
                 task_id,

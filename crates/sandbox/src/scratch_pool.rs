@@ -40,6 +40,10 @@ pub struct ScratchPoolConfig {
     /// Filesystems kept ready for the default size (`ephemeralStorage` unset: 20 GiB).
     /// Zero disables the pool.
     pub default_ready: usize,
+    /// After a burst of starts (takes less than a quiet moment apart), as many of the default
+    /// size as the burst took are kept ready, up to this many, for `other_idle`: a host whose
+    /// tasks come ten at a time gets ten ready, an idle one keeps `default_ready`.
+    pub burst_ready: usize,
     /// Filesystems kept ready for any other size a task asked for recently.
     pub other_ready: usize,
     /// How long a size other than the default stays wanted after the last task that asked.
@@ -50,7 +54,13 @@ pub struct ScratchPoolConfig {
 
 impl Default for ScratchPoolConfig {
     fn default() -> Self {
-        ScratchPoolConfig { default_ready: 2, other_ready: 1, other_idle: Duration::from_secs(600), max_other_sizes: 4 }
+        ScratchPoolConfig {
+            default_ready: 2,
+            burst_ready: 16,
+            other_ready: 1,
+            other_idle: Duration::from_secs(600),
+            max_other_sizes: 4,
+        }
     }
 }
 
@@ -86,6 +96,9 @@ struct State {
     stop: bool,
     seq: u64,
     last_take: Option<Instant>,
+    /// Default-size takes in the current burst, and the largest recent burst with its time.
+    burst: usize,
+    peak: (usize, Option<Instant>),
     /// After a failure, no filling before this instant.
     backoff_until: Option<Instant>,
 }
@@ -119,6 +132,8 @@ impl ScratchPool {
             stop: false,
             seq: 0,
             last_take: None,
+            burst: 0,
+            peak: (0, None),
             backoff_until: None,
         };
         let shared = Arc::new(Shared { dir, default_gib, config, state: Mutex::new(state), wake: Condvar::new() });
@@ -134,11 +149,20 @@ impl ScratchPool {
     /// A ready filesystem of `size_gib`, if there is one; asks for a replacement either way.
     pub fn take(&self, size_gib: u64) -> Option<Pooled> {
         let mut st = self.shared.lock();
+        let now = Instant::now();
         if size_gib != self.shared.default_gib {
-            st.wanted.insert(size_gib, Instant::now());
+            st.wanted.insert(size_gib, now);
+        } else {
+            let in_burst = st.last_take.is_some_and(|t| now.duration_since(t) < QUIET);
+            st.burst = if in_burst { st.burst + 1 } else { 1 };
+            if st.burst >= st.peak.0
+                || st.peak.1.is_none_or(|at| now.duration_since(at) >= self.shared.config.other_idle)
+            {
+                st.peak = (st.burst, Some(now));
+            }
         }
         let taken = st.ready.get_mut(&size_gib).and_then(Vec::pop);
-        st.last_take = Some(Instant::now());
+        st.last_take = Some(now);
         self.shared.wake.notify_all();
         taken
     }
@@ -178,10 +202,20 @@ impl Shared {
         let mut others: Vec<(u64, Instant)> = st.wanted.iter().map(|(k, v)| (*k, *v)).collect();
         others.sort_by_key(|o| std::cmp::Reverse(o.1));
         others.truncate(self.config.max_other_sizes);
-        let mut targets = vec![(self.default_gib, self.config.default_ready)];
+        let burst = match st.peak {
+            (n, Some(at)) if now.duration_since(at) < idle => n.min(self.config.burst_ready),
+            _ => 0,
+        };
+        let mut targets = vec![(self.default_gib, self.config.default_ready.max(burst))];
         targets.extend(others.into_iter().map(|(size, _)| (size, self.config.other_ready)));
-        // Sizes nobody wants any more give their filesystems (and loop devices) back.
+        // Sizes nobody wants any more give their filesystems (and loop devices) back, and so
+        // do the ready ones beyond a size's target once a burst is long past.
         st.ready.retain(|size, _| targets.iter().any(|(s, _)| s == size));
+        for (size, n) in &targets {
+            if let Some(ready) = st.ready.get_mut(size) {
+                ready.truncate(*n);
+            }
+        }
         targets
     }
 

@@ -163,3 +163,26 @@ async fn a_new_pool_removes_what_a_dead_one_left() {
     .await;
     assert!(!pool_dir.exists());
 }
+
+#[tokio::test]
+async fn a_burst_of_starts_keeps_as_many_ready_for_the_next_one() {
+    require_prerequisites();
+    let root = tempfile::Builder::new().prefix("flotilla-sandbox-").tempdir_in("/var/tmp").unwrap();
+    let mut config = config(root.path());
+    config.scratch_pool.default_ready = 1;
+    config.scratch_pool.burst_ready = 3;
+    let sandbox = LinuxSandbox::new(config);
+    wait_ready(&sandbox, 20, 1).await;
+    let pool = sandbox.scratch_pool().unwrap();
+    // Four starts at once (as RunTask count=4 makes them): the pool then keeps three, its cap,
+    // where it kept one.
+    let taken: Vec<_> = (0..4).map(|_| pool.take(20)).collect();
+    assert_eq!(taken.iter().filter(|t| t.is_some()).count(), 1, "only one was ready for the first burst");
+    drop(taken);
+    wait_ready(&sandbox, 20, 3).await;
+    drop(sandbox);
+    wait_for("the pool's loop devices to detach", Duration::from_secs(10), || async {
+        loops_under(root.path()).is_empty().then_some(())
+    })
+    .await;
+}
