@@ -37,7 +37,7 @@ impl Networking {
         // The VPC's host side (resolver served, groups applied) is made once, by whichever
         // adopted task comes first; the others wait for it here rather than each attaching.
         if !self.hosts_side_of(lease) {
-            let _turn = self.vpc_turn.lock().await;
+            let _turn = self.vpc_turn.write().await;
             if !self.hosts_side_of(lease)
                 && let Err(e) = self.ensure_host_side(&lease.vpc_id, &lease.security_groups).await
             {
