@@ -255,12 +255,51 @@ impl Network {
         let _turn = self.interface_turn(id);
         let known = self.inner().state.interfaces.get(id).cloned();
         let link = known.as_ref().map(|i| i.link.clone()).unwrap_or_else(|| interface_link_name(&self.table, id));
-        delete_own_link(&mut *self.host_socket(&object)?, &object, id, &link, &link_alias(&self.table, "eni", id))?;
+        let alias = link_alias(&self.table, "eni", id);
+        let mut host = self.host_socket(&object)?;
+        // Deleting a veth waits for the kernel (~20 ms), and concurrent deletions wait one
+        // after another inside it: the link joins the table's doomed group (keeping its alias,
+        // so a crash leaves it findable) and is deleted with every other doomed link at once.
+        if let Some(found) = host.link(&link).map_err(nl(&object, format!("get link {link}")))? {
+            claim(id, &found, &alias)?;
+            host.set_group(found.index, self.doomed).map_err(nl(&object, format!("doom link {link}")))?;
+            self.reap(&mut host);
+        }
+        // Whatever a failed batch left.
+        delete_own_link(&mut host, &object, id, &link, &alias)?;
+        drop(host);
         let Some(iface) = known else { return Ok(()) };
         self.nft.apply(&object, &removal_script(&self.table, &link, &iface))?;
         self.inner().state.interfaces.remove(id);
         let addrs: Vec<_> = [Some(iface.ip), iface.public_ip].into_iter().flatten().collect();
         forget(&mut *self.conntrack_socket(&object)?, &object, &addrs)
+    }
+
+    /// Returns once a batch deletion of the doomed group that started after the caller's link
+    /// joined it has run, running one if none is: removals at the same time share one kernel
+    /// wait. A batch that fails leaves each caller to delete its own link.
+    fn reap(&self, host: &mut Socket) {
+        let mut reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
+        reaper.marked += 1;
+        let ticket = reaper.marked;
+        loop {
+            if reaper.done >= ticket {
+                return;
+            }
+            if reaper.running {
+                reaper = self.reaped.wait(reaper).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            reaper.running = true;
+            let upto = reaper.marked;
+            drop(reaper);
+            // A failure is each caller's to find: its link is still there, and it deletes it alone.
+            let _ = host.delete_group(self.doomed);
+            reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
+            reaper.running = false;
+            reaper.done = upto;
+            self.reaped.notify_all();
+        }
     }
 
     /// [`Network::remove_interface`] for a caller that holds the whole `Network` (`cleanup`).

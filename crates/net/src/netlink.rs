@@ -46,6 +46,7 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
+const IFLA_GROUP: u16 = 27;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -436,6 +437,25 @@ impl Socket {
             msg.attr(IFLA_IFALIAS, alias.as_bytes());
         }
         self.request(msg)
+    }
+
+    /// Puts link `index` in device group `group`.
+    pub fn set_group(&mut self, index: i32, group: u32) -> Result<()> {
+        let mut msg = Message::new(RTM_SETLINK, NLM_F_ACK);
+        msg.raw(&ifinfomsg(index, 0, 0)).attr(IFLA_GROUP, &group.to_ne_bytes());
+        self.request(msg)
+    }
+
+    /// Deletes every link in device group `group` in one kernel batch (one wait for the
+    /// kernel, however many links); `false` if the group had none.
+    pub fn delete_group(&mut self, group: u32) -> Result<bool> {
+        let mut msg = Message::new(RTM_DELLINK, NLM_F_ACK);
+        msg.raw(&ifinfomsg(0, 0, 0)).attr(IFLA_GROUP, &group.to_ne_bytes());
+        match self.request(msg) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno == libc::ENODEV => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the link named `name`; `false` if there was none.

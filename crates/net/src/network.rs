@@ -30,6 +30,19 @@ pub struct Network {
     /// Route and conntrack sockets in the host namespace for changes made outside `inner`.
     spare_routes: Mutex<Vec<Socket>>,
     spare_conntrack: Mutex<Vec<Socket>>,
+    /// Task veths being removed are moved to this device group and deleted a group at a time.
+    pub(crate) doomed: u32,
+    pub(crate) reaper: Mutex<Reaper>,
+    pub(crate) reaped: Condvar,
+}
+
+/// Batch deletions of doomed veths: `marked` links moved to the group so far (each one's
+/// ticket), the last `done` ticket a finished batch covered, and whether a batch is running.
+#[derive(Default)]
+pub(crate) struct Reaper {
+    pub marked: u64,
+    pub done: u64,
+    pub running: bool,
 }
 
 /// The whole `Network`: no interface change is in flight while it is held.
@@ -181,6 +194,9 @@ impl Network {
             freed: Condvar::new(),
             spare_routes: Mutex::new(Vec::new()),
             spare_conntrack: Mutex::new(Vec::new()),
+            doomed: doomed_group(&config.nft_table),
+            reaper: Mutex::new(Reaper::default()),
+            reaped: Condvar::new(),
         })
     }
 

@@ -256,6 +256,12 @@ fn fnv1a(parts: &[&str]) -> u32 {
     hash
 }
 
+/// The device group a table's doomed task veths are moved to, to be deleted together (never
+/// 0, the kernel's default group).
+pub(crate) fn doomed_group(table: &str) -> u32 {
+    fnv1a(&[table, "doomed"]) | 0x8000_0000
+}
+
 /// The host end of an interface's veth pair. The table is part of the hash so that two
 /// `Network`s sharing a namespace never pick the same name for the same ENI id.
 pub(crate) fn interface_link_name(table: &str, id: &str) -> String {
