@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
 use flotilla_types::Timestamp;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use super::keys;
 use super::security_groups::SecurityGroup;
@@ -133,6 +134,28 @@ fn new_mac() -> String {
 /// The address a lease key names.
 fn leased_address(key: &str) -> Option<Ipv4Addr> {
     key.rsplit('/').next()?.parse().ok()
+}
+
+/// An interface deletion waiting for its subnet's turn, and where its answer goes.
+pub(super) struct Release {
+    id: String,
+    answer: oneshot::Sender<Result<Option<NetworkInterface>, NetworkError>>,
+}
+
+/// Adds to `txn` the deletion of `interface` (compared on its `revision`) and of every lease it holds.
+fn release_ops(txn: Txn, interface: &NetworkInterface, revision: flotilla_store::Revision) -> Txn {
+    let key = keys::network_interface(&interface.id);
+    let mut txn = txn
+        .when(Compare::revision(&key, revision))
+        .then(Op::delete(&key))
+        .then(Op::delete(keys::private_ip(&interface.subnet_id, interface.private_ip)));
+    if let Some(ip) = interface.public_ip {
+        txn = txn.then(Op::delete(keys::public_ip(ip)));
+    }
+    if let Some(attachment) = &interface.attachment {
+        txn = txn.then(Op::delete(keys::attachment(attachment)));
+    }
+    txn
 }
 
 /// The next free address at or after the subnet's cursor, wrapping around; `None` if full.
@@ -282,41 +305,100 @@ impl Control {
     }
 
     /// Deletes an interface and releases its addresses. Idempotent: `None` if there was no
-    /// such interface.
+    /// such interface. Deletions in one subnet at the same time share one transaction (one
+    /// fsync, one write of the subnet): each queues, waits for its subnet's turn, and whoever
+    /// gets the turn deletes every interface queued by then. A thousand tasks stopping at
+    /// once would otherwise release their addresses one fsync after another.
     pub async fn delete_network_interface(&self, id: &str) -> Result<Option<NetworkInterface>, NetworkError> {
         check_id(NetworkResource::NetworkInterface, id)?;
-        let key = keys::network_interface(id);
-        let Some((first, _)) = load::<NetworkInterface>(self.store.as_ref(), &key).await? else {
+        let Some((first, _)) = load::<NetworkInterface>(self.store.as_ref(), &keys::network_interface(id)).await?
+        else {
             return Ok(None);
         };
-        let lock = self.subnet_lock(&first.subnet_id);
+        let subnet_id = first.subnet_id;
+        let (answer, mut answered) = oneshot::channel();
+        let release = Release { id: id.to_owned(), answer };
+        self.network
+            .releases
+            .lock()
+            .expect("release queue poisoned")
+            .entry(subnet_id.clone())
+            .or_default()
+            .push(release);
+        let lock = self.subnet_lock(&subnet_id);
         let _subnet_turn = lock.lock().await;
+        match answered.try_recv() {
+            // An earlier turn's batch took this one.
+            Ok(done) => return done,
+            // That turn was cancelled half-way: delete alone (deleting is idempotent).
+            Err(oneshot::error::TryRecvError::Closed) => return self.delete_interface_alone(id).await,
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let batch =
+            self.network.releases.lock().expect("release queue poisoned").remove(&subnet_id).unwrap_or_default();
+        self.delete_interfaces(&subnet_id, batch).await;
+        // The batch held this one (it was queued before the turn, and only the turn takes).
+        match answered.try_recv() {
+            Ok(done) => done,
+            Err(_) => self.delete_interface_alone(id).await,
+        }
+    }
+
+    /// Deletes a batch of one subnet's interfaces in one transaction, answering each; if the
+    /// transaction loses a race or fails, each is deleted alone. The caller holds the
+    /// subnet's turn.
+    async fn delete_interfaces(&self, subnet_id: &str, batch: Vec<Release>) {
+        let mut found = Vec::new();
+        for release in batch {
+            match load::<NetworkInterface>(self.store.as_ref(), &keys::network_interface(&release.id)).await {
+                Ok(Some((interface, revision))) => found.push((release, interface, revision)),
+                Ok(None) => drop(release.answer.send(Ok(None))),
+                Err(e) => drop(release.answer.send(Err(e))),
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        let mut txn = Txn::new();
+        for (_, interface, revision) in &found {
+            txn = release_ops(txn, interface, *revision);
+        }
+        let committed = match self.with_subnet_count(txn, subnet_id, found.len() as u64).await {
+            Ok(txn) => matches!(self.store.txn(txn).await, Ok(TxnOutcome::Committed(_))),
+            Err(_) => false,
+        };
+        for (release, interface, _) in found {
+            let done = if committed { Ok(Some(interface)) } else { self.delete_interface_alone(&release.id).await };
+            let _ = release.answer.send(done);
+        }
+    }
+
+    /// Deletes one interface (compare-and-write, retried on its own conflicts). The caller
+    /// holds the subnet's turn.
+    async fn delete_interface_alone(&self, id: &str) -> Result<Option<NetworkInterface>, NetworkError> {
+        let key = keys::network_interface(id);
         loop {
             let Some((interface, revision)) = load::<NetworkInterface>(self.store.as_ref(), &key).await? else {
                 return Ok(None);
             };
-            let subnet_key = keys::subnet(&interface.subnet_id);
-            let mut txn = Txn::new()
-                .when(Compare::revision(&key, revision))
-                .then(Op::delete(&key))
-                .then(Op::delete(keys::private_ip(&interface.subnet_id, interface.private_ip)));
-            if let Some((mut subnet, subnet_revision)) = load::<Subnet>(self.store.as_ref(), &subnet_key).await? {
-                let leased = self.store.list_prefix(&keys::private_ips(&subnet.id)).await?.len() as u64;
-                subnet.available_ip_address_count = subnet.usable_addresses().saturating_sub(leased.saturating_sub(1));
-                txn = txn
-                    .when(Compare::revision(&subnet_key, subnet_revision))
-                    .then(Op::put(&subnet_key, encode(&subnet)));
-            }
-            if let Some(ip) = interface.public_ip {
-                txn = txn.then(Op::delete(keys::public_ip(ip)));
-            }
-            if let Some(attachment) = &interface.attachment {
-                txn = txn.then(Op::delete(keys::attachment(attachment)));
-            }
+            let txn = release_ops(Txn::new(), &interface, revision);
+            let txn = self.with_subnet_count(txn, &interface.subnet_id, 1).await?;
             if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
                 return Ok(Some(interface));
             }
         }
+    }
+
+    /// `txn`, which releases `released` of the subnet's addresses, also writing the subnet's
+    /// available count (compared on the subnet's revision). A subnet already gone is left out.
+    async fn with_subnet_count(&self, txn: Txn, subnet_id: &str, released: u64) -> Result<Txn, NetworkError> {
+        let subnet_key = keys::subnet(subnet_id);
+        let Some((mut subnet, subnet_revision)) = load::<Subnet>(self.store.as_ref(), &subnet_key).await? else {
+            return Ok(txn);
+        };
+        let leased = self.store.list_prefix(&keys::private_ips(subnet_id)).await?.len() as u64;
+        subnet.available_ip_address_count = subnet.usable_addresses().saturating_sub(leased.saturating_sub(released));
+        Ok(txn.when(Compare::revision(&subnet_key, subnet_revision)).then(Op::put(&subnet_key, encode(&subnet))))
     }
 
     /// Interfaces by id (all of them if `ids` is empty) that pass every filter.

@@ -238,6 +238,9 @@ pub(crate) struct NetworkState {
     subnet_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Public-address allocations queue here for the same reason.
     public_lock: tokio::sync::Mutex<()>,
+    /// Interface deletions waiting for their subnet's turn, by subnet: whoever gets the turn
+    /// deletes every one queued by then in one transaction.
+    releases: Mutex<HashMap<String, Vec<interfaces::Release>>>,
 }
 
 impl Default for NetworkState {
@@ -246,6 +249,7 @@ impl Default for NetworkState {
             public_ip_pool: DEFAULT_PUBLIC_IP_POOL.parse().expect("the default pool is a CIDR"),
             subnet_locks: Mutex::new(HashMap::new()),
             public_lock: tokio::sync::Mutex::new(()),
+            releases: Mutex::new(HashMap::new()),
         }
     }
 }
