@@ -21,9 +21,18 @@ const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 /// A real DNS server on loopback that answers every A question with [`UPSTREAM_ANSWER`], over
 /// UDP and TCP, counting the questions it gets.
 async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // The kernel picks a free UDP port; the same TCP port may be someone else's (a busy
+    // machine has many connections), so pick again until both are ours.
+    let mut attempts = 0;
+    let (udp, addr, tcp) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => break (udp, addr, tcp),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 => attempts += 1,
+            Err(e) => panic!("binding TCP {addr}: {e}"),
+        }
+    };
     let asked = Arc::new(AtomicUsize::new(0));
     fn reply(query: &[u8]) -> Vec<u8> {
         let request = Message::from_vec(query).unwrap();
