@@ -82,18 +82,7 @@ impl Network {
         let vpc =
             state.vpcs.get(&spec.vpc_id).cloned().ok_or_else(|| NetError::UnknownVpc { id: spec.vpc_id.clone() })?;
         check_interface(spec, &vpc)?;
-        for id in &spec.security_groups {
-            let group = state.groups.get(id).ok_or_else(|| NetError::UnknownSecurityGroup { id: id.clone() })?;
-            if let Some(vpc_id) = &group.vpc_id
-                && *vpc_id != spec.vpc_id
-            {
-                return Err(NetError::SecurityGroupVpc {
-                    id: id.clone(),
-                    existing: vpc_id.clone(),
-                    requested: spec.vpc_id.clone(),
-                });
-            }
-        }
+        state.check_groups_in(&spec.security_groups, &spec.vpc_id)?;
         if let Some(public) = spec.public_ip
             && let Some(v) = state.vpcs.values().find(|v| v.cidr.contains(&public))
         {

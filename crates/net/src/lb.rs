@@ -33,17 +33,8 @@ impl Network {
         }
         for id in &spec.security_groups {
             check_id(id)?;
-            let group = state.groups.get(id).ok_or_else(|| NetError::UnknownSecurityGroup { id: id.clone() })?;
-            if let Some(vpc_id) = &group.vpc_id
-                && *vpc_id != spec.vpc_id
-            {
-                return Err(NetError::SecurityGroupVpc {
-                    id: id.clone(),
-                    existing: vpc_id.clone(),
-                    requested: spec.vpc_id.clone(),
-                });
-            }
         }
+        state.check_groups_in(&spec.security_groups, &spec.vpc_id)?;
         if let Some((id, _)) = state.interfaces.iter().find(|(_, i)| {
             i.ip == spec.ip
                 || (spec.public_ip.is_some() && (i.public_ip == spec.public_ip || Some(i.ip) == spec.public_ip))

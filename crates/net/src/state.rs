@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde_json::Value;
 
+use crate::error::NetError;
 use crate::spec::{VpcStatus, id_from_nft_name};
 
 #[derive(Debug, Default)]
@@ -58,6 +59,23 @@ pub(crate) struct Iface {
 }
 
 impl State {
+    /// Refuses a group this mirror does not know, or one of another VPC than `vpc_id`.
+    pub fn check_groups_in(&self, groups: &[String], vpc_id: &str) -> Result<(), NetError> {
+        for id in groups {
+            let group = self.groups.get(id).ok_or_else(|| NetError::UnknownSecurityGroup { id: id.clone() })?;
+            if let Some(existing) = &group.vpc_id
+                && existing != vpc_id
+            {
+                return Err(NetError::SecurityGroupVpc {
+                    id: id.clone(),
+                    existing: existing.clone(),
+                    requested: vpc_id.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Rebuilds the mirror from the table's JSON listing.
     pub fn recover(table: &str, listing: &Value) -> State {
         let mut state = State::default();

@@ -7,19 +7,6 @@ use anyhow::Result;
 use common::*;
 use flotilla_net::NetError;
 
-/// Everything in the host namespace that this crate could leak.
-fn host_snapshot(lab: &Lab) -> Result<String> {
-    let table = format!("t_{}", lab.tag);
-    Ok([
-        lab.host.ip(&["-br", "link"])?,
-        lab.host.ip(&["-4", "addr"])?,
-        lab.host.ip(&["route", "show", "table", "all"])?,
-        lab.host.ip(&["neigh"])?,
-        lab.nft(&["list", "table", "inet", &table])?,
-    ]
-    .join("\n--\n"))
-}
-
 const TASKS: usize = 12;
 
 fn eni(i: usize) -> String {
@@ -35,7 +22,7 @@ fn interfaces_made_and_removed_at_once_leave_nothing() -> Result<()> {
     let lab = Lab::new("cc")?;
     lab.vpc("vpc-cc", "10.62.0.0/16")?;
     lab.group("sg-cc", "vpc-cc", vec![tcp(80, "10.62.0.0/16")], vec![all_to("0.0.0.0/0")])?;
-    let baseline = host_snapshot(&lab)?;
+    let baseline = lab.host_snapshot()?;
     let namespaces: Vec<Netns> = (0..TASKS).map(|i| Netns::new(&format!("cc-t{i}"))).collect::<Result<_>>()?;
     let specs: Vec<_> = (0..TASKS)
         .map(|i| interface(&eni(i), "vpc-cc", &namespaces[i], &ip(i), &["sg-cc"], None))
@@ -82,7 +69,7 @@ fn interfaces_made_and_removed_at_once_leave_nothing() -> Result<()> {
         removed.into_iter().try_for_each(|h| h.join().expect("no panic"))
     })?;
     assert!(lab.net.list_interfaces()?.is_empty());
-    assert_eq!(host_snapshot(&lab)?, baseline, "nothing of the interfaces is left");
+    assert_eq!(lab.host_snapshot()?, baseline, "nothing of the interfaces is left");
     Ok(())
 }
 

@@ -9,19 +9,6 @@ use anyhow::Result;
 use common::*;
 use flotilla_net::{Network, Peer, Protocol, Rule};
 
-/// Everything in the host namespace that this crate could leak.
-fn host_snapshot(lab: &Lab) -> Result<String> {
-    let table = format!("t_{}", lab.tag);
-    Ok([
-        lab.host.ip(&["-br", "link"])?,
-        lab.host.ip(&["-4", "addr"])?,
-        lab.host.ip(&["route", "show", "table", "all"])?,
-        lab.host.ip(&["neigh"])?,
-        lab.nft(&["list", "table", "inet", &table])?,
-    ]
-    .join("\n--\n"))
-}
-
 fn peer_rule(group: &str) -> Rule {
     Rule::new(Protocol::Tcp, Some((80, 80)), Peer::SecurityGroup(group.into()))
 }
@@ -47,9 +34,9 @@ fn task_has_eth0(ns: &Netns) -> bool {
 #[test]
 fn removal_leaves_nothing_and_is_idempotent() -> Result<()> {
     let mut lab = Lab::new("lk")?;
-    let baseline = host_snapshot(&lab)?;
+    let baseline = lab.host_snapshot()?;
     populate(&mut lab)?;
-    assert_ne!(host_snapshot(&lab)?, baseline);
+    assert_ne!(lab.host_snapshot()?, baseline);
     let _server = lab.tasks[0].listen(any_addr(80))?;
     assert!(lab.tasks[1].reaches(addr("10.60.1.10", 80)), "the world works before it is taken down");
     assert!(lab.conntrack()?.contains("src=10.60.1.11 "), "and conntrack remembers it");
@@ -71,7 +58,7 @@ fn removal_leaves_nothing_and_is_idempotent() -> Result<()> {
         lab.net.remove_vpc(vpc)?;
         lab.net.remove_vpc(vpc)?;
     }
-    assert_eq!(host_snapshot(&lab)?, baseline);
+    assert_eq!(lab.host_snapshot()?, baseline);
     assert!(lab.net.list_interfaces()?.is_empty());
     Ok(())
 }
@@ -79,7 +66,7 @@ fn removal_leaves_nothing_and_is_idempotent() -> Result<()> {
 #[test]
 fn cleanup_after_a_crash_removes_what_is_not_kept() -> Result<()> {
     let mut lab = Lab::new("crash")?;
-    let baseline = host_snapshot(&lab)?;
+    let baseline = lab.host_snapshot()?;
     populate(&mut lab)?;
     // One more, whose rules a crash (or an operator) lost: only its link is left.
     lab.task("eni-lk-4", "vpc-lk2", "10.61.1.11", &["sg-lk-c"], None)?;
@@ -128,7 +115,7 @@ fn cleanup_after_a_crash_removes_what_is_not_kept() -> Result<()> {
     assert_eq!(server.next_peer(Duration::from_secs(1))?.ip().to_string(), "10.60.1.12");
 
     lab.net.cleanup(&[], &[], &[])?;
-    assert_eq!(host_snapshot(&lab)?, baseline);
+    assert_eq!(lab.host_snapshot()?, baseline);
     assert!(!task_has_eth0(&other_ns) && !task_has_eth0(&lab.tasks[0]));
     Ok(())
 }

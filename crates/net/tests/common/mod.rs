@@ -176,6 +176,19 @@ impl Lab {
     }
 
     /// Runs `nft` in the host namespace.
+    /// Everything in the host namespace that this crate could leak.
+    pub fn host_snapshot(&self) -> Result<String> {
+        let table = format!("t_{}", self.tag);
+        Ok([
+            self.host.ip(&["-br", "link"])?,
+            self.host.ip(&["-4", "addr"])?,
+            self.host.ip(&["route", "show", "table", "all"])?,
+            self.host.ip(&["neigh"])?,
+            self.nft(&["list", "table", "inet", &table])?,
+        ]
+        .join("\n--\n"))
+    }
+
     pub fn nft(&self, args: &[&str]) -> Result<String> {
         let mut all = vec!["netns", "exec", &self.host.name, "nft"];
         all.extend_from_slice(args);
