@@ -400,6 +400,10 @@ fn rules_route_by_path_and_host_and_https_serves_an_imported_certificate() {
     let tls_port = free_port();
     let certificates = format!("CertificateArn={cert_arn}");
     listener(s, &lb, "HTTPS", tls_port, &web_tg, &["--certificates", &certificates]);
+    // A new listener is served once the agent has the load balancer's new snapshot.
+    wait_for("the HTTPS listener served", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    });
     for version in ["--http1.1", "--http2"] {
         let out = std::process::Command::new("curl")
             .args(["-sS", "--max-time", "10", version, "-w", "\n%{http_version}", "--cacert"])
