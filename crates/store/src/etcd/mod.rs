@@ -453,8 +453,15 @@ fn is_unavailable(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) => true,
         etcd_client::Error::GRpcStatus(s) => {
-            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
-                && !is_compacted(e)
+            // `Cancelled` is what a request in flight gets when its connection to a member
+            // that died closes under it: the next attempt goes to another member.
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ) && !is_compacted(e)
         }
         _ => false,
     }
@@ -466,7 +473,9 @@ fn is_compacted(e: &(dyn std::error::Error + 'static)) -> bool {
 
 fn classify(options: &EtcdOptions, operation: &'static str, request: Request, e: etcd_client::Error) -> StoreError {
     let unavailable = matches!(e, etcd_client::Error::TransportError(_))
-        || status(&e).is_some_and(|s| matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded));
+        || status(&e).is_some_and(|s| {
+            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+        });
     if !unavailable {
         return StoreError::Backend { operation, source: Box::new(e) };
     }
