@@ -40,6 +40,9 @@ pub struct ControlPlane {
     pub discovery: Arc<Discovery>,
     /// The host API as this control plane serves it, to in-process agents or over the link.
     pub host_api: Arc<dyn flotilla_host::HostApi>,
+    /// The hosts that run commands in their containers (ECS Exec), by host id: in-process
+    /// agents register here, and so does the link for each connected remote agent.
+    pub exec_targets: flotilla_host::exec::ExecTargets,
     stop: watch::Sender<bool>,
     scheduler: JoinHandle<()>,
     detector: JoinHandle<()>,
@@ -124,6 +127,7 @@ impl ControlPlane {
             secrets,
             discovery,
             host_api,
+            exec_targets: flotilla_host::exec::ExecTargets::new(),
             stop,
             scheduler,
             detector,

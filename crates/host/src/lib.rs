@@ -25,6 +25,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub mod discovery;
+pub mod exec;
 pub mod lb;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
