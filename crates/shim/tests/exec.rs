@@ -279,3 +279,39 @@ async fn what_cannot_run_is_refused_clearly() {
         env.sandbox.destroy(&id).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_shim_that_adopts_the_task_ends_the_sessions_its_predecessor_served() {
+    for runtime in RUNTIMES {
+        let env = env_with(runtime);
+        let id = task_id(&format!("adopt-{runtime}"));
+        let _guard = env.guard(&id);
+        env.sandbox.create_task(service_task(&id)).await.unwrap();
+        env.sandbox.start_container(&id, "svc").await.unwrap();
+        let p = env.sandbox.exec_interactive(&id, "svc", interactive(&["sh"], true)).await.unwrap();
+        let ExecStdio::Tty { master } = p.stdio else { panic!("no terminal") };
+        let mut term = Term::new(master);
+        term.run("true").await;
+
+        let dir = env.sandbox.task_dir(&id);
+        let shim = shim_pid(&dir).expect("no shim");
+        // SAFETY: plain integers.
+        unsafe { libc::kill(shim as i32, libc::SIGKILL) };
+        // The session's lifeline went with the shim.
+        assert!(p.exit.await.is_err(), "{runtime}: an exit status from a dead shim");
+        wait_for("the old shim to die", Duration::from_secs(10), || async { (!process_alive(shim)).then_some(()) })
+            .await;
+        assert!(process_alive(p.pid), "{runtime}: only the new shim should end the shell");
+        // The next request starts a shim, which adopts the task and ends the orphaned shell
+        // (the terminal stays open here, so nothing but the new shim can end it).
+        env.sandbox.state(&id).await.unwrap();
+        wait_for("the orphaned shell to end", Duration::from_secs(10), || async {
+            (!process_alive(p.pid)).then_some(())
+        })
+        .await;
+        assert!(!dir.join("exec").join(p.pid.to_string()).exists(), "{runtime}: its record is left");
+        wait_running(&env.sandbox, &id, "svc").await;
+        drop(term);
+        env.sandbox.destroy(&id).await.unwrap();
+    }
+}
