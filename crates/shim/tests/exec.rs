@@ -262,6 +262,8 @@ async fn what_cannot_run_is_refused_clearly() {
         let err = missing.unwrap_err();
         assert!(matches!(err, SandboxError::InvalidSpec(_)), "{runtime}: {err}");
         assert!(err.to_string().contains("/no/such/binary"), "{runtime}: {err}");
+        let err = env.sandbox.exec_interactive(&id, "svc", interactive(&["no-such-tool"], false)).await.unwrap_err();
+        assert!(err.to_string().contains("executable file not found in $PATH"), "{runtime}: {err}");
         let err = env.sandbox.exec_interactive(&id, "nope", interactive(&["sh"], true)).await.unwrap_err();
         assert!(matches!(err, SandboxError::NotFound { .. }), "{runtime}: {err}");
         let err = env.sandbox.exec_interactive(&id, "idle", interactive(&["sh"], false)).await.unwrap_err();

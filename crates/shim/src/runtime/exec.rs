@@ -145,8 +145,13 @@ impl Runtime {
             if self.container_state(name)? != flotilla_sandbox::ContainerState::Running {
                 return Err(ShimError::new(ShimErrorKind::InvalidState, format!("container {name:?} is not running")));
             }
-            // The command could not be started (not found, not executable, a bad user).
-            return Err(ShimError::new(ShimErrorKind::InvalidSpec, flotilla_sandbox::error::chain(&e)));
+            // The command could not be started (not found, not executable, a bad user): the
+            // runtime's own words, which a user can act on.
+            let message = match e {
+                crate::runc::RuncError::Failed { message, .. } => message,
+                other => flotilla_sandbox::error::chain(&other),
+            };
+            return Err(ShimError::new(ShimErrorKind::InvalidSpec, message));
         }
         let pid = read_pid(pid_file).map_err(|e| io_err("reading", pid_file, e))?;
         let watch = self.reaper.watch(pid, mark);
