@@ -250,6 +250,11 @@ impl Networking {
             public_ip: eni.public_ip,
         };
         self.blocking(move |net| net.ensure_interface(&spec)).await?;
+        // Between hosts, a public address lives on its task's host, which announces it.
+        if let (Some(underlay), Some(public)) = (&self.underlay, eni.public_ip) {
+            let local = underlay.ip;
+            self.blocking(move |net| net.announce_public(local, public)).await?;
+        }
         let search = search_domain(&self.region);
         rewrite_in_place(resolv_conf, &status.resolv_conf(&[search.as_str()]))
             .map_err(|e| net_err(format!("cannot write {}: {e}", resolv_conf.display())))?;
@@ -389,6 +394,10 @@ impl Networking {
     /// and with attaches.
     async fn detach_lease(&self, eni: &InterfaceLease) -> Result<(), AgentError> {
         let _turn = self.vpc_turn.read().await;
+        if let (Some(underlay), Some(public)) = (&self.underlay, eni.public_ip) {
+            let local = underlay.ip;
+            self.blocking(move |net| net.withdraw_public(local, public)).await?;
+        }
         let id = eni.id.clone();
         self.blocking(move |net| net.remove_interface(&id)).await
     }

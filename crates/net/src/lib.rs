@@ -14,6 +14,7 @@ pub mod netns;
 mod network;
 mod nft;
 mod overlay;
+mod public;
 mod spec;
 mod state;
 

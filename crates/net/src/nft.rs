@@ -258,11 +258,21 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         ("peers", "map peers { type ipv4_addr : ipv4_addr; }"),
         // This host's underlay addresses while it has an overlay.
         ("underlay_addrs", "set underlay_addrs { type ipv4_addr; }"),
+        // Other hosts' underlay addresses: the source of their load balancers' connections to
+        // this host's tasks (judged on their host, see `remote_in`).
+        ("peer_hosts", "set peer_hosts { type ipv4_addr; }"),
+        // Remote interfaces' private IPs -> jump to the chain judging this host's load
+        // balancers' connections to them by their groups (`rin_<ip>`).
+        ("remote_in", "map remote_in { type ipv4_addr : verdict; }"),
     ] {
         let (kind, rest) = def.split_once(' ').expect("definition");
         debug_assert!(rest.starts_with(name));
         script.cmd(&format!("add {kind}"), format_args!("{rest}"));
     }
+    // Load balancer connections leaving through the overlay take this host's underlay address
+    // (one rule, set by `ensure_overlay`): every host has every load balancer's address, so
+    // only a source of this host's own brings the target's replies back here.
+    script.cmd("add chain", format_args!("{OVERLAY_SNAT}"));
     let base = |script: &mut Script, name: &str, hook: &str, rules: &[&str]| {
         script.cmd("add chain", format_args!("{name} {{ {hook}; policy accept; }}"));
         let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
@@ -316,7 +326,15 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         script,
         "output",
         "type filter hook output priority filter",
-        &["oifname vmap @ingress", "oifname @ifaces drop"],
+        &[
+            "oifname vmap @ingress",
+            "oifname @ifaces drop",
+            // This host's load balancers' connections to tasks on other hosts meet the
+            // targets' ingress rules here, while their source is still the load balancer's
+            // address (the target's host sees this host's underlay address instead).
+            "oifname @overlays ip saddr @lb_addrs ip daddr vmap @remote_in",
+            "oifname @overlays ip saddr @lb_addrs drop",
+        ],
     );
     base(
         script,
@@ -329,6 +347,9 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
             "iifname @ifaces ip daddr . tcp dport vmap @lb_in",
             "iifname @ifaces drop",
             "ip daddr @host_addrs iifname != \"lo\" drop",
+            // Replies to a load balancer's connections to targets on other hosts (they come
+            // back to this host's underlay address, un-NAT'd to the load balancer's).
+            "ip daddr @lb_addrs ct direction reply accept",
             // A load balancer's private address is the VPC's: from outside the host only
             // through its public address.
             "ip daddr @lb_addrs iifname != \"lo\" ct status & dnat == 0 drop",
@@ -344,6 +365,7 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         "type nat hook postrouting priority srcnat",
         &[
             "oifname @ifaces return",
+            "oifname @overlays ip saddr @lb_addrs jump overlay_snat",
             // The overlay carries VPC addresses as they are.
             "oifname @overlays return",
             "snat ip to ip saddr map @snat_pub",
@@ -372,7 +394,28 @@ pub(crate) fn interface_in_rules(vpc: &VpcStatus, groups: &[String]) -> Vec<Stri
     let mut rules = vec![
         "meta nfproto != ipv4 drop".to_string(),
         "ct state established,related accept".to_string(),
+        // Another host's load balancer: its host judged the connection by these groups.
+        "iifname @overlays ip saddr @peer_hosts accept".to_string(),
         format!("ip saddr @vpc_cidrs ip saddr != {} ct status & dnat == 0 drop", vpc.cidr),
+    ];
+    rules.extend(groups.iter().map(|g| format!("jump {}", ingress_chain(g))));
+    rules.push("drop".into());
+    rules
+}
+
+/// The chain holding the SNAT of load balancer connections leaving through the overlay.
+pub(crate) const OVERLAY_SNAT: &str = "overlay_snat";
+
+pub(crate) fn remote_in_chain(ip: Ipv4Addr) -> String {
+    format!("rin_{}", ip.to_string().replace('.', "_"))
+}
+
+/// The chain judging this host's load balancers' connections to a task on another host: what
+/// that task's own chain would judge (its groups, those this host has), on this host.
+pub(crate) fn remote_in_rules(vpc: &VpcStatus, groups: &[&String]) -> Vec<String> {
+    let mut rules = vec![
+        "ct state established,related accept".to_string(),
+        format!("ip saddr @vpc_cidrs ip saddr != {} drop", vpc.cidr),
     ];
     rules.extend(groups.iter().map(|g| format!("jump {}", ingress_chain(g))));
     rules.push("drop".into());
@@ -431,6 +474,8 @@ pub(crate) fn overlay_in_chain(link: &str) -> String {
 pub(crate) fn overlay_in_rules(vpc: &VpcStatus) -> Vec<String> {
     vec![
         "meta nfproto != ipv4 drop".to_string(),
+        // Another host's load balancer (source: that host's underlay address).
+        format!("ip saddr @peer_hosts ip daddr {} accept", vpc.cidr),
         format!("ip saddr != {} drop", vpc.cidr),
         format!("ip daddr != {} drop", vpc.cidr),
     ]

@@ -89,6 +89,17 @@ impl Network {
         for (ip, old) in current.iter().filter(|(ip, _)| !wanted.contains_key(ip)) {
             remove_remote_elements(&mut script, *ip, old);
         }
+        // This host's load balancers reach the remote interfaces as their groups allow,
+        // judged here, from this host's underlay address.
+        for (ip, remote) in &wanted {
+            let groups: Vec<&String> = remote.groups.iter().filter(|g| state.groups.contains_key(*g)).collect();
+            let chain = nft::remote_in_chain(*ip);
+            script.replace_chain(&chain, &nft::remote_in_rules(&vpc, &groups));
+            script.cmd("add element", format_args!("remote_in {{ {ip} : jump {chain} }}"));
+        }
+        script.replace_chain(nft::OVERLAY_SNAT, &[format!("ip saddr @lb_addrs snat ip to {}", spec.local_ip)]);
+        let others = state.remotes.values().filter(|r| r.vpc_id != spec.vpc_id);
+        set_peer_hosts(&mut script, others.chain(wanted.values()));
         self.nft.apply(&object, &script)?;
         state.overlay_links.insert(link.name.clone());
         state.member_sets.extend(new_sets);
@@ -206,7 +217,9 @@ impl Network {
         let last = inner.state.overlay_links.iter().all(|l| *l == name);
         if last {
             script.cmd("flush set", format_args!("underlay_addrs"));
+            script.cmd("flush chain", format_args!("{}", nft::OVERLAY_SNAT));
         }
+        set_peer_hosts(&mut script, inner.state.remotes.values().filter(|r| r.vpc_id != vpc_id));
         self.nft.apply(&object, &script)?;
         inner.state.remotes.retain(|_, r| r.vpc_id != vpc_id);
         inner.state.overlay_links.remove(&name);
@@ -224,6 +237,7 @@ impl Network {
         }
         let mut script = Script::new(&self.table);
         remove_remote_elements(&mut script, ip, &remote);
+        set_peer_hosts(&mut script, inner.state.remotes.iter().filter(|(i, _)| **i != ip).map(|(_, r)| r));
         self.nft.apply(&object, &script)?;
         inner.state.remotes.remove(&ip);
         Ok(())
@@ -282,7 +296,20 @@ fn remove_device_elements(script: &mut Script, link: &str) {
     script.delete_chain(&chain);
 }
 
+/// Makes `peer_hosts` the hosts of `remotes`.
+fn set_peer_hosts<'a>(script: &mut Script, remotes: impl Iterator<Item = &'a Remote>) {
+    let hosts: BTreeSet<Ipv4Addr> = remotes.map(|r| r.host_ip).collect();
+    script.cmd("flush set", format_args!("peer_hosts"));
+    for host in hosts {
+        script.cmd("add element", format_args!("peer_hosts {{ {host} }}"));
+    }
+}
+
 fn remove_remote_elements(script: &mut Script, ip: Ipv4Addr, remote: &Remote) {
+    let chain = nft::remote_in_chain(ip);
+    script.cmd("add chain", format_args!("{chain}"));
+    script.delete_element("remote_in", &format!("{ip} : jump {chain}"), &ip.to_string());
+    script.delete_chain(&chain);
     script.delete_element("peers", &format!("{ip} : {}", remote.host_ip), &ip.to_string());
     for group in &remote.groups {
         script.delete_element(&nft::member_set(group), &ip.to_string(), &ip.to_string());
