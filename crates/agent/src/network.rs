@@ -584,6 +584,14 @@ impl Networking {
         if !report.interfaces.is_empty() || !report.vpcs.is_empty() {
             tracing::info!(?report, "removed network plumbing left by tasks that are gone");
         }
+        if let Some(underlay) = &self.underlay {
+            let (local, publics): (Ipv4Addr, Vec<Ipv4Addr>) =
+                (underlay.ip, keep.iter().filter_map(|e| e.public_ip).collect());
+            let stale = self.blocking(move |net| net.withdraw_publics_except(local, &publics)).await?;
+            if !stale.is_empty() {
+                tracing::info!(?stale, "stopped announcing public addresses of tasks that are gone");
+            }
+        }
         Ok(())
     }
 }

@@ -258,12 +258,11 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         ("peers", "map peers { type ipv4_addr : ipv4_addr; }"),
         // This host's underlay addresses while it has an overlay.
         ("underlay_addrs", "set underlay_addrs { type ipv4_addr; }"),
-        // Other hosts' underlay addresses: the source of their load balancers' connections to
-        // this host's tasks (judged on their host, see `remote_in`).
-        ("peer_hosts", "set peer_hosts { type ipv4_addr; }"),
         // Remote interfaces' private IPs -> jump to the chain judging this host's load
         // balancers' connections to them by their groups (`rin_<ip>`).
         ("remote_in", "map remote_in { type ipv4_addr : verdict; }"),
+        // Public addresses this host announces on its underlay link (`src/public.rs`).
+        ("announced", "set announced { type ipv4_addr; }"),
     ] {
         let (kind, rest) = def.split_once(' ').expect("definition");
         debug_assert!(rest.starts_with(name));
@@ -316,6 +315,9 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
             // VPC addresses with no live interface here or on another host never leak onto
             // the host's networks.
             "iifname @ifaces ip daddr @vpc_cidrs oifname != @overlays drop",
+            // Only tasks send through the overlay: what arrives through it from outside a VPC
+            // is another host's load balancer, judged there.
+            "oifname @overlays iifname != @ifaces drop",
             // TCP between hosts fits the overlay's MTU from the first segment (tasks' veths
             // run at VPC_MTU and would otherwise learn it by path MTU discovery).
             "oifname @overlays tcp flags syn tcp option maxseg size set rt mtu",
@@ -334,6 +336,8 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
             // address (the target's host sees this host's underlay address instead).
             "oifname @overlays ip saddr @lb_addrs ip daddr vmap @remote_in",
             "oifname @overlays ip saddr @lb_addrs drop",
+            // Only VPC addresses (and load balancers, SNAT'd) enter the overlay from here.
+            "oifname @overlays ip saddr != @vpc_cidrs drop",
         ],
     );
     base(
@@ -394,8 +398,9 @@ pub(crate) fn interface_in_rules(vpc: &VpcStatus, groups: &[String]) -> Vec<Stri
     let mut rules = vec![
         "meta nfproto != ipv4 drop".to_string(),
         "ct state established,related accept".to_string(),
-        // Another host's load balancer: its host judged the connection by these groups.
-        "iifname @overlays ip saddr @peer_hosts accept".to_string(),
+        // From outside any VPC through the overlay: another host's load balancer (SNAT'd to
+        // that host's underlay address), whose host judged the connection by these groups.
+        "iifname @overlays ip saddr != @vpc_cidrs accept".to_string(),
         format!("ip saddr @vpc_cidrs ip saddr != {} ct status & dnat == 0 drop", vpc.cidr),
     ];
     rules.extend(groups.iter().map(|g| format!("jump {}", ingress_chain(g))));
@@ -475,7 +480,7 @@ pub(crate) fn overlay_in_rules(vpc: &VpcStatus) -> Vec<String> {
     vec![
         "meta nfproto != ipv4 drop".to_string(),
         // Another host's load balancer (source: that host's underlay address).
-        format!("ip saddr @peer_hosts ip daddr {} accept", vpc.cidr),
+        format!("ip saddr != @vpc_cidrs ip daddr {} accept", vpc.cidr),
         format!("ip saddr != {} drop", vpc.cidr),
         format!("ip daddr != {} drop", vpc.cidr),
     ]

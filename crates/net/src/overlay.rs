@@ -98,8 +98,6 @@ impl Network {
             script.cmd("add element", format_args!("remote_in {{ {ip} : jump {chain} }}"));
         }
         script.replace_chain(nft::OVERLAY_SNAT, &[format!("ip saddr @lb_addrs snat ip to {}", spec.local_ip)]);
-        let others = state.remotes.values().filter(|r| r.vpc_id != spec.vpc_id);
-        set_peer_hosts(&mut script, others.chain(wanted.values()));
         self.nft.apply(&object, &script)?;
         state.overlay_links.insert(link.name.clone());
         state.member_sets.extend(new_sets);
@@ -219,7 +217,6 @@ impl Network {
             script.cmd("flush set", format_args!("underlay_addrs"));
             script.cmd("flush chain", format_args!("{}", nft::OVERLAY_SNAT));
         }
-        set_peer_hosts(&mut script, inner.state.remotes.values().filter(|r| r.vpc_id != vpc_id));
         self.nft.apply(&object, &script)?;
         inner.state.remotes.retain(|_, r| r.vpc_id != vpc_id);
         inner.state.overlay_links.remove(&name);
@@ -237,7 +234,6 @@ impl Network {
         }
         let mut script = Script::new(&self.table);
         remove_remote_elements(&mut script, ip, &remote);
-        set_peer_hosts(&mut script, inner.state.remotes.iter().filter(|(i, _)| **i != ip).map(|(_, r)| r));
         self.nft.apply(&object, &script)?;
         inner.state.remotes.remove(&ip);
         Ok(())
@@ -294,15 +290,6 @@ fn remove_device_elements(script: &mut Script, link: &str) {
     script.delete_element("overlay_in", &format!("{quoted} : jump {chain}"), &quoted);
     script.delete_element("overlays", &quoted, &quoted);
     script.delete_chain(&chain);
-}
-
-/// Makes `peer_hosts` the hosts of `remotes`.
-fn set_peer_hosts<'a>(script: &mut Script, remotes: impl Iterator<Item = &'a Remote>) {
-    let hosts: BTreeSet<Ipv4Addr> = remotes.map(|r| r.host_ip).collect();
-    script.cmd("flush set", format_args!("peer_hosts"));
-    for host in hosts {
-        script.cmd("add element", format_args!("peer_hosts {{ {host} }}"));
-    }
 }
 
 fn remove_remote_elements(script: &mut Script, ip: Ipv4Addr, remote: &Remote) {
