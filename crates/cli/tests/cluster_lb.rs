@@ -4,7 +4,8 @@
 //! - an internet-facing application load balancer, served by every host on its underlay
 //!   address, in front of a service with one task per host: every host's listener reaches
 //!   every task; the targets admit only the load balancer's group, and revoking that rule
-//!   shuts the load balancer out; a stopped task drains and traffic goes to the others only;
+//!   shuts the load balancer out; a stopped task drains and traffic goes to the others only,
+//!   and so it does when a host dies;
 //! - an internal network load balancer, reached by its DNS name from a task on every host,
 //!   reaches every target;
 //! - a task's public address answers from outside, on whichever host the task runs.
@@ -230,6 +231,18 @@ fn application_load_balancer(c: &Cluster, vpc: &str, subnets: &HashMap<String, S
     wait_for("every task, the replacement too, through host-a's listener", START, || {
         spread(listener(HOST_ADDRESSES[0], ALB_PORT), 12).keys().cloned().collect::<BTreeSet<_>>() == replaced_ids
     });
+    // host-b dies: its target fails the other hosts' health checks, and their listeners send
+    // every request to the tasks on host-a and host-c.
+    let on_b = replaced.iter().find(|t| zone_of(t) == "us-east-1b").expect("the replacement is on host-b");
+    let (b_ip, b_id) = (private_ip(on_b), id_of(on_b["taskArn"].as_str().unwrap()).to_owned());
+    c.script("kill-host", &["host-b"]);
+    wait_for("host-b's target out of the healthy ones", SETTLE, || !healthy_targets(c, &tg).contains(&b_ip));
+    for host in [HOST_ADDRESSES[0], HOST_ADDRESSES[2]] {
+        let seen = spread(listener(host, ALB_PORT), 12);
+        assert!(seen.keys().all(|k| answered(k) && *k != b_id), "through {host} after host-b died: {seen:?}");
+    }
+    c.script("start-host", &["host-b"]);
+
     // Groups still apply: without the rule admitting the load balancer's group, its
     // connections to the targets (on this host or another) are dropped. (Last: the service
     // replaces targets that stay unhealthy.)
