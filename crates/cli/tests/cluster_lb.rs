@@ -7,7 +7,7 @@
 //!   shuts the load balancer out; a stopped task drains and traffic goes to the others only,
 //!   and so it does when a host dies;
 //! - an internal network load balancer, reached by its DNS name from a task on every host,
-//!   reaches every target;
+//!   reaches every target; so do the targets' Cloud Map name and the VPC resolver on every host;
 //! - a task's public address answers from outside, on whichever host the task runs.
 //!
 //! Privileged (root); uses the machine's fixed dev-cluster names, so one runs at a time.
@@ -37,15 +37,35 @@ fn web_command() -> Vec<String> {
     vec!["sh".into(), "-c".into(), script]
 }
 
-/// A task that fetches `http://name:port/` every 300 ms and logs `via-lb:<task id>` or
-/// `via-lb:failed`.
-fn lb_prober_command(name: &str, port: u16) -> Vec<String> {
-    let script = format!(
-        "while true; do b=$(timeout 3 wget -q -O - http://{name}:{port}/ 2>/dev/null); \
-         id=$(echo \"$b\" | grep -o 'task/[^\"]*' | head -n 1); \
-         if [ -n \"$id\" ]; then echo \"via-lb:${{id##*/}}\"; else echo via-lb:failed; fi; sleep 0.3; done"
+/// A task that fetches each `(label, url)` every 300 ms and logs `<label>:<task id>` (the task
+/// that answered) or `<label>:failed`, and logs `resolved:<address>` for each address `name`
+/// resolves to.
+fn prober_command(urls: &[(&str, String)], name: &str) -> Vec<String> {
+    let mut script = format!(
+        "while true; do for a in $(nslookup {name} 2>/dev/null | grep -o '[0-9]*\\.[0-9]*\\.[0-9]*\\.[0-9]*'); do \
+         echo \"resolved:$a\"; done; "
     );
+    for (label, url) in urls {
+        script.push_str(&format!(
+            "b=$(timeout 3 wget -q -O - {url} 2>/dev/null); id=$(echo \"$b\" | grep -o 'task/[^\"]*' | head -n 1); \
+             if [ -n \"$id\" ]; then echo \"{label}:${{id##*/}}\"; else echo {label}:failed; fi; "
+        ));
+    }
+    script.push_str("sleep 0.3; done");
     vec!["sh".into(), "-c".into(), script]
+}
+
+/// Creates the private DNS namespace `name` in `vpc`; its id.
+fn dns_namespace(c: &Cluster, name: &str, vpc: &str) -> String {
+    let op = c.json(&["servicediscovery", "create-private-dns-namespace", "--name", name, "--vpc", vpc]);
+    let op_id = op["OperationId"].as_str().unwrap().to_owned();
+    let mut namespace = String::new();
+    wait_for("the namespace created", START, || {
+        let op = c.json(&["servicediscovery", "get-operation", "--operation-id", &op_id]);
+        namespace = op["Operation"]["Targets"]["NAMESPACE"].as_str().unwrap_or_default().to_owned();
+        op["Operation"]["Status"] == "SUCCESS"
+    });
+    namespace
 }
 
 fn elb(c: &Cluster, args: &[&str]) -> Value {
@@ -299,8 +319,23 @@ fn network_load_balancer(c: &Cluster, vpc: &str, subnets: &HashMap<String, Strin
     let tasks = service_behind(c, "tcp", subnets, &web_sg, &tg);
     let all_ids = ids(&tasks);
 
+    // The same tasks by a Cloud Map name, answered by each host's VPC resolver.
+    let namespace = dns_namespace(c, "xlb.local", vpc);
+    let dns_config = format!("NamespaceId={namespace},DnsRecords=[{{Type=A,TTL=5}}]");
+    let service = c.json(&["servicediscovery", "create-service", "--name", "tcp", "--dns-config", &dns_config]);
+    let service_id = service["Service"]["Id"].as_str().unwrap().to_owned();
+    for task in &tasks {
+        let ipv4 = format!("AWS_INSTANCE_IPV4={}", private_ip(task));
+        let instance = id_of(task["taskArn"].as_str().unwrap());
+        let mut args = vec!["servicediscovery", "register-instance", "--service-id", &service_id];
+        args.extend(["--instance-id", instance, "--attributes", &ipv4]);
+        c.json(&args);
+    }
+
     let prober_sg = security_group(c, vpc, "nlb-clients");
-    let td = c.register("nlb-prober", "prober", &as_strs(&lb_prober_command(&dns, NLB_PORT)));
+    let urls =
+        [("via-lb", format!("http://{dns}:{NLB_PORT}/")), ("cloud-map", format!("http://tcp.xlb.local:{PORT}/"))];
+    let td = c.register("nlb-prober", "prober", &as_strs(&prober_command(&urls, "tcp.xlb.local")));
     let probers: Vec<String> = ZONES.iter().map(|z| c.run(&td, &subnets[*z], &[&prober_sg])).collect();
     for (prober, zone) in probers.iter().zip(ZONES) {
         assert_eq!(zone_of(&c.wait_status(prober, "RUNNING", START)), zone);
@@ -313,6 +348,27 @@ fn network_load_balancer(c: &Cluster, vpc: &str, subnets: &HashMap<String, Strin
             all_ids.is_subset(&seen)
         });
         eprintln!("cluster_lb: NLB from {zone}: {seen:?}");
+        let mut named = BTreeSet::new();
+        wait_for(&format!("the prober in {zone} to reach a task by its Cloud Map name"), START, || {
+            named = c
+                .logs(prober, "prober")
+                .iter()
+                .filter_map(|l| l.strip_prefix("cloud-map:"))
+                .map(str::to_owned)
+                .collect();
+            named.iter().any(|id| all_ids.contains(id))
+        });
+        let ips: BTreeSet<String> = tasks.iter().map(private_ip).collect();
+        wait_for(&format!("the prober in {zone} to resolve the name to every task"), START, || {
+            let resolved: BTreeSet<String> = c
+                .logs(prober, "prober")
+                .iter()
+                .filter_map(|l| l.strip_prefix("resolved:"))
+                .map(str::to_owned)
+                .collect();
+            ips.is_subset(&resolved)
+        });
+        eprintln!("cluster_lb: Cloud Map from {zone}: reached {named:?}, resolved all of {ips:?}");
     }
     for prober in &probers {
         c.json(&["ecs", "stop-task", "--task", prober]);
