@@ -384,28 +384,20 @@ fn etcd_loss(c: &Cluster) {
 
 #[test]
 fn many_hosts_end_to_end() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let registry = rt
-        .block_on(flotilla_image::testing::Registry::start_tls(flotilla_image::testing::Anonymous))
-        .expect("a registry the hosts' namespaces reach");
-    rt.block_on(registry.push_image("busybox", Some("latest"), &flotilla_image::testing::busybox_image()));
-    let ca = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(ca.path(), registry.ca_pem().unwrap()).unwrap();
-
-    let c = Cluster::up(registry.reference("busybox:latest"), ca.path());
+    let world = World::start();
+    let c = &world.cluster;
     assert_eq!(c.hosts().len(), 3);
-    c.json(&["ecs", "create-cluster", "--cluster-name", "default"]);
-    let subnets = zone_subnets(&c);
+    let subnets = zone_subnets(c);
 
     let started = Instant::now();
-    service_spreads(&c, &subnets);
+    service_spreads(c, &subnets);
     eprintln!("cluster: a. spread in {:.0}s", started.elapsed().as_secs_f64());
-    overlay_and_groups(&c, &subnets);
+    overlay_and_groups(c, &subnets);
     eprintln!("cluster: b. overlay in {:.0}s", started.elapsed().as_secs_f64());
-    host_loss(&c);
+    host_loss(c);
     eprintln!("cluster: c. host loss in {:.0}s", started.elapsed().as_secs_f64());
-    server_loss(&c);
+    server_loss(c);
     eprintln!("cluster: d. server loss in {:.0}s", started.elapsed().as_secs_f64());
-    etcd_loss(&c);
+    etcd_loss(c);
     eprintln!("cluster: e. etcd loss in {:.0}s", started.elapsed().as_secs_f64());
 }

@@ -421,24 +421,16 @@ fn public_address(c: &Cluster, vpc: &str, subnets: &HashMap<String, String>) {
 
 #[test]
 fn load_balancers_and_public_addresses_across_hosts() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let registry = rt
-        .block_on(flotilla_image::testing::Registry::start_tls(flotilla_image::testing::Anonymous))
-        .expect("a registry the hosts' namespaces reach");
-    rt.block_on(registry.push_image("busybox", Some("latest"), &flotilla_image::testing::busybox_image()));
-    let ca = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(ca.path(), registry.ca_pem().unwrap()).unwrap();
-
-    let c = Cluster::up(registry.reference("busybox:latest"), ca.path());
-    c.json(&["ecs", "create-cluster", "--cluster-name", "default"]);
-    let subnets = zone_subnets(&c);
+    let world = World::start();
+    let c = &world.cluster;
+    let subnets = zone_subnets(c);
     let vpcs = c.json(&["ec2", "describe-vpcs", "--filters", "Name=is-default,Values=true"]);
     let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().unwrap().to_owned();
 
-    public_address(&c, &vpc, &subnets);
+    public_address(c, &vpc, &subnets);
     eprintln!("cluster_lb: c. public address done");
-    application_load_balancer(&c, &vpc, &subnets);
+    application_load_balancer(c, &vpc, &subnets);
     eprintln!("cluster_lb: a. application load balancer done");
-    network_load_balancer(&c, &vpc, &subnets);
+    network_load_balancer(c, &vpc, &subnets);
     eprintln!("cluster_lb: b. network load balancer done");
 }

@@ -16,17 +16,6 @@ const A_UNDERLAY: &str = "192.168.78.1";
 const B_UNDERLAY: &str = "192.168.78.2";
 const PUBLIC: &str = "198.18.0.70";
 
-fn two_hosts(tag: &str) -> Result<(Lab, Lab)> {
-    let a = Lab::new(&format!("{tag}-a"))?;
-    let b = Lab::new(&format!("{tag}-b"))?;
-    a.host.ip(&["link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", &b.host.name])?;
-    for (lab, ip) in [(&a, A_UNDERLAY), (&b, B_UNDERLAY)] {
-        lab.host.ip(&["addr", "add", &format!("{ip}/24"), "dev", "ul0"])?;
-        lab.host.ip(&["link", "set", "ul0", "up"])?;
-    }
-    Ok((a, b))
-}
-
 fn lb(ip: &str, groups: &[&str]) -> LbAddressSpec {
     LbAddressSpec {
         vpc_id: "vpc-olb".into(),
@@ -49,7 +38,7 @@ fn connect_from(host: &Netns, source: &str, to: SocketAddrV4) -> std::io::Result
 
 #[test]
 fn a_load_balancer_reaches_targets_on_another_host_as_their_groups_allow() -> Result<()> {
-    let (a, mut b) = two_hosts("olb")?;
+    let (a, mut b) = two_hosts("olb", A_UNDERLAY, B_UNDERLAY)?;
     let web_rules =
         |lb_port: u16| vec![Rule::new(Protocol::Tcp, Some((lb_port, lb_port)), Peer::SecurityGroup("sg-lb".into()))];
     for lab in [&a, &b] {

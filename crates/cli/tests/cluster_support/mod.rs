@@ -31,6 +31,31 @@ pub struct Cluster {
     pub image: String,
 }
 
+/// A dev cluster whose hosts pull busybox from a real registry over TLS on this machine's
+/// non-loopback address (the hosts' namespaces reach it through the underlay bridge; the agents
+/// trust its CA through `FLOTILLA_REGISTRY_CA`). The cluster goes down first when dropped.
+pub struct World {
+    pub cluster: Cluster,
+    _ca: tempfile::NamedTempFile,
+    _registry: flotilla_image::testing::Registry,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    pub fn start() -> World {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let registry = rt
+            .block_on(flotilla_image::testing::Registry::start_tls(flotilla_image::testing::Anonymous))
+            .expect("a registry the hosts' namespaces reach");
+        rt.block_on(registry.push_image("busybox", Some("latest"), &flotilla_image::testing::busybox_image()));
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca.path(), registry.ca_pem().unwrap()).unwrap();
+        let cluster = Cluster::up(registry.reference("busybox:latest"), ca.path());
+        cluster.json(&["ecs", "create-cluster", "--cluster-name", "default"]);
+        World { cluster, _ca: ca, _registry: registry, _rt: rt }
+    }
+}
+
 impl Cluster {
     pub fn up(image: String, registry_ca: &Path) -> Cluster {
         let tmp = tempfile::Builder::new().prefix("flotilla-cluster-test.").tempdir_in("/var/tmp").unwrap();
