@@ -15,6 +15,7 @@ pub mod netns;
 mod network;
 mod nft;
 mod overlay;
+mod public;
 mod spec;
 mod state;
 
