@@ -442,6 +442,7 @@ impl Control {
                         .and_then(|o| o.memory_reservation)
                         .or(c.memory_reservation)
                         .map(|m| m.to_string()),
+                    managed_agents: Vec::new(),
                 }
             })
             .collect();
@@ -506,6 +507,7 @@ impl Control {
             match record? {
                 Some((record, _)) => {
                     let mut task = record.task;
+                    task.show_managed_agents();
                     if !include_tags {
                         task.tags = None;
                     }
