@@ -44,14 +44,20 @@ impl Control {
         let (cluster, _) = self.active_cluster(cluster).await?;
         let (c, id) = self.task_ref(&cluster.cluster_name, task)?;
         if c != cluster.cluster_name {
-            return Err(ControlError::invalid(format!("task: '{task}' is not a task of cluster {}.", cluster.cluster_name)));
+            return Err(ControlError::invalid(format!(
+                "task: '{task}' is not a task of cluster {}.",
+                cluster.cluster_name
+            )));
         }
         let Some((record, _)) = load::<TaskRecord>(self.store.as_ref(), &task_key(&c, &id)).await? else {
             return Err(ControlError::invalid(format!("The referenced task was not found: {task}")));
         };
         let t = &record.task;
         let refused = || ControlError::invalid(EXEC_REFUSED);
-        if !t.enable_execute_command || t.last_status != TaskStatus::Running || t.desired_status != DesiredStatus::Running {
+        if !t.enable_execute_command
+            || t.last_status != TaskStatus::Running
+            || t.desired_status != DesiredStatus::Running
+        {
             return Err(refused());
         }
         let chosen = match container {
@@ -82,7 +88,11 @@ impl Control {
             container_arn: chosen.container_arn.clone(),
             container_name: chosen.name.clone(),
             host_id,
-            exec_configuration: cluster.configuration.as_ref().and_then(|c| c.get("executeCommandConfiguration")).cloned(),
+            exec_configuration: cluster
+                .configuration
+                .as_ref()
+                .and_then(|c| c.get("executeCommandConfiguration"))
+                .cloned(),
             container_log_group,
         })
     }

@@ -38,6 +38,8 @@ pub struct Connection {
     pub outgoing: mpsc::Sender<Vec<u8>>,
     /// The client is Flotilla's own: it gets StdErr and ExitCode payloads and may close stdin.
     pub flotilla_client: bool,
+    /// Flotilla's client asked for pipes instead of a terminal.
+    pub pipes: bool,
 }
 
 /// How a connection ended.
@@ -124,7 +126,7 @@ impl Sessions {
                     }
                 }
                 output = recv(&mut live.channel), if readable => {
-                    self.on_output(live, conn, output).await?;
+                    self.on_output(session, live, conn, output).await?;
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -250,13 +252,21 @@ impl Sessions {
     }
 
     /// Starts the process on the task's host, once the handshake is over.
-    async fn start(&self, session: &Session, live: &mut Live, conn: &mut Connection) -> Result<Option<Outcome>, Closed> {
+    async fn start(
+        &self,
+        session: &Session,
+        live: &mut Live,
+        conn: &mut Connection,
+    ) -> Result<Option<Outcome>, Closed> {
         if live.started || live.handshake_done.is_none() {
             return Ok(None);
         }
         live.started = true;
         let mut request = session.spec.request.clone();
         request.size = live.size;
+        if conn.flotilla_client && conn.pipes {
+            request.tty = false;
+        }
         let started = match self.targets.get(&session.spec.host_id) {
             Some(target) => target.exec(request).await.map_err(|e| e.to_string()),
             None => Err(format!("the task's host {} cannot run commands now", session.spec.host_id)),
@@ -277,7 +287,13 @@ impl Sessions {
         }
     }
 
-    async fn on_output(&self, live: &mut Live, conn: &mut Connection, output: ExecOutput) -> Result<(), Closed> {
+    async fn on_output(
+        &self,
+        session: &Session,
+        live: &mut Live,
+        conn: &mut Connection,
+        output: ExecOutput,
+    ) -> Result<(), Closed> {
         let (kind, bytes) = match output {
             ExecOutput::Stdout(b) => (payload::OUTPUT, b),
             ExecOutput::Stderr(b) if conn.flotilla_client => (payload::STDERR, b),
@@ -290,7 +306,7 @@ impl Sessions {
                 return Ok(());
             }
         };
-        if self.logs.is_some() {
+        if self.logs.is_some() && session.spec.log_group.is_some() {
             live.transcript.extend_from_slice(&bytes);
         }
         for chunk in bytes.chunks(CHUNK) {
@@ -310,7 +326,7 @@ impl Sessions {
 
     /// Writes the session's output to its log stream, a line an event.
     async fn record(&self, session: &Session, transcript: Vec<u8>) {
-        let (Some(logs), Some(dest)) = (&self.logs, &session.spec.log) else {
+        let (Some(logs), Some(group)) = (&self.logs, &session.spec.log_group) else {
             return;
         };
         let now = flotilla_types::Timestamp::now().0;
@@ -322,11 +338,11 @@ impl Sessions {
             .map(|l| InputEvent::new(now, l))
             .collect();
         let written = async {
-            logs.ensure_stream(&dest.group, &dest.stream).await?;
-            logs.append(&dest.group, &dest.stream, events).await
+            logs.ensure_stream(group, &session.id).await?;
+            logs.append(group, &session.id, events).await
         };
         if let Err(e) = written.await {
-            tracing::warn!(session = %session.id, group = %dest.group, error = %e, "session output not logged");
+            tracing::warn!(session = %session.id, group = %group, error = %e, "session output not logged");
         }
     }
 }

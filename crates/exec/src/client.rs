@@ -44,8 +44,9 @@ pub enum ClientError {
     Disconnected,
 }
 
-/// The first frame: the OpenDataChannel text message, with Flotilla's client flag.
-pub fn open_data_channel(token: &str) -> String {
+/// The first frame: the OpenDataChannel text message, with Flotilla's client flag; `tty`
+/// false runs the command with pipes (stdout and stderr apart, stdin's end seen).
+pub fn open_data_channel(token: &str, tty: bool) -> String {
     let open = OpenDataChannel {
         message_schema_version: "1.0".to_owned(),
         request_id: uuid::Uuid::new_v4().to_string(),
@@ -53,6 +54,7 @@ pub fn open_data_channel(token: &str) -> String {
         client_id: uuid::Uuid::new_v4().to_string(),
         client_version: concat!("flotilla-", env!("CARGO_PKG_VERSION")).to_owned(),
         flotilla_client: true,
+        flotilla_pipes: !tty,
     };
     serde_json::to_string(&open).unwrap_or_default()
 }

@@ -17,12 +17,17 @@ mod session;
 
 pub use channel::{Connection, Outcome};
 pub use client::{ClientError, ClientEvent, ClientInput, open_data_channel, run_client};
-pub use session::{LogDestination, OpenError, Session, SessionSpec, Sessions, TOKEN_TTL};
+pub use session::{OpenError, Session, SessionSpec, Sessions, TOKEN_TTL};
 
 /// Splits ECS's `command` string into argv the way a POSIX shell splits words (quotes and
 /// backslashes; no expansion): `sh -c 'id; ls /'` is `["sh", "-c", "id; ls /"]`.
 pub fn split_command(command: &str) -> Option<Vec<String>> {
     shlex::split(command).filter(|argv| !argv.is_empty())
+}
+
+/// The inverse of [`split_command`], for `flotilla exec`'s argv; `None` if a word holds a NUL.
+pub fn join_command(argv: &[String]) -> Option<String> {
+    shlex::try_join(argv.iter().map(String::as_str)).ok()
 }
 
 #[cfg(test)]

@@ -188,6 +188,9 @@ pub struct OpenDataChannel {
     /// Only Flotilla's client sets it: it wants StdErr, ExitCode and the CloseStdin flag.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flotilla_client: bool,
+    /// Flotilla's client only: run the command with pipes rather than a terminal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flotilla_pipes: bool,
 }
 
 /// `{"cols":C,"rows":R}`, the Size payload.

@@ -20,20 +20,15 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 /// How long a session whose client went away (without ending it) waits for ResumeSession.
 pub const DETACHED_TTL: Duration = Duration::from_secs(60);
 
-/// Where a session's output is recorded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogDestination {
-    pub group: String,
-    pub stream: String,
-}
-
 /// What a session runs, fixed when ExecuteCommand accepts it.
 #[derive(Clone, Debug)]
 pub struct SessionSpec {
     /// The host whose [`flotilla_host::exec::ExecTarget`] runs the command.
     pub host_id: String,
     pub request: ExecRequest,
-    pub log: Option<LogDestination>,
+    /// The CloudWatch Logs group that records the session's output, in a stream named after
+    /// the session (as ECS names it); `None` records nothing.
+    pub log_group: Option<String>,
 }
 
 /// Why a data channel was refused. The client learns only that it was.
@@ -202,7 +197,7 @@ mod tests {
                 tty: true,
                 size: None,
             },
-            log: None,
+            log_group: None,
         }
     }
 

@@ -63,7 +63,7 @@ fn spec(container: &str) -> SessionSpec {
             tty: true,
             size: None,
         },
-        log: None,
+        log_group: None,
     }
 }
 
@@ -76,7 +76,7 @@ fn connect(
     let session = sessions.open(id, token).unwrap();
     let (to_service, from_client) = mpsc::channel(64);
     let (to_client, from_service) = mpsc::channel(64);
-    let conn = Connection { incoming: from_client, outgoing: to_client, flotilla_client: true };
+    let conn = Connection { incoming: from_client, outgoing: to_client, flotilla_client: true, pipes: false };
     let s = sessions.clone();
     let served = tokio::spawn(async move { s.serve(session, conn).await });
     let (input_tx, input_rx) = mpsc::channel(16);
@@ -136,7 +136,11 @@ async fn lost_output_is_sent_again_until_acknowledged() {
     let (to_client, mut from_service) = mpsc::channel(64);
     let s = sessions.clone();
     tokio::spawn(async move {
-        s.serve(session, Connection { incoming: from_client, outgoing: to_client, flotilla_client: false }).await
+        s.serve(
+            session,
+            Connection { incoming: from_client, outgoing: to_client, flotilla_client: false, pipes: false },
+        )
+        .await
     });
     // A bare client that drops the first copy of every output message, as the plugin does
     // before its shell handler is ready.
@@ -146,7 +150,12 @@ async fn lost_output_is_sent_again_until_acknowledged() {
     let response = message::handshake_response("1.2.677.0");
     let response = AgentMessage::stream(message::INPUT_STREAM_DATA, 0, message::payload::HANDSHAKE_RESPONSE, response);
     to_service.send(response.encode()).await.unwrap();
-    let size = AgentMessage::stream(message::INPUT_STREAM_DATA, 1, message::payload::SIZE, br#"{"cols":300,"rows":100}"#.to_vec());
+    let size = AgentMessage::stream(
+        message::INPUT_STREAM_DATA,
+        1,
+        message::payload::SIZE,
+        br#"{"cols":300,"rows":100}"#.to_vec(),
+    );
     to_service.send(size.encode()).await.unwrap();
     let mut seen = std::collections::HashMap::<i64, u32>::new();
     loop {
