@@ -10,7 +10,6 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,10 +17,10 @@ use std::time::Duration;
 
 use flotilla_host::BoxFuture;
 use flotilla_host::exec::{ExecChannel, ExecError, ExecInput, ExecOutput, ExecRequest, ExecTarget, TermSize};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use common::exec::{first_answer, plugin_dir, run_with_open_stdin};
 use common::{ACCESS_KEY, SECRET_KEY, wait_for};
 
 /// Runs commands on this machine, under a pty when asked; counts what it started.
@@ -303,42 +302,6 @@ impl InProcess {
     }
 }
 
-/// The directory of AWS's session-manager-plugin: `FLOTILLA_SSM_PLUGIN` (the binary), else
-/// `shared/tools` beside the repository, else `PATH`. Missing is a failure, not a skip.
-fn plugin_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("FLOTILLA_SSM_PLUGIN") {
-        return PathBuf::from(p).parent().unwrap().to_owned();
-    }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools");
-    if beside.join("session-manager-plugin").exists() {
-        return beside;
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        if dir.join("session-manager-plugin").exists() {
-            return dir;
-        }
-    }
-    panic!("AWS's session-manager-plugin is needed: set FLOTILLA_SSM_PLUGIN, or put it in ../shared/tools or on PATH");
-}
-
-/// Runs `child` to its end within `deadline`, feeding `stdin` and keeping it open until then.
-fn run_with_open_stdin(mut command: Command, stdin: &[u8], deadline: Duration) -> Output {
-    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("timed out: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
 fn execute_command(server: &InProcess, task: &str, command: &str) -> Output {
     let mut aws = server.aws_command();
     aws.args(["ecs", "execute-command", "--cluster", "default", "--task", task, "--container", "web"]).args([
@@ -417,21 +380,6 @@ fn execute_command_is_refused_as_ecs_refuses_it() {
     let err = server.aws_err(&[&base[..], &["--interactive", "--container", "web"]].concat());
     assert!(err.contains("InvalidParameterException") && err.contains(refused), "{err}");
     assert_eq!(server.host.started.load(Ordering::SeqCst), 0, "nothing was started");
-}
-
-/// Opens the data channel of `url` with `token` and returns the first answer: a binary
-/// frame (the handshake) or the close frame's reason.
-async fn first_answer(url: &str, token: &str) -> Result<Vec<u8>, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let open = json!({"MessageSchemaVersion": "1.0", "RequestId": "r", "TokenValue": token, "ClientId": "c"});
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(open.to_string().into())).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an answer") {
-        Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => Ok(b.to_vec()),
-        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
-            Err(frame.map(|f| f.reason.to_string()).unwrap_or_default())
-        }
-        other => Err(format!("{other:?}")),
-    }
 }
 
 #[test]

@@ -136,10 +136,11 @@ impl Sessions {
                             conn.outgoing.send(bytes.clone()).await.map_err(|_| Closed)?;
                         }
                     }
-                    if !live.started && live.handshake_done.is_some_and(|t| now.duration_since(t) >= SIZE_WAIT) {
-                        if let Some(outcome) = self.start(session, live, conn).await? {
-                            return Ok(outcome);
-                        }
+                    if !live.started
+                        && live.handshake_done.is_some_and(|t| now.duration_since(t) >= SIZE_WAIT)
+                        && let Some(outcome) = self.start(session, live, conn).await?
+                    {
+                        return Ok(outcome);
                     }
                 }
                 _ = terminate.changed() => {
