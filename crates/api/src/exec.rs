@@ -87,6 +87,7 @@ pub(crate) async fn execute_command(state: &ApiState, headers: &HeaderMap, input
         log_group,
     };
     let (session_id, token) = sessions.create(spec);
+    reap_after(sessions.clone(), flotilla_exec::TOKEN_TTL);
     Ok(json!({
         "clusterArn": placement.cluster_arn,
         "containerArn": placement.container_arn,
@@ -194,7 +195,19 @@ async fn serve_socket(sessions: Arc<Sessions>, session_id: String, mut socket: W
             },
         }
     }
-    if let Ok(Outcome::Ended) = served.await {
-        let _ = socket.send(Message::Close(None)).await;
+    match served.await {
+        Ok(Outcome::Ended) => {
+            let _ = socket.send(Message::Close(None)).await;
+        }
+        _ => reap_after(sessions, flotilla_exec::DETACHED_TTL),
     }
+}
+
+/// Forgets what expired by then (a token never used, a client that never came back), so that
+/// an abandoned session's process does not wait for the next request to be killed.
+fn reap_after(sessions: Arc<Sessions>, after: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after + Duration::from_secs(1)).await;
+        sessions.reap();
+    });
 }

@@ -84,6 +84,8 @@ impl Sessions {
         let mut terminate = session.terminate.subscribe();
         let outcome = match self.run(&session, &mut live, &mut conn, &mut terminate).await {
             Ok(o) => o,
+            // Flotilla's client never resumes: its going away ends the session (and the process).
+            Err(Closed) if conn.flotilla_client => Outcome::Ended,
             Err(Closed) => Outcome::Detached,
         };
         match outcome {

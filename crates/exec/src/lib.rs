@@ -17,7 +17,7 @@ mod session;
 
 pub use channel::{Connection, Outcome};
 pub use client::{ClientError, ClientEvent, ClientInput, open_data_channel, run_client};
-pub use session::{OpenError, Session, SessionSpec, Sessions, TOKEN_TTL};
+pub use session::{DETACHED_TTL, OpenError, Session, SessionSpec, Sessions, TOKEN_TTL};
 
 /// Splits ECS's `command` string into argv the way a POSIX shell splits words (quotes and
 /// backslashes; no expansion): `sh -c 'id; ls /'` is `["sh", "-c", "id; ls /"]`.

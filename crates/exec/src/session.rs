@@ -163,8 +163,9 @@ impl Sessions {
     }
 
     /// Drops sessions whose token expired unused, and sessions left detached too long:
-    /// dropping one drops its process's input, which kills the process.
-    fn reap(&self) {
+    /// dropping one drops its process's input, which kills the process. Also run by every
+    /// other call; `api` schedules it once a token or a detached session could have expired.
+    pub fn reap(&self) {
         let now = Instant::now();
         let mut gone = Vec::new();
         self.lock().retain(|_, s| {
