@@ -392,7 +392,11 @@ impl Control {
             txn = txn.then(Op::put(task_key(&cluster.cluster_name, record.task.id()), encode(record)));
         }
         match self.store.txn(txn).await? {
-            TxnOutcome::Committed(_) => Ok((records.into_iter().map(|r| r.task).collect(), failures)),
+            TxnOutcome::Committed(_) => {
+                let mut tasks: Vec<Task> = records.into_iter().map(|r| r.task).collect();
+                tasks.iter_mut().for_each(Task::show_managed_agents);
+                Ok((tasks, failures))
+            }
             // A concurrent retry with the same token won the race (answer with its tasks), or
             // another placement took room on a chosen host first (place again).
             TxnOutcome::Conflict => Box::pin(self.run_task(input)).await,
@@ -560,6 +564,10 @@ impl Control {
             Ok(())
         })
         .await
+        .map(|mut t| {
+            t.show_managed_agents();
+            t
+        })
         .map_err(|e| match e {
             ControlError::ResourceNotFound { .. } => {
                 ControlError::invalid(format!("task: The referenced task was not found: {task}"))
