@@ -184,3 +184,65 @@ fn commands_split_as_a_shell_splits_words() {
     assert!(split_command("  ").is_none());
     assert!(split_command("echo 'open").is_none());
 }
+
+#[tokio::test]
+async fn a_resumed_session_carries_on_where_the_last_connection_left_it() {
+    use message::{AgentMessage, INPUT_STREAM_DATA, OUTPUT_STREAM_DATA, payload};
+    let sessions = sessions();
+    let (id, token) = sessions.create(spec("web"));
+    let attach = |token: String| {
+        let session = sessions.open(&id, &token).unwrap();
+        let (to_service, from_client) = mpsc::channel(64);
+        let (to_client, from_service) = mpsc::channel(64);
+        let s = sessions.clone();
+        let conn = Connection { incoming: from_client, outgoing: to_client, flotilla_client: false, pipes: false };
+        (to_service, from_service, tokio::spawn(async move { s.serve(session, conn).await }))
+    };
+    let (to_service, mut from_service, served) = attach(token);
+    let request = AgentMessage::decode(&from_service.recv().await.unwrap()).unwrap();
+    to_service.send(request.ack().encode()).await.unwrap();
+    let response = message::handshake_response("1.2.677.0");
+    to_service
+        .send(AgentMessage::stream(INPUT_STREAM_DATA, 0, payload::HANDSHAKE_RESPONSE, response).encode())
+        .await
+        .unwrap();
+    let size = br#"{"cols":80,"rows":24}"#.to_vec();
+    to_service.send(AgentMessage::stream(INPUT_STREAM_DATA, 1, payload::SIZE, size).encode()).await.unwrap();
+    // Wait for the command's first output, and leave it unacknowledged.
+    loop {
+        let m = AgentMessage::decode(&from_service.recv().await.unwrap()).unwrap();
+        if m.message_type == OUTPUT_STREAM_DATA && m.payload_type == payload::OUTPUT {
+            break;
+        }
+    }
+    drop(to_service);
+    assert_eq!(served.await.unwrap(), Outcome::Detached);
+
+    let token = sessions.resume(&id).expect("the session is still open");
+    let (to_service, mut from_service, served) = attach(token);
+    let resent = loop {
+        let m = AgentMessage::decode(&from_service.recv().await.unwrap()).unwrap();
+        if m.payload_type == payload::OUTPUT {
+            break m;
+        }
+    };
+    assert_eq!(resent.sequence_number, 2, "the unacked output is sent again, same sequence");
+    to_service.send(resent.ack().encode()).await.unwrap();
+    to_service
+        .send(AgentMessage::stream(INPUT_STREAM_DATA, 2, payload::OUTPUT, b"exit 3".to_vec()).encode())
+        .await
+        .unwrap();
+    let mut closed = false;
+    while let Some(frame) = from_service.recv().await {
+        let m = AgentMessage::decode(&frame).unwrap();
+        if m.message_type == message::CHANNEL_CLOSED {
+            closed = true;
+            break;
+        }
+        if m.message_type == OUTPUT_STREAM_DATA {
+            to_service.send(m.ack().encode()).await.unwrap();
+        }
+    }
+    assert!(closed);
+    assert_eq!(served.await.unwrap(), Outcome::Ended);
+}
