@@ -163,6 +163,16 @@ impl ControlPlane {
     }
 }
 
+/// The API's listener with Nagle's algorithm off on every connection: an exec session's data
+/// channel writes small frames back to back (output, then its ack's answer), which Nagle and
+/// the peer's delayed ACK would hold for tens of milliseconds each.
+pub fn no_delay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
+}
+
 /// Forgets STOPPED tasks an hour after they stopped, as Fargate does.
 async fn reap_stopped_tasks(control: Arc<Control>) {
     const RETENTION: Duration = Duration::from_secs(60 * 60);

@@ -81,8 +81,10 @@ pub async fn run(client: &Client, args: ExecArgs) -> anyhow::Result<i32> {
     let (Some(url), Some(token)) = (session["streamUrl"].as_str(), session["tokenValue"].as_str()) else {
         bail!("the server's ExecuteCommand answer has no session");
     };
-    let (socket, _) =
-        tokio_tungstenite::connect_async(url).await.with_context(|| format!("cannot connect to {url}"))?;
+    // Nagle off: the channel's frames are small and answered one by one.
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
     let (mut sink, mut stream) = socket.split();
     sink.send(Message::Text(open_data_channel(token, args.tty).into())).await.context("data channel closed")?;
 
