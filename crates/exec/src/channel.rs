@@ -80,7 +80,13 @@ struct Closed;
 impl Sessions {
     /// Serves `session` on `conn` until the session ends or the client goes away.
     pub async fn serve(&self, session: Arc<Session>, mut conn: Connection) -> Outcome {
-        let mut live = session.live.lock().await;
+        // A connection still serving the session is told to give way (it is detached).
+        let mut live = loop {
+            session.superseded.notify_waiters();
+            if let Ok(live) = tokio::time::timeout(Duration::from_millis(100), session.live.lock()).await {
+                break live;
+            }
+        };
         let mut terminate = session.terminate.subscribe();
         let outcome = match self.run(&session, &mut live, &mut conn, &mut terminate).await {
             Ok(o) => o,
@@ -145,6 +151,7 @@ impl Sessions {
                         return Ok(outcome);
                     }
                 }
+                _ = session.superseded.notified() => return Err(Closed),
                 _ = terminate.changed() => {
                     close(session, conn, "").await;
                     return Ok(Outcome::Ended);

@@ -54,6 +54,9 @@ pub struct Session {
     pub(crate) live: tokio::sync::Mutex<Live>,
     /// Set by TerminateSession (or the reaper): the connection closes the channel.
     pub(crate) terminate: watch::Sender<bool>,
+    /// Tells the connection serving the session that a resumed one takes over (the old one
+    /// may not have noticed yet that its client is gone).
+    pub(crate) superseded: tokio::sync::Notify,
     /// When the last connection left without ending the session; `None` while attached or
     /// never opened.
     detached_at: Mutex<Option<Instant>>,
@@ -102,6 +105,7 @@ impl Sessions {
             token: Mutex::new(Some(stored)),
             live: tokio::sync::Mutex::new(Live::default()),
             terminate: watch::channel(false).0,
+            superseded: tokio::sync::Notify::new(),
             detached_at: Mutex::new(None),
         });
         self.lock().insert(id.clone(), session);

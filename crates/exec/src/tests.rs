@@ -215,11 +215,12 @@ async fn a_resumed_session_carries_on_where_the_last_connection_left_it() {
             break;
         }
     }
-    drop(to_service);
-    assert_eq!(served.await.unwrap(), Outcome::Detached);
-
+    // The client reconnects before the service noticed the first connection was lost.
     let token = sessions.resume(&id).expect("the session is still open");
+    let (old_to_service, _old_from_service, old_served) = (to_service, from_service, served);
     let (to_service, mut from_service, served) = attach(token);
+    assert_eq!(old_served.await.unwrap(), Outcome::Detached, "the old connection gives way");
+    drop(old_to_service);
     let resent = loop {
         let m = AgentMessage::decode(&from_service.recv().await.unwrap()).unwrap();
         if m.payload_type == payload::OUTPUT {
