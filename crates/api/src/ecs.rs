@@ -48,6 +48,14 @@ pub(crate) struct UpdateClusterSettings {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub(crate) struct UpdateCluster {
+    cluster: String,
+    configuration: Option<Value>,
+    settings: Option<Vec<ClusterSetting>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct PutClusterCapacityProviders {
     cluster: String,
     capacity_providers: Vec<String>,
@@ -213,6 +221,7 @@ pub(crate) enum EcsRequest {
     ListClusters(Paging),
     DeleteCluster(ClusterRef),
     UpdateClusterSettings(UpdateClusterSettings),
+    UpdateCluster(UpdateCluster),
     PutClusterCapacityProviders(PutClusterCapacityProviders),
     DescribeCapacityProviders(DescribeCapacityProviders),
     RegisterTaskDefinition(TaskDefinitionSpec),
@@ -252,6 +261,7 @@ impl EcsRequest {
             "ListClusters" => EcsRequest::ListClusters(parse(input)?),
             "DeleteCluster" => EcsRequest::DeleteCluster(parse(input)?),
             "UpdateClusterSettings" => EcsRequest::UpdateClusterSettings(parse(input)?),
+            "UpdateCluster" => EcsRequest::UpdateCluster(parse(input)?),
             "PutClusterCapacityProviders" => EcsRequest::PutClusterCapacityProviders(parse(input)?),
             "DescribeCapacityProviders" => EcsRequest::DescribeCapacityProviders(parse(input)?),
             "RegisterTaskDefinition" => EcsRequest::RegisterTaskDefinition(parse(input)?),
@@ -308,6 +318,9 @@ pub(crate) async fn execute(control: &Control, request: EcsRequest) -> Result<Va
         EcsRequest::DeleteCluster(req) => {
             let cluster = req.cluster.ok_or_else(|| ApiError::invalid_parameter("cluster: required"))?;
             json!({ "cluster": control.delete_cluster(&cluster).await? })
+        }
+        EcsRequest::UpdateCluster(req) => {
+            json!({ "cluster": control.update_cluster_configuration(&req.cluster, req.configuration, req.settings).await? })
         }
         EcsRequest::UpdateClusterSettings(req) => {
             json!({ "cluster": control.update_cluster_settings(&req.cluster, req.settings).await? })

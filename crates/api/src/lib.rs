@@ -9,6 +9,7 @@ pub mod ec2;
 pub mod ecs;
 mod elbv2;
 pub mod error;
+mod exec;
 pub mod flotilla;
 mod json;
 pub mod logs;

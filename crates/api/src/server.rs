@@ -81,6 +81,8 @@ pub struct ApiState {
     /// ([`ApiState::with_load_balancing`]).
     pub(crate) elb: Option<Arc<flotilla_elb::Elb>>,
     pub(crate) acm: Option<Arc<flotilla_acm::Acm>>,
+    /// ECS Exec sessions are served only when attached ([`ApiState::with_exec`]).
+    pub(crate) exec: Option<Arc<flotilla_exec::Sessions>>,
     request_ids: AtomicU64,
 }
 
@@ -102,6 +104,7 @@ impl ApiState {
             discovery: None,
             elb: None,
             acm: None,
+            exec: None,
             request_ids: AtomicU64::new(0),
         }
     }
@@ -131,6 +134,12 @@ impl ApiState {
         self
     }
 
+    /// Serves ECS Exec: ExecuteCommand's sessions and their data channels.
+    pub fn with_exec(mut self, sessions: Arc<flotilla_exec::Sessions>) -> ApiState {
+        self.exec = Some(sessions);
+        self
+    }
+
     fn model(&self, service: Service) -> &ServiceModel {
         match service {
             Service::Ecs => &self.ecs_model,
@@ -155,6 +164,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/", post(handle))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/data-channel/{session_id}", get(crate::exec::data_channel))
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::new(
                 "UnknownOperationException",
@@ -291,7 +301,11 @@ async fn dispatch(
     };
     tracing::debug!(operation, caller = %caller.access_key_id, "request");
     match service {
+        Service::Ecs if operation == "ExecuteCommand" => crate::exec::execute_command(state, headers, input).await,
         Service::Ecs => crate::ecs::execute(&state.control, EcsRequest::parse(operation, input)?).await,
+        Service::Ssm if crate::exec::is_session_operation(operation) => {
+            crate::exec::execute_ssm(state, headers, operation, input)
+        }
         Service::Logs => {
             let logs = state.logs.as_deref().ok_or_else(|| {
                 ApiError::new(

@@ -186,6 +186,25 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Run a command in a task's container (ECS Exec), and exit with its status.
+    Exec {
+        /// Task id or ARN.
+        task: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The container (needed when the task has more than one).
+        #[arg(long)]
+        container: Option<String>,
+        /// Keep stdin open and send it to the command.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Run the command under a pseudo-terminal (the local one in raw mode, resizes forwarded).
+        #[arg(short, long)]
+        tty: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// This host's image store: pull, import, ls, rm, prune.
     Image {
         #[command(subcommand)]
@@ -426,6 +445,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs { task, cluster, container, follow } => {
             let json_output = out.format == Format::Json;
             commands::logs::run(&connect(&data_dir, cli.endpoint)?, cluster, task, container, follow, json_output).await
+        }
+        Command::Exec { task, cluster, container, interactive, tty, command } => {
+            let args = commands::exec::ExecArgs { cluster, task, container, interactive, tty, command };
+            let status = commands::exec::run(&connect(&data_dir, cli.endpoint)?, args).await?;
+            // The command's status is this process's; nothing is left to clean up.
+            std::process::exit(status & 0xff);
         }
         Command::Image { action } => commands::images::run(&data_dir, &out, action).await,
         Command::Tasks { action, cluster, stopped } => {

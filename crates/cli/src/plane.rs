@@ -43,6 +43,8 @@ pub struct ControlPlane {
     /// The hosts that run commands in their containers (ECS Exec), by host id: in-process
     /// agents register here, and so does the link for each connected remote agent.
     pub exec_targets: flotilla_host::exec::ExecTargets,
+    /// ECS Exec sessions (in memory: a restart ends them), run on `exec_targets`.
+    pub exec_sessions: Arc<flotilla_exec::Sessions>,
     stop: watch::Sender<bool>,
     scheduler: JoinHandle<()>,
     detector: JoinHandle<()>,
@@ -80,6 +82,8 @@ impl ControlPlane {
         let discovery = Discovery::start(store.clone(), opts.region.clone(), opts.account_id.clone());
         control.attach_discovery(discovery.clone());
 
+        let exec_targets = flotilla_host::exec::ExecTargets::new();
+        let exec_sessions = Arc::new(flotilla_exec::Sessions::new(exec_targets.clone(), Some(logs.clone())));
         let (stop, _) = watch::channel(false);
         let background = vec![
             tokio::spawn(expire_logs(logs.clone())),
@@ -127,7 +131,8 @@ impl ControlPlane {
             secrets,
             discovery,
             host_api,
-            exec_targets: flotilla_host::exec::ExecTargets::new(),
+            exec_targets,
+            exec_sessions,
             stop,
             scheduler,
             detector,
@@ -142,7 +147,8 @@ impl ControlPlane {
                 .with_logs(self.logs.clone())
                 .with_discovery(self.discovery.clone())
                 .with_secrets(self.secrets.clone())
-                .with_load_balancing(self.elb.clone(), self.acm.clone()),
+                .with_load_balancing(self.elb.clone(), self.acm.clone())
+                .with_exec(self.exec_sessions.clone()),
         )
     }
 
@@ -155,6 +161,16 @@ impl ControlPlane {
             task.abort();
         }
     }
+}
+
+/// The API's listener with Nagle's algorithm off on every connection: an exec session's data
+/// channel writes small frames back to back (output, then its ack's answer), which Nagle and
+/// the peer's delayed ACK would hold for tens of milliseconds each.
+pub fn no_delay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 /// Forgets STOPPED tasks an hour after they stopped, as Fargate does.

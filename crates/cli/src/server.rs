@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::home::{Home, InstallIdentity};
-use crate::plane::{ControlPlane, PlaneOptions, shutdown_signal};
+use crate::plane::{ControlPlane, PlaneOptions, no_delay, shutdown_signal};
 
 /// Where the installation's identity and root credentials live in a shared store: written
 /// once by the first server, read by every other.
@@ -128,7 +128,10 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     home.record_endpoint(&endpoint)?;
 
     let state = plane.api_state(&credentials);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
+    axum::serve(no_delay(listener), router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
     let _ = stop_link.send(true);
     match link.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "the agent link failed"),

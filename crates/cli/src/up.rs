@@ -8,7 +8,7 @@ use flotilla_api::router;
 use flotilla_store::EmbeddedStore;
 
 use crate::home::Home;
-use crate::plane::{ControlPlane, PlaneOptions, shutdown_signal};
+use crate::plane::{ControlPlane, PlaneOptions, no_delay, shutdown_signal};
 
 pub struct UpOptions {
     pub listen: SocketAddr,
@@ -125,7 +125,10 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     // Recorded last: once the file exists, the banner above is complete.
     home.record_endpoint(&endpoint)?;
 
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
+    axum::serve(no_delay(listener), router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
     // Tasks keep running under their shims; the next `flotilla up` adopts them.
     let _ = stop_agents.send(true);
     for agent in agents {

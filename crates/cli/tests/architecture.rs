@@ -70,7 +70,9 @@ fn the_vocabulary_and_the_host_api_depend_on_nothing_that_does_io() {
 #[test]
 fn only_api_knows_aws_error_codes() {
     let codes = ["\"ClientException\"", "\"InvalidParameterException\"", "\"ResourceNotFoundException\""];
-    for krate in ["types", "store", "control", "host", "agent", "sandbox", "net", "logs", "discovery", "secrets"] {
+    for krate in
+        ["types", "store", "control", "host", "agent", "sandbox", "net", "logs", "discovery", "secrets", "exec"]
+    {
         for (path, text) in sources(&workspace().join("crates").join(krate).join("src")) {
             for code in codes {
                 assert!(!text.contains(code), "{} spells the AWS code {code}", path.display());

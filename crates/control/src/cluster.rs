@@ -189,6 +189,7 @@ impl Control {
         let providers = input.capacity_providers.unwrap_or_default();
         let strategy = input.default_capacity_provider_strategy.unwrap_or_default();
         validate_strategy(&providers, &strategy)?;
+        validate_configuration(input.configuration.as_ref())?;
 
         let key = cluster_key(&name);
         loop {
@@ -340,6 +341,36 @@ impl Control {
         .await
     }
 
+    /// UpdateCluster: replaces the members given (`configuration`, `settings`); the ones
+    /// left out stay as they were.
+    pub async fn update_cluster_configuration(
+        &self,
+        cluster: &str,
+        configuration: Option<Value>,
+        settings: Option<Vec<ClusterSetting>>,
+    ) -> Result<Cluster, ControlError> {
+        validate_configuration(configuration.as_ref())?;
+        if let Some(settings) = &settings {
+            validate_settings(settings)?;
+        }
+        self.update_cluster(cluster, |c| {
+            if let Some(configuration) = &configuration {
+                c.configuration = Some(configuration.clone());
+            }
+            if let Some(settings) = &settings {
+                let current = c.settings.get_or_insert_with(Vec::new);
+                for s in settings {
+                    match current.iter_mut().find(|x| x.name == s.name) {
+                        Some(existing) => existing.value = s.value.clone(),
+                        None => current.push(s.clone()),
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn put_cluster_capacity_providers(
         &self,
         cluster: &str,
@@ -353,5 +384,24 @@ impl Control {
             Ok(())
         })
         .await
+    }
+}
+
+/// Checks `configuration.executeCommandConfiguration` as ECS does: a log configuration goes
+/// with `logging: OVERRIDE` and only with it.
+fn validate_configuration(configuration: Option<&Value>) -> Result<(), ControlError> {
+    let Some(exec) = configuration.and_then(|c| c.get("executeCommandConfiguration")) else {
+        return Ok(());
+    };
+    let logging = exec.get("logging").and_then(Value::as_str).unwrap_or("DEFAULT");
+    let log = exec.get("logConfiguration");
+    match (logging, log) {
+        ("OVERRIDE", None) => Err(ControlError::invalid(
+            "executeCommandConfiguration.logConfiguration: required when logging is OVERRIDE.",
+        )),
+        ("DEFAULT" | "NONE", Some(_)) => Err(ControlError::invalid(format!(
+            "executeCommandConfiguration.logConfiguration: only allowed when logging is OVERRIDE, not {logging}."
+        ))),
+        _ => Ok(()),
     }
 }

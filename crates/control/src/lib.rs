@@ -11,6 +11,7 @@
 mod capacity;
 mod cluster;
 mod error;
+mod exec;
 mod host;
 mod page;
 mod record;
@@ -31,6 +32,7 @@ pub use flotilla_types::Identity;
 pub use capacity::{CapacityProvider, CapacityProviderStrategyItem};
 pub use cluster::{Cluster, ClusterInclude, ClusterSetting, CreateClusterInput};
 pub use error::ControlError;
+pub use exec::{EXEC_REFUSED, ExecPlacement};
 pub use host::{Allocation, HostLiveness, HostView, LocalHostApi, Reservation};
 pub use page::Page;
 pub use roles::{hold_role, process_holder};

@@ -392,7 +392,11 @@ impl Control {
             txn = txn.then(Op::put(task_key(&cluster.cluster_name, record.task.id()), encode(record)));
         }
         match self.store.txn(txn).await? {
-            TxnOutcome::Committed(_) => Ok((records.into_iter().map(|r| r.task).collect(), failures)),
+            TxnOutcome::Committed(_) => {
+                let mut tasks: Vec<Task> = records.into_iter().map(|r| r.task).collect();
+                tasks.iter_mut().for_each(Task::show_managed_agents);
+                Ok((tasks, failures))
+            }
             // A concurrent retry with the same token won the race (answer with its tasks), or
             // another placement took room on a chosen host first (place again).
             TxnOutcome::Conflict => Box::pin(self.run_task(input)).await,
@@ -442,6 +446,7 @@ impl Control {
                         .and_then(|o| o.memory_reservation)
                         .or(c.memory_reservation)
                         .map(|m| m.to_string()),
+                    managed_agents: Vec::new(),
                 }
             })
             .collect();
@@ -506,6 +511,7 @@ impl Control {
             match record? {
                 Some((record, _)) => {
                     let mut task = record.task;
+                    task.show_managed_agents();
                     if !include_tags {
                         task.tags = None;
                     }
@@ -558,6 +564,10 @@ impl Control {
             Ok(())
         })
         .await
+        .map(|mut t| {
+            t.show_managed_agents();
+            t
+        })
         .map_err(|e| match e {
             ControlError::ResourceNotFound { .. } => {
                 ControlError::invalid(format!("task: The referenced task was not found: {task}"))

@@ -261,7 +261,23 @@ pub struct Container {
     pub memory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_reservation: Option<String>,
+    /// Shown, never stored: [`Task::show_managed_agents`] derives them on the way out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_agents: Vec<ManagedAgent>,
 }
+
+/// The agent ECS runs beside a container (only `ExecuteCommandAgent` on Fargate).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedAgent {
+    pub name: String,
+    pub last_status: ContainerStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started_at: Option<Timestamp>,
+}
+
+/// The managed agent that serves ECS Exec.
+pub const EXECUTE_COMMAND_AGENT: &str = "ExecuteCommandAgent";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -401,6 +417,25 @@ impl Task {
             ephemeral_storage: None,
             version: 1,
             tags: None,
+        }
+    }
+
+    /// Fills each container's `managedAgents` as ECS reports them for a task run with
+    /// `enableExecuteCommand`: Flotilla's exec agent is the host itself, so the agent is
+    /// RUNNING exactly while its container is, from when the container started.
+    pub fn show_managed_agents(&mut self) {
+        let enabled = self.enable_execute_command;
+        let started = self.started_at;
+        for c in &mut self.containers {
+            c.managed_agents = if enabled {
+                vec![ManagedAgent {
+                    name: EXECUTE_COMMAND_AGENT.to_owned(),
+                    last_status: c.last_status,
+                    last_started_at: (c.last_status != ContainerStatus::Pending).then_some(started).flatten(),
+                }]
+            } else {
+                Vec::new()
+            };
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 pub mod ecs;
 pub mod elb;
+pub mod exec;
 pub mod fixture;
 pub mod http;
 
@@ -196,7 +197,7 @@ impl Server {
 
     /// The AWS CLI (awscli v1 from PyPI) pointed at this server with the test credentials and
     /// no user configuration.
-    fn aws_command(&self) -> Command {
+    pub fn aws_command(&self) -> Command {
         let mut command = Command::new("aws");
         command
             .arg("--endpoint-url")

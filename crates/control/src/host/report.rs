@@ -124,6 +124,7 @@ mod tests {
             cpu: None,
             memory: None,
             memory_reservation: None,
+            managed_agents: Vec::new(),
         };
         Task {
             cpu: "256".into(),
