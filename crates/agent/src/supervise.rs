@@ -190,6 +190,21 @@ impl Supervisor {
             }
             Err(e) => return Err(e.into()),
         };
+        let volumes = match self.agent.host.task_volumes(&self.task_arn).await {
+            Ok(v) => v,
+            Err(HostApiError::Refused { reason }) => {
+                self.fail_to_start(reason, None).await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let efs = match crate::spec::efs_mounts(&volumes, self.agent.efs_root.as_deref()) {
+            Ok(efs) => efs,
+            Err(e) => {
+                self.fail_to_start(e.to_string(), None).await?;
+                return Ok(false);
+            }
+        };
         let definition = &assignment.definition;
         let mut images = HashMap::new();
         for c in &definition.container_definitions {
@@ -228,7 +243,7 @@ impl Supervisor {
             metadata_base: crate::metadata::METADATA_BASE,
             secrets: &secrets.environment,
         };
-        let spec = match crate::spec::task_spec(&task, definition, &images, &injected) {
+        let spec = match crate::spec::task_spec(&task, definition, &images, &injected, efs) {
             Ok(spec) => spec,
             Err(e) => {
                 self.fail_to_start(e.to_string(), None).await?;

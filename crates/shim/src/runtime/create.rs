@@ -116,6 +116,20 @@ impl Runtime {
             let path = data.join("volumes").join(v);
             std::fs::create_dir_all(&path).map_err(|e| io_err("mkdir", &path, e))?;
         }
+        for v in &spec.efs_volumes {
+            flotilla_sandbox::efs::mount(&self.cfg.task_dir, v).map_err(|e| {
+                ShimError::new(
+                    ShimErrorKind::Runtime,
+                    format!(
+                        "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: \
+                         mounting {}:{} failed: {}",
+                        v.name,
+                        v.path,
+                        flotilla_sandbox::error::chain(&e)
+                    ),
+                )
+            })?;
+        }
         timings.insert("etc_and_volumes".into(), micros(t));
 
         let (mut rootfs_us, mut config_us) = (0, 0);
@@ -183,7 +197,11 @@ impl Runtime {
             .map_err(invalid)?
             .into_iter()
             .map(|m| VolumeMount {
-                source: self.data_dir().join("volumes").join(&m.source_volume),
+                source: if spec.efs_volumes.iter().any(|v| v.name == m.source_volume) {
+                    flotilla_sandbox::efs::mount_point(&self.cfg.task_dir, &m.source_volume)
+                } else {
+                    self.data_dir().join("volumes").join(&m.source_volume)
+                },
                 destination: m.container_path,
                 read_only: m.read_only,
             })
