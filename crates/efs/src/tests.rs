@@ -60,7 +60,7 @@ impl Vpcs for FakeVpcs {
 }
 
 fn efs(dir: &std::path::Path) -> Efs {
-    let store = Arc::new(flotilla_store::EmbeddedStore::open(&dir.join("store.redb")).unwrap());
+    let store = Arc::new(flotilla_store::EmbeddedStore::open(dir.join("store.redb")).unwrap());
     Efs::new(store, Identity::new("us-east-1", "123456789012"), Arc::new(FakeVpcs(AtomicU8::new(0))), dir.join("efs"))
 }
 
