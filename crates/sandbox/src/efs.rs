@@ -120,7 +120,7 @@ mod tests {
         let fs = File::open(&fs_dir).unwrap();
         // `..` above the root stays at the root; a link to `/` is the file system's root.
         let root_ino = std::fs::metadata(&fs_dir).unwrap();
-        for path in ["/../..", "/abs", "/app/up/.."] {
+        for path in ["/../..", "/abs", "/app/../.."] {
             let fd = open_dir_in(&fs, path).unwrap();
             let st = rustix::fs::fstat(&fd).unwrap();
             assert_eq!(st.st_ino, std::os::unix::fs::MetadataExt::ino(&root_ino), "{path}");
