@@ -195,8 +195,12 @@ fn fargate_refuses_what_it_cannot_mount() {
     let in_use = f.server.aws_err(&["efs", "delete-file-system", "--file-system-id", &with_target]);
     assert!(in_use.contains("FileSystemInUse"), "{in_use}");
 
+    let other_account = format!("arn:aws:elasticfilesystem:us-east-1:999999999999:file-system/{with_target}");
+    let foreign = f.server.aws_err(&["efs", "describe-file-systems", "--file-system-id", &other_account]);
+    assert!(foreign.contains("FileSystemNotFound"), "{foreign}");
     let cases = [
         ("unknown", json!({"fileSystemId": "fs-0123456789abcdef0"})),
+        ("other-account", json!({"fileSystemId": other_account})),
         ("no-target", json!({"fileSystemId": without_target})),
         (
             "foreign-ap",

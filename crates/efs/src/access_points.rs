@@ -46,10 +46,10 @@ pub fn parse_permissions(text: &str) -> Option<u32> {
 }
 
 impl Efs {
-    pub(crate) async fn access_point_record(&self, id: &str) -> Result<(AccessPoint, u64), EfsError> {
-        self.read(&record::access_point_key(id))
-            .await?
-            .ok_or_else(|| EfsError::AccessPointNotFound { id: id.to_owned() })
+    pub(crate) async fn access_point_record(&self, id_or_arn: &str) -> Result<(AccessPoint, u64), EfsError> {
+        let not_found = || EfsError::AccessPointNotFound { id: id_or_arn.to_owned() };
+        let id = self.local_id(id_or_arn, "access-point").ok_or_else(not_found)?;
+        self.read(&record::access_point_key(id)).await?.ok_or_else(not_found)
     }
 
     pub async fn create_access_point(&self, new: NewAccessPoint) -> Result<AccessPoint, EfsError> {
@@ -117,7 +117,7 @@ impl Efs {
         let points: Vec<AccessPoint> = match (access_point_id, file_system_id) {
             (Some(id), _) => vec![self.access_point_record(id).await?.0],
             (None, Some(fs)) => {
-                self.file_system_record(fs).await?;
+                let fs = self.file_system_record(fs).await?.0.id;
                 let mut all: Vec<AccessPoint> = self.list(record::ACCESS_POINTS).await?;
                 all.retain(|ap| ap.file_system_id == fs);
                 all
@@ -131,8 +131,8 @@ impl Efs {
     pub async fn delete_access_point(&self, id: &str) -> Result<(), EfsError> {
         let (ap, revision) = self.access_point_record(id).await?;
         let txn = Txn::new()
-            .when(Compare::revision(record::access_point_key(id), revision))
-            .then(Op::delete(record::access_point_key(id)))
+            .when(Compare::revision(record::access_point_key(&ap.id), revision))
+            .then(Op::delete(record::access_point_key(&ap.id)))
             .then(Op::delete(record::access_point_token_key(&ap.client_token)));
         match self.store.txn(txn).await? {
             TxnOutcome::Committed(_) => Ok(()),

@@ -148,6 +148,11 @@ pub(crate) fn paged<T>(
     Ok(Listing { items: page.items, next_marker: page.next_token })
 }
 
+/// Whether a tagging request's resource (an id or an ARN) is an access point.
+fn is_access_point(resource: &str) -> bool {
+    resource.starts_with("fsap-") || resource.contains(":access-point/")
+}
+
 pub(crate) fn check_tags(tags: &[Tag]) -> Result<(), EfsError> {
     if tags.len() > MAX_TAGS {
         return Err(EfsError::BadRequest(format!("A resource can have at most {MAX_TAGS} tags.")));
@@ -187,8 +192,26 @@ impl Efs {
         self.store.list_prefix(prefix).await?.iter().map(decode).collect()
     }
 
-    pub(crate) async fn file_system_record(&self, id: &str) -> Result<(FileSystem, u64), EfsError> {
-        self.read(&record::file_system_key(id)).await?.ok_or_else(|| EfsError::FileSystemNotFound { id: id.to_owned() })
+    /// The id in `id_or_arn` (EFS takes either) when it names a resource of this installation:
+    /// an ARN of another account or region names nothing here.
+    pub(crate) fn local_id<'a>(&self, id_or_arn: &'a str, kind: &str) -> Option<&'a str> {
+        match id_or_arn.strip_prefix("arn:") {
+            None => Some(id_or_arn),
+            Some(_) => {
+                let mut parts = id_or_arn.splitn(6, ':');
+                let (_, _, service, region, account, resource) =
+                    (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+                let id = resource.strip_prefix(kind)?.strip_prefix('/')?;
+                (service == "elasticfilesystem" && region == self.identity.region && account == self.identity.account)
+                    .then_some(id)
+            }
+        }
+    }
+
+    pub(crate) async fn file_system_record(&self, id_or_arn: &str) -> Result<(FileSystem, u64), EfsError> {
+        let not_found = || EfsError::FileSystemNotFound { id: id_or_arn.to_owned() };
+        let id = self.local_id(id_or_arn, "file-system").ok_or_else(not_found)?;
+        self.read(&record::file_system_key(id)).await?.ok_or_else(not_found)
     }
 
     /// CreateFileSystem: a token already used answers `FileSystemAlreadyExists` with the id it
@@ -291,21 +314,21 @@ impl Efs {
         for _ in 0..CONFLICT_RETRIES {
             let (fs, revision) = self.file_system_record(id).await?;
             if !fs.mount_targets.is_empty() {
-                return Err(EfsError::FileSystemInUse { id: id.to_owned() });
+                return Err(EfsError::FileSystemInUse { id: fs.id });
             }
             let mut txn = Txn::new()
-                .when(Compare::revision(record::file_system_key(id), revision))
-                .then(Op::delete(record::file_system_key(id)))
+                .when(Compare::revision(record::file_system_key(&fs.id), revision))
+                .then(Op::delete(record::file_system_key(&fs.id)))
                 .then(Op::delete(record::creation_token_key(&fs.creation_token)));
             for ap in self.list::<AccessPoint>(record::ACCESS_POINTS).await? {
-                if ap.file_system_id == id {
+                if ap.file_system_id == fs.id {
                     txn = txn
                         .then(Op::delete(record::access_point_key(&ap.id)))
                         .then(Op::delete(record::access_point_token_key(&ap.client_token)));
                 }
             }
             if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
-                return dirs::remove(&self.dir_of(id)).await;
+                return dirs::remove(&self.dir_of(&fs.id)).await;
             }
         }
         Err(EfsError::Contended { id: id.to_owned() })
@@ -329,7 +352,7 @@ impl Efs {
     }
 
     pub async fn list_tags(&self, resource_id: &str) -> Result<Vec<Tag>, EfsError> {
-        if resource_id.starts_with("fsap-") {
+        if is_access_point(resource_id) {
             Ok(self.access_point_record(resource_id).await?.0.tags)
         } else {
             Ok(self.file_system_record(resource_id).await?.0.tags)
@@ -342,14 +365,14 @@ impl Efs {
         change: impl Fn(&mut Vec<Tag>) -> Result<(), EfsError>,
     ) -> Result<(), EfsError> {
         for _ in 0..CONFLICT_RETRIES {
-            let (key, value, revision) = if resource_id.starts_with("fsap-") {
+            let (key, value, revision) = if is_access_point(resource_id) {
                 let (mut ap, revision) = self.access_point_record(resource_id).await?;
                 change(&mut ap.tags)?;
-                (record::access_point_key(resource_id), encode(&ap), revision)
+                (record::access_point_key(&ap.id), encode(&ap), revision)
             } else {
                 let (mut fs, revision) = self.file_system_record(resource_id).await?;
                 change(&mut fs.tags)?;
-                (record::file_system_key(resource_id), encode(&fs), revision)
+                (record::file_system_key(&fs.id), encode(&fs), revision)
             };
             let txn = Txn::new().when(Compare::revision(key.clone(), revision)).then(Op::put(key, value));
             if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {

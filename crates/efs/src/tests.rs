@@ -154,3 +154,17 @@ async fn access_points_resolve_into_task_volumes() {
     assert!(efs.task_volumes(&definition(&other.id, Some(&ap.id)), "us-east-1a").await.is_err());
     assert!(efs.task_volumes(&definition("fs-0123456789abcdef0", None), "us-east-1a").await.is_err());
 }
+
+#[tokio::test]
+async fn arns_of_this_installation_name_resources_and_others_name_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let efs = efs(dir.path());
+    let fs = efs.create_file_system(token("t")).await.unwrap();
+    assert_eq!(efs.file_system_record(&fs.arn).await.unwrap().0.id, fs.id);
+    let foreign = fs.arn.replace("123456789012", "999999999999");
+    assert!(matches!(efs.file_system_record(&foreign).await, Err(EfsError::FileSystemNotFound { .. })));
+    efs.tag_resource(&fs.arn, vec![Tag::new("team", "a")]).await.unwrap();
+    assert_eq!(efs.list_tags(&fs.id).await.unwrap().len(), 2);
+    efs.delete_file_system(&fs.arn).await.unwrap();
+    assert!(!dir.path().join("efs").join(&fs.id).exists());
+}

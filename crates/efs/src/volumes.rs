@@ -7,7 +7,6 @@ use flotilla_host::{EfsCreateRoot, EfsPosixUser, EfsVolume, HostApiError, TaskVo
 use flotilla_types::task_definition::{EfsVolumeConfiguration, Volume};
 
 use crate::access_points::{normalise_root, parse_permissions};
-use crate::record::{self, AccessPoint, FileSystem};
 use crate::{Efs, EfsError};
 
 const PREFIX: &str = "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: ";
@@ -53,8 +52,11 @@ impl Efs {
     async fn resolve(&self, name: String, config: &EfsVolumeConfiguration, zone: &str) -> Result<EfsVolume, Resolve> {
         let region = &self.identity.region;
         let fs_id = &config.file_system_id;
-        let fs: Option<(FileSystem, u64)> = self.read(&record::file_system_key(fs_id)).await?;
-        let Some((fs, _)) = fs else { return Err(Resolve::Reason(unresolvable(fs_id, region))) };
+        let fs = match self.file_system_record(fs_id).await {
+            Ok((fs, _)) => fs,
+            Err(EfsError::FileSystemNotFound { .. }) => return Err(Resolve::Reason(unresolvable(fs_id, region))),
+            Err(e) => return Err(e.into()),
+        };
         // A zone-less host (one machine standing in for every zone) still needs a mount target.
         let reachable = fs.mount_targets.iter().any(|t| zone.is_empty() || t.availability_zone == zone);
         if !reachable {
@@ -72,8 +74,12 @@ impl Efs {
             posix_user: None,
         };
         if let Some(ap_id) = config.access_point_id() {
-            let ap: Option<(AccessPoint, u64)> = self.read(&record::access_point_key(ap_id)).await?;
-            let Some((ap, _)) = ap.filter(|(ap, _)| ap.file_system_id == fs.id) else {
+            let ap = match self.access_point_record(ap_id).await {
+                Ok((ap, _)) => Some(ap),
+                Err(EfsError::AccessPointNotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(ap) = ap.filter(|ap| ap.file_system_id == fs.id) else {
                 return Err(Resolve::Reason(denied(&format!("access point {ap_id} is not one of {fs_id}"))));
             };
             let ap_root = normalise_root(&ap.root_path).map_err(|e| Resolve::Reason(denied(&e)))?;
