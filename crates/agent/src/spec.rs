@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use flotilla_image::Image;
-use flotilla_sandbox::efs::{EfsMount, EfsRoot};
+use flotilla_sandbox::efs::{EfsIdentity, EfsMount, EfsRoot};
 use flotilla_sandbox::{ContainerSpec, EnvVar, ImageConfig, MountPoint, TaskSpec, Ulimit, VolumeFrom};
 use flotilla_types::task::Task;
 use flotilla_types::task_definition::{ContainerDefinition, TaskDefinition};
@@ -41,6 +41,7 @@ pub fn efs_mounts(volumes: &flotilla_host::TaskVolumes, efs_root: Option<&Path>)
                 gid: c.owner_gid,
                 mode: c.permissions,
             }),
+            posix_user: v.posix_user.as_ref().map(|u| EfsIdentity { uid: u.uid, gid: u.gid }),
         });
     }
     Ok(out)

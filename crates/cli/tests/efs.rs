@@ -140,7 +140,14 @@ fn an_access_point_pins_its_root_directory_and_owner() {
     let task = f.run(&first);
     f.wait_status(&task, "STOPPED", Duration::from_secs(120));
     let lines = f.wait_log(&task, "c", "owner=");
-    assert!(lines.iter().any(|l| l == "owner=1000:1000 mode=755"), "the root is made from CreationInfo: {lines:?}");
+    // Through the access point the container (root) is the POSIX user: the root directory,
+    // made from CreationInfo, is its own, and what it writes belongs to 1000 on disk.
+    assert!(lines.iter().any(|l| l == "owner=0:0 mode=755"), "{lines:?}");
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata(fs_dir.join("app")).unwrap();
+    assert_eq!((root.uid(), root.gid(), root.mode() & 0o7777), (1000, 1000, 0o755));
+    let made = std::fs::metadata(fs_dir.join("app/made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (1000, 1000), "files created through the access point are the POSIX user's");
     assert_eq!(std::fs::read_to_string(fs_dir.join("app/made")).unwrap(), "made\n");
 
     // Links planted inside the access point's root lead nowhere above it.

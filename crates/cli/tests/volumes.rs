@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::fixture::Fixture;
 use serde_json::json;
 

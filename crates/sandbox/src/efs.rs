@@ -30,6 +30,15 @@ pub struct EfsMount {
     /// The access point's root directory, made with this owner and mode if missing.
     #[serde(default)]
     pub create_root: Option<EfsRoot>,
+    /// The access point's POSIX user: what a container's writes are owned by on disk.
+    #[serde(default)]
+    pub posix_user: Option<EfsIdentity>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EfsIdentity {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +114,112 @@ pub fn mount(task_dir: &Path, volume: &EfsMount) -> Result<PathBuf, PathError> {
     Ok(target)
 }
 
+/// The volume as one container mounts it. Without a POSIX user, the task's mount of it. With
+/// one, a clone of that mount idmapped for this container (attached beside it): the
+/// container's user and the POSIX user trade places, so what the container creates belongs to
+/// the POSIX user on disk and the POSIX user's files are the container's own to it, as EFS
+/// treats every request through an access point as its POSIX user's. (An idmapping is a
+/// bijection, so the container sees those files under its own ids, where EFS would show the
+/// POSIX user's.)
+pub fn container_source(
+    task_dir: &Path,
+    volume: &EfsMount,
+    container: &str,
+    user: EfsIdentity,
+) -> Result<PathBuf, PathError> {
+    let base = mount_point(task_dir, &volume.name);
+    let Some(posix) = volume.posix_user.filter(|p| *p != user) else { return Ok(base) };
+    let target = task_dir.join("efs").join(format!("{}.{container}", volume.name));
+    if crate::mount::mounts_under(&target)?.contains(&target) {
+        return Ok(target);
+    }
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    let tree = rustix::mount::open_tree(CWD, &base, flags).map_err(|e| PathError::new("open_tree", &base, e.into()))?;
+    let userns = swapping_userns(user, posix).map_err(|e| PathError::new("make a user namespace for", &base, e))?;
+    set_idmap(&tree, &userns).map_err(|e| PathError::new("mount_setattr", &base, e))?;
+    std::fs::create_dir_all(&target).map_err(|e| PathError::new("mkdir", &target, e))?;
+    rustix::mount::move_mount(&tree, "", CWD, &target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(|e| PathError::new("move_mount", &target, e.into()))?;
+    Ok(target)
+}
+
+/// `/proc/<pid>/uid_map` lines: every id maps to itself but `a` and `b`, which trade places.
+fn swap_map(a: u32, b: u32) -> String {
+    if a == b {
+        return "0 0 4294967295\n".to_owned();
+    }
+    let (lo, hi) = (a.min(b), a.max(b));
+    let mut lines = Vec::new();
+    if lo > 0 {
+        lines.push(format!("0 0 {lo}"));
+    }
+    lines.push(format!("{lo} {hi} 1"));
+    if hi - lo > 1 {
+        lines.push(format!("{} {} {}", lo + 1, lo + 1, hi - lo - 1));
+    }
+    lines.push(format!("{hi} {lo} 1"));
+    let rest = 4294967295u64 - (u64::from(hi) + 1);
+    if rest > 0 {
+        lines.push(format!("{} {} {rest}", hi + 1, hi + 1));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// A user namespace whose ids are the host's with `user` and `posix` swapped, held by a
+/// descriptor (the process that made it is gone by the time this returns).
+fn swapping_userns(user: EfsIdentity, posix: EfsIdentity) -> io::Result<OwnedFd> {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("cat");
+    command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+    // SAFETY: unshare is async-signal-safe and touches no memory of the parent; the child is
+    // single-threaded after fork, as CLONE_NEWUSER requires.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER) == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        });
+    }
+    let mut child = command.spawn()?;
+    let made = (|| {
+        let proc = PathBuf::from(format!("/proc/{}", child.id()));
+        std::fs::write(proc.join("uid_map"), swap_map(user.uid, posix.uid))?;
+        std::fs::write(proc.join("gid_map"), swap_map(user.gid, posix.gid))?;
+        Ok(OwnedFd::from(File::open(proc.join("ns/user"))?))
+    })();
+    drop(child.stdin.take());
+    let _ = child.kill();
+    // The shim's reaper may collect it first; either way it is gone.
+    let _ = child.wait();
+    made
+}
+
+/// mount_setattr(2) with `MOUNT_ATTR_IDMAP` on a detached mount (Linux 5.12).
+fn set_idmap(tree: &OwnedFd, userns: &OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let attr =
+        MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    // SAFETY: the path is a valid empty C string, `attr` lives across the call and its size is
+    // passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +241,12 @@ mod tests {
             assert_eq!(st.st_ino, std::os::unix::fs::MetadataExt::ino(&root_ino), "{path}");
         }
         assert!(open_dir_in(&fs, "/app/up/secret").is_err(), "a link must not reach outside");
+    }
+
+    #[test]
+    fn swap_maps_cover_every_id_once() {
+        assert_eq!(swap_map(0, 1000), "0 1000 1\n1 1 999\n1000 0 1\n1001 1001 4294966294\n");
+        assert_eq!(swap_map(1000, 1001), "0 0 1000\n1000 1001 1\n1001 1000 1\n1002 1002 4294966293\n");
     }
 
     #[test]
