@@ -53,6 +53,19 @@ if [ "$(id -u)" = 0 ] && ! ip -4 -o addr show scope global | grep -q inet; then
   ip link set flotilla-tls0 up
 fi
 
+# ECS Exec's tests drive AWS's own Session Manager plugin (what `aws ecs execute-command`
+# runs). It is not packaged for Debian; the workplace keeps a build of AWS's source beside the
+# project (../shared/tools, with its licences). FLOTILLA_SSM_PLUGIN names another copy.
+if ! command -v session-manager-plugin >/dev/null; then
+  plugin=${FLOTILLA_SSM_PLUGIN:-../shared/tools/session-manager-plugin}
+  if [ -x "$plugin" ] && [ "$(id -u)" = 0 ]; then
+    install -m 0755 "$plugin" /usr/local/bin/session-manager-plugin
+  else
+    echo "session-manager-plugin not found (looked on PATH and at $plugin): the ECS Exec tests" \
+      "will fail; set FLOTILLA_SSM_PLUGIN to AWS's plugin binary" >&2
+  fi
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "cargo is missing: Flotilla needs Rust 1.95 (install it with rustup, then rerun)" >&2
   exit 1

@@ -26,6 +26,9 @@ BRIDGE=fltdev0
 UNDERLAY_PREFIX=10.77.0
 SERVER_IP=$UNDERLAY_PREFIX.1
 NFT_TABLE=flotilla_devcluster
+# Tasks' public addresses (assignPublicIp): each is announced by the host its task runs on
+# (ARP on the underlay), so this machine reaches it on the bridge like the internet would.
+PUBLIC_POOL=198.18.0.0/24
 STORE_KIND=${FLOTILLA_DEV_STORE:-etcd}
 
 die() { echo "dev-cluster: $*" >&2; exit 1; }
@@ -103,6 +106,7 @@ underlay_up() {
     ip addr add "$SERVER_IP/24" dev "$BRIDGE"
   }
   ip link set "$BRIDGE" up
+  ip route replace "$PUBLIC_POOL" dev "$BRIDGE"
   # Hosts reach the outside (registries) through this machine.
   sysctl -qw net.ipv4.ip_forward=1
   nft list table ip "$NFT_TABLE" >/dev/null 2>&1 || nft -f - <<EOF
@@ -110,6 +114,7 @@ table ip $NFT_TABLE {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
     ip saddr $UNDERLAY_PREFIX.0/24 oifname != "$BRIDGE" masquerade
+    ip saddr $PUBLIC_POOL oifname != "$BRIDGE" masquerade
   }
 }
 EOF
@@ -181,7 +186,7 @@ start_server() {
   mkdir -p "$DIR/server-$n"
   spawn "server-$n" "$(cat "$DIR/bin")" server --store "$(store_url)" \
     --listen "127.0.0.1:$(api_port "$n")" --agent-listen "$SERVER_IP:$(agent_port "$n")" \
-    --region "$REGION" --data-dir "$DIR/server-$n"
+    --region "$REGION" --data-dir "$DIR/server-$n" --public-ip-pool "$PUBLIC_POOL"
   wait_until "server $n" 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$(api_port "$n")"
 }
 
@@ -334,6 +339,7 @@ cmd_down() {
     ip netns delete "$(host_ns "$h")" 2>/dev/null || true
     ip link delete "$(host_link "$h")" 2>/dev/null || true
   done
+  ip route delete "$PUBLIC_POOL" dev "$BRIDGE" 2>/dev/null || true
   ip link delete "$BRIDGE" 2>/dev/null || true
   nft delete table ip "$NFT_TABLE" 2>/dev/null || true
   say "down: nothing of the cluster is left running (its files stay in $DIR)"

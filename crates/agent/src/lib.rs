@@ -16,6 +16,7 @@
 mod adoption;
 pub mod capacity;
 mod error;
+pub mod exec;
 pub mod health;
 pub mod images;
 pub mod lb;

@@ -250,6 +250,11 @@ impl Networking {
             public_ip: eni.public_ip,
         };
         self.blocking(move |net| net.ensure_interface(&spec)).await?;
+        // Between hosts, a public address lives on its task's host, which announces it.
+        if let (Some(underlay), Some(public)) = (&self.underlay, eni.public_ip) {
+            let local = underlay.ip;
+            self.blocking(move |net| net.announce_public(local, public)).await?;
+        }
         let search = search_domain(&self.region);
         rewrite_in_place(resolv_conf, &status.resolv_conf(&[search.as_str()]))
             .map_err(|e| net_err(format!("cannot write {}: {e}", resolv_conf.display())))?;
@@ -389,6 +394,10 @@ impl Networking {
     /// and with attaches.
     async fn detach_lease(&self, eni: &InterfaceLease) -> Result<(), AgentError> {
         let _turn = self.vpc_turn.read().await;
+        if let (Some(underlay), Some(public)) = (&self.underlay, eni.public_ip) {
+            let local = underlay.ip;
+            self.blocking(move |net| net.withdraw_public(local, public)).await?;
+        }
         let id = eni.id.clone();
         self.blocking(move |net| net.remove_interface(&id)).await
     }
@@ -574,6 +583,14 @@ impl Networking {
         let report = self.blocking(move |net| net.cleanup(&keep_ids, &keep_vpcs, &keep_sgs)).await?;
         if !report.interfaces.is_empty() || !report.vpcs.is_empty() {
             tracing::info!(?report, "removed network plumbing left by tasks that are gone");
+        }
+        if let Some(underlay) = &self.underlay {
+            let (local, publics): (Ipv4Addr, Vec<Ipv4Addr>) =
+                (underlay.ip, keep.iter().filter_map(|e| e.public_ip).collect());
+            let stale = self.blocking(move |net| net.withdraw_publics_except(local, &publics)).await?;
+            if !stale.is_empty() {
+                tracing::info!(?stale, "stopped announcing public addresses of tasks that are gone");
+            }
         }
         Ok(())
     }

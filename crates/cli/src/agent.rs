@@ -84,6 +84,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
     };
     let agent = start_agent(&home, remote.clone(), setup).await?;
+    // The servers reach this host's containers for ECS Exec through the link.
+    remote.serve_exec(agent.clone());
     println!("Flotilla agent for host {} ({}) following {}", opts.host_id, opts.zone, opts.servers.join(", "));
     agent.run(shutdown_signal()).await;
     mirror.abort();

@@ -106,7 +106,9 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let link = LinkServer::new(plane.host_api.clone(), Arc::new(TokenAuth(plane.control.clone())));
+    // Connected agents' hosts serve ECS Exec through their streams.
+    let link = LinkServer::new(plane.host_api.clone(), Arc::new(TokenAuth(plane.control.clone())))
+        .with_exec_targets(plane.exec_targets.clone());
     let agents = tokio::net::TcpListener::bind(opts.agent_listen).await.with_context(|| {
         format!("cannot listen for agents on {}; pick another with --agent-listen", opts.agent_listen)
     })?;

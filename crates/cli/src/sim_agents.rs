@@ -74,7 +74,8 @@ pub async fn run(
         };
         let sandbox = flotilla_sandbox::sim::SimSandbox::new();
         let state_dir = home.dir.join("agent").join(&host.id);
-        let agent = flotilla_agent::sim::agent(remote, spec, sandbox, &region, state_dir);
+        let agent = flotilla_agent::sim::agent(remote.clone(), spec, sandbox, &region, state_dir);
+        remote.serve_exec(agent.clone());
         let mut stopped = stop.subscribe();
         running.push(tokio::spawn(agent.run(async move {
             let _ = stopped.wait_for(|s| *s).await;

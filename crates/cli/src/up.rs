@@ -96,6 +96,10 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         };
         vec![start_agent(&home, host_api, setup).await?]
     };
+    // Each in-process agent runs the commands of ECS Exec in its own tasks' containers.
+    for agent in &agents {
+        plane.exec_targets.register(agent.host_id(), agent.clone() as Arc<dyn flotilla_host::exec::ExecTarget>);
+    }
     let (stop_agents, _) = tokio::sync::watch::channel(false);
     let agents: Vec<_> = agents
         .into_iter()

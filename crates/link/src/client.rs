@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Streaming;
 
+use crate::exec::AgentExec;
 use crate::protocol::{AgentFrame, CONNECT_PATH, Call, HOST_HEADER, JsonCodec, ServerFrame, Watch};
 
 /// How long calls wait for a server while none is reachable before failing `Unavailable`.
@@ -94,6 +95,7 @@ struct Shared {
     state: Mutex<State>,
     next_id: AtomicU64,
     status: watch::Sender<LinkStatus>,
+    exec: AgentExec,
 }
 
 /// The host API of a remote control plane, over one authenticated stream to any of
@@ -122,9 +124,15 @@ impl RemoteHostApi {
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
             status,
+            exec: AgentExec::default(),
         });
         let driver = tokio::spawn(drive(shared.clone(), servers, token.into()));
         RemoteHostApi { shared, driver }
+    }
+
+    /// Serves the servers' exec sessions (ECS Exec in this host's containers) with `target`.
+    pub fn serve_exec(&self, target: Arc<dyn flotilla_host::exec::ExecTarget>) {
+        self.shared.exec.serve(target);
     }
 
     /// The link's state, now and as it changes.
@@ -251,6 +259,8 @@ impl Shared {
     }
 
     fn detach(&self, reason: String) {
+        // Sessions live as long as their connection.
+        self.exec.end_all();
         let mut state = self.state.lock().expect("link state poisoned");
         state.out = None;
         // A call sent on the lost connection that may not be repeated fails now (its caller
@@ -275,6 +285,16 @@ impl Shared {
     fn receive(&self, frame: ServerFrame) {
         let mut state = self.state.lock().expect("link state poisoned");
         match frame {
+            frame @ (ServerFrame::Exec { .. } | ServerFrame::ExecInput { .. } | ServerFrame::ExecEnd { .. }) => {
+                // Frames of a session go out on the connection it came in on.
+                let out = state.out.clone();
+                drop(state);
+                self.exec.receive(frame, move |f| {
+                    if let Some(out) = &out {
+                        let _ = out.send(f);
+                    }
+                });
+            }
             ServerFrame::Answer { id, result } => {
                 if let Some(pending) = state.pending.remove(&id) {
                     let _ = pending.reply.send(result);

@@ -14,8 +14,13 @@
 //! **Architecture Invariant:** a host is who its token says: every stream is opened with a
 //! host id and its bearer token, checked by [`HostAuth`], and calls that name another host
 //! are refused. A revoked token closes the stream at once.
+//!
+//! ECS Exec reverses the direction: a server given the control plane's `ExecTargets`
+//! registers each connected agent's host there, and carries each session's bytes over the
+//! agent's stream to the agent's own `ExecTarget` (see `exec.rs`).
 
 mod client;
+mod exec;
 mod protocol;
 mod server;
 

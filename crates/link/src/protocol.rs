@@ -7,6 +7,7 @@
 use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut};
+use flotilla_host::exec::{ExecError, ExecInput, ExecOutput, ExecRequest};
 use flotilla_host::lb::TargetReport;
 use flotilla_host::{HostApiError, HostSpec, LogEvent, TaskReport};
 use flotilla_types::task::AwsvpcConfiguration;
@@ -35,6 +36,20 @@ pub enum AgentFrame {
     },
     /// The agent no longer follows the stream `id`.
     Unwatch {
+        id: u64,
+    },
+    /// The answer to the server's `Exec` `id`: the command runs, or why not.
+    ExecStarted {
+        id: u64,
+        result: Result<(), ExecError>,
+    },
+    /// Output of the command `id`, its `Exit` last.
+    ExecOutput {
+        id: u64,
+        output: ExecOutput,
+    },
+    /// The command `id` has no more output (after its `Exit`, or the host lost it).
+    ExecEnded {
         id: u64,
     },
 }
@@ -120,6 +135,13 @@ pub enum ServerFrame {
     Answer { id: u64, result: Result<Value, HostApiError> },
     /// An event of the stream `id`.
     Event { id: u64, event: Result<Value, HostApiError> },
+    /// Run a command in one of the host's containers (ECS Exec), as session `id`: the
+    /// direction of the rest reversed, the server asks and the agent answers.
+    Exec { id: u64, request: ExecRequest },
+    /// Input for the command `id`.
+    ExecInput { id: u64, input: ExecInput },
+    /// The session `id` is over: the agent ends the command (see `flotilla_host::exec`).
+    ExecEnd { id: u64 },
 }
 
 /// Frames as JSON in gRPC messages.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use flotilla_host::exec::ExecTargets;
 use flotilla_host::{BoxFuture, Events, HostApi, HostApiError};
 use serde::Serialize;
 use serde_json::Value;
@@ -18,6 +19,7 @@ use tonic::server::NamedService;
 use tonic::{Status, Streaming};
 use tower_service::Service;
 
+use crate::exec::{Registered, RemoteExec};
 use crate::protocol::{AgentFrame, CONNECT_PATH, Call, HOST_HEADER, JsonCodec, SERVICE, ServerFrame, Watch};
 
 /// Frames that may wait for a slow agent before its stream pushes back.
@@ -54,11 +56,20 @@ pub struct LinkServer {
     auth: Arc<dyn HostAuth>,
     /// Set when the server shuts down: open streams end so that their agents move on.
     closing: Arc<watch::Sender<bool>>,
+    /// Where connected agents' hosts are offered for ECS Exec, if anywhere.
+    exec_targets: Option<ExecTargets>,
 }
 
 impl LinkServer {
     pub fn new(host: Arc<dyn HostApi>, auth: Arc<dyn HostAuth>) -> LinkServer {
-        LinkServer { host, auth, closing: Arc::new(watch::channel(false).0) }
+        LinkServer { host, auth, closing: Arc::new(watch::channel(false).0), exec_targets: None }
+    }
+
+    /// Offers each connected agent's host in `targets` while its stream is open, so that
+    /// commands run in its containers on request (ECS Exec).
+    pub fn with_exec_targets(mut self, targets: ExecTargets) -> LinkServer {
+        self.exec_targets = Some(targets);
+        self
     }
 
     /// Serves agents on `listener` until `shutdown` resolves.
@@ -99,7 +110,8 @@ impl LinkServer {
         tracing::info!(host = %host_id, "agent connected");
         let (tx, rx) = mpsc::channel(QUEUE);
         let closing = self.closing.subscribe();
-        let session = Session { host: self.host.clone(), auth: self.auth.clone(), host_id, token, tx, closing };
+        let exec = self.exec_targets.as_ref().map(|targets| RemoteExec::register(targets, &host_id, &tx));
+        let session = Session { host: self.host.clone(), auth: self.auth.clone(), host_id, token, tx, closing, exec };
         tokio::spawn(session.run(request.into_inner()));
         Ok(ReceiverStream::new(rx))
     }
@@ -169,6 +181,8 @@ struct Session {
     token: String,
     tx: mpsc::Sender<Result<ServerFrame, Status>>,
     closing: watch::Receiver<bool>,
+    /// The host's exec target, unregistered (its sessions ended) with the stream.
+    exec: Option<Registered>,
 }
 
 impl Session {
@@ -226,6 +240,15 @@ impl Session {
                     Ok(Some(AgentFrame::Unwatch { id })) => {
                         if let Some(handle) = watches.remove(&id) {
                             handle.abort();
+                        }
+                    }
+                    Ok(Some(
+                        frame @ (AgentFrame::ExecStarted { .. }
+                        | AgentFrame::ExecOutput { .. }
+                        | AgentFrame::ExecEnded { .. }),
+                    )) => {
+                        if let Some(exec) = &self.exec {
+                            exec.receive(frame);
                         }
                     }
                     Ok(None) => break "stream closed".to_owned(),

@@ -1,7 +1,7 @@
 //! A real link server and client over loopback, in front of a recording host API: every call
 //! round-trips, a cut connection resumes the assignment stream from the newest revision the
-//! agent has, wrong and revoked tokens are refused, and calls fail fast while no server is
-//! reachable.
+//! agent has, wrong and revoked tokens are refused, calls fail fast while no server is
+//! reachable, and exec sessions run on the agent's side of the stream.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_host::discovery::{DiscoveryRecord, DiscoverySnapshot, DiscoveryWatch};
+use flotilla_host::exec::{ExecChannel, ExecError, ExecInput, ExecOutput, ExecRequest, ExecTarget, ExecTargets};
 use flotilla_host::lb::{LbSnapshot, LbWatch, TargetObservation, TargetReport};
 use flotilla_host::{
     Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, Host, HostApi, HostApiError, HostSpec,
@@ -317,6 +318,7 @@ struct Served {
     addr: SocketAddr,
     fake: Arc<Fake>,
     tokens: Arc<Tokens>,
+    exec: ExecTargets,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -327,7 +329,8 @@ async fn serve() -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = LinkServer::new(fake.clone(), tokens.clone());
+    let exec = ExecTargets::new();
+    let server = LinkServer::new(fake.clone(), tokens.clone()).with_exec_targets(exec.clone());
     let handle = tokio::spawn(async move {
         server
             .serve(listener, async move {
@@ -336,7 +339,7 @@ async fn serve() -> Served {
             .await
             .unwrap();
     });
-    Served { addr, fake, tokens, stop: Some(stop), handle }
+    Served { addr, fake, tokens, exec, stop: Some(stop), handle }
 }
 
 /// A TCP relay in front of the server whose connections can be cut, and which can stop
@@ -675,4 +678,85 @@ async fn a_shut_down_server_closes_its_streams_and_agents_move_to_another() {
     second.fake.recorded.lock().unwrap().heartbeats = 0;
     api.heartbeat(HOST).await.unwrap();
     assert_eq!(second.fake.recorded.lock().unwrap().heartbeats, 1);
+}
+
+/// An agent's exec target that echoes stdin as stdout, exits 0 at the end of stdin, refuses
+/// container "nope", and says when a session's input was dropped.
+struct Echo {
+    ended: mpsc::UnboundedSender<()>,
+}
+
+impl ExecTarget for Echo {
+    fn exec(&self, request: ExecRequest) -> BoxFuture<'_, Result<ExecChannel, ExecError>> {
+        Box::pin(async move {
+            if request.container == "nope" {
+                return Err(ExecError::ContainerNotFound(request.container));
+            }
+            let (input, mut input_rx) = mpsc::channel(8);
+            let (output_tx, output) = mpsc::channel(8);
+            let ended = self.ended.clone();
+            tokio::spawn(async move {
+                loop {
+                    match input_rx.recv().await {
+                        Some(ExecInput::Stdin(b)) => {
+                            let _ = output_tx.send(ExecOutput::Stdout(b)).await;
+                        }
+                        Some(ExecInput::CloseStdin) => {
+                            let _ = output_tx.send(ExecOutput::Exit(0)).await;
+                            return;
+                        }
+                        Some(ExecInput::Resize(_)) => {}
+                        None => {
+                            let _ = ended.send(());
+                            return;
+                        }
+                    }
+                }
+            });
+            Ok(ExecChannel { input, output })
+        })
+    }
+}
+
+#[tokio::test]
+async fn exec_sessions_run_on_the_agent_and_end_with_their_input() {
+    let served = serve().await;
+    let api = RemoteHostApi::connect(url(served.addr), HOST, TOKEN);
+    let (ended, mut ended_rx) = mpsc::unbounded_channel();
+    api.serve_exec(Arc::new(Echo { ended }));
+    api.connected(Duration::from_secs(10)).await.expect("connected");
+    let target = served.exec.get(HOST).expect("the connected host is an exec target");
+    assert!(served.exec.get("host-b").is_none());
+    let request = |container: &str| ExecRequest {
+        task_arn: task_arn(1),
+        container: container.into(),
+        command: vec!["sh".into()],
+        tty: true,
+        size: None,
+    };
+
+    let mut ch = target.exec(request("web")).await.unwrap();
+    ch.input.send(ExecInput::Stdin(b"hello".to_vec())).await.unwrap();
+    ch.input.send(ExecInput::CloseStdin).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(o) = timeout(Duration::from_secs(10), ch.output.recv()).await.unwrap() {
+        got.push(o);
+    }
+    assert_eq!(got, vec![ExecOutput::Stdout(b"hello".to_vec()), ExecOutput::Exit(0)], "then the stream ends");
+
+    let refused = target.exec(request("nope")).await.unwrap_err();
+    assert_eq!(refused, ExecError::ContainerNotFound("nope".into()), "the agent's own error");
+
+    // A session that drops its input ends the command on the agent.
+    let ch = target.exec(request("web")).await.unwrap();
+    drop(ch);
+    timeout(Duration::from_secs(10), ended_rx.recv()).await.expect("the agent's command never ended");
+
+    // So does a lost connection: the host is no longer a target, its sessions end.
+    let ch = target.exec(request("web")).await.unwrap();
+    drop(api);
+    timeout(Duration::from_secs(10), ended_rx.recv()).await.expect("the command outlived its link");
+    let ExecChannel { input: _input, mut output } = ch;
+    assert_eq!(timeout(Duration::from_secs(10), output.recv()).await.unwrap(), None, "no exit from a lost host");
+    eventually("the host to leave the targets", || served.exec.get(HOST).is_none()).await;
 }

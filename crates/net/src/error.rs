@@ -30,7 +30,7 @@ impl fmt::Display for Object {
 }
 
 /// A kernel answer to a netlink request (`errno` plus the extended-ACK text, when given).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NetlinkError {
     pub errno: i32,
     pub message: Option<String>,

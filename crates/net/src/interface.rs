@@ -59,7 +59,7 @@ impl Network {
             return Err(e);
         }
         if let Some(old) = old_public.filter(|old| Some(*old) != spec.public_ip) {
-            forget(&mut *self.conntrack_socket(&object)?, &object, &[old])?;
+            self.forget_shared(&object, vec![old])?;
         }
         let mut host = self.host_socket(&object)?;
         self.plumb(&mut host, &object, spec, &vpc, &link)?;
@@ -261,34 +261,15 @@ impl Network {
         self.nft.apply(&object, &removal_script(&self.table, &link, &iface))?;
         self.inner().state.interfaces.remove(id);
         let addrs: Vec<_> = [Some(iface.ip), iface.public_ip].into_iter().flatten().collect();
-        forget(&mut *self.conntrack_socket(&object)?, &object, &addrs)
+        self.forget_shared(&object, addrs)
     }
 
     /// Returns once a batch deletion of the doomed group that started after the caller's link
     /// joined it has run, running one if none is: removals at the same time share one kernel
     /// wait. A batch that fails leaves each caller to delete its own link.
     fn reap(&self, host: &mut Socket) {
-        let mut reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
-        reaper.marked += 1;
-        let ticket = reaper.marked;
-        loop {
-            if reaper.done >= ticket {
-                return;
-            }
-            if reaper.running {
-                reaper = self.reaped.wait(reaper).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            reaper.running = true;
-            let upto = reaper.marked;
-            drop(reaper);
-            // A failure is each caller's to find: its link is still there, and it deletes it alone.
-            let _ = host.delete_group(self.doomed);
-            reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
-            reaper.running = false;
-            reaper.done = upto;
-            self.reaped.notify_all();
-        }
+        // A failure is each caller's to find: its link is still there, and it deletes it alone.
+        self.reaper.submit((), |_| drop(host.delete_group(self.doomed)));
     }
 
     /// [`Network::remove_interface`] for a caller that holds the whole `Network` (`cleanup`).

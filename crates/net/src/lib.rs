@@ -6,6 +6,7 @@
 //! allocates nothing durable (IP addresses, public addresses and MACs come from the control
 //! plane) and keeps no state that is not in the kernel or the nft table.
 
+mod batch;
 mod error;
 mod interface;
 mod lb;
@@ -14,6 +15,7 @@ pub mod netns;
 mod network;
 mod nft;
 mod overlay;
+mod public;
 mod spec;
 mod state;
 

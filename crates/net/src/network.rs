@@ -3,9 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
+use std::net::Ipv4Addr;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::batch::Batch;
 use crate::error::{NetError, NetlinkError, Object};
 use crate::netlink::Socket;
 use crate::netns;
@@ -32,17 +34,9 @@ pub struct Network {
     spare_conntrack: Mutex<Vec<Socket>>,
     /// Task veths being removed are moved to this device group and deleted a group at a time.
     pub(crate) doomed: u32,
-    pub(crate) reaper: Mutex<Reaper>,
-    pub(crate) reaped: Condvar,
-}
-
-/// Batch deletions of doomed veths: `marked` links moved to the group so far (each one's
-/// ticket), the last `done` ticket a finished batch covered, and whether a batch is running.
-#[derive(Default)]
-pub(crate) struct Reaper {
-    pub marked: u64,
-    pub done: u64,
-    pub running: bool,
+    pub(crate) reaper: Batch<(), ()>,
+    /// Addresses whose tracked connections are to be deleted, a table walk at a time.
+    forgetter: Batch<Vec<Ipv4Addr>, Result<(), NetlinkError>>,
 }
 
 /// The whole `Network`: no interface change is in flight while it is held.
@@ -129,10 +123,15 @@ fn open_socket(object: &Object, netns: Option<&File>, open: fn() -> io::Result<S
 
 /// Drops conntrack's memory of `addrs`. Kernels without ctnetlink have nothing to forget
 /// that this crate could reach, so "not supported" is not an error.
-pub(crate) fn forget(conntrack: &mut Socket, object: &Object, addrs: &[std::net::Ipv4Addr]) -> Result<(), NetError> {
+pub(crate) fn forget(conntrack: &mut Socket, object: &Object, addrs: &[Ipv4Addr]) -> Result<(), NetError> {
+    forget_quietly(conntrack, addrs).map_err(nl(object, format!("delete tracked connections of {addrs:?}")))
+}
+
+/// [`forget`], where a kernel without connection tracking over netlink has nothing to forget.
+fn forget_quietly(conntrack: &mut Socket, addrs: &[Ipv4Addr]) -> Result<(), NetlinkError> {
     match conntrack.forget_connections(addrs) {
         Err(e) if e.errno == libc::EOPNOTSUPP || e.errno == libc::EPROTONOSUPPORT => Ok(()),
-        result => result.map(drop).map_err(nl(object, format!("delete tracked connections of {addrs:?}"))),
+        result => result.map(drop),
     }
 }
 
@@ -195,8 +194,8 @@ impl Network {
             spare_routes: Mutex::new(Vec::new()),
             spare_conntrack: Mutex::new(Vec::new()),
             doomed: doomed_group(&config.nft_table),
-            reaper: Mutex::new(Reaper::default()),
-            reaped: Condvar::new(),
+            reaper: Batch::new(),
+            forgetter: Batch::new(),
         })
     }
 
@@ -238,6 +237,22 @@ impl Network {
     /// A conntrack socket in the host namespace, for one change.
     pub(crate) fn conntrack_socket(&self, object: &Object) -> Result<Spare<'_>, NetError> {
         self.spare(&self.spare_conntrack, object, Socket::open_conntrack)
+    }
+
+    /// [`forget`] for changes made outside `inner`: the kernel walks its whole
+    /// connection-tracking table (every namespace's) for one dump, so removals at the same
+    /// time share one walk instead of each making its own.
+    pub(crate) fn forget_shared(&self, object: &Object, addrs: Vec<Ipv4Addr>) -> Result<(), NetError> {
+        let what = format!("delete tracked connections of {addrs:?}");
+        let outcome = self.forgetter.submit(addrs, |batch| {
+            let all: Vec<Ipv4Addr> = batch.into_iter().flatten().collect();
+            let mut socket = self.conntrack_socket(object).map_err(|e| NetlinkError {
+                errno: libc::EIO,
+                message: Some(format!("no connection-tracking socket: {e}")),
+            })?;
+            forget_quietly(&mut socket, &all)
+        });
+        outcome.map_err(nl(object, what))
     }
 
     fn spare<'a>(

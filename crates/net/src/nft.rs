@@ -258,11 +258,20 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         ("peers", "map peers { type ipv4_addr : ipv4_addr; }"),
         // This host's underlay addresses while it has an overlay.
         ("underlay_addrs", "set underlay_addrs { type ipv4_addr; }"),
+        // Remote interfaces' private IPs -> jump to the chain judging this host's load
+        // balancers' connections to them by their groups (`rin_<ip>`).
+        ("remote_in", "map remote_in { type ipv4_addr : verdict; }"),
+        // Public addresses this host announces on its underlay link (`src/public.rs`).
+        ("announced", "set announced { type ipv4_addr; }"),
     ] {
         let (kind, rest) = def.split_once(' ').expect("definition");
         debug_assert!(rest.starts_with(name));
         script.cmd(&format!("add {kind}"), format_args!("{rest}"));
     }
+    // Load balancer connections leaving through the overlay take this host's underlay address
+    // (one rule, set by `ensure_overlay`): every host has every load balancer's address, so
+    // only a source of this host's own brings the target's replies back here.
+    script.cmd("add chain", format_args!("{OVERLAY_SNAT}"));
     let base = |script: &mut Script, name: &str, hook: &str, rules: &[&str]| {
         script.cmd("add chain", format_args!("{name} {{ {hook}; policy accept; }}"));
         let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
@@ -306,6 +315,9 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
             // VPC addresses with no live interface here or on another host never leak onto
             // the host's networks.
             "iifname @ifaces ip daddr @vpc_cidrs oifname != @overlays drop",
+            // Only tasks send through the overlay: what arrives through it from outside a VPC
+            // is another host's load balancer, judged there.
+            "oifname @overlays iifname != @ifaces drop",
             // TCP between hosts fits the overlay's MTU from the first segment (tasks' veths
             // run at VPC_MTU and would otherwise learn it by path MTU discovery).
             "oifname @overlays tcp flags syn tcp option maxseg size set rt mtu",
@@ -316,7 +328,17 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         script,
         "output",
         "type filter hook output priority filter",
-        &["oifname vmap @ingress", "oifname @ifaces drop"],
+        &[
+            "oifname vmap @ingress",
+            "oifname @ifaces drop",
+            // This host's load balancers' connections to tasks on other hosts meet the
+            // targets' ingress rules here, while their source is still the load balancer's
+            // address (the target's host sees this host's underlay address instead).
+            "oifname @overlays ip saddr @lb_addrs ip daddr vmap @remote_in",
+            "oifname @overlays ip saddr @lb_addrs drop",
+            // Only VPC addresses (and load balancers, SNAT'd) enter the overlay from here.
+            "oifname @overlays ip saddr != @vpc_cidrs drop",
+        ],
     );
     base(
         script,
@@ -329,6 +351,9 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
             "iifname @ifaces ip daddr . tcp dport vmap @lb_in",
             "iifname @ifaces drop",
             "ip daddr @host_addrs iifname != \"lo\" drop",
+            // Replies to a load balancer's connections to targets on other hosts (they come
+            // back to this host's underlay address, un-NAT'd to the load balancer's).
+            "ip daddr @lb_addrs ct direction reply accept",
             // A load balancer's private address is the VPC's: from outside the host only
             // through its public address.
             "ip daddr @lb_addrs iifname != \"lo\" ct status & dnat == 0 drop",
@@ -344,6 +369,7 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         "type nat hook postrouting priority srcnat",
         &[
             "oifname @ifaces return",
+            "oifname @overlays ip saddr @lb_addrs jump overlay_snat",
             // The overlay carries VPC addresses as they are.
             "oifname @overlays return",
             "snat ip to ip saddr map @snat_pub",
@@ -372,7 +398,29 @@ pub(crate) fn interface_in_rules(vpc: &VpcStatus, groups: &[String]) -> Vec<Stri
     let mut rules = vec![
         "meta nfproto != ipv4 drop".to_string(),
         "ct state established,related accept".to_string(),
+        // From outside any VPC through the overlay: another host's load balancer (SNAT'd to
+        // that host's underlay address), whose host judged the connection by these groups.
+        "iifname @overlays ip saddr != @vpc_cidrs accept".to_string(),
         format!("ip saddr @vpc_cidrs ip saddr != {} ct status & dnat == 0 drop", vpc.cidr),
+    ];
+    rules.extend(groups.iter().map(|g| format!("jump {}", ingress_chain(g))));
+    rules.push("drop".into());
+    rules
+}
+
+/// The chain holding the SNAT of load balancer connections leaving through the overlay.
+pub(crate) const OVERLAY_SNAT: &str = "overlay_snat";
+
+pub(crate) fn remote_in_chain(ip: Ipv4Addr) -> String {
+    format!("rin_{}", ip.to_string().replace('.', "_"))
+}
+
+/// The chain judging this host's load balancers' connections to a task on another host: what
+/// that task's own chain would judge (its groups, those this host has), on this host.
+pub(crate) fn remote_in_rules(vpc: &VpcStatus, groups: &[&String]) -> Vec<String> {
+    let mut rules = vec![
+        "ct state established,related accept".to_string(),
+        format!("ip saddr @vpc_cidrs ip saddr != {} drop", vpc.cidr),
     ];
     rules.extend(groups.iter().map(|g| format!("jump {}", ingress_chain(g))));
     rules.push("drop".into());
@@ -431,6 +479,8 @@ pub(crate) fn overlay_in_chain(link: &str) -> String {
 pub(crate) fn overlay_in_rules(vpc: &VpcStatus) -> Vec<String> {
     vec![
         "meta nfproto != ipv4 drop".to_string(),
+        // Another host's load balancer (source: that host's underlay address).
+        format!("ip saddr != @vpc_cidrs ip daddr {} accept", vpc.cidr),
         format!("ip saddr != {} drop", vpc.cidr),
         format!("ip daddr != {} drop", vpc.cidr),
     ]

@@ -89,6 +89,15 @@ impl Network {
         for (ip, old) in current.iter().filter(|(ip, _)| !wanted.contains_key(ip)) {
             remove_remote_elements(&mut script, *ip, old);
         }
+        // This host's load balancers reach the remote interfaces as their groups allow,
+        // judged here, from this host's underlay address.
+        for (ip, remote) in &wanted {
+            let groups: Vec<&String> = remote.groups.iter().filter(|g| state.groups.contains_key(*g)).collect();
+            let chain = nft::remote_in_chain(*ip);
+            script.replace_chain(&chain, &nft::remote_in_rules(&vpc, &groups));
+            script.cmd("add element", format_args!("remote_in {{ {ip} : jump {chain} }}"));
+        }
+        script.replace_chain(nft::OVERLAY_SNAT, &[format!("ip saddr @lb_addrs snat ip to {}", spec.local_ip)]);
         self.nft.apply(&object, &script)?;
         state.overlay_links.insert(link.name.clone());
         state.member_sets.extend(new_sets);
@@ -206,6 +215,7 @@ impl Network {
         let last = inner.state.overlay_links.iter().all(|l| *l == name);
         if last {
             script.cmd("flush set", format_args!("underlay_addrs"));
+            script.cmd("flush chain", format_args!("{}", nft::OVERLAY_SNAT));
         }
         self.nft.apply(&object, &script)?;
         inner.state.remotes.retain(|_, r| r.vpc_id != vpc_id);
@@ -283,6 +293,10 @@ fn remove_device_elements(script: &mut Script, link: &str) {
 }
 
 fn remove_remote_elements(script: &mut Script, ip: Ipv4Addr, remote: &Remote) {
+    let chain = nft::remote_in_chain(ip);
+    script.cmd("add chain", format_args!("{chain}"));
+    script.delete_element("remote_in", &format!("{ip} : jump {chain}"), &ip.to_string());
+    script.delete_chain(&chain);
     script.delete_element("peers", &format!("{ip} : {}", remote.host_ip), &ip.to_string());
     for group in &remote.groups {
         script.delete_element(&nft::member_set(group), &ip.to_string(), &ip.to_string());

@@ -24,6 +24,8 @@ pub(crate) struct State {
     pub remotes: BTreeMap<Ipv4Addr, Remote>,
     /// VXLAN devices that have an `ovl_<dev>` chain.
     pub overlay_links: BTreeSet<String>,
+    /// Public addresses announced on the underlay link (the `announced` set).
+    pub announced: BTreeSet<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,8 @@ impl State {
                             state.vpcs.insert(id.to_string(), VpcStatus::new(table, id, cidr));
                         }
                     }
+                } else if name == "announced" {
+                    state.announced.extend(elems.iter().filter_map(|e| as_ip(elem_parts(e).0)));
                 } else if name == "lb_addrs" {
                     lb_ips.extend(elems.iter().filter_map(|e| as_ip(elem_parts(e).0)));
                 } else if let Some(group) = name.strip_prefix("sgm_") {

@@ -14,18 +14,6 @@ use flotilla_net::{NetError, Network, OverlaySpec, Peer, Protocol, RemoteInterfa
 const A_UNDERLAY: &str = "192.168.77.1";
 const B_UNDERLAY: &str = "192.168.77.2";
 
-/// Two labs joined by a veth underlay (`ul0` on both sides, MTU 1500).
-fn two_hosts(tag: &str) -> Result<(Lab, Lab)> {
-    let a = Lab::new(&format!("{tag}-a"))?;
-    let b = Lab::new(&format!("{tag}-b"))?;
-    a.host.ip(&["link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", &b.host.name])?;
-    for (lab, ip) in [(&a, A_UNDERLAY), (&b, B_UNDERLAY)] {
-        lab.host.ip(&["addr", "add", &format!("{ip}/24"), "dev", "ul0"])?;
-        lab.host.ip(&["link", "set", "ul0", "up"])?;
-    }
-    Ok((a, b))
-}
-
 fn remote(ip: &str, host: &str, groups: &[&str]) -> RemoteInterface {
     RemoteInterface {
         ip: ip.parse().unwrap(),
@@ -64,7 +52,7 @@ fn serve_bytes(ns: &Netns, port: u16, bytes: usize) -> Result<()> {
 
 #[test]
 fn a_vpc_spans_two_hosts_with_groups_and_isolation() -> Result<()> {
-    let (mut a, mut b) = two_hosts("ovl")?;
+    let (mut a, mut b) = two_hosts("ovl", A_UNDERLAY, B_UNDERLAY)?;
     for lab in [&a, &b] {
         lab.vpc("vpc-ov", "10.20.0.0/16")?;
         lab.vpc("vpc-ox", "10.30.0.0/16")?;
@@ -158,7 +146,7 @@ fn a_vpc_spans_two_hosts_with_groups_and_isolation() -> Result<()> {
 
 #[test]
 fn overlay_specs_are_checked() -> Result<()> {
-    let (a, _b) = two_hosts("ovc")?;
+    let (a, _b) = two_hosts("ovc", A_UNDERLAY, B_UNDERLAY)?;
     a.vpc("vpc-oc", "10.40.0.0/16")?;
     let bad_vni = OverlaySpec { vpc_id: "vpc-oc".into(), vni: 0, local_ip: A_UNDERLAY.parse()?, remotes: vec![] };
     assert!(matches!(a.net.ensure_overlay(&bad_vni), Err(NetError::InvalidSpec { .. })));

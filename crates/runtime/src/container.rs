@@ -269,8 +269,18 @@ pub fn state_json(root: &Path, id: &str) -> io::Result<String> {
 }
 
 /// Runs `args` inside the running container with its process settings (user, capabilities,
-/// seccomp, environment, working directory); returns once it has exec'd, writing its pid.
-pub fn exec(root: &Path, id: &str, pid_file: Option<&Path>, args: Vec<String>) -> io::Result<()> {
+/// seccomp, rlimits, environment, working directory, cgroup, namespaces); returns once it has
+/// exec'd, writing its pid. With `console`, the process gets a new terminal of the container's
+/// as its controlling terminal and stdio, whose master goes to that socket (runc's
+/// `--console-socket`); without, it keeps this command's stdio. Either way it leads a session
+/// of its own, so whoever ends it can kill what it started.
+pub fn exec(
+    root: &Path,
+    id: &str,
+    pid_file: Option<&Path>,
+    args: Vec<String>,
+    console: Option<&Path>,
+) -> io::Result<()> {
     let st = load(root, id)?;
     if st.status(root) == Status::Stopped {
         return Err(io::Error::other(format!("container {id} is not running")));
@@ -281,6 +291,14 @@ pub fn exec(root: &Path, id: &str, pid_file: Option<&Path>, args: Vec<String>) -
         .map(|pf| std::fs::File::create(pf).map_err(|e| err_at("create", pf, e)).map(|f| (pf.to_path_buf(), f)))
         .transpose()?;
     sys::cloexec_from_3();
+    // Connected now, while the path still means the host's socket.
+    let console = console
+        .map(|path| {
+            std::os::unix::net::UnixStream::connect(path)
+                .map(OwnedFd::from)
+                .map_err(|e| err_at("connecting to the console socket", path, e))
+        })
+        .transpose()?;
     // The mount namespace last: entering it moves our root.
     let order = [
         ("cgroup", LinkNameSpaceType::ControlGroup),
@@ -308,6 +326,14 @@ pub fn exec(root: &Path, id: &str, pid_file: Option<&Path>, args: Vec<String>) -
     let pid = match sys::fork()? {
         Fork::Child => {
             drop(r);
+            if let Some(console) = console {
+                // A forked child is never a group leader, so this cannot fail.
+                let _ = rustix::process::setsid();
+                if let Err(e) = crate::pty::attach_console(&console, process.user.uid) {
+                    report_error(w, &e)
+                }
+                drop(console);
+            }
             let e = init::exec_process(&process, &spec.linux.seccomp);
             report_error(w, &e)
         }

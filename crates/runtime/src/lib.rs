@@ -1,7 +1,7 @@
 //! Flotilla's own OCI runtime, for the subset of the runtime spec Flotilla writes
 //! (`flotilla_oci`). It speaks runc's command line for the commands the shim uses
 //! (`create`, `run --detach`, `start`, `kill [--all]`, `delete [--force]`, `state`,
-//! `exec --detach`) and keeps runc's exec-FIFO protocol, so the shim drives either the same
+//! `exec --detach [--tty --console-socket PATH]`) and keeps runc's exec-FIFO protocol, so the shim drives either the same
 //! way. Each command is a fresh single-threaded process (`flotilla-shim oci ...`): create and
 //! exec fork, which is only safe without other threads.
 //!
@@ -17,6 +17,7 @@ mod init;
 pub mod mountinfo;
 mod mounts;
 mod process;
+pub mod pty;
 pub mod seccomp;
 mod state;
 mod sys;
@@ -40,14 +41,16 @@ const USAGE: &str = "usage: flotilla-shim oci [--root DIR] [--log FILE] [--log-f
   kill [--all] ID SIGNAL
   delete [--force] ID
   state ID
-  exec --detach [--pid-file FILE] ID ARG...";
+  exec --detach [--tty --console-socket PATH] [--pid-file FILE] ID ARG...";
 
 /// The default state root, as runc's `/run/runc`.
 const DEFAULT_ROOT: &str = "/run/flotilla-runtime";
 
 struct Global {
     root: PathBuf,
-    log: Option<PathBuf>,
+    /// Opened before the command runs: exec fails inside the container's mount namespace,
+    /// where the path means nothing.
+    log: Option<std::fs::File>,
 }
 
 /// Runs one runtime command; the process exit code.
@@ -61,7 +64,9 @@ pub fn main(args: &[String]) -> i32 {
                 let Some(value) = it.next() else { return usage(&format!("{flag} needs a value")) };
                 match flag.as_str() {
                     "--root" => global.root = PathBuf::from(value),
-                    "--log" => global.log = Some(PathBuf::from(value)),
+                    "--log" => {
+                        global.log = std::fs::OpenOptions::new().create(true).append(true).open(value).ok();
+                    }
                     _ => {}
                 }
             }
@@ -98,9 +103,7 @@ fn fail(global: &Global, e: &std::io::Error) {
         cause = c.source();
     }
     eprintln!("flotilla-runtime: {msg}");
-    if let Some(log) = &global.log
-        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log)
-    {
+    if let Some(mut f) = global.log.as_ref() {
         let line = serde_json::json!({"level": "error", "msg": msg});
         let _ = writeln!(f, "{line}");
     }
@@ -114,11 +117,22 @@ struct Parsed {
     all: bool,
     force: bool,
     detach: bool,
+    tty: bool,
+    console_socket: Option<PathBuf>,
     positional: Vec<String>,
 }
 
 fn parse(args: Vec<String>) -> std::io::Result<Parsed> {
-    let mut p = Parsed { bundle: None, pid_file: None, all: false, force: false, detach: false, positional: vec![] };
+    let mut p = Parsed {
+        bundle: None,
+        pid_file: None,
+        all: false,
+        force: false,
+        detach: false,
+        tty: false,
+        console_socket: None,
+        positional: vec![],
+    };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| bad(&format!("{a} needs a value")));
@@ -128,6 +142,8 @@ fn parse(args: Vec<String>) -> std::io::Result<Parsed> {
             "--all" | "-a" => p.all = true,
             "--force" | "-f" => p.force = true,
             "--detach" | "-d" => p.detach = true,
+            "--tty" | "-t" => p.tty = true,
+            "--console-socket" => p.console_socket = Some(PathBuf::from(value()?)),
             other if other.starts_with('-') => return Err(bad(&format!("unknown flag {other}"))),
             _ => {
                 p.positional.push(a);
@@ -184,7 +200,15 @@ fn run(g: &Global, command: &str, args: Vec<String>) -> std::io::Result<Option<S
             if argv.is_empty() {
                 return Err(bad("exec needs a command"));
             }
-            container::exec(root, &id, p.pid_file.as_deref(), argv).map(|_| None)
+            // As runc: a terminal is made inside the container and its master sent to the
+            // console socket; without one the process keeps this command's stdio.
+            let console = match (p.tty, &p.console_socket) {
+                (true, Some(path)) => Some(path.as_path()),
+                (true, None) => return Err(bad("--tty needs --console-socket")),
+                (false, Some(_)) => return Err(bad("--console-socket needs --tty")),
+                (false, None) => None,
+            };
+            container::exec(root, &id, p.pid_file.as_deref(), argv, console).map(|_| None)
         }
         "exec" => Err(bad("only `exec --detach` is supported")),
         other => Err(bad(&format!("unknown command {other:?}"))),
@@ -204,6 +228,10 @@ mod tests {
         assert_eq!(p.positional, ["c1", "sh", "-c", "echo --all"]);
         assert!(parse(vec!["--bogus".into()]).is_err());
         assert!(parse(vec!["--bundle".into()]).is_err());
+        let p = parse(["-d", "-t", "--console-socket", "/s", "c1", "sh"].map(String::from).to_vec()).unwrap();
+        assert!(p.tty && p.detach);
+        assert_eq!(p.console_socket, Some(PathBuf::from("/s")));
+        assert_eq!(p.positional, ["c1", "sh"]);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod efs;
 pub mod ephemeral;
 pub mod error;
 pub mod linux;
+mod linux_exec;
 pub mod mount;
 pub mod namespaces;
 pub use flotilla_oci as oci;
@@ -41,7 +42,9 @@ pub mod task;
 
 pub use error::SandboxError;
 pub use linux::{LinuxSandbox, LinuxSandboxConfig};
-pub use sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
+pub use sandbox::{
+    BoxFuture, ContainerStarted, ExecProcess, ExecStdio, InteractiveSpec, NetworkAttachment, Sandbox, TaskHandle,
+};
 pub use sim::{SimEvent, SimOp, SimSandbox};
 pub use status::{
     ContainerState, ContainerStatus, ExecResult, ExecSpec, OOM_REASON, ResourceStats, StorageStats, TaskPhase,

@@ -17,7 +17,9 @@ use crate::error::SandboxError;
 use crate::protocol::{
     CONTAINER_LOG_FILE, CONTAINERS_DIR, LOCK_FILE, MAX_MESSAGE_BYTES, Reply, Request, SOCKET_FILE, STATE_FILE,
 };
-use crate::sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
+use crate::sandbox::{
+    BoxFuture, ContainerStarted, ExecProcess, InteractiveSpec, NetworkAttachment, Sandbox, TaskHandle,
+};
 use crate::scratch_pool::{ScratchPool, ScratchPoolConfig};
 use crate::status::{ExecResult, ExecSpec, TaskStats, TaskStatus};
 use crate::task::{DEFAULT_EPHEMERAL_STORAGE_GIB, TaskSpec, valid_task_id};
@@ -154,22 +156,27 @@ impl LinuxSandbox {
         Ok(())
     }
 
-    /// One exchange with the task's shim, restarting a dead shim once.
-    async fn call(&self, task_id: &str, req: &Request, timeout: Duration) -> Result<Reply, SandboxError> {
+    /// A connection to the task's shim, restarting a dead shim once.
+    pub(crate) async fn connect(&self, task_id: &str) -> Result<UnixStream, SandboxError> {
         let dir = self.check_id(task_id)?;
         if !dir.exists() {
             return Err(SandboxError::TaskNotFound { task_id: task_id.to_string() });
         }
-        let stream = match UnixStream::connect(dir.join(SOCKET_FILE)).await {
-            Ok(s) => s,
+        match UnixStream::connect(dir.join(SOCKET_FILE)).await {
+            Ok(s) => Ok(s),
             Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => {
                 self.ensure_shim(task_id, &dir).await?;
                 UnixStream::connect(dir.join(SOCKET_FILE))
                     .await
-                    .map_err(|source| SandboxError::ShimIo { task_id: task_id.to_string(), source })?
+                    .map_err(|source| SandboxError::ShimIo { task_id: task_id.to_string(), source })
             }
-            Err(source) => return Err(SandboxError::ShimIo { task_id: task_id.to_string(), source }),
-        };
+            Err(source) => Err(SandboxError::ShimIo { task_id: task_id.to_string(), source }),
+        }
+    }
+
+    /// One exchange with the task's shim, restarting a dead shim once.
+    async fn call(&self, task_id: &str, req: &Request, timeout: Duration) -> Result<Reply, SandboxError> {
+        let stream = self.connect(task_id).await?;
         let exchange = exchange(stream, req);
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(SandboxError::ShimTimeout { task_id: task_id.to_string(), seconds: timeout.as_secs() }),
@@ -321,7 +328,7 @@ fn create_private_dir(dir: &Path) -> Result<(), SandboxError> {
     }
 }
 
-fn unexpected(task_id: &str, reply: &Reply) -> SandboxError {
+pub(crate) fn unexpected(task_id: &str, reply: &Reply) -> SandboxError {
     SandboxError::Protocol { task_id: task_id.to_string(), reply: format!("{reply:?}") }
 }
 
@@ -392,6 +399,15 @@ impl Sandbox for LinuxSandbox {
                 other => Err(unexpected(task_id, &other)),
             }
         })
+    }
+
+    fn exec_interactive<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+        spec: InteractiveSpec,
+    ) -> BoxFuture<'a, Result<ExecProcess, SandboxError>> {
+        Box::pin(self.exec_stream(task_id, container, spec))
     }
 
     fn destroy<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {

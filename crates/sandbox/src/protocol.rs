@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ephemeral::PooledScratch;
+use crate::sandbox::InteractiveSpec;
 use crate::status::{ExecResult, ExecSpec, TaskStats, TaskStatus};
 use crate::task::TaskSpec;
 
@@ -62,6 +63,15 @@ pub enum Request {
     },
     /// Kill everything and remove every trace of the task, then the shim exits. Idempotent.
     Destroy,
+    /// Start a command in a running container for an interactive session and keep this
+    /// connection for it: the reply `ExecStarted` carries, as `SCM_RIGHTS` descriptors, the
+    /// terminal's master (`tty`) or the process's stdin, stdout and stderr pipe ends, in that
+    /// order; `ExecExited` follows when it has been reaped. Closing the connection kills the
+    /// process and everything in its session.
+    ExecStream {
+        container: String,
+        exec: InteractiveSpec,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +84,13 @@ pub enum Reply {
     Stats(TaskStats),
     Exec(ExecResult),
     Destroyed,
+    ExecStarted {
+        pid: u32,
+    },
+    /// The exit status, as a shell reports it (the code, or 128 + the signal).
+    ExecExited {
+        code: i32,
+    },
     Error(ShimError),
 }
 

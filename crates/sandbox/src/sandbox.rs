@@ -2,6 +2,7 @@
 //! backend isolates them (runc and namespaces today, a microVM later) stays behind it.
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
@@ -41,6 +42,47 @@ pub struct TaskHandle {
 pub struct ContainerStarted {
     pub pid: u32,
     pub timings: Timings,
+}
+
+/// A command to start in a running container for an interactive session (ECS Exec): the
+/// container's own process settings with `argv` in place of its command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InteractiveSpec {
+    pub argv: Vec<String>,
+    /// A pseudo-terminal from the container's `/dev/pts` (stdout and stderr merged), or pipes.
+    pub tty: bool,
+    /// The terminal's first size in cells; 0 leaves the kernel's default.
+    #[serde(default)]
+    pub cols: u16,
+    #[serde(default)]
+    pub rows: u16,
+}
+
+/// The started process's ends: the terminal's master, or its stdin, stdout and stderr pipes.
+#[derive(Debug)]
+pub enum ExecStdio {
+    Tty { master: OwnedFd },
+    Pipes { stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd },
+}
+
+/// A command started by [`Sandbox::exec_interactive`].
+///
+/// **Invariant:** `exit` is the process's lifeline: dropping it before it resolves kills the
+/// process and everything in its session (closing the master alone would only hang it up).
+pub struct ExecProcess {
+    /// The process's pid on the host.
+    pub pid: u32,
+    pub stdio: ExecStdio,
+    /// Its exit status, as a shell reports it (the code, or 128 + the signal), once it has
+    /// ended; an error when the host lost track of it (its shim died).
+    pub exit: BoxFuture<'static, Result<i32, SandboxError>>,
+}
+
+impl std::fmt::Debug for ExecProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecProcess").field("pid", &self.pid).field("stdio", &self.stdio).finish_non_exhaustive()
+    }
 }
 
 /// Fails to compile if a change to [`Sandbox`] makes it unusable as `dyn Sandbox`.
@@ -84,6 +126,15 @@ pub trait Sandbox: Send + Sync {
         container: &'a str,
         exec: ExecSpec,
     ) -> BoxFuture<'a, Result<ExecResult, SandboxError>>;
+    /// Starts a command in a running container for an interactive session and hands over its
+    /// terminal or pipes; see [`ExecProcess`]. Errors: `TaskNotFound`, `NotFound` (no such
+    /// container), `InvalidState` (not running), `InvalidSpec` (the command cannot be run).
+    fn exec_interactive<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+        spec: InteractiveSpec,
+    ) -> BoxFuture<'a, Result<ExecProcess, SandboxError>>;
     /// Kills everything and removes every trace of the task, logs included. Idempotent.
     fn destroy<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>>;
     /// After an agent restart: finds the tasks this backend still has on the host and makes

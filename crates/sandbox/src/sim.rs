@@ -26,7 +26,9 @@ use tokio::sync::watch;
 
 use crate::error::SandboxError;
 use crate::protocol::{CONTAINER_LOG_FILE, CONTAINERS_DIR, Timings};
-use crate::sandbox::{BoxFuture, ContainerStarted, NetworkAttachment, Sandbox, TaskHandle};
+use crate::sandbox::{
+    BoxFuture, ContainerStarted, ExecProcess, InteractiveSpec, NetworkAttachment, Sandbox, TaskHandle,
+};
 use crate::status::{
     ContainerState, ContainerStatus, ExecResult, ExecSpec, OOM_REASON, ResourceStats, TaskPhase, TaskStats, TaskStatus,
 };
@@ -554,6 +556,30 @@ impl Sandbox for SimSandbox {
         exec: ExecSpec,
     ) -> BoxFuture<'a, Result<ExecResult, SandboxError>> {
         Box::pin(async move { self.run_exec(task_id, container, exec) })
+    }
+
+    /// A simulated container has no process to run a command beside: after the checks a
+    /// real host makes (task, container, running), a clear refusal.
+    fn exec_interactive<'a>(
+        &'a self,
+        task_id: &'a str,
+        container: &'a str,
+        spec: InteractiveSpec,
+    ) -> BoxFuture<'a, Result<ExecProcess, SandboxError>> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            inner.record(SimEvent::Exec {
+                task: task_id.to_string(),
+                container: container.to_string(),
+                argv: spec.argv,
+            });
+            inner.take_failure(SimOp::Exec, task_id)?;
+            inner.running(task_id, container)?;
+            Err(SandboxError::Runtime {
+                task_id: task_id.to_string(),
+                message: "a simulated host has no containers to run commands in".to_string(),
+            })
+        })
     }
 
     fn destroy<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {

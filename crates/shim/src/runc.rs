@@ -194,6 +194,35 @@ impl Runc {
         }
         Ok(())
     }
+
+    /// `runc exec --detach` for an interactive session: with `console`, `--tty
+    /// --console-socket` (runc makes the terminal inside the container and sends its master
+    /// there); without, the process keeps `stdio` (stdin, stdout, stderr). Returns once the
+    /// process runs; it then becomes our child. Errors carry runc's reason from `log`.
+    pub fn exec_interactive(
+        &self,
+        id: &str,
+        argv: &[String],
+        pid_file: &Path,
+        log: &Path,
+        console: Option<&Path>,
+        stdio: [Stdio; 3],
+    ) -> Result<(), RuncError> {
+        let mut cmd = self.command(Some(log));
+        cmd.arg("exec").arg("--detach");
+        if let Some(socket) = console {
+            cmd.arg("--tty").arg("--console-socket").arg(socket);
+        }
+        cmd.arg("--pid-file").arg(pid_file).arg(id).args(argv);
+        let [stdin, stdout, stderr] = stdio;
+        cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+        let (_child, rx) = self.reaper.spawn(&mut cmd).map_err(|e| self.spawn_err(e))?;
+        let exit = rx.recv().unwrap_or(ExitInfo { code: -1, signal: None });
+        if !exit.success() {
+            return Err(RuncError::Failed { op: "exec", id: id.to_string(), message: last_error(log, exit) });
+        }
+        Ok(())
+    }
 }
 
 /// The last `"level":"error"` message of a runc JSON log.

@@ -68,6 +68,12 @@ fn connection(stream: UnixStream, rt: Arc<Runtime>) {
                 return;
             }
         };
+        if let Request::ExecStream { container, exec } = req {
+            // The connection now belongs to the process: it carries its exit, and its end
+            // ends the process.
+            rt.exec_stream(&container, &exec, reader.get_ref());
+            return;
+        }
         let destroy = matches!(req, Request::Destroy);
         tracing::debug!(?req, "request");
         let reply = rt.handle(req);

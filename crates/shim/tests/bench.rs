@@ -86,3 +86,53 @@ async fn task_sandbox_cost_against_plain_runc_run() {
         eprintln!("  {k:<45} {:>8.1}", ms(median(v)));
     }
 }
+
+/// An interactive exec of `true` (request, descriptors, exit status) through the shim with
+/// each runtime, against `runc exec` of the same running container (a runc-made task's state).
+/// Run with `--nocapture` to see the table; the test itself only checks that all three work.
+#[tokio::test]
+async fn interactive_exec_against_runc_exec() {
+    let mut rows: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for runtime in ["builtin", "runc"] {
+        let root = tempfile::Builder::new().prefix("flotilla-sandbox-").tempdir_in("/var/tmp").unwrap();
+        let mut cfg = config(root.path());
+        cfg.runtime = runtime.into();
+        let sandbox = flotilla_sandbox::LinuxSandbox::new(cfg);
+        let id = task_id(&format!("xbench-{runtime}"));
+        let _guard = TaskGuard(sandbox.task_dir(&id));
+        sandbox.create_task(task(&id, vec![container("app", &["sleep", "1000"])])).await.unwrap();
+        sandbox.start_container(&id, "app").await.unwrap();
+        for round in 0..=ROUNDS * 4 {
+            let spec = flotilla_sandbox::InteractiveSpec { argv: vec!["true".into()], tty: false, cols: 0, rows: 0 };
+            let t = Instant::now();
+            let p = sandbox.exec_interactive(&id, "app", spec).await.unwrap();
+            assert_eq!(p.exit.await.unwrap(), 0);
+            // The first round warms the page cache.
+            if round > 0 {
+                rows.entry(format!("E  exec_interactive `true`, {runtime}"))
+                    .or_default()
+                    .push(t.elapsed().as_micros() as u64);
+            }
+            if runtime == "runc" {
+                let t = Instant::now();
+                let out = Command::new("runc")
+                    .arg("--root")
+                    .arg(sandbox.task_dir(&id).join("runc"))
+                    .args(["exec", "app", "true"])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "runc exec failed: {}", String::from_utf8_lossy(&out.stderr));
+                if round > 0 {
+                    rows.entry("R  runc exec `true` (same container)".into())
+                        .or_default()
+                        .push(t.elapsed().as_micros() as u64);
+                }
+            }
+        }
+        sandbox.destroy(&id).await.unwrap();
+    }
+    eprintln!("\nmedian of {} rounds, milliseconds:", ROUNDS * 4);
+    for (k, v) in rows {
+        eprintln!("  {k:<45} {:>8.1}", ms(median(v)));
+    }
+}

@@ -269,3 +269,16 @@ pub fn spawn(mut command: Command) -> Result<Process> {
 pub fn status_of<'a>(list: &'a [InterfaceStatus], id: &str) -> Option<&'a InterfaceStatus> {
     list.iter().find(|s| s.id == id)
 }
+
+/// Two labs (hosts `{tag}-a` and `{tag}-b`) joined by a veth underlay (`ul0` on both sides,
+/// MTU 1500) with addresses `a_ip`/24 and `b_ip`/24.
+pub fn two_hosts(tag: &str, a_ip: &str, b_ip: &str) -> Result<(Lab, Lab)> {
+    let a = Lab::new(&format!("{tag}-a"))?;
+    let b = Lab::new(&format!("{tag}-b"))?;
+    a.host.ip(&["link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", &b.host.name])?;
+    for (lab, ip) in [(&a, a_ip), (&b, b_ip)] {
+        lab.host.ip(&["addr", "add", &format!("{ip}/24"), "dev", "ul0"])?;
+        lab.host.ip(&["link", "set", "ul0", "up"])?;
+    }
+    Ok((a, b))
+}

@@ -201,6 +201,7 @@ impl Runtime {
 
     /// A new shim on an existing task: re-attach to running containers, settle the others.
     pub(super) fn adopt(self: &Arc<Self>) {
+        self.end_orphaned_execs();
         let containers: Vec<(String, ContainerState)> =
             self.lock_state().containers.iter().map(|c| (c.name.clone(), c.state)).collect();
         for (name, state) in containers {

@@ -9,6 +9,7 @@
 mod container;
 mod create;
 mod destroy;
+mod exec;
 mod precreate;
 
 use std::collections::HashMap;
@@ -161,6 +162,9 @@ impl Runtime {
             Request::Stats => self.stats().map(Reply::Stats),
             Request::Exec { container, exec } => self.exec(&container, &exec).map(Reply::Exec),
             Request::Destroy => self.destroy().map(|()| Reply::Destroyed),
+            Request::ExecStream { .. } => {
+                Err(ShimError::new(ShimErrorKind::Protocol, "exec_stream needs a connection of its own"))
+            }
         };
         result.unwrap_or_else(Reply::Error)
     }
