@@ -190,7 +190,10 @@ impl Supervisor {
             }
             Err(e) => return Err(e.into()),
         };
-        let volumes = match self.agent.host.task_volumes(&self.task_arn).await {
+        // Only EFS volumes need the control plane; most tasks have none and skip the call.
+        let has_efs = assignment.definition.volumes.iter().any(|v| v.efs_volume_configuration.is_some());
+        let asked = if has_efs { self.agent.host.task_volumes(&self.task_arn).await } else { Ok(Default::default()) };
+        let volumes = match asked {
             Ok(v) => v,
             Err(HostApiError::Refused { reason }) => {
                 self.fail_to_start(reason, None).await?;
