@@ -68,6 +68,9 @@ pub struct AgentParts {
     pub load_balancing: Option<lb::LbConfig>,
     /// Heartbeat period and fence time.
     pub liveness: Liveness,
+    /// Where EFS file systems' directories are (`<root>/<fs-id>`); `None`: tasks with EFS
+    /// volumes cannot start here.
+    pub efs_root: Option<PathBuf>,
 }
 
 struct Supervised {
@@ -85,6 +88,7 @@ pub struct Agent {
     region: String,
     metadata: bool,
     load_balancing: Option<lb::LbConfig>,
+    efs_root: Option<PathBuf>,
     /// Task ARN -> its supervisor.
     supervisors: Mutex<HashMap<String, Supervised>>,
     /// Task ARN -> its newest assignment.
@@ -110,6 +114,7 @@ impl Agent {
             region: parts.region,
             metadata: parts.metadata,
             load_balancing: parts.load_balancing,
+            efs_root: parts.efs_root,
             supervisors: Mutex::new(HashMap::new()),
             assignments: Mutex::new(HashMap::new()),
             liveness: parts.liveness,

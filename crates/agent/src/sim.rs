@@ -94,6 +94,7 @@ pub fn agent_with(
         metadata: false,
         load_balancing: None,
         liveness,
+        efs_root: None,
     })
 }
 

@@ -1,8 +1,10 @@
 //! From an ECS task (definition + overrides) and its pulled images to a sandbox `TaskSpec`.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use flotilla_image::Image;
+use flotilla_sandbox::efs::{EfsIdentity, EfsMount, EfsRoot};
 use flotilla_sandbox::{ContainerSpec, EnvVar, ImageConfig, MountPoint, TaskSpec, Ulimit, VolumeFrom};
 use flotilla_types::task::Task;
 use flotilla_types::task_definition::{ContainerDefinition, TaskDefinition};
@@ -11,8 +13,38 @@ use flotilla_types::{parse_cpu, parse_memory};
 /// Why a task cannot be turned into a sandbox spec; becomes the task's stoppedReason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("ResourceInitializationError: volume {volume} uses {kind}, which Flotilla cannot provide yet")]
-    Volume { volume: String, kind: &'static str },
+    #[error(
+        "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: volume {volume}: \
+         this host has no EFS root (flotilla agent --efs-root)"
+    )]
+    NoEfsRoot { volume: String },
+    #[error(
+        "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: volume {volume} was \
+         not resolved by the control plane"
+    )]
+    UnresolvedEfs { volume: String },
+}
+
+/// The task's EFS volumes as the sandbox mounts them: the control plane's resolution
+/// (`HostApi::task_volumes`) placed under this host's EFS root.
+pub fn efs_mounts(volumes: &flotilla_host::TaskVolumes, efs_root: Option<&Path>) -> Result<Vec<EfsMount>, SpecError> {
+    let mut out = Vec::new();
+    for v in &volumes.efs {
+        let root = efs_root.ok_or_else(|| SpecError::NoEfsRoot { volume: v.name.clone() })?;
+        out.push(EfsMount {
+            name: v.name.clone(),
+            file_system_dir: root.join(&v.file_system_id),
+            path: v.path.clone(),
+            create_root: v.create_root.as_ref().map(|c| EfsRoot {
+                path: c.path.clone(),
+                uid: c.owner_uid,
+                gid: c.owner_gid,
+                mode: c.permissions,
+            }),
+            posix_user: v.posix_user.as_ref().map(|u| EfsIdentity { uid: u.uid, gid: u.gid }),
+        });
+    }
+    Ok(out)
 }
 
 /// What Fargate injects into every container's environment.
@@ -122,18 +154,23 @@ fn container_spec(
     Ok(spec)
 }
 
-/// Builds the sandbox spec; `images` maps container name to its pulled image.
+/// Builds the sandbox spec; `images` maps container name to its pulled image, `efs` holds the
+/// task's EFS volumes ([`efs_mounts`]).
 pub fn task_spec(
     task: &Task,
     definition: &TaskDefinition,
     images: &HashMap<String, Image>,
     injected: &Injected<'_>,
+    efs: Vec<EfsMount>,
 ) -> Result<TaskSpec, SpecError> {
     let mut volumes = Vec::new();
     for v in &definition.volumes {
         let name = v.name.clone().unwrap_or_default();
         if v.efs_volume_configuration.is_some() {
-            return Err(SpecError::Volume { volume: name, kind: "efsVolumeConfiguration" });
+            if !efs.iter().any(|e| e.name == name) {
+                return Err(SpecError::UnresolvedEfs { volume: name });
+            }
+            continue;
         }
         volumes.push(name);
     }
@@ -152,6 +189,7 @@ pub fn task_spec(
         ephemeral_storage_gib: task.ephemeral_storage.as_ref().map(|e| e.size_in_gi_b.max(20) as u64),
         hostname: None,
         volumes,
+        efs_volumes: efs,
         containers,
     })
 }

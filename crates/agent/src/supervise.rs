@@ -190,6 +190,24 @@ impl Supervisor {
             }
             Err(e) => return Err(e.into()),
         };
+        // Only EFS volumes need the control plane; most tasks have none and skip the call.
+        let has_efs = assignment.definition.volumes.iter().any(|v| v.efs_volume_configuration.is_some());
+        let asked = if has_efs { self.agent.host.task_volumes(&self.task_arn).await } else { Ok(Default::default()) };
+        let volumes = match asked {
+            Ok(v) => v,
+            Err(HostApiError::Refused { reason }) => {
+                self.fail_to_start(reason, None).await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let efs = match crate::spec::efs_mounts(&volumes, self.agent.efs_root.as_deref()) {
+            Ok(efs) => efs,
+            Err(e) => {
+                self.fail_to_start(e.to_string(), None).await?;
+                return Ok(false);
+            }
+        };
         let definition = &assignment.definition;
         let mut images = HashMap::new();
         for c in &definition.container_definitions {
@@ -228,7 +246,7 @@ impl Supervisor {
             metadata_base: crate::metadata::METADATA_BASE,
             secrets: &secrets.environment,
         };
-        let spec = match crate::spec::task_spec(&task, definition, &images, &injected) {
+        let spec = match crate::spec::task_spec(&task, definition, &images, &injected, efs) {
             Ok(spec) => spec,
             Err(e) => {
                 self.fail_to_start(e.to_string(), None).await?;

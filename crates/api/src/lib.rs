@@ -7,6 +7,7 @@
 pub mod acm;
 pub mod ec2;
 pub mod ecs;
+mod efs;
 mod elbv2;
 pub mod error;
 mod exec;

@@ -3,7 +3,8 @@
 //! has passed the service model, `(operation, body)` is parsed into that service's closed
 //! request enum (`EcsRequest`, `LogsRequest`, ...) and the service's `execute` runs it. Form-encoded
 //! requests (no `X-Amz-Target`: EC2 and ELBv2) go to `crate::query`, which routes them by the
-//! service their signature is scoped to.
+//! service their signature is scoped to. EFS's REST-JSON routes (`/2015-02-01/...`) go to
+//! `crate::efs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use flotilla_control::Control;
 use flotilla_discovery::Discovery;
 use flotilla_logs::LogStore;
@@ -83,6 +84,9 @@ pub struct ApiState {
     pub(crate) acm: Option<Arc<flotilla_acm::Acm>>,
     /// ECS Exec sessions are served only when attached ([`ApiState::with_exec`]).
     pub(crate) exec: Option<Arc<flotilla_exec::Sessions>>,
+    /// EFS is served only when attached ([`ApiState::with_efs`]).
+    pub(crate) efs: Option<Arc<flotilla_efs::Efs>>,
+    efs_model: ServiceModel,
     request_ids: AtomicU64,
 }
 
@@ -105,6 +109,8 @@ impl ApiState {
             elb: None,
             acm: None,
             exec: None,
+            efs: None,
+            efs_model: ServiceModel::parse(include_str!("../model/efs.json")),
             request_ids: AtomicU64::new(0),
         }
     }
@@ -140,6 +146,16 @@ impl ApiState {
         self
     }
 
+    /// Serves EFS (REST-JSON under `/2015-02-01/`) from `efs`.
+    pub fn with_efs(mut self, efs: Arc<flotilla_efs::Efs>) -> ApiState {
+        self.efs = Some(efs);
+        self
+    }
+
+    pub(crate) fn efs_model(&self) -> &ServiceModel {
+        &self.efs_model
+    }
+
     fn model(&self, service: Service) -> &ServiceModel {
         match service {
             Service::Ecs => &self.ecs_model,
@@ -165,6 +181,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/", post(handle))
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/data-channel/{session_id}", get(crate::exec::data_channel))
+        // EFS speaks REST-JSON: the method and path are the operation.
+        .route("/2015-02-01/{*rest}", any(efs))
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::new(
                 "UnknownOperationException",
@@ -179,6 +197,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+async fn efs(State(state): State<Arc<ApiState>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    crate::efs::serve(&state, method, uri, headers, body).await
 }
 
 async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {

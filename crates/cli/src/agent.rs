@@ -34,6 +34,9 @@ pub struct AgentOptions {
     pub net_namespace: Option<std::path::PathBuf>,
     pub lb_address: IpAddr,
     pub registry_ca: Option<std::path::PathBuf>,
+    /// Where EFS file systems' directories are (default `<data-dir>/efs`): the servers'
+    /// `--efs-root`, seen through a mount they share.
+    pub efs_root: Option<std::path::PathBuf>,
 }
 
 /// `us-east-1a` -> `us-east-1`.
@@ -78,6 +81,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         net_namespace: opts.net_namespace,
         lb_address: opts.lb_address,
         image_options,
+        efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
     };
     let agent = start_agent(&home, remote.clone(), setup).await?;
     // The servers reach this host's containers for ECS Exec through the link.

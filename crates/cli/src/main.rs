@@ -79,6 +79,11 @@ enum Command {
         /// over HTTPS with a private CA, on top of the built-in roots.
         #[arg(long, value_name = "FILE", env = "FLOTILLA_REGISTRY_CA")]
         registry_ca: Option<PathBuf>,
+        /// Where EFS file systems keep their data, one directory each (default: <data-dir>/efs).
+        /// Hosts of a cluster point this at one shared mount so that tasks anywhere see the
+        /// same files.
+        #[arg(long, value_name = "DIR", env = "FLOTILLA_EFS_ROOT")]
+        efs_root: Option<PathBuf>,
     },
     /// Run a server of a cluster: the API and the control plane over a shared store, and the
     /// link agents connect to. No tasks run here.
@@ -111,6 +116,10 @@ enum Command {
         /// Public addresses for tasks run with assignPublicIp=ENABLED.
         #[arg(long, default_value = flotilla_control::DEFAULT_PUBLIC_IP_POOL)]
         public_ip_pool: flotilla_control::Ipv4Cidr,
+        /// Where EFS file systems keep their data (default: <data-dir>/efs); the agents'
+        /// `--efs-root` must show the same files (one shared mount).
+        #[arg(long, value_name = "DIR", env = "FLOTILLA_EFS_ROOT")]
+        efs_root: Option<PathBuf>,
     },
     /// Run one host's agent: it registers the host with the servers and runs the tasks
     /// placed on it (needs root).
@@ -152,6 +161,11 @@ enum Command {
         lb_address: Option<std::net::IpAddr>,
         #[arg(long, value_name = "FILE", env = "FLOTILLA_REGISTRY_CA")]
         registry_ca: Option<PathBuf>,
+        /// Where EFS file systems keep their data, one directory each (default: <data-dir>/efs).
+        /// Hosts of a cluster point this at one shared mount so that tasks anywhere see the
+        /// same files.
+        #[arg(long, value_name = "DIR", env = "FLOTILLA_EFS_ROOT")]
+        efs_root: Option<PathBuf>,
     },
     /// List the hosts (capacity, allocation, tasks, health), or add / revoke one's token.
     Hosts {
@@ -365,6 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             net_namespace,
             lb_address,
             registry_ca,
+            efs_root,
         } => {
             up::run(UpOptions {
                 listen,
@@ -379,10 +394,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 net_namespace,
                 lb_address: lb_address.unwrap_or(listen.ip()),
                 registry_ca,
+                efs_root,
             })
             .await
         }
-        Command::Server { store, cacert, cert, key, listen, agent_listen, region, account_id, public_ip_pool } => {
+        Command::Server {
+            store,
+            cacert,
+            cert,
+            key,
+            listen,
+            agent_listen,
+            region,
+            account_id,
+            public_ip_pool,
+            efs_root,
+        } => {
             flotilla_cli::server::run(flotilla_cli::server::ServerOptions {
                 store,
                 store_tls: flotilla_store::TlsFiles { ca: cacert, cert, key },
@@ -392,6 +419,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 region,
                 account_id,
                 public_ip_pool,
+                efs_root,
             })
             .await
         }
@@ -408,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lb_address,
             registry_ca,
             simulated_hosts,
+            efs_root,
         } => {
             let overcommit = flotilla_agent::capacity::Overcommit { cpu: overcommit_cpu, memory: overcommit_memory };
             if let Some(hosts_file) = simulated_hosts {
@@ -433,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 net_namespace,
                 lb_address,
                 registry_ca,
+                efs_root,
             })
             .await
         }

@@ -28,6 +28,8 @@ pub struct PlaneOptions {
     pub lb_address: Option<IpAddr>,
     /// Where this server's log store lives.
     pub logs_dir: std::path::PathBuf,
+    /// Where EFS file systems' directories live (shared with the agents in a cluster).
+    pub efs_root: std::path::PathBuf,
 }
 
 pub struct ControlPlane {
@@ -35,6 +37,7 @@ pub struct ControlPlane {
     pub control: Arc<Control>,
     pub elb: Arc<flotilla_elb::Elb>,
     pub acm: Arc<flotilla_acm::Acm>,
+    pub efs: Arc<flotilla_efs::Efs>,
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
     pub discovery: Arc<Discovery>,
@@ -75,8 +78,18 @@ impl ControlPlane {
         );
         // SSM Parameter Store and Secrets Manager over the same store, for the API and for tasks.
         let secrets = flotilla_api::secrets::Secrets::new(store.clone(), opts.region.clone(), opts.account_id.clone());
+        // EFS: records in the store, data under the EFS root; mount targets take addresses
+        // through the same VPC side as load balancers.
+        let efs = Arc::new(flotilla_efs::Efs::new(
+            store.clone(),
+            control.identity().clone(),
+            Arc::new(flotilla_control::ElbVpcs(control.clone())),
+            opts.efs_root.clone(),
+        ));
         let host_api: Arc<dyn flotilla_host::HostApi> = Arc::new(
-            flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone())).with_logs(logs.clone()),
+            flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone()))
+                .with_logs(logs.clone())
+                .with_efs(efs.clone()),
         );
         // Cloud Map over the same store; its worker completes namespace and instance operations.
         let discovery = Discovery::start(store.clone(), opts.region.clone(), opts.account_id.clone());
@@ -127,6 +140,7 @@ impl ControlPlane {
             control,
             elb,
             acm,
+            efs,
             logs,
             secrets,
             discovery,
@@ -148,7 +162,8 @@ impl ControlPlane {
                 .with_discovery(self.discovery.clone())
                 .with_secrets(self.secrets.clone())
                 .with_load_balancing(self.elb.clone(), self.acm.clone())
-                .with_exec(self.exec_sessions.clone()),
+                .with_exec(self.exec_sessions.clone())
+                .with_efs(self.efs.clone()),
         )
     }
 

@@ -33,6 +33,8 @@ pub struct ServerOptions {
     pub region: Option<String>,
     pub account_id: Option<String>,
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
+    /// `--efs-root` (default `<data-dir>/efs`).
+    pub efs_root: Option<std::path::PathBuf>,
 }
 
 /// The store a server uses: etcd, shared with the other servers, or an embedded one.
@@ -100,6 +102,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             public_ip_pool: opts.public_ip_pool,
             lb_address: None,
             logs_dir: home.dir.join("logs"),
+            efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
         },
     )
     .await?;

@@ -34,6 +34,8 @@ pub struct UpOptions {
     /// A PEM bundle of extra CAs trusted for registries (`--registry-ca`,
     /// `FLOTILLA_REGISTRY_CA`).
     pub registry_ca: Option<std::path::PathBuf>,
+    /// `--efs-root`: where EFS file systems' directories live (default `<data-dir>/efs`).
+    pub efs_root: Option<std::path::PathBuf>,
 }
 
 /// Image store options with the CAs of the PEM bundle `registry_ca` (one or more
@@ -64,6 +66,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let store = EmbeddedStore::open(home.store_path()).with_context(|| {
         format!("cannot open the store in {}; is another flotilla using this --data-dir?", home.dir.display())
     })?;
+    let efs_root = opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs"));
     let plane = ControlPlane::start(
         Arc::new(store),
         PlaneOptions {
@@ -72,6 +75,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             public_ip_pool: opts.public_ip_pool,
             lb_address: Some(opts.lb_address),
             logs_dir: home.dir.join("logs"),
+            efs_root: efs_root.clone(),
         },
     )
     .await?;
@@ -88,6 +92,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             net_namespace: opts.net_namespace.clone(),
             lb_address: opts.lb_address,
             image_options,
+            efs_root: efs_root.clone(),
         };
         vec![start_agent(&home, host_api, setup).await?]
     };
@@ -160,6 +165,8 @@ pub(crate) struct AgentSetup {
     pub net_namespace: Option<std::path::PathBuf>,
     pub lb_address: std::net::IpAddr,
     pub image_options: flotilla_image::StoreOptions,
+    /// Where EFS file systems' directories are.
+    pub efs_root: std::path::PathBuf,
 }
 
 /// The host agent: image store, task sandboxes and log shipping under the data dir (each
@@ -212,6 +219,7 @@ pub(crate) async fn start_agent(
         metadata: true,
         load_balancing: Some(load_balancing),
         liveness: flotilla_agent::Liveness::from_env(),
+        efs_root: Some(setup.efs_root),
     }))
 }
 

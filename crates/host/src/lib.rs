@@ -387,6 +387,54 @@ impl std::fmt::Debug for TaskSecrets {
     }
 }
 
+/// A task's EFS volumes as the control plane resolved them when the task started: which file
+/// system directory each volume mounts, so the agent needs no EFS records of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskVolumes {
+    pub efs: Vec<EfsVolume>,
+}
+
+/// One `efsVolumeConfiguration`, resolved: the directory is `<EFS root>/<file_system_id>` plus
+/// `path`, which the host resolves inside the file system's directory (never above it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EfsVolume {
+    /// The task definition's volume name.
+    pub name: String,
+    pub file_system_id: String,
+    /// Inside the file system, `/`-separated, without `.` or `..`: the access point's root
+    /// directory joined with the volume's `rootDirectory`.
+    pub path: String,
+    /// The access point's root directory and how to create it if it is missing (EFS makes it
+    /// on first use when the access point has `CreationInfo`).
+    #[serde(default)]
+    pub create_root: Option<EfsCreateRoot>,
+    /// The access point's POSIX user: files created through it belong to this user.
+    #[serde(default)]
+    pub posix_user: Option<EfsPosixUser>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EfsCreateRoot {
+    /// The access point's root directory inside the file system.
+    pub path: String,
+    pub owner_uid: u32,
+    pub owner_gid: u32,
+    /// Octal mode bits, e.g. `0o755`.
+    pub permissions: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EfsPosixUser {
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub secondary_gids: Vec<u32>,
+}
+
 /// One line of a container's output, as the `awslogs` driver ships it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -443,6 +491,13 @@ pub trait HostApi: Send + Sync {
     fn network_changes(&self) -> NetworkWatch;
     /// The task's secrets and registry logins. `Refused` carries the task's stopped reason.
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>>;
+    /// The task's EFS volumes, resolved against the file systems, mount targets (in the task's
+    /// zone) and access points. `Refused` carries the task's stopped reason
+    /// (`ResourceInitializationError: failed to invoke EFS utils commands ...`).
+    fn task_volumes<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskVolumes, HostApiError>> {
+        let _ = task_arn;
+        Box::pin(async { Ok(TaskVolumes::default()) })
+    }
     /// The load balancers the host serves: their whole configuration now, then again after
     /// every change.
     fn load_balancers(&self, host_id: &str) -> lb::LbWatch;

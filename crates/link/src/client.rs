@@ -16,7 +16,7 @@ use flotilla_host::discovery::{DiscoverySnapshot, DiscoveryWatch};
 use flotilla_host::lb::{LbSnapshot, LbWatch, TargetReport};
 use flotilla_host::{
     AssignmentEvent, AssignmentWatch, BoxFuture, Events, Host, HostApi, HostApiError, HostSpec, InterfaceLease,
-    LogEvent, NetworkChanged, NetworkWatch, TaskReport, TaskSecrets, VpcView,
+    LogEvent, NetworkChanged, NetworkWatch, TaskReport, TaskSecrets, TaskVolumes, VpcView,
 };
 use flotilla_types::task::{AwsvpcConfiguration, Task};
 use serde::de::DeserializeOwned;
@@ -533,6 +533,10 @@ impl HostApi for RemoteHostApi {
 
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>> {
         Box::pin(self.call(Call::TaskSecrets { task_arn: task_arn.to_owned() }))
+    }
+
+    fn task_volumes<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskVolumes, HostApiError>> {
+        Box::pin(self.call(Call::TaskVolumes { task_arn: task_arn.to_owned() }))
     }
 
     fn load_balancers(&self, host_id: &str) -> LbWatch {

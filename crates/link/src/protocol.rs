@@ -66,6 +66,7 @@ pub enum Call {
     Interfaces { host_id: String },
     Vpc { vpc_id: String },
     TaskSecrets { task_arn: String },
+    TaskVolumes { task_arn: String },
     ReportTargets { reports: Vec<TargetReport> },
     Heartbeat { host_id: String },
     EnsureLogGroup { group: String, create: bool },
@@ -86,7 +87,8 @@ impl Call {
             Call::EnsureInterface { task_arn, .. }
             | Call::Interface { task_arn }
             | Call::ReleaseInterface { task_arn }
-            | Call::TaskSecrets { task_arn } => Some(task_arn),
+            | Call::TaskSecrets { task_arn }
+            | Call::TaskVolumes { task_arn } => Some(task_arn),
             _ => None,
         }
     }

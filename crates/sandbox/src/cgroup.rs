@@ -193,6 +193,7 @@ mod tests {
             ephemeral_storage_gib: None,
             hostname: None,
             volumes: vec![],
+            efs_volumes: Vec::new(),
             containers: vec![],
         };
         let b = task_budget(&spec);

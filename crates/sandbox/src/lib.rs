@@ -22,6 +22,7 @@
 //! ```
 
 pub mod cgroup;
+pub mod efs;
 pub mod ephemeral;
 pub mod error;
 pub mod linux;

@@ -37,6 +37,9 @@ pub struct TaskSpec {
     /// Task-local volume names (ECS `volumes` without host or EFS configuration).
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// EFS volumes, each a directory of a file system on this host.
+    #[serde(default)]
+    pub efs_volumes: Vec<crate::efs::EfsMount>,
     pub containers: Vec<ContainerSpec>,
 }
 
@@ -213,11 +216,13 @@ impl TaskSpec {
         if hostname.is_empty() || hostname.len() > 64 || hostname.contains(['/', '\0', ' ']) {
             return Err(SpecError::invalid(format!("hostname {hostname:?} is not a valid host name")));
         }
-        let volumes: BTreeSet<&str> = self.volumes.iter().map(String::as_str).collect();
-        if volumes.len() != self.volumes.len() {
+        let all_volumes =
+            || self.volumes.iter().map(String::as_str).chain(self.efs_volumes.iter().map(|v| v.name.as_str()));
+        let volumes: BTreeSet<&str> = all_volumes().collect();
+        if volumes.len() != all_volumes().count() {
             return Err(SpecError::invalid("volume names must be unique"));
         }
-        for v in &self.volumes {
+        for v in all_volumes() {
             if !valid_container_name(v) {
                 return Err(SpecError::invalid(format!("volume name {v:?} must be 1-255 characters of [A-Za-z0-9_-]")));
             }
@@ -356,6 +361,7 @@ mod tests {
             ephemeral_storage_gib: None,
             hostname: None,
             volumes: vec!["data".into(), "logs".into()],
+            efs_volumes: Vec::new(),
             containers,
         }
     }

@@ -146,6 +146,16 @@ impl Identity {
         self.regional("acm", format_args!("certificate/{id}"))
     }
 
+    /// An EFS file system; `id` is `fs-...`.
+    pub fn efs_file_system(&self, id: &str) -> String {
+        self.regional("elasticfilesystem", format_args!("file-system/{id}"))
+    }
+
+    /// An EFS access point; `id` is `fsap-...`.
+    pub fn efs_access_point(&self, id: &str) -> String {
+        self.regional("elasticfilesystem", format_args!("access-point/{id}"))
+    }
+
     /// The account's root user: who registers task definitions here (IAM is global, so no region).
     pub fn iam_root(&self) -> String {
         format!("arn:aws:iam::{}:root", self.account)

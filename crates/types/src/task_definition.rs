@@ -231,9 +231,42 @@ pub struct Volume {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_volume_configuration: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub efs_volume_configuration: Option<Value>,
+    pub efs_volume_configuration: Option<EfsVolumeConfiguration>,
     #[serde(flatten)]
     pub other: Extra,
+}
+
+/// An EFS volume (`efsVolumeConfiguration`), as ECS takes it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EfsVolumeConfiguration {
+    #[serde(default)]
+    pub file_system_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_directory: Option<String>,
+    /// `ENABLED` or `DISABLED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transit_encryption: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transit_encryption_port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_config: Option<EfsAuthorizationConfig>,
+}
+
+impl EfsVolumeConfiguration {
+    pub fn access_point_id(&self) -> Option<&str> {
+        self.authorization_config.as_ref().and_then(|a| a.access_point_id.as_deref())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EfsAuthorizationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_point_id: Option<String>,
+    /// `ENABLED` or `DISABLED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// `+` is a space, `%XX` a byte; a `%` not followed by two hex digits stays as it is.
-fn form_decode(s: &str) -> String {
+pub(crate) fn form_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

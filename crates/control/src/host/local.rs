@@ -7,7 +7,7 @@ use std::sync::Arc;
 use flotilla_host::{
     Assignment, AssignmentEvent, AssignmentWatch, BoxFuture, Events, GroupRule, GroupView, Host, HostApi, HostApiError,
     HostSpec, InterfaceLease, LogEvent, NetworkChanged, NetworkWatch, RulePeer, RuleProtocol, TaskReport, TaskSecrets,
-    VpcInterface, VpcView,
+    TaskVolumes, VpcInterface, VpcView,
 };
 use flotilla_logs::{InputEvent, LogError, LogStore};
 use flotilla_secrets::Secrets;
@@ -34,11 +34,19 @@ pub struct LocalHostApi {
     secrets: Option<Arc<Secrets>>,
     /// Where the hosts' `awslogs` output goes: this server's log store.
     logs: Option<Arc<LogStore>>,
+    /// EFS, for tasks' `efsVolumeConfiguration`s.
+    efs: Option<Arc<flotilla_efs::Efs>>,
 }
 
 impl LocalHostApi {
     pub fn new(control: Arc<Control>, secrets: Option<Arc<Secrets>>) -> LocalHostApi {
-        LocalHostApi { control, secrets, logs: None }
+        LocalHostApi { control, secrets, logs: None, efs: None }
+    }
+
+    /// Resolves tasks' EFS volumes against `efs`.
+    pub fn with_efs(mut self, efs: Arc<flotilla_efs::Efs>) -> LocalHostApi {
+        self.efs = Some(efs);
+        self
     }
 
     /// Takes the hosts' container output into `logs`.
@@ -382,7 +390,29 @@ impl LocalHostApi {
     }
 }
 
+impl LocalHostApi {
+    async fn volumes_of(&self, task_arn: &str) -> Result<TaskVolumes, HostApiError> {
+        let key = self.control.task_key_of(task_arn)?;
+        let kv = self.control.store.get(&key).await.map_err(unavailable)?;
+        let record: TaskRecord = decode(&kv.ok_or_else(|| HostApiError::NotFound { what: task_arn.to_owned() })?)?;
+        let (definition, _) = self.control.describe_task_definition(&record.task.task_definition_arn).await?;
+        if definition.volumes.iter().all(|v| v.efs_volume_configuration.is_none()) {
+            return Ok(TaskVolumes::default());
+        }
+        let efs = self.efs.as_deref().ok_or_else(|| HostApiError::Refused {
+            reason: "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: \
+                     this server does not serve EFS"
+                .into(),
+        })?;
+        efs.task_volumes(&definition.volumes, &record.task.availability_zone).await
+    }
+}
+
 impl HostApi for LocalHostApi {
+    fn task_volumes<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskVolumes, HostApiError>> {
+        Box::pin(self.volumes_of(task_arn))
+    }
+
     fn register(&self, spec: HostSpec) -> BoxFuture<'_, Result<Host, HostApiError>> {
         Box::pin(async move { Ok(self.control.register_host(spec).await?) })
     }

@@ -17,6 +17,7 @@ fn spec(task_id: &str, containers: &[&str]) -> TaskSpec {
         ephemeral_storage_gib: None,
         hostname: None,
         volumes: Vec::new(),
+        efs_volumes: Vec::new(),
         containers: containers.iter().map(|c| ContainerSpec::new(*c, vec!["/layers/busybox".into()])).collect(),
     }
 }

@@ -216,6 +216,7 @@ mod tests {
                 ephemeral_storage_gib: None,
                 hostname: Some("ip-10-0-0-1".into()),
                 volumes: vec![],
+                efs_volumes: Vec::new(),
                 containers: vec![c],
             },
             db: UserDb {

@@ -116,6 +116,20 @@ impl Runtime {
             let path = data.join("volumes").join(v);
             std::fs::create_dir_all(&path).map_err(|e| io_err("mkdir", &path, e))?;
         }
+        for v in &spec.efs_volumes {
+            flotilla_sandbox::efs::mount(&self.cfg.task_dir, v).map_err(|e| {
+                ShimError::new(
+                    ShimErrorKind::Runtime,
+                    format!(
+                        "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: \
+                         mounting {}:{} failed: {}",
+                        v.name,
+                        v.path,
+                        flotilla_sandbox::error::chain(&e)
+                    ),
+                )
+            })?;
+        }
         timings.insert("etc_and_volumes".into(), micros(t));
 
         let (mut rootfs_us, mut config_us) = (0, 0);
@@ -182,12 +196,17 @@ impl Runtime {
             .resolved_mounts(&c.name)
             .map_err(invalid)?
             .into_iter()
-            .map(|m| VolumeMount {
-                source: self.data_dir().join("volumes").join(&m.source_volume),
-                destination: m.container_path,
-                read_only: m.read_only,
+            .map(|m| {
+                Ok(VolumeMount {
+                    source: match spec.efs_volumes.iter().find(|v| v.name == m.source_volume) {
+                        Some(v) => efs_source(&self.cfg.task_dir, v, c, &user_db)?,
+                        None => self.data_dir().join("volumes").join(&m.source_volume),
+                    },
+                    destination: m.container_path,
+                    read_only: m.read_only,
+                })
             })
-            .collect();
+            .collect::<ShimResult<Vec<_>>>()?;
         let init = self.init_binary();
         let input = SpecInput {
             task: spec,
@@ -214,4 +233,25 @@ impl Runtime {
 /// Paths of a container's root filesystem mount, for teardown.
 pub(super) fn rootfs_mount(task_dir: &Path, name: &str) -> PathBuf {
     task_dir.join(flotilla_sandbox::protocol::CONTAINERS_DIR).join(name).join("rootfs")
+}
+
+/// Where a container's mount of an EFS volume comes from: the task's mount, or an idmapped
+/// clone of it when the volume's access point has a POSIX user ([`flotilla_sandbox::efs`]).
+fn efs_source(
+    task_dir: &std::path::Path,
+    volume: &flotilla_sandbox::efs::EfsMount,
+    c: &ContainerSpec,
+    user_db: &UserDb,
+) -> ShimResult<std::path::PathBuf> {
+    let user = user_db.resolve(c.user.as_deref().or(c.image_config.user.as_deref())).map_err(invalid)?;
+    let identity = flotilla_sandbox::efs::EfsIdentity { uid: user.uid, gid: user.gid };
+    flotilla_sandbox::efs::container_source(task_dir, volume, &c.name, identity).map_err(|e| {
+        ShimError::new(
+            ShimErrorKind::Runtime,
+            format!(
+                "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: {}",
+                flotilla_sandbox::error::chain(&e)
+            ),
+        )
+    })
 }

@@ -163,6 +163,7 @@ pub fn task(task_id: &str, containers: Vec<ContainerSpec>) -> TaskSpec {
         ephemeral_storage_gib: Some(1),
         hostname: None,
         volumes: Vec::new(),
+        efs_volumes: Vec::new(),
         containers,
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use super::{Check, FieldError, check_name, check_range};
 use crate::size::{TaskSize, parse_cpu, parse_memory};
-use crate::task_definition::{RuntimePlatform, TaskDefinitionSpec, Volume};
+use crate::task_definition::{EfsVolumeConfiguration, RuntimePlatform, TaskDefinitionSpec, Volume};
 
 /// ECS allows no more containers than this in one task definition.
 pub(super) const MAX_CONTAINERS: usize = 10;
@@ -155,6 +155,15 @@ fn check_volumes(volumes: &[Volume]) -> Check {
                 "Docker volumes are not supported on Fargate; use a bind volume or efsVolumeConfiguration",
             ));
         }
+        if let Some(efs) = &volume.efs_volume_configuration {
+            if volume.host.as_ref().is_some_and(|h| !h.is_null()) {
+                return Err(FieldError::new(
+                    at,
+                    "When the volume parameter is specified, only one volume configuration type should be used.",
+                ));
+            }
+            check_efs(&format!("{at}.efsVolumeConfiguration"), efs)?;
+        }
         // FSx for Windows File Server volumes only mount into Windows tasks.
         if volume.other.get("fsxWindowsFileServerVolumeConfiguration").is_some_and(|v| !v.is_null()) {
             return Err(FieldError::new(
@@ -162,6 +171,45 @@ fn check_volumes(volumes: &[Volume]) -> Check {
                 "FSx for Windows File Server volumes need a Windows task, which Flotilla does not run",
             ));
         }
+    }
+    Ok(())
+}
+
+/// ECS's checks of an EFS volume at registration; whether the file system and access point
+/// exist is only known when a task starts.
+fn check_efs(at: &str, efs: &EfsVolumeConfiguration) -> Check {
+    if efs.file_system_id.is_empty() {
+        return Err(FieldError::new(format!("{at}.fileSystemId"), "is required"));
+    }
+    if let Some(root) = efs.root_directory.as_deref() {
+        if root.split('/').any(|part| part == "..") {
+            return Err(FieldError::new(
+                format!("{at}.rootDirectory"),
+                format!("must not contain '..' (got {root:?}); it is a path inside the file system"),
+            ));
+        }
+        if root.len() > 4096 || root.contains('\0') {
+            return Err(FieldError::new(format!("{at}.rootDirectory"), "is not a valid path"));
+        }
+    }
+    let enabled = |v: Option<&str>| v == Some("ENABLED");
+    let iam = efs.authorization_config.as_ref().and_then(|a| a.iam.as_deref());
+    if efs.access_point_id().is_some() && efs.root_directory.as_deref().is_some_and(|r| r != "/") {
+        return Err(FieldError::new(
+            format!("{at}.rootDirectory"),
+            "When using an EFS access point, the root directory must either be set to \"/\" or be omitted.",
+        ));
+    }
+    if (efs.access_point_id().is_some() || enabled(iam)) && !enabled(efs.transit_encryption.as_deref()) {
+        return Err(FieldError::new(
+            format!("{at}.transitEncryption"),
+            "Transit encryption must be enabled when using an EFS access point or IAM authorization.",
+        ));
+    }
+    if let Some(port) = efs.transit_encryption_port
+        && !(1..=65535).contains(&port)
+    {
+        return Err(FieldError::new(format!("{at}.transitEncryptionPort"), format!("must be 1-65535, got {port}")));
     }
     Ok(())
 }

@@ -62,6 +62,31 @@ fn every_rule_names_its_field() {
                 "fileSystemId": "fs-1", "rootDirectory": "share"
             }}])
         }),
+        ("efs rootDirectory with ..", "volumes[0].efsVolumeConfiguration.rootDirectory", |v| {
+            v["volumes"] = json!([{"name": "data", "efsVolumeConfiguration": {
+                "fileSystemId": "fs-1", "rootDirectory": "/app/../etc"
+            }}])
+        }),
+        ("efs access point with rootDirectory", "volumes[0].efsVolumeConfiguration.rootDirectory", |v| {
+            v["volumes"] = json!([{"name": "data", "efsVolumeConfiguration": {
+                "fileSystemId": "fs-1", "rootDirectory": "/app", "transitEncryption": "ENABLED",
+                "authorizationConfig": {"accessPointId": "fsap-1"}
+            }}])
+        }),
+        ("efs access point without transit encryption", "volumes[0].efsVolumeConfiguration.transitEncryption", |v| {
+            v["volumes"] = json!([{"name": "data", "efsVolumeConfiguration": {
+                "fileSystemId": "fs-1", "authorizationConfig": {"accessPointId": "fsap-1"}
+            }}])
+        }),
+        ("efs iam without transit encryption", "volumes[0].efsVolumeConfiguration.transitEncryption", |v| {
+            v["volumes"] = json!([{"name": "data", "efsVolumeConfiguration": {
+                "fileSystemId": "fs-1", "transitEncryption": "DISABLED", "authorizationConfig": {"iam": "ENABLED"}
+            }}])
+        }),
+        ("efs and host", "volumes[0]", |v| {
+            v["volumes"] =
+                json!([{"name": "data", "host": {"x": 1}, "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}])
+        }),
         ("no containers", "containerDefinitions", |v| v["containerDefinitions"] = json!([])),
         ("eleven containers", "containerDefinitions", |v| {
             v["containerDefinitions"] = (0..11).map(|i| json!({"name": format!("c{i}"), "image": "busybox"})).collect();
