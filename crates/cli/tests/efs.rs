@@ -106,6 +106,54 @@ fn an_efs_volume_outlives_its_tasks_and_a_server_restart() {
 }
 
 #[test]
+fn two_tasks_of_one_service_share_a_file_system_at_the_same_time() {
+    let f = Fixture::new();
+    let fs = create_fs(&f.server, "shared-by-a-service");
+    mount_target(&f.server, &fs, &f.subnet);
+    // Each task writes its own file, then waits until it sees the other's: both mount the
+    // same directory at once.
+    let script = "h=$(hostname); echo $h > /mnt/efs/task-$h; \
+                  until [ $(ls /mnt/efs | grep -c '^task-') -ge 2 ]; do sleep 0.2; done; \
+                  echo both-seen; sleep 1000";
+    let td = f.register(
+        "efs-svc",
+        json!([with_mount(f.container("s", &["sh", "-c", script]))]),
+        efs_volume(json!({"fileSystemId": fs})),
+    );
+    let network = f.network();
+    f.server.aws_json(&[
+        "ecs",
+        "create-service",
+        "--service-name",
+        "efs-svc",
+        "--task-definition",
+        &td,
+        "--desired-count",
+        "2",
+        "--launch-type",
+        "FARGATE",
+        "--network-configuration",
+        &network,
+    ]);
+    let mut tasks: Vec<String> = Vec::new();
+    wait_for("the service's two tasks", Duration::from_secs(120), || {
+        let listed = f.server.aws_json(&["ecs", "list-tasks", "--service-name", "efs-svc"]);
+        tasks = listed["taskArns"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
+        tasks.len() == 2
+    });
+    for task in &tasks {
+        f.wait_log(task, "s", "both-seen");
+    }
+    let files = std::fs::read_dir(f.server.data_dir.join("efs").join(&fs)).unwrap().count();
+    assert_eq!(files, 2, "one file from each task, in the file system's own directory");
+    f.server.aws_json(&["ecs", "delete-service", "--service", "efs-svc", "--force"]);
+    for task in &tasks {
+        f.wait_status(task, "STOPPED", Duration::from_secs(120));
+    }
+    assert_eq!(efs_mounts(&f.server.data_dir), Vec::<String>::new(), "nothing stays mounted after the tasks");
+}
+
+#[test]
 fn an_access_point_pins_its_root_directory_and_owner() {
     let f = Fixture::new();
     let fs = create_fs(&f.server, "ap-token");

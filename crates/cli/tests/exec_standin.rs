@@ -176,6 +176,7 @@ impl InProcess {
                     public_ip_pool: "100.64.0.0/16".parse().unwrap(),
                     lb_address: None,
                     logs_dir: dir.path().join("logs"),
+                    efs_root: dir.path().join("efs"),
                 },
             )
             .await
