@@ -458,15 +458,7 @@ fn a_public_ip_is_reachable_from_outside_and_a_private_one_is_not() {
     let (private, private_task) = run_web(&f, &open, false);
     let private_ip_of_private = private_ip(&private_task);
 
-    let eni_id = public_task["attachments"][0]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == "networkInterfaceId")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let eni_id = common::attachment_detail(&public_task, "networkInterfaceId").unwrap().to_owned();
     let enis = s.aws_json(&["ec2", "describe-network-interfaces", "--network-interface-ids", &eni_id]);
     let public_ip: Ipv4Addr =
         enis["NetworkInterfaces"][0]["Association"]["PublicIp"].as_str().unwrap().parse().unwrap();

@@ -399,15 +399,7 @@ fn public_address(c: &Cluster, vpc: &str, subnets: &HashMap<String, String>) {
     let arn = out["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
     let task = c.wait_status(&arn, "RUNNING", START);
     assert_eq!(zone_of(&task), "us-east-1c");
-    let eni = task["attachments"][0]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == "networkInterfaceId")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let eni = common::attachment_detail(&task, "networkInterfaceId").unwrap().to_owned();
     let enis = c.json(&["ec2", "describe-network-interfaces", "--network-interface-ids", &eni]);
     let public: Ipv4Addr = enis["NetworkInterfaces"][0]["Association"]["PublicIp"].as_str().unwrap().parse().unwrap();
     let addr = SocketAddr::new(public.into(), PORT);

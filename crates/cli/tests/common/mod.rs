@@ -328,11 +328,15 @@ pub fn private_ip(task: &Value) -> std::net::Ipv4Addr {
     task_address(task).unwrap_or_else(|| panic!("no privateIPv4Address: {task:#}"))
 }
 
+/// One `name`/`value` detail of a task's first attachment (its elastic network interface).
+pub fn attachment_detail<'a>(task: &'a Value, name: &str) -> Option<&'a str> {
+    let details = task["attachments"][0]["details"].as_array()?;
+    details.iter().find(|d| d["name"] == name)?["value"].as_str()
+}
+
 /// [`private_ip`] of a task that may not have an address yet (still provisioning).
 pub fn task_address(task: &Value) -> Option<std::net::Ipv4Addr> {
-    let details = task["attachments"][0]["details"].as_array()?;
-    let detail = details.iter().find(|d| d["name"] == "privateIPv4Address")?;
-    detail["value"].as_str()?.parse().ok()
+    attachment_detail(task, "privateIPv4Address")?.parse().ok()
 }
 
 /// The seed's task definition (shared/seeds, "注册任务定义"), written to a file for
