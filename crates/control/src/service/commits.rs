@@ -155,7 +155,14 @@ impl<'a> Commits<'a> {
             }
             placer.group_ops(txn, group.iter().map(|e| &e.delta))
         };
-        match self.store.txn(txn).await {
+        let started = std::time::Instant::now();
+        let (ops, bytes) = group.iter().fold((0, 0), |(o, b), e| {
+            let (eo, eb) = e.weight();
+            (o + eo, b + eb)
+        });
+        let outcome = self.store.txn(txn).await;
+        tracing::debug!(entries = group.len(), ops, bytes, ms = started.elapsed().as_millis() as u64, "group commit");
+        match outcome {
             Ok(TxnOutcome::Committed(revision)) => {
                 lock(&self.placer).group_committed(group.iter().map(|e| &e.delta), revision);
                 for entry in group {
@@ -180,8 +187,11 @@ impl<'a> Commits<'a> {
 
     async fn commit_alone(&self, entry: Entry) {
         let Entry { txn, delta, done } = entry;
+        let txn_len = txn.ops.len();
         let txn = lock(&self.placer).group_ops(txn, [&delta]);
+        let started = std::time::Instant::now();
         let outcome = self.store.txn(txn).await;
+        tracing::debug!(entries = 1, ops = txn_len, ms = started.elapsed().as_millis() as u64, "group commit");
         let mut placer = lock(&self.placer);
         match &outcome {
             Ok(TxnOutcome::Committed(revision)) => placer.group_committed([&delta], *revision),

@@ -223,6 +223,7 @@ impl Control {
 
     /// One pass over every ACTIVE and DRAINING service.
     pub async fn reconcile_services(&self) -> Result<PassSummary, ControlError> {
+        let pass_started = std::time::Instant::now();
         let services = self.all_services().await?;
         let mut summary = PassSummary::default();
         if services.iter().all(|(r, _)| r.service.status == ServiceStatus::Inactive) {
@@ -256,7 +257,15 @@ impl Control {
             let commits = &commits;
             passes.push(async move { (name, self.reconcile_service(record, rev, tasks, commits).await) });
         }
-        for (name, outcome) in futures_util::future::join_all(passes).await {
+        let read_ms = pass_started.elapsed().as_millis() as u64;
+        let outcomes = futures_util::future::join_all(passes).await;
+        tracing::debug!(
+            read_ms,
+            ms = pass_started.elapsed().as_millis() as u64,
+            services = outcomes.len(),
+            "scheduler pass"
+        );
+        for (name, outcome) in outcomes {
             match outcome {
                 Ok((started, stopped, wake)) => {
                     summary.services += 1;
