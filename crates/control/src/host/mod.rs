@@ -18,7 +18,7 @@ use flotilla_types::{Arn, ResourceKind, Timestamp};
 pub use failure::{HostLiveness, HostView};
 pub use local::LocalHostApi;
 pub use placement::{Allocation, Reservation};
-pub(crate) use placement::{NO_CPU, NO_MEMORY, NO_TASKS, Placer, Unplaced};
+pub(crate) use placement::{Delta, NO_CPU, NO_MEMORY, NO_TASKS, Placer, Unplaced};
 
 use crate::record::{decode, encode, load, task_key};
 use crate::task::TaskRecord;

@@ -31,6 +31,20 @@ pub struct Allocation {
     pub tasks: u32,
 }
 
+impl Allocation {
+    fn add(&mut self, other: Allocation) {
+        self.cpu += other.cpu;
+        self.memory += other.memory;
+        self.tasks += other.tasks;
+    }
+
+    fn take(&mut self, other: Allocation) {
+        self.cpu = self.cpu.saturating_sub(other.cpu);
+        self.memory = self.memory.saturating_sub(other.memory);
+        self.tasks = self.tasks.saturating_sub(other.tasks);
+    }
+}
+
 /// What one task reserves on its host (its task-level size, as Fargate sizes it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,7 +69,10 @@ pub(crate) const NO_AGENT: &str = "AGENT";
 
 struct Slot {
     host: Host,
+    /// As placed so far: what is committed and every placement since.
     allocation: Allocation,
+    /// The allocation record as read or last committed by [`Placer::group_committed`].
+    stored: Allocation,
     /// The allocation record's revision as read; `None` when it did not exist.
     revision: Option<Revision>,
     changed: bool,
@@ -98,6 +115,25 @@ impl Slot {
 /// since: one placer per RunTask or scheduler pass, written back with [`Placer::commit_ops`].
 pub(crate) struct Placer {
     slots: Vec<Slot>,
+}
+
+/// Where a [`Placer`] stood, to tell what placements made since ([`Placer::since`]).
+pub(crate) struct Mark(Vec<Allocation>);
+
+/// What some placements added to each host (slot index, allocation added): one service's
+/// share of a group commit, taken back out alone when its entry does not commit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Delta(Vec<(usize, Allocation)>);
+
+impl Delta {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Hosts touched: each adds one compare and one write to a transaction.
+    pub(crate) fn hosts(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// A task no host could take: each host considered, with why (ECS's `failures` reasons).
@@ -173,9 +209,7 @@ impl Placer {
             }
         };
         let slot = &mut self.slots[i];
-        slot.allocation.cpu += size.cpu;
-        slot.allocation.memory += size.memory;
-        slot.allocation.tasks += 1;
+        slot.allocation.add(Allocation { cpu: size.cpu, memory: size.memory, tasks: 1 });
         slot.changed = true;
         Ok(&slot.host)
     }
@@ -185,25 +219,66 @@ impl Placer {
         self.slots.iter().map(|s| (&s.host, s.allocation))
     }
 
-    /// What the placer holds now, to go back to when the placements made since do not commit.
-    pub(crate) fn mark(&self) -> Vec<(Allocation, bool)> {
-        self.slots.iter().map(|s| (s.allocation, s.changed)).collect()
+    /// Where the placer stands now.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark(self.slots.iter().map(|s| s.allocation).collect())
     }
 
-    pub(crate) fn restore(&mut self, mark: Vec<(Allocation, bool)>) {
-        for (slot, (allocation, changed)) in self.slots.iter_mut().zip(mark) {
-            slot.allocation = allocation;
-            slot.changed = changed;
+    /// What placements added since `mark`.
+    pub(crate) fn since(&self, mark: &Mark) -> Delta {
+        let mut delta = Vec::new();
+        for (i, (slot, before)) in self.slots.iter().zip(&mark.0).enumerate() {
+            if slot.allocation != *before {
+                let mut added = slot.allocation;
+                added.take(*before);
+                delta.push((i, added));
+            }
+        }
+        Delta(delta)
+    }
+
+    /// Takes placements that will not commit back out (placements made on top of them stay:
+    /// they only had less room than they could have had).
+    pub(crate) fn take_back(&mut self, delta: &Delta) {
+        for (i, added) in &delta.0 {
+            self.slots[*i].allocation.take(*added);
         }
     }
 
-    /// The placements made so far are committed at `revision` (the allocation records'
-    /// new mod revision): later placements compare on it.
-    pub(crate) fn committed(&mut self, revision: Revision) {
-        for slot in self.slots.iter_mut().filter(|s| s.changed) {
-            slot.revision = Some(revision);
-            slot.changed = false;
+    /// The compares and writes that commit `deltas` (placed by entries of one group) on top
+    /// of what is stored: each host touched compared on the revision last read or committed,
+    /// and written once with the stored allocation plus the group's deltas. Placements not in
+    /// the group (made since, committed later) are left out.
+    pub(crate) fn group_ops<'d>(&self, mut txn: Txn, deltas: impl IntoIterator<Item = &'d Delta>) -> Txn {
+        for (i, allocation) in self.group_sums(deltas) {
+            let slot = &self.slots[i];
+            let key = allocation_key(&slot.host.spec.id);
+            let compare = match slot.revision {
+                Some(rev) => Compare::revision(&key, rev),
+                None => Compare::absent(&key),
+            };
+            txn = txn.when(compare).then(Op::put(&key, encode(&allocation)));
         }
+        txn
+    }
+
+    /// The group of `deltas` committed at `revision`: later groups compare on it.
+    pub(crate) fn group_committed<'d>(&mut self, deltas: impl IntoIterator<Item = &'d Delta>, revision: Revision) {
+        for (i, allocation) in self.group_sums(deltas) {
+            self.slots[i].stored = allocation;
+            self.slots[i].revision = Some(revision);
+        }
+    }
+
+    /// Each host the deltas touch, with its stored allocation plus the deltas.
+    fn group_sums<'d>(&self, deltas: impl IntoIterator<Item = &'d Delta>) -> Vec<(usize, Allocation)> {
+        let mut sums: std::collections::BTreeMap<usize, Allocation> = Default::default();
+        for delta in deltas {
+            for (i, added) in &delta.0 {
+                sums.entry(*i).or_insert(self.slots[*i].stored).add(*added);
+            }
+        }
+        sums.into_iter().collect()
     }
 
     /// The compares and writes that make this placer's reservations real, added to `txn`.
@@ -233,12 +308,8 @@ impl Control {
             .into_iter()
             .map(|host| {
                 let found = allocations.remove(&host.spec.id);
-                Slot {
-                    allocation: found.map(|(a, _)| a).unwrap_or_default(),
-                    revision: found.map(|(_, r)| r),
-                    host,
-                    changed: false,
-                }
+                let stored = found.map(|(a, _)| a).unwrap_or_default();
+                Slot { allocation: stored, stored, revision: found.map(|(_, r)| r), host, changed: false }
             })
             .collect();
         slots.sort_by(|a, b| a.host.spec.id.cmp(&b.host.spec.id));

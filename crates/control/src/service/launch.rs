@@ -18,7 +18,7 @@ use crate::{Control, ControlError};
 
 /// What launching the primary deployment's tasks reads from the store, read before the pass's
 /// placer is taken: services then read at the same time and place one after another, and the
-/// time a service holds the placer is its placements and their commit only.
+/// time a service holds the placer is its placements only (commits go in groups, `commits.rs`).
 pub(crate) struct LaunchInputs {
     definition: TaskDefinition,
     definition_tags: Vec<Tag>,

@@ -4,6 +4,7 @@
 //! `history.rs` serves service deployments and revisions, `protection.rs` task scale-in
 //! protection, `registry.rs` the Cloud Map side.
 
+mod commits;
 mod history;
 mod input;
 mod launch;

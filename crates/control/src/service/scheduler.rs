@@ -13,10 +13,10 @@ use flotilla_store::{Compare, KeyValue, Op, Txn, TxnOutcome};
 use flotilla_types::Timestamp;
 use flotilla_types::task::{DesiredStatus, HealthStatus, StopCode, Task, TaskStatus};
 
+use super::commits::Commits;
 use super::input::{breaker_threshold, cluster_of};
 use super::model::*;
 use super::service_key;
-use crate::host::Placer;
 use crate::record::{TASKS, decode, encode};
 use crate::task::TaskRecord;
 use crate::{Control, ControlError};
@@ -223,6 +223,7 @@ impl Control {
 
     /// One pass over every ACTIVE and DRAINING service.
     pub async fn reconcile_services(&self) -> Result<PassSummary, ControlError> {
+        let pass_started = std::time::Instant::now();
         let services = self.all_services().await?;
         let mut summary = PassSummary::default();
         if services.iter().all(|(r, _)| r.service.status == ServiceStatus::Inactive) {
@@ -237,9 +238,9 @@ impl Control {
             let cluster = record.task.cluster_name().to_owned();
             groups.entry((cluster, name.to_owned())).or_default().push(Observed { kv, record, lb_healthy: true });
         }
-        // One view of the hosts for the whole pass; services that start tasks place and
-        // commit one at a time against it (see `Placing`).
-        let placer = tokio::sync::Mutex::new(self.placer().await?);
+        // One view of the hosts for the whole pass; services that start tasks place one at a
+        // time against it and commit in groups (see `Commits`).
+        let commits = Commits::new(self.store.as_ref(), self.placer().await?);
         // Services are independent: their passes run together, so their transactions share
         // the store's group commit instead of waiting for one fsync each.
         let mut passes = Vec::new();
@@ -253,10 +254,18 @@ impl Control {
             // the one before.
             tasks.retain(|t| t.task().created_at >= record.service.created_at);
             let name = record.service.service_name.clone();
-            let placer = &placer;
-            passes.push(async move { (name, self.reconcile_service(record, rev, tasks, placer).await) });
+            let commits = &commits;
+            passes.push(async move { (name, self.reconcile_service(record, rev, tasks, commits).await) });
         }
-        for (name, outcome) in futures_util::future::join_all(passes).await {
+        let read_ms = pass_started.elapsed().as_millis() as u64;
+        let outcomes = futures_util::future::join_all(passes).await;
+        tracing::debug!(
+            read_ms,
+            ms = pass_started.elapsed().as_millis() as u64,
+            services = outcomes.len(),
+            "scheduler pass"
+        );
+        for (name, outcome) in outcomes {
             match outcome {
                 Ok((started, stopped, wake)) => {
                     summary.services += 1;
@@ -278,7 +287,7 @@ impl Control {
         mut rec: ServiceRecord,
         rev: u64,
         mut tasks: Vec<Observed>,
-        placer: &tokio::sync::Mutex<Placer>,
+        commits: &Commits<'_>,
     ) -> Result<(usize, usize, Option<Timestamp>), ControlError> {
         let now = Timestamp::now();
         let before = rec.clone();
@@ -423,14 +432,14 @@ impl Control {
         }
         rec.draining.retain(|d| !finished.contains(&d.task_id));
 
-        let mut placing = None;
+        let mut placed = None;
         if to_start > 0 {
             // Read first, place under the pass's placer (see `LaunchInputs`).
             let inputs = self.launch_inputs(&rec).await?;
-            let mut p = Placing::new(placer.lock().await);
-            let (starts, unplaced) = self.launch(&rec, inputs, &tasks, &primary, to_start as usize, &mut p.placer, now);
+            let ((starts, unplaced), p) =
+                commits.place(|placer| self.launch(&rec, inputs, &tasks, &primary, to_start as usize, placer, now));
             decisions.starts = starts;
-            placing = Some(p);
+            placed = Some(p);
             if !decisions.starts.is_empty() {
                 let ids: Vec<String> = decisions.starts.iter().map(|r| r.task.id().to_owned()).collect();
                 push_event(
@@ -471,16 +480,12 @@ impl Control {
                 .when(Compare::revision(&observed.kv.key, observed.kv.mod_revision))
                 .then(Op::put(&observed.kv.key, encode(&record)));
         }
-        if let Some(p) = &placing {
-            txn = p.placer.commit_ops(txn);
-        }
-        match self.store.txn(txn).await? {
-            TxnOutcome::Committed(revision) => {
-                if let Some(p) = placing {
-                    p.committed(revision);
-                }
-                Ok((decisions.starts.len(), decisions.stops.len(), wake))
-            }
+        let outcome = match placed {
+            Some(placed) => commits.commit(txn, placed).await?,
+            None => self.store.txn(txn).await?,
+        };
+        match outcome {
+            TxnOutcome::Committed(_) => Ok((decisions.starts.len(), decisions.stops.len(), wake)),
             // Someone changed the service or a task meanwhile: the next pass decides again.
             TxnOutcome::Conflict => Ok((0, 0, Some(now))),
         }
@@ -713,33 +718,6 @@ fn drain(watch: &mut flotilla_store::Watch, renew: impl Fn() -> flotilla_store::
         if event.is_err() {
             *watch = renew();
             return;
-        }
-    }
-}
-
-/// One service's placements against the pass's shared [`Placer`], held from launch to commit
-/// so that services place one after another; undone unless committed.
-struct Placing<'a> {
-    placer: tokio::sync::MutexGuard<'a, Placer>,
-    mark: Option<Vec<(crate::host::Allocation, bool)>>,
-}
-
-impl<'a> Placing<'a> {
-    fn new(placer: tokio::sync::MutexGuard<'a, Placer>) -> Placing<'a> {
-        let mark = Some(placer.mark());
-        Placing { placer, mark }
-    }
-
-    fn committed(mut self, revision: flotilla_store::Revision) {
-        self.placer.committed(revision);
-        self.mark = None;
-    }
-}
-
-impl Drop for Placing<'_> {
-    fn drop(&mut self) {
-        if let Some(mark) = self.mark.take() {
-            self.placer.restore(mark);
         }
     }
 }
