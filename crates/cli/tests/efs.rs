@@ -203,9 +203,25 @@ fn an_access_point_pins_its_root_directory_and_owner() {
     std::os::unix::fs::symlink("/", fs_dir.join("app/abs")).unwrap();
     let script = "ls /mnt/efs; cat /mnt/efs/../secret /mnt/efs/up/secret /mnt/efs/abs/secret 2>/dev/null \
                   && echo ESCAPED; echo checked; sleep 1000";
-    let second =
-        f.register("efs-ap2", json!([with_mount(f.container("c", &["sh", "-c", script]))]), efs_volume(config));
+    // A container running as the POSIX user sees the root directory and what root wrote as
+    // 1000's, as on EFS. (A root container sees them as its own: an idmapped mount trades the
+    // container's user and the POSIX user, since no mapping can send every user to one.)
+    let mut as_user =
+        with_mount(f.container("u", &["sh", "-c", "stat -c 'as-user owner=%u:%g' /mnt/efs /mnt/efs/made"]));
+    as_user["user"] = json!("1000:1000");
+    as_user["essential"] = json!(false);
+    let second = f.register(
+        "efs-ap2",
+        json!([with_mount(f.container("c", &["sh", "-c", script])), as_user]),
+        efs_volume(config),
+    );
     let task = f.run(&second);
+    let seen = f.wait_log(&task, "u", "as-user owner=");
+    assert_eq!(
+        seen.iter().filter(|l| *l == "as-user owner=1000:1000").count(),
+        2,
+        "the POSIX user's own view: {seen:?}"
+    );
     let lines = f.wait_log(&task, "c", "checked");
     assert!(lines.iter().any(|l| l == "made"), "the container sees /app's content: {lines:?}");
     assert!(!lines.iter().any(|l| l == "secret" || l.contains("ESCAPED") || l.contains("outside")), "{lines:?}");
