@@ -42,6 +42,12 @@ async fn a_simulated_host_finds_its_task_and_refuses_clearly() {
     targets.register(agent.host_id(), agent.clone() as Arc<dyn ExecTarget>);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(agent.clone().run(async move { drop(stopped.await) }));
+    // The task is placed on a registered host: wait for the agent to register this one.
+    let deadline = Instant::now() + DEADLINE;
+    while !control.hosts().await.unwrap().iter().any(|h| h.spec.id == "host-a") {
+        assert!(Instant::now() < deadline, "the agent never registered its host");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let definition: TaskDefinitionSpec = serde_json::from_value(json!({
         "family": "web", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
