@@ -5,6 +5,7 @@
 //! `Result` back into a response; it holds no state of its own beyond credentials.
 
 pub mod acm;
+mod authz;
 pub mod ec2;
 pub mod ecs;
 mod efs;

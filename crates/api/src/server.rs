@@ -87,12 +87,15 @@ pub struct ApiState {
     /// EFS is served only when attached ([`ApiState::with_efs`]).
     pub(crate) efs: Option<Arc<flotilla_efs::Efs>>,
     efs_model: ServiceModel,
+    /// IAM and STS, and the authorisation of every request, when attached
+    /// ([`ApiState::with_iam`]); without it every valid signature acts as the account root.
+    pub(crate) iam: Option<Arc<flotilla_iam::Iam>>,
     request_ids: AtomicU64,
 }
 
 impl ApiState {
     pub fn new(control: Arc<Control>, credentials: &[Credentials]) -> ApiState {
-        let verifier = Verifier::new(&control.identity().region, credentials);
+        let verifier = Verifier::new(&control.identity().region, &control.identity().account, credentials);
         ApiState {
             control,
             verifier,
@@ -111,6 +114,7 @@ impl ApiState {
             exec: None,
             efs: None,
             efs_model: ServiceModel::parse(include_str!("../model/efs.json")),
+            iam: None,
             request_ids: AtomicU64::new(0),
         }
     }
@@ -149,6 +153,12 @@ impl ApiState {
     /// Serves EFS (REST-JSON under `/2015-02-01/`) from `efs`.
     pub fn with_efs(mut self, efs: Arc<flotilla_efs::Efs>) -> ApiState {
         self.efs = Some(efs);
+        self
+    }
+
+    /// Serves IAM and STS from `iam`, and authorises every request by its policies.
+    pub fn with_iam(mut self, iam: Arc<flotilla_iam::Iam>) -> ApiState {
+        self.iam = Some(iam);
         self
     }
 

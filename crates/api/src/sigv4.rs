@@ -40,6 +40,7 @@ pub struct SignedRequest<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub access_key_id: String,
+    pub principal: flotilla_iam::Principal,
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -195,15 +196,18 @@ pub(crate) fn signing_service(headers: &axum::http::HeaderMap) -> Option<String>
 /// Checks request signatures for one region against known credentials.
 pub struct Verifier {
     region: String,
+    /// The account the static credentials are the root of.
+    account: String,
     secrets: HashMap<String, String>,
     /// Derived signing keys by (access key, date, service): deriving costs four HMACs.
     keys: Mutex<HashMap<(String, String, String), Vec<u8>>>,
 }
 
 impl Verifier {
-    pub fn new(region: &str, credentials: &[Credentials]) -> Verifier {
+    pub fn new(region: &str, account: &str, credentials: &[Credentials]) -> Verifier {
         Verifier {
             region: region.to_owned(),
+            account: account.to_owned(),
             secrets: credentials.iter().map(|c| (c.access_key_id.clone(), c.secret_access_key.clone())).collect(),
             keys: Mutex::new(HashMap::new()),
         }
@@ -295,7 +299,7 @@ impl Verifier {
         let key = self.key(auth.access_key, secret, auth.date, service);
         let expected = hex::encode(hmac(&key, to_sign.as_bytes()));
         if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
-            Ok(Caller { access_key_id: auth.access_key.to_owned() })
+            Ok(Caller { access_key_id: auth.access_key.to_owned(), principal: flotilla_iam::Principal::root(&self.account) })
         } else {
             Err(ApiError::new(
                 "InvalidSignatureException",
@@ -390,7 +394,7 @@ mod tests {
     }
 
     fn verify(headers: Vec<(String, String)>, body: &[u8], now: i64) -> Result<Caller, ApiError> {
-        let v = Verifier::new("us-east-1", &[creds()]);
+        let v = Verifier::new("us-east-1", "123456789012", &[creds()]);
         v.verify(&SignedRequest { method: "POST", path: "/", query: "", headers, body }, "ecs", now)
     }
 
@@ -418,7 +422,7 @@ mod tests {
     fn unknown_key_and_missing_header() {
         let mut headers = signed(b"{}", NOW);
         let v =
-            Verifier::new("us-east-1", &[Credentials { access_key_id: "OTHER".into(), secret_access_key: "x".into() }]);
+            Verifier::new("us-east-1", "123456789012", &[Credentials { access_key_id: "OTHER".into(), secret_access_key: "x".into() }]);
         let err = v.verify(
             &SignedRequest { method: "POST", path: "/", query: "", headers: headers.clone(), body: b"{}" },
             "ecs",
@@ -432,10 +436,10 @@ mod tests {
     #[test]
     fn wrong_region_or_service_scope_fails() {
         let headers = signed(b"{}", NOW);
-        let v = Verifier::new("eu-west-1", &[creds()]);
+        let v = Verifier::new("eu-west-1", "123456789012", &[creds()]);
         let req = SignedRequest { method: "POST", path: "/", query: "", headers: headers.clone(), body: b"{}" };
         assert_eq!(v.verify(&req, "ecs", NOW).unwrap_err().code, "InvalidSignatureException");
-        let v = Verifier::new("us-east-1", &[creds()]);
+        let v = Verifier::new("us-east-1", "123456789012", &[creds()]);
         assert_eq!(v.verify(&req, "logs", NOW).unwrap_err().code, "InvalidSignatureException");
     }
 }
