@@ -30,6 +30,9 @@ pub struct PlaneOptions {
     pub logs_dir: std::path::PathBuf,
     /// Where EFS file systems' directories live (shared with the agents in a cluster).
     pub efs_root: std::path::PathBuf,
+    /// The account root's credentials (what `flotilla up` prints): IAM knows them without
+    /// storing them.
+    pub root_credentials: flotilla_api::Credentials,
 }
 
 pub struct ControlPlane {
@@ -41,6 +44,8 @@ pub struct ControlPlane {
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
     pub discovery: Arc<Discovery>,
+    /// IAM and STS over the same store: who signs requests and what they may do.
+    pub iam: Arc<flotilla_iam::Iam>,
     /// The host API as this control plane serves it, to in-process agents or over the link.
     pub host_api: Arc<dyn flotilla_host::HostApi>,
     /// The hosts that run commands in their containers (ECS Exec), by host id: in-process
@@ -59,6 +64,11 @@ impl ControlPlane {
         let identity = Identity { region: opts.region.clone(), account: opts.account_id.clone() };
         let control = Arc::new(Control::new(store.clone(), identity).with_public_ip_pool(opts.public_ip_pool));
         control.ensure_default_network().await.context("cannot create the default VPC")?;
+        let root = &opts.root_credentials;
+        let root_keys = [(root.access_key_id.clone(), root.secret_access_key.clone())];
+        let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &root_keys)
+            .await
+            .context("cannot load IAM's users, roles and policies from the store")?;
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
         let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
         let elb = Arc::new(flotilla_elb::Elb::new(
@@ -144,6 +154,7 @@ impl ControlPlane {
             logs,
             secrets,
             discovery,
+            iam,
             host_api,
             exec_targets,
             exec_sessions,
@@ -154,7 +165,8 @@ impl ControlPlane {
         })
     }
 
-    /// The AWS API over this control plane, for `credentials`.
+    /// The AWS API over this control plane, for `credentials` (the account root's), with IAM
+    /// authenticating every key and authorising every request.
     pub fn api_state(&self, credentials: &flotilla_api::Credentials) -> Arc<ApiState> {
         Arc::new(
             ApiState::new(self.control.clone(), std::slice::from_ref(credentials))
@@ -163,7 +175,8 @@ impl ControlPlane {
                 .with_secrets(self.secrets.clone())
                 .with_load_balancing(self.elb.clone(), self.acm.clone())
                 .with_exec(self.exec_sessions.clone())
-                .with_efs(self.efs.clone()),
+                .with_efs(self.efs.clone())
+                .with_iam(self.iam.clone()),
         )
     }
 

@@ -103,6 +103,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             lb_address: None,
             logs_dir: home.dir.join("logs"),
             efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
+            root_credentials: credentials.clone(),
         },
     )
     .await?;

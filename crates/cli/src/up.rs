@@ -76,6 +76,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             lb_address: Some(opts.lb_address),
             logs_dir: home.dir.join("logs"),
             efs_root: efs_root.clone(),
+            root_credentials: credentials.clone(),
         },
     )
     .await?;
