@@ -32,6 +32,8 @@ pub struct PlaneOptions {
     pub efs_root: std::path::PathBuf,
     /// Fargate's rules for task definitions without an execution role (`--require-roles`).
     pub require_roles: bool,
+    /// The account root's access keys (id, secret), as `flotilla up` prints them.
+    pub root_keys: Vec<(String, String)>,
 }
 
 pub struct ControlPlane {
@@ -43,6 +45,8 @@ pub struct ControlPlane {
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
     pub discovery: Arc<Discovery>,
+    /// IAM and STS: who signs requests, what they may do, and tasks' roles.
+    pub iam: Arc<flotilla_iam::Iam>,
     /// The host API as this control plane serves it, to in-process agents or over the link.
     pub host_api: Arc<dyn flotilla_host::HostApi>,
     /// The hosts that run commands in their containers (ECS Exec), by host id: in-process
@@ -65,6 +69,11 @@ impl ControlPlane {
                 .with_require_roles(opts.require_roles),
         );
         control.ensure_default_network().await.context("cannot create the default VPC")?;
+        let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &opts.root_keys)
+            .await
+            .context("cannot open IAM")?;
+        // Task definitions' roles are checked, and the platform acts as a task's execution role.
+        control.attach_iam(iam.clone());
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
         let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
         let elb = Arc::new(flotilla_elb::Elb::new(
@@ -150,6 +159,7 @@ impl ControlPlane {
             logs,
             secrets,
             discovery,
+            iam,
             host_api,
             exec_targets,
             exec_sessions,
@@ -169,7 +179,8 @@ impl ControlPlane {
                 .with_secrets(self.secrets.clone())
                 .with_load_balancing(self.elb.clone(), self.acm.clone())
                 .with_exec(self.exec_sessions.clone())
-                .with_efs(self.efs.clone()),
+                .with_efs(self.efs.clone())
+                .with_iam(self.iam.clone()),
         )
     }
 

@@ -178,6 +178,7 @@ impl InProcess {
                     logs_dir: dir.path().join("logs"),
                     efs_root: dir.path().join("efs"),
                     require_roles: false,
+                    root_keys: Vec::new(),
                 },
             )
             .await
