@@ -158,6 +158,7 @@ impl ApiState {
 
     /// Serves IAM and STS from `iam`, and authorises every request by its policies.
     pub fn with_iam(mut self, iam: Arc<flotilla_iam::Iam>) -> ApiState {
+        self.verifier.attach_iam(iam.clone());
         self.iam = Some(iam);
         self
     }
@@ -314,7 +315,7 @@ async fn dispatch(
     let model = state.model(service);
 
     let request = signed_request(uri, headers, body, "IncompleteSignatureException")?;
-    let caller = state.verifier.verify(&request, model.signing_name(), now_secs())?;
+    let caller = state.verifier.verify(&request, model.signing_name(), now_secs()).await?;
 
     let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())

@@ -32,8 +32,9 @@ pub struct PlaneOptions {
     pub efs_root: std::path::PathBuf,
     /// Fargate's rules for task definitions without an execution role (`--require-roles`).
     pub require_roles: bool,
-    /// The account root's access keys (id, secret), as `flotilla up` prints them.
-    pub root_keys: Vec<(String, String)>,
+    /// The account root's credentials (what `flotilla up` prints): IAM knows them without
+    /// storing them.
+    pub root_credentials: flotilla_api::Credentials,
 }
 
 pub struct ControlPlane {
@@ -45,7 +46,8 @@ pub struct ControlPlane {
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
     pub discovery: Arc<Discovery>,
-    /// IAM and STS: who signs requests, what they may do, and tasks' roles.
+    /// IAM and STS over the same store: who signs requests and what they may do, and the
+    /// roles tasks name.
     pub iam: Arc<flotilla_iam::Iam>,
     /// The host API as this control plane serves it, to in-process agents or over the link.
     pub host_api: Arc<dyn flotilla_host::HostApi>,
@@ -69,9 +71,11 @@ impl ControlPlane {
                 .with_require_roles(opts.require_roles),
         );
         control.ensure_default_network().await.context("cannot create the default VPC")?;
-        let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &opts.root_keys)
+        let root = &opts.root_credentials;
+        let root_keys = [(root.access_key_id.clone(), root.secret_access_key.clone())];
+        let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &root_keys)
             .await
-            .context("cannot open IAM")?;
+            .context("cannot load IAM's users, roles and policies from the store")?;
         // Task definitions' roles are checked, and the platform acts as a task's execution role.
         control.attach_iam(iam.clone());
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
@@ -170,7 +174,8 @@ impl ControlPlane {
         })
     }
 
-    /// The AWS API over this control plane, for `credentials`.
+    /// The AWS API over this control plane, for `credentials` (the account root's), with IAM
+    /// authenticating every key and authorising every request.
     pub fn api_state(&self, credentials: &flotilla_api::Credentials) -> Arc<ApiState> {
         Arc::new(
             ApiState::new(self.control.clone(), std::slice::from_ref(credentials))

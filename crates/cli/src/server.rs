@@ -106,7 +106,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             logs_dir: home.dir.join("logs"),
             efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
             require_roles: opts.require_roles,
-            root_keys: vec![(credentials.access_key_id.clone(), credentials.secret_access_key.clone())],
+            root_credentials: credentials.clone(),
         },
     )
     .await?;

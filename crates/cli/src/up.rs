@@ -79,7 +79,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             logs_dir: home.dir.join("logs"),
             efs_root: efs_root.clone(),
             require_roles: opts.require_roles,
-            root_keys: vec![(credentials.access_key_id.clone(), credentials.secret_access_key.clone())],
+            root_credentials: credentials.clone(),
         },
     )
     .await?;

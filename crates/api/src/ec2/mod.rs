@@ -66,7 +66,7 @@ async fn handle(
     request_id: &str,
 ) -> Result<String, ApiError> {
     let request = crate::server::signed_request(uri, headers, body, "IncompleteSignature")?;
-    let caller = state.verifier.verify(&request, "ec2", crate::server::now_secs())?;
+    let caller = state.verifier.verify(&request, "ec2", crate::server::now_secs()).await?;
 
     let params = query::parse_form(body)?;
     let action = params

@@ -152,7 +152,7 @@ async fn handle(
         body,
     };
     let model = state.efs_model();
-    state.verifier.verify(&signed, model.signing_name(), crate::server::now_secs()).map_err(EfsApiError::from)?;
+    state.verifier.verify(&signed, model.signing_name(), crate::server::now_secs()).await.map_err(EfsApiError::from)?;
 
     let query = query_pairs(uri.query().unwrap_or(""));
     let Route { operation, mut members } = route(method, uri.path(), &query)

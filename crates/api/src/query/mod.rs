@@ -52,8 +52,11 @@ pub fn is_form_request(headers: &HeaderMap) -> bool {
 /// Serves one form-encoded request: ELBv2's if its signature is scoped to ELB, EC2's
 /// otherwise (unsigned requests too, so they get EC2's refusal as before).
 pub async fn serve(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
-    if crate::sigv4::signing_service(headers).as_deref() == Some(ELBV2_SIGNING_NAME) {
+    let signing = crate::sigv4::signing_service(headers);
+    if signing.as_deref() == Some(ELBV2_SIGNING_NAME) {
         serve_elbv2(state, uri, headers, body).await
+    } else if let Some(name) = signing.as_deref().filter(|s| crate::iam::serves(Some(s))) {
+        crate::iam::serve(state, uri, headers, body, name).await
     } else {
         crate::ec2::serve(state, uri, headers, body).await
     }
@@ -91,7 +94,7 @@ async fn handle_elbv2(
     request_id: &str,
 ) -> Result<String, ApiError> {
     let request = crate::server::signed_request(uri, headers, body, "IncompleteSignature")?;
-    let caller = state.verifier.verify(&request, ELBV2_SIGNING_NAME, crate::server::now_secs())?;
+    let caller = state.verifier.verify(&request, ELBV2_SIGNING_NAME, crate::server::now_secs()).await?;
     let (action, input) = read_request(&ELBV2, body)?;
     tracing::debug!(operation = %action, caller = %caller.access_key_id, "request");
     let answer = crate::elbv2::execute(state, &action, input).await?;
