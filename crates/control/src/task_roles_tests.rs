@@ -212,3 +212,38 @@ async fn the_execution_role_reads_secrets_and_writes_logs_or_the_task_stops_with
     let reason = w.task_secrets(&task, None).await.unwrap_err();
     assert!(reason.contains("with an explicit deny in an identity-based policy status code: 400"), "{reason}");
 }
+
+#[tokio::test]
+async fn private_registry_credentials_are_read_as_the_execution_role() {
+    let w = World::new().await;
+    let exec = w.role("exec", ECS_TASKS).await;
+    let login = w
+        .secrets
+        .create_secret(flotilla_secrets::NewSecret {
+            name: "login".into(),
+            value: Some(flotilla_secrets::SecretValue::String(r#"{"username":"u","password":"p"}"#.into())),
+            description: None,
+            token: None,
+        })
+        .await
+        .unwrap();
+    // By name: policies see the secret's full ARN all the same.
+    let containers = serde_json::json!([{"name": "app", "image": "registry.example:5000/app:1",
+        "repositoryCredentials": {"credentialsParameter": "login"}}]);
+    let td = w.register(containers, serde_json::json!({"executionRoleArn": exec})).await;
+    let task = w.run(&td).await.unwrap();
+    let reason = w.task_secrets(&task, None).await.unwrap_err();
+    assert!(
+        reason.starts_with(
+            "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval \
+             failed: unable to retrieve secret from asm: service call has been retried 1 time(s): asm fetching \
+             secret from the service for login: AccessDeniedException: "
+        ),
+        "{reason}"
+    );
+    assert!(reason.contains(&format!("secretsmanager:GetSecretValue on resource: {} because", login.arn)), "{reason}");
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": login.arn}]});
+    w.iam.put_role_policy("exec", "login", &policy.to_string()).await.unwrap();
+    w.task_secrets(&task, None).await.unwrap();
+}
