@@ -203,11 +203,17 @@ impl ControlPlane {
 /// The API's listener with Nagle's algorithm off on every connection: an exec session's data
 /// channel writes small frames back to back (output, then its ack's answer), which Nagle and
 /// the peer's delayed ACK would hold for tens of milliseconds each.
-pub fn no_delay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+/// The concrete type (not `impl Listener`) so that the router can be served with each
+/// connection's peer address (`into_make_service_with_connect_info`), which policies'
+/// `aws:SourceIp` needs.
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
     use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+    fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
         let _ = tcp.set_nodelay(true);
-    })
+    }
+    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
 }
 
 /// Forgets STOPPED tasks an hour after they stopped, as Fargate does.

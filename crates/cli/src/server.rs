@@ -135,7 +135,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     home.record_endpoint(&endpoint)?;
 
     let state = plane.api_state(&credentials);
-    axum::serve(no_delay(listener), router(state))
+    // With the peer's address: policies' `aws:SourceIp`.
+    axum::serve(no_delay(listener), router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;

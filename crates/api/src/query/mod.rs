@@ -97,6 +97,7 @@ async fn handle_elbv2(
     let caller = state.verifier.verify(&request, ELBV2_SIGNING_NAME, crate::server::now_secs()).await?;
     let (action, input) = read_request(&ELBV2, body)?;
     tracing::debug!(operation = %action, caller = %caller.access_key_id, "request");
+    crate::authz::authorize(state, &caller, ELBV2_SIGNING_NAME, &action, &input, headers).await?;
     let answer = crate::elbv2::execute(state, &action, input).await?;
     response(&ELBV2, &action, request_id, &answer).map_err(|problem| {
         tracing::error!(operation = %action, problem, "ELBv2 answer does not fit the model");
@@ -201,7 +202,9 @@ pub(crate) fn status(model: &QueryModel, e: &ApiError) -> StatusCode {
     match e.code {
         INTERNAL_FAILURE => StatusCode::INTERNAL_SERVER_ERROR,
         "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "MissingAuthenticationToken" => StatusCode::FORBIDDEN,
+        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "MissingAuthenticationToken" | "AccessDenied" => {
+            StatusCode::FORBIDDEN
+        }
         "RequestEntityTooLarge" => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }
