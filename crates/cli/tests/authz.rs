@@ -167,7 +167,12 @@ print(json.dumps(out))
     assert_eq!(answer, json!({"prod": "prod", "dev": ["AccessDeniedException", 403]}));
 
     // An explicit Deny beats the Allow.
-    put_policy(&server, &alice, "no-services", json!([{"Effect": "Deny", "Action": "ecs:ListServices", "Resource": "*"}]));
+    put_policy(
+        &server,
+        &alice,
+        "no-services",
+        json!([{"Effect": "Deny", "Action": "ecs:ListServices", "Resource": "*"}]),
+    );
     common::wait_for("the deny to apply", Duration::from_secs(10), || {
         let out = aws_as(&server, &alice, &["ecs", "list-services", "--cluster", "prod"]);
         let err = String::from_utf8_lossy(&out.stderr);
