@@ -205,6 +205,11 @@ fn roles_that_do_not_exist_or_do_not_trust_ecs_tasks_are_refused_at_run_task_and
         )
     };
 
+    // Not a role at all: refused when registered, as ECS does.
+    let stack = format!("arn:aws:cloudformation:us-east-1:{account}:stack/app/1");
+    let err = register(&s, "not-a-role", plain.clone(), json!({"taskRoleArn": stack})).unwrap_err();
+    assert!(err.contains("(ClientException)") && err.trim().ends_with("Role is not valid"), "{err}");
+
     let td = register(&s, "no-such-role", plain.clone(), json!({"executionRoleArn": missing})).unwrap();
     let out = run(&td);
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), assume(&missing), "{out:?}");

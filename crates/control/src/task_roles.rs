@@ -40,6 +40,24 @@ pub fn role_arn(account: &str, role: &str) -> String {
     if role.starts_with("arn:") { role.to_owned() } else { format!("arn:aws:iam::{account}:role/{role}") }
 }
 
+/// A role name as IAM allows it: 1 to 64 of letters, digits and `+=,.@_-`.
+fn is_role_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+/// ECS's refusal, at RegisterTaskDefinition, of a role that is neither a role name nor an IAM
+/// role's ARN (`arn:aws:iam::ACCOUNT:role/[PATH/]NAME`).
+pub(crate) fn check_role_form(role: Option<&str>) -> Result<(), ControlError> {
+    let Some(role) = role.filter(|r| !r.is_empty()) else { return Ok(()) };
+    let valid = match role.strip_prefix("arn:aws:iam::") {
+        Some(rest) => rest.split_once(":role/").is_some_and(|(account, path)| {
+            account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && is_role_name(role_name(path))
+        }),
+        None => is_role_name(role),
+    };
+    if valid { Ok(()) } else { Err(ControlError::client("Role is not valid")) }
+}
+
 /// The role's name: the last part of its path (`arn:aws:iam::1:role/path/NAME`).
 fn role_name(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
@@ -123,6 +141,7 @@ impl Control {
         execution_role: Option<&str>,
         containers: &[ContainerDefinition],
     ) -> Result<(), ControlError> {
+        check_role_form(execution_role)?;
         if self.require_roles {
             fargate_role_rules(execution_role, containers)?;
         }

@@ -54,6 +54,24 @@ async fn require_roles_refuses_at_registration_and_at_run_task_for_definitions_m
 }
 
 #[test]
+fn roles_are_names_or_iam_role_arns() {
+    for good in [
+        "exec",
+        "ecsTaskExecutionRole",
+        "arn:aws:iam::123456789012:role/exec",
+        "arn:aws:iam::123456789012:role/a/b/x.y@z",
+    ] {
+        assert!(check_role_form(Some(good)).is_ok(), "{good}");
+    }
+    for bad in ["arn:aws:cloudformation:us-east-1:123456789012:stack/x", "arn:aws:iam::1:role/x", "has space", "a:b"] {
+        assert!(
+            matches!(check_role_form(Some(bad)), Err(ControlError::Client(m)) if m == "Role is not valid"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn roles_by_name_or_arn() {
     assert_eq!(role_arn("123456789012", "exec"), "arn:aws:iam::123456789012:role/exec");
     let arn = "arn:aws:iam::123456789012:role/service/exec";
