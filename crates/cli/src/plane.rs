@@ -30,6 +30,8 @@ pub struct PlaneOptions {
     pub logs_dir: std::path::PathBuf,
     /// Where EFS file systems' directories live (shared with the agents in a cluster).
     pub efs_root: std::path::PathBuf,
+    /// Fargate's rules for task definitions without an execution role (`--require-roles`).
+    pub require_roles: bool,
     /// The account root's credentials (what `flotilla up` prints): IAM knows them without
     /// storing them.
     pub root_credentials: flotilla_api::Credentials,
@@ -44,7 +46,8 @@ pub struct ControlPlane {
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
     pub discovery: Arc<Discovery>,
-    /// IAM and STS over the same store: who signs requests and what they may do.
+    /// IAM and STS over the same store: who signs requests and what they may do, and the
+    /// roles tasks name.
     pub iam: Arc<flotilla_iam::Iam>,
     /// The host API as this control plane serves it, to in-process agents or over the link.
     pub host_api: Arc<dyn flotilla_host::HostApi>,
@@ -62,13 +65,20 @@ pub struct ControlPlane {
 impl ControlPlane {
     pub async fn start(store: Arc<dyn Store>, opts: PlaneOptions) -> anyhow::Result<ControlPlane> {
         let identity = Identity { region: opts.region.clone(), account: opts.account_id.clone() };
-        let control = Arc::new(Control::new(store.clone(), identity).with_public_ip_pool(opts.public_ip_pool));
+        let control = Arc::new(
+            Control::new(store.clone(), identity)
+                .with_public_ip_pool(opts.public_ip_pool)
+                .with_require_roles(opts.require_roles),
+        );
         control.ensure_default_network().await.context("cannot create the default VPC")?;
         let root = &opts.root_credentials;
         let root_keys = [(root.access_key_id.clone(), root.secret_access_key.clone())];
         let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &root_keys)
             .await
             .context("cannot load IAM's users, roles and policies from the store")?;
+        // Task definitions' roles are checked, the platform acts as a task's execution role, and
+        // tasks get their task role's credentials (the host API).
+        control.attach_iam(iam.clone());
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
         let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
         let elb = Arc::new(flotilla_elb::Elb::new(
