@@ -299,7 +299,10 @@ impl Verifier {
         let key = self.key(auth.access_key, secret, auth.date, service);
         let expected = hex::encode(hmac(&key, to_sign.as_bytes()));
         if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
-            Ok(Caller { access_key_id: auth.access_key.to_owned(), principal: flotilla_iam::Principal::root(&self.account) })
+            Ok(Caller {
+                access_key_id: auth.access_key.to_owned(),
+                principal: flotilla_iam::Principal::root(&self.account),
+            })
         } else {
             Err(ApiError::new(
                 "InvalidSignatureException",
@@ -421,8 +424,11 @@ mod tests {
     #[test]
     fn unknown_key_and_missing_header() {
         let mut headers = signed(b"{}", NOW);
-        let v =
-            Verifier::new("us-east-1", "123456789012", &[Credentials { access_key_id: "OTHER".into(), secret_access_key: "x".into() }]);
+        let v = Verifier::new(
+            "us-east-1",
+            "123456789012",
+            &[Credentials { access_key_id: "OTHER".into(), secret_access_key: "x".into() }],
+        );
         let err = v.verify(
             &SignedRequest { method: "POST", path: "/", query: "", headers: headers.clone(), body: b"{}" },
             "ecs",

@@ -37,8 +37,14 @@ pub struct Principal {
 pub enum PrincipalKind {
     /// The account itself: the credentials `flotilla up` prints. Allowed everything.
     Root,
-    User { name: String },
-    AssumedRole { role_name: String, role_arn: String, session_name: String },
+    User {
+        name: String,
+    },
+    AssumedRole {
+        role_name: String,
+        role_arn: String,
+        session_name: String,
+    },
 }
 
 impl Principal {

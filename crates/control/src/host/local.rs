@@ -29,23 +29,31 @@ use crate::{
 const QUEUE: usize = 1024;
 
 pub struct LocalHostApi {
-    control: Arc<Control>,
+    pub(super) control: Arc<Control>,
     /// SSM Parameter Store and Secrets Manager, for `secrets` and `repositoryCredentials`.
     secrets: Option<Arc<Secrets>>,
     /// Where the hosts' `awslogs` output goes: this server's log store.
     logs: Option<Arc<LogStore>>,
     /// EFS, for tasks' `efsVolumeConfiguration`s.
     efs: Option<Arc<flotilla_efs::Efs>>,
+    /// IAM, for tasks' role credentials.
+    pub(super) iam: Option<Arc<flotilla_iam::Iam>>,
 }
 
 impl LocalHostApi {
     pub fn new(control: Arc<Control>, secrets: Option<Arc<Secrets>>) -> LocalHostApi {
-        LocalHostApi { control, secrets, logs: None, efs: None }
+        LocalHostApi { control, secrets, logs: None, efs: None, iam: None }
     }
 
     /// Resolves tasks' EFS volumes against `efs`.
     pub fn with_efs(mut self, efs: Arc<flotilla_efs::Efs>) -> LocalHostApi {
         self.efs = Some(efs);
+        self
+    }
+
+    /// Serves tasks' role credentials from `iam`.
+    pub fn with_iam(mut self, iam: Arc<flotilla_iam::Iam>) -> LocalHostApi {
+        self.iam = Some(iam);
         self
     }
 
@@ -500,6 +508,13 @@ impl HostApi for LocalHostApi {
 
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>> {
         Box::pin(self.secrets_of(task_arn))
+    }
+
+    fn task_role_credentials<'a>(
+        &'a self,
+        task_arn: &'a str,
+    ) -> BoxFuture<'a, Result<flotilla_host::RoleCredentials, HostApiError>> {
+        Box::pin(self.role_credentials_of(task_arn))
     }
 
     fn load_balancers(&self, _host_id: &str) -> flotilla_host::lb::LbWatch {
