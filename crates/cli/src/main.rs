@@ -84,6 +84,12 @@ enum Command {
         /// same files.
         #[arg(long, value_name = "DIR", env = "FLOTILLA_EFS_ROOT")]
         efs_root: Option<PathBuf>,
+        /// Apply Fargate's rules to task definitions without an execution role: awslogs,
+        /// `secrets` and private registry credentials need one (refused at
+        /// RegisterTaskDefinition and RunTask, in ECS's words). Without it such a task
+        /// definition works as before, the platform acting for the account.
+        #[arg(long)]
+        require_roles: bool,
     },
     /// Run a server of a cluster: the API and the control plane over a shared store, and the
     /// link agents connect to. No tasks run here.
@@ -120,6 +126,12 @@ enum Command {
         /// `--efs-root` must show the same files (one shared mount).
         #[arg(long, value_name = "DIR", env = "FLOTILLA_EFS_ROOT")]
         efs_root: Option<PathBuf>,
+        /// Apply Fargate's rules to task definitions without an execution role: awslogs,
+        /// `secrets` and private registry credentials need one (refused at
+        /// RegisterTaskDefinition and RunTask, in ECS's words). Without it such a task
+        /// definition works as before, the platform acting for the account.
+        #[arg(long)]
+        require_roles: bool,
     },
     /// Run one host's agent: it registers the host with the servers and runs the tasks
     /// placed on it (needs root).
@@ -380,6 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lb_address,
             registry_ca,
             efs_root,
+            require_roles,
         } => {
             up::run(UpOptions {
                 listen,
@@ -395,6 +408,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 lb_address: lb_address.unwrap_or(listen.ip()),
                 registry_ca,
                 efs_root,
+                require_roles,
             })
             .await
         }
@@ -409,6 +423,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             account_id,
             public_ip_pool,
             efs_root,
+            require_roles,
         } => {
             flotilla_cli::server::run(flotilla_cli::server::ServerOptions {
                 store,
@@ -420,6 +435,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 account_id,
                 public_ip_pool,
                 efs_root,
+                require_roles,
             })
             .await
         }

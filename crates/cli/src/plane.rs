@@ -30,6 +30,8 @@ pub struct PlaneOptions {
     pub logs_dir: std::path::PathBuf,
     /// Where EFS file systems' directories live (shared with the agents in a cluster).
     pub efs_root: std::path::PathBuf,
+    /// Fargate's rules for task definitions without an execution role (`--require-roles`).
+    pub require_roles: bool,
 }
 
 pub struct ControlPlane {
@@ -57,7 +59,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     pub async fn start(store: Arc<dyn Store>, opts: PlaneOptions) -> anyhow::Result<ControlPlane> {
         let identity = Identity { region: opts.region.clone(), account: opts.account_id.clone() };
-        let control = Arc::new(Control::new(store.clone(), identity).with_public_ip_pool(opts.public_ip_pool));
+        let control = Arc::new(
+            Control::new(store.clone(), identity)
+                .with_public_ip_pool(opts.public_ip_pool)
+                .with_require_roles(opts.require_roles),
+        );
         control.ensure_default_network().await.context("cannot create the default VPC")?;
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
         let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));

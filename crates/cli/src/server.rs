@@ -35,6 +35,8 @@ pub struct ServerOptions {
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// `--efs-root` (default `<data-dir>/efs`).
     pub efs_root: Option<std::path::PathBuf>,
+    /// `--require-roles`: Fargate's rules for task definitions without an execution role.
+    pub require_roles: bool,
 }
 
 /// The store a server uses: etcd, shared with the other servers, or an embedded one.
@@ -103,6 +105,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             lb_address: None,
             logs_dir: home.dir.join("logs"),
             efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
+            require_roles: opts.require_roles,
         },
     )
     .await?;

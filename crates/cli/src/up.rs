@@ -36,6 +36,8 @@ pub struct UpOptions {
     pub registry_ca: Option<std::path::PathBuf>,
     /// `--efs-root`: where EFS file systems' directories live (default `<data-dir>/efs`).
     pub efs_root: Option<std::path::PathBuf>,
+    /// `--require-roles`: Fargate's rules for task definitions without an execution role.
+    pub require_roles: bool,
 }
 
 /// Image store options with the CAs of the PEM bundle `registry_ca` (one or more
@@ -76,6 +78,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             lb_address: Some(opts.lb_address),
             logs_dir: home.dir.join("logs"),
             efs_root: efs_root.clone(),
+            require_roles: opts.require_roles,
         },
     )
     .await?;

@@ -177,6 +177,7 @@ impl InProcess {
                     lb_address: None,
                     logs_dir: dir.path().join("logs"),
                     efs_root: dir.path().join("efs"),
+                    require_roles: false,
                 },
             )
             .await

@@ -20,6 +20,7 @@ mod service;
 mod tags;
 mod task;
 mod task_definition;
+mod task_roles;
 mod vpc;
 
 use std::collections::HashMap;
@@ -45,6 +46,7 @@ pub use service::{
 };
 pub use task::{ListTasksInput, RunTaskInput, TaskRecord};
 pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrder};
+pub use task_roles::{AWSLOGS_NEEDS_ROLE, ECS_TASKS, REGISTRY_AUTH_NEEDS_ROLE, SECRETS_NEED_ROLE, unable_to_assume};
 pub use vpc::{
     AddressLease, AwsvpcPlacement, CidrError, CreateSubnetInput, CreateVpcInput, DEFAULT_PUBLIC_IP_POOL,
     DEFAULT_VPC_CIDR, ElbVpcs, GroupRef, GroupSelector, IpProtocol, Ipv4Cidr, NetworkError, NetworkInterface,
@@ -66,6 +68,11 @@ pub struct Control {
     /// Elastic Load Balancing, whose target groups services register their tasks in; attached
     /// by the server that runs it.
     elb: std::sync::OnceLock<Arc<flotilla_elb::Elb>>,
+    /// IAM, which task definitions' roles are checked against and the platform acts for a
+    /// task's execution role through; absent, the platform acts for the account.
+    iam: std::sync::OnceLock<Arc<flotilla_iam::Iam>>,
+    /// Fargate's rules for task definitions without an execution role (`--require-roles`).
+    require_roles: bool,
 }
 
 impl Control {
@@ -77,6 +84,8 @@ impl Control {
             network: Default::default(),
             discovery: Default::default(),
             elb: Default::default(),
+            iam: Default::default(),
+            require_roles: false,
         }
     }
 

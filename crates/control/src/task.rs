@@ -251,6 +251,7 @@ impl Control {
                 definition.task_definition_arn
             )));
         }
+        self.check_task_roles(&definition).await?;
         let mut placement = None;
         if definition.network_mode.as_deref() == Some("awsvpc") {
             let awsvpc = input.network_configuration.as_ref().and_then(|n| n.awsvpc_configuration.as_ref());

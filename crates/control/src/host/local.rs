@@ -392,9 +392,13 @@ impl LocalHostApi {
         let kv = self.control.store.get(&key).await.map_err(unavailable)?;
         let record: TaskRecord = decode(&kv.ok_or_else(|| HostApiError::NotFound { what: task_arn.to_owned() })?)?;
         let (definition, _) = self.control.describe_task_definition(&record.task.task_definition_arn).await?;
-        super::secrets::resolve(self.secrets.as_deref(), &definition)
-            .await
-            .map_err(|reason| HostApiError::Refused { reason })
+        // With an execution role the platform fetches as that role, and writes its logs as it.
+        let role = self.control.execution_role(&definition, record.task.id());
+        let secrets = super::secrets::resolve(self.secrets.as_deref(), &definition, role.as_ref()).await?;
+        if let Some(role) = &role {
+            super::secrets::check_logs(role, self.logs.as_deref(), &definition, record.task.id()).await?;
+        }
+        Ok(secrets)
     }
 }
 

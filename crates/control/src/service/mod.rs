@@ -90,6 +90,7 @@ impl Control {
         {
             return Err(ControlError::invalid("Task definition does not support launch_type FARGATE."));
         }
+        self.check_task_roles(&definition).await?;
         Ok(definition)
     }
 
