@@ -43,9 +43,8 @@ impl Relay {
         run(&["-n", &name, "link", "set", "eth0", "up"]);
         run(&["-n", &name, "link", "set", "lo", "up"]);
         let path = std::path::PathBuf::from(format!("/run/netns/{name}"));
-        let listener = flotilla_net::netns::run_in(&path, || std::net::TcpListener::bind(("192.0.2.2", 8080)))
-            .unwrap()
-            .unwrap();
+        let listener =
+            flotilla_net::netns::run_in(&path, || std::net::TcpListener::bind(("192.0.2.2", 8080))).unwrap().unwrap();
         let api = SocketAddr::from(([127, 0, 0, 1], server.port));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
@@ -138,16 +137,30 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     // A role ECS tasks may assume, allowed to read one parameter path.
     let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
-    let role = s.aws_json(&["iam", "create-role", "--role-name", "app", "--assume-role-policy-document", &trust.to_string()]);
+    let role =
+        s.aws_json(&["iam", "create-role", "--role-name", "app", "--assume-role-policy-document", &trust.to_string()]);
     let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
     let allow = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": "arn:aws:ssm:*:*:parameter/app/*"}]});
-    s.aws_json(&["iam", "put-role-policy", "--role-name", "app", "--policy-name", "ssm", "--policy-document", &allow.to_string()]);
+    s.aws_json(&[
+        "iam",
+        "put-role-policy",
+        "--role-name",
+        "app",
+        "--policy-name",
+        "ssm",
+        "--policy-document",
+        &allow.to_string(),
+    ]);
     s.aws_json(&["ssm", "put-parameter", "--name", "/app/config", "--value", "from-the-role", "--type", "String"]);
     s.aws_json(&["ssm", "put-parameter", "--name", "/other/secret", "--value", "not-yours", "--type", "String"]);
 
     let env = json!([{"name": "API", "value": API}]);
-    let td = f.register("with-role", json!([python_container(&f, &image, &python, "app", WITH_ROLE, env)]), json!({"taskRoleArn": role_arn}));
+    let td = f.register(
+        "with-role",
+        json!([python_container(&f, &image, &python.executable, "app", WITH_ROLE, env)]),
+        json!({"taskRoleArn": role_arn}),
+    );
     let task = f.run(&td);
     let task_id = task.rsplit('/').next().unwrap().to_owned();
     let lines = f.wait_log(&task, "app", "done");
@@ -164,7 +177,11 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     // Another task (without a role) has no variable and gets neither the first task's
     // credentials nor any for a made-up id.
     let env = json!([{"name": "THEIRS", "value": uri}]);
-    let td = f.register("without-role", json!([python_container(&f, &image, &python, "probe", WITHOUT_ROLE, env)]), json!({}));
+    let td = f.register(
+        "without-role",
+        json!([python_container(&f, &image, &python.executable, "probe", WITHOUT_ROLE, env)]),
+        json!({}),
+    );
     let other = f.run(&td);
     let lines = f.wait_log(&other, "probe", "done");
     assert_eq!(line(&lines, "uri:"), "none", "{lines:#?}");
@@ -177,7 +194,9 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
 
     f.stop_all(&[&task, &other]);
     // Once stopped, nothing answers for the task any more.
-    wait_for("the endpoint forgets the task", Duration::from_secs(10), || get_from_host(s, &uri).starts_with("HTTP/1.1 400"));
+    wait_for("the endpoint forgets the task", Duration::from_secs(10), || {
+        get_from_host(s, &uri).starts_with("HTTP/1.1 400")
+    });
 }
 
 /// `GET <path>` at the task endpoint from the server's host side.

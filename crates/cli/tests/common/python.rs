@@ -156,10 +156,9 @@ fn build() -> (TestImage, String) {
     // The interpreter, its standard library (extension modules included) and their libraries.
     layer.file(&executable);
     let skipped = |p: &Path| {
-        p.strip_prefix(&stdlib)
-            .ok()
-            .and_then(|rel| rel.components().next())
-            .is_some_and(|c| SKIPPED.iter().any(|s| c.as_os_str() == *s) || c.as_os_str().to_string_lossy().starts_with("config-"))
+        p.strip_prefix(&stdlib).ok().and_then(|rel| rel.components().next()).is_some_and(|c| {
+            SKIPPED.iter().any(|s| c.as_os_str() == *s) || c.as_os_str().to_string_lossy().starts_with("config-")
+        })
     };
     layer.tree(&stdlib, &|p| !skipped(p) && wanted_file(p));
     let mut binaries = vec![executable.clone()];
@@ -192,6 +191,7 @@ fn build() -> (TestImage, String) {
         layer.tree(&path, &keep);
     }
     let tar = layer.tar.into_inner().unwrap();
-    let image = TestImage::with_spec(vec![(busybox_layer(), Compression::Gzip), (tar, Compression::None)], busybox_spec());
+    let image =
+        TestImage::with_spec(vec![(busybox_layer(), Compression::Gzip), (tar, Compression::None)], busybox_spec());
     (image, executable.display().to_string())
 }

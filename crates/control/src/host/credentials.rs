@@ -10,9 +10,7 @@ use flotilla_types::task::TaskStatus;
 use super::local::LocalHostApi;
 use crate::record::decode;
 use crate::task::TaskRecord;
-
-/// The service principal task roles trust.
-pub const ECS_TASKS: &str = "ecs-tasks.amazonaws.com";
+use crate::task_roles::{ECS_TASKS, role_arn, unable_to_assume};
 
 /// How long a task's credentials last: ECS hands out six hours, and its agent (like ours)
 /// fetches fresh ones well before they run out.
@@ -26,20 +24,23 @@ impl LocalHostApi {
         if record.task.last_status == TaskStatus::Stopped {
             return Err(refused(format!("task {task_arn} is stopped")));
         }
-        let role = match record.task.overrides.task_role_arn.clone() {
+        let role = match record.task.overrides.task_role_arn.clone().filter(|r| !r.is_empty()) {
             Some(role) => role,
             None => {
                 let (definition, _) = self.control.describe_task_definition(&record.task.task_definition_arn).await?;
-                definition.task_role_arn.ok_or_else(|| refused(format!("task {task_arn} has no task role")))?
+                let role = definition.task_role_arn.filter(|r| !r.is_empty());
+                role.ok_or_else(|| refused(format!("task {task_arn} has no task role")))?
             }
         };
-        let iam = self.iam.as_deref().ok_or_else(|| refused("this server serves no task role credentials".into()))?;
+        // ECS takes a role's name as well as its ARN.
+        let role = role_arn(&self.control.identity().account, &role);
+        let iam = self.control.iam().ok_or_else(|| refused("this server serves no task role credentials".into()))?;
         let creds = iam
             .assume_role_for_service(&role, ECS_TASKS, record.task.id(), TASK_CREDENTIALS_SECS)
             .await
             .map_err(|e| match e {
                 IamError::Store(_) | IamError::Corrupt { .. } => unavailable(e.to_string()),
-                other => refused(format!("ECS was unable to assume the role '{role}' for task {task_arn}: {other}")),
+                other => refused(format!("{} ({other})", unable_to_assume(&role))),
             })?;
         Ok(RoleCredentials {
             access_key_id: creds.access_key_id,

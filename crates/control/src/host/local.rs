@@ -36,24 +36,16 @@ pub struct LocalHostApi {
     logs: Option<Arc<LogStore>>,
     /// EFS, for tasks' `efsVolumeConfiguration`s.
     efs: Option<Arc<flotilla_efs::Efs>>,
-    /// IAM, for tasks' role credentials.
-    pub(super) iam: Option<Arc<flotilla_iam::Iam>>,
 }
 
 impl LocalHostApi {
     pub fn new(control: Arc<Control>, secrets: Option<Arc<Secrets>>) -> LocalHostApi {
-        LocalHostApi { control, secrets, logs: None, efs: None, iam: None }
+        LocalHostApi { control, secrets, logs: None, efs: None }
     }
 
     /// Resolves tasks' EFS volumes against `efs`.
     pub fn with_efs(mut self, efs: Arc<flotilla_efs::Efs>) -> LocalHostApi {
         self.efs = Some(efs);
-        self
-    }
-
-    /// Serves tasks' role credentials from `iam`.
-    pub fn with_iam(mut self, iam: Arc<flotilla_iam::Iam>) -> LocalHostApi {
-        self.iam = Some(iam);
         self
     }
 
