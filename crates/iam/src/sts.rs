@@ -105,6 +105,7 @@ impl Iam {
         }
         if let Some(c) = caller
             && !c.is_root()
+            && !names_caller_itself(&trust, &ctx)
             && !self.decide(c, &ctx).allowed()
         {
             return Err(denied());
@@ -147,6 +148,15 @@ impl Iam {
             assumed_role_id: principal.user_id,
         })
     }
+}
+
+/// Whether the trust policy allows the caller by its own ARN rather than through its account:
+/// then, as in AWS, the caller's identity policies need not allow `sts:AssumeRole` too.
+fn names_caller_itself(trust: &policy::Policy, ctx: &RequestContext) -> bool {
+    let RequestPrincipal::Aws { arn, .. } = &ctx.principal else { return false };
+    let alone =
+        RequestContext { principal: RequestPrincipal::Aws { arn: arn.clone(), account: String::new() }, ..ctx.clone() };
+    policy::evaluate([trust], &alone) == Decision::Allow
 }
 
 /// Deletes sessions expired for longer than `tuning.keep_expired`, every `tuning.collect_every`.
