@@ -75,6 +75,9 @@ impl ControlPlane {
         let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &root_keys)
             .await
             .context("cannot load IAM's users, roles and policies from the store")?;
+        // Task definitions' roles are checked, the platform acts as a task's execution role, and
+        // tasks get their task role's credentials (the host API).
+        control.attach_iam(iam.clone());
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
         let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
         let elb = Arc::new(flotilla_elb::Elb::new(
