@@ -120,6 +120,23 @@ fn python_container(f: &Fixture, image: &str, python: &str, name: &str, script: 
     c
 }
 
+/// The container's log once it printed "done"; what went wrong (the task, its log) if it
+/// stops or takes too long first.
+fn finished(f: &Fixture, task: &str, container: &str) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let lines = f.logs(task, container);
+        if lines.iter().any(|l| l == "done") {
+            return lines;
+        }
+        let described = f.describe(task);
+        if described["lastStatus"] == "STOPPED" || start.elapsed() > Duration::from_secs(90) {
+            panic!("{container} never finished: {described:#}\nlog: {lines:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The value after `prefix` in the first log line that starts with it.
 fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
     lines.iter().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in {lines:#?}"))
@@ -163,7 +180,7 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     );
     let task = f.run(&td);
     let task_id = task.rsplit('/').next().unwrap().to_owned();
-    let lines = f.wait_log(&task, "app", "done");
+    let lines = finished(&f, &task, "app");
     assert_eq!(line(&lines, "bound:"), "80", "the container binds its own port 80");
     assert_eq!(line(&lines, "meta:"), task, "the v4 metadata at 169.254.170.2 is the task's: {lines:#?}");
     let uri = line(&lines, "uri:").to_owned();
@@ -183,7 +200,7 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
         json!({}),
     );
     let other = f.run(&td);
-    let lines = f.wait_log(&other, "probe", "done");
+    let lines = finished(&f, &other, "probe");
     assert_eq!(line(&lines, "uri:"), "none", "{lines:#?}");
     assert_eq!(line(&lines, "theirs:"), "400", "{lines:#?}");
     assert_eq!(line(&lines, "made-up:"), "400", "{lines:#?}");

@@ -97,6 +97,8 @@ impl Layer {
             h.set_mode(0o755);
             h.set_size(0);
             h.set_mtime(flotilla_image::testing::MTIME);
+            h.set_uid(0);
+            h.set_gid(0);
             let name = d.strip_prefix("/").unwrap().to_path_buf();
             self.tar.append_data(&mut h, name, std::io::empty()).unwrap();
         }
@@ -112,6 +114,8 @@ impl Layer {
         h.set_mode(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777);
         h.set_size(content.len() as u64);
         h.set_mtime(std::os::unix::fs::MetadataExt::mtime(&meta).max(0) as u64);
+        h.set_uid(0);
+        h.set_gid(0);
         let name = path.strip_prefix("/").unwrap().to_path_buf();
         self.tar.append_data(&mut h, name, content.as_slice()).unwrap();
     }
