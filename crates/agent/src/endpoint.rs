@@ -172,11 +172,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The asking task as recorded, or why not.
-fn asking<S: Source>(s: &Served<S>, peer: SocketAddr) -> Result<(String, Task, TaskDefinition), Response> {
-    let caller = s.endpoint.caller(peer).ok_or_else(metadata::not_found)?;
-    let (task, def) = s.source.task(&caller.task_arn).ok_or_else(metadata::not_found)?;
-    Ok((caller.task_id, task, def))
+/// The asking task as recorded (its id, the task, its definition).
+fn asking<S: Source>(s: &Served<S>, peer: SocketAddr) -> Option<(String, Task, TaskDefinition)> {
+    let caller = s.endpoint.caller(peer)?;
+    let (task, def) = s.source.task(&caller.task_arn)?;
+    Some((caller.task_id, task, def))
 }
 
 async fn container<S: Source>(
@@ -185,8 +185,8 @@ async fn container<S: Source>(
     UrlPath(key): UrlPath<String>,
 ) -> Response {
     match asking(&s, peer) {
-        Ok((_, task, def)) => metadata::container(&task, &def, &key),
-        Err(r) => r,
+        Some((_, task, def)) => metadata::container(&task, &def, &key),
+        None => metadata::not_found(),
     }
 }
 
@@ -196,8 +196,8 @@ async fn task<S: Source>(
     UrlPath(key): UrlPath<String>,
 ) -> Response {
     match asking(&s, peer) {
-        Ok((_, task, def)) => metadata::task(&task, &def, &key),
-        Err(r) => r,
+        Some((_, task, def)) => metadata::task(&task, &def, &key),
+        None => metadata::not_found(),
     }
 }
 
@@ -207,8 +207,8 @@ async fn container_stats<S: Source>(
     UrlPath(key): UrlPath<String>,
 ) -> Response {
     match asking(&s, peer) {
-        Ok((id, task, _)) => metadata::container_stats(&task, &key, s.source.stats(&id).await.as_ref()),
-        Err(r) => r,
+        Some((id, task, _)) => metadata::container_stats(&task, &key, s.source.stats(&id).await.as_ref()),
+        None => metadata::not_found(),
     }
 }
 
@@ -218,7 +218,7 @@ async fn task_stats<S: Source>(
     UrlPath(key): UrlPath<String>,
 ) -> Response {
     match asking(&s, peer) {
-        Ok((id, task, _)) => metadata::task_stats(&task, &key, s.source.stats(&id).await.as_ref()),
-        Err(r) => r,
+        Some((id, task, _)) => metadata::task_stats(&task, &key, s.source.stats(&id).await.as_ref()),
+        None => metadata::not_found(),
     }
 }
