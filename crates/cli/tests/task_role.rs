@@ -71,7 +71,9 @@ impl Drop for Relay {
 }
 
 /// What the task with the role runs: its own web server on port 80, then the metadata, then
-/// boto3 with no credentials but what it finds itself. One line per step, flushed.
+/// (its groups allowing any egress) a host service through the endpoint's address, which it
+/// must not reach, then boto3 with no credentials but what it finds itself. One line per step,
+/// flushed.
 const WITH_ROLE: &str = r#"
 import json, os, socket, sys, time, urllib.request
 def say(*a): print(*a, flush=True)
@@ -79,6 +81,10 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 80)); s.listen(); say("bound:80")
 meta = json.load(urllib.request.urlopen(os.environ["ECS_CONTAINER_METADATA_URI_V4"] + "/task", timeout=10))
 say("meta:" + meta["TaskARN"])
+try:
+    socket.create_connection(("169.254.170.2", 8081), timeout=3); say("other-port:reached")
+except Exception as e:
+    say("other-port:blocked")
 say("uri:" + os.environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", ""))
 say("keys:" + ",".join(k for k in os.environ if k.startswith("AWS_ACCESS") or k.startswith("AWS_SECRET")))
 import boto3, botocore
@@ -97,11 +103,17 @@ say("done")
 time.sleep(1000)
 "#;
 
-/// What a task without a role runs: no variable, and another task's credentials refused.
+/// What a task without a role runs (in a group that allows no egress at all): no variable,
+/// its own metadata, and another task's credentials refused.
 const WITHOUT_ROLE: &str = r#"
-import os, time, urllib.request, urllib.error
+import json, os, socket, time, urllib.request, urllib.error
 def say(*a): print(*a, flush=True)
 say("uri:" + os.environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "none"))
+try:
+    meta = json.load(urllib.request.urlopen(os.environ["ECS_CONTAINER_METADATA_URI_V4"], timeout=10))
+    say("meta:" + meta["Name"])
+except Exception as e:
+    say("meta:error " + repr(e))
 for name, path in [("theirs", os.environ["THEIRS"]), ("made-up", "/v2/credentials/0123456789abcdef0123456789abcdef")]:
     try:
         urllib.request.urlopen("http://169.254.170.2" + path, timeout=10); say(name + ":200")
@@ -172,6 +184,18 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     s.aws_json(&["ssm", "put-parameter", "--name", "/app/config", "--value", "from-the-role", "--type", "String"]);
     s.aws_json(&["ssm", "put-parameter", "--name", "/other/secret", "--value", "not-yours", "--type", "String"]);
 
+    // A host service listening on every address of the host side, port 8081.
+    let host_service =
+        flotilla_net::netns::run_in(&s.netns.path, || std::net::TcpListener::bind(("0.0.0.0", 8081))).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut c in host_service.incoming().flatten() {
+            let _ = c.write_all(b"host service\n");
+        }
+    });
+    let mut control = s.netns.connect(SocketAddr::from(([169, 254, 170, 2], 8081)), Duration::from_secs(2)).unwrap();
+    let mut greeting = String::new();
+    control.read_to_string(&mut greeting).unwrap();
+    assert_eq!(greeting, "host service\n", "the host service answers on the host side");
     let env = json!([{"name": "API", "value": API}]);
     let td = f.register(
         "with-role",
@@ -183,6 +207,7 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     let lines = finished(&f, &task, "app");
     assert_eq!(line(&lines, "bound:"), "80", "the container binds its own port 80");
     assert_eq!(line(&lines, "meta:"), task, "the v4 metadata at 169.254.170.2 is the task's: {lines:#?}");
+    assert_eq!(line(&lines, "other-port:"), "blocked", "no other host service through the endpoint's address");
     let uri = line(&lines, "uri:").to_owned();
     assert!(uri.starts_with("/v2/credentials/") && uri.len() == "/v2/credentials/".len() + 32, "{uri}");
     assert_eq!(line(&lines, "keys:"), "", "no keys in the environment");
@@ -191,17 +216,44 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     assert_eq!(line(&lines, "allowed:"), "from-the-role", "{lines:#?}");
     assert_eq!(line(&lines, "other:"), "AccessDeniedException", "{lines:#?}");
 
-    // Another task (without a role) has no variable and gets neither the first task's
-    // credentials nor any for a made-up id.
+    // Another task (without a role), in a group that allows no egress at all: the endpoint is
+    // still its own (groups do not govern it), but it has no variable and gets neither the
+    // first task's credentials nor any for a made-up id.
+    let vpcs = s.aws_json(&["ec2", "describe-vpcs", "--filters", "Name=is-default,Values=true"]);
+    let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().unwrap();
+    let closed = s.aws_json(&[
+        "ec2",
+        "create-security-group",
+        "--group-name",
+        "closed",
+        "--description",
+        "closed",
+        "--vpc-id",
+        vpc,
+    ]);
+    let closed = closed["GroupId"].as_str().unwrap();
+    s.aws_json(&[
+        "ec2",
+        "revoke-security-group-egress",
+        "--group-id",
+        closed,
+        "--ip-permissions",
+        "IpProtocol=-1,IpRanges=[{CidrIp=0.0.0.0/0}]",
+    ]);
+    let described = s.aws_json(&["ec2", "describe-security-groups", "--group-ids", closed]);
+    assert_eq!(described["SecurityGroups"][0]["IpPermissionsEgress"], json!([]), "{described}");
     let env = json!([{"name": "THEIRS", "value": uri}]);
     let td = f.register(
         "without-role",
         json!([python_container(&f, &image, &python.executable, "probe", WITHOUT_ROLE, env)]),
         json!({}),
     );
-    let other = f.run(&td);
+    let network =
+        format!("awsvpcConfiguration={{subnets=[{}],securityGroups=[{closed}],assignPublicIp=DISABLED}}", f.subnet);
+    let other = f.run_in(&td, &network, &[]);
     let lines = finished(&f, &other, "probe");
     assert_eq!(line(&lines, "uri:"), "none", "{lines:#?}");
+    assert_eq!(line(&lines, "meta:"), "probe", "{lines:#?}");
     assert_eq!(line(&lines, "theirs:"), "400", "{lines:#?}");
     assert_eq!(line(&lines, "made-up:"), "400", "{lines:#?}");
 
