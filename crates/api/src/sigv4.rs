@@ -207,9 +207,12 @@ pub struct Verifier {
     account: String,
     secrets: HashMap<String, String>,
     iam: Option<Arc<flotilla_iam::Iam>>,
-    /// Derived signing keys by (access key, date, region, service): deriving costs four HMACs.
-    keys: Mutex<HashMap<(String, String, String, String), Vec<u8>>>,
+    /// Derived signing keys: deriving costs four HMACs.
+    keys: Mutex<HashMap<KeyScope, Vec<u8>>>,
 }
+
+/// What a derived signing key depends on: access key, date, region, service.
+type KeyScope = (String, String, String, String);
 
 fn invalid_token() -> ApiError {
     ApiError::new("UnrecognizedClientException", "The security token included in the request is invalid.")
@@ -499,5 +502,69 @@ mod tests {
         assert_eq!(block_on(v.verify(&req, "ecs", NOW)).unwrap_err().code, "InvalidSignatureException");
         let v = Verifier::new("us-east-1", "123456789012", &[creds()]);
         assert_eq!(block_on(v.verify(&req, "logs", NOW)).unwrap_err().code, "InvalidSignatureException");
+    }
+
+    /// Keys looked up through IAM: a user's key until it is made inactive, temporary
+    /// credentials only with their session token and only until they expire. `verify` takes
+    /// the time as an argument, so expiry is tested by asking one second past it.
+    #[test]
+    fn keys_from_iam() {
+        use flotilla_iam::{Iam, KeyStatus, NewRole, Tuning};
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let store = Arc::new(flotilla_store::EmbeddedStore::open(dir.path().join("s.redb")).unwrap());
+            let identity = flotilla_types::Identity::new("us-east-1", "123456789012");
+            let root = [(creds().access_key_id, creds().secret_access_key)];
+            let tuning = Tuning { min_session: 1, ..Tuning::default() };
+            let iam = Iam::open_tuned(store, identity, &root, tuning).await.unwrap();
+            let mut v = Verifier::new("eu-west-1", "123456789012", &[]);
+            v.attach_iam(iam.clone());
+            let check = |c: Credentials, token: Option<&str>, service: &'static str, region: &str, now: i64| {
+                let mut headers = vec![
+                    ("host".to_string(), "127.0.0.1:8000".to_string()),
+                    ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+                ];
+                if let Some(t) = token {
+                    headers.push(("x-amz-security-token".to_string(), t.to_string()));
+                }
+                let req = SignedRequest { method: "POST", path: "/", query: "", headers: headers.clone(), body: b"" };
+                headers.extend(sign(&req, &c, region, service, now));
+                let req = SignedRequest { method: "POST", path: "/", query: "", headers, body: b"" };
+                let v = &v;
+                async move { v.verify(&req, service, now).await }
+            };
+            // The root's static key, and IAM and STS signed for us-east-1 (they are global).
+            assert!(check(creds(), None, "ecs", "eu-west-1", NOW).await.unwrap().principal.is_root());
+            assert!(check(creds(), None, "sts", "us-east-1", NOW).await.is_ok());
+            assert!(check(creds(), None, "ecs", "us-east-1", NOW).await.is_err());
+
+            iam.create_user("u", None).await.unwrap();
+            let key = iam.create_access_key("u").await.unwrap();
+            let user = Credentials { access_key_id: key.id.clone(), secret_access_key: key.secret.clone() };
+            let caller = check(user.clone(), None, "ecs", "eu-west-1", NOW).await.unwrap();
+            assert_eq!(caller.principal.arn, "arn:aws:iam::123456789012:user/u");
+            iam.update_access_key("u", &key.id, KeyStatus::Inactive).await.unwrap();
+            let refused = check(user, None, "ecs", "eu-west-1", NOW).await.unwrap_err();
+            assert_eq!(refused.code, "UnrecognizedClientException");
+
+            let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+            let role = NewRole { name: "r", path: None, trust, description: None, max_session_duration: None };
+            let role = iam.create_role(role).await.unwrap();
+            let temp = iam.assume_role_for_service(&role.arn, "ecs-tasks.amazonaws.com", "task", 60).await.unwrap();
+            let c = Credentials { access_key_id: temp.access_key_id.clone(), secret_access_key: temp.secret_access_key.clone() };
+            let before = temp.expiration - 1;
+            let ok = check(c.clone(), Some(&temp.session_token), "ecs", "eu-west-1", before).await.unwrap();
+            assert_eq!(ok.principal.arn, "arn:aws:sts::123456789012:assumed-role/r/task");
+            let missing = check(c.clone(), None, "ecs", "eu-west-1", before).await.unwrap_err();
+            assert_eq!(missing.code, "UnrecognizedClientException");
+            let wrong = check(c.clone(), Some("forged"), "ecs", "eu-west-1", before).await.unwrap_err();
+            assert_eq!(wrong.code, "UnrecognizedClientException");
+            let expired = check(c, Some(&temp.session_token), "ecs", "eu-west-1", temp.expiration + 1).await.unwrap_err();
+            assert_eq!(
+                (expired.code, expired.message.as_str()),
+                ("ExpiredTokenException", "The security token included in the request is expired")
+            );
+        });
     }
 }

@@ -61,35 +61,69 @@ pub(crate) struct Records {
     pub sessions: HashMap<String, Session>,
 }
 
-impl Records {
-    fn apply(&mut self, event: &Event) -> Result<(), IamError> {
+/// One change, decoded and parsed before the view's lock is taken, so that requests reading
+/// the view never wait on a policy's parse.
+enum Change {
+    User(String, Arc<UserEntry>),
+    Key(String, AccessKey),
+    Role(String, Arc<RoleEntry>),
+    Policy(String, Arc<PolicyEntry>),
+    Session(String, Session),
+    Delete(String),
+    Other,
+}
+
+impl Change {
+    fn of(event: &Event) -> Result<Change, IamError> {
         match event {
-            Event::Put(kv) => self.put(kv),
-            Event::Delete { key, .. } => {
-                self.delete(key);
-                Ok(())
-            }
+            Event::Put(kv) => Change::put(kv),
+            Event::Delete { key, .. } => Ok(Change::Delete(key.clone())),
         }
     }
 
-    fn put(&mut self, kv: &KeyValue) -> Result<(), IamError> {
+    fn put(kv: &KeyValue) -> Result<Change, IamError> {
         let key = kv.key.as_str();
-        if let Some(name) = key.strip_prefix(record::USERS) {
+        Ok(if let Some(name) = key.strip_prefix(record::USERS) {
             let user: User = decode(kv)?;
             let inline = user.inline.values().map(|d| parse(d, PolicyKind::Identity)).collect();
-            self.users.insert(name.to_owned(), Arc::new(UserEntry { user, inline }));
+            Change::User(name.to_owned(), Arc::new(UserEntry { user, inline }))
         } else if let Some(id) = key.strip_prefix(record::KEYS) {
-            self.keys.insert(id.to_owned(), decode(kv)?);
+            Change::Key(id.to_owned(), decode(kv)?)
         } else if let Some(name) = key.strip_prefix(record::ROLES) {
             let role: Role = decode(kv)?;
             let inline = role.inline.values().map(|d| parse(d, PolicyKind::Identity)).collect();
-            self.roles.insert(name.to_owned(), Arc::new(RoleEntry { role, inline }));
+            Change::Role(name.to_owned(), Arc::new(RoleEntry { role, inline }))
         } else if let Some(name) = key.strip_prefix(record::POLICIES) {
-            self.policies.insert(name.to_owned(), Arc::new(PolicyEntry::new(decode(kv)?)));
+            Change::Policy(name.to_owned(), Arc::new(PolicyEntry::new(decode(kv)?)))
         } else if let Some(id) = key.strip_prefix(record::SESSIONS) {
-            self.sessions.insert(id.to_owned(), decode(kv)?);
+            Change::Session(id.to_owned(), decode(kv)?)
+        } else {
+            Change::Other
+        })
+    }
+}
+
+impl Records {
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::User(name, entry) => {
+                self.users.insert(name, entry);
+            }
+            Change::Key(id, key) => {
+                self.keys.insert(id, key);
+            }
+            Change::Role(name, entry) => {
+                self.roles.insert(name, entry);
+            }
+            Change::Policy(name, entry) => {
+                self.policies.insert(name, entry);
+            }
+            Change::Session(id, session) => {
+                self.sessions.insert(id, session);
+            }
+            Change::Delete(key) => self.delete(&key),
+            Change::Other => {}
         }
-        Ok(())
     }
 
     fn delete(&mut self, key: &str) {
@@ -169,8 +203,9 @@ async fn load(store: &dyn Store) -> Result<(Records, u64), IamError> {
     let revision = store.revision().await?;
     let mut records = Records { aws: aws::policies(), ..Records::default() };
     for kv in store.list_prefix(record::PREFIX).await? {
-        if let Err(e) = records.put(&kv) {
-            tracing::warn!(error = %e, "skipping an unreadable IAM record");
+        match Change::put(&kv) {
+            Ok(change) => records.apply(change),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable IAM record"),
         }
     }
     Ok((records, revision))
@@ -184,8 +219,9 @@ async fn follow(store: Arc<dyn Store>, view: Arc<View>, mut watch: flotilla_stor
                     Event::Put(kv) => kv.mod_revision,
                     Event::Delete { revision, .. } => *revision,
                 };
-                if let Err(e) = view.records.write().expect("IAM view lock").apply(&event) {
-                    tracing::warn!(error = %e, "skipping an unreadable IAM record");
+                match Change::of(&event) {
+                    Ok(change) => view.records.write().expect("IAM view lock").apply(change),
+                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable IAM record"),
                 }
                 view.seen.send_if_modified(|seen| {
                     let newer = revision > *seen;

@@ -26,11 +26,10 @@ impl From<IamError> for ApiError {
     }
 }
 
-/// The codes that differ between the two services and the rest of Flotilla: an expired token
-/// is `ExpiredToken` on the Query protocol, and STS's failure on our side is `InternalFailure`.
+/// The codes that differ between the two services and the rest of Flotilla (after
+/// `query::query_code`): STS's failure on our side is `InternalFailure`, IAM's `ServiceFailure`.
 pub(super) fn wire_code(e: ApiError, service: &str) -> ApiError {
     let code = match e.code {
-        "ExpiredTokenException" => "ExpiredToken",
         SERVICE_FAILURE if service == super::STS_SIGNING_NAME => super::INTERNAL_FAILURE,
         "ServerException" if service == super::IAM_SIGNING_NAME => SERVICE_FAILURE,
         // The JSON services' access-denied code, as `authz` may word it.

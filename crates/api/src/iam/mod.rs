@@ -76,7 +76,7 @@ pub(crate) async fn serve(
 fn status(model: &QueryModel, e: &ApiError) -> StatusCode {
     match e.code {
         SERVICE_FAILURE | INTERNAL_FAILURE => StatusCode::INTERNAL_SERVER_ERROR,
-        "AccessDenied" | "ExpiredToken" => StatusCode::FORBIDDEN,
+        "AccessDenied" => StatusCode::FORBIDDEN,
         _ => query::status(model, e),
     }
 }

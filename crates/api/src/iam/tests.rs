@@ -19,6 +19,6 @@ fn errors_take_iam_codes_and_statuses() {
     assert_eq!(status(&IAM, &e), StatusCode::CONFLICT);
     let e: ApiError = flotilla_iam::IamError::InvalidInput("1 validation error detected: x".into()).into();
     assert_eq!((e.code, status(&IAM, &e)), ("ValidationError", StatusCode::BAD_REQUEST));
-    let e = error::wire_code(ApiError::new("ExpiredTokenException", "expired"), STS_SIGNING_NAME);
+    let e = error::wire_code(query::query_code(ApiError::new("ExpiredTokenException", "expired")), STS_SIGNING_NAME);
     assert_eq!((e.code, status(&STS, &e)), ("ExpiredToken", StatusCode::FORBIDDEN));
 }

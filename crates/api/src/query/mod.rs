@@ -202,9 +202,11 @@ pub(crate) fn status(model: &QueryModel, e: &ApiError) -> StatusCode {
     match e.code {
         INTERNAL_FAILURE => StatusCode::INTERNAL_SERVER_ERROR,
         "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "MissingAuthenticationToken" | "AccessDenied" => {
-            StatusCode::FORBIDDEN
-        }
+        "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "MissingAuthenticationToken"
+        | "AccessDenied"
+        | "ExpiredToken" => StatusCode::FORBIDDEN,
         "RequestEntityTooLarge" => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -218,6 +220,7 @@ pub(crate) fn query_code(e: ApiError) -> ApiError {
         "IncompleteSignatureException" => "IncompleteSignature",
         "InvalidSignatureException" => "SignatureDoesNotMatch",
         "UnrecognizedClientException" => "InvalidClientTokenId",
+        "ExpiredTokenException" => "ExpiredToken",
         "ServerException" => INTERNAL_FAILURE,
         _ => return e,
     };
