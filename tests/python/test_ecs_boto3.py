@@ -143,6 +143,16 @@ def test_wrong_credentials_are_refused(server):
     assert err.value.response["Error"]["Code"] == "UnrecognizedClientException"
 
 
+def trusted_roles(server, *names):
+    """Creates roles ECS tasks may assume; their ARNs."""
+    import json
+
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                               "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]})
+    iam = server.client("iam")
+    return [iam.create_role(RoleName=n, AssumeRolePolicyDocument=trust)["Role"]["Arn"] for n in names]
+
+
 def test_task_operations_answer_in_the_model_shape(server):
     """RunTask through StopTask, with a task that cannot pull its image: every answer,
     including a STOPPED task with its reason, must fit botocore's shapes."""
@@ -151,8 +161,11 @@ def test_task_operations_answer_in_the_model_shape(server):
     ecs = server.client()
     seen = strict(ecs, "ecs")
     ecs.create_cluster(clusterName="default")
-    td = ecs.register_task_definition(**dict(TASK_DEFINITION, family="shape-task", containerDefinitions=[
-        {"name": "app", "image": "127.0.0.1:9/nothing-here:latest", "essential": True}]))
+    # RunTask refuses roles that do not exist, as ECS does: make the two the definition names.
+    roles = trusted_roles(server, "ecsTaskExecutionRole", "app")
+    td = ecs.register_task_definition(**dict(
+        TASK_DEFINITION, family="shape-task", executionRoleArn=roles[0], taskRoleArn=roles[1],
+        containerDefinitions=[{"name": "app", "image": "127.0.0.1:9/nothing-here:latest", "essential": True}]))
     arn = td["taskDefinition"]["taskDefinitionArn"]
     subnet = server.client("ec2").describe_subnets(
         Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"][0]["SubnetId"]

@@ -211,6 +211,11 @@ def test_stop_service_deployment_rolls_back_to_the_previous_revision(sim_server)
     steady(ecs, "web", 2)
     ecs.update_service(cluster="default", service="web", taskDefinition=v2)
     steady(ecs, "web", 2, task_definition=v2)
+    # The execution role must exist and trust ECS tasks (UpdateService checks, as ECS does); it
+    # may not read the missing parameter, which breaks the deployment all the same.
+    trust = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":' \
+        '{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}'
+    sim_server.client("iam").create_role(RoleName="ecsTaskExecutionRole", AssumeRolePolicyDocument=trust)
     broken = task_definition(
         ecs, "web", executionRoleArn=f"arn:aws:iam::{account}:role/ecsTaskExecutionRole",
         containerDefinitions=[{"name": "app", "image": "busybox:latest", "essential": True,

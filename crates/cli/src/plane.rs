@@ -46,7 +46,8 @@ pub struct ControlPlane {
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
     pub discovery: Arc<Discovery>,
-    /// IAM and STS over the same store: who signs requests and what they may do.
+    /// IAM and STS over the same store: who signs requests and what they may do, and the
+    /// roles tasks name.
     pub iam: Arc<flotilla_iam::Iam>,
     /// The host API as this control plane serves it, to in-process agents or over the link.
     pub host_api: Arc<dyn flotilla_host::HostApi>,

@@ -136,6 +136,7 @@ impl Control {
         let tags = spec.tags.clone().unwrap_or_default();
         validate_tags(&tags)?;
         let spec = validate_for_fargate(spec).map_err(|e| ControlError::client(e.message))?;
+        crate::task_roles::check_role_form(spec.task_role_arn.as_deref())?;
         self.check_registered_roles(spec.execution_role_arn.as_deref(), &spec.container_definitions)?;
         let requires_attributes = required_attributes(&spec);
         let family = spec.family.clone();

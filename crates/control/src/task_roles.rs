@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flotilla_iam::{Decision, Iam, IamError, RequestContext, RequestPrincipal};
+use flotilla_iam::{Decision, Iam, IamError, Policy, PolicyKind, RequestContext, RequestPrincipal};
 use flotilla_types::task_definition::ContainerDefinition;
 
 use crate::{Control, ControlError};
@@ -38,6 +38,24 @@ pub fn unable_to_assume(role: &str) -> String {
 /// A role as a task definition names it (an ARN, or the short name ECS also takes) to its ARN.
 pub fn role_arn(account: &str, role: &str) -> String {
     if role.starts_with("arn:") { role.to_owned() } else { format!("arn:aws:iam::{account}:role/{role}") }
+}
+
+/// A role name as IAM allows it: 1 to 64 of letters, digits and `+=,.@_-`.
+fn is_role_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+/// ECS's refusal, at RegisterTaskDefinition, of a role that is neither a role name nor an IAM
+/// role's ARN (`arn:aws:iam::ACCOUNT:role/[PATH/]NAME`).
+pub(crate) fn check_role_form(role: Option<&str>) -> Result<(), ControlError> {
+    let Some(role) = role.filter(|r| !r.is_empty()) else { return Ok(()) };
+    let valid = match role.strip_prefix("arn:aws:iam::") {
+        Some(rest) => rest.split_once(":role/").is_some_and(|(account, path)| {
+            account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && is_role_name(role_name(path))
+        }),
+        None => is_role_name(role),
+    };
+    if valid { Ok(()) } else { Err(ControlError::client("Role is not valid")) }
 }
 
 /// The role's name: the last part of its path (`arn:aws:iam::1:role/path/NAME`).
@@ -73,6 +91,24 @@ pub(crate) fn fargate_role_rules(
     Ok(())
 }
 
+/// Whether role `arn` exists and its trust policy lets ECS tasks assume it. Read, not
+/// assumed: no session is made for the check.
+async fn trusts_ecs_tasks(iam: &Iam, arn: &str) -> Result<bool, ControlError> {
+    let role = match iam.find_role_by_arn(arn).await {
+        Ok(role) => role,
+        Err(IamError::NoSuchEntity(_) | IamError::InvalidInput(_)) => return Ok(false),
+        Err(e) => return Err(control_error(e)),
+    };
+    let Ok(trust) = Policy::parse(&role.trust, PolicyKind::Trust) else { return Ok(false) };
+    let ctx = RequestContext {
+        action: "sts:AssumeRole".to_owned(),
+        resource: role.arn,
+        principal: RequestPrincipal::Service(ECS_TASKS.to_owned()),
+        keys: BTreeMap::new(),
+    };
+    Ok(flotilla_iam::policy::evaluate([&trust], &ctx).allowed())
+}
+
 fn control_error(e: IamError) -> ControlError {
     match e {
         IamError::Store(e) => ControlError::Store(e),
@@ -105,6 +141,7 @@ impl Control {
         execution_role: Option<&str>,
         containers: &[ContainerDefinition],
     ) -> Result<(), ControlError> {
+        check_role_form(execution_role)?;
         if self.require_roles {
             fargate_role_rules(execution_role, containers)?;
         }
@@ -121,13 +158,8 @@ impl Control {
         let Some(iam) = self.iam() else { return Ok(()) };
         let roles = [definition.task_role_arn.as_deref(), definition.execution_role_arn.as_deref()];
         for role in roles.into_iter().flatten().filter(|r| !r.is_empty()) {
-            let arn = role_arn(&self.identity.account, role);
-            match iam.assume_role_for_service(&arn, ECS_TASKS, "ecs-task-validation", 900).await {
-                Ok(_) => {}
-                Err(IamError::NoSuchEntity(_) | IamError::AccessDenied(_) | IamError::InvalidInput(_)) => {
-                    return Err(ControlError::client(unable_to_assume(role)));
-                }
-                Err(e) => return Err(control_error(e)),
+            if !trusts_ecs_tasks(iam, &role_arn(&self.identity.account, role)).await? {
+                return Err(ControlError::client(unable_to_assume(role)));
             }
         }
         Ok(())
@@ -143,7 +175,7 @@ impl Control {
         let iam = self.iam()?.clone();
         let role = definition.execution_role_arn.as_deref().filter(|r| !r.is_empty())?;
         let arn = role_arn(&self.identity.account, role);
-        let session_arn = format!("arn:aws:sts::{}:assumed-role/{}/{task_id}", self.identity.account, role_name(&arn));
+        let session_arn = self.identity.sts_assumed_role(role_name(&arn), task_id);
         Some(ExecutionRole { iam, arn, session_arn, identity: self.identity.clone() })
     }
 }
@@ -204,39 +236,5 @@ impl ExecutionRole {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn container(json: serde_json::Value) -> ContainerDefinition {
-        serde_json::from_value(json).unwrap()
-    }
-
-    #[test]
-    fn fargate_rules_name_what_needs_an_execution_role() {
-        let plain = container(serde_json::json!({"name": "a", "image": "busybox"}));
-        let secrets = container(serde_json::json!({"name": "a", "image": "busybox",
-            "secrets": [{"name": "K", "valueFrom": "/p"}]}));
-        let registry = container(serde_json::json!({"name": "a", "image": "busybox",
-            "repositoryCredentials": {"credentialsParameter": "arn:aws:secretsmanager:us-east-1:1:secret:x-AbCdEf"}}));
-        let logs = container(serde_json::json!({"name": "a", "image": "busybox",
-            "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "g"}}}));
-        let message = |c: &ContainerDefinition| match fargate_role_rules(None, std::slice::from_ref(c)) {
-            Err(ControlError::Client(m)) => Some(m),
-            Ok(()) => None,
-            Err(other) => panic!("{other:?}"),
-        };
-        assert_eq!(message(&plain), None);
-        assert_eq!(message(&secrets).as_deref(), Some(SECRETS_NEED_ROLE));
-        assert_eq!(message(&registry).as_deref(), Some(REGISTRY_AUTH_NEEDS_ROLE));
-        assert_eq!(message(&logs).as_deref(), Some(AWSLOGS_NEEDS_ROLE));
-        assert!(fargate_role_rules(Some("arn:aws:iam::1:role/exec"), &[secrets, registry, logs]).is_ok());
-    }
-
-    #[test]
-    fn roles_by_name_or_arn() {
-        assert_eq!(role_arn("123456789012", "exec"), "arn:aws:iam::123456789012:role/exec");
-        let arn = "arn:aws:iam::123456789012:role/service/exec";
-        assert_eq!(role_arn("123456789012", arn), arn);
-        assert_eq!(role_name(arn), "exec");
-    }
-}
+#[path = "task_roles_tests.rs"]
+mod tests;

@@ -341,6 +341,7 @@ impl Control {
             return Err(ControlError::invalid("taskDefinition: required for the ECS deployment controller."));
         };
         let definition = self.service_task_definition(reference).await?;
+        self.check_task_roles(&definition).await?;
         let (launch_type, strategy) =
             self.launch_settings(cluster, input.launch_type.as_deref(), input.capacity_provider_strategy.as_ref())?;
         self.check_network(&definition, input.network_configuration.as_ref()).await?;
@@ -432,7 +433,12 @@ impl Control {
         }
         let s = &mut record.service;
         let definition = match &input.task_definition {
-            Some(reference) => self.service_task_definition(reference).await?,
+            // A new task definition's roles are checked, as CreateService checks them.
+            Some(reference) => {
+                let definition = self.service_task_definition(reference).await?;
+                self.check_task_roles(&definition).await?;
+                definition
+            }
             None => self.service_task_definition(&s.task_definition).await?,
         };
         let (launch_type, strategy) = match &input.capacity_provider_strategy {

@@ -90,7 +90,6 @@ impl Control {
         {
             return Err(ControlError::invalid("Task definition does not support launch_type FARGATE."));
         }
-        self.check_task_roles(&definition).await?;
         Ok(definition)
     }
 
