@@ -15,6 +15,8 @@
 
 mod adoption;
 pub mod capacity;
+mod credentials;
+mod endpoint;
 mod error;
 pub mod exec;
 pub mod health;
@@ -62,7 +64,8 @@ pub struct AgentParts {
     /// Where the agent keeps what it must find again after a restart (log offsets).
     pub state_dir: PathBuf,
     pub region: String,
-    /// Serve the task metadata endpoint inside each task's namespace (not for simulated tasks).
+    /// Serve the task endpoint (metadata, task role credentials) at 169.254.170.2:80 on the
+    /// host side of every task's interface (not for simulated tasks).
     pub metadata: bool,
     /// Run this host's load balancers (not for simulated hosts).
     pub load_balancing: Option<lb::LbConfig>,
@@ -86,7 +89,8 @@ pub struct Agent {
     network: Arc<dyn TaskNetwork>,
     logs: logs::Shipper,
     region: String,
-    metadata: bool,
+    /// The task endpoint's tasks and credentials, when this agent serves it.
+    endpoint: Option<Arc<endpoint::Endpoint>>,
     load_balancing: Option<lb::LbConfig>,
     efs_root: Option<PathBuf>,
     /// Task ARN -> its supervisor.
@@ -103,6 +107,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(parts: AgentParts) -> Arc<Agent> {
+        let endpoint = parts.metadata.then(|| endpoint::Endpoint::new(&parts.state_dir));
         let logs = logs::Shipper::new(parts.ship_logs.then(|| parts.host.clone()), parts.state_dir);
         Arc::new(Agent {
             host: parts.host,
@@ -112,7 +117,7 @@ impl Agent {
             network: parts.network,
             logs,
             region: parts.region,
-            metadata: parts.metadata,
+            endpoint,
             load_balancing: parts.load_balancing,
             efs_root: parts.efs_root,
             supervisors: Mutex::new(HashMap::new()),
@@ -144,6 +149,7 @@ impl Agent {
                 }
             }
         }
+        let endpoint = self.start_endpoint().await;
         let heartbeats = tokio::spawn(self.clone().keep_alive());
         let groups = tokio::spawn(self.clone().follow_network_changes());
         let (stop_lbs, lbs_stopped) = watch::channel(false);
@@ -197,6 +203,9 @@ impl Agent {
         }
         heartbeats.abort();
         groups.abort();
+        if let Some(endpoint) = endpoint {
+            endpoint.abort();
+        }
         // Listeners closed and addresses removed before the network is taken down.
         let _ = stop_lbs.send(true);
         if let Some(lbs) = lbs {
@@ -333,27 +342,24 @@ impl Agent {
         }
     }
 
-    /// The task's newest assignment, as this agent has it.
-    fn assignment(&self, task_id: &str) -> Option<Assignment> {
-        let latest = self.assignments.lock().expect("assignment table poisoned");
-        latest.values().find(|a| a.task.id() == task_id).cloned()
-    }
-
-    /// Serves task metadata inside the task's network namespace.
-    async fn start_metadata(self: &Arc<Self>, task_id: &str) -> Option<tokio::task::JoinHandle<()>> {
-        if !self.metadata {
-            return None;
-        }
-        let netns = self.sandbox.network_namespace(task_id);
-        let listener = match metadata::listen_in_netns(&netns) {
-            Ok(l) => l,
+    /// The one listener of the task endpoint, on the host side of every task's interface.
+    async fn start_endpoint(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let endpoint = self.endpoint.clone()?;
+        let listener = match self.network.task_endpoint().await {
+            Ok(Some(listener)) => listener,
+            Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(task = task_id, error = %e, "no task metadata endpoint");
+                tracing::warn!(error = %e, "no task endpoint: containers get neither metadata nor role credentials");
                 return None;
             }
         };
-        let source = Arc::new(TaskSource { agent: self.clone(), task_id: task_id.to_owned() });
-        metadata::serve(listener, source).ok()
+        match endpoint::serve(listener, endpoint, self.clone()) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serve the task endpoint");
+                None
+            }
+        }
     }
 
     async fn ship_logs(&self, task: &Task, definition: &TaskDefinition) {
@@ -361,18 +367,17 @@ impl Agent {
     }
 }
 
-struct TaskSource {
-    agent: Arc<Agent>,
-    task_id: String,
-}
-
-impl metadata::MetadataSource for TaskSource {
-    async fn task(&self) -> Option<(Task, TaskDefinition)> {
-        let a = self.agent.assignment(&self.task_id)?;
+impl endpoint::Source for Agent {
+    fn task(&self, task_arn: &str) -> Option<(Task, TaskDefinition)> {
+        let a = self.assignments.lock().expect("assignment table poisoned").get(task_arn).cloned()?;
         Some((a.task, a.definition))
     }
 
-    async fn stats(&self) -> Option<flotilla_sandbox::TaskStats> {
-        self.agent.sandbox.stats(&self.task_id).await.ok()
+    async fn stats(&self, task_id: &str) -> Option<flotilla_sandbox::TaskStats> {
+        self.sandbox.stats(task_id).await.ok()
+    }
+
+    fn host(&self) -> &dyn HostApi {
+        self.host.as_ref()
     }
 }

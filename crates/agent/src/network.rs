@@ -71,6 +71,11 @@ pub trait TaskNetwork: Send + Sync {
     fn wired<'a>(&'a self, _lease: &'a InterfaceLease) -> BoxFuture<'a, bool> {
         Box::pin(async { false })
     }
+    /// The task endpoint's listener: `169.254.170.2:80` on the host side of every task's
+    /// interface; `None` where tasks have no network to reach it by.
+    fn task_endpoint(&self) -> BoxFuture<'_, Result<Option<std::net::TcpListener>, AgentError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// No data plane: interfaces are recorded by the control plane but never plumbed (the
@@ -557,6 +562,22 @@ impl Networking {
         Ok(())
     }
 
+    /// The task endpoint's address on the host side, and one listener there.
+    async fn bind_task_endpoint(&self) -> Result<Option<std::net::TcpListener>, AgentError> {
+        self.blocking(|net| net.ensure_task_endpoint()).await?;
+        let addr = SocketAddr::from((flotilla_net::TASK_ENDPOINT, flotilla_net::TASK_ENDPOINT_PORT));
+        let bind = move || -> std::io::Result<std::net::TcpListener> {
+            let listener = std::net::TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        };
+        let listener = match self.net.host_netns() {
+            None => bind(),
+            Some(ns) => flotilla_net::netns::run_in_file(ns, bind).and_then(|r| r),
+        };
+        listener.map(Some).map_err(|e| net_err(format!("cannot listen on {addr} for the task endpoint: {e}")))
+    }
+
     /// On a clean shutdown with no task interface left, removes the host side entirely (VPC
     /// devices, groups, the nft table), so a host that runs no tasks keeps nothing of ours.
     async fn dismantle(&self) {
@@ -622,6 +643,9 @@ impl TaskNetwork for Networking {
     }
     fn retire_load_balancers<'a>(&'a self, keep: &'a [LoadBalancerSpec]) -> BoxFuture<'a, Result<(), AgentError>> {
         Box::pin(self.retire_lbs(keep))
+    }
+    fn task_endpoint(&self) -> BoxFuture<'_, Result<Option<std::net::TcpListener>, AgentError>> {
+        Box::pin(self.bind_task_endpoint())
     }
     fn wired<'a>(&'a self, lease: &'a InterfaceLease) -> BoxFuture<'a, bool> {
         Box::pin(self.wired(lease))

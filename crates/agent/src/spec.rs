@@ -52,6 +52,9 @@ pub struct Injected<'a> {
     pub region: &'a str,
     /// Base of the task metadata endpoint, e.g. `http://169.254.170.2/v4`.
     pub metadata_base: &'a str,
+    /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (`/v2/credentials/<id>`), for a task with a
+    /// task role.
+    pub credentials_uri: Option<&'a str>,
     /// Each container's `secrets`, resolved: (variable, value), set after `environment`.
     pub secrets: &'a HashMap<String, Vec<(String, String)>>,
 }
@@ -69,6 +72,9 @@ fn env_for(def: &ContainerDefinition, task: &Task, injected: &Injected<'_>) -> V
     set("AWS_DEFAULT_REGION", injected.region);
     set("ECS_CONTAINER_METADATA_URI_V4", &metadata);
     set("ECS_CONTAINER_METADATA_URI", &metadata.replace("/v4/", "/v3/"));
+    if let Some(uri) = injected.credentials_uri {
+        set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", uri);
+    }
     for kv in def.environment.iter().flatten() {
         if let (Some(k), Some(v)) = (&kv.name, &kv.value) {
             set(k, v);

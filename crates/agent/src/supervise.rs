@@ -57,6 +57,11 @@ pub(crate) struct Supervisor {
     pub carry: Mutex<Option<AttachmentReport>>,
 }
 
+/// Whether the task runs with a task role (RunTask's override, else its definition's).
+fn has_task_role(task: &Task, definition: &TaskDefinition) -> bool {
+    task.overrides.task_role_arn.as_ref().or(definition.task_role_arn.as_ref()).is_some_and(|r| !r.is_empty())
+}
+
 fn is_essential(definition: &TaskDefinition, name: &str) -> bool {
     definition.container_definitions.iter().find(|d| d.name.as_deref() == Some(name)).is_some_and(|d| d.is_essential())
 }
@@ -139,6 +144,7 @@ impl Supervisor {
             return Ok(());
         }
         let definition = &assignment.definition;
+        let mut interface = None;
         let existing = self.agent.sandbox.state(&self.task_id).await.ok();
         if existing.is_none() {
             if task.desired_status == DesiredStatus::Stopped {
@@ -152,9 +158,8 @@ impl Supervisor {
                 self.fail_to_start(SANDBOX_LOST.to_owned(), None).await?;
                 return Ok(());
             }
-            if !self.provision(&assignment).await? {
-                return Ok(());
-            }
+            let Some(eni) = self.provision(&assignment).await? else { return Ok(()) };
+            interface = Some(eni);
         } else if task.desired_status != DesiredStatus::Stopped {
             // Adopted after a restart: make sure its interface is still wired (idempotent),
             // unless the agent found it so at its start.
@@ -162,22 +167,44 @@ impl Supervisor {
             if !self.adopt_wired(&eni).await && !self.attach_interface(&eni).await? {
                 return Ok(());
             }
+            interface = Some(eni);
         }
-        let metadata = self.agent.start_metadata(&self.task_id).await;
+        // The task endpoint serves the task from its interface's address while it runs here.
+        let served = interface.as_ref().and_then(|eni| self.serve_endpoint(&assignment, eni.private_ip));
         self.agent.adoption.supervised(&self.task_arn);
         let outcome = self.watch(definition).await;
         let stopped = self.stop(definition).await;
-        if let Some(handle) = metadata {
-            handle.abort();
-        }
+        drop(served);
         outcome.and(stopped)
     }
 
-    /// PENDING (secrets, pull) and ACTIVATING (sandbox); false when the task failed to start.
-    async fn provision(&self, assignment: &Assignment) -> Result<bool, AgentError> {
+    /// Registers the task with the host's task endpoint (and fetches its role credentials
+    /// ahead of its containers' first ask).
+    fn serve_endpoint(&self, assignment: &Assignment, ip: std::net::Ipv4Addr) -> Option<crate::endpoint::Registration> {
+        let endpoint = self.agent.endpoint.clone()?;
+        let role = has_task_role(&assignment.task, &assignment.definition);
+        let registration = endpoint.register(ip, &assignment.task, role);
+        if role {
+            let (agent, arn) = (self.agent.clone(), self.task_arn.clone());
+            tokio::spawn(async move { endpoint.prefetch(agent.host.as_ref(), &arn).await });
+        }
+        Some(registration)
+    }
+
+    /// PENDING (secrets, pull) and ACTIVATING (sandbox); the task's interface, or `None` when
+    /// the task failed to start.
+    async fn provision(&self, assignment: &Assignment) -> Result<Option<InterfaceLease>, AgentError> {
+        match self.provision_with(assignment).await? {
+            Some(eni) if self.attach_interface(&eni).await? => Ok(Some(eni)),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`Supervisor::provision`] up to the sandbox; the interface is attached after.
+    async fn provision_with(&self, assignment: &Assignment) -> Result<Option<InterfaceLease>, AgentError> {
         let t = Instant::now();
         // PROVISIONING: the interface record (address, MAC) exists before anything is pulled.
-        let Some(eni) = self.ensure_interface(assignment).await? else { return Ok(false) };
+        let Some(eni) = self.ensure_interface(assignment).await? else { return Ok(None) };
         let leased = t.elapsed();
         // The interface's PRECREATED attachment travels with this report.
         self.report(TaskReport::new(&self.task_arn).status(TaskStatus::Pending)).await?;
@@ -186,7 +213,7 @@ impl Supervisor {
             Ok(s) => s,
             Err(HostApiError::Refused { reason }) => {
                 self.fail_to_start(reason, None).await?;
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
@@ -197,7 +224,7 @@ impl Supervisor {
             Ok(v) => v,
             Err(HostApiError::Refused { reason }) => {
                 self.fail_to_start(reason, None).await?;
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
@@ -205,7 +232,7 @@ impl Supervisor {
             Ok(efs) => efs,
             Err(e) => {
                 self.fail_to_start(e.to_string(), None).await?;
-                return Ok(false);
+                return Ok(None);
             }
         };
         let definition = &assignment.definition;
@@ -219,7 +246,7 @@ impl Supervisor {
                 }
                 Err(reason) => {
                     self.fail_to_start(reason, Some(&name)).await?;
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
         }
@@ -237,20 +264,26 @@ impl Supervisor {
             Ok(()) => {}
             Err(HostApiError::Refused { reason }) => {
                 self.fail_to_start(reason, None).await?;
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         }
+        // Only a task with a task role gets the variable, and only where the endpoint serves it.
+        let credentials_uri = match &self.agent.endpoint {
+            Some(endpoint) if has_task_role(&task, definition) => Some(endpoint.credentials_uri(&self.task_arn)),
+            _ => None,
+        };
         let injected = crate::spec::Injected {
             region: &self.agent.region,
             metadata_base: crate::metadata::METADATA_BASE,
+            credentials_uri: credentials_uri.as_deref(),
             secrets: &secrets.environment,
         };
         let spec = match crate::spec::task_spec(&task, definition, &images, &injected, efs) {
             Ok(spec) => spec,
             Err(e) => {
                 self.fail_to_start(e.to_string(), None).await?;
-                return Ok(false);
+                return Ok(None);
             }
         };
         let created = self.agent.sandbox.create_task(spec).await;
@@ -259,11 +292,10 @@ impl Supervisor {
             self.fail_to_start(format!("ResourceInitializationError: failed to create the task sandbox: {e}"), None)
                 .await?;
             let _ = self.agent.sandbox.destroy(&self.task_id).await;
-            return Ok(false);
+            return Ok(None);
         }
-        let attached = self.attach_interface(&eni).await;
-        tracing::debug!(task = %self.task_id, ?leased, ?pending, ?pulled, ?activating, ?sandbox, attached = ?t.elapsed(), "provisioned");
-        attached
+        tracing::debug!(task = %self.task_id, ?leased, ?pending, ?pulled, ?activating, ?sandbox, "provisioned");
+        Ok(Some(eni))
     }
 
     /// The task's interface, made on first call (the attachment shows PRECREATED); `None`

@@ -387,6 +387,30 @@ impl std::fmt::Debug for TaskSecrets {
     }
 }
 
+/// A task role's temporary credentials, as the agent's credential endpoint serves them to the
+/// task's containers (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When they stop working: the agent fetches fresh ones well before.
+    pub expiration: Timestamp,
+    /// The task role's ARN.
+    pub role_arn: String,
+}
+
+impl std::fmt::Debug for RoleCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .field("role_arn", &self.role_arn)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A task's EFS volumes as the control plane resolved them when the task started: which file
 /// system directory each volume mounts, so the agent needs no EFS records of its own.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -498,6 +522,16 @@ pub trait HostApi: Send + Sync {
         let _ = task_arn;
         Box::pin(async { Ok(TaskVolumes::default()) })
     }
+    /// Fresh temporary credentials for the task's role (its RunTask override's
+    /// `taskRoleArn`, else its definition's), assumed by `ecs-tasks.amazonaws.com` with the
+    /// task id as the session name. `Refused` for a task without a task role, or whose role
+    /// does not exist or does not trust ECS tasks.
+    fn task_role_credentials<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<RoleCredentials, HostApiError>> {
+        let _ = task_arn;
+        Box::pin(async {
+            Err(HostApiError::Refused { reason: "this control plane serves no task role credentials".into() })
+        })
+    }
     /// The load balancers the host serves: their whole configuration now, then again after
     /// every change.
     fn load_balancers(&self, host_id: &str) -> lb::LbWatch;
@@ -538,6 +572,22 @@ mod tests {
         assert_eq!(back, report);
         assert!(!back.is_empty());
         assert!(TaskReport::new("t").is_empty());
+    }
+
+    #[test]
+    fn role_credentials_never_print_their_secrets() {
+        let creds = RoleCredentials {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: "the-secret".into(),
+            session_token: "the-token".into(),
+            expiration: Timestamp(0),
+            role_arn: "arn:aws:iam::123456789012:role/app".into(),
+        };
+        let shown = format!("{creds:?}");
+        assert!(
+            shown.contains("ASIAEXAMPLE") && !shown.contains("the-secret") && !shown.contains("the-token"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -539,6 +539,13 @@ impl HostApi for RemoteHostApi {
         Box::pin(self.call(Call::TaskVolumes { task_arn: task_arn.to_owned() }))
     }
 
+    fn task_role_credentials<'a>(
+        &'a self,
+        task_arn: &'a str,
+    ) -> BoxFuture<'a, Result<flotilla_host::RoleCredentials, HostApiError>> {
+        Box::pin(self.call(Call::TaskRoleCredentials { task_arn: task_arn.to_owned() }))
+    }
+
     fn load_balancers(&self, host_id: &str) -> LbWatch {
         self.follow(Watch::LoadBalancers { host_id: host_id.to_owned() }, Sink::LoadBalancers)
     }

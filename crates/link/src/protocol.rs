@@ -67,6 +67,7 @@ pub enum Call {
     Vpc { vpc_id: String },
     TaskSecrets { task_arn: String },
     TaskVolumes { task_arn: String },
+    TaskRoleCredentials { task_arn: String },
     ReportTargets { reports: Vec<TargetReport> },
     Heartbeat { host_id: String },
     EnsureLogGroup { group: String, create: bool },
@@ -88,7 +89,8 @@ impl Call {
             | Call::Interface { task_arn }
             | Call::ReleaseInterface { task_arn }
             | Call::TaskSecrets { task_arn }
-            | Call::TaskVolumes { task_arn } => Some(task_arn),
+            | Call::TaskVolumes { task_arn }
+            | Call::TaskRoleCredentials { task_arn } => Some(task_arn),
             _ => None,
         }
     }

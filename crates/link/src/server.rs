@@ -304,6 +304,7 @@ async fn answer(host: &dyn HostApi, call: Call) -> Result<Value, HostApiError> {
         Call::Vpc { vpc_id } => json(host.vpc(&vpc_id).await),
         Call::TaskSecrets { task_arn } => json(host.task_secrets(&task_arn).await),
         Call::TaskVolumes { task_arn } => json(host.task_volumes(&task_arn).await),
+        Call::TaskRoleCredentials { task_arn } => json(host.task_role_credentials(&task_arn).await),
         Call::ReportTargets { reports } => json(host.report_targets(reports).await),
         Call::Heartbeat { host_id } => json(host.heartbeat(&host_id).await),
         Call::EnsureLogGroup { group, create } => json(host.ensure_log_group(&group, create).await),

@@ -211,6 +211,21 @@ impl HostApi for Fake {
         })
     }
 
+    fn task_role_credentials<'a>(
+        &'a self,
+        task_arn: &'a str,
+    ) -> BoxFuture<'a, Result<flotilla_host::RoleCredentials, HostApiError>> {
+        Box::pin(async move {
+            Ok(flotilla_host::RoleCredentials {
+                access_key_id: "ASIAFAKE".into(),
+                secret_access_key: "secret".into(),
+                session_token: format!("token-for-{task_arn}"),
+                expiration: Timestamp(21_600_000),
+                role_arn: "arn:aws:iam::000000000000:role/app".into(),
+            })
+        })
+    }
+
     fn load_balancers(&self, _host_id: &str) -> LbWatch {
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
@@ -448,6 +463,9 @@ async fn every_call_round_trips() {
     assert_eq!(api.vpc("vpc-2").await.unwrap(), None);
     let secrets = api.task_secrets(&task_arn(1)).await.unwrap();
     assert_eq!(secrets.environment["web"], vec![("API_KEY".to_owned(), "hunter2".to_owned())]);
+    let creds = api.task_role_credentials(&task_arn(1)).await.unwrap();
+    assert_eq!(creds.session_token, format!("token-for-{}", task_arn(1)));
+    assert_eq!(creds.expiration, Timestamp(21_600_000));
     let target = TargetReport {
         target_group_arn: "tg".into(),
         ip: Ipv4Addr::new(172, 31, 0, 9),
@@ -501,6 +519,7 @@ async fn every_call_round_trips() {
 
     // A host acts only as itself, and on its own tasks.
     assert!(matches!(api.task_secrets(&task_arn(99)).await, Err(HostApiError::Refused { .. })));
+    assert!(matches!(api.task_role_credentials(&task_arn(99)).await, Err(HostApiError::Refused { .. })));
     assert!(matches!(api.report(TaskReport::new(task_arn(99))).await, Err(HostApiError::Refused { .. })));
     assert!(matches!(api.heartbeat("host-b").await, Err(HostApiError::Refused { .. })));
     assert!(matches!(api.interfaces("host-b").await, Err(HostApiError::Refused { .. })));

@@ -7,6 +7,7 @@
 //! plane) and keeps no state that is not in the kernel or the nft table.
 
 mod batch;
+mod endpoint;
 mod error;
 mod interface;
 mod lb;
@@ -19,6 +20,7 @@ mod public;
 mod spec;
 mod state;
 
+pub use endpoint::{TASK_ENDPOINT, TASK_ENDPOINT_PORT};
 pub use error::{AddressError, NetError, NetlinkError, Object};
 pub use ipnet::Ipv4Net;
 pub use network::Network;

@@ -13,6 +13,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use ipnet::Ipv4Net;
 
+use crate::endpoint::{TASK_ENDPOINT, TASK_ENDPOINT_PORT};
 use crate::error::{NetError, Object};
 use crate::spec::{Peer, Protocol, Rule, VXLAN_PORT, VpcStatus, nft_name};
 
@@ -349,6 +350,8 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
             "iifname @ifaces ip daddr @resolvers meta l4proto { tcp, udp } th dport 53 accept",
             "iifname @ifaces ip daddr @resolvers icmp type echo-request accept",
             "iifname @ifaces ip daddr . tcp dport vmap @lb_in",
+            // The task endpoint (metadata, role credentials): the agent's one listener.
+            TASK_ENDPOINT_INPUT,
             "iifname @ifaces drop",
             "ip daddr @host_addrs iifname != \"lo\" drop",
             // Replies to a load balancer's connections to targets on other hosts (they come
@@ -378,14 +381,21 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
     );
 }
 
+/// What `input` admits from tasks to the task endpoint: TCP to its port, nothing else.
+const TASK_ENDPOINT_INPUT: &str = "iifname @ifaces ip daddr 169.254.170.2 tcp dport 80 accept";
+
 /// The chain judging traffic from one interface (before DNAT): anti-spoofing, replies, the
-/// VPC resolver (not subject to groups, as on AWS), other VPCs' addresses, then its groups.
+/// VPC resolver and the task endpoint (not subject to groups, as on AWS), other VPCs'
+/// addresses, then its groups.
 pub(crate) fn interface_out_rules(ip: Ipv4Addr, vpc: &VpcStatus, groups: &[String]) -> Vec<String> {
     let mut rules = vec![
         "meta nfproto != ipv4 drop".to_string(),
         format!("ip saddr != {ip} drop"),
         "ct state established,related accept".to_string(),
         format!("ip daddr {} accept", vpc.resolver),
+        // The task endpoint, whatever the groups say (as on AWS); the source is checked above,
+        // so the endpoint knows the task by it.
+        format!("ip daddr {TASK_ENDPOINT} tcp dport {TASK_ENDPOINT_PORT} accept"),
         format!("ip daddr @vpc_cidrs ip daddr != {} drop", vpc.cidr),
     ];
     rules.extend(groups.iter().map(|g| format!("jump {}", egress_chain(g))));
@@ -553,6 +563,11 @@ mod tests {
             group_rule(&rule(Protocol::Tcp, Some((0, 65535)), vpc), Direction::Egress),
             "ip daddr 10.1.0.0/16 meta l4proto tcp accept"
         );
+    }
+
+    #[test]
+    fn the_task_endpoint_rule_names_its_address_and_port() {
+        assert!(TASK_ENDPOINT_INPUT.contains(&format!("ip daddr {TASK_ENDPOINT} tcp dport {TASK_ENDPOINT_PORT} ")));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod elb;
 pub mod exec;
 pub mod fixture;
 pub mod http;
+pub mod python;
 
 pub const ACCESS_KEY: &str = "AKIATESTFLOTILLA0001";
 pub const SECRET_KEY: &str = "test-secret-key-for-flotilla-integration";

@@ -29,7 +29,7 @@ use crate::{
 const QUEUE: usize = 1024;
 
 pub struct LocalHostApi {
-    control: Arc<Control>,
+    pub(super) control: Arc<Control>,
     /// SSM Parameter Store and Secrets Manager, for `secrets` and `repositoryCredentials`.
     secrets: Option<Arc<Secrets>>,
     /// Where the hosts' `awslogs` output goes: this server's log store.
@@ -504,6 +504,13 @@ impl HostApi for LocalHostApi {
 
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>> {
         Box::pin(self.secrets_of(task_arn))
+    }
+
+    fn task_role_credentials<'a>(
+        &'a self,
+        task_arn: &'a str,
+    ) -> BoxFuture<'a, Result<flotilla_host::RoleCredentials, HostApiError>> {
+        Box::pin(self.role_credentials_of(task_arn))
     }
 
     fn load_balancers(&self, _host_id: &str) -> flotilla_host::lb::LbWatch {

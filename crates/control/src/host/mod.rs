@@ -1,6 +1,7 @@
 //! Hosts and what they run: registration, the one "choose a host" step of placement, and
 //! the merging of host reports into task records. `local.rs` serves the host API in process.
 
+mod credentials;
 mod discovery;
 mod failure;
 mod lb;
