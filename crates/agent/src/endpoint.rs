@@ -3,6 +3,13 @@
 //! (`/v2/credentials/<id>`, the container credentials provider every AWS SDK reads when
 //! `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` is set).
 //!
+//! Every other request goes to Flotilla's AWS API when the agent runs in the same process as
+//! the API server (`flotilla up`): containers get `AWS_ENDPOINT_URL=http://169.254.170.2`, so an
+//! unmodified SDK reaches the API here, as the task (the connection's source address is the
+//! task's, which the API sees as `aws:SourceIp`) and signed with the task role's credentials;
+//! the API authenticates and authorises it as it does any request. Elsewhere (an agent on
+//! another host) those requests get a JSON 404 saying the API is not served on this host.
+//!
 //! One listener serves every task of the host, on the host side of the tasks' interfaces
 //! (`flotilla_net`'s task endpoint address; a task's own port 80 stays its own). It knows the
 //! asking task by the connection's source address: each task's address is its interface's,
@@ -115,11 +122,13 @@ impl<S> Clone for Served<S> {
     }
 }
 
-/// Serves the endpoint on `listener` until the returned handle is aborted.
+/// Serves the endpoint on `listener` until the returned handle is aborted; every request it
+/// does not answer itself goes to `api` (Flotilla's AWS API, in-process) when given.
 pub(crate) fn serve<S: Source>(
     listener: std::net::TcpListener,
     endpoint: Arc<Endpoint>,
     source: Arc<S>,
+    api: Option<Router>,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let mut app = Router::new().route("/v2/credentials/{id}", get(credentials::<S>));
@@ -130,10 +139,22 @@ pub(crate) fn serve<S: Source>(
             .route(&format!("/{version}/{{container}}/stats"), get(container_stats::<S>))
             .route(&format!("/{version}/{{container}}/task/stats"), get(task_stats::<S>));
     }
+    let app = match api {
+        Some(api) => app.fallback_service(api),
+        None => app.fallback(api_not_served),
+    };
     let app = app.with_state(Served { endpoint, source });
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
     }))
+}
+
+/// Without the API in this process (an agent on another host than the API servers).
+async fn api_not_served() -> Response {
+    let message = "Flotilla's AWS API is not served at the task endpoint on this host (its agent does not run \
+                   in the API server's process); call the API servers' address instead";
+    (StatusCode::NOT_FOUND, axum::Json(json!({"__type": "UnknownOperationException", "message": message})))
+        .into_response()
 }
 
 /// The error shape ECS's agent answers credential requests with.

@@ -67,6 +67,10 @@ pub struct AgentParts {
     /// Serve the task endpoint (metadata, task role credentials) at 169.254.170.2:80 on the
     /// host side of every task's interface (not for simulated tasks).
     pub metadata: bool,
+    /// Flotilla's AWS API, when it runs in this process (`flotilla up`): the task endpoint
+    /// serves it for every request that is not its own, so tasks call the API at
+    /// `AWS_ENDPOINT_URL=http://169.254.170.2`. `None`: such requests get a 404 saying so.
+    pub api: Option<axum::Router>,
     /// Run this host's load balancers (not for simulated hosts).
     pub load_balancing: Option<lb::LbConfig>,
     /// Heartbeat period and fence time.
@@ -91,6 +95,8 @@ pub struct Agent {
     region: String,
     /// The task endpoint's tasks and credentials, when this agent serves it.
     endpoint: Option<Arc<endpoint::Endpoint>>,
+    /// Flotilla's AWS API behind the task endpoint, when in this process.
+    api: Option<axum::Router>,
     load_balancing: Option<lb::LbConfig>,
     efs_root: Option<PathBuf>,
     /// Task ARN -> its supervisor.
@@ -118,6 +124,7 @@ impl Agent {
             logs,
             region: parts.region,
             endpoint,
+            api: parts.api,
             load_balancing: parts.load_balancing,
             efs_root: parts.efs_root,
             supervisors: Mutex::new(HashMap::new()),
@@ -353,7 +360,7 @@ impl Agent {
                 return None;
             }
         };
-        match endpoint::serve(listener, endpoint, self.clone()) {
+        match endpoint::serve(listener, endpoint, self.clone(), self.api.clone()) {
             Ok(handle) => Some(handle),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot serve the task endpoint");

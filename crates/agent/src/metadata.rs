@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 
 /// What `ECS_CONTAINER_METADATA_URI_V4` starts with (the container's id follows).
 pub const METADATA_BASE: &str = "http://169.254.170.2/v4";
+/// Where containers call Flotilla's API (`AWS_ENDPOINT_URL`): the task endpoint, which serves
+/// it when the API runs in the agent's process.
+pub const API_ENDPOINT: &str = "http://169.254.170.2";
 
 pub(crate) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such container in this task").into_response()

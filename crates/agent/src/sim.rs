@@ -92,6 +92,7 @@ pub fn agent_with(
         state_dir,
         region: region.to_owned(),
         metadata: false,
+        api: None,
         load_balancing: None,
         liveness,
         efs_root: None,

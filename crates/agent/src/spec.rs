@@ -55,6 +55,9 @@ pub struct Injected<'a> {
     /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (`/v2/credentials/<id>`), for a task with a
     /// task role.
     pub credentials_uri: Option<&'a str>,
+    /// `AWS_ENDPOINT_URL`: where SDKs call Flotilla's API (which is not at AWS's endpoints),
+    /// when the task endpoint is served.
+    pub api_endpoint: Option<&'a str>,
     /// Each container's `secrets`, resolved: (variable, value), set after `environment`.
     pub secrets: &'a HashMap<String, Vec<(String, String)>>,
 }
@@ -70,6 +73,9 @@ fn env_for(def: &ContainerDefinition, task: &Task, injected: &Injected<'_>) -> V
     set("AWS_EXECUTION_ENV", "AWS_ECS_FARGATE");
     set("AWS_REGION", injected.region);
     set("AWS_DEFAULT_REGION", injected.region);
+    if let Some(url) = injected.api_endpoint {
+        set("AWS_ENDPOINT_URL", url);
+    }
     set("ECS_CONTAINER_METADATA_URI_V4", &metadata);
     set("ECS_CONTAINER_METADATA_URI", &metadata.replace("/v4/", "/v3/"));
     if let Some(uri) = injected.credentials_uri {
@@ -198,4 +204,53 @@ pub fn task_spec(
         efs_volumes: efs,
         containers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_types::task_definition::KeyValuePair;
+
+    use super::*;
+
+    fn env(def: &ContainerDefinition) -> HashMap<String, String> {
+        let task = Task::provisioning(
+            "arn:aws:ecs:eu-west-3:000000000000:task/c/0123".into(),
+            "arn:aws:ecs:eu-west-3:000000000000:cluster/c".into(),
+            "arn:aws:ecs:eu-west-3:000000000000:task-definition/d:1".into(),
+            flotilla_types::Timestamp::now(),
+        );
+        let secrets = HashMap::new();
+        let injected = Injected {
+            region: "eu-west-3",
+            metadata_base: crate::metadata::METADATA_BASE,
+            credentials_uri: None,
+            api_endpoint: Some(crate::metadata::API_ENDPOINT),
+            secrets: &secrets,
+        };
+        env_for(def, &task, &injected).into_iter().map(|e| (e.name, e.value)).collect()
+    }
+
+    #[test]
+    fn containers_get_the_region_and_the_api_endpoint_unless_they_set_their_own() {
+        let def = ContainerDefinition { name: Some("app".into()), ..Default::default() };
+        let got = env(&def);
+        assert_eq!(got["AWS_REGION"], "eu-west-3");
+        assert_eq!(got["AWS_DEFAULT_REGION"], "eu-west-3");
+        assert_eq!(got["AWS_ENDPOINT_URL"], "http://169.254.170.2");
+
+        let own = |k: &str, v: &str| KeyValuePair { name: Some(k.into()), value: Some(v.into()) };
+        let def = ContainerDefinition {
+            name: Some("app".into()),
+            environment: Some(vec![
+                own("AWS_REGION", "us-east-1"),
+                own("AWS_DEFAULT_REGION", "us-east-2"),
+                own("AWS_ENDPOINT_URL", "http://elsewhere:4566"),
+            ]),
+            ..Default::default()
+        };
+        let got = env(&def);
+        assert_eq!(got["AWS_REGION"], "us-east-1");
+        assert_eq!(got["AWS_DEFAULT_REGION"], "us-east-2");
+        assert_eq!(got["AWS_ENDPOINT_URL"], "http://elsewhere:4566");
+    }
 }

@@ -277,6 +277,7 @@ impl Supervisor {
             region: &self.agent.region,
             metadata_base: crate::metadata::METADATA_BASE,
             credentials_uri: credentials_uri.as_deref(),
+            api_endpoint: self.agent.endpoint.as_ref().map(|_| crate::metadata::API_ENDPOINT),
             secrets: &secrets.environment,
         };
         let spec = match crate::spec::task_spec(&task, definition, &images, &injected, efs) {

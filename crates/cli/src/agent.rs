@@ -82,6 +82,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         lb_address: opts.lb_address,
         image_options,
         efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
+        // The API runs in the servers' processes, not here: the task endpoint answers tasks'
+        // API calls with a 404 saying so.
+        api: None,
     };
     let agent = start_agent(&home, remote.clone(), setup).await?;
     // The servers reach this host's containers for ECS Exec through the link.

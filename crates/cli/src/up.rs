@@ -84,6 +84,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     )
     .await?;
     let host_api = plane.host_api.clone();
+    let state = plane.api_state(&credentials);
     let agents: Vec<Arc<flotilla_agent::Agent>> = if opts.simulated_hosts > 0 {
         simulated_agents(&home, host_api, &identity.region, opts.simulated_hosts, opts.overcommit)
     } else if opts.no_agent {
@@ -97,6 +98,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             lb_address: opts.lb_address,
             image_options,
             efs_root: efs_root.clone(),
+            // The same API as the listener's, at the task endpoint: tasks call it there.
+            api: Some(router(state.clone())),
         };
         vec![start_agent(&home, host_api, setup).await?]
     };
@@ -114,7 +117,6 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             }))
         })
         .collect();
-    let state = plane.api_state(&credentials);
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -172,6 +174,8 @@ pub(crate) struct AgentSetup {
     pub image_options: flotilla_image::StoreOptions,
     /// Where EFS file systems' directories are.
     pub efs_root: std::path::PathBuf,
+    /// Flotilla's AWS API, served at the task endpoint when it runs in this process.
+    pub api: Option<axum::Router>,
 }
 
 /// The host agent: image store, task sandboxes and log shipping under the data dir (each
@@ -222,6 +226,7 @@ pub(crate) async fn start_agent(
         state_dir: home.dir.join("agent"),
         region: setup.region,
         metadata: true,
+        api: setup.api,
         load_balancing: Some(load_balancing),
         liveness: flotilla_agent::Liveness::from_env(),
         efs_root: Some(setup.efs_root),

@@ -5,10 +5,9 @@
 //! never gets another's; the v4 metadata answers at the same address while the containers keep
 //! their own port 80.
 //!
-//! Tasks reach the API the way any client on the network would: the test server listens on
-//! loopback outside the task network, so a namespace playing the network beyond the host
-//! (linked to the server's host side as an uplink, as in `awsvpc.rs`) relays `192.0.2.2:8080`
-//! to it; the tasks' traffic leaves through the host's NAT.
+//! Tasks reach the API where Fargate's containers find everything: the task endpoint, which
+//! `flotilla up` (agent and API in one process) makes serve the API too, and which containers
+//! are given as `AWS_ENDPOINT_URL` with their region: the SDK is given nothing by the test.
 
 mod common;
 
@@ -19,56 +18,6 @@ use std::time::Duration;
 use common::fixture::Fixture;
 use common::{Server, wait_for};
 use serde_json::{Value, json};
-
-const API: &str = "http://192.0.2.2:8080";
-
-/// A namespace beyond the server's host side relaying `192.0.2.2:8080` to the server's API.
-struct Relay {
-    name: String,
-}
-
-impl Relay {
-    fn new(server: &Server) -> Relay {
-        let name = format!("{}-api", server.netns.name);
-        let run = |args: &[&str]| {
-            let status = std::process::Command::new("ip").args(args).status().unwrap();
-            assert!(status.success(), "ip {}", args.join(" "));
-        };
-        run(&["netns", "add", &name]);
-        let host = server.netns.name.as_str();
-        run(&["-n", host, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", &name]);
-        run(&["-n", host, "addr", "add", "192.0.2.1/30", "dev", "uplink0"]);
-        run(&["-n", host, "link", "set", "uplink0", "up"]);
-        run(&["-n", &name, "addr", "add", "192.0.2.2/30", "dev", "eth0"]);
-        run(&["-n", &name, "link", "set", "eth0", "up"]);
-        run(&["-n", &name, "link", "set", "lo", "up"]);
-        let path = std::path::PathBuf::from(format!("/run/netns/{name}"));
-        let listener =
-            flotilla_net::netns::run_in(&path, || std::net::TcpListener::bind(("192.0.2.2", 8080))).unwrap().unwrap();
-        let api = SocketAddr::from(([127, 0, 0, 1], server.port));
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(upstream) = TcpStream::connect(api) else { continue };
-                pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
-                pipe(upstream, client);
-            }
-        });
-        Relay { name }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(std::net::Shutdown::Write);
-    });
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
 
 /// What the task with the role runs: its own web server on port 80, then the metadata, then
 /// (its groups allowing any egress) a host service through the endpoint's address, which it
@@ -87,11 +36,12 @@ except Exception as e:
     say("other-port:blocked")
 say("uri:" + os.environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", ""))
 say("keys:" + ",".join(k for k in os.environ if k.startswith("AWS_ACCESS") or k.startswith("AWS_SECRET")))
+for k in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION"]: say(k + "=" + os.environ.get(k, ""))
 import boto3, botocore
 try:
-    sts = boto3.client("sts", endpoint_url=os.environ["API"])
+    sts = boto3.client("sts")
     say("caller:" + sts.get_caller_identity()["Arn"])
-    ssm = boto3.client("ssm", endpoint_url=os.environ["API"])
+    ssm = boto3.client("ssm")
     say("allowed:" + ssm.get_parameter(Name="/app/config")["Parameter"]["Value"])
     try:
         ssm.get_parameter(Name="/other/secret"); say("other:read")
@@ -104,7 +54,9 @@ time.sleep(1000)
 "#;
 
 /// What a task without a role runs (in a group that allows no egress at all): no variable,
-/// its own metadata, and another task's credentials refused.
+/// its own metadata, another task's credentials refused, and the API (which it reaches at the
+/// endpoint, groups not governing it) refusing it: the SDK finds no credentials, and a request
+/// with none is refused by the API.
 const WITHOUT_ROLE: &str = r#"
 import json, os, socket, time, urllib.request, urllib.error
 def say(*a): print(*a, flush=True)
@@ -121,6 +73,21 @@ for name, path in [("theirs", os.environ["THEIRS"]), ("made-up", "/v2/credential
         say(name + ":" + str(e.code))
     except Exception as e:
         say(name + ":error " + repr(e))
+import boto3, botocore
+try:
+    boto3.client("ssm").get_parameter(Name="/app/config"); say("sdk:read")
+except botocore.exceptions.NoCredentialsError:
+    say("sdk:NoCredentialsError")
+except Exception as e:
+    say("sdk:error " + repr(e))
+unsigned = urllib.request.Request(os.environ["AWS_ENDPOINT_URL"] + "/", data=b'{"Name": "/app/config"}', headers={
+    "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AmazonSSM.GetParameter"})
+try:
+    urllib.request.urlopen(unsigned, timeout=10); say("unsigned:200")
+except urllib.error.HTTPError as e:
+    say("unsigned:" + str(e.code) + " " + json.load(e).get("__type", ""))
+except Exception as e:
+    say("unsigned:error " + repr(e))
 say("done")
 time.sleep(1000)
 "#;
@@ -160,7 +127,6 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     let (image, python) = common::python::image();
     f.rt.block_on(f._registry.push_image("python", Some("latest"), &image));
     let image = f._registry.reference("python:latest");
-    let _relay = Relay::new(&f.server);
     let s = &f.server;
 
     // A role ECS tasks may assume, allowed to read one parameter path.
@@ -196,7 +162,7 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     let mut greeting = String::new();
     control.read_to_string(&mut greeting).unwrap();
     assert_eq!(greeting, "host service\n", "the host service answers on the host side");
-    let env = json!([{"name": "API", "value": API}]);
+    let env = json!([]);
     let td = f.register(
         "with-role",
         json!([python_container(&f, &image, &python.executable, "app", WITH_ROLE, env)]),
@@ -211,6 +177,10 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     let uri = line(&lines, "uri:").to_owned();
     assert!(uri.starts_with("/v2/credentials/") && uri.len() == "/v2/credentials/".len() + 32, "{uri}");
     assert_eq!(line(&lines, "keys:"), "", "no keys in the environment");
+    assert_eq!(line(&lines, "AWS_ENDPOINT_URL="), "http://169.254.170.2", "the API is at the task endpoint");
+    let region = task.split(':').nth(3).unwrap();
+    assert_eq!(line(&lines, "AWS_REGION="), region);
+    assert_eq!(line(&lines, "AWS_DEFAULT_REGION="), region);
     let account = task.split(':').nth(4).unwrap();
     assert_eq!(line(&lines, "caller:"), format!("arn:aws:sts::{account}:assumed-role/app/{task_id}"), "{lines:#?}");
     assert_eq!(line(&lines, "allowed:"), "from-the-role", "{lines:#?}");
@@ -256,6 +226,9 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     assert_eq!(line(&lines, "meta:"), "probe", "{lines:#?}");
     assert_eq!(line(&lines, "theirs:"), "400", "{lines:#?}");
     assert_eq!(line(&lines, "made-up:"), "400", "{lines:#?}");
+    assert_eq!(line(&lines, "sdk:"), "NoCredentialsError", "{lines:#?}");
+    let unsigned = line(&lines, "unsigned:");
+    assert!(unsigned.starts_with("4") && unsigned.ends_with("MissingAuthenticationTokenException"), "{lines:#?}");
 
     // Nor does the host itself, which is not the task.
     let from_host = get_from_host(s, &uri);
