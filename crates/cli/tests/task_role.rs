@@ -135,8 +135,13 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     let role =
         s.aws_json(&["iam", "create-role", "--role-name", "app", "--assume-role-policy-document", &trust.to_string()]);
     let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
+    // Only from the VPC: the API must see the task's own address as the caller's.
+    let vpcs = s.aws_json(&["ec2", "describe-vpcs", "--filters", "Name=is-default,Values=true"]);
+    let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().unwrap();
+    let cidr = vpcs["Vpcs"][0]["CidrBlock"].as_str().unwrap();
     let allow = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": "arn:aws:ssm:*:*:parameter/app/*"}]});
+        "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": "arn:aws:ssm:*:*:parameter/app/*",
+        "Condition": {"IpAddress": {"aws:SourceIp": cidr}}}]});
     s.aws_json(&[
         "iam",
         "put-role-policy",
@@ -189,8 +194,6 @@ fn an_unmodified_sdk_in_a_task_calls_flotilla_as_its_task_role_and_no_other_task
     // Another task (without a role), in a group that allows no egress at all: the endpoint is
     // still its own (groups do not govern it), but it has no variable and gets neither the
     // first task's credentials nor any for a made-up id.
-    let vpcs = s.aws_json(&["ec2", "describe-vpcs", "--filters", "Name=is-default,Values=true"]);
-    let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().unwrap();
     let closed = s.aws_json(&[
         "ec2",
         "create-security-group",
