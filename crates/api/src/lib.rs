@@ -14,6 +14,7 @@ pub mod error;
 mod exec;
 pub mod flotilla;
 mod json;
+pub mod kms;
 pub mod logs;
 pub mod model;
 pub mod query;

@@ -84,6 +84,12 @@ enum Command {
         /// same files.
         #[arg(long, value_name = "DIR", env = "FLOTILLA_EFS_ROOT")]
         efs_root: Option<PathBuf>,
+        /// The KMS master key file (32 random bytes, mode 0600; made on first start): every
+        /// SecureString and secret is encrypted under keys sealed with it. Keep it apart from
+        /// the data dir and back it up; every server of a store needs the same one. Default:
+        /// /etc/flotilla/kms.key (root), else ~/.config/flotilla/kms.key.
+        #[arg(long, value_name = "FILE", env = "FLOTILLA_KMS_KEY_FILE")]
+        kms_key_file: Option<PathBuf>,
     },
     /// Run a server of a cluster: the API and the control plane over a shared store, and the
     /// link agents connect to. No tasks run here.
@@ -120,6 +126,12 @@ enum Command {
         /// `--efs-root` must show the same files (one shared mount).
         #[arg(long, value_name = "DIR", env = "FLOTILLA_EFS_ROOT")]
         efs_root: Option<PathBuf>,
+        /// The KMS master key file (32 random bytes, mode 0600; made on first start): every
+        /// SecureString and secret is encrypted under keys sealed with it. Keep it apart from
+        /// the data dir and back it up; every server of a store needs the same one. Default:
+        /// /etc/flotilla/kms.key (root), else ~/.config/flotilla/kms.key.
+        #[arg(long, value_name = "FILE", env = "FLOTILLA_KMS_KEY_FILE")]
+        kms_key_file: Option<PathBuf>,
     },
     /// Run one host's agent: it registers the host with the servers and runs the tasks
     /// placed on it (needs root).
@@ -380,6 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lb_address,
             registry_ca,
             efs_root,
+            kms_key_file,
         } => {
             up::run(UpOptions {
                 listen,
@@ -395,6 +408,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 lb_address: lb_address.unwrap_or(listen.ip()),
                 registry_ca,
                 efs_root,
+                kms_key_file,
             })
             .await
         }
@@ -409,6 +423,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             account_id,
             public_ip_pool,
             efs_root,
+            kms_key_file,
         } => {
             flotilla_cli::server::run(flotilla_cli::server::ServerOptions {
                 store,
@@ -420,6 +435,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 account_id,
                 public_ip_pool,
                 efs_root,
+                kms_key_file,
             })
             .await
         }

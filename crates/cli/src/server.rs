@@ -35,6 +35,9 @@ pub struct ServerOptions {
     pub public_ip_pool: flotilla_control::Ipv4Cidr,
     /// `--efs-root` (default `<data-dir>/efs`).
     pub efs_root: Option<std::path::PathBuf>,
+    /// `--kms-key-file` (default [`crate::home::default_kms_key_file`]); the same for every
+    /// server of a store.
+    pub kms_key_file: Option<std::path::PathBuf>,
 }
 
 /// The store a server uses: etcd, shared with the other servers, or an embedded one.
@@ -103,6 +106,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             lb_address: None,
             logs_dir: home.dir.join("logs"),
             efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
+            kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
         },
     )
     .await?;
@@ -126,6 +130,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     println!("Flotilla server at {endpoint} (region {}, account {})", identity.region, identity.account_id);
     println!("  agents connect to http://{agents_addr}");
     println!("  data dir: {}", home.dir.display());
+    plane.print_kms_key_file();
     crate::up::print_usage(&endpoint, &credentials, &identity.region);
     println!("Add a host with: flotilla hosts add HOST_ID");
     home.record_endpoint(&endpoint)?;

@@ -36,6 +36,8 @@ pub struct UpOptions {
     pub registry_ca: Option<std::path::PathBuf>,
     /// `--efs-root`: where EFS file systems' directories live (default `<data-dir>/efs`).
     pub efs_root: Option<std::path::PathBuf>,
+    /// `--kms-key-file` (default [`crate::home::default_kms_key_file`]).
+    pub kms_key_file: Option<std::path::PathBuf>,
 }
 
 /// Image store options with the CAs of the PEM bundle `registry_ca` (one or more
@@ -76,6 +78,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             lb_address: Some(opts.lb_address),
             logs_dir: home.dir.join("logs"),
             efs_root: efs_root.clone(),
+            kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
         },
     )
     .await?;
@@ -123,6 +126,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
 
     println!("Flotilla is up at {endpoint} (region {}, account {})", identity.region, identity.account_id);
     println!("  data dir: {}", home.dir.display());
+    plane.print_kms_key_file();
     if generated {
         println!("  generated credentials, kept in {}", home.dir.join("credentials.json").display());
     }

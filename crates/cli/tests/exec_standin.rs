@@ -177,6 +177,8 @@ impl InProcess {
                     lb_address: None,
                     logs_dir: dir.path().join("logs"),
                     efs_root: dir.path().join("efs"),
+                    // No data dir here: the store's directory serves.
+                    kms_key_file: dir.path().join("kms.key"),
                 },
             )
             .await
