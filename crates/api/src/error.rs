@@ -41,7 +41,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self.code {
             "ServerException" | "InternalFailure" | "KMSInternalException" => StatusCode::INTERNAL_SERVER_ERROR,
-            "MissingAuthenticationTokenException" | "AccessDeniedException" => StatusCode::FORBIDDEN,
+            "MissingAuthenticationTokenException"
+            | "AccessDeniedException"
+            | "AccessDenied"
+            | "UnauthorizedOperation" => StatusCode::FORBIDDEN,
             "RequestEntityTooLargeException" => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         }

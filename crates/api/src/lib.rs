@@ -13,6 +13,7 @@ mod elbv2;
 pub mod error;
 mod exec;
 pub mod flotilla;
+mod iam;
 mod json;
 pub mod kms;
 pub mod logs;

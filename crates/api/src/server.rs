@@ -78,7 +78,7 @@ pub struct ApiState {
     kms: Option<Arc<flotilla_kms::Kms>>,
     /// SSM Parameter Store and Secrets Manager are served only when attached
     /// ([`ApiState::with_secrets`]).
-    secrets: Option<Arc<flotilla_secrets::Secrets>>,
+    pub(crate) secrets: Option<Arc<flotilla_secrets::Secrets>>,
     /// CloudWatch Logs is served only when a log store is attached ([`ApiState::with_logs`]).
     logs: Option<Arc<LogStore>>,
     /// Cloud Map is served only when discovery is attached ([`ApiState::with_discovery`]).
@@ -171,6 +171,7 @@ impl ApiState {
 
     /// Serves IAM and STS from `iam`, and authorises every request by its policies.
     pub fn with_iam(mut self, iam: Arc<flotilla_iam::Iam>) -> ApiState {
+        self.verifier.attach_iam(iam.clone());
         self.iam = Some(iam);
         self
     }
@@ -216,6 +217,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // The body is read in `handle`, with its own limit, so that an oversized request gets
         // an AWS-shaped error rather than axum's plain-text one.
         .layer(DefaultBodyLimit::disable())
+        // Keeps the peer address for `aws:SourceIp` (see `authz`).
+        .layer(axum::middleware::from_fn(crate::authz::remember_peer))
         .with_state(state)
 }
 
@@ -328,7 +331,7 @@ async fn dispatch(
     let model = state.model(service);
 
     let request = signed_request(uri, headers, body, "IncompleteSignatureException")?;
-    let caller = state.verifier.verify(&request, model.signing_name(), now_secs())?;
+    let caller = state.verifier.verify(&request, model.signing_name(), now_secs()).await?;
 
     let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
@@ -346,6 +349,7 @@ async fn dispatch(
         }
     };
     tracing::debug!(operation, caller = %caller.access_key_id, "request");
+    crate::authz::authorize(state, &caller, model.signing_name(), operation, &input, headers).await?;
     match service {
         Service::Ecs if operation == "ExecuteCommand" => crate::exec::execute_command(state, headers, input).await,
         Service::Ecs => crate::ecs::execute(&state.control, EcsRequest::parse(operation, input)?).await,

@@ -4,7 +4,7 @@
 //! to sign (botocore and aws-sdk-rust sign different sets), so any correct client verifies.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -61,7 +61,7 @@ fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8>
 }
 
 /// RFC 3986 encoding as SigV4 wants it: everything but unreserved characters.
-fn uri_encode(s: &str, keep_slash: bool) -> String {
+pub(crate) fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
@@ -193,14 +193,26 @@ pub(crate) fn signing_service(headers: &axum::http::HeaderMap) -> Option<String>
     parse_auth_header(value).ok().map(|auth| auth.service.to_owned())
 }
 
-/// Checks request signatures for one region against known credentials.
+/// The services that are global on AWS: their signatures may be scoped to `us-east-1`
+/// (where the SDKs sign them by default) as well as to this server's region.
+const GLOBAL_SERVICES: [&str; 2] = ["iam", "sts"];
+const GLOBAL_REGION: &str = "us-east-1";
+
+/// Checks request signatures for one region against known credentials: the static ones, or,
+/// once IAM is attached ([`Verifier::attach_iam`]), every key IAM knows (the root's, users',
+/// and temporary credentials, which must come with their session token until they expire).
 pub struct Verifier {
     region: String,
     /// The account the static credentials are the root of.
     account: String,
     secrets: HashMap<String, String>,
-    /// Derived signing keys by (access key, date, service): deriving costs four HMACs.
-    keys: Mutex<HashMap<(String, String, String), Vec<u8>>>,
+    iam: Option<Arc<flotilla_iam::Iam>>,
+    /// Derived signing keys by (access key, date, region, service): deriving costs four HMACs.
+    keys: Mutex<HashMap<(String, String, String, String), Vec<u8>>>,
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::new("UnrecognizedClientException", "The security token included in the request is invalid.")
 }
 
 impl Verifier {
@@ -209,21 +221,46 @@ impl Verifier {
             region: region.to_owned(),
             account: account.to_owned(),
             secrets: credentials.iter().map(|c| (c.access_key_id.clone(), c.secret_access_key.clone())).collect(),
+            iam: None,
             keys: Mutex::new(HashMap::new()),
         }
     }
 
-    fn key(&self, access_key: &str, secret: &str, date: &str, service: &str) -> Vec<u8> {
-        let cache_key = (access_key.to_owned(), date.to_owned(), service.to_owned());
+    /// Looks every access key up in `iam` from now on (it knows the root's keys too).
+    pub(crate) fn attach_iam(&mut self, iam: Arc<flotilla_iam::Iam>) {
+        self.iam = Some(iam);
+    }
+
+    fn key(&self, access_key: &str, secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+        let cache_key = (access_key.to_owned(), date.to_owned(), region.to_owned(), service.to_owned());
         let mut keys = self.keys.lock().expect("signing key cache poisoned");
         if keys.len() > 1024 {
             keys.clear();
         }
-        keys.entry(cache_key).or_insert_with(|| signing_key(secret, date, &self.region, service)).clone()
+        keys.entry(cache_key).or_insert_with(|| signing_key(secret, date, region, service)).clone()
+    }
+
+    /// What `access_key` stands for: IAM's answer when attached, else a static root key.
+    async fn identity(&self, access_key: &str) -> Result<Option<flotilla_iam::KeyIdentity>, ApiError> {
+        let Some(iam) = &self.iam else {
+            return Ok(self.secrets.get(access_key).map(|secret| flotilla_iam::KeyIdentity {
+                secret_access_key: secret.clone(),
+                session_token: None,
+                expiration: None,
+                active: true,
+                principal: flotilla_iam::Principal::root(&self.account),
+            }));
+        };
+        iam.lookup_key(access_key).await.map_err(|e| match e {
+            flotilla_iam::IamError::Store(ref s @ flotilla_store::StoreError::Unavailable { .. }) => {
+                crate::error::store_unavailable("ServerException", s)
+            }
+            e => crate::error::internal("ServerException", "the access key lookup", &e),
+        })
     }
 
     /// Verifies `req` as signed for `service` at `now` (seconds since the epoch).
-    pub fn verify(&self, req: &SignedRequest<'_>, service: &str, now: i64) -> Result<Caller, ApiError> {
+    pub async fn verify(&self, req: &SignedRequest<'_>, service: &str, now: i64) -> Result<Caller, ApiError> {
         let header = |name: &str| req.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let Some(auth_value) = header("authorization") else {
             return Err(ApiError::new("MissingAuthenticationTokenException", "Missing Authentication Token"));
@@ -252,11 +289,8 @@ impl Verifier {
                 ),
             ));
         }
-        let Some(secret) = self.secrets.get(auth.access_key) else {
-            return Err(ApiError::new(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            ));
+        let Some(identity) = self.identity(auth.access_key).await? else {
+            return Err(invalid_token());
         };
         if auth.date != &amz_date[..8] {
             return Err(ApiError::new(
@@ -268,7 +302,8 @@ impl Verifier {
                 ),
             ));
         }
-        if auth.region != self.region {
+        let global = GLOBAL_SERVICES.contains(&service) && auth.region == GLOBAL_REGION;
+        if auth.region != self.region && !global {
             return Err(ApiError::new(
                 "InvalidSignatureException",
                 format!(
@@ -296,16 +331,31 @@ impl Verifier {
         let scope = format!("{}/{}/{}/aws4_request", auth.date, auth.region, auth.service);
         let canonical = canonical_request(req, &auth.signed_headers, &body_hash);
         let to_sign = string_to_sign(amz_date, &scope, &canonical);
-        let key = self.key(auth.access_key, secret, auth.date, service);
+        let key = self.key(auth.access_key, &identity.secret_access_key, auth.date, auth.region, service);
         let expected = hex::encode(hmac(&key, to_sign.as_bytes()));
-        if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
-            Ok(Caller { access_key_id: auth.access_key.to_owned(), principal: flotilla_iam::Principal::root(&self.account) })
-        } else {
-            Err(ApiError::new(
+        if !bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
+            return Err(ApiError::new(
                 "InvalidSignatureException",
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
-            ))
+            ));
         }
+        if !identity.active {
+            return Err(invalid_token());
+        }
+        if let Some(token) = &identity.session_token {
+            // Temporary credentials are only half a credential without their token.
+            let sent = header("x-amz-security-token").unwrap_or_default();
+            if !bool::from(sent.as_bytes().ct_eq(token.as_bytes())) {
+                return Err(invalid_token());
+            }
+        }
+        if identity.expiration.is_some_and(|expiration| now >= expiration) {
+            return Err(ApiError::new(
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            ));
+        }
+        Ok(Caller { access_key_id: auth.access_key.to_owned(), principal: identity.principal })
     }
 }
 
@@ -395,7 +445,12 @@ mod tests {
 
     fn verify(headers: Vec<(String, String)>, body: &[u8], now: i64) -> Result<Caller, ApiError> {
         let v = Verifier::new("us-east-1", "123456789012", &[creds()]);
-        v.verify(&SignedRequest { method: "POST", path: "/", query: "", headers, body }, "ecs", now)
+        block_on(v.verify(&SignedRequest { method: "POST", path: "/", query: "", headers, body }, "ecs", now))
+    }
+
+    /// Runs `verify` to completion: without IAM attached it never waits on anything.
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().expect("a runtime").block_on(f)
     }
 
     const NOW: i64 = 1_764_460_800;
@@ -421,13 +476,16 @@ mod tests {
     #[test]
     fn unknown_key_and_missing_header() {
         let mut headers = signed(b"{}", NOW);
-        let v =
-            Verifier::new("us-east-1", "123456789012", &[Credentials { access_key_id: "OTHER".into(), secret_access_key: "x".into() }]);
-        let err = v.verify(
+        let v = Verifier::new(
+            "us-east-1",
+            "123456789012",
+            &[Credentials { access_key_id: "OTHER".into(), secret_access_key: "x".into() }],
+        );
+        let err = block_on(v.verify(
             &SignedRequest { method: "POST", path: "/", query: "", headers: headers.clone(), body: b"{}" },
             "ecs",
             NOW,
-        );
+        ));
         assert_eq!(err.unwrap_err().code, "UnrecognizedClientException");
         headers.retain(|(n, _)| n != "authorization");
         assert_eq!(verify(headers, b"{}", NOW).unwrap_err().code, "MissingAuthenticationTokenException");
@@ -438,8 +496,8 @@ mod tests {
         let headers = signed(b"{}", NOW);
         let v = Verifier::new("eu-west-1", "123456789012", &[creds()]);
         let req = SignedRequest { method: "POST", path: "/", query: "", headers: headers.clone(), body: b"{}" };
-        assert_eq!(v.verify(&req, "ecs", NOW).unwrap_err().code, "InvalidSignatureException");
+        assert_eq!(block_on(v.verify(&req, "ecs", NOW)).unwrap_err().code, "InvalidSignatureException");
         let v = Verifier::new("us-east-1", "123456789012", &[creds()]);
-        assert_eq!(v.verify(&req, "logs", NOW).unwrap_err().code, "InvalidSignatureException");
+        assert_eq!(block_on(v.verify(&req, "logs", NOW)).unwrap_err().code, "InvalidSignatureException");
     }
 }

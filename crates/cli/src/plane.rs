@@ -32,6 +32,9 @@ pub struct PlaneOptions {
     pub efs_root: std::path::PathBuf,
     /// The KMS master key file (made if absent), kept apart from the data dir.
     pub kms_key_file: std::path::PathBuf,
+    /// The account root's credentials (what `flotilla up` prints): IAM knows them without
+    /// storing them.
+    pub root_credentials: flotilla_api::Credentials,
 }
 
 pub struct ControlPlane {
@@ -46,6 +49,8 @@ pub struct ControlPlane {
     /// Where the KMS master key is, and whether this start made it.
     kms_key_file: (std::path::PathBuf, bool),
     pub discovery: Arc<Discovery>,
+    /// IAM and STS over the same store: who signs requests and what they may do.
+    pub iam: Arc<flotilla_iam::Iam>,
     /// The host API as this control plane serves it, to in-process agents or over the link.
     pub host_api: Arc<dyn flotilla_host::HostApi>,
     /// The hosts that run commands in their containers (ECS Exec), by host id: in-process
@@ -64,6 +69,11 @@ impl ControlPlane {
         let identity = Identity { region: opts.region.clone(), account: opts.account_id.clone() };
         let control = Arc::new(Control::new(store.clone(), identity).with_public_ip_pool(opts.public_ip_pool));
         control.ensure_default_network().await.context("cannot create the default VPC")?;
+        let root = &opts.root_credentials;
+        let root_keys = [(root.access_key_id.clone(), root.secret_access_key.clone())];
+        let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &root_keys)
+            .await
+            .context("cannot load IAM's users, roles and policies from the store")?;
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
         let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
         let elb = Arc::new(flotilla_elb::Elb::new(
@@ -161,6 +171,7 @@ impl ControlPlane {
             kms,
             kms_key_file: (opts.kms_key_file.clone(), made),
             discovery,
+            iam,
             host_api,
             exec_targets,
             exec_sessions,
@@ -171,7 +182,8 @@ impl ControlPlane {
         })
     }
 
-    /// The AWS API over this control plane, for `credentials`.
+    /// The AWS API over this control plane, for `credentials` (the account root's), with IAM
+    /// authenticating every key and authorising every request.
     pub fn api_state(&self, credentials: &flotilla_api::Credentials) -> Arc<ApiState> {
         Arc::new(
             ApiState::new(self.control.clone(), std::slice::from_ref(credentials))
@@ -181,7 +193,8 @@ impl ControlPlane {
                 .with_kms(self.kms.clone())
                 .with_load_balancing(self.elb.clone(), self.acm.clone())
                 .with_exec(self.exec_sessions.clone())
-                .with_efs(self.efs.clone()),
+                .with_efs(self.efs.clone())
+                .with_iam(self.iam.clone()),
         )
     }
 
@@ -206,11 +219,17 @@ impl ControlPlane {
 /// The API's listener with Nagle's algorithm off on every connection: an exec session's data
 /// channel writes small frames back to back (output, then its ack's answer), which Nagle and
 /// the peer's delayed ACK would hold for tens of milliseconds each.
-pub fn no_delay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+/// The concrete type (not `impl Listener`) so that the router can be served with each
+/// connection's peer address (`into_make_service_with_connect_info`), which policies'
+/// `aws:SourceIp` needs.
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
     use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+    fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
         let _ = tcp.set_nodelay(true);
-    })
+    }
+    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
 }
 
 /// Forgets STOPPED tasks an hour after they stopped, as Fargate does.

@@ -107,6 +107,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             logs_dir: home.dir.join("logs"),
             efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
+            root_credentials: credentials.clone(),
         },
     )
     .await?;
@@ -136,7 +137,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     home.record_endpoint(&endpoint)?;
 
     let state = plane.api_state(&credentials);
-    axum::serve(no_delay(listener), router(state))
+    // With the peer's address: policies' `aws:SourceIp`.
+    axum::serve(no_delay(listener), router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;

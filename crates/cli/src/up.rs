@@ -79,6 +79,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             logs_dir: home.dir.join("logs"),
             efs_root: efs_root.clone(),
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
+            root_credentials: credentials.clone(),
         },
     )
     .await?;
@@ -134,7 +135,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     // Recorded last: once the file exists, the banner above is complete.
     home.record_endpoint(&endpoint)?;
 
-    axum::serve(no_delay(listener), router(state))
+    // With the peer's address: policies' `aws:SourceIp`.
+    axum::serve(no_delay(listener), router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;

@@ -170,6 +170,26 @@ impl Identity {
     pub fn iam_root(&self) -> String {
         format!("arn:aws:iam::{}:root", self.account)
     }
+
+    /// An IAM user; `path` is `/` or `/a/b/`.
+    pub fn iam_user(&self, path: &str, name: &str) -> String {
+        format!("arn:aws:iam::{}:user{path}{name}", self.account)
+    }
+
+    /// An IAM role; `path` is `/` or `/a/b/`.
+    pub fn iam_role(&self, path: &str, name: &str) -> String {
+        format!("arn:aws:iam::{}:role{path}{name}", self.account)
+    }
+
+    /// A customer managed IAM policy; `path` is `/` or `/a/b/`.
+    pub fn iam_policy(&self, path: &str, name: &str) -> String {
+        format!("arn:aws:iam::{}:policy{path}{name}", self.account)
+    }
+
+    /// A role's session, as STS names the principal using temporary credentials.
+    pub fn sts_assumed_role(&self, role_name: &str, session_name: &str) -> String {
+        format!("arn:aws:sts::{}:assumed-role/{role_name}/{session_name}", self.account)
+    }
 }
 
 /// The ECS resource kinds Flotilla names with ARNs.

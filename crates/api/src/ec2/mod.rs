@@ -66,7 +66,7 @@ async fn handle(
     request_id: &str,
 ) -> Result<String, ApiError> {
     let request = crate::server::signed_request(uri, headers, body, "IncompleteSignature")?;
-    let caller = state.verifier.verify(&request, "ec2", crate::server::now_secs())?;
+    let caller = state.verifier.verify(&request, "ec2", crate::server::now_secs()).await?;
 
     let params = query::parse_form(body)?;
     let action = params
@@ -77,6 +77,8 @@ async fn handle(
         ApiError::new("InvalidAction", format!("The action {action} is not valid for this web service."))
     })??;
     tracing::debug!(operation = %action, caller = %caller.access_key_id, "request");
+    // Before DryRun: EC2 answers a dry run with whether the caller may do it.
+    crate::authz::authorize(state, &caller, "ec2", &action, &input, headers).await?;
     if input.get("DryRun") == Some(&Value::Bool(true)) {
         return Err(ApiError::new("DryRunOperation", "Request would have succeeded, but DryRun flag is set."));
     }

@@ -152,7 +152,11 @@ async fn handle(
         body,
     };
     let model = state.efs_model();
-    state.verifier.verify(&signed, model.signing_name(), crate::server::now_secs()).map_err(EfsApiError::from)?;
+    let caller = state
+        .verifier
+        .verify(&signed, model.signing_name(), crate::server::now_secs())
+        .await
+        .map_err(EfsApiError::from)?;
 
     let query = query_pairs(uri.query().unwrap_or(""));
     let Route { operation, mut members } = route(method, uri.path(), &query)
@@ -170,6 +174,9 @@ async fn handle(
     let input = model
         .check_input(operation, Value::Object(members))
         .expect("every routed operation is in the vendored model")
+        .map_err(EfsApiError::from)?;
+    crate::authz::authorize(state, &caller, model.signing_name(), operation, &input, headers)
+        .await
         .map_err(EfsApiError::from)?;
     let efs = state
         .efs

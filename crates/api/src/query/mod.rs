@@ -52,8 +52,11 @@ pub fn is_form_request(headers: &HeaderMap) -> bool {
 /// Serves one form-encoded request: ELBv2's if its signature is scoped to ELB, EC2's
 /// otherwise (unsigned requests too, so they get EC2's refusal as before).
 pub async fn serve(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
-    if crate::sigv4::signing_service(headers).as_deref() == Some(ELBV2_SIGNING_NAME) {
+    let signing = crate::sigv4::signing_service(headers);
+    if signing.as_deref() == Some(ELBV2_SIGNING_NAME) {
         serve_elbv2(state, uri, headers, body).await
+    } else if let Some(name) = signing.as_deref().filter(|s| crate::iam::serves(Some(s))) {
+        crate::iam::serve(state, uri, headers, body, name).await
     } else {
         crate::ec2::serve(state, uri, headers, body).await
     }
@@ -91,9 +94,10 @@ async fn handle_elbv2(
     request_id: &str,
 ) -> Result<String, ApiError> {
     let request = crate::server::signed_request(uri, headers, body, "IncompleteSignature")?;
-    let caller = state.verifier.verify(&request, ELBV2_SIGNING_NAME, crate::server::now_secs())?;
+    let caller = state.verifier.verify(&request, ELBV2_SIGNING_NAME, crate::server::now_secs()).await?;
     let (action, input) = read_request(&ELBV2, body)?;
     tracing::debug!(operation = %action, caller = %caller.access_key_id, "request");
+    crate::authz::authorize(state, &caller, ELBV2_SIGNING_NAME, &action, &input, headers).await?;
     let answer = crate::elbv2::execute(state, &action, input).await?;
     response(&ELBV2, &action, request_id, &answer).map_err(|problem| {
         tracing::error!(operation = %action, problem, "ELBv2 answer does not fit the model");
@@ -198,7 +202,9 @@ pub(crate) fn status(model: &QueryModel, e: &ApiError) -> StatusCode {
     match e.code {
         INTERNAL_FAILURE => StatusCode::INTERNAL_SERVER_ERROR,
         "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "MissingAuthenticationToken" => StatusCode::FORBIDDEN,
+        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "MissingAuthenticationToken" | "AccessDenied" => {
+            StatusCode::FORBIDDEN
+        }
         "RequestEntityTooLarge" => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }

@@ -7,7 +7,14 @@
 //! `crates/api` call. The helper owning this module fills the bodies in and may add to it, but
 //! must not change these signatures without the lead.
 
+mod condition;
+mod document;
+mod glob;
+
 use std::collections::BTreeMap;
+
+use condition::Condition;
+use glob::Template;
 
 /// What kind of document is parsed: the rules differ (a trust policy needs `Principal` and
 /// only allows `sts:` actions; an identity policy must not have `Principal`).
@@ -20,7 +27,43 @@ pub enum PolicyKind {
 /// A parsed, validated policy document.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    // Filled in by the policy helper.
+    statements: Vec<Statement>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug)]
+struct Statement {
+    sid: Option<String>,
+    effect: Effect,
+    /// Trust policies only: who the statement is about, and whether it is `NotPrincipal`.
+    principal: Option<(PrincipalMatcher, bool)>,
+    action: Matcher,
+    /// `None` in trust policies (they have no `Resource`).
+    resource: Option<Matcher>,
+    /// All must hold.
+    conditions: Vec<Condition>,
+}
+
+/// `Action`/`NotAction` or `Resource`/`NotResource`: patterns, any of which matches.
+#[derive(Clone, Debug)]
+struct Matcher {
+    not: bool,
+    patterns: Vec<Template>,
+}
+
+/// A trust policy's `Principal`: `*`, account ids (`123456789012` or its `:root` ARN: any
+/// identity of the account), IAM ARNs, service names.
+#[derive(Clone, Debug, Default)]
+struct PrincipalMatcher {
+    any: bool,
+    accounts: Vec<String>,
+    arns: Vec<String>,
+    services: Vec<String>,
 }
 
 /// Why a document was refused: the text of IAM's `MalformedPolicyDocument` message.
@@ -69,14 +112,100 @@ impl Decision {
 impl Policy {
     /// Parses and validates `text` (IAM's size limits are the caller's: they differ by entity).
     pub fn parse(text: &str, kind: PolicyKind) -> Result<Policy, PolicyError> {
-        let _ = (text, kind);
-        todo!("policy helper")
+        let (statements, _variables) = document::parse(text, kind)?;
+        Ok(Policy { statements })
     }
+
+    /// Refuses a trust policy naming an `AWS` principal of an account other than `account`:
+    /// Flotilla is one account, so such a principal could never be anyone (AWS itself accepts
+    /// them; callers of CreateRole and UpdateAssumeRolePolicy call this after [`Policy::parse`]).
+    pub fn check_principal_account(&self, account: &str) -> Result<(), PolicyError> {
+        for statement in &self.statements {
+            let Some((principal, _)) = &statement.principal else { continue };
+            let foreign = principal.accounts.iter().find(|a| *a != account).map(|a| a.to_owned()).or_else(|| {
+                principal.arns.iter().find(|arn| document::iam_principal_account(arn) != Some(account)).cloned()
+            });
+            if let Some(value) = foreign {
+                return Err(PolicyError(format!("Invalid principal in policy: \"AWS\":\"{value}\"")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The statements' `Sid`s, in order (for tests and diagnostics).
+    pub fn sids(&self) -> impl Iterator<Item = Option<&str>> {
+        self.statements.iter().map(|s| s.sid.as_deref())
+    }
+}
+
+impl Statement {
+    /// Whether the statement applies to the request (its effect then counts).
+    fn applies(&self, action: &str, ctx: &RequestContext) -> bool {
+        if !self.action.any(action, &ctx.keys) {
+            return false;
+        }
+        if let Some(resource) = &self.resource
+            && !resource.any(&ctx.resource, &ctx.keys)
+        {
+            return false;
+        }
+        if let Some((principal, not)) = &self.principal
+            && principal.matches(&ctx.principal) == *not
+        {
+            return false;
+        }
+        self.conditions.iter().all(|c| c.holds(&ctx.keys))
+    }
+}
+
+impl Matcher {
+    /// Whether `subject` is matched (for `Not...`, matched by none of the patterns).
+    fn any(&self, subject: &str, keys: &BTreeMap<String, Vec<String>>) -> bool {
+        self.patterns.iter().any(|p| p.matches(subject, keys)) != self.not
+    }
+}
+
+impl PrincipalMatcher {
+    fn matches(&self, who: &RequestPrincipal) -> bool {
+        if self.any {
+            return true;
+        }
+        match who {
+            RequestPrincipal::Service(name) => self.services.iter().any(|s| s.eq_ignore_ascii_case(name)),
+            RequestPrincipal::Aws { arn, account } => {
+                self.accounts.iter().any(|a| a == account)
+                    || self.arns.iter().any(|p| p == arn || session_of_role(arn, p))
+            }
+        }
+    }
+}
+
+/// Whether `session` (`arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION`) is a session of the
+/// role `role` (`arn:aws:iam::ACCOUNT:role/PATH/NAME`): a trust policy naming a role trusts
+/// its sessions.
+fn session_of_role(session: &str, role: &str) -> bool {
+    let Some((prefix, rest)) = session.split_once(":assumed-role/") else { return false };
+    let Some((name, _)) = rest.split_once('/') else { return false };
+    let Some(account) = prefix.strip_prefix("arn:aws:sts::") else { return false };
+    let Some(role_path) = role.strip_prefix(&format!("arn:aws:iam::{account}:role/")) else { return false };
+    role_path.rsplit('/').next() == Some(name)
 }
 
 /// AWS's decision for `ctx` under `policies` (all of one principal's policies, or one trust
 /// policy): an explicit `Deny` in any wins, else an `Allow` in any, else the implicit deny.
 pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, ctx: &RequestContext) -> Decision {
-    let _ = (policies.into_iter().count(), ctx);
-    todo!("policy helper")
+    // Actions compare case-insensitively; patterns are lowercased when parsed.
+    let action = ctx.action.to_ascii_lowercase();
+    let mut decision = Decision::ImplicitDeny;
+    for policy in policies {
+        for statement in &policy.statements {
+            if statement.applies(&action, ctx) {
+                match statement.effect {
+                    Effect::Deny => return Decision::ExplicitDeny,
+                    Effect::Allow => decision = Decision::Allow,
+                }
+            }
+        }
+    }
+    decision
 }

@@ -1,0 +1,219 @@
+//! The in-memory view of every IAM record, with policies parsed once: what authentication and
+//! authorisation read on every request. It is loaded at open and kept current by a store watch,
+//! so another server's writes arrive here too; a server's own writes wait until the view has
+//! seen them ([`View::seen`]), so a caller's next request sees what it just did.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use flotilla_store::{Event, KeyValue, Store, StoreError};
+
+use crate::policy::{Policy, PolicyKind};
+use crate::record::{self, AccessKey, ManagedPolicy, Role, Session, User, decode};
+use crate::{IamError, aws};
+
+/// A document as stored and as parsed; `None` if it no longer parses (it did when written), in
+/// which case whoever holds it is denied rather than allowed more than it says.
+pub(crate) type Parsed = Option<Arc<Policy>>;
+
+fn parse(text: &str, kind: PolicyKind) -> Parsed {
+    match Policy::parse(text, kind) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            tracing::warn!(error = %e, "a stored IAM policy no longer parses; its holder is denied");
+            None
+        }
+    }
+}
+
+pub(crate) struct UserEntry {
+    pub user: User,
+    pub inline: Vec<Parsed>,
+}
+
+pub(crate) struct RoleEntry {
+    pub role: Role,
+    pub inline: Vec<Parsed>,
+}
+
+pub(crate) struct PolicyEntry {
+    pub policy: ManagedPolicy,
+    pub parsed: Parsed,
+}
+
+impl PolicyEntry {
+    pub fn new(policy: ManagedPolicy) -> PolicyEntry {
+        let parsed = parse(policy.default_document(), PolicyKind::Identity);
+        PolicyEntry { policy, parsed }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Records {
+    pub users: HashMap<String, Arc<UserEntry>>,
+    pub keys: HashMap<String, AccessKey>,
+    pub roles: HashMap<String, Arc<RoleEntry>>,
+    /// Customer managed policies by name (unique in the account whatever their path).
+    pub policies: HashMap<String, Arc<PolicyEntry>>,
+    /// AWS managed policies by ARN: built in, never stored.
+    pub aws: HashMap<String, Arc<PolicyEntry>>,
+    pub sessions: HashMap<String, Session>,
+}
+
+impl Records {
+    fn apply(&mut self, event: &Event) -> Result<(), IamError> {
+        match event {
+            Event::Put(kv) => self.put(kv),
+            Event::Delete { key, .. } => {
+                self.delete(key);
+                Ok(())
+            }
+        }
+    }
+
+    fn put(&mut self, kv: &KeyValue) -> Result<(), IamError> {
+        let key = kv.key.as_str();
+        if let Some(name) = key.strip_prefix(record::USERS) {
+            let user: User = decode(kv)?;
+            let inline = user.inline.values().map(|d| parse(d, PolicyKind::Identity)).collect();
+            self.users.insert(name.to_owned(), Arc::new(UserEntry { user, inline }));
+        } else if let Some(id) = key.strip_prefix(record::KEYS) {
+            self.keys.insert(id.to_owned(), decode(kv)?);
+        } else if let Some(name) = key.strip_prefix(record::ROLES) {
+            let role: Role = decode(kv)?;
+            let inline = role.inline.values().map(|d| parse(d, PolicyKind::Identity)).collect();
+            self.roles.insert(name.to_owned(), Arc::new(RoleEntry { role, inline }));
+        } else if let Some(name) = key.strip_prefix(record::POLICIES) {
+            self.policies.insert(name.to_owned(), Arc::new(PolicyEntry::new(decode(kv)?)));
+        } else if let Some(id) = key.strip_prefix(record::SESSIONS) {
+            self.sessions.insert(id.to_owned(), decode(kv)?);
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) {
+        if let Some(name) = key.strip_prefix(record::USERS) {
+            self.users.remove(name);
+        } else if let Some(id) = key.strip_prefix(record::KEYS) {
+            self.keys.remove(id);
+        } else if let Some(name) = key.strip_prefix(record::ROLES) {
+            self.roles.remove(name);
+        } else if let Some(name) = key.strip_prefix(record::POLICIES) {
+            self.policies.remove(name);
+        } else if let Some(id) = key.strip_prefix(record::SESSIONS) {
+            self.sessions.remove(id);
+        }
+    }
+
+    /// The managed policy `arn` names, AWS's or the account's.
+    pub fn managed(&self, arn: &str) -> Option<&Arc<PolicyEntry>> {
+        if let Some(p) = self.aws.get(arn) {
+            return Some(p);
+        }
+        let name = arn.rsplit('/').next()?;
+        self.policies.get(name).filter(|p| p.policy.arn == arn)
+    }
+
+    /// Every identity policy of a principal with `inline` and `attached` policies; `None` if one
+    /// of them does not parse (the principal is then denied).
+    pub fn identity_policies(&self, inline: &[Parsed], attached: &[String]) -> Option<Vec<Arc<Policy>>> {
+        let mut all = Vec::with_capacity(inline.len() + attached.len());
+        for p in inline {
+            all.push(p.clone()?);
+        }
+        for arn in attached {
+            // A policy deleted while attached cannot happen (DeleteConflict); one missing from
+            // the view for a moment grants nothing.
+            if let Some(entry) = self.managed(arn) {
+                all.push(entry.parsed.clone()?);
+            }
+        }
+        Some(all)
+    }
+}
+
+/// The view, and the revision it has seen up to.
+pub(crate) struct View {
+    records: RwLock<Records>,
+    seen: tokio::sync::watch::Sender<u64>,
+}
+
+impl View {
+    /// Loads every record under `iam/` and starts following the store; the returned task
+    /// keeps the view current until aborted.
+    pub async fn start(store: Arc<dyn Store>) -> Result<(Arc<View>, tokio::task::JoinHandle<()>), IamError> {
+        // Watch first, then load: no change can fall between the two.
+        let watch = store.watch(record::PREFIX);
+        let (records, revision) = load(store.as_ref()).await?;
+        let view = Arc::new(View { records: RwLock::new(records), seen: tokio::sync::watch::channel(revision).0 });
+        let follower = tokio::spawn(follow(store, view.clone(), watch));
+        Ok((view, follower))
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Records> {
+        self.records.read().expect("IAM view lock")
+    }
+
+    /// Waits (a few seconds at most) until the view has seen the store's `revision`.
+    pub async fn seen(&self, revision: u64) {
+        let mut rx = self.seen.subscribe();
+        let wait = rx.wait_for(|seen| *seen >= revision);
+        if tokio::time::timeout(Duration::from_secs(5), wait).await.is_err() {
+            tracing::warn!(revision, "the IAM view has not caught up with a write after 5 s");
+        }
+    }
+}
+
+async fn load(store: &dyn Store) -> Result<(Records, u64), IamError> {
+    let revision = store.revision().await?;
+    let mut records = Records { aws: aws::policies(), ..Records::default() };
+    for kv in store.list_prefix(record::PREFIX).await? {
+        if let Err(e) = records.put(&kv) {
+            tracing::warn!(error = %e, "skipping an unreadable IAM record");
+        }
+    }
+    Ok((records, revision))
+}
+
+async fn follow(store: Arc<dyn Store>, view: Arc<View>, mut watch: flotilla_store::Watch) {
+    loop {
+        match watch.next().await {
+            Ok(event) => {
+                let revision = match &event {
+                    Event::Put(kv) => kv.mod_revision,
+                    Event::Delete { revision, .. } => *revision,
+                };
+                if let Err(e) = view.records.write().expect("IAM view lock").apply(&event) {
+                    tracing::warn!(error = %e, "skipping an unreadable IAM record");
+                }
+                view.seen.send_if_modified(|seen| {
+                    let newer = revision > *seen;
+                    *seen = (*seen).max(revision);
+                    newer
+                });
+            }
+            Err(StoreError::WatchLagged { .. }) => {
+                watch = store.watch(record::PREFIX);
+                loop {
+                    match load(store.as_ref()).await {
+                        Ok((records, revision)) => {
+                            *view.records.write().expect("IAM view lock") = records;
+                            view.seen.send_if_modified(|seen| {
+                                let newer = revision > *seen;
+                                *seen = (*seen).max(revision);
+                                newer
+                            });
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot reload IAM records; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
