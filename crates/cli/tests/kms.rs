@@ -321,3 +321,65 @@ fn key_files_in_the_data_dir_open_to_others_or_of_another_store_are_refused() {
     let (out, ran) = up(data.path(), &["--kms-key-file", first.to_str().unwrap()]);
     assert!(ran, "the right key file again: {}", stderr(&out));
 }
+
+/// The AWS CLI as the IAM user whose access key this is.
+fn aws_as(s: &Server, (key, secret): (&str, &str), args: &[&str]) -> Output {
+    let mut command = s.aws_command();
+    command.env("AWS_ACCESS_KEY_ID", key).env("AWS_SECRET_ACCESS_KEY", secret).args(args);
+    command.output().expect("the aws CLI runs")
+}
+
+#[test]
+fn reading_a_secure_string_with_decryption_needs_kms_decrypt_on_its_key() {
+    let s = Server::start_no_agent();
+    let mine = s.aws_json(&["kms", "create-key"])["KeyMetadata"]["Arn"].as_str().unwrap().to_owned();
+    s.aws_json(&["ssm", "put-parameter", "--name", "/z/default", "--type", "SecureString", "--value", "v-default"]);
+    s.aws_json(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        "/z/mine",
+        "--type",
+        "SecureString",
+        "--key-id",
+        &mine,
+        "--value",
+        "v-mine",
+    ]);
+    s.aws_json(&["iam", "create-user", "--user-name", "reader"]);
+    let key = s.aws_json(&["iam", "create-access-key", "--user-name", "reader"]);
+    let user =
+        (key["AccessKey"]["AccessKeyId"].as_str().unwrap(), key["AccessKey"]["SecretAccessKey"].as_str().unwrap());
+    let policy = |name: &str, statement: serde_json::Value| {
+        let document = serde_json::json!({"Version": "2012-10-17", "Statement": [statement]}).to_string();
+        let args =
+            ["iam", "put-user-policy", "--user-name", "reader", "--policy-name", name, "--policy-document", &document];
+        s.aws_json(&args);
+    };
+    policy("ssm", serde_json::json!({"Effect": "Allow", "Action": "ssm:GetParameter*", "Resource": "*"}));
+    let plain = ["ssm", "get-parameter", "--name", "/z/mine"];
+    let decrypted = ["ssm", "get-parameter", "--name", "/z/mine", "--with-decryption"];
+    common::wait_for("the reader's policy", Duration::from_secs(10), || aws_as(&s, user, &plain).status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&aws_as(&s, user, &plain).stdout).unwrap();
+    assert_ne!(shown["Parameter"]["Value"], "v-mine");
+    let denied = aws_as(&s, user, &decrypted);
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        !denied.status.success() && stderr.contains("AccessDeniedException") && stderr.contains("kms:Decrypt"),
+        "{stderr}"
+    );
+    let encrypt = aws_as(&s, user, &["kms", "encrypt", "--key-id", &mine, "--plaintext", &b64(b"x")]);
+    assert!(String::from_utf8_lossy(&encrypt.stderr).contains("AccessDeniedException"), "{encrypt:?}");
+
+    policy("kms", serde_json::json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": mine}));
+    common::wait_for("kms:Decrypt on my key", Duration::from_secs(10), || {
+        aws_as(&s, user, &decrypted).status.success()
+    });
+    let opened: serde_json::Value = serde_json::from_slice(&aws_as(&s, user, &decrypted).stdout).unwrap();
+    assert_eq!(opened["Parameter"]["Value"], "v-mine");
+    // The default key is another key: still refused, and so is a batch that includes it.
+    let other = aws_as(&s, user, &["ssm", "get-parameter", "--name", "/z/default", "--with-decryption"]);
+    assert!(String::from_utf8_lossy(&other.stderr).contains("AccessDeniedException"), "{other:?}");
+    let batch = aws_as(&s, user, &["ssm", "get-parameters", "--names", "/z/mine", "/z/default", "--with-decryption"]);
+    assert!(String::from_utf8_lossy(&batch.stderr).contains("AccessDeniedException"), "{batch:?}");
+}
