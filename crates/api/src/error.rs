@@ -214,7 +214,6 @@ impl From<KmsError> for ApiError {
             KmsError::Disabled(_) => "DisabledException",
             KmsError::InvalidState(_) => "KMSInvalidStateException",
             KmsError::Unsupported(_) => "UnsupportedOperationException",
-            KmsError::InvalidMarker(_) => "InvalidMarkerException",
             KmsError::Store(_)
             | KmsError::Corrupt { .. }
             | KmsError::KeyFile { .. }

@@ -60,8 +60,6 @@ pub enum KmsError {
     /// What Flotilla does not do (asymmetric or HMAC keys, imported material).
     #[error("{0}")]
     Unsupported(String),
-    #[error("{0}")]
-    InvalidMarker(String),
     #[error("the KMS key file {} {reason}", path.display())]
     KeyFile { path: PathBuf, reason: String },
     #[error(
