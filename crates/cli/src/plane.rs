@@ -81,6 +81,9 @@ impl ControlPlane {
         let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &root_keys)
             .await
             .context("cannot load IAM's users, roles and policies from the store")?;
+        // The role Fargate task definitions name (the seeds' `ecsTaskExecutionRole`), made
+        // once per store as the ECS console makes it on first use.
+        iam.ensure_task_execution_role().await.context("cannot create the default ecsTaskExecutionRole")?;
         // Task definitions' roles are checked, the platform acts as a task's execution role, and
         // tasks get their task role's credentials (the host API).
         control.attach_iam(iam.clone());
