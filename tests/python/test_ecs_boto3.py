@@ -162,7 +162,7 @@ def test_task_operations_answer_in_the_model_shape(server):
     seen = strict(ecs, "ecs")
     ecs.create_cluster(clusterName="default")
     # RunTask refuses roles that do not exist, as ECS does: make the two the definition names.
-    roles = trusted_roles(server, "ecsTaskExecutionRole", "app")
+    roles = trusted_roles(server, "shapeExecutionRole", "app")
     td = ecs.register_task_definition(**dict(
         TASK_DEFINITION, family="shape-task", executionRoleArn=roles[0], taskRoleArn=roles[1],
         containerDefinitions=[{"name": "app", "image": "127.0.0.1:9/nothing-here:latest", "essential": True}]))

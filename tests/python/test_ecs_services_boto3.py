@@ -211,11 +211,10 @@ def test_stop_service_deployment_rolls_back_to_the_previous_revision(sim_server)
     steady(ecs, "web", 2)
     ecs.update_service(cluster="default", service="web", taskDefinition=v2)
     steady(ecs, "web", 2, task_definition=v2)
-    # The execution role must exist and trust ECS tasks (UpdateService checks, as ECS does); it
-    # may not read the missing parameter, which breaks the deployment all the same.
-    trust = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":' \
-        '{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}'
-    sim_server.client("iam").create_role(RoleName="ecsTaskExecutionRole", AssumeRolePolicyDocument=trust)
+    # The execution role must exist and trust ECS tasks (UpdateService checks, as ECS does): the
+    # account's default ecsTaskExecutionRole does, as the ECS console makes it. Its policy does
+    # not let it read parameters, which breaks the deployment all the same.
+    assert sim_server.client("iam").get_role(RoleName="ecsTaskExecutionRole")["Role"]["Arn"]
     broken = task_definition(
         ecs, "web", executionRoleArn=f"arn:aws:iam::{account}:role/ecsTaskExecutionRole",
         containerDefinitions=[{"name": "app", "image": "busybox:latest", "essential": True,

@@ -1,6 +1,6 @@
 //! AWS JSON 1.1 errors: `{"__type": CODE, "message": ...}` with HTTP 400, or 500 for an
 //! internal failure. This is the one place the domain errors of every JSON service (ECS,
-//! CloudWatch Logs, Cloud Map, SSM, Secrets Manager, ACM) become AWS error codes; the Query protocol
+//! CloudWatch Logs, Cloud Map, SSM, Secrets Manager, ACM, KMS) become AWS error codes; the Query protocol
 //! (EC2) has its own one place, `ec2/error.rs`.
 
 use std::fmt::Debug;
@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use flotilla_acm::AcmError;
 use flotilla_control::ControlError;
 use flotilla_discovery::DiscoveryError;
+use flotilla_kms::KmsError;
 use flotilla_logs::LogError;
 use flotilla_secrets::SecretsError;
 use flotilla_store::StoreError;
@@ -39,7 +40,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self.code {
-            "ServerException" | "InternalFailure" => StatusCode::INTERNAL_SERVER_ERROR,
+            "ServerException" | "InternalFailure" | "KMSInternalException" => StatusCode::INTERNAL_SERVER_ERROR,
             "MissingAuthenticationTokenException"
             | "AccessDeniedException"
             | "AccessDenied"
@@ -132,9 +133,24 @@ impl From<DiscoveryError> for ApiError {
     }
 }
 
+/// A KMS failure behind another service's operation: the store's own troubles are that
+/// service's internal error (`internal_code`), the rest its `code`.
+fn kms_behind(code: &'static str, internal_code: &'static str, e: &KmsError) -> ApiError {
+    match e {
+        KmsError::Store(s @ StoreError::Unavailable { .. }) => store_unavailable(internal_code, s),
+        KmsError::Store(_) | KmsError::Corrupt { .. } | KmsError::KeyFile { .. } | KmsError::WrongMasterKey { .. } => {
+            internal(internal_code, "KMS", e)
+        }
+        _ => ApiError::new(code, e.to_string()),
+    }
+}
+
 /// SSM Parameter Store's codes for the secrets store's errors.
 pub(crate) fn ssm_error(e: SecretsError) -> ApiError {
     let code = match &e {
+        SecretsError::Encryption(k) | SecretsError::Decryption(k) => {
+            return kms_behind("InvalidKeyId", "InternalServerError", k);
+        }
         SecretsError::Invalid(_) | SecretsError::InvalidRequest(_) => "ValidationException",
         SecretsError::ParameterNotFound { .. } => "ParameterNotFound",
         SecretsError::ParameterAlreadyExists { .. } => "ParameterAlreadyExists",
@@ -150,6 +166,8 @@ pub(crate) fn ssm_error(e: SecretsError) -> ApiError {
 /// Secrets Manager's codes for the same errors.
 pub(crate) fn secretsmanager_error(e: SecretsError) -> ApiError {
     let code = match &e {
+        SecretsError::Encryption(k) => return kms_behind("EncryptionFailure", "InternalServiceError", k),
+        SecretsError::Decryption(k) => return kms_behind("DecryptionFailure", "InternalServiceError", k),
         SecretsError::Invalid(_) => "InvalidParameterException",
         SecretsError::InvalidRequest(_) => "InvalidRequestException",
         SecretsError::SecretNotFound { .. } | SecretsError::ParameterNotFound { .. } => "ResourceNotFoundException",
@@ -178,6 +196,29 @@ impl From<AcmError> for ApiError {
             AcmError::Store(s @ StoreError::Unavailable { .. }) => return store_unavailable("InternalFailure", s),
             AcmError::Store(_) | AcmError::Corrupt { .. } | AcmError::Users(_) => {
                 return internal("InternalFailure", "certificate manager", &e);
+            }
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<KmsError> for ApiError {
+    fn from(e: KmsError) -> ApiError {
+        let code = match &e {
+            KmsError::Validation(_) => "ValidationException",
+            KmsError::NotFound(_) => "NotFoundException",
+            KmsError::AlreadyExists(_) => "AlreadyExistsException",
+            KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
+            KmsError::InvalidCiphertext(_) => "InvalidCiphertextException",
+            KmsError::IncorrectKey(_) => "IncorrectKeyException",
+            KmsError::Disabled(_) => "DisabledException",
+            KmsError::InvalidState(_) => "KMSInvalidStateException",
+            KmsError::Unsupported(_) => "UnsupportedOperationException",
+            KmsError::Store(_)
+            | KmsError::Corrupt { .. }
+            | KmsError::KeyFile { .. }
+            | KmsError::WrongMasterKey { .. } => {
+                return kms_behind("KMSInternalException", "KMSInternalException", &e);
             }
         };
         ApiError::new(code, e.to_string())

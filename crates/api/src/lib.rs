@@ -15,6 +15,7 @@ mod exec;
 pub mod flotilla;
 mod iam;
 mod json;
+pub mod kms;
 pub mod logs;
 pub mod model;
 pub mod query;

@@ -31,24 +31,50 @@ fn page<T>(
     Ok((page.items, page.next_token))
 }
 
-/// What a `SecureString` read without decryption shows: an opaque token, never the value
-/// (AWS shows ciphertext).
-fn opaque(p: &Parameter) -> String {
-    let digest = crate::sigv4::sha256_hex(format!("{}:{}:{}", p.arn, p.version, p.value).as_bytes());
-    format!("AQICAH{}", &digest[..48])
+/// Says whether the caller may decrypt with a key (`kms:Decrypt` on its ARN), asked before a
+/// `SecureString` is read `WithDecryption`.
+pub(crate) struct MayDecrypt<'a> {
+    /// `None` only in unit tests: everything is allowed.
+    caller: Option<(&'a crate::server::ApiState, &'a crate::sigv4::Caller)>,
 }
 
-fn parameter_json(p: &Parameter, decrypt: bool) -> Value {
-    let value = if p.kind == ParameterType::SecureString && !decrypt { opaque(p) } else { p.value.clone() };
-    json!({
-        "Name": p.name, "Type": p.kind.as_str(), "Value": value, "Version": p.version,
+impl<'a> MayDecrypt<'a> {
+    pub(crate) fn new(state: &'a crate::server::ApiState, caller: &'a crate::sigv4::Caller) -> MayDecrypt<'a> {
+        MayDecrypt { caller: Some((state, caller)) }
+    }
+
+    async fn check(&self, key_arn: &str) -> Result<(), ApiError> {
+        match self.caller {
+            Some((state, caller)) => crate::authz::check(state, caller, "kms:Decrypt", key_arn).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// `p` as GetParameter shows it: a `SecureString` decrypted when asked (and allowed), else its
+/// ciphertext, as on AWS.
+async fn parameter_json(
+    s: &Secrets,
+    mut p: Parameter,
+    decrypt: bool,
+    may_decrypt: &MayDecrypt<'_>,
+) -> Result<Value, ApiError> {
+    if decrypt && p.kind == ParameterType::SecureString {
+        let key_arn = p.key_arn.clone().ok_or_else(|| {
+            ApiError::new("InvalidKeyId", format!("The value of {} names no KMS key this server knows.", p.arn))
+        })?;
+        may_decrypt.check(&key_arn).await?;
+        p.value = s.decrypt_parameter(&p).await.map_err(ssm_error)?;
+    }
+    Ok(json!({
+        "Name": p.name, "Type": p.kind.as_str(), "Value": p.value, "Version": p.version,
         "LastModifiedDate": p.last_modified, "ARN": p.arn, "DataType": "text",
-    })
+    }))
 }
 
 fn metadata_json(p: &Parameter) -> Value {
     strip_nulls(json!({
-        "Name": p.name, "ARN": p.arn, "Type": p.kind.as_str(), "Version": p.version,
+        "Name": p.name, "ARN": p.arn, "Type": p.kind.as_str(), "Version": p.version, "KeyId": p.key_id,
         "LastModifiedDate": p.last_modified, "Description": p.description, "Tier": "Standard", "DataType": "text",
     }))
 }
@@ -64,6 +90,7 @@ pub(crate) struct PutParameter {
     #[serde(default)]
     overwrite: bool,
     data_type: Option<String>,
+    key_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -138,8 +165,13 @@ impl SsmRequest {
     }
 }
 
-/// Runs one request; the one place its `Result` becomes the answer.
-pub(crate) async fn execute_ssm(s: &Secrets, request: SsmRequest) -> Result<Value, ApiError> {
+/// Runs one request; the one place its `Result` becomes the answer. `may_decrypt` is asked
+/// before any `SecureString` is decrypted.
+pub(crate) async fn execute_ssm(
+    s: &Secrets,
+    request: SsmRequest,
+    may_decrypt: MayDecrypt<'_>,
+) -> Result<Value, ApiError> {
     let answer = match request {
         SsmRequest::PutParameter(req) => {
             if req.data_type.as_deref().is_some_and(|d| d != "text") {
@@ -152,17 +184,19 @@ pub(crate) async fn execute_ssm(s: &Secrets, request: SsmRequest) -> Result<Valu
                 kind,
                 description: req.description,
                 overwrite: req.overwrite,
+                key_id: req.key_id,
             };
             json!({"Version": s.put_parameter(new).await.map_err(ssm_error)?, "Tier": "Standard"})
         }
         SsmRequest::GetParameter(req) => {
-            json!({"Parameter": parameter_json(&s.get_parameter(&req.name).await.map_err(ssm_error)?, req.with_decryption)})
+            let p = s.get_parameter(&req.name).await.map_err(ssm_error)?;
+            json!({"Parameter": parameter_json(s, p, req.with_decryption, &may_decrypt).await?})
         }
         SsmRequest::GetParameters(req) => {
             let (mut found, mut invalid_names) = (Vec::new(), Vec::new());
             for name in req.names {
                 match s.get_parameter(&name).await {
-                    Ok(p) => found.push(parameter_json(&p, req.with_decryption)),
+                    Ok(p) => found.push(parameter_json(s, p, req.with_decryption, &may_decrypt).await?),
                     Err(SecretsError::ParameterNotFound { .. } | SecretsError::Invalid(_)) => invalid_names.push(name),
                     Err(e) => return Err(ssm_error(e)),
                 }
@@ -173,7 +207,11 @@ pub(crate) async fn execute_ssm(s: &Secrets, request: SsmRequest) -> Result<Valu
             let all = s.parameters_by_path(&req.path, req.recursive).await.map_err(ssm_error)?;
             let (items, next) =
                 page(all, |p| &p.name, req.max_results, req.next_token.as_deref(), (10, 10)).map_err(invalid)?;
-            let items: Vec<Value> = items.iter().map(|p| parameter_json(p, req.with_decryption)).collect();
+            let mut shown = Vec::with_capacity(items.len());
+            for p in items {
+                shown.push(parameter_json(s, p, req.with_decryption, &may_decrypt).await?);
+            }
+            let items = shown;
             strip_nulls(json!({"Parameters": items, "NextToken": next}))
         }
         SsmRequest::DescribeParameters(req) => {
@@ -226,6 +264,7 @@ fn describe_json(secret: &Secret) -> Value {
         "ARN": secret.arn, "Name": secret.name, "Description": secret.description,
         "CreatedDate": secret.created, "LastChangedDate": secret.last_changed,
         "DeletedDate": secret.deletion_date, "VersionIdsToStages": secret.version_stages(),
+        "KmsKeyId": secret.kms_key_id,
     }))
 }
 
@@ -237,6 +276,7 @@ pub(crate) struct CreateSecret {
     secret_binary: Option<String>,
     description: Option<String>,
     client_request_token: Option<String>,
+    kms_key_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +295,7 @@ pub(crate) struct PutValue {
     secret_binary: Option<String>,
     client_request_token: Option<String>,
     description: Option<String>,
+    kms_key_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -313,25 +354,36 @@ pub(crate) async fn execute_secretsmanager(s: &Secrets, request: SecretsManagerR
     let answer = match request {
         SecretsManagerRequest::CreateSecret(req) => {
             let value = value_in(req.secret_string, req.secret_binary)?;
-            let new =
-                NewSecret { name: req.name, value, description: req.description, token: req.client_request_token };
+            let new = NewSecret {
+                name: req.name,
+                value,
+                description: req.description,
+                token: req.client_request_token,
+                kms_key_id: req.kms_key_id,
+            };
             let secret = s.create_secret(new).await.map_err(sm_error)?;
             strip_nulls(
                 json!({"ARN": secret.arn, "Name": secret.name, "VersionId": secret.versions.first().map(|v| &v.id)}),
             )
         }
         SecretsManagerRequest::GetSecretValue(req) => {
-            let (secret, v) = s
+            let (secret, v, value) = s
                 .get_secret_value(&req.secret_id, req.version_id.as_deref(), req.version_stage.as_deref())
                 .await
                 .map_err(sm_error)?;
-            let (string, binary) = value_out(&v.value);
+            let (string, binary) = value_out(&value);
             strip_nulls(json!({
                 "ARN": secret.arn, "Name": secret.name, "VersionId": v.id, "SecretString": string,
                 "SecretBinary": binary, "VersionStages": v.stages, "CreatedDate": v.created,
             }))
         }
         SecretsManagerRequest::PutSecretValue(req) => {
+            if req.kms_key_id.is_some() {
+                return Err(ApiError::new(
+                    "InvalidParameterException",
+                    "PutSecretValue takes no KmsKeyId; change the secret's key with UpdateSecret.",
+                ));
+            }
             let value = value_in(req.secret_string, req.secret_binary)?.ok_or_else(|| {
                 ApiError::new("InvalidParameterException", "You must provide either SecretString or SecretBinary.")
             })?;
@@ -342,7 +394,7 @@ pub(crate) async fn execute_secretsmanager(s: &Secrets, request: SecretsManagerR
         SecretsManagerRequest::UpdateSecret(req) => {
             let value = value_in(req.secret_string, req.secret_binary)?;
             let (secret, v) = s
-                .update_secret(&req.secret_id, req.description, value, req.client_request_token)
+                .update_secret(&req.secret_id, req.description, req.kms_key_id, value, req.client_request_token)
                 .await
                 .map_err(sm_error)?;
             strip_nulls(json!({"ARN": secret.arn, "Name": secret.name, "VersionId": v.map(|v| v.id)}))
@@ -400,7 +452,7 @@ mod tests {
     }
 
     async fn ssm(s: &Secrets, operation: &str, body: Value) -> Result<Value, ApiError> {
-        execute_ssm(s, SsmRequest::parse(operation, body)?).await
+        execute_ssm(s, SsmRequest::parse(operation, body)?, MayDecrypt { caller: None }).await
     }
 
     fn names(page: &Value) -> Vec<&str> {
@@ -411,8 +463,11 @@ mod tests {
     #[tokio::test]
     async fn describe_parameters_pages_survive_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = flotilla_store::EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
-        let s = Secrets::new(std::sync::Arc::new(store), "us-east-1", "123456789012");
+        let store: std::sync::Arc<dyn flotilla_store::Store> =
+            std::sync::Arc::new(flotilla_store::EmbeddedStore::open(dir.path().join("store.redb")).unwrap());
+        let identity = flotilla_types::Identity::new("us-east-1", "123456789012");
+        let kms = flotilla_kms::Kms::open(store.clone(), identity, flotilla_kms::MasterKey::generate()).await.unwrap();
+        let s = Secrets::new(store, kms);
         for name in ["a", "b", "c", "d", "e"] {
             ssm(&s, "PutParameter", json!({"Name": name, "Value": "v", "Type": "String"})).await.unwrap();
         }

@@ -42,6 +42,7 @@ pub enum Service {
     Ssm,
     SecretsManager,
     Acm,
+    Kms,
     /// Flotilla's own operations (hosts and their tokens).
     Flotilla,
 }
@@ -55,6 +56,7 @@ impl Service {
             "AmazonSSM" => Some(Service::Ssm),
             "secretsmanager" => Some(Service::SecretsManager),
             "CertificateManager" => Some(Service::Acm),
+            "TrentService" => Some(Service::Kms),
             "Flotilla_20261206" => Some(Service::Flotilla),
             _ => None,
         }
@@ -70,7 +72,10 @@ pub struct ApiState {
     ssm_model: ServiceModel,
     secretsmanager_model: ServiceModel,
     acm_model: ServiceModel,
+    kms_model: ServiceModel,
     flotilla_model: ServiceModel,
+    /// KMS is served only when attached ([`ApiState::with_kms`]).
+    kms: Option<Arc<flotilla_kms::Kms>>,
     /// SSM Parameter Store and Secrets Manager are served only when attached
     /// ([`ApiState::with_secrets`]).
     pub(crate) secrets: Option<Arc<flotilla_secrets::Secrets>>,
@@ -105,6 +110,8 @@ impl ApiState {
             ssm_model: ServiceModel::parse(include_str!("../model/ssm.json")),
             secretsmanager_model: ServiceModel::parse(include_str!("../model/secretsmanager.json")),
             acm_model: ServiceModel::parse(include_str!("../model/acm.json")),
+            kms_model: ServiceModel::parse(include_str!("../model/kms.json")),
+            kms: None,
             flotilla_model: ServiceModel::parse(include_str!("../model/flotilla.json")),
             secrets: None,
             logs: None,
@@ -128,6 +135,12 @@ impl ApiState {
     /// Serves SSM Parameter Store and Secrets Manager from `secrets`.
     pub fn with_secrets(mut self, secrets: Arc<flotilla_secrets::Secrets>) -> ApiState {
         self.secrets = Some(secrets);
+        self
+    }
+
+    /// Serves KMS from `kms`.
+    pub fn with_kms(mut self, kms: Arc<flotilla_kms::Kms>) -> ApiState {
+        self.kms = Some(kms);
         self
     }
 
@@ -175,6 +188,7 @@ impl ApiState {
             Service::Ssm => &self.ssm_model,
             Service::SecretsManager => &self.secretsmanager_model,
             Service::Acm => &self.acm_model,
+            Service::Kms => &self.kms_model,
             Service::Flotilla => &self.flotilla_model,
         }
     }
@@ -365,7 +379,8 @@ async fn dispatch(
                 ApiError::new("ServiceUnavailableException", "This server does not serve SSM or Secrets Manager.")
             })?;
             if service == Service::Ssm {
-                crate::secrets::execute_ssm(secrets, SsmRequest::parse(operation, input)?).await
+                let may_decrypt = crate::secrets::MayDecrypt::new(state, &caller);
+                crate::secrets::execute_ssm(secrets, SsmRequest::parse(operation, input)?, may_decrypt).await
             } else {
                 crate::secrets::execute_secretsmanager(secrets, SecretsManagerRequest::parse(operation, input)?).await
             }
@@ -375,6 +390,13 @@ async fn dispatch(
                 ApiError::new("ServiceUnavailableException", "This server does not serve Certificate Manager.")
             })?;
             crate::acm::execute(acm, AcmRequest::parse(operation, input)?).await
+        }
+        Service::Kms => {
+            let kms = state
+                .kms
+                .as_deref()
+                .ok_or_else(|| ApiError::new("UnsupportedOperationException", "This server does not serve KMS."))?;
+            crate::kms::execute(kms, crate::kms::KmsRequest::parse(operation, input)?).await
         }
         Service::Flotilla => crate::flotilla::execute(&state.control, FlotillaRequest::parse(operation, input)?).await,
     }

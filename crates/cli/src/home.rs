@@ -26,6 +26,23 @@ pub fn default_data_dir() -> PathBuf {
     base.join("flotilla")
 }
 
+/// Where the KMS master key file lives unless `--kms-key-file` says: apart from the data
+/// dir, so that a copy of the data dir (a backup, a stolen disk image of `/var/lib`) reveals no
+/// secret. Root's is `/etc/flotilla/kms.key` (with the host's other keys, as sshd's are);
+/// another user's `$XDG_CONFIG_HOME/flotilla/kms.key` (`~/.config`), next to nothing of the
+/// data in `~/.local/share`.
+pub fn default_kms_key_file() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/etc/flotilla/kms.key");
+    }
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("flotilla/kms.key")
+}
+
 /// Where this host's image store lives; the agent and `flotilla image` share it.
 pub fn images_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("images")
@@ -55,6 +72,28 @@ impl Home {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict permissions of {}", dir.display()))?;
         Ok(Home { dir: dir.to_owned() })
+    }
+
+    /// The KMS key file to use: `given`, or the default. Refused inside the data dir, whose
+    /// copy must not reveal secrets.
+    pub fn kms_key_file(&self, given: Option<&Path>) -> anyhow::Result<PathBuf> {
+        let path = given.map(Path::to_owned).unwrap_or_else(default_kms_key_file);
+        let absolute = std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display()))?;
+        // The nearest existing ancestor, resolved, says where the file really is.
+        let mut existing = absolute.as_path();
+        while !existing.exists() {
+            existing = existing.parent().unwrap_or(Path::new("/"));
+        }
+        let real = fs::canonicalize(existing).unwrap_or_else(|_| existing.to_owned());
+        let data = fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        if real.starts_with(&data) {
+            bail!(
+                "the KMS key file {} is inside the data dir {}: keep it apart, so that the data dir alone does not reveal secrets; pick another --kms-key-file",
+                path.display(),
+                self.dir.display()
+            );
+        }
+        Ok(absolute)
     }
 
     pub fn store_path(&self) -> PathBuf {

@@ -90,6 +90,12 @@ enum Command {
         /// definition works as before, the platform acting for the account.
         #[arg(long)]
         require_roles: bool,
+        /// The KMS master key file (32 random bytes, mode 0600; made on first start): every
+        /// SecureString and secret is encrypted under keys sealed with it. Keep it apart from
+        /// the data dir and back it up; every server of a store needs the same one. Default:
+        /// /etc/flotilla/kms.key (root), else ~/.config/flotilla/kms.key.
+        #[arg(long, value_name = "FILE", env = "FLOTILLA_KMS_KEY_FILE")]
+        kms_key_file: Option<PathBuf>,
     },
     /// Run a server of a cluster: the API and the control plane over a shared store, and the
     /// link agents connect to. No tasks run here.
@@ -132,6 +138,12 @@ enum Command {
         /// definition works as before, the platform acting for the account.
         #[arg(long)]
         require_roles: bool,
+        /// The KMS master key file (32 random bytes, mode 0600; made on first start): every
+        /// SecureString and secret is encrypted under keys sealed with it. Keep it apart from
+        /// the data dir and back it up; every server of a store needs the same one. Default:
+        /// /etc/flotilla/kms.key (root), else ~/.config/flotilla/kms.key.
+        #[arg(long, value_name = "FILE", env = "FLOTILLA_KMS_KEY_FILE")]
+        kms_key_file: Option<PathBuf>,
     },
     /// Run one host's agent: it registers the host with the servers and runs the tasks
     /// placed on it (needs root).
@@ -393,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             registry_ca,
             efs_root,
             require_roles,
+            kms_key_file,
         } => {
             up::run(UpOptions {
                 listen,
@@ -409,6 +422,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 registry_ca,
                 efs_root,
                 require_roles,
+                kms_key_file,
             })
             .await
         }
@@ -424,6 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             public_ip_pool,
             efs_root,
             require_roles,
+            kms_key_file,
         } => {
             flotilla_cli::server::run(flotilla_cli::server::ServerOptions {
                 store,
@@ -436,6 +451,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 public_ip_pool,
                 efs_root,
                 require_roles,
+                kms_key_file,
             })
             .await
         }

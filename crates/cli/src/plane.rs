@@ -32,6 +32,8 @@ pub struct PlaneOptions {
     pub efs_root: std::path::PathBuf,
     /// Fargate's rules for task definitions without an execution role (`--require-roles`).
     pub require_roles: bool,
+    /// The KMS master key file (made if absent), kept apart from the data dir.
+    pub kms_key_file: std::path::PathBuf,
     /// The account root's credentials (what `flotilla up` prints): IAM knows them without
     /// storing them.
     pub root_credentials: flotilla_api::Credentials,
@@ -45,6 +47,9 @@ pub struct ControlPlane {
     pub efs: Arc<flotilla_efs::Efs>,
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
+    pub kms: Arc<flotilla_kms::Kms>,
+    /// Where the KMS master key is, and whether this start made it.
+    kms_key_file: (std::path::PathBuf, bool),
     pub discovery: Arc<Discovery>,
     /// IAM and STS over the same store: who signs requests and what they may do, and the
     /// roles tasks name.
@@ -76,6 +81,9 @@ impl ControlPlane {
         let iam = flotilla_iam::Iam::open(store.clone(), control.identity().clone(), &root_keys)
             .await
             .context("cannot load IAM's users, roles and policies from the store")?;
+        // The role Fargate task definitions name (the seeds' `ecsTaskExecutionRole`), made
+        // once per store as the ECS console makes it on first use.
+        iam.ensure_task_execution_role().await.context("cannot create the default ecsTaskExecutionRole")?;
         // Task definitions' roles are checked, the platform acts as a task's execution role, and
         // tasks get their task role's credentials (the host API).
         control.attach_iam(iam.clone());
@@ -96,8 +104,18 @@ impl ControlPlane {
             LogStore::open(&opts.logs_dir)
                 .with_context(|| format!("cannot open the log store in {}", opts.logs_dir.display()))?,
         );
-        // SSM Parameter Store and Secrets Manager over the same store, for the API and for tasks.
-        let secrets = flotilla_api::secrets::Secrets::new(store.clone(), opts.region.clone(), opts.account_id.clone());
+        // KMS: keys in the store, sealed under the master key from its own file; it refuses a
+        // store whose keys were sealed under another.
+        let (master, made) = flotilla_kms::MasterKey::load_or_create(&opts.kms_key_file)?;
+        let kms = flotilla_kms::Kms::open(store.clone(), control.identity().clone(), master).await?;
+        // SSM Parameter Store and Secrets Manager over the same store, for the API and for tasks,
+        // their values encrypted with KMS; values stored in plaintext by older versions are
+        // sealed now.
+        let secrets = flotilla_api::secrets::Secrets::new(store.clone(), kms.clone());
+        let sealed = secrets.seal_plaintext().await.context("cannot encrypt the secrets stored in plaintext")?;
+        if sealed > 0 {
+            tracing::info!(sealed, "encrypted secret values stored in plaintext by an earlier version");
+        }
         // EFS: records in the store, data under the EFS root; mount targets take addresses
         // through the same VPC side as load balancers.
         let efs = Arc::new(flotilla_efs::Efs::new(
@@ -163,6 +181,8 @@ impl ControlPlane {
             efs,
             logs,
             secrets,
+            kms,
+            kms_key_file: (opts.kms_key_file.clone(), made),
             discovery,
             iam,
             host_api,
@@ -183,11 +203,19 @@ impl ControlPlane {
                 .with_logs(self.logs.clone())
                 .with_discovery(self.discovery.clone())
                 .with_secrets(self.secrets.clone())
+                .with_kms(self.kms.clone())
                 .with_load_balancing(self.elb.clone(), self.acm.clone())
                 .with_exec(self.exec_sessions.clone())
                 .with_efs(self.efs.clone())
                 .with_iam(self.iam.clone()),
         )
+    }
+
+    /// The banner's line about the KMS key file.
+    pub fn print_kms_key_file(&self) {
+        let (path, made) = &self.kms_key_file;
+        let made = if *made { " (made now: back it up; without it no secret can be read)" } else { "" };
+        println!("  KMS key file: {}{made}", path.display());
     }
 
     /// Lets the scheduler finish its pass and stops the background work.

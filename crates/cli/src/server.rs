@@ -37,6 +37,9 @@ pub struct ServerOptions {
     pub efs_root: Option<std::path::PathBuf>,
     /// `--require-roles`: Fargate's rules for task definitions without an execution role.
     pub require_roles: bool,
+    /// `--kms-key-file` (default [`crate::home::default_kms_key_file`]); the same for every
+    /// server of a store.
+    pub kms_key_file: Option<std::path::PathBuf>,
 }
 
 /// The store a server uses: etcd, shared with the other servers, or an embedded one.
@@ -106,6 +109,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             logs_dir: home.dir.join("logs"),
             efs_root: opts.efs_root.clone().unwrap_or_else(|| home.dir.join("efs")),
             require_roles: opts.require_roles,
+            kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
         },
     )
@@ -130,6 +134,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     println!("Flotilla server at {endpoint} (region {}, account {})", identity.region, identity.account_id);
     println!("  agents connect to http://{agents_addr}");
     println!("  data dir: {}", home.dir.display());
+    plane.print_kms_key_file();
     crate::up::print_usage(&endpoint, &credentials, &identity.region);
     println!("Add a host with: flotilla hosts add HOST_ID");
     home.record_endpoint(&endpoint)?;

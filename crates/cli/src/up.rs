@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub efs_root: Option<std::path::PathBuf>,
     /// `--require-roles`: Fargate's rules for task definitions without an execution role.
     pub require_roles: bool,
+    /// `--kms-key-file` (default [`crate::home::default_kms_key_file`]).
+    pub kms_key_file: Option<std::path::PathBuf>,
 }
 
 /// Image store options with the CAs of the PEM bundle `registry_ca` (one or more
@@ -79,6 +81,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             logs_dir: home.dir.join("logs"),
             efs_root: efs_root.clone(),
             require_roles: opts.require_roles,
+            kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
         },
     )
@@ -129,6 +132,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
 
     println!("Flotilla is up at {endpoint} (region {}, account {})", identity.region, identity.account_id);
     println!("  data dir: {}", home.dir.display());
+    plane.print_kms_key_file();
     if generated {
         println!("  generated credentials, kept in {}", home.dir.join("credentials.json").display());
     }

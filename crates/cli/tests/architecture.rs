@@ -68,10 +68,16 @@ fn the_vocabulary_and_the_host_api_depend_on_nothing_that_does_io() {
 }
 
 #[test]
+fn kms_stands_on_the_store_alone_and_secrets_stand_on_it() {
+    assert_eq!(flotilla_dependencies("kms"), ["flotilla-types", "flotilla-store"]);
+    assert!(flotilla_dependencies("secrets").contains(&"flotilla-kms".to_owned()));
+}
+
+#[test]
 fn only_api_knows_aws_error_codes() {
     let codes = ["\"ClientException\"", "\"InvalidParameterException\"", "\"ResourceNotFoundException\""];
     for krate in
-        ["types", "store", "control", "host", "agent", "sandbox", "net", "logs", "discovery", "secrets", "exec"]
+        ["types", "store", "control", "host", "agent", "sandbox", "net", "logs", "discovery", "secrets", "kms", "exec"]
     {
         for (path, text) in sources(&workspace().join("crates").join(krate).join("src")) {
             for code in codes {

@@ -178,6 +178,8 @@ impl InProcess {
                     logs_dir: dir.path().join("logs"),
                     efs_root: dir.path().join("efs"),
                     require_roles: false,
+                    // No data dir here: the store's directory serves.
+                    kms_key_file: dir.path().join("kms.key"),
                     root_credentials: flotilla_api::Credentials {
                         access_key_id: ACCESS_KEY.into(),
                         secret_access_key: SECRET_KEY.into(),

@@ -96,14 +96,15 @@ impl World {
             Arc::new(flotilla_store::EmbeddedStore::open(dir.path().join("store.redb")).unwrap());
         let identity = flotilla_types::Identity { region: "us-east-1".into(), account: "123456789012".into() };
         let control = Arc::new(Control::new(store.clone(), identity.clone()));
-        let iam = Iam::open(store.clone(), identity, &[]).await.unwrap();
+        let iam = Iam::open(store.clone(), identity.clone(), &[]).await.unwrap();
         control.attach_iam(iam.clone());
         control.ensure_default_network().await.unwrap();
         control.create_cluster(Default::default()).await.unwrap();
         let subnet = control.describe_subnets(&[], &[]).await.unwrap().remove(0).id;
         let network =
             serde_json::from_value(serde_json::json!({"awsvpcConfiguration": {"subnets": [subnet]}})).unwrap();
-        let secrets = flotilla_secrets::Secrets::new(store, "us-east-1", "123456789012");
+        let kms = flotilla_kms::Kms::open(store.clone(), identity, flotilla_kms::MasterKey::generate()).await.unwrap();
+        let secrets = flotilla_secrets::Secrets::new(store, kms);
         World { control, iam, secrets, network, _dir: dir }
     }
 
@@ -174,6 +175,7 @@ async fn the_execution_role_reads_secrets_and_writes_logs_or_the_task_stops_with
     let secret = w
         .secrets
         .create_secret(flotilla_secrets::NewSecret {
+            kms_key_id: None,
             name: "db".into(),
             value: Some(flotilla_secrets::SecretValue::String(r#"{"pw":"p"}"#.into())),
             description: None,
@@ -238,6 +240,7 @@ async fn private_registry_credentials_are_read_as_the_execution_role() {
     let login = w
         .secrets
         .create_secret(flotilla_secrets::NewSecret {
+            kms_key_id: None,
             name: "login".into(),
             value: Some(flotilla_secrets::SecretValue::String(r#"{"username":"u","password":"p"}"#.into())),
             description: None,

@@ -14,6 +14,7 @@
 pub mod policy;
 
 mod aws;
+mod bootstrap;
 mod entity;
 mod managed;
 mod names;
@@ -31,6 +32,7 @@ use flotilla_store::{Store, StoreError};
 use flotilla_types::Identity;
 
 pub use aws::policy_arn as aws_policy_arn;
+pub use bootstrap::TASK_EXECUTION_ROLE;
 pub use managed::{NewPolicy, PolicyScope, is_policy_arn};
 pub use record::{AccessKey, KeyStatus, ManagedPolicy, PolicyVersion, Role, User};
 pub use roles::NewRole;

@@ -365,3 +365,36 @@ async fn records_survive_a_restart() {
     let found = iam.lookup_key(&key.id).await.unwrap().unwrap();
     assert_eq!(found.principal.arn, format!("arn:aws:iam::{ACCOUNT}:user/dave"));
 }
+
+#[tokio::test]
+async fn the_task_execution_role_is_made_once_and_a_deleted_one_stays_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let iam = open(store.clone()).await;
+    iam.ensure_task_execution_role().await.unwrap();
+    let role = iam.get_role(flotilla_iam::TASK_EXECUTION_ROLE).await.unwrap();
+    assert_eq!(role.arn, "arn:aws:iam::123456789012:role/ecsTaskExecutionRole");
+    let attached = iam.list_attached_role_policies(flotilla_iam::TASK_EXECUTION_ROLE).await.unwrap();
+    let policy = flotilla_iam::aws_policy_arn("/service-role/", "AmazonECSTaskExecutionRolePolicy");
+    assert!(attached.iter().any(|(_, arn)| *arn == policy), "{attached:?}");
+    // It trusts the tasks' service and its policy lets the platform write logs.
+    let creds = iam.assume_role_for_service(&role.arn, "ecs-tasks.amazonaws.com", "t1", 3600).await.unwrap();
+    assert!(creds.access_key_id.starts_with("ASIA"));
+    let principal = Principal::root("123456789012");
+    let mut logs = ctx(&principal, "logs:CreateLogStream", "arn:aws:logs:us-east-1:123456789012:log-group:/ecs/web:*");
+    logs.principal =
+        flotilla_iam::RequestPrincipal::Aws { arn: creds.assumed_role_arn.clone(), account: "123456789012".into() };
+    assert!(iam.role_authorize(&role.arn, &logs).await.unwrap().allowed());
+
+    // A second start (or a second server) changes nothing; once deleted, it stays deleted.
+    iam.ensure_task_execution_role().await.unwrap();
+    iam.detach_role_policy(flotilla_iam::TASK_EXECUTION_ROLE, &policy).await.unwrap();
+    iam.delete_role(flotilla_iam::TASK_EXECUTION_ROLE).await.unwrap();
+    // Another server (or this one restarted) on the same store.
+    let iam = open(store).await;
+    iam.ensure_task_execution_role().await.unwrap();
+    assert!(matches!(
+        iam.get_role(flotilla_iam::TASK_EXECUTION_ROLE).await,
+        Err(flotilla_iam::IamError::NoSuchEntity(_))
+    ));
+}

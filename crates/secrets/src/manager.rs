@@ -1,20 +1,23 @@
 //! Secrets Manager secrets: a name, an ARN with AWS's random six-character suffix, and
 //! versions of a string or binary value carrying staging labels (`AWSCURRENT` moves to each new
 //! value, the one before becomes `AWSPREVIOUS`). Deletion is scheduled unless forced; a secret
-//! scheduled for deletion refuses reads.
+//! scheduled for deletion refuses reads. Every version's value is KMS ciphertext under the
+//! secret's key (default `alias/aws/secretsmanager`).
 
 use std::collections::BTreeMap;
 
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
 use serde::{Deserialize, Serialize};
 
-use crate::{Secrets, SecretsError, decode, encode, now};
+use crate::{Secrets, SecretsError, b64, context, decode, encode, now, unb64};
 
 const PREFIX: &str = "secretsmanager/secrets/";
 pub const CURRENT: &str = "AWSCURRENT";
 pub const PREVIOUS: &str = "AWSPREVIOUS";
 /// How many versions without a label are kept, besides the labelled ones.
 const UNLABELLED_KEPT: usize = 10;
+/// The key secrets are encrypted with when they name none.
+pub const DEFAULT_KEY: &str = "alias/aws/secretsmanager";
 
 /// A secret's value: text, or base64 of bytes (as the wire carries a blob).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,10 +26,24 @@ pub enum SecretValue {
     Binary(String),
 }
 
+/// A version's value as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredValue {
+    /// Plaintext, as versions were stored before values were encrypted (the same JSON as
+    /// [`SecretValue`]'s), until [`Secrets::seal_plaintext`] rewrites them.
+    String(String),
+    Binary(String),
+    /// Base64 of the KMS ciphertext of the value's text (a binary value's base64).
+    Sealed {
+        blob: String,
+        binary: bool,
+    },
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SecretVersion {
     pub id: String,
-    pub value: SecretValue,
+    pub value: StoredValue,
     pub stages: Vec<String>,
     pub created: f64,
 }
@@ -40,6 +57,9 @@ pub struct Secret {
     pub last_changed: f64,
     /// When a scheduled deletion takes effect.
     pub deletion_date: Option<f64>,
+    /// The KMS key new versions are encrypted with, as given; `None`: `alias/aws/secretsmanager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
     /// Oldest first.
     pub versions: Vec<SecretVersion>,
 }
@@ -59,6 +79,8 @@ pub struct NewSecret {
     pub description: Option<String>,
     /// Becomes the first version's id (the SDKs always send one).
     pub token: Option<String>,
+    /// The KMS key (id, ARN or alias); default `alias/aws/secretsmanager`.
+    pub kms_key_id: Option<String>,
 }
 
 fn key(name: &str) -> String {
@@ -87,6 +109,42 @@ fn version_id() -> String {
 }
 
 impl Secrets {
+    /// `value` as stored in version `version_id` of the secret `arn`: encrypted under `key_id`.
+    pub(crate) async fn seal_secret(
+        &self,
+        arn: &str,
+        key_id: Option<&str>,
+        version_id: &str,
+        value: &SecretValue,
+    ) -> Result<StoredValue, SecretsError> {
+        let (text, binary) = match value {
+            SecretValue::String(s) => (s, false),
+            SecretValue::Binary(b) => (b, true),
+        };
+        let context = context(&[("SecretARN", arn), ("SecretVersionId", version_id)]);
+        let (blob, _) = self
+            .kms
+            .encrypt(key_id.unwrap_or(DEFAULT_KEY), text.as_bytes(), &context)
+            .await
+            .map_err(SecretsError::Encryption)?;
+        Ok(StoredValue::Sealed { blob: b64(&blob), binary })
+    }
+
+    /// The value of `version` of the secret `arn`, decrypted.
+    pub async fn open_secret(&self, arn: &str, version: &SecretVersion) -> Result<SecretValue, SecretsError> {
+        let (blob, binary) = match &version.value {
+            StoredValue::String(s) => return Ok(SecretValue::String(s.clone())),
+            StoredValue::Binary(b) => return Ok(SecretValue::Binary(b.clone())),
+            StoredValue::Sealed { blob, binary } => (blob, *binary),
+        };
+        let corrupt = || SecretsError::Invalid(format!("version {} of {arn} holds no readable ciphertext", version.id));
+        let blob = unb64(blob).ok_or_else(corrupt)?;
+        let context = context(&[("SecretARN", arn), ("SecretVersionId", &version.id)]);
+        let (plain, _) = self.kms.decrypt(&blob, &context, None).await.map_err(SecretsError::Decryption)?;
+        let text = String::from_utf8(plain).map_err(|_| corrupt())?;
+        Ok(if binary { SecretValue::Binary(text) } else { SecretValue::String(text) })
+    }
+
     /// The stored secret a `SecretId` (name, full ARN, or ARN without the random suffix) names.
     async fn find(&self, id: &str) -> Result<(Secret, u64), SecretsError> {
         let not_found = || SecretsError::SecretNotFound { id: id.to_string() };
@@ -135,16 +193,15 @@ impl Secrets {
         check_name(&s.name)?;
         let t = now();
         let arn = self.identity.secret(&s.name, &random_id(6));
-        let versions = s
-            .value
-            .map(|value| SecretVersion {
-                id: s.token.unwrap_or_else(version_id),
-                value,
-                stages: vec![CURRENT.into()],
-                created: t,
-            })
-            .into_iter()
-            .collect();
+        let mut versions = Vec::new();
+        if let Some(value) = s.value {
+            let id = s.token.unwrap_or_else(version_id);
+            let value = self.seal_secret(&arn, s.kms_key_id.as_deref(), &id, &value).await?;
+            versions.push(SecretVersion { id, value, stages: vec![CURRENT.into()], created: t });
+        } else if let Some(key) = &s.kms_key_id {
+            // The key is checked now, not at the first value.
+            self.kms.describe_key(key).await.map_err(SecretsError::Encryption)?;
+        }
         let secret = Secret {
             name: s.name.clone(),
             arn,
@@ -152,6 +209,7 @@ impl Secrets {
             created: t,
             last_changed: t,
             deletion_date: None,
+            kms_key_id: s.kms_key_id,
             versions,
         };
         if !self.save(&secret, 0).await? {
@@ -160,13 +218,14 @@ impl Secrets {
         Ok(secret)
     }
 
-    /// The version with `version_id`, or the one labelled `stage` (default `AWSCURRENT`).
+    /// The version with `version_id`, or the one labelled `stage` (default `AWSCURRENT`), and
+    /// its value decrypted.
     pub async fn get_secret_value(
         &self,
         id: &str,
         version_id: Option<&str>,
         stage: Option<&str>,
-    ) -> Result<(Secret, SecretVersion), SecretsError> {
+    ) -> Result<(Secret, SecretVersion, SecretValue), SecretsError> {
         let (secret, _) = self.find(id).await?;
         Self::live(&secret)?;
         let stage = stage.unwrap_or(CURRENT);
@@ -181,7 +240,8 @@ impl Secrets {
             .ok_or_else(|| SecretsError::SecretNotFound {
                 id: format!("{id} (version {})", version_id.unwrap_or(stage)),
             })?;
-        Ok((secret, version))
+        let value = self.open_secret(&secret.arn, &version).await?;
+        Ok((secret, version, value))
     }
 
     /// Adds a version that becomes `AWSCURRENT`; the previous current one becomes `AWSPREVIOUS`.
@@ -197,7 +257,7 @@ impl Secrets {
             Self::live(&secret)?;
             if let Some(existing) = secret.versions.iter().find(|v| v.id == vid) {
                 // A retried request: the same token with the same value is the same version.
-                if existing.value == value {
+                if self.open_secret(&secret.arn, existing).await? == value {
                     let v = existing.clone();
                     return Ok((secret, v));
                 }
@@ -210,8 +270,8 @@ impl Secrets {
                 }
             }
             let t = now();
-            let version =
-                SecretVersion { id: vid.clone(), value: value.clone(), stages: vec![CURRENT.into()], created: t };
+            let sealed = self.seal_secret(&secret.arn, secret.kms_key_id.as_deref(), &vid, &value).await?;
+            let version = SecretVersion { id: vid.clone(), value: sealed, stages: vec![CURRENT.into()], created: t };
             secret.versions.push(version.clone());
             let unlabelled = secret.versions.iter().filter(|v| v.stages.is_empty()).count();
             let mut drop = unlabelled.saturating_sub(UNLABELLED_KEPT);
@@ -227,29 +287,39 @@ impl Secrets {
         }
     }
 
-    /// Changes the description and/or adds a value (as PutSecretValue does).
+    /// Changes the description and/or the KMS key of new versions, and/or adds a value (as
+    /// PutSecretValue does, under the new key).
     pub async fn update_secret(
         &self,
         id: &str,
         description: Option<String>,
+        kms_key_id: Option<String>,
         value: Option<SecretValue>,
         token: Option<String>,
     ) -> Result<(Secret, Option<SecretVersion>), SecretsError> {
-        let version = match value {
-            Some(v) => Some(self.put_secret_value(id, v, token).await?.1),
-            None => None,
-        };
-        if let Some(d) = description {
+        if let Some(key) = &kms_key_id {
+            self.kms.describe_key(key).await.map_err(SecretsError::Encryption)?;
+        }
+        if description.is_some() || kms_key_id.is_some() {
             loop {
                 let (mut secret, rev) = self.find(id).await?;
                 Self::live(&secret)?;
-                secret.description = Some(d.clone());
+                if let Some(d) = &description {
+                    secret.description = Some(d.clone());
+                }
+                if kms_key_id.is_some() {
+                    secret.kms_key_id = kms_key_id.clone();
+                }
                 secret.last_changed = now();
                 if self.save(&secret, rev).await? {
                     break;
                 }
             }
         }
+        let version = match value {
+            Some(v) => Some(self.put_secret_value(id, v, token).await?.1),
+            None => None,
+        };
         Ok((self.find(id).await?.0, version))
     }
 
@@ -264,6 +334,40 @@ impl Secrets {
             self.store.list_prefix(PREFIX).await?.iter().map(decode).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    pub(crate) async fn seal_plaintext_secrets(&self) -> Result<usize, SecretsError> {
+        let mut sealed = 0;
+        for kv in self.store.list_prefix(PREFIX).await? {
+            let mut kv = kv;
+            loop {
+                let mut secret: Secret = decode(&kv)?;
+                let plain = |v: &SecretVersion| !matches!(v.value, StoredValue::Sealed { .. });
+                if !secret.versions.iter().any(plain) {
+                    break;
+                }
+                let (arn, key) = (secret.arn.clone(), secret.kms_key_id.clone());
+                let mut count = 0;
+                for v in secret.versions.iter_mut().filter(|v| plain(v)) {
+                    let value = match &v.value {
+                        StoredValue::String(s) => SecretValue::String(s.clone()),
+                        StoredValue::Binary(b) => SecretValue::Binary(b.clone()),
+                        StoredValue::Sealed { .. } => continue,
+                    };
+                    v.value = self.seal_secret(&arn, key.as_deref(), &v.id, &value).await?;
+                    count += 1;
+                }
+                if self.save(&secret, kv.mod_revision).await? {
+                    sealed += count;
+                    break;
+                }
+                match self.store.get(&kv.key).await? {
+                    Some(now) => kv = now,
+                    None => break,
+                }
+            }
+        }
+        Ok(sealed)
     }
 
     /// Forced: gone now. Otherwise scheduled `recovery_days` (7 to 30, default 30) ahead; reads
@@ -309,21 +413,32 @@ mod tests {
     use crate::testing::secrets;
 
     fn new(name: &str, value: &str) -> NewSecret {
-        NewSecret { name: name.into(), value: Some(SecretValue::String(value.into())), description: None, token: None }
+        NewSecret {
+            name: name.into(),
+            value: Some(SecretValue::String(value.into())),
+            description: None,
+            token: None,
+            kms_key_id: None,
+        }
     }
 
     #[tokio::test]
     async fn versions_move_the_current_label_and_arns_find_the_secret() {
-        let (s, _dir) = secrets();
+        let (s, _dir) = secrets().await;
         let created = s.create_secret(new("prod/db", "one")).await.unwrap();
         assert!(created.arn.starts_with("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-"));
         assert_eq!(created.arn.len(), "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-".len() + 6);
         assert!(matches!(s.create_secret(new("prod/db", "x")).await, Err(SecretsError::SecretAlreadyExists { .. })));
         let (_, v2) = s.put_secret_value("prod/db", SecretValue::String("two".into()), None).await.unwrap();
-        let (_, cur) = s.get_secret_value(&created.arn, None, None).await.unwrap();
-        assert_eq!((cur.id.as_str(), &cur.value), (v2.id.as_str(), &SecretValue::String("two".into())));
-        let (_, prev) = s.get_secret_value("prod/db", None, Some(PREVIOUS)).await.unwrap();
-        assert_eq!(prev.value, SecretValue::String("one".into()));
+        let (_, cur, value) = s.get_secret_value(&created.arn, None, None).await.unwrap();
+        assert_eq!((cur.id.as_str(), &value), (v2.id.as_str(), &SecretValue::String("two".into())));
+        assert!(matches!(cur.value, StoredValue::Sealed { binary: false, .. }), "{:?}", cur.value);
+        let (_, _, prev) = s.get_secret_value("prod/db", None, Some(PREVIOUS)).await.unwrap();
+        assert_eq!(prev, SecretValue::String("one".into()));
+        // A retried PutSecretValue (same token, same value) is the same version.
+        let (_, again) =
+            s.put_secret_value("prod/db", SecretValue::String("two".into()), Some(v2.id.clone())).await.unwrap();
+        assert_eq!(again.id, v2.id);
         let partial = created.arn[..created.arn.len() - 7].to_string();
         assert_eq!(s.describe_secret(&partial).await.unwrap().name, "prod/db");
         let wrong = format!("{partial}-ZZZZZZ");
@@ -332,7 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_scheduled_deletion_refuses_reads_and_a_forced_one_removes() {
-        let (s, _dir) = secrets();
+        let (s, _dir) = secrets().await;
         s.create_secret(new("a", "1")).await.unwrap();
         let d = s.delete_secret("a", false, Some(7)).await.unwrap();
         assert!(d.deletion_date.unwrap() > now() + 6.0 * 86_400.0);

@@ -1,15 +1,20 @@
 //! SSM parameters: PutParameter (new or overwrite, each write a new version), GetParameter(s)
 //! by name, ARN or `name:version`, GetParametersByPath, DescribeParameters, DeleteParameter(s).
+//! A `SecureString` is kept as KMS ciphertext; reads return that ciphertext (base64) and
+//! [`Secrets::decrypt_parameter`] turns it into the value, so the API can check `kms:Decrypt`
+//! on the key in between.
 
 use flotilla_store::{Compare, Op, Txn, TxnOutcome};
 use serde::{Deserialize, Serialize};
 
-use crate::{Secrets, SecretsError, decode, encode, now};
+use crate::{Secrets, SecretsError, b64, context, decode, encode, now, unb64};
 
 const PREFIX: &str = "ssm/params/";
 /// AWS keeps the last 100 versions of a parameter.
 const HISTORY: usize = 100;
 const MAX_VALUE: usize = 4096;
+/// The key a `SecureString` is encrypted with when PutParameter names none.
+pub const DEFAULT_KEY: &str = "alias/aws/ssm";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParameterType {
@@ -42,9 +47,21 @@ impl ParameterType {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Version {
     version: u64,
+    /// The value; for a `SecureString` with a `key_id`, base64 of its KMS ciphertext blob. A
+    /// `SecureString` without one was stored before values were encrypted: plaintext, until
+    /// [`Secrets::seal_plaintext`] rewrites it.
     value: String,
     kind: ParameterType,
     modified: f64,
+    /// The `KeyId` a `SecureString` was encrypted with, as given (`alias/aws/ssm` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+}
+
+impl Version {
+    pub(crate) fn is_plaintext_secure(&self) -> bool {
+        self.kind == ParameterType::SecureString && self.key_id.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,10 +78,16 @@ pub struct Parameter {
     pub name: String,
     pub arn: String,
     pub kind: ParameterType,
+    /// The value; for a `SecureString`, base64 of its KMS ciphertext (what AWS shows without
+    /// `WithDecryption`): [`Secrets::decrypt_parameter`] gives the value.
     pub value: String,
     pub version: u64,
     pub last_modified: f64,
     pub description: Option<String>,
+    /// A `SecureString`'s `KeyId` as given (`alias/aws/ssm` by default).
+    pub key_id: Option<String>,
+    /// A `SecureString`'s key's ARN: the resource of `kms:Decrypt`.
+    pub key_arn: Option<String>,
 }
 
 pub struct NewParameter {
@@ -73,6 +96,8 @@ pub struct NewParameter {
     pub kind: Option<ParameterType>,
     pub description: Option<String>,
     pub overwrite: bool,
+    /// A `SecureString`'s KMS key (id, ARN or alias); default `alias/aws/ssm`.
+    pub key_id: Option<String>,
 }
 
 fn key(name: &str) -> String {
@@ -134,16 +159,70 @@ impl Secrets {
         }
     }
 
-    fn to_parameter(&self, r: &Record, v: &Version) -> Parameter {
-        Parameter {
+    /// A `SecureString` value encrypted under `key_id` for the parameter `arn`: base64 of the
+    /// blob, and the key's ARN.
+    pub(crate) async fn seal_parameter(
+        &self,
+        arn: &str,
+        key_id: &str,
+        value: &str,
+    ) -> Result<(String, String), SecretsError> {
+        let (blob, key_arn) = self
+            .kms
+            .encrypt(key_id, value.as_bytes(), &context(&[("PARAMETER_ARN", arn)]))
+            .await
+            .map_err(SecretsError::Encryption)?;
+        Ok((b64(&blob), key_arn))
+    }
+
+    async fn to_parameter(&self, r: &Record, v: &Version) -> Result<Parameter, SecretsError> {
+        let arn = self.parameter_arn(&r.name);
+        let (value, key_id, key_arn) = match (v.kind, &v.key_id) {
+            (ParameterType::SecureString, Some(key_id)) => {
+                let key_arn = unb64(&v.value)
+                    .and_then(|blob| flotilla_kms::Kms::blob_key_id(&blob))
+                    .map(|id| self.identity.kms_key(&id));
+                (v.value.clone(), Some(key_id.clone()), key_arn)
+            }
+            // Stored before encryption: shown as ciphertext all the same.
+            (ParameterType::SecureString, None) => {
+                let (value, key_arn) = self.seal_parameter(&arn, DEFAULT_KEY, &v.value).await?;
+                (value, Some(DEFAULT_KEY.to_owned()), Some(key_arn))
+            }
+            _ => (v.value.clone(), None, None),
+        };
+        Ok(Parameter {
             name: r.name.clone(),
-            arn: self.parameter_arn(&r.name),
+            arn,
             kind: v.kind,
-            value: v.value.clone(),
+            value,
             version: v.version,
             last_modified: v.modified,
             description: r.description.clone(),
+            key_id,
+            key_arn,
+        })
+    }
+
+    /// The value of `p` as read: a `SecureString`'s ciphertext decrypted, others as they are.
+    pub async fn decrypt_parameter(&self, p: &Parameter) -> Result<String, SecretsError> {
+        if p.kind != ParameterType::SecureString {
+            return Ok(p.value.clone());
         }
+        let blob = unb64(&p.value).ok_or_else(|| SecretsError::Invalid(format!("{} holds no ciphertext", p.arn)))?;
+        let (plain, _) = self
+            .kms
+            .decrypt(&blob, &context(&[("PARAMETER_ARN", &p.arn)]), None)
+            .await
+            .map_err(SecretsError::Decryption)?;
+        String::from_utf8(plain).map_err(|_| SecretsError::Invalid(format!("{} does not decrypt to text", p.arn)))
+    }
+
+    /// The parameter with its value decrypted (what a task's `secrets` gets).
+    pub async fn get_parameter_decrypted(&self, id: &str) -> Result<Parameter, SecretsError> {
+        let mut p = self.get_parameter(id).await?;
+        p.value = self.decrypt_parameter(&p).await?;
+        Ok(p)
     }
 
     /// Creates the parameter or, with `overwrite`, adds a version. Returns the new version.
@@ -156,6 +235,7 @@ impl Secrets {
             )));
         }
         let key = key(&p.name);
+        let arn = self.parameter_arn(&p.name);
         loop {
             let existing = self.store.get(&key).await?;
             let (mut record, compare) = match &existing {
@@ -178,7 +258,17 @@ impl Secrets {
                 }
             };
             let version = last.map_or(1, |v| v.version + 1);
-            record.history.push(Version { version, value: p.value.clone(), kind, modified: now() });
+            let (value, key_id) = match kind {
+                ParameterType::SecureString => {
+                    let key_id = p.key_id.clone().unwrap_or_else(|| DEFAULT_KEY.to_owned());
+                    (self.seal_parameter(&arn, &key_id, &p.value).await?.0, Some(key_id))
+                }
+                _ if p.key_id.is_some() => {
+                    return Err(SecretsError::Invalid("KeyId is only valid for a SecureString parameter.".into()));
+                }
+                _ => (p.value.clone(), None),
+            };
+            record.history.push(Version { version, value, kind, modified: now(), key_id });
             if record.history.len() > HISTORY {
                 record.history.remove(0);
             }
@@ -203,7 +293,7 @@ impl Secrets {
             None => record.history.last(),
         }
         .ok_or_else(not_found)?;
-        Ok(self.to_parameter(&record, v))
+        self.to_parameter(&record, v).await
     }
 
     /// Every current parameter, by name.
@@ -212,7 +302,7 @@ impl Secrets {
         for kv in self.store.list_prefix(PREFIX).await? {
             let record: Record = decode(&kv)?;
             if let Some(v) = record.history.last() {
-                out.push(self.to_parameter(&record, v));
+                out.push(self.to_parameter(&record, v).await?);
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -233,6 +323,38 @@ impl Secrets {
             .collect())
     }
 
+    pub(crate) async fn seal_plaintext_parameters(&self) -> Result<usize, SecretsError> {
+        let mut sealed = 0;
+        for kv in self.store.list_prefix(PREFIX).await? {
+            let mut kv = kv;
+            loop {
+                let mut record: Record = decode(&kv)?;
+                if !record.history.iter().any(Version::is_plaintext_secure) {
+                    break;
+                }
+                let arn = self.parameter_arn(&record.name);
+                let mut count = 0;
+                for v in record.history.iter_mut().filter(|v| v.is_plaintext_secure()) {
+                    v.value = self.seal_parameter(&arn, DEFAULT_KEY, &v.value).await?.0;
+                    v.key_id = Some(DEFAULT_KEY.to_owned());
+                    count += 1;
+                }
+                let txn = Txn::new()
+                    .when(Compare::revision(&kv.key, kv.mod_revision))
+                    .then(Op::put(&kv.key, encode(&record)));
+                if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                    sealed += count;
+                    break;
+                }
+                match self.store.get(&kv.key).await? {
+                    Some(now) => kv = now,
+                    None => break,
+                }
+            }
+        }
+        Ok(sealed)
+    }
+
     pub async fn delete_parameter(&self, name: &str) -> Result<(), SecretsError> {
         let key = key(name);
         let kv = self.store.get(&key).await?.ok_or_else(|| SecretsError::ParameterNotFound { name: name.into() })?;
@@ -251,21 +373,27 @@ mod tests {
     use crate::testing::secrets;
 
     fn new(name: &str, value: &str, kind: Option<ParameterType>, overwrite: bool) -> NewParameter {
-        NewParameter { name: name.into(), value: value.into(), kind, description: None, overwrite }
+        NewParameter { name: name.into(), value: value.into(), kind, description: None, overwrite, key_id: None }
     }
 
     #[tokio::test]
     async fn versions_overwrite_and_lookups_by_arn_and_version() {
-        let (s, _dir) = secrets();
+        let (s, _dir) = secrets().await;
         assert_eq!(s.put_parameter(new("/app/db", "v1", Some(ParameterType::SecureString), false)).await.unwrap(), 1);
         let again = s.put_parameter(new("/app/db", "v2", None, false)).await.unwrap_err();
         assert!(matches!(again, SecretsError::ParameterAlreadyExists { .. }), "{again}");
         assert_eq!(s.put_parameter(new("/app/db", "v2", None, true)).await.unwrap(), 2);
-        let p = s.get_parameter("/app/db").await.unwrap();
+        let p = s.get_parameter_decrypted("/app/db").await.unwrap();
         assert_eq!((p.value.as_str(), p.version, p.kind), ("v2", 2, ParameterType::SecureString));
         assert_eq!(p.arn, "arn:aws:ssm:us-east-1:123456789012:parameter/app/db");
-        assert_eq!(s.get_parameter(&p.arn).await.unwrap().value, "v2");
-        assert_eq!(s.get_parameter("/app/db:1").await.unwrap().value, "v1");
+        assert_eq!(s.get_parameter_decrypted(&p.arn).await.unwrap().value, "v2");
+        assert_eq!(s.get_parameter_decrypted("/app/db:1").await.unwrap().value, "v1");
+        // Without decryption: the ciphertext, naming the default key.
+        let sealed = s.get_parameter("/app/db").await.unwrap();
+        assert_ne!(sealed.value, "v2");
+        assert_eq!(sealed.key_id.as_deref(), Some(DEFAULT_KEY));
+        let ssm_key = s.kms().describe_key(DEFAULT_KEY).await.unwrap();
+        assert_eq!(sealed.key_arn.as_deref(), Some(ssm_key.arn.as_str()));
         assert!(matches!(s.get_parameter("/app/db:9").await, Err(SecretsError::ParameterNotFound { .. })));
         s.put_parameter(new("api-key", "k", Some(ParameterType::String), false)).await.unwrap();
         let arn = s.parameter_arn("api-key");
@@ -274,7 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn paths_list_children_or_everything_below() {
-        let (s, _dir) = secrets();
+        let (s, _dir) = secrets().await;
         for n in ["/a/x", "/a/b/y", "/ab/z"] {
             s.put_parameter(new(n, "v", Some(ParameterType::String), false)).await.unwrap();
         }

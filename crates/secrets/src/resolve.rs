@@ -37,10 +37,10 @@ impl Secrets {
     /// The value a container's environment variable gets.
     pub async fn resolve(&self, value_from: &str) -> Result<String, SecretsError> {
         match SecretRef::parse(value_from) {
-            SecretRef::Parameter(id) => Ok(self.get_parameter(&id).await?.value),
+            SecretRef::Parameter(id) => Ok(self.get_parameter_decrypted(&id).await?.value),
             SecretRef::Secret { id, json_key, stage, version_id } => {
-                let (_, version) = self.get_secret_value(&id, version_id.as_deref(), stage.as_deref()).await?;
-                let text = match version.value {
+                let (_, _, value) = self.get_secret_value(&id, version_id.as_deref(), stage.as_deref()).await?;
+                let text = match value {
                     SecretValue::String(s) => s,
                     SecretValue::Binary(b) => b,
                 };
@@ -55,8 +55,8 @@ impl Secrets {
 
     /// `(username, password)` of a private registry's credentials secret.
     pub async fn registry_credentials(&self, secret: &str) -> Result<(String, String), SecretsError> {
-        let (_, version) = self.get_secret_value(secret, None, None).await?;
-        let SecretValue::String(text) = version.value else {
+        let (_, _, value) = self.get_secret_value(secret, None, None).await?;
+        let SecretValue::String(text) = value else {
             return Err(SecretsError::Invalid(format!("secret {secret} is binary; it must be JSON")));
         };
         match (json_member(&text, "username"), json_member(&text, "password")) {
@@ -101,13 +101,14 @@ mod tests {
 
     #[tokio::test]
     async fn resolves_parameters_and_json_keys_of_secrets() {
-        let (s, _dir) = secrets();
+        let (s, _dir) = secrets().await;
         let new_param = NewParameter {
             name: "api-key".into(),
             value: "k-123".into(),
             kind: Some(ParameterType::SecureString),
             description: None,
             overwrite: false,
+            key_id: None,
         };
         s.put_parameter(new_param).await.unwrap();
         assert_eq!(s.resolve(&s.parameter_arn("api-key")).await.unwrap(), "k-123");
@@ -117,6 +118,7 @@ mod tests {
                 value: Some(SecretValue::String(r#"{"username":"app","password":"pw","port":5432}"#.into())),
                 description: None,
                 token: None,
+                kms_key_id: None,
             })
             .await
             .unwrap();

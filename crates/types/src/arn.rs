@@ -156,6 +156,16 @@ impl Identity {
         self.regional("elasticfilesystem", format_args!("access-point/{id}"))
     }
 
+    /// A KMS key; `id` is a UUID.
+    pub fn kms_key(&self, id: &str) -> String {
+        self.regional("kms", format_args!("key/{id}"))
+    }
+
+    /// A KMS alias; `name` is `alias/...`.
+    pub fn kms_alias(&self, name: &str) -> String {
+        self.regional("kms", format_args!("{name}"))
+    }
+
     /// The account's root user: who registers task definitions here (IAM is global, so no region).
     pub fn iam_root(&self) -> String {
         format!("arn:aws:iam::{}:root", self.account)
