@@ -290,9 +290,23 @@ pub(crate) async fn guarded<T>(
     }
 }
 
+/// Who signed this POST, its signature verified for the service `signing_name`; a header
+/// that is not text is refused with `unreadable` (each protocol names that error its own way).
+pub(crate) async fn authenticate(
+    state: &ApiState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    unreadable: &'static str,
+    signing_name: &str,
+) -> Result<crate::sigv4::Caller, ApiError> {
+    let request = signed_request(uri, headers, body, unreadable)?;
+    state.verifier.verify(&request, signing_name, now_secs()).await
+}
+
 /// The parts of a POST that its signature covers; a header that is not text is refused with
 /// `unreadable` (each protocol names that error its own way).
-pub(crate) fn signed_request<'a>(
+fn signed_request<'a>(
     uri: &'a Uri,
     headers: &HeaderMap,
     body: &'a [u8],
@@ -330,8 +344,7 @@ async fn dispatch(
         .ok_or_else(|| ApiError::new("UnknownOperationException", format!("Flotilla does not serve '{prefix}'.")))?;
     let model = state.model(service);
 
-    let request = signed_request(uri, headers, body, "IncompleteSignatureException")?;
-    let caller = state.verifier.verify(&request, model.signing_name(), now_secs()).await?;
+    let caller = authenticate(state, uri, headers, body, "IncompleteSignatureException", model.signing_name()).await?;
 
     let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())

@@ -21,9 +21,9 @@ mod tests;
 mod vpcs;
 mod xml;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use flotilla_control::{Control, ResourceFilter, Tag};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -37,25 +37,14 @@ use crate::server::ApiState;
 /// Serves one EC2 request (`crate::query::serve` routes it here).
 pub async fn serve(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
     let request_id = state.next_request_id();
-    let work = async {
-        let body = crate::server::read_body(headers, body, "RequestEntityTooLarge").await?;
-        handle(state, uri, headers, &body, &request_id).await
-    };
-    let result = crate::server::guarded(work, INTERNAL_ERROR, "EC2").await;
-    let mut response = match result {
-        Ok(xml) => xml.into_response(),
-        Err(e) => {
-            let e = ec2_code(e);
-            tracing::debug!(code = e.code, message = %e.message, "EC2 request refused");
-            (status(&e), xml::error(e.code, &e.message, &request_id)).into_response()
-        }
-    };
-    let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("text/xml;charset=UTF-8"));
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-amzn-requestid", v);
-    }
-    response
+    let id = request_id.as_str();
+    let work = |body: Bytes| async move { handle(state, uri, headers, &body, id).await };
+    crate::query::serve_xml(headers, body, &request_id, INTERNAL_ERROR, "EC2", "text/xml;charset=UTF-8", work, |e| {
+        let e = ec2_code(e);
+        tracing::debug!(code = e.code, message = %e.message, "EC2 request refused");
+        (status(&e), xml::error(e.code, &e.message, &request_id))
+    })
+    .await
 }
 
 async fn handle(
@@ -65,8 +54,7 @@ async fn handle(
     body: &[u8],
     request_id: &str,
 ) -> Result<String, ApiError> {
-    let request = crate::server::signed_request(uri, headers, body, "IncompleteSignature")?;
-    let caller = state.verifier.verify(&request, "ec2", crate::server::now_secs()).await?;
+    let caller = crate::server::authenticate(state, uri, headers, body, "IncompleteSignature", "ec2").await?;
 
     let params = query::parse_form(body)?;
     let action = params

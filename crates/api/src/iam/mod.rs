@@ -15,9 +15,9 @@ mod tests;
 
 use std::sync::LazyLock;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -51,26 +51,15 @@ pub(crate) async fn serve(
     let (model, name): (&QueryModel, &'static str) =
         if signing_name == STS_SIGNING_NAME { (&STS, STS_SIGNING_NAME) } else { (&IAM, IAM_SIGNING_NAME) };
     let request_id = state.next_request_id();
-    let work = async {
-        let body = crate::server::read_body(headers, body, "RequestEntityTooLarge").await?;
-        handle(state, model, name, uri, headers, &body, &request_id).await
-    };
-    let result = crate::server::guarded(work, INTERNAL_FAILURE, "IAM").await;
-    let mut response = match result {
-        Ok(xml) => xml.into_response(),
-        Err(e) => {
-            let e = error::wire_code(query::query_code(e), name);
-            tracing::debug!(code = e.code, message = %e.message, service = name, "request refused");
-            let status = status(model, &e);
-            (status, query::error(model, &e, status, &request_id)).into_response()
-        }
-    };
-    let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("text/xml"));
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-amzn-requestid", v);
-    }
-    response
+    let id = request_id.as_str();
+    let work = |body: Bytes| async move { handle(state, model, name, uri, headers, &body, id).await };
+    query::serve_xml(headers, body, &request_id, INTERNAL_FAILURE, "IAM", "text/xml", work, |e| {
+        let e = error::wire_code(query::query_code(e), name);
+        tracing::debug!(code = e.code, message = %e.message, service = name, "request refused");
+        let status = status(model, &e);
+        (status, query::error(model, &e, status, &request_id))
+    })
+    .await
 }
 
 fn status(model: &QueryModel, e: &ApiError) -> StatusCode {
@@ -90,8 +79,7 @@ async fn handle(
     body: &[u8],
     request_id: &str,
 ) -> Result<String, ApiError> {
-    let request = crate::server::signed_request(uri, headers, body, "IncompleteSignature")?;
-    let caller = state.verifier.verify(&request, signing_name, crate::server::now_secs()).await?;
+    let caller = crate::server::authenticate(state, uri, headers, body, "IncompleteSignature", signing_name).await?;
     let (action, input) = query::read_request(model, body)?;
     tracing::debug!(operation = %action, caller = %caller.principal.arn, "request");
     let Some(iam) = state.iam.as_deref() else {

@@ -23,7 +23,7 @@ pub(crate) mod xml;
 
 use std::fmt::Write;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -64,23 +64,47 @@ pub async fn serve(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: Body)
 
 async fn serve_elbv2(state: &ApiState, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
     let request_id = state.next_request_id();
+    let id = request_id.as_str();
+    let handle = |body: Bytes| async move { handle_elbv2(state, uri, headers, &body, id).await };
+    serve_xml(headers, body, &request_id, INTERNAL_FAILURE, "ELBv2", "text/xml", handle, |e| {
+        let e = query_code(e);
+        tracing::debug!(code = e.code, message = %e.message, "ELBv2 request refused");
+        let status = status(&ELBV2, &e);
+        (status, error(&ELBV2, &e, status, &request_id))
+    })
+    .await
+}
+
+/// Answers one form-encoded request in XML: reads its body (refusing one too large), runs
+/// `handle` on it under the panic guard (`internal` is the protocol's code for a failure on our
+/// side), and sends its document, or the (status, document) `refusal` makes of its error, with
+/// `content_type` and the request id.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_xml<H, F>(
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &str,
+    internal: &'static str,
+    what: &str,
+    content_type: &'static str,
+    handle: impl FnOnce(Bytes) -> H,
+    refusal: F,
+) -> Response
+where
+    H: Future<Output = Result<String, ApiError>>,
+    F: FnOnce(ApiError) -> (StatusCode, String),
+{
     let work = async {
         let body = crate::server::read_body(headers, body, "RequestEntityTooLarge").await?;
-        handle_elbv2(state, uri, headers, &body, &request_id).await
+        handle(body).await
     };
-    let result = crate::server::guarded(work, INTERNAL_FAILURE, "ELBv2").await;
-    let mut response = match result {
+    let mut response = match crate::server::guarded(work, internal, what).await {
         Ok(xml) => xml.into_response(),
-        Err(e) => {
-            let e = query_code(e);
-            tracing::debug!(code = e.code, message = %e.message, "ELBv2 request refused");
-            let status = status(&ELBV2, &e);
-            (status, error(&ELBV2, &e, status, &request_id)).into_response()
-        }
+        Err(e) => refusal(e).into_response(),
     };
     let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("text/xml"));
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    headers.insert("content-type", HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-amzn-requestid", v);
     }
     response
@@ -93,8 +117,8 @@ async fn handle_elbv2(
     body: &[u8],
     request_id: &str,
 ) -> Result<String, ApiError> {
-    let request = crate::server::signed_request(uri, headers, body, "IncompleteSignature")?;
-    let caller = state.verifier.verify(&request, ELBV2_SIGNING_NAME, crate::server::now_secs()).await?;
+    let caller =
+        crate::server::authenticate(state, uri, headers, body, "IncompleteSignature", ELBV2_SIGNING_NAME).await?;
     let (action, input) = read_request(&ELBV2, body)?;
     tracing::debug!(operation = %action, caller = %caller.access_key_id, "request");
     crate::authz::authorize(state, &caller, ELBV2_SIGNING_NAME, &action, &input, headers).await?;
