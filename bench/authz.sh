@@ -76,8 +76,16 @@ for who in ("root", "user"):
     xs = [r["result"] for r in rows if r["who"] == who]
     med[who] = {k: statistics.median(x[k] for x in xs) for k in ("rps", "p50_ms", "p99_ms")}
     print(f"{who:<6} {'med':>5} {med[who]['rps']:>9.0f} {med[who]['p50_ms']:>8.2f} {med[who]['p99_ms']:>8.2f}")
-slower = 1 - med["user"]["rps"] / med["root"]["rps"]
-print(f"ratio  user/root throughput {med['user']['rps'] / med['root']['rps']:.3f}x ({slower * 100:+.1f}% slower), "
+# Each round's user run against the root run just before it: the machine's load drifts between
+# rounds far more than within one, so the paired ratios are the measure.
+pairs = {}
+for r in rows:
+    pairs.setdefault(r["round"], {})[r["who"]] = r["result"]
+paired = sorted(p["user"]["rps"] / p["root"]["rps"] for p in pairs.values())
+print("paired user/root throughput by round: " + ", ".join(f"{x:.3f}" for x in paired))
+ratio = statistics.median(paired)
+print(f"ratio  user/root throughput {ratio:.3f}x (median of rounds, {(1 - ratio) * 100:+.1f}% slower); "
+      f"medians: throughput {med['user']['rps'] / med['root']['rps']:.3f}x, "
       f"p50 {med['user']['p50_ms'] / med['root']['p50_ms']:.2f}x, p99 {med['user']['p99_ms'] / med['root']['p99_ms']:.2f}x "
       f"(target: under 10% slower)")
 if any(r["result"]["errors"] for r in rows):

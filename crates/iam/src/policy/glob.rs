@@ -6,6 +6,7 @@
 //! colons (IAM's documented rule: `arn:aws:ecs:*:*:cluster/*` matches any region and account,
 //! `arn:aws:ecs:us-*-1:...` does not reach into the account).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// One compiled pattern element.
@@ -27,9 +28,61 @@ pub(crate) enum Tok {
 pub(crate) struct Template {
     parts: Vec<Part>,
     /// Compiled once when there are no variables (the common case, and the hot path).
-    fixed: Option<Vec<Tok>>,
+    fixed: Option<Pattern>,
+    /// The text itself when there are no variables, for `resolve` without allocating.
+    fixed_text: Option<String>,
     arn: bool,
     fold_case: bool,
+}
+
+/// A compiled pattern, with the shapes every request meets most answered without a walk.
+#[derive(Clone, Debug)]
+enum Pattern {
+    /// `*`.
+    Any,
+    /// No wildcards.
+    Literal(Vec<u8>),
+    /// Literal text then one `*` that may cross colons (`ecs:Describe*`, `arn:...:cluster/*`).
+    Prefix(Vec<u8>),
+    /// Every wildcard may cross colons: linear-time matching, after a comparison of the
+    /// literal text before the first wildcard (where most patterns already differ).
+    Greedy {
+        prefix: Vec<u8>,
+        toks: Vec<Tok>,
+    },
+    Segments(Vec<Tok>),
+}
+
+impl Pattern {
+    fn new(toks: Vec<Tok>) -> Pattern {
+        if toks == [Tok::Star { cross: true }] {
+            Pattern::Any
+        } else if toks.iter().all(|t| matches!(t, Tok::Lit(_))) {
+            Pattern::Literal(toks.iter().map(|t| if let Tok::Lit(b) = t { *b } else { 0 }).collect())
+        } else if toks.iter().all(|t| !matches!(t, Tok::Star { cross: false } | Tok::One { cross: false })) {
+            let prefix: Vec<u8> =
+                toks.iter().map_while(|t| if let Tok::Lit(b) = t { Some(*b) } else { None }).collect();
+            if toks[prefix.len()..] == [Tok::Star { cross: true }] {
+                Pattern::Prefix(prefix)
+            } else {
+                Pattern::Greedy { prefix, toks }
+            }
+        } else {
+            Pattern::Segments(toks)
+        }
+    }
+
+    fn matches(&self, s: &[u8]) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Literal(l) => l == s,
+            Pattern::Prefix(p) => s.starts_with(p),
+            Pattern::Greedy { prefix, toks } => {
+                s.starts_with(prefix) && glob_greedy(&toks[prefix.len()..], &s[prefix.len()..])
+            }
+            Pattern::Segments(toks) => glob_segments(toks, s, &mut 0),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -52,9 +105,10 @@ impl Template {
         let text = if fold_case { text.to_ascii_lowercase() } else { text.to_owned() };
         let arn = arn && text.starts_with("arn:");
         let parts = if variables { split_variables(&text) } else { vec![Part::Text(text)] };
-        let mut template = Template { parts, fixed: None, arn, fold_case };
+        let mut template = Template { parts, fixed: None, fixed_text: None, arn, fold_case };
         if template.parts.iter().all(|p| !matches!(p, Part::Var { .. })) {
-            template.fixed = template.compile(&BTreeMap::new());
+            template.fixed = template.compile(&BTreeMap::new()).map(Pattern::new);
+            template.fixed_text = template.resolve_parts(&BTreeMap::new());
         }
         template
     }
@@ -62,7 +116,14 @@ impl Template {
     /// The text with variables resolved from `keys`, wildcards kept as written (for
     /// `StringEquals`-style comparisons, where `*` is an ordinary character). `None` when a
     /// variable has no value and no default.
-    pub(crate) fn resolve(&self, keys: &BTreeMap<String, Vec<String>>) -> Option<String> {
+    pub(crate) fn resolve(&self, keys: &BTreeMap<String, Vec<String>>) -> Option<Cow<'_, str>> {
+        match &self.fixed_text {
+            Some(text) => Some(Cow::Borrowed(text)),
+            None => self.resolve_parts(keys).map(Cow::Owned),
+        }
+    }
+
+    fn resolve_parts(&self, keys: &BTreeMap<String, Vec<String>>) -> Option<String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -76,7 +137,7 @@ impl Template {
     /// Whether `subject` matches this pattern. `None` (no match) when a variable is unresolved.
     pub(crate) fn matches(&self, subject: &str, keys: &BTreeMap<String, Vec<String>>) -> bool {
         match &self.fixed {
-            Some(toks) => glob(toks, subject.as_bytes()),
+            Some(pattern) => pattern.matches(subject.as_bytes()),
             None => match self.compile(keys) {
                 Some(toks) => glob(&toks, subject.as_bytes()),
                 None => false,

@@ -199,6 +199,11 @@ pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, ctx: &Reques
     let mut decision = Decision::ImplicitDeny;
     for policy in policies {
         for statement in &policy.statements {
+            // Once an Allow applies only a Deny can change the answer: the remaining Allows
+            // (their conditions are most of the work) need no evaluation.
+            if decision == Decision::Allow && statement.effect == Effect::Allow {
+                continue;
+            }
             if statement.applies(&action, ctx) {
                 match statement.effect {
                     Effect::Deny => return Decision::ExplicitDeny,
