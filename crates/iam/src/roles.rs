@@ -28,8 +28,9 @@ pub(crate) fn no_such_role(name: &str) -> IamError {
     IamError::NoSuchEntity(format!("The role with name {name} cannot be found."))
 }
 
-fn check_trust(trust: &str) -> Result<(), IamError> {
-    names::parse_policy(trust, PolicyKind::Trust)?;
+fn check_trust(trust: &str, account: &str) -> Result<(), IamError> {
+    let policy = names::parse_policy(trust, PolicyKind::Trust)?;
+    policy.check_principal_account(account).map_err(|e| IamError::MalformedPolicyDocument(e.0))?;
     if names::policy_size(trust) > TRUST_MAX {
         return Err(IamError::LimitExceeded(format!("Cannot exceed quota for ACLSizePerRole: {TRUST_MAX}")));
     }
@@ -58,7 +59,7 @@ impl Iam {
                 "1 validation error detected: Value at 'description' failed to satisfy constraint: Member must have length less than or equal to 1000".into(),
             ));
         }
-        check_trust(new.trust)?;
+        check_trust(new.trust, &self.identity.account)?;
         let role = Role {
             name: new.name.to_owned(),
             arn: self.identity.iam_role(&path, new.name),
@@ -123,7 +124,7 @@ impl Iam {
     }
 
     pub async fn update_assume_role_policy(&self, name: &str, trust: &str) -> Result<(), IamError> {
-        check_trust(trust)?;
+        check_trust(trust, &self.identity.account)?;
         self.update_holder::<Role>(name, |r| {
             r.trust = trust.to_owned();
             Ok(())

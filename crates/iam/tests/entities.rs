@@ -251,6 +251,12 @@ async fn roles_and_assume_role() {
     let long = NewRole { max_session_duration: Some(50_000), ..role("long", &trust) };
     assert!(matches!(iam.create_role(long).await, Err(IamError::InvalidInput(_))));
     assert!(matches!(iam.create_role(role("x", "not json")).await, Err(IamError::MalformedPolicyDocument(_))));
+    // Flotilla is one account: a principal of another could never be anyone.
+    let foreign = trust_account().replace(ACCOUNT, "999999999999");
+    match iam.create_role(role("x", &foreign)).await {
+        Err(IamError::MalformedPolicyDocument(m)) => assert!(m.contains("999999999999"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     iam.put_role_policy("app", "read", &allow("ssm:GetParameter", "*")).await.unwrap();
 
     // The root may assume any role its account trusts.

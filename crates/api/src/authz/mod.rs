@@ -118,7 +118,6 @@ pub(crate) async fn authorize(
 
 /// Authorises `caller` for one `action` on `resource` beyond the operation's own (for example
 /// `kms:Decrypt` when a parameter is read `WithDecryption`, or `iam:PassRole`).
-#[allow(dead_code)] // The KMS and IAM wires call it (their own branches).
 pub(crate) async fn check(state: &ApiState, caller: &Caller, action: &str, resource: &str) -> Result<(), ApiError> {
     let Some(iam) = state.iam.as_deref() else { return Ok(()) };
     if caller.principal.is_root() {
