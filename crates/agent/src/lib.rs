@@ -356,7 +356,7 @@ impl Agent {
             Ok(Some(listener)) => listener,
             Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(error = %e, "no task endpoint: containers get neither metadata nor role credentials");
+                tracing::error!(error = %e, "no task endpoint: containers get neither metadata nor role credentials");
                 return None;
             }
         };

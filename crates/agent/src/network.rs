@@ -575,7 +575,16 @@ impl Networking {
             None => bind(),
             Some(ns) => flotilla_net::netns::run_in_file(ns, bind).and_then(|r| r),
         };
-        listener.map(Some).map_err(|e| net_err(format!("cannot listen on {addr} for the task endpoint: {e}")))
+        listener.map(Some).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (another program listens on port 80 on every address of the task network's \
+                 namespace: stop it, bind it to specific addresses, or run the task network in \
+                 its own namespace with --net-namespace)"
+            } else {
+                ""
+            };
+            net_err(format!("cannot listen on {addr} for the task endpoint: {e}{hint}"))
+        })
     }
 
     /// On a clean shutdown with no task interface left, removes the host side entirely (VPC
