@@ -368,7 +368,7 @@ impl Sandbox for LinuxSandbox {
 
     fn state<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskStatus, SandboxError>> {
         Box::pin(async move {
-            match self.call(task_id, &Request::State, self.config.request_timeout).await? {
+            match self.call_read_only(task_id, &Request::State).await? {
                 Reply::State(s) => Ok(s),
                 other => Err(unexpected(task_id, &other)),
             }
@@ -377,7 +377,7 @@ impl Sandbox for LinuxSandbox {
 
     fn stats<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskStats, SandboxError>> {
         Box::pin(async move {
-            match self.call(task_id, &Request::Stats, self.config.request_timeout).await? {
+            match self.call_read_only(task_id, &Request::Stats).await? {
                 Reply::Stats(s) => Ok(s),
                 other => Err(unexpected(task_id, &other)),
             }
@@ -460,18 +460,19 @@ impl LinuxSandbox {
             }
             // The shim died under the wait (or the task was destroyed and it exited): `state`
             // starts a new shim, which adopts the task, or reports it gone.
-            Err(SandboxError::ShimIo { .. }) => self.state_after_shim_loss(task_id).await,
+            Err(SandboxError::ShimIo { .. }) => self.state(task_id).await,
             Err(e) => Err(e),
         }
     }
 
-    /// `state` once a shim went away under a caller. The dying shim may still hold its
-    /// socket for a moment (a connection is then reset rather than refused), so a lost
-    /// connection is tried again a few times before it counts.
-    async fn state_after_shim_loss(&self, task_id: &str) -> Result<TaskStatus, SandboxError> {
+    /// An exchange that changes nothing, tried again while the shim it reached is dying. A
+    /// killed shim's threads close its socket last, after its main thread is already gone, so
+    /// a connection made in between is reset rather than refused; the next attempt finds the
+    /// socket refused and starts a new shim, which adopts the task.
+    async fn call_read_only(&self, task_id: &str, req: &Request) -> Result<Reply, SandboxError> {
         let mut pause = Duration::from_millis(10);
         for _ in 0..5 {
-            match self.state(task_id).await {
+            match self.call(task_id, req, self.config.request_timeout).await {
                 Err(SandboxError::ShimIo { .. }) => {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
@@ -479,6 +480,6 @@ impl LinuxSandbox {
                 other => return other,
             }
         }
-        self.state(task_id).await
+        self.call(task_id, req, self.config.request_timeout).await
     }
 }
