@@ -25,6 +25,10 @@ command -v strace >/dev/null || need_apt+=(strace)
 # The etcd store backend: its tests run real etcd members, and etcd-client's build needs protoc.
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# EKS: the tests drive clusters with kubectl (1.32 comes with these machines; Debian's client,
+# 1.20, matches the control plane the tests launch) and unpack that control plane with xz.
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+command -v xz >/dev/null || need_apt+=(xz-utils)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need_apt[*]}; run as root or install them" >&2
