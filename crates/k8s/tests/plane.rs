@@ -6,8 +6,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flotilla_eks::{ClusterRecord, ClusterStatus, ControlPlanes, KubeAuth, PlaneSource};
+use std::sync::Arc;
+
+use flotilla_eks::{
+    ClusterRecord, ClusterStatus, ControlPlanes, FargateProfile, KubeAuth, PlaneFuture, PlaneSource, ProfileStatus,
+    Selector,
+};
 use flotilla_k8s::plane::{Planes, WebhookEndpoint, pki};
+use flotilla_k8s::webhook::{AwsIdentity, CallerVerifier, Clusters, PresignedRequest, Webhooks};
 
 fn record(name: &str) -> ClusterRecord {
     ClusterRecord {
@@ -72,9 +78,53 @@ fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
 }
 
 fn webhook(dir: &Path) -> WebhookEndpoint {
-    // Nothing listens here: this test does not authenticate tokens or create pods.
+    // Nothing listens here: the test using it launches no plane.
     let ca = pki::Authority::load_or_create(dir, "webhook-ca", "test webhook").unwrap();
     WebhookEndpoint { base_url: "https://127.0.0.1:1".into(), ca_pem: ca.pem().to_owned() }
+}
+
+/// One cluster with one ACTIVE profile selecting namespace `fargate`, as the store would give.
+struct OneProfile(ClusterRecord);
+
+impl Clusters for OneProfile {
+    fn cluster<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, Result<Option<ClusterRecord>, String>> {
+        Box::pin(async move { Ok((name == self.0.name).then(|| self.0.clone())) })
+    }
+
+    fn profiles<'a>(&'a self, cluster: &'a str) -> PlaneFuture<'a, Result<Vec<FargateProfile>, String>> {
+        Box::pin(async move {
+            Ok(vec![FargateProfile {
+                name: "fp-default".into(),
+                arn: format!("arn:aws:eks:us-east-1:000000000000:fargateprofile/{cluster}/fp-default/x"),
+                cluster_name: cluster.to_owned(),
+                created_at: flotilla_types::time::Timestamp::now(),
+                pod_execution_role_arn: "arn:aws:iam::000000000000:role/pods".into(),
+                subnets: vec![],
+                selectors: vec![Selector { namespace: "fargate".into(), labels: Default::default() }],
+                status: ProfileStatus::Active,
+                tags: vec![],
+            }])
+        })
+    }
+}
+
+/// Tokens are the end-to-end test's (eks_kubectl.rs): here none is valid.
+struct NoCallers;
+
+impl CallerVerifier for NoCallers {
+    fn verify<'a>(&'a self, _: &'a PresignedRequest) -> PlaneFuture<'a, Result<AwsIdentity, String>> {
+        Box::pin(async { Err("no callers here".to_owned()) })
+    }
+}
+
+fn pod(namespace: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,8 +133,16 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
     let data = tempfile::tempdir().unwrap();
     let root = data.path().join("eks");
     let _reaper = Reaper(data.path());
-    let hooks = webhook(data.path());
     let cluster = record("plane-test");
+    let listener = Webhooks::start(
+        &data.path().join("eks-webhook"),
+        Some("127.0.0.1:0".parse().unwrap()),
+        Arc::new(OneProfile(cluster.clone())),
+        Arc::new(NoCallers),
+    )
+    .await
+    .unwrap();
+    let hooks = listener.endpoint();
 
     let planes = Planes::new(root.clone(), Ok(binaries.clone()), hooks.clone());
     let (endpoint, ca_pem) = planes.ensure(&cluster).await.expect("the plane comes up");
@@ -107,7 +165,7 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
         kube::Api::all(client.clone());
     let registered = hooks_api.get(flotilla_k8s::plane::WEBHOOK_CONFIGURATION).await.unwrap();
     let hook = &registered.webhooks.unwrap()[0];
-    assert_eq!(hook.client_config.url.as_deref(), Some("https://127.0.0.1:1/eks/plane-test/mutate"));
+    assert_eq!(hook.client_config.url.as_deref(), Some(hooks.mutate_url("plane-test").as_str()));
     assert_eq!(hook.client_config.ca_bundle.as_ref().unwrap().0, hooks.ca_pem.as_bytes());
 
     // kubectl through the admin kubeconfig; the controller manager makes the default
@@ -118,6 +176,28 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
     wait_for("the default service account", Duration::from_secs(60), || {
         kubectl(&kubeconfig, &["get", "serviceaccount", "default", "-n", "default"]).status.success()
     });
+
+    // Pods in the profile's namespace go to the Fargate scheduler, labelled with the profile;
+    // others keep the default scheduler.
+    for namespace in ["fargate", "elsewhere"] {
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+        namespaces.create(&Default::default(), &ns).await.unwrap();
+    }
+    wait_for("the namespaces' service accounts", Duration::from_secs(60), || {
+        ["fargate", "elsewhere"]
+            .iter()
+            .all(|ns| kubectl(&kubeconfig, &["get", "serviceaccount", "default", "-n", ns]).status.success())
+    });
+    let fargate: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), "fargate");
+    let made = fargate.create(&Default::default(), &pod("fargate", "in-profile")).await.unwrap();
+    let spec = made.spec.unwrap();
+    assert_eq!(spec.scheduler_name.as_deref(), Some("fargate-scheduler"));
+    assert_eq!(made.metadata.labels.unwrap()["eks.amazonaws.com/fargate-profile"], "fp-default");
+    let elsewhere: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), "elsewhere");
+    let made = elsewhere.create(&Default::default(), &pod("elsewhere", "outside")).await.unwrap();
+    assert_eq!(made.spec.unwrap().scheduler_name.as_deref(), Some("default-scheduler"));
+    assert!(!made.metadata.labels.unwrap().contains_key("eks.amazonaws.com/fargate-profile"));
 
     // A dying API server is started again by the supervisor.
     let first = pid_of(&dir, "kube-apiserver");
