@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod client;
 pub mod home;
+pub mod kubernetes;
 pub mod limits;
 pub mod output;
 pub mod plane;
