@@ -83,6 +83,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             require_roles: opts.require_roles,
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
+            // The Kubernetes side is flotilla-k8s's, wired with `--kubernetes-bin`.
+            eks_planes: None,
         },
     )
     .await?;
