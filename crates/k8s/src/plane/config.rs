@@ -229,6 +229,9 @@ impl Layout {
 
 /// A client for the API server `access` describes.
 pub async fn client(access: &KubeAccess) -> Result<kube::Client, String> {
+    // kube's TLS takes the process's default provider, which a binary linking more than one
+    // (ring here, aws-lc-rs elsewhere) lacks until someone picks: ring, as everything here uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let user = match &access.auth {
         KubeAuth::Token { token } => serde_json::json!({"token": token}),
