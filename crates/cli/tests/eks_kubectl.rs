@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{ACCESS_KEY, SECRET_KEY, Server, free_port, stdout, wait_for};
+
 use serde_json::Value;
 
 /// Processes whose command line names `dir` (the cluster's, under the server's data dir).
@@ -83,15 +84,16 @@ fn two_subnets(server: &Server) -> Vec<String> {
 #[test]
 fn kubectl_through_eks_tokens_and_profile_admission() {
     let binaries = flotilla_k8s::test_binaries().expect("the Kubernetes test binaries");
-    let webhook = format!("127.0.0.1:{}", free_port());
-    let server = Server::start_flags(&[
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().join("eks"));
+    let flags = [
         "--no-agent".into(),
         "--kubernetes-bin".into(),
         binaries.display().to_string(),
         "--eks-webhook-listen".into(),
-        webhook,
-    ]);
-    let _reaper = Reaper(server.data_dir.join("eks"));
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let mut server = Server::start_flags_in(data.path(), &flags);
 
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"eks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
     let role = server.aws_json(&["iam", "create-role", "--role-name", "eks", "--assume-role-policy-document", trust]);
@@ -192,9 +194,26 @@ fn kubectl_through_eks_tokens_and_profile_admission() {
     assert_eq!(field("fargate", "in-profile", ".metadata.labels.eks\\.amazonaws\\.com/fargate-profile"), "fp-default");
     assert_eq!(field("default", "outside", ".spec.schedulerName"), "default-scheduler");
 
-    // Deleting the cluster stops its processes and removes its directory.
+    // Flotilla killed and started again: the plane ran on meanwhile and is adopted, and
+    // tokens are checked by the new process.
     let cluster_dir = server.data_dir.join("eks").join("demo");
-    assert!(!processes_in(&cluster_dir).is_empty());
+    let pids = || -> Vec<u32> {
+        let mut pids: Vec<u32> = processes_in(&cluster_dir).into_iter().map(|(pid, _)| pid).collect();
+        pids.sort();
+        pids
+    };
+    let before = pids();
+    assert_eq!(before.len(), 3, "etcd, kube-apiserver, kube-controller-manager: {:?}", processes_in(&cluster_dir));
+    server.kill9();
+    drop(server);
+    let server = Server::start_flags_in(data.path(), &flags);
+    assert_eq!(cluster_status(&server, "demo"), "ACTIVE");
+    wait_for("kubectl through the restarted Flotilla", Duration::from_secs(60), || {
+        admin(&server, &kubeconfig, &["get", "pod", "in-profile", "-n", "fargate"]).status.success()
+    });
+    assert_eq!(pids(), before, "the running plane is adopted, not started again");
+
+    // Deleting the cluster stops its processes and removes its directory.
     server.aws_json(&[
         "eks",
         "delete-fargate-profile",

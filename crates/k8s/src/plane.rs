@@ -16,6 +16,7 @@
 mod config;
 pub mod pki;
 mod process;
+mod ready;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -128,8 +129,8 @@ impl Planes {
         }
         drop(running);
         let layout = Layout::new(dir);
+        wait_ready(&layout).await?;
         let client = layout.admin_client().await?;
-        wait_ready(&client, &layout).await?;
         install_webhook(&client, &cluster.name, &self.webhook).await?;
         Ok((layout.endpoint()?, layout.ca_pem()?))
     }
@@ -216,15 +217,14 @@ fn registered_access(cluster: &ClusterRecord) -> Result<KubeAccess, String> {
 }
 
 /// Waits until the API server's `/readyz` says ok (its RBAC roles bootstrapped included).
-async fn wait_ready(client: &kube::Client, layout: &Layout) -> Result<(), String> {
+async fn wait_ready(layout: &Layout) -> Result<(), String> {
+    let access = layout.admin_access()?;
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last = String::new();
     while Instant::now() < deadline {
-        let request = axum::http::Request::get("/readyz").body(Vec::new()).expect("a static request");
-        match client.request_text(request).await {
-            Ok(body) if body.trim() == "ok" => return Ok(()),
-            Ok(body) => last = body,
-            Err(e) => last = e.to_string(),
+        match ready::readyz(&access).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
