@@ -33,28 +33,26 @@ pub struct Kubernetes {
 }
 
 /// Starts the webhook listener (its files in `<data>/eks-webhook`) and prepares the planes
-/// (`<data>/eks/<cluster>`). `lookup` reads clusters and profiles (an `Eks` over the store);
-/// `verifier` checks tokens' signatures.
+/// (`<data>/eks/<cluster>`). `lookup` reads clusters and profiles (an `Eks` over the store, given
+/// the planes here so that the webhooks reach clusters' API servers); `verifier` checks tokens'
+/// signatures.
 pub async fn start(
     data_dir: &Path,
     args: &KubernetesArgs,
-    lookup: Arc<flotilla_eks::Eks>,
+    lookup: flotilla_eks::Eks,
     verifier: flotilla_api::sigv4::Verifier,
 ) -> anyhow::Result<Kubernetes> {
-    let webhooks = Webhooks::start(
-        &flotilla_k8s::webhook::dir(data_dir),
-        args.eks_webhook_listen,
-        lookup,
-        Arc::new(SigV4Callers(verifier)),
-    )
-    .await
-    .map_err(anyhow::Error::msg)
-    .context("cannot start the EKS webhook listener (--eks-webhook-listen)")?;
+    let bound = Webhooks::bind(&flotilla_k8s::webhook::dir(data_dir), args.eks_webhook_listen)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("cannot start the EKS webhook listener (--eks-webhook-listen)")?;
     let binaries = flotilla_k8s::find_binaries(args.kubernetes_bin.as_deref());
     if let Err(why) = &binaries {
         tracing::debug!("EKS clusters cannot be launched here: {why}");
     }
-    let planes = Arc::new(Planes::new(data_dir.join("eks"), binaries, webhooks.endpoint()));
+    let planes = Arc::new(Planes::new(data_dir.join("eks"), binaries, bound.endpoint()));
+    let lookup = Arc::new(lookup.with_planes(planes.clone()));
+    let webhooks = bound.serve(lookup, Arc::new(SigV4Callers(verifier)));
     Ok(Kubernetes { planes, webhooks })
 }
 

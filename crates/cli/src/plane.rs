@@ -103,7 +103,7 @@ impl ControlPlane {
             let mut verifier =
                 flotilla_api::sigv4::Verifier::new(&opts.region, &opts.account_id, std::slice::from_ref(root));
             verifier.attach_iam(iam.clone());
-            let lookup = Arc::new(flotilla_eks::Eks::new(store.clone(), control.identity().clone()));
+            let lookup = flotilla_eks::Eks::new(store.clone(), control.identity().clone());
             crate::kubernetes::start(&opts.data_dir, &opts.kubernetes, lookup, verifier).await?
         };
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.

@@ -2,7 +2,7 @@
 //! kube-apiserver and kube-controller-manager; `aws eks update-kubeconfig` writes a kubeconfig
 //! whose `aws eks get-token` tokens Flotilla's webhook verifies (the creator is
 //! `system:masters`, a wrong secret is Unauthorized, another IAM user is authenticated but
-//! Forbidden); a pod in a Fargate profile's namespace is handed to `fargate-scheduler` and one
+//! Forbidden until `aws-auth` maps it to a group RBAC lets in); a pod in a Fargate profile's namespace is handed to `fargate-scheduler` and one
 //! elsewhere keeps the default scheduler; DeleteCluster leaves no process behind.
 
 mod common;
@@ -145,6 +145,32 @@ fn kubectl_through_eks_tokens_and_profile_admission() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Forbidden") || err.contains("forbidden"), "{err}");
     assert!(err.contains("arn:aws:iam::") && err.contains("user/bob"), "bob is known by his ARN: {err}");
+
+    // Mapped in aws-auth (kube-system) to `bob` in group `readers`, which may list namespaces.
+    let aws_auth = server.data_dir.join("aws-auth.yaml");
+    std::fs::write(
+        &aws_auth,
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: aws-auth, namespace: kube-system}}\ndata:\n  mapUsers: |\n    - userarn: {}\n      username: bob\n      groups: [readers]\n",
+            server.aws_json(&["iam", "get-user", "--user-name", "bob"])["User"]["Arn"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    for args in [
+        vec!["apply", "-f", aws_auth.to_str().unwrap()],
+        vec!["create", "clusterrole", "ns-reader", "--verb=get,list", "--resource=namespaces"],
+        vec!["create", "clusterrolebinding", "ns-readers", "--clusterrole=ns-reader", "--group=readers"],
+    ] {
+        let out = admin(&server, &kubeconfig, &args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The API server caches a token's review (30 s); each kubectl run signs a new one.
+    wait_for("bob to list namespaces", Duration::from_secs(60), || {
+        kubectl(&server, &kubeconfig, bob_key, bob_secret, &["get", "ns"]).status.success()
+    });
+    let out = kubectl(&server, &kubeconfig, bob_key, bob_secret, &["get", "pods", "-n", "default"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("User \"bob\""), "bob is known by his mapped name: {err}");
 
     // A Fargate profile for namespace `fargate`.
     server.aws_json(&[

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode};
-use flotilla_eks::{ClusterRecord, FargateProfile, PlaneFuture};
+use flotilla_eks::{ClusterRecord, FargateProfile, KubeAccess, PlaneFuture};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -46,6 +46,8 @@ pub trait Clusters: Send + Sync {
     fn cluster<'a>(&'a self, name: &'a str) -> PlaneFuture<'a, Result<Option<ClusterRecord>, String>>;
     /// The cluster's profiles, every status.
     fn profiles<'a>(&'a self, cluster: &'a str) -> PlaneFuture<'a, Result<Vec<FargateProfile>, String>>;
+    /// How Flotilla reaches the cluster's API server as its administrator (to read `aws-auth`).
+    fn access<'a>(&'a self, cluster: &'a str) -> PlaneFuture<'a, Result<KubeAccess, String>>;
 }
 
 impl Clusters for flotilla_eks::Eks {
@@ -55,6 +57,10 @@ impl Clusters for flotilla_eks::Eks {
 
     fn profiles<'a>(&'a self, cluster: &'a str) -> PlaneFuture<'a, Result<Vec<FargateProfile>, String>> {
         Box::pin(async move { flotilla_eks::Eks::profiles(self, cluster).await.map_err(|e| e.to_string()) })
+    }
+
+    fn access<'a>(&'a self, cluster: &'a str) -> PlaneFuture<'a, Result<KubeAccess, String>> {
+        Box::pin(async move { flotilla_eks::Eks::access(self, cluster).await.map_err(|e| e.to_string()) })
     }
 }
 
@@ -129,13 +135,10 @@ fn parse_action<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
 
 impl Webhooks {
     /// Listens for API servers: on `listen` when given, else where the last start in `dir`
-    /// did, else on [`DEFAULT_LISTEN`], or (when that is taken) a free loopback port.
-    pub async fn start(
-        dir: &Path,
-        listen: Option<SocketAddr>,
-        clusters: Arc<dyn Clusters>,
-        callers: Arc<dyn CallerVerifier>,
-    ) -> Result<Webhooks, String> {
+    /// did, else on [`DEFAULT_LISTEN`], or (when that is taken) a free loopback port. Serves
+    /// nothing until [`Bound::serve`]: the planes need the address first, and what serves
+    /// needs the planes.
+    pub async fn bind(dir: &Path, listen: Option<SocketAddr>) -> Result<Bound, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let recorded_path = dir.join("listen");
         let listener = match listen {
@@ -167,9 +170,17 @@ impl Webhooks {
         let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
         let host = if local.is_ipv6() { format!("[{host}]") } else { host };
         let endpoint = WebhookEndpoint { base_url: format!("https://{host}:{}", local.port()), ca_pem };
-        let state = Arc::new(State { clusters, callers });
-        let task = tokio::spawn(serve(listener, tls, state));
-        Ok(Webhooks { endpoint, local, task })
+        Ok(Bound { listener, tls, endpoint, local })
+    }
+
+    /// [`Webhooks::bind`] and [`Bound::serve`] at once.
+    pub async fn start(
+        dir: &Path,
+        listen: Option<SocketAddr>,
+        clusters: Arc<dyn Clusters>,
+        callers: Arc<dyn CallerVerifier>,
+    ) -> Result<Webhooks, String> {
+        Ok(Webhooks::bind(dir, listen).await?.serve(clusters, callers))
     }
 
     /// Where API servers reach the listener, and the CA that vouches for it.
@@ -179,6 +190,26 @@ impl Webhooks {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+}
+
+/// A listener bound, not yet serving.
+pub struct Bound {
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    endpoint: WebhookEndpoint,
+    local: SocketAddr,
+}
+
+impl Bound {
+    pub fn endpoint(&self) -> WebhookEndpoint {
+        self.endpoint.clone()
+    }
+
+    pub fn serve(self, clusters: Arc<dyn Clusters>, callers: Arc<dyn CallerVerifier>) -> Webhooks {
+        let state = Arc::new(State { clusters, callers });
+        let task = tokio::spawn(serve(self.listener, self.tls, state));
+        Webhooks { endpoint: self.endpoint, local: self.local, task }
     }
 }
 

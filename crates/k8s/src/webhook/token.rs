@@ -7,8 +7,11 @@
 //! and its signature holds under Flotilla's SigV4 verifier (IAM keys and sessions included).
 //!
 //! The cluster's creator (or a session of the role that created it) is `kubernetes-admin` in
-//! `system:masters`, as on EKS. Any other valid identity is authenticated as its ARN with no
-//! groups: RBAC decides what it may do (EKS's `aws-auth` mappings are not read yet).
+//! `system:masters`, as on EKS. Any other valid identity is who the cluster's `aws-auth`
+//! ConfigMap (kube-system) maps it to (`mapUsers` by user ARN, `mapRoles` by role ARN for its
+//! sessions, `mapAccounts`; usernames may use `{{AccountID}}`, `{{SessionName}}`,
+//! `{{SessionNameRaw}}` and `{{AccessKeyID}}`, as aws-iam-authenticator's templates do), else
+//! its ARN with no groups: RBAC decides what it may do.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -122,7 +125,90 @@ async fn authenticate(
         headers: vec![("host".into(), url.host), (CLUSTER_ID_HEADER.into(), cluster.to_owned())],
     };
     let identity = callers.verify(&request).await?;
-    Ok(user(&identity, &record.creator_arn))
+    let mut user = user(&identity, &record.creator_arn);
+    if user["username"] != "kubernetes-admin" {
+        match aws_auth(clusters, cluster).await {
+            Ok(map) => {
+                if let Some((username, groups)) = map.lookup(&identity) {
+                    user["username"] = json!(username);
+                    user["groups"] = json!(groups);
+                }
+            }
+            Err(e) => tracing::warn!(cluster, "cannot read kube-system/aws-auth: {e}"),
+        }
+    }
+    Ok(user)
+}
+
+/// The `aws-auth` ConfigMap's mappings (what aws-iam-authenticator reads).
+#[derive(Debug, Default)]
+pub struct AwsAuth {
+    users: Vec<Mapping>,
+    roles: Vec<Mapping>,
+    accounts: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Mapping {
+    #[serde(alias = "userarn", alias = "rolearn")]
+    arn: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+impl AwsAuth {
+    /// From the ConfigMap's `data` (each value a YAML list). A malformed entry is an error.
+    pub fn parse(data: &std::collections::BTreeMap<String, String>) -> Result<AwsAuth, String> {
+        let list = |key: &str| -> Result<Vec<Mapping>, String> {
+            match data.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                None => Ok(Vec::new()),
+                Some(yaml) => serde_saphyr::from_str(yaml).map_err(|e| format!("aws-auth {key}: {e}")),
+            }
+        };
+        let accounts = match data.get("mapAccounts").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Vec::new(),
+            Some(yaml) => serde_saphyr::from_str(yaml).map_err(|e| format!("aws-auth mapAccounts: {e}"))?,
+        };
+        Ok(AwsAuth { users: list("mapUsers")?, roles: list("mapRoles")?, accounts })
+    }
+
+    /// The username and groups `identity` maps to, if any entry names it.
+    pub fn lookup(&self, identity: &AwsIdentity) -> Option<(String, Vec<String>)> {
+        let canonical = canonical_arn(&identity.arn);
+        let role_arn = identity.role.as_ref().map(|(arn, _)| arn.as_str());
+        let found = match &identity.role {
+            None => self.users.iter().find(|m| m.arn == identity.arn),
+            Some(_) => self.roles.iter().find(|m| Some(m.arn.as_str()) == role_arn || m.arn == canonical),
+        };
+        if let Some(mapping) = found {
+            let username = mapping.username.as_deref().map_or_else(|| identity.arn.clone(), |t| render(t, identity));
+            return Some((username, mapping.groups.clone()));
+        }
+        self.accounts.contains(&identity.account).then(|| (identity.arn.clone(), Vec::new()))
+    }
+}
+
+/// A username template's placeholders filled in for `identity`.
+fn render(template: &str, identity: &AwsIdentity) -> String {
+    let session = identity.role.as_ref().map(|(_, s)| s.as_str()).unwrap_or_default();
+    // aws-iam-authenticator replaces '@' in {{SessionName}} (it is not valid in a username).
+    template
+        .replace("{{AccountID}}", &identity.account)
+        .replace("{{SessionNameRaw}}", session)
+        .replace("{{SessionName}}", &session.replace('@', "-"))
+        .replace("{{AccessKeyID}}", &identity.access_key_id)
+}
+
+async fn aws_auth(clusters: &dyn Clusters, cluster: &str) -> Result<AwsAuth, String> {
+    let access = clusters.access(cluster).await?;
+    let client = crate::plane::client(&access).await?;
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, "kube-system");
+    match api.get_opt("aws-auth").await.map_err(|e| e.to_string())? {
+        Some(map) => AwsAuth::parse(&map.data.unwrap_or_default()),
+        None => Ok(AwsAuth::default()),
+    }
 }
 
 /// An assumed-role session's ARN as its role's (`arn:aws:sts::A:assumed-role/R/S` ->
@@ -204,6 +290,47 @@ mod tests {
         ] {
             assert!(!is_sts_host(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn aws_auth_maps_users_roles_and_accounts() {
+        let data: std::collections::BTreeMap<String, String> = [
+            ("mapUsers", "- userarn: arn:aws:iam::123456789012:user/bob\n  username: bob\n  groups:\n    - readers\n"),
+            (
+                "mapRoles",
+                "- rolearn: arn:aws:iam::123456789012:role/dev\n  username: dev:{{SessionName}}\n  groups: [developers]\n",
+            ),
+            ("mapAccounts", "- \"210987654321\"\n"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let auth = AwsAuth::parse(&data).unwrap();
+        let bob = AwsIdentity {
+            arn: "arn:aws:iam::123456789012:user/bob".into(),
+            account: "123456789012".into(),
+            user_id: "AIDABOB".into(),
+            access_key_id: "AKIABOB".into(),
+            role: None,
+        };
+        assert_eq!(auth.lookup(&bob), Some(("bob".into(), vec!["readers".into()])));
+        let dev = AwsIdentity {
+            arn: "arn:aws:sts::123456789012:assumed-role/dev/alice@example.com".into(),
+            role: Some(("arn:aws:iam::123456789012:role/dev".into(), "alice@example.com".into())),
+            ..bob.clone()
+        };
+        assert_eq!(auth.lookup(&dev), Some(("dev:alice-example.com".into(), vec!["developers".into()])));
+        let other = AwsIdentity {
+            arn: "arn:aws:iam::210987654321:user/x".into(),
+            account: "210987654321".into(),
+            ..bob.clone()
+        };
+        assert_eq!(auth.lookup(&other), Some(("arn:aws:iam::210987654321:user/x".into(), vec![])));
+        let stranger = AwsIdentity { arn: "arn:aws:iam::123456789012:user/eve".into(), ..bob };
+        assert_eq!(auth.lookup(&stranger), None);
+        let broken: std::collections::BTreeMap<String, String> =
+            [("mapUsers".to_owned(), "- username: [".to_owned())].into_iter().collect();
+        assert!(AwsAuth::parse(&broken).is_err());
     }
 
     #[test]
