@@ -34,7 +34,8 @@ pub fn find_binaries(configured: Option<&Path>) -> Result<PathBuf, String> {
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path).find(|d| has_both(d)).ok_or_else(|| {
-        "kube-apiserver and kube-controller-manager are not on PATH; install them or give --kubernetes-bin DIR".to_string()
+        "kube-apiserver and kube-controller-manager are not on PATH; install them or give --kubernetes-bin DIR"
+            .to_string()
     })
 }
 
