@@ -9,6 +9,9 @@
 //! CONTRACT (eks-base): the items below are shared by three workstreams. Their signatures stay;
 //! bodies marked `todo!` are being written by the owner (`eks-api`).
 
+mod record;
+pub mod sizing;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -17,6 +20,9 @@ use flotilla_types::arn::Identity;
 use flotilla_types::tag::Tag;
 use flotilla_types::time::Timestamp;
 use serde::{Deserialize, Serialize};
+
+pub use record::{CLUSTERS, PROFILES, ROOT, cluster_key, profile_key, profiles_prefix};
+pub use sizing::{CAPACITY_ANNOTATION, ContainerResources, PodSize, SizingError, sizing};
 
 /// A boxed future, as the `dyn` [`ControlPlanes`] returns.
 pub type PlaneFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -132,8 +138,21 @@ pub fn match_profile<'a>(
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> Option<&'a FargateProfile> {
-    let _ = (profiles, namespace, labels);
-    todo!("eks-api")
+    let mut matching: Vec<&FargateProfile> = profiles
+        .iter()
+        .filter(|p| p.status == ProfileStatus::Active && p.selectors.iter().any(|s| s.matches(namespace, labels)))
+        .collect();
+    matching.sort_by(|a, b| a.name.cmp(&b.name));
+    let named = labels.get(PROFILE_LABEL).and_then(|name| matching.iter().find(|p| &p.name == name));
+    named.or(matching.first()).copied()
+}
+
+impl Selector {
+    /// Whether a pod in `namespace` with `labels` is selected: the namespace is equal and every
+    /// label of the selector is on the pod with the same value.
+    pub fn matches(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespace == namespace && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
 }
 
 /// The Kubernetes side: launches, adopts and stops control planes (`flotilla-k8s`).
@@ -164,18 +183,48 @@ pub enum EksError {
     InvalidRequest(String),
     #[error("{0}")]
     LimitExceeded(String),
-    #[error("{0}")]
+    /// The cluster's Kubernetes side could not be reached or configured.
+    #[error("cluster {cluster}: {reason}")]
+    Plane { cluster: String, reason: String },
+    #[error("internal store failure")]
     Store(#[from] flotilla_store::StoreError),
+    #[error("stored record {key} cannot be read")]
+    Corrupt { key: String, source: serde_json::Error },
 }
 
 /// The EKS subset over the store.
 pub struct Eks {
-    #[allow(dead_code)]
     store: Arc<dyn Store>,
-    #[allow(dead_code)]
     identity: Identity,
-    #[allow(dead_code)]
     planes: Option<Arc<dyn ControlPlanes>>,
+}
+
+/// Why a cluster cannot get its control plane when the server was started without one.
+pub const NO_PLANES: &str = "this Flotilla has no Kubernetes control planes configured (kube-apiserver, kube-controller-manager and etcd were not found)";
+
+impl ClusterStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterStatus::Creating => "CREATING",
+            ClusterStatus::Active => "ACTIVE",
+            ClusterStatus::Deleting => "DELETING",
+            ClusterStatus::Failed => "FAILED",
+            ClusterStatus::Updating => "UPDATING",
+            ClusterStatus::Pending => "PENDING",
+        }
+    }
+}
+
+impl ProfileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileStatus::Creating => "CREATING",
+            ProfileStatus::Active => "ACTIVE",
+            ProfileStatus::Deleting => "DELETING",
+            ProfileStatus::CreateFailed => "CREATE_FAILED",
+            ProfileStatus::DeleteFailed => "DELETE_FAILED",
+        }
+    }
 }
 
 impl Eks {
@@ -193,25 +242,45 @@ impl Eks {
         &self.identity
     }
 
+    pub(crate) async fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, EksError> {
+        match self.store.get(key).await? {
+            Some(kv) => Ok(Some((record::decode(&kv)?, kv.mod_revision))),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn list<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, EksError> {
+        self.store.list_prefix(prefix).await?.iter().map(record::decode).collect()
+    }
+
     pub async fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, EksError> {
-        let _ = name;
-        todo!("eks-api")
+        Ok(self.read::<ClusterRecord>(&record::cluster_key(name)).await?.map(|(c, _)| c))
     }
 
+    /// Every cluster, by name.
     pub async fn clusters(&self) -> Result<Vec<ClusterRecord>, EksError> {
-        todo!("eks-api")
+        self.list(record::CLUSTERS).await
     }
 
-    /// The cluster's profiles, every status.
+    /// The cluster's profiles, every status, by name.
     pub async fn profiles(&self, cluster: &str) -> Result<Vec<FargateProfile>, EksError> {
-        let _ = cluster;
-        todo!("eks-api")
+        self.list(&record::profiles_prefix(cluster)).await
     }
 
     /// How Flotilla reaches an ACTIVE cluster's API server (through [`ControlPlanes::access`]).
     pub async fn access(&self, cluster: &str) -> Result<KubeAccess, EksError> {
-        let _ = cluster;
-        todo!("eks-api")
+        let record = self.cluster(cluster).await?.ok_or_else(|| EksError::ClusterNotFound(cluster.to_string()))?;
+        if record.status != ClusterStatus::Active {
+            return Err(EksError::InvalidRequest(format!(
+                "Cluster {cluster} is {}, not ACTIVE.",
+                record.status.as_str()
+            )));
+        }
+        let planes = self
+            .planes
+            .as_ref()
+            .ok_or_else(|| EksError::Plane { cluster: cluster.to_string(), reason: NO_PLANES.to_string() })?;
+        planes.access(&record).await.map_err(|reason| EksError::Plane { cluster: cluster.to_string(), reason })
     }
 
     /// Moves clusters and profiles through their statuses until `shutdown` fires: CREATING
@@ -224,3 +293,6 @@ impl Eks {
         todo!("eks-api")
     }
 }
+
+#[cfg(test)]
+mod tests;
