@@ -155,7 +155,7 @@ async fn start(ctx: &ClusterContext, pod: &Pod) -> Result<Option<Placed>, String
     let Some(task) = tasks.first() else {
         return Err(format!("cannot start the pod's task: {failures:?}"));
     };
-    tracing::info!(cluster = %ctx.name, pod = %pod_key(pod), task = %task.task_arn, capacity = %size.capacity, "pod runs as a task");
+    tracing::info!(cluster = %ctx.name, pod = %pod_key(pod), task = %task.task_arn, capacity = %size.capacity_provisioned, "pod runs as a task");
     let mut placed = Placed {
         task_arn: task.task_arn.clone(),
         node: None,
@@ -166,7 +166,7 @@ async fn start(ctx: &ClusterContext, pod: &Pod) -> Result<Option<Placed>, String
         last_status: None,
     };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let annotate = json!({"metadata": {"annotations": {"CapacityProvisioned": size.capacity}}});
+    let annotate = json!({"metadata": {"annotations": {"CapacityProvisioned": size.capacity_provisioned}}});
     pods.patch(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&annotate))
         .await
         .map_err(|e| format!("cannot annotate the pod: {e}"))?;

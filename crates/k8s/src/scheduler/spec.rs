@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use flotilla_eks::sizing::{ContainerResources, PodSize, parse_quantity, sizing};
 use flotilla_types::task_definition::TaskDefinitionSpec;
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use serde_json::{Value, json};
@@ -57,22 +58,20 @@ pub fn refusal(pod: &Pod) -> Option<String> {
     None
 }
 
-/// A pod's Fargate size: what the task gets and what the `CapacityProvisioned` annotation says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodSize {
-    /// CPU units (1024 per vCPU).
-    pub cpu: u32,
-    /// MiB.
-    pub memory: u32,
-    /// `0.25vCPU 0.5GB`.
-    pub capacity: String,
-}
-
-/// The pod's size from its containers' requests (and limits), by Fargate's table.
+/// The pod's Fargate size from its containers' requests (and limits), by Fargate's table
+/// (`flotilla_eks::sizing`); a pod too large for Fargate is refused with its message.
 pub fn size(pod: &Pod) -> Result<PodSize, String> {
-    let _ = pod;
-    // Until flotilla_eks::sizing lands: the smallest size.
-    Ok(PodSize { cpu: 256, memory: 512, capacity: "0.25vCPU 0.5GB".into() })
+    let resources = |c: &Container| ContainerResources {
+        name: c.name.clone(),
+        cpu_request: quantity(c, "requests", "cpu").map(str::to_owned),
+        cpu_limit: quantity(c, "limits", "cpu").map(str::to_owned),
+        memory_request: quantity(c, "requests", "memory").map(str::to_owned),
+        memory_limit: quantity(c, "limits", "memory").map(str::to_owned),
+    };
+    let spec = pod.spec.clone().unwrap_or_default();
+    let init: Vec<_> = spec.init_containers.iter().flatten().map(resources).collect();
+    let app: Vec<_> = spec.containers.iter().map(resources).collect();
+    sizing(&init, &app).map_err(|e| format!("{UNSUPPORTED}: {e}"))
 }
 
 /// Where a pod's container output goes: one log group per cluster, one stream per container
@@ -83,37 +82,14 @@ pub fn log_group(cluster: &str) -> String {
 
 pub const LOG_PREFIX: &str = "pod";
 
-/// CPU units from a Kubernetes quantity (`250m`, `0.5`, `2`).
+/// CPU units (1024 a vCPU), rounded up, from a Kubernetes quantity (`250m`, `0.5`, `2`).
 pub fn cpu_units(quantity: &str) -> Option<u32> {
-    let q = quantity.trim();
-    let cores: f64 = match q.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
-        None => q.parse().ok()?,
-    };
-    (cores >= 0.0).then(|| (cores * 1024.0).ceil() as u32)
+    u32::try_from(parse_quantity(quantity)?.scaled_up(1024)).ok()
 }
 
-/// MiB, rounded up, from a Kubernetes quantity (`512Mi`, `1G`, `1Gi`, `1000000`).
+/// MiB, rounded up, from a Kubernetes quantity (`512Mi`, `1G`, `1Gi`).
 pub fn mebibytes(quantity: &str) -> Option<u32> {
-    let q = quantity.trim();
-    let units: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1024.0 * 1024.0),
-        ("Gi", 1024.0 * 1024.0 * 1024.0),
-        ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
-        ("k", 1e3),
-        ("K", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("m", 1e-3),
-        ("e3", 1e3),
-        ("e6", 1e6),
-    ];
-    let (number, factor) =
-        units.iter().find_map(|(suffix, f)| q.strip_suffix(suffix).map(|n| (n, *f))).unwrap_or((q, 1.0));
-    let bytes = number.parse::<f64>().ok()? * factor;
-    (bytes >= 0.0).then(|| (bytes / (1024.0 * 1024.0)).ceil() as u32)
+    u32::try_from(parse_quantity(quantity)?.scaled_up(1).div_ceil(1024 * 1024)).ok()
 }
 
 fn quantity<'a>(c: &'a Container, kind: &str, resource: &str) -> Option<&'a str> {

@@ -57,7 +57,8 @@ fn containers_become_an_awsvpc_task_definition() {
             "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 5},
         }],
     }));
-    let size = PodSize { cpu: 256, memory: 512, capacity: "0.25vCPU 0.5GB".into() };
+    let size = size(&p).unwrap();
+    assert_eq!(size.capacity_provisioned, "0.25vCPU 0.5GB");
     let def = serde_json::to_value(task_definition(&p, "fam", &size, "demo", "us-east-1")).unwrap();
     assert_eq!(def["networkMode"], "awsvpc");
     assert_eq!(def["cpu"], "256");
@@ -74,4 +75,14 @@ fn containers_become_an_awsvpc_task_definition() {
     assert_eq!(web["healthCheck"]["command"], json!(["CMD", "true"]));
     assert_eq!(web["stopTimeout"], 5);
     assert_eq!(web["logConfiguration"]["options"]["awslogs-group"], "/aws/eks/demo/fargate");
+}
+
+#[test]
+fn sized_by_fargate_s_table_and_refused_beyond_it() {
+    let limits = pod(json!({"containers": [{"name": "nginx", "image": "nginx",
+        "resources": {"limits": {"memory": "2Gi", "cpu": "2000m"}}}]}));
+    assert_eq!(size(&limits).unwrap().capacity_provisioned, "2vCPU 4GB");
+    assert_eq!(size(&pod(json!({"containers": [busybox()]}))).unwrap().capacity_provisioned, "0.25vCPU 0.5GB");
+    let huge = pod(json!({"containers": [{"name": "a", "image": "b", "resources": {"requests": {"cpu": "64"}}}]}));
+    assert!(size(&huge).unwrap_err().starts_with("Pod not supported on Fargate: "), "{:?}", size(&huge));
 }
