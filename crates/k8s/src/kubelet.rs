@@ -200,10 +200,7 @@ async fn container_logs(
     }
     let logs = state.logs.clone();
     let (group, stream) = (node.group.clone(), stream.clone());
-    let from = match logs.end_position(&group, &stream) {
-        Ok(p) => Some(p),
-        Err(_) => None,
-    };
+    let from = logs.end_position(&group, &stream).ok();
     let head = futures::stream::once(async move { Ok::<_, std::io::Error>(text) });
     let rest = futures::stream::unfold((logs, group, stream, from), move |(logs, group, stream, from)| async move {
         let mut from = from;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_control::{Control, CreateClusterInput, ListTasksInput};
-use flotilla_eks::{ClusterRecord, ClusterStatus, Eks, FargateProfile, KubeAccess, KubeAuth, PlaneFuture};
+use flotilla_eks::{ClusterRecord, ClusterStatus, Eks, FargateProfile, KubeAccess, KubeAuth, PlaneFuture, PlaneSource};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -53,7 +53,15 @@ impl PodClusters for Eks {
     }
 
     fn access<'a>(&'a self, cluster: &'a ClusterRecord) -> PlaneFuture<'a, Result<KubeAccess, String>> {
-        Box::pin(async move { self.access(&cluster.name).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            match &cluster.source {
+                // What Flotilla uses to reach a registered cluster is in its record.
+                PlaneSource::Registered { endpoint, ca_pem, auth } => {
+                    Ok(KubeAccess { endpoint: endpoint.clone(), ca_pem: ca_pem.clone(), auth: auth.clone() })
+                }
+                PlaneSource::Launched => self.access(&cluster.name).await.map_err(|e| e.to_string()),
+            }
+        })
     }
 
     fn profiles<'a>(&'a self, cluster: &'a str) -> PlaneFuture<'a, Result<Vec<FargateProfile>, String>> {
@@ -64,6 +72,8 @@ impl PodClusters for Eks {
 /// A kube client for `access`: its CA and its token or client certificate.
 pub async fn client(access: &KubeAccess) -> Result<kube::Client, String> {
     use base64::Engine;
+    // kube's TLS takes the process's default provider; Flotilla uses ring everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let user = match &access.auth {
         KubeAuth::Token { token } => serde_json::json!({"token": token}),

@@ -218,7 +218,6 @@ pub fn pod_status(pod: &Pod, task: &Task, pod_ip: Option<Ipv4Addr>, host: IpAddr
         "hostIP": host.to_string(),
         "startTime": created,
         "containerStatuses": app_statuses,
-        "qosClass": "Burstable",
     });
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
