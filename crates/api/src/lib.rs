@@ -9,6 +9,7 @@ mod authz;
 pub mod ec2;
 pub mod ecs;
 mod efs;
+mod eks;
 mod elbv2;
 pub mod error;
 mod exec;

@@ -37,6 +37,9 @@ pub struct PlaneOptions {
     /// The account root's credentials (what `flotilla up` prints): IAM knows them without
     /// storing them.
     pub root_credentials: flotilla_api::Credentials,
+    /// The Kubernetes side of EKS (flotilla-k8s's control planes); without it, clusters are
+    /// recorded and then FAILED with the reason.
+    pub eks_planes: Option<Arc<dyn flotilla_eks::ControlPlanes>>,
 }
 
 pub struct ControlPlane {
@@ -45,6 +48,9 @@ pub struct ControlPlane {
     pub elb: Arc<flotilla_elb::Elb>,
     pub acm: Arc<flotilla_acm::Acm>,
     pub efs: Arc<flotilla_efs::Efs>,
+    /// EKS: clusters and Fargate profiles in the store, moved through their statuses by its
+    /// reconciler (a singleton role).
+    pub eks: Arc<flotilla_eks::Eks>,
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
     pub kms: Arc<flotilla_kms::Kms>,
@@ -124,6 +130,16 @@ impl ControlPlane {
             Arc::new(flotilla_control::ElbVpcs(control.clone())),
             opts.efs_root.clone(),
         ));
+        // EKS: records in the store, subnets checked through the same VPC side; its reconciler
+        // drives the Kubernetes side when one is given.
+        let eks = {
+            let eks = flotilla_eks::Eks::new(store.clone(), control.identity().clone())
+                .with_vpcs(Arc::new(flotilla_control::ElbVpcs(control.clone())));
+            Arc::new(match opts.eks_planes.clone() {
+                Some(planes) => eks.with_planes(planes),
+                None => eks,
+            })
+        };
         let host_api: Arc<dyn flotilla_host::HostApi> = Arc::new(
             flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone()))
                 .with_logs(logs.clone())
@@ -137,6 +153,12 @@ impl ControlPlane {
         let exec_sessions = Arc::new(flotilla_exec::Sessions::new(exec_targets.clone(), Some(logs.clone())));
         let (stop, _) = watch::channel(false);
         let background = vec![
+            tokio::spawn({
+                let (store, eks, stop) = (store.clone(), eks.clone(), stop.subscribe());
+                async move {
+                    hold_role(store.as_ref(), "eks", std::future::pending(), || eks.clone().run(stop.clone())).await
+                }
+            }),
             tokio::spawn(expire_logs(logs.clone())),
             tokio::spawn({
                 let (store, control) = (store.clone(), control.clone());
@@ -179,6 +201,7 @@ impl ControlPlane {
             elb,
             acm,
             efs,
+            eks,
             logs,
             secrets,
             kms,
@@ -207,6 +230,7 @@ impl ControlPlane {
                 .with_load_balancing(self.elb.clone(), self.acm.clone())
                 .with_exec(self.exec_sessions.clone())
                 .with_efs(self.efs.clone())
+                .with_eks(self.eks.clone())
                 .with_iam(self.iam.clone()),
         )
     }

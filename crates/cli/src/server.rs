@@ -111,6 +111,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             require_roles: opts.require_roles,
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
+            // The Kubernetes side is flotilla-k8s's, wired with `--kubernetes-bin`.
+            eks_planes: None,
         },
     )
     .await?;
@@ -128,8 +130,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     }));
 
     // EKS on Fargate: the pods of ACTIVE EKS clusters run as this plane's tasks (one server).
-    let eks = Arc::new(flotilla_eks::Eks::new(plane.store.clone(), plane.control.identity().clone()));
-    let fargate = crate::fargate::start(&plane, eks, opts.listen.ip(), stop_link.subscribe())?;
+    let fargate = crate::fargate::start(&plane, plane.eks.clone(), opts.listen.ip(), stop_link.subscribe())?;
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

@@ -83,6 +83,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             require_roles: opts.require_roles,
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
+            // The Kubernetes side is flotilla-k8s's, wired with `--kubernetes-bin`.
+            eks_planes: None,
         },
     )
     .await?;
@@ -122,8 +124,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         .collect();
 
     // EKS on Fargate: the pods of ACTIVE EKS clusters run as this plane's tasks.
-    let eks = Arc::new(flotilla_eks::Eks::new(plane.store.clone(), plane.control.identity().clone()));
-    let fargate = crate::fargate::start(&plane, eks, opts.listen.ip(), stop_agents.subscribe())?;
+    let fargate = crate::fargate::start(&plane, plane.eks.clone(), opts.listen.ip(), stop_agents.subscribe())?;
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

@@ -117,8 +117,10 @@ fn eks_tasks(server: &Server, status: &str) -> Vec<String> {
     out["taskArns"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect()
 }
 
-#[test]
-fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
+/// A Kubernetes plane, and a Flotilla (with a registry holding busybox) that has it as the
+/// ACTIVE cluster `demo` with a profile for [`NS`]; the first server (killed) is kept for its
+/// data dir.
+fn setup() -> (KubePlane, Fixture, Server) {
     let kube = KubePlane::start();
     let f = Fixture::new();
     let data_dir = f.server.data_dir.clone();
@@ -126,8 +128,23 @@ fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
     first.kill9();
     register_cluster(&data_dir, &kube, &subnet);
     let f = Fixture { server: Server::start_in(&data_dir), subnet, _registry, image, rt };
-
     kube.kubectl_ok(&["create", "namespace", NS]);
+    (kube, f, first)
+}
+
+fn pod(name: &str, image: &str, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  schedulerName: fargate-scheduler\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 2\n  containers: [{{name: main, image: {image}, command: [sh, -c, \"{script}\"]}}]\n"
+    )
+}
+
+fn phase(kube: &KubePlane, name: &str) -> Value {
+    kube.kubectl_json(&["get", "pod", "-n", NS, name])
+}
+
+#[test]
+fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
+    let (kube, f, first) = setup();
     kube.apply(&deployment(&f.image));
     wait_for("2 Running pods", Duration::from_secs(180), || pods(&kube).iter().filter(|p| running(p)).count() == 2);
 
@@ -210,5 +227,50 @@ fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
     let leases = kube.kubectl_json(&["get", "leases", "-n", "kube-node-lease"]);
     assert_eq!(leases["items"].as_array().unwrap().len(), 0, "{leases:#}");
     drop(f);
+    drop(first);
+}
+
+#[test]
+fn pods_end_as_their_tasks_do_and_survive_a_flotilla_restart() {
+    let (kube, f, first) = setup();
+    kube.apply(&pod("ok", &f.image, "echo done; exit 0"));
+    kube.apply(&pod("fails", &f.image, "echo failing; exit 3"));
+    kube.apply(&pod("sleeper", &f.image, "echo sleeping; exec sleep 3600"));
+    wait_for("ok Succeeded and fails Failed", Duration::from_secs(120), || {
+        phase(&kube, "ok")["status"]["phase"] == "Succeeded" && phase(&kube, "fails")["status"]["phase"] == "Failed"
+    });
+    let fails = phase(&kube, "fails");
+    assert_eq!(fails["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3, "{fails:#}");
+    assert_eq!(fails["status"]["containerStatuses"][0]["state"]["terminated"]["reason"], "Error");
+    let ok = phase(&kube, "ok");
+    assert_eq!(ok["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0, "{ok:#}");
+    wait_for("sleeper Running", Duration::from_secs(60), || running(&phase(&kube, "sleeper")));
+    let node = phase(&kube, "sleeper")["spec"]["nodeName"].as_str().unwrap().to_owned();
+
+    // Flotilla dies and comes back: the task ran on; the pod is adopted, its node's kubelet API
+    // answers on its new port.
+    let data_dir = f.server.data_dir.clone();
+    let Fixture { server: mut second, subnet, _registry, image, rt } = f;
+    second.kill9();
+    let f = Fixture { server: Server::start_in(&data_dir), subnet, _registry, image, rt };
+    wait_for("kubectl logs after the restart", Duration::from_secs(60), || {
+        let out = kube.kubectl(&["logs", "-n", NS, "sleeper"]);
+        String::from_utf8_lossy(&out.stdout).contains("sleeping")
+    });
+    assert!(running(&phase(&kube, "sleeper")));
+    assert_eq!(phase(&kube, "sleeper")["spec"]["nodeName"], node.as_str());
+    assert_eq!(eks_tasks(&f.server, "RUNNING").len(), 1);
+
+    for name in ["ok", "fails", "sleeper"] {
+        kube.kubectl_ok(&["delete", "pod", "-n", NS, name, "--wait=false"]);
+    }
+    wait_for("no pods, nodes or running tasks", Duration::from_secs(120), || {
+        let left = kube.kubectl_json(&["get", "pods", "-n", NS]);
+        left["items"].as_array().unwrap().is_empty()
+            && fargate_nodes(&kube).is_empty()
+            && eks_tasks(&f.server, "RUNNING").is_empty()
+    });
+    drop(f);
+    drop(second);
     drop(first);
 }

@@ -184,6 +184,7 @@ impl InProcess {
                         access_key_id: ACCESS_KEY.into(),
                         secret_access_key: SECRET_KEY.into(),
                     },
+                    eks_planes: None,
                 },
             )
             .await

@@ -6,11 +6,23 @@
 //! records, EKS's rules for them, the Fargate pod sizing table and profile matching, and the
 //! reconciler that moves clusters and profiles through their statuses.
 //!
-//! CONTRACT (eks-base): the items below are shared by three workstreams. Their signatures stay;
-//! bodies marked `todo!` are being written by the owner (`eks-api`).
+//! CONTRACT (eks-base): the items below are shared by three workstreams. Their signatures stay.
+//!
+//! The store keeps `eks/clusters/<name>` ([`StoredCluster`]: a [`ClusterRecord`] plus what only
+//! the API reads) and `eks/profiles/<cluster>/<name>`; every write is compare-and-write.
+//! `clusters.rs`, `profiles.rs` and `tags.rs` are the API's operations with EKS's rules,
+//! `reconcile.rs` the reconciler, `sizing.rs` the pod sizing table.
+//!
+//! **Architecture Invariant:** no HTTP, no AWS wire format and no Kubernetes client here;
+//! `api/src/eks/` maps [`EksError`] to EKS's codes and `flotilla-k8s` implements
+//! [`ControlPlanes`].
 
+mod clusters;
+mod profiles;
+mod reconcile;
 mod record;
 pub mod sizing;
+mod tags;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,8 +33,12 @@ use flotilla_types::tag::Tag;
 use flotilla_types::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-pub use record::{CLUSTERS, PROFILES, ROOT, cluster_key, profile_key, profiles_prefix};
+pub use clusters::{DEFAULT_SERVICE_CIDR, KUBERNETES_VERSION, Listing, NewCluster};
+pub use flotilla_elb::Vpcs;
+pub use profiles::{MAX_LABELS, MAX_PROFILES, MAX_SELECTORS, NewProfile};
+pub use record::{CLUSTERS, PROFILES, ROOT, StoredCluster, cluster_key, profile_key, profiles_prefix};
 pub use sizing::{CAPACITY_ANNOTATION, ContainerResources, PodSize, SizingError, sizing};
+pub(crate) use tags::check_tags;
 
 /// A boxed future, as the `dyn` [`ControlPlanes`] returns.
 pub type PlaneFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -183,6 +199,15 @@ pub enum EksError {
     InvalidRequest(String),
     #[error("{0}")]
     LimitExceeded(String),
+    /// A tagging request names something that is not an EKS resource, or tags EKS refuses.
+    #[error("{0}")]
+    BadTagRequest(String),
+    /// A tagging request's ARN names no cluster or profile here.
+    #[error("{0}")]
+    TagTargetNotFound(String),
+    /// The VPC side (subnets, security groups) could not be asked.
+    #[error("the VPC records cannot be read")]
+    Vpc(#[source] flotilla_elb::ElbError),
     /// The cluster's Kubernetes side could not be reached or configured.
     #[error("cluster {cluster}: {reason}")]
     Plane { cluster: String, reason: String },
@@ -197,7 +222,11 @@ pub struct Eks {
     store: Arc<dyn Store>,
     identity: Identity,
     planes: Option<Arc<dyn ControlPlanes>>,
+    vpcs: Option<Arc<dyn Vpcs>>,
 }
+
+/// Writes retried on conflict before giving up (other writers kept winning).
+const CONFLICT_RETRIES: usize = 16;
 
 /// Why a cluster cannot get its control plane when the server was started without one.
 pub const NO_PLANES: &str = "this Flotilla has no Kubernetes control planes configured (kube-apiserver, kube-controller-manager and etcd were not found)";
@@ -229,10 +258,28 @@ impl ProfileStatus {
 
 impl Eks {
     pub fn new(store: Arc<dyn Store>, identity: Identity) -> Eks {
-        Eks { store, identity, planes: None }
+        Eks { store, identity, planes: None, vpcs: None }
     }
 
-    /// Gives the reconciler the Kubernetes side. Without one, clusters stay CREATING.
+    /// Gives CreateCluster and CreateFargateProfile the VPC records their subnets are checked
+    /// against (the control plane's, as EFS and ELB use).
+    pub fn with_vpcs(mut self, vpcs: Arc<dyn Vpcs>) -> Eks {
+        self.vpcs = Some(vpcs);
+        self
+    }
+
+    pub(crate) fn vpcs(&self) -> Result<&dyn Vpcs, EksError> {
+        self.vpcs
+            .as_deref()
+            .ok_or_else(|| EksError::InvalidRequest("This server has no VPC records to check subnets against.".into()))
+    }
+
+    pub(crate) fn vpc_failure(&self, e: flotilla_elb::ElbError) -> EksError {
+        EksError::Vpc(e)
+    }
+
+    /// Gives the reconciler the Kubernetes side. Without one, CREATING clusters become FAILED
+    /// with [`NO_PLANES`] as the reason.
     pub fn with_planes(mut self, planes: Arc<dyn ControlPlanes>) -> Eks {
         self.planes = Some(planes);
         self
@@ -289,8 +336,7 @@ impl Eks {
     /// and their records deleted; profiles become ACTIVE once their cluster is, and DELETING
     /// ones go. Run by `flotilla up` (and by the server holding the `eks` role).
     pub async fn run(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
-        let _ = shutdown;
-        todo!("eks-api")
+        self.reconcile(shutdown).await
     }
 }
 

@@ -29,7 +29,28 @@ pub(crate) fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, EksError> 
     serde_json::from_slice(&kv.value).map_err(|source| EksError::Corrupt { key: kv.key.clone(), source })
 }
 
-#[allow(dead_code)] // written by the API half, which follows
 pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     serde_json::to_vec(record).expect("EKS records always serialise")
+}
+
+/// A cluster as stored: the shared [`crate::ClusterRecord`] plus what only the EKS API reads
+/// (endpoint access, the idempotency token). Flattened, so the stored JSON is also a
+/// `ClusterRecord` for every other reader.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredCluster {
+    #[serde(flatten)]
+    pub cluster: crate::ClusterRecord,
+    #[serde(default = "yes")]
+    pub endpoint_public_access: bool,
+    #[serde(default)]
+    pub endpoint_private_access: bool,
+    #[serde(default)]
+    pub public_access_cidrs: Vec<String>,
+    #[serde(default)]
+    pub client_request_token: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -89,6 +89,8 @@ impl KubePlane {
             .arg("--controllers=deployment,replicaset,namespace,serviceaccount,serviceaccount-token,garbagecollector,disruption,endpoint")
             .args(["--root-ca-file=ca.crt", "--leader-elect=false", "--service-account-private-key-file=sa.key"])
             .arg("--use-service-account-credentials=false")
+            // Several planes run at once: no fixed health ports (10252, 10257).
+            .args(["--port=0", "--secure-port=0"])
             .stdout(log("kcm.log"))
             .stderr(log("kcm.err"))
             .spawn()

@@ -104,6 +104,11 @@ async fn start(ctx: &ClusterContext, pod: &Pod) -> Result<Option<Placed>, String
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok(None);
     }
+    let ended = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+    if bound.is_some() && ended {
+        // Ended long ago: its task's record is reaped. Nothing left to run or report.
+        return Ok(None);
+    }
     if bound.is_some() {
         // Bound by us before, and its task is gone (Flotilla was down when it stopped).
         let status = json!({"status": {"phase": "Failed", "reason": "NodeLost",
@@ -402,16 +407,21 @@ fn stop_local(placed: &mut Placed) {
 }
 
 impl ClusterContext {
-    /// The running task started for pod `uid`, if any.
+    /// The task started for pod `uid`, running or (for a pod that ended) stopped, if any.
     async fn task_of(&self, uid: &str) -> Result<Option<String>, String> {
-        let input = ListTasksInput {
-            cluster: Some(self.ecs_cluster.clone()),
-            started_by: Some(uid.to_owned()),
-            desired_status: Some(DesiredStatus::Running),
-            ..Default::default()
-        };
-        let page = self.control.list_tasks(input).await.map_err(|e| e.to_string())?;
-        Ok(page.items.into_iter().next())
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let input = ListTasksInput {
+                cluster: Some(self.ecs_cluster.clone()),
+                started_by: Some(uid.to_owned()),
+                desired_status: Some(desired),
+                ..Default::default()
+            };
+            let page = self.control.list_tasks(input).await.map_err(|e| e.to_string())?;
+            if let Some(task) = page.items.into_iter().next() {
+                return Ok(Some(task));
+            }
+        }
+        Ok(None)
     }
 
     async fn task(&self, arn: &str) -> Result<Task, String> {
