@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use flotilla_control::hold_role;
-use flotilla_k8s::kubelet::Kubelet;
+use flotilla_k8s::kubelet::{Kubelet, PodExec};
 use flotilla_k8s::scheduler::{FargateScheduler, PodClusters};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,8 +24,9 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let address = if address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { address };
-    let kubelet =
-        Arc::new(Kubelet::new(address, plane.logs.clone()).context("cannot set up the Fargate nodes' kubelet API")?);
+    let exec = PodExec { control: plane.control.clone(), targets: plane.exec_targets.clone() };
+    let kubelet = Kubelet::new(address, plane.logs.clone()).context("cannot set up the Fargate nodes' kubelet API")?;
+    let kubelet = Arc::new(kubelet.with_exec(exec));
     let (store, control) = (plane.store.clone(), plane.control.clone());
     Ok(tokio::spawn(async move {
         let mut stopped = shutdown.clone();

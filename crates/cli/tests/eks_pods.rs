@@ -175,6 +175,17 @@ fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
         String::from_utf8_lossy(&out.stdout).contains(&format!("hello from {name}"))
     });
 
+    // kubectl exec: API server -> the node's kubelet API (WebSocket, v5/v4.channel.k8s.io) ->
+    // Flotilla's exec path into the task's container; the exit code comes back.
+    let out =
+        kube.kubectl(&["exec", "-n", NS, &name, "--", "sh", "-c", "echo from exec $POD_NAME; echo oops >&2; exit 3"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), format!("from exec {name}"), "stderr: {stderr}");
+    assert!(stderr.contains("oops"), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let out = kube.kubectl(&["exec", "-i", "-n", NS, &name, "--", "cat"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     // What Fargate refuses stays Pending with its reason.
     kube.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: on-host, namespace: {NS}}}\nspec:\n  schedulerName: fargate-scheduler\n  hostNetwork: true\n  containers: [{{name: c, image: {}}}]\n",

@@ -35,11 +35,18 @@ pub enum KubeletError {
     Listen { address: IpAddr, source: std::io::Error },
 }
 
-/// Where one node's pod's output is: the log group, and each container's stream.
+mod exec;
+
+pub use exec::PodExec;
+
+/// One node's pod: where its output is (the log group, and each container's stream) and its
+/// task (for exec).
 #[derive(Clone, Debug)]
 pub struct NodeLogs {
     pub namespace: String,
     pub pod: String,
+    pub ecs_cluster: String,
+    pub task_arn: String,
     pub group: String,
     pub streams: BTreeMap<String, String>,
 }
@@ -48,6 +55,7 @@ pub struct NodeLogs {
 pub struct Kubelet {
     address: IpAddr,
     logs: Arc<LogStore>,
+    exec: Option<PodExec>,
     tls: TlsAcceptor,
 }
 
@@ -82,7 +90,13 @@ impl Kubelet {
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
             )
             .map_err(|e| KubeletError::Certificate(e.to_string()))?;
-        Ok(Kubelet { address, logs, tls: TlsAcceptor::from(Arc::new(config)) })
+        Ok(Kubelet { address, logs, exec: None, tls: TlsAcceptor::from(Arc::new(config)) })
+    }
+
+    /// Serves `kubectl exec` through Flotilla's exec path.
+    pub fn with_exec(mut self, exec: PodExec) -> Kubelet {
+        self.exec = Some(exec);
+        self
     }
 
     pub fn address(&self) -> IpAddr {
@@ -98,8 +112,9 @@ impl Kubelet {
             listener.local_addr().map_err(|source| KubeletError::Listen { address: self.address, source })?.port();
         let app = Router::new()
             .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+            .route("/exec/{namespace}/{pod}/{container}", get(exec::exec).post(exec::exec))
             .route("/healthz", get(|| async { "ok" }))
-            .with_state(Arc::new(NodeState { node, logs: self.logs.clone() }));
+            .with_state(Arc::new(NodeState { node, logs: self.logs.clone(), exec: self.exec.clone() }));
         let tls = self.tls.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -109,7 +124,7 @@ impl Kubelet {
                     let Ok(stream) = tls.accept(tcp).await else { return };
                     let service = hyper_util::service::TowerToHyperService::new(app);
                     let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
                 });
             }
         });
@@ -120,6 +135,7 @@ impl Kubelet {
 struct NodeState {
     node: NodeLogs,
     logs: Arc<LogStore>,
+    exec: Option<PodExec>,
 }
 
 #[derive(Deserialize)]

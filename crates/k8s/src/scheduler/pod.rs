@@ -148,6 +148,8 @@ async fn start(ctx: &ClusterContext, pod: &Pod) -> Result<Option<Placed>, String
         launch_type: Some("FARGATE".into()),
         network_configuration: Some(serde_json::from_value(network).expect("a network configuration")),
         started_by: Some(uid.clone()),
+        // `kubectl exec` runs through ECS Exec's path.
+        enable_execute_command: Some(true),
         group: Some(format!("eks:{namespace}")),
         tags: Some(vec![
             serde_json::from_value(json!({"key": "eks:pod", "value": pod_key(pod)})).expect("a tag"),
@@ -258,6 +260,8 @@ async fn place(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed) -> Result<(
     let logs = NodeLogs {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         pod: pod.metadata.name.clone().unwrap_or_default(),
+        ecs_cluster: ctx.ecs_cluster.clone(),
+        task_arn: placed.task_arn.clone(),
         group: spec::log_group(&ctx.name),
         streams: containers.map(|c| (c.name.clone(), format!("{}/{}/{task_id}", spec::LOG_PREFIX, c.name))).collect(),
     };
