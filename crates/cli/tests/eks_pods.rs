@@ -256,6 +256,24 @@ fn pods_end_as_their_tasks_do_and_survive_a_flotilla_restart() {
     let ok = phase(&kube, "ok");
     assert_eq!(ok["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0, "{ok:#}");
     wait_for("sleeper Running", Duration::from_secs(60), || running(&phase(&kube, "sleeper")));
+
+    // kubectl logs -f follows: lines written after it started arrive.
+    kube.apply(&pod("ticker", &f.image, "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"));
+    wait_for("ticker Running", Duration::from_secs(60), || running(&phase(&kube, "ticker")));
+    let mut follow = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kube.kubeconfig)
+        .args(["logs", "-f", "--tail=1", "-n", NS, "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    let earlier = lines.next().unwrap().unwrap();
+    let later = lines.nth(3).unwrap().unwrap();
+    let tick = |l: &str| l.trim_start_matches("tick ").parse::<u32>().unwrap();
+    assert!(tick(&later) > tick(&earlier), "{earlier} then {later}");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
     let node = phase(&kube, "sleeper")["spec"]["nodeName"].as_str().unwrap().to_owned();
 
     // Flotilla dies and comes back: the task ran on; the pod is adopted, its node's kubelet API
@@ -270,9 +288,9 @@ fn pods_end_as_their_tasks_do_and_survive_a_flotilla_restart() {
     });
     assert!(running(&phase(&kube, "sleeper")));
     assert_eq!(phase(&kube, "sleeper")["spec"]["nodeName"], node.as_str());
-    assert_eq!(eks_tasks(&f.server, "RUNNING").len(), 1);
+    assert_eq!(eks_tasks(&f.server, "RUNNING").len(), 2);
 
-    for name in ["ok", "fails", "sleeper"] {
+    for name in ["ok", "fails", "sleeper", "ticker"] {
         kube.kubectl_ok(&["delete", "pod", "-n", NS, name, "--wait=false"]);
     }
     wait_for("no pods, nodes or running tasks", Duration::from_secs(120), || {

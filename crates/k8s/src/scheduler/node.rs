@@ -246,3 +246,6 @@ pub fn task_address(task: &Task) -> Option<Ipv4Addr> {
         .find(|d| d.name.as_deref() == Some("privateIPv4Address"))
         .and_then(|d| d.value.as_deref()?.parse().ok())
 }
+
+#[cfg(test)]
+mod tests;

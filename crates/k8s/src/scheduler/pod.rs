@@ -23,6 +23,8 @@ use crate::kubelet::{NodeLogs, NodeServer};
 const LEASE_SECONDS: i32 = 40;
 /// How often a running pod's status is compared with its task.
 const SYNC: Duration = Duration::from_secs(1);
+/// ...and how often, until the task has an address, whether it has one.
+const PLACING: Duration = Duration::from_millis(200);
 
 /// A pod's name for messages: `namespace/name`.
 fn pod_key(pod: &Pod) -> String {
@@ -54,7 +56,6 @@ pub(super) async fn supervise(ctx: Arc<ClusterContext>, mut pod: watch::Receiver
             return;
         }
     };
-    let mut tick = tokio::time::interval(SYNC);
     loop {
         let current = pod.borrow().clone();
         let gone = match &current {
@@ -69,8 +70,10 @@ pub(super) async fn supervise(ctx: Arc<ClusterContext>, mut pod: watch::Receiver
         if let Err(e) = sync(&ctx, &current, &mut placed).await {
             tracing::debug!(cluster = %ctx.name, pod = %key, error = %e, "pod status sync failed; retrying");
         }
+        // Quicker while the task has no node yet: binding waits on it.
+        let pause = if placed.kubelet.is_none() { PLACING } else { SYNC };
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
             changed = pod.changed() => if changed.is_err() {
                 // The cluster's worker stopped (shutdown): the task keeps running, adopted on restart.
                 stop_local(&mut placed);
@@ -239,18 +242,12 @@ async fn resolve_env(ctx: &ClusterContext, pod: &Pod) -> Result<Pod, String> {
     Ok(pod)
 }
 
-/// Waits for the task's address, then makes the node (and its lease and kubelet API) and binds
-/// the pod to it, unless it is bound already.
+/// Once the task has its address, makes the node (and its lease and kubelet API) and binds the
+/// pod to it, unless it is bound already.
 async fn place(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed) -> Result<(), String> {
-    let task = loop {
-        let task = ctx.task(&placed.task_arn).await?;
-        if task_address(&task).is_some() || task.last_status == TaskStatus::Stopped {
-            break task;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let task = ctx.task(&placed.task_arn).await?;
     let Some(ip) = task_address(&task) else {
-        // Stopped before it had an address: the status sync says why.
+        // Not yet (the sync comes back), or stopped before it had one (the sync says why).
         return Ok(());
     };
     placed.ip = Some(ip);
@@ -287,8 +284,9 @@ async fn place(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed) -> Result<(
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .map_err(|e| format!("cannot set node {name}'s status: {e}"))?;
-    placed.kubelet = Some(server);
-    placed.lease = Some(tokio::spawn(renew_lease(ctx.client.clone(), name.clone())));
+    if placed.lease.is_none() {
+        placed.lease = Some(tokio::spawn(renew_lease(ctx.client.clone(), name.clone())));
+    }
     if placed.node.is_none() {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or(""));
         let binding = node::binding(pod, &name);
@@ -303,6 +301,8 @@ async fn place(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed) -> Result<(
         emit(ctx, pod, "Normal", "Scheduled", &format!("Successfully assigned {} to {name}", pod_key(pod))).await;
     }
     placed.node = Some(name);
+    // Last: a failure above is tried again by the next sync.
+    placed.kubelet = Some(server);
     Ok(())
 }
 
@@ -330,8 +330,12 @@ async fn renew_lease(client: kube::Client, name: String) {
 /// Patches the pod's status when the task's record says something new.
 async fn sync(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed) -> Result<(), String> {
     let task = ctx.task(&placed.task_arn).await?;
-    if placed.node.is_none() && task_address(&task).is_some() {
+    if placed.kubelet.is_none() && task_address(&task).is_some() {
         place(ctx, pod, placed).await?;
+    }
+    if placed.node.is_none() && task.last_status != TaskStatus::Stopped {
+        // Pending until bound: the pod says nothing of a task that has no node yet.
+        return Ok(());
     }
     let status = pod_status(pod, &task, placed.ip, ctx.kubelet.address());
     if placed.last_status.as_ref() == Some(&status) {
