@@ -120,8 +120,8 @@ fn eks_tasks(server: &Server, status: &str) -> Vec<String> {
 /// A Kubernetes plane, and a Flotilla (with a registry holding busybox) that has it as the
 /// ACTIVE cluster `demo` with a profile for [`NS`]; the first server (killed) is kept for its
 /// data dir.
-fn setup() -> (KubePlane, Fixture, Server) {
-    let kube = KubePlane::start();
+fn setup(verify_kubelets: bool) -> (KubePlane, Fixture, Server) {
+    let kube = KubePlane::start(verify_kubelets);
     let f = Fixture::new();
     let data_dir = f.server.data_dir.clone();
     let Fixture { server: mut first, subnet, _registry, image, rt } = f;
@@ -144,7 +144,8 @@ fn phase(kube: &KubePlane, name: &str) -> Value {
 
 #[test]
 fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
-    let (kube, f, first) = setup();
+    // The API server verifies the nodes' kubelet certificates, which the cluster signed.
+    let (kube, f, first) = setup(true);
     kube.apply(&deployment(&f.image));
     wait_for("2 Running pods", Duration::from_secs(180), || pods(&kube).iter().filter(|p| running(p)).count() == 2);
 
@@ -243,7 +244,8 @@ fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
 
 #[test]
 fn pods_end_as_their_tasks_do_and_survive_a_flotilla_restart() {
-    let (kube, f, first) = setup();
+    // A cluster that signs no kubelet certificates: the nodes' own self-signed one serves.
+    let (kube, f, first) = setup(false);
     kube.apply(&pod("ok", &f.image, "echo done; exit 0"));
     kube.apply(&pod("fails", &f.image, "echo failing; exit 3"));
     kube.apply(&pod("sleeper", &f.image, "echo sleeping; exec sleep 3600"));

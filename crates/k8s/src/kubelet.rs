@@ -36,6 +36,7 @@ pub enum KubeletError {
 }
 
 mod exec;
+pub mod serving;
 
 pub use exec::PodExec;
 
@@ -80,17 +81,8 @@ impl Kubelet {
         params.subject_alt_names.push(rcgen::SanType::IpAddress(address));
         params.distinguished_name.push(rcgen::DnType::CommonName, "flotilla-fargate-kubelet");
         let cert = params.self_signed(&key).map_err(|e| KubeletError::Certificate(e.to_string()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| KubeletError::Certificate(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .map_err(|e| KubeletError::Certificate(e.to_string()))?;
-        Ok(Kubelet { address, logs, exec: None, tls: TlsAcceptor::from(Arc::new(config)) })
+        let tls = serving::acceptor(&cert.pem(), &key).map_err(KubeletError::Certificate)?;
+        Ok(Kubelet { address, logs, exec: None, tls })
     }
 
     /// Serves `kubectl exec` through Flotilla's exec path.
@@ -103,8 +95,9 @@ impl Kubelet {
         self.address
     }
 
-    /// Starts one node's kubelet API, on a port of its own.
-    pub async fn serve(&self, node: NodeLogs) -> Result<NodeServer, KubeletError> {
+    /// Starts one node's kubelet API, on a port of its own, with the cluster's serving
+    /// certificate (`serving::cluster_signed`) when it has one, else the self-signed one.
+    pub async fn serve(&self, node: NodeLogs, tls: Option<TlsAcceptor>) -> Result<NodeServer, KubeletError> {
         let listener = TcpListener::bind(SocketAddr::new(self.address, 0))
             .await
             .map_err(|source| KubeletError::Listen { address: self.address, source })?;
@@ -115,7 +108,7 @@ impl Kubelet {
             .route("/exec/{namespace}/{pod}/{container}", get(exec::exec).post(exec::exec))
             .route("/healthz", get(|| async { "ok" }))
             .with_state(Arc::new(NodeState { node, logs: self.logs.clone(), exec: self.exec.clone() }));
-        let tls = self.tls.clone();
+        let tls = tls.unwrap_or_else(|| self.tls.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };

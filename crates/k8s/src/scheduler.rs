@@ -106,6 +106,8 @@ pub(crate) struct ClusterContext {
     control: Arc<Control>,
     clusters: Arc<dyn PodClusters>,
     kubelet: Arc<Kubelet>,
+    /// The cluster-signed serving certificate of its nodes' kubelet APIs, when it signs one.
+    kubelet_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl ClusterContext {
@@ -196,6 +198,14 @@ impl FargateScheduler {
             .create_cluster(input)
             .await
             .map_err(|e| format!("cannot create ECS cluster {ecs_cluster}: {e}"))?;
+        let address = self.kubelet.address();
+        let kubelet_tls = match crate::kubelet::serving::cluster_signed(&client, &cluster.name, address).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                tracing::info!(cluster = %cluster.name, reason = %e, "Fargate nodes' kubelet API serves a self-signed certificate");
+                None
+            }
+        };
         Ok(ClusterContext {
             name: cluster.name.clone(),
             ecs_cluster,
@@ -205,6 +215,7 @@ impl FargateScheduler {
             control: self.control.clone(),
             clusters: self.clusters.clone(),
             kubelet: self.kubelet.clone(),
+            kubelet_tls,
         })
     }
 

@@ -23,7 +23,10 @@ fn run(dir: &std::path::Path, command: &str) {
 }
 
 impl KubePlane {
-    pub fn start() -> KubePlane {
+    /// With `verify_kubelets`, the API server checks kubelets' serving certificates against
+    /// the cluster CA (`--kubelet-certificate-authority`), and the controller manager signs
+    /// kubelet-serving requests with it (`csrsigning`), as kubeadm's clusters do.
+    pub fn start(verify_kubelets: bool) -> KubePlane {
         let bin = flotilla_k8s::test_binaries().expect("the Kubernetes 1.20 binaries");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
@@ -50,8 +53,10 @@ impl KubePlane {
             .stderr(log("etcd.err"))
             .spawn()
             .expect("etcd (Debian's etcd-server) runs");
+        let verify: &[&str] = if verify_kubelets { &["--kubelet-certificate-authority=ca.crt"] } else { &[] };
         let api = Command::new(bin.join("kube-apiserver"))
             .current_dir(d)
+            .args(verify)
             .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
             .args(["--bind-address=127.0.0.1", &format!("--secure-port={api_port}"), "--insecure-port=0"])
             .args(["--tls-cert-file=api.crt", "--tls-private-key-file=api.key", "--token-auth-file=tokens.csv"])
@@ -83,10 +88,19 @@ impl KubePlane {
         wait_for("the API server to answer", Duration::from_secs(90), || {
             plane.kubectl(&["get", "ns"]).status.success()
         });
+        let signing: &[&str] = if verify_kubelets {
+            &["--cluster-signing-cert-file=ca.crt", "--cluster-signing-key-file=ca.key"]
+        } else {
+            &[]
+        };
         let kcm = Command::new(bin.join("kube-controller-manager"))
             .current_dir(plane.dir.path())
             .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
-            .arg("--controllers=deployment,replicaset,namespace,serviceaccount,serviceaccount-token,garbagecollector,disruption,endpoint")
+            .arg(format!(
+                "--controllers=deployment,replicaset,namespace,serviceaccount,serviceaccount-token,garbagecollector,disruption,endpoint{}",
+                if verify_kubelets { ",csrsigning" } else { "" }
+            ))
+            .args(signing)
             .args(["--root-ca-file=ca.crt", "--leader-elect=false", "--service-account-private-key-file=sa.key"])
             .arg("--use-service-account-credentials=false")
             // Several planes run at once: no fixed health ports (10252, 10257).

@@ -262,7 +262,11 @@ async fn place(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed) -> Result<(
         group: spec::log_group(&ctx.name),
         streams: containers.map(|c| (c.name.clone(), format!("{}/{}/{task_id}", spec::LOG_PREFIX, c.name))).collect(),
     };
-    let server = ctx.kubelet.serve(logs).await.map_err(|e| format!("cannot serve the node's kubelet API: {e}"))?;
+    let server = ctx
+        .kubelet
+        .serve(logs, ctx.kubelet_tls.clone())
+        .await
+        .map_err(|e| format!("cannot serve the node's kubelet API: {e}"))?;
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let body: Node = serde_json::from_value(node::node(
         &name,
