@@ -20,6 +20,7 @@ pub mod kms;
 pub mod logs;
 pub mod model;
 pub mod query;
+mod rest;
 pub mod secrets;
 pub mod server;
 pub mod servicediscovery;

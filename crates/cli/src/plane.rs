@@ -37,9 +37,10 @@ pub struct PlaneOptions {
     /// The account root's credentials (what `flotilla up` prints): IAM knows them without
     /// storing them.
     pub root_credentials: flotilla_api::Credentials,
-    /// The Kubernetes side of EKS (flotilla-k8s's control planes); without it, clusters are
-    /// recorded and then FAILED with the reason.
-    pub eks_planes: Option<Arc<dyn flotilla_eks::ControlPlanes>>,
+    /// The data dir: EKS clusters' control planes and the webhook listener keep files there.
+    pub data_dir: std::path::PathBuf,
+    /// `--kubernetes-bin`, `--eks-webhook-listen`.
+    pub kubernetes: crate::kubernetes::KubernetesArgs,
 }
 
 pub struct ControlPlane {
@@ -67,6 +68,9 @@ pub struct ControlPlane {
     pub exec_targets: flotilla_host::exec::ExecTargets,
     /// ECS Exec sessions (in memory: a restart ends them), run on `exec_targets`.
     pub exec_sessions: Arc<flotilla_exec::Sessions>,
+    /// EKS clusters' control planes (for `Eks::with_planes`) and the webhook listener their
+    /// API servers call.
+    pub kubernetes: crate::kubernetes::Kubernetes,
     stop: watch::Sender<bool>,
     scheduler: JoinHandle<()>,
     detector: JoinHandle<()>,
@@ -93,6 +97,15 @@ impl ControlPlane {
         // Task definitions' roles are checked, the platform acts as a task's execution role, and
         // tasks get their task role's credentials (the host API).
         control.attach_iam(iam.clone());
+        // EKS: the webhooks API servers call (tokens checked as the API checks signatures) and
+        // the control planes Flotilla launches.
+        let kubernetes = {
+            let mut verifier =
+                flotilla_api::sigv4::Verifier::new(&opts.region, &opts.account_id, std::slice::from_ref(root));
+            verifier.attach_iam(iam.clone());
+            let lookup = flotilla_eks::Eks::new(store.clone(), control.identity().clone());
+            crate::kubernetes::start(&opts.data_dir, &opts.kubernetes, lookup, verifier).await?
+        };
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
         let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
         let elb = Arc::new(flotilla_elb::Elb::new(
@@ -135,10 +148,7 @@ impl ControlPlane {
         let eks = {
             let eks = flotilla_eks::Eks::new(store.clone(), control.identity().clone())
                 .with_vpcs(Arc::new(flotilla_control::ElbVpcs(control.clone())));
-            Arc::new(match opts.eks_planes.clone() {
-                Some(planes) => eks.with_planes(planes),
-                None => eks,
-            })
+            Arc::new(eks.with_planes(kubernetes.planes.clone()))
         };
         let host_api: Arc<dyn flotilla_host::HostApi> = Arc::new(
             flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone()))
@@ -211,6 +221,7 @@ impl ControlPlane {
             host_api,
             exec_targets,
             exec_sessions,
+            kubernetes,
             stop,
             scheduler,
             detector,

@@ -40,6 +40,8 @@ pub struct ServerOptions {
     /// `--kms-key-file` (default [`crate::home::default_kms_key_file`]); the same for every
     /// server of a store.
     pub kms_key_file: Option<std::path::PathBuf>,
+    /// `--kubernetes-bin`, `--eks-webhook-listen`: EKS clusters' control planes.
+    pub kubernetes: crate::kubernetes::KubernetesArgs,
 }
 
 /// The store a server uses: etcd, shared with the other servers, or an embedded one.
@@ -111,8 +113,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             require_roles: opts.require_roles,
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
-            // The Kubernetes side is flotilla-k8s's, wired with `--kubernetes-bin`.
-            eks_planes: None,
+            data_dir: home.dir.clone(),
+            kubernetes: opts.kubernetes.clone(),
         },
     )
     .await?;

@@ -40,6 +40,8 @@ pub struct UpOptions {
     pub require_roles: bool,
     /// `--kms-key-file` (default [`crate::home::default_kms_key_file`]).
     pub kms_key_file: Option<std::path::PathBuf>,
+    /// `--kubernetes-bin`, `--eks-webhook-listen`: EKS clusters' control planes.
+    pub kubernetes: crate::kubernetes::KubernetesArgs,
 }
 
 /// Image store options with the CAs of the PEM bundle `registry_ca` (one or more
@@ -83,8 +85,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             require_roles: opts.require_roles,
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
-            // The Kubernetes side is flotilla-k8s's, wired with `--kubernetes-bin`.
-            eks_planes: None,
+            data_dir: home.dir.clone(),
+            kubernetes: opts.kubernetes.clone(),
         },
     )
     .await?;

@@ -43,19 +43,50 @@ impl ControlPlanes for StandInPlanes {
     }
 }
 
-/// The AWS CLI against one endpoint, with the test credentials and no user configuration.
+/// The AWS CLI against one endpoint, with the test credentials (or a user's) and no user
+/// configuration.
 struct Aws {
     endpoint: String,
+    key: String,
+    secret: String,
 }
 
 impl Aws {
+    fn root(endpoint: String) -> Aws {
+        Aws { endpoint, key: ACCESS_KEY.into(), secret: SECRET_KEY.into() }
+    }
+
+    /// A new IAM user with an access key, and the CLI as that user.
+    fn user(&self, name: &str) -> (String, Aws) {
+        let arn = self.json(&["iam", "create-user", "--user-name", name])["User"]["Arn"].as_str().unwrap().to_owned();
+        let key = self.json(&["iam", "create-access-key", "--user-name", name])["AccessKey"].clone();
+        let text = |k: &str| key[k].as_str().unwrap().to_owned();
+        (arn, Aws { endpoint: self.endpoint.clone(), key: text("AccessKeyId"), secret: text("SecretAccessKey") })
+    }
+
+    fn allow(&self, user: &str, policy: &str, action: &str, resource: &str) {
+        let document = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"{action}","Resource":"{resource}"}}]}}"#
+        );
+        self.json(&[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            user,
+            "--policy-name",
+            policy,
+            "--policy-document",
+            &document,
+        ]);
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new("aws")
             .arg("--endpoint-url")
             .arg(&self.endpoint)
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ACCESS_KEY_ID", &self.key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
@@ -151,8 +182,10 @@ impl Aws {
 
 /// A control plane in this process with the stand-in planes, served on a local port.
 struct InProcess {
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
     aws: Aws,
+    /// The server's EKS, to read what the wire does not show (a cluster's creator).
+    eks: Arc<flotilla_eks::Eks>,
     _dir: tempfile::TempDir,
 }
 
@@ -160,7 +193,7 @@ impl InProcess {
     fn start() -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let endpoint = rt.block_on(async {
+        let (endpoint, eks) = rt.block_on(async {
             let store = flotilla_store::EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
             let credentials =
                 flotilla_api::Credentials { access_key_id: ACCESS_KEY.into(), secret_access_key: SECRET_KEY.into() };
@@ -182,15 +215,16 @@ impl InProcess {
             .await
             .unwrap();
             let state = plane.api_state(&credentials);
+            let eks = plane.eks.clone();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let endpoint = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(async move {
                 let _plane = plane;
                 axum::serve(listener, flotilla_api::router(state)).await.unwrap();
             });
-            endpoint
+            (endpoint, eks)
         });
-        InProcess { _rt: rt, aws: Aws { endpoint }, _dir: dir }
+        InProcess { rt, aws: Aws::root(endpoint), eks, _dir: dir }
     }
 }
 
@@ -547,7 +581,7 @@ fn refusals_name_their_field() {
 #[test]
 fn without_a_kubernetes_side_a_cluster_fails_saying_why() {
     let server = Server::start_no_agent();
-    let aws = Aws { endpoint: server.endpoint() };
+    let aws = Aws::root(server.endpoint());
     let role = aws.role("eksClusterRole", "eks.amazonaws.com");
     let pods = aws.role("pods", "eks-fargate-pods.amazonaws.com");
     let (a, b, _) = aws.two_zones();
@@ -587,4 +621,36 @@ fn without_a_kubernetes_side_a_cluster_fails_saying_why() {
     wait_for("the cluster gone", Duration::from_secs(30), || {
         aws.json(&["eks", "list-clusters"])["clusters"] == serde_json::json!([])
     });
+}
+
+/// IAM decides: EKS's actions on the cluster's ARN, and `iam:PassRole` for the role a cluster is
+/// given; the identity that created a cluster is recorded as its administrator.
+#[test]
+fn iam_decides_who_may_create_and_pass_roles() {
+    let server = InProcess::start();
+    let root = &server.aws;
+    let account = root.account();
+    let role = root.role("eksClusterRole", "eks.amazonaws.com");
+    let (a, b, _) = root.two_zones();
+    let subnets = format!("subnetIds={a},{b}");
+    let create = ["eks", "create-cluster", "--name", "alices", "--role-arn", &role, "--resources-vpc-config", &subnets];
+
+    let (alice_arn, alice) = root.user("alice");
+    alice.refused(&create, "AccessDeniedException", "eks:CreateCluster");
+    root.allow("alice", "eks", "eks:*", "*");
+    alice.refused(&create, "AccessDeniedException", "iam:PassRole");
+    root.allow("alice", "pass", "iam:PassRole", &role);
+    assert_eq!(alice.json(&create)["cluster"]["status"], "CREATING");
+    let record = server.rt.block_on(server.eks.cluster("alices")).unwrap().unwrap();
+    assert_eq!(record.creator_arn, alice_arn);
+
+    // Bob may describe only his own cluster's ARN.
+    let (_, bob) = root.user("bob");
+    root.allow("bob", "describe", "eks:DescribeCluster", &format!("arn:aws:eks:us-east-1:{account}:cluster/bobs"));
+    bob.refused(&["eks", "describe-cluster", "--name", "alices"], "AccessDeniedException", "cluster/alices");
+    bob.refused(&["eks", "describe-cluster", "--name", "bobs"], "ResourceNotFoundException", "bobs");
+
+    root.json(&["eks", "create-cluster", "--name", "roots", "--role-arn", &role, "--resources-vpc-config", &subnets]);
+    let record = server.rt.block_on(server.eks.cluster("roots")).unwrap().unwrap();
+    assert_eq!(record.creator_arn, format!("arn:aws:iam::{account}:root"));
 }

@@ -184,7 +184,8 @@ impl InProcess {
                         access_key_id: ACCESS_KEY.into(),
                         secret_access_key: SECRET_KEY.into(),
                     },
-                    eks_planes: None,
+                    data_dir: dir.path().to_owned(),
+                    kubernetes: Default::default(),
                 },
             )
             .await

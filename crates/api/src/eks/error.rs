@@ -63,6 +63,8 @@ impl From<ApiError> for EksApiError {
                 "InvalidParameterException"
             }
             "ServerException" | "InternalFailure" => "ServerException",
+            // `iam:PassRole` refused is still EKS's answer, in EKS's words.
+            "AccessDenied" => "AccessDeniedException",
             other => other,
         };
         EksApiError::new(code, e.message)

@@ -85,18 +85,6 @@ fn add_query(members: &mut Map<String, Value>, query: &[(String, String)]) {
     }
 }
 
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    use crate::query::form::form_decode;
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (form_decode(k), form_decode(v)),
-            None => (form_decode(p), String::new()),
-        })
-        .collect()
-}
-
 /// Serves one request on EKS's routes (`/clusters...`, `/tags/...`).
 pub(crate) async fn serve(state: &ApiState, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let request_id = state.next_request_id();
@@ -135,12 +123,7 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Answer, EksApiError> {
-    let mut signed_headers = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let value =
-            value.to_str().map_err(|_| EksApiError::invalid_parameter(format!("Header {name} is not valid text.")))?;
-        signed_headers.push((name.as_str().to_owned(), value.to_owned()));
-    }
+    let signed_headers = crate::rest::header_pairs(headers).map_err(EksApiError::invalid_parameter)?;
     // SigV4 signs a REST path encoded once more than it travels (botocore quotes the already
     // quoted path); the verifier decodes the path it is given and encodes it once, so it is
     // given the travelling path encoded once more. Paths without `%` are unchanged by this.
@@ -159,19 +142,10 @@ async fn handle(
         .await
         .map_err(EksApiError::from)?;
 
-    let query = query_pairs(uri.query().unwrap_or(""));
+    let query = crate::rest::query_pairs(uri.query().unwrap_or(""));
     let Route { operation, mut members } = route(method, uri.path(), &query)
         .ok_or_else(|| EksApiError::invalid_parameter(format!("No EKS operation at {method} {}.", uri.path())))?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        let parsed: Value = serde_json::from_slice(body)
-            .map_err(|e| EksApiError::invalid_parameter(format!("The request body is not valid JSON: {e}")))?;
-        let Value::Object(parsed) = parsed else {
-            return Err(EksApiError::invalid_parameter("The request body must be a JSON object."));
-        };
-        for (k, v) in parsed {
-            members.entry(k).or_insert(v);
-        }
-    }
+    crate::rest::join_body(&mut members, body).map_err(EksApiError::invalid_parameter)?;
     let input = model
         .check_input(operation, Value::Object(members))
         .expect("every routed operation is in the vendored model")
@@ -197,7 +171,7 @@ mod tests {
 
     #[test]
     fn routes_carry_labels_and_query_members() {
-        let r = route(&Method::GET, "/clusters", &query_pairs("maxResults=5&nextToken=abc")).unwrap();
+        let r = route(&Method::GET, "/clusters", &crate::rest::query_pairs("maxResults=5&nextToken=abc")).unwrap();
         assert_eq!(r.operation, "ListClusters");
         assert_eq!(r.members["maxResults"], 5);
         assert_eq!(r.members["nextToken"], "abc");
@@ -206,7 +180,8 @@ mod tests {
         assert_eq!(r.members["clusterName"], "c1");
         assert_eq!(r.members["fargateProfileName"], "fp-default");
         let arn = "arn%3Aaws%3Aeks%3Aus-east-1%3A123456789012%3Acluster%2Fc1";
-        let r = route(&Method::DELETE, &format!("/tags/{arn}"), &query_pairs("tagKeys=a&tagKeys=b%20c")).unwrap();
+        let r = route(&Method::DELETE, &format!("/tags/{arn}"), &crate::rest::query_pairs("tagKeys=a&tagKeys=b%20c"))
+            .unwrap();
         assert_eq!(r.operation, "UntagResource");
         assert_eq!(r.members["resourceArn"], "arn:aws:eks:us-east-1:123456789012:cluster/c1");
         assert_eq!(r.members["tagKeys"], serde_json::json!(["a", "b c"]));
