@@ -305,3 +305,151 @@ fn pods_end_as_their_tasks_do_and_survive_a_flotilla_restart() {
     drop(second);
     drop(first);
 }
+
+/// Kills what a failed test left running of a launched plane (it outlives Flotilla by design).
+struct Reaper(std::path::PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let needle = self.0.display().to_string();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&needle) && !cmdline.contains("flotilla up") {
+                let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        }
+    }
+}
+
+/// The whole of EKS on Fargate as a user meets it: `aws eks create-cluster` launches the plane,
+/// `aws eks create-fargate-profile`, `aws eks update-kubeconfig`, then kubectl (through `aws eks
+/// get-token`) applies the seed's Deployment, which the admission webhook hands to the Fargate
+/// scheduler: Running pods on fargate-ip nodes, logs and exec through the launched API server
+/// (which verifies the nodes' kubelet certificates), and DeleteCluster ends their tasks.
+#[test]
+fn a_launched_cluster_runs_its_profile_s_deployment_on_fargate() {
+    let binaries = flotilla_k8s::test_binaries().expect("the Kubernetes test binaries");
+    let bin = binaries.display().to_string();
+    let webhook = format!("127.0.0.1:{}", common::free_port());
+    let f = Fixture::with_server_flags(&["--kubernetes-bin", &bin, "--eks-webhook-listen", &webhook]);
+    let _reaper = Reaper(f.server.data_dir.join("eks"));
+    let server = &f.server;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"eks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let role = server.aws_json(&["iam", "create-role", "--role-name", "eks", "--assume-role-policy-document", trust]);
+    let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
+    let subnets = server.aws_json(&["ec2", "describe-subnets"]);
+    let mut zones = std::collections::BTreeSet::new();
+    let subnets: Vec<String> = subnets["Subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| zones.insert(s["AvailabilityZone"].as_str().unwrap().to_owned()))
+        .take(2)
+        .map(|s| s["SubnetId"].as_str().unwrap().to_owned())
+        .collect();
+    let vpc = format!("subnetIds={}", subnets.join(","));
+    server.aws_json(&[
+        "eks",
+        "create-cluster",
+        "--name",
+        "demo",
+        "--role-arn",
+        &role_arn,
+        "--resources-vpc-config",
+        &vpc,
+    ]);
+    let status = || server.aws_json(&["eks", "describe-cluster", "--name", "demo"])["cluster"]["status"].clone();
+    wait_for("the cluster to be ACTIVE", Duration::from_secs(240), || {
+        assert_ne!(status(), "FAILED");
+        status() == "ACTIVE"
+    });
+    server.aws_json(&[
+        "eks",
+        "create-fargate-profile",
+        "--cluster-name",
+        "demo",
+        "--fargate-profile-name",
+        "fargate",
+        "--pod-execution-role-arn",
+        &role_arn,
+        "--selectors",
+        &format!("namespace={NS}"),
+    ]);
+    wait_for("the profile to be ACTIVE", Duration::from_secs(60), || {
+        let out = server.aws_json(&[
+            "eks",
+            "describe-fargate-profile",
+            "--cluster-name",
+            "demo",
+            "--fargate-profile-name",
+            "fargate",
+        ]);
+        out["fargateProfile"]["status"] == "ACTIVE"
+    });
+    let kubeconfig = server.data_dir.join("kubeconfig-test");
+    let out = server.aws(&["eks", "update-kubeconfig", "--name", "demo", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", common::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", common::SECRET_KEY)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap()
+    };
+    let json = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = kubectl(&all);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert!(kubectl(&["create", "namespace", NS]).status.success());
+    // The seed's Deployment as a user writes it: no schedulerName (admission sets it).
+    let manifest = server.data_dir.join("deployment.yaml");
+    std::fs::write(&manifest, deployment(&f.image).replace("      schedulerName: fargate-scheduler\n", "")).unwrap();
+    wait_for("the Deployment applied", Duration::from_secs(60), || {
+        kubectl(&["apply", "-f", manifest.to_str().unwrap()]).status.success()
+    });
+    let pods = || json(&["get", "pods", "-n", NS])["items"].as_array().cloned().unwrap_or_default();
+    wait_for("2 Running pods", Duration::from_secs(180), || pods().iter().filter(|p| running(p)).count() == 2);
+    for pod in pods() {
+        assert_eq!(pod["spec"]["schedulerName"], "fargate-scheduler");
+        assert_eq!(pod["metadata"]["labels"]["eks.amazonaws.com/fargate-profile"], "fargate");
+        assert_eq!(pod["metadata"]["annotations"]["CapacityProvisioned"], "0.25vCPU 0.5GB");
+        assert!(pod["spec"]["nodeName"].as_str().unwrap().starts_with("fargate-ip-"), "{pod:#}");
+    }
+    let name = pods()[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    wait_for("kubectl logs", Duration::from_secs(30), || {
+        String::from_utf8_lossy(&kubectl(&["logs", "-n", NS, &name]).stdout).contains(&format!("hello from {name}"))
+    });
+    let out = kubectl(&["exec", "-n", NS, &name, "--", "sh", "-c", "echo exec in $POD_NAME"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("exec in {name}"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // DeleteCluster: the plane goes, and with it its pods' tasks.
+    server.aws_json(&["eks", "delete-fargate-profile", "--cluster-name", "demo", "--fargate-profile-name", "fargate"]);
+    wait_for("the profile gone", Duration::from_secs(60), || {
+        server.aws_json(&["eks", "list-fargate-profiles", "--cluster-name", "demo"])["fargateProfileNames"]
+            .as_array()
+            .is_some_and(|n| n.is_empty())
+    });
+    server.aws_json(&["eks", "delete-cluster", "--name", "demo"]);
+    wait_for("the cluster's tasks stopped", Duration::from_secs(120), || eks_tasks(server, "RUNNING").is_empty());
+    wait_for("the cluster gone", Duration::from_secs(120), || {
+        server.aws_json(&["eks", "list-clusters"])["clusters"].as_array().is_some_and(|c| c.is_empty())
+    });
+}

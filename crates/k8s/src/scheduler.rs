@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_control::{Control, CreateClusterInput, ListTasksInput};
-use flotilla_eks::{ClusterRecord, ClusterStatus, Eks, FargateProfile, KubeAccess, KubeAuth, PlaneFuture, PlaneSource};
+use flotilla_eks::{ClusterRecord, ClusterStatus, Eks, FargateProfile, KubeAccess, PlaneFuture, PlaneSource};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -67,33 +67,6 @@ impl PodClusters for Eks {
     fn profiles<'a>(&'a self, cluster: &'a str) -> PlaneFuture<'a, Result<Vec<FargateProfile>, String>> {
         Box::pin(async move { self.profiles(cluster).await.map_err(|e| e.to_string()) })
     }
-}
-
-/// A kube client for `access`: its CA and its token or client certificate.
-pub async fn client(access: &KubeAccess) -> Result<kube::Client, String> {
-    use base64::Engine;
-    // kube's TLS takes the process's default provider; Flotilla uses ring everywhere.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let user = match &access.auth {
-        KubeAuth::Token { token } => serde_json::json!({"token": token}),
-        KubeAuth::ClientCertificate { cert_pem, key_pem } => {
-            serde_json::json!({"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)})
-        }
-    };
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": access.endpoint, "certificate-authority-data": b64(&access.ca_pem)}}],
-        "users": [{"name": "u", "user": user}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "c",
-    });
-    let kubeconfig: kube::config::Kubeconfig = serde_json::from_value(config).map_err(|e| e.to_string())?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| format!("kubeconfig for {}: {e}", access.endpoint))?;
-    kube::Client::try_from(config).map_err(|e| format!("client for {}: {e}", access.endpoint))
 }
 
 /// What every pod supervisor of one cluster shares.
@@ -191,7 +164,7 @@ impl FargateScheduler {
 
     async fn context(&self, cluster: &ClusterRecord) -> Result<ClusterContext, String> {
         let access = self.clusters.access(cluster).await?;
-        let client = client(&access).await?;
+        let client = crate::plane::client(&access).await?;
         let ecs_cluster = ecs_cluster(&cluster.name);
         let input = CreateClusterInput { cluster_name: Some(ecs_cluster.clone()), ..Default::default() };
         self.control
