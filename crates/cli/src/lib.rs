@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod fargate;
 pub mod home;
 pub mod kubernetes;
 pub mod limits;

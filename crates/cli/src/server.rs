@@ -132,6 +132,9 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         let _ = stopped.wait_for(|s| *s).await;
     }));
 
+    // EKS on Fargate: the pods of ACTIVE EKS clusters run as this plane's tasks (one server).
+    let fargate = crate::fargate::start(&plane, plane.eks.clone(), opts.listen.ip(), stop_link.subscribe())?;
+
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}; pick another with --listen", opts.listen))?;
@@ -151,6 +154,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         .await
         .context("server failed")?;
     let _ = stop_link.send(true);
+    let _ = fargate.await;
     match link.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "the agent link failed"),
         Err(e) => tracing::warn!(error = %e, "the agent link panicked"),

@@ -126,6 +126,9 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         })
         .collect();
 
+    // EKS on Fargate: the pods of ACTIVE EKS clusters run as this plane's tasks.
+    let fargate = crate::fargate::start(&plane, plane.eks.clone(), opts.listen.ip(), stop_agents.subscribe())?;
+
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}; pick another with --listen", opts.listen))?;
@@ -152,6 +155,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         .context("server failed")?;
     // Tasks keep running under their shims; the next `flotilla up` adopts them.
     let _ = stop_agents.send(true);
+    let _ = fargate.await;
     for agent in agents {
         let _ = agent.await;
     }

@@ -198,7 +198,10 @@ impl Layout {
                 format!("--kubelet-client-certificate={}", d("kubelet-client.crt")),
                 format!("--kubelet-client-key={}", d("kubelet-client.key")),
                 format!("--kubelet-certificate-authority={}", d("ca.crt")),
-                "--kubelet-preferred-address-types=InternalIP".into(),
+                // Fargate nodes' kubelet APIs listen on the host (the task network is not
+                // routable from here), which each node reports as its ExternalIP; InternalIP is
+                // the pod's address, as on EKS.
+                "--kubelet-preferred-address-types=ExternalIP,InternalIP,Hostname".into(),
                 "--allow-privileged=false".into(),
                 "--profiling=false".into(),
             ],
@@ -210,8 +213,12 @@ impl Layout {
                 format!("--kubeconfig={}", d("controller-manager.kubeconfig")),
                 // No node lifecycle controller: Fargate nodes live and die with their pods, and
                 // its eviction of pods from nodes without a kubelet's heartbeat is not ours.
-                "--controllers=deployment,replicaset,statefulset,job,cronjob,namespace,serviceaccount,serviceaccount-token,garbagecollector,disruption,endpoint,endpointslice,podgc"
+                // csrsigning: Fargate nodes' kubelet-serving certificates, which the API server
+                // checks against the cluster CA (`--kubelet-certificate-authority`).
+                "--controllers=deployment,replicaset,statefulset,job,cronjob,namespace,serviceaccount,serviceaccount-token,garbagecollector,disruption,endpoint,endpointslice,podgc,csrsigning"
                     .into(),
+                format!("--cluster-signing-cert-file={}", d("ca.crt")),
+                format!("--cluster-signing-key-file={}", d("ca.key")),
                 format!("--root-ca-file={}", d("ca.crt")),
                 format!("--service-account-private-key-file={}", d("service-account.key")),
                 "--use-service-account-credentials=true".into(),
