@@ -74,6 +74,10 @@ impl Planes {
     /// `root`: `<data>/eks`. `binaries`: `flotilla_k8s::find_binaries`' answer (an error is
     /// reported by each launch, so registered clusters work without the binaries).
     pub fn new(root: PathBuf, binaries: Result<PathBuf, String>, webhook: WebhookEndpoint) -> Planes {
+        // Absolute: the processes run in their cluster's directory, and their command lines
+        // name it (how a restart finds them).
+        let root = std::path::absolute(&root).unwrap_or(root);
+        let binaries = binaries.map(|b| std::path::absolute(&b).unwrap_or(b));
         Planes { root, binaries, webhook, running: Mutex::new(HashMap::new()) }
     }
 
