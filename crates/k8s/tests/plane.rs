@@ -170,6 +170,7 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
     let registered = hooks_api.get(flotilla_k8s::plane::WEBHOOK_CONFIGURATION).await.unwrap();
     let hook = &registered.webhooks.unwrap()[0];
     assert_eq!(hook.client_config.url.as_deref(), Some(hooks.mutate_url("plane-test").as_str()));
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     assert_eq!(hook.client_config.ca_bundle.as_ref().unwrap().0, hooks.ca_pem.as_bytes());
 
     // kubectl through the admin kubeconfig; the controller manager makes the default
@@ -240,7 +241,9 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
     assert_eq!(planes.ensure(&registered).await.unwrap(), (access.endpoint.clone(), access.ca_pem.clone()));
     assert_eq!(planes.access(&registered).await.unwrap(), access);
     let hook = hooks_api.get(flotilla_k8s::plane::WEBHOOK_CONFIGURATION).await.unwrap();
-    assert_eq!(hook.webhooks.unwrap()[0].client_config.url.as_deref(), Some(hooks.mutate_url("registered").as_str()));
+    let webhook = &hook.webhooks.unwrap()[0];
+    assert_eq!(webhook.client_config.url.as_deref(), Some(hooks.mutate_url("registered").as_str()));
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"), "a registered cluster runs on without Flotilla");
     planes.remove(&registered).await.unwrap();
     assert!(hooks_api.get_opt(flotilla_k8s::plane::WEBHOOK_CONFIGURATION).await.unwrap().is_none());
     assert!(dir.exists(), "a registered cluster's removal touches no launched plane");
