@@ -4,7 +4,7 @@
 //! request enum (`EcsRequest`, `LogsRequest`, ...) and the service's `execute` runs it. Form-encoded
 //! requests (no `X-Amz-Target`: EC2 and ELBv2) go to `crate::query`, which routes them by the
 //! service their signature is scoped to. EFS's REST-JSON routes (`/2015-02-01/...`) go to
-//! `crate::efs`.
+//! `crate::efs`, EKS's (`/clusters...`, `/tags/...`) to `crate::eks`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +92,9 @@ pub struct ApiState {
     /// EFS is served only when attached ([`ApiState::with_efs`]).
     pub(crate) efs: Option<Arc<flotilla_efs::Efs>>,
     efs_model: ServiceModel,
+    /// EKS is served only when attached ([`ApiState::with_eks`]).
+    pub(crate) eks: Option<Arc<flotilla_eks::Eks>>,
+    eks_model: ServiceModel,
     /// IAM and STS, and the authorisation of every request, when attached
     /// ([`ApiState::with_iam`]); without it every valid signature acts as the account root.
     pub(crate) iam: Option<Arc<flotilla_iam::Iam>>,
@@ -121,6 +124,8 @@ impl ApiState {
             exec: None,
             efs: None,
             efs_model: ServiceModel::parse(include_str!("../model/efs.json")),
+            eks: None,
+            eks_model: ServiceModel::parse(include_str!("../model/eks.json")),
             iam: None,
             request_ids: AtomicU64::new(0),
         }
@@ -169,6 +174,12 @@ impl ApiState {
         self
     }
 
+    /// Serves EKS (REST-JSON under `/clusters` and `/tags/`) from `eks`.
+    pub fn with_eks(mut self, eks: Arc<flotilla_eks::Eks>) -> ApiState {
+        self.eks = Some(eks);
+        self
+    }
+
     /// Serves IAM and STS from `iam`, and authorises every request by its policies.
     pub fn with_iam(mut self, iam: Arc<flotilla_iam::Iam>) -> ApiState {
         self.verifier.attach_iam(iam.clone());
@@ -178,6 +189,10 @@ impl ApiState {
 
     pub(crate) fn efs_model(&self) -> &ServiceModel {
         &self.efs_model
+    }
+
+    pub(crate) fn eks_model(&self) -> &ServiceModel {
+        &self.eks_model
     }
 
     fn model(&self, service: Service) -> &ServiceModel {
@@ -208,6 +223,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/data-channel/{session_id}", get(crate::exec::data_channel))
         // EFS speaks REST-JSON: the method and path are the operation.
         .route("/2015-02-01/{*rest}", any(efs))
+        // So does EKS.
+        .route("/clusters", any(eks))
+        .route("/clusters/{*rest}", any(eks))
+        .route("/tags/{*rest}", any(eks))
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::new(
                 "UnknownOperationException",
@@ -228,6 +247,10 @@ pub(crate) fn now_secs() -> i64 {
 
 async fn efs(State(state): State<Arc<ApiState>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     crate::efs::serve(&state, method, uri, headers, body).await
+}
+
+async fn eks(State(state): State<Arc<ApiState>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    crate::eks::serve(&state, method, uri, headers, body).await
 }
 
 async fn handle(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {

@@ -230,7 +230,7 @@ impl Verifier {
     }
 
     /// Looks every access key up in `iam` from now on (it knows the root's keys too).
-    pub(crate) fn attach_iam(&mut self, iam: Arc<flotilla_iam::Iam>) {
+    pub fn attach_iam(&mut self, iam: Arc<flotilla_iam::Iam>) {
         self.iam = Some(iam);
     }
 
@@ -342,23 +342,172 @@ impl Verifier {
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
             ));
         }
-        if !identity.active {
+        admit(identity, auth.access_key, header("x-amz-security-token"), now)
+    }
+}
+
+/// The caller a correctly signed request stands for, if its key may still be used: active, and
+/// for temporary credentials sent with their session token (`sent_token`) and not expired.
+fn admit(
+    identity: flotilla_iam::KeyIdentity,
+    access_key: &str,
+    sent_token: Option<&str>,
+    now: i64,
+) -> Result<Caller, ApiError> {
+    if !identity.active {
+        return Err(invalid_token());
+    }
+    if let Some(token) = &identity.session_token {
+        // Temporary credentials are only half a credential without their token.
+        let sent = sent_token.unwrap_or_default();
+        if !bool::from(sent.as_bytes().ct_eq(token.as_bytes())) {
             return Err(invalid_token());
         }
-        if let Some(token) = &identity.session_token {
-            // Temporary credentials are only half a credential without their token.
-            let sent = header("x-amz-security-token").unwrap_or_default();
-            if !bool::from(sent.as_bytes().ct_eq(token.as_bytes())) {
-                return Err(invalid_token());
-            }
+    }
+    if identity.expiration.is_some_and(|expiration| now >= expiration) {
+        return Err(ApiError::new("ExpiredTokenException", "The security token included in the request is expired"));
+    }
+    Ok(Caller { access_key_id: access_key.to_owned(), principal: identity.principal })
+}
+
+/// The longest a presigned URL may say it lasts (`X-Amz-Expires`), as AWS allows: 7 days.
+pub const MAX_PRESIGNED_EXPIRES: i64 = 7 * 24 * 3600;
+
+impl Verifier {
+    /// Verifies a presigned URL (query-string authentication: `X-Amz-Algorithm`,
+    /// `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-Expires`, `X-Amz-SignedHeaders`,
+    /// `X-Amz-Signature`, and `X-Amz-Security-Token` for temporary credentials) for `service`
+    /// at `now`, with the same keys and sessions as [`Verifier::verify`]. `req.headers` are
+    /// the headers the request comes with (`host` at least); each one the URL says it signed
+    /// must be there. The URL is good from its date (less the allowed skew) for its
+    /// `X-Amz-Expires` seconds, or, given `lifetime`, for that long whatever it says (up to
+    /// which `X-Amz-Expires` must then be): STS treats `aws eks get-token`'s 60-second URLs as
+    /// good for 15 minutes, and aws-iam-authenticator checks them so. The payload is the
+    /// request's body (botocore signs a GET's empty body's hash); `UNSIGNED-PAYLOAD` (S3's
+    /// presigning) is accepted too.
+    pub async fn verify_presigned(
+        &self,
+        req: &SignedRequest<'_>,
+        service: &str,
+        now: i64,
+        lifetime: Option<i64>,
+    ) -> Result<Caller, ApiError> {
+        let params: Vec<(String, String)> = req
+            .query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect();
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let Some(signature) = param("X-Amz-Signature") else {
+            return Err(ApiError::new("MissingAuthenticationTokenException", "Missing Authentication Token"));
+        };
+        let required = |name: &str| {
+            param(name).ok_or_else(|| incomplete(format!("Presigned URL requires the '{name}' query parameter.")))
+        };
+        if required("X-Amz-Algorithm")? != ALGORITHM {
+            return Err(incomplete(format!("X-Amz-Algorithm must be {ALGORITHM}.")));
         }
-        if identity.expiration.is_some_and(|expiration| now >= expiration) {
+        let credential = required("X-Amz-Credential")?;
+        let amz_date = required("X-Amz-Date")?;
+        let signed_headers: Vec<&str> = required("X-Amz-SignedHeaders")?.split(';').collect();
+        let max_expires = lifetime.unwrap_or(MAX_PRESIGNED_EXPIRES);
+        let expires: i64 =
+            required("X-Amz-Expires")?.parse().ok().filter(|e| (1..=max_expires).contains(e)).ok_or_else(|| {
+                incomplete(format!("X-Amz-Expires must be a whole number of seconds from 1 to {max_expires}."))
+            })?;
+        let expires = lifetime.unwrap_or(expires);
+        // The same parts as an Authorization header names, checked alike.
+        let as_header = format!(
+            "{ALGORITHM} Credential={credential}, SignedHeaders={}, Signature={signature}",
+            signed_headers.join(";")
+        );
+        let auth = parse_auth_header(&as_header)?;
+        let Some(request_time) = parse_amz_date(amz_date) else {
+            return Err(incomplete(format!(
+                "X-Amz-Date must be in ISO8601 basic format (YYYYMMDDTHHMMSSZ), got '{amz_date}'."
+            )));
+        };
+        if !signed_headers.contains(&"host") {
+            return Err(incomplete("SignedHeaders must include 'host'."));
+        }
+        if let Some(missing) = signed_headers.iter().find(|h| !req.headers.iter().any(|(n, _)| n == *h)) {
             return Err(ApiError::new(
-                "ExpiredTokenException",
-                "The security token included in the request is expired",
+                "InvalidSignatureException",
+                format!("The presigned URL signs header '{missing}', which the request lacks."),
             ));
         }
-        Ok(Caller { access_key_id: auth.access_key.to_owned(), principal: identity.principal })
+        if now < request_time - MAX_SKEW_SECS {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                format!("Signature not yet current: {amz_date} is still later than {}", format_amz_date(now)),
+            ));
+        }
+        if now > request_time + expires {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                format!("Signature expired: {amz_date} + {expires} s is earlier than {}", format_amz_date(now)),
+            ));
+        }
+        if auth.date != &amz_date[..8] {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                "Date in Credential scope does not match YYYYMMDD from X-Amz-Date.",
+            ));
+        }
+        let global = GLOBAL_SERVICES.contains(&service) && auth.region == GLOBAL_REGION;
+        if auth.region != self.region && !global {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to a valid region. This endpoint serves '{}', not '{}'.",
+                    self.region, auth.region
+                ),
+            ));
+        }
+        if auth.service != service {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                format!("Credential should be scoped to correct service: '{service}'."),
+            ));
+        }
+        let Some(identity) = self.identity(auth.access_key).await? else {
+            return Err(invalid_token());
+        };
+        let unsigned: Vec<String> = req
+            .query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("X-Amz-Signature="))
+            .map(str::to_owned)
+            .collect();
+        let unsigned = unsigned.join("&");
+        let canonical_for = |payload: &str| {
+            let unsigned_req = SignedRequest {
+                method: req.method,
+                path: req.path,
+                query: &unsigned,
+                headers: req.headers.clone(),
+                body: req.body,
+            };
+            canonical_request(&unsigned_req, &auth.signed_headers, payload)
+        };
+        let scope = format!("{}/{}/{}/aws4_request", auth.date, auth.region, auth.service);
+        let key = self.key(auth.access_key, &identity.secret_access_key, auth.date, auth.region, service);
+        let matches = [sha256_hex(req.body), "UNSIGNED-PAYLOAD".to_owned()].iter().any(|payload| {
+            let to_sign = string_to_sign(amz_date, &scope, &canonical_for(payload));
+            let expected = hex::encode(hmac(&key, to_sign.as_bytes()));
+            bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes()))
+        });
+        if !matches {
+            return Err(ApiError::new(
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+            ));
+        }
+        admit(identity, auth.access_key, param("X-Amz-Security-Token"), now)
     }
 }
 
@@ -433,6 +582,42 @@ mod tests {
             hex::encode(hmac(&key, sts.as_bytes())),
             "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
         );
+    }
+
+    /// A presigned STS GetCallerIdentity URL as `aws eks get-token` makes it, by botocore
+    /// 1.43 at 2026-12-07T04:00:00Z for cluster `demo` (signed over `host;x-k8s-aws-id`).
+    const PRESIGNED: &str = "Action=GetCallerIdentity&Version=2011-06-15&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20261207%2Fus-east-1%2Fsts%2Faws4_request&X-Amz-Date=20261207T040000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host%3Bx-k8s-aws-id&X-Amz-Signature=c1d2c6e1b775032318fac1b7a952afb13f44376b15bad2635184c50f4551232d";
+
+    fn presigned(query: &str, cluster: &str, now_offset: i64, lifetime: Option<i64>) -> Result<Caller, ApiError> {
+        let req = SignedRequest {
+            method: "GET",
+            path: "/",
+            query,
+            headers: vec![("host".into(), "127.0.0.1:4566".into()), ("x-k8s-aws-id".into(), cluster.into())],
+            body: b"",
+        };
+        let now = parse_amz_date("20261207T040000Z").unwrap() + now_offset;
+        block_on(Verifier::new("us-east-1", "000000000000", &[creds()]).verify_presigned(&req, "sts", now, lifetime))
+    }
+
+    #[test]
+    fn botocores_presigned_url_verifies_for_its_header_and_lifetime() {
+        let caller = presigned(PRESIGNED, "demo", 30, None).unwrap();
+        assert_eq!(caller.access_key_id, "AKIDEXAMPLE");
+        // Signed for another cluster id.
+        assert_eq!(presigned(PRESIGNED, "other", 30, None).unwrap_err().code, "SignatureDoesNotMatch");
+        // Its own 60 seconds, or EKS's 15 minutes.
+        assert_eq!(presigned(PRESIGNED, "demo", 61, None).unwrap_err().code, "InvalidSignatureException");
+        assert!(presigned(PRESIGNED, "demo", 14 * 60, Some(900)).is_ok());
+        assert_eq!(presigned(PRESIGNED, "demo", 15 * 60 + 1, Some(900)).unwrap_err().code, "InvalidSignatureException");
+        assert_eq!(presigned(PRESIGNED, "demo", -3600, Some(900)).unwrap_err().code, "InvalidSignatureException");
+        // Tampered with, or without its signature.
+        let tampered = PRESIGNED.replace("Version=2011-06-15", "Version=2011-06-16");
+        assert_eq!(presigned(&tampered, "demo", 30, None).unwrap_err().code, "SignatureDoesNotMatch");
+        let unsigned = PRESIGNED.split("&X-Amz-Signature").next().unwrap();
+        assert_eq!(presigned(unsigned, "demo", 30, None).unwrap_err().code, "MissingAuthenticationTokenException");
+        let long = PRESIGNED.replace("X-Amz-Expires=60", "X-Amz-Expires=3600");
+        assert_eq!(presigned(&long, "demo", 30, Some(900)).unwrap_err().code, "IncompleteSignatureException");
     }
 
     fn signed(body: &[u8], now: i64) -> Vec<(String, String)> {

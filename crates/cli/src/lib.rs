@@ -2,7 +2,9 @@
 
 pub mod agent;
 pub mod client;
+pub mod fargate;
 pub mod home;
+pub mod kubernetes;
 pub mod limits;
 pub mod output;
 pub mod plane;

@@ -96,6 +96,8 @@ enum Command {
         /// /etc/flotilla/kms.key (root), else ~/.config/flotilla/kms.key.
         #[arg(long, value_name = "FILE", env = "FLOTILLA_KMS_KEY_FILE")]
         kms_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        kubernetes: flotilla_cli::kubernetes::KubernetesArgs,
     },
     /// Run a server of a cluster: the API and the control plane over a shared store, and the
     /// link agents connect to. No tasks run here.
@@ -144,6 +146,8 @@ enum Command {
         /// /etc/flotilla/kms.key (root), else ~/.config/flotilla/kms.key.
         #[arg(long, value_name = "FILE", env = "FLOTILLA_KMS_KEY_FILE")]
         kms_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        kubernetes: flotilla_cli::kubernetes::KubernetesArgs,
     },
     /// Run one host's agent: it registers the host with the servers and runs the tasks
     /// placed on it (needs root).
@@ -406,6 +410,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             efs_root,
             require_roles,
             kms_key_file,
+            kubernetes,
         } => {
             up::run(UpOptions {
                 listen,
@@ -423,6 +428,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 efs_root,
                 require_roles,
                 kms_key_file,
+                kubernetes,
             })
             .await
         }
@@ -439,6 +445,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             efs_root,
             require_roles,
             kms_key_file,
+            kubernetes,
         } => {
             flotilla_cli::server::run(flotilla_cli::server::ServerOptions {
                 store,
@@ -452,6 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 efs_root,
                 require_roles,
                 kms_key_file,
+                kubernetes,
             })
             .await
         }

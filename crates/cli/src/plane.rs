@@ -37,6 +37,13 @@ pub struct PlaneOptions {
     /// The account root's credentials (what `flotilla up` prints): IAM knows them without
     /// storing them.
     pub root_credentials: flotilla_api::Credentials,
+    /// The data dir: EKS clusters' control planes and the webhook listener keep files there.
+    pub data_dir: std::path::PathBuf,
+    /// `--kubernetes-bin`, `--eks-webhook-listen`.
+    pub kubernetes: crate::kubernetes::KubernetesArgs,
+    /// Other control planes for EKS than the ones launched here (tests' stand-ins); `None`:
+    /// flotilla-k8s's `Planes`.
+    pub eks_planes: Option<Arc<dyn flotilla_eks::ControlPlanes>>,
 }
 
 pub struct ControlPlane {
@@ -45,6 +52,9 @@ pub struct ControlPlane {
     pub elb: Arc<flotilla_elb::Elb>,
     pub acm: Arc<flotilla_acm::Acm>,
     pub efs: Arc<flotilla_efs::Efs>,
+    /// EKS: clusters and Fargate profiles in the store, moved through their statuses by its
+    /// reconciler (a singleton role).
+    pub eks: Arc<flotilla_eks::Eks>,
     pub logs: Arc<LogStore>,
     pub secrets: Arc<flotilla_api::secrets::Secrets>,
     pub kms: Arc<flotilla_kms::Kms>,
@@ -61,6 +71,9 @@ pub struct ControlPlane {
     pub exec_targets: flotilla_host::exec::ExecTargets,
     /// ECS Exec sessions (in memory: a restart ends them), run on `exec_targets`.
     pub exec_sessions: Arc<flotilla_exec::Sessions>,
+    /// EKS clusters' control planes (for `Eks::with_planes`) and the webhook listener their
+    /// API servers call.
+    pub kubernetes: crate::kubernetes::Kubernetes,
     stop: watch::Sender<bool>,
     scheduler: JoinHandle<()>,
     detector: JoinHandle<()>,
@@ -87,6 +100,15 @@ impl ControlPlane {
         // Task definitions' roles are checked, the platform acts as a task's execution role, and
         // tasks get their task role's credentials (the host API).
         control.attach_iam(iam.clone());
+        // EKS: the webhooks API servers call (tokens checked as the API checks signatures) and
+        // the control planes Flotilla launches.
+        let kubernetes = {
+            let mut verifier =
+                flotilla_api::sigv4::Verifier::new(&opts.region, &opts.account_id, std::slice::from_ref(root));
+            verifier.attach_iam(iam.clone());
+            let lookup = flotilla_eks::Eks::new(store.clone(), control.identity().clone());
+            crate::kubernetes::start(&opts.data_dir, &opts.kubernetes, lookup, verifier).await?
+        };
         // Elastic Load Balancing and the ACM certificates its TLS listeners serve.
         let acm = Arc::new(flotilla_acm::Acm::new(store.clone(), control.identity().clone()));
         let elb = Arc::new(flotilla_elb::Elb::new(
@@ -124,6 +146,14 @@ impl ControlPlane {
             Arc::new(flotilla_control::ElbVpcs(control.clone())),
             opts.efs_root.clone(),
         ));
+        // EKS: records in the store, subnets checked through the same VPC side; its reconciler
+        // drives the Kubernetes side when one is given.
+        let eks = {
+            let eks = flotilla_eks::Eks::new(store.clone(), control.identity().clone())
+                .with_vpcs(Arc::new(flotilla_control::ElbVpcs(control.clone())));
+            let launched: Arc<dyn flotilla_eks::ControlPlanes> = kubernetes.planes.clone();
+            Arc::new(eks.with_planes(opts.eks_planes.clone().unwrap_or(launched)))
+        };
         let host_api: Arc<dyn flotilla_host::HostApi> = Arc::new(
             flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone()))
                 .with_logs(logs.clone())
@@ -137,6 +167,12 @@ impl ControlPlane {
         let exec_sessions = Arc::new(flotilla_exec::Sessions::new(exec_targets.clone(), Some(logs.clone())));
         let (stop, _) = watch::channel(false);
         let background = vec![
+            tokio::spawn({
+                let (store, eks, stop) = (store.clone(), eks.clone(), stop.subscribe());
+                async move {
+                    hold_role(store.as_ref(), "eks", std::future::pending(), || eks.clone().run(stop.clone())).await
+                }
+            }),
             tokio::spawn(expire_logs(logs.clone())),
             tokio::spawn({
                 let (store, control) = (store.clone(), control.clone());
@@ -179,6 +215,7 @@ impl ControlPlane {
             elb,
             acm,
             efs,
+            eks,
             logs,
             secrets,
             kms,
@@ -188,6 +225,7 @@ impl ControlPlane {
             host_api,
             exec_targets,
             exec_sessions,
+            kubernetes,
             stop,
             scheduler,
             detector,
@@ -207,6 +245,7 @@ impl ControlPlane {
                 .with_load_balancing(self.elb.clone(), self.acm.clone())
                 .with_exec(self.exec_sessions.clone())
                 .with_efs(self.efs.clone())
+                .with_eks(self.eks.clone())
                 .with_iam(self.iam.clone()),
         )
     }

@@ -40,6 +40,8 @@ pub struct ServerOptions {
     /// `--kms-key-file` (default [`crate::home::default_kms_key_file`]); the same for every
     /// server of a store.
     pub kms_key_file: Option<std::path::PathBuf>,
+    /// `--kubernetes-bin`, `--eks-webhook-listen`: EKS clusters' control planes.
+    pub kubernetes: crate::kubernetes::KubernetesArgs,
 }
 
 /// The store a server uses: etcd, shared with the other servers, or an embedded one.
@@ -111,6 +113,9 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
             require_roles: opts.require_roles,
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
+            data_dir: home.dir.clone(),
+            kubernetes: opts.kubernetes.clone(),
+            eks_planes: None,
         },
     )
     .await?;
@@ -126,6 +131,9 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         let mut stopped = link_stopped;
         let _ = stopped.wait_for(|s| *s).await;
     }));
+
+    // EKS on Fargate: the pods of ACTIVE EKS clusters run as this plane's tasks (one server).
+    let fargate = crate::fargate::start(&plane, plane.eks.clone(), opts.listen.ip(), stop_link.subscribe())?;
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -146,6 +154,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         .await
         .context("server failed")?;
     let _ = stop_link.send(true);
+    let _ = fargate.await;
     match link.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "the agent link failed"),
         Err(e) => tracing::warn!(error = %e, "the agent link panicked"),

@@ -40,6 +40,8 @@ pub struct UpOptions {
     pub require_roles: bool,
     /// `--kms-key-file` (default [`crate::home::default_kms_key_file`]).
     pub kms_key_file: Option<std::path::PathBuf>,
+    /// `--kubernetes-bin`, `--eks-webhook-listen`: EKS clusters' control planes.
+    pub kubernetes: crate::kubernetes::KubernetesArgs,
 }
 
 /// Image store options with the CAs of the PEM bundle `registry_ca` (one or more
@@ -83,6 +85,9 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             require_roles: opts.require_roles,
             kms_key_file: home.kms_key_file(opts.kms_key_file.as_deref())?,
             root_credentials: credentials.clone(),
+            data_dir: home.dir.clone(),
+            kubernetes: opts.kubernetes.clone(),
+            eks_planes: None,
         },
     )
     .await?;
@@ -121,6 +126,9 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         })
         .collect();
 
+    // EKS on Fargate: the pods of ACTIVE EKS clusters run as this plane's tasks.
+    let fargate = crate::fargate::start(&plane, plane.eks.clone(), opts.listen.ip(), stop_agents.subscribe())?;
+
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}; pick another with --listen", opts.listen))?;
@@ -147,6 +155,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         .context("server failed")?;
     // Tasks keep running under their shims; the next `flotilla up` adopts them.
     let _ = stop_agents.send(true);
+    let _ = fargate.await;
     for agent in agents {
         let _ = agent.await;
     }

@@ -184,6 +184,9 @@ impl InProcess {
                         access_key_id: ACCESS_KEY.into(),
                         secret_access_key: SECRET_KEY.into(),
                     },
+                    data_dir: dir.path().to_owned(),
+                    kubernetes: Default::default(),
+                    eks_planes: None,
                 },
             )
             .await

@@ -151,6 +151,16 @@ impl Identity {
         self.regional("elasticfilesystem", format_args!("file-system/{id}"))
     }
 
+    /// An EKS cluster.
+    pub fn eks_cluster(&self, name: &str) -> String {
+        self.regional("eks", format_args!("cluster/{name}"))
+    }
+
+    /// An EKS Fargate profile; `id` is the uuid EKS appends to every profile's ARN.
+    pub fn eks_fargate_profile(&self, cluster: &str, name: &str, id: &str) -> String {
+        self.regional("eks", format_args!("fargateprofile/{cluster}/{name}/{id}"))
+    }
+
     /// An EFS access point; `id` is `fsap-...`.
     pub fn efs_access_point(&self, id: &str) -> String {
         self.regional("elasticfilesystem", format_args!("access-point/{id}"))

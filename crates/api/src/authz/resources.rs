@@ -59,6 +59,7 @@ pub(super) async fn targets(
         "ec2" => ec2(id, operation, input),
         "elasticloadbalancing" => elbv2(id, operation, input),
         "elasticfilesystem" => efs(id, operation, input),
+        "eks" => eks(state, id, operation, input).await,
         "iam" => iam(id, operation, input),
         "sts" => match operation {
             "AssumeRole" => named(input, "RoleArn", keep_arn),
@@ -192,6 +193,27 @@ fn efs(id: &Identity, operation: &str, input: &Value) -> Vec<Target> {
             named(input, "AccessPointId", |a| id.efs_access_point(a))
         }
         _ if text(input, "FileSystemId").is_some() => named(input, "FileSystemId", |f| id.efs_file_system(f)),
+        _ => vec![Target::any()],
+    }
+}
+
+/// EKS's resources: a cluster by name, a Fargate profile by its ARN (its id looked up, or `*`
+/// when it does not exist), tagging by the ARN given; ListClusters acts on `*`.
+async fn eks(state: &ApiState, id: &Identity, operation: &str, input: &Value) -> Vec<Target> {
+    match operation {
+        "CreateCluster" | "DescribeCluster" | "DeleteCluster" => named(input, "name", |n| id.eks_cluster(n)),
+        "CreateFargateProfile" | "ListFargateProfiles" => named(input, "clusterName", |n| id.eks_cluster(n)),
+        "DescribeFargateProfile" | "DeleteFargateProfile" => {
+            let (Some(cluster), Some(name)) = (text(input, "clusterName"), text(input, "fargateProfileName")) else {
+                return vec![Target::any()];
+            };
+            let known = match state.eks.as_deref() {
+                Some(eks) => eks.profiles(cluster).await.unwrap_or_default().into_iter().find(|p| p.name == name),
+                None => None,
+            };
+            vec![Target::new(known.map_or_else(|| id.eks_fargate_profile(cluster, name, "*"), |p| p.arn))]
+        }
+        "TagResource" | "UntagResource" | "ListTagsForResource" => named(input, "resourceArn", keep_arn),
         _ => vec![Target::any()],
     }
 }

@@ -77,18 +77,6 @@ fn route(method: &Method, path: &str, query: &[(String, String)]) -> Option<Rout
     Some(Route { operation, members })
 }
 
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    use crate::query::form::form_decode;
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (form_decode(k), form_decode(v)),
-            None => (form_decode(p), String::new()),
-        })
-        .collect()
-}
-
 /// Serves one request under [`PREFIX`].
 pub(crate) async fn serve(state: &ApiState, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let request_id = state.next_request_id();
@@ -138,12 +126,7 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Answer, EfsApiError> {
-    let mut signed_headers = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let value =
-            value.to_str().map_err(|_| EfsApiError::bad_request(format!("Header {name} is not valid text.")))?;
-        signed_headers.push((name.as_str().to_owned(), value.to_owned()));
-    }
+    let signed_headers = crate::rest::header_pairs(headers).map_err(EfsApiError::bad_request)?;
     let signed = SignedRequest {
         method: method.as_str(),
         path: uri.path(),
@@ -158,19 +141,10 @@ async fn handle(
         .await
         .map_err(EfsApiError::from)?;
 
-    let query = query_pairs(uri.query().unwrap_or(""));
+    let query = crate::rest::query_pairs(uri.query().unwrap_or(""));
     let Route { operation, mut members } = route(method, uri.path(), &query)
         .ok_or_else(|| EfsApiError::bad_request(format!("No EFS operation at {method} {}.", uri.path())))?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        let parsed: Value = serde_json::from_slice(body)
-            .map_err(|e| EfsApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
-        let Value::Object(parsed) = parsed else {
-            return Err(EfsApiError::bad_request("The request body must be a JSON object."));
-        };
-        for (k, v) in parsed {
-            members.entry(k).or_insert(v);
-        }
-    }
+    crate::rest::join_body(&mut members, body).map_err(EfsApiError::bad_request)?;
     let input = model
         .check_input(operation, Value::Object(members))
         .expect("every routed operation is in the vendored model")
@@ -191,11 +165,11 @@ mod tests {
 
     #[test]
     fn routes_carry_labels_and_query_members() {
-        let q = query_pairs("FileSystemId=fs-1&MaxItems=5");
+        let q = crate::rest::query_pairs("FileSystemId=fs-1&MaxItems=5");
         let r = route(&Method::GET, "/2015-02-01/file-systems", &q).unwrap();
         assert_eq!(r.operation, "DescribeFileSystems");
         assert_eq!(r.members["MaxItems"], 5);
-        let q = query_pairs("tagKeys=a&tagKeys=b%20c");
+        let q = crate::rest::query_pairs("tagKeys=a&tagKeys=b%20c");
         let r = route(&Method::DELETE, "/2015-02-01/resource-tags/fs-1", &q).unwrap();
         assert_eq!(r.operation, "UntagResource");
         assert_eq!(r.members["ResourceId"], "fs-1");

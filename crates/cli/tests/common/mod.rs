@@ -150,6 +150,11 @@ impl Server {
         Server::start_flags(&["--no-agent".to_owned()])
     }
 
+    /// As [`Server::start_flags`] on `data_dir` (kept by the caller, e.g. across a restart).
+    pub fn start_flags_in(data_dir: &Path, flags: &[String]) -> Server {
+        Server::spawn(data_dir, HostNetns::named(data_dir), flags)
+    }
+
     pub fn start_flags(flags: &[String]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let netns = HostNetns::named(dir.path());
