@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flotilla_store::{Event, KeyValue, Store, StoreError};
 
-use crate::policy::{Policy, PolicyKind};
+use crate::policy::{Policy, PolicyKind, PolicySet};
 use crate::record::{self, AccessKey, ManagedPolicy, Role, Session, User, decode};
 use crate::{IamError, aws};
 
@@ -59,6 +59,11 @@ pub(crate) struct Records {
     /// AWS managed policies by ARN: built in, never stored.
     pub aws: HashMap<String, Arc<PolicyEntry>>,
     pub sessions: HashMap<String, Session>,
+    /// Each user's and role's identity policies, gathered for evaluation (every request
+    /// evaluates them) whenever the user, the role or a managed policy changes; `None` when one
+    /// does not parse (the principal is then denied).
+    pub user_policies: HashMap<String, Option<Arc<PolicySet>>>,
+    pub role_policies: HashMap<String, Option<Arc<PolicySet>>>,
 }
 
 /// One change, decoded and parsed before the view's lock is taken, so that requests reading
@@ -104,7 +109,33 @@ impl Change {
 }
 
 impl Records {
+    /// Applies `change` and gathers again the policies it may change.
     fn apply(&mut self, change: Change) {
+        match &change {
+            Change::User(name, _) => {
+                let name = name.clone();
+                self.apply_only(change);
+                self.gather_user(&name);
+            }
+            Change::Role(name, _) => {
+                let name = name.clone();
+                self.apply_only(change);
+                self.gather_role(&name);
+            }
+            Change::Policy(..) => {
+                self.apply_only(change);
+                self.gather_all();
+            }
+            Change::Delete(key) if key.starts_with(record::POLICIES) => {
+                self.apply_only(change);
+                self.gather_all();
+            }
+            _ => self.apply_only(change),
+        }
+    }
+
+    /// Applies `change` alone: loading gathers every principal's policies once at the end.
+    fn apply_only(&mut self, change: Change) {
         match change {
             Change::User(name, entry) => {
                 self.users.insert(name, entry);
@@ -126,13 +157,42 @@ impl Records {
         }
     }
 
+    fn gather_user(&mut self, name: &str) {
+        let gathered = self.users.get(name).map(|u| self.gather(&u.inline, &u.user.attached));
+        match gathered {
+            Some(set) => self.user_policies.insert(name.to_owned(), set),
+            None => self.user_policies.remove(name),
+        };
+    }
+
+    fn gather_role(&mut self, name: &str) {
+        let gathered = self.roles.get(name).map(|r| self.gather(&r.inline, &r.role.attached));
+        match gathered {
+            Some(set) => self.role_policies.insert(name.to_owned(), set),
+            None => self.role_policies.remove(name),
+        };
+    }
+
+    fn gather_all(&mut self) {
+        self.user_policies =
+            self.users.iter().map(|(name, u)| (name.clone(), self.gather(&u.inline, &u.user.attached))).collect();
+        self.role_policies =
+            self.roles.iter().map(|(name, r)| (name.clone(), self.gather(&r.inline, &r.role.attached))).collect();
+    }
+
+    fn gather(&self, inline: &[Parsed], attached: &[String]) -> Option<Arc<PolicySet>> {
+        self.identity_policies(inline, attached).map(|all| Arc::new(PolicySet::new(all)))
+    }
+
     fn delete(&mut self, key: &str) {
         if let Some(name) = key.strip_prefix(record::USERS) {
             self.users.remove(name);
+            self.user_policies.remove(name);
         } else if let Some(id) = key.strip_prefix(record::KEYS) {
             self.keys.remove(id);
         } else if let Some(name) = key.strip_prefix(record::ROLES) {
             self.roles.remove(name);
+            self.role_policies.remove(name);
         } else if let Some(name) = key.strip_prefix(record::POLICIES) {
             self.policies.remove(name);
         } else if let Some(id) = key.strip_prefix(record::SESSIONS) {
@@ -204,10 +264,11 @@ async fn load(store: &dyn Store) -> Result<(Records, u64), IamError> {
     let mut records = Records { aws: aws::policies(), ..Records::default() };
     for kv in store.list_prefix(record::PREFIX).await? {
         match Change::put(&kv) {
-            Ok(change) => records.apply(change),
+            Ok(change) => records.apply_only(change),
             Err(e) => tracing::warn!(error = %e, "skipping an unreadable IAM record"),
         }
     }
+    records.gather_all();
     Ok((records, revision))
 }
 
