@@ -254,6 +254,47 @@ pub(crate) fn access_denied(
 mod tests {
     use super::*;
 
+    /// The facts policies see: the global keys of the principal's kind, then the target's, and
+    /// `aws:SourceIp` only where the connection's address is known.
+    #[test]
+    fn contexts_carry_the_global_and_target_keys() {
+        let user = Principal {
+            arn: "arn:aws:iam::123456789012:user/alice".to_owned(),
+            account: "123456789012".to_owned(),
+            user_id: "AIDAEXAMPLE".to_owned(),
+            kind: PrincipalKind::User { name: "alice".to_owned() },
+        };
+        let cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/prod";
+        let target = Target::new("arn:aws:ecs:us-east-1:123456789012:task/prod/abc").with("ecs:cluster", cluster);
+        let (action, resource, principal, keys) = with_context(&user, "us-east-1", "ecs:StopTask", &target, |ctx| {
+            let keys: Vec<(String, String)> =
+                ctx.keys.0.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            (ctx.action.to_owned(), ctx.resource.to_owned(), format!("{:?}", ctx.principal), keys)
+        });
+        assert_eq!((action.as_str(), resource.as_str()), ("ecs:StopTask", target.resource.as_str()));
+        assert!(principal.contains("user/alice"), "{principal}");
+        let get = |k: &str| keys.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert!(get("aws:sourceip").is_empty(), "no connection, no address: {keys:?}");
+        assert_eq!(get("aws:requestedregion"), ["us-east-1"]);
+        assert_eq!(get("aws:username"), ["alice"]);
+        assert_eq!(get("aws:principalarn"), [user.arn.as_str()]);
+        assert_eq!(get("aws:principaltype"), ["User"]);
+        assert_eq!(get("aws:userid"), ["AIDAEXAMPLE"]);
+        assert_eq!(get("aws:securetransport"), ["false"]);
+        assert_eq!(get("ecs:cluster"), [cluster]);
+        let epoch: i64 = get("aws:epochtime")[0].parse().unwrap();
+        assert!((epoch - crate::server::now_secs()).abs() <= 5);
+        assert_eq!(get("aws:currenttime"), [iso8601(epoch).as_str()]);
+
+        let ip = "203.0.113.9".parse().unwrap();
+        let seen = PEER.sync_scope(ip, || {
+            with_context(&user, "us-east-1", "ecs:StopTask", &target, |ctx| {
+                ctx.keys.0.iter().find(|(k, _)| *k == "aws:sourceip").map(|(_, v)| (*v).to_owned())
+            })
+        });
+        assert_eq!(seen.as_deref(), Some("203.0.113.9"));
+    }
+
     #[test]
     fn messages_follow_aws() {
         let e = access_denied(
