@@ -60,8 +60,8 @@ pub(crate) struct Records {
     pub aws: HashMap<String, Arc<PolicyEntry>>,
     pub sessions: HashMap<String, Session>,
     /// Each user's and role's identity policies, gathered for evaluation (every request
-    /// evaluates them) whenever the user, the role or a managed policy changes; `None` when one
-    /// does not parse (the principal is then denied).
+    /// evaluates them) whenever the user, the role or a managed policy it attaches changes;
+    /// `None` when one does not parse (the principal is then denied).
     pub user_policies: HashMap<String, Option<Arc<PolicySet>>>,
     pub role_policies: HashMap<String, Option<Arc<PolicySet>>>,
 }
@@ -122,13 +122,15 @@ impl Records {
                 self.apply_only(change);
                 self.gather_role(&name);
             }
-            Change::Policy(..) => {
+            Change::Policy(name, _) => {
+                let name = name.clone();
                 self.apply_only(change);
-                self.gather_all();
+                self.gather_attaching(&name);
             }
             Change::Delete(key) if key.starts_with(record::POLICIES) => {
+                let name = key[record::POLICIES.len()..].to_owned();
                 self.apply_only(change);
-                self.gather_all();
+                self.gather_attaching(&name);
             }
             _ => self.apply_only(change),
         }
@@ -171,6 +173,18 @@ impl Records {
             Some(set) => self.role_policies.insert(name.to_owned(), set),
             None => self.role_policies.remove(name),
         };
+    }
+
+    /// Gathers again the users and roles that attach the customer managed policy `name` (its
+    /// ARN ends with `/name` whatever its path).
+    fn gather_attaching(&mut self, name: &str) {
+        let attaches = |attached: &[String]| attached.iter().any(|arn| arn.rsplit('/').next() == Some(name));
+        let users: Vec<String> =
+            self.users.iter().filter(|(_, u)| attaches(&u.user.attached)).map(|(n, _)| n.clone()).collect();
+        let roles: Vec<String> =
+            self.roles.iter().filter(|(_, r)| attaches(&r.role.attached)).map(|(n, _)| n.clone()).collect();
+        users.iter().for_each(|user| self.gather_user(user));
+        roles.iter().for_each(|role| self.gather_role(role));
     }
 
     fn gather_all(&mut self) {
@@ -312,5 +326,84 @@ async fn follow(store: Arc<dyn Store>, view: Arc<View>, mut watch: flotilla_stor
             }
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use flotilla_types::Timestamp;
+
+    use super::*;
+    use crate::policy::{BorrowedContext, BorrowedPrincipal, ContextKeys, Decision};
+    use crate::record::PolicyVersion;
+
+    const ARN: &str = "arn:aws:iam::123456789012:policy/team/readers";
+
+    fn policy(effect: &str) -> Change {
+        let document = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"{effect}","Action":"ecs:Describe*","Resource":"*"}}]}}"#
+        );
+        Change::Policy(
+            "readers".into(),
+            Arc::new(PolicyEntry::new(ManagedPolicy {
+                name: "readers".into(),
+                path: "/team/".into(),
+                id: "ANPAEXAMPLE".into(),
+                arn: ARN.into(),
+                description: None,
+                created: Timestamp(0),
+                updated: Timestamp(0),
+                default_version: "v1".into(),
+                versions: vec![PolicyVersion { id: "v1".into(), document, created: Timestamp(0) }],
+                attachments: 1,
+                next_version: 2,
+            })),
+        )
+    }
+
+    fn alice(attached: &[&str]) -> Change {
+        let user = User {
+            name: "alice".into(),
+            path: "/".into(),
+            id: "AIDAEXAMPLE".into(),
+            arn: "arn:aws:iam::123456789012:user/alice".into(),
+            created: Timestamp(0),
+            inline: BTreeMap::new(),
+            attached: attached.iter().map(|a| (*a).to_owned()).collect(),
+            keys: Vec::new(),
+        };
+        Change::User("alice".into(), Arc::new(UserEntry { user, inline: Vec::new() }))
+    }
+
+    /// Alice's decision for `ecs:DescribeClusters`; `None` when the view holds no policies for her.
+    fn decide(records: &Records) -> Option<Decision> {
+        let ctx = BorrowedContext {
+            action: "ecs:DescribeClusters",
+            resource: "*",
+            principal: BorrowedPrincipal::Aws { arn: "arn:aws:iam::123456789012:user/alice", account: "123456789012" },
+            keys: ContextKeys::default(),
+        };
+        let set = records.user_policies.get("alice")?;
+        Some(set.as_ref().map_or(Decision::ExplicitDeny, |set| set.evaluate(&ctx)))
+    }
+
+    /// A user's gathered policies follow the user and the managed policies it attaches: a new
+    /// default version, the policy's deletion, the user's.
+    #[test]
+    fn gathered_policies_follow_their_sources() {
+        let mut records = Records::default();
+        records.apply(alice(&[]));
+        assert_eq!(decide(&records), Some(Decision::ImplicitDeny));
+        records.apply(policy("Allow"));
+        records.apply(alice(&[ARN]));
+        assert_eq!(decide(&records), Some(Decision::Allow));
+        records.apply(policy("Deny"));
+        assert_eq!(decide(&records), Some(Decision::ExplicitDeny), "the new version reaches her");
+        records.apply(Change::Delete(record::policy_key("readers")));
+        assert_eq!(decide(&records), Some(Decision::ImplicitDeny));
+        records.apply(Change::Delete(record::user_key("alice")));
+        assert_eq!(decide(&records), None);
     }
 }
