@@ -37,7 +37,10 @@ pub use managed::{NewPolicy, PolicyScope, is_policy_arn};
 pub use record::{AccessKey, KeyStatus, ManagedPolicy, PolicyVersion, Role, User};
 pub use roles::NewRole;
 
-pub use policy::{Decision, Policy, PolicyError, PolicyKind, RequestContext, RequestPrincipal};
+pub use policy::{
+    BorrowedContext, BorrowedPrincipal, ContextKeys, Decision, Policy, PolicyError, PolicyKind, PolicySet,
+    RequestContext, RequestPrincipal,
+};
 
 /// Who signed a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,25 +304,33 @@ impl Iam {
 
     /// [`Iam::authorize`], synchronously: it only reads the view.
     pub fn decide(&self, principal: &Principal, ctx: &RequestContext) -> Decision {
+        ctx.with_borrowed(|ctx| self.decide_borrowed(principal, ctx))
+    }
+
+    /// [`Iam::decide`] for a borrowed context: what every API request's authorisation calls.
+    pub fn decide_borrowed(&self, principal: &Principal, ctx: &BorrowedContext<'_>) -> Decision {
         if principal.account != self.account() {
             return Decision::ImplicitDeny;
         }
         let records = self.view.read();
         let policies = match &principal.kind {
             PrincipalKind::Root => return Decision::Allow,
-            PrincipalKind::User { name } => match records.users.get(name) {
-                Some(u) => records.identity_policies(&u.inline, &u.user.attached),
+            PrincipalKind::User { name } => match records.user_policies.get(name) {
+                Some(policies) => policies,
                 None => return Decision::ImplicitDeny,
             },
             PrincipalKind::AssumedRole { role_name, role_arn, .. } => match records.roles.get(role_name) {
                 // A role deleted and made again under its name is another role: the old
                 // sessions lose its permissions.
-                Some(r) if &r.role.arn == role_arn => records.identity_policies(&r.inline, &r.role.attached),
+                Some(r) if &r.role.arn == role_arn => match records.role_policies.get(role_name) {
+                    Some(policies) => policies,
+                    None => return Decision::ImplicitDeny,
+                },
                 _ => return Decision::ImplicitDeny,
             },
         };
         match policies {
-            Some(policies) => policy::evaluate(policies.iter().map(|p| &**p), ctx),
+            Some(policies) => policies.evaluate(ctx),
             None => Decision::ExplicitDeny,
         }
     }
@@ -330,7 +341,7 @@ impl Iam {
         let from_view = {
             let records = self.view.read();
             let role = names::role_name_of(role_arn).and_then(|name| records.roles.get(name));
-            role.filter(|r| r.role.arn == role_arn).map(|r| records.identity_policies(&r.inline, &r.role.attached))
+            role.filter(|r| r.role.arn == role_arn).map(|r| records.role_policies.get(&r.role.name).cloned().flatten())
         };
         let policies = match from_view {
             Some(p) => p,
@@ -339,12 +350,12 @@ impl Iam {
                 let role = self.find_role_by_arn(role_arn).await?;
                 self.view.seen(self.store.revision().await?).await;
                 let records = self.view.read();
-                let r = records.roles.get(&role.name).ok_or_else(|| roles::no_such_role(&role.name))?;
-                records.identity_policies(&r.inline, &r.role.attached)
+                records.roles.get(&role.name).ok_or_else(|| roles::no_such_role(&role.name))?;
+                records.role_policies.get(&role.name).cloned().flatten()
             }
         };
         Ok(match policies {
-            Some(policies) => policy::evaluate(policies.iter().map(|p| &**p), ctx),
+            Some(policies) => ctx.with_borrowed(|ctx| policies.evaluate(ctx)),
             None => Decision::ExplicitDeny,
         })
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flotilla_store::{Event, KeyValue, Store, StoreError};
 
-use crate::policy::{Policy, PolicyKind};
+use crate::policy::{Policy, PolicyKind, PolicySet};
 use crate::record::{self, AccessKey, ManagedPolicy, Role, Session, User, decode};
 use crate::{IamError, aws};
 
@@ -59,6 +59,11 @@ pub(crate) struct Records {
     /// AWS managed policies by ARN: built in, never stored.
     pub aws: HashMap<String, Arc<PolicyEntry>>,
     pub sessions: HashMap<String, Session>,
+    /// Each user's and role's identity policies, gathered for evaluation (every request
+    /// evaluates them) whenever the user, the role or a managed policy it attaches changes;
+    /// `None` when one does not parse (the principal is then denied).
+    pub user_policies: HashMap<String, Option<Arc<PolicySet>>>,
+    pub role_policies: HashMap<String, Option<Arc<PolicySet>>>,
 }
 
 /// One change, decoded and parsed before the view's lock is taken, so that requests reading
@@ -104,7 +109,35 @@ impl Change {
 }
 
 impl Records {
+    /// Applies `change` and gathers again the policies it may change.
     fn apply(&mut self, change: Change) {
+        match &change {
+            Change::User(name, _) => {
+                let name = name.clone();
+                self.apply_only(change);
+                self.gather_user(&name);
+            }
+            Change::Role(name, _) => {
+                let name = name.clone();
+                self.apply_only(change);
+                self.gather_role(&name);
+            }
+            Change::Policy(name, _) => {
+                let name = name.clone();
+                self.apply_only(change);
+                self.gather_attaching(&name);
+            }
+            Change::Delete(key) if key.starts_with(record::POLICIES) => {
+                let name = key[record::POLICIES.len()..].to_owned();
+                self.apply_only(change);
+                self.gather_attaching(&name);
+            }
+            _ => self.apply_only(change),
+        }
+    }
+
+    /// Applies `change` alone: loading gathers every principal's policies once at the end.
+    fn apply_only(&mut self, change: Change) {
         match change {
             Change::User(name, entry) => {
                 self.users.insert(name, entry);
@@ -126,13 +159,54 @@ impl Records {
         }
     }
 
+    fn gather_user(&mut self, name: &str) {
+        let gathered = self.users.get(name).map(|u| self.gather(&u.inline, &u.user.attached));
+        match gathered {
+            Some(set) => self.user_policies.insert(name.to_owned(), set),
+            None => self.user_policies.remove(name),
+        };
+    }
+
+    fn gather_role(&mut self, name: &str) {
+        let gathered = self.roles.get(name).map(|r| self.gather(&r.inline, &r.role.attached));
+        match gathered {
+            Some(set) => self.role_policies.insert(name.to_owned(), set),
+            None => self.role_policies.remove(name),
+        };
+    }
+
+    /// Gathers again the users and roles that attach the customer managed policy `name` (its
+    /// ARN ends with `/name` whatever its path).
+    fn gather_attaching(&mut self, name: &str) {
+        let attaches = |attached: &[String]| attached.iter().any(|arn| arn.rsplit('/').next() == Some(name));
+        let users: Vec<String> =
+            self.users.iter().filter(|(_, u)| attaches(&u.user.attached)).map(|(n, _)| n.clone()).collect();
+        let roles: Vec<String> =
+            self.roles.iter().filter(|(_, r)| attaches(&r.role.attached)).map(|(n, _)| n.clone()).collect();
+        users.iter().for_each(|user| self.gather_user(user));
+        roles.iter().for_each(|role| self.gather_role(role));
+    }
+
+    fn gather_all(&mut self) {
+        self.user_policies =
+            self.users.iter().map(|(name, u)| (name.clone(), self.gather(&u.inline, &u.user.attached))).collect();
+        self.role_policies =
+            self.roles.iter().map(|(name, r)| (name.clone(), self.gather(&r.inline, &r.role.attached))).collect();
+    }
+
+    fn gather(&self, inline: &[Parsed], attached: &[String]) -> Option<Arc<PolicySet>> {
+        self.identity_policies(inline, attached).map(|all| Arc::new(PolicySet::new(all)))
+    }
+
     fn delete(&mut self, key: &str) {
         if let Some(name) = key.strip_prefix(record::USERS) {
             self.users.remove(name);
+            self.user_policies.remove(name);
         } else if let Some(id) = key.strip_prefix(record::KEYS) {
             self.keys.remove(id);
         } else if let Some(name) = key.strip_prefix(record::ROLES) {
             self.roles.remove(name);
+            self.role_policies.remove(name);
         } else if let Some(name) = key.strip_prefix(record::POLICIES) {
             self.policies.remove(name);
         } else if let Some(id) = key.strip_prefix(record::SESSIONS) {
@@ -204,10 +278,11 @@ async fn load(store: &dyn Store) -> Result<(Records, u64), IamError> {
     let mut records = Records { aws: aws::policies(), ..Records::default() };
     for kv in store.list_prefix(record::PREFIX).await? {
         match Change::put(&kv) {
-            Ok(change) => records.apply(change),
+            Ok(change) => records.apply_only(change),
             Err(e) => tracing::warn!(error = %e, "skipping an unreadable IAM record"),
         }
     }
+    records.gather_all();
     Ok((records, revision))
 }
 
@@ -251,5 +326,84 @@ async fn follow(store: Arc<dyn Store>, view: Arc<View>, mut watch: flotilla_stor
             }
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use flotilla_types::Timestamp;
+
+    use super::*;
+    use crate::policy::{BorrowedContext, BorrowedPrincipal, ContextKeys, Decision};
+    use crate::record::PolicyVersion;
+
+    const ARN: &str = "arn:aws:iam::123456789012:policy/team/readers";
+
+    fn policy(effect: &str) -> Change {
+        let document = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"{effect}","Action":"ecs:Describe*","Resource":"*"}}]}}"#
+        );
+        Change::Policy(
+            "readers".into(),
+            Arc::new(PolicyEntry::new(ManagedPolicy {
+                name: "readers".into(),
+                path: "/team/".into(),
+                id: "ANPAEXAMPLE".into(),
+                arn: ARN.into(),
+                description: None,
+                created: Timestamp(0),
+                updated: Timestamp(0),
+                default_version: "v1".into(),
+                versions: vec![PolicyVersion { id: "v1".into(), document, created: Timestamp(0) }],
+                attachments: 1,
+                next_version: 2,
+            })),
+        )
+    }
+
+    fn alice(attached: &[&str]) -> Change {
+        let user = User {
+            name: "alice".into(),
+            path: "/".into(),
+            id: "AIDAEXAMPLE".into(),
+            arn: "arn:aws:iam::123456789012:user/alice".into(),
+            created: Timestamp(0),
+            inline: BTreeMap::new(),
+            attached: attached.iter().map(|a| (*a).to_owned()).collect(),
+            keys: Vec::new(),
+        };
+        Change::User("alice".into(), Arc::new(UserEntry { user, inline: Vec::new() }))
+    }
+
+    /// Alice's decision for `ecs:DescribeClusters`; `None` when the view holds no policies for her.
+    fn decide(records: &Records) -> Option<Decision> {
+        let ctx = BorrowedContext {
+            action: "ecs:DescribeClusters",
+            resource: "*",
+            principal: BorrowedPrincipal::Aws { arn: "arn:aws:iam::123456789012:user/alice", account: "123456789012" },
+            keys: ContextKeys::default(),
+        };
+        let set = records.user_policies.get("alice")?;
+        Some(set.as_ref().map_or(Decision::ExplicitDeny, |set| set.evaluate(&ctx)))
+    }
+
+    /// A user's gathered policies follow the user and the managed policies it attaches: a new
+    /// default version, the policy's deletion, the user's.
+    #[test]
+    fn gathered_policies_follow_their_sources() {
+        let mut records = Records::default();
+        records.apply(alice(&[]));
+        assert_eq!(decide(&records), Some(Decision::ImplicitDeny));
+        records.apply(policy("Allow"));
+        records.apply(alice(&[ARN]));
+        assert_eq!(decide(&records), Some(Decision::Allow));
+        records.apply(policy("Deny"));
+        assert_eq!(decide(&records), Some(Decision::ExplicitDeny), "the new version reaches her");
+        records.apply(Change::Delete(record::policy_key("readers")));
+        assert_eq!(decide(&records), Some(Decision::ImplicitDeny));
+        records.apply(Change::Delete(record::user_key("alice")));
+        assert_eq!(decide(&records), None);
     }
 }

@@ -5,8 +5,9 @@
 //! with its `MalformedPolicyDocument` messages.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use flotilla_iam::policy::{Decision, Policy, PolicyKind, RequestContext, RequestPrincipal, evaluate};
+use flotilla_iam::policy::{Decision, Policy, PolicyKind, PolicySet, RequestContext, RequestPrincipal, evaluate};
 
 const ACCOUNT: &str = "123456789012";
 
@@ -954,9 +955,19 @@ fn identity_policies_decide_as_aws_documents() {
             .iter()
             .map(|p| Policy::parse(&document(p), PolicyKind::Identity).unwrap_or_else(|e| panic!("{}: {e}", case.name)))
             .collect();
-        let got = evaluate(&policies, &context(case.action, case.resource, case.keys, alice()));
+        let ctx = context(case.action, case.resource, case.keys, alice());
+        let got = evaluate(&policies, &ctx);
         if got != case.want {
             failures.push(format!("{}: got {got:?}, want {:?}", case.name, case.want));
+        }
+        // As every request evaluates a principal's policies: through a set, which remembers
+        // each action's statements; twice, the second time from what it remembered.
+        let set = PolicySet::new(policies.into_iter().map(Arc::new).collect());
+        for round in ["first", "remembered"] {
+            let got = ctx.with_borrowed(|ctx| set.evaluate(ctx));
+            if got != case.want {
+                failures.push(format!("{} (policy set, {round}): got {got:?}, want {:?}", case.name, case.want));
+            }
         }
     }
     assert!(

@@ -16,6 +16,8 @@
 //! CreateService and UpdateService give their tasks (the task definition's, or RunTask's
 //! overrides).
 
+use std::sync::LazyLock;
+
 use flotilla_types::Identity;
 use flotilla_types::arn::Arn;
 use serde_json::Value;
@@ -83,8 +85,9 @@ async fn task_definition(
 pub(super) async fn targets(state: &ApiState, operation: &str, input: &Value) -> Vec<Target> {
     let id = state.control.identity();
     let cluster_raw = text(input, "cluster");
-    let cluster = cluster_name(cluster_raw);
-    let cluster_arn = cluster_arn(id, cluster_raw);
+    // Made only for the operations that name a cluster (every request of a user comes here).
+    let cluster = LazyLock::new(|| cluster_name(cluster_raw));
+    let cluster_arn = LazyLock::new(|| cluster_arn(id, cluster_raw));
     let in_cluster = |resource: String| Target::new(resource).with("ecs:cluster", cluster_arn.clone());
     match operation {
         "CreateCluster" => vec![Target::new(id.cluster(text(input, "clusterName").unwrap_or("default")).to_string())],

@@ -14,14 +14,15 @@
 mod ecs;
 mod resources;
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use flotilla_iam::{Decision, Principal, PrincipalKind, RequestContext, RequestPrincipal};
+use flotilla_iam::{BorrowedContext, BorrowedPrincipal, ContextKeys, Decision, Principal, PrincipalKind};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -136,56 +137,89 @@ async fn decide(
     action: &str,
     target: &Target,
 ) -> Result<(), ApiError> {
-    let ctx = context(&caller.principal, region, action, target);
-    let decision = iam.authorize(&caller.principal, &ctx).await.map_err(|e| {
-        tracing::error!(error = %e, action, "authorisation failed inside IAM");
-        ApiError::new("ServerException", "The server failed to authorise the request; it has been logged.")
-    })?;
+    let decision =
+        with_context(&caller.principal, region, action, target, |ctx| iam.decide_borrowed(&caller.principal, ctx));
     match decision {
         Decision::Allow => Ok(()),
         denied => Err(access_denied(signing_name, &caller.principal.arn, action, &target.resource, denied)),
     }
 }
 
-/// The request's facts as policies see them: the global condition keys AWS sets on every
-/// request, and the target's own.
-pub(crate) fn context(principal: &Principal, region: &str, action: &str, target: &Target) -> RequestContext {
-    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut put = |k: &str, v: String| keys.entry(k.to_owned()).or_default().push(v);
+/// Runs `f` on the request's facts as policies see them: the global condition keys AWS sets on
+/// every request, and the target's own. Every request of a principal other than the root comes
+/// here, so the facts are borrowed from what the request already holds, not copied.
+pub(crate) fn with_context<R>(
+    principal: &Principal,
+    region: &str,
+    action: &str,
+    target: &Target,
+    f: impl FnOnce(&BorrowedContext<'_>) -> R,
+) -> R {
+    // An address is at most 45 characters: formatted on the stack.
+    let mut ip_text = [0u8; 64];
+    let mut ip_len = 0;
     if let Ok(ip) = PEER.try_with(|ip| *ip) {
-        put("aws:sourceip", ip.to_string());
-    }
-    let now = crate::server::now_secs();
-    put("aws:currenttime", iso8601(now));
-    put("aws:epochtime", now.to_string());
-    put("aws:securetransport", "false".to_owned());
-    put("aws:requestedregion", region.to_owned());
-    put("aws:principalaccount", principal.account.clone());
-    put("aws:userid", principal.user_id.clone());
-    match &principal.kind {
-        PrincipalKind::Root => {
-            put("aws:principalarn", principal.arn.clone());
-            put("aws:principaltype", "Account".to_owned());
-        }
-        PrincipalKind::User { name } => {
-            put("aws:principalarn", principal.arn.clone());
-            put("aws:username", name.clone());
-            put("aws:principaltype", "User".to_owned());
-        }
-        PrincipalKind::AssumedRole { role_arn, .. } => {
-            put("aws:principalarn", role_arn.clone());
-            put("aws:principaltype", "AssumedRole".to_owned());
+        let mut rest = &mut ip_text[..];
+        if write!(rest, "{ip}").is_ok() {
+            ip_len = 64 - rest.len();
         }
     }
-    for (k, v) in &target.keys {
-        put(k, v.clone());
-    }
-    RequestContext {
-        action: action.to_owned(),
-        resource: target.resource.clone(),
-        principal: RequestPrincipal::Aws { arn: principal.arn.clone(), account: principal.account.clone() },
-        keys,
-    }
+    let source_ip = std::str::from_utf8(&ip_text[..ip_len]).ok().filter(|ip| !ip.is_empty());
+    with_clock(crate::server::now_secs(), |time, epoch| {
+        let mut keys: Vec<(&str, &str)> = Vec::with_capacity(12 + target.keys.len());
+        if let Some(ip) = source_ip {
+            keys.push(("aws:sourceip", ip));
+        }
+        keys.extend([
+            ("aws:currenttime", time),
+            ("aws:epochtime", epoch),
+            ("aws:securetransport", "false"),
+            ("aws:requestedregion", region),
+            ("aws:principalaccount", principal.account.as_str()),
+            ("aws:userid", principal.user_id.as_str()),
+        ]);
+        match &principal.kind {
+            PrincipalKind::Root => {
+                keys.extend([("aws:principalarn", principal.arn.as_str()), ("aws:principaltype", "Account")]);
+            }
+            PrincipalKind::User { name } => keys.extend([
+                ("aws:principalarn", principal.arn.as_str()),
+                ("aws:username", name.as_str()),
+                ("aws:principaltype", "User"),
+            ]),
+            PrincipalKind::AssumedRole { role_arn, .. } => {
+                keys.extend([("aws:principalarn", role_arn.as_str()), ("aws:principaltype", "AssumedRole")]);
+            }
+        }
+        keys.extend(target.keys.iter().map(|(k, v)| (*k, v.as_str())));
+        f(&BorrowedContext {
+            action,
+            resource: &target.resource,
+            principal: BorrowedPrincipal::Aws { arn: &principal.arn, account: &principal.account },
+            keys: ContextKeys(&keys),
+        })
+    })
+}
+
+/// The current second as `aws:CurrentTime` and `aws:EpochTime` show it, formatted once a second
+/// per thread rather than on every request.
+struct Clock {
+    secs: i64,
+    time: String,
+    epoch: String,
+}
+
+thread_local! {
+    static CLOCK: RefCell<Clock> = const { RefCell::new(Clock { secs: i64::MIN, time: String::new(), epoch: String::new() }) };
+}
+
+fn with_clock<R>(now: i64, f: impl FnOnce(&str, &str) -> R) -> R {
+    CLOCK.with_borrow_mut(|clock| {
+        if clock.secs != now {
+            *clock = Clock { secs: now, time: iso8601(now), epoch: now.to_string() };
+        }
+        f(&clock.time, &clock.epoch)
+    })
 }
 
 /// `2026-12-07T00:40:00Z`.
@@ -219,6 +253,47 @@ pub(crate) fn access_denied(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The facts policies see: the global keys of the principal's kind, then the target's, and
+    /// `aws:SourceIp` only where the connection's address is known.
+    #[test]
+    fn contexts_carry_the_global_and_target_keys() {
+        let user = Principal {
+            arn: "arn:aws:iam::123456789012:user/alice".to_owned(),
+            account: "123456789012".to_owned(),
+            user_id: "AIDAEXAMPLE".to_owned(),
+            kind: PrincipalKind::User { name: "alice".to_owned() },
+        };
+        let cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/prod";
+        let target = Target::new("arn:aws:ecs:us-east-1:123456789012:task/prod/abc").with("ecs:cluster", cluster);
+        let (action, resource, principal, keys) = with_context(&user, "us-east-1", "ecs:StopTask", &target, |ctx| {
+            let keys: Vec<(String, String)> =
+                ctx.keys.0.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            (ctx.action.to_owned(), ctx.resource.to_owned(), format!("{:?}", ctx.principal), keys)
+        });
+        assert_eq!((action.as_str(), resource.as_str()), ("ecs:StopTask", target.resource.as_str()));
+        assert!(principal.contains("user/alice"), "{principal}");
+        let get = |k: &str| keys.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert!(get("aws:sourceip").is_empty(), "no connection, no address: {keys:?}");
+        assert_eq!(get("aws:requestedregion"), ["us-east-1"]);
+        assert_eq!(get("aws:username"), ["alice"]);
+        assert_eq!(get("aws:principalarn"), [user.arn.as_str()]);
+        assert_eq!(get("aws:principaltype"), ["User"]);
+        assert_eq!(get("aws:userid"), ["AIDAEXAMPLE"]);
+        assert_eq!(get("aws:securetransport"), ["false"]);
+        assert_eq!(get("ecs:cluster"), [cluster]);
+        let epoch: i64 = get("aws:epochtime")[0].parse().unwrap();
+        assert!((epoch - crate::server::now_secs()).abs() <= 5);
+        assert_eq!(get("aws:currenttime"), [iso8601(epoch).as_str()]);
+
+        let ip = "203.0.113.9".parse().unwrap();
+        let seen = PEER.sync_scope(ip, || {
+            with_context(&user, "us-east-1", "ecs:StopTask", &target, |ctx| {
+                ctx.keys.0.iter().find(|(k, _)| *k == "aws:sourceip").map(|(_, v)| (*v).to_owned())
+            })
+        });
+        assert_eq!(seen.as_deref(), Some("203.0.113.9"));
+    }
 
     #[test]
     fn messages_follow_aws() {

@@ -2,13 +2,12 @@
 //! `ForAllValues:` set operators, and AWS's rules for absent keys (a positive operator is false,
 //! a negated one true, `...IfExists` true, `ForAllValues` true).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::PolicyError;
 use super::glob::Template;
+use super::{ContextKeys, PolicyError};
 
 /// Every operator of the policy grammar, before `IfExists` and the set prefixes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,32 +163,33 @@ fn check_value(base: Base, op: &str, value: &str) -> Result<(), PolicyError> {
 
 impl Condition {
     /// Whether this condition holds for the request's `keys`.
-    pub(crate) fn holds(&self, keys: &BTreeMap<String, Vec<String>>) -> bool {
-        let present = keys.get(&self.key).filter(|v| !v.is_empty());
+    pub(crate) fn holds(&self, keys: ContextKeys<'_>) -> bool {
+        let request = keys.values(&self.key);
+        let present = request.clone().next().is_some();
         if self.base == Base::Null {
             let want_absent =
                 self.values.iter().any(|v| v.resolve(keys).is_some_and(|s| s.eq_ignore_ascii_case("true")));
-            return want_absent == present.is_none();
+            return want_absent != present;
         }
-        let Some(request) = present else {
+        if !present {
             return match self.set {
                 SetOp::ForAllValues => true,
                 SetOp::ForAnyValue => self.if_exists,
                 SetOp::Single => self.if_exists || self.negated,
             };
-        };
+        }
         // A negated operator holds for a value that matches none of the policy's values.
-        let one = |r: &String| self.values.iter().any(|v| self.compare(r, v, keys)) != self.negated;
+        let one = |r: &str| self.values.iter().any(|v| self.compare(r, v, keys)) != self.negated;
         match self.set {
             SetOp::Single if self.negated => {
-                !request.iter().any(|r| self.values.iter().any(|v| self.compare(r, v, keys)))
+                !request.clone().any(|r| self.values.iter().any(|v| self.compare(r, v, keys)))
             }
-            SetOp::Single | SetOp::ForAnyValue => request.iter().any(one),
-            SetOp::ForAllValues => request.iter().all(one),
+            SetOp::Single | SetOp::ForAnyValue => request.clone().any(one),
+            SetOp::ForAllValues => request.clone().all(one),
         }
     }
 
-    fn compare(&self, request: &str, policy: &Template, keys: &BTreeMap<String, Vec<String>>) -> bool {
+    fn compare(&self, request: &str, policy: &Template, keys: ContextKeys<'_>) -> bool {
         match self.base {
             Base::StringLike | Base::ArnLike => policy.matches(request, keys),
             Base::StringEquals | Base::BinaryEquals => policy.resolve(keys).is_some_and(|p| p == request),

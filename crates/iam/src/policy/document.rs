@@ -111,7 +111,7 @@ fn parse_statement(st: &Map<String, Value>, kind: PolicyKind, variables: bool) -
     };
     if kind == PolicyKind::Trust {
         let sts_only =
-            action.patterns.iter().all(|p| p.resolve(&Default::default()).is_some_and(|a| a.starts_with("sts:")));
+            action.patterns.iter().all(|p| p.resolve(Default::default()).is_some_and(|a| a.starts_with("sts:")));
         if action.not || !sts_only {
             return Err(PolicyError("AssumeRole policy may only specify STS AssumeRole actions.".into()));
         }

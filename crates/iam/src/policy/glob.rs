@@ -7,7 +7,8 @@
 //! `arn:aws:ecs:us-*-1:...` does not reach into the account).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+
+use super::ContextKeys;
 
 /// One compiled pattern element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +108,8 @@ impl Template {
         let parts = if variables { split_variables(&text) } else { vec![Part::Text(text)] };
         let mut template = Template { parts, fixed: None, fixed_text: None, arn, fold_case };
         if template.parts.iter().all(|p| !matches!(p, Part::Var { .. })) {
-            template.fixed = template.compile(&BTreeMap::new()).map(Pattern::new);
-            template.fixed_text = template.resolve_parts(&BTreeMap::new());
+            template.fixed = template.compile(ContextKeys::default()).map(Pattern::new);
+            template.fixed_text = template.resolve_parts(ContextKeys::default());
         }
         template
     }
@@ -116,14 +117,14 @@ impl Template {
     /// The text with variables resolved from `keys`, wildcards kept as written (for
     /// `StringEquals`-style comparisons, where `*` is an ordinary character). `None` when a
     /// variable has no value and no default.
-    pub(crate) fn resolve(&self, keys: &BTreeMap<String, Vec<String>>) -> Option<Cow<'_, str>> {
+    pub(crate) fn resolve(&self, keys: ContextKeys<'_>) -> Option<Cow<'_, str>> {
         match &self.fixed_text {
             Some(text) => Some(Cow::Borrowed(text)),
             None => self.resolve_parts(keys).map(Cow::Owned),
         }
     }
 
-    fn resolve_parts(&self, keys: &BTreeMap<String, Vec<String>>) -> Option<String> {
+    fn resolve_parts(&self, keys: ContextKeys<'_>) -> Option<String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -135,7 +136,7 @@ impl Template {
     }
 
     /// Whether `subject` matches this pattern. `None` (no match) when a variable is unresolved.
-    pub(crate) fn matches(&self, subject: &str, keys: &BTreeMap<String, Vec<String>>) -> bool {
+    pub(crate) fn matches(&self, subject: &str, keys: ContextKeys<'_>) -> bool {
         match &self.fixed {
             Some(pattern) => pattern.matches(subject.as_bytes()),
             None => match self.compile(keys) {
@@ -145,7 +146,7 @@ impl Template {
         }
     }
 
-    fn compile(&self, keys: &BTreeMap<String, Vec<String>>) -> Option<Vec<Tok>> {
+    fn compile(&self, keys: ContextKeys<'_>) -> Option<Vec<Tok>> {
         // The raw shape decides which stars end a segment: build the text first, remembering
         // which bytes are wildcards.
         let mut bytes: Vec<(u8, bool)> = Vec::new();
@@ -175,8 +176,8 @@ impl Template {
     }
 }
 
-fn lookup<'a>(keys: &'a BTreeMap<String, Vec<String>>, key: &str, default: Option<&'a str>) -> Option<&'a str> {
-    keys.get(key).and_then(|v| v.first()).map(String::as_str).or(default)
+fn lookup<'a>(keys: ContextKeys<'a>, key: &str, default: Option<&'a str>) -> Option<&'a str> {
+    keys.first(key).or(default)
 }
 
 /// Splits `${...}` out of `text`: `${*}`, `${?}` and `${$}` are the literal characters,
@@ -279,7 +280,7 @@ mod tests {
     use super::*;
 
     fn m(pat: &str, s: &str) -> bool {
-        Template::new(pat, true, true, false).matches(s, &BTreeMap::new())
+        Template::new(pat, true, true, false).matches(s, ContextKeys::default())
     }
 
     #[test]
@@ -298,16 +299,16 @@ mod tests {
 
     #[test]
     fn variables_and_escapes() {
-        let keys = BTreeMap::from([("aws:username".to_owned(), vec!["alice".to_owned()])]);
+        let keys = ContextKeys(&[("aws:username", "alice")]);
         let t = Template::new("arn:aws:iam::1:user/${aws:username}", true, true, false);
-        assert!(t.matches("arn:aws:iam::1:user/alice", &keys));
-        assert!(!t.matches("arn:aws:iam::1:user/bob", &keys));
-        assert!(!t.matches("arn:aws:iam::1:user/alice", &BTreeMap::new()));
+        assert!(t.matches("arn:aws:iam::1:user/alice", keys));
+        assert!(!t.matches("arn:aws:iam::1:user/bob", keys));
+        assert!(!t.matches("arn:aws:iam::1:user/alice", ContextKeys::default()));
         let t = Template::new("a${*}b", true, false, false);
-        assert!(t.matches("a*b", &keys) && !t.matches("axb", &keys));
+        assert!(t.matches("a*b", keys) && !t.matches("axb", keys));
         let t = Template::new("x/${aws:nothing, 'none'}", true, false, false);
-        assert_eq!(t.resolve(&keys).as_deref(), Some("x/none"));
+        assert_eq!(t.resolve(keys).as_deref(), Some("x/none"));
         let t = Template::new("x/${aws:username}", false, false, false);
-        assert!(t.matches("x/${aws:username}", &keys));
+        assert!(t.matches("x/${aws:username}", keys));
     }
 }

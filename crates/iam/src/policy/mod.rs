@@ -10,11 +10,15 @@
 mod condition;
 mod document;
 mod glob;
+mod set;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use condition::Condition;
 use glob::Template;
+
+pub use set::PolicySet;
 
 /// What kind of document is parsed: the rules differ (a trust policy needs `Principal` and
 /// only allows `sts:` actions; an identity policy must not have `Principal`).
@@ -95,6 +99,66 @@ pub struct RequestContext {
     pub keys: BTreeMap<String, Vec<String>>,
 }
 
+/// One request's facts, borrowed: what evaluation reads. The hot path (every API request)
+/// builds one from what it already holds without allocating per key; [`RequestContext`] is the
+/// owned form the other callers build.
+#[derive(Clone, Copy, Debug)]
+pub struct BorrowedContext<'a> {
+    /// `service:Operation`, in any case.
+    pub action: &'a str,
+    /// The resource's ARN, or `*`.
+    pub resource: &'a str,
+    pub principal: BorrowedPrincipal<'a>,
+    pub keys: ContextKeys<'a>,
+}
+
+/// [`RequestPrincipal`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BorrowedPrincipal<'a> {
+    Aws { arn: &'a str, account: &'a str },
+    Service(&'a str),
+}
+
+/// A request's condition keys as `(name, value)` pairs, names lowercased; a key with several
+/// values appears once per value, in order. A key with no pair is absent from the request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContextKeys<'a>(pub &'a [(&'a str, &'a str)]);
+
+impl<'a> ContextKeys<'a> {
+    /// The values of `key` (a lowercased name), in order.
+    pub(crate) fn values<'k>(self, key: &'k str) -> impl Iterator<Item = &'a str> + Clone + use<'a, 'k> {
+        self.0.iter().filter(move |(name, _)| *name == key).map(|(_, value)| *value)
+    }
+
+    /// The first value of `key`: what a policy variable resolves to.
+    pub(crate) fn first(self, key: &str) -> Option<&'a str> {
+        self.values(key).next()
+    }
+}
+
+impl RequestPrincipal {
+    pub fn borrowed(&self) -> BorrowedPrincipal<'_> {
+        match self {
+            RequestPrincipal::Aws { arn, account } => BorrowedPrincipal::Aws { arn, account },
+            RequestPrincipal::Service(name) => BorrowedPrincipal::Service(name),
+        }
+    }
+}
+
+impl RequestContext {
+    /// Runs `f` on this context, borrowed.
+    pub fn with_borrowed<R>(&self, f: impl FnOnce(&BorrowedContext<'_>) -> R) -> R {
+        let pairs: Vec<(&str, &str)> =
+            self.keys.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.as_str()))).collect();
+        f(&BorrowedContext {
+            action: &self.action,
+            resource: &self.resource,
+            principal: self.principal.borrowed(),
+            keys: ContextKeys(&pairs),
+        })
+    }
+}
+
 /// AWS's three outcomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -139,40 +203,44 @@ impl Policy {
 }
 
 impl Statement {
-    /// Whether the statement applies to the request (its effect then counts).
-    fn applies(&self, action: &str, ctx: &RequestContext) -> bool {
-        if !self.action.any(action, &ctx.keys) {
-            return false;
-        }
+    /// Whether the statement's `Action`/`NotAction` covers `action` (lowercased). Actions have
+    /// no variables: the answer depends on the action alone, which [`PolicySet`] relies on.
+    fn covers(&self, action: &str) -> bool {
+        self.action.any(action, ContextKeys::default())
+    }
+
+    /// Whether the statement applies to a request whose action it covers (its effect then
+    /// counts).
+    fn applies_beyond_action(&self, ctx: &BorrowedContext<'_>) -> bool {
         if let Some(resource) = &self.resource
-            && !resource.any(&ctx.resource, &ctx.keys)
+            && !resource.any(ctx.resource, ctx.keys)
         {
             return false;
         }
         if let Some((principal, not)) = &self.principal
-            && principal.matches(&ctx.principal) == *not
+            && principal.matches(ctx.principal) == *not
         {
             return false;
         }
-        self.conditions.iter().all(|c| c.holds(&ctx.keys))
+        self.conditions.iter().all(|c| c.holds(ctx.keys))
     }
 }
 
 impl Matcher {
     /// Whether `subject` is matched (for `Not...`, matched by none of the patterns).
-    fn any(&self, subject: &str, keys: &BTreeMap<String, Vec<String>>) -> bool {
+    fn any(&self, subject: &str, keys: ContextKeys<'_>) -> bool {
         self.patterns.iter().any(|p| p.matches(subject, keys)) != self.not
     }
 }
 
 impl PrincipalMatcher {
-    fn matches(&self, who: &RequestPrincipal) -> bool {
+    fn matches(&self, who: BorrowedPrincipal<'_>) -> bool {
         if self.any {
             return true;
         }
         match who {
-            RequestPrincipal::Service(name) => self.services.iter().any(|s| s.eq_ignore_ascii_case(name)),
-            RequestPrincipal::Aws { arn, account } => {
+            BorrowedPrincipal::Service(name) => self.services.iter().any(|s| s.eq_ignore_ascii_case(name)),
+            BorrowedPrincipal::Aws { arn, account } => {
                 self.accounts.iter().any(|a| a == account)
                     || self.arns.iter().any(|p| p == arn || session_of_role(arn, p))
             }
@@ -194,8 +262,14 @@ fn session_of_role(session: &str, role: &str) -> bool {
 /// AWS's decision for `ctx` under `policies` (all of one principal's policies, or one trust
 /// policy): an explicit `Deny` in any wins, else an `Allow` in any, else the implicit deny.
 pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, ctx: &RequestContext) -> Decision {
+    ctx.with_borrowed(|ctx| evaluate_borrowed(policies, ctx))
+}
+
+/// [`evaluate`] for a borrowed context. A principal's policies evaluated on every request are
+/// better held as a [`PolicySet`], which remembers which statements each action concerns.
+pub fn evaluate_borrowed<'a>(policies: impl IntoIterator<Item = &'a Policy>, ctx: &BorrowedContext<'_>) -> Decision {
     // Actions compare case-insensitively; patterns are lowercased when parsed.
-    let action = ctx.action.to_ascii_lowercase();
+    let action = lowercase(ctx.action);
     let mut decision = Decision::ImplicitDeny;
     for policy in policies {
         for statement in &policy.statements {
@@ -204,7 +278,7 @@ pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, ctx: &Reques
             if decision == Decision::Allow && statement.effect == Effect::Allow {
                 continue;
             }
-            if statement.applies(&action, ctx) {
+            if statement.covers(&action) && statement.applies_beyond_action(ctx) {
                 match statement.effect {
                     Effect::Deny => return Decision::ExplicitDeny,
                     Effect::Allow => decision = Decision::Allow,
@@ -213,4 +287,13 @@ pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, ctx: &Reques
         }
     }
     decision
+}
+
+/// `text` in lowercase, borrowed when it already is.
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
