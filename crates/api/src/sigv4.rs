@@ -342,24 +342,32 @@ impl Verifier {
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
             ));
         }
-        if !identity.active {
+        admit(identity, auth.access_key, header("x-amz-security-token"), now)
+    }
+}
+
+/// The caller a correctly signed request stands for, if its key may still be used: active, and
+/// for temporary credentials sent with their session token (`sent_token`) and not expired.
+fn admit(
+    identity: flotilla_iam::KeyIdentity,
+    access_key: &str,
+    sent_token: Option<&str>,
+    now: i64,
+) -> Result<Caller, ApiError> {
+    if !identity.active {
+        return Err(invalid_token());
+    }
+    if let Some(token) = &identity.session_token {
+        // Temporary credentials are only half a credential without their token.
+        let sent = sent_token.unwrap_or_default();
+        if !bool::from(sent.as_bytes().ct_eq(token.as_bytes())) {
             return Err(invalid_token());
         }
-        if let Some(token) = &identity.session_token {
-            // Temporary credentials are only half a credential without their token.
-            let sent = header("x-amz-security-token").unwrap_or_default();
-            if !bool::from(sent.as_bytes().ct_eq(token.as_bytes())) {
-                return Err(invalid_token());
-            }
-        }
-        if identity.expiration.is_some_and(|expiration| now >= expiration) {
-            return Err(ApiError::new(
-                "ExpiredTokenException",
-                "The security token included in the request is expired",
-            ));
-        }
-        Ok(Caller { access_key_id: auth.access_key.to_owned(), principal: identity.principal })
     }
+    if identity.expiration.is_some_and(|expiration| now >= expiration) {
+        return Err(ApiError::new("ExpiredTokenException", "The security token included in the request is expired"));
+    }
+    Ok(Caller { access_key_id: access_key.to_owned(), principal: identity.principal })
 }
 
 /// The longest a presigned URL may say it lasts (`X-Amz-Expires`), as AWS allows: 7 days.
@@ -499,22 +507,7 @@ impl Verifier {
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
             ));
         }
-        if !identity.active {
-            return Err(invalid_token());
-        }
-        if let Some(token) = &identity.session_token {
-            let sent = param("X-Amz-Security-Token").unwrap_or_default();
-            if !bool::from(sent.as_bytes().ct_eq(token.as_bytes())) {
-                return Err(invalid_token());
-            }
-        }
-        if identity.expiration.is_some_and(|expiration| now >= expiration) {
-            return Err(ApiError::new(
-                "ExpiredTokenException",
-                "The security token included in the request is expired",
-            ));
-        }
-        Ok(Caller { access_key_id: auth.access_key.to_owned(), principal: identity.principal })
+        admit(identity, auth.access_key, param("X-Amz-Security-Token"), now)
     }
 }
 

@@ -41,6 +41,9 @@ pub struct PlaneOptions {
     pub data_dir: std::path::PathBuf,
     /// `--kubernetes-bin`, `--eks-webhook-listen`.
     pub kubernetes: crate::kubernetes::KubernetesArgs,
+    /// Other control planes for EKS than the ones launched here (tests' stand-ins); `None`:
+    /// flotilla-k8s's `Planes`.
+    pub eks_planes: Option<Arc<dyn flotilla_eks::ControlPlanes>>,
 }
 
 pub struct ControlPlane {
@@ -148,7 +151,8 @@ impl ControlPlane {
         let eks = {
             let eks = flotilla_eks::Eks::new(store.clone(), control.identity().clone())
                 .with_vpcs(Arc::new(flotilla_control::ElbVpcs(control.clone())));
-            Arc::new(eks.with_planes(kubernetes.planes.clone()))
+            let launched: Arc<dyn flotilla_eks::ControlPlanes> = kubernetes.planes.clone();
+            Arc::new(eks.with_planes(opts.eks_planes.clone().unwrap_or(launched)))
         };
         let host_api: Arc<dyn flotilla_host::HostApi> = Arc::new(
             flotilla_control::LocalHostApi::new(control.clone(), Some(secrets.clone()))

@@ -87,6 +87,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             root_credentials: credentials.clone(),
             data_dir: home.dir.clone(),
             kubernetes: opts.kubernetes.clone(),
+            eks_planes: None,
         },
     )
     .await?;

@@ -2,7 +2,7 @@
 //! `eksctl create fargateprofile` lines as their `aws eks` equivalents, describe / list / tag /
 //! delete, statuses moving, and every refusal naming its field.
 //!
-//! Two servers: `flotilla up` itself (no Kubernetes side configured: a cluster is recorded and
+//! Two servers: `flotilla up` itself (no Kubernetes binaries given: a cluster is recorded and
 //! then FAILED, saying why), and a control plane in this process given `StandInPlanes`, a test
 //! double of flotilla-k8s's `ControlPlanes` that answers `ensure` with a fixed endpoint and CA
 //! without launching anything, so that clusters become ACTIVE and profiles can be made. What
@@ -209,6 +209,8 @@ impl InProcess {
                     require_roles: false,
                     kms_key_file: dir.path().join("kms.key"),
                     root_credentials: credentials.clone(),
+                    data_dir: dir.path().to_owned(),
+                    kubernetes: Default::default(),
                     eks_planes: Some(Arc::new(StandInPlanes)),
                 },
             )
@@ -599,7 +601,8 @@ fn without_a_kubernetes_side_a_cluster_fails_saying_why() {
     wait_for("the cluster FAILED", Duration::from_secs(30), || aws.cluster("my-fargate-cluster")["status"] == "FAILED");
     let cluster = aws.cluster("my-fargate-cluster");
     let issue = &cluster["health"]["issues"][0];
-    assert!(issue["message"].as_str().unwrap().contains("no Kubernetes control planes configured"), "{cluster}");
+    // Without kube-apiserver on PATH or --kubernetes-bin, the launch says where to look.
+    assert!(issue["message"].as_str().unwrap().contains("--kubernetes-bin"), "{cluster}");
     assert!(cluster.get("endpoint").is_none() && cluster.get("certificateAuthority").is_none(), "{cluster}");
     aws.refused(
         &[

@@ -186,6 +186,7 @@ impl InProcess {
                     },
                     data_dir: dir.path().to_owned(),
                     kubernetes: Default::default(),
+                    eks_planes: None,
                 },
             )
             .await

@@ -74,6 +74,10 @@ impl Planes {
     /// `root`: `<data>/eks`. `binaries`: `flotilla_k8s::find_binaries`' answer (an error is
     /// reported by each launch, so registered clusters work without the binaries).
     pub fn new(root: PathBuf, binaries: Result<PathBuf, String>, webhook: WebhookEndpoint) -> Planes {
+        // Absolute: the processes run in their cluster's directory, and their command lines
+        // name it (how a restart finds them).
+        let root = std::path::absolute(&root).unwrap_or(root);
+        let binaries = binaries.map(|b| std::path::absolute(&b).unwrap_or(b));
         Planes { root, binaries, webhook, running: Mutex::new(HashMap::new()) }
     }
 
@@ -131,7 +135,7 @@ impl Planes {
         let layout = Layout::new(dir);
         wait_ready(&layout).await?;
         let client = layout.admin_client().await?;
-        install_webhook(&client, &cluster.name, &self.webhook).await?;
+        install_webhook(&client, &cluster.name, &self.webhook, Unreachable::Fail).await?;
         Ok((layout.endpoint()?, layout.ca_pem()?))
     }
 
@@ -173,7 +177,7 @@ impl ControlPlanes for Planes {
                     let client = config::client(&access).await?;
                     let version = client.apiserver_version().await.map_err(|e| format!("{endpoint}: {e}"))?;
                     tracing::info!(cluster = cluster.name, version = version.git_version, "registered cluster answers");
-                    install_webhook(&client, &cluster.name, &self.webhook).await?;
+                    install_webhook(&client, &cluster.name, &self.webhook, Unreachable::Ignore).await?;
                     Ok((endpoint.clone(), ca_pem.clone()))
                 }
             }
@@ -235,13 +239,27 @@ async fn wait_ready(layout: &Layout) -> Result<(), String> {
     ))
 }
 
+/// What the API server does with a pod when Flotilla's admission webhook cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unreachable {
+    /// A launched plane: pod creation fails, and the controllers creating pods retry until
+    /// Flotilla is back. A pod that matches a Fargate profile must never be left to a scheduler
+    /// that is not Fargate's: a launched plane has none, and it would stay Pending unnoticed.
+    /// Flotilla's own processes create no pods, so nothing waits on itself.
+    Fail,
+    /// A registered cluster, whose own scheduler and nodes run everything else: Flotilla being
+    /// away must not stop the cluster's pods (CoreDNS among them); a profile's pod created
+    /// meanwhile goes to the cluster's own scheduler.
+    Ignore,
+}
+
 /// Registers Flotilla's admission webhook in the cluster (replacing an older registration).
-///
-/// failurePolicy `Fail`: a pod that matches a Fargate profile must never be left to a scheduler
-/// that is not Fargate's (a launched plane has none; it would stay Pending unnoticed), so while
-/// Flotilla is unreachable pod creation fails and the controllers creating pods retry until it
-/// is back. Flotilla's own processes do not create pods, so nothing waits on itself.
-async fn install_webhook(client: &kube::Client, cluster: &str, webhook: &WebhookEndpoint) -> Result<(), String> {
+async fn install_webhook(
+    client: &kube::Client,
+    cluster: &str,
+    webhook: &WebhookEndpoint,
+    unreachable: Unreachable,
+) -> Result<(), String> {
     use base64::Engine;
     let wanted: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -251,7 +269,7 @@ async fn install_webhook(client: &kube::Client, cluster: &str, webhook: &Webhook
             "name": "fargate-profiles.eks.flotilla.internal",
             "admissionReviewVersions": ["v1"],
             "sideEffects": "None",
-            "failurePolicy": "Fail",
+            "failurePolicy": format!("{unreachable:?}"),
             "timeoutSeconds": 10,
             "reinvocationPolicy": "Never",
             "clientConfig": {

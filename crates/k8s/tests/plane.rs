@@ -170,6 +170,7 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
     let registered = hooks_api.get(flotilla_k8s::plane::WEBHOOK_CONFIGURATION).await.unwrap();
     let hook = &registered.webhooks.unwrap()[0];
     assert_eq!(hook.client_config.url.as_deref(), Some(hooks.mutate_url("plane-test").as_str()));
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     assert_eq!(hook.client_config.ca_bundle.as_ref().unwrap().0, hooks.ca_pem.as_bytes());
 
     // kubectl through the admin kubeconfig; the controller manager makes the default
@@ -216,7 +217,7 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
     drop(planes);
     let pids: Vec<u32> =
         ["etcd", "kube-apiserver", "kube-controller-manager"].iter().map(|c| pid_of(&dir, c)).collect();
-    let planes = Planes::new(root.clone(), Ok(binaries), hooks);
+    let planes = Planes::new(root.clone(), Ok(binaries), hooks.clone());
     let (again, again_ca) = planes.ensure(&cluster).await.expect("the plane is adopted");
     assert_eq!((again, again_ca), (endpoint, ca_pem));
     let adopted: Vec<u32> =
@@ -224,6 +225,28 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
     assert_eq!(pids, adopted, "a restart adopts the running processes");
     let out = kubectl(&kubeconfig, &["get", "serviceaccount", "default", "-n", "default"]);
     assert!(out.status.success(), "etcd's data survived: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The same API server registered as another cluster (as k3s or kubeadm would be): checked,
+    // given the admission webhook, and left without it when removed.
+    let access = planes.access(&cluster).await.unwrap();
+    let registered = ClusterRecord {
+        name: "registered".into(),
+        source: PlaneSource::Registered {
+            endpoint: access.endpoint.clone(),
+            ca_pem: access.ca_pem.clone(),
+            auth: access.auth.clone(),
+        },
+        ..record("registered")
+    };
+    assert_eq!(planes.ensure(&registered).await.unwrap(), (access.endpoint.clone(), access.ca_pem.clone()));
+    assert_eq!(planes.access(&registered).await.unwrap(), access);
+    let hook = hooks_api.get(flotilla_k8s::plane::WEBHOOK_CONFIGURATION).await.unwrap();
+    let webhook = &hook.webhooks.unwrap()[0];
+    assert_eq!(webhook.client_config.url.as_deref(), Some(hooks.mutate_url("registered").as_str()));
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"), "a registered cluster runs on without Flotilla");
+    planes.remove(&registered).await.unwrap();
+    assert!(hooks_api.get_opt(flotilla_k8s::plane::WEBHOOK_CONFIGURATION).await.unwrap().is_none());
+    assert!(dir.exists(), "a registered cluster's removal touches no launched plane");
 
     // Removing stops everything and deletes the directory.
     planes.remove(&cluster).await.unwrap();

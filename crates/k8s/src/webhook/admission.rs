@@ -66,3 +66,103 @@ async fn patch(clusters: &dyn Clusters, cluster: &str, request: &Value) -> Resul
     let scheduler_op = json!({"op": "add", "path": "/spec/schedulerName", "value": FARGATE_SCHEDULER});
     Ok(Some(json!([scheduler_op, label_op])))
 }
+
+#[cfg(test)]
+mod tests {
+    use flotilla_eks::{ClusterRecord, FargateProfile, KubeAccess, PlaneFuture, ProfileStatus, Selector};
+
+    use super::*;
+
+    struct Profiles(Vec<FargateProfile>);
+
+    impl Clusters for Profiles {
+        fn cluster<'a>(&'a self, _: &'a str) -> PlaneFuture<'a, Result<Option<ClusterRecord>, String>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn profiles<'a>(&'a self, _: &'a str) -> PlaneFuture<'a, Result<Vec<FargateProfile>, String>> {
+            Box::pin(async { Ok(self.0.clone()) })
+        }
+        fn access<'a>(&'a self, _: &'a str) -> PlaneFuture<'a, Result<KubeAccess, String>> {
+            Box::pin(async { Err("no access".into()) })
+        }
+    }
+
+    fn profile(name: &str, namespace: &str, labels: &[(&str, &str)], status: ProfileStatus) -> FargateProfile {
+        FargateProfile {
+            name: name.into(),
+            arn: format!("arn:aws:eks:us-east-1:000000000000:fargateprofile/demo/{name}/x"),
+            cluster_name: "demo".into(),
+            created_at: flotilla_types::time::Timestamp::now(),
+            pod_execution_role_arn: "arn:aws:iam::000000000000:role/pods".into(),
+            subnets: vec![],
+            selectors: vec![Selector {
+                namespace: namespace.into(),
+                labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            }],
+            status,
+            tags: vec![],
+        }
+    }
+
+    fn review_of(namespace: &str, labels: Option<Value>) -> Vec<u8> {
+        let mut metadata = json!({"name": "p"});
+        if let Some(labels) = labels {
+            metadata["labels"] = labels;
+        }
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE",
+                "namespace": namespace,
+                "object": {"metadata": metadata, "spec": {"containers": [], "schedulerName": "default-scheduler"}},
+            },
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn patch_of(answer: &Value) -> Option<Value> {
+        let encoded = answer["response"]["patch"].as_str()?;
+        Some(serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap())
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn matching_pods_get_the_fargate_scheduler_and_their_profile_label() {
+        let profiles = Profiles(vec![
+            profile("web", "apps", &[("tier", "web")], ProfileStatus::Active),
+            profile("pending", "jobs", &[], ProfileStatus::Creating),
+        ]);
+        // Labels present: the profile's is added beside them.
+        let answer = block_on(review(&profiles, "demo", &review_of("apps", Some(json!({"tier": "web"}))))).unwrap();
+        assert_eq!(answer["response"]["uid"], "u-1");
+        assert_eq!(answer["response"]["allowed"], true);
+        assert_eq!(
+            patch_of(&answer).unwrap(),
+            json!([
+                {"op": "add", "path": "/spec/schedulerName", "value": "fargate-scheduler"},
+                {"op": "add", "path": "/metadata/labels/eks.amazonaws.com~1fargate-profile", "value": "web"},
+            ])
+        );
+        // A selector's labels must all match; a CREATING profile selects nothing.
+        for (namespace, labels) in [("apps", Some(json!({"tier": "db"}))), ("apps", None), ("jobs", None)] {
+            let answer = block_on(review(&profiles, "demo", &review_of(namespace, labels))).unwrap();
+            assert_eq!(answer["response"]["allowed"], true);
+            assert!(patch_of(&answer).is_none(), "{answer}");
+        }
+        // A pod without labels gets the label map.
+        let any = Profiles(vec![profile("all", "apps", &[], ProfileStatus::Active)]);
+        let answer = block_on(review(&any, "demo", &review_of("apps", None))).unwrap();
+        assert_eq!(
+            patch_of(&answer).unwrap()[1],
+            json!({"op": "add", "path": "/metadata/labels", "value": {"eks.amazonaws.com/fargate-profile": "all"}})
+        );
+        assert!(block_on(review(&any, "demo", b"{}")).is_err(), "a review without a uid is refused");
+    }
+}
