@@ -440,6 +440,13 @@ fn a_launched_cluster_runs_its_profile_s_deployment_on_fargate() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The node's kubelet API admits only the API server (its kubelet client certificate).
+    let node = json(&["get", "node", pods()[0]["spec"]["nodeName"].as_str().unwrap()]);
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap();
+    let url = format!("https://127.0.0.1:{port}/containerLogs/{NS}/{name}/web");
+    let out = std::process::Command::new("curl").args(["-sk", "--max-time", "10", &url]).output().unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty(), "a client without a certificate: {out:?}");
+
     // DeleteCluster: the plane goes, and with it its pods' tasks.
     server.aws_json(&["eks", "delete-fargate-profile", "--cluster-name", "demo", "--fargate-profile-name", "fargate"]);
     wait_for("the profile gone", Duration::from_secs(60), || {

@@ -57,7 +57,9 @@ pub struct Kubelet {
     address: IpAddr,
     logs: Arc<LogStore>,
     exec: Option<PodExec>,
-    tls: TlsAcceptor,
+    /// The self-signed serving certificate (PEM) and its key (PKCS#8 DER), for clusters that
+    /// sign none.
+    self_signed: (String, Vec<u8>),
 }
 
 /// One node's listener; dropping it stops it.
@@ -81,8 +83,7 @@ impl Kubelet {
         params.subject_alt_names.push(rcgen::SanType::IpAddress(address));
         params.distinguished_name.push(rcgen::DnType::CommonName, "flotilla-fargate-kubelet");
         let cert = params.self_signed(&key).map_err(|e| KubeletError::Certificate(e.to_string()))?;
-        let tls = serving::acceptor(&cert.pem(), &key).map_err(KubeletError::Certificate)?;
-        Ok(Kubelet { address, logs, exec: None, tls })
+        Ok(Kubelet { address, logs, exec: None, self_signed: (cert.pem(), key.serialize_der()) })
     }
 
     /// Serves `kubectl exec` through Flotilla's exec path.
@@ -95,9 +96,16 @@ impl Kubelet {
         self.address
     }
 
-    /// Starts one node's kubelet API, on a port of its own, with the cluster's serving
-    /// certificate (`serving::cluster_signed`) when it has one, else the self-signed one.
-    pub async fn serve(&self, node: NodeLogs, tls: Option<TlsAcceptor>) -> Result<NodeServer, KubeletError> {
+    /// The self-signed serving certificate, admitting only clients `client_ca` signed when given.
+    pub fn self_signed(&self, client_ca: Option<&str>) -> Result<TlsAcceptor, KubeletError> {
+        let key = rcgen::KeyPair::try_from(self.self_signed.1.as_slice())
+            .map_err(|e| KubeletError::Certificate(e.to_string()))?;
+        serving::acceptor(&self.self_signed.0, &key, client_ca).map_err(KubeletError::Certificate)
+    }
+
+    /// Starts one node's kubelet API, on a port of its own, with `tls` (the cluster's
+    /// `serving::cluster_signed` certificate, or [`Kubelet::self_signed`]).
+    pub async fn serve(&self, node: NodeLogs, tls: TlsAcceptor) -> Result<NodeServer, KubeletError> {
         let listener = TcpListener::bind(SocketAddr::new(self.address, 0))
             .await
             .map_err(|source| KubeletError::Listen { address: self.address, source })?;
@@ -108,7 +116,6 @@ impl Kubelet {
             .route("/exec/{namespace}/{pod}/{container}", get(exec::exec).post(exec::exec))
             .route("/healthz", get(|| async { "ok" }))
             .with_state(Arc::new(NodeState { node, logs: self.logs.clone(), exec: self.exec.clone() }));
-        let tls = tls.unwrap_or_else(|| self.tls.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };

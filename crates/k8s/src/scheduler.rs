@@ -79,8 +79,9 @@ pub(crate) struct ClusterContext {
     control: Arc<Control>,
     clusters: Arc<dyn PodClusters>,
     kubelet: Arc<Kubelet>,
-    /// The cluster-signed serving certificate of its nodes' kubelet APIs, when it signs one.
-    kubelet_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Its nodes' kubelet APIs' TLS: the cluster-signed serving certificate when it signs
+    /// one, and the client CA the API server's certificate must chain to, when known.
+    kubelet_tls: tokio_rustls::TlsAcceptor,
 }
 
 impl ClusterContext {
@@ -172,11 +173,20 @@ impl FargateScheduler {
             .await
             .map_err(|e| format!("cannot create ECS cluster {ecs_cluster}: {e}"))?;
         let address = self.kubelet.address();
-        let kubelet_tls = match crate::kubelet::serving::cluster_signed(&client, &cluster.name, address).await {
-            Ok(tls) => Some(tls),
+        // A launched plane's API server presents a client certificate its CA signed
+        // (`--kubelet-client-certificate`): only it may read logs or run commands. A
+        // registered cluster's API server may present none (then the listener's address is the
+        // only guard: loopback by default).
+        let client_ca = match &cluster.source {
+            PlaneSource::Launched => Some(access.ca_pem.as_str()),
+            PlaneSource::Registered { .. } => None,
+        };
+        let signed = crate::kubelet::serving::cluster_signed(&client, &cluster.name, address, client_ca).await;
+        let kubelet_tls = match signed {
+            Ok(tls) => tls,
             Err(e) => {
                 tracing::info!(cluster = %cluster.name, reason = %e, "Fargate nodes' kubelet API serves a self-signed certificate");
-                None
+                self.kubelet.self_signed(client_ca).map_err(|e| e.to_string())?
             }
         };
         Ok(ClusterContext {

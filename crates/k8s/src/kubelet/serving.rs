@@ -21,24 +21,43 @@ use tokio_rustls::TlsAcceptor;
 /// How long the cluster has to sign.
 const SIGNING: Duration = Duration::from_secs(10);
 
-/// A TLS acceptor for a certificate chain and key, both PEM.
-pub fn acceptor(cert_pem: &str, key: &rcgen::KeyPair) -> Result<TlsAcceptor, String> {
+/// A TLS acceptor for a certificate chain (PEM) and its key; with `client_ca` (PEM), only
+/// clients with a certificate it signed get in (the API server's `--kubelet-client-certificate`).
+pub fn acceptor(cert_pem: &str, key: &rcgen::KeyPair, client_ca: Option<&str>) -> Result<TlsAcceptor, String> {
     use rustls::pki_types::pem::PemObject;
     let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("certificate: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(cert.map_err(|e| format!("client CA: {e}"))?).map_err(|e| format!("client CA: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("client CA: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(chain, rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .map_err(|e| e.to_string())?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The cluster-signed serving certificate for kubelets listening on `address`, or why not.
-pub async fn cluster_signed(client: &kube::Client, cluster: &str, address: IpAddr) -> Result<TlsAcceptor, String> {
+pub async fn cluster_signed(
+    client: &kube::Client,
+    cluster: &str,
+    address: IpAddr,
+    client_ca: Option<&str>,
+) -> Result<TlsAcceptor, String> {
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let node = format!("fargate-flotilla-{cluster}");
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
@@ -78,7 +97,7 @@ pub async fn cluster_signed(client: &kube::Client, cluster: &str, address: IpAdd
             let csr = csrs.get(&name).await.map_err(|e| e.to_string())?;
             if let Some(cert) = csr.status.and_then(|s| s.certificate).filter(|c| !c.0.is_empty()) {
                 let pem = String::from_utf8(cert.0).map_err(|e| e.to_string())?;
-                return acceptor(&pem, &key);
+                return acceptor(&pem, &key, client_ca);
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!("{name} was not signed within {SIGNING:?} (no csrsigning controller?)"));
