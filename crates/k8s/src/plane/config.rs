@@ -224,6 +224,10 @@ impl Layout {
                 "--use-service-account-credentials=true".into(),
                 format!("--service-cluster-ip-range={service_cidr}"),
                 "--leader-elect=false".into(),
+                // The default client rate (20/s, burst 30) makes a Deployment scaled to 50 wait a
+                // second and more for its own pod creations; Fargate pods start faster than that.
+                "--kube-api-qps=200".into(),
+                "--kube-api-burst=400".into(),
                 // No listener: several clusters' controller managers share the host.
                 "--secure-port=0".into(),
                 "--port=0".into(),

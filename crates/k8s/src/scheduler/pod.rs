@@ -70,8 +70,10 @@ pub(super) async fn supervise(ctx: Arc<ClusterContext>, mut pod: watch::Receiver
         if let Err(e) = sync(&ctx, &current, &mut placed).await {
             tracing::debug!(cluster = %ctx.name, pod = %key, error = %e, "pod status sync failed; retrying");
         }
-        // Quicker while the task has no node yet: binding waits on it.
-        let pause = if placed.kubelet.is_none() { PLACING } else { SYNC };
+        // Quicker until the pod has settled (bound and Ready, or ended): binding waits on the
+        // task's address, and `kubectl rollout status` on Ready.
+        let pause =
+            if placed.kubelet.is_some() && placed.last_status.as_ref().is_some_and(settled) { SYNC } else { PLACING };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             changed = pod.changed() => if changed.is_err() {
@@ -357,6 +359,17 @@ async fn sync(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed) -> Result<()
     Ok(())
 }
 
+/// Whether a pod status needs watching only at the slow pace: Running and Ready, or ended.
+fn settled(status: &Value) -> bool {
+    match status["phase"].as_str() {
+        Some("Succeeded" | "Failed") => true,
+        Some("Running") => status["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")),
+        _ => false,
+    }
+}
+
 /// The pod is being deleted (or is gone): stop its task within the pod's grace period, delete
 /// the pod object as a kubelet does (grace 0, this uid only), then its node and lease.
 async fn retire(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed, delete_pod: bool) {
@@ -443,5 +456,21 @@ impl ClusterContext {
             .await
             .map_err(|e| e.to_string())?;
         tasks.into_iter().next().ok_or_else(|| format!("task {arn} is gone"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settled;
+    use serde_json::json;
+
+    #[test]
+    fn a_pod_settles_once_ready_or_ended() {
+        let ready = |r: &str| json!({"phase": "Running", "conditions": [{"type": "Ready", "status": r}]});
+        assert!(settled(&ready("True")));
+        assert!(!settled(&ready("False")));
+        assert!(!settled(&json!({"phase": "Pending"})));
+        assert!(settled(&json!({"phase": "Failed"})));
+        assert!(settled(&json!({"phase": "Succeeded"})));
     }
 }
