@@ -14,20 +14,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::rest::Route;
 use crate::server::ApiState;
-use crate::sigv4::SignedRequest;
 
 pub(crate) use error::EfsApiError;
 pub(crate) use ops::EfsRequest;
 
 /// Where EFS's routes live.
 pub(crate) const PREFIX: &str = "/2015-02-01/";
-
-/// An operation and the members its route carries (path labels, query string).
-struct Route {
-    operation: &'static str,
-    members: Map<String, Value>,
-}
 
 fn route(method: &Method, path: &str, query: &[(String, String)]) -> Option<Route> {
     let rest = path.strip_prefix(PREFIX)?;
@@ -126,32 +120,18 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Answer, EfsApiError> {
-    let signed_headers = crate::rest::header_pairs(headers).map_err(EfsApiError::bad_request)?;
-    let signed = SignedRequest {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers: signed_headers,
+    let crate::rest::Admitted { operation, input, .. } = crate::rest::admit(
+        state,
+        state.efs_model(),
+        "EFS",
+        route,
+        EfsApiError::bad_request,
+        method,
+        uri,
+        headers,
         body,
-    };
-    let model = state.efs_model();
-    let caller = state
-        .verifier
-        .verify(&signed, model.signing_name(), crate::server::now_secs())
-        .await
-        .map_err(EfsApiError::from)?;
-
-    let query = crate::rest::query_pairs(uri.query().unwrap_or(""));
-    let Route { operation, mut members } = route(method, uri.path(), &query)
-        .ok_or_else(|| EfsApiError::bad_request(format!("No EFS operation at {method} {}.", uri.path())))?;
-    crate::rest::join_body(&mut members, body).map_err(EfsApiError::bad_request)?;
-    let input = model
-        .check_input(operation, Value::Object(members))
-        .expect("every routed operation is in the vendored model")
-        .map_err(EfsApiError::from)?;
-    crate::authz::authorize(state, &caller, model.signing_name(), operation, &input, headers)
-        .await
-        .map_err(EfsApiError::from)?;
+    )
+    .await?;
     let efs = state
         .efs
         .as_deref()

@@ -13,17 +13,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::rest::Route;
 use crate::server::ApiState;
-use crate::sigv4::SignedRequest;
 
 pub(crate) use error::EksApiError;
 pub(crate) use ops::EksRequest;
-
-/// An operation and the members its route carries (path labels, query string).
-struct Route {
-    operation: &'static str,
-    members: Map<String, Value>,
-}
 
 fn route(method: &Method, path: &str, query: &[(String, String)]) -> Option<Route> {
     use crate::query::form::form_decode;
@@ -123,36 +117,18 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Answer, EksApiError> {
-    let signed_headers = crate::rest::header_pairs(headers).map_err(EksApiError::invalid_parameter)?;
-    // SigV4 signs a REST path encoded once more than it travels (botocore quotes the already
-    // quoted path); the verifier decodes the path it is given and encodes it once, so it is
-    // given the travelling path encoded once more. Paths without `%` are unchanged by this.
-    let signed_path = crate::sigv4::uri_encode(uri.path(), true);
-    let signed = SignedRequest {
-        method: method.as_str(),
-        path: &signed_path,
-        query: uri.query().unwrap_or(""),
-        headers: signed_headers,
+    let crate::rest::Admitted { caller, operation, input } = crate::rest::admit(
+        state,
+        state.eks_model(),
+        "EKS",
+        route,
+        EksApiError::invalid_parameter,
+        method,
+        uri,
+        headers,
         body,
-    };
-    let model = state.eks_model();
-    let caller = state
-        .verifier
-        .verify(&signed, model.signing_name(), crate::server::now_secs())
-        .await
-        .map_err(EksApiError::from)?;
-
-    let query = crate::rest::query_pairs(uri.query().unwrap_or(""));
-    let Route { operation, mut members } = route(method, uri.path(), &query)
-        .ok_or_else(|| EksApiError::invalid_parameter(format!("No EKS operation at {method} {}.", uri.path())))?;
-    crate::rest::join_body(&mut members, body).map_err(EksApiError::invalid_parameter)?;
-    let input = model
-        .check_input(operation, Value::Object(members))
-        .expect("every routed operation is in the vendored model")
-        .map_err(EksApiError::from)?;
-    crate::authz::authorize(state, &caller, model.signing_name(), operation, &input, headers)
-        .await
-        .map_err(EksApiError::from)?;
+    )
+    .await?;
     // The roles a cluster or profile is given are passed to EKS, as ECS's task roles are.
     for field in ["roleArn", "podExecutionRoleArn"] {
         if let Some(role) = input.get(field).and_then(Value::as_str) {
