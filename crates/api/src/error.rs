@@ -51,6 +51,20 @@ impl ApiError {
     }
 }
 
+/// Whether `code` refuses who sent a request (signature, credentials, permission): HTTP 403 in
+/// every REST-JSON service's model.
+pub(crate) fn refuses_the_caller(code: &str) -> bool {
+    matches!(
+        code,
+        "MissingAuthenticationTokenException"
+            | "AccessDeniedException"
+            | "IncompleteSignature"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "UnrecognizedClientException"
+    )
+}
+
 /// A failure on our side under the service's own `code`: logged once here, with its cause
 /// (`what` says where it happened); the client learns no internals.
 pub(crate) fn internal(code: &'static str, what: &'static str, e: &dyn Debug) -> ApiError {

@@ -33,12 +33,7 @@ impl EfsApiError {
             | "MountTargetConflict"
             | "AccessPointAlreadyExists"
             | "IncorrectFileSystemLifeCycleState" => StatusCode::CONFLICT,
-            "MissingAuthenticationTokenException"
-            | "AccessDeniedException"
-            | "IncompleteSignature"
-            | "InvalidSignatureException"
-            | "SignatureDoesNotMatch"
-            | "UnrecognizedClientException" => StatusCode::FORBIDDEN,
+            code if crate::error::refuses_the_caller(code) => StatusCode::FORBIDDEN,
             "InternalServerError" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }

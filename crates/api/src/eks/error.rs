@@ -41,12 +41,7 @@ impl EksApiError {
         match self.code {
             "ResourceNotFoundException" | "NotFoundException" => StatusCode::NOT_FOUND,
             "ResourceInUseException" => StatusCode::CONFLICT,
-            "MissingAuthenticationTokenException"
-            | "AccessDeniedException"
-            | "IncompleteSignature"
-            | "InvalidSignatureException"
-            | "SignatureDoesNotMatch"
-            | "UnrecognizedClientException" => StatusCode::FORBIDDEN,
+            code if crate::error::refuses_the_caller(code) => StatusCode::FORBIDDEN,
             "ServerException" => StatusCode::INTERNAL_SERVER_ERROR,
             "ServiceUnavailableException" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
