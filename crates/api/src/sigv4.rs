@@ -263,6 +263,28 @@ impl Verifier {
     }
 
     /// Verifies `req` as signed for `service` at `now` (seconds since the epoch).
+    /// The credential's scope names this endpoint's region (or a global service's) and the
+    /// service the request is for.
+    fn check_scope(&self, auth: &AuthHeader<'_>, service: &str) -> Result<(), ApiError> {
+        let global = GLOBAL_SERVICES.contains(&service) && auth.region == GLOBAL_REGION;
+        if auth.region != self.region && !global {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to a valid region. This endpoint serves '{}', not '{}'.",
+                    self.region, auth.region
+                ),
+            ));
+        }
+        if auth.service != service {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                format!("Credential should be scoped to correct service: '{service}'."),
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn verify(&self, req: &SignedRequest<'_>, service: &str, now: i64) -> Result<Caller, ApiError> {
         let header = |name: &str| req.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let Some(auth_value) = header("authorization") else {
@@ -305,22 +327,7 @@ impl Verifier {
                 ),
             ));
         }
-        let global = GLOBAL_SERVICES.contains(&service) && auth.region == GLOBAL_REGION;
-        if auth.region != self.region && !global {
-            return Err(ApiError::new(
-                "InvalidSignatureException",
-                format!(
-                    "Credential should be scoped to a valid region. This endpoint serves '{}', not '{}'.",
-                    self.region, auth.region
-                ),
-            ));
-        }
-        if auth.service != service {
-            return Err(ApiError::new(
-                "InvalidSignatureException",
-                format!("Credential should be scoped to correct service: '{service}'."),
-            ));
-        }
+        self.check_scope(&auth, service)?;
         let body_hash = sha256_hex(req.body);
         if let Some(claimed) = header("x-amz-content-sha256")
             && claimed != "UNSIGNED-PAYLOAD"
@@ -458,22 +465,7 @@ impl Verifier {
                 "Date in Credential scope does not match YYYYMMDD from X-Amz-Date.",
             ));
         }
-        let global = GLOBAL_SERVICES.contains(&service) && auth.region == GLOBAL_REGION;
-        if auth.region != self.region && !global {
-            return Err(ApiError::new(
-                "InvalidSignatureException",
-                format!(
-                    "Credential should be scoped to a valid region. This endpoint serves '{}', not '{}'.",
-                    self.region, auth.region
-                ),
-            ));
-        }
-        if auth.service != service {
-            return Err(ApiError::new(
-                "InvalidSignatureException",
-                format!("Credential should be scoped to correct service: '{service}'."),
-            ));
-        }
+        self.check_scope(&auth, service)?;
         let Some(identity) = self.identity(auth.access_key).await? else {
             return Err(invalid_token());
         };
