@@ -1,14 +1,18 @@
 //! Flotilla's own operations (`Flotilla_20261206`, JSON 1.1, signed like any AWS call with the
-//! root credentials): issuing and revoking hosts' tokens and listing hosts. The model is
+//! root credentials): issuing and revoking hosts' tokens, listing hosts, and registering an
+//! existing Kubernetes cluster as an EKS cluster whose Fargate side Flotilla is. The model is
 //! written by hand in botocore's format (`model/flotilla.json`); the AWS CLI does not know the
 //! service, `flotilla hosts` does.
 
-use flotilla_control::{Control, HostView};
+use flotilla_control::HostView;
+use flotilla_eks::{KubeAuth, NewCluster, PlaneSource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::json::{parse, strip_nulls};
+use crate::server::ApiState;
+use crate::sigv4::Caller;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -16,10 +20,31 @@ pub struct HostRef {
     pub host_id: String,
 }
 
+/// An existing cluster (k3s, kubeadm, ...): its API server, the CA that signed it, and the
+/// credentials Flotilla uses there (a token, or a client certificate and key), besides what
+/// CreateCluster takes.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterCluster {
+    pub name: String,
+    pub role_arn: String,
+    pub subnet_ids: Vec<String>,
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    pub service_ipv4_cidr: Option<String>,
+    pub version: Option<String>,
+    pub endpoint: String,
+    pub certificate_authority: String,
+    pub token: Option<String>,
+    pub client_certificate: Option<String>,
+    pub client_key: Option<String>,
+}
+
 pub enum FlotillaRequest {
     AddHost(HostRef),
     RevokeHost(HostRef),
     ListHosts,
+    RegisterCluster(Box<RegisterCluster>),
 }
 
 impl FlotillaRequest {
@@ -28,6 +53,7 @@ impl FlotillaRequest {
             "AddHost" => FlotillaRequest::AddHost(parse(input)?),
             "RevokeHost" => FlotillaRequest::RevokeHost(parse(input)?),
             "ListHosts" => FlotillaRequest::ListHosts,
+            "RegisterCluster" => FlotillaRequest::RegisterCluster(parse(input)?),
             other => {
                 return Err(ApiError::new("UnknownOperationException", format!("Flotilla does not serve '{other}'.")));
             }
@@ -53,7 +79,35 @@ fn host(view: HostView) -> Value {
     }))
 }
 
-pub async fn execute(control: &Control, request: FlotillaRequest) -> Result<Value, ApiError> {
+/// The plane a RegisterCluster names, checked field by field.
+fn registered_plane(r: &RegisterCluster) -> Result<PlaneSource, ApiError> {
+    if !r.endpoint.starts_with("https://") {
+        return Err(ApiError::invalid_parameter(format!(
+            "endpoint: {:?} is not an https:// URL of the cluster's API server.",
+            r.endpoint
+        )));
+    }
+    if !r.certificate_authority.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ApiError::invalid_parameter(
+            "certificateAuthority: give the PEM of the CA that signed the API server's certificate.",
+        ));
+    }
+    let auth = match (&r.token, &r.client_certificate, &r.client_key) {
+        (Some(token), None, None) if !token.is_empty() => KubeAuth::Token { token: token.clone() },
+        (None, Some(cert_pem), Some(key_pem)) => {
+            KubeAuth::ClientCertificate { cert_pem: cert_pem.clone(), key_pem: key_pem.clone() }
+        }
+        _ => {
+            return Err(ApiError::invalid_parameter(
+                "token, clientCertificate, clientKey: give either a token or a client certificate and its key, for an identity that may administer the cluster.",
+            ));
+        }
+    };
+    Ok(PlaneSource::Registered { endpoint: r.endpoint.clone(), ca_pem: r.certificate_authority.clone(), auth })
+}
+
+pub async fn execute(state: &ApiState, caller: &Caller, request: FlotillaRequest) -> Result<Value, ApiError> {
+    let control = &state.control;
     match request {
         FlotillaRequest::AddHost(r) => {
             let token = control.issue_host_token(&r.host_id).await?;
@@ -66,6 +120,29 @@ pub async fn execute(control: &Control, request: FlotillaRequest) -> Result<Valu
         FlotillaRequest::ListHosts => {
             let hosts = control.host_overview().await?;
             Ok(json!({ "hosts": hosts.into_iter().map(host).collect::<Vec<_>>() }))
+        }
+        FlotillaRequest::RegisterCluster(r) => {
+            let eks = state
+                .eks
+                .as_deref()
+                .ok_or_else(|| ApiError::new("ServiceUnavailableException", "This server does not serve EKS."))?;
+            let plane = registered_plane(&r)?;
+            // The cluster's role is passed to EKS, as CreateCluster's is.
+            crate::authz::check(state, caller, "iam:PassRole", &r.role_arn).await?;
+            let r = *r;
+            let new = NewCluster {
+                name: r.name,
+                role_arn: r.role_arn,
+                subnet_ids: r.subnet_ids,
+                security_group_ids: r.security_group_ids,
+                service_ipv4_cidr: r.service_ipv4_cidr,
+                version: r.version,
+                creator_arn: caller.principal.arn.clone(),
+                registered: Some(plane),
+                ..NewCluster::default()
+            };
+            let cluster = eks.create_cluster(new).await.map_err(crate::eks::api_error)?;
+            Ok(json!({ "name": cluster.name, "arn": cluster.arn, "status": cluster.status.as_str() }))
         }
     }
 }

@@ -434,6 +434,6 @@ async fn dispatch(
                 .ok_or_else(|| ApiError::new("UnsupportedOperationException", "This server does not serve KMS."))?;
             crate::kms::execute(kms, crate::kms::KmsRequest::parse(operation, input)?).await
         }
-        Service::Flotilla => crate::flotilla::execute(&state.control, FlotillaRequest::parse(operation, input)?).await,
+        Service::Flotilla => crate::flotilla::execute(state, &caller, FlotillaRequest::parse(operation, input)?).await,
     }
 }

@@ -200,6 +200,11 @@ enum Command {
         #[command(subcommand)]
         action: Option<HostAction>,
     },
+    /// EKS: register an existing Kubernetes cluster whose Fargate side Flotilla is.
+    Eks {
+        #[command(subcommand)]
+        action: EksAction,
+    },
     /// List clusters, or create / delete one.
     Clusters {
         #[command(subcommand)]
@@ -286,6 +291,35 @@ pub(crate) enum HostAction {
     Add { host_id: String },
     /// Revoke a host's token: its agent is disconnected at once and cannot connect again.
     Revoke { host_id: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum EksAction {
+    /// Register an existing cluster (k3s, kubeadm, ...) as an EKS cluster: its Fargate
+    /// profiles' pods then run on Flotilla. `aws eks create-cluster` launches a new one instead.
+    Register {
+        /// The EKS cluster's name.
+        #[arg(long)]
+        name: String,
+        /// A kubeconfig with an administrator's token or client certificate for the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The kubeconfig's context (default: its current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// The cluster's IAM role, as CreateCluster's `roleArn`.
+        #[arg(long)]
+        role_arn: String,
+        /// Subnets its Fargate profiles may use (comma-separated; two zones of one VPC).
+        #[arg(long, value_delimiter = ',', required = true)]
+        subnets: Vec<String>,
+        /// Security groups for its pods (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        security_groups: Vec<String>,
+        /// The cluster's service CIDR, when it is not EKS's default 10.100.0.0/16.
+        #[arg(long)]
+        service_cidr: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -507,6 +541,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Hosts { action } => commands::hosts::run(&connect(&data_dir, cli.endpoint)?, &out, action).await,
+        Command::Eks { action } => commands::eks::run(&connect(&data_dir, cli.endpoint)?, &out, action).await,
         Command::Clusters { action } => commands::clusters::run(&connect(&data_dir, cli.endpoint)?, &out, action).await,
         Command::TaskDefinitions { action, family_prefix, status } => {
             commands::task_definitions::run(&connect(&data_dir, cli.endpoint)?, &out, action, family_prefix, status)

@@ -12,56 +12,78 @@ use std::time::Duration;
 
 use common::fixture::Fixture;
 use common::{Server, wait_for};
-use flotilla_eks::{ClusterRecord, ClusterStatus, FargateProfile, KubeAuth, PlaneSource, ProfileStatus, Selector};
-use flotilla_store::{Op, Store, Txn};
 use plane::KubePlane;
 use serde_json::Value;
 
 const NS: &str = "fargate-workload";
 
-/// Writes what `aws eks` (CreateCluster of a registered cluster, CreateFargateProfile) would
-/// leave in the store once both are ACTIVE, into a stopped server's data dir.
-fn register_cluster(data_dir: &std::path::Path, plane: &KubePlane, subnet: &str) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = flotilla_store::EmbeddedStore::open(data_dir.join("state.redb")).unwrap();
-        let cluster = ClusterRecord {
-            name: "demo".into(),
-            arn: "arn:aws:eks:us-east-1:000000000000:cluster/demo".into(),
-            status: ClusterStatus::Active,
-            version: "1.20".into(),
-            role_arn: "arn:aws:iam::000000000000:role/eks".into(),
-            subnet_ids: vec![subnet.to_owned()],
-            security_group_ids: vec![],
-            vpc_id: String::new(),
-            service_ipv4_cidr: "10.96.0.0/16".into(),
-            endpoint: Some(plane.endpoint.clone()),
-            ca_pem: Some(plane.ca_pem.clone()),
-            creator_arn: "arn:aws:iam::000000000000:root".into(),
-            created_at: flotilla_types::Timestamp::now(),
-            source: PlaneSource::Registered {
-                endpoint: plane.endpoint.clone(),
-                ca_pem: plane.ca_pem.clone(),
-                auth: KubeAuth::Token { token: plane.token.clone() },
-            },
-            tags: vec![],
-            failure: None,
-        };
-        let profile = FargateProfile {
-            name: "fargate".into(),
-            arn: "arn:aws:eks:us-east-1:000000000000:fargateprofile/demo/fargate/1".into(),
-            cluster_name: "demo".into(),
-            created_at: flotilla_types::Timestamp::now(),
-            pod_execution_role_arn: "arn:aws:iam::000000000000:role/pods".into(),
-            subnets: vec![subnet.to_owned()],
-            selectors: vec![Selector { namespace: NS.into(), labels: Default::default() }],
-            status: ProfileStatus::Active,
-            tags: vec![],
-        };
-        let txn = Txn::new()
-            .then(Op::put("eks/clusters/demo", serde_json::to_vec(&cluster).unwrap()))
-            .then(Op::put("eks/profiles/demo/fargate", serde_json::to_vec(&profile).unwrap()));
-        store.txn(txn).await.unwrap();
+/// Registers `plane` with the server as the EKS cluster `demo` (`flotilla eks register`, with
+/// the plane's kubeconfig) and gives it a profile for [`NS`] in `subnet` (`aws eks
+/// create-fargate-profile`), waiting for both to be ACTIVE.
+fn register_cluster(server: &Server, plane: &KubePlane, subnet: &str) {
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"eks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let role = server.aws_json(&["iam", "create-role", "--role-name", "eks", "--assume-role-policy-document", trust]);
+    let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
+    // EKS wants subnets in two zones: the fixture's, and one of another zone.
+    let all = server.aws_json(&["ec2", "describe-subnets"]);
+    let zone_of = |id: &str| {
+        all["Subnets"].as_array().unwrap().iter().find(|s| s["SubnetId"] == id).unwrap()["AvailabilityZone"].clone()
+    };
+    let other = all["Subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["AvailabilityZone"] != zone_of(subnet))
+        .expect("a subnet in a second zone")["SubnetId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = server.flotilla(&[
+        "eks",
+        "register",
+        "--name",
+        "demo",
+        "--kubeconfig",
+        plane.kubeconfig.to_str().unwrap(),
+        "--role-arn",
+        &role_arn,
+        "--subnets",
+        &format!("{subnet},{other}"),
+        "--service-cidr",
+        "10.96.0.0/16",
+    ]);
+    assert!(out.status.success(), "flotilla eks register: {}", String::from_utf8_lossy(&out.stderr));
+    let status = || server.aws_json(&["eks", "describe-cluster", "--name", "demo"])["cluster"].clone();
+    wait_for("the registered cluster to be ACTIVE", Duration::from_secs(60), || {
+        let c = status();
+        assert_ne!(c["status"], "FAILED", "{c}");
+        c["status"] == "ACTIVE"
+    });
+    assert_eq!(status()["endpoint"], plane.endpoint.as_str());
+    server.aws_json(&[
+        "eks",
+        "create-fargate-profile",
+        "--cluster-name",
+        "demo",
+        "--fargate-profile-name",
+        "fargate",
+        "--pod-execution-role-arn",
+        &role_arn,
+        "--subnets",
+        subnet,
+        "--selectors",
+        &format!("namespace={NS}"),
+    ]);
+    wait_for("the profile to be ACTIVE", Duration::from_secs(60), || {
+        let p = server.aws_json(&[
+            "eks",
+            "describe-fargate-profile",
+            "--cluster-name",
+            "demo",
+            "--fargate-profile-name",
+            "fargate",
+        ]);
+        p["fargateProfile"]["status"] == "ACTIVE"
     });
 }
 
@@ -118,18 +140,13 @@ fn eks_tasks(server: &Server, status: &str) -> Vec<String> {
 }
 
 /// A Kubernetes plane, and a Flotilla (with a registry holding busybox) that has it as the
-/// ACTIVE cluster `demo` with a profile for [`NS`]; the first server (killed) is kept for its
-/// data dir.
-fn setup(verify_kubelets: bool) -> (KubePlane, Fixture, Server) {
+/// registered, ACTIVE cluster `demo` with a profile for [`NS`].
+fn setup(verify_kubelets: bool) -> (KubePlane, Fixture) {
     let kube = KubePlane::start(verify_kubelets);
     let f = Fixture::new();
-    let data_dir = f.server.data_dir.clone();
-    let Fixture { server: mut first, subnet, _registry, image, rt } = f;
-    first.kill9();
-    register_cluster(&data_dir, &kube, &subnet);
-    let f = Fixture { server: Server::start_in(&data_dir), subnet, _registry, image, rt };
+    register_cluster(&f.server, &kube, &f.subnet);
     kube.kubectl_ok(&["create", "namespace", NS]);
-    (kube, f, first)
+    (kube, f)
 }
 
 fn pod(name: &str, image: &str, script: &str) -> String {
@@ -145,7 +162,7 @@ fn phase(kube: &KubePlane, name: &str) -> Value {
 #[test]
 fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
     // The API server verifies the nodes' kubelet certificates, which the cluster signed.
-    let (kube, f, first) = setup(true);
+    let (kube, f) = setup(true);
     kube.apply(&deployment(&f.image));
     wait_for("2 Running pods", Duration::from_secs(180), || pods(&kube).iter().filter(|p| running(p)).count() == 2);
 
@@ -239,13 +256,12 @@ fn a_deployment_runs_on_fargate_nodes_with_logs_evictions_and_refusals() {
     let leases = kube.kubectl_json(&["get", "leases", "-n", "kube-node-lease"]);
     assert_eq!(leases["items"].as_array().unwrap().len(), 0, "{leases:#}");
     drop(f);
-    drop(first);
 }
 
 #[test]
 fn pods_end_as_their_tasks_do_and_survive_a_flotilla_restart() {
     // A cluster that signs no kubelet certificates: the nodes' own self-signed one serves.
-    let (kube, f, first) = setup(false);
+    let (kube, f) = setup(false);
     kube.apply(&pod("ok", &f.image, "echo done; exit 0"));
     kube.apply(&pod("fails", &f.image, "echo failing; exit 3"));
     kube.apply(&pod("sleeper", &f.image, "echo sleeping; exec sleep 3600"));
@@ -303,7 +319,6 @@ fn pods_end_as_their_tasks_do_and_survive_a_flotilla_restart() {
     });
     drop(f);
     drop(second);
-    drop(first);
 }
 
 /// Kills what a failed test left running of a launched plane (it outlives Flotilla by design).

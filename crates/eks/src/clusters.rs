@@ -37,6 +37,9 @@ pub struct NewCluster {
     pub tags: Vec<Tag>,
     /// The caller's principal ARN: the cluster's administrator.
     pub creator_arn: String,
+    /// An existing cluster to register (Flotilla is then only its Fargate side); `None`:
+    /// Flotilla launches one.
+    pub registered: Option<PlaneSource>,
 }
 
 /// One page of a List operation; `next_token` when more follow.
@@ -108,6 +111,8 @@ impl Eks {
         }
         check_role_arn("roleArn", &new.role_arn)?;
         let version = match new.version.as_deref() {
+            // A registered cluster runs what its operator runs.
+            v if new.registered.is_some() => v.unwrap_or("unknown").to_string(),
             None | Some(KUBERNETES_VERSION) => KUBERNETES_VERSION.to_string(),
             Some(other) => {
                 return Err(EksError::InvalidParameter(format!(
@@ -154,7 +159,7 @@ impl Eks {
             ca_pem: None,
             creator_arn: new.creator_arn.clone(),
             created_at: Timestamp::now(),
-            source: PlaneSource::Launched,
+            source: new.registered.clone().unwrap_or(PlaneSource::Launched),
             tags: new.tags.clone(),
             failure: None,
         };

@@ -14,6 +14,7 @@
 //! ports, and supervises them again. Only `remove` (DeleteCluster) stops them.
 
 mod config;
+mod kubeconfig;
 pub mod pki;
 mod process;
 mod ready;
@@ -28,6 +29,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use tokio::sync::{Mutex, watch};
 
 pub use config::{Layout, client};
+pub use kubeconfig::access_from_kubeconfig;
 use process::Component;
 
 /// The name of the admission webhook's registration in every cluster.

@@ -110,3 +110,10 @@ impl IntoResponse for EksApiError {
         response
     }
 }
+
+/// EKS's code and message for `e`, for Flotilla's own operations on EKS records
+/// (`RegisterCluster`), which answer in the JSON 1.1 envelope.
+pub(crate) fn api_error(e: EksError) -> ApiError {
+    let e = EksApiError::from(e);
+    ApiError::new(e.code, e.message)
+}

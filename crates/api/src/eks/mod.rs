@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::rest::Route;
 use crate::server::ApiState;
 
-pub(crate) use error::EksApiError;
+pub(crate) use error::{EksApiError, api_error};
 pub(crate) use ops::EksRequest;
 
 fn route(method: &Method, path: &str, query: &[(String, String)]) -> Option<Route> {

@@ -201,6 +201,7 @@ pub(crate) async fn execute(eks: &Eks, caller: &Caller, request: EksRequest) -> 
                 client_request_token: r.client_request_token,
                 tags: tags(r.tags),
                 creator_arn: caller.principal.arn.clone(),
+                registered: None,
             };
             let about = |e: flotilla_eks::EksError| EksApiError::from(e).about(Some(&name), None);
             eks.create_cluster(new).await.map_err(about)?;

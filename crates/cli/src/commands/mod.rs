@@ -2,6 +2,7 @@
 
 pub mod certificates;
 pub mod clusters;
+pub mod eks;
 pub mod exec;
 pub mod hosts;
 pub mod images;

@@ -11,8 +11,6 @@ use super::common::{free_port, wait_for};
 pub struct KubePlane {
     pub dir: tempfile::TempDir,
     pub endpoint: String,
-    pub ca_pem: String,
-    pub token: String,
     pub kubeconfig: PathBuf,
     children: Vec<Child>,
 }
@@ -72,7 +70,6 @@ impl KubePlane {
             .stderr(log("api.err"))
             .spawn()
             .expect("kube-apiserver runs");
-        let ca_pem = std::fs::read_to_string(d.join("ca.crt")).unwrap();
         let endpoint = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = d.join("kubeconfig");
         std::fs::write(
@@ -84,7 +81,7 @@ impl KubePlane {
             ),
         )
         .unwrap();
-        let mut plane = KubePlane { dir, endpoint, ca_pem, token, kubeconfig, children: vec![etcd, api] };
+        let mut plane = KubePlane { dir, endpoint, kubeconfig, children: vec![etcd, api] };
         wait_for("the API server to answer", Duration::from_secs(90), || {
             plane.kubectl(&["get", "ns"]).status.success()
         });
