@@ -146,3 +146,47 @@ pub async fn execute(state: &ApiState, caller: &Caller, request: FlotillaRequest
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(
+        endpoint: &str,
+        ca: &str,
+        token: Option<&str>,
+        cert: Option<&str>,
+        key: Option<&str>,
+    ) -> RegisterCluster {
+        RegisterCluster {
+            name: "k3s".into(),
+            role_arn: "arn:aws:iam::000000000000:role/eks".into(),
+            subnet_ids: vec![],
+            security_group_ids: vec![],
+            service_ipv4_cidr: None,
+            version: None,
+            endpoint: endpoint.into(),
+            certificate_authority: ca.into(),
+            token: token.map(Into::into),
+            client_certificate: cert.map(Into::into),
+            client_key: key.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_registered_plane_needs_https_a_ca_and_one_kind_of_credentials() {
+        let ca = "-----BEGIN CERTIFICATE-----\n...";
+        let ok = registered_plane(&request("https://10.0.0.1:6443", ca, Some("t"), None, None)).unwrap();
+        assert!(matches!(ok, PlaneSource::Registered { auth: KubeAuth::Token { .. }, .. }));
+        let ok = registered_plane(&request("https://h:6443", ca, None, Some("c"), Some("k"))).unwrap();
+        assert!(matches!(ok, PlaneSource::Registered { auth: KubeAuth::ClientCertificate { .. }, .. }));
+        let field = |r: RegisterCluster| registered_plane(&r).unwrap_err().message;
+        assert!(field(request("http://h:6443", ca, Some("t"), None, None)).starts_with("endpoint:"));
+        assert!(field(request("https://h", "not a pem", Some("t"), None, None)).starts_with("certificateAuthority:"));
+        assert!(field(request("https://h", ca, None, None, None)).starts_with("token, clientCertificate"));
+        assert!(
+            field(request("https://h", ca, Some("t"), Some("c"), Some("k"))).starts_with("token, clientCertificate")
+        );
+        assert!(field(request("https://h", ca, None, Some("c"), None)).starts_with("token, clientCertificate"));
+    }
+}
