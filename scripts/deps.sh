@@ -75,7 +75,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-if ! python3 -c 'import awscli, boto3, moto, pytest, cryptography' 2>/dev/null || ! command -v aws >/dev/null; then
-  echo "installing Python test clients (awscli, boto3, moto, pytest, cryptography)"
+if ! python3 -c 'import awscli, boto3, moto, pytest, cryptography, kubernetes' 2>/dev/null || ! command -v aws >/dev/null; then
+  echo "installing Python test clients (awscli, boto3, moto, pytest, cryptography, kubernetes)"
   python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi

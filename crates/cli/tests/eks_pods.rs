@@ -146,6 +146,12 @@ fn setup(verify_kubelets: bool) -> (KubePlane, Fixture) {
     let f = Fixture::new();
     register_cluster(&f.server, &kube, &f.subnet);
     kube.kubectl_ok(&["create", "namespace", NS]);
+    // Pods are admitted once the namespace's service account has its token (Kubernetes 1.20
+    // answers 500 "No API token found" before).
+    wait_for("the namespace's service account token", Duration::from_secs(60), || {
+        let out = kube.kubectl(&["get", "serviceaccount", "default", "-n", NS, "-o", "jsonpath={.secrets[0].name}"]);
+        out.status.success() && !out.stdout.is_empty()
+    });
     (kube, f)
 }
 

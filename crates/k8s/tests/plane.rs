@@ -189,10 +189,16 @@ async fn a_launched_plane_answers_survives_deaths_and_restarts_and_leaves_nothin
             serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
         namespaces.create(&Default::default(), &ns).await.unwrap();
     }
-    wait_for("the namespaces' service accounts", Duration::from_secs(60), || {
-        ["fargate", "elsewhere"]
-            .iter()
-            .all(|ns| kubectl(&kubeconfig, &["get", "serviceaccount", "default", "-n", ns]).status.success())
+    // Pods are admitted once each namespace's service account has its token (Kubernetes 1.20
+    // answers 500 "No API token found" before).
+    wait_for("the namespaces' service accounts and their tokens", Duration::from_secs(60), || {
+        ["fargate", "elsewhere"].iter().all(|ns| {
+            let out = kubectl(
+                &kubeconfig,
+                &["get", "serviceaccount", "default", "-n", ns, "-o", "jsonpath={.secrets[0].name}"],
+            );
+            out.status.success() && !out.stdout.is_empty()
+        })
     });
     let fargate: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), "fargate");
     let made = fargate.create(&Default::default(), &pod("fargate", "in-profile")).await.unwrap();

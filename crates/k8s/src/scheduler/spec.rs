@@ -145,14 +145,18 @@ fn container(c: &Container, size: &PodSize, init: bool, logs: &Value) -> Value {
     if !ports.is_empty() {
         out["portMappings"] = json!(ports);
     }
+    // Reservations are the app containers': they run together and their sum is what the pod
+    // was sized by. An init container runs alone before them, so ECS's rule that the
+    // containers' reservations fit the task together would count it twice; the task's size
+    // (at least the largest init container's) is its bound.
     let request = |r: &str| quantity(c, "requests", r).or_else(|| quantity(c, "limits", r));
-    if let Some(cpu) = request("cpu").and_then(cpu_units) {
+    if !init && let Some(cpu) = request("cpu").and_then(cpu_units) {
         out["cpu"] = json!(cpu.min(size.cpu));
     }
-    if let Some(reserved) = request("memory").and_then(mebibytes) {
+    if !init && let Some(reserved) = request("memory").and_then(mebibytes) {
         out["memoryReservation"] = json!(reserved.clamp(4, size.memory));
     }
-    if let Some(limit) = quantity(c, "limits", "memory").and_then(mebibytes) {
+    if !init && let Some(limit) = quantity(c, "limits", "memory").and_then(mebibytes) {
         out["memory"] = json!(limit.clamp(6, size.memory));
     }
     let mounts: Vec<Value> = c
@@ -224,6 +228,16 @@ pub fn task_definition(pod: &Pod, family: &str, size: &PodSize, cluster: &str, r
             def["stopTimeout"] = json!(grace.clamp(2, 120));
         }
         containers.push(def);
+    }
+    // Limits above requests may add up past the task's memory, which ECS refuses; the task's
+    // own limit then bounds them together, as it bounds the pod.
+    let limits: u32 = containers.iter().filter_map(|c| c["memory"].as_u64()).map(|m| m as u32).sum();
+    if limits > size.memory {
+        for c in &mut containers {
+            if let Some(obj) = c.as_object_mut() {
+                obj.remove("memory");
+            }
+        }
     }
     let definition = json!({
         "family": family,

@@ -86,3 +86,28 @@ fn sized_by_fargate_s_table_and_refused_beyond_it() {
     let huge = pod(json!({"containers": [{"name": "a", "image": "b", "resources": {"requests": {"cpu": "64"}}}]}));
     assert!(size(&huge).unwrap_err().starts_with("Pod not supported on Fargate: "), "{:?}", size(&huge));
 }
+
+#[test]
+fn init_containers_and_limits_never_overbook_the_task() {
+    // An init container larger than the app (the pod is sized by it), and two app containers
+    // whose memory limits add up past the task: Fargate's validation takes the definition.
+    let p = pod(json!({
+        "initContainers": [{"name": "migrate", "image": "busybox",
+            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}],
+        "containers": [
+            {"name": "app", "image": "busybox", "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}}},
+            {"name": "proxy", "image": "busybox", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "4Gi"}}},
+        ],
+    }));
+    let size = size(&p).unwrap();
+    assert_eq!(size.capacity_provisioned, "2vCPU 5GB");
+    let def = task_definition(&p, "fam", &size, "demo", "us-east-1");
+    let json = serde_json::to_value(&def).unwrap();
+    let init = &json["containerDefinitions"][0];
+    assert!(init.get("cpu").is_none() && init.get("memoryReservation").is_none(), "{init}");
+    let app = &json["containerDefinitions"][1];
+    assert_eq!(app["cpu"], 256);
+    assert_eq!(app["memoryReservation"], 512);
+    assert!(app.get("memory").is_none(), "limits adding up past the task are the task's: {app}");
+    flotilla_types::validate::validate_for_fargate(def).expect("Fargate takes it");
+}
