@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::json::{parse, strip_nulls};
+use crate::json::{ResourceArn, UntagResource, parse, strip_nulls};
 
 fn failures(items: impl IntoIterator<Item = (String, String)>) -> Value {
     Value::Array(items.into_iter().map(|(arn, reason)| json!({"arn": arn, "reason": reason})).collect())
@@ -111,19 +111,6 @@ pub(crate) struct DeleteTaskDefinitions {
 pub(crate) struct TagResource {
     resource_arn: String,
     tags: Vec<Tag>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct UntagResource {
-    resource_arn: String,
-    tag_keys: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ResourceArn {
-    resource_arn: String,
 }
 
 #[derive(Deserialize)]

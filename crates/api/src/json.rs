@@ -21,3 +21,18 @@ pub(crate) fn strip_nulls(v: Value) -> Value {
         other => other,
     }
 }
+
+/// UntagResource's input in the camelCase JSON services (ECS, EKS).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UntagResource {
+    pub resource_arn: String,
+    pub tag_keys: Vec<String>,
+}
+
+/// The input of an operation on one resource by ARN (ListTagsForResource).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ResourceArn {
+    pub resource_arn: String,
+}

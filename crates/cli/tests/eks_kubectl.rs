@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::eks::{cluster_status, create_cluster, eks_role};
 use common::{ACCESS_KEY, SECRET_KEY, Server, free_port, stdout, wait_for};
 
 use serde_json::Value;
@@ -62,25 +63,6 @@ fn admin(server: &Server, kubeconfig: &Path, args: &[&str]) -> Output {
     kubectl(server, kubeconfig, ACCESS_KEY, SECRET_KEY, args)
 }
 
-fn cluster_status(server: &Server, name: &str) -> String {
-    let out = server.aws_json(&["eks", "describe-cluster", "--name", name]);
-    out["cluster"]["status"].as_str().unwrap_or_default().to_owned()
-}
-
-/// Two subnets of the default VPC in different zones.
-fn two_subnets(server: &Server) -> Vec<String> {
-    let subnets = server.aws_json(&["ec2", "describe-subnets"]);
-    let mut zones = std::collections::BTreeSet::new();
-    subnets["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| zones.insert(s["AvailabilityZone"].as_str().unwrap().to_owned()))
-        .take(2)
-        .map(|s| s["SubnetId"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn kubectl_through_eks_tokens_and_profile_admission() {
     let binaries = flotilla_k8s::test_binaries().expect("the Kubernetes test binaries");
@@ -95,26 +77,8 @@ fn kubectl_through_eks_tokens_and_profile_admission() {
     ];
     let mut server = Server::start_flags_in(data.path(), &flags);
 
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"eks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-    let role = server.aws_json(&["iam", "create-role", "--role-name", "eks", "--assume-role-policy-document", trust]);
-    let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
-    let subnets = two_subnets(&server);
-    let vpc_config = format!("subnetIds={}", subnets.join(","));
-    server.aws_json(&[
-        "eks",
-        "create-cluster",
-        "--name",
-        "demo",
-        "--role-arn",
-        &role_arn,
-        "--resources-vpc-config",
-        &vpc_config,
-    ]);
-    wait_for("the cluster to be ACTIVE", Duration::from_secs(240), || {
-        let status = cluster_status(&server, "demo");
-        assert_ne!(status, "FAILED", "{}", server.aws_json(&["eks", "describe-cluster", "--name", "demo"]));
-        status == "ACTIVE"
-    });
+    let role_arn = eks_role(&server, "eks");
+    create_cluster(&server, "demo", &role_arn);
 
     // The kubeconfig the CLI writes, and kubectl through its tokens.
     let kubeconfig = server.data_dir.join("kubeconfig-test");

@@ -10,6 +10,7 @@ mod plane;
 
 use std::time::Duration;
 
+use common::eks::{create_cluster, eks_role, two_subnets};
 use common::fixture::Fixture;
 use common::{Server, wait_for};
 use plane::KubePlane;
@@ -21,23 +22,9 @@ const NS: &str = "fargate-workload";
 /// the plane's kubeconfig) and gives it a profile for [`NS`] in `subnet` (`aws eks
 /// create-fargate-profile`), waiting for both to be ACTIVE.
 fn register_cluster(server: &Server, plane: &KubePlane, subnet: &str) {
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"eks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-    let role = server.aws_json(&["iam", "create-role", "--role-name", "eks", "--assume-role-policy-document", trust]);
-    let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
+    let role_arn = eks_role(server, "eks");
     // EKS wants subnets in two zones: the fixture's, and one of another zone.
-    let all = server.aws_json(&["ec2", "describe-subnets"]);
-    let zone_of = |id: &str| {
-        all["Subnets"].as_array().unwrap().iter().find(|s| s["SubnetId"] == id).unwrap()["AvailabilityZone"].clone()
-    };
-    let other = all["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["AvailabilityZone"] != zone_of(subnet))
-        .expect("a subnet in a second zone")["SubnetId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let subnets = two_subnets(server, Some(subnet)).join(",");
     let out = server.flotilla(&[
         "eks",
         "register",
@@ -48,7 +35,7 @@ fn register_cluster(server: &Server, plane: &KubePlane, subnet: &str) {
         "--role-arn",
         &role_arn,
         "--subnets",
-        &format!("{subnet},{other}"),
+        &subnets,
         "--service-cidr",
         "10.96.0.0/16",
     ]);
@@ -357,35 +344,8 @@ fn a_launched_cluster_runs_its_profile_s_deployment_on_fargate() {
     let f = Fixture::with_server_flags(&["--kubernetes-bin", &bin, "--eks-webhook-listen", &webhook]);
     let _reaper = Reaper(f.server.data_dir.join("eks"));
     let server = &f.server;
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"eks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-    let role = server.aws_json(&["iam", "create-role", "--role-name", "eks", "--assume-role-policy-document", trust]);
-    let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
-    let subnets = server.aws_json(&["ec2", "describe-subnets"]);
-    let mut zones = std::collections::BTreeSet::new();
-    let subnets: Vec<String> = subnets["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| zones.insert(s["AvailabilityZone"].as_str().unwrap().to_owned()))
-        .take(2)
-        .map(|s| s["SubnetId"].as_str().unwrap().to_owned())
-        .collect();
-    let vpc = format!("subnetIds={}", subnets.join(","));
-    server.aws_json(&[
-        "eks",
-        "create-cluster",
-        "--name",
-        "demo",
-        "--role-arn",
-        &role_arn,
-        "--resources-vpc-config",
-        &vpc,
-    ]);
-    let status = || server.aws_json(&["eks", "describe-cluster", "--name", "demo"])["cluster"]["status"].clone();
-    wait_for("the cluster to be ACTIVE", Duration::from_secs(240), || {
-        assert_ne!(status(), "FAILED");
-        status() == "ACTIVE"
-    });
+    let role_arn = eks_role(server, "eks");
+    create_cluster(server, "demo", &role_arn);
     server.aws_json(&[
         "eks",
         "create-fargate-profile",

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Answer, EksApiError};
-use crate::json::strip_nulls;
+use crate::json::{ResourceArn, UntagResource, strip_nulls};
 use crate::server::ApiState;
 use crate::sigv4::Caller;
 
@@ -109,19 +109,6 @@ pub(crate) struct ProfileName {
 pub(crate) struct TagResource {
     resource_arn: String,
     tags: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct UntagResource {
-    resource_arn: String,
-    tag_keys: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ResourceArn {
-    resource_arn: String,
 }
 
 /// Every EKS operation Flotilla serves, each with its typed input.

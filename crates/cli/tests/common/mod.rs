@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod ecs;
+pub mod eks;
 pub mod elb;
 pub mod exec;
 pub mod fixture;
