@@ -208,9 +208,76 @@ pub struct ContainerDefinition {
     pub health_check: Option<HealthCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_requirements: Option<Vec<ResourceRequirement>>,
+    /// A pod's Kubernetes probes, written by the EKS scheduler only: the ECS wire has no such
+    /// member, and the API's model check drops members it does not know, so no user's
+    /// RegisterTaskDefinition carries one.
+    #[serde(default, rename = "flotillaProbes", skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ContainerProbes>,
     /// Members Flotilla keeps but does not interpret (dockerLabels, systemControls, ...).
     #[serde(flatten)]
     pub other: Extra,
+}
+
+/// A Kubernetes container's probes as the agent runs them (crates/agent/src/probe.rs).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerProbes {
+    /// Gates the container's readiness (reported as its health: HEALTHY when ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ContainerProbe>,
+    /// `failureThreshold` failures in a row stop the task ([`liveness_failure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ContainerProbe>,
+    /// Until it succeeds the others do not run and the container is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ContainerProbe>,
+}
+
+/// One probe with Kubernetes' defaults applied (seconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerProbe {
+    pub action: ProbeAction,
+    pub initial_delay_seconds: u32,
+    pub period_seconds: u32,
+    pub timeout_seconds: u32,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeAction {
+    /// argv run in the container; exit 0 passes.
+    Exec { command: Vec<String> },
+    /// A GET from inside the task's network namespace; 200-399 passes. `host`: an address,
+    /// else the task's own.
+    #[serde(rename_all = "camelCase")]
+    HttpGet {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        port: u16,
+        path: String,
+        https: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<KeyValuePair>,
+    },
+    /// A TCP connect from inside the task's network namespace.
+    TcpSocket {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        port: u16,
+    },
+}
+
+/// The task's stopped reason when `container`'s liveness probe failed.
+pub fn liveness_failure(container: &str) -> String {
+    format!("Container {container} failed liveness probe")
+}
+
+/// Whether a stopped reason is [`liveness_failure`]'s.
+pub fn is_liveness_failure(reason: &str) -> bool {
+    reason.starts_with("Container ") && reason.ends_with(" failed liveness probe")
 }
 
 impl ContainerDefinition {

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use flotilla_types::Timestamp;
 use flotilla_types::task::{ContainerStatus, HealthStatus, Task, TaskStatus};
+use flotilla_types::task_definition::is_liveness_failure;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
@@ -126,9 +127,10 @@ fn condition(kind: &str, ok: bool, since: &str) -> Value {
 }
 
 /// The pod's status as its task's record says, given the host address the node reports.
-/// STOPPED is Succeeded when every app container exited 0, else Failed: ECS cannot restart a
-/// container in place, so `restartPolicy: Always` is honoured by the pod's controller making
-/// a new pod (restartCount stays 0).
+/// STOPPED is Succeeded when every app container exited 0 (and none was killed for its
+/// liveness probe), else Failed: ECS cannot restart a container in place, so `restartPolicy:
+/// Always` and liveness failures are honoured by the pod's controller making a new pod
+/// (restartCount stays 0).
 pub fn pod_status(pod: &Pod, task: &Task, pod_ip: Option<Ipv4Addr>, host: IpAddr) -> Value {
     let spec = pod.spec.clone().unwrap_or_default();
     let app: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
@@ -154,11 +156,11 @@ pub fn pod_status(pod: &Pod, task: &Task, pod_ip: Option<Ipv4Addr>, host: IpAddr
         }
     };
     let healthy = |c: &flotilla_types::task::Container| c.health_status != Some(HealthStatus::Unhealthy);
+    // Readiness (and a startup probe, which readiness waits for) gate Ready; the agent
+    // reports the verdict as the container's health. A liveness probe alone does not.
     let has_check = |name: &str| {
-        spec.containers
-            .iter()
-            .find(|c| c.name == name)
-            .is_some_and(|c| c.readiness_probe.is_some() || c.liveness_probe.is_some())
+        let probes = spec.containers.iter().find(|c| c.name == name).and_then(super::spec::probes::probes);
+        probes.is_some_and(|p| p.readiness.is_some() || p.startup.is_some())
     };
     let statuses = |names: &[&str], init: bool| -> Vec<Value> {
         names
@@ -201,7 +203,9 @@ pub fn pod_status(pod: &Pod, task: &Task, pod_ip: Option<Ipv4Addr>, host: IpAddr
         TaskStatus::Running => "Running",
         TaskStatus::Stopped => {
             let all_zero = app.iter().all(|n| task.containers.iter().any(|c| c.name == *n && c.exit_code == Some(0)));
-            if all_zero { "Succeeded" } else { "Failed" }
+            // A container killed for its liveness probe fails the pod whatever it exited with.
+            let killed = task.stopped_reason.as_deref().is_some_and(is_liveness_failure);
+            if all_zero && !killed { "Succeeded" } else { "Failed" }
         }
         s if s > TaskStatus::Running => "Running",
         _ => "Pending",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use flotilla_eks::sizing::{ContainerResources, PodSize, parse_quantity, sizing};
 use flotilla_types::task_definition::TaskDefinitionSpec;
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
 /// What Fargate writes on a pod it refuses, before the reasons.
@@ -98,20 +98,6 @@ fn quantity<'a>(c: &'a Container, kind: &str, resource: &str) -> Option<&'a str>
     map?.get(resource).map(|q| q.0.as_str())
 }
 
-/// An exec probe as an ECS health check (the readiness probe first, else the liveness probe):
-/// ECS reports HEALTHY/UNHEALTHY, which the pod's Ready condition follows.
-fn health_check(c: &Container) -> Option<Value> {
-    let probe: &Probe = c.readiness_probe.as_ref().or(c.liveness_probe.as_ref())?;
-    let command = probe.exec.as_ref()?.command.clone()?;
-    let mut check = json!({ "command": std::iter::once("CMD".to_string()).chain(command).collect::<Vec<_>>() });
-    let clamp = |v: Option<i32>, lo: i32, hi: i32, default: i32| v.unwrap_or(default).clamp(lo, hi);
-    check["interval"] = json!(clamp(probe.period_seconds, 5, 300, 10));
-    check["timeout"] = json!(clamp(probe.timeout_seconds, 2, 60, 2));
-    check["retries"] = json!(clamp(probe.failure_threshold, 1, 10, 3));
-    check["startPeriod"] = json!(clamp(probe.initial_delay_seconds, 0, 300, 0));
-    Some(check)
-}
-
 /// One Kubernetes container as an ECS container definition, limits within the task's size.
 fn container(c: &Container, size: &PodSize, init: bool, logs: &Value) -> Value {
     let mut out = json!({
@@ -174,8 +160,10 @@ fn container(c: &Container, size: &PodSize, init: bool, logs: &Value) -> Value {
     if let Some(user) = c.security_context.as_ref().and_then(|s| s.run_as_user) {
         out["user"] = json!(user.to_string());
     }
-    if !init && let Some(check) = health_check(c) {
-        out["healthCheck"] = check;
+    // Probes travel as Flotilla's own member, not as an ECS healthCheck (which admits only
+    // exec commands, and whose clamps are not Kubernetes'); see `probes`.
+    if !init && let Some(probes) = probes::probes(c) {
+        out["flotillaProbes"] = json!(probes);
     }
     out
 }
@@ -250,6 +238,8 @@ pub fn task_definition(pod: &Pod, family: &str, size: &PodSize, cluster: &str, r
     });
     serde_json::from_value(definition).expect("a task definition built from its own fields")
 }
+
+pub mod probes;
 
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,24 @@ fn a_probe_makes_ready_wait_for_healthy() {
 }
 
 #[test]
+fn liveness_alone_does_not_gate_ready_and_its_failure_fails_the_pod() {
+    let p = pod(json!({"containers": [{"name": "web", "image": "busybox",
+        "livenessProbe": {"tcpSocket": {"port": 1}}}]}));
+    let running = task("RUNNING", json!([container("web", "RUNNING", None, None)]));
+    assert_eq!(condition(&pod_status(&p, &running, None, HOST), "Ready"), "True");
+    // Killed for its probe, the container may well exit 0 on SIGTERM: the pod still failed.
+    let mut killed = task("STOPPED", json!([container("web", "STOPPED", Some(0), None)]));
+    killed.stopped_reason = Some(flotilla_types::task_definition::liveness_failure("web"));
+    let s = pod_status(&p, &killed, None, HOST);
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!(s["message"], "Container web failed liveness probe");
+    // A startup probe gates Ready as readiness does, until the agent reports it passed.
+    let p = pod(json!({"containers": [{"name": "web", "image": "busybox",
+        "startupProbe": {"tcpSocket": {"port": 1}}}]}));
+    assert_eq!(condition(&pod_status(&p, &running, None, HOST), "Ready"), "False");
+}
+
+#[test]
 fn a_stopped_task_is_succeeded_only_when_every_app_container_exited_zero() {
     let p = pod(json!({"initContainers": [{"name": "init", "image": "busybox"}],
         "containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}]}));

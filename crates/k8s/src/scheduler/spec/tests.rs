@@ -1,3 +1,5 @@
+use flotilla_types::task_definition::{KeyValuePair, ProbeAction};
+
 use super::*;
 
 fn pod(spec: Value) -> Pod {
@@ -72,7 +74,9 @@ fn containers_become_an_awsvpc_task_definition() {
     assert_eq!(web["memory"], 512, "a limit beyond the task is the task's memory");
     assert_eq!(web["memoryReservation"], 128);
     assert_eq!(web["mountPoints"], json!([{"sourceVolume": "scratch", "containerPath": "/s", "readOnly": false}]));
-    assert_eq!(web["healthCheck"]["command"], json!(["CMD", "true"]));
+    assert!(web.get("healthCheck").is_none(), "probes are not ECS health checks: {web}");
+    assert_eq!(web["flotillaProbes"]["readiness"]["action"], json!({"exec": {"command": ["true"]}}));
+    assert_eq!(web["flotillaProbes"]["readiness"]["periodSeconds"], 5);
     assert_eq!(web["stopTimeout"], 5);
     assert_eq!(web["logConfiguration"]["options"]["awslogs-group"], "/aws/eks/demo/fargate");
 }
@@ -110,4 +114,48 @@ fn init_containers_and_limits_never_overbook_the_task() {
     assert_eq!(app["memoryReservation"], 512);
     assert!(app.get("memory").is_none(), "limits adding up past the task are the task's: {app}");
     flotilla_types::validate::validate_for_fargate(def).expect("Fargate takes it");
+}
+
+#[test]
+fn probes_keep_kubernetes_defaults_and_resolve_named_ports() {
+    let p = pod(json!({"containers": [{
+        "name": "web", "image": "busybox",
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"port": "http", "path": "ready", "scheme": "HTTPS",
+            "httpHeaders": [{"name": "X-A", "value": "b"}]}, "periodSeconds": 1, "successThreshold": 2},
+        "livenessProbe": {"tcpSocket": {"port": 9000}, "initialDelaySeconds": 3, "failureThreshold": 1,
+            "successThreshold": 5},
+        "startupProbe": {"tcpSocket": {"port": "nope"}},
+    }]}));
+    let size = size(&p).unwrap();
+    let def = task_definition(&p, "fam", &size, "demo", "us-east-1");
+    let probes = def.container_definitions[0].probes.clone().expect("probes carried");
+    let readiness = probes.readiness.unwrap();
+    assert_eq!(
+        readiness.action,
+        ProbeAction::HttpGet {
+            host: None,
+            port: 8080,
+            path: "/ready".into(),
+            https: true,
+            headers: vec![KeyValuePair { name: Some("X-A".into()), value: Some("b".into()) }],
+        }
+    );
+    // Kubernetes' bounds, not ECS's (whose least interval is 5 s).
+    assert_eq!((readiness.period_seconds, readiness.timeout_seconds, readiness.success_threshold), (1, 1, 2));
+    assert_eq!(readiness.failure_threshold, 3);
+    let liveness = probes.liveness.unwrap();
+    assert_eq!(liveness.action, ProbeAction::TcpSocket { host: None, port: 9000 });
+    assert_eq!((liveness.initial_delay_seconds, liveness.period_seconds, liveness.failure_threshold), (3, 10, 1));
+    assert_eq!(liveness.success_threshold, 1, "only readiness may ask for more than one success");
+    assert_eq!(probes.startup.unwrap().action, ProbeAction::TcpSocket { host: None, port: 0 }, "an unknown name fails");
+    assert!(def.container_definitions[0].health_check.is_none());
+    flotilla_types::validate::validate_for_fargate(def.clone()).expect("Fargate takes it");
+    // The carrier survives the store's round trip.
+    let back: TaskDefinitionSpec = serde_json::from_value(serde_json::to_value(&def).unwrap()).unwrap();
+    assert_eq!(back.container_definitions[0].probes, def.container_definitions[0].probes);
+    // No probe the agent runs: nothing carried.
+    let grpc = pod(json!({"containers": [{"name": "a", "image": "b", "readinessProbe": {"grpc": {"port": 1}}}]}));
+    let def = task_definition(&grpc, "fam", &size, "demo", "us-east-1");
+    assert!(def.container_definitions[0].probes.is_none());
 }
