@@ -27,6 +27,7 @@ mod logs;
 pub mod metadata;
 pub mod network;
 pub mod order;
+mod probe;
 pub mod sim;
 mod spec;
 mod supervise;

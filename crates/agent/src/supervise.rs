@@ -402,6 +402,9 @@ impl Supervisor {
                 health.insert(name, Health { probe, tracker, next_at });
             }
         }
+        // A pod's Kubernetes probes (readiness as the containers' health, liveness stops).
+        let mut prober =
+            crate::probe::Prober::new(self.agent.sandbox.clone(), &self.task_id, &definition.container_definitions);
         let ships_logs = self.agent.logs.ships(&self.task_id, definition);
         let mut changes = self.assignment.clone();
         let mut assignment_open = true;
@@ -417,13 +420,22 @@ impl Supervisor {
             observe(&task, definition, current, &mut report);
             self.start_ready(definition, current, &health, &mut report).await;
             self.check_health(&task, definition, current, &mut health, &mut report).await;
+            if let Some(prober) = prober.as_mut().filter(|_| report.stop.is_none()) {
+                let outcome = prober.pass(current, crate::probe::task_address(&task)).await;
+                crate::probe::apply(outcome, &task, &mut report);
+            }
             let stop_now = report.stop.is_some();
             self.report(report).await?;
             if stop_now {
                 return Ok(());
             }
             // Wake at the next event, or in time for the next health probe.
-            let next_probe = health.values().map(|h| h.next_at.saturating_duration_since(Instant::now())).min();
+            let next_probe = health
+                .values()
+                .map(|h| h.next_at)
+                .chain(prober.as_ref().and_then(|p| p.next_due()))
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .min();
             let idle = if ships_logs { IDLE } else { QUIET_IDLE };
             let timeout = next_probe.map_or(idle, |p| p.min(idle));
             let seen = current.generation;

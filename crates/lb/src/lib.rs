@@ -43,6 +43,9 @@ use crate::groups::Groups;
 use crate::listeners::Listeners;
 use crate::workers::Workers;
 
+/// TLS to a target without verifying its certificate (the agent's HTTPS pod probes too).
+pub use crate::upstream::tls_connect;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a listening socket lives.

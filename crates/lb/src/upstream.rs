@@ -123,7 +123,7 @@ impl Upstream {
 }
 
 /// TLS to a target, as ELB does it: the target's certificate is not verified.
-pub(crate) async fn tls_connect(stream: TcpStream, addr: SocketAddrV4) -> io::Result<TlsStream<TcpStream>> {
+pub async fn tls_connect(stream: TcpStream, addr: SocketAddrV4) -> io::Result<TlsStream<TcpStream>> {
     let connector = tokio_rustls::TlsConnector::from(tls::insecure_client());
     connector.connect(ServerName::IpAddress((*addr.ip()).into()), stream).await
 }
