@@ -1,0 +1,146 @@
+//! EKS on Fargate, the pods' probes: a real Kubernetes 1.20 control plane registered with a
+//! real `flotilla up`; the agent runs the pods' httpGet and tcpSocket probes from inside the
+//! pods' network namespaces. A busybox `httpd` pod with an httpGet readiness probe (on a named
+//! port) becomes Ready, NotReady when its file is removed (`kubectl exec rm`), Ready again when
+//! it is back, while its tcpSocket liveness probe on the same port keeps it running; a pod
+//! whose tcpSocket liveness probe finds nobody listening is killed and ends Failed with the
+//! reason (the sandbox does not restart containers in place).
+
+mod common;
+#[path = "eks_pods/plane.rs"]
+mod plane;
+
+use std::time::Duration;
+
+use common::eks::{eks_role, two_subnets};
+use common::fixture::Fixture;
+use common::{Server, wait_for};
+use plane::KubePlane;
+use serde_json::{Value, json};
+
+const NS: &str = "probed";
+
+/// Registers `plane` as the EKS cluster `demo` with a Fargate profile for [`NS`] (as
+/// eks_pods.rs does), waiting for both to be ACTIVE.
+fn register_cluster(server: &Server, plane: &KubePlane, subnet: &str) {
+    let role_arn = eks_role(server, "eks");
+    let subnets = two_subnets(server, Some(subnet)).join(",");
+    let kubeconfig = plane.kubeconfig.to_str().unwrap();
+    let out = server.flotilla(&[
+        "eks",
+        "register",
+        "--name",
+        "demo",
+        "--kubeconfig",
+        kubeconfig,
+        "--role-arn",
+        &role_arn,
+        "--subnets",
+        &subnets,
+        "--service-cidr",
+        "10.96.0.0/16",
+    ]);
+    assert!(out.status.success(), "flotilla eks register: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the registered cluster to be ACTIVE", Duration::from_secs(60), || {
+        server.aws_json(&["eks", "describe-cluster", "--name", "demo"])["cluster"]["status"] == "ACTIVE"
+    });
+    let profile = ["--cluster-name", "demo", "--fargate-profile-name", "fargate"];
+    let mut create = vec!["eks", "create-fargate-profile"];
+    create.extend(profile);
+    let selector = format!("namespace={NS}");
+    create.extend(["--pod-execution-role-arn", &role_arn, "--subnets", subnet, "--selectors", &selector]);
+    server.aws_json(&create);
+    wait_for("the profile to be ACTIVE", Duration::from_secs(60), || {
+        let mut describe = vec!["eks", "describe-fargate-profile"];
+        describe.extend(profile);
+        server.aws_json(&describe)["fargateProfile"]["status"] == "ACTIVE"
+    });
+}
+
+fn pod(name: &str, container: Value) -> String {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "schedulerName": "fargate-scheduler", "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 2, "containers": [container],
+        },
+    })
+    .to_string()
+}
+
+fn get(kube: &KubePlane, name: &str) -> Value {
+    kube.kubectl_json(&["get", "pod", "-n", NS, name])
+}
+
+fn ready(pod: &Value) -> Option<bool> {
+    let conditions = pod["status"]["conditions"].as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    Some(ready["status"] == "True")
+}
+
+#[test]
+fn readiness_follows_an_http_probe_and_a_failed_liveness_probe_fails_the_pod() {
+    let kube = KubePlane::start(false);
+    let f = Fixture::new();
+    register_cluster(&f.server, &kube, &f.subnet);
+    kube.kubectl_ok(&["create", "namespace", NS]);
+    wait_for("the namespace's service account token", Duration::from_secs(60), || {
+        let out = kube.kubectl(&["get", "serviceaccount", "default", "-n", NS, "-o", "jsonpath={.secrets[0].name}"]);
+        out.status.success() && !out.stdout.is_empty()
+    });
+
+    // Both probes on one container: readiness by HTTP on the port's name, liveness by TCP.
+    kube.apply(&pod(
+        "web",
+        json!({
+            "name": "web", "image": f.image,
+            "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/ready.html && exec httpd -f -p 8080 -h /www"],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/ready.html", "port": "http"},
+                "periodSeconds": 1, "failureThreshold": 1},
+            "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 2},
+        }),
+    ));
+    // Nobody listens on 9999: the liveness probe fails twice and the container is killed.
+    kube.apply(&pod(
+        "dead",
+        json!({
+            "name": "main", "image": f.image, "command": ["sleep", "3600"],
+            "livenessProbe": {"tcpSocket": {"port": 9999}, "initialDelaySeconds": 1,
+                "periodSeconds": 1, "failureThreshold": 2},
+        }),
+    ));
+
+    wait_for("web Ready", Duration::from_secs(120), || ready(&get(&kube, "web")) == Some(true));
+    let web = get(&kube, "web");
+    assert_eq!(web["status"]["containerStatuses"][0]["ready"], true, "{web:#}");
+
+    kube.kubectl_ok(&["exec", "-n", NS, "web", "--", "rm", "/www/ready.html"]);
+    wait_for("web NotReady once its file is gone", Duration::from_secs(30), || {
+        ready(&get(&kube, "web")) == Some(false)
+    });
+    let web = get(&kube, "web");
+    assert_eq!(web["status"]["phase"], "Running", "readiness does not stop the pod: {web:#}");
+    assert_eq!(web["status"]["containerStatuses"][0]["ready"], false, "{web:#}");
+    kube.kubectl_ok(&["exec", "-n", NS, "web", "--", "sh", "-c", "echo ok > /www/ready.html"]);
+    wait_for("web Ready again", Duration::from_secs(30), || ready(&get(&kube, "web")) == Some(true));
+
+    wait_for("dead Failed for its liveness probe", Duration::from_secs(60), || {
+        get(&kube, "dead")["status"]["phase"] == "Failed"
+    });
+    let dead = get(&kube, "dead");
+    assert_eq!(dead["status"]["message"], "Container main failed liveness probe", "{dead:#}");
+    assert!(dead["status"]["containerStatuses"][0]["state"]["terminated"].is_object(), "{dead:#}");
+    // web's liveness probe passed all along.
+    assert_eq!(get(&kube, "web")["status"]["phase"], "Running");
+
+    for name in ["web", "dead"] {
+        kube.kubectl_ok(&["delete", "pod", "-n", NS, name, "--wait=false"]);
+    }
+    wait_for("no running tasks", Duration::from_secs(120), || {
+        let out = f.server.aws_json(&["ecs", "list-tasks", "--cluster", "eks-demo", "--desired-status", "RUNNING"]);
+        out["taskArns"].as_array().unwrap().is_empty()
+    });
+    drop(f);
+}
