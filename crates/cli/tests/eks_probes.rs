@@ -8,6 +8,7 @@
 
 mod common;
 #[path = "eks_pods/plane.rs"]
+#[allow(dead_code)]
 mod plane;
 
 use std::time::Duration;
