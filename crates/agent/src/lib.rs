@@ -28,6 +28,7 @@ pub mod metadata;
 pub mod network;
 pub mod order;
 mod probe;
+mod restart;
 pub mod sim;
 mod spec;
 mod supervise;

@@ -1,4 +1,4 @@
-//! Kubernetes probes of a pod's containers (`flotillaProbes`, written by the EKS scheduler), as
+//! Kubernetes probes of a pod's containers (`flotillaPod`, written by the EKS scheduler), as
 //! the kubelet runs them: from inside the pod (on Fargate the kubelet lives in the pod's
 //! microVM), so HTTP and TCP probes connect from the task's network namespace to the task's
 //! own address; exec probes run in the container through the sandbox.
@@ -7,9 +7,8 @@
 //! `successThreshold` successes or `failureThreshold` failures in a row; readiness starts
 //! failed, liveness passed; readiness and liveness wait for the startup probe to pass. The
 //! readiness verdict is reported as the container's health (HEALTHY = ready); a failed
-//! liveness or startup verdict stops the task with [`liveness_failure`]'s reason: the sandbox
-//! cannot start a container of a running task again, so the pod fails and its controller
-//! replaces it.
+//! liveness or startup verdict kills the container, which its pod's `restartPolicy` restarts
+//! in place (`restart.rs`); under `Never` the task stops with [`liveness_failure`]'s reason.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -22,7 +21,7 @@ use flotilla_sandbox::{ContainerState, ExecSpec, Sandbox, TaskStatus as SandboxS
 use flotilla_types::Timestamp;
 use flotilla_types::task::{HealthStatus, StopCode, Task};
 use flotilla_types::task_definition::{
-    ContainerDefinition, ContainerProbe, KeyValuePair, ProbeAction, liveness_failure,
+    ContainerDefinition, ContainerProbe, KeyValuePair, ProbeAction, TaskDefinition, liveness_failure,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,6 +34,7 @@ const HEAD_LIMIT: usize = 4096;
 /// One probe's running verdict.
 struct Run {
     probe: ContainerProbe,
+    initial: bool,
     verdict: bool,
     /// Whether any verdict was reached (readiness is UNKNOWN before).
     decided: bool,
@@ -44,7 +44,12 @@ struct Run {
 
 impl Run {
     fn new(probe: ContainerProbe, initial: bool) -> Run {
-        Run { probe, verdict: initial, decided: false, streak: (initial, 0), next_at: None }
+        Run { probe, initial, verdict: initial, decided: false, streak: (initial, 0), next_at: None }
+    }
+
+    /// As new, for a container started again.
+    fn reset(&mut self) {
+        *self = Run::new(self.probe.clone(), self.initial);
     }
 
     /// Records one result; the verdict moves once the streak reaches its threshold.
@@ -79,6 +84,8 @@ impl Run {
 /// One container's probes.
 struct Container {
     name: String,
+    /// The start the probes' state is of (a restarted container starts afresh).
+    started_at: Option<u64>,
     startup: Option<Run>,
     readiness: Option<Run>,
     liveness: Option<Run>,
@@ -108,8 +115,8 @@ impl Container {
 pub(crate) struct Outcome {
     /// Each probed container's health now (readiness).
     pub health: Vec<(String, HealthStatus)>,
-    /// Why the task must stop: a container failed its liveness (or startup) probe.
-    pub stop: Option<String>,
+    /// Containers that failed their liveness (or startup) probe.
+    pub failed: Vec<String>,
 }
 
 /// The probes of one task's containers.
@@ -126,9 +133,10 @@ impl Prober {
         let containers: Vec<Container> = containers
             .iter()
             .filter_map(|d| {
-                let p = d.probes.clone()?;
+                let p = d.pod.clone()?;
                 Some(Container {
                     name: d.name.clone().unwrap_or_default(),
+                    started_at: None,
                     startup: p.startup.map(|p| Run::new(p, false)),
                     readiness: p.readiness.map(|p| Run::new(p, false)),
                     liveness: p.liveness.map(|p| Run::new(p, true)),
@@ -169,6 +177,13 @@ impl Prober {
                 .map(|s| Duration::from_millis((Timestamp::now().0 as u64).saturating_sub(s)))
                 .unwrap_or_default();
             let name = self.containers[i].name.clone();
+            let ctr = &mut self.containers[i];
+            if ctr.started_at != c.started_at {
+                ctr.started_at = c.started_at;
+                for run in [&mut ctr.startup, &mut ctr.readiness, &mut ctr.liveness].into_iter().flatten() {
+                    run.reset();
+                }
+            }
             // Readiness and liveness wait for the startup probe (their delays still count
             // from the container's start, as the kubelet's do).
             for kind in [Kind::Startup, Kind::Liveness, Kind::Readiness] {
@@ -181,8 +196,8 @@ impl Prober {
                     r.record(passed);
                     r.decided && !r.verdict
                 });
-                if failed && kind != Kind::Readiness {
-                    outcome.stop.get_or_insert_with(|| liveness_failure(&name));
+                if failed && kind != Kind::Readiness && !outcome.failed.contains(&name) {
+                    outcome.failed.push(name.clone());
                 }
             }
             outcome.health.push((name, self.containers[i].health()));
@@ -237,9 +252,16 @@ enum Kind {
     Liveness,
 }
 
-/// Puts what a pass found into the supervisor's report: health that changed from the record,
-/// and the stop a failed liveness probe asks for.
-pub(crate) fn apply(outcome: Outcome, task: &Task, report: &mut TaskReport) {
+/// Puts what a pass found into the supervisor's report: health that changed from the record;
+/// a container that failed its liveness probe is killed, to be restarted in place when its
+/// pod's policy says so (`restart.rs`), else the task stops with [`liveness_failure`].
+pub(crate) async fn apply(
+    outcome: Outcome,
+    sandbox: &dyn Sandbox,
+    task: &Task,
+    definition: &TaskDefinition,
+    report: &mut TaskReport,
+) {
     for (name, health) in outcome.health {
         if task.container(&name).and_then(|c| c.health_status) == Some(health) {
             continue;
@@ -249,10 +271,15 @@ pub(crate) fn apply(outcome: Outcome, task: &Task, report: &mut TaskReport) {
             None => report.containers.push(ContainerReport { health: Some(health), ..ContainerReport::new(name) }),
         }
     }
-    if let Some(reason) = outcome.stop
-        && report.stop.is_none()
-    {
-        report.stop = Some(StopRequest { code: StopCode::EssentialContainerExited, reason });
+    for name in outcome.failed {
+        // SIGKILL gives 137, which OnFailure restarts too.
+        if crate::restart::restarts(definition, &name, Some(137)) {
+            tracing::info!(task = task.id(), container = %name, "liveness probe failed; killing it to restart");
+            let _ = sandbox.signal(task.id(), &name, libc::SIGKILL).await;
+        } else if report.stop.is_none() {
+            report.stop =
+                Some(StopRequest { code: StopCode::EssentialContainerExited, reason: liveness_failure(&name) });
+        }
     }
 }
 

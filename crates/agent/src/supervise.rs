@@ -402,9 +402,11 @@ impl Supervisor {
                 health.insert(name, Health { probe, tracker, next_at });
             }
         }
-        // A pod's Kubernetes probes (readiness as the containers' health, liveness stops).
+        // A pod's Kubernetes probes (readiness as the containers' health; liveness kills) and
+        // its containers' restarts in place.
         let mut prober =
             crate::probe::Prober::new(self.agent.sandbox.clone(), &self.task_id, &definition.container_definitions);
+        let mut restarts = crate::restart::Restarts::new(&task);
         let ships_logs = self.agent.logs.ships(&self.task_id, definition);
         let mut changes = self.assignment.clone();
         let mut assignment_open = true;
@@ -422,8 +424,9 @@ impl Supervisor {
             self.check_health(&task, definition, current, &mut health, &mut report).await;
             if let Some(prober) = prober.as_mut().filter(|_| report.stop.is_none()) {
                 let outcome = prober.pass(current, crate::probe::task_address(&task)).await;
-                crate::probe::apply(outcome, &task, &mut report);
+                crate::probe::apply(outcome, self.agent.sandbox.as_ref(), &task, definition, &mut report).await;
             }
+            restarts.pass(self.agent.sandbox.as_ref(), &self.task_id, definition, current, &mut report).await;
             let stop_now = report.stop.is_some();
             self.report(report).await?;
             if stop_now {
@@ -434,6 +437,7 @@ impl Supervisor {
                 .values()
                 .map(|h| h.next_at)
                 .chain(prober.as_ref().and_then(|p| p.next_due()))
+                .chain(restarts.next_due())
                 .map(|at| at.saturating_duration_since(Instant::now()))
                 .min();
             let idle = if ships_logs { IDLE } else { QUIET_IDLE };
@@ -711,6 +715,11 @@ fn observe(task: &Task, definition: &TaskDefinition, status: &SandboxStatus, rep
         }
         let (exit_code, reason) =
             if c.oom_killed { (Some(137), Some(OOM_REASON.to_owned())) } else { (c.exit_code, c.reason.clone()) };
+        // A pod's container its restart policy starts again (`restart.rs`) has not ended,
+        // unless the task is stopping.
+        if task.desired_status != DesiredStatus::Stopped && crate::restart::restarts(definition, &c.name, exit_code) {
+            continue;
+        }
         report.containers.push(ContainerReport {
             status: Some(ContainerStatus::Stopped),
             exit_code,

@@ -281,9 +281,9 @@ mod tests {
 
     #[test]
     fn a_user_s_flotilla_probes_never_arrive() {
-        // Pods' probes travel as `flotillaProbes`, which only the EKS scheduler writes.
+        // Pods' probes travel as `flotillaPod`, which only the EKS scheduler writes.
         let body = json!({"family": "x", "containerDefinitions": [{"name": "a", "image": "b",
-            "flotillaProbes": {"liveness": {"action": {"tcpSocket": {"port": 1}}}}}]});
+            "flotillaPod": {"liveness": {"action": {"tcpSocket": {"port": 1}}}}}]});
         let out = ecs().check_input("RegisterTaskDefinition", body).unwrap().unwrap();
         assert_eq!(out["containerDefinitions"][0], json!({"name": "a", "image": "b"}));
     }

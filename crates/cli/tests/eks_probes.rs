@@ -2,9 +2,10 @@
 //! real `flotilla up`; the agent runs the pods' httpGet and tcpSocket probes from inside the
 //! pods' network namespaces. A busybox `httpd` pod with an httpGet readiness probe (on a named
 //! port) becomes Ready, NotReady when its file is removed (`kubectl exec rm`), Ready again when
-//! it is back, while its tcpSocket liveness probe on the same port keeps it running; a pod
-//! whose tcpSocket liveness probe finds nobody listening is killed and ends Failed with the
-//! reason (the sandbox does not restart containers in place).
+//! it is back, while its tcpSocket liveness probe on the same port keeps it running; a
+//! container whose tcpSocket liveness probe finds nobody listening is killed and started again
+//! in place (`restartCount`) under restartPolicy Always, and fails its pod with the reason
+//! under Never.
 
 mod common;
 #[path = "eks_pods/plane.rs"]
@@ -103,15 +104,20 @@ fn readiness_follows_an_http_probe_and_a_failed_liveness_probe_fails_the_pod() {
             "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 2},
         }),
     ));
-    // Nobody listens on 9999: the liveness probe fails twice and the container is killed.
-    kube.apply(&pod(
-        "dead",
-        json!({
+    // Nobody listens on 9999: the liveness probe fails twice and the container is killed,
+    // then started again in place (restartPolicy Always) after the kubelet's 10 s back-off...
+    let dead = |restart_policy: &str| {
+        let container = json!({
             "name": "main", "image": f.image, "command": ["sleep", "3600"],
             "livenessProbe": {"tcpSocket": {"port": 9999}, "initialDelaySeconds": 1,
                 "periodSeconds": 1, "failureThreshold": 2},
-        }),
-    ));
+        });
+        pod(&format!("dead-{}", restart_policy.to_lowercase()), container)
+            .replace("\"Always\"", &format!("\"{restart_policy}\""))
+    };
+    kube.apply(&dead("Always"));
+    // ...or, under restartPolicy Never, the pod fails with the reason.
+    kube.apply(&dead("Never"));
 
     wait_for("web Ready", Duration::from_secs(120), || ready(&get(&kube, "web")) == Some(true));
     let web = get(&kube, "web");
@@ -127,16 +133,28 @@ fn readiness_follows_an_http_probe_and_a_failed_liveness_probe_fails_the_pod() {
     kube.kubectl_ok(&["exec", "-n", NS, "web", "--", "sh", "-c", "echo ok > /www/ready.html"]);
     wait_for("web Ready again", Duration::from_secs(30), || ready(&get(&kube, "web")) == Some(true));
 
-    wait_for("dead Failed for its liveness probe", Duration::from_secs(60), || {
-        get(&kube, "dead")["status"]["phase"] == "Failed"
+    wait_for("dead-always restarted in place", Duration::from_secs(90), || {
+        get(&kube, "dead-always")["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)
     });
-    let dead = get(&kube, "dead");
-    assert_eq!(dead["status"]["message"], "Container main failed liveness probe", "{dead:#}");
-    assert!(dead["status"]["containerStatuses"][0]["state"]["terminated"].is_object(), "{dead:#}");
-    // web's liveness probe passed all along.
-    assert_eq!(get(&kube, "web")["status"]["phase"], "Running");
+    let always = get(&kube, "dead-always");
+    assert_eq!(always["status"]["phase"], "Running", "{always:#}");
+    let uid = always["metadata"]["uid"].clone();
+    wait_for("dead-never Failed for its liveness probe", Duration::from_secs(60), || {
+        get(&kube, "dead-never")["status"]["phase"] == "Failed"
+    });
+    let never = get(&kube, "dead-never");
+    assert_eq!(never["status"]["message"], "Container main failed liveness probe", "{never:#}");
+    assert!(never["status"]["containerStatuses"][0]["state"]["terminated"].is_object(), "{never:#}");
+    assert_eq!(never["status"]["containerStatuses"][0]["restartCount"], 0);
+    // web's liveness probe passed all along; dead-always is the same pod, restarted.
+    let web = get(&kube, "web");
+    assert_eq!(
+        (&web["status"]["phase"], &web["status"]["containerStatuses"][0]["restartCount"]),
+        (&json!("Running"), &json!(0))
+    );
+    assert_eq!(get(&kube, "dead-always")["metadata"]["uid"], uid);
 
-    for name in ["web", "dead"] {
+    for name in ["web", "dead-always", "dead-never"] {
         kube.kubectl_ok(&["delete", "pod", "-n", NS, name, "--wait=false"]);
     }
     wait_for("no running tasks", Duration::from_secs(120), || {

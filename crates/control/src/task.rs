@@ -441,6 +441,7 @@ impl Control {
                     network_bindings: Vec::new(),
                     network_interfaces: Vec::new(),
                     health_status: c.health_check.as_ref().map(|_| flotilla_types::task::HealthStatus::Unknown),
+                    restart_count: None,
                     cpu: Some(o.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0).to_string()),
                     memory: o.and_then(|o| o.memory).or(c.memory).map(|m| m.to_string()),
                     memory_reservation: o

@@ -376,7 +376,7 @@ impl SimSandbox {
         inner.record(SimEvent::Start { task: task_id.to_string(), container: name.to_string() });
         let state = inner.task(task_id)?.status().container(name).map(|c| c.state);
         let state = state.ok_or_else(|| not_found(task_id, name))?;
-        if !state.can_start() {
+        if !state.can_start() && !state.can_restart() {
             return Err(SandboxError::InvalidState {
                 task_id: task_id.to_string(),
                 message: format!("container {name:?} is {state:?}"),
@@ -391,6 +391,7 @@ impl SimSandbox {
                 c.state = ContainerState::Running;
                 c.pid = Some(pid);
                 c.started_at = Some(now_millis());
+                (c.exit_code, c.exited_at, c.reason, c.oom_killed) = (None, None, None, false);
             }
             Err(e) => {
                 c.state = ContainerState::Exited;

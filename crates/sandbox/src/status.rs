@@ -13,7 +13,7 @@ pub enum ContainerState {
     Created,
     /// The container's process is running.
     Running,
-    /// The process has ended (or never could start). Terminal.
+    /// The process has ended (or never could start). Terminal, unless restarted in place.
     Exited,
 }
 
@@ -26,6 +26,12 @@ impl ContainerState {
 
     pub fn can_start(self) -> bool {
         self == ContainerState::Created
+    }
+
+    /// An ended container may be started again in place (a pod's `restartPolicy`): the same
+    /// bundle and root filesystem, a new process. Exited is terminal otherwise.
+    pub fn can_restart(self) -> bool {
+        self == ContainerState::Exited
     }
 
     pub fn can_signal(self) -> bool {

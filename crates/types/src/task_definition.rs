@@ -208,20 +208,25 @@ pub struct ContainerDefinition {
     pub health_check: Option<HealthCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_requirements: Option<Vec<ResourceRequirement>>,
-    /// A pod's Kubernetes probes, written by the EKS scheduler only: the ECS wire has no such
-    /// member, and the API's model check drops members it does not know, so no user's
-    /// RegisterTaskDefinition carries one.
-    #[serde(default, rename = "flotillaProbes", skip_serializing_if = "Option::is_none")]
-    pub probes: Option<ContainerProbes>,
+    /// What Kubernetes says of a pod's container that ECS has no words for (probes, restart
+    /// policy), written by the EKS scheduler only: the ECS wire has no such member, and the
+    /// API's model check drops members it does not know, so no user's RegisterTaskDefinition
+    /// carries one.
+    #[serde(default, rename = "flotillaPod", skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodContainer>,
     /// Members Flotilla keeps but does not interpret (dockerLabels, systemControls, ...).
     #[serde(flatten)]
     pub other: Extra,
 }
 
-/// A Kubernetes container's probes as the agent runs them (crates/agent/src/probe.rs).
+/// A pod's app container as the agent runs it: its probes (crates/agent/src/probe.rs) and
+/// whether it is restarted in place when it ends (crates/agent/src/restart.rs).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerProbes {
+pub struct PodContainer {
+    /// The pod's `restartPolicy`; `None` (ECS's way): an ended essential container stops the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
     /// Gates the container's readiness (reported as its health: HEALTHY when ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<ContainerProbe>,
@@ -231,6 +236,24 @@ pub struct ContainerProbes {
     /// Until it succeeds the others do not run and the container is not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup: Option<ContainerProbe>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container that exited with `code` starts again.
+    pub fn restarts(self, code: Option<i32>) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != Some(0),
+            RestartPolicy::Never => false,
+        }
+    }
 }
 
 /// One probe with Kubernetes' defaults applied (seconds).

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use flotilla_sandbox::ContainerStatus;
 use flotilla_sandbox::sim::SimSandbox;
-use flotilla_types::task_definition::ContainerProbes;
+use flotilla_types::task_definition::PodContainer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
@@ -141,8 +141,8 @@ fn running(name: &str) -> SandboxStatus {
     SandboxStatus { task_id: "t".into(), phase: flotilla_sandbox::TaskPhase::Ready, containers: vec![c], generation: 1 }
 }
 
-fn prober(ns: &Netns, probes: ContainerProbes) -> Prober {
-    let web = ContainerDefinition { name: Some("web".into()), probes: Some(probes), ..Default::default() };
+fn prober(ns: &Netns, probes: PodContainer) -> Prober {
+    let web = ContainerDefinition { name: Some("web".into()), pod: Some(probes), ..Default::default() };
     let sandbox: Arc<dyn Sandbox> = SimSandbox::new();
     let mut p = Prober::new(sandbox, "t", &[web]).expect("probes");
     p.netns = ns.path.clone();
@@ -161,31 +161,35 @@ fn due_now(p: &mut Prober) {
 }
 
 #[tokio::test]
-async fn readiness_follows_the_server_and_liveness_failures_stop_the_task() {
+async fn readiness_follows_the_server_and_liveness_failures_fail_the_container() {
     let ns = Netns::new();
     ns.serve(8080);
     let me = Some(Ipv4Addr::LOCALHOST);
     let status = running("web");
     let mut p = prober(
         &ns,
-        ContainerProbes {
+        PodContainer {
             readiness: Some(probe(get("/ok"), 1, 1)),
             liveness: Some(probe(ProbeAction::TcpSocket { host: None, port: 8081 }, 1, 2)),
             startup: None,
+            restart_policy: None,
         },
     );
     assert!(p.next_due().is_none(), "nothing is scheduled before the container is seen running");
     let first = p.pass(&status, me).await;
     assert_eq!(first.health, vec![("web".to_string(), HealthStatus::Healthy)]);
-    assert_eq!(first.stop, None, "one liveness failure of two");
+    assert!(first.failed.is_empty(), "one liveness failure of two");
     assert!(p.next_due().unwrap() > Instant::now() + Duration::from_secs(5), "next in a period (10 s)");
     due_now(&mut p);
     let second = p.pass(&status, me).await;
-    assert_eq!(second.stop.as_deref(), Some("Container web failed liveness probe"));
+    assert_eq!(second.failed, ["web"]);
+    // Started again (a new start time): the probes begin afresh, one failure is not enough.
+    let mut again = status.clone();
+    again.containers[0].started_at = Some(again.containers[0].started_at.unwrap() + 1);
+    assert!(p.pass(&again, me).await.failed.is_empty());
 
     // Readiness goes with the file served; a stopped container is not probed.
-    let mut p =
-        prober(&ns, ContainerProbes { readiness: Some(probe(get("/gone"), 1, 1)), liveness: None, startup: None });
+    let mut p = prober(&ns, PodContainer { readiness: Some(probe(get("/gone"), 1, 1)), ..Default::default() });
     assert_eq!(p.pass(&status, me).await.health, vec![("web".to_string(), HealthStatus::Unhealthy)]);
     let mut exited = running("web");
     exited.containers[0].state = ContainerState::Exited;
@@ -201,30 +205,33 @@ async fn readiness_and_liveness_wait_for_the_startup_probe() {
     let tcp = || ProbeAction::TcpSocket { host: None, port: 8080 };
     let mut p = prober(
         &ns,
-        ContainerProbes {
+        PodContainer {
             readiness: Some(probe(tcp(), 1, 1)),
             liveness: Some(probe(ProbeAction::TcpSocket { host: None, port: 9 }, 1, 1)),
             startup: Some(probe(tcp(), 1, 3)),
+            restart_policy: None,
         },
     );
     // Nobody listens yet: the startup probe fails (below its threshold), liveness (which
     // would fail at once) does not run, and the container is not ready.
     let waiting = p.pass(&status, me).await;
-    assert_eq!((waiting.health[0].1, waiting.stop), (HealthStatus::Unknown, None));
+    assert_eq!(waiting.health[0].1, HealthStatus::Unknown);
+    assert!(waiting.failed.is_empty());
     ns.serve(8080);
     due_now(&mut p);
     // Started: now liveness runs (and fails, threshold 1), readiness passes.
     let started = p.pass(&status, me).await;
     assert_eq!(started.health[0].1, HealthStatus::Healthy);
-    assert_eq!(started.stop.as_deref(), Some("Container web failed liveness probe"));
+    assert_eq!(started.failed, ["web"]);
     // A startup probe that never passes stops the task too.
     let mut p = prober(
         &ns,
-        ContainerProbes {
+        PodContainer {
             readiness: None,
             liveness: None,
             startup: Some(probe(ProbeAction::TcpSocket { host: None, port: 9 }, 1, 1)),
+            restart_policy: None,
         },
     );
-    assert_eq!(p.pass(&status, me).await.stop.as_deref(), Some("Container web failed liveness probe"));
+    assert_eq!(p.pass(&status, me).await.failed, ["web"]);
 }

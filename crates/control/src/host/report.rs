@@ -39,6 +39,9 @@ pub(crate) fn merge(task: &mut Task, report: &TaskReport) {
         if c.health.is_some() {
             tc.health_status = c.health;
         }
+        if c.restart_count.is_some() {
+            tc.restart_count = c.restart_count;
+        }
     }
     if report.health.is_some() {
         task.health_status = report.health;
@@ -121,6 +124,7 @@ mod tests {
             network_bindings: Vec::new(),
             network_interfaces: Vec::new(),
             health_status: None,
+            restart_count: None,
             cpu: None,
             memory: None,
             memory_reservation: None,

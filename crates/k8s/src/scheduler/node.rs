@@ -128,9 +128,8 @@ fn condition(kind: &str, ok: bool, since: &str) -> Value {
 
 /// The pod's status as its task's record says, given the host address the node reports.
 /// STOPPED is Succeeded when every app container exited 0 (and none was killed for its
-/// liveness probe), else Failed: ECS cannot restart a container in place, so `restartPolicy:
-/// Always` and liveness failures are honoured by the pod's controller making a new pod
-/// (restartCount stays 0).
+/// liveness probe), else Failed. App containers the pod's `restartPolicy` restarts are
+/// started again in place by the agent, which counts them (`restartCount`).
 pub fn pod_status(pod: &Pod, task: &Task, pod_ip: Option<Ipv4Addr>, host: IpAddr) -> Value {
     let spec = pod.spec.clone().unwrap_or_default();
     let app: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
@@ -183,8 +182,9 @@ pub fn pod_status(pod: &Pod, task: &Task, pod_ip: Option<Ipv4Addr>, host: IpAddr
                 } else {
                     running && (!has_check(name) || c.health_status == Some(HealthStatus::Healthy)) && healthy(c)
                 };
+                let restarts = c.restart_count.unwrap_or(0);
                 let mut s = json!({
-                    "name": name, "image": image, "ready": ready, "restartCount": 0, "started": running,
+                    "name": name, "image": image, "ready": ready, "restartCount": restarts, "started": running,
                     "state": state,
                     "imageID": c.image_digest.as_ref().map(|d| format!("{image}@{d}")).unwrap_or_default(),
                 });

@@ -160,11 +160,6 @@ fn container(c: &Container, size: &PodSize, init: bool, logs: &Value) -> Value {
     if let Some(user) = c.security_context.as_ref().and_then(|s| s.run_as_user) {
         out["user"] = json!(user.to_string());
     }
-    // Probes travel as Flotilla's own member, not as an ECS healthCheck (which admits only
-    // exec commands, and whose clamps are not Kubernetes'); see `probes`.
-    if !init && let Some(probes) = probes::probes(c) {
-        out["flotillaProbes"] = json!(probes);
-    }
     out
 }
 
@@ -209,6 +204,9 @@ pub fn task_definition(pod: &Pod, family: &str, size: &PodSize, cluster: &str, r
     }
     for c in &spec.containers {
         let mut def = container(&keep_mounts(c), size, false, &logs);
+        // Probes and the restart policy travel as Flotilla's own member, not as an ECS
+        // healthCheck (which admits only exec commands, and whose clamps are not Kubernetes').
+        def["flotillaPod"] = json!(probes::pod_container(c, spec.restart_policy.as_deref()));
         if let Some(before) = &previous {
             def["dependsOn"] = json!([{"containerName": before, "condition": "SUCCESS"}]);
         }

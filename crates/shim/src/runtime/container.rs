@@ -47,8 +47,13 @@ impl Runtime {
         timings.insert("ops_wait".into(), t.elapsed().as_micros() as u64);
         self.require_phase(TaskPhase::Ready)?;
         let state = self.container_state(name)?;
-        if !state.can_start() {
+        if !state.can_start() && !state.can_restart() {
             return Err(ShimError::new(ShimErrorKind::InvalidState, format!("container {name:?} is {state:?}")));
+        }
+        if state.can_restart() {
+            // Started again in place: runc forgets the ended process first; `started` clears
+            // the exit.
+            let _ = self.runc.delete(name);
         }
         let pre = self.lock_precreated().remove(name);
         if let Some(pre) = pre {
@@ -104,6 +109,7 @@ impl Runtime {
                 c.state = ContainerState::Running;
                 c.pid = Some(pid as u32);
                 c.started_at = Some(now_millis());
+                (c.exit_code, c.exited_at, c.reason, c.oom_killed) = (None, None, None, false);
             }
         })?;
         self.spawn_exit_watcher(name, ExitSource::Child(watch), pumps_done);

@@ -60,6 +60,9 @@ fn liveness_alone_does_not_gate_ready_and_its_failure_fails_the_pod() {
         "livenessProbe": {"tcpSocket": {"port": 1}}}]}));
     let running = task("RUNNING", json!([container("web", "RUNNING", None, None)]));
     assert_eq!(condition(&pod_status(&p, &running, None, HOST), "Ready"), "True");
+    let mut restarted = running.clone();
+    restarted.containers[0].restart_count = Some(2);
+    assert_eq!(pod_status(&p, &restarted, None, HOST)["containerStatuses"][0]["restartCount"], 2);
     // Killed for its probe, the container may well exit 0 on SIGTERM: the pod still failed.
     let mut killed = task("STOPPED", json!([container("web", "STOPPED", Some(0), None)]));
     killed.stopped_reason = Some(flotilla_types::task_definition::liveness_failure("web"));

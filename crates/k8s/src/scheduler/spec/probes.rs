@@ -1,19 +1,30 @@
-//! A container's Kubernetes probes as the agent runs them: Kubernetes' defaults and bounds
+//! A container's Kubernetes probes and restart policy as the agent runs them: Kubernetes' defaults and bounds
 //! (not ECS's health-check clamps), named ports resolved against the container's ports.
 
-use flotilla_types::task_definition::{ContainerProbe, ContainerProbes, KeyValuePair, ProbeAction};
+use flotilla_types::task_definition::{ContainerProbe, KeyValuePair, PodContainer, ProbeAction, RestartPolicy};
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// The container's probes, `None` when it has none the agent can run (gRPC probes are not
 /// run: a container with only those is ready once it runs).
-pub fn probes(c: &Container) -> Option<ContainerProbes> {
-    let probes = ContainerProbes {
+pub fn probes(c: &Container) -> Option<PodContainer> {
+    let probes = PodContainer {
         readiness: c.readiness_probe.as_ref().and_then(|p| probe(c, p, true)),
         liveness: c.liveness_probe.as_ref().and_then(|p| probe(c, p, false)),
         startup: c.startup_probe.as_ref().and_then(|p| probe(c, p, false)),
+        restart_policy: None,
     };
-    (probes != ContainerProbes::default()).then_some(probes)
+    (probes != PodContainer::default()).then_some(probes)
+}
+
+/// An app container's probes and the pod's `restartPolicy` (Kubernetes' default: Always).
+pub fn pod_container(c: &Container, restart_policy: Option<&str>) -> PodContainer {
+    let restart_policy = match restart_policy {
+        Some("Never") => RestartPolicy::Never,
+        Some("OnFailure") => RestartPolicy::OnFailure,
+        _ => RestartPolicy::Always,
+    };
+    PodContainer { restart_policy: Some(restart_policy), ..probes(c).unwrap_or_default() }
 }
 
 /// One probe; `readiness` alone may ask for more than one success (Kubernetes requires 1 of

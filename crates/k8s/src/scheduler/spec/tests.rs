@@ -75,8 +75,8 @@ fn containers_become_an_awsvpc_task_definition() {
     assert_eq!(web["memoryReservation"], 128);
     assert_eq!(web["mountPoints"], json!([{"sourceVolume": "scratch", "containerPath": "/s", "readOnly": false}]));
     assert!(web.get("healthCheck").is_none(), "probes are not ECS health checks: {web}");
-    assert_eq!(web["flotillaProbes"]["readiness"]["action"], json!({"exec": {"command": ["true"]}}));
-    assert_eq!(web["flotillaProbes"]["readiness"]["periodSeconds"], 5);
+    assert_eq!(web["flotillaPod"]["readiness"]["action"], json!({"exec": {"command": ["true"]}}));
+    assert_eq!(web["flotillaPod"]["readiness"]["periodSeconds"], 5);
     assert_eq!(web["stopTimeout"], 5);
     assert_eq!(web["logConfiguration"]["options"]["awslogs-group"], "/aws/eks/demo/fargate");
 }
@@ -129,7 +129,8 @@ fn probes_keep_kubernetes_defaults_and_resolve_named_ports() {
     }]}));
     let size = size(&p).unwrap();
     let def = task_definition(&p, "fam", &size, "demo", "us-east-1");
-    let probes = def.container_definitions[0].probes.clone().expect("probes carried");
+    let probes = def.container_definitions[0].pod.clone().expect("probes carried");
+    assert_eq!(probes.restart_policy, Some(flotilla_types::task_definition::RestartPolicy::Always));
     let readiness = probes.readiness.unwrap();
     assert_eq!(
         readiness.action,
@@ -153,9 +154,12 @@ fn probes_keep_kubernetes_defaults_and_resolve_named_ports() {
     flotilla_types::validate::validate_for_fargate(def.clone()).expect("Fargate takes it");
     // The carrier survives the store's round trip.
     let back: TaskDefinitionSpec = serde_json::from_value(serde_json::to_value(&def).unwrap()).unwrap();
-    assert_eq!(back.container_definitions[0].probes, def.container_definitions[0].probes);
-    // No probe the agent runs: nothing carried.
-    let grpc = pod(json!({"containers": [{"name": "a", "image": "b", "readinessProbe": {"grpc": {"port": 1}}}]}));
+    assert_eq!(back.container_definitions[0].pod, def.container_definitions[0].pod);
+    // No probe the agent runs: none carried (the restart policy is).
+    let grpc = pod(json!({"restartPolicy": "OnFailure",
+        "containers": [{"name": "a", "image": "b", "readinessProbe": {"grpc": {"port": 1}}}]}));
     let def = task_definition(&grpc, "fam", &size, "demo", "us-east-1");
-    assert!(def.container_definitions[0].probes.is_none());
+    let pod = def.container_definitions[0].pod.clone().unwrap();
+    assert!(pod.readiness.is_none() && pod.liveness.is_none() && pod.startup.is_none());
+    assert_eq!(pod.restart_policy, Some(flotilla_types::task_definition::RestartPolicy::OnFailure));
 }
