@@ -165,10 +165,14 @@ impl Prober {
         for i in 0..self.containers.len() {
             let running = status.container(&self.containers[i].name).filter(|c| c.state == ContainerState::Running);
             let Some(c) = running else {
-                // Nothing to probe until it runs (and nothing due meanwhile).
+                // Nothing to probe until it runs (and nothing due meanwhile); one that ran and
+                // waits to restart is not ready.
                 let ctr = &mut self.containers[i];
                 for run in [&mut ctr.startup, &mut ctr.readiness, &mut ctr.liveness].into_iter().flatten() {
                     run.next_at = None;
+                }
+                if ctr.started_at.is_some() {
+                    outcome.health.push((ctr.name.clone(), HealthStatus::Unknown));
                 }
                 continue;
             };

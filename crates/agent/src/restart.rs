@@ -114,7 +114,81 @@ impl Restarts {
 
 #[cfg(test)]
 mod tests {
+    use flotilla_sandbox::{ContainerSpec, SimSandbox, TaskSpec};
+    use serde_json::json;
+
     use super::*;
+
+    fn definition() -> TaskDefinition {
+        let container = |name: &str, policy: &str| json!({"name": name, "image": "busybox", "flotillaPod": {"restartPolicy": policy}});
+        serde_json::from_value(json!({
+            "taskDefinitionArn": "arn", "family": "f", "revision": 1, "status": "ACTIVE",
+            "containerDefinitions": [
+                container("always", "Always"), container("onfailure", "OnFailure"),
+                container("never", "Never"), {"name": "ecs", "image": "busybox"},
+            ],
+            "volumes": [], "placementConstraints": [], "requiresAttributes": [], "compatibilities": [],
+            "registeredAt": 1.0,
+        }))
+        .unwrap()
+    }
+
+    /// Makes every scheduled restart due now (instead of waiting out its back-off).
+    fn due_now(r: &mut Restarts) {
+        for p in r.containers.values_mut() {
+            p.due = p.due.map(|_| Instant::now());
+        }
+    }
+
+    #[tokio::test]
+    async fn ended_containers_start_again_as_their_policy_says_after_a_back_off() {
+        let sim = SimSandbox::new();
+        let names = ["always", "onfailure", "never", "ecs"];
+        let containers = names.iter().map(|c| ContainerSpec::new(*c, Vec::new())).collect();
+        let spec = TaskSpec {
+            task_id: "t".into(),
+            cpu_units: 256,
+            memory_mib: 512,
+            pids_limit: None,
+            pid_mode_task: false,
+            ephemeral_storage_gib: None,
+            hostname: None,
+            volumes: Vec::new(),
+            efs_volumes: Vec::new(),
+            containers,
+        };
+        sim.create_task(spec).await.unwrap();
+        for name in names {
+            sim.start_container("t", name).await.unwrap();
+        }
+        for (name, code) in [("always", 0), ("onfailure", 0), ("never", 1), ("ecs", 1)] {
+            assert!(sim.exit("t", name, code));
+        }
+        let def = definition();
+        assert!(!restarts(&def, "onfailure", Some(0)) && restarts(&def, "onfailure", Some(137)));
+        let mut r = Restarts::default();
+        let mut report = TaskReport::new("arn");
+        let state = sim.state("t").await.unwrap();
+        r.pass(sim.as_ref(), "t", &def, &state, &mut report).await;
+        assert!(report.containers.is_empty(), "only scheduled: {report:?}");
+        let first = r.next_due().expect("a restart is due later");
+        assert!(first > Instant::now() + Duration::from_secs(9), "the kubelet's 10 s back-off");
+        due_now(&mut r);
+        r.pass(sim.as_ref(), "t", &def, &state, &mut report).await;
+        assert_eq!(report.containers.len(), 1, "{report:?}");
+        assert_eq!((report.containers[0].name.as_str(), report.containers[0].restart_count), ("always", Some(1)));
+        let state = sim.state("t").await.unwrap();
+        let of = |n: &str| state.container(n).unwrap().state;
+        assert_eq!(of("always"), ContainerState::Running);
+        for n in ["onfailure", "never", "ecs"] {
+            assert_eq!(of(n), ContainerState::Exited, "{n}");
+        }
+        // Its next end waits twice as long.
+        assert!(sim.exit("t", "always", 2));
+        let state = sim.state("t").await.unwrap();
+        r.pass(sim.as_ref(), "t", &def, &state, &mut TaskReport::new("arn")).await;
+        assert!(r.next_due().unwrap() > Instant::now() + Duration::from_secs(19));
+    }
 
     #[test]
     fn backoff_doubles_to_five_minutes() {

@@ -39,9 +39,18 @@ async fn output_lands_in_the_log_and_exit_code_is_reported() {
     let on_disk = std::fs::read_to_string(env.sandbox.task_dir(&id).join(STATE_FILE)).unwrap();
     assert!(on_disk.contains("\"exitCode\": 3"), "{on_disk}");
 
-    // Starting twice is refused; the record does not change.
-    let again = env.sandbox.start_container(&id, "app").await.unwrap_err();
-    assert!(matches!(again, SandboxError::InvalidState { .. }), "{again}");
+    // An ended container starts again in place (a pod's restartPolicy): a new process on the
+    // same bundle, its output appended to the same log, its exit recorded afresh.
+    let again = env.sandbox.start_container(&id, "app").await.unwrap();
+    assert!(again.pid > 1);
+    let second = wait_exited(&env.sandbox, &id, "app", Duration::from_secs(20)).await;
+    assert_eq!(second.exit_code, Some(3), "{second:?}");
+    assert!(second.started_at >= status.exited_at, "{status:?} then {second:?}");
+    wait_for("the second run's output", Duration::from_secs(10), || async {
+        let log = read_log(&env.sandbox.container_log(&id, "app"));
+        (log.iter().filter(|r| r.line == "to-stdout").count() == 2).then_some(())
+    })
+    .await;
     env.sandbox.destroy(&id).await.unwrap();
 }
 

@@ -193,7 +193,9 @@ async fn readiness_follows_the_server_and_liveness_failures_fail_the_container()
     assert_eq!(p.pass(&status, me).await.health, vec![("web".to_string(), HealthStatus::Unhealthy)]);
     let mut exited = running("web");
     exited.containers[0].state = ContainerState::Exited;
-    assert_eq!(p.pass(&exited, me).await, Outcome::default());
+    let down = p.pass(&exited, me).await;
+    assert_eq!(down.health, [("web".to_string(), HealthStatus::Unknown)], "not ready while it waits to restart");
+    assert!(down.failed.is_empty());
     assert!(p.next_due().is_none(), "an exited container has nothing due");
 }
 
