@@ -82,7 +82,7 @@ fn ready(pod: &Value) -> Option<bool> {
 }
 
 #[test]
-fn readiness_follows_an_http_probe_and_a_failed_liveness_probe_fails_the_pod() {
+fn readiness_follows_an_http_probe_and_liveness_failures_restart_or_fail_the_pod() {
     let kube = KubePlane::start(false);
     let f = Fixture::new();
     register_cluster(&f.server, &kube, &f.subnet);
