@@ -306,6 +306,10 @@ impl Supervisor {
             let _ = self.agent.sandbox.destroy(&self.task_id).await;
             return Ok(None);
         }
+        if !volumes.files.is_empty() {
+            let (agent, arn, id) = (self.agent.clone(), self.task_arn.clone(), self.task_id.clone());
+            tokio::spawn(crate::files::refresh(agent, arn, id, volumes.files));
+        }
         tracing::debug!(task = %self.task_id, ?leased, ?pending, ?pulled, ?activating, ?sandbox, "provisioned");
         Ok(Some(eni))
     }

@@ -1,7 +1,8 @@
 //! EKS on Fargate, pods' configMap, secret and service account token volumes: a real
 //! Kubernetes 1.20 plane registered with a real `flotilla up`; the files a pod's containers
-//! read are the cluster's, written into the task's volumes before they start; a pod naming a
-//! missing ConfigMap stays Pending with the kubelet's FailedMount event until it exists.
+//! read are the cluster's, written into the task's volumes before they start and refreshed
+//! while they run; a pod naming a missing ConfigMap stays Pending with the kubelet's
+//! FailedMount event until it exists.
 
 mod common;
 #[path = "eks_pods/plane.rs"]
@@ -137,6 +138,15 @@ spec:
         "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), NS, "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A changed ConfigMap reaches the running pod, as a kubelet refreshes it.
+    kube.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-config, namespace: {NS}}}\ndata: {{app.conf: changed}}\n"
+    ));
+    wait_for("the changed ConfigMap in the running pod", Duration::from_secs(120), || {
+        let out = kube.kubectl(&["exec", "-n", NS, "reader", "--", "cat", "/etc/app/conf/app.conf"]);
+        String::from_utf8_lossy(&out.stdout) == "changed"
+    });
 
     // A missing ConfigMap: Pending, with the kubelet's words, until it exists.
     kube.apply(&format!(
