@@ -97,6 +97,7 @@ fn config_maps_secrets_and_the_token_are_files_in_the_pods_volumes() {
                   echo PASS=$(cat /etc/secret/password); \
                   test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo TOKEN=yes; \
                   test -s /var/run/secrets/kubernetes.io/serviceaccount/ca.crt && echo CA=yes; \
+                  echo PROJECTED=$(cut -d. -f1 /var/run/secrets/tokens/vault | head -c 2); \
                   touch /etc/app/new 2>/dev/null || echo READONLY=yes; exec sleep 3600";
     kube.apply(&format!(
         r#"
@@ -111,6 +112,8 @@ spec:
     configMap: {{name: app-config, items: [{{key: app.conf, path: conf/app.conf, mode: 0400}}]}}
   - name: secret
     secret: {{secretName: app-secret}}
+  - name: tokens
+    projected: {{sources: [{{serviceAccountToken: {{path: vault, audience: vault, expirationSeconds: 600}}}}]}}
   containers:
   - name: main
     image: {image}
@@ -118,6 +121,7 @@ spec:
     volumeMounts:
     - {{name: config, mountPath: /etc/app}}
     - {{name: secret, mountPath: /etc/secret}}
+    - {{name: tokens, mountPath: /var/run/secrets/tokens}}
 "#,
         image = f.image
     ));
@@ -125,7 +129,9 @@ spec:
         logs(&kube, "reader").contains("READONLY=")
     });
     let out = logs(&kube, "reader");
-    for line in ["CONF=hello config", "MODE=400", "PASS=s3cret", "TOKEN=yes", "CA=yes", "READONLY=yes"] {
+    // A JWT's header is base64 JSON: `ey`.
+    for line in ["CONF=hello config", "MODE=400", "PASS=s3cret", "TOKEN=yes", "CA=yes", "PROJECTED=ey", "READONLY=yes"]
+    {
         assert!(out.lines().any(|l| l == line), "{line} in:\n{out}");
     }
     let out = kube.kubectl(&[

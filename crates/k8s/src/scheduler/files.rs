@@ -30,10 +30,19 @@ pub fn is_file_volume(volume: &Volume) -> bool {
 
 /// The ConfigMaps and Secrets a pod's volumes name, as read from its namespace (key -> bytes;
 /// `None`: it does not exist).
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub struct Sources {
     pub config_maps: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// (audience, expirationSeconds) -> a token of the pod's service account bound to the pod
+    /// (TokenRequest), for `serviceAccountToken` projections.
+    pub tokens: HashMap<(String, i64), Vec<u8>>,
+}
+
+/// A `serviceAccountToken` projection's token key: its audience ("" for the API server's)
+/// and lifetime (an hour unless it says).
+fn token_key(t: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection) -> (String, i64) {
+    (t.audience.clone().unwrap_or_default(), t.expiration_seconds.unwrap_or(3600))
 }
 
 /// The names of the ConfigMaps and the Secrets `pod`'s file volumes read.
@@ -80,7 +89,43 @@ async fn read_sources(client: &kube::Client, pod: &Pod) -> Result<Sources, Strin
         let data = found.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect());
         out.secrets.insert(name, data);
     }
+    let projections = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).flat_map(|v| v.projected.iter());
+    let tokens = projections.flat_map(|p| p.sources.iter().flatten()).filter_map(|s| s.service_account_token.as_ref());
+    for t in tokens {
+        let key = token_key(t);
+        if out.tokens.contains_key(&key) {
+            continue;
+        }
+        let token = request_token(client, pod, &key).await.map_err(|e| format!("failed to fetch token: {e}"))?;
+        out.tokens.insert(key, token.into_bytes());
+    }
     Ok(out)
+}
+
+/// A token of the pod's service account, bound to the pod, as a kubelet requests one.
+async fn request_token(
+    client: &kube::Client,
+    pod: &Pod,
+    (audience, seconds): &(String, i64),
+) -> Result<String, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let audiences: Vec<&str> = if audience.is_empty() { vec![] } else { vec![audience.as_str()] };
+    let body = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": audiences,
+            "expirationSeconds": seconds,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": pod.metadata.uid},
+        },
+    });
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let answer: serde_json::Value = accounts
+        .create_subresource("token", &account, &kube::api::PostParams::default(), &body)
+        .await
+        .map_err(|e| e.to_string())?;
+    answer["status"]["token"].as_str().map(str::to_owned).ok_or_else(|| "no token in the answer".to_owned())
 }
 
 /// Why a pod's file volumes cannot be made now.
@@ -157,7 +202,10 @@ fn project(
     if let Some(d) = &source.downward_api {
         downward(files, pod, d.items.iter().flatten(), mode);
     }
-    // serviceAccountToken sources (TokenRequest) are not served yet: no file.
+    if let Some(t) = &source.service_account_token {
+        let token = sources.tokens.get(&token_key(t)).ok_or("failed to fetch token: not requested")?;
+        files.insert(t.path.clone(), (token.clone(), mode));
+    }
     Ok(())
 }
 

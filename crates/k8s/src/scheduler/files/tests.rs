@@ -20,6 +20,7 @@ fn sources() -> Sources {
     s.config_maps.insert("cfg".into(), data(&[("a.conf", "A"), ("b.conf", "B")]));
     s.secrets.insert("creds".into(), data(&[("password", "hunter2")]));
     s.config_maps.insert("gone".into(), None);
+    s.tokens.insert(("vault".into(), 600), b"jwt".to_vec());
     s
 }
 
@@ -50,6 +51,7 @@ fn config_maps_and_secrets_become_files_with_items_and_modes() {
                 {"configMap": {"name": "cfg", "items": [{"key": "a.conf", "path": "a"}]}},
                 {"secret": {"name": "creds"}},
                 {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+                {"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 600}},
             ]}},
         ],
     }));
@@ -63,7 +65,10 @@ fn config_maps_and_secrets_become_files_with_items_and_modes() {
         files(&out[3]),
         [row("app", "web", 0o644), row("labels", "app=\"web\"\ntier=\"front\"\n", 0o644), row("name", "p", 0o644)]
     );
-    assert_eq!(files(&out[4]), [row("a", "A", 0o440), row("ns", "n", 0o440), row("password", "hunter2", 0o440)]);
+    assert_eq!(
+        files(&out[4]),
+        [row("a", "A", 0o440), row("ns", "n", 0o440), row("password", "hunter2", 0o440), row("token", "jwt", 0o440)]
+    );
     assert!(!format!("{out:?}").contains("hunter2"), "secrets stay out of Debug");
 }
 
