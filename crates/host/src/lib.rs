@@ -657,4 +657,17 @@ mod tests {
         let shown = format!("{s:?} {:?}", s.registry_logins["web"]);
         assert!(!shown.contains("hunter2") && !shown.contains("p4ss"), "{shown}");
     }
+
+    #[test]
+    fn volume_files_travel_as_base64_and_never_print() {
+        let file = VolumeFile { path: "conf/a".into(), data: b"hunter2\n".to_vec(), mode: 0o400 };
+        let volumes = TaskVolumes { efs: vec![], files: vec![FileVolume { name: "cfg".into(), files: vec![file] }] };
+        let text = serde_json::to_string(&volumes).unwrap();
+        assert!(text.contains(r#""data":"aHVudGVyMgo=""#), "{text}");
+        assert_eq!(serde_json::from_str::<TaskVolumes>(&text).unwrap(), volumes);
+        assert!(!format!("{volumes:?}").contains("hunter2"));
+        // An older peer's answer has no files; an ECS task's carries none.
+        assert_eq!(serde_json::from_str::<TaskVolumes>(r#"{"efs":[]}"#).unwrap(), TaskVolumes::default());
+        assert_eq!(serde_json::to_string(&TaskVolumes::default()).unwrap(), r#"{"efs":[]}"#);
+    }
 }
