@@ -20,7 +20,7 @@ use flotilla_host::lb::{LbKind, LoadBalancerSpec};
 use flotilla_host::{BoxFuture, GroupRule, GroupView, HostApi, InterfaceLease, RulePeer, RuleProtocol, VpcView};
 use flotilla_net::{
     InterfaceSpec, LbAddressSpec, Network, OverlaySpec, Peer, Protocol, RemoteInterface, Rule, SecurityGroupSpec,
-    VpcSpec,
+    VirtualService, VpcSpec,
 };
 
 use crate::AgentError;
@@ -295,6 +295,10 @@ impl Networking {
             tracing::warn!(vpc = %vpc.id, error = %e, "cannot route the VPC's interfaces on other hosts");
             complete = false;
         }
+        if let Err(e) = self.apply_virtual_services(&vpc).await {
+            tracing::warn!(vpc = %vpc.id, error = %e, "cannot route the VPC's virtual services");
+            complete = false;
+        }
         self.serve_dns(&vpc.id, status.resolver).await?;
         if complete {
             self.hosted.lock().expect("hosted lock").insert(vpc.id.clone(), status.clone());
@@ -326,6 +330,34 @@ impl Networking {
         self.blocking(move |net| net.ensure_overlay(&spec)).await?;
         self.overlaid.lock().expect("overlaid lock").insert(vpc.id.clone(), remotes);
         Ok(())
+    }
+
+    /// Makes the VPC's virtual services (Kubernetes ClusterIPs) the data plane's: the whole
+    /// set, replacing what was there (a no-op in the data plane when unchanged). Services and
+    /// backends the data plane would refuse (a virtual address inside the VPC, a backend
+    /// outside it) are left out, so one bad record cannot keep the others away.
+    async fn apply_virtual_services(&self, vpc: &VpcView) -> Result<(), AgentError> {
+        let services: Vec<VirtualService> = vpc
+            .virtual_services
+            .iter()
+            .filter(|s| !vpc.cidr.contains(&s.ip) && s.port != 0)
+            .filter_map(|s| {
+                let protocol = match s.protocol {
+                    RuleProtocol::Tcp => Protocol::Tcp,
+                    RuleProtocol::Udp => Protocol::Udp,
+                    _ => return None,
+                };
+                let backends = s
+                    .backends
+                    .iter()
+                    .filter(|b| vpc.cidr.contains(&b.ip) && b.port != 0)
+                    .map(|b| (b.ip, b.port))
+                    .collect();
+                Some(VirtualService { ip: s.ip, port: s.port, protocol, backends })
+            })
+            .collect();
+        let vpc_id = vpc.id.clone();
+        self.blocking(move |net| net.ensure_virtual_services(&vpc_id, &services)).await
     }
 
     /// One load balancer's addresses in its VPC.
@@ -538,6 +570,9 @@ impl Networking {
                         self.apply_groups(&vpc, view.groups.clone()).await?;
                     }
                     self.apply_overlay(&view).await?;
+                    if let Err(e) = self.apply_virtual_services(&view).await {
+                        tracing::warn!(%vpc, error = %e, "cannot route the VPC's virtual services; the next change retries");
+                    }
                 }
             }
         }

@@ -10,6 +10,7 @@
 
 mod node;
 mod pod;
+pub mod services;
 pub mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -75,6 +76,8 @@ pub(crate) struct ClusterContext {
     ecs_cluster: String,
     region: String,
     security_groups: Vec<String>,
+    /// The cluster's VPC: where its Services' ClusterIPs are routed (`services.rs`).
+    vpc_id: String,
     client: kube::Client,
     control: Arc<Control>,
     clusters: Arc<dyn PodClusters>,
@@ -139,6 +142,7 @@ impl FargateScheduler {
                 let _ = handle.await;
                 if !live.contains(&(name.clone(), arn)) {
                     self.stop_cluster_tasks(&name).await;
+                    services::forget(&self.control, &name).await;
                 }
             }
             for cluster in active {
@@ -194,6 +198,7 @@ impl FargateScheduler {
             ecs_cluster,
             region: self.control.identity().region.clone(),
             security_groups: cluster.security_group_ids.clone(),
+            vpc_id: cluster.vpc_id.clone(),
             client,
             control: self.control.clone(),
             clusters: self.clusters.clone(),
@@ -220,6 +225,7 @@ async fn watch_pods(ctx: Arc<ClusterContext>, mut stop: watch::Receiver<bool>) {
     let mut events = std::pin::pin!(watcher(pods, config));
     let mut supervisors: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
+    let routes = tokio::spawn(services::follow(ctx.clone(), stop.clone()));
     tracing::info!(cluster = %ctx.name, "scheduling the cluster's Fargate pods");
     loop {
         let event = tokio::select! {
@@ -272,4 +278,5 @@ async fn watch_pods(ctx: Arc<ClusterContext>, mut stop: watch::Receiver<bool>) {
     }
     // Dropping the senders tells each supervisor to let go without stopping its task.
     drop(supervisors);
+    routes.abort();
 }

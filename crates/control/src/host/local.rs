@@ -339,12 +339,14 @@ impl LocalHostApi {
         let filter = ResourceFilter { name: "vpc-id".into(), values: vec![vpc_id.to_owned()] };
         let groups = self.control.describe_security_groups(&[], &[], std::slice::from_ref(&filter)).await?;
         let interfaces = self.vpc_interfaces(filter).await?;
+        let virtual_services = self.control.virtual_services(vpc_id).await?;
         Ok(Some(VpcView {
             vni: vpc.vni(),
             id: vpc.id,
             cidr: net(&vpc.cidr),
             groups: groups.iter().map(group).collect(),
             interfaces,
+            virtual_services,
         }))
     }
 
