@@ -6,6 +6,7 @@
 
 mod common;
 #[path = "eks_pods/plane.rs"]
+#[allow(dead_code)]
 mod plane;
 
 use std::collections::BTreeSet;
@@ -200,6 +201,12 @@ fn a_client_pod_reaches_a_deployment_through_its_cluster_ip() {
     ]);
     assert!(direct.status.success(), "the pod itself still answers: {}", String::from_utf8_lossy(&direct.stderr));
 
-    kube.kubectl_ok(&["delete", "namespace", NS, "--wait=false"]);
+    // Pods gone, tasks stopped: nothing is left running when the server goes.
+    kube.kubectl_ok(&["delete", "deployment", "-n", NS, "web"]);
+    kube.kubectl_ok(&["delete", "pod", "-n", NS, "client", "--wait=false"]);
+    wait_for("every pod's task stopped", Duration::from_secs(120), || {
+        let out = f.server.aws_json(&["ecs", "list-tasks", "--cluster", "eks-svc", "--desired-status", "RUNNING"]);
+        out["taskArns"].as_array().is_some_and(Vec::is_empty)
+    });
     drop(f);
 }

@@ -116,6 +116,8 @@ impl FargateScheduler {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut workers: HashMap<String, (String, watch::Sender<bool>, tokio::task::JoinHandle<()>)> = HashMap::new();
         let mut tick = tokio::time::interval(CLUSTER_PASS);
+        // Whether the records of clusters deleted while Flotilla was down are gone.
+        let mut swept = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -128,6 +130,11 @@ impl FargateScheduler {
                     continue;
                 }
             };
+            if !swept {
+                let names: Vec<String> = active.iter().map(|c| c.name.clone()).collect();
+                services::forget_all_but(&self.control, &names).await;
+                swept = true;
+            }
             let live: HashSet<(String, String)> = active.iter().map(|c| (c.name.clone(), c.arn.clone())).collect();
             let ended: Vec<String> = workers
                 .iter()

@@ -479,11 +479,13 @@ impl HostApi for LocalHostApi {
         let (tx, rx) = mpsc::channel(16);
         let store = self.control.store.clone();
         tokio::spawn(async move {
-            // Interfaces too: every host serving the VPC routes them (the overlay).
+            // Interfaces too: every host serving the VPC routes them (the overlay); and the
+            // VPCs' virtual services (ClusterIPs), which every such host DNATs.
             let relevant = |key: &str| {
                 key.starts_with(keys::SECURITY_GROUPS)
                     || key.starts_with(keys::VPCS)
                     || key.starts_with(keys::NETWORK_INTERFACES)
+                    || key.starts_with(keys::VIRTUAL_SERVICES)
             };
             let mut changes = store.watch(keys::PREFIX);
             loop {

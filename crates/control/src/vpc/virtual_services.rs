@@ -74,6 +74,20 @@ impl Control {
         Ok(out)
     }
 
+    /// Every owner with virtual services in some VPC.
+    pub async fn virtual_service_owners(&self) -> Result<Vec<String>, NetworkError> {
+        let mut owners: Vec<String> = self
+            .store
+            .list_prefix(keys::VIRTUAL_SERVICES)
+            .await?
+            .iter()
+            .filter_map(|kv| kv.key.rsplit_once('/').map(|(_, owner)| owner.to_owned()))
+            .collect();
+        owners.sort();
+        owners.dedup();
+        Ok(owners)
+    }
+
     /// Removes `owner`'s virtual services in every VPC (its EKS cluster is gone).
     pub async fn remove_virtual_services_of(&self, owner: &str) -> Result<(), NetworkError> {
         check_owner(owner)?;
@@ -133,6 +147,7 @@ mod tests {
         c.set_virtual_services("eks:a", &vpc.id, vec![service("10.100.0.5", &["10.0.1.5"])]).await.unwrap();
         assert_eq!(c.store().revision().await.unwrap(), before);
 
+        assert_eq!(c.virtual_service_owners().await.unwrap(), vec!["eks:a", "eks:b"]);
         c.set_virtual_services("eks:a", &vpc.id, vec![]).await.unwrap();
         c.remove_virtual_services_of("eks:b").await.unwrap();
         assert!(c.virtual_services(&vpc.id).await.unwrap().is_empty());

@@ -186,6 +186,22 @@ pub(super) async fn forget(control: &Control, cluster: &str) {
     }
 }
 
+/// Removes the virtual services of every cluster not in `active` (deleted while Flotilla was
+/// down, so no worker saw it go).
+pub(super) async fn forget_all_but(control: &Control, active: &[String]) {
+    let owners = match control.virtual_service_owners().await {
+        Ok(owners) => owners,
+        Err(e) => return tracing::warn!(error = %e, "cannot list the clusters' service addresses"),
+    };
+    for owner in owners {
+        if let Some(cluster) = owner.strip_prefix("eks:")
+            && !active.iter().any(|a| a == cluster)
+        {
+            forget(control, cluster).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
