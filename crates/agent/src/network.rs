@@ -35,8 +35,8 @@ pub trait Resolvers: Send + Sync {
     /// The addresses served, with their VPC.
     fn bindings(&self) -> Vec<(SocketAddr, String)>;
     fn unbind(&self, addr: SocketAddr);
-    /// Replaces the names answered besides Cloud Map's (load balancers' `DNSName`s): per VPC,
-    /// names and their addresses.
+    /// Replaces the names answered besides Cloud Map's (load balancers' `DNSName`s, Kubernetes
+    /// Services' names): per VPC, names and their addresses.
     fn set_names(&self, names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>);
 }
 
@@ -140,7 +140,13 @@ pub struct Networking {
     applied_groups: std::sync::Mutex<HashMap<String, Vec<GroupView>>>,
     /// The host's interfaces as listed at the first adoption (`adopt.rs`).
     listed: tokio::sync::OnceCell<HashMap<String, flotilla_net::InterfaceStatus>>,
+    /// The names the VPC resolvers answer besides Cloud Map's: load balancers' (`.0`) and
+    /// virtual services' (`.1`), per VPC; published together ([`Resolvers::set_names`]).
+    names: std::sync::Mutex<(VpcNames, VpcNames)>,
 }
+
+/// Per VPC, DNS names and their addresses.
+type VpcNames = HashMap<String, HashMap<String, Vec<Ipv4Addr>>>;
 
 /// Who this host is to the overlay.
 struct Underlay {
@@ -204,6 +210,7 @@ impl Networking {
             overlaid: std::sync::Mutex::new(HashMap::new()),
             applied_groups: std::sync::Mutex::new(HashMap::new()),
             listed: tokio::sync::OnceCell::new(),
+            names: std::sync::Mutex::new((HashMap::new(), HashMap::new())),
         }
     }
 
@@ -357,7 +364,27 @@ impl Networking {
             })
             .collect();
         let vpc_id = vpc.id.clone();
-        self.blocking(move |net| net.ensure_virtual_services(&vpc_id, &services)).await
+        self.blocking(move |net| net.ensure_virtual_services(&vpc_id, &services)).await?;
+        let mut names: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
+        for s in &vpc.virtual_services {
+            for name in &s.names {
+                let ips = names.entry(name.trim_end_matches('.').to_ascii_lowercase()).or_default();
+                if !ips.contains(&s.ip) {
+                    ips.push(s.ip);
+                }
+            }
+        }
+        let unchanged = self.names.lock().expect("names lock").1.get(&vpc.id).map_or(names.is_empty(), |n| *n == names);
+        if !unchanged {
+            self.publish_names(|all| {
+                if names.is_empty() {
+                    all.1.remove(&vpc.id);
+                } else {
+                    all.1.insert(vpc.id.clone(), names);
+                }
+            });
+        }
+        Ok(())
     }
 
     /// One load balancer's addresses in its VPC.
@@ -400,8 +427,19 @@ impl Networking {
                 }
             }
         }
-        self.dns.set_names(names);
+        self.publish_names(|all| all.0 = names);
         all
+    }
+
+    /// Changes the names the VPC resolvers answer and publishes them all.
+    fn publish_names(&self, change: impl FnOnce(&mut (VpcNames, VpcNames))) {
+        let mut names = self.names.lock().expect("names lock");
+        change(&mut names);
+        let mut all = names.1.clone();
+        for (vpc, lbs) in &names.0 {
+            all.entry(vpc.clone()).or_default().extend(lbs.iter().map(|(n, ips)| (n.clone(), ips.clone())));
+        }
+        self.dns.set_names(all);
     }
 
     async fn retire_lbs(&self, keep: &[LoadBalancerSpec]) -> Result<(), AgentError> {
@@ -459,6 +497,9 @@ impl Networking {
             self.blocking(move |net| net.remove_overlay(&vpc)).await?;
         }
         self.overlaid.lock().expect("overlaid lock").remove(vpc_id);
+        if self.names.lock().expect("names lock").1.contains_key(vpc_id) {
+            self.publish_names(|all| drop(all.1.remove(vpc_id)));
+        }
         self.applied_groups.lock().expect("applied groups lock").remove(vpc_id);
         let removed = self.served.lock().expect("served lock").remove(vpc_id);
         if removed {

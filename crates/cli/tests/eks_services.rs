@@ -130,11 +130,18 @@ fn web_pods(kube: &KubePlane) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
-/// What the client gets from `http://<ip>/` (`None`: the request failed).
-fn fetch(kube: &KubePlane, ip: &str) -> Option<String> {
-    let url = format!("http://{ip}/");
-    let out = kube.kubectl(&["exec", "-n", NS, "client", "--", "busybox", "wget", "-qO-", "-T", "2", &url]);
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+/// The body the client gets from `http://<host>:<port>/` (`None`: the request failed). Over
+/// `busybox nc`: the test image's static busybox crashes in `wget`.
+fn fetch_port(kube: &KubePlane, host: &str, port: u16) -> Option<String> {
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {host} {port}");
+    let out = kube.kubectl(&["exec", "-n", NS, "client", "--", "sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_owned());
+    body.filter(|_| out.status.success() && text.starts_with("HTTP/1.1 200"))
+}
+
+fn fetch(kube: &KubePlane, host: &str) -> Option<String> {
+    fetch_port(kube, host, 80)
 }
 
 #[test]
@@ -169,6 +176,12 @@ fn a_client_pod_reaches_a_deployment_through_its_cluster_ip() {
         seen == names
     });
 
+    // The VPC's resolver answers the Service's name with its ClusterIP.
+    let fqdn = format!("web.{NS}.svc.cluster.local");
+    wait_for("the Service's name to lead to a pod", Duration::from_secs(30), || {
+        fetch(&kube, &fqdn).is_some_and(|body| names.contains(&body))
+    });
+
     // No Ready endpoint: the ClusterIP refuses.
     kube.kubectl_ok(&["scale", "deployment", "-n", NS, "web", "--replicas=0"]);
     wait_for("the ClusterIP to lead nowhere once the pods are gone", Duration::from_secs(90), || {
@@ -186,20 +199,8 @@ fn a_client_pod_reaches_a_deployment_through_its_cluster_ip() {
     });
     let pod = web_pods(&kube).into_iter().find(running).expect("the web pod still runs");
     let pod_ip = pod["status"]["podIP"].as_str().unwrap().to_owned();
-    let direct = kube.kubectl(&[
-        "exec",
-        "-n",
-        NS,
-        "client",
-        "--",
-        "busybox",
-        "wget",
-        "-qO-",
-        "-T",
-        "2",
-        &format!("http://{pod_ip}:8080/"),
-    ]);
-    assert!(direct.status.success(), "the pod itself still answers: {}", String::from_utf8_lossy(&direct.stderr));
+    let direct = fetch_port(&kube, &pod_ip, 8080);
+    assert!(direct.as_ref().is_some_and(|body| body.starts_with("web-")), "the pod itself still answers: {direct:?}");
 
     // Pods gone, tasks stopped: nothing is left running when the server goes.
     kube.kubectl_ok(&["delete", "deployment", "-n", NS, "web"]);

@@ -357,6 +357,10 @@ pub struct VirtualService {
     pub protocol: RuleProtocol,
     #[serde(default)]
     pub backends: Vec<ServiceBackend>,
+    /// DNS names the VPC's resolver answers with `ip` (a Service's
+    /// `<name>.<namespace>.svc.cluster.local`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 /// One backend of a [`VirtualService`].

@@ -118,6 +118,7 @@ mod tests {
             port: 80,
             protocol: RuleProtocol::Tcp,
             backends: backends.iter().map(|b| ServiceBackend { ip: b.parse().unwrap(), port: 8080 }).collect(),
+            names: vec![],
         }
     }
 

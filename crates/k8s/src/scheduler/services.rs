@@ -5,6 +5,10 @@
 //! owner `eks:<cluster>` ([`Control::set_virtual_services`]). The hosts serving the VPC DNAT
 //! tasks' connections to them (`flotilla_net`'s `vip.rs`).
 //!
+//! Each carries its Service's name, `<name>.<namespace>.svc.cluster.local`, which the VPC's
+//! resolver answers with the ClusterIP (pods' `resolv.conf` has no Kubernetes search path: the
+//! full name is needed).
+//!
 //! `default/kubernetes` is left out: its endpoint is the API server on the host's own address,
 //! which tasks have no route to (pods reach the API server through the cluster's endpoint
 //! instead, as an out-of-cluster client would).
@@ -114,7 +118,9 @@ pub fn virtual_services(
             }
             backends.sort_by_key(|b| (b.ip, b.port));
             backends.dedup();
-            out.push(VirtualService { ip, port: number, protocol, backends });
+            let (namespace, service_name) = key.split_once('/').unwrap_or(("default", key));
+            let names = vec![format!("{service_name}.{namespace}.svc.cluster.local")];
+            out.push(VirtualService { ip, port: number, protocol, backends, names });
         }
     }
     out
@@ -252,19 +258,22 @@ mod tests {
                     ip: "10.100.0.21".parse().unwrap(),
                     port: 8080,
                     protocol: RuleProtocol::Tcp,
-                    backends: vec![]
+                    backends: vec![],
+                    names: vec!["empty.default.svc.cluster.local".into()],
                 },
                 VirtualService {
                     ip: "10.100.0.20".parse().unwrap(),
                     port: 80,
                     protocol: RuleProtocol::Tcp,
-                    backends: vec![backend("10.0.1.5", 8080), backend("10.0.1.6", 8080)]
+                    backends: vec![backend("10.0.1.5", 8080), backend("10.0.1.6", 8080)],
+                    names: vec!["web.default.svc.cluster.local".into()],
                 },
                 VirtualService {
                     ip: "10.100.0.20".parse().unwrap(),
                     port: 53,
                     protocol: RuleProtocol::Udp,
-                    backends: vec![backend("10.0.1.5", 5353), backend("10.0.1.6", 5353)]
+                    backends: vec![backend("10.0.1.5", 5353), backend("10.0.1.6", 5353)],
+                    names: vec!["web.default.svc.cluster.local".into()],
                 },
             ]
         );
