@@ -176,11 +176,12 @@ fn a_client_pod_reaches_a_deployment_through_its_cluster_ip() {
         seen == names
     });
 
-    // The VPC's resolver answers the Service's name with its ClusterIP.
-    let fqdn = format!("web.{NS}.svc.cluster.local");
-    wait_for("the Service's name to lead to a pod", Duration::from_secs(30), || {
-        fetch(&kube, &fqdn).is_some_and(|body| names.contains(&body))
-    });
+    // The VPC's resolver answers the Service's names with its ClusterIP.
+    for name in [format!("web.{NS}.svc.cluster.local"), format!("web.{NS}")] {
+        wait_for("the Service's name to lead to a pod", Duration::from_secs(30), || {
+            fetch(&kube, &name).is_some_and(|body| names.contains(&body))
+        });
+    }
 
     // No Ready endpoint: the ClusterIP refuses.
     kube.kubectl_ok(&["scale", "deployment", "-n", NS, "web", "--replicas=0"]);

@@ -5,9 +5,10 @@
 //! owner `eks:<cluster>` ([`Control::set_virtual_services`]). The hosts serving the VPC DNAT
 //! tasks' connections to them (`flotilla_net`'s `vip.rs`).
 //!
-//! Each carries its Service's name, `<name>.<namespace>.svc.cluster.local`, which the VPC's
-//! resolver answers with the ClusterIP (pods' `resolv.conf` has no Kubernetes search path: the
-//! full name is needed).
+//! Each carries its Service's names, `<name>.<namespace>.svc.cluster.local`, `.svc` and
+//! `<name>.<namespace>`, which the VPC's resolver answers with the ClusterIP. Pods'
+//! `resolv.conf` has no Kubernetes search path, but a name with a dot is tried as it is first
+//! (`ndots:1`), so `web.default` resolves as on EKS; a bare `web` does not.
 //!
 //! `default/kubernetes` is left out: its endpoint is the API server on the host's own address,
 //! which tasks have no route to (pods reach the API server through the cluster's endpoint
@@ -119,7 +120,8 @@ pub fn virtual_services(
             backends.sort_by_key(|b| (b.ip, b.port));
             backends.dedup();
             let (namespace, service_name) = key.split_once('/').unwrap_or(("default", key));
-            let names = vec![format!("{service_name}.{namespace}.svc.cluster.local")];
+            let short = format!("{service_name}.{namespace}");
+            let names = vec![format!("{short}.svc.cluster.local"), format!("{short}.svc"), short];
             out.push(VirtualService { ip, port: number, protocol, backends, names });
         }
     }
@@ -251,6 +253,9 @@ mod tests {
             .collect();
         let got = virtual_services(&services, &endpoints);
         let backend = |ip: &str, port| ServiceBackend { ip: ip.parse().unwrap(), port };
+        let names = |svc: &str| {
+            vec![format!("{svc}.default.svc.cluster.local"), format!("{svc}.default.svc"), format!("{svc}.default")]
+        };
         assert_eq!(
             got,
             vec![
@@ -259,21 +264,21 @@ mod tests {
                     port: 8080,
                     protocol: RuleProtocol::Tcp,
                     backends: vec![],
-                    names: vec!["empty.default.svc.cluster.local".into()],
+                    names: names("empty"),
                 },
                 VirtualService {
                     ip: "10.100.0.20".parse().unwrap(),
                     port: 80,
                     protocol: RuleProtocol::Tcp,
                     backends: vec![backend("10.0.1.5", 8080), backend("10.0.1.6", 8080)],
-                    names: vec!["web.default.svc.cluster.local".into()],
+                    names: names("web"),
                 },
                 VirtualService {
                     ip: "10.100.0.20".parse().unwrap(),
                     port: 53,
                     protocol: RuleProtocol::Udp,
                     backends: vec![backend("10.0.1.5", 5353), backend("10.0.1.6", 5353)],
-                    names: vec!["web.default.svc.cluster.local".into()],
+                    names: names("web"),
                 },
             ]
         );
