@@ -19,6 +19,7 @@ mod credentials;
 mod endpoint;
 mod error;
 pub mod exec;
+mod files;
 pub mod health;
 pub mod images;
 pub mod lb;

@@ -217,9 +217,13 @@ impl Supervisor {
             }
             Err(e) => return Err(e.into()),
         };
-        // Only EFS volumes need the control plane; most tasks have none and skip the call.
+        // Only EFS and file volumes need the control plane; most tasks have none and skip the call.
         let has_efs = assignment.definition.volumes.iter().any(|v| v.efs_volume_configuration.is_some());
-        let asked = if has_efs { self.agent.host.task_volumes(&self.task_arn).await } else { Ok(Default::default()) };
+        let asked = if has_efs || assignment.volume_files {
+            self.agent.host.task_volumes(&self.task_arn).await
+        } else {
+            Ok(Default::default())
+        };
         let volumes = match asked {
             Ok(v) => v,
             Err(HostApiError::Refused { reason }) => {
@@ -294,6 +298,17 @@ impl Supervisor {
                 .await?;
             let _ = self.agent.sandbox.destroy(&self.task_id).await;
             return Ok(None);
+        }
+        // Before any container starts: they mount these volumes.
+        let dir_of = |v: &str| self.agent.sandbox.volume_dir(&self.task_id, v);
+        if let Err(e) = crate::files::write_all(&volumes.files, dir_of) {
+            self.fail_to_start(e.to_string(), None).await?;
+            let _ = self.agent.sandbox.destroy(&self.task_id).await;
+            return Ok(None);
+        }
+        if !volumes.files.is_empty() {
+            let (agent, arn, id) = (self.agent.clone(), self.task_arn.clone(), self.task_id.clone());
+            tokio::spawn(crate::files::refresh(agent, arn, id, volumes.files));
         }
         tracing::debug!(task = %self.task_id, ?leased, ?pending, ?pulled, ?activating, ?sandbox, "provisioned");
         Ok(Some(eni))

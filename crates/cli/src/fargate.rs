@@ -28,13 +28,18 @@ pub fn start(
     let kubelet = Kubelet::new(address, plane.logs.clone()).context("cannot set up the Fargate nodes' kubelet API")?;
     let kubelet = Arc::new(kubelet.with_exec(exec));
     let (store, control) = (plane.store.clone(), plane.control.clone());
+    // Pods' configMap and secret volumes: the agents ask this server's control plane for them.
+    let files = Arc::new(flotilla_k8s::scheduler::files::PodFiles::default());
+    control.attach_task_files(files.clone());
     Ok(tokio::spawn(async move {
         let mut stopped = shutdown.clone();
         let stopping = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
         hold_role(store.as_ref(), "fargate-scheduler", stopping, || {
-            FargateScheduler::new(clusters.clone(), control.clone(), kubelet.clone()).run(shutdown.clone())
+            FargateScheduler::new(clusters.clone(), control.clone(), kubelet.clone())
+                .with_files(files.clone())
+                .run(shutdown.clone())
         })
         .await
     }))

@@ -20,6 +20,7 @@ mod service;
 mod tags;
 mod task;
 mod task_definition;
+mod task_files;
 mod task_roles;
 mod vpc;
 
@@ -46,6 +47,7 @@ pub use service::{
 };
 pub use task::{ListTasksInput, RunTaskInput, TaskRecord};
 pub use task_definition::{FamilyStatusFilter, ListTaskDefinitionsInput, SortOrder};
+pub use task_files::TaskFiles;
 pub use task_roles::{AWSLOGS_NEEDS_ROLE, ECS_TASKS, REGISTRY_AUTH_NEEDS_ROLE, SECRETS_NEED_ROLE, unable_to_assume};
 pub use vpc::{
     AddressLease, AwsvpcPlacement, CidrError, CreateSubnetInput, CreateVpcInput, DEFAULT_PUBLIC_IP_POOL,
@@ -73,6 +75,9 @@ pub struct Control {
     iam: std::sync::OnceLock<Arc<flotilla_iam::Iam>>,
     /// Fargate's rules for task definitions without an execution role (`--require-roles`).
     require_roles: bool,
+    /// Fills tasks' file volumes (an EKS pod's configMaps and secrets); attached by the server
+    /// that runs the Fargate scheduler.
+    task_files: std::sync::OnceLock<Arc<dyn TaskFiles>>,
 }
 
 impl Control {
@@ -86,6 +91,7 @@ impl Control {
             elb: Default::default(),
             iam: Default::default(),
             require_roles: false,
+            task_files: Default::default(),
         }
     }
 

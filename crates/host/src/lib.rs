@@ -93,6 +93,11 @@ pub struct Assignment {
     pub awsvpc: Option<AwsvpcConfiguration>,
     /// Orders the versions of one assignment: a later one replaces an earlier one.
     pub revision: u64,
+    /// Some of the task's volumes are filled with files the control plane resolves at start
+    /// ([`TaskVolumes::files`]; an EKS pod's configMap and secret volumes): the agent asks
+    /// `task_volumes` for them. False for every plain ECS task, which skips the call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volume_files: bool,
 }
 
 impl Assignment {
@@ -446,6 +451,58 @@ impl std::fmt::Debug for RoleCredentials {
 #[serde(rename_all = "camelCase")]
 pub struct TaskVolumes {
     pub efs: Vec<EfsVolume>,
+    /// Volumes the agent fills with files before the task's containers start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileVolume>,
+}
+
+/// A task volume whose content the control plane provides (a pod's configMap, secret,
+/// downwardAPI or projected volume): the agent writes `files` into the volume's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileVolume {
+    /// The task definition's volume name.
+    pub name: String,
+    pub files: Vec<VolumeFile>,
+}
+
+/// One file of a [`FileVolume`]. Its data may be a secret: `Debug` leaves it out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFile {
+    /// Relative to the volume, `/`-separated, without `.`, `..` or empty parts (the agent
+    /// refuses any other).
+    pub path: String,
+    /// The content, base64 on the wire.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+    /// Permission bits, e.g. `0o644`.
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for VolumeFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeFile")
+            .field("path", &self.path)
+            .field("len", &self.data.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish_non_exhaustive()
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
 }
 
 /// One `efsVolumeConfiguration`, resolved: the directory is `<EFS root>/<file_system_id>` plus
@@ -545,8 +602,10 @@ pub trait HostApi: Send + Sync {
     /// The task's secrets and registry logins. `Refused` carries the task's stopped reason.
     fn task_secrets<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskSecrets, HostApiError>>;
     /// The task's EFS volumes, resolved against the file systems, mount targets (in the task's
-    /// zone) and access points. `Refused` carries the task's stopped reason
-    /// (`ResourceInitializationError: failed to invoke EFS utils commands ...`).
+    /// zone) and access points, and the files of its file volumes ([`TaskVolumes::files`],
+    /// when [`Assignment::volume_files`]). `Refused` carries the task's stopped reason
+    /// (`ResourceInitializationError: failed to invoke EFS utils commands ...`);
+    /// `Unavailable` (files not resolvable yet) is asked again.
     fn task_volumes<'a>(&'a self, task_arn: &'a str) -> BoxFuture<'a, Result<TaskVolumes, HostApiError>> {
         let _ = task_arn;
         Box::pin(async { Ok(TaskVolumes::default()) })
@@ -626,5 +685,18 @@ mod tests {
         s.registry_logins.insert("web".into(), RegistryLogin { username: "u".into(), password: "p4ss".into() });
         let shown = format!("{s:?} {:?}", s.registry_logins["web"]);
         assert!(!shown.contains("hunter2") && !shown.contains("p4ss"), "{shown}");
+    }
+
+    #[test]
+    fn volume_files_travel_as_base64_and_never_print() {
+        let file = VolumeFile { path: "conf/a".into(), data: b"hunter2\n".to_vec(), mode: 0o400 };
+        let volumes = TaskVolumes { efs: vec![], files: vec![FileVolume { name: "cfg".into(), files: vec![file] }] };
+        let text = serde_json::to_string(&volumes).unwrap();
+        assert!(text.contains(r#""data":"aHVudGVyMgo=""#), "{text}");
+        assert_eq!(serde_json::from_str::<TaskVolumes>(&text).unwrap(), volumes);
+        assert!(!format!("{volumes:?}").contains("hunter2"));
+        // An older peer's answer has no files; an ECS task's carries none.
+        assert_eq!(serde_json::from_str::<TaskVolumes>(r#"{"efs":[]}"#).unwrap(), TaskVolumes::default());
+        assert_eq!(serde_json::to_string(&TaskVolumes::default()).unwrap(), r#"{"efs":[]}"#);
     }
 }

@@ -8,6 +8,7 @@
 //! `startedBy` the pod's uid, which is how a restarted Flotilla finds (adopts) the tasks of the
 //! pods it was running.
 
+pub mod files;
 mod node;
 mod pod;
 pub mod services;
@@ -82,6 +83,8 @@ pub(crate) struct ClusterContext {
     control: Arc<Control>,
     clusters: Arc<dyn PodClusters>,
     kubelet: Arc<Kubelet>,
+    /// The pods whose files the control plane asks for (`files.rs`).
+    files: Arc<files::PodFiles>,
     /// Its nodes' kubelet APIs' TLS: the cluster-signed serving certificate when it signs
     /// one, and the client CA the API server's certificate must chain to, when known.
     kubelet_tls: tokio_rustls::TlsAcceptor,
@@ -102,12 +105,20 @@ pub struct FargateScheduler {
     clusters: Arc<dyn PodClusters>,
     control: Arc<Control>,
     kubelet: Arc<Kubelet>,
+    files: Arc<files::PodFiles>,
 }
 
 impl FargateScheduler {
     /// `kubelet` serves the nodes' kubelet API on the host (see [`Kubelet`]).
     pub fn new(clusters: Arc<dyn PodClusters>, control: Arc<Control>, kubelet: Arc<Kubelet>) -> FargateScheduler {
-        FargateScheduler { clusters, control, kubelet }
+        FargateScheduler { clusters, control, kubelet, files: Default::default() }
+    }
+
+    /// Tracks the pods' file volumes in `files`, the provider attached to the control plane
+    /// (`Control::attach_task_files`); without it no task gets its pod's files.
+    pub fn with_files(mut self, files: Arc<files::PodFiles>) -> FargateScheduler {
+        self.files = files;
+        self
     }
 
     /// Schedules the pods of every ACTIVE cluster until `shutdown` is true. Tasks keep running
@@ -210,6 +221,7 @@ impl FargateScheduler {
             control: self.control.clone(),
             clusters: self.clusters.clone(),
             kubelet: self.kubelet.clone(),
+            files: self.files.clone(),
             kubelet_tls,
         })
     }

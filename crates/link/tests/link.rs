@@ -92,7 +92,7 @@ impl Fake {
         r.revision += 1;
         let arn = task_arn(n);
         let task = Task::provisioning(arn.clone(), "c".into(), definition().task_definition_arn, Timestamp::now());
-        let a = Assignment { task, definition: definition(), awsvpc: None, revision: r.revision };
+        let a = Assignment { task, definition: definition(), awsvpc: None, revision: r.revision, volume_files: false };
         r.assignments.insert(arn, a.clone());
         let _ = self.changes.send(a);
         r.revision

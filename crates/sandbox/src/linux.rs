@@ -337,6 +337,12 @@ impl Sandbox for LinuxSandbox {
         Box::pin(self.create(spec))
     }
 
+    fn volume_dir(&self, task_id: &str, volume: &str) -> Option<PathBuf> {
+        // The shim makes `<task>/data/volumes/<volume>` on the task's scratch filesystem.
+        let simple = !volume.is_empty() && volume != "." && volume != ".." && !volume.contains('/');
+        (valid_task_id(task_id) && simple).then(|| self.task_dir(task_id).join("data").join("volumes").join(volume))
+    }
+
     fn start_container<'a>(
         &'a self,
         task_id: &'a str,

@@ -99,6 +99,13 @@ pub trait Sandbox: Send + Sync {
         task_id: &'a str,
         container: &'a str,
     ) -> BoxFuture<'a, Result<ContainerStarted, SandboxError>>;
+    /// The host directory behind a created task's local volume `volume`, for the agent to fill
+    /// before any container starts; `None` where volumes are not directories on this host (a
+    /// simulated sandbox).
+    fn volume_dir(&self, task_id: &str, volume: &str) -> Option<std::path::PathBuf> {
+        let _ = (task_id, volume);
+        None
+    }
     /// Sends `signal` (a Linux signal number) to the container's first process.
     fn signal<'a>(
         &'a self,

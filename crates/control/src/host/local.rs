@@ -173,7 +173,8 @@ impl Follower {
         }
         let definition = self.definition(&record.task.task_definition_arn).await?;
         let awsvpc = record.network_configuration.and_then(|n| n.awsvpc_configuration);
-        Ok(Some(Assignment { task: record.task, definition, awsvpc, revision }))
+        let volume_files = self.control.task_files().is_some_and(|f| f.serves(&record.task));
+        Ok(Some(Assignment { task: record.task, definition, awsvpc, revision, volume_files }))
     }
 
     async fn snapshot(&mut self) -> Result<AssignmentEvent, ControlError> {
@@ -402,15 +403,21 @@ impl LocalHostApi {
         let kv = self.control.store.get(&key).await.map_err(unavailable)?;
         let record: TaskRecord = decode(&kv.ok_or_else(|| HostApiError::NotFound { what: task_arn.to_owned() })?)?;
         let (definition, _) = self.control.describe_task_definition(&record.task.task_definition_arn).await?;
+        let files = match self.control.task_files() {
+            Some(provider) if provider.serves(&record.task) => provider.files(&record.task).await?,
+            _ => Vec::new(),
+        };
         if definition.volumes.iter().all(|v| v.efs_volume_configuration.is_none()) {
-            return Ok(TaskVolumes::default());
+            return Ok(TaskVolumes { files, ..Default::default() });
         }
         let efs = self.efs.as_deref().ok_or_else(|| HostApiError::Refused {
             reason: "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: \
                      this server does not serve EFS"
                 .into(),
         })?;
-        efs.task_volumes(&definition.volumes, &record.task.availability_zone).await
+        let mut volumes = efs.task_volumes(&definition.volumes, &record.task.availability_zone).await?;
+        volumes.files = files;
+        Ok(volumes)
     }
 }
 

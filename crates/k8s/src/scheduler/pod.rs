@@ -19,6 +19,11 @@ use super::node::{self, node_name, pod_status, task_address};
 use super::spec;
 use crate::kubelet::{NodeLogs, NodeServer};
 
+/// How often a pod whose volumes name something missing is tried again.
+const MOUNT_RETRY: Duration = Duration::from_secs(2);
+/// Marks a [`start`] error that is a `FailedMount` (the pod stays Pending, tried again).
+const FAILED_MOUNT: &str = "FailedMount: ";
+
 /// How long a node's lease lasts; renewed every quarter of it.
 const LEASE_SECONDS: i32 = 40;
 /// How often a running pod's status is compared with its task.
@@ -45,15 +50,35 @@ struct Placed {
 /// Follows one pod (its latest version arrives on `pod`; `None` once it is gone) until it is
 /// retired.
 pub(super) async fn supervise(ctx: Arc<ClusterContext>, mut pod: watch::Receiver<Option<Pod>>) {
-    let Some(first) = pod.borrow_and_update().clone() else { return };
+    let Some(mut first) = pod.borrow_and_update().clone() else { return };
     let key = pod_key(&first);
-    let mut placed = match start(&ctx, &first).await {
-        Ok(Some(placed)) => placed,
-        Ok(None) => return,
-        Err(message) => {
-            tracing::warn!(cluster = %ctx.name, pod = %key, %message, "cannot run the pod on Fargate");
-            emit(&ctx, &first, "Warning", "FailedScheduling", &message).await;
-            return;
+    let mut failed_mount = None;
+    let mut placed = loop {
+        match start(&ctx, &first).await {
+            Ok(Some(placed)) => break placed,
+            Ok(None) => return,
+            Err(message) => match message.strip_prefix(FAILED_MOUNT) {
+                // Pending until what its volumes name exists, as a kubelet retries the mount.
+                Some(mount) => {
+                    if failed_mount.as_deref() != Some(mount) {
+                        emit(&ctx, &first, "Warning", "FailedMount", mount).await;
+                        failed_mount = Some(mount.to_owned());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(MOUNT_RETRY) => {}
+                        changed = pod.changed() => if changed.is_err() { return },
+                    }
+                    match pod.borrow_and_update().clone() {
+                        Some(p) if p.metadata.deletion_timestamp.is_none() => first = p,
+                        _ => return,
+                    }
+                }
+                None => {
+                    tracing::warn!(cluster = %ctx.name, pod = %key, %message, "cannot run the pod on Fargate");
+                    emit(&ctx, &first, "Warning", "FailedScheduling", &message).await;
+                    return;
+                }
+            },
         }
     };
     loop {
@@ -101,6 +126,7 @@ async fn start(ctx: &ClusterContext, pod: &Pod) -> Result<Option<Placed>, String
     let bound = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     if let Some(task_arn) = ctx.task_of(&uid).await? {
         tracing::info!(cluster = %ctx.name, pod = %pod_key(pod), task = %task_arn, "adopting the pod's task");
+        ctx.files.track(&ctx.client, pod);
         let mut placed =
             Placed { task_arn, node: bound, ip: None, lease: None, kubelet: None, family: None, last_status: None };
         place(ctx, pod, &mut placed).await?;
@@ -136,6 +162,14 @@ async fn start(ctx: &ClusterContext, pod: &Pod) -> Result<Option<Placed>, String
             "Pod not supported on Fargate: no ACTIVE Fargate profile matches namespace {namespace} and the pod's labels"
         )
     })?;
+    // Checked before the task runs (and read again when its host asks): a kubelet does not
+    // start a pod whose volumes it cannot set up.
+    if let Err(super::files::Unresolved::Missing(m) | super::files::Unresolved::Unreachable(m)) =
+        super::files::resolve(&ctx.client, pod).await
+    {
+        return Err(format!("{FAILED_MOUNT}{m}"));
+    }
+    ctx.files.track(&ctx.client, pod);
     let resolved = resolve_env(ctx, pod).await?;
     let family = format!("eks-{}-{}", ctx.name, uid);
     let definition = spec::task_definition(&resolved, &family, &size, &ctx.name, &ctx.region);
@@ -399,6 +433,7 @@ async fn retire(ctx: &ClusterContext, pod: &Pod, placed: &mut Placed, delete_pod
         }
     }
     stop_local(placed);
+    ctx.files.forget(pod.metadata.uid.as_deref().unwrap_or_default());
     if let Some(name) = placed.node.take() {
         let nodes: Api<Node> = Api::all(ctx.client.clone());
         let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");

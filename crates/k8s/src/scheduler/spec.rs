@@ -182,8 +182,9 @@ fn container(c: &Container, size: &PodSize, init: bool, logs: &Value) -> Value {
 
 /// The task definition that runs `pod` (family `family`): app containers essential, init
 /// containers run first, one after another, each to success (`dependsOn`), emptyDir volumes as
-/// task volumes. Volumes of other kinds (the service account token's secret, configMaps) are
-/// not mounted yet.
+/// task volumes, and configMap, secret, downwardAPI and projected volumes as task volumes the
+/// agent fills with their files (`files.rs`), mounted read-only. Mounts with a `subPath` are
+/// not made.
 pub fn task_definition(pod: &Pod, family: &str, size: &PodSize, cluster: &str, region: &str) -> TaskDefinitionSpec {
     let spec = pod.spec.clone().unwrap_or_default();
     let logs = json!({
@@ -199,13 +200,20 @@ pub fn task_definition(pod: &Pod, family: &str, size: &PodSize, cluster: &str, r
         .volumes
         .iter()
         .flatten()
-        .filter(|v| v.empty_dir.is_some())
+        .filter(|v| v.empty_dir.is_some() || super::files::is_file_volume(v))
         .map(|v| (v.name.clone(), json!({"name": v.name})))
         .collect();
+    let file_volumes: std::collections::BTreeSet<&str> =
+        spec.volumes.iter().flatten().filter(|v| super::files::is_file_volume(v)).map(|v| v.name.as_str()).collect();
     let keep_mounts = |c: &Container| {
         let mut c = c.clone();
         if let Some(mounts) = c.volume_mounts.as_mut() {
-            mounts.retain(|m| empty_dirs.contains_key(&m.name));
+            // ECS mount points mount a whole volume: a subPath mount has no equivalent yet.
+            mounts.retain(|m| empty_dirs.contains_key(&m.name) && m.sub_path.as_deref().unwrap_or("").is_empty());
+            for m in mounts.iter_mut().filter(|m| file_volumes.contains(m.name.as_str())) {
+                // As a kubelet mounts them: always read-only.
+                m.read_only = Some(true);
+            }
         }
         c
     };

@@ -62,7 +62,7 @@ fn containers_become_an_awsvpc_task_definition() {
     let def = serde_json::to_value(task_definition(&p, "fam", &size, "demo", "us-east-1")).unwrap();
     assert_eq!(def["networkMode"], "awsvpc");
     assert_eq!(def["cpu"], "256");
-    assert_eq!(def["volumes"], json!([{"name": "scratch"}]));
+    assert_eq!(def["volumes"], json!([{"name": "scratch"}, {"name": "token"}]));
     let init = &def["containerDefinitions"][0];
     assert_eq!(init["essential"], false);
     let web = &def["containerDefinitions"][1];
@@ -71,7 +71,13 @@ fn containers_become_an_awsvpc_task_definition() {
     assert_eq!(web["dependsOn"], json!([{"containerName": "init", "condition": "SUCCESS"}]));
     assert_eq!(web["memory"], 512, "a limit beyond the task is the task's memory");
     assert_eq!(web["memoryReservation"], 128);
-    assert_eq!(web["mountPoints"], json!([{"sourceVolume": "scratch", "containerPath": "/s", "readOnly": false}]));
+    assert_eq!(
+        web["mountPoints"],
+        json!([
+            {"sourceVolume": "scratch", "containerPath": "/s", "readOnly": false},
+            {"sourceVolume": "token", "containerPath": "/t", "readOnly": true},
+        ])
+    );
     assert_eq!(web["healthCheck"]["command"], json!(["CMD", "true"]));
     assert_eq!(web["stopTimeout"], 5);
     assert_eq!(web["logConfiguration"]["options"]["awslogs-group"], "/aws/eks/demo/fargate");
