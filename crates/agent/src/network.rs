@@ -20,7 +20,7 @@ use flotilla_host::lb::{LbKind, LoadBalancerSpec};
 use flotilla_host::{BoxFuture, GroupRule, GroupView, HostApi, InterfaceLease, RulePeer, RuleProtocol, VpcView};
 use flotilla_net::{
     InterfaceSpec, LbAddressSpec, Network, OverlaySpec, Peer, Protocol, RemoteInterface, Rule, SecurityGroupSpec,
-    VpcSpec,
+    VirtualService, VpcSpec,
 };
 
 use crate::AgentError;
@@ -35,8 +35,8 @@ pub trait Resolvers: Send + Sync {
     /// The addresses served, with their VPC.
     fn bindings(&self) -> Vec<(SocketAddr, String)>;
     fn unbind(&self, addr: SocketAddr);
-    /// Replaces the names answered besides Cloud Map's (load balancers' `DNSName`s): per VPC,
-    /// names and their addresses.
+    /// Replaces the names answered besides Cloud Map's (load balancers' `DNSName`s, Kubernetes
+    /// Services' names): per VPC, names and their addresses.
     fn set_names(&self, names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>);
 }
 
@@ -140,7 +140,13 @@ pub struct Networking {
     applied_groups: std::sync::Mutex<HashMap<String, Vec<GroupView>>>,
     /// The host's interfaces as listed at the first adoption (`adopt.rs`).
     listed: tokio::sync::OnceCell<HashMap<String, flotilla_net::InterfaceStatus>>,
+    /// The names the VPC resolvers answer besides Cloud Map's: load balancers' (`.0`) and
+    /// virtual services' (`.1`), per VPC; published together ([`Resolvers::set_names`]).
+    names: std::sync::Mutex<(VpcNames, VpcNames)>,
 }
+
+/// Per VPC, DNS names and their addresses.
+type VpcNames = HashMap<String, HashMap<String, Vec<Ipv4Addr>>>;
 
 /// Who this host is to the overlay.
 struct Underlay {
@@ -204,6 +210,7 @@ impl Networking {
             overlaid: std::sync::Mutex::new(HashMap::new()),
             applied_groups: std::sync::Mutex::new(HashMap::new()),
             listed: tokio::sync::OnceCell::new(),
+            names: std::sync::Mutex::new((HashMap::new(), HashMap::new())),
         }
     }
 
@@ -295,6 +302,10 @@ impl Networking {
             tracing::warn!(vpc = %vpc.id, error = %e, "cannot route the VPC's interfaces on other hosts");
             complete = false;
         }
+        if let Err(e) = self.apply_virtual_services(&vpc).await {
+            tracing::warn!(vpc = %vpc.id, error = %e, "cannot route the VPC's virtual services");
+            complete = false;
+        }
         self.serve_dns(&vpc.id, status.resolver).await?;
         if complete {
             self.hosted.lock().expect("hosted lock").insert(vpc.id.clone(), status.clone());
@@ -325,6 +336,54 @@ impl Networking {
         let remotes = spec.remotes.clone();
         self.blocking(move |net| net.ensure_overlay(&spec)).await?;
         self.overlaid.lock().expect("overlaid lock").insert(vpc.id.clone(), remotes);
+        Ok(())
+    }
+
+    /// Makes the VPC's virtual services (Kubernetes ClusterIPs) the data plane's: the whole
+    /// set, replacing what was there (a no-op in the data plane when unchanged). Services and
+    /// backends the data plane would refuse (a virtual address inside the VPC, a backend
+    /// outside it) are left out, so one bad record cannot keep the others away.
+    async fn apply_virtual_services(&self, vpc: &VpcView) -> Result<(), AgentError> {
+        let services: Vec<VirtualService> = vpc
+            .virtual_services
+            .iter()
+            .filter(|s| !vpc.cidr.contains(&s.ip) && s.port != 0)
+            .filter_map(|s| {
+                let protocol = match s.protocol {
+                    RuleProtocol::Tcp => Protocol::Tcp,
+                    RuleProtocol::Udp => Protocol::Udp,
+                    _ => return None,
+                };
+                let backends = s
+                    .backends
+                    .iter()
+                    .filter(|b| vpc.cidr.contains(&b.ip) && b.port != 0)
+                    .map(|b| (b.ip, b.port))
+                    .collect();
+                Some(VirtualService { ip: s.ip, port: s.port, protocol, backends })
+            })
+            .collect();
+        let vpc_id = vpc.id.clone();
+        self.blocking(move |net| net.ensure_virtual_services(&vpc_id, &services)).await?;
+        let mut names: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
+        for s in &vpc.virtual_services {
+            for name in &s.names {
+                let ips = names.entry(name.trim_end_matches('.').to_ascii_lowercase()).or_default();
+                if !ips.contains(&s.ip) {
+                    ips.push(s.ip);
+                }
+            }
+        }
+        let unchanged = self.names.lock().expect("names lock").1.get(&vpc.id).map_or(names.is_empty(), |n| *n == names);
+        if !unchanged {
+            self.publish_names(|all| {
+                if names.is_empty() {
+                    all.1.remove(&vpc.id);
+                } else {
+                    all.1.insert(vpc.id.clone(), names);
+                }
+            });
+        }
         Ok(())
     }
 
@@ -368,8 +427,19 @@ impl Networking {
                 }
             }
         }
-        self.dns.set_names(names);
+        self.publish_names(|all| all.0 = names);
         all
+    }
+
+    /// Changes the names the VPC resolvers answer and publishes them all.
+    fn publish_names(&self, change: impl FnOnce(&mut (VpcNames, VpcNames))) {
+        let mut names = self.names.lock().expect("names lock");
+        change(&mut names);
+        let mut all = names.1.clone();
+        for (vpc, lbs) in &names.0 {
+            all.entry(vpc.clone()).or_default().extend(lbs.iter().map(|(n, ips)| (n.clone(), ips.clone())));
+        }
+        self.dns.set_names(all);
     }
 
     async fn retire_lbs(&self, keep: &[LoadBalancerSpec]) -> Result<(), AgentError> {
@@ -427,6 +497,9 @@ impl Networking {
             self.blocking(move |net| net.remove_overlay(&vpc)).await?;
         }
         self.overlaid.lock().expect("overlaid lock").remove(vpc_id);
+        if self.names.lock().expect("names lock").1.contains_key(vpc_id) {
+            self.publish_names(|all| drop(all.1.remove(vpc_id)));
+        }
         self.applied_groups.lock().expect("applied groups lock").remove(vpc_id);
         let removed = self.served.lock().expect("served lock").remove(vpc_id);
         if removed {
@@ -538,6 +611,9 @@ impl Networking {
                         self.apply_groups(&vpc, view.groups.clone()).await?;
                     }
                     self.apply_overlay(&view).await?;
+                    if let Err(e) = self.apply_virtual_services(&view).await {
+                        tracing::warn!(%vpc, error = %e, "cannot route the VPC's virtual services; the next change retries");
+                    }
                 }
             }
         }

@@ -348,6 +348,35 @@ pub struct VpcView {
     /// hosts through the overlay and counts them as members of their groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<VpcInterface>,
+    /// Virtual `ip:port`s of the VPC (Kubernetes ClusterIPs), which every host serving the
+    /// VPC DNATs its tasks' connections to, spread over the backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_services: Vec<VirtualService>,
+}
+
+/// A virtual `ip:port` in a VPC (a Kubernetes Service's ClusterIP and port) and the task
+/// addresses behind it; none: connections to it are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualService {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// `Tcp` or `Udp`.
+    pub protocol: RuleProtocol,
+    #[serde(default)]
+    pub backends: Vec<ServiceBackend>,
+    /// DNS names the VPC's resolver answers with `ip` (a Service's
+    /// `<name>.<namespace>.svc.cluster.local`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
+/// One backend of a [`VirtualService`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceBackend {
+    pub ip: Ipv4Addr,
+    pub port: u16,
 }
 
 /// A task interface of a VPC, wherever it runs.

@@ -11,6 +11,7 @@
 pub mod files;
 mod node;
 mod pod;
+pub mod services;
 pub mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -76,6 +77,8 @@ pub(crate) struct ClusterContext {
     ecs_cluster: String,
     region: String,
     security_groups: Vec<String>,
+    /// The cluster's VPC: where its Services' ClusterIPs are routed (`services.rs`).
+    vpc_id: String,
     client: kube::Client,
     control: Arc<Control>,
     clusters: Arc<dyn PodClusters>,
@@ -124,6 +127,8 @@ impl FargateScheduler {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut workers: HashMap<String, (String, watch::Sender<bool>, tokio::task::JoinHandle<()>)> = HashMap::new();
         let mut tick = tokio::time::interval(CLUSTER_PASS);
+        // Whether the records of clusters deleted while Flotilla was down are gone.
+        let mut swept = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -136,6 +141,11 @@ impl FargateScheduler {
                     continue;
                 }
             };
+            if !swept {
+                let names: Vec<String> = active.iter().map(|c| c.name.clone()).collect();
+                services::forget_all_but(&self.control, &names).await;
+                swept = true;
+            }
             let live: HashSet<(String, String)> = active.iter().map(|c| (c.name.clone(), c.arn.clone())).collect();
             let ended: Vec<String> = workers
                 .iter()
@@ -150,6 +160,7 @@ impl FargateScheduler {
                 let _ = handle.await;
                 if !live.contains(&(name.clone(), arn)) {
                     self.stop_cluster_tasks(&name).await;
+                    services::forget(&self.control, &name).await;
                 }
             }
             for cluster in active {
@@ -205,6 +216,7 @@ impl FargateScheduler {
             ecs_cluster,
             region: self.control.identity().region.clone(),
             security_groups: cluster.security_group_ids.clone(),
+            vpc_id: cluster.vpc_id.clone(),
             client,
             control: self.control.clone(),
             clusters: self.clusters.clone(),
@@ -232,6 +244,7 @@ async fn watch_pods(ctx: Arc<ClusterContext>, mut stop: watch::Receiver<bool>) {
     let mut events = std::pin::pin!(watcher(pods, config));
     let mut supervisors: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
+    let routes = tokio::spawn(services::follow(ctx.clone(), stop.clone()));
     tracing::info!(cluster = %ctx.name, "scheduling the cluster's Fargate pods");
     loop {
         let event = tokio::select! {
@@ -284,4 +297,5 @@ async fn watch_pods(ctx: Arc<ClusterContext>, mut stop: watch::Receiver<bool>) {
     }
     // Dropping the senders tells each supervisor to let go without stopping its task.
     drop(supervisors);
+    routes.abort();
 }

@@ -186,6 +186,7 @@ impl HostApi for Fake {
                 groups: vec![],
                 vni: 7,
                 interfaces: vec![],
+                virtual_services: vec![],
             }))
         })
     }

@@ -19,6 +19,7 @@ mod overlay;
 mod public;
 mod spec;
 mod state;
+mod vip;
 
 pub use endpoint::{TASK_ENDPOINT, TASK_ENDPOINT_PORT};
 pub use error::{AddressError, NetError, NetlinkError, Object};
@@ -29,6 +30,7 @@ pub use spec::{
     OverlaySpec, OverlayStatus, Peer, Protocol, RemoteInterface, Rule, SecurityGroupSpec, TASK_LINK, VPC_MTU,
     VXLAN_OVERHEAD, VXLAN_PORT, VpcSpec, VpcStatus,
 };
+pub use vip::VirtualService;
 
 #[cfg(test)]
 mod tests {

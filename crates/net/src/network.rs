@@ -340,6 +340,7 @@ impl Network {
             return Err(NetError::VpcInUse { id: id.to_string(), interface: format!("load balancer address {ip}") });
         }
         self.remove_overlay_in(inner, id)?;
+        self.remove_vips_in(&mut inner.state, id)?;
         let name = vpc_link_name(&self.table, id);
         delete_own_link(&mut inner.host, &object, id, &name, &link_alias(&self.table, "vpc", id))?;
         if let Some(status) = inner.state.vpcs.get(id) {
@@ -520,6 +521,10 @@ impl Network {
             }
         }
         self.remove_orphan_overlay_chains_in(&mut inner, keep_vpcs)?;
+        let vips: Vec<String> = inner.state.vips.keys().filter(|v| !keep_vpcs.contains(v)).cloned().collect();
+        for vpc in vips {
+            self.remove_vips_in(&mut inner.state, &vpc)?;
+        }
         // Load balancer addresses are the load balancers' to remove (`remove_lb_address`): their
         // groups and VPCs stay with them.
         let groups: Vec<String> = inner

@@ -264,7 +264,10 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         ("remote_in", "map remote_in { type ipv4_addr : verdict; }"),
         // Public addresses this host announces on its underlay link (`src/public.rs`).
         ("announced", "set announced { type ipv4_addr; }"),
-    ] {
+    ]
+    .into_iter()
+    .chain(crate::vip::MAPS)
+    {
         let (kind, rest) = def.split_once(' ').expect("definition");
         debug_assert!(rest.starts_with(name));
         script.cmd(&format!("add {kind}"), format_args!("{rest}"));
@@ -301,6 +304,10 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         "type filter hook output priority raw",
         &[&format!("ip saddr @underlay_addrs udp dport {VXLAN_PORT} notrack")],
     );
+    // Virtual services (`src/vip.rs`): DNAT before the egress chains judge the flow.
+    for (name, hook, rule) in crate::vip::CHAINS {
+        base(script, name, hook, &[rule]);
+    }
     base(script, "dstnat", "type nat hook prerouting priority dstnat", &["dnat ip to ip daddr map @dnat_pub"]);
     base(script, "outnat", "type nat hook output priority -100", &["dnat ip to ip daddr map @dnat_pub"]);
     base(

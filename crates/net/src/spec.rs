@@ -84,7 +84,7 @@ impl VpcStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -245,7 +245,7 @@ pub(crate) fn id_from_nft_name(name: &str) -> String {
     name.replace('_', "-")
 }
 
-fn fnv1a(parts: &[&str]) -> u32 {
+pub(crate) fn fnv1a(parts: &[&str]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     for part in parts {
         for &b in part.as_bytes().iter().chain(b"\0") {

@@ -26,6 +26,8 @@ pub(crate) struct State {
     pub overlay_links: BTreeSet<String>,
     /// Public addresses announced on the underlay link (the `announced` set).
     pub announced: BTreeSet<Ipv4Addr>,
+    /// VPCs with virtual services (`src/vip.rs`).
+    pub vips: BTreeMap<String, crate::vip::VipSet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,7 @@ impl State {
                 for pair in elems.iter().filter_map(Value::as_array) {
                     let [key, data] = pair.as_slice() else { continue };
                     let (key, comment) = elem_parts(key);
+                    crate::vip::recover_element(&mut state.vips, name, key, comment);
                     match name {
                         "if_ip" => {
                             if let (Some(link), Some(id), Some(ip)) = (key.as_str(), comment, as_ip(data)) {
@@ -236,7 +239,7 @@ fn as_ip_port(value: &Value) -> Option<(Ipv4Addr, u16)> {
     Some((as_ip(ip)?, u16::try_from(port.as_u64()?).ok()?))
 }
 
-fn as_net(value: &Value) -> Option<Ipv4Net> {
+pub(crate) fn as_net(value: &Value) -> Option<Ipv4Net> {
     if let Some(prefix) = value.get("prefix") {
         let addr = as_ip(prefix.get("addr")?)?;
         let len = u8::try_from(prefix.get("len")?.as_u64()?).ok()?;

@@ -340,12 +340,14 @@ impl LocalHostApi {
         let filter = ResourceFilter { name: "vpc-id".into(), values: vec![vpc_id.to_owned()] };
         let groups = self.control.describe_security_groups(&[], &[], std::slice::from_ref(&filter)).await?;
         let interfaces = self.vpc_interfaces(filter).await?;
+        let virtual_services = self.control.virtual_services(vpc_id).await?;
         Ok(Some(VpcView {
             vni: vpc.vni(),
             id: vpc.id,
             cidr: net(&vpc.cidr),
             groups: groups.iter().map(group).collect(),
             interfaces,
+            virtual_services,
         }))
     }
 
@@ -484,11 +486,13 @@ impl HostApi for LocalHostApi {
         let (tx, rx) = mpsc::channel(16);
         let store = self.control.store.clone();
         tokio::spawn(async move {
-            // Interfaces too: every host serving the VPC routes them (the overlay).
+            // Interfaces too: every host serving the VPC routes them (the overlay); and the
+            // VPCs' virtual services (ClusterIPs), which every such host DNATs.
             let relevant = |key: &str| {
                 key.starts_with(keys::SECURITY_GROUPS)
                     || key.starts_with(keys::VPCS)
                     || key.starts_with(keys::NETWORK_INTERFACES)
+                    || key.starts_with(keys::VIRTUAL_SERVICES)
             };
             let mut changes = store.watch(keys::PREFIX);
             loop {

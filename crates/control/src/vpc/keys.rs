@@ -11,6 +11,8 @@ pub const NETWORK_INTERFACES: &str = "ec2/enis/";
 pub const PRIVATE_IPS: &str = "ec2/ips/";
 pub const PUBLIC_IPS: &str = "ec2/public-ips/";
 pub const ATTACHMENTS: &str = "ec2/attachments/";
+/// Virtual services (Kubernetes ClusterIPs) per VPC and owner: `<prefix><vpc-id>/<owner>`.
+pub const VIRTUAL_SERVICES: &str = "ec2/virtual-services/";
 /// Every VPC's CIDR, in one record, so that non-overlap is one compare-and-write.
 pub const VPC_INDEX: &str = "ec2/vpc-index";
 /// Written once with the default VPC, so a deleted default VPC stays deleted.
@@ -18,6 +20,10 @@ pub const DEFAULT_NETWORK: &str = "ec2/default-network";
 
 pub fn vpc(id: &str) -> String {
     format!("{VPCS}{id}")
+}
+
+pub fn virtual_services(vpc_id: &str, owner: &str) -> String {
+    format!("{VIRTUAL_SERVICES}{vpc_id}/{owner}")
 }
 
 pub fn subnet(id: &str) -> String {

@@ -17,6 +17,7 @@
 //! | `ec2/attachments/<attachment>` | [`AddressLease`]-shaped index: the ENI of e.g. a task ARN |
 //! | `ec2/vpc-index` | every VPC's CIDR, for the non-overlap check |
 //! | `ec2/default-network` | marker: the default VPC was created once |
+//! | `ec2/virtual-services/<vpc-id>/<owner>` | one owner's virtual services in the VPC (`virtual_services.rs`) |
 //!
 //! # Invariants and how they are kept
 //! Every method is one request's worth of work: read, decide, compare-and-write, retry only
@@ -51,6 +52,7 @@ mod subnets;
 mod tags;
 #[cfg(test)]
 mod tests;
+mod virtual_services;
 mod vpcs;
 
 use std::collections::HashMap;
