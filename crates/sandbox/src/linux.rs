@@ -44,6 +44,11 @@ pub struct LinuxSandboxConfig {
     pub request_timeout: Duration,
     /// Scratch filesystems made ahead of time (`scratch_pool.rs`).
     pub scratch_pool: ScratchPoolConfig,
+    /// One shared btrfs for every task's scratch space (`shared_scratch`) where the host
+    /// allows, instead of one ext4 per task. Opt-in for now (`FLOTILLA_SHARED_SCRATCH=1`):
+    /// after a `kill -9` of the agent its mount stays (by design, for the tasks), and nothing
+    /// yet removes it once the last task is gone.
+    pub shared_scratch: bool,
 }
 
 impl Default for LinuxSandboxConfig {
@@ -62,6 +67,7 @@ impl Default for LinuxSandboxConfig {
             init_binary: None,
             request_timeout: Duration::from_secs(120),
             scratch_pool: ScratchPoolConfig::default(),
+            shared_scratch: std::env::var("FLOTILLA_SHARED_SCRATCH").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -73,13 +79,35 @@ pub struct LinuxSandbox {
     /// holds or awaits it.
     launching: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pool: Option<ScratchPool>,
+    /// The host's shared scratch filesystem (`shared_scratch`), when it has one: then no pool.
+    shared: Option<crate::shared_scratch::SharedScratch>,
 }
 
 impl LinuxSandbox {
     /// Also starts filling the scratch filesystem pool in the background.
+    /// Tasks' scratch space comes from the host's shared filesystem when it can be had (one
+    /// btrfs, a subvolume per task); otherwise each task gets its own, from the pool.
     pub fn new(config: LinuxSandboxConfig) -> Self {
-        let pool = ScratchPool::start(&config.root, DEFAULT_EPHEMERAL_STORAGE_GIB, config.scratch_pool.clone());
-        LinuxSandbox { config, launching: std::sync::Mutex::new(HashMap::new()), pool }
+        let shared = if config.shared_scratch {
+            let _ = std::fs::create_dir_all(&config.root);
+            crate::shared_scratch::SharedScratch::open(&config.root)
+        } else {
+            None
+        };
+        let pool = match shared {
+            Some(_) => {
+                // Started empty, it only clears what an earlier pool on this root left.
+                let off = ScratchPoolConfig { default_ready: 0, ..ScratchPoolConfig::default() };
+                ScratchPool::start(&config.root, DEFAULT_EPHEMERAL_STORAGE_GIB, off)
+            }
+            None => ScratchPool::start(&config.root, DEFAULT_EPHEMERAL_STORAGE_GIB, config.scratch_pool.clone()),
+        };
+        LinuxSandbox { config, launching: std::sync::Mutex::new(HashMap::new()), pool, shared }
+    }
+
+    /// Where tasks' scratch subvolumes live, when the host has a shared scratch filesystem.
+    pub fn shared_scratch(&self) -> Option<&Path> {
+        self.shared.as_ref().map(|s| s.dir())
     }
 
     /// The scratch filesystem pool, if pooling is on and the host has loop devices.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -136,6 +137,49 @@ async fn ephemeral_storage_is_size_limited() {
     assert_eq!(status.exit_code, Some(0), "{out}");
     assert!(out.contains("nospace") && !out.contains("wrote-all"), "{out}");
     eprintln!("filling 1 GiB took {:?}", started.elapsed());
+}
+
+/// With the shared scratch filesystem on (it needs btrfs: CI installs btrfs-progs), every
+/// task's scratch space is a subvolume of one filesystem under the sandbox root, capped by its
+/// quota group, bound at the task's `data` and deleted with it.
+#[tokio::test]
+async fn scratch_space_is_a_capped_subvolume_of_the_shared_filesystem() {
+    let env = env_with(|c| c.shared_scratch = true);
+    let shared = env.root.path().join(flotilla_sandbox::shared_scratch::SHARED_DIR);
+    assert!(
+        flotilla_sandbox::shared_scratch::is_btrfs(&shared),
+        "no shared btrfs at {} (apt-get install -y btrfs-progs)",
+        shared.display()
+    );
+    let (a, b) = (task_id("scratch-a"), task_id("scratch-b"));
+    let (_ga, _gb) = (env.guard(&a), env.guard(&b));
+    let write = |marker: &str| container("app", &["sh", "-c", &format!("echo {marker} > /mine; ls /; sleep 30")]);
+    for (id, marker) in [(&a, "from-a"), (&b, "from-b")] {
+        let handle = env.sandbox.create_task(task(id, vec![write(marker)])).await.unwrap();
+        assert_eq!(handle.timings.get("ephemeral_fs_pooled"), Some(&3), "{:?}", handle.timings);
+        env.sandbox.start_container(id, "app").await.unwrap();
+    }
+    // Each task wrote into its own subvolume, and sees only its own.
+    for (id, marker) in [(&a, "from-a"), (&b, "from-b")] {
+        let upper = shared.join(id.as_str());
+        assert!(flotilla_sandbox::shared_scratch::is_btrfs(&upper), "{} is not a subvolume", upper.display());
+        let found = wait_for("the task's file in its subvolume", Duration::from_secs(20), || async {
+            let out = Command::new("grep").args(["-rl", marker]).arg(&upper).output().unwrap();
+            (!out.stdout.is_empty()).then_some(String::from_utf8_lossy(&out.stdout).to_string())
+        })
+        .await;
+        assert!(!found.contains(if marker == "from-a" { "from-b" } else { "from-a" }), "{found}");
+        // A quota group counts what the filesystem has committed (every 30 s by default).
+        assert!(Command::new("sync").arg("-f").arg(&upper).status().unwrap().success());
+        let stats = env.sandbox.stats(id).await.unwrap();
+        assert_eq!(stats.ephemeral_storage.size_bytes, 1 << 30, "{:?}", stats.ephemeral_storage);
+        assert!(stats.ephemeral_storage.used_bytes > 0, "{:?}", stats.ephemeral_storage);
+    }
+    env.sandbox.destroy(&a).await.unwrap();
+    assert!(!shared.join(a.as_str()).exists(), "the destroyed task's subvolume is still there");
+    assert!(shared.join(b.as_str()).exists(), "the other task's subvolume went too");
+    env.sandbox.destroy(&b).await.unwrap();
+    assert!(!shared.join(b.as_str()).exists());
 }
 
 #[tokio::test]

@@ -74,7 +74,12 @@ impl Runtime {
             }
         }
         let dir = &self.cfg.task_dir;
-        if let Err(e) = ephemeral::remove(&dir.join("ephemeral.img"), &self.data_dir()) {
+        let (image, data) = (dir.join("ephemeral.img"), self.data_dir());
+        let removed = match flotilla_sandbox::shared_scratch::for_task(dir) {
+            Some(shared) if !image.exists() => flotilla_sandbox::shared_scratch::remove(&shared, &self.task_id, &data),
+            _ => ephemeral::remove(&image, &data),
+        };
+        if let Err(e) = removed {
             errors.push(chain(&e));
         }
         if let Err(e) = namespaces::remove(dir) {

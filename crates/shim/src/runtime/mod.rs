@@ -260,7 +260,9 @@ impl Runtime {
             }
         }
         let data = self.data_dir();
-        let ephemeral_storage = if data.exists() {
+        let ephemeral_storage = if flotilla_sandbox::shared_scratch::is_btrfs(&data) {
+            flotilla_sandbox::shared_scratch::usage(&data).map_err(|e| runtime_err(&e))?
+        } else if data.exists() {
             flotilla_sandbox::ephemeral::usage(&data).map_err(|e| runtime_err(&e))?
         } else {
             Default::default()
