@@ -88,12 +88,11 @@ impl LinuxSandbox {
     /// Tasks' scratch space comes from the host's shared filesystem when it can be had (one
     /// btrfs, a subvolume per task); otherwise each task gets its own, from the pool.
     pub fn new(config: LinuxSandboxConfig) -> Self {
-        let shared = if config.shared_scratch {
+        let shared = config.shared_scratch.then(|| {
             let _ = std::fs::create_dir_all(&config.root);
             crate::shared_scratch::SharedScratch::open(&config.root)
-        } else {
-            None
-        };
+        });
+        let shared = shared.flatten();
         let pool = match shared {
             Some(_) => {
                 // Started empty, it only clears what an earlier pool on this root left.
@@ -105,9 +104,9 @@ impl LinuxSandbox {
         LinuxSandbox { config, launching: std::sync::Mutex::new(HashMap::new()), pool, shared }
     }
 
-    /// Where tasks' scratch subvolumes live, when the host has a shared scratch filesystem.
-    pub fn shared_scratch(&self) -> Option<&Path> {
-        self.shared.as_ref().map(|s| s.dir())
+    /// The host's shared scratch filesystem, when tasks' scratch space comes from one.
+    pub fn shared_scratch(&self) -> Option<&crate::shared_scratch::SharedScratch> {
+        self.shared.as_ref()
     }
 
     /// The scratch filesystem pool, if pooling is on and the host has loop devices.
@@ -164,6 +163,9 @@ impl LinuxSandbox {
             .arg(&self.config.cgroup_parent);
         if let Some(init) = &self.config.init_binary {
             cmd.arg("--init").arg(init);
+        }
+        if let Some(shared) = &self.shared {
+            cmd.arg("--scratch-holder").arg(shared.holder().to_string());
         }
         // The launcher exits once the daemonised shim listens (or has failed); its stderr
         // carries the failure.

@@ -9,34 +9,36 @@
 //! subsystem, which hosts are often built without (ext4 and XFS project quotas need it).
 //!
 //! Layout: `<root>/.scratch.img` (sparse, as large as the filesystem under `<root>`), attached
-//! to a loop device with AUTOCLEAR and mounted at `<root>/.scratch` (`nodev`, `discard=async`,
-//! so space a task frees goes back to the host). A task's share is the subvolume
-//! `<root>/.scratch/<task id>`, bind-mounted by its shim at `<task dir>/data`; a task sees its
-//! own subvolume only (the bind mount's root is the top of its world).
+//! to a loop device with AUTOCLEAR and mounted *detached* (in no directory, `nodev`,
+//! `discard=async` so that space a task frees goes back to the host) by the sandbox's owner,
+//! the agent. A task's share is the subvolume `<task id>` at the filesystem's top, bound by its
+//! shim at `<task dir>/data`: a task sees its own subvolume only.
 //!
-//! Restarts: the mount at `<root>/.scratch` outlives the agent (a `kill -9` leaves it, and the
-//! tasks' bind mounts hold the filesystem anyway); a new agent takes over a mount that is the
-//! image's filesystem, and otherwise mounts the loop device already attached to the image
-//! (never a second device for the same image: two mounts of one btrfs through two devices
-//! would corrupt it). When the agent stops it detaches its mount; the filesystem lives on
-//! while tasks hold it and goes (with its loop device) when the last one does.
+//! Lifetime, and why nothing is ever left mounted: the filesystem is held by descriptors, the
+//! agent's and every shim's (a shim takes a duplicate of the agent's with `pidfd_getfd` when it
+//! starts, checked to be this very filesystem), and by the tasks' own `data` mounts. A `kill -9`
+//! of the agent leaves it to the shims and tasks; the next agent mounts the loop device still
+//! attached to the image, which is the same filesystem (never a second device for the same
+//! image: two instances of one btrfs would corrupt it); when the last holder goes, the kernel
+//! unmounts it and the loop device detaches. A subvolume whose task directory is gone (its shim
+//! could not reach the filesystem) is deleted when an agent next opens it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rustix::mount::MountFlags;
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, OpenTreeFlags};
 
 use crate::error::PathError;
-use crate::mount::{bind_mount, mount, unmount};
+use crate::mount::unmount;
 use crate::status::StorageStats;
 
-/// Under the sandbox root; starts with a dot, so no task id can name it.
-pub const SHARED_DIR: &str = ".scratch";
-const IMAGE: &str = ".scratch.img";
+/// The image under the sandbox root; starts with a dot, so no task id can name it.
+pub const IMAGE: &str = ".scratch.img";
 
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 /// `_IOW(0x94, 14, struct btrfs_ioctl_vol_args)`.
@@ -93,18 +95,51 @@ struct FsInfoArgs {
     rest: [u8; 1024 - 32],
 }
 
-/// The mounted shared filesystem, held by the sandbox's owner (the agent).
+/// The shared filesystem as the sandbox's owner (the agent) holds it.
 #[derive(Debug)]
 pub struct SharedScratch {
-    dir: PathBuf,
+    root: OwnedFd,
+    /// The detached mount itself: while it is open the mount stays in its anonymous namespace,
+    /// and only a mount there can be cloned (a shim binding its task's subvolume).
+    _mount: OwnedFd,
+    fsid: String,
+}
+
+/// How a shim finds the shared filesystem: descriptor `fd` of process `pid` (the agent),
+/// which must be the root of the btrfs `fsid`. Passed on the shim's command line
+/// (`PID:FD:FSID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub fd: i32,
+    pub fsid: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.pid, self.fd, self.fsid)
+    }
+}
+
+impl std::str::FromStr for Holder {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Holder, String> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(pid), Some(fd), Some(fsid)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("not PID:FD:FSID: {s:?}"));
+        };
+        let pid = pid.parse().map_err(|_| format!("not a pid: {pid:?}"))?;
+        let fd = fd.parse().map_err(|_| format!("not a descriptor: {fd:?}"))?;
+        Ok(Holder { pid, fd, fsid: fsid.to_owned() })
+    }
 }
 
 impl SharedScratch {
-    /// Takes over or sets up `<root>/.scratch`. `None` (with the reason logged) when the host
-    /// cannot: no loop devices, no btrfs in the kernel, no `mkfs.btrfs` (btrfs-progs) for a
-    /// new image; tasks then get a filesystem each, as before.
+    /// Takes over or sets up the shared filesystem of `root`. `None` (with the reason logged)
+    /// when the host cannot: no loop devices, no btrfs in the kernel, no `mkfs.btrfs`
+    /// (btrfs-progs) for a new image; tasks then get a filesystem each, as before.
     pub fn open(root: &Path) -> Option<SharedScratch> {
-        match open(root) {
+        match SharedScratch::try_open(root) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::info!(error = %crate::error::chain(&e), "no shared scratch filesystem; one per task");
@@ -113,70 +148,85 @@ impl SharedScratch {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// As [`SharedScratch::open`], saying why not.
+    pub fn try_open(root: &Path) -> Result<SharedScratch, PathError> {
+        open(root)
+    }
+
+    /// The names of the subvolumes at the top: the tasks that have a share.
+    pub fn subvolumes(&self) -> Vec<String> {
+        let top = PathBuf::from(format!("/proc/self/fd/{}", self.root.as_raw_fd()));
+        let names = std::fs::read_dir(&top).into_iter().flatten().flatten();
+        let names = names.filter_map(|e| e.file_name().into_string().ok());
+        let mut names: Vec<String> = names.filter(|n| matches!(open_subvolume(&self.root, n), Ok(Some(_)))).collect();
+        names.sort();
+        names
+    }
+
+    /// What a shim of this process is told, to take its own hold.
+    pub fn holder(&self) -> Holder {
+        Holder { pid: std::process::id(), fd: self.root.as_raw_fd(), fsid: self.fsid.clone() }
     }
 }
 
-impl Drop for SharedScratch {
-    fn drop(&mut self) {
-        // Detached: tasks still running keep the filesystem through their own mounts; once
-        // none does, the kernel lets it and its loop device go.
-        let _ = unmount(&self.dir, true);
+impl Holder {
+    /// A duplicate of the holder's descriptor, once it is proven to be the root of the btrfs
+    /// named (the holder may have died and its pid been reused).
+    pub fn take(&self) -> Result<OwnedFd, PathError> {
+        let what = PathBuf::from(format!("pid {} fd {}", self.pid, self.fd));
+        let fd = crate::mount::fd_of_process(self.pid, self.fd).map_err(|e| PathError::new("pidfd_getfd", &what, e))?;
+        let root = File::from(fd);
+        if !is_btrfs_root(&root) || fsid(&root).as_deref() != Some(self.fsid.as_str()) {
+            let e = io::Error::new(io::ErrorKind::InvalidData, format!("not the root of btrfs {}", self.fsid));
+            return Err(PathError::new("checking", &what, e));
+        }
+        Ok(root.into())
     }
 }
 
 fn open(root: &Path) -> Result<SharedScratch, PathError> {
-    let dir = root.join(SHARED_DIR);
     let image = root.join(IMAGE);
-    let fail = |what: &'static str, e: io::Error| PathError::new(what, &dir, e);
+    let fail = |what: &'static str, e: io::Error| PathError::new(what, &image, e);
     if !crate::ephemeral::limited_available() {
         return Err(fail("loop devices for", io::Error::new(io::ErrorKind::Unsupported, "no /dev/loop-control")));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| fail("mkdir", e))?;
-    if is_btrfs(&dir) && same_image(&dir, &image) {
-        remove_orphans(root, &dir);
-        return Ok(SharedScratch { dir });
-    }
-    let device = match attached_device(&image) {
-        Some(device) => device,
+    // The loop device still attached to the image is the filesystem that tasks (and their
+    // shims) of an earlier agent hold: mount that one, never a second device.
+    let (mount, fresh) = match attached_device(&image) {
+        Some(device) => (detached_btrfs(&device).map_err(|e| fail("mounting btrfs", e))?, false),
         None => {
-            if !image.exists() {
+            let fresh = !image.exists();
+            if fresh {
                 make_image(root, &image)?;
             }
             let dev = crate::ephemeral::attach_loop(&image).map_err(|e| fail("attaching a loop device for", e))?;
-            let path = dev.path().to_path_buf();
-            // The mount below holds the device from here on (AUTOCLEAR).
-            mount_shared(&path, &dir)?;
-            drop(dev);
-            enable_quotas(&dir)?;
-            return Ok(SharedScratch { dir });
+            // The mount holds the device from here on (AUTOCLEAR).
+            (detached_btrfs(dev.path()).map_err(|e| fail("mounting btrfs", e))?, fresh)
         }
     };
-    mount_shared(&device, &dir)?;
-    enable_quotas(&dir)?;
-    remove_orphans(root, &dir);
-    Ok(SharedScratch { dir })
-}
-
-/// Deletes the subvolumes of tasks whose directory is gone (a shim that removed its task
-/// while no agent had the shared filesystem mounted could only unmount its share).
-fn remove_orphans(root: &Path, dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(task_id) = name.to_str() else { continue };
-        if root.join(task_id).exists() || !is_btrfs(&entry.path()) {
-            continue;
-        }
-        if let Err(e) = remove(dir, task_id, &root.join(task_id).join("data")) {
-            tracing::warn!(error = %crate::error::chain(&e), "leftover scratch subvolume not removed");
-        }
+    // fsmount gives a path-only descriptor, on which ioctls fail: the directory opened through
+    // it is what shims take and ioctls go to.
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = File::from(rustix::fs::openat(&mount, ".", flags, Mode::empty()).map_err(|e| fail("opening", e.into()))?);
+    if !is_btrfs_root(&dir) {
+        return Err(fail("checking", io::Error::new(io::ErrorKind::InvalidData, "not a btrfs root")));
     }
+    enable_quotas(&dir).map_err(|e| fail("enabling btrfs quotas on", e))?;
+    let fsid = fsid(&dir).ok_or_else(|| fail("reading the btrfs fsid of", io::Error::last_os_error()))?;
+    let shared = SharedScratch { root: dir.into(), _mount: mount, fsid };
+    if !fresh {
+        remove_orphans(root, &shared);
+    }
+    Ok(shared)
 }
 
-fn mount_shared(device: &Path, dir: &Path) -> Result<(), PathError> {
-    mount(&device.display().to_string(), dir, "btrfs", MountFlags::NODEV | MountFlags::NOATIME, Some("discard=async"))
+fn detached_btrfs(device: &Path) -> io::Result<OwnedFd> {
+    let fs = rustix::mount::fsopen("btrfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    rustix::mount::fsconfig_set_string(&fs, "source", device)?;
+    rustix::mount::fsconfig_set_string(&fs, "discard", "async")?;
+    rustix::mount::fsconfig_create(&fs)?;
+    let attrs = MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOATIME;
+    Ok(rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?)
 }
 
 /// A sparse image as large as the filesystem it lives on (the host's disk is the real bound,
@@ -206,28 +256,25 @@ fn make_image(root: &Path, image: &Path) -> Result<(), PathError> {
     std::fs::rename(&partial, image).map_err(|e| PathError::new("rename", &partial, e))
 }
 
-fn enable_quotas(dir: &Path) -> Result<(), PathError> {
-    let f = File::open(dir).map_err(|e| PathError::new("open", dir, e))?;
+fn enable_quotas(dir: &File) -> io::Result<()> {
     let mut args = QuotaCtlArgs { cmd: BTRFS_QUOTA_CTL_ENABLE, status: 0 };
     // SAFETY: BTRFS_IOC_QUOTA_CTL reads and writes one QuotaCtlArgs through a valid pointer.
-    if unsafe { libc::ioctl(f.as_raw_fd(), BTRFS_IOC_QUOTA_CTL, &mut args as *mut QuotaCtlArgs) } != 0 {
-        return Err(PathError::new("enabling btrfs quotas on", dir, io::Error::last_os_error()));
+    if unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_QUOTA_CTL, &mut args as *mut QuotaCtlArgs) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
-/// Whether `dir` is the root of a mounted btrfs.
-pub fn is_btrfs(dir: &Path) -> bool {
-    let Ok(st) = rustix::fs::statfs(dir) else { return false };
-    let Ok(meta) = std::fs::metadata(dir) else { return false };
-    st.f_type == BTRFS_SUPER_MAGIC && meta.ino() == BTRFS_FIRST_FREE_OBJECTID
+/// Whether `f` is the root directory of a btrfs subvolume.
+fn is_btrfs_root(f: &File) -> bool {
+    let Ok(st) = rustix::fs::fstatfs(f) else { return false };
+    let Ok(meta) = f.metadata() else { return false };
+    st.f_type == BTRFS_SUPER_MAGIC && meta.is_dir() && meta.ino() == BTRFS_FIRST_FREE_OBJECTID
 }
 
-/// Whether the filesystem mounted at `dir` lives on `image` (through its loop device).
-fn same_image(dir: &Path, image: &Path) -> bool {
-    let Some(device) = attached_device(image) else { return false };
-    let Some(name) = device.file_name() else { return false };
-    fsid(dir).is_some_and(|id| Path::new("/sys/fs/btrfs").join(id).join("devices").join(name).exists())
+/// Whether `dir` is the root of a btrfs subvolume (a task's `data` on the shared filesystem).
+pub fn is_subvolume(dir: &Path) -> bool {
+    File::open(dir).is_ok_and(|f| is_btrfs_root(&f))
 }
 
 /// The loop device attached to `image`, if any.
@@ -247,8 +294,7 @@ fn attached_device(image: &Path) -> Option<PathBuf> {
 }
 
 /// The filesystem's UUID as sysfs names it (`/sys/fs/btrfs/<uuid>`).
-fn fsid(dir: &Path) -> Option<String> {
-    let f = File::open(dir).ok()?;
+fn fsid(f: &File) -> Option<String> {
     // SAFETY: FsInfoArgs is plain old data; all-zero is a valid input.
     let mut args: FsInfoArgs = unsafe { std::mem::zeroed() };
     // SAFETY: BTRFS_IOC_FS_INFO fills one 1024-byte struct through a valid pointer.
@@ -257,12 +303,6 @@ fn fsid(dir: &Path) -> Option<String> {
     }
     let h: String = args.fsid.iter().map(|b| format!("{b:02x}")).collect();
     Some(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
-}
-
-/// The shared directory a task directory's shim uses, when the agent has mounted one.
-pub fn for_task(task_dir: &Path) -> Option<PathBuf> {
-    let dir = task_dir.parent()?.join(SHARED_DIR);
-    is_btrfs(&dir).then_some(dir)
 }
 
 fn vol_args(name: &str) -> Result<VolArgs, io::Error> {
@@ -275,19 +315,36 @@ fn vol_args(name: &str) -> Result<VolArgs, io::Error> {
     Ok(args)
 }
 
-/// Makes the task's subvolume `<shared>/<task_id>` (or reuses the one a previous attempt
-/// made), caps it at `size_gib` and bind-mounts it at `mount_point`.
-pub fn create(shared: &Path, task_id: &str, size_gib: u64, mount_point: &Path) -> Result<(), PathError> {
-    let sub = shared.join(task_id);
-    if !is_btrfs(&sub) {
-        let parent = File::open(shared).map_err(|e| PathError::new("open", shared, e))?;
-        let args = vol_args(task_id).map_err(|e| PathError::new("subvolume", &sub, e))?;
-        // SAFETY: BTRFS_IOC_SUBVOL_CREATE reads one VolArgs through a valid pointer.
-        if unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE, &args as *const VolArgs) } != 0 {
-            return Err(PathError::new("creating subvolume", &sub, io::Error::last_os_error()));
+fn open_subvolume(shared: &OwnedFd, task_id: &str) -> io::Result<Option<File>> {
+    match rustix::fs::openat(shared, task_id, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => {
+            let f = File::from(fd);
+            Ok(is_btrfs_root(&f).then_some(f))
         }
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    let f = File::open(&sub).map_err(|e| PathError::new("open", &sub, e))?;
+}
+
+/// Makes the task's subvolume (or reuses the one a previous attempt made) on the shared
+/// filesystem `shared` (a root descriptor from [`Holder::take`]), caps it at `size_gib` and
+/// binds it at `mount_point`.
+pub fn create(shared: &OwnedFd, task_id: &str, size_gib: u64, mount_point: &Path) -> Result<(), PathError> {
+    let path = PathBuf::from(format!("<shared scratch>/{task_id}"));
+    let err = |what: &'static str| move |e: io::Error| PathError::new(what, PathBuf::from(format!("<shared scratch>/{task_id}")), e);
+    let sub = match open_subvolume(shared, task_id).map_err(err("open"))? {
+        Some(sub) => sub,
+        None => {
+            let args = vol_args(task_id).map_err(err("subvolume"))?;
+            // SAFETY: BTRFS_IOC_SUBVOL_CREATE reads one VolArgs through a valid pointer.
+            if unsafe { libc::ioctl(shared.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE, &args as *const VolArgs) } != 0 {
+                return Err(PathError::new("creating subvolume", &path, io::Error::last_os_error()));
+            }
+            open_subvolume(shared, task_id).map_err(err("open"))?.ok_or_else(|| {
+                PathError::new("open", &path, io::Error::from(io::ErrorKind::NotFound))
+            })?
+        }
+    };
     let limit = QgroupLimitArgs {
         qgroupid: 0,
         flags: BTRFS_QGROUP_LIMIT_MAX_RFER,
@@ -297,34 +354,51 @@ pub fn create(shared: &Path, task_id: &str, size_gib: u64, mount_point: &Path) -
         rsv_excl: 0,
     };
     // SAFETY: BTRFS_IOC_QGROUP_LIMIT reads one QgroupLimitArgs through a valid pointer;
-    // qgroupid 0 names the subvolume `f` is in.
-    if unsafe { libc::ioctl(f.as_raw_fd(), BTRFS_IOC_QGROUP_LIMIT, &limit as *const QgroupLimitArgs) } != 0 {
-        return Err(PathError::new("limiting subvolume", &sub, io::Error::last_os_error()));
+    // qgroupid 0 names the subvolume `sub` is the root of.
+    if unsafe { libc::ioctl(sub.as_raw_fd(), BTRFS_IOC_QGROUP_LIMIT, &limit as *const QgroupLimitArgs) } != 0 {
+        return Err(PathError::new("limiting subvolume", &path, io::Error::last_os_error()));
     }
     std::fs::create_dir_all(mount_point).map_err(|e| PathError::new("mkdir", mount_point, e))?;
-    bind_mount(&sub, mount_point)
+    let tree = rustix::mount::open_tree(&sub, "", OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH)
+        .map_err(|e| PathError::new("open_tree", &path, e.into()))?;
+    crate::mount::attach_mount(&tree, mount_point)
 }
 
-/// Unmounts `mount_point` and deletes the task's subvolume; nothing to do when there is none.
-pub fn remove(shared: &Path, task_id: &str, mount_point: &Path) -> Result<(), PathError> {
-    if mount_point.exists() && unmount(mount_point, false).is_err() {
+/// Unmounts `mount_point` and deletes the task's subvolume from `shared` (nothing to delete
+/// when there is none).
+pub fn remove(shared: Option<&OwnedFd>, task_id: &str, mount_point: &Path) -> Result<(), PathError> {
+    if unmount(mount_point, false).is_err() {
         unmount(mount_point, true)?;
     }
-    let sub = shared.join(task_id);
-    if !is_btrfs(&sub) {
+    let Some(shared) = shared else { return Ok(()) };
+    let path = PathBuf::from(format!("<shared scratch>/{task_id}"));
+    if open_subvolume(shared, task_id).map_err(|e| PathError::new("open", &path, e))?.is_none() {
         return Ok(());
     }
-    let parent = File::open(shared).map_err(|e| PathError::new("open", shared, e))?;
-    let args = vol_args(task_id).map_err(|e| PathError::new("subvolume", &sub, e))?;
+    let args = vol_args(task_id).map_err(|e| PathError::new("subvolume", &path, e))?;
     // SAFETY: BTRFS_IOC_SNAP_DESTROY reads one VolArgs through a valid pointer.
-    if unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY, &args as *const VolArgs) } != 0 {
-        return Err(PathError::new("deleting subvolume", &sub, io::Error::last_os_error()));
+    if unsafe { libc::ioctl(shared.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY, &args as *const VolArgs) } != 0 {
+        return Err(PathError::new("deleting subvolume", &path, io::Error::last_os_error()));
     }
     Ok(())
 }
 
+/// Deletes the subvolumes of tasks whose directory under `root` is gone.
+fn remove_orphans(root: &Path, shared: &SharedScratch) {
+    for task_id in shared.subvolumes() {
+        if root.join(&task_id).exists() {
+            continue;
+        }
+        let Ok(args) = vol_args(&task_id) else { continue };
+        // SAFETY: as in `remove`.
+        if unsafe { libc::ioctl(shared.root.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY, &args as *const VolArgs) } != 0 {
+            tracing::warn!(task_id, error = %io::Error::last_os_error(), "leftover scratch subvolume not removed");
+        }
+    }
+}
+
 /// Space used by and allowed to the subvolume mounted at `mount_point` (its quota group's
-/// referenced bytes and limit).
+/// referenced bytes, as of the filesystem's last commit, and its limit).
 pub fn usage(mount_point: &Path) -> Result<StorageStats, PathError> {
     let f = File::open(mount_point).map_err(|e| PathError::new("open", mount_point, e))?;
     let mut args = InoLookupArgs { treeid: 0, objectid: BTRFS_FIRST_FREE_OBJECTID, name: [0; 4080] };
@@ -332,15 +406,13 @@ pub fn usage(mount_point: &Path) -> Result<StorageStats, PathError> {
     if unsafe { libc::ioctl(f.as_raw_fd(), BTRFS_IOC_INO_LOOKUP, &mut args as *mut InoLookupArgs) } != 0 {
         return Err(PathError::new("looking up the subvolume of", mount_point, io::Error::last_os_error()));
     }
-    let id =
-        fsid(mount_point).ok_or_else(|| PathError::new("btrfs fsid of", mount_point, io::Error::last_os_error()))?;
+    let id = fsid(&f).ok_or_else(|| PathError::new("btrfs fsid of", mount_point, io::Error::last_os_error()))?;
     let group = PathBuf::from(format!("/sys/fs/btrfs/{id}/qgroups/0_{}", args.treeid));
     let read = |name: &str| -> Result<u64, PathError> {
         let path = group.join(name);
         let text = std::fs::read_to_string(&path).map_err(|e| PathError::new("read", &path, e))?;
-        let text = text.trim();
         // An unlimited group reads "none".
-        Ok(text.parse().unwrap_or(0))
+        Ok(text.trim().parse().unwrap_or(0))
     };
     Ok(StorageStats { used_bytes: read("referenced")?, size_bytes: read("max_referenced")? })
 }

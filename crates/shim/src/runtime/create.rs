@@ -96,7 +96,7 @@ impl Runtime {
         let (image, size) = (dir.join("ephemeral.img"), spec.ephemeral_storage_gib());
         // The host's shared scratch filesystem when the agent mounted one (a subvolume each),
         // else a filesystem of the task's own, pooled or made here.
-        let shared = shared_scratch::for_task(&dir);
+        let shared = self.cfg.shared_scratch.as_ref();
         let adopted = if shared.is_some() { None } else { pooled.map(|p| ephemeral::adopt(&p, &image, &data, size)) };
         if let Some(Err(e)) = &adopted {
             tracing::warn!(error = %flotilla_sandbox::error::chain(e), "pooled scratch filesystem unusable; making one");

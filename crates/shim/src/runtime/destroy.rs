@@ -75,9 +75,10 @@ impl Runtime {
         }
         let dir = &self.cfg.task_dir;
         let (image, data) = (dir.join("ephemeral.img"), self.data_dir());
-        let removed = match flotilla_sandbox::shared_scratch::for_task(dir) {
-            Some(shared) if !image.exists() => flotilla_sandbox::shared_scratch::remove(&shared, &self.task_id, &data),
-            _ => ephemeral::remove(&image, &data),
+        let removed = if !image.exists() && flotilla_sandbox::shared_scratch::is_subvolume(&data) {
+            flotilla_sandbox::shared_scratch::remove(self.cfg.shared_scratch.as_ref(), &self.task_id, &data)
+        } else {
+            ephemeral::remove(&image, &data)
         };
         if let Err(e) = removed {
             errors.push(chain(&e));
