@@ -7,6 +7,9 @@ use crate::{processes, run};
 
 /// `flotilla_sandbox::scratch_pool::POOL_DIR`, under `<data>/tasks`.
 pub const POOL_DIR: &str = ".scratch-pool";
+/// `flotilla_sandbox::shared_scratch::IMAGE`, under `<data>/tasks`: the host's shared scratch
+/// filesystem (`FLOTILLA_SHARED_SCRATCH=1`).
+pub const SHARED_IMAGE: &str = ".scratch.img";
 
 /// Everything of these tasks still on the host, one line per leak.
 pub fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
@@ -29,12 +32,14 @@ pub fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
             found.push(format!("mount {point}"));
         }
     }
-    // The scratch filesystem pool's ready filesystems (`<data>/tasks/.scratch-pool`) are not
-    // leaks: they belong to the running server and go with it (checked after it exits by
-    // bench/common.sh). Anything else backed by a file under the data dir is.
+    // The scratch filesystem pool's ready filesystems (`<data>/tasks/.scratch-pool`) and the
+    // shared scratch filesystem (`<data>/tasks/.scratch.img`) are not leaks: they belong to the
+    // running server and go with it (checked after it exits by bench/common.sh). Anything else
+    // backed by a file under the data dir is.
     let pool = data.join("tasks").join(POOL_DIR).to_string_lossy().into_owned();
+    let shared = data.join("tasks").join(SHARED_IMAGE).to_string_lossy().into_owned();
     if let Ok(out) = run(Command::new("losetup").arg("-a")) {
-        for line in out.lines().filter(|l| l.contains(&data_str) && !l.contains(&pool)) {
+        for line in out.lines().filter(|l| l.contains(&data_str) && !l.contains(&pool) && !l.contains(&shared)) {
             found.push(format!("loop device {line}"));
         }
     }
@@ -60,7 +65,7 @@ pub fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
         }
     }
     if let Ok(entries) = std::fs::read_dir(data.join("tasks")) {
-        for e in entries.flatten().filter(|e| e.file_name() != POOL_DIR) {
+        for e in entries.flatten().filter(|e| e.file_name() != POOL_DIR && e.file_name() != SHARED_IMAGE) {
             found.push(format!("task dir entry {}", e.path().display()));
         }
     }

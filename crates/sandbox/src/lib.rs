@@ -35,6 +35,7 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod scratch_pool;
 pub mod seccomp;
+pub mod shared_scratch;
 pub mod sim;
 pub mod spec;
 pub mod status;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! flotilla-shim --task-dir DIR [--runtime auto|builtin|runc] [--runc PATH] [--cgroup-parent NAME]
-//!               [--init PATH] [--foreground]
+//!               [--init PATH] [--scratch-holder PID:FD:FSID] [--foreground]
 //! flotilla-shim pause        (internal: PID 1 of a task-wide PID namespace)
 //! flotilla-shim oci ...      (internal: the builtin OCI runtime, `flotilla_runtime`)
 //! ```
@@ -31,7 +31,7 @@ use flotilla_sandbox::protocol::SHIM_LOG_FILE;
 use crate::daemon::Ready;
 use crate::runtime::{Runtime, RuntimeKind, ShimConfig};
 
-const USAGE: &str = "usage: flotilla-shim --task-dir DIR [--runtime auto|builtin|runc] [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--foreground]";
+const USAGE: &str = "usage: flotilla-shim --task-dir DIR [--runtime auto|builtin|runc] [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--scratch-holder PID:FD:FSID] [--foreground]";
 
 struct Options {
     task_dir: PathBuf,
@@ -40,6 +40,7 @@ struct Options {
     cgroup_parent: String,
     init: Option<PathBuf>,
     foreground: bool,
+    scratch_holder: Option<flotilla_sandbox::shared_scratch::Holder>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -49,6 +50,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut cgroup_parent = "flotilla".to_string();
     let mut init = None;
     let mut foreground = false;
+    let mut scratch_holder = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
@@ -59,6 +61,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--cgroup-parent" => cgroup_parent = value()?,
             "--init" => init = Some(PathBuf::from(value()?)),
             "--foreground" => foreground = true,
+            "--scratch-holder" => scratch_holder = Some(value()?.parse()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -67,7 +70,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if !task_dir.is_dir() {
         return Err(format!("task dir {} does not exist", task_dir.display()));
     }
-    Ok(Options { task_dir, runc, runtime, cgroup_parent, init, foreground })
+    Ok(Options { task_dir, runc, runtime, cgroup_parent, init, foreground, scratch_holder })
 }
 
 fn main() {
@@ -133,6 +136,15 @@ fn run(opts: Options, ready: Ready) -> Result<(), String> {
             init: opts.init.clone(),
             self_exe,
             log_limits: logs::LogLimits::default(),
+            // Taken while the agent that launched this shim waits for it: the shared scratch
+            // filesystem, held from now on by this shim too (shared_scratch.rs).
+            shared_scratch: opts.scratch_holder.as_ref().and_then(|h| match h.take() {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(error = %flotilla_sandbox::error::chain(&e), "shared scratch filesystem not taken");
+                    None
+                }
+            }),
         };
         let runtime = Runtime::open(cfg, reaper)?;
         Ok((lock, listener, runtime))

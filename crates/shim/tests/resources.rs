@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -136,6 +137,65 @@ async fn ephemeral_storage_is_size_limited() {
     assert_eq!(status.exit_code, Some(0), "{out}");
     assert!(out.contains("nospace") && !out.contains("wrote-all"), "{out}");
     eprintln!("filling 1 GiB took {:?}", started.elapsed());
+}
+
+/// With the shared scratch filesystem on (it needs btrfs: CI installs btrfs-progs), every
+/// task's scratch space is a subvolume of one filesystem, capped by its quota group, bound at
+/// the task's `data` and deleted with it; the filesystem is in no directory (nothing to leave
+/// mounted) and goes with its last holder.
+#[tokio::test]
+async fn scratch_space_is_a_capped_subvolume_of_the_shared_filesystem() {
+    let env = env_with(|c| c.shared_scratch = true);
+    let Some(shared) = env.sandbox.shared_scratch() else {
+        let why = flotilla_sandbox::shared_scratch::SharedScratch::try_open(env.root.path()).unwrap_err();
+        panic!("no shared btrfs: {}", flotilla_sandbox::error::chain(&why));
+    };
+    let image = env.root.path().join(flotilla_sandbox::shared_scratch::IMAGE);
+    let (a, b) = (task_id("scratch-a"), task_id("scratch-b"));
+    let (_ga, _gb) = (env.guard(&a), env.guard(&b));
+    let write = |marker: &str| container("app", &["sh", "-c", &format!("echo {marker} > /mine; sleep 30")]);
+    for (id, marker) in [(&a, "from-a"), (&b, "from-b")] {
+        let handle = env.sandbox.create_task(task(id, vec![write(marker)])).await.unwrap();
+        assert_eq!(handle.timings.get("ephemeral_fs_pooled"), Some(&3), "{:?}", handle.timings);
+        env.sandbox.start_container(id, "app").await.unwrap();
+    }
+    // Each task writes into its own subvolume and sees only its own.
+    for (id, marker) in [(&a, "from-a"), (&b, "from-b")] {
+        let data = env.sandbox.task_dir(id).join("data");
+        assert!(flotilla_sandbox::shared_scratch::is_subvolume(&data), "{} is not a subvolume", data.display());
+        let found = wait_for("the task's file in its subvolume", Duration::from_secs(20), || async {
+            let out = Command::new("grep").args(["-rl", marker]).arg(&data).output().unwrap();
+            (!out.stdout.is_empty()).then_some(String::from_utf8_lossy(&out.stdout).to_string())
+        })
+        .await;
+        let other = if marker == "from-a" { "from-b" } else { "from-a" };
+        let theirs = Command::new("grep").args(["-rl", other]).arg(&data).output().unwrap();
+        assert!(theirs.stdout.is_empty(), "{found}: {}", String::from_utf8_lossy(&theirs.stdout));
+        // A quota group counts what the filesystem has committed (every 30 s by default).
+        assert!(Command::new("sync").arg("-f").arg(&data).status().unwrap().success());
+        let stats = env.sandbox.stats(id).await.unwrap();
+        assert_eq!(stats.ephemeral_storage.size_bytes, 1 << 30, "{:?}", stats.ephemeral_storage);
+        assert!(stats.ephemeral_storage.used_bytes > 0, "{:?}", stats.ephemeral_storage);
+    }
+    // Nothing of the shared filesystem is in the mount table but the tasks' own `data`.
+    let root = env.root.path().to_path_buf();
+    let mounted: Vec<_> = flotilla_sandbox::mount::mounts_under(&root).unwrap();
+    assert!(mounted.iter().all(|m| !m.ends_with(".scratch")), "{mounted:?}");
+    let (mut both, mut only_b) = (vec![a.clone(), b.clone()], vec![b.clone()]);
+    both.sort();
+    assert_eq!(shared.subvolumes(), both);
+    env.sandbox.destroy(&a).await.unwrap();
+    assert_eq!(shared.subvolumes(), only_b, "the destroyed task's subvolume is still there, or the other went");
+    env.sandbox.destroy(&b).await.unwrap();
+    only_b.clear();
+    assert_eq!(shared.subvolumes(), only_b);
+    drop(env.sandbox);
+    // The last holder gone, the filesystem and its loop device go.
+    wait_for("the shared filesystem's loop device to detach", Duration::from_secs(20), || async {
+        let out = Command::new("losetup").arg("-j").arg(&image).output().unwrap();
+        out.stdout.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

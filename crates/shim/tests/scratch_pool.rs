@@ -43,7 +43,7 @@ async fn wait_ready(sandbox: &LinuxSandbox, size: u64, n: usize) {
 
 #[tokio::test]
 async fn pooled_filesystems_serve_one_task_each_and_nothing_outlives_the_pool() {
-    let env = env();
+    let env = env_per_task_scratch();
     let root = env.root.path().to_path_buf();
     // The first task of a size asks for it; the pool then keeps one ready.
     let first = task_id("pool-first");
@@ -99,7 +99,7 @@ async fn pooled_filesystems_serve_one_task_each_and_nothing_outlives_the_pool() 
 #[tokio::test]
 async fn a_hand_off_that_does_not_check_out_is_not_used() {
     use std::os::fd::AsRawFd;
-    let env = env();
+    let env = env_per_task_scratch();
     let root = env.root.path().to_path_buf();
     // Somebody else's filesystem: formatted, attached, and mounted (detached) by this process.
     let other = root.join("other.img");
@@ -153,7 +153,9 @@ async fn a_new_pool_removes_what_a_dead_one_left() {
     std::fs::create_dir_all(&pool_dir).unwrap();
     let stale = pool_dir.join("20g-1-1.img");
     std::fs::write(&stale, b"left by a killed agent").unwrap();
-    let sandbox = LinuxSandbox::new(config(root.path()));
+    let mut config = config(root.path());
+    config.shared_scratch = false;
+    let sandbox = LinuxSandbox::new(config);
     assert!(!stale.exists(), "the stale image survived a new pool");
     wait_ready(&sandbox, 20, 2).await;
     drop(sandbox);
@@ -169,6 +171,7 @@ async fn a_burst_of_starts_keeps_as_many_ready_for_the_next_one() {
     require_prerequisites();
     let root = tempfile::Builder::new().prefix("flotilla-sandbox-").tempdir_in("/var/tmp").unwrap();
     let mut config = config(root.path());
+    config.shared_scratch = false;
     config.scratch_pool.default_ready = 1;
     config.scratch_pool.burst_ready = 3;
     let sandbox = LinuxSandbox::new(config);

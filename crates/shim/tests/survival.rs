@@ -120,3 +120,46 @@ async fn a_killed_shim_is_replaced_and_its_containers_keep_running() {
     agent.destroy(&id).await.unwrap();
     assert!(!dir.exists());
 }
+
+/// The shared scratch filesystem outlives its agent: the task keeps writing into its subvolume
+/// after the agent that made it is gone, a new agent on the same root mounts the same
+/// filesystem (the loop device the tasks still hold, not a second one), sees the task's
+/// subvolume, and deletes it with the task; with nobody left, the filesystem goes.
+#[tokio::test]
+async fn the_shared_scratch_filesystem_outlives_its_agent() {
+    let Env { sandbox: first, root } = env_with(|c| c.shared_scratch = true);
+    assert!(first.shared_scratch().is_some(), "no shared btrfs (apt-get install -y btrfs-progs)");
+    let id = task_id("scratch-survivor");
+    let _guard = TaskGuard(first.task_dir(&id));
+    let c = container("writer", &["sh", "-c", "while true; do date >> /log; sleep 0.05; done"]);
+    first.create_task(task(&id, vec![c])).await.unwrap();
+    first.start_container(&id, "writer").await.unwrap();
+    drop(first);
+
+    let mut config = config(root.path());
+    config.shared_scratch = true;
+    let second = LinuxSandbox::new(config);
+    let shared = second.shared_scratch().expect("the second agent has the shared filesystem");
+    assert_eq!(shared.subvolumes(), vec![id.clone()]);
+    let image = root.path().join(flotilla_sandbox::shared_scratch::IMAGE);
+    let devices = Command::new("losetup").arg("-j").arg(&image).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&devices.stdout).lines().count(), 1, "one loop device for the image");
+    // Still writing, into its subvolume.
+    let log = second.task_dir(&id).join("data");
+    let size = || {
+        let found = Command::new("sh").arg("-c").arg(format!("cat $(find {} -name log) | wc -l", log.display())).output();
+        String::from_utf8_lossy(&found.unwrap().stdout).trim().parse::<u64>().unwrap_or(0)
+    };
+    let before = size();
+    wait_for("the task to go on writing", Duration::from_secs(20), || async { (size() > before).then_some(()) }).await;
+    assert_eq!(second.state(&id).await.unwrap().container("writer").unwrap().state, ContainerState::Running);
+
+    second.destroy(&id).await.unwrap();
+    assert!(second.shared_scratch().unwrap().subvolumes().is_empty());
+    drop(second);
+    wait_for("the shared filesystem's loop device to detach", Duration::from_secs(20), || async {
+        let out = Command::new("losetup").arg("-j").arg(&image).output().unwrap();
+        out.stdout.is_empty().then_some(())
+    })
+    .await;
+}

@@ -9,6 +9,7 @@ use std::time::Instant;
 use flotilla_sandbox::cgroup;
 use flotilla_sandbox::ephemeral::{self, CommandRunner, PooledScratch, Scratch};
 use flotilla_sandbox::protocol::{CreateReport, ShimError, ShimErrorKind, Timings};
+use flotilla_sandbox::shared_scratch;
 use flotilla_sandbox::spec::{self, EtcFiles, SpecInput, TaskNamespaces, UserDb, VolumeMount};
 use flotilla_sandbox::{ContainerSpec, ContainerStatus, SpecError, TaskPhase, TaskSpec, namespaces, rootfs};
 
@@ -93,17 +94,26 @@ impl Runtime {
         let t = Instant::now();
         let data = self.data_dir();
         let (image, size) = (dir.join("ephemeral.img"), spec.ephemeral_storage_gib());
-        let adopted = pooled.map(|p| ephemeral::adopt(&p, &image, &data, size));
+        // The host's shared scratch filesystem when the agent mounted one (a subvolume each),
+        // else a filesystem of the task's own, pooled or made here.
+        let shared = self.cfg.shared_scratch.as_ref();
+        let adopted = if shared.is_some() { None } else { pooled.map(|p| ephemeral::adopt(&p, &image, &data, size)) };
         if let Some(Err(e)) = &adopted {
             tracing::warn!(error = %flotilla_sandbox::error::chain(e), "pooled scratch filesystem unusable; making one");
         }
-        let scratch = match adopted {
-            Some(Ok(_)) => Scratch::Limited,
+        let scratch = match (&shared, &adopted) {
+            (Some(shared), _) => {
+                shared_scratch::create(shared, &spec.task_id, size, &data).map_err(|e| runtime_err(&e))?;
+                Scratch::Limited
+            }
+            (None, Some(Ok(_))) => Scratch::Limited,
             _ => ephemeral::create(&image, &data, size, &ReaperRunner(&self.reaper)).map_err(|e| runtime_err(&e))?,
         };
         timings.insert("ephemeral_fs".into(), micros(t));
-        // Not a duration: 0 = made here, 1 = pooled device mounted here, 2 = pooled mount attached.
+        // Not a duration: 0 = made here, 1 = pooled device mounted here, 2 = pooled mount
+        // attached, 3 = a subvolume of the shared filesystem.
         let pooled = match adopted {
+            _ if shared.is_some() => 3,
             Some(Ok(ephemeral::Adopted::Attached)) => 2,
             Some(Ok(ephemeral::Adopted::Mounted)) => 1,
             _ => 0,

@@ -74,7 +74,13 @@ impl Runtime {
             }
         }
         let dir = &self.cfg.task_dir;
-        if let Err(e) = ephemeral::remove(&dir.join("ephemeral.img"), &self.data_dir()) {
+        let (image, data) = (dir.join("ephemeral.img"), self.data_dir());
+        let removed = if !image.exists() && flotilla_sandbox::shared_scratch::is_subvolume(&data) {
+            flotilla_sandbox::shared_scratch::remove(self.cfg.shared_scratch.as_ref(), &self.task_id, &data)
+        } else {
+            ephemeral::remove(&image, &data)
+        };
+        if let Err(e) = removed {
             errors.push(chain(&e));
         }
         if let Err(e) = namespaces::remove(dir) {

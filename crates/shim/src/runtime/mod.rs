@@ -38,6 +38,8 @@ pub struct ShimConfig {
     /// This binary, re-executed as `pause` for shared PID namespaces.
     pub self_exe: PathBuf,
     pub log_limits: LogLimits,
+    /// The root of the host's shared scratch filesystem, when the agent has one.
+    pub shared_scratch: Option<std::os::fd::OwnedFd>,
 }
 
 pub struct Runtime {
@@ -260,7 +262,9 @@ impl Runtime {
             }
         }
         let data = self.data_dir();
-        let ephemeral_storage = if data.exists() {
+        let ephemeral_storage = if flotilla_sandbox::shared_scratch::is_subvolume(&data) {
+            flotilla_sandbox::shared_scratch::usage(&data).map_err(|e| runtime_err(&e))?
+        } else if data.exists() {
             flotilla_sandbox::ephemeral::usage(&data).map_err(|e| runtime_err(&e))?
         } else {
             Default::default()

@@ -118,14 +118,28 @@ pub fn config(root: &Path) -> LinuxSandboxConfig {
         init_binary: None,
         request_timeout: Duration::from_secs(60),
         scratch_pool: Default::default(),
+        // `FLOTILLA_SHARED_SCRATCH=1` runs the same tests on the shared scratch filesystem.
+        ..Default::default()
     }
 }
 
 pub fn env() -> Env {
+    env_with(|_| {})
+}
+
+/// An environment whose tasks get a scratch filesystem each (loop-mounted ext4, pooled), as
+/// hosts without btrfs do.
+pub fn env_per_task_scratch() -> Env {
+    env_with(|c| c.shared_scratch = false)
+}
+
+pub fn env_with(change: impl FnOnce(&mut LinuxSandboxConfig)) -> Env {
     require_prerequisites();
-    // On the real disk: the scratch filesystem image of each task lives in its directory.
+    // On the real disk: the scratch space of the tasks lives under the root.
     let root = tempfile::Builder::new().prefix("flotilla-sandbox-").tempdir_in("/var/tmp").unwrap();
-    Env { sandbox: LinuxSandbox::new(config(root.path())), root }
+    let mut config = config(root.path());
+    change(&mut config);
+    Env { sandbox: LinuxSandbox::new(config), root }
 }
 
 impl Env {
