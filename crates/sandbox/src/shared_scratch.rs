@@ -316,7 +316,12 @@ fn vol_args(name: &str) -> Result<VolArgs, io::Error> {
 }
 
 fn open_subvolume(shared: &OwnedFd, task_id: &str) -> io::Result<Option<File>> {
-    match rustix::fs::openat(shared, task_id, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+    match rustix::fs::openat(
+        shared,
+        task_id,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => {
             let f = File::from(fd);
             Ok(is_btrfs_root(&f).then_some(f))
@@ -331,7 +336,9 @@ fn open_subvolume(shared: &OwnedFd, task_id: &str) -> io::Result<Option<File>> {
 /// binds it at `mount_point`.
 pub fn create(shared: &OwnedFd, task_id: &str, size_gib: u64, mount_point: &Path) -> Result<(), PathError> {
     let path = PathBuf::from(format!("<shared scratch>/{task_id}"));
-    let err = |what: &'static str| move |e: io::Error| PathError::new(what, PathBuf::from(format!("<shared scratch>/{task_id}")), e);
+    let err = |what: &'static str| {
+        move |e: io::Error| PathError::new(what, PathBuf::from(format!("<shared scratch>/{task_id}")), e)
+    };
     let sub = match open_subvolume(shared, task_id).map_err(err("open"))? {
         Some(sub) => sub,
         None => {
@@ -340,9 +347,9 @@ pub fn create(shared: &OwnedFd, task_id: &str, size_gib: u64, mount_point: &Path
             if unsafe { libc::ioctl(shared.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE, &args as *const VolArgs) } != 0 {
                 return Err(PathError::new("creating subvolume", &path, io::Error::last_os_error()));
             }
-            open_subvolume(shared, task_id).map_err(err("open"))?.ok_or_else(|| {
-                PathError::new("open", &path, io::Error::from(io::ErrorKind::NotFound))
-            })?
+            open_subvolume(shared, task_id)
+                .map_err(err("open"))?
+                .ok_or_else(|| PathError::new("open", &path, io::Error::from(io::ErrorKind::NotFound)))?
         }
     };
     let limit = QgroupLimitArgs {
@@ -359,8 +366,12 @@ pub fn create(shared: &OwnedFd, task_id: &str, size_gib: u64, mount_point: &Path
         return Err(PathError::new("limiting subvolume", &path, io::Error::last_os_error()));
     }
     std::fs::create_dir_all(mount_point).map_err(|e| PathError::new("mkdir", mount_point, e))?;
-    let tree = rustix::mount::open_tree(&sub, "", OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH)
-        .map_err(|e| PathError::new("open_tree", &path, e.into()))?;
+    let tree = rustix::mount::open_tree(
+        &sub,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| PathError::new("open_tree", &path, e.into()))?;
     crate::mount::attach_mount(&tree, mount_point)
 }
 

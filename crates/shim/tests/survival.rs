@@ -147,7 +147,8 @@ async fn the_shared_scratch_filesystem_outlives_its_agent() {
     // Still writing, into its subvolume.
     let log = second.task_dir(&id).join("data");
     let size = || {
-        let found = Command::new("sh").arg("-c").arg(format!("cat $(find {} -name log) | wc -l", log.display())).output();
+        let found =
+            Command::new("sh").arg("-c").arg(format!("cat $(find {} -name log) | wc -l", log.display())).output();
         String::from_utf8_lossy(&found.unwrap().stdout).trim().parse::<u64>().unwrap_or(0)
     };
     let before = size();
