@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::eks::{cluster_status, create_cluster, eks_role};
+use common::eks::{cluster_status, create_cluster, create_fargate_profile, eks_role};
 use common::{ACCESS_KEY, SECRET_KEY, Server, free_port, stdout, wait_for};
 
 use serde_json::Value;
@@ -137,29 +137,7 @@ fn kubectl_through_eks_tokens_and_profile_admission() {
     assert!(!out.status.success() && err.contains("User \"bob\""), "bob is known by his mapped name: {err}");
 
     // A Fargate profile for namespace `fargate`.
-    server.aws_json(&[
-        "eks",
-        "create-fargate-profile",
-        "--cluster-name",
-        "demo",
-        "--fargate-profile-name",
-        "fp-default",
-        "--pod-execution-role-arn",
-        &role_arn,
-        "--selectors",
-        "namespace=fargate",
-    ]);
-    wait_for("the profile to be ACTIVE", Duration::from_secs(60), || {
-        let out = server.aws_json(&[
-            "eks",
-            "describe-fargate-profile",
-            "--cluster-name",
-            "demo",
-            "--fargate-profile-name",
-            "fp-default",
-        ]);
-        out["fargateProfile"]["status"] == "ACTIVE"
-    });
+    create_fargate_profile(&server, "demo", "fp-default", &role_arn, None, "fargate");
     let out = admin(&server, &kubeconfig, &["create", "namespace", "fargate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (namespace, pod) in [("fargate", "in-profile"), ("default", "outside")] {

@@ -10,69 +10,13 @@ mod plane;
 
 use std::time::Duration;
 
-use common::eks::{create_cluster, eks_role, two_subnets};
+use common::eks::{create_cluster, eks_role, register_cluster};
 use common::fixture::Fixture;
 use common::{Server, wait_for};
-use plane::KubePlane;
+use plane::{KubePlane, running};
 use serde_json::Value;
 
 const NS: &str = "fargate-workload";
-
-/// Registers `plane` with the server as the EKS cluster `demo` (`flotilla eks register`, with
-/// the plane's kubeconfig) and gives it a profile for [`NS`] in `subnet` (`aws eks
-/// create-fargate-profile`), waiting for both to be ACTIVE.
-fn register_cluster(server: &Server, plane: &KubePlane, subnet: &str) {
-    let role_arn = eks_role(server, "eks");
-    // EKS wants subnets in two zones: the fixture's, and one of another zone.
-    let subnets = two_subnets(server, Some(subnet)).join(",");
-    let out = server.flotilla(&[
-        "eks",
-        "register",
-        "--name",
-        "demo",
-        "--kubeconfig",
-        plane.kubeconfig.to_str().unwrap(),
-        "--role-arn",
-        &role_arn,
-        "--subnets",
-        &subnets,
-        "--service-cidr",
-        "10.96.0.0/16",
-    ]);
-    assert!(out.status.success(), "flotilla eks register: {}", String::from_utf8_lossy(&out.stderr));
-    let status = || server.aws_json(&["eks", "describe-cluster", "--name", "demo"])["cluster"].clone();
-    wait_for("the registered cluster to be ACTIVE", Duration::from_secs(60), || {
-        let c = status();
-        assert_ne!(c["status"], "FAILED", "{c}");
-        c["status"] == "ACTIVE"
-    });
-    assert_eq!(status()["endpoint"], plane.endpoint.as_str());
-    server.aws_json(&[
-        "eks",
-        "create-fargate-profile",
-        "--cluster-name",
-        "demo",
-        "--fargate-profile-name",
-        "fargate",
-        "--pod-execution-role-arn",
-        &role_arn,
-        "--subnets",
-        subnet,
-        "--selectors",
-        &format!("namespace={NS}"),
-    ]);
-    wait_for("the profile to be ACTIVE", Duration::from_secs(60), || {
-        let p = server.aws_json(&[
-            "eks",
-            "describe-fargate-profile",
-            "--cluster-name",
-            "demo",
-            "--fargate-profile-name",
-            "fargate",
-        ]);
-        p["fargateProfile"]["status"] == "ACTIVE"
-    });
-}
 
 fn deployment(image: &str) -> String {
     format!(
@@ -106,16 +50,6 @@ fn pods(plane: &KubePlane) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
-fn running(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running"
-        && pod["metadata"]["deletionTimestamp"].is_null()
-        && pod["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 fn fargate_nodes(plane: &KubePlane) -> Vec<Value> {
     let list = plane.kubectl_json(&["get", "nodes"]);
     list["items"].as_array().cloned().unwrap_or_default()
@@ -131,7 +65,9 @@ fn eks_tasks(server: &Server, status: &str) -> Vec<String> {
 fn setup(verify_kubelets: bool) -> (KubePlane, Fixture) {
     let kube = KubePlane::start(verify_kubelets);
     let f = Fixture::new();
-    register_cluster(&f.server, &kube, &f.subnet);
+    register_cluster(&f.server, "demo", &kube.kubeconfig, NS, &f.subnet);
+    let described = f.server.aws_json(&["eks", "describe-cluster", "--name", "demo"]);
+    assert_eq!(described["cluster"]["endpoint"], kube.endpoint.as_str());
     kube.kubectl_ok(&["create", "namespace", NS]);
     // Pods are admitted once the namespace's service account has its token (Kubernetes 1.20
     // answers 500 "No API token found" before).

@@ -14,50 +14,13 @@ mod plane;
 
 use std::time::Duration;
 
-use common::eks::{eks_role, two_subnets};
+use common::eks::register_cluster;
 use common::fixture::Fixture;
-use common::{Server, wait_for};
+use common::wait_for;
 use plane::KubePlane;
 use serde_json::{Value, json};
 
 const NS: &str = "probed";
-
-/// Registers `plane` as the EKS cluster `demo` with a Fargate profile for [`NS`] (as
-/// eks_pods.rs does), waiting for both to be ACTIVE.
-fn register_cluster(server: &Server, plane: &KubePlane, subnet: &str) {
-    let role_arn = eks_role(server, "eks");
-    let subnets = two_subnets(server, Some(subnet)).join(",");
-    let kubeconfig = plane.kubeconfig.to_str().unwrap();
-    let out = server.flotilla(&[
-        "eks",
-        "register",
-        "--name",
-        "demo",
-        "--kubeconfig",
-        kubeconfig,
-        "--role-arn",
-        &role_arn,
-        "--subnets",
-        &subnets,
-        "--service-cidr",
-        "10.96.0.0/16",
-    ]);
-    assert!(out.status.success(), "flotilla eks register: {}", String::from_utf8_lossy(&out.stderr));
-    wait_for("the registered cluster to be ACTIVE", Duration::from_secs(60), || {
-        server.aws_json(&["eks", "describe-cluster", "--name", "demo"])["cluster"]["status"] == "ACTIVE"
-    });
-    let profile = ["--cluster-name", "demo", "--fargate-profile-name", "fargate"];
-    let mut create = vec!["eks", "create-fargate-profile"];
-    create.extend(profile);
-    let selector = format!("namespace={NS}");
-    create.extend(["--pod-execution-role-arn", &role_arn, "--subnets", subnet, "--selectors", &selector]);
-    server.aws_json(&create);
-    wait_for("the profile to be ACTIVE", Duration::from_secs(60), || {
-        let mut describe = vec!["eks", "describe-fargate-profile"];
-        describe.extend(profile);
-        server.aws_json(&describe)["fargateProfile"]["status"] == "ACTIVE"
-    });
-}
 
 fn pod(name: &str, container: Value) -> String {
     json!({
@@ -85,7 +48,7 @@ fn ready(pod: &Value) -> Option<bool> {
 fn readiness_follows_an_http_probe_and_liveness_failures_restart_or_fail_the_pod() {
     let kube = KubePlane::start(false);
     let f = Fixture::new();
-    register_cluster(&f.server, &kube, &f.subnet);
+    register_cluster(&f.server, "demo", &kube.kubeconfig, NS, &f.subnet);
     kube.kubectl_ok(&["create", "namespace", NS]);
     wait_for("the namespace's service account token", Duration::from_secs(60), || {
         let out = kube.kubectl(&["get", "serviceaccount", "default", "-n", NS, "-o", "jsonpath={.secrets[0].name}"]);

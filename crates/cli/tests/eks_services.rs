@@ -12,65 +12,13 @@ mod plane;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::eks::{eks_role, two_subnets};
+use common::eks::register_cluster;
 use common::fixture::Fixture;
-use common::{Server, wait_for};
-use plane::KubePlane;
+use common::wait_for;
+use plane::{KubePlane, running};
 use serde_json::Value;
 
 const NS: &str = "fargate-services";
-
-/// Registers `plane` as the EKS cluster `svc` with a profile for [`NS`] in `subnet`, both
-/// waited for until ACTIVE.
-fn register_cluster(server: &Server, plane: &KubePlane, subnet: &str) {
-    let role_arn = eks_role(server, "eks");
-    let subnets = two_subnets(server, Some(subnet)).join(",");
-    let kubeconfig = plane.kubeconfig.to_str().unwrap();
-    let out = server.flotilla(&[
-        "eks",
-        "register",
-        "--name",
-        "svc",
-        "--kubeconfig",
-        kubeconfig,
-        "--role-arn",
-        &role_arn,
-        "--subnets",
-        &subnets,
-        "--service-cidr",
-        "10.96.0.0/16",
-    ]);
-    assert!(out.status.success(), "flotilla eks register: {}", String::from_utf8_lossy(&out.stderr));
-    wait_for("the registered cluster to be ACTIVE", Duration::from_secs(60), || {
-        server.aws_json(&["eks", "describe-cluster", "--name", "svc"])["cluster"]["status"] == "ACTIVE"
-    });
-    let selectors = format!("namespace={NS}");
-    server.aws_json(&[
-        "eks",
-        "create-fargate-profile",
-        "--cluster-name",
-        "svc",
-        "--fargate-profile-name",
-        "fargate",
-        "--pod-execution-role-arn",
-        &role_arn,
-        "--subnets",
-        subnet,
-        "--selectors",
-        &selectors,
-    ]);
-    wait_for("the profile to be ACTIVE", Duration::from_secs(60), || {
-        let p = server.aws_json(&[
-            "eks",
-            "describe-fargate-profile",
-            "--cluster-name",
-            "svc",
-            "--fargate-profile-name",
-            "fargate",
-        ]);
-        p["fargateProfile"]["status"] == "ACTIVE"
-    });
-}
 
 /// Two busybox HTTP servers on port 8080, each answering its own pod name, and their Service
 /// (port 80 -> 8080); a client pod that only sleeps.
@@ -115,16 +63,6 @@ spec:
     )
 }
 
-fn running(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running"
-        && pod["metadata"]["deletionTimestamp"].is_null()
-        && pod["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 fn web_pods(kube: &KubePlane) -> Vec<Value> {
     let list = kube.kubectl_json(&["get", "pods", "-n", NS, "-l", "app=web"]);
     list["items"].as_array().cloned().unwrap_or_default()
@@ -148,7 +86,7 @@ fn fetch(kube: &KubePlane, host: &str) -> Option<String> {
 fn a_client_pod_reaches_a_deployment_through_its_cluster_ip() {
     let kube = KubePlane::start(false);
     let f = Fixture::new();
-    register_cluster(&f.server, &kube, &f.subnet);
+    register_cluster(&f.server, "svc", &kube.kubeconfig, NS, &f.subnet);
     kube.kubectl_ok(&["create", "namespace", NS]);
     // Pods are admitted once the namespace's service account has its token (Kubernetes 1.20).
     wait_for("the namespace's service account token", Duration::from_secs(60), || {

@@ -11,57 +11,13 @@ mod plane;
 
 use std::time::Duration;
 
-use common::eks::{eks_role, two_subnets};
+use common::eks::register_cluster;
 use common::fixture::Fixture;
-use common::{Server, wait_for};
+use common::wait_for;
 use plane::KubePlane;
 use serde_json::Value;
 
 const NS: &str = "fargate-files";
-
-/// Registers `plane` as the EKS cluster `files` with a profile for [`NS`] in `subnet`.
-fn register_cluster(server: &Server, plane: &KubePlane, subnet: &str) {
-    let role_arn = eks_role(server, "eks");
-    let subnets = two_subnets(server, Some(subnet)).join(",");
-    let kubeconfig = plane.kubeconfig.to_str().unwrap();
-    let out = server.flotilla(&[
-        "eks",
-        "register",
-        "--name",
-        "files",
-        "--kubeconfig",
-        kubeconfig,
-        "--role-arn",
-        &role_arn,
-        "--subnets",
-        &subnets,
-        "--service-cidr",
-        "10.96.0.0/16",
-    ]);
-    assert!(out.status.success(), "flotilla eks register: {}", String::from_utf8_lossy(&out.stderr));
-    wait_for("the registered cluster to be ACTIVE", Duration::from_secs(60), || {
-        server.aws_json(&["eks", "describe-cluster", "--name", "files"])["cluster"]["status"] == "ACTIVE"
-    });
-    let selectors = format!("namespace={NS}");
-    server.aws_json(&[
-        "eks",
-        "create-fargate-profile",
-        "--cluster-name",
-        "files",
-        "--fargate-profile-name",
-        "fargate",
-        "--pod-execution-role-arn",
-        &role_arn,
-        "--subnets",
-        subnet,
-        "--selectors",
-        &selectors,
-    ]);
-    wait_for("the profile to be ACTIVE", Duration::from_secs(60), || {
-        let args = ["eks", "describe-fargate-profile", "--cluster-name", "files", "--fargate-profile-name", "fargate"];
-        server.aws_json(&args)["fargateProfile"]["status"] == "ACTIVE"
-    });
-}
 
 fn pod(kube: &KubePlane, name: &str) -> Value {
     kube.kubectl_json(&["get", "pod", "-n", NS, name])
@@ -82,7 +38,7 @@ fn events(kube: &KubePlane, name: &str, reason: &str) -> Vec<String> {
 fn config_maps_secrets_and_the_token_are_files_in_the_pods_volumes() {
     let kube = KubePlane::start(false);
     let f = Fixture::new();
-    register_cluster(&f.server, &kube, &f.subnet);
+    register_cluster(&f.server, "files", &kube.kubeconfig, NS, &f.subnet);
     kube.kubectl_ok(&["create", "namespace", NS]);
     wait_for("the namespace's service account token", Duration::from_secs(60), || {
         let out = kube.kubectl(&["get", "serviceaccount", "default", "-n", NS, "-o", "jsonpath={.secrets[0].name}"]);

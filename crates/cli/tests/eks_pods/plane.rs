@@ -166,3 +166,14 @@ impl Drop for KubePlane {
         }
     }
 }
+
+/// Whether `pod` is Running, Ready and not being deleted.
+pub fn running(pod: &serde_json::Value) -> bool {
+    pod["status"]["phase"] == "Running"
+        && pod["metadata"]["deletionTimestamp"].is_null()
+        && pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
