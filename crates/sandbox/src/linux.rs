@@ -46,7 +46,8 @@ pub struct LinuxSandboxConfig {
     pub scratch_pool: ScratchPoolConfig,
     /// One shared btrfs for every task's scratch space (`shared_scratch`) where the host
     /// allows, instead of one ext4 per task. Opt-in (`FLOTILLA_SHARED_SCRATCH=1`): it saves
-    /// ~0.3 MiB of kernel memory and the mkfs per task, but btrfs's `statfs` ignores quota
+    /// ~0.3 MiB of slab and the mkfs per task (host memory all in measured the same:
+    /// docs/benchmarks.md, issue 13), but btrfs's `statfs` ignores quota
     /// groups, so `df` in a task shows the whole filesystem rather than its ephemeral storage
     /// as Fargate does (writes past the limit still fail, with EDQUOT).
     pub shared_scratch: bool,
