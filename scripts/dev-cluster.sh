@@ -307,16 +307,25 @@ kill_leftovers() {
     cmd=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null || true)
     case "$cmd" in *"--task-dir $DIR/"*) kill -KILL "$pid" 2>/dev/null || true ;; esac
   done
-  local h t
+  local h t cg i
   for h in "${HOSTS[@]}"; do
     for t in "$DIR/$h"/tasks/*; do
       [ -d "$t" ] || continue
       t=$(basename "$t")
-      local cg=/sys/fs/cgroup/flotilla/$t
-      if [ -d "$cg" ]; then
-        [ -e "$cg/cgroup.kill" ] && echo 1 >"$cg/cgroup.kill" 2>/dev/null || true
+      # cgroup v2 (one tree, cgroup.kill) or v1 (a tree per controller: kill what it lists).
+      for cg in /sys/fs/cgroup/flotilla/"$t" /sys/fs/cgroup/*/flotilla/"$t"; do
+        [ -d "$cg" ] || continue
+        if [ -e "$cg/cgroup.kill" ]; then
+          echo 1 >"$cg/cgroup.kill" 2>/dev/null || true
+        else
+          find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u | xargs -r kill -KILL 2>/dev/null || true
+        fi
+        for i in $(seq 50); do
+          [ -z "$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] && break
+          sleep 0.1
+        done
         find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
-      fi
+      done
     done
   done
   local m
