@@ -165,6 +165,42 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path, netns: HostNetns, flags: &[String]) -> Server {
+        let mut server = Server::spawn_once(data_dir, netns, flags);
+        // Once in CI a server started on the data dir of one just SIGKILLed (and waited for)
+        // exited at once: "Database already open. Cannot acquire lock" on state.redb. Until
+        // whoever held the lock is known, say who holds it now and start it once more.
+        if !server.listens_within(Duration::from_secs(30)) {
+            let holders = holders_of(&data_dir.join("state.redb"));
+            eprintln!(
+                "flotilla did not listen on {} (exited: {:?}); state.redb held by {holders:?}; starting it again",
+                server.endpoint(),
+                server.child.try_wait()
+            );
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+            let netns = std::mem::replace(&mut server.netns, HostNetns::named(data_dir));
+            std::mem::forget(server);
+            server = Server::spawn_once(data_dir, netns, flags);
+            assert!(server.listens_within(Duration::from_secs(30)), "flotilla did not listen on {}", server.endpoint());
+        }
+        server
+    }
+
+    fn listens_within(&mut self, deadline: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn spawn_once(data_dir: &Path, netns: HostNetns, flags: &[String]) -> Server {
         let port = free_port();
         // The suite runs more small tasks at once than this 2-core machine's default capacity
         // admits (tests of placement itself pass their own factors).
@@ -185,11 +221,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("flotilla binary starts");
-        let server = Server { child, port, data_dir: data_dir.to_owned(), netns, _dir: None };
-        wait_for("flotilla to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        server
+        Server { child, port, data_dir: data_dir.to_owned(), netns, _dir: None }
     }
 
     pub fn endpoint(&self) -> String {
@@ -391,4 +423,17 @@ pub fn task_definition(family: &str) -> Value {
         "memory": "512",
         "containerDefinitions": [{"name": "app", "image": "busybox:latest", "essential": true}]
     })
+}
+
+/// The processes holding `path` open (pid, command), for diagnostics.
+fn holders_of(path: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path)) {
+            let comm = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default().replace('\0', " ");
+            found.push(format!("{} {}", entry.file_name().to_string_lossy(), comm.trim()));
+        }
+    }
+    found
 }
