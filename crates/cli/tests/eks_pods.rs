@@ -68,13 +68,7 @@ fn setup(verify_kubelets: bool) -> (KubePlane, Fixture) {
     register_cluster(&f.server, "demo", &kube.kubeconfig, NS, &f.subnet);
     let described = f.server.aws_json(&["eks", "describe-cluster", "--name", "demo"]);
     assert_eq!(described["cluster"]["endpoint"], kube.endpoint.as_str());
-    kube.kubectl_ok(&["create", "namespace", NS]);
-    // Pods are admitted once the namespace's service account has its token (Kubernetes 1.20
-    // answers 500 "No API token found" before).
-    wait_for("the namespace's service account token", Duration::from_secs(60), || {
-        let out = kube.kubectl(&["get", "serviceaccount", "default", "-n", NS, "-o", "jsonpath={.secrets[0].name}"]);
-        out.status.success() && !out.stdout.is_empty()
-    });
+    kube.create_namespace(NS);
     (kube, f)
 }
 

@@ -49,11 +49,7 @@ fn readiness_follows_an_http_probe_and_liveness_failures_restart_or_fail_the_pod
     let kube = KubePlane::start(false);
     let f = Fixture::new();
     register_cluster(&f.server, "demo", &kube.kubeconfig, NS, &f.subnet);
-    kube.kubectl_ok(&["create", "namespace", NS]);
-    wait_for("the namespace's service account token", Duration::from_secs(60), || {
-        let out = kube.kubectl(&["get", "serviceaccount", "default", "-n", NS, "-o", "jsonpath={.secrets[0].name}"]);
-        out.status.success() && !out.stdout.is_empty()
-    });
+    kube.create_namespace(NS);
 
     // Both probes on one container: readiness by HTTP on the port's name, liveness by TCP.
     kube.apply(&pod(

@@ -87,12 +87,7 @@ fn a_client_pod_reaches_a_deployment_through_its_cluster_ip() {
     let kube = KubePlane::start(false);
     let f = Fixture::new();
     register_cluster(&f.server, "svc", &kube.kubeconfig, NS, &f.subnet);
-    kube.kubectl_ok(&["create", "namespace", NS]);
-    // Pods are admitted once the namespace's service account has its token (Kubernetes 1.20).
-    wait_for("the namespace's service account token", Duration::from_secs(60), || {
-        let out = kube.kubectl(&["get", "serviceaccount", "default", "-n", NS, "-o", "jsonpath={.secrets[0].name}"]);
-        out.status.success() && !out.stdout.is_empty()
-    });
+    kube.create_namespace(NS);
     kube.apply(&workload(&f.image));
     wait_for("2 Ready web pods and the client", Duration::from_secs(180), || {
         let client = kube.kubectl_json(&["get", "pod", "-n", NS, "client"]);

@@ -39,11 +39,7 @@ fn config_maps_secrets_and_the_token_are_files_in_the_pods_volumes() {
     let kube = KubePlane::start(false);
     let f = Fixture::new();
     register_cluster(&f.server, "files", &kube.kubeconfig, NS, &f.subnet);
-    kube.kubectl_ok(&["create", "namespace", NS]);
-    wait_for("the namespace's service account token", Duration::from_secs(60), || {
-        let out = kube.kubectl(&["get", "serviceaccount", "default", "-n", NS, "-o", "jsonpath={.secrets[0].name}"]);
-        out.status.success() && !out.stdout.is_empty()
-    });
+    kube.create_namespace(NS);
     kube.kubectl_ok(&["create", "configmap", "app-config", "-n", NS, "--from-literal=app.conf=hello config"]);
     kube.kubectl_ok(&["create", "secret", "generic", "app-secret", "-n", NS, "--from-literal=password=s3cret"]);
 

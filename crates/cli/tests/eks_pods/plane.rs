@@ -117,6 +117,17 @@ impl KubePlane {
         Command::new("kubectl").arg("--kubeconfig").arg(&self.kubeconfig).args(args).output().expect("kubectl runs")
     }
 
+    /// Creates `namespace` and waits for its default service account's token: Kubernetes
+    /// 1.20 admits pods only then (before, it answers 500 "No API token found").
+    pub fn create_namespace(&self, namespace: &str) {
+        self.kubectl_ok(&["create", "namespace", namespace]);
+        wait_for("the namespace's service account token", Duration::from_secs(60), || {
+            let args = ["get", "serviceaccount", "default", "-n", namespace, "-o", "jsonpath={.secrets[0].name}"];
+            let out = self.kubectl(&args);
+            out.status.success() && !out.stdout.is_empty()
+        });
+    }
+
     /// kubectl's stdout, asserting success.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
