@@ -158,6 +158,10 @@ impl Supervisor {
                 self.fail_to_start(SANDBOX_LOST.to_owned(), None).await?;
                 return Ok(());
             }
+            // How long the task waited between its record and its supervisor (placement,
+            // the assignment stream, the agent's queue): the part of a start before `provisioned`.
+            let waited_ms = flotilla_types::Timestamp::now().0 - task.created_at.0;
+            tracing::debug!(task = %self.task_id, waited_ms, "provisioning");
             let Some(eni) = self.provision(&assignment).await? else { return Ok(()) };
             interface = Some(eni);
         } else if task.desired_status != DesiredStatus::Stopped {
@@ -194,10 +198,11 @@ impl Supervisor {
     /// PENDING (secrets, pull) and ACTIVATING (sandbox); the task's interface, or `None` when
     /// the task failed to start.
     async fn provision(&self, assignment: &Assignment) -> Result<Option<InterfaceLease>, AgentError> {
-        match self.provision_with(assignment).await? {
-            Some(eni) if self.attach_interface(&eni).await? => Ok(Some(eni)),
-            _ => Ok(None),
-        }
+        let Some(eni) = self.provision_with(assignment).await? else { return Ok(None) };
+        let t = Instant::now();
+        let attached = self.attach_interface(&eni).await?;
+        tracing::debug!(task = %self.task_id, attach = ?t.elapsed(), "interface attached");
+        Ok(attached.then_some(eni))
     }
 
     /// [`Supervisor::provision`] up to the sandbox; the interface is attached after.
@@ -525,10 +530,13 @@ impl Supervisor {
             match readiness(&deps, &observed) {
                 Readiness::Waiting => all_started = false,
                 Readiness::Ready => match self.agent.sandbox.start_container(&self.task_id, &c.name).await {
-                    Ok(_) => report.containers.push(ContainerReport {
+                    Ok(started) => report.containers.push({
+                        tracing::debug!(task = %self.task_id, container = %c.name, timings = ?started.timings, "container started");
+                        ContainerReport {
                         status: Some(ContainerStatus::Running),
                         runtime_id: Some(format!("{}-{}", self.task_id, c.name)),
                         ..ContainerReport::new(c.name.clone())
+                        }
                     }),
                     Err(e) => {
                         let reason = format!("CannotStartContainerError: {e}");
