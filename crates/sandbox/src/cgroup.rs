@@ -40,11 +40,15 @@ pub struct Cgroups {
 }
 
 impl Cgroups {
-    /// Detects the host's layout from `/proc/self/mountinfo`: pure v2 when `/sys/fs/cgroup`
-    /// is cgroup2, otherwise v1 (a hybrid's unified mount is remembered for cleanup only).
+    /// Detects the host's layout from its cgroup mounts (as the agent passed them down, else
+    /// `/proc/self/mountinfo`): pure v2 when `/sys/fs/cgroup` is cgroup2, otherwise v1 (a
+    /// hybrid's unified mount is remembered for cleanup only).
     pub fn detect(parent: &str) -> Result<Self, CgroupError> {
-        let mounts =
-            crate::mount::mountinfo().map_err(|e| CgroupError::Io { op: e.op, path: e.path, source: e.source })?;
+        let mounts = flotilla_runtime::mountinfo::cgroup_mounts().map_err(|source| CgroupError::Io {
+            op: "read",
+            path: flotilla_runtime::mountinfo::PATH.into(),
+            source,
+        })?;
         Self::from_mounts(&mounts, parent)
     }
 

@@ -83,6 +83,9 @@ pub struct LinuxSandbox {
     pool: Option<ScratchPool>,
     /// The host's shared scratch filesystem (`shared_scratch`), when it has one: then no pool.
     shared: Option<crate::shared_scratch::SharedScratch>,
+    /// The host's cgroup mounts, read once and handed to every shim (and by it to the
+    /// runtime) so that no task start reads the whole mount table (`CGROUP_MOUNTS_ENV`).
+    cgroup_mounts: Option<String>,
 }
 
 impl LinuxSandbox {
@@ -103,7 +106,8 @@ impl LinuxSandbox {
             }
             None => ScratchPool::start(&config.root, DEFAULT_EPHEMERAL_STORAGE_GIB, config.scratch_pool.clone()),
         };
-        LinuxSandbox { config, launching: std::sync::Mutex::new(HashMap::new()), pool, shared }
+        let cgroup_mounts = flotilla_runtime::mountinfo::cgroup_lines().ok().filter(|l| !l.is_empty());
+        LinuxSandbox { config, launching: std::sync::Mutex::new(HashMap::new()), pool, shared, cgroup_mounts }
     }
 
     /// The host's shared scratch filesystem, when tasks' scratch space comes from one.
@@ -168,6 +172,9 @@ impl LinuxSandbox {
         }
         if let Some(shared) = &self.shared {
             cmd.arg("--scratch-holder").arg(shared.holder().to_string());
+        }
+        if let Some(lines) = &self.cgroup_mounts {
+            cmd.env(flotilla_runtime::mountinfo::CGROUP_MOUNTS_ENV, lines);
         }
         // The launcher exits once the daemonised shim listens (or has failed); its stderr
         // carries the failure.

@@ -118,9 +118,9 @@ pub enum Cgroups {
 }
 
 impl Cgroups {
-    /// Detects the host's layout from `/proc/self/mountinfo`.
+    /// Detects the host's layout from its cgroup mounts (`mountinfo::cgroup_mounts`).
     pub fn detect() -> Result<Self, CgroupError> {
-        let mounts = crate::mountinfo::read().map_err(CgroupError::io("read", crate::mountinfo::PATH))?;
+        let mounts = crate::mountinfo::cgroup_mounts().map_err(CgroupError::io("read", crate::mountinfo::PATH))?;
         Self::from_mounts(&mounts)
     }
 
