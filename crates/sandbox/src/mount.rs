@@ -103,6 +103,68 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), PathError> {
     }
 }
 
+/// Removes `dir` and everything in it, and never anything on a filesystem mounted inside it:
+/// whatever is still mounted there is unmounted first. Only a mount met on the way makes it
+/// read the mount table (`unmount_all_under`), which the kernel writes out whole for every
+/// read (~20 ms at the 5,000 mounts of a host with 1,000 tasks): a teardown that unmounted
+/// what it knows of pays nothing for the mounts of other tasks.
+pub fn remove_dir_unmounted(dir: &Path) -> Result<(), PathError> {
+    for attempt in 0..2 {
+        match remove_tree(dir) {
+            Ok(()) => return Ok(()),
+            Err(Removal::Io(e)) => return Err(e),
+            Err(Removal::Mounted(at)) if attempt == 0 => {
+                tracing::debug!(dir = %dir.display(), mount = %at.display(), "a mount left inside; unmounting");
+                unmount_all_under(dir)?;
+            }
+            Err(Removal::Mounted(at)) => {
+                return Err(PathError::new("remove", at, io::Error::from_raw_os_error(libc::EBUSY)));
+            }
+        }
+    }
+    unreachable!("the second attempt returns")
+}
+
+enum Removal {
+    /// A mount point (or a kernel that cannot tell): the mount table decides.
+    Mounted(PathBuf),
+    Io(PathError),
+}
+
+/// Depth first, checking every entry before touching it: `statx` tells a mount's root, bind
+/// mounts of files and of the same filesystem included (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8).
+fn remove_tree(path: &Path) -> Result<(), Removal> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
+    let flags = AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW;
+    let st = match rustix::fs::statx(CWD, path, flags, StatxFlags::TYPE) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(Removal::Io(PathError::new("statx", path, e.into()))),
+    };
+    if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        || st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+    {
+        return Err(Removal::Mounted(path.to_path_buf()));
+    }
+    let gone = |r: io::Result<()>, op| match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Removal::Io(PathError::new(op, path, e))),
+        _ => Ok(()),
+    };
+    if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFDIR {
+        return gone(std::fs::remove_file(path), "unlink");
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Removal::Io(PathError::new("read dir", path, e))),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Removal::Io(PathError::new("read dir", path, e)))?;
+        remove_tree(&entry.path())?;
+    }
+    gone(std::fs::remove_dir(path), "rmdir")
+}
+
 /// Opens `path` inside `root` for reading, resolving every symlink and `..` as if `root`
 /// were `/` (openat2 `RESOLVE_IN_ROOT`). Image content is untrusted: `/etc/passwd` in a
 /// layer may be a symlink to a host file.
@@ -131,5 +193,36 @@ mod tests {
         let mut s = String::new();
         io::Read::read_to_string(&mut open_in_root(&root, "/etc/passwd").unwrap(), &mut s).unwrap();
         assert_eq!(s, "inside");
+    }
+
+    /// Needs root (mounts). What is bind-mounted into the directory, a directory and a file,
+    /// is unmounted and survives; everything of the directory's own goes.
+    #[test]
+    fn remove_dir_unmounted_never_removes_what_is_mounted_inside() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to mount");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, outside) = (tmp.path().join("task"), tmp.path().join("outside"));
+        std::fs::create_dir_all(dir.join("data/volumes/v")).unwrap();
+        std::fs::create_dir_all(dir.join("rootfs/main")).unwrap();
+        std::fs::write(dir.join("state.json"), "{}").unwrap();
+        std::fs::write(dir.join("data/volumes/v/own"), "the task's").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "not the task's").unwrap();
+        std::fs::write(tmp.path().join("keep-file"), "nor this").unwrap();
+        std::fs::write(dir.join("resolv.conf"), "").unwrap();
+        bind_mount(&outside, &dir.join("rootfs/main")).unwrap();
+        bind_mount(&tmp.path().join("keep-file"), &dir.join("resolv.conf")).unwrap();
+
+        remove_dir_unmounted(&dir).unwrap();
+        assert!(!dir.exists());
+        assert_eq!(std::fs::read_to_string(outside.join("keep")).unwrap(), "not the task's");
+        assert_eq!(std::fs::read_to_string(tmp.path().join("keep-file")).unwrap(), "nor this");
+        assert!(mounts_under(tmp.path()).unwrap().is_empty());
+        // Nothing there any more: done.
+        remove_dir_unmounted(&dir).unwrap();
     }
 }

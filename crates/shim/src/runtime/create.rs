@@ -11,7 +11,7 @@ use flotilla_sandbox::ephemeral::{self, CommandRunner, PooledScratch, Scratch};
 use flotilla_sandbox::protocol::{CreateReport, ShimError, ShimErrorKind, Timings};
 use flotilla_sandbox::shared_scratch;
 use flotilla_sandbox::spec::{self, EtcFiles, SpecInput, TaskNamespaces, UserDb, VolumeMount};
-use flotilla_sandbox::{ContainerSpec, ContainerStatus, SpecError, TaskPhase, TaskSpec, namespaces, rootfs};
+use flotilla_sandbox::{ContainerSpec, ContainerStatus, SpecError, TaskPhase, TaskSpec, mount, namespaces, rootfs};
 
 use super::{Runtime, ShimResult, io_err, runtime_err};
 use crate::logs::make_fifos;
@@ -67,6 +67,7 @@ impl Runtime {
         if leftovers {
             // A previous shim died half-way through; start from nothing.
             self.release_resources()?;
+            mount::unmount_all_under(&self.cfg.task_dir).map_err(|e| runtime_err(&e))?;
         }
         self.update(|st| {
             st.spec = Some(spec.clone());

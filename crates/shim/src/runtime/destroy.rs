@@ -19,9 +19,7 @@ impl Runtime {
         self.update(|st| st.phase = TaskPhase::Destroying)?;
         self.release_resources()?;
         let dir = &self.cfg.task_dir;
-        mount::unmount_all_under(dir).map_err(|e| ShimError::new(ShimErrorKind::Runtime, chain(&e)))?;
-        std::fs::remove_dir_all(dir)
-            .map_err(|e| ShimError::new(ShimErrorKind::Runtime, format!("removing {}: {e}", dir.display())))?;
+        mount::remove_dir_unmounted(dir).map_err(|e| ShimError::new(ShimErrorKind::Runtime, chain(&e)))?;
         tracing::info!(task_id = %self.task_id, "task destroyed");
         Ok(())
     }
@@ -86,9 +84,9 @@ impl Runtime {
         if let Err(e) = namespaces::remove(dir) {
             errors.push(chain(&e));
         }
-        if let Err(e) = mount::unmount_all_under(dir) {
-            errors.push(chain(&e));
-        }
+        // Whatever else is mounted inside goes with the directory (`destroy`), or before a
+        // create starts again on it: found through the mount table only then.
+
         self.logs.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.lock_precreated().clear();
         if errors.is_empty() { Ok(()) } else { Err(ShimError::new(ShimErrorKind::Runtime, errors.join("; "))) }
