@@ -12,7 +12,9 @@ start_registry
 UP_FLAGS=(--overcommit-cpu 200 --overcommit-memory 25 --max-tasks "$N")
 # The agent says at info when every task live at its start is supervised (the restart figure).
 export FLOTILLA_LOG=${FLOTILLA_LOG:-warn,flotilla_agent::adoption=info}
-FL_LOG_FILE=$WORK/flotilla-0.log start_flotilla "${UP_FLAGS[@]}"
+# DENSITY_LOG=FILE keeps the first `flotilla up`'s log (e.g. with FLOTILLA_LOG=...supervise=debug for
+# the per-task phase timings).
+FL_LOG_FILE=${DENSITY_LOG:-$WORK/flotilla-0.log} start_flotilla "${UP_FLAGS[@]}"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo); load: $(uptime | sed 's/.*load average/load average/')"
 echo "limits: nofile $(ulimit -Sn)/$(ulimit -Hn) (flotilla up raises its soft limit to the hard one), pid_max $(cat /proc/sys/kernel/pid_max), inotify instances $(cat /proc/sys/fs/inotify/max_user_instances)"
 STATE=$WORK/density.json
