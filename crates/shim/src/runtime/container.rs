@@ -130,8 +130,8 @@ impl Runtime {
         Ok(Stdio { cdir, out_w, err_w, pumps_done, pid_file })
     }
 
-    /// Opens the container's log and starts one pump per stream. The receiver yields once
-    /// per stream at EOF.
+    /// Opens the container's log and starts its pump (both streams on one thread). The
+    /// receiver yields once per stream at EOF.
     pub(super) fn attach_logs(&self, name: &str, cdir: &Path) -> ShimResult<Receiver<()>> {
         let log_path = cdir.join(flotilla_sandbox::protocol::CONTAINER_LOG_FILE);
         let log = LogFile::open(&log_path, self.cfg.log_limits).map_err(|e| io_err("opening", &log_path, e))?;
@@ -139,11 +139,12 @@ impl Runtime {
         self.syncer.register(&log);
         self.logs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), log.clone());
         let (tx, rx) = mpsc::channel();
+        let mut streams = Vec::with_capacity(2);
         for (stream, fifo) in [("stdout", "stdout.fifo"), ("stderr", "stderr.fifo")] {
             let path = cdir.join(fifo);
-            let reader = open_reader(&path).map_err(|e| io_err("opening", &path, e))?;
-            pump(reader, stream, log.clone(), tx.clone());
+            streams.push((stream, open_reader(&path).map_err(|e| io_err("opening", &path, e))?));
         }
+        pump(streams, log, self.syncer.clone(), tx).map_err(|e| io_err("starting the log pump of", cdir, e))?;
         Ok(rx)
     }
 
