@@ -43,11 +43,21 @@ pub enum Watch {
     Lost,
 }
 
+/// Work to do once a process has exited, run by the reaper thread outside its lock.
+type ExitAction = Box<dyn FnOnce(Option<ExitInfo>) + Send>;
+
+/// Who learns of a pid's exit.
+enum Waiter {
+    Channel(Sender<ExitInfo>),
+    /// Instead of a thread blocked on a channel for as long as the process lives.
+    Action(ExitAction),
+}
+
 #[derive(Default)]
 struct Inner {
     /// Incremented on every reap; lets a late registration tell a stale status from its own.
     seq: u64,
-    waiters: HashMap<i32, Sender<ExitInfo>>,
+    waiters: HashMap<i32, Waiter>,
     unclaimed: HashMap<i32, (u64, ExitInfo)>,
 }
 
@@ -99,15 +109,17 @@ impl Reaper {
     }
 
     fn reap_all(&self) {
+        let mut actions = Vec::new();
         let mut inner = self.lock();
         while let Ok(Some((pid, status))) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
             let pid = pid.as_raw_nonzero().get();
             let info = ExitInfo::from_wait_status(status.as_raw());
             inner.seq += 1;
             match inner.waiters.remove(&pid) {
-                Some(tx) => {
+                Some(Waiter::Channel(tx)) => {
                     let _ = tx.send(info);
                 }
+                Some(Waiter::Action(action)) => actions.push((action, info)),
                 None => {
                     let seq = inner.seq;
                     inner.unclaimed.insert(pid, (seq, info));
@@ -118,6 +130,10 @@ impl Reaper {
                     }
                 }
             }
+        }
+        drop(inner);
+        for (action, info) in actions {
+            action(Some(info));
         }
     }
 
@@ -134,7 +150,7 @@ impl Reaper {
         let pid = child.id() as i32;
         inner.unclaimed.remove(&pid);
         let (tx, rx) = mpsc::channel();
-        inner.waiters.insert(pid, tx);
+        inner.waiters.insert(pid, Waiter::Channel(tx));
         Ok((child, rx))
     }
 
@@ -168,7 +184,7 @@ impl Reaper {
             // predecessor's.
             inner.unclaimed.remove(&pid);
             let (tx, rx) = mpsc::channel();
-            inner.waiters.insert(pid, tx);
+            inner.waiters.insert(pid, Waiter::Channel(tx));
             return Watch::Pending(rx);
         }
         match inner.unclaimed.remove(&pid) {
@@ -178,6 +194,33 @@ impl Reaper {
                 Watch::Pending(rx)
             }
             _ => Watch::Lost,
+        }
+    }
+
+    /// Runs `action` once `pid`, watched through `watch`, has exited: with its status, or
+    /// `None` if the status was lost. It runs on the reaper thread (or on the caller's, if the
+    /// exit is already known), so it must not block: start a thread for slow work. This keeps
+    /// no thread waiting for a process that may run for months.
+    pub fn then(&self, pid: i32, watch: Watch, action: impl FnOnce(Option<ExitInfo>) + Send + 'static) {
+        let rx = match watch {
+            Watch::Lost => return action(None),
+            Watch::Pending(rx) => rx,
+        };
+        let mut inner = self.lock();
+        // Under the lock the reaper cannot send: either the status is in the channel already,
+        // or the channel's sender still waits in `waiters` and the action takes its place.
+        match rx.try_recv() {
+            Ok(info) => {
+                drop(inner);
+                action(Some(info))
+            }
+            Err(mpsc::TryRecvError::Empty) if inner.waiters.contains_key(&pid) => {
+                inner.waiters.insert(pid, Waiter::Action(Box::new(action)));
+            }
+            Err(_) => {
+                drop(inner);
+                action(None)
+            }
         }
     }
 }
