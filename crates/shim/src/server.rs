@@ -75,9 +75,17 @@ fn connection(stream: UnixStream, rt: Arc<Runtime>) {
             return;
         }
         let destroy = matches!(req, Request::Destroy);
+        // What a create, a start or an exec allocates (specs, runtime output) is freed
+        // by the time it replies, but glibc keeps the freed pages: give them back, since the
+        // shim then idles for the life of the task.
+        let trim = matches!(req, Request::Create { .. } | Request::Start { .. } | Request::Exec { .. });
         tracing::debug!(?req, "request");
         let reply = rt.handle(req);
         let _ = write_message(&mut writer, &reply);
+        if trim {
+            // SAFETY: malloc_trim only returns free heap pages to the kernel; any thread may call it.
+            unsafe { libc::malloc_trim(0) };
+        }
         if destroy && reply == Reply::Destroyed {
             tracing::info!("task destroyed; shim exiting");
             std::process::exit(0);
