@@ -15,6 +15,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustix::event::{PollFd, PollFlags, poll};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy)]
@@ -80,46 +81,85 @@ impl LogFile {
         Ok(())
     }
 
-    pub fn sync(&mut self) {
-        if self.dirty {
-            let _ = self.file.sync_data();
-            self.dirty = false;
+    /// Syncs the file if lines were written since the last sync; says whether they were.
+    pub fn sync(&mut self) -> bool {
+        if !self.dirty {
+            return false;
         }
+        let _ = self.file.sync_data();
+        self.dirty = false;
+        true
     }
 }
 
-/// Syncs every open log once a second, so a burst of lines costs one fsync.
+/// Syncs every dirty log once a second, so a burst of lines costs one fsync.
+///
+/// Its thread runs only while logs are being written: an idle task (most of a host's tasks)
+/// has no syncer thread at all, since every thread a shim keeps is kernel and stack memory
+/// paid once per task. A pump calls [`Syncer::wake`] after writing; the thread exits after a
+/// pass that found nothing to sync and no wake since it began.
 #[derive(Default)]
 pub struct Syncer {
-    logs: Mutex<Vec<Weak<Mutex<LogFile>>>>,
+    state: Mutex<SyncerState>,
+}
+
+#[derive(Default)]
+struct SyncerState {
+    logs: Vec<Weak<Mutex<LogFile>>>,
+    running: bool,
+    /// A pump wrote since the thread's current pass began.
+    woken: bool,
 }
 
 impl Syncer {
-    pub fn start() -> Arc<Syncer> {
-        let s = Arc::new(Syncer::default());
-        let weak = Arc::downgrade(&s);
-        std::thread::Builder::new()
-            .name("log-sync".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(1));
-                    let Some(s) = weak.upgrade() else { return };
-                    let logs: Vec<SharedLog> = {
-                        let mut list = s.logs.lock().unwrap_or_else(|e| e.into_inner());
-                        list.retain(|w| w.strong_count() > 0);
-                        list.iter().filter_map(Weak::upgrade).collect()
-                    };
-                    for log in logs {
-                        log.lock().unwrap_or_else(|e| e.into_inner()).sync();
-                    }
-                }
-            })
-            .expect("spawning the log syncer");
-        s
+    pub fn new() -> Arc<Syncer> {
+        Arc::new(Syncer::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn register(&self, log: &SharedLog) {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(log));
+        self.lock().logs.push(Arc::downgrade(log));
+    }
+
+    /// Says that a log has unsynced lines: starts the thread unless it runs.
+    pub fn wake(self: &Arc<Self>) {
+        let mut state = self.lock();
+        state.woken = true;
+        if state.running {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("log-sync".into()).spawn(move || Self::run(weak));
+        match spawned {
+            Ok(_) => state.running = true,
+            // The lines are written; only their fsync waits for the next wake.
+            Err(e) => tracing::warn!(error = %e, "spawning the log syncer"),
+        }
+    }
+
+    fn run(weak: Weak<Syncer>) {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let Some(s) = weak.upgrade() else { return };
+            let logs: Vec<SharedLog> = {
+                let mut state = s.lock();
+                state.woken = false;
+                state.logs.retain(|w| w.strong_count() > 0);
+                state.logs.iter().filter_map(Weak::upgrade).collect()
+            };
+            let mut synced = false;
+            for log in logs {
+                synced |= log.lock().unwrap_or_else(|e| e.into_inner()).sync();
+            }
+            let mut state = s.lock();
+            if !synced && !state.woken {
+                state.running = false;
+                return;
+            }
+        }
     }
 }
 
@@ -151,43 +191,79 @@ pub fn open_reader(fifo: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-/// Copies one stream into the log until EOF, then reports on `done`.
-pub fn pump(mut reader: File, stream: &'static str, log: SharedLog, done: Sender<()>) {
+/// One stream of a container's output being read: its FIFO and its unfinished line.
+struct Stream {
+    name: &'static str,
+    reader: File,
+    pending: Vec<u8>,
+    open: bool,
+}
+
+/// Copies a container's streams (stdout and stderr) into its log on one thread, reporting on
+/// `done` as each reaches EOF. One thread for both rather than one each: a shim's threads are
+/// paid once per task (kernel stack, task struct, touched stack pages), and an idle task's
+/// pumps only ever wait.
+pub fn pump(
+    streams: Vec<(&'static str, File)>,
+    log: SharedLog,
+    syncer: Arc<Syncer>,
+    done: Sender<()>,
+) -> io::Result<()> {
     let limits = log.lock().unwrap_or_else(|e| e.into_inner()).limits;
-    std::thread::Builder::new()
-        .name(format!("log-{stream}"))
-        .spawn(move || {
-            let mut pending: Vec<u8> = Vec::new();
-            let mut chunk = vec![0u8; 64 << 10];
-            loop {
-                let n = match reader.read(&mut chunk) {
+    let mut streams: Vec<Stream> =
+        streams.into_iter().map(|(name, reader)| Stream { name, reader, pending: Vec::new(), open: true }).collect();
+    std::thread::Builder::new().name("log-pump".into()).spawn(move || {
+        // Allocated on the first output, so an idle container's pump holds no buffer.
+        let mut chunk = Vec::new();
+        while streams.iter().any(|s| s.open) {
+            let ready = {
+                let mut fds: Vec<PollFd<'_>> =
+                    streams.iter().filter(|s| s.open).map(|s| PollFd::new(&s.reader, PollFlags::IN)).collect();
+                match poll(&mut fds, None) {
+                    Ok(_) => fds.iter().map(|f| !f.revents().is_empty()).collect::<Vec<_>>(),
+                    Err(rustix::io::Errno::INTR) => continue,
+                    // Not expected for two open descriptors; read them blocking, as before.
+                    Err(_) => vec![true; fds.len()],
+                }
+            };
+            let mut wrote = false;
+            for (s, ready) in streams.iter_mut().filter(|s| s.open).zip(ready) {
+                if !ready {
+                    continue;
+                }
+                if chunk.is_empty() {
+                    chunk = vec![0u8; 64 << 10];
+                }
+                let n = match s.reader.read(&mut chunk) {
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => continue,
                     Err(_) => 0,
                 };
                 let t = now_millis();
                 let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
                 if n == 0 {
-                    if !pending.is_empty() {
-                        let _ = log.write_line(stream, t, &pending);
+                    if !s.pending.is_empty() {
+                        let _ = log.write_line(s.name, t, &s.pending);
                     }
                     log.sync();
-                    break;
+                    s.open = false;
+                    let _ = done.send(());
+                    continue;
                 }
-                pending.extend_from_slice(&chunk[..n]);
-                for line in split_lines(&mut pending, limits.max_line) {
-                    if let Err(e) = log.write_line(stream, t, &line) {
+                s.pending.extend_from_slice(&chunk[..n]);
+                for line in split_lines(&mut s.pending, limits.max_line) {
+                    if let Err(e) = log.write_line(s.name, t, &line) {
                         tracing::warn!(error = %e, "writing container log");
                     }
+                    wrote = true;
                 }
             }
-            let _ = done.send(());
-        })
-        .expect("spawning a log pump");
+            if wrote {
+                syncer.wake();
+            }
+        }
+    })?;
+    Ok(())
 }
 
 /// Takes every complete line out of `pending`, and cuts over-long partial lines into

@@ -146,15 +146,15 @@ fn run(opts: Options, ready: Ready) -> Result<(), String> {
                 }
             }),
         };
-        let runtime = Runtime::open(cfg, reaper)?;
-        Ok((lock, listener, runtime))
+        let runtime = Runtime::open(cfg, reaper.clone())?;
+        Ok((lock, listener, runtime, reaper))
     };
     match setup() {
-        Ok((_lock, listener, runtime)) => {
+        Ok((_lock, listener, runtime, reaper)) => {
             tracing::info!(task_dir = %opts.task_dir.display(), pid = std::process::id(), "shim ready");
             ready.ok();
-            server::serve(listener, runtime);
-            Ok(())
+            // Never returns: the lock is held for the life of the process.
+            server::serve(listener, runtime, &reaper)
         }
         Err(msg) => {
             ready.fail(&msg);

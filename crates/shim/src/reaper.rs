@@ -8,9 +8,13 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::thread::JoinHandleExt;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 /// How a process ended, as a shell would report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +47,39 @@ pub enum Watch {
     Lost,
 }
 
+/// Work to do once a process has exited, run by the reaper thread outside its lock.
+type ExitAction = Box<dyn FnOnce(Option<ExitInfo>) + Send>;
+
+/// Who learns of a pid's exit.
+enum Waiter {
+    Channel(Sender<ExitInfo>),
+    /// Instead of a thread blocked on a channel for as long as the process lives.
+    Action(ExitAction),
+}
+
 #[derive(Default)]
 struct Inner {
     /// Incremented on every reap; lets a late registration tell a stale status from its own.
     seq: u64,
-    waiters: HashMap<i32, Sender<ExitInfo>>,
+    waiters: HashMap<i32, Waiter>,
     unclaimed: HashMap<i32, (u64, ExitInfo)>,
 }
 
 pub struct Reaper {
     inner: Mutex<Inner>,
+    /// The reaper's own thread, until [`Reaper::reap_on_this_thread`] takes over from it.
+    thread: Mutex<Option<JoinHandle<()>>>,
+    handed_over: AtomicBool,
+}
+
+fn sigchld_set() -> libc::sigset_t {
+    // SAFETY: the sigset is initialised by sigemptyset before sigaddset reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        set
+    }
 }
 
 /// Blocks SIGCHLD in the calling thread. Call before any thread exists, so that every later
@@ -69,29 +96,81 @@ pub fn block_sigchld() {
 
 impl Reaper {
     pub fn start() -> Arc<Reaper> {
-        let reaper = Arc::new(Reaper { inner: Mutex::new(Inner::default()) });
+        let reaper = Arc::new(Reaper {
+            inner: Mutex::new(Inner::default()),
+            thread: Mutex::new(None),
+            handed_over: AtomicBool::new(false),
+        });
         let r = reaper.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("reaper".into())
             .spawn(move || {
-                // SAFETY: as in block_sigchld; sigwait writes the signal number into `sig`.
-                let set = unsafe {
-                    let mut set: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut set);
-                    libc::sigaddset(&mut set, libc::SIGCHLD);
-                    set
-                };
+                let set = sigchld_set();
                 loop {
                     let mut sig = 0;
                     // SAFETY: `set` and `sig` are valid for the call.
                     unsafe { libc::sigwait(&set, &mut sig) };
+                    if r.handed_over.load(Ordering::SeqCst) {
+                        return;
+                    }
                     r.reap_all();
                 }
             })
             .expect("spawning the reaper thread");
+        *reaper.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         // Children may have exited before the thread started waiting.
         reaper.reap_all();
         reaper
+    }
+
+    /// Ends the reaper's own thread and reaps on the calling thread from now on, which also
+    /// waits for `fd` and calls `on_ready` whenever it is readable; never returns. The shim's
+    /// main thread, once set up, waits for connections this way: one thread fewer per task.
+    pub fn reap_on_this_thread(&self, fd: BorrowedFd<'_>, mut on_ready: impl FnMut()) -> ! {
+        let set = sigchld_set();
+        // SAFETY: signalfd reads the valid `set`; SIGCHLD is blocked in every thread
+        // (block_sigchld), so its signals queue for the descriptor.
+        let raw = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+        if raw < 0 {
+            // Keep the reaper thread; only wait for `fd` here.
+            tracing::warn!(error = %io::Error::last_os_error(), "signalfd; the reaper keeps its thread");
+            loop {
+                let mut fds = [rustix::event::PollFd::from_borrowed_fd(fd, rustix::event::PollFlags::IN)];
+                if rustix::event::poll(&mut fds, None).is_ok() {
+                    on_ready();
+                }
+            }
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let sigfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        self.handed_over.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // A SIGCHLD for that thread alone ends its sigwait; it sees `handed_over` and returns.
+            // SAFETY: the thread has not been joined, so its pthread_t is valid.
+            unsafe { libc::pthread_kill(thread.as_pthread_t(), libc::SIGCHLD) };
+            let _ = thread.join();
+        }
+        // Exits between the thread's last reap and the descriptor's creation are pending.
+        self.reap_all();
+        loop {
+            let mut fds = [
+                rustix::event::PollFd::from_borrowed_fd(fd, rustix::event::PollFlags::IN),
+                rustix::event::PollFd::new(&sigfd, rustix::event::PollFlags::IN),
+            ];
+            if rustix::event::poll(&mut fds, None).is_err() {
+                continue;
+            }
+            let (fd_ready, sig_ready) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+            if sig_ready {
+                let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+                // SAFETY: reads into a buffer of the size of one signalfd_siginfo.
+                while unsafe { libc::read(sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
+                self.reap_all();
+            }
+            if fd_ready {
+                on_ready();
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -99,15 +178,17 @@ impl Reaper {
     }
 
     fn reap_all(&self) {
+        let mut actions = Vec::new();
         let mut inner = self.lock();
         while let Ok(Some((pid, status))) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
             let pid = pid.as_raw_nonzero().get();
             let info = ExitInfo::from_wait_status(status.as_raw());
             inner.seq += 1;
             match inner.waiters.remove(&pid) {
-                Some(tx) => {
+                Some(Waiter::Channel(tx)) => {
                     let _ = tx.send(info);
                 }
+                Some(Waiter::Action(action)) => actions.push((action, info)),
                 None => {
                     let seq = inner.seq;
                     inner.unclaimed.insert(pid, (seq, info));
@@ -118,6 +199,10 @@ impl Reaper {
                     }
                 }
             }
+        }
+        drop(inner);
+        for (action, info) in actions {
+            action(Some(info));
         }
     }
 
@@ -134,7 +219,7 @@ impl Reaper {
         let pid = child.id() as i32;
         inner.unclaimed.remove(&pid);
         let (tx, rx) = mpsc::channel();
-        inner.waiters.insert(pid, tx);
+        inner.waiters.insert(pid, Waiter::Channel(tx));
         Ok((child, rx))
     }
 
@@ -168,7 +253,7 @@ impl Reaper {
             // predecessor's.
             inner.unclaimed.remove(&pid);
             let (tx, rx) = mpsc::channel();
-            inner.waiters.insert(pid, tx);
+            inner.waiters.insert(pid, Waiter::Channel(tx));
             return Watch::Pending(rx);
         }
         match inner.unclaimed.remove(&pid) {
@@ -178,6 +263,33 @@ impl Reaper {
                 Watch::Pending(rx)
             }
             _ => Watch::Lost,
+        }
+    }
+
+    /// Runs `action` once `pid`, watched through `watch`, has exited: with its status, or
+    /// `None` if the status was lost. It runs on the reaper thread (or on the caller's, if the
+    /// exit is already known), so it must not block: start a thread for slow work. This keeps
+    /// no thread waiting for a process that may run for months.
+    pub fn then(&self, pid: i32, watch: Watch, action: impl FnOnce(Option<ExitInfo>) + Send + 'static) {
+        let rx = match watch {
+            Watch::Lost => return action(None),
+            Watch::Pending(rx) => rx,
+        };
+        let mut inner = self.lock();
+        // Under the lock the reaper cannot send: either the status is in the channel already,
+        // or the channel's sender still waits in `waiters` and the action takes its place.
+        match rx.try_recv() {
+            Ok(info) => {
+                drop(inner);
+                action(Some(info))
+            }
+            Err(mpsc::TryRecvError::Empty) if inner.waiters.contains_key(&pid) => {
+                inner.waiters.insert(pid, Waiter::Action(Box::new(action)));
+            }
+            Err(_) => {
+                drop(inner);
+                action(None)
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -12,6 +13,7 @@ use flotilla_sandbox::protocol::{
     LOCK_FILE, Reply, Request, SOCKET_FILE, ShimError, ShimErrorKind, read_message, write_message,
 };
 
+use crate::reaper::Reaper;
 use crate::runtime::Runtime;
 
 /// Takes the task's lock file for the life of the process: one shim per task directory.
@@ -40,19 +42,23 @@ pub fn bind(dir: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-pub fn serve(listener: UnixListener, runtime: Arc<Runtime>) {
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => {
-                let rt = runtime.clone();
-                let spawned = std::thread::Builder::new().name("conn".into()).spawn(move || connection(stream, rt));
-                if let Err(e) = spawned {
-                    tracing::error!(error = %e, "spawning a connection thread");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "accept"),
-        }
+/// Serves connections, one thread each, on the calling thread, which from now on is the
+/// reaper's too (see [`Reaper::reap_on_this_thread`]).
+pub fn serve(listener: UnixListener, runtime: Arc<Runtime>, reaper: &Reaper) -> ! {
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::warn!(error = %e, "listener left blocking");
     }
+    reaper.reap_on_this_thread(listener.as_fd(), || match listener.accept() {
+        Ok((stream, _)) => {
+            let rt = runtime.clone();
+            let spawned = std::thread::Builder::new().name("conn".into()).spawn(move || connection(stream, rt));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "spawning a connection thread");
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => tracing::warn!(error = %e, "accept"),
+    })
 }
 
 fn connection(stream: UnixStream, rt: Arc<Runtime>) {
@@ -75,9 +81,17 @@ fn connection(stream: UnixStream, rt: Arc<Runtime>) {
             return;
         }
         let destroy = matches!(req, Request::Destroy);
+        // What a create, a start or an exec allocates (specs, runtime output) is freed
+        // by the time it replies, but glibc keeps the freed pages: give them back, since the
+        // shim then idles for the life of the task.
+        let trim = matches!(req, Request::Create { .. } | Request::Start { .. } | Request::Exec { .. });
         tracing::debug!(?req, "request");
         let reply = rt.handle(req);
         let _ = write_message(&mut writer, &reply);
+        if trim {
+            // SAFETY: malloc_trim only returns free heap pages to the kernel; any thread may call it.
+            unsafe { libc::malloc_trim(0) };
+        }
         if destroy && reply == Reply::Destroyed {
             tracing::info!("task destroyed; shim exiting");
             std::process::exit(0);

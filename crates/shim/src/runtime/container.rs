@@ -23,8 +23,8 @@ const EXEC_OUTPUT_LIMIT: usize = 64 << 10;
 
 /// How the end of a container's process will be learned.
 pub(super) enum ExitSource {
-    /// Our child: the exact status arrives through the reaper.
-    Child(Watch),
+    /// Our child (its pid): the exact status arrives through the reaper.
+    Child(i32, Watch),
     /// Started by a previous shim: we can see that it ends, not how.
     Adopted(i32),
 }
@@ -112,7 +112,7 @@ impl Runtime {
                 (c.exit_code, c.exited_at, c.reason, c.oom_killed) = (None, None, None, false);
             }
         })?;
-        self.spawn_exit_watcher(name, ExitSource::Child(watch), pumps_done);
+        self.spawn_exit_watcher(name, ExitSource::Child(pid, watch), pumps_done);
         tracing::info!(container = name, pid, ?timings, "container started");
         Ok(StartReport { pid: pid as u32, timings })
     }
@@ -130,8 +130,8 @@ impl Runtime {
         Ok(Stdio { cdir, out_w, err_w, pumps_done, pid_file })
     }
 
-    /// Opens the container's log and starts one pump per stream. The receiver yields once
-    /// per stream at EOF.
+    /// Opens the container's log and starts its pump (both streams on one thread). The
+    /// receiver yields once per stream at EOF.
     pub(super) fn attach_logs(&self, name: &str, cdir: &Path) -> ShimResult<Receiver<()>> {
         let log_path = cdir.join(flotilla_sandbox::protocol::CONTAINER_LOG_FILE);
         let log = LogFile::open(&log_path, self.cfg.log_limits).map_err(|e| io_err("opening", &log_path, e))?;
@@ -139,48 +139,64 @@ impl Runtime {
         self.syncer.register(&log);
         self.logs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), log.clone());
         let (tx, rx) = mpsc::channel();
+        let mut streams = Vec::with_capacity(2);
         for (stream, fifo) in [("stdout", "stdout.fifo"), ("stderr", "stderr.fifo")] {
             let path = cdir.join(fifo);
-            let reader = open_reader(&path).map_err(|e| io_err("opening", &path, e))?;
-            pump(reader, stream, log.clone(), tx.clone());
+            streams.push((stream, open_reader(&path).map_err(|e| io_err("opening", &path, e))?));
         }
+        pump(streams, log, self.syncer.clone(), tx).map_err(|e| io_err("starting the log pump of", cdir, e))?;
         Ok(rx)
     }
 
+    /// Records the container's exit once it happens. For our own child no thread waits while
+    /// it runs (a shim's threads are paid per task): the reaper starts one at the exit.
     pub(super) fn spawn_exit_watcher(self: &Arc<Self>, name: &str, source: ExitSource, pumps_done: Receiver<()>) {
         let rt = self.clone();
         let name = name.to_string();
-        std::thread::Builder::new()
-            .name(format!("exit-{name}"))
-            .spawn(move || {
-                let exit = match source {
-                    ExitSource::Child(Watch::Pending(rx)) => rx.recv().ok(),
-                    ExitSource::Child(Watch::Lost) => None,
-                    ExitSource::Adopted(pid) => {
+        match source {
+            ExitSource::Child(pid, watch) => self.reaper.then(pid, watch, move |exit| {
+                let (rt2, name2) = (rt.clone(), name.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("exit-{name}"))
+                    .spawn(move || rt2.record_exit_after_logs(&name2, exit, pumps_done));
+                if let Err(e) = spawned {
+                    tracing::error!(container = name, error = %e, "no thread for the exit; recording it on the reaper's");
+                    // The receiver went with the closure that failed to start: record at once.
+                    let (_tx, rx) = mpsc::channel();
+                    rt.record_exit_after_logs(&name, exit, rx);
+                }
+            }),
+            ExitSource::Adopted(pid) => {
+                std::thread::Builder::new()
+                    .name(format!("exit-{name}"))
+                    .spawn(move || {
                         wait_non_child(pid);
-                        None
-                    }
-                };
-                // Give the pumps a moment to write what the container said last, so that a
-                // caller who sees "exited" finds the complete log. (With a shared PID
-                // namespace an orphan may keep the FIFO open; do not wait for it forever.)
-                let deadline = Instant::now() + Duration::from_secs(2);
-                for _ in 0..2 {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if pumps_done.recv_timeout(left).is_err() {
-                        break;
-                    }
-                }
-                let reason = if exit.is_none() {
-                    Some("exit status lost: the container ended while no shim was watching it".to_string())
-                } else {
-                    None
-                };
-                if let Err(e) = rt.record_exit(&name, exit, reason) {
-                    tracing::error!(container = name, error = %e, "recording exit");
-                }
-            })
-            .expect("spawning an exit watcher");
+                        rt.record_exit_after_logs(&name, None, pumps_done);
+                    })
+                    .expect("spawning an exit watcher");
+            }
+        }
+    }
+
+    fn record_exit_after_logs(&self, name: &str, exit: Option<ExitInfo>, pumps_done: Receiver<()>) {
+        // Give the pumps a moment to write what the container said last, so that a caller
+        // who sees "exited" finds the complete log. (With a shared PID namespace an orphan may
+        // keep the FIFO open; do not wait for it forever.)
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pumps_done.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        let reason = if exit.is_none() {
+            Some("exit status lost: the container ended while no shim was watching it".to_string())
+        } else {
+            None
+        };
+        if let Err(e) = self.record_exit(name, exit, reason) {
+            tracing::error!(container = name, error = %e, "recording exit");
+        }
     }
 
     /// Records that a container has ended; checks the OOM counter of its cgroup first.

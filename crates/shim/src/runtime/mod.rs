@@ -143,7 +143,7 @@ impl Runtime {
             state: Mutex::new(state),
             changed: Condvar::new(),
             ops: Mutex::new(()),
-            syncer: Syncer::start(),
+            syncer: Syncer::new(),
             logs: Mutex::new(HashMap::new()),
             precreated: Mutex::new(HashMap::new()),
             exec_seq: AtomicU64::new(0),
