@@ -21,7 +21,7 @@ pub use local::LocalHostApi;
 pub use placement::{Allocation, Reservation};
 pub(crate) use placement::{Delta, NO_CPU, NO_MEMORY, NO_TASKS, Placer, Unplaced};
 
-use crate::record::{decode, encode, load, task_key};
+use crate::record::{Read, decode, encode, list_as, load, task_key};
 use crate::task::TaskRecord;
 use crate::{Control, ControlError};
 
@@ -85,7 +85,11 @@ impl Control {
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>, ControlError> {
-        self.store.list_prefix(HOSTS).await?.iter().map(decode).collect()
+        self.hosts_as(Read::Latest).await
+    }
+
+    pub(crate) async fn hosts_as(&self, read: Read) -> Result<Vec<Host>, ControlError> {
+        list_as(self.store.as_ref(), HOSTS, read).await?.iter().map(decode).collect()
     }
 
     async fn adopt_unassigned_tasks(&self, host_id: &str) -> Result<(), ControlError> {
