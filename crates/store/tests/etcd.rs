@@ -409,3 +409,28 @@ async fn stale_reads_see_what_the_watch_delivered_and_fall_back_behind_the_floor
     assert_eq!(reader.list_prefix_stale("heard/").await.unwrap().len(), n);
     assert_eq!(reader.stale_fallbacks(), before + 2);
 }
+
+/// A stale listing longer than a page reads every page at the first page's revision, though
+/// later pages may reach a member that has not applied it yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_listing_of_many_pages_is_whole() {
+    let cluster = EtcdCluster::start(3).await;
+    let store: Arc<dyn Store> = Arc::new(cluster.store().await.unwrap());
+    let n = 2_500;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let txn = chunk.iter().fold(Txn::new(), |t, i| t.then(Op::put(format!("many/{i:05}"), "v")));
+        store.txn(txn).await.unwrap();
+    }
+    // Writes from elsewhere keep the members' revisions moving while the listings page.
+    let other: Arc<dyn Store> = Arc::new(cluster.store().await.unwrap());
+    let writing = tokio::spawn(async move {
+        for i in 0..200 {
+            other.txn(Txn::new().then(Op::put(format!("other/{i}"), "v"))).await.unwrap();
+        }
+    });
+    for _ in 0..20 {
+        let listed = store.list_prefix_stale("many/").await.unwrap();
+        assert_eq!(listed.len(), n);
+    }
+    writing.await.unwrap();
+}

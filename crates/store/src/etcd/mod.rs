@@ -312,12 +312,24 @@ impl EtcdStore {
                 get = get.with_revision(revision);
             }
             let key = from.clone();
-            let response = self
-                .call("list", Request::Read, |c| {
+            let page = |get: GetOptions| {
+                let key = key.clone();
+                self.call("list", Request::Read, move |c| {
                     let (key, get) = (key.clone(), get.clone());
                     async move { c.kv_client().max_decoding_message_size(MAX_MESSAGE).get(key, Some(get)).await }
                 })
-                .await?;
+            };
+            let response = match page(get.clone()).await {
+                // A later page of a serializable listing reached a member that has not applied
+                // the first page's revision yet: that page is read linearizably (at the same
+                // revision) instead.
+                Err(StoreError::Backend { source, .. }) if serializable && revision > 0 && is_future(&*source) => {
+                    let mut linearizable = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+                    linearizable = linearizable.with_revision(revision);
+                    page(linearizable).await?
+                }
+                other => other?,
+            };
             if revision == 0 {
                 revision = response.header().map(|h| h.revision()).unwrap_or(0);
                 if serializable && revision < floor {
@@ -528,6 +540,11 @@ fn is_unavailable(e: &etcd_client::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// A read at a revision the member asked has not applied yet (a serializable read).
+fn is_future(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.to_string().contains("required revision is a future revision")
 }
 
 fn is_compacted(e: &(dyn std::error::Error + 'static)) -> bool {
