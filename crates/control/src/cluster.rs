@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::capacity::{CapacityProviderStrategyItem, validate_strategy};
 use crate::page::{Page, paginate};
-use crate::record::{CLUSTERS, cluster_key, decode, encode, load};
+use crate::record::{CLUSTERS, Read, cluster_key, decode, encode, list_as, load, load_as};
 use crate::tags::validate_tags;
 use crate::{Control, ControlError};
 
@@ -241,10 +241,10 @@ impl Control {
                     continue;
                 }
             };
-            match load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await? {
+            match load_as::<Cluster>(self.store.as_ref(), &cluster_key(&name), Read::Stale).await? {
                 Some((mut cluster, _)) => {
                     (cluster.running_tasks_count, cluster.pending_tasks_count) = self.task_counts(&name).await?;
-                    let (active, draining) = self.service_counts(&name).await?;
+                    let (active, draining) = self.service_counts(&name, Read::Stale).await?;
                     cluster.active_services_count = active + draining;
                     cluster.statistics = Some(statistics(&cluster, draining));
                     found.push(include.apply(cluster))
@@ -261,8 +261,17 @@ impl Control {
 
     /// Loads an ACTIVE cluster or fails with ClusterNotFound.
     pub async fn active_cluster(&self, cluster: Option<&str>) -> Result<(Cluster, u64), ControlError> {
+        self.active_cluster_as(cluster, Read::Latest).await
+    }
+
+    /// [`Self::active_cluster`] as fresh as `read` asks (read APIs: stale).
+    pub(crate) async fn active_cluster_as(
+        &self,
+        cluster: Option<&str>,
+        read: Read,
+    ) -> Result<(Cluster, u64), ControlError> {
         let name = self.cluster_name(cluster)?;
-        match load::<Cluster>(self.store.as_ref(), &cluster_key(&name)).await? {
+        match load_as::<Cluster>(self.store.as_ref(), &cluster_key(&name), read).await? {
             Some((c, rev)) if c.status == "ACTIVE" => Ok((c, rev)),
             _ => Err(ControlError::ClusterNotFound { cluster: name }),
         }
@@ -274,7 +283,7 @@ impl Control {
         next_token: Option<&str>,
     ) -> Result<Page<String>, ControlError> {
         let mut items = Vec::new();
-        for kv in self.store.list_prefix(CLUSTERS).await? {
+        for kv in list_as(self.store.as_ref(), CLUSTERS, Read::Stale).await? {
             let cluster: Cluster = decode(&kv)?;
             if cluster.status == "ACTIVE" {
                 items.push((kv.key, cluster.cluster_arn));
@@ -286,7 +295,7 @@ impl Control {
     pub async fn delete_cluster(&self, cluster: &str) -> Result<Cluster, ControlError> {
         let (mut current, rev) = self.active_cluster(Some(cluster)).await?;
         (current.running_tasks_count, current.pending_tasks_count) = self.task_counts(&current.cluster_name).await?;
-        let (active, draining) = self.service_counts(&current.cluster_name).await?;
+        let (active, draining) = self.service_counts(&current.cluster_name, Read::Latest).await?;
         if active + draining > 0 {
             return Err(ControlError::ClusterContainsServices { cluster: current.cluster_name });
         }

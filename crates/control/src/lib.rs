@@ -78,6 +78,8 @@ pub struct Control {
     /// Fills tasks' file volumes (an EKS pod's configMaps and secrets); attached by the server
     /// that runs the Fargate scheduler.
     task_files: std::sync::OnceLock<Arc<dyn TaskFiles>>,
+    /// Hosts' heartbeats heard and not yet written (answered from memory).
+    heartbeats: Arc<host::Heartbeats>,
 }
 
 impl Control {
@@ -92,6 +94,7 @@ impl Control {
             iam: Default::default(),
             require_roles: false,
             task_files: Default::default(),
+            heartbeats: Arc::new(host::Heartbeats::from_env()),
         }
     }
 

@@ -54,8 +54,36 @@ pub(crate) async fn load<T: DeserializeOwned>(
     store: &dyn Store,
     key: &str,
 ) -> Result<Option<(T, Revision)>, ControlError> {
-    match store.get(key).await? {
-        Some(kv) => Ok(Some((decode(&kv)?, kv.mod_revision))),
-        None => Ok(None),
-    }
+    load_as(store, key, Read::Latest).await
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The latest committed value: for reads whose revision feeds a compare-and-write.
+    Latest,
+    /// Possibly stale, never older than what this process wrote or saw (`Store::get_stale`):
+    /// for ECS's read APIs (eventually consistent on AWS too) and records that never change.
+    Stale,
+}
+
+/// [`load`] as fresh as `read` asks.
+pub(crate) async fn load_as<T: DeserializeOwned>(
+    store: &dyn Store,
+    key: &str,
+    read: Read,
+) -> Result<Option<(T, Revision)>, ControlError> {
+    let kv = match read {
+        Read::Latest => store.get(key).await?,
+        Read::Stale => store.get_stale(key).await?,
+    };
+    kv.map(|kv| Ok((decode(&kv)?, kv.mod_revision))).transpose()
+}
+
+/// Every record under `prefix`, as fresh as `read` asks.
+pub(crate) async fn list_as(store: &dyn Store, prefix: &str, read: Read) -> Result<Vec<KeyValue>, ControlError> {
+    Ok(match read {
+        Read::Latest => store.list_prefix(prefix).await?,
+        Read::Stale => store.list_prefix_stale(prefix).await?,
+    })
 }

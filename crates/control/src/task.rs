@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::capacity::{CapacityProviderStrategyItem, FARGATE, validate_strategy_items};
 use crate::host::Reservation;
 use crate::page::{Page, paginate};
-use crate::record::{decode, encode, load, task_key, tasks_prefix, token_key};
+use crate::record::{Read, decode, encode, list_as, load, load_as, task_key, tasks_prefix, token_key};
 use crate::tags::validate_tags;
 use crate::{Control, ControlError};
 use flotilla_host::Host;
@@ -505,8 +505,10 @@ impl Control {
         let refs = tasks.iter().map(|raw| self.task_ref(&cluster, raw)).collect::<Result<Vec<_>, _>>()?;
         let keys: Vec<String> = refs.iter().map(|(c, id)| task_key(c, id)).collect();
         // Read together: on a networked store each read is a round trip.
-        let records =
-            futures_util::future::join_all(keys.iter().map(|key| load::<TaskRecord>(self.store.as_ref(), key))).await;
+        let records = futures_util::future::join_all(
+            keys.iter().map(|key| load_as::<TaskRecord>(self.store.as_ref(), key, Read::Stale)),
+        )
+        .await;
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for ((raw, (c, id)), record) in tasks.iter().zip(refs).zip(records) {
@@ -529,12 +531,12 @@ impl Control {
     }
 
     pub async fn list_tasks(&self, input: ListTasksInput) -> Result<Page<String>, ControlError> {
-        let (cluster, _) = self.active_cluster(input.cluster.as_deref()).await?;
+        let (cluster, _) = self.active_cluster_as(input.cluster.as_deref(), Read::Stale).await?;
         let desired = input.desired_status.unwrap_or(DesiredStatus::Running);
         let family_arn_part = input.family.as_ref().map(|f| format!("task-definition/{f}:"));
         let service_group = input.service_name.as_ref().map(|s| format!("service:{s}"));
         let mut items = Vec::new();
-        for kv in self.store.list_prefix(&tasks_prefix(&cluster.cluster_name)).await? {
+        for kv in list_as(self.store.as_ref(), &tasks_prefix(&cluster.cluster_name), Read::Stale).await? {
             let record: ListedRecord = decode(&kv)?;
             let t = &record.task;
             let keep = t.desired_status == desired
@@ -613,9 +615,9 @@ impl Control {
         }
     }
 
-    /// Every task record (all clusters).
+    /// Every task record (all clusters), possibly stale: for overviews.
     pub async fn all_tasks(&self) -> Result<Vec<TaskRecord>, ControlError> {
-        self.store.list_prefix(crate::record::TASKS).await?.iter().map(decode).collect()
+        self.store.list_prefix_stale(crate::record::TASKS).await?.iter().map(decode).collect()
     }
 
     /// Forgets STOPPED tasks that stopped before `cutoff` (Fargate keeps them at least an hour).
@@ -634,10 +636,10 @@ impl Control {
         Ok(reaped)
     }
 
-    /// Running and pending task counts of one cluster.
+    /// Running and pending task counts of one cluster (counts only: possibly stale).
     pub(crate) async fn task_counts(&self, cluster: &str) -> Result<(i32, i32), ControlError> {
         let (mut running, mut pending) = (0, 0);
-        for kv in self.store.list_prefix(&tasks_prefix(cluster)).await? {
+        for kv in self.store.list_prefix_stale(&tasks_prefix(cluster)).await? {
             let record: TaskRecord = decode(&kv)?;
             match record.task.last_status {
                 TaskStatus::Running => running += 1,

@@ -9,7 +9,9 @@ use flotilla_types::{Arn, ResourceKind, Timestamp, validate_for_fargate};
 use serde::{Deserialize, Serialize};
 
 use crate::page::{Page, paginate, paginate_desc};
-use crate::record::{FAMILIES, decode, encode, family_key, load, task_definition_key, task_definitions_prefix};
+use crate::record::{
+    FAMILIES, Read, decode, encode, family_key, list_as, load, load_as, task_definition_key, task_definitions_prefix,
+};
 use crate::tags::validate_tags;
 use crate::{Control, ControlError};
 
@@ -192,17 +194,22 @@ impl Control {
         &self,
         family: &str,
         revision: u32,
+        read: Read,
     ) -> Result<Option<(TaskDefinitionRecord, u64)>, ControlError> {
-        load(self.store.as_ref(), &task_definition_key(family, revision)).await
+        load_as(self.store.as_ref(), &task_definition_key(family, revision), read).await
     }
 
     /// The latest ACTIVE revision of a family, walking down from the newest.
-    async fn latest_active(&self, family: &str) -> Result<Option<(TaskDefinitionRecord, u64)>, ControlError> {
-        let Some((fam, _)) = load::<FamilyRecord>(self.store.as_ref(), &family_key(family)).await? else {
+    async fn latest_active(
+        &self,
+        family: &str,
+        read: Read,
+    ) -> Result<Option<(TaskDefinitionRecord, u64)>, ControlError> {
+        let Some((fam, _)) = load_as::<FamilyRecord>(self.store.as_ref(), &family_key(family), read).await? else {
             return Ok(None);
         };
         for revision in (1..=fam.latest).rev() {
-            if let Some((record, rev)) = self.load_revision(family, revision).await?
+            if let Some((record, rev)) = self.load_revision(family, revision, read).await?
                 && record.definition.status == TaskDefinitionStatus::Active
             {
                 return Ok(Some((record, rev)));
@@ -211,16 +218,18 @@ impl Control {
         Ok(None)
     }
 
-    async fn resolve(&self, raw: &str) -> Result<Option<(TaskDefinitionRecord, u64)>, ControlError> {
+    async fn resolve(&self, raw: &str, read: Read) -> Result<Option<(TaskDefinitionRecord, u64)>, ControlError> {
         match parse_reference(raw)? {
-            Reference::Family(family) => self.latest_active(&family).await,
-            Reference::Revision(family, revision) => self.load_revision(&family, revision).await,
+            Reference::Family(family) => self.latest_active(&family, read).await,
+            Reference::Revision(family, revision) => self.load_revision(&family, revision, read).await,
         }
     }
 
-    /// DescribeTaskDefinition; the tags are those of the revision.
+    /// DescribeTaskDefinition; the tags are those of the revision. Possibly stale: a revision's
+    /// definition never changes once registered (only its status), and ECS's own answer is
+    /// eventually consistent.
     pub async fn describe_task_definition(&self, raw: &str) -> Result<(TaskDefinition, Vec<Tag>), ControlError> {
-        match self.resolve(raw).await? {
+        match self.resolve(raw, Read::Stale).await? {
             Some((record, _)) => Ok((record.definition, record.tags)),
             None => Err(ControlError::client("Unable to describe task definition.")),
         }
@@ -230,7 +239,7 @@ impl Control {
         let status = input.status.unwrap_or(TaskDefinitionStatus::Active);
         let prefix = task_definitions_prefix(input.family_prefix.as_deref().unwrap_or(""));
         let mut items = Vec::new();
-        for kv in self.store.list_prefix(&prefix).await? {
+        for kv in list_as(self.store.as_ref(), &prefix, Read::Stale).await? {
             let record: TaskDefinitionRecord = decode(&kv)?;
             if record.definition.status == status {
                 items.push((kv.key, record.definition.task_definition_arn));
@@ -256,13 +265,13 @@ impl Control {
         let mut families: BTreeMap<String, bool> = BTreeMap::new();
         let names: Vec<String> = self
             .store
-            .list_prefix(&format!("{FAMILIES}{}", family_prefix.unwrap_or("")))
+            .list_prefix_stale(&format!("{FAMILIES}{}", family_prefix.unwrap_or("")))
             .await?
             .into_iter()
             .map(|kv| kv.key[FAMILIES.len()..].to_owned())
             .collect();
         for family in names {
-            let active = self.latest_active(&family).await?.is_some();
+            let active = self.latest_active(&family, Read::Stale).await?.is_some();
             families.insert(family, active);
         }
         let items = families
@@ -288,7 +297,7 @@ impl Control {
             }
         };
         loop {
-            let Some((mut record, rev)) = self.load_revision(&family, revision).await? else {
+            let Some((mut record, rev)) = self.load_revision(&family, revision, Read::Latest).await? else {
                 return Err(ControlError::client(format!("The specified task definition does not exist: {raw}")));
             };
             let current = record.definition.status;

@@ -190,6 +190,19 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
     /// Every key starting with `prefix`, in key order.
     async fn list_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError>;
+    /// As [`Store::get`], but the answer may be stale: it reflects some committed revision at
+    /// least as new as every one this process has written or seen (its own transactions,
+    /// its watches' events, its linearizable reads), possibly older than another process's
+    /// latest write. For reads where that is harmless (AWS's own read APIs are eventually
+    /// consistent; immutable records); never for a read whose revision feeds a compare that
+    /// must not fail for staleness. The embedded store has one process and answers as `get`.
+    async fn get_stale(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.get(key).await
+    }
+    /// As [`Store::list_prefix`], possibly stale as [`Store::get_stale`] is.
+    async fn list_prefix_stale(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+        self.list_prefix(prefix).await
+    }
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
     /// Changes under `prefix` committed after this call.
     fn watch(&self, prefix: &str) -> Watch;

@@ -374,3 +374,63 @@ async fn a_role_whose_key_an_operator_deletes_is_lost_at_once() {
     tokio::time::timeout(Duration::from_secs(2), role.lost()).await.expect("the holder notices");
     assert!(!role.is_held());
 }
+
+/// A store that only hears of writes through its watch (another process made them) still
+/// reads them stale at once: what it heard raises its floor, and a member behind the floor is
+/// not believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_reads_see_what_the_watch_delivered_and_fall_back_behind_the_floor() {
+    let cluster = EtcdCluster::start(3).await;
+    let writer: Arc<dyn Store> = Arc::new(cluster.store().await.unwrap());
+    let reader = cluster.store().await.unwrap();
+    let mut watch = reader.watch("heard/");
+    let n = 200;
+    let writing = tokio::spawn({
+        let writer = writer.clone();
+        async move {
+            for i in 0..n {
+                writer.txn(Txn::new().then(Op::put(format!("heard/{i:04}"), i.to_string()))).await.unwrap();
+            }
+        }
+    });
+    for _ in 0..n {
+        let Event::Put(heard) = watch.next().await.unwrap() else { panic!("only puts were made") };
+        let read = reader.get_stale(&heard.key).await.unwrap();
+        assert_eq!(read.as_ref(), Some(&heard), "a stale read after the watch delivered {}", heard.key);
+    }
+    writing.await.unwrap();
+    assert_eq!(reader.list_prefix_stale("heard/").await.unwrap().len(), n);
+
+    // A floor past anything etcd has: every stale read is made again linearizably, and
+    // still answers.
+    let before = reader.stale_fallbacks();
+    reader.raise_floor(reader.revision().await.unwrap() + 1_000);
+    assert_eq!(reader.get_stale("heard/0007").await.unwrap().map(|kv| kv.value), Some(b"7".to_vec()));
+    assert_eq!(reader.list_prefix_stale("heard/").await.unwrap().len(), n);
+    assert_eq!(reader.stale_fallbacks(), before + 2);
+}
+
+/// A stale listing longer than a page reads every page at the first page's revision, though
+/// later pages may reach a member that has not applied it yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_listing_of_many_pages_is_whole() {
+    let cluster = EtcdCluster::start(3).await;
+    let store: Arc<dyn Store> = Arc::new(cluster.store().await.unwrap());
+    let n = 2_500;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let txn = chunk.iter().fold(Txn::new(), |t, i| t.then(Op::put(format!("many/{i:05}"), "v")));
+        store.txn(txn).await.unwrap();
+    }
+    // Writes from elsewhere keep the members' revisions moving while the listings page.
+    let other: Arc<dyn Store> = Arc::new(cluster.store().await.unwrap());
+    let writing = tokio::spawn(async move {
+        for i in 0..200 {
+            other.txn(Txn::new().then(Op::put(format!("other/{i}"), "v"))).await.unwrap();
+        }
+    });
+    for _ in 0..20 {
+        let listed = store.list_prefix_stale("many/").await.unwrap();
+        assert_eq!(listed.len(), n);
+    }
+    writing.await.unwrap();
+}

@@ -19,7 +19,7 @@ pub const TASK_CREDENTIALS_SECS: u32 = 6 * 3600;
 impl LocalHostApi {
     pub(super) async fn role_credentials_of(&self, task_arn: &str) -> Result<RoleCredentials, HostApiError> {
         let key = self.control.task_key_of(task_arn)?;
-        let kv = self.control.store.get(&key).await.map_err(|e| unavailable(e.to_string()))?;
+        let kv = self.control.store.get_stale(&key).await.map_err(|e| unavailable(e.to_string()))?;
         let record: TaskRecord = decode(&kv.ok_or_else(|| HostApiError::NotFound { what: task_arn.to_owned() })?)?;
         if record.task.last_status == TaskStatus::Stopped {
             return Err(refused(format!("task {task_arn} is stopped")));

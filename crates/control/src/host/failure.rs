@@ -3,9 +3,11 @@
 //! that services replace them elsewhere. Also the overview of hosts that `flotilla hosts`
 //! shows.
 //!
-//! **Invariant:** the grace is longer than the agents' fence time (plus a margin): an agent
-//! cut off from the control plane stops its own tasks after its fence time, so by the time
-//! the detector lets replacements start, the lost host's copies are gone.
+//! **Invariant:** the grace is longer than the agents' fence time plus their heartbeat period
+//! plus how stale a server's record of a host may be when it answers a heartbeat from memory
+//! (a quarter of the grace, `heartbeats.rs`), plus a margin: an agent cut off from the control
+//! plane stops its own tasks after its fence time, so by the time the detector lets
+//! replacements start, the lost host's copies are gone. Defaults: 20 s > 10 s + 2 s + 5 s.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -17,7 +17,7 @@ use flotilla_types::task_definition::TaskDefinition;
 use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
 
-use crate::record::{TASKS, decode};
+use crate::record::{Read, TASKS, decode};
 use crate::task::TaskRecord;
 use crate::vpc::keys;
 use crate::{
@@ -320,7 +320,7 @@ impl LocalHostApi {
         for eni in self.control.describe_network_interfaces(&[], &[]).await? {
             let Some(task_arn) = eni.attachment.as_deref() else { continue };
             let Ok(key) = self.control.task_key_of(task_arn) else { continue };
-            let owner = match self.control.store.get(&key).await.map_err(unavailable)? {
+            let owner = match self.control.store.get_stale(&key).await.map_err(unavailable)? {
                 Some(kv) => decode::<TaskRecord>(&kv)?.host_id,
                 None => None,
             };
@@ -356,7 +356,7 @@ impl LocalHostApi {
     /// and nothing to read per interface).
     async fn vpc_interfaces(&self, vpc: ResourceFilter) -> Result<Vec<VpcInterface>, HostApiError> {
         let underlays: HashMap<String, Option<std::net::Ipv4Addr>> =
-            self.control.hosts().await?.into_iter().map(|h| (h.spec.id, h.spec.underlay_ip)).collect();
+            self.control.hosts_as(Read::Stale).await?.into_iter().map(|h| (h.spec.id, h.spec.underlay_ip)).collect();
         if underlays.values().all(Option::is_none) {
             return Ok(Vec::new());
         }
@@ -365,7 +365,7 @@ impl LocalHostApi {
         for eni in enis {
             let key = eni.attachment.as_deref().and_then(|arn| self.control.task_key_of(arn).ok());
             let host_id = match key {
-                Some(key) => match self.control.store.get(&key).await.map_err(unavailable)? {
+                Some(key) => match self.control.store.get_stale(&key).await.map_err(unavailable)? {
                     Some(kv) => decode::<TaskRecord>(&kv)?.host_id,
                     None => None,
                 },
@@ -384,7 +384,7 @@ impl LocalHostApi {
 
     async fn secrets_of(&self, task_arn: &str) -> Result<TaskSecrets, HostApiError> {
         let key = self.control.task_key_of(task_arn)?;
-        let kv = self.control.store.get(&key).await.map_err(unavailable)?;
+        let kv = self.control.store.get_stale(&key).await.map_err(unavailable)?;
         let record: TaskRecord = decode(&kv.ok_or_else(|| HostApiError::NotFound { what: task_arn.to_owned() })?)?;
         let (definition, _) = self.control.describe_task_definition(&record.task.task_definition_arn).await?;
         // With an execution role the platform fetches as that role, and writes its logs as it.
@@ -400,7 +400,7 @@ impl LocalHostApi {
 impl LocalHostApi {
     async fn volumes_of(&self, task_arn: &str) -> Result<TaskVolumes, HostApiError> {
         let key = self.control.task_key_of(task_arn)?;
-        let kv = self.control.store.get(&key).await.map_err(unavailable)?;
+        let kv = self.control.store.get_stale(&key).await.map_err(unavailable)?;
         let record: TaskRecord = decode(&kv.ok_or_else(|| HostApiError::NotFound { what: task_arn.to_owned() })?)?;
         let (definition, _) = self.control.describe_task_definition(&record.task.task_definition_arn).await?;
         let files = match self.control.task_files() {

@@ -4,6 +4,7 @@
 mod credentials;
 mod discovery;
 mod failure;
+mod heartbeats;
 mod lb;
 mod local;
 mod placement;
@@ -17,11 +18,12 @@ use flotilla_types::task::{Task, TaskStatus};
 use flotilla_types::{Arn, ResourceKind, Timestamp};
 
 pub use failure::{HostLiveness, HostView};
+pub(crate) use heartbeats::Heartbeats;
 pub use local::LocalHostApi;
 pub use placement::{Allocation, Reservation};
 pub(crate) use placement::{Delta, NO_CPU, NO_MEMORY, NO_TASKS, Placer, Unplaced};
 
-use crate::record::{decode, encode, load, task_key};
+use crate::record::{Read, decode, encode, list_as, load, task_key};
 use crate::task::TaskRecord;
 use crate::{Control, ControlError};
 
@@ -54,6 +56,9 @@ impl Control {
             };
             let txn = Txn::new().when(compare).then(Op::put(&key, encode(&host)));
             if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                if let Some(seen) = host.last_seen {
+                    self.heartbeats.written(&host.spec.id, seen);
+                }
                 break host;
             }
         };
@@ -63,14 +68,20 @@ impl Control {
         Ok(host)
     }
 
-    /// The host's agent is alive: records when it was last heard from.
+    /// The host's agent is alive: records when it was last heard from, at once or, while the
+    /// store has a recent record of it from this server, in the next of this server's grouped
+    /// writes (see `heartbeats.rs`).
     pub async fn host_heartbeat(&self, host_id: &str) -> Result<(), ControlError> {
+        let now = Timestamp::now();
+        if self.heartbeats.heard(&self.store, host_id, now) {
+            return Ok(());
+        }
         let key = host_key(host_id);
         loop {
             let Some((mut host, rev)) = load::<Host>(self.store.as_ref(), &key).await? else {
                 return Err(ControlError::ResourceNotFound { arn: format!("host {host_id}") });
             };
-            host.last_seen = Some(Timestamp::now());
+            host.last_seen = host.last_seen.max(Some(now));
             if host.status == HostStatus::Lost {
                 // Back after it was lost: its tasks were stopped meanwhile, and its agent
                 // stops its copies when it sees them STOPPED in its assignments.
@@ -79,13 +90,18 @@ impl Control {
             }
             let txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&host)));
             if let TxnOutcome::Committed(_) = self.store.txn(txn).await? {
+                self.heartbeats.written(host_id, now);
                 return Ok(());
             }
         }
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>, ControlError> {
-        self.store.list_prefix(HOSTS).await?.iter().map(decode).collect()
+        self.hosts_as(Read::Latest).await
+    }
+
+    pub(crate) async fn hosts_as(&self, read: Read) -> Result<Vec<Host>, ControlError> {
+        list_as(self.store.as_ref(), HOSTS, read).await?.iter().map(decode).collect()
     }
 
     async fn adopt_unassigned_tasks(&self, host_id: &str) -> Result<(), ControlError> {

@@ -6,7 +6,7 @@ use flotilla_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::record::{encode, load};
+use crate::record::{Read, encode, load, load_as};
 use crate::task::TaskRecord;
 use crate::{Control, ControlError};
 
@@ -63,7 +63,9 @@ impl Control {
     /// or its record is gone (its leftovers are the host's to clean up).
     pub async fn host_may_act_on(&self, host_id: &str, task_arn: &str) -> Result<bool, ControlError> {
         let key = self.task_key_of(task_arn)?;
-        Ok(match load::<TaskRecord>(self.store.as_ref(), &key).await? {
+        // Stale is enough: a task's host never changes once set, and the host learnt of the task
+        // through this server's watch, which this store's stale reads never fall behind.
+        Ok(match load_as::<TaskRecord>(self.store.as_ref(), &key, Read::Stale).await? {
             Some((record, _)) => record.host_id.as_deref() == Some(host_id),
             None => true,
         })

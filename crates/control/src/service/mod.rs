@@ -30,7 +30,7 @@ pub use scheduler::PassSummary;
 pub(crate) use scheduler::request_stop;
 
 use crate::page::{Page, paginate_by};
-use crate::record::{decode, encode, load};
+use crate::record::{Read, decode, encode, list_as, load, load_as};
 use crate::{Control, ControlError};
 
 pub(crate) const SERVICES: &str = "ecs/services/";
@@ -190,12 +190,18 @@ impl Control {
             return Err(ControlError::invalid("services: give 1 to 10 service names or ARNs."));
         }
         let cluster_name = self.cluster_name(cluster)?;
-        self.active_cluster(Some(&cluster_name)).await?;
+        self.active_cluster_as(Some(&cluster_name), Read::Stale).await?;
+        let refs = services.iter().map(|raw| self.service_ref(&cluster_name, raw)).collect::<Result<Vec<_>, _>>()?;
+        // Read together: on a networked store each read is a round trip.
+        let keys: Vec<String> = refs.iter().map(|(c, name)| service_key(c, name)).collect();
+        let records = futures_util::future::join_all(
+            keys.iter().map(|key| load_as::<ServiceRecord>(self.store.as_ref(), key, Read::Stale)),
+        )
+        .await;
         let mut found = Vec::new();
         let mut missing = Vec::new();
-        for raw in services {
-            let (c, name) = self.service_ref(&cluster_name, raw)?;
-            match self.load_service(&c, &name).await? {
+        for ((c, name), record) in refs.into_iter().zip(records) {
+            match record? {
                 Some((record, _)) => {
                     let mut service = record.service;
                     service.tags = include_tags.then_some(record.tags);
@@ -208,7 +214,7 @@ impl Control {
     }
 
     pub async fn list_services(&self, input: ListServicesInput) -> Result<Page<String>, ControlError> {
-        let (cluster, _) = self.active_cluster(input.cluster.as_deref()).await?;
+        let (cluster, _) = self.active_cluster_as(input.cluster.as_deref(), Read::Stale).await?;
         if let Some(strategy) = &input.scheduling_strategy
             && strategy != "REPLICA"
             && strategy != "DAEMON"
@@ -216,7 +222,7 @@ impl Control {
             return Err(ControlError::invalid(format!("schedulingStrategy: '{strategy}' is not REPLICA or DAEMON.")));
         }
         let mut items = Vec::new();
-        for kv in self.store.list_prefix(&services_prefix(&cluster.cluster_name)).await? {
+        for kv in list_as(self.store.as_ref(), &services_prefix(&cluster.cluster_name), Read::Stale).await? {
             let record: ServiceRecord = decode(&kv)?;
             let s = &record.service;
             let launch_type = s.launch_type.as_deref().unwrap_or(if s.capacity_provider_strategy.is_some() {
@@ -242,11 +248,11 @@ impl Control {
         kvs.iter().map(|kv| Ok((decode(kv)?, kv.mod_revision))).collect()
     }
 
-    /// (ACTIVE, DRAINING) services of a cluster: what DeleteCluster waits for and
-    /// `activeServicesCount` counts.
-    pub(crate) async fn service_counts(&self, cluster: &str) -> Result<(i32, i32), ControlError> {
+    /// (ACTIVE, DRAINING) services of a cluster: what DeleteCluster waits for (latest) and
+    /// `activeServicesCount` counts (stale).
+    pub(crate) async fn service_counts(&self, cluster: &str, read: Read) -> Result<(i32, i32), ControlError> {
         let (mut active, mut draining) = (0, 0);
-        for kv in self.store.list_prefix(&services_prefix(cluster)).await? {
+        for kv in list_as(self.store.as_ref(), &services_prefix(cluster), read).await? {
             let record: ServiceRecord = decode(&kv)?;
             match record.service.status {
                 ServiceStatus::Active => active += 1,

@@ -228,6 +228,11 @@ async fn load<T: DeserializeOwned>(store: &dyn Store, key: &str) -> Result<Optio
     }
 }
 
+/// [`load`], possibly stale (`Store::get_stale`): for lookups whose revision feeds no compare.
+async fn load_stale<T: DeserializeOwned>(store: &dyn Store, key: &str) -> Result<Option<T>, NetworkError> {
+    store.get_stale(key).await?.map(|kv| decode(&kv)).transpose()
+}
+
 /// Every record under `prefix` with its key and revision.
 async fn list<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> Result<Vec<(T, Revision)>, NetworkError> {
     store.list_prefix(prefix).await?.iter().map(|kv| Ok((decode(kv)?, kv.mod_revision))).collect()

@@ -9,7 +9,8 @@ use super::keys;
 use super::tags::validate_tags;
 use super::vpcs::Vpc;
 use super::{
-    Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, check_id, encode, list, load, new_id,
+    Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, check_id, encode, list, load, load_stale,
+    new_id,
 };
 use crate::Control;
 
@@ -186,11 +187,11 @@ impl Control {
         self.describe(ids, filters).await
     }
 
+    /// One subnet, possibly stale (a subnet's CIDR, VPC and zone never change).
     pub async fn subnet(&self, id: &str) -> Result<Subnet, NetworkError> {
         check_id(NetworkResource::Subnet, id)?;
-        load::<Subnet>(self.store.as_ref(), &keys::subnet(id))
+        load_stale::<Subnet>(self.store.as_ref(), &keys::subnet(id))
             .await?
-            .map(|(s, _)| s)
             .ok_or_else(|| NetworkError::not_found(NetworkResource::Subnet, id))
     }
 

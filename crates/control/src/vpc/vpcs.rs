@@ -12,7 +12,7 @@ use super::subnets::Subnet;
 use super::tags::validate_tags;
 use super::{
     Filterable, Ipv4Cidr, NetworkError, NetworkResource, ResourceFilter, Tag, ZONE_LETTERS, check_id, encode, list,
-    load, new_id,
+    load, load_stale, new_id,
 };
 use crate::Control;
 
@@ -204,11 +204,11 @@ impl Control {
         self.describe(ids, filters).await
     }
 
+    /// One VPC, possibly stale (a VPC's CIDR and VNI never change).
     pub async fn vpc(&self, id: &str) -> Result<Vpc, NetworkError> {
         check_id(NetworkResource::Vpc, id)?;
-        load::<Vpc>(self.store.as_ref(), &keys::vpc(id))
+        load_stale::<Vpc>(self.store.as_ref(), &keys::vpc(id))
             .await?
-            .map(|(v, _)| v)
             .ok_or_else(|| NetworkError::not_found(NetworkResource::Vpc, id))
     }
 

@@ -7,7 +7,10 @@
 //! after half a minute or so) and requires it absent, so sending it again after an unknown outcome
 //! (a member died with it in flight) applies it at most once and tells whether it had applied.
 //! Watchers share one etcd watch per store ([`watch`]), which resumes after a disconnect from
-//! the revision after the last one it delivered. Roles are a lease kept alive plus a key
+//! the revision after the last one it delivered. `get` and `list_prefix` are linearizable (a
+//! ReadIndex round trip through the leader); `get_stale` and `list_prefix_stale` are etcd's
+//! serializable reads, answered by whichever member from its own copy, and kept
+//! read-your-writes for this process by a revision floor ([`stale`]). Roles are a lease kept alive plus a key
 //! written only if absent ([`role`]); no etcd lock or election API is involved.
 //!
 //! **Architecture Invariant:** every etcd call has a deadline ([`EtcdOptions::deadline`]): with
@@ -16,6 +19,7 @@
 //! it only reads).
 
 mod role;
+mod stale;
 mod watch;
 
 use std::future::Future;
@@ -111,6 +115,7 @@ pub struct EtcdStore {
     events: broadcast::Sender<Arc<Batch>>,
     watcher: tokio::task::JoinHandle<()>,
     txn_ids: TxnIds,
+    floor: Arc<stale::Floor>,
 }
 
 /// Unique ids for this store's transactions, and the lease their keys live on.
@@ -155,6 +160,7 @@ impl EtcdStore {
             events,
             watcher: tokio::spawn(async {}),
             txn_ids: TxnIds::new(),
+            floor: Default::default(),
         };
         let revision = store.current_revision("open").await.map_err(|e| {
             open_err(
@@ -171,12 +177,26 @@ impl EtcdStore {
             store.data.clone(),
             revision + 1,
             store.events.clone(),
+            store.floor.clone(),
         ));
         Ok(store)
     }
 
     pub fn options(&self) -> &EtcdOptions {
         &self.options
+    }
+
+    /// How many stale reads found their member behind this process and were made again
+    /// linearizably.
+    pub fn stale_fallbacks(&self) -> u64 {
+        self.floor.fallbacks()
+    }
+
+    /// Pretends this process has seen etcd at `revision` (tests of the fallback: a floor
+    /// above anything etcd has makes every stale read fall back).
+    #[cfg(feature = "testing")]
+    pub fn raise_floor(&self, revision: Revision) {
+        self.floor.raise(revision_i64(revision));
     }
 
     fn key(&self, key: &str) -> String {
@@ -200,7 +220,9 @@ impl EtcdStore {
                 async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
             })
             .await?;
-        Ok(response.header().map(|h| h.revision()).unwrap_or(0))
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        self.floor.raise(revision);
+        Ok(revision)
     }
 
     /// The lease for transaction id keys: granted on first use, replaced after half its TTL.
@@ -251,8 +273,10 @@ impl EtcdStore {
                 async move { c.txn(request).await }
             })
             .await?;
+        // Committed or not, etcd was at least at this revision: later stale reads see it.
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        self.floor.raise(revision);
         if response.succeeded() {
-            let revision = response.header().map(|h| h.revision()).unwrap_or(0);
             return Ok(TxnOutcome::Committed(revision_u64(revision)));
         }
         // The id key exists only if an earlier attempt of this very request applied.
@@ -270,7 +294,10 @@ impl EtcdStore {
         decode(&self.data, kv)
     }
 
-    async fn list_once(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+    /// One listing at one revision (the first page's), and that revision. A `serializable`
+    /// listing is answered by the member asked, from its own copy.
+    async fn list_once(&self, prefix: &str, serializable: bool) -> Result<(Vec<KeyValue>, i64), StoreError> {
+        let floor = self.floor.get();
         let start = self.key(prefix);
         let end = range_end(start.as_bytes());
         let mut from = start.into_bytes();
@@ -278,18 +305,38 @@ impl EtcdStore {
         let mut out = Vec::new();
         loop {
             let mut get = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if serializable {
+                get = get.with_serializable();
+            }
             if revision > 0 {
                 get = get.with_revision(revision);
             }
             let key = from.clone();
-            let response = self
-                .call("list", Request::Read, |c| {
+            let page = |get: GetOptions| {
+                let key = key.clone();
+                self.call("list", Request::Read, move |c| {
                     let (key, get) = (key.clone(), get.clone());
                     async move { c.kv_client().max_decoding_message_size(MAX_MESSAGE).get(key, Some(get)).await }
                 })
-                .await?;
+            };
+            let response = match page(get.clone()).await {
+                // A later page of a serializable listing reached a member that has not applied
+                // the first page's revision yet: that page is read linearizably (at the same
+                // revision) instead.
+                Err(StoreError::Backend { source, .. }) if serializable && revision > 0 && is_future(&*source) => {
+                    let mut linearizable = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+                    linearizable = linearizable.with_revision(revision);
+                    page(linearizable).await?
+                }
+                other => other?,
+            };
             if revision == 0 {
                 revision = response.header().map(|h| h.revision()).unwrap_or(0);
+                if serializable && revision < floor {
+                    // This member is behind what this process knows: the caller reads again
+                    // linearizably rather than page through an old revision.
+                    return Ok((Vec::new(), revision));
+                }
             }
             for kv in response.kvs() {
                 out.push(self.decode(kv)?);
@@ -299,9 +346,36 @@ impl EtcdStore {
                     from = last.key().to_vec();
                     from.push(0);
                 }
-                _ => return Ok(out),
+                _ => return Ok((out, revision)),
             }
         }
+    }
+
+    /// [`Store::list_prefix`], linearizable or serializable.
+    async fn list(&self, prefix: &str, serializable: bool) -> Result<(Vec<KeyValue>, i64), StoreError> {
+        // A listing spans pages at one revision; if etcd compacts that revision between two
+        // pages, list again at a newer one.
+        let mut attempts = 0;
+        loop {
+            match self.list_once(prefix, serializable).await {
+                Err(StoreError::Backend { source, .. }) if attempts < 3 && is_compacted(&*source) => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// One get, linearizable or serializable, with the revision it was answered at.
+    async fn get_at(&self, key: &str, serializable: bool) -> Result<(Option<KeyValue>, i64), StoreError> {
+        let key = self.key(key);
+        let options = serializable.then(|| GetOptions::new().with_serializable());
+        let response = self
+            .call("get", Request::Read, |mut c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.get(key, options).await }
+            })
+            .await?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((response.kvs().first().map(|kv| self.decode(kv)).transpose()?, revision))
     }
 }
 
@@ -314,26 +388,27 @@ impl Drop for EtcdStore {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let key = self.key(key);
-        let response = self
-            .call("get", Request::Read, |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await?;
-        response.kvs().first().map(|kv| self.decode(kv)).transpose()
+        let (kv, revision) = self.get_at(key, false).await?;
+        self.floor.raise(revision);
+        Ok(kv)
     }
 
     async fn list_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
-        // A listing spans pages at one revision; if etcd compacts that revision between two
-        // pages, list again at a newer one.
-        let mut attempts = 0;
-        loop {
-            match self.list_once(prefix).await {
-                Err(StoreError::Backend { source, .. }) if attempts < 3 && is_compacted(&*source) => attempts += 1,
-                other => return other,
-            }
-        }
+        let (kvs, revision) = self.list(prefix, false).await?;
+        self.floor.raise(revision);
+        Ok(kvs)
+    }
+
+    async fn get_stale(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let floor = self.floor.get();
+        let (kv, revision) = self.get_at(key, true).await?;
+        if self.floor.covers(floor, revision) { Ok(kv) } else { self.get(key).await }
+    }
+
+    async fn list_prefix_stale(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+        let floor = self.floor.get();
+        let (kvs, revision) = self.list(prefix, true).await?;
+        if self.floor.covers(floor, revision) { Ok(kvs) } else { self.list_prefix(prefix).await }
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
@@ -465,6 +540,11 @@ fn is_unavailable(e: &etcd_client::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// A read at a revision the member asked has not applied yet (a serializable read).
+fn is_future(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.to_string().contains("required revision is a future revision")
 }
 
 fn is_compacted(e: &(dyn std::error::Error + 'static)) -> bool {

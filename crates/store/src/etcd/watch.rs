@@ -12,6 +12,7 @@ use std::time::Duration;
 use etcd_client::{Client, EventType, WatchOptions};
 use tokio::sync::broadcast;
 
+use super::stale::Floor;
 use super::{EtcdOptions, MAX_MESSAGE, decode, revision_u64};
 use crate::{Batch, Event};
 
@@ -22,10 +23,11 @@ pub(super) async fn run(
     data: String,
     mut next: i64,
     events: broadcast::Sender<Arc<Batch>>,
+    floor: Arc<Floor>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match follow(&client, &options, &data, &mut next, &events).await {
+        match follow(&client, &options, &data, &mut next, &events, &floor).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(e) => {
                 tracing::warn!(error = %e, next, "etcd watch broke; resuming");
@@ -44,6 +46,7 @@ async fn follow(
     data: &str,
     next: &mut i64,
     events: &broadcast::Sender<Arc<Batch>>,
+    floor: &Floor,
 ) -> Result<(), etcd_client::Error> {
     let watch = WatchOptions::new().with_prefix().with_start_revision(*next).with_progress_notify();
     let mut stream = match tokio::time::timeout(
@@ -78,6 +81,7 @@ async fn follow(
                 && let Some(revision) = response.header().map(|h| h.revision())
             {
                 *next = (*next).max(revision + 1);
+                floor.raise(revision);
             }
             continue;
         }
@@ -99,6 +103,8 @@ async fn follow(
             }
         }
         *next = last + 1;
+        // Before the watchers hear of it: a stale read made on hearing sees at least this.
+        floor.raise(last);
         if !batch.is_empty() {
             // Nobody listening is fine.
             let _ = events.send(Arc::new(Batch::Events(batch)));

@@ -21,7 +21,8 @@ macro_rules! store_behaviour {
             concurrent_compare_and_swap_loses_no_increment,
             watch_sees_changes_under_its_prefix_only,
             every_watcher_sees_every_change_in_order,
-            acquire_returns_a_held_role
+            acquire_returns_a_held_role,
+            stale_reads_see_this_stores_own_writes
         );
     };
     ($open:path; $($name:ident),*) => {
@@ -195,4 +196,20 @@ pub async fn acquire_returns_a_held_role(store: Arc<dyn Store>) {
     // A different role is independent.
     let other = tokio::time::timeout(Duration::from_secs(10), store.acquire("detector", "me")).await.unwrap().unwrap();
     assert!(other.is_held() && role.is_held());
+}
+
+/// Whatever a backend's stale reads skip, never what the same store just committed.
+pub async fn stale_reads_see_this_stores_own_writes(store: Arc<dyn Store>) {
+    for i in 0..50u32 {
+        let key = format!("stale/{i:03}");
+        let TxnOutcome::Committed(rev) = store.txn(Txn::new().then(Op::put(&key, i.to_string()))).await.unwrap() else {
+            panic!("an unconditional put commits")
+        };
+        let kv = store.get_stale(&key).await.unwrap().expect("a stale read sees this store's write");
+        assert_eq!((kv.value, kv.mod_revision), (i.to_string().into_bytes(), rev));
+        let listed = store.list_prefix_stale("stale/").await.unwrap();
+        assert_eq!(listed.len(), i as usize + 1, "a stale listing sees every write of this store");
+        assert_eq!(listed.last().map(|kv| kv.key.as_str()), Some(key.as_str()));
+    }
+    assert!(store.get_stale("stale/missing").await.unwrap().is_none());
 }
