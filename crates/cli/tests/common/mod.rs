@@ -77,7 +77,31 @@ impl HostNetns {
     }
 }
 
+/// A loopback port nobody listens on now, below the kernel's ephemeral range: a port the
+/// kernel hands out for `:0` (a load balancer's listener in another test's server, a client's
+/// source port) could be taken between this call and the server's bind, and once in CI a
+/// server then exited on "address in use" while the test talked to that other listener.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (from, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let mut x = nanos ^ (u64::from(std::process::id()) << 32) ^ SEQ.fetch_add(0x9e37_79b9, Ordering::Relaxed);
+    for _ in 0..1000 {
+        // xorshift: spread the tests of one binary and of parallel binaries over the range.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = (from + (x % u64::from(span)) as u32) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
