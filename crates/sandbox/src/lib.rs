@@ -13,7 +13,7 @@
 //! Layout of a task directory (`<root>/<task-id>/`):
 //! ```text
 //! shim.sock shim.lock shim.log state.json
-//! ns/{net,uts,ipc[,pid]}          pinned namespaces
+//! ns/{net,uts,ipc[,pid],mnt}      pinned namespaces (mnt: the shim's own mount namespace)
 //! etc/{hosts,resolv.conf,hostname}
 //! ephemeral.img  data/            scratch filesystem: upper/<c>, work/<c>, volumes/<v>
 //!                                 (often a pooled one, see [`scratch_pool`])
@@ -27,6 +27,7 @@ pub mod ephemeral;
 pub mod error;
 pub mod linux;
 mod linux_exec;
+pub mod mntns;
 pub mod mount;
 pub mod namespaces;
 pub use flotilla_oci as oci;

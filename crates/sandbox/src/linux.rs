@@ -51,6 +51,10 @@ pub struct LinuxSandboxConfig {
     /// groups, so `df` in a task shows the whole filesystem rather than its ephemeral storage
     /// as Fargate does (writes past the limit still fail, with EDQUOT).
     pub shared_scratch: bool,
+    /// Each task's mounts in a mount namespace of its shim's own (`mntns`), so that the
+    /// host's table, which every new mount namespace copies, does not grow with the tasks.
+    /// Default on; `FLOTILLA_TASK_MOUNT_NAMESPACES=0` keeps them in the host's.
+    pub own_mount_namespaces: bool,
 }
 
 impl Default for LinuxSandboxConfig {
@@ -70,6 +74,7 @@ impl Default for LinuxSandboxConfig {
             request_timeout: Duration::from_secs(120),
             scratch_pool: ScratchPoolConfig::default(),
             shared_scratch: std::env::var("FLOTILLA_SHARED_SCRATCH").is_ok_and(|v| v == "1"),
+            own_mount_namespaces: std::env::var("FLOTILLA_TASK_MOUNT_NAMESPACES").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -86,6 +91,9 @@ pub struct LinuxSandbox {
     /// The host's cgroup mounts, read once and handed to every shim (and by it to the
     /// runtime) so that no task start reads the whole mount table (`CGROUP_MOUNTS_ENV`).
     cgroup_mounts: Option<String>,
+    /// What new shims make their mount namespaces from; `None` keeps tasks' mounts in the
+    /// host's namespace.
+    mount_template: Option<crate::mntns::Template>,
 }
 
 impl LinuxSandbox {
@@ -107,7 +115,24 @@ impl LinuxSandbox {
             None => ScratchPool::start(&config.root, DEFAULT_EPHEMERAL_STORAGE_GIB, config.scratch_pool.clone()),
         };
         let cgroup_mounts = flotilla_runtime::mountinfo::cgroup_lines().ok().filter(|l| !l.is_empty());
-        LinuxSandbox { config, launching: std::sync::Mutex::new(HashMap::new()), pool, shared, cgroup_mounts }
+        // After the shared scratch filesystem: the template copies what is mounted now.
+        let mount_template = config.own_mount_namespaces.then(|| crate::mntns::Template::start(&config.root));
+        let mount_template = match mount_template {
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "no mount namespace template; tasks' mounts go in the host's namespace");
+                None
+            }
+            Some(Ok(t)) => Some(t),
+            None => None,
+        };
+        LinuxSandbox {
+            config,
+            launching: std::sync::Mutex::new(HashMap::new()),
+            pool,
+            shared,
+            cgroup_mounts,
+            mount_template,
+        }
     }
 
     /// The host's shared scratch filesystem, when tasks' scratch space comes from one.
@@ -172,6 +197,9 @@ impl LinuxSandbox {
         }
         if let Some(shared) = &self.shared {
             cmd.arg("--scratch-holder").arg(shared.holder().to_string());
+        }
+        if let Some(template) = &self.mount_template {
+            cmd.arg("--mount-template").arg(template.path());
         }
         if let Some(lines) = &self.cgroup_mounts {
             cmd.env(flotilla_runtime::mountinfo::CGROUP_MOUNTS_ENV, lines);
@@ -377,9 +405,15 @@ impl Sandbox for LinuxSandbox {
     }
 
     fn volume_dir(&self, task_id: &str, volume: &str) -> Option<PathBuf> {
-        // The shim makes `<task>/data/volumes/<volume>` on the task's scratch filesystem.
+        // The shim makes `<task>/data/volumes/<volume>` on the task's scratch filesystem,
+        // mounted in its own namespace: reached through the shim's root.
         let simple = !volume.is_empty() && volume != "." && volume != ".." && !volume.contains('/');
-        (valid_task_id(task_id) && simple).then(|| self.task_dir(task_id).join("data").join("volumes").join(volume))
+        if !(valid_task_id(task_id) && simple) {
+            return None;
+        }
+        let dir = self.task_dir(task_id);
+        let root = crate::mntns::shim_root(&dir)?;
+        Some(crate::mntns::under(&root, &dir.join("data").join("volumes").join(volume)))
     }
 
     fn start_container<'a>(

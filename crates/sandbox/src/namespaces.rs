@@ -3,9 +3,13 @@
 //! process (the shim included) until `destroy` unmounts them; each container's runc config
 //! joins them by path. That is what makes containers of one task reach each other on
 //! localhost, as in ECS's awsvpc mode.
+//!
+//! The pins are made in the shim's mount namespace (`mntns`), where the runtime joins them;
+//! the network namespace's is made in the host's too, where the agent's network layer and
+//! probes open it. `<task>/ns/mnt` pins the shim's mount namespace itself (`mntns::PIN`).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -42,11 +46,12 @@ pub fn paths(task_dir: &Path, pid_shared: bool) -> TaskNamespaces {
 }
 
 /// Creates the task's network, UTS and IPC namespaces, sets the hostname, brings `lo` up and
-/// pins all three under `<task_dir>/ns/`.
+/// pins all three under `<task_dir>/ns/`; with `host` (the host's mount namespace, when the
+/// shim has one of its own) the network namespace is pinned there too.
 ///
 /// The work happens on a short-lived thread: unshare(2) of these namespace types changes only
 /// the calling thread, so the caller (a multi-threaded shim) never leaves the host's namespaces.
-pub fn create(task_dir: &Path, hostname: &str) -> Result<TaskNamespaces, NamespaceError> {
+pub fn create(task_dir: &Path, hostname: &str, host: Option<&OwnedFd>) -> Result<TaskNamespaces, NamespaceError> {
     let dir = task_dir.join(NS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| PathError::new("mkdir", &dir, e))?;
     for name in SHARED {
@@ -55,11 +60,14 @@ pub fn create(task_dir: &Path, hostname: &str) -> Result<TaskNamespaces, Namespa
     }
     let hostname = hostname.to_string();
     let dir2 = dir.clone();
-    std::thread::spawn(move || setup_on_this_thread(&dir2, &hostname)).join().map_err(|_| NamespaceError::Thread)??;
+    let host = host.map(OwnedFd::try_clone).transpose().map_err(|e| PathError::new("dup", &dir, e))?;
+    std::thread::spawn(move || setup_on_this_thread(&dir2, &hostname, host))
+        .join()
+        .map_err(|_| NamespaceError::Thread)??;
     Ok(paths(task_dir, false))
 }
 
-fn setup_on_this_thread(dir: &Path, hostname: &str) -> Result<(), NamespaceError> {
+fn setup_on_this_thread(dir: &Path, hostname: &str, host: Option<OwnedFd>) -> Result<(), NamespaceError> {
     // SAFETY: unshare(2) takes only flags. It affects just this thread, which exits right after.
     if unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) } != 0 {
         return Err(NamespaceError::Unshare(io::Error::last_os_error()));
@@ -69,6 +77,11 @@ fn setup_on_this_thread(dir: &Path, hostname: &str) -> Result<(), NamespaceError
     loopback_up().map_err(NamespaceError::Loopback)?;
     for name in SHARED {
         bind_mount(&PathBuf::from(format!("/proc/thread-self/ns/{name}")), &dir.join(name))?;
+    }
+    if let Some(host) = host {
+        let net = dir.join("net");
+        crate::mntns::move_thread_to(&host).map_err(|e| PathError::new("entering the host's mounts for", &net, e))?;
+        bind_mount(Path::new("/proc/thread-self/ns/net"), &net)?;
     }
     Ok(())
 }
@@ -106,7 +119,9 @@ pub fn pin(pid: u32, kind: &str, target: &Path) -> Result<(), PathError> {
     bind_mount(&PathBuf::from(format!("/proc/{pid}/ns/{kind}")), target)
 }
 
-/// Unpins every namespace of the task. The kernel frees each namespace once nothing else
+/// Unpins every namespace of the task but the shim's mount namespace (which goes with the
+/// task directory). Removing a pin's file also detaches the host's mount on it, when the
+/// shim has a mount namespace of its own. The kernel frees each namespace once nothing else
 /// (no process, no other mount) holds it. Idempotent.
 pub fn remove(task_dir: &Path) -> Result<(), PathError> {
     let dir = task_dir.join(NS_DIR);
@@ -116,6 +131,9 @@ pub fn remove(task_dir: &Path) -> Result<(), PathError> {
             unmount(&target, true)?;
             std::fs::remove_file(&target).map_err(|e| PathError::new("remove", &target, e))?;
         }
+    }
+    if dir.join(crate::mntns::PIN).exists() {
+        return Ok(());
     }
     match std::fs::remove_dir(&dir) {
         Ok(()) => Ok(()),

@@ -99,9 +99,10 @@ pub trait Sandbox: Send + Sync {
         task_id: &'a str,
         container: &'a str,
     ) -> BoxFuture<'a, Result<ContainerStarted, SandboxError>>;
-    /// The host directory behind a created task's local volume `volume`, for the agent to fill
-    /// before any container starts; `None` where volumes are not directories on this host (a
-    /// simulated sandbox).
+    /// The directory behind a created task's local volume `volume` as this process reaches it
+    /// (through the task's mount namespace), for the agent to fill before any container starts;
+    /// `None` where volumes are not directories on this host (a simulated sandbox) or the
+    /// task's shim does not answer.
     fn volume_dir(&self, task_id: &str, volume: &str) -> Option<std::path::PathBuf> {
         let _ = (task_id, volume);
         None

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! flotilla-shim --task-dir DIR [--runtime auto|builtin|runc] [--runc PATH] [--cgroup-parent NAME]
-//!               [--init PATH] [--scratch-holder PID:FD:FSID] [--foreground]
+//!               [--init PATH] [--scratch-holder PID:FD:FSID] [--mount-template PATH] [--foreground]
 //! flotilla-shim pause        (internal: PID 1 of a task-wide PID namespace)
 //! flotilla-shim oci ...      (internal: the builtin OCI runtime, `flotilla_runtime`)
 //! ```
@@ -10,7 +10,9 @@
 //! Started by the agent once per task. It detaches (double fork, setsid), becomes a child
 //! subreaper so container processes end up as its children, listens on `DIR/shim.sock`, and
 //! keeps `DIR/state.json` current. Started on a directory that already has a state file, it
-//! adopts the task a previous shim left (see `runtime/container.rs`).
+//! adopts the task a previous shim left (see `runtime/container.rs`). With `--mount-template`
+//! (the agent's, see `flotilla_sandbox::mntns`) the task's mounts live in a mount namespace
+//! of the shim's own.
 //!
 //! Architecture Invariant: the shim is the only process that changes a task on the host
 //! once it exists; the agent only sends it requests.
@@ -31,7 +33,7 @@ use flotilla_sandbox::protocol::SHIM_LOG_FILE;
 use crate::daemon::Ready;
 use crate::runtime::{Runtime, RuntimeKind, ShimConfig};
 
-const USAGE: &str = "usage: flotilla-shim --task-dir DIR [--runtime auto|builtin|runc] [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--scratch-holder PID:FD:FSID] [--foreground]";
+const USAGE: &str = "usage: flotilla-shim --task-dir DIR [--runtime auto|builtin|runc] [--runc PATH] [--cgroup-parent NAME] [--init PATH] [--scratch-holder PID:FD:FSID] [--mount-template PATH] [--foreground]";
 
 struct Options {
     task_dir: PathBuf,
@@ -41,6 +43,7 @@ struct Options {
     init: Option<PathBuf>,
     foreground: bool,
     scratch_holder: Option<flotilla_sandbox::shared_scratch::Holder>,
+    mount_template: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -51,6 +54,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut init = None;
     let mut foreground = false;
     let mut scratch_holder = None;
+    let mut mount_template = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
@@ -62,6 +66,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--init" => init = Some(PathBuf::from(value()?)),
             "--foreground" => foreground = true,
             "--scratch-holder" => scratch_holder = Some(value()?.parse()?),
+            "--mount-template" => mount_template = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -70,7 +75,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if !task_dir.is_dir() {
         return Err(format!("task dir {} does not exist", task_dir.display()));
     }
-    Ok(Options { task_dir, runc, runtime, cgroup_parent, init, foreground, scratch_holder })
+    Ok(Options { task_dir, runc, runtime, cgroup_parent, init, foreground, scratch_holder, mount_template })
 }
 
 fn main() {
@@ -125,6 +130,11 @@ fn main() {
 fn run(opts: Options, ready: Ready) -> Result<(), String> {
     let setup = || -> Result<_, String> {
         let lock = server::lock_task_dir(&opts.task_dir)?;
+        // Still single-threaded, as entering a mount namespace requires; before anything
+        // is mounted. Only the lock's holder may make or enter the task's namespace.
+        let has_state = opts.task_dir.join(flotilla_sandbox::protocol::STATE_FILE).exists();
+        let placement = flotilla_sandbox::mntns::enter(&opts.task_dir, opts.mount_template.as_deref(), has_state)
+            .map_err(|e| format!("the task's mount namespace: {}", flotilla_sandbox::error::chain(&e)))?;
         let listener = server::bind(&opts.task_dir)?;
         let reaper = reaper::Reaper::start();
         let self_exe = std::env::current_exe().map_err(|e| format!("locating own binary: {e}"))?;
@@ -136,6 +146,10 @@ fn run(opts: Options, ready: Ready) -> Result<(), String> {
             init: opts.init.clone(),
             self_exe,
             log_limits: logs::LogLimits::default(),
+            host_mounts: match placement {
+                flotilla_sandbox::mntns::Placement::Own { host } => Some(host),
+                flotilla_sandbox::mntns::Placement::Host => None,
+            },
             // Taken while the agent that launched this shim waits for it: the shared scratch
             // filesystem, held from now on by this shim too (shared_scratch.rs).
             shared_scratch: opts.scratch_holder.as_ref().and_then(|h| match h.take() {

@@ -62,7 +62,9 @@ async fn task_sandbox_cost_against_plain_runc_run() {
         std::fs::create_dir_all(&bundle).unwrap();
         std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
         let t = Instant::now();
-        let out = Command::new("runc")
+        // In the task's mount namespace, where its root filesystem is mounted (and where the
+        // shim runs its runtime: the same copy of the same mount table).
+        let out = in_task_mounts(&mut Command::new("runc"), &dir)
             .arg("--root")
             .arg(bench_root.path().join("runc"))
             .args(["run", "--bundle"])

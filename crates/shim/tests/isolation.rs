@@ -266,6 +266,6 @@ async fn an_image_link_cannot_send_a_volume_mount_to_the_host() {
     assert_eq!(status.exit_code, Some(0), "{status:?}");
     assert_eq!(stdout_of(&env, &id, "probe"), "hi\n");
     assert!(!host_target.exists(), "the mount followed the image's link to the host: {}", host_target.display());
-    let volume = env.sandbox.task_dir(&id).join("data/volumes/shared/f");
+    let volume = env.sandbox.volume_dir(&id, "shared").unwrap().join("f");
     assert_eq!(std::fs::read_to_string(&volume).unwrap(), "hi\n", "the volume got the write");
 }

@@ -302,7 +302,8 @@ async fn containers_are_created_ahead_but_run_nothing_before_their_start() {
         })
         .await;
     }
-    let volume = env.sandbox.task_dir(&id).join("data/volumes/shared");
+    // On the task's scratch filesystem, in the shim's mount namespace: reached through it.
+    let volume = env.sandbox.volume_dir(&id, "shared").expect("the volume's directory");
     assert!(!volume.join("first-ran").exists() && !volume.join("second-ran").exists());
     assert_eq!(env.sandbox.state(&id).await.unwrap().container("first").unwrap().state, ContainerState::Created);
 

@@ -161,7 +161,7 @@ async fn scratch_space_is_a_capped_subvolume_of_the_shared_filesystem() {
     }
     // Each task writes into its own subvolume and sees only its own.
     for (id, marker) in [(&a, "from-a"), (&b, "from-b")] {
-        let data = env.sandbox.task_dir(id).join("data");
+        let data = in_task(&env.sandbox.task_dir(id), &env.sandbox.task_dir(id).join("data"));
         assert!(flotilla_sandbox::shared_scratch::is_subvolume(&data), "{} is not a subvolume", data.display());
         let found = wait_for("the task's file in its subvolume", Duration::from_secs(20), || async {
             let out = Command::new("grep").args(["-rl", marker]).arg(&data).output().unwrap();

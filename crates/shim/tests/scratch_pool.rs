@@ -28,9 +28,11 @@ fn loops_under(dir: &Path) -> HashMap<String, PathBuf> {
     found
 }
 
-/// The source device of the mount at `point`, if something is mounted there.
-fn mount_source(point: &Path) -> Option<String> {
-    flotilla_sandbox::mount::mountinfo().unwrap().into_iter().rev().find(|m| m.mount_point == point).map(|m| m.source)
+/// The source device of the task's scratch filesystem (at `<dir>/data`, in the task's mount
+/// namespace), if one is mounted there.
+fn scratch_source(dir: &Path) -> Option<String> {
+    let point = dir.join("data");
+    task_mounts(dir).into_iter().rev().find(|m| m.mount_point == point).map(|m| m.source)
 }
 
 async fn wait_ready(sandbox: &LinuxSandbox, size: u64, n: usize) {
@@ -70,8 +72,8 @@ async fn pooled_filesystems_serve_one_task_each_and_nothing_outlives_the_pool() 
     assert!(out.contains("\nx\n"), "{out}");
 
     // Each task has its own device, backed by the image in its own directory.
-    let dev1 = mount_source(&env.sandbox.task_dir(&first).join("data")).unwrap();
-    let dev2 = mount_source(&env.sandbox.task_dir(&second).join("data")).unwrap();
+    let dev1 = scratch_source(&env.sandbox.task_dir(&first)).unwrap();
+    let dev2 = scratch_source(&env.sandbox.task_dir(&second)).unwrap();
     assert_ne!(dev1, dev2);
     let loops = loops_under(&root);
     let backing2 = &loops[dev2.trim_start_matches("/dev/")];
@@ -135,7 +137,7 @@ async fn a_hand_off_that_does_not_check_out_is_not_used() {
         assert_eq!(report.timings.get("ephemeral_fs_pooled"), Some(&pooled), "{case}: {:?}", report.timings);
         // Whatever happened, the task's filesystem is backed by the image in its directory,
         // never by the other one.
-        let source = mount_source(&dir.join("data")).unwrap();
+        let source = scratch_source(&dir).unwrap();
         assert_ne!(Path::new(&source), other_dev.path(), "{case}");
         if attach {
             assert_eq!(Path::new(&source), device, "{case}");

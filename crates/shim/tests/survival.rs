@@ -100,6 +100,12 @@ async fn a_killed_shim_is_replaced_and_its_containers_keep_running() {
     assert_eq!(agent.adopt_existing().await.unwrap(), vec![id.clone()]);
     let new_shim = shim_pid(&dir).expect("no new shim");
     assert_ne!(new_shim, old_shim);
+    // In the task's own mount namespace, the one its predecessor pinned, with the task's
+    // scratch filesystem still mounted there.
+    use std::os::unix::fs::MetadataExt;
+    let pinned = std::fs::metadata(dir.join("ns/mnt")).unwrap().ino();
+    assert_eq!(std::fs::metadata(format!("/proc/{new_shim}/ns/mnt")).unwrap().ino(), pinned);
+    assert!(task_mounts(&dir).iter().any(|m| m.mount_point == dir.join("data")));
     let st = agent.state(&id).await.unwrap();
     let c = st.container("chatty").unwrap();
     assert_eq!((c.state, c.pid), (ContainerState::Running, Some(pid)), "{c:?}");
@@ -119,6 +125,8 @@ async fn a_killed_shim_is_replaced_and_its_containers_keep_running() {
     assert!(c.reason.as_deref().unwrap_or("").contains("lost"), "{c:?}");
     agent.destroy(&id).await.unwrap();
     assert!(!dir.exists());
+    let left = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!left.contains(dir.to_str().unwrap()), "host mounts left under {}:\n{left}", dir.display());
 }
 
 /// The shared scratch filesystem outlives its agent: the task keeps writing into its subvolume
@@ -145,7 +153,7 @@ async fn the_shared_scratch_filesystem_outlives_its_agent() {
     let devices = Command::new("losetup").arg("-j").arg(&image).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&devices.stdout).lines().count(), 1, "one loop device for the image");
     // Still writing, into its subvolume.
-    let log = second.task_dir(&id).join("data");
+    let log = in_task(&second.task_dir(&id), &second.task_dir(&id).join("data"));
     let size = || {
         let found =
             Command::new("sh").arg("-c").arg(format!("cat $(find {} -name log) | wc -l", log.display())).output();

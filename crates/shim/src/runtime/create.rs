@@ -83,7 +83,8 @@ impl Runtime {
         timings.insert("cgroup".into(), micros(t));
 
         let t = Instant::now();
-        let mut ns = namespaces::create(&dir, &spec.hostname()).map_err(|e| runtime_err(&e))?;
+        let mut ns =
+            namespaces::create(&dir, &spec.hostname(), self.cfg.host_mounts.as_ref()).map_err(|e| runtime_err(&e))?;
         timings.insert("namespaces".into(), micros(t));
 
         if spec.pid_mode_task {

@@ -40,6 +40,9 @@ pub struct ShimConfig {
     pub log_limits: LogLimits,
     /// The root of the host's shared scratch filesystem, when the agent has one.
     pub shared_scratch: Option<std::os::fd::OwnedFd>,
+    /// The host's mount namespace, when the task's mounts live in one of the shim's own
+    /// (`flotilla_sandbox::mntns`): the network namespace is pinned there too.
+    pub host_mounts: Option<std::os::fd::OwnedFd>,
 }
 
 pub struct Runtime {

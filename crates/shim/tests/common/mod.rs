@@ -264,6 +264,37 @@ pub fn parent_pid(pid: u32) -> Option<u32> {
     stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// `path` (absolute, under the task directory `dir`) as reached through the task's mount
+/// namespace, where its shim mounted its filesystems.
+pub fn in_task(dir: &Path, path: &Path) -> PathBuf {
+    let root = flotilla_sandbox::mntns::shim_root(dir).expect("the task's shim answers");
+    flotilla_sandbox::mntns::under(&root, path)
+}
+
+/// Makes `cmd` run in the task's mount namespace, as the shim runs its runtime.
+pub fn in_task_mounts<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", shim_pid(dir).expect("the task's shim runs"))).unwrap();
+    // SAFETY: between fork and exec the child only calls setns(2), async-signal-safe; `ns`
+    // lives in the closure, so its descriptor is open then.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The mount table of the task's mount namespace (its shim's).
+pub fn task_mounts(dir: &Path) -> Vec<flotilla_sandbox::mount::MountInfo> {
+    let pid = shim_pid(dir).expect("the task's shim runs");
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    flotilla_sandbox::mount::parse_mountinfo(&text)
+}
+
 /// The shim serving a task directory: the process holding its lock file.
 pub fn shim_pid(dir: &Path) -> Option<u32> {
     let lock = dir.join("shim.lock");
