@@ -233,10 +233,11 @@ pub(crate) fn profile_chains(vpc: &VpcStatus, groups: &BTreeSet<String>) -> (Str
     (format!("ifo_{hash:016x}"), format!("ifi_{hash:016x}"))
 }
 
-/// A chain that judges interfaces' traffic: a profile's, or one interface's own as older
-/// versions made them (`out_<veth>`, `in_<veth>`), which a start replaces.
+/// A chain that judges interfaces' traffic: a profile's, one interface's own as older versions
+/// made them (`out_<veth>`, `in_<veth>`, which a start replaces), or remote interfaces'
+/// (`rin_`, per remote address in older versions, replaced by the next `ensure_overlay`).
 pub(crate) fn is_interface_chain(name: &str) -> bool {
-    ["ifo_", "ifi_", "out_", "in_"].iter().any(|prefix| name.starts_with(prefix))
+    ["ifo_", "ifi_", "out_", "in_", "rin_"].iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// The table, its sets and maps, and its base chains. Base chains are flushed and refilled in
@@ -441,8 +442,14 @@ pub(crate) fn interface_in_rules(vpc: &VpcStatus, groups: &BTreeSet<String>) -> 
 /// The chain holding the SNAT of load balancer connections leaving through the overlay.
 pub(crate) const OVERLAY_SNAT: &str = "overlay_snat";
 
-pub(crate) fn remote_in_chain(ip: Ipv4Addr) -> String {
-    format!("rin_{}", ip.to_string().replace('.', "_"))
+/// The chain judging this host's load balancers' connections to the remote interfaces of one
+/// VPC with one set of groups (those this host has): shared, as `profile_chains` are, so a
+/// remote interface adds a `remote_in` element, not a chain every `nft` run would list.
+pub(crate) fn remote_in_chain(vpc: &VpcStatus, groups: &[&String]) -> String {
+    let cidr = vpc.cidr.to_string();
+    let mut parts = vec!["remote", vpc.id.as_str(), cidr.as_str()];
+    parts.extend(groups.iter().map(|g| g.as_str()));
+    format!("rin_{:016x}", fnv1a64(&parts))
 }
 
 /// The chain judging this host's load balancers' connections to a task on another host: what

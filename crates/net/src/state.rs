@@ -41,6 +41,8 @@ pub(crate) struct Remote {
     pub vpc_id: String,
     pub host_ip: Ipv4Addr,
     pub groups: BTreeSet<String>,
+    /// The chain its `remote_in` element jumps to (none when it has none).
+    pub chain: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -99,6 +101,7 @@ impl State {
         let mut lb_ports: Vec<(Ipv4Addr, u16)> = Vec::new();
         let mut peers = Vec::new();
         let mut jumps: BTreeMap<(&str, String), String> = BTreeMap::new();
+        let mut remote_jumps: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
         let items = listing.get("nftables").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         for item in items {
             if let Some(set) = item.get("set") {
@@ -132,6 +135,12 @@ impl State {
                         "if_ip" => {
                             if let (Some(link), Some(id), Some(ip)) = (key.as_str(), comment, as_ip(data)) {
                                 if_ip.push((link.to_string(), id.to_string(), ip));
+                            }
+                        }
+                        "remote_in" => {
+                            let target = data.get("jump").and_then(|j| j.get("target")).and_then(Value::as_str);
+                            if let (Some(ip), Some(target)) = (as_ip(key), target) {
+                                remote_jumps.insert(ip, target.to_string());
                             }
                         }
                         "peers" => {
@@ -187,7 +196,8 @@ impl State {
         }
         for (ip, vpc_id, host_ip) in peers {
             let groups = members.iter().filter(|(_, ips)| ips.contains(&ip)).map(|(g, _)| g.clone()).collect();
-            state.remotes.insert(ip, Remote { vpc_id, host_ip, groups });
+            let chain = remote_jumps.remove(&ip);
+            state.remotes.insert(ip, Remote { vpc_id, host_ip, groups, chain });
         }
         for ip in lb_ips {
             let vpc_id = state.vpcs.values().find(|v| v.cidr.contains(&ip)).map(|v| v.id.clone());
@@ -213,10 +223,15 @@ impl State {
             })
     }
 
-    /// Interface chains that no interface jumps to.
+    /// Interface chains that no interface (or remote interface) jumps to.
     pub fn unused_interface_chains(&self) -> Vec<String> {
-        let used: BTreeSet<&str> =
-            self.interfaces.values().flat_map(|i| [i.out_chain.as_deref(), i.in_chain.as_deref()]).flatten().collect();
+        let used: BTreeSet<&str> = self
+            .interfaces
+            .values()
+            .flat_map(|i| [i.out_chain.as_deref(), i.in_chain.as_deref()])
+            .chain(self.remotes.values().map(|r| r.chain.as_deref()))
+            .flatten()
+            .collect();
         self.interface_chains.keys().filter(|c| !used.contains(c.as_str())).cloned().collect()
     }
 
@@ -302,6 +317,7 @@ mod tests {
             {"set": {"name": "sgm_sg_a", "elem": ["10.1.0.5"]}},
             {"set": {"name": "sgm_sg_b", "elem": ["10.1.7.7"]}},
             {"map": {"name": "peers", "elem": [[{"elem": {"val": "10.1.7.7", "comment": "vpc-1"}}, "192.0.2.2"]]}},
+            {"map": {"name": "remote_in", "elem": [["10.1.7.7", {"jump": {"target": "rin_00000000000000bb"}}]]}},
             {"map": {"name": "if_ip", "elem": [[{"elem": {"val": "fl00000001", "comment": "eni-1"}}, "10.1.0.5"]]}},
             {"map": {"name": "egress", "elem": [["fl00000001", {"jump": {"target": "ifo_00000000000000aa"}}]]}},
             {"map": {"name": "ingress", "elem": [["fl00000001", {"jump": {"target": "in_fl00000001"}}]]}},
@@ -344,6 +360,7 @@ mod tests {
         let remote = &state.remotes[&"10.1.7.7".parse().unwrap()];
         assert_eq!((remote.vpc_id.as_str(), remote.host_ip.to_string()), ("vpc-1", "192.0.2.2".to_string()));
         assert_eq!(remote.groups.iter().collect::<Vec<_>>(), vec!["sg-b"]);
+        assert_eq!(remote.chain.as_deref(), Some("rin_00000000000000bb"));
         assert_eq!(state.interface_using_group("sg-b").as_deref(), Some("remote interface 10.1.7.7"));
         assert!(state.overlay_links.contains("flvx00000001"));
     }
