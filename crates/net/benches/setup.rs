@@ -76,6 +76,9 @@ struct Attaches {
 impl Attaches {
     fn measure(net: &Network, tag: &str, first: usize) -> Attaches {
         let mut out = Attaches { whole: Vec::new(), phases: BTreeMap::new() };
+        // Deleted after the runs: a namespace's deletion goes on in the kernel's workqueue after
+        // `ip netns del` returns, and would compete with the next attach.
+        let mut used = Vec::with_capacity(RUNS);
         for i in 0..RUNS {
             let ns = Netns::new(format!("flbench-{}-{tag}-{i}", std::process::id()));
             let spec = spec(first + i, &ns);
@@ -91,6 +94,7 @@ impl Attaches {
                 out.phases.entry(name).or_default().push(took);
             }
             net.remove_interface(&spec.id).expect("remove_interface");
+            used.push(ns);
         }
         out
     }

@@ -274,7 +274,7 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         // This host's underlay addresses while it has an overlay.
         ("underlay_addrs", "set underlay_addrs { type ipv4_addr; }"),
         // Remote interfaces' private IPs -> jump to the chain judging this host's load
-        // balancers' connections to them by their groups (`rin_<ip>`).
+        // balancers' connections to them by their groups (`rin_<hash>`, per set of groups).
         ("remote_in", "map remote_in { type ipv4_addr : verdict; }"),
         // Public addresses this host announces on its underlay link (`src/public.rs`).
         ("announced", "set announced { type ipv4_addr; }"),
