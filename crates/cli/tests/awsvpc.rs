@@ -142,8 +142,8 @@ fn plumbing(server: &Server) -> (Vec<String>, Vec<String>) {
 /// overlay's device (`flvpc...`, `flvx...`).
 fn names_task_veth(line: &str) -> bool {
     line.match_indices("\"fl").any(|(at, _)| {
-        let name = &line[at + 3..];
-        name.len() > 8 && name[..8].bytes().all(|b| b.is_ascii_hexdigit()) && name.as_bytes()[8] == b'"'
+        let name = &line.as_bytes()[at + 3..];
+        name.len() > 8 && name[..8].iter().all(u8::is_ascii_hexdigit) && name[8] == b'"'
     })
 }
 
