@@ -224,7 +224,7 @@ pub(crate) fn egress_chain(group: &str) -> String {
 /// groups (a profile): `(ifo_<hash>, ifi_<hash>)`. Interfaces jump to their profile's chains
 /// through the `egress`/`ingress` maps, so what one interface adds is set and map elements
 /// only, and attaching one costs the same with a thousand others present (a chain pair per
-/// interface made `nft` read, and the kernel validate, every one of them at each change).
+/// interface made every `nft` run read all of them, and the kernel's commit grew with them).
 pub(crate) fn profile_chains(vpc: &VpcStatus, groups: &BTreeSet<String>) -> (String, String) {
     let cidr = vpc.cidr.to_string();
     let mut parts = vec![vpc.id.as_str(), cidr.as_str()];
