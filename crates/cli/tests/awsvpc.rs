@@ -123,13 +123,28 @@ fn plumbing(server: &Server) -> (Vec<String>, Vec<String>) {
         .filter(|n| n != "lo" && n != "uplink0" && !n.starts_with("flvpc"))
         .collect();
     let rules = server.netns.exec(&["nft", "list", "ruleset"]).output().unwrap();
+    // A task's rules: the chains its interface's profile has (`ifo_`/`ifi_`, shared by the
+    // interfaces of one VPC and set of groups, gone with the last of them; older versions'
+    // per-interface `in_`/`out_`) and any element naming its host veth (`fl` + 8 hex digits).
     let chains: Vec<String> = String::from_utf8_lossy(&rules.stdout)
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("chain in_") || l.starts_with("chain out_"))
+        .filter(|l| {
+            ["chain in_", "chain out_", "chain ifo_", "chain ifi_"].iter().any(|c| l.starts_with(c))
+                || names_task_veth(l)
+        })
         .map(str::to_owned)
         .collect();
     (links, chains)
+}
+
+/// Whether a ruleset line names a task's host veth (`"fl0a1b2c3d"`), not a VPC's or an
+/// overlay's device (`flvpc...`, `flvx...`).
+fn names_task_veth(line: &str) -> bool {
+    line.match_indices("\"fl").any(|(at, _)| {
+        let name = &line.as_bytes()[at + 3..];
+        name.len() > 8 && name[..8].iter().all(u8::is_ascii_hexdigit) && name[8] == b'"'
+    })
 }
 
 fn assert_no_task_plumbing(f: &Fixture) {

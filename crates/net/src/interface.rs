@@ -19,6 +19,7 @@ use crate::netlink::{Route, Socket};
 use crate::netns;
 use crate::network::{Inner, Network, claim, delete_own_link, enodev, forget, nl};
 use crate::nft::{self, Script, quote};
+use crate::phases::{Phase, timed};
 use crate::spec::*;
 use crate::state::{Iface, State};
 
@@ -31,6 +32,8 @@ struct Plan {
     old_public: Option<std::net::Ipv4Addr>,
     /// The mirror's entry before this change, put back if the rules cannot be applied.
     previous: Option<Iface>,
+    /// The profile chains the interface jumps to, filled once the script is applied.
+    chains: [String; 2],
 }
 
 impl Network {
@@ -42,27 +45,40 @@ impl Network {
         let object = Object::Interface(spec.id.clone());
         let _shared = self.shared();
         let _turn = self.interface_turn(&spec.id);
-        let plan = {
+        let plan = timed("plan", || {
             let mut inner = self.inner();
             // The address was another host's until now: this host's record of that goes first.
             self.forget_remote_in(&mut inner, spec.ip)?;
-            self.plan_interface(&mut inner.state, spec)?
-        };
-        let Plan { script, link, vpc, old_public, previous } = plan;
-        if let Err(e) = self.nft.apply(&object, &script) {
-            // Put the mirror back as the table still is.
+            self.plan_interface(&mut inner.state, spec)
+        })?;
+        let Plan { script, link, vpc, old_public, previous, chains } = plan;
+        // The interface left another profile's chains (its groups changed), maybe unused now.
+        let moved = previous.as_ref().is_some_and(|p| p.out_chain.as_ref() != Some(&chains[0]));
+        let applied = timed("nft", || self.nft.apply(&object, &script));
+        {
             let mut inner = self.inner();
-            match previous {
-                Some(previous) => inner.state.interfaces.insert(spec.id.clone(), previous),
-                None => inner.state.interfaces.remove(&spec.id),
-            };
-            return Err(e);
+            if let Err(e) = applied {
+                // Put the mirror back as the table still is.
+                match previous {
+                    Some(previous) => inner.state.interfaces.insert(spec.id.clone(), previous),
+                    None => inner.state.interfaces.remove(&spec.id),
+                };
+                return Err(e);
+            }
+            for chain in chains {
+                inner.state.interface_chains.insert(chain, true);
+            }
         }
         if let Some(old) = old_public.filter(|old| Some(*old) != spec.public_ip) {
             self.forget_shared(&object, vec![old])?;
         }
-        let mut host = self.host_socket(&object)?;
+        let mut host = timed("host socket", || self.host_socket(&object))?;
         self.plumb(&mut host, &object, spec, &vpc, &link)?;
+        drop(host);
+        if moved {
+            drop((_turn, _shared));
+            self.remove_unused_interface_chains()?;
+        }
         Ok(InterfaceStatus {
             id: spec.id.clone(),
             host_link: link,
@@ -113,17 +129,17 @@ impl Network {
         let link =
             existing.as_ref().map(|e| e.link.clone()).unwrap_or_else(|| interface_link_name(&self.table, &spec.id));
         let groups: BTreeSet<String> = spec.security_groups.iter().cloned().collect();
-        let (out_chain, in_chain) = (nft::interface_out_chain(&link), nft::interface_in_chain(&link));
         let ip = spec.ip;
         let mut script = Script::new(&self.table);
-        script.replace_chain(&out_chain, &nft::interface_out_rules(ip, &vpc, &spec.security_groups));
-        script.replace_chain(&in_chain, &nft::interface_in_rules(&vpc, &spec.security_groups));
+        let (out_chain, in_chain) = fill_profile(&mut script, state, &vpc, &groups);
         let name = quote(&link);
         script
             .cmd("add element", format_args!("ifaces {{ {name} }}"))
             .cmd("add element", format_args!("if_ip {{ {name} comment {} : {ip} }}", quote(&spec.id)))
-            .cmd("add element", format_args!("egress {{ {name} : jump {out_chain} }}"))
-            .cmd("add element", format_args!("ingress {{ {name} : jump {in_chain} }}"));
+            .cmd("add element", format_args!("if_addrs {{ {name} . {ip} }}"));
+        let old_chains = existing.as_ref().map(|e| (e.out_chain.as_deref(), e.in_chain.as_deref()));
+        point(&mut script, "egress", &name, old_chains.and_then(|c| c.0), &out_chain);
+        point(&mut script, "ingress", &name, old_chains.and_then(|c| c.1), &in_chain);
         let old_groups = existing.as_ref().map(|e| e.groups.clone()).unwrap_or_default();
         for group in groups.difference(&old_groups) {
             script.cmd("add element", format_args!("{} {{ {ip} }}", nft::member_set(group)));
@@ -140,10 +156,17 @@ impl Network {
                 script.map_public(ip, public);
             }
         }
-        let iface =
-            Iface { link: link.clone(), vpc_id: Some(spec.vpc_id.clone()), ip, groups, public_ip: spec.public_ip };
+        let iface = Iface {
+            link: link.clone(),
+            vpc_id: Some(spec.vpc_id.clone()),
+            ip,
+            groups,
+            public_ip: spec.public_ip,
+            out_chain: Some(out_chain.clone()),
+            in_chain: Some(in_chain.clone()),
+        };
         let previous = state.interfaces.insert(spec.id.clone(), iface);
-        Ok(Plan { script, link, vpc, old_public, previous })
+        Ok(Plan { script, link, vpc, old_public, previous, chains: [out_chain, in_chain] })
     }
 
     /// The veth pair, its host side's alias, MTU and state, the task side, the host's
@@ -162,20 +185,22 @@ impl Network {
             source,
         })?;
         let alias = link_alias(&self.table, "eni", &spec.id);
-        let host_link = match host.link(link).map_err(nl(object, format!("get link {link}")))? {
-            Some(l) => l,
-            None => {
-                host.create_veth(link, HOST_MAC, TASK_LINK, spec.mac, task_netns.as_raw_fd(), VPC_MTU)
-                    .map_err(nl(object, format!("create veth {link} / {TASK_LINK} in {}", spec.netns.display())))?;
-                let l = host.link(link).map_err(nl(object, format!("get link {link}")))?;
-                l.ok_or_else(|| NetError::netlink(object, format!("find new link {link}"), enodev()))?
-            }
-        };
+        let host_link =
+            timed("host link", || match host.link(link).map_err(nl(object, format!("get link {link}")))? {
+                Some(l) => Ok(l),
+                None => {
+                    host.create_veth(link, HOST_MAC, TASK_LINK, spec.mac, task_netns.as_raw_fd(), VPC_MTU)
+                        .map_err(nl(object, format!("create veth {link} / {TASK_LINK} in {}", spec.netns.display())))?;
+                    let l = host.link(link).map_err(nl(object, format!("get link {link}")))?;
+                    l.ok_or_else(|| NetError::netlink(object, format!("find new link {link}"), enodev()))
+                }
+            })?;
         claim(&spec.id, &host_link, &alias)?;
         // A link made by an older version has the default MTU: it is raised in place.
         let mtu = (host_link.mtu != Some(VPC_MTU)).then_some(VPC_MTU);
         if !host_link.up || host_link.alias.as_deref() != Some(alias.as_str()) || mtu.is_some() {
-            host.set_link(host_link.index, None, Some(&alias), mtu).map_err(nl(object, format!("set up {link}")))?;
+            timed("host link up", || host.set_link(host_link.index, None, Some(&alias), mtu))
+                .map_err(nl(object, format!("set up {link}")))?;
         }
         // The task side first, and the host's neighbour entry for the task fixed like the
         // task's for its gateway: the route appears only once the task can answer, and the host
@@ -183,10 +208,11 @@ impl Network {
         // connection to a new task then stalled for the kernel's 1 s retry.)
         self.configure_task_side(object, spec, vpc, &task_netns)?;
         let ip = spec.ip;
-        host.replace_neighbour(host_link.index, ip, spec.mac).map_err(nl(object, format!("neighbour {ip}")))?;
+        timed("host neighbour", || host.replace_neighbour(host_link.index, ip, spec.mac))
+            .map_err(nl(object, format!("neighbour {ip}")))?;
         let route =
             Route { dst: ip, dst_len: 32, oif: host_link.index, gateway: None, prefsrc: Some(vpc.router), mtu: None };
-        host.replace_route(&route).map_err(nl(object, format!("route {ip}/32 dev {link}")))?;
+        timed("host route", || host.replace_route(&route)).map_err(nl(object, format!("route {ip}/32 dev {link}")))?;
         Ok(())
     }
 
@@ -202,13 +228,15 @@ impl Network {
         vpc: &VpcStatus,
         netns: &File,
     ) -> Result<(), NetError> {
-        let mut task = netns::run_in_file(netns, Socket::open).and_then(|r| r).map_err(|e| {
-            NetError::netlink(
-                object,
-                format!("open route socket in {}", spec.netns.display()),
-                NetlinkError::from_io(e),
-            )
-        })?;
+        let mut task =
+            timed("task socket", || netns::run_in_file(netns, Socket::open)).and_then(|r| r).map_err(|e| {
+                NetError::netlink(
+                    object,
+                    format!("open route socket in {}", spec.netns.display()),
+                    NetlinkError::from_io(e),
+                )
+            })?;
+        let _task_side = Phase::start("task side");
         let eth0 = task.link(TASK_LINK).map_err(nl(object, format!("get link {TASK_LINK}")))?;
         let eth0 = eth0.ok_or_else(|| {
             NetError::netlink(object, format!("find {TASK_LINK} in {}", spec.netns.display()), enodev())
@@ -239,6 +267,12 @@ impl Network {
     /// removed side by side; each stays in the mirror (its addresses taken) until it is gone.
     pub fn remove_interface(&self, id: &str) -> Result<(), NetError> {
         check_id(id)?;
+        self.remove_interface_alone(id)?;
+        self.remove_unused_interface_chains()
+    }
+
+    /// [`Network::remove_interface`] but for the profile chains it may leave unused.
+    fn remove_interface_alone(&self, id: &str) -> Result<(), NetError> {
         let object = Object::Interface(id.to_string());
         let _shared = self.shared();
         let _turn = self.interface_turn(id);
@@ -264,6 +298,18 @@ impl Network {
         self.forget_shared(&object, addrs)
     }
 
+    /// Deletes the interface chains that no interface uses any more (the last interface of a
+    /// profile left it), holding the whole `Network`: an interface change in flight may be
+    /// about to jump to them. Deleting a chain with rules makes the kernel wait an RCU grace
+    /// period, so this is paid once per profile, not per interface.
+    fn remove_unused_interface_chains(&self) -> Result<(), NetError> {
+        if self.inner().state.unused_interface_chains().is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        self.remove_unused_interface_chains_in(&mut inner)
+    }
+
     /// Returns once a batch deletion of the doomed group that started after the caller's link
     /// joined it has run, running one if none is: removals at the same time share one kernel
     /// wait. A batch that fails leaves each caller to delete its own link.
@@ -286,23 +332,86 @@ impl Network {
     }
 }
 
-/// Deletes the interface's chains and elements (each whether or not it is still there).
+/// Deletes the interface's elements (each whether or not it is still there). The chains it
+/// jumped to are its profile's, shared: they go when unused, with the next change that holds
+/// the whole `Network` ([`Network::remove_unused_interface_chains_in`]).
 fn removal_script(table: &str, link: &str, iface: &Iface) -> Script {
-    let (out_chain, in_chain) = (nft::interface_out_chain(link), nft::interface_in_chain(link));
     let (name, ip) = (quote(link), iface.ip);
     let mut script = Script::new(table);
-    script.cmd("add chain", format_args!("{out_chain}")).cmd("add chain", format_args!("{in_chain}"));
+    for (map, chain) in [("egress", &iface.out_chain), ("ingress", &iface.in_chain)] {
+        if let Some(chain) = chain {
+            script.cmd("add chain", format_args!("{chain}"));
+            script.delete_element(map, &format!("{name} : jump {chain}"), &name);
+        }
+    }
     script
-        .delete_element("egress", &format!("{name} : jump {out_chain}"), &name)
-        .delete_element("ingress", &format!("{name} : jump {in_chain}"), &name)
         .delete_element("ifaces", &name, &name)
-        .delete_element("if_ip", &format!("{name} : {ip}"), &name);
+        .delete_element("if_ip", &format!("{name} : {ip}"), &name)
+        .delete_element("if_addrs", &format!("{name} . {ip}"), &format!("{name} . {ip}"));
     for group in &iface.groups {
         script.delete_element(&nft::member_set(group), &ip.to_string(), &ip.to_string());
     }
     if let Some(public) = iface.public_ip {
         script.unmap_public(ip, public);
     }
-    script.delete_chain(&out_chain).delete_chain(&in_chain);
     script
+}
+
+/// The chains of the profile `vpc` + `groups`, created and filled by `script` unless this
+/// mirror knows them filled (interfaces planned meanwhile fill them too, as the first script
+/// may not be applied first; filling is idempotent). Filling a chain that has rules deletes
+/// them, which makes the kernel wait an RCU grace period: only the first interface of a
+/// profile pays it, and only after a start.
+pub(crate) fn fill_profile(
+    script: &mut Script,
+    state: &mut State,
+    vpc: &VpcStatus,
+    groups: &BTreeSet<String>,
+) -> (String, String) {
+    let (out_chain, in_chain) = nft::profile_chains(vpc, groups);
+    for (chain, rules) in
+        [(&out_chain, nft::interface_out_rules(vpc, groups)), (&in_chain, nft::interface_in_rules(vpc, groups))]
+    {
+        if state.interface_chains.get(chain) != Some(&true) {
+            script.replace_chain(chain, &rules);
+            state.interface_chains.entry(chain.clone()).or_insert(false);
+        }
+    }
+    (out_chain, in_chain)
+}
+
+/// Points `name`'s element of `map` at `chain`, replacing the one it had (`old`): an element's
+/// data cannot be changed by adding it again.
+fn point(script: &mut Script, map: &str, name: &str, old: Option<&str>, chain: &str) {
+    if let Some(old) = old.filter(|old| *old != chain) {
+        script.delete_element(map, &format!("{name} : jump {old}"), name);
+    }
+    script.cmd("add element", format_args!("{map} {{ {name} : jump {chain} }}"));
+}
+
+/// At a start (`state` freshly recovered, so no chain counts as filled): fills the profile
+/// chains of every interface of a known VPC with this version's rules, points the interfaces
+/// at them (replacing older versions' per-interface chains, which then go as unused) and gives
+/// each its anti-spoofing element. Returns the chains filled, once `script` is applied.
+pub(crate) fn upgrade_interfaces(script: &mut Script, state: &mut State) -> BTreeSet<String> {
+    let mut filled = BTreeSet::new();
+    let ids: Vec<String> = state.interfaces.keys().cloned().collect();
+    for id in ids {
+        let iface = &state.interfaces[&id];
+        let Some(vpc) = iface.vpc_id.as_ref().and_then(|v| state.vpcs.get(v)).cloned() else { continue };
+        let groups = iface.groups.clone();
+        let (out_chain, in_chain) = nft::profile_chains(&vpc, &groups);
+        if !filled.contains(&out_chain) {
+            fill_profile(script, state, &vpc, &groups);
+            filled.extend([out_chain.clone(), in_chain.clone()]);
+        }
+        let iface = state.interfaces.get_mut(&id).expect("listed above");
+        let (name, ip) = (quote(&iface.link), iface.ip);
+        script.cmd("add element", format_args!("if_addrs {{ {name} . {ip} }}"));
+        point(script, "egress", &name, iface.out_chain.as_deref(), &out_chain);
+        point(script, "ingress", &name, iface.in_chain.as_deref(), &in_chain);
+        iface.out_chain = Some(out_chain);
+        iface.in_chain = Some(in_chain);
+    }
+    filled
 }

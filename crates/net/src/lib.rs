@@ -16,6 +16,7 @@ pub mod netns;
 mod network;
 mod nft;
 mod overlay;
+pub mod phases;
 mod public;
 mod spec;
 mod state;

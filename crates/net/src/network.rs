@@ -182,7 +182,20 @@ impl Network {
         let mut script = Script::new(&table);
         nft::base_ruleset(&mut script, config.uplink.as_deref());
         nft.apply(&object, &script)?;
-        let state = State::recover(&table, &nft.list_table(&object, &table)?);
+        let mut state = State::recover(&table, &nft.list_table(&object, &table)?);
+        let mut script = Script::new(&table);
+        let filled = crate::interface::upgrade_interfaces(&mut script, &mut state);
+        let unused = state.unused_interface_chains();
+        for chain in &unused {
+            script.delete_chain(chain);
+        }
+        nft.apply(&object, &script)?;
+        for chain in unused {
+            state.interface_chains.remove(&chain);
+        }
+        for chain in filled {
+            state.interface_chains.insert(chain, true);
+        }
         Ok(Network {
             table,
             host_netns,
@@ -341,6 +354,7 @@ impl Network {
         }
         self.remove_overlay_in(inner, id)?;
         self.remove_vips_in(&mut inner.state, id)?;
+        self.remove_unused_interface_chains_in(inner)?;
         let name = vpc_link_name(&self.table, id);
         delete_own_link(&mut inner.host, &object, id, &name, &link_alias(&self.table, "vpc", id))?;
         if let Some(status) = inner.state.vpcs.get(id) {
@@ -427,12 +441,14 @@ impl Network {
             [id] => Object::SecurityGroup(id.clone()),
             _ => Object::Network(self.table.clone()),
         };
-        let state = &mut inner.state;
         for id in ids {
-            if let Some(interface) = state.interface_using_group(id) {
+            if let Some(interface) = inner.state.interface_using_group(id) {
                 return Err(NetError::SecurityGroupInUse { id: id.clone(), interface: interface.to_string() });
             }
         }
+        // Unused profile chains may still jump to the groups' chains.
+        self.remove_unused_interface_chains_in(inner)?;
+        let state = &mut inner.state;
         let mut script = Script::new(&self.table);
         for id in ids {
             script.delete_chain(&nft::ingress_chain(id)).delete_chain(&nft::egress_chain(id));
@@ -453,6 +469,24 @@ impl Network {
         }
         for orphan in orphans {
             state.member_sets.remove(&orphan);
+        }
+        Ok(())
+    }
+
+    /// Deletes the interface chains no interface jumps to (interface changes leave them, as
+    /// deleting a chain with rules makes the kernel wait; `State::interface_chains`).
+    pub(crate) fn remove_unused_interface_chains_in(&self, inner: &mut Inner) -> Result<(), NetError> {
+        let unused = inner.state.unused_interface_chains();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let mut script = Script::new(&self.table);
+        for chain in &unused {
+            script.delete_chain(chain);
+        }
+        self.nft.apply(&Object::Network(self.table.clone()), &script)?;
+        for chain in unused {
+            inner.state.interface_chains.remove(&chain);
         }
         Ok(())
     }
@@ -538,6 +572,7 @@ impl Network {
             self.remove_groups_in(&mut inner, &groups)?;
         }
         report.security_groups = groups;
+        self.remove_unused_interface_chains_in(&mut inner)?;
         let object = Object::Network(self.table.clone());
         let mut vpcs: BTreeSet<String> = inner.state.vpcs.keys().cloned().collect();
         for link in inner.host.links().map_err(nl(&object, "list links"))? {

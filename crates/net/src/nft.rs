@@ -1,7 +1,7 @@
 //! The nftables side: running `nft` (one `nft -f -` transaction per change, all or nothing) and
 //! the text of every rule, set and chain this crate owns. See README.md for the ruleset.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 
 use crate::endpoint::{TASK_ENDPOINT, TASK_ENDPOINT_PORT};
 use crate::error::{NetError, Object};
-use crate::spec::{Peer, Protocol, Rule, VXLAN_PORT, VpcStatus, nft_name};
+use crate::spec::{Peer, Protocol, Rule, VXLAN_PORT, VpcStatus, fnv1a64, nft_name};
 
 /// Runs `nft`, in the host namespace when that is not ours.
 ///
@@ -220,12 +220,24 @@ pub(crate) fn egress_chain(group: &str) -> String {
     format!("sge_{}", nft_name(group))
 }
 
-pub(crate) fn interface_in_chain(link: &str) -> String {
-    format!("in_{link}")
+/// The two chains judging traffic from and to every interface of one VPC with one set of
+/// groups (a profile): `(ifo_<hash>, ifi_<hash>)`. Interfaces jump to their profile's chains
+/// through the `egress`/`ingress` maps, so what one interface adds is set and map elements
+/// only, and attaching one costs the same with a thousand others present (a chain pair per
+/// interface made every `nft` run read all of them, and the kernel's commit grew with them).
+pub(crate) fn profile_chains(vpc: &VpcStatus, groups: &BTreeSet<String>) -> (String, String) {
+    let cidr = vpc.cidr.to_string();
+    let mut parts = vec![vpc.id.as_str(), cidr.as_str()];
+    parts.extend(groups.iter().map(String::as_str));
+    let hash = fnv1a64(&parts);
+    (format!("ifo_{hash:016x}"), format!("ifi_{hash:016x}"))
 }
 
-pub(crate) fn interface_out_chain(link: &str) -> String {
-    format!("out_{link}")
+/// A chain that judges interfaces' traffic: a profile's, one interface's own as older versions
+/// made them (`out_<veth>`, `in_<veth>`, which a start replaces), or remote interfaces'
+/// (`rin_`, per remote address in older versions, replaced by the next `ensure_overlay`).
+pub(crate) fn is_interface_chain(name: &str) -> bool {
+    ["ifo_", "ifi_", "out_", "in_", "rin_"].iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// The table, its sets and maps, and its base chains. Base chains are flushed and refilled in
@@ -242,6 +254,8 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         ("host_addrs", "set host_addrs { type ipv4_addr; }"),
         // Host link -> private IP (comment: ENI id); read back after a restart.
         ("if_ip", "map if_ip { type ifname : ipv4_addr; }"),
+        // Host link . private IP: the only source address each task may send from.
+        ("if_addrs", "set if_addrs { type ifname . ipv4_addr; }"),
         // Host link -> jump to its interface's chain: traffic to the task / from the task.
         ("ingress", "map ingress { type ifname : verdict; }"),
         ("egress", "map egress { type ifname : verdict; }"),
@@ -260,7 +274,7 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
         // This host's underlay addresses while it has an overlay.
         ("underlay_addrs", "set underlay_addrs { type ipv4_addr; }"),
         // Remote interfaces' private IPs -> jump to the chain judging this host's load
-        // balancers' connections to them by their groups (`rin_<ip>`).
+        // balancers' connections to them by their groups (`rin_<hash>`, per set of groups).
         ("remote_in", "map remote_in { type ipv4_addr : verdict; }"),
         // Public addresses this host announces on its underlay link (`src/public.rs`).
         ("announced", "set announced { type ipv4_addr; }"),
@@ -391,13 +405,13 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
 /// What `input` admits from tasks to the task endpoint: TCP to its port, nothing else.
 const TASK_ENDPOINT_INPUT: &str = "iifname @ifaces ip daddr 169.254.170.2 tcp dport 80 accept";
 
-/// The chain judging traffic from one interface (before DNAT): anti-spoofing, replies, the
-/// VPC resolver and the task endpoint (not subject to groups, as on AWS), other VPCs'
-/// addresses, then its groups.
-pub(crate) fn interface_out_rules(ip: Ipv4Addr, vpc: &VpcStatus, groups: &[String]) -> Vec<String> {
+/// The chain judging traffic from a profile's interfaces (before DNAT): anti-spoofing (each
+/// interface's own address, `if_addrs`), replies, the VPC resolver and the task endpoint (not
+/// subject to groups, as on AWS), other VPCs' addresses, then the groups.
+pub(crate) fn interface_out_rules(vpc: &VpcStatus, groups: &BTreeSet<String>) -> Vec<String> {
     let mut rules = vec![
         "meta nfproto != ipv4 drop".to_string(),
-        format!("ip saddr != {ip} drop"),
+        "iifname . ip saddr != @if_addrs drop".to_string(),
         "ct state established,related accept".to_string(),
         format!("ip daddr {} accept", vpc.resolver),
         // The task endpoint, whatever the groups say (as on AWS); the source is checked above,
@@ -410,8 +424,8 @@ pub(crate) fn interface_out_rules(ip: Ipv4Addr, vpc: &VpcStatus, groups: &[Strin
     rules
 }
 
-/// The chain judging traffic to one interface (forwarded or from the host).
-pub(crate) fn interface_in_rules(vpc: &VpcStatus, groups: &[String]) -> Vec<String> {
+/// The chain judging traffic to a profile's interfaces (forwarded or from the host).
+pub(crate) fn interface_in_rules(vpc: &VpcStatus, groups: &BTreeSet<String>) -> Vec<String> {
     let mut rules = vec![
         "meta nfproto != ipv4 drop".to_string(),
         "ct state established,related accept".to_string(),
@@ -428,8 +442,14 @@ pub(crate) fn interface_in_rules(vpc: &VpcStatus, groups: &[String]) -> Vec<Stri
 /// The chain holding the SNAT of load balancer connections leaving through the overlay.
 pub(crate) const OVERLAY_SNAT: &str = "overlay_snat";
 
-pub(crate) fn remote_in_chain(ip: Ipv4Addr) -> String {
-    format!("rin_{}", ip.to_string().replace('.', "_"))
+/// The chain judging this host's load balancers' connections to the remote interfaces of one
+/// VPC with one set of groups (those this host has): shared, as `profile_chains` are, so a
+/// remote interface adds a `remote_in` element, not a chain every `nft` run would list.
+pub(crate) fn remote_in_chain(vpc: &VpcStatus, groups: &[&String]) -> String {
+    let cidr = vpc.cidr.to_string();
+    let mut parts = vec!["remote", vpc.id.as_str(), cidr.as_str()];
+    parts.extend(groups.iter().map(|g| g.as_str()));
+    format!("rin_{:016x}", fnv1a64(&parts))
 }
 
 /// The chain judging this host's load balancers' connections to a task on another host: what

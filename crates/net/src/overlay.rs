@@ -35,7 +35,7 @@ impl Network {
 
         let local: BTreeSet<Ipv4Addr> =
             state.interfaces.values().map(|i| i.ip).chain(state.lb_addrs.keys().copied()).collect();
-        let wanted: BTreeMap<Ipv4Addr, Remote> = spec
+        let mut wanted: BTreeMap<Ipv4Addr, Remote> = spec
             .remotes
             .iter()
             .filter(|r| !local.contains(&r.ip))
@@ -44,6 +44,7 @@ impl Network {
                     vpc_id: spec.vpc_id.clone(),
                     host_ip: r.host_ip,
                     groups: r.security_groups.iter().cloned().collect(),
+                    chain: None,
                 };
                 (r.ip, remote)
             })
@@ -91,11 +92,20 @@ impl Network {
         }
         // This host's load balancers reach the remote interfaces as their groups allow,
         // judged here, from this host's underlay address.
-        for (ip, remote) in &wanted {
+        // One chain per set of groups, filled (again) here: which of the groups this host has
+        // may have changed since.
+        let mut filled = BTreeSet::new();
+        for (ip, remote) in wanted.iter_mut() {
             let groups: Vec<&String> = remote.groups.iter().filter(|g| state.groups.contains_key(*g)).collect();
-            let chain = nft::remote_in_chain(*ip);
-            script.replace_chain(&chain, &nft::remote_in_rules(&vpc, &groups));
+            let chain = nft::remote_in_chain(&vpc, &groups);
+            if filled.insert(chain.clone()) {
+                script.replace_chain(&chain, &nft::remote_in_rules(&vpc, &groups));
+            }
+            if let Some(old) = current.get(ip).and_then(|c| c.chain.as_ref()).filter(|old| **old != chain) {
+                script.delete_element("remote_in", &format!("{ip} : jump {old}"), &ip.to_string());
+            }
             script.cmd("add element", format_args!("remote_in {{ {ip} : jump {chain} }}"));
+            remote.chain = Some(chain);
         }
         script.replace_chain(nft::OVERLAY_SNAT, &[format!("ip saddr @lb_addrs snat ip to {}", spec.local_ip)]);
         self.nft.apply(&object, &script)?;
@@ -103,6 +113,9 @@ impl Network {
         state.member_sets.extend(new_sets);
         state.remotes.retain(|_, r| r.vpc_id != spec.vpc_id);
         state.remotes.extend(wanted.clone());
+        for chain in filled {
+            state.interface_chains.insert(chain, true);
+        }
 
         // Hosts first (FDB, then the neighbour entry that records it), then routes through them.
         let hosts: BTreeSet<Ipv4Addr> = wanted.values().map(|r| r.host_ip).collect();
@@ -130,6 +143,9 @@ impl Network {
                 .map_err(nl(&object, format!("delete FDB entry for {host_ip}")))?;
             host.delete_neighbour(link.index, host_ip).map_err(nl(&object, format!("delete neighbour {host_ip}")))?;
         }
+        // Chains of sets of groups no remote interface has any more, and older versions'
+        // per-address ones.
+        self.remove_unused_interface_chains_in(&mut inner)?;
         Ok(OverlayStatus { vpc_id: spec.vpc_id.clone(), link: link.name, vni: spec.vni, mtu, remotes: wanted.len() })
     }
 
@@ -220,7 +236,7 @@ impl Network {
         self.nft.apply(&object, &script)?;
         inner.state.remotes.retain(|_, r| r.vpc_id != vpc_id);
         inner.state.overlay_links.remove(&name);
-        Ok(())
+        self.remove_unused_interface_chains_in(inner)
     }
 
     /// Forgets a remote interface whose address a local interface is about to take (the task
@@ -292,11 +308,12 @@ fn remove_device_elements(script: &mut Script, link: &str) {
     script.delete_chain(&chain);
 }
 
+/// Its chain is shared: it goes once unused (`Network::remove_unused_interface_chains_in`).
 fn remove_remote_elements(script: &mut Script, ip: Ipv4Addr, remote: &Remote) {
-    let chain = nft::remote_in_chain(ip);
-    script.cmd("add chain", format_args!("{chain}"));
-    script.delete_element("remote_in", &format!("{ip} : jump {chain}"), &ip.to_string());
-    script.delete_chain(&chain);
+    if let Some(chain) = &remote.chain {
+        script.cmd("add chain", format_args!("{chain}"));
+        script.delete_element("remote_in", &format!("{ip} : jump {chain}"), &ip.to_string());
+    }
     script.delete_element("peers", &format!("{ip} : {}", remote.host_ip), &ip.to_string());
     for group in &remote.groups {
         script.delete_element(&nft::member_set(group), &ip.to_string(), &ip.to_string());

@@ -256,6 +256,19 @@ pub(crate) fn fnv1a(parts: &[&str]) -> u32 {
     hash
 }
 
+/// 64-bit FNV-1a, for names that many distinct inputs share a namespace with (collisions
+/// must not happen in practice, not just rarely).
+pub(crate) fn fnv1a64(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.as_bytes().iter().chain(b"\0") {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
 /// The device group a table's doomed task veths are moved to, to be deleted together (never
 /// 0, the kernel's default group).
 pub(crate) fn doomed_group(table: &str) -> u32 {

@@ -19,6 +19,12 @@ pub(crate) struct State {
     /// they were ensured.
     pub member_sets: BTreeSet<String>,
     pub interfaces: BTreeMap<String, Iface>,
+    /// The chains interfaces jump to (`nft::profile_chains`, and older versions' per-interface
+    /// ones), each `true` once this process has filled it with the current rules. A chain no
+    /// interface uses any more stays until the next change that holds the whole `Network`
+    /// ([`State::unused_interface_chains`]): deleting a chain with rules waits out an RCU grace
+    /// period in the kernel, which interface changes do not pay.
+    pub interface_chains: BTreeMap<String, bool>,
     pub lb_addrs: BTreeMap<Ipv4Addr, LbAddr>,
     /// Interfaces of served VPCs on other hosts (the `peers` map).
     pub remotes: BTreeMap<Ipv4Addr, Remote>,
@@ -35,6 +41,8 @@ pub(crate) struct Remote {
     pub vpc_id: String,
     pub host_ip: Ipv4Addr,
     pub groups: BTreeSet<String>,
+    /// The chain its `remote_in` element jumps to (none when it has none).
+    pub chain: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,6 +68,9 @@ pub(crate) struct Iface {
     pub ip: Ipv4Addr,
     pub groups: BTreeSet<String>,
     pub public_ip: Option<Ipv4Addr>,
+    /// The chains its `egress` and `ingress` elements jump to (none when it has no element).
+    pub out_chain: Option<String>,
+    pub in_chain: Option<String>,
 }
 
 impl State {
@@ -89,6 +100,8 @@ impl State {
         let mut lb_ips = Vec::new();
         let mut lb_ports: Vec<(Ipv4Addr, u16)> = Vec::new();
         let mut peers = Vec::new();
+        let mut jumps: BTreeMap<(&str, String), String> = BTreeMap::new();
+        let mut remote_jumps: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
         let items = listing.get("nftables").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         for item in items {
             if let Some(set) = item.get("set") {
@@ -124,6 +137,12 @@ impl State {
                                 if_ip.push((link.to_string(), id.to_string(), ip));
                             }
                         }
+                        "remote_in" => {
+                            let target = data.get("jump").and_then(|j| j.get("target")).and_then(Value::as_str);
+                            if let (Some(ip), Some(target)) = (as_ip(key), target) {
+                                remote_jumps.insert(ip, target.to_string());
+                            }
+                        }
                         "peers" => {
                             if let (Some(ip), Some(vpc), Some(host)) = (as_ip(key), comment, as_ip(data)) {
                                 peers.push((ip, vpc.to_string(), host));
@@ -132,6 +151,13 @@ impl State {
                         "lb_in" => {
                             if let Some(pair) = as_ip_port(key) {
                                 lb_ports.push(pair);
+                            }
+                        }
+                        "egress" | "ingress" => {
+                            let target = data.get("jump").and_then(|j| j.get("target")).and_then(Value::as_str);
+                            if let (Some(link), Some(target)) = (key.as_str(), target) {
+                                let map = if name == "egress" { "egress" } else { "ingress" };
+                                jumps.insert((map, link.to_string()), target.to_string());
                             }
                         }
                         "snat_pub" => {
@@ -148,6 +174,8 @@ impl State {
                     state.groups.entry(id_from_nft_name(group)).or_default();
                 } else if let Some(link) = name.strip_prefix("ovl_") {
                     state.overlay_links.insert(link.to_string());
+                } else if crate::nft::is_interface_chain(name) {
+                    state.interface_chains.insert(name.to_string(), false);
                 }
             } else if let Some(rule) = item.get("rule") {
                 let chain = rule.get("chain").and_then(Value::as_str).unwrap_or_default();
@@ -162,11 +190,14 @@ impl State {
             let vpc_id = state.vpcs.values().find(|v| v.cidr.contains(&ip)).map(|v| v.id.clone());
             let groups = members.iter().filter(|(_, ips)| ips.contains(&ip)).map(|(g, _)| g.clone()).collect();
             let public_ip = snat.get(&ip).copied();
-            state.interfaces.insert(id, Iface { link, vpc_id, ip, groups, public_ip });
+            let out_chain = jumps.remove(&("egress", link.clone()));
+            let in_chain = jumps.remove(&("ingress", link.clone()));
+            state.interfaces.insert(id, Iface { link, vpc_id, ip, groups, public_ip, out_chain, in_chain });
         }
         for (ip, vpc_id, host_ip) in peers {
             let groups = members.iter().filter(|(_, ips)| ips.contains(&ip)).map(|(g, _)| g.clone()).collect();
-            state.remotes.insert(ip, Remote { vpc_id, host_ip, groups });
+            let chain = remote_jumps.remove(&ip);
+            state.remotes.insert(ip, Remote { vpc_id, host_ip, groups, chain });
         }
         for ip in lb_ips {
             let vpc_id = state.vpcs.values().find(|v| v.cidr.contains(&ip)).map(|v| v.id.clone());
@@ -190,6 +221,18 @@ impl State {
                 let (ip, _) = self.remotes.iter().find(|(_, r)| r.groups.contains(group))?;
                 Some(format!("remote interface {ip}"))
             })
+    }
+
+    /// Interface chains that no interface (or remote interface) jumps to.
+    pub fn unused_interface_chains(&self) -> Vec<String> {
+        let used: BTreeSet<&str> = self
+            .interfaces
+            .values()
+            .flat_map(|i| [i.out_chain.as_deref(), i.in_chain.as_deref()])
+            .chain(self.remotes.values().map(|r| r.chain.as_deref()))
+            .flatten()
+            .collect();
+        self.interface_chains.keys().filter(|c| !used.contains(c.as_str())).cloned().collect()
     }
 
     /// A load balancer address in `vpc`.
@@ -274,7 +317,10 @@ mod tests {
             {"set": {"name": "sgm_sg_a", "elem": ["10.1.0.5"]}},
             {"set": {"name": "sgm_sg_b", "elem": ["10.1.7.7"]}},
             {"map": {"name": "peers", "elem": [[{"elem": {"val": "10.1.7.7", "comment": "vpc-1"}}, "192.0.2.2"]]}},
+            {"map": {"name": "remote_in", "elem": [["10.1.7.7", {"jump": {"target": "rin_00000000000000bb"}}]]}},
             {"map": {"name": "if_ip", "elem": [[{"elem": {"val": "fl00000001", "comment": "eni-1"}}, "10.1.0.5"]]}},
+            {"map": {"name": "egress", "elem": [["fl00000001", {"jump": {"target": "ifo_00000000000000aa"}}]]}},
+            {"map": {"name": "ingress", "elem": [["fl00000001", {"jump": {"target": "in_fl00000001"}}]]}},
             {"map": {"name": "snat_pub", "elem": [["10.1.0.5", "198.18.0.7"], ["10.1.0.9", "198.18.0.8"]]}},
             {"set": {"name": "lb_addrs", "elem": ["10.1.0.9"]}},
             {"set": {"name": "sgm_sg_c", "elem": ["10.1.0.9"]}},
@@ -283,6 +329,9 @@ mod tests {
             {"chain": {"name": "sge_sg_a"}},
             {"chain": {"name": "sgi_sg_c"}},
             {"chain": {"name": "ovl_flvx00000001"}},
+            {"chain": {"name": "ifo_00000000000000aa"}},
+            {"chain": {"name": "ifi_00000000000000aa"}},
+            {"chain": {"name": "in_fl00000001"}},
             {"rule": {"chain": "sgi_sg_a", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@sgm_sg_b"}}, {"accept": null}]}}
         ]}"#,
         )
@@ -294,6 +343,11 @@ mod tests {
         assert_eq!(iface.vpc_id.as_deref(), Some("vpc-1"));
         assert_eq!(iface.groups.iter().collect::<Vec<_>>(), vec!["sg-a"]);
         assert_eq!(iface.public_ip, Some("198.18.0.7".parse().unwrap()));
+        assert_eq!(iface.out_chain.as_deref(), Some("ifo_00000000000000aa"));
+        assert_eq!(iface.in_chain.as_deref(), Some("in_fl00000001"));
+        assert_eq!(state.interface_chains.len(), 3);
+        assert!(state.interface_chains.values().all(|filled| !filled), "filled by an unknown version");
+        assert_eq!(state.unused_interface_chains(), ["ifi_00000000000000aa"]);
         assert!(state.groups["sg-a"].peers.contains("sg-b"));
         assert_eq!(state.group_referencing("sg-b"), Some("sg-a"));
         assert!(state.orphan_member_sets().is_empty());
@@ -306,6 +360,7 @@ mod tests {
         let remote = &state.remotes[&"10.1.7.7".parse().unwrap()];
         assert_eq!((remote.vpc_id.as_str(), remote.host_ip.to_string()), ("vpc-1", "192.0.2.2".to_string()));
         assert_eq!(remote.groups.iter().collect::<Vec<_>>(), vec!["sg-b"]);
+        assert_eq!(remote.chain.as_deref(), Some("rin_00000000000000bb"));
         assert_eq!(state.interface_using_group("sg-b").as_deref(), Some("remote interface 10.1.7.7"));
         assert!(state.overlay_links.contains("flvx00000001"));
     }

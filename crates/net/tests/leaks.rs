@@ -71,14 +71,13 @@ fn cleanup_after_a_crash_removes_what_is_not_kept() -> Result<()> {
     // One more, whose rules a crash (or an operator) lost: only its link is left.
     lab.task("eni-lk-4", "vpc-lk2", "10.61.1.11", &["sg-lk-c"], None)?;
     let link4 = status_of(&lab.net.list_interfaces()?, "eni-lk-4").unwrap().host_link.clone();
-    let chains = [format!("out_{link4}"), format!("in_{link4}")];
     let table = format!("t_{}", lab.tag);
+    // Its elements only: the chains it jumped to are its profile's, which eni-lk-3 shares.
     let script = format!(
         "delete element inet {table} ingress {{ \"{link4}\" }}\ndelete element inet {table} egress {{ \"{link4}\" }}\n\
          delete element inet {table} ifaces {{ \"{link4}\" }}\ndelete element inet {table} if_ip {{ \"{link4}\" }}\n\
-         delete element inet {table} sgm_sg_lk_c {{ 10.61.1.11 }}\nflush chain inet {table} {0}\ndelete chain inet {table} {0}\n\
-         flush chain inet {table} {1}\ndelete chain inet {table} {1}\n",
-        chains[0], chains[1]
+         delete element inet {table} if_addrs {{ \"{link4}\" . 10.61.1.11 }}\n\
+         delete element inet {table} sgm_sg_lk_c {{ 10.61.1.11 }}\n"
     );
     let mut nft = lab.host.exec(&["nft", "-f", "-"]);
     let mut child = nft.stdin(std::process::Stdio::piped()).spawn()?;

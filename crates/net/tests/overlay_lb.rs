@@ -78,6 +78,25 @@ fn a_load_balancer_reaches_targets_on_another_host_as_their_groups_allow() -> Re
     assert!(connect_from(&a.host, "10.70.0.10", target).is_err(), "revoked on A");
     a.group("sg-web", "vpc-olb", web_rules(8080), vec![all_to("0.0.0.0/0")])?;
     connect_from(&a.host, "10.70.0.10", target).expect("admitted again");
+    // The remote interface's groups change: judged by the new ones, through another chain of
+    // the sets of groups remote interfaces have (the one left unused goes).
+    let rin_chains = |lab: &Lab| -> Result<usize> {
+        let table = lab.nft(&["list", "table", "inet", "t_olb_a"])?;
+        Ok(table.lines().filter(|l| l.trim().starts_with("chain rin_")).count())
+    };
+    let moved = |groups: &[&str]| OverlaySpec {
+        remotes: vec![RemoteInterface {
+            security_groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..spec.remotes[0].clone()
+        }],
+        ..spec.clone()
+    };
+    a.net.ensure_overlay(&moved(&["sg-other"]))?;
+    assert!(connect_from(&a.host, "10.70.0.10", target).is_err(), "sg-other admits port 80 only");
+    assert_eq!(rin_chains(&a)?, 1);
+    a.net.ensure_overlay(&spec)?;
+    connect_from(&a.host, "10.70.0.10", target).expect("in sg-web again");
+    assert_eq!(rin_chains(&a)?, 1);
     // A host process that is not a load balancer does not get into the overlay from outside
     // the VPC.
     assert!(connect_from(&a.host, A_UNDERLAY, target).is_err(), "A's underlay address is not a load balancer");

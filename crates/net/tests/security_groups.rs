@@ -94,3 +94,51 @@ fn vpcs_are_isolated_even_when_groups_allow_all() -> Result<()> {
     assert!(matches!(err.downcast_ref::<NetError>(), Some(NetError::VpcOverlap { .. })), "{err}");
     Ok(())
 }
+
+/// Whether a datagram sent from `from` (an address of `ns`) to `to` arrives at `listener`.
+fn datagram_arrives(
+    ns: &Netns,
+    from: &str,
+    to: std::net::SocketAddrV4,
+    listener: &std::net::UdpSocket,
+) -> Result<bool> {
+    let sender = flotilla_net::netns::run_in(&ns.path, || std::net::UdpSocket::bind(addr(from, 0)))??;
+    sender.send_to(from.as_bytes(), to)?;
+    listener.set_read_timeout(Some(Duration::from_millis(700)))?;
+    let mut buf = [0; 64];
+    loop {
+        match listener.recv_from(&mut buf) {
+            // A late datagram of an earlier send is not this one's.
+            Ok((n, _)) if &buf[..n] != from.as_bytes() => continue,
+            Ok(_) => return Ok(true),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A task sends only from its own address: from one it gives itself (another task's, or a
+/// free one of its subnet) nothing leaves, though the groups admit the whole VPC.
+#[test]
+fn a_task_sends_only_from_its_own_address() -> Result<()> {
+    let mut lab = Lab::new("sp")?;
+    lab.vpc("vpc-sp", "10.12.0.0/16")?;
+    lab.group("sg-sp", "vpc-sp", vec![all_to("10.12.0.0/16")], vec![all_to("0.0.0.0/0")])?;
+    let a = lab.task("eni-sp-a", "vpc-sp", "10.12.1.10", &["sg-sp"], None)?;
+    let b = lab.task("eni-sp-b", "vpc-sp", "10.12.1.11", &["sg-sp"], None)?;
+    lab.task("eni-sp-c", "vpc-sp", "10.12.1.12", &["sg-sp"], None)?;
+    let listener = flotilla_net::netns::run_in(&lab.tasks[a].path, || std::net::UdpSocket::bind(any_addr(5353)))??;
+    let to = addr("10.12.1.10", 5353);
+    for forged in ["10.12.1.12", "10.12.1.99"] {
+        lab.tasks[b].ip(&["addr", "add", &format!("{forged}/32"), "dev", "eth0"])?;
+    }
+    assert!(datagram_arrives(&lab.tasks[b], "10.12.1.11", to, &listener)?, "from its own address");
+    for forged in ["10.12.1.12", "10.12.1.99"] {
+        assert!(!datagram_arrives(&lab.tasks[b], forged, to, &listener)?, "from {forged}");
+    }
+    // Its own address still works after the others were refused (the drop is per packet).
+    assert!(datagram_arrives(&lab.tasks[b], "10.12.1.11", to, &listener)?, "from its own address again");
+    Ok(())
+}
