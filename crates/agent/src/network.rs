@@ -261,7 +261,19 @@ impl Networking {
             security_groups: eni.security_groups.clone(),
             public_ip: eni.public_ip,
         };
-        self.blocking(move |net| net.ensure_interface(&spec)).await?;
+        self.blocking(move |net| {
+            // Where the attach spent its time, for the supervisor's debug timings.
+            let log = tracing::enabled!(tracing::Level::DEBUG);
+            if log {
+                flotilla_net::phases::record();
+            }
+            let done = net.ensure_interface(&spec);
+            if log {
+                tracing::debug!(interface = %spec.id, phases = ?flotilla_net::phases::take(), "interface set up");
+            }
+            done
+        })
+        .await?;
         // Between hosts, a public address lives on its task's host, which announces it.
         if let (Some(underlay), Some(public)) = (&self.underlay, eni.public_ip) {
             let local = underlay.ip;
