@@ -149,13 +149,16 @@ pub(crate) enum Batch {
     Lagged { missed: u64 },
 }
 
+/// Which puts a [`Watch`] keeps, by value.
+type PutFilter = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 /// A stream of changes under one prefix, in revision order.
 pub struct Watch {
     prefix: String,
     rx: tokio::sync::broadcast::Receiver<Arc<Batch>>,
     pending: std::collections::VecDeque<Event>,
     /// Puts whose value this rejects are skipped (see [`Watch::puts_where`]).
-    keep_put: Option<Box<dyn Fn(&[u8]) -> bool + Send + Sync>>,
+    keep_put: Option<PutFilter>,
 }
 
 impl Watch {
