@@ -149,16 +149,37 @@ pub(crate) enum Batch {
     Lagged { missed: u64 },
 }
 
+/// Which puts a [`Watch`] keeps, by value.
+type PutFilter = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 /// A stream of changes under one prefix, in revision order.
 pub struct Watch {
     prefix: String,
     rx: tokio::sync::broadcast::Receiver<Arc<Batch>>,
     pending: std::collections::VecDeque<Event>,
+    /// Puts whose value this rejects are skipped (see [`Watch::puts_where`]).
+    keep_put: Option<PutFilter>,
 }
 
 impl Watch {
     pub(crate) fn new(prefix: String, rx: tokio::sync::broadcast::Receiver<Arc<Batch>>) -> Watch {
-        Watch { prefix, rx, pending: Default::default() }
+        Watch { prefix, rx, pending: Default::default(), keep_put: None }
+    }
+
+    /// Skips the puts whose value `keep` rejects (deletions all come through), before they
+    /// are copied out of the batch every watcher shares: for a watcher that wants few of
+    /// many large records, e.g. one host's of every task record.
+    pub fn puts_where(mut self, keep: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> Watch {
+        self.keep_put = Some(Box::new(keep));
+        self
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        event.key().starts_with(self.prefix.as_str())
+            && match (event, &self.keep_put) {
+                (Event::Put(kv), Some(keep)) => keep(&kv.value),
+                _ => true,
+            }
     }
 
     /// The next change under the prefix. `Err(WatchLagged)` means events were dropped
@@ -172,8 +193,8 @@ impl Watch {
             match self.rx.recv().await {
                 Ok(batch) => match &*batch {
                     Batch::Events(events) => {
-                        let prefix = &self.prefix;
-                        self.pending.extend(events.iter().filter(|e| e.key().starts_with(prefix.as_str())).cloned());
+                        let wanted: Vec<Event> = events.iter().filter(|e| self.wants(e)).cloned().collect();
+                        self.pending.extend(wanted);
                     }
                     Batch::Lagged { missed } => return Err(StoreError::WatchLagged { missed: *missed }),
                 },

@@ -1,10 +1,15 @@
-//! Real etcd clusters for tests (feature `testing`): `n` members of Debian's `etcd` on free
-//! loopback ports, each with its data dir in one temporary directory. Members can be killed
-//! (SIGKILL) and started again on the same data; dropping the cluster kills every member.
+//! Stores for tests (feature `testing`).
+//!
+//! Real etcd clusters: `n` members of Debian's `etcd` on free loopback ports, each with its
+//! data dir in one temporary directory. Members can be killed (SIGKILL) and started again on
+//! the same data; dropping the cluster kills every member.
 //!
 //! A member also dies with the thread that started it (so a killed test leaves no etcd
 //! behind): start and restart members from a thread that outlives them (the test's own, or a
 //! runtime worker), not from `spawn_blocking`.
+//!
+//! [`Hooked`]: a real store whose transactions go through a test's hook (to hold them, record
+//! them, or change a record just before one), every other call going straight to the store.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -12,7 +17,51 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{EtcdOptions, EtcdStore, StoreError, TlsFiles};
+use async_trait::async_trait;
+
+use crate::{
+    EtcdOptions, EtcdStore, KeyValue, Leadership, Revision, Store, StoreError, TlsFiles, Txn, TxnOutcome, Watch,
+};
+
+/// What a [`Hooked`] store does with each transaction, given the real store underneath.
+#[async_trait]
+pub trait TxnHook: Send + Sync + 'static {
+    async fn txn(&self, inner: &dyn Store, txn: Txn) -> Result<TxnOutcome, StoreError>;
+}
+
+/// `inner` with its transactions sent through `hook`; every other call is `inner`'s own.
+pub struct Hooked<S, H> {
+    pub inner: S,
+    pub hook: H,
+}
+
+#[async_trait]
+impl<S: Store, H: TxnHook> Store for Hooked<S, H> {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+        self.inner.list_prefix(prefix).await
+    }
+    async fn get_stale(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get_stale(key).await
+    }
+    async fn list_prefix_stale(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+        self.inner.list_prefix_stale(prefix).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        self.hook.txn(&self.inner, txn).await
+    }
+    fn watch(&self, prefix: &str) -> Watch {
+        self.inner.watch(prefix)
+    }
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.inner.revision().await
+    }
+    async fn acquire(&self, name: &str, holder: &str) -> Result<Leadership, StoreError> {
+        self.inner.acquire(name, holder).await
+    }
+}
 
 struct Member {
     name: String,

@@ -175,29 +175,23 @@ mod tests {
 
     use async_trait::async_trait;
     use flotilla_host::HostSpec;
-    use flotilla_store::{EmbeddedStore, KeyValue, Revision, StoreError, Watch};
+    use flotilla_store::testing::{Hooked, TxnHook};
+    use flotilla_store::{EmbeddedStore, StoreError};
     use tokio::time::Instant;
 
     use super::*;
     use crate::{Control, Identity};
 
-    /// The embedded store, whose transactions hang while `stuck` (a store too loaded to
-    /// commit anything).
+    /// Transactions hang while `stuck` (a store too loaded to commit anything).
+    #[derive(Default)]
     struct Stuck {
-        inner: EmbeddedStore,
         stuck: AtomicBool,
         unstuck: tokio::sync::Notify,
     }
 
     #[async_trait]
-    impl Store for Stuck {
-        async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-            self.inner.get(key).await
-        }
-        async fn list_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
-            self.inner.list_prefix(prefix).await
-        }
-        async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+    impl TxnHook for Stuck {
+        async fn txn(&self, inner: &dyn Store, txn: Txn) -> Result<TxnOutcome, StoreError> {
             while self.stuck.load(Ordering::SeqCst) {
                 let unstuck = self.unstuck.notified();
                 if !self.stuck.load(Ordering::SeqCst) {
@@ -205,13 +199,7 @@ mod tests {
                 }
                 unstuck.await;
             }
-            self.inner.txn(txn).await
-        }
-        fn watch(&self, prefix: &str) -> Watch {
-            self.inner.watch(prefix)
-        }
-        async fn revision(&self) -> Result<Revision, StoreError> {
-            self.inner.revision().await
+            inner.txn(txn).await
         }
     }
 
@@ -228,10 +216,9 @@ mod tests {
     #[tokio::test]
     async fn heartbeats_are_answered_from_memory_only_while_the_store_recorded_the_host_recently() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Stuck {
+        let store = Arc::new(Hooked {
             inner: EmbeddedStore::open(dir.path().join("store.redb")).unwrap(),
-            stuck: AtomicBool::new(false),
-            unstuck: Default::default(),
+            hook: Stuck::default(),
         });
         let fresh_within = Duration::from_millis(600);
         let identity = Identity { region: "us-east-1".into(), account: "123456789012".into() };
@@ -258,7 +245,7 @@ mod tests {
 
         // The store stops committing: heartbeats are answered only while its record of the
         // host is fresh, then they wait for the store (and the agent would fence).
-        store.stuck.store(true, Ordering::SeqCst);
+        store.hook.stuck.store(true, Ordering::SeqCst);
         let recorded = last_seen(store.as_ref()).await;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -274,8 +261,8 @@ mod tests {
         assert_eq!(last_seen(store.as_ref()).await, recorded, "nothing was written while stuck");
 
         // Committing again: written before answered, then from memory again.
-        store.stuck.store(false, Ordering::SeqCst);
-        store.unstuck.notify_waiters();
+        store.hook.stuck.store(false, Ordering::SeqCst);
+        store.hook.unstuck.notify_waiters();
         assert!(beat(&control, Duration::from_secs(5)).await);
         assert!(last_seen(store.as_ref()).await > recorded);
         assert!(beat(&control, Duration::from_millis(200)).await);

@@ -147,10 +147,33 @@ fn group(g: &SecurityGroup) -> GroupView {
     }
 }
 
+/// Tells from a task record's stored bytes, without decoding them, that it is not assigned to
+/// one host. Every host's assignment stream hears of every task record written, so when
+/// thousands are placed at once, decoding each record (a few KB of JSON) once per host was
+/// most of a server's work. `encode` (compact serde_json) writes the record's host as
+/// `"hostId":"<id>"`: a record without those bytes is not the host's. One with them may still
+/// not be (the bytes inside a nested object): the caller decodes it and checks.
+#[derive(Clone)]
+struct HostFilter(Arc<memchr::memmem::Finder<'static>>);
+
+impl HostFilter {
+    fn new(host_id: &str) -> HostFilter {
+        let mut needle = b"\"hostId\":".to_vec();
+        needle.extend(serde_json::to_vec(host_id).expect("a string serialises"));
+        HostFilter(Arc::new(memchr::memmem::Finder::new(&needle).into_owned()))
+    }
+
+    /// False only for a record that is certainly not assigned to the host.
+    fn may_hold(&self, value: &[u8]) -> bool {
+        self.0.find(value).is_some()
+    }
+}
+
 /// Follows the task records of one host and feeds them to the stream as assignments.
 struct Follower {
     control: Arc<Control>,
     host_id: String,
+    filter: HostFilter,
     tx: mpsc::Sender<Result<AssignmentEvent, HostApiError>>,
     definitions: HashMap<String, TaskDefinition>,
     /// The newest revision the agent has: a snapshot leaves out what it already knows.
@@ -182,6 +205,9 @@ impl Follower {
         let mut assignments = Vec::new();
         let mut unchanged = Vec::new();
         for kv in self.control.store.list_prefix(TASKS).await? {
+            if !self.filter.may_hold(&kv.value) {
+                continue;
+            }
             let record: TaskRecord = decode(&kv)?;
             if self.since.is_some_and(|since| kv.mod_revision <= since) {
                 if record.host_id.as_deref() == Some(self.host_id.as_str()) {
@@ -220,7 +246,8 @@ impl Follower {
     async fn run(mut self) {
         loop {
             // Watch first, then list: a change between the two shows up twice, never not at all.
-            let mut watch = self.control.store.watch(TASKS);
+            let filter = self.filter.clone();
+            let mut watch = self.control.store.watch(TASKS).puts_where(move |value| filter.may_hold(value));
             let snapshot = self.snapshot().await.map_err(HostApiError::from);
             let failed = snapshot.is_err();
             if !self.send(snapshot).await {
@@ -435,6 +462,7 @@ impl HostApi for LocalHostApi {
         let follower = Follower {
             control: self.control.clone(),
             host_id: host_id.to_owned(),
+            filter: HostFilter::new(host_id),
             tx,
             definitions: HashMap::new(),
             since,
@@ -563,6 +591,7 @@ mod tests {
     use flotilla_types::{Identity, Timestamp};
 
     use super::*;
+    use crate::host::Reservation;
     use crate::record::{encode, task_key};
     use crate::{CreateSubnetInput, CreateVpcInput, vni_of};
 
@@ -582,6 +611,26 @@ mod tests {
             reservation: None,
         };
         control.store.txn(Txn::new().then(Op::put(task_key("c", id), encode(&record)))).await.unwrap();
+    }
+
+    #[test]
+    fn the_host_filter_passes_every_record_of_its_host_and_no_other_hosts() {
+        let record = |host_id: Option<&str>| {
+            let task = Task::provisioning(task_arn("t"), CLUSTER.into(), format!("{CLUSTER}-td"), Timestamp(1));
+            let reservation = Some(Reservation { cpu: 256, memory: 512 });
+            let host_id = host_id.map(str::to_owned);
+            encode(&TaskRecord { task, network_configuration: None, host_id, protection: None, reservation })
+        };
+        for id in ["host-1", "h\"q\\uot\u{e9}d\n"] {
+            let filter = HostFilter::new(id);
+            assert!(filter.may_hold(&record(Some(id))), "{id}'s own record filtered out");
+            let decoded: TaskRecord = serde_json::from_slice(&record(Some(id))).unwrap();
+            assert_eq!(decoded.host_id.as_deref(), Some(id));
+        }
+        let filter = HostFilter::new("host-1");
+        for other in [Some("host-10"), Some("host-"), Some("xhost-1"), None] {
+            assert!(!filter.may_hold(&record(other)), "{other:?}'s record passed host-1's filter");
+        }
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The group commit against the real embedded store, with a store in front that records each
+//! The group commit against the real embedded store, with a hook that records each
 //! transaction and can change a record just before a transaction that writes it (another
 //! server's write landing between a service's read and its commit).
 
@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use flotilla_host::HostSpec;
-use flotilla_store::{Compare, EmbeddedStore, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
+use flotilla_store::testing::{Hooked, TxnHook};
+use flotilla_store::{Compare, EmbeddedStore, Op, Store, StoreError, Txn, TxnOutcome};
 use serde_json::json;
 
 use super::Commits;
@@ -15,23 +16,17 @@ use crate::host::{Allocation, Reservation};
 use crate::service::{CreateServiceInput, service_key};
 use crate::{Control, Identity};
 
-/// The embedded store, recording the keys each transaction writes, and rewriting `stale` (as
-/// it is) just before the first transaction that writes it, so that its compare fails.
+/// Records the keys each transaction writes, and rewrites `stale` (as it is) just before the
+/// first transaction that writes it, so that its compare fails.
+#[derive(Default)]
 struct Interfering {
-    inner: EmbeddedStore,
     stale: Mutex<Option<String>>,
     written: Mutex<Vec<Vec<String>>>,
 }
 
 #[async_trait]
-impl Store for Interfering {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
-        self.inner.list_prefix(prefix).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+impl TxnHook for Interfering {
+    async fn txn(&self, inner: &dyn Store, txn: Txn) -> Result<TxnOutcome, StoreError> {
         let stale = {
             let mut stale = self.stale.lock().unwrap();
             match stale.as_deref() {
@@ -40,26 +35,21 @@ impl Store for Interfering {
             }
         };
         if let Some(key) = stale {
-            let kv = self.inner.get(&key).await?.expect("the record to change exists");
-            self.inner.txn(Txn::new().then(Op::put(&key, kv.value))).await?;
+            let kv = inner.get(&key).await?.expect("the record to change exists");
+            inner.txn(Txn::new().then(Op::put(&key, kv.value))).await?;
         }
         self.written.lock().unwrap().push(txn.ops.iter().map(|op| op.key().to_owned()).collect());
-        self.inner.txn(txn).await
-    }
-    fn watch(&self, prefix: &str) -> Watch {
-        self.inner.watch(prefix)
-    }
-    async fn revision(&self) -> Result<Revision, StoreError> {
-        self.inner.revision().await
+        inner.txn(txn).await
     }
 }
 
-async fn control() -> (Arc<Control>, Arc<Interfering>, tempfile::TempDir) {
+type Interfered = Hooked<EmbeddedStore, Interfering>;
+
+async fn control() -> (Arc<Control>, Arc<Interfered>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Interfering {
+    let store = Arc::new(Hooked {
         inner: EmbeddedStore::open(dir.path().join("store.redb")).unwrap(),
-        stale: Mutex::default(),
-        written: Mutex::default(),
+        hook: Interfering::default(),
     });
     let identity = Identity { region: "us-east-1".into(), account: "123456789012".into() };
     let control = Arc::new(Control::new(store.clone(), identity));
@@ -112,15 +102,15 @@ async fn a_group_that_conflicts_commits_its_entries_one_by_one_and_takes_back_on
         queued.push((txn, placed));
     }
     // Another writer changes b between its read and its commit.
-    *store.stale.lock().unwrap() = Some("test/b".into());
-    store.written.lock().unwrap().clear();
+    *store.hook.stale.lock().unwrap() = Some("test/b".into());
+    store.hook.written.lock().unwrap().clear();
     let outcomes =
         futures_util::future::join_all(queued.into_iter().map(|(txn, placed)| commits.commit(txn, placed))).await;
     let outcomes: Vec<bool> = outcomes.into_iter().map(|o| matches!(o.unwrap(), TxnOutcome::Committed(_))).collect();
     assert_eq!(outcomes, [true, false, true], "only b fails");
 
     // One group of the three, then each alone.
-    let written = store.written.lock().unwrap().clone();
+    let written = store.hook.written.lock().unwrap().clone();
     let services = |keys: &Vec<String>| keys.iter().filter(|k| k.starts_with("test/")).count();
     assert_eq!(written.iter().map(services).collect::<Vec<_>>(), [3, 1, 1, 1], "{written:?}");
 
@@ -178,7 +168,7 @@ async fn a_service_changed_during_a_pass_does_not_keep_the_others_from_starting(
     };
 
     // s3's record changes under the pass, after the pass read it.
-    *store.stale.lock().unwrap() = Some(service_key("default", "s3"));
+    *store.hook.stale.lock().unwrap() = Some(service_key("default", "s3"));
     let summary = control.reconcile_services().await.unwrap();
     assert_eq!(summary.started, 16, "every service but s3 started its tasks");
     for name in names {

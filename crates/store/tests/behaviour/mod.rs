@@ -21,6 +21,7 @@ macro_rules! store_behaviour {
             concurrent_compare_and_swap_loses_no_increment,
             watch_sees_changes_under_its_prefix_only,
             every_watcher_sees_every_change_in_order,
+            a_watch_skips_the_puts_it_does_not_want,
             acquire_returns_a_held_role,
             stale_reads_see_this_stores_own_writes
         );
@@ -188,6 +189,21 @@ pub async fn every_watcher_sees_every_change_in_order(store: Arc<dyn Store>) {
             last = kv.mod_revision;
         }
     }
+}
+
+pub async fn a_watch_skips_the_puts_it_does_not_want(store: Arc<dyn Store>) {
+    let mut watch = store.watch("f/").puts_where(|value| value.starts_with(b"mine"));
+    let txn = Txn::new().then(Op::put("f/1", "other")).then(Op::put("f/2", "mine 2")).then(Op::put("g/3", "mine 3"));
+    store.txn(txn).await.unwrap();
+    store.txn(Txn::new().then(Op::delete("f/1"))).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap() {
+            Event::Put(kv) => seen.push(format!("put {} {}", kv.key, String::from_utf8_lossy(&kv.value))),
+            Event::Delete { key, .. } => seen.push(format!("delete {key}")),
+        }
+    }
+    assert_eq!(seen, ["put f/2 mine 2", "delete f/1"]);
 }
 
 pub async fn acquire_returns_a_held_role(store: Arc<dyn Store>) {
