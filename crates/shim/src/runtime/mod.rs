@@ -257,13 +257,15 @@ impl Runtime {
 
     fn stats(&self) -> ShimResult<TaskStats> {
         let names: Vec<String> = self.lock_state().containers.iter().map(|c| c.name.clone()).collect();
-        let task = self.cgroups.stats(&self.task_id, None).map_err(|e| runtime_err(&e))?.unwrap_or_default();
+        // Containers first, their task after: counters only grow, so a task read last is never
+        // behind the sum of its containers (a busy container would otherwise overtake it).
         let mut containers = std::collections::BTreeMap::new();
         for name in names {
             if let Some(s) = self.cgroups.stats(&self.task_id, Some(&name)).map_err(|e| runtime_err(&e))? {
                 containers.insert(name, s);
             }
         }
+        let task = self.cgroups.stats(&self.task_id, None).map_err(|e| runtime_err(&e))?.unwrap_or_default();
         let data = self.data_dir();
         let ephemeral_storage = if flotilla_sandbox::shared_scratch::is_subvolume(&data) {
             flotilla_sandbox::shared_scratch::usage(&data).map_err(|e| runtime_err(&e))?
