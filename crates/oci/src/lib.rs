@@ -67,7 +67,17 @@ pub struct Spec {
     pub hostname: Option<String>,
     pub mounts: Vec<Mount>,
     pub linux: Linux,
+    /// Free-form hints to the runtime; one that does not know a key ignores it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
+
+/// Annotation naming cgroup controllers, comma-separated, that the container joins at its
+/// `cgroupsPath`'s parent rather than in a level of its own (cgroup v1, built-in runtime only;
+/// runc ignores it). Its resources must set nothing for them. Every memory cgroup costs the
+/// kernel a slot per mounted filesystem (shrinker state), so a task's lone container shares
+/// its task's memory cgroup.
+pub const CGROUPS_AT_PARENT: &str = "org.flotilla.cgroups.at-parent";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -85,14 +85,14 @@ pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>, sta
         }
         Err(e) => return Err(err_at("mkdir", &dir, e)),
     }
-    let mut cgroup_dirs = Vec::new();
-    let result = create_in(root, id, bundle, &spec, &dir, &mut cgroup_dirs, pid_file, start_now);
+    let mut placed = cgroup::Placement::default();
+    let result = create_in(root, id, bundle, &spec, &dir, &mut placed, pid_file, start_now);
     if result.is_err() {
         // This process joined the container's cgroup so that its init would start there; it
         // moves up to the parent cgroup first, or the container's could never be removed.
-        let parents: Vec<PathBuf> = cgroup_dirs.iter().filter_map(|d| d.parent().map(Path::to_path_buf)).collect();
+        let parents: Vec<PathBuf> = placed.own.iter().filter_map(|d| d.parent().map(Path::to_path_buf)).collect();
         let _ = cgroup::join(&parents);
-        let _ = cgroup::remove(&cgroup_dirs, Duration::from_secs(2));
+        let _ = cgroup::remove(&placed.own, Duration::from_secs(2));
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
@@ -105,7 +105,7 @@ fn create_in(
     bundle: &Path,
     spec: &Spec,
     dir: &Path,
-    cgroup_dirs: &mut Vec<PathBuf>,
+    placed: &mut cgroup::Placement,
     pid_file: Option<&Path>,
     start_now: bool,
 ) -> io::Result<()> {
@@ -118,7 +118,12 @@ fn create_in(
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| err_at("chmod", dir, e))?;
     let cgroups = Cgroups::detect().map_err(io::Error::other)?;
     let rel = cgroup::relative(&spec.linux.cgroups_path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    *cgroup_dirs = cgroups.create(&rel, &spec.linux.resources).map_err(io::Error::other)?;
+    let at_parent: Vec<&str> = spec
+        .annotations
+        .get(flotilla_oci::CGROUPS_AT_PARENT)
+        .map(|list| list.split(',').map(str::trim).filter(|c| !c.is_empty()).collect())
+        .unwrap_or_default();
+    *placed = cgroups.create(&rel, &spec.linux.resources, &at_parent).map_err(io::Error::other)?;
     sys::cloexec_from_3();
 
     // Namespaces with a path are joined; the others are new. Open every path first.
@@ -133,7 +138,7 @@ fn create_in(
         }
     }
     // The cgroup first: a new cgroup namespace is rooted where its creator stands.
-    cgroup::join(cgroup_dirs).map_err(io::Error::other)?;
+    cgroup::join(&placed.all()).map_err(io::Error::other)?;
     for j in &joins {
         sys::setns(&j.fd, j.ns, j.kind)?;
     }
@@ -170,7 +175,8 @@ fn create_in(
             pid,
             start_time,
             bundle: std::path::absolute(bundle)?,
-            cgroups: cgroup_dirs.clone(),
+            cgroups: placed.own.clone(),
+            parent_cgroups: placed.parents.clone(),
         };
         st.save(root)?;
         if let Some(pf) = pid_file {
@@ -316,7 +322,7 @@ pub fn exec(
     if !sys::alive(st.pid, st.start_time) {
         return Err(io::Error::other(format!("container {id} is not running")));
     }
-    cgroup::join(&st.cgroups).map_err(io::Error::other)?;
+    cgroup::join(&st.joined_cgroups()).map_err(io::Error::other)?;
     for j in &joins {
         sys::setns(&j.fd, j.ns, j.kind)?;
     }

@@ -277,14 +277,23 @@ fn mount_flags(path: &Path) -> io::Result<MountFlags> {
 }
 
 /// Hides each masked path (after the pivot): an empty read-only tmpfs over directories,
-/// /dev/null over files. Paths the kernel does not have are skipped.
+/// /dev/null over files. Paths the kernel does not have are skipped. The directories share
+/// one tmpfs (the first one's, bound over the others): every filesystem instance costs the
+/// kernel shrinker state in each memory cgroup on the host, so a container makes no more of
+/// them than it needs.
 pub fn mask(paths: &[String]) -> io::Result<()> {
+    let mut empty: Option<&Path> = None;
     for p in paths {
         let path = Path::new(p);
         match std::fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => {
-                sys::mount_fs("tmpfs", path, "tmpfs", MountFlags::RDONLY, None)?;
-            }
+            Ok(meta) if meta.is_dir() => match empty {
+                // Read-only from its superblock, so the binds are too.
+                Some(first) => sys::bind(first, path, false)?,
+                None => {
+                    sys::mount_fs("tmpfs", path, "tmpfs", MountFlags::RDONLY, None)?;
+                    empty = Some(path);
+                }
+            },
             Ok(_) => sys::bind(Path::new("/dev/null"), path, false)?,
             Err(_) => {}
         }

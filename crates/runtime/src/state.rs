@@ -17,8 +17,12 @@ pub struct State {
     /// The init's start time (clock ticks since boot), so a reused pid is not mistaken for it.
     pub start_time: u64,
     pub bundle: PathBuf,
-    /// The container's directory in every cgroup hierarchy it joined.
+    /// The container's own directory in each cgroup hierarchy where it has one.
     pub cgroups: Vec<PathBuf>,
+    /// Its parent's directory in the hierarchies where it has none of its own
+    /// (`CGROUPS_AT_PARENT`): joined, never removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_cgroups: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +86,11 @@ impl State {
         }
     }
 
+    /// Every cgroup directory a process of the container joins.
+    pub fn joined_cgroups(&self) -> Vec<PathBuf> {
+        self.cgroups.iter().chain(&self.parent_cgroups).cloned().collect()
+    }
+
     /// Every process in the container's cgroup (the init and whatever it started).
     pub fn pids(&self) -> Vec<i32> {
         self.cgroups
@@ -115,6 +124,7 @@ mod tests {
             start_time: crate::sys::start_time(me).unwrap(),
             bundle: "/b".into(),
             cgroups: vec![],
+            parent_cgroups: vec![],
         };
         st.save(root.path()).unwrap();
         let back = State::load(root.path(), "c1").unwrap().unwrap();

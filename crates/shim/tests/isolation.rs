@@ -37,6 +37,8 @@ if (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null; then echo procsys=writable; 
 if (echo x > /proc/sysrq-trigger) 2>/dev/null; then echo sysrq=writable; else echo sysrq=denied; fi
 echo "kcore=$(wc -c < /proc/kcore 2>/dev/null)"
 echo "id=$(id)"
+echo "masked=$(ls -A /proc/acpi /sys/firmware 2>&1 | grep -v ':$' | tr -d '\n')"
+if touch /sys/firmware/x 2>/dev/null; then echo maskwrite=writable; else echo maskwrite=denied; fi
 echo done=yes
 "#;
 
@@ -89,6 +91,9 @@ async fn the_inside_view_is_isolated_and_limited() {
     if let Some(shares) = v.get("shares") {
         assert_eq!(shares, "256");
     }
+    // Masked directories (one empty read-only tmpfs, bound over each): empty, not writable.
+    assert_eq!(v["masked"], "", "masked directories show something");
+    assert_eq!(v["maskwrite"], "denied");
     assert_eq!(v["procsys"], "denied");
     assert_eq!(v["sysrq"], "denied");
     assert!(v["kcore"].is_empty() || v["kcore"] == "0", "kcore readable: {}", v["kcore"]);

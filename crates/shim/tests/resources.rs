@@ -32,6 +32,70 @@ async fn a_normal_exit_is_not_an_oom_kill() {
     assert_eq!(out.trim(), "1048576");
 }
 
+/// The memory cgroup a process is in (v1), as /proc/PID/cgroup names it.
+fn memory_cgroup_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers.split(',').any(|c| c == "memory").then(|| path.to_string())
+    })
+}
+
+/// A task's only container, with no memory limit of its own, counts in its task's memory
+/// cgroup rather than one of its own (each memory cgroup costs the kernel state for every
+/// mounted filesystem); its usage still reads per container, and the task's limit OOM-kills
+/// it as the container's own limit would. A task of two keeps one per container. The layout
+/// is the built-in runtime's on cgroup v1 (runc and v2 give every container its own).
+#[tokio::test]
+async fn a_lone_container_without_a_memory_limit_shares_its_task_memory_cgroup() {
+    let env = env();
+    let builtin_v1 = flotilla_sandbox::cgroup::Cgroups::detect("flotilla").unwrap().version() == 1
+        && std::env::var("FLOTILLA_RUNTIME").map_or(true, |r| r != "runc");
+    let id = task_id("lone");
+    let _guard = env.guard(&id);
+    env.sandbox.create_task(task(&id, vec![container("main", &["sleep", "1000"])])).await.unwrap();
+    env.sandbox.start_container(&id, "main").await.unwrap();
+    let pid = wait_running(&env.sandbox, &id, "main").await.pid.unwrap();
+    let stats = env.sandbox.stats(&id).await.unwrap();
+    let main = &stats.containers["main"];
+    assert!(main.pids >= 1 && main.memory_usage_bytes > 0, "{main:?}");
+    if builtin_v1 {
+        assert_eq!(main.memory_limit_bytes, Some(1024 << 20), "the task's limit is the container's: {main:?}");
+        assert_eq!(memory_cgroup_of(pid).as_deref(), Some(format!("/flotilla/{id}").as_str()));
+        assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory/flotilla/{id}/main")).exists());
+        // cpu keeps a level (the container's shares weigh it against its siblings).
+        assert!(std::path::Path::new(&format!("/sys/fs/cgroup/cpu/flotilla/{id}/main")).is_dir());
+    }
+    env.sandbox.destroy(&id).await.unwrap();
+
+    let two = task_id("pair");
+    let _guard2 = env.guard(&two);
+    let pair = vec![container("a", &["sleep", "1000"]), container("b", &["sleep", "1000"])];
+    env.sandbox.create_task(task(&two, pair)).await.unwrap();
+    for name in ["a", "b"] {
+        env.sandbox.start_container(&two, name).await.unwrap();
+        let pid = wait_running(&env.sandbox, &two, name).await.pid.unwrap();
+        if builtin_v1 {
+            assert_eq!(memory_cgroup_of(pid), Some(format!("/flotilla/{two}/{name}")));
+        }
+    }
+    env.sandbox.destroy(&two).await.unwrap();
+
+    // 200 MiB held by the shell against the task's 64 MiB, no container limit.
+    let oom = task_id("taskoom");
+    let _guard3 = env.guard(&oom);
+    let hog = container("hog", &["sh", "-c", "x=$(head -c 200m /dev/zero | tr '\\0' a); echo survived"]);
+    let mut spec = task(&oom, vec![hog]);
+    spec.memory_mib = 64;
+    env.sandbox.create_task(spec).await.unwrap();
+    env.sandbox.start_container(&oom, "hog").await.unwrap();
+    let status = wait_exited(&env.sandbox, &oom, "hog", Duration::from_secs(30)).await;
+    assert!(status.oom_killed, "{status:?}");
+    assert!(status.reason.as_deref().unwrap_or("").starts_with("OutOfMemoryError"), "{status:?}");
+    env.sandbox.destroy(&oom).await.unwrap();
+}
+
 fn host_hard_nofile() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit fills the exclusively borrowed struct.

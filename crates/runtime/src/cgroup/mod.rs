@@ -50,6 +50,8 @@ pub enum CgroupError {
     MissingController(&'static str),
     #[error("cgroup path {0:?} is not a plain relative path")]
     BadPath(String),
+    #[error("cgroup {0}: the container joins its parent's level there, so its resources may set nothing for it")]
+    AtParent(String),
     #[error("cgroup {} still has processes after {seconds} s", path.display())]
     Busy { path: PathBuf, seconds: u64 },
     #[error("attaching the device filter to {}", path.display())]
@@ -86,6 +88,21 @@ pub struct Stats {
     pub pids: u64,
 }
 
+/// Where a container's processes go: its own cgroups, and the parent levels it joins in
+/// hierarchies where it has none (`at_parent`). Only its own are its to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub own: Vec<PathBuf>,
+    pub parents: Vec<PathBuf>,
+}
+
+impl Placement {
+    /// Every directory a process of the container joins.
+    pub fn all(&self) -> Vec<PathBuf> {
+        self.own.iter().chain(&self.parents).cloned().collect()
+    }
+}
+
 /// One cgroup version's way of doing things. `rel` is a cgroup's path below the roots.
 pub trait CgroupManager {
     /// The directory of `rel` in each hierarchy this manager writes to, in a fixed order.
@@ -94,8 +111,11 @@ pub trait CgroupManager {
     /// populate, such as a hybrid host's cgroup2 mount: cleanup looks in all of them.
     fn all_dirs(&self, rel: &Path) -> Vec<PathBuf>;
     /// Makes `rel` in every hierarchy and writes a container's resources there, devices
-    /// included, before any process joins. Returns [`CgroupManager::dirs`].
-    fn create(&self, rel: &Path, resources: &Resources) -> Result<Vec<PathBuf>, CgroupError>;
+    /// included, before any process joins. On v1, a hierarchy whose controllers are all in
+    /// `at_parent` gets no level of its own: the container joins `rel`'s parent there (made if
+    /// need be), and `resources` may set nothing for it. v2 has one tree and ignores
+    /// `at_parent`.
+    fn create(&self, rel: &Path, resources: &Resources, at_parent: &[&str]) -> Result<Placement, CgroupError>;
     /// Makes `rel` where `limits` need it (children may use its controllers) and writes them.
     /// Idempotent: writing again re-applies them.
     fn set_limits(&self, rel: &Path, limits: &Limits) -> Result<(), CgroupError>;
@@ -166,8 +186,8 @@ impl CgroupManager for Cgroups {
     fn all_dirs(&self, rel: &Path) -> Vec<PathBuf> {
         self.inner().all_dirs(rel)
     }
-    fn create(&self, rel: &Path, resources: &Resources) -> Result<Vec<PathBuf>, CgroupError> {
-        self.inner().create(rel, resources)
+    fn create(&self, rel: &Path, resources: &Resources, at_parent: &[&str]) -> Result<Placement, CgroupError> {
+        self.inner().create(rel, resources, at_parent)
     }
     fn set_limits(&self, rel: &Path, limits: &Limits) -> Result<(), CgroupError> {
         self.inner().set_limits(rel, limits)

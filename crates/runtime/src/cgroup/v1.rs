@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use flotilla_oci::{DeviceRule, Resources};
 
 use super::{
-    CPU_PERIOD_US, CgroupError, CgroupManager, Limits, Stats, keyed_value, parse_u64, read, read_counter,
+    CPU_PERIOD_US, CgroupError, CgroupManager, Limits, Placement, Stats, keyed_value, parse_u64, read, read_counter,
     read_optional, write,
 };
 
@@ -75,6 +75,23 @@ impl V1 {
     fn dir(&self, controller: &'static str, rel: &Path) -> Result<PathBuf, CgroupError> {
         Ok(self.hierarchy(controller)?.mount.join(rel))
     }
+
+    /// `rel`'s directory for `controller`, or its parent's when `rel` exists (in cpuacct) but
+    /// has no level of its own there: a container placed `at_parent` counts in its task's.
+    fn dir_or_parent(&self, controller: &'static str, rel: &Path) -> Result<PathBuf, CgroupError> {
+        let dir = self.dir(controller, rel)?;
+        match rel.parent() {
+            Some(up) if !dir.exists() && !up.as_os_str().is_empty() && self.dir("cpuacct", rel)?.exists() => {
+                self.dir(controller, up)
+            }
+            _ => Ok(dir),
+        }
+    }
+}
+
+/// Whether `r` would write anything into hierarchy `h`.
+fn sets_anything(h: &Hierarchy, r: &Resources) -> bool {
+    (h.has("memory") && r.memory.is_some()) || (h.has("cpu") && r.cpu.is_some()) || (h.has("devices") && !r.devices.is_empty())
 }
 
 /// `mkdir -p` one level at a time: a new cpuset cgroup starts with no CPUs and no memory
@@ -161,14 +178,26 @@ impl CgroupManager for V1 {
         mounts.into_iter().map(|m| m.join(rel)).collect()
     }
 
-    fn create(&self, rel: &Path, resources: &Resources) -> Result<Vec<PathBuf>, CgroupError> {
-        let mut dirs = Vec::with_capacity(self.hierarchies.len());
+    fn create(&self, rel: &Path, resources: &Resources, at_parent: &[&str]) -> Result<Placement, CgroupError> {
+        let mut placed = Placement::default();
+        let up = rel.parent().filter(|p| !p.as_os_str().is_empty());
         for h in &self.hierarchies {
-            let dir = make_dirs(h, rel)?;
-            apply(h, &dir, resources)?;
-            dirs.push(dir);
+            let shallow = !h.controllers.is_empty() && h.controllers.iter().all(|c| at_parent.contains(&c.as_str()));
+            match up {
+                Some(up) if shallow => {
+                    if sets_anything(h, resources) {
+                        return Err(CgroupError::AtParent(h.controllers.join(",")));
+                    }
+                    placed.parents.push(make_dirs(h, up)?);
+                }
+                _ => {
+                    let dir = make_dirs(h, rel)?;
+                    apply(h, &dir, resources)?;
+                    placed.own.push(dir);
+                }
+            }
         }
-        Ok(dirs)
+        Ok(placed)
     }
 
     fn set_limits(&self, rel: &Path, limits: &Limits) -> Result<(), CgroupError> {
@@ -212,18 +241,19 @@ impl CgroupManager for V1 {
     }
 
     fn stats(&self, rel: &Path) -> Result<Option<Stats>, CgroupError> {
-        let mem = self.dir("memory", rel)?;
-        if !mem.exists() {
+        let cpuacct = self.dir("cpuacct", rel)?;
+        if !cpuacct.exists() {
             return Ok(None);
         }
-        let cpu_usage_ns = read_counter(&self.dir("cpuacct", rel)?.join("cpuacct.usage"))?;
+        let mem = self.dir_or_parent("memory", rel)?;
+        let cpu_usage_ns = read_counter(&cpuacct.join("cpuacct.usage"))?;
         let usage_path = mem.join("memory.usage_in_bytes");
         let memory_usage_bytes = parse_u64(&usage_path, &read(&usage_path)?)?;
         let limit_path = mem.join("memory.limit_in_bytes");
         let limit = parse_u64(&limit_path, &read(&limit_path)?)?;
         let stat = read(&mem.join("memory.stat"))?;
         let inactive_file = keyed_value(&stat, "total_inactive_file").unwrap_or(0);
-        let pids = read_counter(&self.dir("pids", rel)?.join("pids.current"))?;
+        let pids = read_counter(&self.dir_or_parent("pids", rel)?.join("pids.current"))?;
         Ok(Some(Stats {
             cpu_usage_ns,
             memory_usage_bytes,
@@ -234,7 +264,7 @@ impl CgroupManager for V1 {
     }
 
     fn oom_kills(&self, rel: &Path) -> Result<u64, CgroupError> {
-        let path = self.dir("memory", rel)?.join("memory.oom_control");
+        let path = self.dir_or_parent("memory", rel)?.join("memory.oom_control");
         Ok(read_optional(&path)?.and_then(|s| keyed_value(&s, "oom_kill")).unwrap_or(0))
     }
 

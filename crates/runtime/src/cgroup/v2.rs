@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use flotilla_oci::Resources;
 
 use super::{
-    CPU_PERIOD_US, CgroupError, CgroupManager, Limits, Stats, keyed_value, parse_u64, read, read_counter,
+    CPU_PERIOD_US, CgroupError, CgroupManager, Limits, Placement, Stats, keyed_value, parse_u64, read, read_counter,
     read_optional, shares_to_weight, write,
 };
 
@@ -103,10 +103,10 @@ impl CgroupManager for V2 {
         self.dirs(rel)
     }
 
-    fn create(&self, rel: &Path, resources: &Resources) -> Result<Vec<PathBuf>, CgroupError> {
+    fn create(&self, rel: &Path, resources: &Resources, _at_parent: &[&str]) -> Result<Placement, CgroupError> {
         let dir = self.make_dirs(rel)?;
         apply(&dir, resources)?;
-        Ok(vec![dir])
+        Ok(Placement { own: vec![dir], parents: vec![] })
     }
 
     fn set_limits(&self, rel: &Path, limits: &Limits) -> Result<(), CgroupError> {
