@@ -54,7 +54,10 @@ async fn a_lone_container_without_a_memory_limit_shares_its_task_memory_cgroup()
         && std::env::var("FLOTILLA_RUNTIME").map_or(true, |r| r != "runc");
     let id = task_id("lone");
     let _guard = env.guard(&id);
-    env.sandbox.create_task(task(&id, vec![container("main", &["sleep", "1000"])])).await.unwrap();
+    // The agent repeats the task's limit on a container that has none of its own.
+    let mut main = container("main", &["sleep", "1000"]);
+    main.memory_mib = Some(1024);
+    env.sandbox.create_task(task(&id, vec![main])).await.unwrap();
     env.sandbox.start_container(&id, "main").await.unwrap();
     let pid = wait_running(&env.sandbox, &id, "main").await.pid.unwrap();
     let stats = env.sandbox.stats(&id).await.unwrap();

@@ -306,6 +306,24 @@ mod tests {
     }
 
     #[test]
+    fn at_parent_hierarchies_get_no_level_and_take_no_resources() {
+        let (dir, m) = fake();
+        let cpu = flotilla_oci::Cpu { shares: Some(2), quota: None, period: None };
+        let r = Resources { cpu: Some(cpu), ..Default::default() };
+        let placed = m.create(Path::new("fl/t1/web"), &r, &["memory", "pids"]).unwrap();
+        let d = dir.path();
+        assert_eq!(placed.own, vec![d.join("cpu/fl/t1/web"), d.join("cpuacct/fl/t1/web")]);
+        assert_eq!(placed.parents, vec![d.join("memory/fl/t1"), d.join("pids/fl/t1")]);
+        assert!(!d.join("memory/fl/t1/web").exists() && !d.join("pids/fl/t1/web").exists());
+        assert_eq!(std::fs::read_to_string(d.join("cpu/fl/t1/web/cpu.shares")).unwrap(), "2");
+
+        let memory = flotilla_oci::Memory { limit: Some(1 << 20), reservation: None, swap: None };
+        let r = Resources { memory: Some(memory), ..Default::default() };
+        let err = m.create(Path::new("fl/t1/db"), &r, &["memory"]).unwrap_err();
+        assert!(matches!(err, CgroupError::AtParent(ref c) if c == "memory"), "{err}");
+    }
+
+    #[test]
     fn missing_controller_is_an_error() {
         let m = V1::new(vec![Hierarchy::new("/x".into(), "rw,cpu")], vec![]);
         assert!(matches!(m.require(&LIMIT_CONTROLLERS), Err(CgroupError::MissingController("cpuacct"))));

@@ -105,7 +105,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
     ];
 
     let limit = c.memory_mib.map(|m| (m << 20) as i64);
-    let memory = (limit.is_some() || c.memory_reservation_mib.is_some()).then(|| oci::Memory {
+    let own_memory = !shares_task_memory(input.task, c) && (limit.is_some() || c.memory_reservation_mib.is_some());
+    let memory = own_memory.then(|| oci::Memory {
         limit,
         reservation: c.memory_reservation_mib.map(|m| (m << 20) as i64),
         swap: if input.swap_limit_supported { limit } else { None },
@@ -155,19 +156,29 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
 }
 
 /// The cgroup v1 hierarchies where a container has no level of its own and joins its task's
-/// ([`oci::CGROUPS_AT_PARENT`]): those it sets nothing in, and for a task's only container
-/// with no memory limit or reservation of its own, memory and pids too, whose task level then
-/// counts exactly that container. Every memory cgroup costs the kernel shrinker state for each
-/// mounted filesystem on the host (~1 KiB per 64 of them, ~170 KiB per cgroup at 1,000
-/// tasks), so a lone container sharing its task's halves that. cpu (shares, and the quota Go
-/// and the JVM size themselves from), cpuacct (per-container usage) and devices keep a level.
+/// ([`oci::CGROUPS_AT_PARENT`]): those it sets nothing in, and memory and pids too when it
+/// [shares its task's memory](shares_task_memory). Every memory cgroup costs the kernel
+/// shrinker state for each mounted filesystem on the host (~1 KiB per 64 of them, ~170 KiB
+/// per cgroup at 1,000 tasks), so a lone container sharing its task's halves that. cpu
+/// (shares, and the quota Go and the JVM size themselves from), cpuacct (per-container
+/// usage) and devices keep a level.
 pub fn cgroups_at_parent(task: &TaskSpec, c: &ContainerSpec) -> Vec<&'static str> {
     let mut list =
         vec!["cpuset", "freezer", "blkio", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc", "name=systemd"];
-    if task.containers.len() == 1 && c.memory_mib.is_none() && c.memory_reservation_mib.is_none() {
+    if shares_task_memory(task, c) {
         list.extend(["memory", "pids"]);
     }
     list
+}
+
+/// A task's only container whose memory settings add nothing to the task's (no reservation,
+/// no limit below the task's; the agent repeats the task's limit on a container that has
+/// none) counts in its task's memory cgroup: that level then holds exactly it, its limit is
+/// the one the container would have had, and its usage and OOM kills are the container's.
+pub fn shares_task_memory(task: &TaskSpec, c: &ContainerSpec) -> bool {
+    task.containers.len() == 1
+        && c.memory_reservation_mib.is_none()
+        && c.memory_mib.is_none_or(|m| m >= task.memory_mib)
 }
 
 /// Seccomp rules follow what the process could ever hold: the bounding set. A non-root
@@ -289,6 +300,29 @@ mod tests {
         assert!(p.capabilities.effective.is_empty() && p.capabilities.permitted.is_empty());
         assert!(p.capabilities.inheritable.is_empty() && p.capabilities.ambient.is_empty());
         assert_eq!(spec.hostname.as_deref(), Some("ip-10-0-0-1"));
+    }
+
+    #[test]
+    fn a_lone_container_adding_nothing_to_the_task_memory_shares_its_cgroup() {
+        let at_parent = |f: &Fixture| {
+            let spec = build(&input(f, None)).unwrap();
+            let list = spec.annotations[oci::CGROUPS_AT_PARENT].clone();
+            (list.split(',').any(|c| c == "memory"), spec.linux.resources.memory.is_some())
+        };
+        // A limit below the task's and a reservation: a memory cgroup of its own.
+        let mut f = fixture();
+        assert_eq!(at_parent(&f), (false, true));
+        f.task.containers[0].memory_reservation_mib = None;
+        assert_eq!(at_parent(&f), (false, true), "limit 128 below the task's 512");
+        // The task's limit repeated (as the agent does), or none: the task's cgroup.
+        f.task.containers[0].memory_mib = Some(512);
+        assert_eq!(at_parent(&f), (true, false));
+        f.task.containers[0].memory_mib = None;
+        assert_eq!(at_parent(&f), (true, false));
+        // Two containers: each keeps its own, for its usage and OOM kills.
+        let second = f.task.containers[0].clone();
+        f.task.containers.push(second);
+        assert_eq!(at_parent(&f), (false, false));
     }
 
     #[test]
