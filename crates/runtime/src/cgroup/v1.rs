@@ -91,7 +91,9 @@ impl V1 {
 
 /// Whether `r` would write anything into hierarchy `h`.
 fn sets_anything(h: &Hierarchy, r: &Resources) -> bool {
-    (h.has("memory") && r.memory.is_some()) || (h.has("cpu") && r.cpu.is_some()) || (h.has("devices") && !r.devices.is_empty())
+    (h.has("memory") && r.memory.is_some())
+        || (h.has("cpu") && r.cpu.is_some())
+        || (h.has("devices") && !r.devices.is_empty())
 }
 
 /// `mkdir -p` one level at a time: a new cpuset cgroup starts with no CPUs and no memory

@@ -163,8 +163,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
 /// (shares, and the quota Go and the JVM size themselves from), cpuacct (per-container
 /// usage) and devices keep a level.
 pub fn cgroups_at_parent(task: &TaskSpec, c: &ContainerSpec) -> Vec<&'static str> {
-    let mut list =
-        vec!["cpuset", "freezer", "blkio", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc", "name=systemd"];
+    let mut list = vec![
+        "cpuset",
+        "freezer",
+        "blkio",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "hugetlb",
+        "rdma",
+        "misc",
+        "name=systemd",
+    ];
     if shares_task_memory(task, c) {
         list.extend(["memory", "pids"]);
     }
