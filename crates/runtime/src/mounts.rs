@@ -189,9 +189,10 @@ fn mount_one(root: &Path, m: &Mount, cgroups: &Cgroups) -> io::Result<()> {
     Ok(())
 }
 
-/// `/sys/fs/cgroup` as runc gives it: on v2 the cgroup2 filesystem; on v1 a tmpfs holding
-/// each hierarchy, mounted inside the container's cgroup namespace so that each shows the
-/// container's own cgroup as its root.
+/// `/sys/fs/cgroup` as runc gives it: on v2 the cgroup2 filesystem; on v1 a read-only
+/// directory holding each hierarchy, mounted inside the container's cgroup namespace so that
+/// each shows the container's own cgroup as its root. The directory is the host's own when it
+/// has the usual layout (`host_cgroup_dir`), else a tmpfs of the container's.
 fn mount_cgroups(dest: &Path, flags: MountFlags, cgroups: &Cgroups) -> io::Result<()> {
     mkdir_all(dest)?;
     let v1 = match cgroups {
@@ -199,6 +200,20 @@ fn mount_cgroups(dest: &Path, flags: MountFlags, cgroups: &Cgroups) -> io::Resul
         Cgroups::V1(v1) => v1,
     };
     let base = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    if let Some(host) = host_cgroup_dir(v1) {
+        // The host's directory of hierarchies, read-only and without what is mounted in it:
+        // the same mount points as a tmpfs of the container's own, without another filesystem
+        // instance (each costs the kernel shrinker state in every memory cgroup on the host).
+        // Private first, so the hierarchies mounted on it never reach the host's.
+        sys::bind(&host, dest, false)?;
+        sys::propagate(dest, MountPropagationFlags::PRIVATE)?;
+        sys::remount(dest, MountFlags::BIND | MountFlags::RDONLY | base, "")?;
+        for h in v1.hierarchies() {
+            let Some(name) = h.mount.file_name() else { continue };
+            sys::mount_fs("cgroup", &dest.join(name), "cgroup", flags, Some(&h.mount_data()))?;
+        }
+        return Ok(());
+    }
     sys::mount_fs("tmpfs", dest, "tmpfs", base, Some("mode=755"))?;
     for h in v1.hierarchies() {
         let Some(name) = h.mount.file_name() else { continue };
@@ -217,6 +232,21 @@ fn mount_cgroups(dest: &Path, flags: MountFlags, cgroups: &Cgroups) -> io::Resul
         sys::remount(dest, MountFlags::RDONLY | base, "mode=755")?;
     }
     Ok(())
+}
+
+/// The one tmpfs directory holding every v1 hierarchy's mount point (a host's
+/// `/sys/fs/cgroup`), with a name for each controller of a co-mounted one (`cpu` for
+/// `cpu,cpuacct`); `None` when the host's layout is anything else.
+fn host_cgroup_dir(v1: &crate::cgroup::V1) -> Option<PathBuf> {
+    const TMPFS_MAGIC: rustix::fs::FsWord = 0x0102_1994;
+    let parent = v1.hierarchies().first()?.mount.parent()?.to_path_buf();
+    let names_there = v1.hierarchies().iter().all(|h| {
+        let Some(name) = h.mount.file_name() else { return false };
+        let aliases = name.to_string_lossy().split(',').map(|a| parent.join(a)).collect::<Vec<_>>();
+        h.mount.parent() == Some(parent.as_path()) && aliases.iter().all(|a| std::fs::symlink_metadata(a).is_ok())
+    });
+    let tmpfs = rustix::fs::statfs(&parent).is_ok_and(|st| st.f_type == TMPFS_MAGIC);
+    (names_there && tmpfs).then_some(parent)
 }
 
 /// The nodes runc creates in the container's /dev, and the usual links.

@@ -109,6 +109,28 @@ async fn the_inside_view_is_isolated_and_limited() {
     assert!(targets.contains("0 -> /dev/null"), "{targets}");
     assert_eq!(v["id"], "uid=0(root) gid=0(root) groups=0(root)");
 
+    // On a v1 host whose hierarchies sit in one tmpfs, the builtin runtime gives the container
+    // that directory bound read-only as its /sys/fs/cgroup (no filesystem of its own), and the
+    // hierarchies mounted on it stay in the container: no hierarchy is mounted twice on the host.
+    let idle = wait_running(&env.sandbox, &id, "idle").await.pid.unwrap();
+    let fields = |line: &str| line.split(' ').map(str::to_string).collect::<Vec<_>>();
+    let entry = |table: &str, at: &str| table.lines().map(fields).find(|f| f[4] == at);
+    let host_table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let inside = std::fs::read_to_string(format!("/proc/{idle}/mountinfo")).unwrap();
+    let host_cg = entry(&host_table, "/sys/fs/cgroup");
+    let builtin = std::env::var("FLOTILLA_RUNTIME").map_or(true, |r| r != "runc");
+    if builtin && host_cg.as_ref().is_some_and(|f| f.iter().any(|x| x == "tmpfs")) {
+        let (host_cg, in_cg) = (host_cg.unwrap(), entry(&inside, "/sys/fs/cgroup").expect("no /sys/fs/cgroup inside"));
+        assert_eq!(in_cg[2], host_cg[2], "the host's directory, not a tmpfs of its own: {in_cg:?}");
+        assert!(in_cg[5].split(',').any(|o| o == "ro"), "{in_cg:?}");
+        let cgroup_points =
+            |t: &str| t.lines().filter(|l| l.contains(" - cgroup")).map(|l| fields(l)[4].clone()).collect::<Vec<_>>();
+        let host_points = cgroup_points(&host_table);
+        let distinct: std::collections::BTreeSet<_> = host_points.iter().collect();
+        assert_eq!(distinct.len(), host_points.len(), "a hierarchy mounted twice on the host: {host_points:?}");
+        assert!(cgroup_points(&inside).len() >= 4, "the hierarchies are mounted inside: {inside}");
+    }
+
     // Host side: the task budget is what the spec asked for.
     let cgroups = Cgroups::detect("flotilla").unwrap();
     assert_eq!(cgroups.read_budget(&id).unwrap(), task_budget(&spec));
