@@ -29,7 +29,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -163,18 +163,15 @@ fn open_nsfs(path: &Path) -> Result<Option<File>, PathError> {
     Ok((st.f_type as i64 == NSFS_MAGIC).then_some(file))
 }
 
-fn set_mount_ns(ns: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: setns(2) with a descriptor we own for the call's duration.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+fn set_mount_ns(ns: &impl AsFd) -> io::Result<()> {
+    use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+    Ok(move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Mount))?)
 }
 
 /// Runs `f` on the calling thread in the mount namespace `host`: the thread first takes a
 /// filesystem context of its own, which setns(2) of a mount namespace requires in a process
 /// with other threads. Only for a short-lived thread: it never comes back.
-pub fn move_thread_to(host: &impl AsRawFd) -> io::Result<()> {
+pub fn move_thread_to(host: &impl AsFd) -> io::Result<()> {
     // SAFETY: unshare(2) takes only flags; CLONE_FS affects only this thread.
     if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
         return Err(io::Error::last_os_error());
