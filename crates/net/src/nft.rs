@@ -324,6 +324,10 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
     }
     base(script, "dstnat", "type nat hook prerouting priority dstnat", &["dnat ip to ip daddr map @dnat_pub"]);
     base(script, "outnat", "type nat hook output priority -100", &["dnat ip to ip daddr map @dnat_pub"]);
+    // A task's VXLAN datagram to another host's underlay address would come out of that host's
+    // VXLAN device as a VPC packet with any source the task wrote, past this host's
+    // anti-spoofing: tasks send VXLAN only within their VPC.
+    let no_vxlan_out = format!("iifname @ifaces udp dport {VXLAN_PORT} ip daddr != @vpc_cidrs drop");
     base(
         script,
         "forward",
@@ -337,6 +341,7 @@ pub(crate) fn base_ruleset(script: &mut Script, uplink: Option<&str>) {
             // VPC addresses with no live interface here or on another host never leak onto
             // the host's networks.
             "iifname @ifaces ip daddr @vpc_cidrs oifname != @overlays drop",
+            &no_vxlan_out,
             // Only tasks send through the overlay: what arrives through it from outside a VPC
             // is another host's load balancer, judged there.
             "oifname @overlays iifname != @ifaces drop",
