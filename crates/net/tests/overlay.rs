@@ -232,3 +232,50 @@ fn a_task_cannot_inject_frames_into_another_hosts_overlay() -> Result<()> {
     }
     Ok(())
 }
+
+/// The outer UDP's fast path in `prerouting`/`input` (accepted before the tasks' rules) does
+/// not open the host's VXLAN socket to its tasks: a frame a task sends there is dropped, the
+/// same frame from the other host is delivered.
+#[test]
+fn a_task_cannot_inject_frames_through_its_hosts_vxlan_socket() -> Result<()> {
+    let (a_ul, b_ul) = ("192.168.79.1", "192.168.79.2");
+    let (mut a, mut b) = two_hosts("ovi", a_ul, b_ul)?;
+    let udp = Rule::new(Protocol::Udp, Some((9999, 9999)), Peer::Cidr("10.50.0.0/16".parse()?));
+    for lab in [&a, &b] {
+        lab.vpc("vpc-oi", "10.50.0.0/16")?;
+        lab.group("sg-oi", "vpc-oi", vec![udp.clone()], vec![all_to("0.0.0.0/0")])?;
+    }
+    let attacker = a.task("eni-oi-a1", "vpc-oi", "10.50.1.10", &["sg-oi"], None)?;
+    let victim = a.task("eni-oi-a2", "vpc-oi", "10.50.1.11", &["sg-oi"], None)?;
+    b.task("eni-oi-b1", "vpc-oi", "10.50.2.10", &["sg-oi"], None)?;
+    overlay(&a, "vpc-oi", 300, a_ul, vec![remote("10.50.2.10", b_ul, &["sg-oi"])])?;
+    let local = vec![remote("10.50.1.10", a_ul, &["sg-oi"]), remote("10.50.1.11", a_ul, &["sg-oi"])];
+    overlay(&b, "vpc-oi", 300, b_ul, local)?;
+
+    let links = a.host.ip(&["-o", "link", "show", "type", "vxlan"])?;
+    let mac = links.split("link/ether ").nth(1).context("the VXLAN device's MAC")?;
+    let mac: Vec<u8> = mac[..17].split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
+    let mac: [u8; 6] = mac.try_into().unwrap();
+    let (from, to) = ("10.50.2.10".parse()?, "10.50.1.11".parse()?);
+    let receiver = netns::run_in(&a.tasks[victim].path, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 9999)))??;
+    receiver.set_read_timeout(Some(Duration::from_secs(5)))?;
+
+    // The task first, then the other host: the control frame shows the frame is good.
+    let vxlan_port = (a_ul.parse::<Ipv4Addr>()?, flotilla_net::VXLAN_PORT);
+    let sender = netns::run_in(&a.tasks[attacker].path, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
+    sender.send_to(&vxlan_frame(300, mac, from, to, b"from a task"), vxlan_port)?;
+    let peer = netns::run_in(&b.host.path, || UdpSocket::bind((b_ul.parse::<Ipv4Addr>().unwrap(), 0)))??;
+    peer.send_to(&vxlan_frame(300, mac, from, to, b"from the peer"), vxlan_port)?;
+    let mut buf = [0u8; 64];
+    let (n, source) = receiver.recv_from(&mut buf).context("the peer host's frame arrives")?;
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "from the peer", "the first frame to arrive");
+    assert_eq!(source.to_string(), "10.50.2.10:40000");
+    receiver.set_nonblocking(true)?;
+    assert!(receiver.recv_from(&mut buf).is_err(), "only the peer's frame arrived");
+    for lab in [&mut a, &mut b] {
+        lab.net.cleanup(&[], &[], &[])?;
+        assert!(lab.net.dismantle()?);
+        lab.tasks.clear();
+    }
+    Ok(())
+}
