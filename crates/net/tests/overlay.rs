@@ -186,51 +186,96 @@ fn vxlan_frame(vni: u32, mac: [u8; 6], from: Ipv4Addr, to: Ipv4Addr, payload: &[
     frame
 }
 
+/// Two hosts of one VPC allowing UDP 9999 within it: tasks A1 (10.50.1.10) and A2
+/// (10.50.1.11) on host A, B1 (10.50.2.10) on host B, each host's overlay knowing the other's.
+struct Injection {
+    a: Lab,
+    b: Lab,
+    tasks: [usize; 3],
+    underlay: [&'static str; 2],
+    vni: u32,
+}
+
+impl Injection {
+    fn new(tag: &str, vni: u32) -> Result<Injection> {
+        let underlay = ["192.168.79.1", "192.168.79.2"];
+        let (mut a, mut b) = two_hosts(tag, underlay[0], underlay[1])?;
+        let (vpc, sg) = (format!("vpc-{tag}"), format!("sg-{tag}"));
+        let udp = Rule::new(Protocol::Udp, Some((9999, 9999)), Peer::Cidr("10.50.0.0/16".parse()?));
+        for lab in [&a, &b] {
+            lab.vpc(&vpc, "10.50.0.0/16")?;
+            lab.group(&sg, &vpc, vec![udp.clone()], vec![all_to("0.0.0.0/0")])?;
+        }
+        let a1 = a.task(&format!("eni-{tag}-a1"), &vpc, "10.50.1.10", &[&sg], None)?;
+        let a2 = a.task(&format!("eni-{tag}-a2"), &vpc, "10.50.1.11", &[&sg], None)?;
+        let b1 = b.task(&format!("eni-{tag}-b1"), &vpc, "10.50.2.10", &[&sg], None)?;
+        overlay(&a, &vpc, vni, underlay[0], vec![remote("10.50.2.10", underlay[1], &[&sg])])?;
+        let local = vec![remote("10.50.1.10", underlay[0], &[&sg]), remote("10.50.1.11", underlay[0], &[&sg])];
+        overlay(&b, &vpc, vni, underlay[1], local)?;
+        Ok(Injection { a, b, tasks: [a1, a2, b1], underlay, vni })
+    }
+
+    /// The MAC of `lab`'s VXLAN device.
+    fn vxlan_mac(lab: &Lab) -> Result<[u8; 6]> {
+        let links = lab.host.ip(&["-o", "link", "show", "type", "vxlan"])?;
+        let mac = links.split("link/ether ").nth(1).context("the VXLAN device's MAC")?;
+        let mac: Vec<u8> = mac[..17].split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
+        Ok(mac.try_into().unwrap())
+    }
+
+    /// Sends the same frame (`from` -> `to`) to the VXLAN socket of host B (`to_b`) or A,
+    /// first from the task A1, then from the other host (the control), and asserts that
+    /// `receiver` gets only the control's, first.
+    fn only_the_control_arrives(
+        &self,
+        to_b: bool,
+        receiver: UdpSocket,
+        (from, to): (&str, &str),
+        control_payload: &str,
+        what: &str,
+    ) -> Result<()> {
+        let (target, control) = if to_b { (1, 0) } else { (0, 1) };
+        let labs = [&self.a, &self.b];
+        let mac = Self::vxlan_mac(labs[target])?;
+        let (from, to): (Ipv4Addr, Ipv4Addr) = (from.parse()?, to.parse()?);
+        receiver.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let port = (self.underlay[target].parse::<Ipv4Addr>()?, flotilla_net::VXLAN_PORT);
+        let attacker = &self.a.tasks[self.tasks[0]].path;
+        let sender = netns::run_in(attacker, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
+        sender.send_to(&vxlan_frame(self.vni, mac, from, to, b"from a task"), port)?;
+        let control_ip: Ipv4Addr = self.underlay[control].parse()?;
+        let host = netns::run_in(&labs[control].host.path, || UdpSocket::bind((control_ip, 0)))??;
+        host.send_to(&vxlan_frame(self.vni, mac, from, to, control_payload.as_bytes()), port)?;
+        let mut buf = [0u8; 64];
+        let (n, source) = receiver.recv_from(&mut buf).context(format!("{what} arrives"))?;
+        assert_eq!(String::from_utf8_lossy(&buf[..n]), control_payload, "the first frame to arrive");
+        assert_eq!(source, std::net::SocketAddr::from((from, 40000)));
+        receiver.set_nonblocking(true)?;
+        assert!(receiver.recv_from(&mut buf).is_err(), "only {what} arrived");
+        Ok(())
+    }
+
+    fn dismantle(mut self) -> Result<()> {
+        for lab in [&mut self.a, &mut self.b] {
+            lab.net.cleanup(&[], &[], &[])?;
+            assert!(lab.net.dismantle()?);
+            lab.tasks.clear();
+        }
+        Ok(())
+    }
+}
+
 /// A task cannot reach another host's VXLAN socket: a frame it writes by hand, claiming a
 /// source of its VPC it does not own, would otherwise come out of that host's VXLAN device
 /// past its own host's anti-spoofing. The same frame sent by its host (the control) arrives.
 #[test]
 fn a_task_cannot_inject_frames_into_another_hosts_overlay() -> Result<()> {
-    let (a_ul, b_ul) = ("192.168.79.1", "192.168.79.2");
-    let (mut a, mut b) = two_hosts("ovj", a_ul, b_ul)?;
-    let udp = Rule::new(Protocol::Udp, Some((9999, 9999)), Peer::Cidr("10.50.0.0/16".parse()?));
-    for lab in [&a, &b] {
-        lab.vpc("vpc-oj", "10.50.0.0/16")?;
-        lab.group("sg-oj", "vpc-oj", vec![udp.clone()], vec![all_to("0.0.0.0/0")])?;
-    }
-    let attacker = a.task("eni-oj-a1", "vpc-oj", "10.50.1.10", &["sg-oj"], None)?;
-    a.task("eni-oj-a2", "vpc-oj", "10.50.1.11", &["sg-oj"], None)?;
-    let victim = b.task("eni-oj-b1", "vpc-oj", "10.50.2.10", &["sg-oj"], None)?;
-    overlay(&a, "vpc-oj", 301, a_ul, vec![remote("10.50.2.10", b_ul, &["sg-oj"])])?;
-    let local = vec![remote("10.50.1.10", a_ul, &["sg-oj"]), remote("10.50.1.11", a_ul, &["sg-oj"])];
-    overlay(&b, "vpc-oj", 301, b_ul, local)?;
-
-    let links = b.host.ip(&["-o", "link", "show", "type", "vxlan"])?;
-    let mac = links.split("link/ether ").nth(1).context("the VXLAN device's MAC")?;
-    let mac: Vec<u8> = mac[..17].split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
-    let mac: [u8; 6] = mac.try_into().unwrap();
+    let lab = Injection::new("oj", 301)?;
+    let victim = &lab.b.tasks[lab.tasks[2]].path;
+    let receiver = netns::run_in(victim, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 9999)))??;
     // Claiming to be the other task of host A.
-    let (from, to) = ("10.50.1.11".parse()?, "10.50.2.10".parse()?);
-    let receiver = netns::run_in(&b.tasks[victim].path, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 9999)))??;
-    receiver.set_read_timeout(Some(Duration::from_secs(5)))?;
-
-    let b_vxlan = (b_ul.parse::<Ipv4Addr>()?, flotilla_net::VXLAN_PORT);
-    let sender = netns::run_in(&a.tasks[attacker].path, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
-    sender.send_to(&vxlan_frame(301, mac, from, to, b"from a task"), b_vxlan)?;
-    let host = netns::run_in(&a.host.path, || UdpSocket::bind((a_ul.parse::<Ipv4Addr>().unwrap(), 0)))??;
-    host.send_to(&vxlan_frame(301, mac, from, to, b"from host a"), b_vxlan)?;
-    let mut buf = [0u8; 64];
-    let (n, source) = receiver.recv_from(&mut buf).context("host A's frame arrives")?;
-    assert_eq!(String::from_utf8_lossy(&buf[..n]), "from host a", "the first frame to arrive");
-    assert_eq!(source.to_string(), "10.50.1.11:40000");
-    receiver.set_nonblocking(true)?;
-    assert!(receiver.recv_from(&mut buf).is_err(), "only the host's frame arrived");
-    for lab in [&mut a, &mut b] {
-        lab.net.cleanup(&[], &[], &[])?;
-        assert!(lab.net.dismantle()?);
-        lab.tasks.clear();
-    }
-    Ok(())
+    lab.only_the_control_arrives(true, receiver, ("10.50.1.11", "10.50.2.10"), "from host a", "host A's frame")?;
+    lab.dismantle()
 }
 
 /// The outer UDP's fast path in `prerouting`/`input` (accepted before the tasks' rules) does
@@ -238,44 +283,10 @@ fn a_task_cannot_inject_frames_into_another_hosts_overlay() -> Result<()> {
 /// same frame from the other host is delivered.
 #[test]
 fn a_task_cannot_inject_frames_through_its_hosts_vxlan_socket() -> Result<()> {
-    let (a_ul, b_ul) = ("192.168.79.1", "192.168.79.2");
-    let (mut a, mut b) = two_hosts("ovi", a_ul, b_ul)?;
-    let udp = Rule::new(Protocol::Udp, Some((9999, 9999)), Peer::Cidr("10.50.0.0/16".parse()?));
-    for lab in [&a, &b] {
-        lab.vpc("vpc-oi", "10.50.0.0/16")?;
-        lab.group("sg-oi", "vpc-oi", vec![udp.clone()], vec![all_to("0.0.0.0/0")])?;
-    }
-    let attacker = a.task("eni-oi-a1", "vpc-oi", "10.50.1.10", &["sg-oi"], None)?;
-    let victim = a.task("eni-oi-a2", "vpc-oi", "10.50.1.11", &["sg-oi"], None)?;
-    b.task("eni-oi-b1", "vpc-oi", "10.50.2.10", &["sg-oi"], None)?;
-    overlay(&a, "vpc-oi", 300, a_ul, vec![remote("10.50.2.10", b_ul, &["sg-oi"])])?;
-    let local = vec![remote("10.50.1.10", a_ul, &["sg-oi"]), remote("10.50.1.11", a_ul, &["sg-oi"])];
-    overlay(&b, "vpc-oi", 300, b_ul, local)?;
-
-    let links = a.host.ip(&["-o", "link", "show", "type", "vxlan"])?;
-    let mac = links.split("link/ether ").nth(1).context("the VXLAN device's MAC")?;
-    let mac: Vec<u8> = mac[..17].split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
-    let mac: [u8; 6] = mac.try_into().unwrap();
-    let (from, to) = ("10.50.2.10".parse()?, "10.50.1.11".parse()?);
-    let receiver = netns::run_in(&a.tasks[victim].path, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 9999)))??;
-    receiver.set_read_timeout(Some(Duration::from_secs(5)))?;
-
-    // The task first, then the other host: the control frame shows the frame is good.
-    let vxlan_port = (a_ul.parse::<Ipv4Addr>()?, flotilla_net::VXLAN_PORT);
-    let sender = netns::run_in(&a.tasks[attacker].path, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
-    sender.send_to(&vxlan_frame(300, mac, from, to, b"from a task"), vxlan_port)?;
-    let peer = netns::run_in(&b.host.path, || UdpSocket::bind((b_ul.parse::<Ipv4Addr>().unwrap(), 0)))??;
-    peer.send_to(&vxlan_frame(300, mac, from, to, b"from the peer"), vxlan_port)?;
-    let mut buf = [0u8; 64];
-    let (n, source) = receiver.recv_from(&mut buf).context("the peer host's frame arrives")?;
-    assert_eq!(String::from_utf8_lossy(&buf[..n]), "from the peer", "the first frame to arrive");
-    assert_eq!(source.to_string(), "10.50.2.10:40000");
-    receiver.set_nonblocking(true)?;
-    assert!(receiver.recv_from(&mut buf).is_err(), "only the peer's frame arrived");
-    for lab in [&mut a, &mut b] {
-        lab.net.cleanup(&[], &[], &[])?;
-        assert!(lab.net.dismantle()?);
-        lab.tasks.clear();
-    }
-    Ok(())
+    let lab = Injection::new("oi", 300)?;
+    let victim = &lab.a.tasks[lab.tasks[1]].path;
+    let receiver = netns::run_in(victim, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 9999)))??;
+    let frame = ("10.50.2.10", "10.50.1.11");
+    lab.only_the_control_arrives(false, receiver, frame, "from the peer", "the peer host's frame")?;
+    lab.dismantle()
 }
