@@ -242,8 +242,8 @@ fn host_cgroup_dir(v1: &crate::cgroup::V1) -> Option<PathBuf> {
     let parent = v1.hierarchies().first()?.mount.parent()?.to_path_buf();
     let names_there = v1.hierarchies().iter().all(|h| {
         let Some(name) = h.mount.file_name() else { return false };
-        let aliases = name.to_string_lossy().split(',').map(|a| parent.join(a)).collect::<Vec<_>>();
-        h.mount.parent() == Some(parent.as_path()) && aliases.iter().all(|a| std::fs::symlink_metadata(a).is_ok())
+        h.mount.parent() == Some(parent.as_path())
+            && name.to_string_lossy().split(',').all(|a| std::fs::symlink_metadata(parent.join(a)).is_ok())
     });
     let tmpfs = rustix::fs::statfs(&parent).is_ok_and(|st| st.f_type == TMPFS_MAGIC);
     (names_there && tmpfs).then_some(parent)
