@@ -13,6 +13,7 @@
 
 mod embedded;
 mod etcd;
+mod mirror;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 
 pub use embedded::EmbeddedStore;
 pub use etcd::{EtcdOptions, EtcdStore, TlsFiles, open};
+pub use mirror::Mirror;
 
 /// The store's global revision; every committed write transaction increases it by one.
 pub type Revision = u64;
@@ -182,6 +184,38 @@ impl Watch {
             }
     }
 
+    /// The next change already delivered, if any, without waiting.
+    pub fn try_next(&mut self) -> Option<Result<Event, StoreError>> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Ok(event));
+            }
+            match self.rx.try_recv() {
+                Ok(batch) => {
+                    if let Some(err) = self.take(&batch) {
+                        return Some(Err(err));
+                    }
+                }
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Lagged(missed)) => return Some(Err(StoreError::WatchLagged { missed })),
+                Err(TryRecvError::Closed) => return Some(Err(StoreError::Closed)),
+            }
+        }
+    }
+
+    /// Queues a batch's wanted events; the error a lost batch means.
+    fn take(&mut self, batch: &Batch) -> Option<StoreError> {
+        match batch {
+            Batch::Events(events) => {
+                let wanted: Vec<Event> = events.iter().filter(|e| self.wants(e)).cloned().collect();
+                self.pending.extend(wanted);
+                None
+            }
+            Batch::Lagged { missed } => Some(StoreError::WatchLagged { missed: *missed }),
+        }
+    }
+
     /// The next change under the prefix. `Err(WatchLagged)` means events were dropped
     /// because this watcher was too slow: re-list, then watch again.
     pub async fn next(&mut self) -> Result<Event, StoreError> {
@@ -191,13 +225,11 @@ impl Watch {
                 return Ok(event);
             }
             match self.rx.recv().await {
-                Ok(batch) => match &*batch {
-                    Batch::Events(events) => {
-                        let wanted: Vec<Event> = events.iter().filter(|e| self.wants(e)).cloned().collect();
-                        self.pending.extend(wanted);
+                Ok(batch) => {
+                    if let Some(err) = self.take(&batch) {
+                        return Err(err);
                     }
-                    Batch::Lagged { missed } => return Err(StoreError::WatchLagged { missed: *missed }),
-                },
+                }
                 Err(RecvError::Lagged(missed)) => return Err(StoreError::WatchLagged { missed }),
                 Err(RecvError::Closed) => return Err(StoreError::Closed),
             }

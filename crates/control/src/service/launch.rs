@@ -51,7 +51,9 @@ impl Control {
             }
             zones.entry(subnet.availability_zone).or_default().push(id.clone());
         }
-        let (cluster_record, _) = self.active_cluster(Some(&cluster)).await?;
+        // Stale is enough: the cluster record feeds no compare, and a stale read still sees
+        // everything this process saw (the service record that woke the pass included).
+        let (cluster_record, _) = self.active_cluster_as(Some(&cluster), crate::record::Read::Stale).await?;
         Ok(LaunchInputs { definition, definition_tags, size, zones, zone_order, cluster_record })
     }
 

@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_store::{Compare, KeyValue, Op, Txn, TxnOutcome};
+use flotilla_store::{Compare, KeyValue, Mirror, Op, Revision, Txn, TxnOutcome};
 use flotilla_types::Timestamp;
 use flotilla_types::task::{DesiredStatus, HealthStatus, StopCode, Task, TaskStatus};
 
 use super::commits::Commits;
 use super::input::{breaker_threshold, cluster_of};
 use super::model::*;
-use super::service_key;
+use super::{SERVICES, service_key};
 use crate::record::{TASKS, decode, encode};
 use crate::task::TaskRecord;
 use crate::{Control, ControlError};
@@ -36,6 +36,9 @@ const MAX_BACKOFF: i64 = 27 * 60 * 1000;
 pub const SCHEDULER_ROLE: &str = "service-scheduler";
 /// Longest the scheduler sleeps without a store change (protection expiry, grace periods).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How long the scheduler waits for its own commit to come back through its watch before it
+/// lists everything instead.
+const OWN_WRITE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone)]
@@ -45,11 +48,24 @@ pub struct PassSummary {
     pub stopped: usize,
     /// The earliest moment a service wants another pass without any change (a backoff).
     pub next_wake: Option<Timestamp>,
+    /// The newest revision the pass committed at: the next pass must see its own writes.
+    pub committed: Option<Revision>,
+    /// Services whose transaction lost a compare-and-write race (read something stale).
+    pub conflicts: usize,
+}
+
+/// What one service's pass did.
+struct ServicePass {
+    started: usize,
+    stopped: usize,
+    wake: Option<Timestamp>,
+    outcome: Option<TxnOutcome>,
 }
 
 /// A task record of the service with the store key and revision it was read at.
 pub(crate) struct Observed {
-    kv: KeyValue,
+    key: String,
+    revision: Revision,
     pub(crate) record: TaskRecord,
     /// Healthy in every target group of its service (true for services without load
     /// balancers); set at the start of each pass.
@@ -192,51 +208,104 @@ impl Control {
 
     /// The scheduler proper: a pass now, then one after every change to tasks, services or
     /// Cloud Map, and at least once a second. Never returns.
+    ///
+    /// Its passes read services and tasks from a [`Mirror`] fed by the same watch that wakes
+    /// it, so a pass sees every change that woke it without listing thousands of task records
+    /// again; before deciding again it waits for the mirror to hold its own last commit, and
+    /// a pass that lost a compare-and-write race lists everything afresh.
     async fn schedule(self: Arc<Self>) {
-        let mut changes = self.store.watch("ecs/");
+        let mut view = loop {
+            match Mirror::open(self.store.clone(), "ecs/", &[SERVICES, TASKS]).await {
+                Ok(view) => break view,
+                Err(e) => {
+                    tracing::warn!(error = %e, "service scheduler cannot read the store; retrying");
+                    tokio::time::sleep(IDLE_WAKE).await;
+                }
+            }
+        };
         let mut registry_changes = self.store.watch("servicediscovery/");
         let mut target_changes = self.store.watch("elbv2/targets/");
         loop {
-            let wait = match self.reconcile_services().await {
+            let wait = match self.reconcile_view(&mut view).await {
                 Ok(summary) => summary
                     .next_wake
                     .map(|t| Duration::from_millis((t.0 - Timestamp::now().0).clamp(0, 1000) as u64))
                     .unwrap_or(IDLE_WAKE),
                 Err(e) => {
                     tracing::warn!(error = %e, "service scheduler pass failed; retrying");
+                    if let Err(e) = view.resync().await {
+                        tracing::warn!(error = %e, "service scheduler cannot read the store");
+                    }
                     IDLE_WAKE
                 }
             };
             tokio::select! {
-                r = changes.next() => if r.is_err() { changes = self.store.watch("ecs/") },
+                r = view.changed() => if let Err(e) = r {
+                    tracing::warn!(error = %e, "service scheduler lost its watch; listing again");
+                    let _ = view.resync().await;
+                },
                 r = registry_changes.next() => if r.is_err() { registry_changes = self.store.watch("servicediscovery/") },
                 r = target_changes.next() => if r.is_err() { target_changes = self.store.watch("elbv2/targets/") },
                 _ = tokio::time::sleep(wait) => {}
             }
             // One pass answers every change already committed: a transaction that wrote a
             // hundred task records wakes the scheduler once, not a hundred times.
-            drain(&mut changes, || self.store.watch("ecs/"));
+            if let Err(e) = view.apply_delivered().await {
+                tracing::warn!(error = %e, "service scheduler cannot read the store");
+            }
             drain(&mut registry_changes, || self.store.watch("servicediscovery/"));
             drain(&mut target_changes, || self.store.watch("elbv2/targets/"));
         }
     }
 
-    /// One pass over every ACTIVE and DRAINING service.
+    /// One pass from the scheduler's mirror; afterwards the mirror holds what it committed,
+    /// and is listed again if a service's transaction found it stale.
+    async fn reconcile_view(&self, view: &mut Mirror) -> Result<PassSummary, ControlError> {
+        let services = view
+            .under(SERVICES)
+            .map(|kv| Ok((decode(kv)?, kv.mod_revision)))
+            .collect::<Result<Vec<(ServiceRecord, u64)>, ControlError>>()?;
+        let summary = self.reconcile(services, view.under(TASKS)).await?;
+        if summary.conflicts > 0 {
+            view.resync().await?;
+        } else if let Some(revision) = summary.committed {
+            view.reach(revision, OWN_WRITE_PATIENCE).await?;
+        }
+        Ok(summary)
+    }
+
+    /// One pass over every ACTIVE and DRAINING service, as the store has them now.
     pub async fn reconcile_services(&self) -> Result<PassSummary, ControlError> {
-        let pass_started = std::time::Instant::now();
         let services = self.all_services().await?;
+        let tasks = self.store.list_prefix(TASKS).await?;
+        self.reconcile(services, tasks.iter()).await
+    }
+
+    /// One pass over `services` with `tasks` (every task record; others than services' are
+    /// skipped).
+    async fn reconcile<'a>(
+        &self,
+        services: Vec<(ServiceRecord, u64)>,
+        tasks: impl Iterator<Item = &'a KeyValue>,
+    ) -> Result<PassSummary, ControlError> {
+        let pass_started = std::time::Instant::now();
         let mut summary = PassSummary::default();
         if services.iter().all(|(r, _)| r.service.status == ServiceStatus::Inactive) {
             return Ok(summary);
         }
         let mut groups: HashMap<(String, String), Vec<Observed>> = HashMap::new();
-        for kv in self.store.list_prefix(TASKS).await? {
-            let record: TaskRecord = decode(&kv)?;
+        let of_a_service = memchr::memmem::Finder::new(b"\"group\":\"service:");
+        for kv in tasks {
+            if of_a_service.find(&kv.value).is_none() {
+                continue;
+            }
+            let record: TaskRecord = decode(kv)?;
             let Some(name) = record.task.group.as_deref().and_then(|g| g.strip_prefix("service:")) else {
                 continue;
             };
-            let cluster = record.task.cluster_name().to_owned();
-            groups.entry((cluster, name.to_owned())).or_default().push(Observed { kv, record, lb_healthy: true });
+            let (cluster, name) = (record.task.cluster_name().to_owned(), name.to_owned());
+            let observed = Observed { key: kv.key.clone(), revision: kv.mod_revision, record, lb_healthy: true };
+            groups.entry((cluster, name)).or_default().push(observed);
         }
         // One view of the hosts for the whole pass; services that start tasks place one at a
         // time against it and commit in groups (see `Commits`).
@@ -267,10 +336,15 @@ impl Control {
         );
         for (name, outcome) in outcomes {
             match outcome {
-                Ok((started, stopped, wake)) => {
+                Ok(ServicePass { started, stopped, wake, outcome }) => {
                     summary.services += 1;
                     summary.started += started;
                     summary.stopped += stopped;
+                    match outcome {
+                        Some(TxnOutcome::Committed(rev)) => summary.committed = summary.committed.max(Some(rev)),
+                        Some(TxnOutcome::Conflict) => summary.conflicts += 1,
+                        None => {}
+                    }
                     summary.next_wake = match (summary.next_wake, wake) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -288,7 +362,7 @@ impl Control {
         rev: u64,
         mut tasks: Vec<Observed>,
         commits: &Commits<'_>,
-    ) -> Result<(usize, usize, Option<Timestamp>), ControlError> {
+    ) -> Result<ServicePass, ControlError> {
         let now = Timestamp::now();
         let before = rec.clone();
         let cluster = cluster_of(&rec.service.cluster_arn);
@@ -464,7 +538,7 @@ impl Control {
 
         let unchanged = rec == before && decisions.starts.is_empty() && decisions.stops.is_empty();
         if unchanged {
-            return Ok((0, 0, wake));
+            return Ok(ServicePass { started: 0, stopped: 0, wake, outcome: None });
         }
         let key = service_key(&cluster, &name);
         let mut txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&rec)));
@@ -477,18 +551,23 @@ impl Control {
             request_stop(&mut record.task, StopCode::ServiceSchedulerInitiated, reason);
             record.task.version += 1;
             txn = txn
-                .when(Compare::revision(&observed.kv.key, observed.kv.mod_revision))
-                .then(Op::put(&observed.kv.key, encode(&record)));
+                .when(Compare::revision(&observed.key, observed.revision))
+                .then(Op::put(&observed.key, encode(&record)));
         }
         let outcome = match placed {
             Some(placed) => commits.commit(txn, placed).await?,
             None => self.store.txn(txn).await?,
         };
-        match outcome {
-            TxnOutcome::Committed(_) => Ok((decisions.starts.len(), decisions.stops.len(), wake)),
+        Ok(match outcome {
+            TxnOutcome::Committed(_) => ServicePass {
+                started: decisions.starts.len(),
+                stopped: decisions.stops.len(),
+                wake,
+                outcome: Some(outcome),
+            },
             // Someone changed the service or a task meanwhile: the next pass decides again.
-            TxnOutcome::Conflict => Ok((0, 0, Some(now))),
-        }
+            TxnOutcome::Conflict => ServicePass { started: 0, stopped: 0, wake: Some(now), outcome: Some(outcome) },
+        })
     }
 
     /// Counts the tasks asked to stop since the last pass: deployment failures and the launch

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_store::{Compare, Event, Op, Store, Txn, TxnOutcome};
+use flotilla_store::{Compare, Event, Mirror, Op, Store, Txn, TxnOutcome};
 
 /// Expands to one `#[tokio::test]` per behaviour below; `$open` is an async fn returning the
 /// store and whatever must outlive it (its directory, its cluster).
@@ -23,7 +23,9 @@ macro_rules! store_behaviour {
             every_watcher_sees_every_change_in_order,
             a_watch_skips_the_puts_it_does_not_want,
             acquire_returns_a_held_role,
-            stale_reads_see_this_stores_own_writes
+            stale_reads_see_this_stores_own_writes,
+            a_mirror_follows_puts_and_deletes_and_holds_its_own_writes,
+            a_mirror_opened_during_writes_ends_equal_to_a_listing
         );
     };
     ($open:path; $($name:ident),*) => {
@@ -228,4 +230,81 @@ pub async fn stale_reads_see_this_stores_own_writes(store: Arc<dyn Store>) {
         assert_eq!(listed.last().map(|kv| kv.key.as_str()), Some(key.as_str()));
     }
     assert!(store.get_stale("stale/missing").await.unwrap().is_none());
+}
+
+fn committed(outcome: TxnOutcome) -> u64 {
+    match outcome {
+        TxnOutcome::Committed(rev) => rev,
+        TxnOutcome::Conflict => panic!("an unconditional txn conflicted"),
+    }
+}
+
+/// What a mirror holds under `prefix`: (key, value, mod revision).
+fn copy_of(mirror: &Mirror, prefix: &str) -> Vec<(String, String, u64)> {
+    mirror
+        .under(prefix)
+        .map(|kv| (kv.key.clone(), String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+        .collect()
+}
+
+async fn listing_of(store: &dyn Store, prefix: &str) -> Vec<(String, String, u64)> {
+    let kvs = store.list_prefix(prefix).await.unwrap();
+    kvs.into_iter().map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision)).collect()
+}
+
+pub async fn a_mirror_follows_puts_and_deletes_and_holds_its_own_writes(store: Arc<dyn Store>) {
+    let txn = Txn::new().then(Op::put("m/a/1", "one")).then(Op::put("m/a/2", "two")).then(Op::put("m/b/x", "x"));
+    store.txn(txn).await.unwrap();
+    let mut mirror = Mirror::open(store.clone(), "m/", &["m/a/"]).await.unwrap();
+    assert_eq!(copy_of(&mirror, "m/a/"), listing_of(store.as_ref(), "m/a/").await);
+    assert_eq!(copy_of(&mirror, "m/").len(), 2, "only the kept prefix is copied");
+
+    let rev = committed(store.txn(Txn::new().then(Op::put("m/a/3", "three")).then(Op::delete("m/a/1"))).await.unwrap());
+    mirror.reach(rev, Duration::from_secs(10)).await.unwrap();
+    assert!(mirror.revision() >= rev);
+    let keys: Vec<String> = copy_of(&mirror, "m/a/").into_iter().map(|(k, v, _)| format!("{k}={v}")).collect();
+    assert_eq!(keys, ["m/a/2=two", "m/a/3=three"]);
+
+    // A write under the watched prefix but outside the kept one still advances the copy's
+    // revision (so a writer there can wait for it); one outside the watch does not arrive.
+    let other = committed(store.txn(Txn::new().then(Op::put("m/b/y", "y"))).await.unwrap());
+    mirror.reach(other, Duration::from_secs(10)).await.unwrap();
+    assert!(mirror.revision() >= other);
+    assert_eq!(copy_of(&mirror, "m/a/"), listing_of(store.as_ref(), "m/a/").await);
+
+    // `changed` wakes for the next change and applies it.
+    let writer = store.clone();
+    tokio::spawn(async move { writer.txn(Txn::new().then(Op::put("m/a/2", "deux"))).await.unwrap() });
+    tokio::time::timeout(Duration::from_secs(10), mirror.changed()).await.unwrap().unwrap();
+    assert_eq!(copy_of(&mirror, "m/a/"), listing_of(store.as_ref(), "m/a/").await);
+}
+
+/// The mirror opens (watch, then list) while another task writes, deletes and writes again:
+/// once it holds the writer's last revision it equals a fresh listing, key for key.
+pub async fn a_mirror_opened_during_writes_ends_equal_to_a_listing(store: Arc<dyn Store>) {
+    let writer = store.clone();
+    let writes = tokio::spawn(async move {
+        let mut last = 0;
+        for i in 0..150u32 {
+            let key = format!("r/k/{:02}", i % 20);
+            let txn = if i % 7 == 3 {
+                Txn::new().then(Op::delete(&key))
+            } else {
+                Txn::new().then(Op::put(&key, i.to_string()))
+            };
+            last = committed(writer.txn(txn).await.unwrap());
+        }
+        last
+    });
+    // Let some writes land first, so that the listing races the rest.
+    loop {
+        if store.list_prefix("r/k/").await.unwrap().len() >= 5 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let mut mirror = Mirror::open(store.clone(), "r/", &["r/k/"]).await.unwrap();
+    let last = writes.await.unwrap();
+    mirror.reach(last, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(copy_of(&mirror, "r/k/"), listing_of(store.as_ref(), "r/k/").await);
 }
