@@ -113,6 +113,8 @@ async fn main() -> anyhow::Result<()> {
     // When the last poll that did not see them all was sent: they were not all committed
     // before then (a lower bound; `committed_at`, when a poll saw them, is the figure judged).
     let mut not_yet_at = Duration::ZERO;
+    // Each poll until then: (sent, answered, tasks counted), for how long a poll took.
+    let mut early_polls: Vec<(Duration, Duration, i64)> = Vec::new();
     let running_at = loop {
         if sent.elapsed() > DEADLINE {
             bail!("not all {total} tasks RUNNING after {DEADLINE:?}");
@@ -123,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         let running: i64 = described.iter().map(|s| s["runningCount"].as_i64().unwrap_or(0)).sum();
         let placed: i64 = running + described.iter().map(|s| s["pendingCount"].as_i64().unwrap_or(0)).sum::<i64>();
         if committed_at.is_none() {
+            early_polls.push((poll_sent, sent.elapsed(), placed));
             if placed >= total as i64 {
                 committed_at = Some(sent.elapsed());
             } else {
@@ -185,6 +188,10 @@ async fn main() -> anyhow::Result<()> {
         "    (the last poll that saw fewer was sent at {:.1} ms: committed between the two)",
         not_yet_at.as_secs_f64() * 1000.0
     );
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    let shown: Vec<String> =
+        early_polls.iter().map(|(s, a, n)| format!("{:.0}->{:.0} ms: {n}", ms(s), ms(a))).collect();
+    println!("    (polls until then, sent->answered: tasks counted: {})", shown.join(", "));
     println!("  all {total} RUNNING in the store (last startedAt): {last_started:.1} ms");
     println!(
         "  as a polling client saw it: runningCount sum {total} at {:.1} ms ({polls} polls)",

@@ -114,6 +114,8 @@ pub struct EtcdStore {
     data: String,
     events: broadcast::Sender<Arc<Batch>>,
     watcher: tokio::task::JoinHandle<()>,
+    /// Logs the stale reads that fell back (`stale::report`).
+    reporter: tokio::task::JoinHandle<()>,
     txn_ids: TxnIds,
     floor: Arc<stale::Floor>,
 }
@@ -159,6 +161,7 @@ impl EtcdStore {
             data,
             events,
             watcher: tokio::spawn(async {}),
+            reporter: tokio::spawn(async {}),
             txn_ids: TxnIds::new(),
             floor: Default::default(),
         };
@@ -179,6 +182,7 @@ impl EtcdStore {
             store.events.clone(),
             store.floor.clone(),
         ));
+        store.reporter = tokio::spawn(stale::report(store.floor.clone()));
         Ok(store)
     }
 
@@ -382,6 +386,7 @@ impl EtcdStore {
 impl Drop for EtcdStore {
     fn drop(&mut self) {
         self.watcher.abort();
+        self.reporter.abort();
     }
 }
 

@@ -18,6 +18,8 @@ pub(crate) struct Floor {
     revision: AtomicI64,
     /// Serializable answers found behind the floor (and read again linearizably).
     fallbacks: AtomicU64,
+    /// Serializable answers checked against the floor.
+    reads: AtomicU64,
 }
 
 impl Floor {
@@ -33,6 +35,7 @@ impl Floor {
     /// Whether an answer at `revision` is as new as everything this process had seen when
     /// it asked (`floor`, read before the request); counts it when not.
     pub(crate) fn covers(&self, floor: i64, revision: i64) -> bool {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let covered = revision >= floor;
         if !covered {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -43,5 +46,28 @@ impl Floor {
 
     pub(crate) fn fallbacks(&self) -> u64 {
         self.fallbacks.load(Ordering::Relaxed)
+    }
+}
+
+/// How often the store says how many stale reads fell back.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Logs, once a minute when there were any, how many stale reads found their member behind
+/// this process: many mean the members lag the leader (a slow disk, an overloaded member) and
+/// stale reads cost a linearizable read on top.
+pub(crate) async fn report(floor: std::sync::Arc<Floor>) {
+    let (mut reads, mut fallbacks) = (0, 0);
+    loop {
+        tokio::time::sleep(REPORT_EVERY).await;
+        let (now_reads, now_fallbacks) = (floor.reads.load(Ordering::Relaxed), floor.fallbacks());
+        if now_fallbacks > fallbacks {
+            tracing::info!(
+                fallbacks = now_fallbacks - fallbacks,
+                stale_reads = now_reads - reads,
+                total_fallbacks = now_fallbacks,
+                "stale reads answered by a member behind this server were read again linearizably"
+            );
+        }
+        (reads, fallbacks) = (now_reads, now_fallbacks);
     }
 }
