@@ -6,9 +6,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need() { for b in "$@"; do command -v "$b" >/dev/null || { echo "$b is missing: apt-get install -y $b" >&2; exit 1; }; done; }
 need runc docker-registry mkfs.ext4 losetup aws
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-# BENCH_NO_BUILD=1 reuses the binaries already in $CARGO_TARGET_DIR/release.
+# BENCH_NO_BUILD=1 reuses the binaries already in $CARGO_TARGET_DIR/release, or in BENCH_BIN
+# (a copy of them, safe from other builds sharing the target dir).
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build -q --release -p flotilla-cli -p flotilla-shim -p flotilla-bench
-BIN=$CARGO_TARGET_DIR/release
+BIN=${BENCH_BIN:-$CARGO_TARGET_DIR/release}
 export AWS_ACCESS_KEY_ID=AKIABENCHFLOTILLA001 AWS_SECRET_ACCESS_KEY=bench-secret
 WORK=$(mktemp -d /var/tmp/flotilla-bench.XXXXXX)
 # The helpers' scratch (runc bundles) goes here too, so an interrupted helper leaves nothing.
