@@ -34,7 +34,8 @@ const MAX_GROUP_BYTES: usize = 16 << 20;
 /// A pass's placer and commit queue.
 pub(crate) struct Commits<'a> {
     store: &'a dyn Store,
-    placer: Mutex<Placer>,
+    /// Read by the first service that places (a pass with nothing to start reads no hosts).
+    placer: tokio::sync::OnceCell<Mutex<Placer>>,
     queue: Mutex<Queue>,
 }
 
@@ -90,18 +91,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<'a> Commits<'a> {
-    pub(crate) fn new(store: &'a dyn Store, placer: Placer) -> Commits<'a> {
-        Commits { store, placer: Mutex::new(placer), queue: Mutex::default() }
+    /// Commits whose placer is read by [`Commits::ready`]'s first caller.
+    pub(crate) fn lazy(store: &'a dyn Store) -> Commits<'a> {
+        Commits { store, placer: tokio::sync::OnceCell::new(), queue: Mutex::default() }
+    }
+
+    /// Reads the pass's one view of the hosts with `read` unless a service did already.
+    pub(crate) async fn ready(
+        &self,
+        read: impl std::future::Future<Output = Result<Placer, ControlError>>,
+    ) -> Result<(), ControlError> {
+        self.placer.get_or_try_init(|| async { Ok::<_, ControlError>(Mutex::new(read.await?)) }).await?;
+        Ok(())
+    }
+
+    fn placer(&self) -> &Mutex<Placer> {
+        self.placer.get().expect("Commits::ready runs before a service places")
     }
 
     /// Runs `place` (no waiting inside) with the placer to itself; returns what it returned and
     /// the placements it made.
     pub(crate) fn place<T>(&self, place: impl FnOnce(&mut Placer) -> T) -> (T, Placed<'_>) {
-        let mut placer = lock(&self.placer);
+        let mut placer = lock(self.placer());
         let mark = placer.mark();
         let out = place(&mut placer);
         let delta = placer.since(&mark);
-        (out, Placed { placer: &self.placer, delta: Some(delta) })
+        (out, Placed { placer: self.placer(), delta: Some(delta) })
     }
 
     /// Commits `txn` with the allocations of `placed`, in a group with whatever else is queued.
@@ -147,7 +162,7 @@ impl<'a> Commits<'a> {
             return self.commit_alone(entry).await;
         }
         let txn = {
-            let placer = lock(&self.placer);
+            let placer = lock(self.placer());
             let mut txn = Txn::new();
             for entry in &group {
                 txn.compares.extend(entry.txn.compares.iter().cloned());
@@ -164,7 +179,7 @@ impl<'a> Commits<'a> {
         tracing::debug!(entries = group.len(), ops, bytes, ms = started.elapsed().as_millis() as u64, "group commit");
         match outcome {
             Ok(TxnOutcome::Committed(revision)) => {
-                lock(&self.placer).group_committed(group.iter().map(|e| &e.delta), revision);
+                lock(self.placer()).group_committed(group.iter().map(|e| &e.delta), revision);
                 for entry in group {
                     let _ = entry.done.send(Ok(TxnOutcome::Committed(revision)));
                 }
@@ -176,7 +191,7 @@ impl<'a> Commits<'a> {
                 }
             }
             Err(e) => {
-                let mut placer = lock(&self.placer);
+                let mut placer = lock(self.placer());
                 for entry in group {
                     placer.take_back(&entry.delta);
                     let _ = entry.done.send(Err(ControlError::Store(copy(&e))));
@@ -188,11 +203,11 @@ impl<'a> Commits<'a> {
     async fn commit_alone(&self, entry: Entry) {
         let Entry { txn, delta, done } = entry;
         let txn_len = txn.ops.len();
-        let txn = lock(&self.placer).group_ops(txn, [&delta]);
+        let txn = lock(self.placer()).group_ops(txn, [&delta]);
         let started = std::time::Instant::now();
         let outcome = self.store.txn(txn).await;
         tracing::debug!(entries = 1, ops = txn_len, ms = started.elapsed().as_millis() as u64, "group commit");
-        let mut placer = lock(&self.placer);
+        let mut placer = lock(self.placer());
         match &outcome {
             Ok(TxnOutcome::Committed(revision)) => placer.group_committed([&delta], *revision),
             _ => placer.take_back(&delta),

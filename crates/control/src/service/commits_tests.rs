@@ -89,7 +89,8 @@ async fn a_group_that_conflicts_commits_its_entries_one_by_one_and_takes_back_on
         };
         read.push((key, rev));
     }
-    let commits = Commits::new(store.as_ref(), control.placer().await.unwrap());
+    let commits = Commits::lazy(store.as_ref());
+    commits.ready(control.placer()).await.unwrap();
     // a places 1 task, b 2, c 3, one after another under the placer.
     let mut queued = Vec::new();
     for (n, (key, rev)) in read.iter().enumerate() {
@@ -118,7 +119,7 @@ async fn a_group_that_conflicts_commits_its_entries_one_by_one_and_takes_back_on
     let stored = stored_allocations(&control).await;
     assert_eq!(total(&stored), (4 * 256, 4 * 512, 4));
     let in_placer: HashMap<String, Allocation> =
-        lock(&commits.placer).hosts().map(|(h, a)| (h.spec.id.clone(), a)).collect();
+        lock(commits.placer()).hosts().map(|(h, a)| (h.spec.id.clone(), a)).collect();
     assert_eq!(in_placer, stored, "the placer holds what is stored");
 
     // The next commit compares on the revisions the fallback committed.

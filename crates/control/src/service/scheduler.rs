@@ -54,6 +54,43 @@ pub struct PassSummary {
     pub conflicts: usize,
 }
 
+/// The service tasks among task records, decoded again only when their revision changes: a
+/// pass reads every record, and most did not change since the last.
+#[derive(Default)]
+struct Decoded {
+    /// By key: the revision decoded and the record (`None`: not a service's task).
+    records: HashMap<String, (Revision, Option<Arc<TaskRecord>>)>,
+}
+
+impl Decoded {
+    fn observe<'a>(&mut self, kvs: impl Iterator<Item = &'a KeyValue>) -> Result<Vec<Observed>, ControlError> {
+        let of_a_service = memchr::memmem::Finder::new(b"\"group\":\"service:");
+        let mut records = HashMap::with_capacity(self.records.len());
+        let mut out = Vec::new();
+        for kv in kvs {
+            let record = match self.records.remove(&kv.key) {
+                Some((revision, record)) if revision == kv.mod_revision => record,
+                // A quick look at the bytes first: most tasks of a host running many are not a
+                // service's.
+                _ if of_a_service.find(&kv.value).is_none() => None,
+                _ => Some(Arc::new(decode::<TaskRecord>(kv)?))
+                    .filter(|r| r.task.group.as_deref().is_some_and(|g| g.starts_with("service:"))),
+            };
+            if let Some(record) = &record {
+                out.push(Observed {
+                    key: kv.key.clone(),
+                    revision: kv.mod_revision,
+                    record: record.clone(),
+                    lb_healthy: true,
+                });
+            }
+            records.insert(kv.key.clone(), (kv.mod_revision, record));
+        }
+        self.records = records;
+        Ok(out)
+    }
+}
+
 /// What one service's pass did.
 struct ServicePass {
     started: usize,
@@ -66,7 +103,7 @@ struct ServicePass {
 pub(crate) struct Observed {
     key: String,
     revision: Revision,
-    pub(crate) record: TaskRecord,
+    pub(crate) record: Arc<TaskRecord>,
     /// Healthy in every target group of its service (true for services without load
     /// balancers); set at the start of each pass.
     pub(crate) lb_healthy: bool,
@@ -223,10 +260,11 @@ impl Control {
                 }
             }
         };
+        let mut decoded = Decoded::default();
         let mut registry_changes = self.store.watch("servicediscovery/");
         let mut target_changes = self.store.watch("elbv2/targets/");
         loop {
-            let wait = match self.reconcile_view(&mut view).await {
+            let wait = match self.reconcile_view(&mut view, &mut decoded).await {
                 Ok(summary) => summary
                     .next_wake
                     .map(|t| Duration::from_millis((t.0 - Timestamp::now().0).clamp(0, 1000) as u64))
@@ -260,12 +298,13 @@ impl Control {
 
     /// One pass from the scheduler's mirror; afterwards the mirror holds what it committed,
     /// and is listed again if a service's transaction found it stale.
-    async fn reconcile_view(&self, view: &mut Mirror) -> Result<PassSummary, ControlError> {
+    async fn reconcile_view(&self, view: &mut Mirror, decoded: &mut Decoded) -> Result<PassSummary, ControlError> {
         let services = view
             .under(SERVICES)
             .map(|kv| Ok((decode(kv)?, kv.mod_revision)))
             .collect::<Result<Vec<(ServiceRecord, u64)>, ControlError>>()?;
-        let summary = self.reconcile(services, view.under(TASKS)).await?;
+        let tasks = decoded.observe(view.under(TASKS))?;
+        let summary = self.reconcile(services, tasks).await?;
         if summary.conflicts > 0 {
             view.resync().await?;
         } else if let Some(revision) = summary.committed {
@@ -278,15 +317,15 @@ impl Control {
     pub async fn reconcile_services(&self) -> Result<PassSummary, ControlError> {
         let services = self.all_services().await?;
         let tasks = self.store.list_prefix(TASKS).await?;
-        self.reconcile(services, tasks.iter()).await
+        let tasks = Decoded::default().observe(tasks.iter())?;
+        self.reconcile(services, tasks).await
     }
 
-    /// One pass over `services` with `tasks` (every task record; others than services' are
-    /// skipped).
-    async fn reconcile<'a>(
+    /// One pass over `services` with `tasks`, every service task.
+    async fn reconcile(
         &self,
         services: Vec<(ServiceRecord, u64)>,
-        tasks: impl Iterator<Item = &'a KeyValue>,
+        tasks: Vec<Observed>,
     ) -> Result<PassSummary, ControlError> {
         let pass_started = std::time::Instant::now();
         let mut summary = PassSummary::default();
@@ -294,22 +333,17 @@ impl Control {
             return Ok(summary);
         }
         let mut groups: HashMap<(String, String), Vec<Observed>> = HashMap::new();
-        let of_a_service = memchr::memmem::Finder::new(b"\"group\":\"service:");
-        for kv in tasks {
-            if of_a_service.find(&kv.value).is_none() {
-                continue;
-            }
-            let record: TaskRecord = decode(kv)?;
-            let Some(name) = record.task.group.as_deref().and_then(|g| g.strip_prefix("service:")) else {
+        for observed in tasks {
+            let Some(name) = observed.task().group.as_deref().and_then(|g| g.strip_prefix("service:")) else {
                 continue;
             };
-            let (cluster, name) = (record.task.cluster_name().to_owned(), name.to_owned());
-            let observed = Observed { key: kv.key.clone(), revision: kv.mod_revision, record, lb_healthy: true };
+            let (cluster, name) = (observed.task().cluster_name().to_owned(), name.to_owned());
             groups.entry((cluster, name)).or_default().push(observed);
         }
-        // One view of the hosts for the whole pass; services that start tasks place one at a
-        // time against it and commit in groups (see `Commits`).
-        let commits = Commits::new(self.store.as_ref(), self.placer().await?);
+        // One view of the hosts for the whole pass, read when the first service has tasks to
+        // start; services that start tasks place one at a time against it and commit in
+        // groups (see `Commits`).
+        let commits = Commits::lazy(self.store.as_ref());
         // Services are independent: their passes run together, so their transactions share
         // the store's group commit instead of waiting for one fsync each.
         let mut passes = Vec::new();
@@ -510,6 +544,7 @@ impl Control {
         if to_start > 0 {
             // Read first, place under the pass's placer (see `LaunchInputs`).
             let inputs = self.launch_inputs(&rec).await?;
+            commits.ready(self.placer()).await?;
             let ((starts, unplaced), p) =
                 commits.place(|placer| self.launch(&rec, inputs, &tasks, &primary, to_start as usize, placer, now));
             decisions.starts = starts;
@@ -547,7 +582,7 @@ impl Control {
         }
         for (i, reason) in &decisions.stops {
             let observed = &tasks[*i];
-            let mut record = observed.record.clone();
+            let mut record = TaskRecord::clone(&observed.record);
             request_stop(&mut record.task, StopCode::ServiceSchedulerInitiated, reason);
             record.task.version += 1;
             txn = txn
