@@ -10,6 +10,9 @@ pub const POOL_DIR: &str = ".scratch-pool";
 /// `flotilla_sandbox::shared_scratch::IMAGE`, under `<data>/tasks`: the host's shared scratch
 /// filesystem (`FLOTILLA_SHARED_SCRATCH=1`).
 pub const SHARED_IMAGE: &str = ".scratch.img";
+/// `flotilla_sandbox::protocol::SECCOMP_CACHE_DIR`: compiled seccomp filters, one per profile,
+/// kept for the host's next tasks (not a task's leftover).
+pub const SECCOMP_CACHE_DIR: &str = ".seccomp-cache";
 
 /// Everything of these tasks still on the host, one line per leak.
 pub fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
@@ -65,7 +68,8 @@ pub fn leaks(data: &Path, ids: &[String]) -> Vec<String> {
         }
     }
     if let Ok(entries) = std::fs::read_dir(data.join("tasks")) {
-        for e in entries.flatten().filter(|e| e.file_name() != POOL_DIR && e.file_name() != SHARED_IMAGE) {
+        let kept = [POOL_DIR, SHARED_IMAGE, SECCOMP_CACHE_DIR];
+        for e in entries.flatten().filter(|e| !kept.iter().any(|k| e.file_name() == *k)) {
             found.push(format!("task dir entry {}", e.path().display()));
         }
     }

@@ -486,7 +486,19 @@ impl Networking {
             self.blocking(move |net| net.withdraw_public(local, public)).await?;
         }
         let id = eni.id.clone();
-        self.blocking(move |net| net.remove_interface(&id)).await
+        self.blocking(move |net| {
+            // Where the detach spent its time, for the supervisor's debug timings.
+            let log = tracing::enabled!(tracing::Level::DEBUG);
+            if log {
+                flotilla_net::phases::record();
+            }
+            let done = net.remove_interface(&id);
+            if log {
+                tracing::debug!(interface = %id, phases = ?flotilla_net::phases::take(), "interface removed");
+            }
+            done
+        })
+        .await
     }
 
     async fn release_vpc_if_unused(&self, vpc_id: &str) -> Result<(), AgentError> {

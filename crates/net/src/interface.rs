@@ -283,19 +283,21 @@ impl Network {
         // Deleting a veth waits for the kernel (~20 ms), and concurrent deletions wait one
         // after another inside it: the link joins the table's doomed group (keeping its alias,
         // so a crash leaves it findable) and is deleted with every other doomed link at once.
-        if let Some(found) = host.link(&link).map_err(nl(&object, format!("get link {link}")))? {
+        let found = timed("find link", || host.link(&link)).map_err(nl(&object, format!("get link {link}")))?;
+        if let Some(found) = found {
             claim(id, &found, &alias)?;
-            host.set_group(found.index, self.doomed).map_err(nl(&object, format!("doom link {link}")))?;
-            self.reap(&mut host);
+            timed("doom link", || host.set_group(found.index, self.doomed))
+                .map_err(nl(&object, format!("doom link {link}")))?;
+            timed("reap", || self.reap(&mut host));
         }
         // Whatever a failed batch left.
-        delete_own_link(&mut host, &object, id, &link, &alias)?;
+        timed("own link", || delete_own_link(&mut host, &object, id, &link, &alias))?;
         drop(host);
         let Some(iface) = known else { return Ok(()) };
-        self.nft.apply(&object, &removal_script(&self.table, &link, &iface))?;
+        timed("nft", || self.nft.apply(&object, &removal_script(&self.table, &link, &iface)))?;
         self.inner().state.interfaces.remove(id);
         let addrs: Vec<_> = [Some(iface.ip), iface.public_ip].into_iter().flatten().collect();
-        self.forget_shared(&object, addrs)
+        timed("conntrack", || self.forget_shared(&object, addrs))
     }
 
     /// Deletes the interface chains that no interface uses any more (the last interface of a

@@ -11,9 +11,9 @@ use rustix::fs::OFlags;
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
 use crate::cgroup::{self, CgroupManager, Cgroups};
-use crate::init;
 use crate::state::{self, EXEC_FIFO, State, Status};
 use crate::sys::{self, Fork, err_at};
+use crate::{init, seccomp};
 
 fn not_found(id: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("container {id} does not exist"))
@@ -71,7 +71,14 @@ fn report_error(w: OwnedFd, e: &io::Error) -> ! {
 
 /// `create`: sets the container up and leaves its init waiting on the exec FIFO; `start`
 /// also starts it (`run --detach`). Writes the init's pid to `pid_file`.
-pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>, start_now: bool) -> io::Result<()> {
+pub fn create(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    start_now: bool,
+    seccomp_cache: Option<&Path>,
+) -> io::Result<()> {
     if !state::valid_id(id) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid container id {id:?}")));
     }
@@ -86,7 +93,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>, sta
         Err(e) => return Err(err_at("mkdir", &dir, e)),
     }
     let mut placed = cgroup::Placement::default();
-    let result = create_in(root, id, bundle, &spec, &dir, &mut placed, pid_file, start_now);
+    let result = create_in(root, id, bundle, &spec, &dir, &mut placed, pid_file, start_now, seccomp_cache);
     if result.is_err() {
         // This process joined the container's cgroup so that its init would start there; it
         // moves up to the parent cgroup first, or the container's could never be removed.
@@ -108,7 +115,10 @@ fn create_in(
     placed: &mut cgroup::Placement,
     pid_file: Option<&Path>,
     start_now: bool,
+    seccomp_cache: Option<&Path>,
 ) -> io::Result<()> {
+    // Before the fork: the cache is a host path.
+    let filter = seccomp::prepare(&spec.linux.seccomp, seccomp_cache)?;
     let fifo = dir.join(EXEC_FIFO);
     sys::mkfifo(&fifo, 0o622)?;
     // Writable by the container's user whatever the umask; only the init reaches it, through
@@ -156,7 +166,7 @@ fn create_in(
     let pid = match sys::fork()? {
         Fork::Child => {
             drop(r);
-            init::container_init(spec, &cgroups, child_fresh, &fifo, w)
+            init::container_init(spec, &filter, &cgroups, child_fresh, &fifo, w)
         }
         Fork::Parent(pid) => pid,
     };
@@ -286,12 +296,14 @@ pub fn exec(
     pid_file: Option<&Path>,
     args: Vec<String>,
     console: Option<&Path>,
+    seccomp_cache: Option<&Path>,
 ) -> io::Result<()> {
     let st = load(root, id)?;
     if st.status(root) == Status::Stopped {
         return Err(io::Error::other(format!("container {id} is not running")));
     }
     let spec = read_spec(&st.bundle)?;
+    let filter = seccomp::prepare(&spec.linux.seccomp, seccomp_cache)?;
     // Opened now: once in the container's mount namespace, host paths mean nothing.
     let pid_out = pid_file
         .map(|pf| std::fs::File::create(pf).map_err(|e| err_at("create", pf, e)).map(|f| (pf.to_path_buf(), f)))
@@ -340,7 +352,7 @@ pub fn exec(
                 }
                 drop(console);
             }
-            let e = init::exec_process(&process, &spec.linux.seccomp);
+            let e = init::exec_process(&process, &filter);
             report_error(w, &e)
         }
         Fork::Parent(pid) => pid,

@@ -2,7 +2,7 @@
 //! exec'd process): the filesystem, limits, identity, seccomp, then the wait for `start`.
 //!
 //! Order matters and follows runc: mounts and the pivot need every capability; rlimits before
-//! the user switch (raising one needs root); seccomp is compiled early and loaded last, once
+//! the user switch (raising one needs root); seccomp is compiled before the fork and loaded last, once
 //! nothing but opening the exec FIFO and execve remains (both allowed by any sane profile);
 //! without no_new_privs the filter must go in while CAP_SYS_ADMIN is still held.
 
@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use flotilla_oci::{Process, Seccomp, Spec};
+use flotilla_oci::{Process, Spec};
 use rustix::fs::OFlags;
 use rustix::thread::UnshareFlags;
 
@@ -26,15 +26,14 @@ pub struct Exec {
 }
 
 /// Identity, limits and seccomp for `p`, shared by a container's init and exec'd processes.
-/// Returns what to exec; the filter is loaded when this returns.
-fn become_process(p: &Process, seccomp_profile: &Seccomp) -> io::Result<Exec> {
+/// Returns what to exec; `filter` is loaded when this returns.
+fn become_process(p: &Process, filter: &seccomp::Filter) -> io::Result<Exec> {
     // A session of its own, as runc gives it: signals meant for the shim's group never reach it.
     // A forked child is never a group leader, so this cannot fail.
     let _ = rustix::process::setsid();
     process::set_rlimits(&p.rlimits)?;
-    let filter = seccomp::compile(seccomp_profile)?;
     if !p.no_new_privileges {
-        seccomp::load(&filter)?;
+        filter.load()?;
     }
     process::set_user_and_caps(p)?;
     // Changing uid made us non-dumpable, which makes /proc/self/fd root's; the exec FIFO is
@@ -50,7 +49,7 @@ fn become_process(p: &Process, seccomp_profile: &Seccomp) -> io::Result<Exec> {
     let exe = process::lookup(first, &p.env)?;
     let exec = Exec { path: sys::cstr(&exe)?, args: process::c_strings(&p.args)?, env: process::c_strings(&p.env)? };
     if p.no_new_privileges {
-        seccomp::load(&filter)?;
+        filter.load()?;
     }
     Ok(exec)
 }
@@ -58,7 +57,14 @@ fn become_process(p: &Process, seccomp_profile: &Seccomp) -> io::Result<Exec> {
 /// The container's init: builds its world, reports readiness on `ready`, waits for `start`
 /// on the exec FIFO, and execs. A failure before readiness is reported on `ready`; one after
 /// (the command cannot be exec'd) goes to the container's stderr, as runc does.
-pub fn container_init(spec: &Spec, cgroups: &Cgroups, unshare: UnshareFlags, fifo: &Path, ready: OwnedFd) -> ! {
+pub fn container_init(
+    spec: &Spec,
+    filter: &seccomp::Filter,
+    cgroups: &Cgroups,
+    unshare: UnshareFlags,
+    fifo: &Path,
+    ready: OwnedFd,
+) -> ! {
     let mut ready = Some(std::fs::File::from(ready));
     let mut run = || -> io::Result<io::Error> {
         sys::unshare(unshare)?;
@@ -71,7 +77,7 @@ pub fn container_init(spec: &Spec, cgroups: &Cgroups, unshare: UnshareFlags, fif
         if spec.root.readonly {
             mounts::root_read_only()?;
         }
-        let exec = become_process(&spec.process, &spec.linux.seccomp)?;
+        let exec = become_process(&spec.process, filter)?;
         if let Some(mut r) = ready.take() {
             r.write_all(b"ok")?;
         }
@@ -100,8 +106,8 @@ pub fn container_init(spec: &Spec, cgroups: &Cgroups, unshare: UnshareFlags, fif
 }
 
 /// An exec'd process, already in the container's namespaces and cgroup.
-pub fn exec_process(p: &Process, seccomp_profile: &Seccomp) -> io::Error {
-    match become_process(p, seccomp_profile) {
+pub fn exec_process(p: &Process, filter: &seccomp::Filter) -> io::Error {
+    match become_process(p, filter) {
         Ok(exec) => {
             let e = sys::execve(&exec.path, &exec.args, &exec.env);
             io::Error::new(e.kind(), format!("exec {:?}: {e}", p.args.first().unwrap_or(&String::new())))

@@ -3,7 +3,8 @@
 //! (`create`, `run --detach`, `start`, `kill [--all]`, `delete [--force]`, `state`,
 //! `exec --detach [--tty --console-socket PATH]`) and keeps runc's exec-FIFO protocol, so the shim drives either the same
 //! way. Each command is a fresh single-threaded process (`flotilla-shim oci ...`): create and
-//! exec fork, which is only safe without other threads.
+//! exec fork, which is only safe without other threads; `kill`, `delete` and `state` do not,
+//! and the shim runs them in its own process ([`in_process`]).
 //!
 //! Why not runc: runc is a Go program that starts twice per container (`runc create`, then
 //! `runc init`), about 35 ms here before the container's first instruction; this runtime does
@@ -28,13 +29,39 @@ use std::path::{Path, PathBuf};
 pub use cgroup::shares_to_weight;
 pub use fifo::complete_start;
 
+/// `kill`, `delete --force` and `state` in the caller's process: none of them forks, changes
+/// namespaces or the working directory, so a multi-threaded caller (the shim) can run them
+/// itself instead of starting `flotilla-shim oci` for each (an exec, the dynamic loader and
+/// libc's start-up: a few milliseconds of CPU each, three times per task). Errors and output
+/// are the command's.
+pub mod in_process {
+    use std::io;
+    use std::path::Path;
+
+    /// `kill [--all] ID SIGNAL`.
+    pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> io::Result<()> {
+        crate::container::kill(root, id, signal, all)
+    }
+
+    /// `delete [--force] ID`.
+    pub fn delete(root: &Path, id: &str, force: bool) -> io::Result<()> {
+        crate::container::delete(root, id, force)
+    }
+
+    /// `state ID`: the JSON runc prints.
+    pub fn state(root: &Path, id: &str) -> io::Result<String> {
+        crate::container::state_json(root, id)
+    }
+}
+
 /// Attaches the eBPF device filter for `rules` to the cgroup v2 directory `cgroup` (what
 /// `create` does for each container on cgroup v2 hosts).
 pub fn attach_device_filter(cgroup: &Path, rules: &[flotilla_oci::DeviceRule]) -> std::io::Result<()> {
     devices::attach(cgroup, rules)
 }
 
-const USAGE: &str = "usage: flotilla-shim oci [--root DIR] [--log FILE] [--log-format json] COMMAND
+const USAGE: &str =
+    "usage: flotilla-shim oci [--root DIR] [--log FILE] [--log-format json] [--seccomp-cache DIR] COMMAND
   create --bundle DIR [--pid-file FILE] ID
   run --detach --bundle DIR [--pid-file FILE] ID
   start ID
@@ -51,19 +78,22 @@ struct Global {
     /// Opened before the command runs: exec fails inside the container's mount namespace,
     /// where the path means nothing.
     log: Option<std::fs::File>,
+    /// Where compiled seccomp filters are kept between runs (`seccomp.rs`); none: compile each time.
+    seccomp_cache: Option<PathBuf>,
 }
 
 /// Runs one runtime command; the process exit code.
 pub fn main(args: &[String]) -> i32 {
-    let mut global = Global { root: PathBuf::from(DEFAULT_ROOT), log: None };
+    let mut global = Global { root: PathBuf::from(DEFAULT_ROOT), log: None, seccomp_cache: None };
     let mut it = args.iter().peekable();
     while let Some(a) = it.peek() {
         match a.as_str() {
-            "--root" | "--log" | "--log-format" => {
+            "--root" | "--log" | "--log-format" | "--seccomp-cache" => {
                 let flag = it.next().cloned().unwrap_or_default();
                 let Some(value) = it.next() else { return usage(&format!("{flag} needs a value")) };
                 match flag.as_str() {
                     "--root" => global.root = PathBuf::from(value),
+                    "--seccomp-cache" => global.seccomp_cache = Some(PathBuf::from(value)),
                     "--log" => {
                         global.log = std::fs::OpenOptions::new().create(true).append(true).open(value).ok();
                     }
@@ -183,9 +213,12 @@ fn run(g: &Global, command: &str, args: Vec<String>) -> std::io::Result<Option<S
     let id = || p.positional.first().cloned().ok_or_else(|| bad("the container id is missing"));
     let bundle = || p.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
     let root: &Path = &g.root;
+    let cache = g.seccomp_cache.as_deref();
     match command {
-        "create" => container::create(root, &id()?, &bundle(), p.pid_file.as_deref(), false).map(|_| None),
-        "run" if p.detach => container::create(root, &id()?, &bundle(), p.pid_file.as_deref(), true).map(|_| None),
+        "create" => container::create(root, &id()?, &bundle(), p.pid_file.as_deref(), false, cache).map(|_| None),
+        "run" if p.detach => {
+            container::create(root, &id()?, &bundle(), p.pid_file.as_deref(), true, cache).map(|_| None)
+        }
         "run" => Err(bad("only `run --detach` is supported")),
         "start" => container::start(root, &id()?).map(|_| None),
         "kill" => {
@@ -208,7 +241,7 @@ fn run(g: &Global, command: &str, args: Vec<String>) -> std::io::Result<Option<S
                 (false, Some(_)) => return Err(bad("--console-socket needs --tty")),
                 (false, None) => None,
             };
-            container::exec(root, &id, p.pid_file.as_deref(), argv, console).map(|_| None)
+            container::exec(root, &id, p.pid_file.as_deref(), argv, console, cache).map(|_| None)
         }
         "exec" => Err(bad("only `exec --detach` is supported")),
         other => Err(bad(&format!("unknown command {other:?}"))),

@@ -2,8 +2,17 @@
 //! syscall name (names this libseccomp does not know are skipped), conditions on the same
 //! argument split into separate rules (they are alternatives), rules that repeat the default
 //! action left out.
+//!
+//! Compiling the default profile (~350 syscalls) costs libseccomp about 5 ms of CPU, on every
+//! container start; every task of a host uses the same few profiles. So the compiled program is
+//! kept in a cache directory (`--seccomp-cache`, which the shim points at the sandbox root's
+//! `.seccomp-cache`), one file per profile, holding the profile and the library's version it
+//! was compiled from in full: a file is used only when both match exactly, never on its name's
+//! hash alone. The cache is root's (0700), like the runtime's state.
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
 
 use flotilla_oci::{Seccomp, SeccompArg};
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
@@ -96,6 +105,102 @@ pub fn load(ctx: &ScmpFilterContext) -> io::Result<()> {
     ctx.load().map_err(|e| err("load", e))
 }
 
+/// A filter ready to install on the calling thread.
+pub enum Filter {
+    Compiled(ScmpFilterContext),
+    /// The program, as the kernel takes it, from the cache.
+    Program(Vec<libc::sock_filter>),
+}
+
+impl Filter {
+    /// Installs the filter as libseccomp's `seccomp_load` does with the attributes
+    /// [`compile`] sets (no flags, no_new_privs left to the caller).
+    pub fn load(&self) -> io::Result<()> {
+        match self {
+            Filter::Compiled(ctx) => load(ctx),
+            Filter::Program(program) => {
+                let len = u16::try_from(program.len()).map_err(|_| err("load", "the program is too long"))?;
+                let prog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
+                // SAFETY: `prog` points at `len` filter instructions that outlive the call;
+                // the kernel copies them.
+                let rc = unsafe {
+                    libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog)
+                };
+                if rc != 0 {
+                    return Err(err("load", io::Error::last_os_error()));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a cached program must have been compiled from: the library's version, the
+/// architecture and the profile itself.
+fn cache_key(profile: &Seccomp) -> io::Result<Vec<u8>> {
+    let version = libseccomp::ScmpVersion::current().map_err(|e| err("version", e))?;
+    let mut key =
+        format!("{}.{}.{} {:?}\n", version.major, version.minor, version.micro, ScmpArch::native()).into_bytes();
+    serde_json::to_writer(&mut key, profile).map_err(|e| err("cache key", e))?;
+    Ok(key)
+}
+
+/// FNV-1a: the cache file's name only; a file is trusted for its full key, not its name.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The program of `key` in `file`: a length-prefixed copy of the key, then the instructions.
+fn read_cached(path: &Path, key: &[u8]) -> Option<Vec<libc::sock_filter>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).ok()?.read_to_end(&mut bytes).ok()?;
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let rest = bytes.get(8..)?;
+    if rest.get(..len)? != key {
+        return None;
+    }
+    let code = &rest[len..];
+    if code.is_empty() || !code.len().is_multiple_of(8) {
+        return None;
+    }
+    Some(
+        code.chunks_exact(8)
+            .map(|i| libc::sock_filter {
+                code: u16::from_ne_bytes([i[0], i[1]]),
+                jt: i[2],
+                jf: i[3],
+                k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
+            })
+            .collect(),
+    )
+}
+
+/// Writes `ctx`'s program under `key` to `path`, whole or not at all (a temporary file renamed).
+fn write_cached(dir: &Path, path: &Path, key: &[u8], ctx: &ScmpFilterContext) -> io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(&(key.len() as u64).to_le_bytes())?;
+    f.write_all(key)?;
+    ctx.export_bpf(&f).map_err(|e| err("export", e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).inspect_err(|_| drop(std::fs::remove_file(&tmp)))
+}
+
+/// [`compile`], or the program an earlier compile of the same profile left in `cache`. A cache
+/// that cannot be read or written only costs the compile.
+pub fn prepare(profile: &Seccomp, cache: Option<&Path>) -> io::Result<Filter> {
+    let Some(dir) = cache else { return compile(profile).map(Filter::Compiled) };
+    let key = cache_key(profile)?;
+    let path = dir.join(format!("{:016x}.bpf", fnv1a64(&key)));
+    if let Some(program) = read_cached(&path, &key) {
+        return Ok(Filter::Program(program));
+    }
+    let ctx = compile(profile)?;
+    let _ = write_cached(dir, &path, &key, &ctx);
+    Ok(Filter::Compiled(ctx))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +237,82 @@ mod tests {
         assert!(text.contains("read") && text.contains("execve"), "{}", &text[..text.len().min(400)]);
         assert!(text.contains("personality"), "conditional rules are kept");
         assert!(!text.contains("kexec_load"), "a rule repeating the default is left out");
+    }
+
+    /// Everything allowed but `getppid`, which fails with ENOSYS.
+    fn deny_getppid() -> Seccomp {
+        serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": [],
+            "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}]
+        }))
+        .unwrap()
+    }
+
+    /// The program's instructions as the kernel takes them.
+    fn bytes(program: &[libc::sock_filter]) -> Vec<u8> {
+        program
+            .iter()
+            .flat_map(|i| {
+                let mut b = i.code.to_ne_bytes().to_vec();
+                b.extend([i.jt, i.jf]);
+                b.extend(i.k.to_ne_bytes());
+                b
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cached_program_is_libseccomps_own_and_is_enforced() {
+        let cache = tempfile::tempdir().unwrap();
+        let profile = deny_getppid();
+        assert!(matches!(prepare(&profile, Some(cache.path())).unwrap(), Filter::Compiled(_)), "the first compiles");
+        let Filter::Program(program) = prepare(&profile, Some(cache.path())).unwrap() else {
+            panic!("the second prepare compiled again instead of using the cache");
+        };
+        let mut exported = tempfile::tempfile().unwrap();
+        compile(&profile).unwrap().export_bpf(&mut exported).unwrap();
+        use std::io::Seek;
+        exported.rewind().unwrap();
+        let mut expected = Vec::new();
+        exported.read_to_end(&mut expected).unwrap();
+        assert_eq!(bytes(&program), expected, "the cached program is the one libseccomp makes");
+
+        // Loaded in a child (a filter is for good): getppid fails as the profile says.
+        let filter = Filter::Program(program);
+        // SAFETY: the child makes only raw system calls and exits without unwinding.
+        match unsafe { libc::fork() } {
+            0 => {
+                // SAFETY: plain system calls; `filter` outlives the load.
+                let code = unsafe {
+                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                    let loaded = filter.load().is_ok();
+                    let ppid = libc::syscall(libc::SYS_getppid);
+                    if loaded && ppid == -1 && *libc::__errno_location() == libc::ENOSYS { 0 } else { 1 }
+                };
+                // SAFETY: leaving the forked child at once.
+                unsafe { libc::_exit(code) }
+            }
+            pid => {
+                assert!(pid > 0, "fork failed");
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "getppid was not denied: {status}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cache_file_of_another_profile_is_not_used() {
+        let cache = tempfile::tempdir().unwrap();
+        let (mine, other) = (deny_getppid(), Seccomp { default_action: "SCMP_ACT_LOG".into(), ..deny_getppid() });
+        prepare(&other, Some(cache.path())).unwrap();
+        // As if the two names collided: the other profile's file under this one's name.
+        let written = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+        let key = cache_key(&mine).unwrap();
+        std::fs::rename(written, cache.path().join(format!("{:016x}.bpf", fnv1a64(&key)))).unwrap();
+        assert!(matches!(prepare(&mine, Some(cache.path())).unwrap(), Filter::Compiled(_)));
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub const LOCK_FILE: &str = "shim.lock";
 pub const SHIM_LOG_FILE: &str = "shim.log";
 pub const CONTAINERS_DIR: &str = "containers";
 pub const CONTAINER_LOG_FILE: &str = "log.jsonl";
+/// Under the sandbox root, beside the task directories: the builtin runtime's compiled seccomp
+/// filters, shared by every task of the host (`flotilla_runtime::seccomp`). Starts with a dot,
+/// so no task id can name it.
+pub const SECCOMP_CACHE_DIR: &str = ".seccomp-cache";
 
 /// Longest accepted message line; a task spec with many containers stays far below this.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;

@@ -1,6 +1,7 @@
 //! Driving runc 1.1 as containerd's runc shim does, with the shim's fds as the container's
 //! stdio: `create` then `start`, or `run -d` (both in one invocation), `kill`, `delete`,
-//! `state`, `exec -d`. One runc state root per task, inside the task directory.
+//! `state`, `exec -d`. One runc state root per task, inside the task directory. With the
+//! builtin runtime, `kill`, `delete` and `state` run in the shim's own process.
 
 use std::fs::File;
 use std::io;
@@ -43,11 +44,27 @@ pub struct Runc {
     prefix: Vec<String>,
     root: PathBuf,
     reaper: Arc<Reaper>,
+    /// The builtin runtime: `kill`, `delete` and `state` run in this process
+    /// (`flotilla_runtime::in_process`), not as `flotilla-shim oci ...`.
+    in_process: bool,
 }
 
 impl Runc {
     pub fn new(binary: PathBuf, prefix: Vec<String>, root: PathBuf, reaper: Arc<Reaper>) -> Self {
-        Runc { binary, prefix, root, reaper }
+        Runc { binary, prefix, root, reaper, in_process: false }
+    }
+
+    /// The builtin runtime (`self_exe oci ...`), its cheap commands run in this process and
+    /// its compiled seccomp filters kept in `seccomp_cache`.
+    pub fn builtin(self_exe: PathBuf, root: PathBuf, seccomp_cache: &Path, reaper: Arc<Reaper>) -> Self {
+        let prefix = vec!["oci".to_string(), "--seccomp-cache".to_string(), seccomp_cache.display().to_string()];
+        Runc { binary: self_exe, prefix, root, reaper, in_process: true }
+    }
+
+    /// A builtin command's outcome as a runc run's: the error's text is what runc's stderr
+    /// would have said.
+    fn in_process<T>(op: &'static str, id: &str, result: io::Result<T>) -> Result<T, RuncError> {
+        result.map_err(|e| RuncError::Failed { op, id: id.to_string(), message: e.to_string() })
     }
 
     fn command(&self, log: Option<&Path>) -> Command {
@@ -147,6 +164,9 @@ impl Runc {
 
     /// Signals the container's init, or with `all` every process in its cgroup.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuncError> {
+        if self.in_process {
+            return Self::in_process("kill", id, flotilla_runtime::in_process::kill(&self.root, id, signal, all));
+        }
         let mut cmd = self.command(None);
         cmd.arg("kill");
         if all {
@@ -158,7 +178,12 @@ impl Runc {
 
     /// Removes runc's record and the container's cgroup. Missing containers are fine.
     pub fn delete(&self, id: &str) -> Result<(), RuncError> {
-        match self.run("delete", id, self.command(None).arg("delete").arg("--force").arg(id)) {
+        let deleted = if self.in_process {
+            Self::in_process("delete", id, flotilla_runtime::in_process::delete(&self.root, id, true))
+        } else {
+            self.run("delete", id, self.command(None).arg("delete").arg("--force").arg(id)).map(drop)
+        };
+        match deleted {
             Ok(_) => Ok(()),
             Err(RuncError::Failed { message, .. }) if message.contains("does not exist") => Ok(()),
             Err(e) => Err(e),
@@ -167,7 +192,12 @@ impl Runc {
 
     /// `None` when runc has no such container.
     pub fn state(&self, id: &str) -> Result<Option<RuncState>, RuncError> {
-        match self.run("state", id, self.command(None).arg("state").arg(id)) {
+        let printed = if self.in_process {
+            Self::in_process("state", id, flotilla_runtime::in_process::state(&self.root, id).map(String::into_bytes))
+        } else {
+            self.run("state", id, self.command(None).arg("state").arg(id))
+        };
+        match printed {
             Ok(out) => serde_json::from_slice(&out)
                 .map(Some)
                 .map_err(|source| RuncError::BadState { id: id.to_string(), source }),

@@ -102,7 +102,10 @@ impl RuntimeKind {
     fn driver(self, cfg: &ShimConfig, reaper: Arc<Reaper>) -> Runc {
         match self {
             RuntimeKind::Builtin | RuntimeKind::Auto => {
-                Runc::new(cfg.self_exe.clone(), vec!["oci".to_string()], cfg.task_dir.join("oci"), reaper)
+                // Beside the task directories: one cache for the host's tasks.
+                let root = cfg.task_dir.parent().unwrap_or(&cfg.task_dir);
+                let cache = root.join(flotilla_sandbox::protocol::SECCOMP_CACHE_DIR);
+                Runc::builtin(cfg.self_exe.clone(), cfg.task_dir.join("oci"), &cache, reaper)
             }
             RuntimeKind::Runc => Runc::new(cfg.runc.clone(), vec![], cfg.task_dir.join("runc"), reaper),
         }
