@@ -261,19 +261,7 @@ impl Networking {
             security_groups: eni.security_groups.clone(),
             public_ip: eni.public_ip,
         };
-        self.blocking(move |net| {
-            // Where the attach spent its time, for the supervisor's debug timings.
-            let log = tracing::enabled!(tracing::Level::DEBUG);
-            if log {
-                flotilla_net::phases::record();
-            }
-            let done = net.ensure_interface(&spec);
-            if log {
-                tracing::debug!(interface = %spec.id, phases = ?flotilla_net::phases::take(), "interface set up");
-            }
-            done
-        })
-        .await?;
+        self.blocking(move |net| with_phases(&spec.id, "interface set up", || net.ensure_interface(&spec))).await?;
         // Between hosts, a public address lives on its task's host, which announces it.
         if let (Some(underlay), Some(public)) = (&self.underlay, eni.public_ip) {
             let local = underlay.ip;
@@ -486,19 +474,7 @@ impl Networking {
             self.blocking(move |net| net.withdraw_public(local, public)).await?;
         }
         let id = eni.id.clone();
-        self.blocking(move |net| {
-            // Where the detach spent its time, for the supervisor's debug timings.
-            let log = tracing::enabled!(tracing::Level::DEBUG);
-            if log {
-                flotilla_net::phases::record();
-            }
-            let done = net.remove_interface(&id);
-            if log {
-                tracing::debug!(interface = %id, phases = ?flotilla_net::phases::take(), "interface removed");
-            }
-            done
-        })
-        .await
+        self.blocking(move |net| with_phases(&id, "interface removed", || net.remove_interface(&id))).await
     }
 
     async fn release_vpc_if_unused(&self, vpc_id: &str) -> Result<(), AgentError> {
@@ -773,6 +749,20 @@ fn rewrite_in_place(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_data()
+}
+
+/// Runs an interface change and, at debug level, logs where it spent its time (the
+/// supervisor's phase timings).
+fn with_phases<T>(interface: &str, done: &'static str, change: impl FnOnce() -> T) -> T {
+    let log = tracing::enabled!(tracing::Level::DEBUG);
+    if log {
+        flotilla_net::phases::record();
+    }
+    let out = change();
+    if log {
+        tracing::debug!(interface, phases = ?flotilla_net::phases::take(), "{done}");
+    }
+    out
 }
 
 #[cfg(test)]
