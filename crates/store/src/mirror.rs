@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Event, KeyValue, Revision, Store, StoreError, Watch};
+use crate::{Event, KeyValue, Op, Revision, Store, StoreError, Watch};
 
 pub struct Mirror {
     store: Arc<dyn Store>,
@@ -128,13 +128,44 @@ impl Mirror {
         Ok(())
     }
 
+    /// Applies this process's own transaction's writes, committed at `revision`, before they
+    /// come back through the watch, so that a reader sees them at once. The copy's revision
+    /// does not move: others' changes before `revision` may still be on their way, and their
+    /// events, older than these writes, do not undo them. (A key deleted here may show again
+    /// for a moment if an older put of it arrives before the deletion's own event.)
+    pub fn wrote(&mut self, ops: &[Op], revision: Revision) {
+        for op in ops {
+            if !self.keeps(op.key()) {
+                continue;
+            }
+            // Later operations of one transaction on a key win, hence `<=`.
+            let current = self.records.get(op.key()).is_none_or(|old| old.mod_revision <= revision);
+            match op {
+                Op::Put { key, value } if current => {
+                    let create_revision = self.records.get(key).map_or(revision, |old| old.create_revision);
+                    let kv =
+                        KeyValue { key: key.clone(), value: value.clone(), create_revision, mod_revision: revision };
+                    self.records.insert(key.clone(), kv);
+                }
+                Op::Delete { key } if current => {
+                    self.records.remove(key);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn keeps(&self, key: &str) -> bool {
+        self.kept.iter().any(|k| key.starts_with(k.as_str()))
+    }
+
     fn apply(&mut self, event: Event) {
         let revision = match &event {
             Event::Put(kv) => kv.mod_revision,
             Event::Delete { revision, .. } => *revision,
         };
         self.revision = self.revision.max(revision);
-        if revision <= self.listed_at || !self.kept.iter().any(|k| event.key().starts_with(k.as_str())) {
+        if revision <= self.listed_at || !self.keeps(event.key()) {
             return;
         }
         match event {

@@ -36,9 +36,6 @@ const MAX_BACKOFF: i64 = 27 * 60 * 1000;
 pub const SCHEDULER_ROLE: &str = "service-scheduler";
 /// Longest the scheduler sleeps without a store change (protection expiry, grace periods).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
-/// How long the scheduler waits for its own commit to come back through its watch before it
-/// lists everything instead.
-const OWN_WRITE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone)]
@@ -48,8 +45,8 @@ pub struct PassSummary {
     pub stopped: usize,
     /// The earliest moment a service wants another pass without any change (a backoff).
     pub next_wake: Option<Timestamp>,
-    /// The newest revision the pass committed at: the next pass must see its own writes.
-    pub committed: Option<Revision>,
+    /// What the pass committed, and at which revision: the next pass must see its own writes.
+    pub writes: Vec<(Revision, Vec<Op>)>,
     /// Services whose transaction lost a compare-and-write race (read something stale).
     pub conflicts: usize,
 }
@@ -97,6 +94,8 @@ struct ServicePass {
     stopped: usize,
     wake: Option<Timestamp>,
     outcome: Option<TxnOutcome>,
+    /// The service's writes, when it committed.
+    ops: Vec<Op>,
 }
 
 /// A task record of the service with the store key and revision it was read at.
@@ -248,8 +247,9 @@ impl Control {
     ///
     /// Its passes read services and tasks from a [`Mirror`] fed by the same watch that wakes
     /// it, so a pass sees every change that woke it without listing thousands of task records
-    /// again; before deciding again it waits for the mirror to hold its own last commit, and
-    /// a pass that lost a compare-and-write race lists everything afresh.
+    /// again; a pass's own writes go into the mirror as they commit, so the next pass need
+    /// not wait for them to come back, and a pass that lost a compare-and-write race lists
+    /// everything afresh.
     async fn schedule(self: Arc<Self>) {
         let mut view = loop {
             match Mirror::open(self.store.clone(), "ecs/", &[SERVICES, TASKS]).await {
@@ -296,19 +296,23 @@ impl Control {
         }
     }
 
-    /// One pass from the scheduler's mirror; afterwards the mirror holds what it committed,
-    /// and is listed again if a service's transaction found it stale.
+    /// One pass from the scheduler's mirror; afterwards the mirror holds what the pass
+    /// committed (before the watch brings it back), and is listed again if a service's
+    /// transaction found it stale.
     async fn reconcile_view(&self, view: &mut Mirror, decoded: &mut Decoded) -> Result<PassSummary, ControlError> {
         let services = view
             .under(SERVICES)
             .map(|kv| Ok((decode(kv)?, kv.mod_revision)))
             .collect::<Result<Vec<(ServiceRecord, u64)>, ControlError>>()?;
         let tasks = decoded.observe(view.under(TASKS))?;
-        let summary = self.reconcile(services, tasks).await?;
+        let mut summary = self.reconcile(services, tasks).await?;
         if summary.conflicts > 0 {
             view.resync().await?;
-        } else if let Some(revision) = summary.committed {
-            view.reach(revision, OWN_WRITE_PATIENCE).await?;
+        } else {
+            summary.writes.sort_by_key(|(revision, _)| *revision);
+            for (revision, ops) in &summary.writes {
+                view.wrote(ops, *revision);
+            }
         }
         Ok(summary)
     }
@@ -370,12 +374,12 @@ impl Control {
         );
         for (name, outcome) in outcomes {
             match outcome {
-                Ok(ServicePass { started, stopped, wake, outcome }) => {
+                Ok(ServicePass { started, stopped, wake, outcome, ops }) => {
                     summary.services += 1;
                     summary.started += started;
                     summary.stopped += stopped;
                     match outcome {
-                        Some(TxnOutcome::Committed(rev)) => summary.committed = summary.committed.max(Some(rev)),
+                        Some(TxnOutcome::Committed(rev)) => summary.writes.push((rev, ops)),
                         Some(TxnOutcome::Conflict) => summary.conflicts += 1,
                         None => {}
                     }
@@ -573,7 +577,7 @@ impl Control {
 
         let unchanged = rec == before && decisions.starts.is_empty() && decisions.stops.is_empty();
         if unchanged {
-            return Ok(ServicePass { started: 0, stopped: 0, wake, outcome: None });
+            return Ok(ServicePass { started: 0, stopped: 0, wake, outcome: None, ops: Vec::new() });
         }
         let key = service_key(&cluster, &name);
         let mut txn = Txn::new().when(Compare::revision(&key, rev)).then(Op::put(&key, encode(&rec)));
@@ -589,6 +593,7 @@ impl Control {
                 .when(Compare::revision(&observed.key, observed.revision))
                 .then(Op::put(&observed.key, encode(&record)));
         }
+        let ops = txn.ops.clone();
         let outcome = match placed {
             Some(placed) => commits.commit(txn, placed).await?,
             None => self.store.txn(txn).await?,
@@ -599,9 +604,12 @@ impl Control {
                 stopped: decisions.stops.len(),
                 wake,
                 outcome: Some(outcome),
+                ops,
             },
             // Someone changed the service or a task meanwhile: the next pass decides again.
-            TxnOutcome::Conflict => ServicePass { started: 0, stopped: 0, wake: Some(now), outcome: Some(outcome) },
+            TxnOutcome::Conflict => {
+                ServicePass { started: 0, stopped: 0, wake: Some(now), outcome: Some(outcome), ops: Vec::new() }
+            }
         })
     }
 

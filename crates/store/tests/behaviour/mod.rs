@@ -25,7 +25,8 @@ macro_rules! store_behaviour {
             acquire_returns_a_held_role,
             stale_reads_see_this_stores_own_writes,
             a_mirror_follows_puts_and_deletes_and_holds_its_own_writes,
-            a_mirror_opened_during_writes_ends_equal_to_a_listing
+            a_mirror_opened_during_writes_ends_equal_to_a_listing,
+            a_mirror_shows_its_own_writes_before_the_watch_brings_them
         );
     };
     ($open:path; $($name:ident),*) => {
@@ -307,4 +308,22 @@ pub async fn a_mirror_opened_during_writes_ends_equal_to_a_listing(store: Arc<dy
     let last = writes.await.unwrap();
     mirror.reach(last, Duration::from_secs(20)).await.unwrap();
     assert_eq!(copy_of(&mirror, "r/k/"), listing_of(store.as_ref(), "r/k/").await);
+}
+
+pub async fn a_mirror_shows_its_own_writes_before_the_watch_brings_them(store: Arc<dyn Store>) {
+    store.txn(Txn::new().then(Op::put("o/k/3", "three"))).await.unwrap();
+    let mut mirror = Mirror::open(store.clone(), "o/", &["o/k/"]).await.unwrap();
+    let ops =
+        [Op::put("o/k/1", "a"), Op::put("o/k/1", "b"), Op::put("o/k/2", "c"), Op::delete("o/k/3"), Op::put("o/x", "x")];
+    let txn = ops.iter().cloned().fold(Txn::new(), Txn::then);
+    let rev = committed(store.txn(txn).await.unwrap());
+    let before = mirror.revision();
+    mirror.wrote(&ops, rev);
+    let expected = vec![("o/k/1".to_owned(), "b".to_owned(), rev), ("o/k/2".to_owned(), "c".to_owned(), rev)];
+    assert_eq!(copy_of(&mirror, "o/"), expected, "later operations on a key win; only kept keys");
+    assert_eq!(mirror.revision(), before, "others' changes before the write may still be on their way");
+    // The same changes arriving through the watch change nothing, and the copy equals a listing.
+    mirror.reach(rev, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(copy_of(&mirror, "o/"), expected);
+    assert_eq!(copy_of(&mirror, "o/k/"), listing_of(store.as_ref(), "o/k/").await);
 }
