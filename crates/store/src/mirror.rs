@@ -7,8 +7,9 @@
 //! change falls between the two, and events come in revision order. Every event under the
 //! watched prefix, kept or not, advances the revision, so a caller that committed at revision
 //! `r` (under that prefix) can wait for the copy to hold its own write ([`Mirror::reach`])
-//! before deciding again from it. A watch that falls behind, or a wait that times out, makes
-//! the copy list everything again.
+//! before deciding again from it, or put its committed writes into the copy at once
+//! ([`Mirror::wrote`]). A watch that falls behind, or a wait that times out, makes the copy
+//! list everything again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,9 +1,10 @@
-//! The service scheduler, a reconciler: each pass re-reads every service and its tasks from the
-//! store and moves them one step toward what the service asks for, committing the service
-//! record, the tasks it starts and the stops it decides in one transaction. Nothing is kept
-//! between passes but what the store holds, so a crash or restart at any moment resumes
-//! without duplicate or lost tasks: a pass that loses a compare-and-write race changes nothing
-//! and the next pass decides again from what won.
+//! The service scheduler, a reconciler: each pass reads every service and its tasks (from a
+//! watch-fed mirror of the store) and moves them one step toward what the service asks for,
+//! committing the service record, the tasks it starts and the stops it decides in one
+//! transaction compared on the revisions it read. Nothing is kept between passes but that copy
+//! of the store, so a crash or restart at any moment resumes without duplicate or lost tasks: a
+//! pass that loses a compare-and-write race changes nothing, the mirror is listed again and the
+//! next pass decides again from what won.
 
 use std::collections::HashMap;
 use std::sync::Arc;
